@@ -65,7 +65,7 @@ fn cut_at_a_random_byte_keeps_the_whole_records_before_it() {
     for seed in 0..SEEDS {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = StdRng::seed_from_u64(seed);
-        write_log(dir.path(), &mut rng, seed % 4 == 0);
+        write_log(dir.path(), &mut rng, seed.is_multiple_of(4));
         let segs = layout(dir.path());
         let last = segs.last().unwrap();
         let len = std::fs::metadata(&last.path).unwrap().len() as usize;
@@ -129,7 +129,7 @@ fn a_corrupt_or_missing_index_is_rebuilt_and_loses_nothing() {
     for seed in 0..SEEDS {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = StdRng::seed_from_u64(3000 + seed);
-        let n = write_log(dir.path(), &mut rng, seed % 2 == 0);
+        let n = write_log(dir.path(), &mut rng, seed.is_multiple_of(2));
         let segs = layout(dir.path());
         let victim = &segs[rng.random_range(0..segs.len())];
         let index = victim.path.with_extension("index");
@@ -174,7 +174,7 @@ fn damage_in_a_sealed_middle_segment_is_reported_not_skipped() {
     for seed in 0..SEEDS {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = StdRng::seed_from_u64(4000 + seed);
-        write_log(dir.path(), &mut rng, seed % 2 == 0);
+        write_log(dir.path(), &mut rng, seed.is_multiple_of(2));
         let segs = layout(dir.path());
         if segs.len() < 3 {
             continue;

@@ -30,7 +30,7 @@ pub fn value_for(offset: u64) -> Vec<u8> {
 }
 
 pub fn key_for(offset: u64) -> Option<Vec<u8>> {
-    (offset % 3 != 0).then(|| format!("k{}", offset % 5).into_bytes())
+    (!offset.is_multiple_of(3)).then(|| format!("k{}", offset % 5).into_bytes())
 }
 
 pub fn timestamp_for(offset: u64) -> i64 {
