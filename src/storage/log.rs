@@ -145,7 +145,11 @@ impl Log {
             dir,
             fs,
             segments: RwLock::new(rec.segments),
-            appender: Mutex::new(Appender { buf: Vec::new(), index_cursor: rec.index_cursor, torn_end: 0 }),
+            appender: Mutex::new(Appender {
+                buf: Vec::new(),
+                index_cursor: rec.index_cursor,
+                torn_end: 0,
+            }),
             admin: Mutex::new(()),
             sync: Mutex::new(SyncState { synced, syncing: false, last_sync: Instant::now() }),
             synced_cv: Condvar::new(),
@@ -355,6 +359,7 @@ impl Log {
             base,
             capacity,
             self.config.max_record_bytes,
+            self.config.index_interval_bytes,
         ) {
             Ok(s) => Arc::new(s),
             // Nothing was published into the new file: the next append retries the roll (and
@@ -395,6 +400,7 @@ impl Log {
                 next_offset: old.base_offset,
                 max_timestamp: i64::MIN,
                 index: crate::storage::index::Index::new(),
+                index_interval_bytes: self.config.index_interval_bytes,
                 sealed: false,
             },
             self.config.max_record_bytes,
@@ -1010,5 +1016,104 @@ mod tests {
         let syncs = fs.sync_count() - syncs_before;
         assert!(syncs > 0, "Always must fdatasync");
         assert_eq!(read_all(&log).len(), 400);
+    }
+
+    #[test]
+    fn public_types_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        fn assert_clone<T: Clone>() {}
+        assert_send_sync::<Log>();
+        assert_send_sync::<ReadSlice>();
+        assert_clone::<ReadSlice>();
+    }
+
+    #[test]
+    fn an_index_entry_pointing_at_the_wrong_record_is_caught_and_rebuilt() {
+        use crate::storage::index::{Index, IndexEntry};
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+        append_n(&log, 100);
+        log.close().unwrap();
+        drop(log);
+        // Shift a middle entry by one byte: still ordered, CRC recomputed, so it loads.
+        let path = dir.path().join("00000000000000000000.index");
+        let (index, summary) = Index::decode(&std::fs::read(&path).unwrap(), 0).unwrap();
+        let mut bad = Index::new();
+        let n = index.entries().len();
+        assert!(n > 10);
+        for (i, e) in index.entries().iter().enumerate() {
+            let shift = u32::from(i == n / 2);
+            bad.push(IndexEntry {
+                relative_offset: e.relative_offset,
+                position: e.position + shift,
+            });
+        }
+        std::fs::write(&path, bad.encode(0, summary)).unwrap();
+        let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+        for o in 0..100 {
+            let s = log.read(o, 1).unwrap();
+            let r = s.records().next().unwrap().unwrap();
+            assert_eq!((r.offset, r.value), (o, &value(o)[..]));
+        }
+    }
+
+    #[test]
+    fn disk_full_fails_appends_cleanly_and_they_work_again_when_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let log = Log::open_with_fs(dir.path(), tiny(180), Arc::new(fs.clone())).unwrap();
+        append_n(&log, 4);
+        fs.set_no_space(true);
+        for _ in 0..3 {
+            let err = log.append(&[NewRecord::value(b"no room")]).unwrap_err();
+            assert!(matches!(err, StorageError::Io { .. }), "{err}");
+        }
+        assert_eq!(log.next_offset(), 4);
+        assert_eq!(read_all(&log).len(), 4, "reads keep working");
+        fs.set_no_space(false);
+        append_n(&log, 4);
+        drop(log);
+        let log = Log::open(dir.path(), tiny(180)).unwrap();
+        assert_eq!(
+            read_all(&log).iter().map(|r| r.0).collect::<Vec<_>>(),
+            (0..8).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn interval_policy_syncs_when_due_and_on_the_ticker() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let mut cfg = tiny(1 << 20);
+        cfg.fsync = FsyncPolicy::Interval(Duration::from_secs(3600));
+        let log = Log::open_with_fs(dir.path(), cfg, Arc::new(fs.clone())).unwrap();
+        let base = fs.sync_count();
+        append_n(&log, 3);
+        assert_eq!(fs.sync_count(), base, "not due yet");
+        log.sync_if_dirty().unwrap();
+        assert_eq!(fs.sync_count(), base + 1);
+        log.sync_if_dirty().unwrap();
+        assert_eq!(fs.sync_count(), base + 1, "nothing new: no sync");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = tiny(1 << 20);
+        cfg.fsync = FsyncPolicy::Interval(Duration::from_millis(1));
+        let log = Log::open_with_fs(dir.path(), cfg, Arc::new(fs.clone())).unwrap();
+        let base = fs.sync_count();
+        std::thread::sleep(Duration::from_millis(5));
+        append_n(&log, 1);
+        assert!(fs.sync_count() > base, "due: the append synced inline");
+    }
+
+    #[test]
+    fn never_policy_does_not_sync_appends_but_sealing_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let log = Log::open_with_fs(dir.path(), tiny(180), Arc::new(fs.clone())).unwrap();
+        let base = fs.sync_count();
+        append_n(&log, 3);
+        assert_eq!(fs.sync_count(), base);
+        append_n(&log, 1); // rolls: seals segment 0
+        assert!(fs.sync_count() > base);
     }
 }

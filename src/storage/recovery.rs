@@ -151,7 +151,14 @@ pub(crate) fn recover(
         // checkpoint says was handed out.
         let base = checkpoint.unwrap_or(0);
         let capacity = segment_bytes;
-        segments.push(Arc::new(Segment::create(fs, dir, base, capacity, config.max_record_bytes)?));
+        segments.push(Arc::new(Segment::create(
+            fs,
+            dir,
+            base,
+            capacity,
+            config.max_record_bytes,
+            config.index_interval_bytes,
+        )?));
     }
 
     // Invariant: at least one segment was pushed above.
@@ -264,6 +271,7 @@ fn open_sealed(
                     next_offset: summary.next_offset,
                     max_timestamp: summary.max_timestamp,
                     index,
+                    index_interval_bytes: config.index_interval_bytes,
                     sealed: true,
                 },
                 max,
@@ -303,6 +311,7 @@ fn open_sealed(
             next_offset: end.next_offset,
             max_timestamp: end.max_timestamp,
             index,
+            index_interval_bytes: config.index_interval_bytes,
             sealed: true,
         },
         max,
@@ -406,6 +415,7 @@ fn open_active(
             next_offset,
             max_timestamp,
             index,
+            index_interval_bytes: config.index_interval_bytes,
             sealed: false,
         },
         max,

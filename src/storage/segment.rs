@@ -187,6 +187,7 @@ pub(crate) struct Segment {
     max_timestamp: AtomicI64,
     index: RwLock<Index>,
     sealed: AtomicBool,
+    index_interval_bytes: u32,
     max_record_bytes: u32,
 }
 
@@ -204,6 +205,7 @@ pub(crate) struct SegmentParts {
     pub(crate) next_offset: u64,
     pub(crate) max_timestamp: i64,
     pub(crate) index: Index,
+    pub(crate) index_interval_bytes: u32,
     pub(crate) sealed: bool,
 }
 
@@ -216,6 +218,7 @@ impl Segment {
         base_offset: u64,
         capacity: usize,
         max_record_bytes: u32,
+        index_interval_bytes: u32,
     ) -> Result<Segment, StorageError> {
         let log_path = dir.join(log_file_name(base_offset));
         let index_path = dir.join(index_file_name(base_offset));
@@ -245,6 +248,7 @@ impl Segment {
                 next_offset: base_offset,
                 max_timestamp: i64::MIN,
                 index: Index::new(),
+                index_interval_bytes,
                 sealed: false,
             },
             max_record_bytes,
@@ -268,6 +272,7 @@ impl Segment {
             max_timestamp: AtomicI64::new(p.max_timestamp),
             index: RwLock::new(p.index),
             sealed: AtomicBool::new(p.sealed),
+            index_interval_bytes: p.index_interval_bytes,
             max_record_bytes,
         })
     }
@@ -333,6 +338,22 @@ impl Segment {
 
     fn index_lookup(&self, relative_offset: u32) -> Option<IndexEntry> {
         self.index.read().unwrap_or_else(|p| p.into_inner()).lookup(relative_offset)
+    }
+
+    /// Replaces the in-memory index with one built by scanning the committed records (up to
+    /// the first bad one). Under the index write lock, so an appender's entries for records
+    /// published later land after it, in order.
+    fn rebuild_index(&self) {
+        let mut guard = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let data = self.data();
+        let mut index = Index::new();
+        let mut cursor = IndexCursor::new(self.index_interval_bytes, SEGMENT_HEADER_LEN);
+        let base = self.base_offset;
+        scan(data, SEGMENT_HEADER_LEN, base, self.max_record_bytes, |v, pos| {
+            // Relative offsets fit u32: a segment below 4 GiB holds fewer than 2^32 records.
+            cursor.observe(&mut index, (v.offset - base) as u32, pos);
+        });
+        *guard = index;
     }
 
     /// Makes records written by [`Self::write_at_end`] visible: the committed length first, then
@@ -408,7 +429,8 @@ impl Segment {
                 Ok(v) if v.offset == at => {}
                 _ => {
                     tracing::warn!(path = %self.log_path.display(), position = pos,
-                        "index entry disagrees with the log; scanning the segment from its start");
+                        "index entry disagrees with the log; rebuilding the index from the log");
+                    self.rebuild_index();
                     pos = SEGMENT_HEADER_LEN;
                     at = self.base_offset;
                 }
@@ -525,7 +547,7 @@ mod tests {
     #[test]
     fn append_publish_locate_and_seal() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::create(&RealFs, dir.path(), 10, 4096, 1024).unwrap();
+        let seg = Segment::create(&RealFs, dir.path(), 10, 4096, 1024, 64).unwrap();
         let mut buf = Vec::new();
         for (i, v) in [&b"a"[..], b"bb", b"ccc"].iter().enumerate() {
             record::encode(&mut buf, 10 + i as u64, &NewRecord::value(v), 1024).unwrap();
