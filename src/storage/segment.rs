@@ -211,7 +211,8 @@ pub(crate) struct SegmentParts {
 
 impl Segment {
     /// Creates an empty segment with room for `capacity` bytes (header included): the log file
-    /// with its header, grown sparse to `capacity`, and an empty index file, both durable.
+    /// with its header, grown sparse to `capacity`, and an empty index file; their names are
+    /// durable (directory fsync) when it returns.
     pub(crate) fn create(
         fs: &dyn FileSystem,
         dir: &Path,
@@ -227,16 +228,18 @@ impl Segment {
             .map_err(StorageError::io(&log_path, "write segment header"))?;
         file.set_len(capacity as u64)
             .map_err(StorageError::io(&log_path, "preallocate segment"))?;
-        file.sync_data().map_err(StorageError::io(&log_path, "fdatasync new segment"))?;
+        // No fdatasync here: the header reaches the disk with the first sync of the records
+        // (and a segment whose header was lost in a crash is recovered as empty). Only the
+        // names must be durable before records are acknowledged in the file.
         let summary = IndexSummary {
             next_offset: base_offset,
             max_timestamp: i64::MIN,
             log_len: SEGMENT_HEADER_LEN as u64,
         };
-        // write() fsyncs the directory, which also makes the new log file's name durable.
         Index::new()
-            .write(fs, dir, &index_path, base_offset, summary)
+            .write_hint(fs, &index_path, base_offset, summary)
             .map_err(StorageError::io(&index_path, "write index"))?;
+        fs.sync_dir(dir).map_err(StorageError::io(dir, "fsync log directory"))?;
         Segment::from_parts(
             SegmentParts {
                 base_offset,
