@@ -118,6 +118,7 @@ pub(crate) fn recover(
         None
     };
 
+    let started = std::time::Instant::now();
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
     let mut index_cursor = IndexCursor::new(config.index_interval_bytes, SEGMENT_HEADER_LEN);
     let segment_bytes = config.segment_bytes as usize;
@@ -173,6 +174,7 @@ pub(crate) fn recover(
         log_start_offset = next_offset;
     }
 
+    let segments_us = started.elapsed().as_micros() as u64;
     if clean {
         // Before any write: a crash from now on must be treated as one.
         fs.remove_file(&marker)
@@ -182,6 +184,8 @@ pub(crate) fn recover(
     if swept {
         fs.sync_dir(dir).map_err(StorageError::io(dir, "fsync log directory"))?;
     }
+    tracing::debug!(dir = %dir.display(), clean, segments = segments.len(), segments_us,
+        total_us = started.elapsed().as_micros() as u64, "recovered");
     Ok(Recovered { segments, log_start_offset, index_cursor })
 }
 
