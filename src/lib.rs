@@ -4,4 +4,5 @@
 pub mod broker;
 pub mod protocol;
 pub mod record;
+pub mod server;
 pub mod storage;
