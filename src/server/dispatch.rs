@@ -96,7 +96,10 @@ pub(crate) async fn handle(
                 session.authenticated = true;
                 Response::Ok.into()
             }
-            Some(_) => error_response(ErrorCode::Unauthorized, "invalid token").into(),
+            Some(_) => {
+                tracing::warn!("authentication failed: wrong token");
+                error_response(ErrorCode::Unauthorized, "invalid token").into()
+            }
         };
     }
     if config.auth_token.is_some() && !session.authenticated {
