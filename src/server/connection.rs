@@ -25,6 +25,8 @@ use super::dispatch::{self, Reply, Session};
 const READ_CHUNK: usize = 64 * 1024;
 /// Flush queued responses once they hold this much, even if more requests are buffered.
 const FLUSH_BYTES: usize = 1024 * 1024;
+/// Bodies at least this big get the read buffer's allocation to themselves (no copy on append).
+const ZERO_COPY_BYTES: usize = 16 * 1024;
 /// Most buffers passed to one vectored write.
 const MAX_IOV: usize = 64;
 
@@ -108,9 +110,10 @@ fn take_frame(inbuf: &mut BytesMut, max_frame_bytes: u32) -> Result<Option<Bytes
     }
     inbuf.advance(FRAME_PREFIX_LEN);
     let body = inbuf.split_to(len).freeze();
-    if inbuf.is_empty() {
+    if inbuf.is_empty() && len >= ZERO_COPY_BYTES {
         // Drop our share of the allocation so the body (an append's records) is uniquely owned
-        // and can be written to disk in place.
+        // and can be written to disk in place. Small bodies are cheaper to copy than to
+        // reallocate the read buffer for.
         *inbuf = BytesMut::new();
     }
     Ok(Some(body))
@@ -262,6 +265,25 @@ mod tests {
         assert!(two.is_empty());
         let mut huge = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
         assert!(matches!(take_frame(&mut huge, 1024), Err(ProtocolError::FrameTooLarge { .. })));
+    }
+
+    #[test]
+    fn a_large_append_body_is_written_in_place_not_copied() {
+        let mut inbuf = BytesMut::new();
+        let req = protocol::Request::Append {
+            topic: "t".into(),
+            partition: Some(0),
+            key_hint: None,
+            records: Bytes::from(vec![1u8; 2 * ZERO_COPY_BYTES]),
+        };
+        protocol::encode_request(&mut inbuf, 1, &req);
+        let body = take_frame(&mut inbuf, protocol::MAX_FRAME_BYTES).unwrap().unwrap();
+        let (_, req) = protocol::decode_request_bytes(&body).unwrap();
+        let protocol::Request::Append { records, .. } = req else { panic!("an append") };
+        let at = records.as_ptr();
+        drop(body);
+        let owned = records.try_into_mut().expect("the records own their allocation");
+        assert_eq!(owned.as_ptr(), at);
     }
 
     #[test]
