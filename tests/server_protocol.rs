@@ -508,3 +508,45 @@ async fn concurrent_producers_get_distinct_contiguous_offsets() {
     assert!(got.chunks(2).all(|pair| pair[0].1 == pair[1].1));
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_mid_long_poll_frees_its_slot() {
+    let server =
+        TestServer::start(ServerConfig { max_connections: 1, ..ServerConfig::default() }).await;
+    let mut s = server.connect().await;
+    create(&mut s, "t", 1).await;
+    // A 60 s long poll, then the client goes away.
+    s.write_all(&frame(2, &fetch("t", 0, 60_000))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(s);
+    // The slot frees well before the 60 s wait would have ended.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut s = server.connect().await;
+        s.write_all(&frame(3, &Request::ListTopics)).await.unwrap();
+        if let Some((3, Response::Topics { .. })) = read_response(&mut s).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the long-polling connection was released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_pipelined_behind_a_long_poll_are_answered_after_it_in_order() {
+    let server = TestServer::default().await;
+    let mut consumer = server.connect().await;
+    let mut producer = server.connect().await;
+    create(&mut producer, "t", 1).await;
+    let mut batch = frame(10, &fetch("t", 0, 30_000));
+    batch.extend_from_slice(&frame(11, &Request::ListTopics));
+    consumer.write_all(&batch).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    call(&mut producer, 2, &append("t", 0, &["first"])).await;
+    let (id, resp) = read_response(&mut consumer).await.unwrap();
+    assert_eq!((id, fetched_values(&resp)), (10, vec![(0, "first".to_string())]));
+    let (id, resp) = read_response(&mut consumer).await.unwrap();
+    assert_eq!((id, resp), (11, Response::Topics { names: vec!["t".into()] }));
+    server.stop().await.unwrap();
+}

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::watch;
 
 use crate::broker::{Broker, FetchResult};
-use crate::protocol::{self, ErrorCode, FRAME_PREFIX_LEN, ProtocolError, Response};
+use crate::protocol::{self, ErrorCode, FRAME_PREFIX_LEN, ProtocolError, Request, Response};
 use crate::storage::ReadSlice;
 
 use super::ServerConfig;
@@ -50,8 +51,17 @@ pub(crate) async fn serve(
                 let (correlation_id, reply) = match protocol::decode_request_bytes(&body) {
                     Ok((id, req)) => {
                         drop(body); // so an append's records are the sole owner of their bytes
+                        let long_poll = matches!(req, Request::Fetch { max_wait_ms: 1.., .. });
                         let reply =
-                            dispatch::handle(req, &broker, &config, &mut session, &mut stop).await;
+                            dispatch::handle(req, &broker, &config, &mut session, &mut stop);
+                        let reply = if long_poll {
+                            match watching_peer(reply, &mut rd, &mut inbuf).await {
+                                Some(reply) => reply,
+                                None => break "closed by peer during a long poll",
+                            }
+                        } else {
+                            reply.await
+                        };
                         (id, reply)
                     }
                     Err(e) => {
@@ -95,6 +105,30 @@ pub(crate) async fn serve(
     };
     let _ = wr.shutdown().await;
     tracing::debug!(%peer, reason, "connection closed");
+}
+
+/// Runs a long-poll fetch while watching the socket: a peer that hangs up mid-wait ends the
+/// wait (`None`) instead of holding its connection slot until `max_wait`; bytes it pipelines
+/// meanwhile are buffered (up to `READ_CHUNK`) for the requests that follow.
+async fn watching_peer(
+    reply: impl Future<Output = Reply>,
+    rd: &mut OwnedReadHalf,
+    inbuf: &mut BytesMut,
+) -> Option<Reply> {
+    tokio::pin!(reply);
+    loop {
+        let room = inbuf.len() < READ_CHUNK;
+        if room {
+            inbuf.reserve(READ_CHUNK - inbuf.len());
+        }
+        tokio::select! {
+            reply = &mut reply => return Some(reply),
+            read = rd.read_buf(inbuf), if room => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+        }
+    }
 }
 
 /// Splits the next complete frame's body off `inbuf`, if it holds one. A bad length prefix is
