@@ -16,7 +16,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::watch;
 
 use crate::broker::{Broker, FetchResult};
-use crate::protocol::{self, ErrorCode, FRAME_PREFIX_LEN, ProtocolError, Request, Response};
+use crate::protocol::{self, FRAME_PREFIX_LEN, ProtocolError, Request};
 use crate::storage::ReadSlice;
 
 use super::ServerConfig;
@@ -109,7 +109,9 @@ pub(crate) async fn serve(
 
 /// Runs a long-poll fetch while watching the socket: a peer that hangs up mid-wait ends the
 /// wait (`None`) instead of holding its connection slot until `max_wait`; bytes it pipelines
-/// meanwhile are buffered (up to `READ_CHUNK`) for the requests that follow.
+/// meanwhile are buffered (up to `READ_CHUNK`) for the requests that follow. TCP cannot tell a
+/// half-close from a hang-up, so a peer that shuts its sending side during a long poll is taken
+/// as gone.
 async fn watching_peer(
     reply: impl Future<Output = Reply>,
     rd: &mut OwnedReadHalf,
@@ -201,10 +203,6 @@ impl Outbox {
             Reply::Response(resp) => {
                 protocol::encode_response(&mut self.scratch, correlation_id, &resp);
                 self.push_scratch();
-                if let Response::Error { code: ErrorCode::Internal | ErrorCode::Storage, .. } = resp
-                {
-                    tracing::debug!(correlation_id, "answered with a server-side error");
-                }
             }
             Reply::Fetched(f) => self.push_fetched(correlation_id, f),
         }
@@ -277,6 +275,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Response;
 
     #[test]
     fn take_frame_waits_for_whole_frames_and_refuses_huge_ones() {
