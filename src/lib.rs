@@ -1,6 +1,10 @@
 //! minikafka: a durable, single-node, append-only log broker.
 //! See DESIGN.md in ../shared for the layers; each module's first lines say what it owns.
 
+pub mod broker;
+pub mod cli;
 pub mod kafka;
+pub mod protocol;
 pub mod record;
+pub mod server;
 pub mod storage;
