@@ -2,6 +2,8 @@
 //! See DESIGN.md in ../shared for the layers; each module's first lines say what it owns.
 
 pub mod broker;
+pub mod cli;
+pub mod client;
 pub mod protocol;
 pub mod record;
 pub mod storage;
