@@ -241,3 +241,80 @@ async fn read_frame(read: &mut BufReader<OwnedReadHalf>) -> Result<Bytes, String
     // Frozen so fetched records are slices of this buffer, not copies.
     Ok(body.freeze())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A stand-in broker: answers every request in order with `Topics { names: [id] }`, after
+    /// `delay_first` for the first one (so later requests queue behind it), and closes the
+    /// connection after `close_after` requests.
+    async fn fake_broker(close_after: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            for i in 0..close_after {
+                let mut prefix = [0u8; 4];
+                if sock.read_exact(&mut prefix).await.is_err() {
+                    return;
+                }
+                let len = protocol::frame_len(prefix, MAX_FRAME_BYTES).unwrap();
+                let mut body = vec![0u8; len];
+                sock.read_exact(&mut body).await.unwrap();
+                let (id, _req) = protocol::decode_request(&body).unwrap();
+                if i == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                let mut out = BytesMut::new();
+                protocol::encode_response(
+                    &mut out,
+                    id,
+                    &Response::Topics { names: vec![id.to_string()] },
+                );
+                sock.write_all(&out).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_each_get_their_own_response() {
+        let addr = fake_broker(64).await;
+        let conn = Connection::connect(&addr).await.unwrap();
+        let mut pending = Vec::new();
+        for _ in 0..64 {
+            pending.push(conn.start(&Request::ListTopics).await.unwrap());
+        }
+        let mut ids = Vec::new();
+        for p in pending {
+            match p.wait().await.unwrap() {
+                Response::Topics { names } => ids.push(names[0].parse::<u32>().unwrap()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let want: Vec<u32> = (1..=64).collect();
+        assert_eq!(ids, want, "responses matched to requests in order");
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_fails_requests_instead_of_hanging() {
+        let addr = fake_broker(1).await;
+        let conn = Connection::connect(&addr).await.unwrap();
+        assert!(conn.request(&Request::ListTopics).await.is_ok());
+        let err = conn.request(&Request::ListTopics).await.unwrap_err();
+        assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
+        let err = conn.request(&Request::ListTopics).await.unwrap_err();
+        assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn connect_to_a_closed_port_names_the_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let err = Connection::connect(&addr).await.err().unwrap();
+        assert!(err.to_string().contains(&addr), "{err}");
+    }
+}
