@@ -6,4 +6,5 @@ pub mod cli;
 pub mod client;
 pub mod protocol;
 pub mod record;
+pub mod server;
 pub mod storage;
