@@ -203,3 +203,24 @@ fn every_command_has_help() {
     assert!(help.contains("--from-beginning"), "{help}");
     assert!(help.contains("MINIKAFKA_BROKER"), "{help}");
 }
+
+#[test]
+fn broker_side_key_partitioning_matches_the_client_on_an_auto_created_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        &dir.path().join("data"),
+        &["--auto-create-topics", "--default-partitions", "4"],
+    );
+    // The topic does not exist yet, so the client cannot partition: the broker picks by key.
+    for key in ["alpha", "beta", "gamma"] {
+        let partition = minikafka::client::partition_for_key(key.as_bytes(), 4);
+        let out = ok(broker.cli(&["produce", "fresh", "--key", key, "-v", "v1", "v2"]));
+        let first = out
+            .strip_prefix(&format!("partition {partition}: offsets "))
+            .unwrap_or_else(|| panic!("key {key} should land in partition {partition}: {out}"));
+        assert!(first.ends_with('\n') && first.contains('-'), "{out}");
+    }
+    let described = ok(broker.cli(&["topic", "describe", "fresh", "--json"]));
+    let d: serde_json::Value = serde_json::from_str(&described).unwrap();
+    assert_eq!(d["partitions"].as_array().unwrap().len(), 4);
+}
