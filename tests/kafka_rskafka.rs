@@ -244,6 +244,32 @@ async fn protocol_edges_answer_like_a_real_broker() {
     bad3.write_all(&frame).await.unwrap();
     assert!(read_frame(&mut bad3).await.is_none());
 
+    // Array lengths that claim billions of elements (the decoder reserves them up front) get
+    // the connection closed, not the broker aborted: Metadata v1 (i32 count) and v9 (varint).
+    let mut bad4 = TcpStream::connect(&b.addr).await.unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(2 + 2 + 4 + 2 + 1 + 4);
+    frame.put_i16(ApiKey::Metadata as i16);
+    frame.put_i16(1);
+    frame.put_i32(6);
+    frame.put_i16(1);
+    frame.put_u8(b'x');
+    frame.put_i32(i32::MAX);
+    bad4.write_all(&frame).await.unwrap();
+    assert!(read_frame(&mut bad4).await.is_none());
+    let mut bad5 = TcpStream::connect(&b.addr).await.unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(2 + 2 + 4 + 2 + 1 + 1 + 5);
+    frame.put_i16(ApiKey::Metadata as i16);
+    frame.put_i16(9);
+    frame.put_i32(7);
+    frame.put_i16(1);
+    frame.put_u8(b'x');
+    frame.put_u8(0); // no tagged fields in the header
+    frame.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]); // compact array of 2^32-2
+    bad5.write_all(&frame).await.unwrap();
+    assert!(read_frame(&mut bad5).await.is_none());
+
     // The first connection still works.
     send_frame(&mut s, ApiKey::ApiVersions, 3, 4, &ApiVersionsRequest::default()).await;
     let mut resp = read_frame(&mut s).await.unwrap();
