@@ -258,3 +258,20 @@ fn interactive_stdin_delivers_each_line_without_waiting_for_eof() {
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(ok(broker.cli(&["consume", "chat", "--from-beginning"])), "hello\nbye\n");
 }
+
+#[test]
+fn trim_without_a_partition_trims_every_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    ok(broker.cli(&["topic", "create", "wide", "--partitions", "2"]));
+    ok(broker.cli(&["produce", "wide", "--partition", "0", "a0", "a1", "a2"]));
+    ok(broker.cli(&["produce", "wide", "--partition", "1", "b0"]));
+    assert_eq!(
+        ok(broker.cli(&["topic", "trim", "wide", "--before", "2"])),
+        "trimmed wide partition 0: log start offset is now 2\n\
+         trimmed wide partition 1: log start offset is now 1\n"
+    );
+    assert_eq!(ok(broker.cli(&["consume", "wide", "--from-beginning"])), "a2\n");
+    let err = fails(broker.cli(&["topic", "trim", "wide", "--before", "5", "--partition", "1"]));
+    assert!(err.contains("out of range"), "{err}");
+}
