@@ -23,7 +23,7 @@ enum TopicCommand {
         /// The topic's name.
         name: String,
         /// Number of partitions.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, value_name = "N", default_value_t = 1)]
         partitions: u32,
         /// Succeed (changing nothing) when the topic already exists.
         #[arg(long)]
@@ -53,7 +53,7 @@ enum TopicCommand {
         before: u64,
         /// Trim only this partition. By default every partition is trimmed; one whose log ends
         /// below OFFSET loses all its records.
-        #[arg(long)]
+        #[arg(long, value_name = "P")]
         partition: Option<u32>,
     },
 }
