@@ -276,3 +276,18 @@ async fn protocol_edges_answer_like_a_real_broker() {
     assert_eq!(resp.get_i32(), 4);
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_long_poll_to_run_out() {
+    let b = TestBroker::start().await;
+    let client = ClientBuilder::new(vec![b.addr.clone()]).build().await.unwrap();
+    client.controller_client().unwrap().create_topic("idle", 1, 1, 5_000).await.unwrap();
+    let p = client.partition_client("idle", 0, UnknownTopicHandling::Error).await.unwrap();
+    p.produce(vec![record("k", "v", 1)], Compression::NoCompression).await.unwrap();
+    // A fetch at the end of the log that would wait 25 s.
+    let poll = tokio::spawn(async move { p.fetch_records(1, 1..10_000, 25_000).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // stop() asserts the listener is gone within 10 s (the grace for requests in flight is 5 s).
+    b.stop().await;
+    poll.abort();
+}
