@@ -3,6 +3,8 @@
 
 pub mod broker;
 pub mod cli;
+pub mod client;
+pub mod kafka;
 pub mod protocol;
 pub mod record;
 pub mod server;
