@@ -1,7 +1,11 @@
 //! minikafka: a durable, single-node, append-only log broker.
 //! See DESIGN.md in ../shared for the layers; each module's first lines say what it owns.
 
+pub mod broker;
+pub mod cli;
+pub mod client;
 pub mod http;
 pub mod metrics;
+pub mod protocol;
 pub mod record;
 pub mod storage;

@@ -38,3 +38,22 @@
 //! pub fn validate_topic_name(name: &str) -> Result<(), BrokerError>;     // Kafka's rules
 //! pub fn validate_group_name(name: &str) -> Result<(), BrokerError>;
 //! ```
+
+use serde::{Deserialize, Serialize};
+
+/// One topic as `describe` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicDescription {
+    pub name: String,
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// One partition as `describe` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub log_start_offset: u64,
+    pub next_offset: u64,
+    pub segments: u64,
+    pub size_bytes: u64,
+}

@@ -1,49 +1,785 @@
-//! The native wire format: frames, requests and responses, pure encode/decode on buffers (no I/O),
-//! so it can be fuzzed and unit-tested without sockets.
+//! The native wire format: frames, requests and responses, as pure encode/decode functions on
+//! buffers. Owns the byte layout of every message the native server and client exchange; never
+//! does I/O, so every function here can be fuzzed and unit-tested without sockets.
 //!
-//! CONTRACT (fixed: the server and the client are written against exactly this surface):
-//! - A frame is a `u32` little-endian length of the body, then the body. `MAX_FRAME_BYTES` default
-//!   64 MiB, checked before anything is allocated. Request body: `u32` correlation id, `u8` api key,
-//!   then the request's fields. Response body: `u32` correlation id, `u8` status (0 = ok, else an
-//!   `ErrorCode`), then the response fields or an error message (`u16` length + UTF-8).
-//!   Strings: `u16` length + UTF-8; bytes: `u32` length + bytes; options: `u8` 0/1 tag.
-//! - Responses on one connection go out in request order (pipelining is allowed).
-//! ```ignore
-//! pub enum Request {
-//!   Authenticate { token: String },                                     // issue 6; ok if no token configured
-//!   CreateTopic { name: String, partitions: u32, if_not_exists: bool },
-//!   DeleteTopic { name: String },
-//!   Trim { topic: String, partition: u32, before: u64 },
-//!   Append { topic: String, partition: Option<u32>, key_hint: Option<Bytes>, records: Bytes }, // records: crate::record format, offsets ignored
-//!   Fetch { topic: String, partition: u32, offset: u64, max_bytes: u32, max_wait_ms: u32 },
-//!   Describe { topic: Option<String> },
-//!   ListTopics,
-//!   CommitOffset { group: String, topic: String, partition: u32, offset: u64 },
-//!   FetchOffset { group: String, topic: String, partition: u32 },
-//! }
-//! pub enum Response {
-//!   Ok,
-//!   TopicCreated { description: TopicDescription },
-//!   Appended { partition: u32, first_offset: u64, next_offset: u64 },
-//!   Fetched { partition: u32, log_start_offset: u64, high_watermark: u64, records: Bytes }, // records as stored
-//!   Described { topics: Vec<TopicDescription> },
-//!   Topics { names: Vec<String> },
-//!   Trimmed { log_start_offset: u64 },
-//!   Offset { offset: Option<u64> },
-//!   Error { code: ErrorCode, message: String },
-//! }
-//! pub enum ErrorCode { InvalidRequest=1, FrameTooLarge=2, UnknownTopic=3, TopicAlreadyExists=4,
-//!   InvalidTopicName=5, UnknownPartition=6, OffsetOutOfRange=7, RecordTooLarge=8, InvalidRecord=9,
-//!   Storage=10, Unauthorized=11, LimitExceeded=12, InvalidGroupName=13, Internal=14 }
-//! pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request);
-//! pub fn decode_request(body: &[u8]) -> Result<(u32, Request), ProtocolError>;
-//! pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response);
-//! /// The head of a Fetched response, written before the stored record bytes (vectored write, no copy).
-//! pub fn encode_fetched_head(buf: &mut BytesMut, correlation_id: u32, partition: u32,
-//!                            log_start_offset: u64, high_watermark: u64, records_len: u32);
-//! pub fn decode_response(body: &[u8]) -> Result<(u32, Response), ProtocolError>;
-//! pub fn frame_len(prefix: [u8; 4], max_frame_bytes: u32) -> Result<usize, ProtocolError>;
-//! ```
-//! `TopicDescription { name: String, partitions: Vec<PartitionDescription> }` and
-//! `PartitionDescription { partition: u32, log_start_offset: u64, next_offset: u64, segments: u64, size_bytes: u64 }`
-//! are defined in `crate::broker` (serde Serialize/Deserialize) and re-used here.
+//! # Frames
+//!
+//! A frame is a `u32` little-endian length of the body, then the body. [`frame_len`] checks the
+//! prefix against a limit ([`MAX_FRAME_BYTES`] by default) before a reader allocates anything.
+//! The `encode_*` functions append a whole frame (length prefix included) to a buffer; the
+//! `decode_*` functions take one frame's body (the bytes after the prefix).
+//!
+//! # Request body
+//!
+//! | field            | encoding                                  |
+//! |------------------|-------------------------------------------|
+//! | `correlation_id` | `u32`                                     |
+//! | `api_key`        | `u8` (see [`ApiKey`])                     |
+//! | fields           | the request's fields, in declaration order |
+//!
+//! # Response body
+//!
+//! | field            | encoding                                                        |
+//! |------------------|-----------------------------------------------------------------|
+//! | `correlation_id` | `u32`, copied from the request                                  |
+//! | `status`         | `u8`: 0 = ok, else an [`ErrorCode`]                             |
+//! | ok: `kind`       | `u8` (see [`ResponseKind`]), then that response's fields       |
+//! | error: message   | string                                                          |
+//!
+//! Encodings: all integers little-endian; strings are `u16` length + UTF-8; bytes are `u32`
+//! length + bytes; options are a `u8` tag (0 = none, 1 = some) then the value; lists are a `u32`
+//! count then the items. A [`TopicDescription`] is its name then a list of partitions, each
+//! `u32 partition, u64 log_start_offset, u64 next_offset, u64 segments, u64 size_bytes`.
+//!
+//! Responses on one connection go out in request order (pipelining is allowed); the correlation
+//! id lets a client check that.
+//!
+//! Every length read from the wire is checked against the bytes that remain before anything is
+//! sliced or allocated, so a hostile length can cost at most an error.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use std::ops::Range;
+
+pub use crate::broker::{PartitionDescription, TopicDescription};
+
+/// Default largest frame body: 64 MiB.
+pub const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
+/// Size of the frame length prefix.
+pub const FRAME_PREFIX_LEN: usize = 4;
+/// Smallest possible body: a correlation id and one byte (api key or status).
+pub const MIN_BODY_BYTES: usize = 5;
+
+/// Bytes of an encoded [`PartitionDescription`].
+const PARTITION_DESCRIPTION_LEN: usize = 4 + 8 * 4;
+
+/// A request from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Presents a token; the broker answers Ok when no token is configured.
+    Authenticate {
+        token: String,
+    },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        if_not_exists: bool,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Deletes the records below `before` (Kafka's delete-records).
+    Trim {
+        topic: String,
+        partition: u32,
+        before: u64,
+    },
+    /// `records` is a run of records in the `crate::record` format; their offsets and CRCs are
+    /// rewritten by the broker. `partition: None` picks by `key_hint` (murmur2) or round-robin.
+    Append {
+        topic: String,
+        partition: Option<u32>,
+        key_hint: Option<Bytes>,
+        records: Bytes,
+    },
+    Fetch {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    },
+    /// `None` describes every topic.
+    Describe {
+        topic: Option<String>,
+    },
+    ListTopics,
+    CommitOffset {
+        group: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+    FetchOffset {
+        group: String,
+        topic: String,
+        partition: u32,
+    },
+}
+
+/// A response from the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Ok,
+    TopicCreated {
+        description: TopicDescription,
+    },
+    /// The batch got offsets `first_offset..next_offset`.
+    Appended {
+        partition: u32,
+        first_offset: u64,
+        next_offset: u64,
+    },
+    /// `records` are the stored bytes as they lie on disk (CRCs as the broker wrote them).
+    Fetched {
+        partition: u32,
+        log_start_offset: u64,
+        high_watermark: u64,
+        records: Bytes,
+    },
+    Described {
+        topics: Vec<TopicDescription>,
+    },
+    Topics {
+        names: Vec<String>,
+    },
+    Trimmed {
+        log_start_offset: u64,
+    },
+    /// A group's committed offset, `None` when it has none.
+    Offset {
+        offset: Option<u64>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// The api key byte of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ApiKey {
+    Authenticate = 0,
+    CreateTopic = 1,
+    DeleteTopic = 2,
+    Trim = 3,
+    Append = 4,
+    Fetch = 5,
+    Describe = 6,
+    ListTopics = 7,
+    CommitOffset = 8,
+    FetchOffset = 9,
+}
+
+impl ApiKey {
+    pub fn from_u8(v: u8) -> Option<ApiKey> {
+        use ApiKey::*;
+        Some(match v {
+            0 => Authenticate,
+            1 => CreateTopic,
+            2 => DeleteTopic,
+            3 => Trim,
+            4 => Append,
+            5 => Fetch,
+            6 => Describe,
+            7 => ListTopics,
+            8 => CommitOffset,
+            9 => FetchOffset,
+            _ => return None,
+        })
+    }
+}
+
+impl Request {
+    /// The api key this request is sent with.
+    pub fn api_key(&self) -> ApiKey {
+        match self {
+            Request::Authenticate { .. } => ApiKey::Authenticate,
+            Request::CreateTopic { .. } => ApiKey::CreateTopic,
+            Request::DeleteTopic { .. } => ApiKey::DeleteTopic,
+            Request::Trim { .. } => ApiKey::Trim,
+            Request::Append { .. } => ApiKey::Append,
+            Request::Fetch { .. } => ApiKey::Fetch,
+            Request::Describe { .. } => ApiKey::Describe,
+            Request::ListTopics => ApiKey::ListTopics,
+            Request::CommitOffset { .. } => ApiKey::CommitOffset,
+            Request::FetchOffset { .. } => ApiKey::FetchOffset,
+        }
+    }
+}
+
+/// The kind byte of a successful response (after status 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ResponseKind {
+    Ok = 0,
+    TopicCreated = 1,
+    Appended = 2,
+    Fetched = 3,
+    Described = 4,
+    Topics = 5,
+    Trimmed = 6,
+    Offset = 7,
+}
+
+/// The status byte of an error response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ErrorCode {
+    InvalidRequest = 1,
+    FrameTooLarge = 2,
+    UnknownTopic = 3,
+    TopicAlreadyExists = 4,
+    InvalidTopicName = 5,
+    UnknownPartition = 6,
+    OffsetOutOfRange = 7,
+    RecordTooLarge = 8,
+    InvalidRecord = 9,
+    Storage = 10,
+    Unauthorized = 11,
+    LimitExceeded = 12,
+    InvalidGroupName = 13,
+    Internal = 14,
+}
+
+impl ErrorCode {
+    pub fn from_u8(v: u8) -> Option<ErrorCode> {
+        use ErrorCode::*;
+        Some(match v {
+            1 => InvalidRequest,
+            2 => FrameTooLarge,
+            3 => UnknownTopic,
+            4 => TopicAlreadyExists,
+            5 => InvalidTopicName,
+            6 => UnknownPartition,
+            7 => OffsetOutOfRange,
+            8 => RecordTooLarge,
+            9 => InvalidRecord,
+            10 => Storage,
+            11 => Unauthorized,
+            12 => LimitExceeded,
+            13 => InvalidGroupName,
+            14 => Internal,
+            _ => return None,
+        })
+    }
+
+    /// A short snake_case name, for logs and error messages.
+    pub fn name(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest => "invalid_request",
+            FrameTooLarge => "frame_too_large",
+            UnknownTopic => "unknown_topic",
+            TopicAlreadyExists => "topic_already_exists",
+            InvalidTopicName => "invalid_topic_name",
+            UnknownPartition => "unknown_partition",
+            OffsetOutOfRange => "offset_out_of_range",
+            RecordTooLarge => "record_too_large",
+            InvalidRecord => "invalid_record",
+            Storage => "storage",
+            Unauthorized => "unauthorized",
+            LimitExceeded => "limit_exceeded",
+            InvalidGroupName => "invalid_group_name",
+            Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why bytes are not a valid frame or message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    FrameTooLarge { len: u64, max: u32 },
+    #[error("frame of {len} bytes is shorter than the minimum of {min} bytes")]
+    FrameTooSmall { len: u32, min: usize },
+    #[error(
+        "message truncated reading {field}: needs {needed} bytes at position {position}, {available} available"
+    )]
+    Truncated { field: &'static str, position: usize, needed: u64, available: usize },
+    #[error("unknown api key {0}")]
+    UnknownApiKey(u8),
+    #[error("unknown response kind {0}")]
+    UnknownResponseKind(u8),
+    #[error("unknown error code {0}")]
+    UnknownErrorCode(u8),
+    #[error("{field} at position {position} is not valid UTF-8")]
+    InvalidUtf8 { field: &'static str, position: usize },
+    #[error("{field} at position {position} has invalid option tag {tag} (expected 0 or 1)")]
+    InvalidOptionTag { field: &'static str, position: usize, tag: u8 },
+    #[error("{count} unexpected bytes after the end of the message")]
+    TrailingBytes { count: usize },
+}
+
+impl ProtocolError {
+    /// The error code a server answers with when a request fails to decode.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProtocolError::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+            _ => ErrorCode::InvalidRequest,
+        }
+    }
+}
+
+/// Checks a frame's length prefix against `max_frame_bytes` (and the smallest possible body) and
+/// returns the body length. Call it before allocating the body.
+pub fn frame_len(prefix: [u8; 4], max_frame_bytes: u32) -> Result<usize, ProtocolError> {
+    let len = u32::from_le_bytes(prefix);
+    if len > max_frame_bytes {
+        return Err(ProtocolError::FrameTooLarge { len: u64::from(len), max: max_frame_bytes });
+    }
+    if (len as usize) < MIN_BODY_BYTES {
+        return Err(ProtocolError::FrameTooSmall { len, min: MIN_BODY_BYTES });
+    }
+    Ok(len as usize)
+}
+
+/// The correlation id at the head of a body, when there are enough bytes for one. Lets a server
+/// answer a request that fails to decode with an error carrying the right id.
+pub fn peek_correlation_id(body: &[u8]) -> Option<u32> {
+    body.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+/// Reserves the frame prefix and returns its position; [`finish_frame`] fills it in.
+fn start_frame(buf: &mut BytesMut) -> usize {
+    let at = buf.len();
+    buf.put_u32_le(0);
+    at
+}
+
+/// Writes the body length into the prefix reserved by [`start_frame`], counting `extra` bytes the
+/// caller will write separately (the stored records of a fetch).
+fn finish_frame(buf: &mut BytesMut, at: usize, extra: usize) {
+    let body = buf.len() - at - FRAME_PREFIX_LEN + extra;
+    let body = u32::try_from(body).unwrap_or(u32::MAX);
+    buf[at..at + FRAME_PREFIX_LEN].copy_from_slice(&body.to_le_bytes());
+}
+
+/// Strings longer than a `u16` length can say are cut at a character boundary. No valid name is
+/// that long (topic and group names are at most 249 bytes), so a cut name is still refused.
+fn put_str(buf: &mut BytesMut, s: &str) {
+    let mut end = s.len().min(usize::from(u16::MAX));
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    buf.put_u16_le(end as u16);
+    buf.put_slice(&s.as_bytes()[..end]);
+}
+
+/// Byte fields are bounded by the frame limit (a `u32`), which the peer enforces.
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    buf.put_u32_le(u32::try_from(b.len()).unwrap_or(u32::MAX));
+    buf.put_slice(b);
+}
+
+fn put_opt_u32(buf: &mut BytesMut, v: Option<u32>) {
+    match v {
+        Some(v) => {
+            buf.put_u8(1);
+            buf.put_u32_le(v);
+        }
+        None => buf.put_u8(0),
+    }
+}
+
+fn put_description(buf: &mut BytesMut, d: &TopicDescription) {
+    put_str(buf, &d.name);
+    buf.put_u32_le(d.partitions.len() as u32);
+    for p in &d.partitions {
+        buf.put_u32_le(p.partition);
+        buf.put_u64_le(p.log_start_offset);
+        buf.put_u64_le(p.next_offset);
+        buf.put_u64_le(p.segments);
+        buf.put_u64_le(p.size_bytes);
+    }
+}
+
+/// Appends one request frame (length prefix included) to `buf`.
+pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
+    let at = start_frame(buf);
+    buf.put_u32_le(correlation_id);
+    buf.put_u8(req.api_key() as u8);
+    match req {
+        Request::Authenticate { token } => put_str(buf, token),
+        Request::CreateTopic { name, partitions, if_not_exists } => {
+            put_str(buf, name);
+            buf.put_u32_le(*partitions);
+            buf.put_u8(u8::from(*if_not_exists));
+        }
+        Request::DeleteTopic { name } => put_str(buf, name),
+        Request::Trim { topic, partition, before } => {
+            put_str(buf, topic);
+            buf.put_u32_le(*partition);
+            buf.put_u64_le(*before);
+        }
+        Request::Append { topic, partition, key_hint, records } => {
+            put_str(buf, topic);
+            put_opt_u32(buf, *partition);
+            match key_hint {
+                Some(k) => {
+                    buf.put_u8(1);
+                    put_bytes(buf, k);
+                }
+                None => buf.put_u8(0),
+            }
+            put_bytes(buf, records);
+        }
+        Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
+            put_str(buf, topic);
+            buf.put_u32_le(*partition);
+            buf.put_u64_le(*offset);
+            buf.put_u32_le(*max_bytes);
+            buf.put_u32_le(*max_wait_ms);
+        }
+        Request::Describe { topic } => match topic {
+            Some(t) => {
+                buf.put_u8(1);
+                put_str(buf, t);
+            }
+            None => buf.put_u8(0),
+        },
+        Request::ListTopics => {}
+        Request::CommitOffset { group, topic, partition, offset } => {
+            put_str(buf, group);
+            put_str(buf, topic);
+            buf.put_u32_le(*partition);
+            buf.put_u64_le(*offset);
+        }
+        Request::FetchOffset { group, topic, partition } => {
+            put_str(buf, group);
+            put_str(buf, topic);
+            buf.put_u32_le(*partition);
+        }
+    }
+    finish_frame(buf, at, 0);
+}
+
+/// Appends one response frame (length prefix included) to `buf`.
+pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response) {
+    if let Response::Fetched { partition, log_start_offset, high_watermark, records } = resp {
+        encode_fetched_head(
+            buf,
+            correlation_id,
+            *partition,
+            *log_start_offset,
+            *high_watermark,
+            u32::try_from(records.len()).unwrap_or(u32::MAX),
+        );
+        buf.put_slice(records);
+        return;
+    }
+    let at = start_frame(buf);
+    buf.put_u32_le(correlation_id);
+    match resp {
+        Response::Error { code, message } => {
+            buf.put_u8(*code as u8);
+            put_str(buf, message);
+        }
+        Response::Ok => ok_kind(buf, ResponseKind::Ok),
+        Response::TopicCreated { description } => {
+            ok_kind(buf, ResponseKind::TopicCreated);
+            put_description(buf, description);
+        }
+        Response::Appended { partition, first_offset, next_offset } => {
+            ok_kind(buf, ResponseKind::Appended);
+            buf.put_u32_le(*partition);
+            buf.put_u64_le(*first_offset);
+            buf.put_u64_le(*next_offset);
+        }
+        Response::Described { topics } => {
+            ok_kind(buf, ResponseKind::Described);
+            buf.put_u32_le(topics.len() as u32);
+            for t in topics {
+                put_description(buf, t);
+            }
+        }
+        Response::Topics { names } => {
+            ok_kind(buf, ResponseKind::Topics);
+            buf.put_u32_le(names.len() as u32);
+            for n in names {
+                put_str(buf, n);
+            }
+        }
+        Response::Trimmed { log_start_offset } => {
+            ok_kind(buf, ResponseKind::Trimmed);
+            buf.put_u64_le(*log_start_offset);
+        }
+        Response::Offset { offset } => {
+            ok_kind(buf, ResponseKind::Offset);
+            match offset {
+                Some(o) => {
+                    buf.put_u8(1);
+                    buf.put_u64_le(*o);
+                }
+                None => buf.put_u8(0),
+            }
+        }
+        Response::Fetched { .. } => unreachable!("handled above"),
+    }
+    finish_frame(buf, at, 0);
+}
+
+fn ok_kind(buf: &mut BytesMut, kind: ResponseKind) {
+    buf.put_u8(0);
+    buf.put_u8(kind as u8);
+}
+
+/// Appends the head of a Fetched response frame: everything up to and including the records'
+/// `u32` length. The frame's length prefix counts `records_len` more bytes, which the caller
+/// writes right after (a vectored write of the stored bytes, no copy).
+pub fn encode_fetched_head(
+    buf: &mut BytesMut,
+    correlation_id: u32,
+    partition: u32,
+    log_start_offset: u64,
+    high_watermark: u64,
+    records_len: u32,
+) {
+    let at = start_frame(buf);
+    buf.put_u32_le(correlation_id);
+    ok_kind(buf, ResponseKind::Fetched);
+    buf.put_u32_le(partition);
+    buf.put_u64_le(log_start_offset);
+    buf.put_u64_le(high_watermark);
+    buf.put_u32_le(records_len);
+    finish_frame(buf, at, records_len as usize);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/// Reads fields from a body, checking every length against what remains.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: u64, field: &'static str) -> Result<Range<usize>, ProtocolError> {
+        let available = self.buf.len() - self.pos;
+        if n > available as u64 {
+            return Err(ProtocolError::Truncated {
+                field,
+                position: self.pos,
+                needed: n,
+                available,
+            });
+        }
+        let r = self.pos..self.pos + n as usize;
+        self.pos = r.end;
+        Ok(r)
+    }
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], ProtocolError> {
+        let r = self.take(N as u64, field)?;
+        let mut a = [0; N];
+        a.copy_from_slice(&self.buf[r]);
+        Ok(a)
+    }
+    fn u8(&mut self, field: &'static str) -> Result<u8, ProtocolError> {
+        Ok(self.array::<1>(field)?[0])
+    }
+    fn u16(&mut self, field: &'static str) -> Result<u16, ProtocolError> {
+        Ok(u16::from_le_bytes(self.array(field)?))
+    }
+    fn u32(&mut self, field: &'static str) -> Result<u32, ProtocolError> {
+        Ok(u32::from_le_bytes(self.array(field)?))
+    }
+    fn u64(&mut self, field: &'static str) -> Result<u64, ProtocolError> {
+        Ok(u64::from_le_bytes(self.array(field)?))
+    }
+    fn bool(&mut self, field: &'static str) -> Result<bool, ProtocolError> {
+        let position = self.pos;
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            tag => Err(ProtocolError::InvalidOptionTag { field, position, tag }),
+        }
+    }
+    fn string(&mut self, field: &'static str) -> Result<String, ProtocolError> {
+        let len = self.u16(field)?;
+        let position = self.pos;
+        let r = self.take(u64::from(len), field)?;
+        std::str::from_utf8(&self.buf[r])
+            .map(str::to_owned)
+            .map_err(|_| ProtocolError::InvalidUtf8 { field, position })
+    }
+    /// A `u32`-length byte field, as a range of the body.
+    fn bytes(&mut self, field: &'static str) -> Result<Range<usize>, ProtocolError> {
+        let len = self.u32(field)?;
+        self.take(u64::from(len), field)
+    }
+    /// A list count, checked against the remaining bytes given each item's smallest encoding, so
+    /// a hostile count cannot make the caller reserve memory the body does not back.
+    fn count(&mut self, field: &'static str, min_item: usize) -> Result<usize, ProtocolError> {
+        let position = self.pos;
+        let n = self.u32(field)?;
+        let needed = u64::from(n) * min_item as u64;
+        let available = self.buf.len() - self.pos;
+        if needed > available as u64 {
+            return Err(ProtocolError::Truncated { field, position, needed, available });
+        }
+        Ok(n as usize)
+    }
+    fn finish(&self) -> Result<(), ProtocolError> {
+        match self.buf.len() - self.pos {
+            0 => Ok(()),
+            count => Err(ProtocolError::TrailingBytes { count }),
+        }
+    }
+    fn description(&mut self) -> Result<TopicDescription, ProtocolError> {
+        let name = self.string("topic name")?;
+        let n = self.count("partition count", PARTITION_DESCRIPTION_LEN)?;
+        let mut partitions = Vec::with_capacity(n);
+        for _ in 0..n {
+            partitions.push(PartitionDescription {
+                partition: self.u32("partition")?,
+                log_start_offset: self.u64("log start offset")?,
+                next_offset: self.u64("next offset")?,
+                segments: self.u64("segments")?,
+                size_bytes: self.u64("size bytes")?,
+            });
+        }
+        Ok(TopicDescription { name, partitions })
+    }
+}
+
+/// Decodes a request body (the bytes after the frame prefix), copying byte fields out of it.
+pub fn decode_request(body: &[u8]) -> Result<(u32, Request), ProtocolError> {
+    decode_request_with(body, |r| Bytes::copy_from_slice(&body[r]))
+}
+
+/// Decodes a request body held in `Bytes`; byte fields (the records of an append) are slices of
+/// it, not copies. Once the body and the request's other fields are dropped, the records can be
+/// turned back into a `BytesMut` without a copy (`Bytes::try_into_mut`) and appended in place.
+pub fn decode_request_bytes(body: &Bytes) -> Result<(u32, Request), ProtocolError> {
+    decode_request_with(body, |r| body.slice(r))
+}
+
+fn decode_request_with(
+    body: &[u8],
+    to_bytes: impl Fn(Range<usize>) -> Bytes,
+) -> Result<(u32, Request), ProtocolError> {
+    let mut r = Reader { buf: body, pos: 0 };
+    let correlation_id = r.u32("correlation id")?;
+    let key = r.u8("api key")?;
+    let key = ApiKey::from_u8(key).ok_or(ProtocolError::UnknownApiKey(key))?;
+    let req = match key {
+        ApiKey::Authenticate => Request::Authenticate { token: r.string("token")? },
+        ApiKey::CreateTopic => Request::CreateTopic {
+            name: r.string("topic name")?,
+            partitions: r.u32("partitions")?,
+            if_not_exists: r.bool("if_not_exists")?,
+        },
+        ApiKey::DeleteTopic => Request::DeleteTopic { name: r.string("topic name")? },
+        ApiKey::Trim => Request::Trim {
+            topic: r.string("topic name")?,
+            partition: r.u32("partition")?,
+            before: r.u64("before")?,
+        },
+        ApiKey::Append => {
+            let topic = r.string("topic name")?;
+            let partition = if r.bool("partition")? { Some(r.u32("partition")?) } else { None };
+            let key_hint =
+                if r.bool("key hint")? { Some(to_bytes(r.bytes("key hint")?)) } else { None };
+            let records = to_bytes(r.bytes("records")?);
+            Request::Append { topic, partition, key_hint, records }
+        }
+        ApiKey::Fetch => Request::Fetch {
+            topic: r.string("topic name")?,
+            partition: r.u32("partition")?,
+            offset: r.u64("offset")?,
+            max_bytes: r.u32("max bytes")?,
+            max_wait_ms: r.u32("max wait ms")?,
+        },
+        ApiKey::Describe => {
+            let topic = if r.bool("topic")? { Some(r.string("topic name")?) } else { None };
+            Request::Describe { topic }
+        }
+        ApiKey::ListTopics => Request::ListTopics,
+        ApiKey::CommitOffset => Request::CommitOffset {
+            group: r.string("group name")?,
+            topic: r.string("topic name")?,
+            partition: r.u32("partition")?,
+            offset: r.u64("offset")?,
+        },
+        ApiKey::FetchOffset => Request::FetchOffset {
+            group: r.string("group name")?,
+            topic: r.string("topic name")?,
+            partition: r.u32("partition")?,
+        },
+    };
+    r.finish()?;
+    Ok((correlation_id, req))
+}
+
+/// Decodes a response body (the bytes after the frame prefix), copying the records out of it.
+pub fn decode_response(body: &[u8]) -> Result<(u32, Response), ProtocolError> {
+    decode_response_with(body, |r| Bytes::copy_from_slice(&body[r]))
+}
+
+/// Decodes a response body held in `Bytes`; fetched records are a slice of it, not a copy.
+pub fn decode_response_bytes(body: &Bytes) -> Result<(u32, Response), ProtocolError> {
+    decode_response_with(body, |r| body.slice(r))
+}
+
+fn decode_response_with(
+    body: &[u8],
+    to_bytes: impl Fn(Range<usize>) -> Bytes,
+) -> Result<(u32, Response), ProtocolError> {
+    let mut r = Reader { buf: body, pos: 0 };
+    let correlation_id = r.u32("correlation id")?;
+    let status = r.u8("status")?;
+    if status != 0 {
+        let code = ErrorCode::from_u8(status).ok_or(ProtocolError::UnknownErrorCode(status))?;
+        let message = r.string("error message")?;
+        r.finish()?;
+        return Ok((correlation_id, Response::Error { code, message }));
+    }
+    let kind = r.u8("response kind")?;
+    let resp = match kind {
+        k if k == ResponseKind::Ok as u8 => Response::Ok,
+        k if k == ResponseKind::TopicCreated as u8 => {
+            Response::TopicCreated { description: r.description()? }
+        }
+        k if k == ResponseKind::Appended as u8 => Response::Appended {
+            partition: r.u32("partition")?,
+            first_offset: r.u64("first offset")?,
+            next_offset: r.u64("next offset")?,
+        },
+        k if k == ResponseKind::Fetched as u8 => Response::Fetched {
+            partition: r.u32("partition")?,
+            log_start_offset: r.u64("log start offset")?,
+            high_watermark: r.u64("high watermark")?,
+            records: to_bytes(r.bytes("records")?),
+        },
+        k if k == ResponseKind::Described as u8 => {
+            // The smallest description is an empty name and no partitions.
+            let n = r.count("topic count", 2 + 4)?;
+            let mut topics = Vec::with_capacity(n);
+            for _ in 0..n {
+                topics.push(r.description()?);
+            }
+            Response::Described { topics }
+        }
+        k if k == ResponseKind::Topics as u8 => {
+            let n = r.count("name count", 2)?;
+            let mut names = Vec::with_capacity(n);
+            for _ in 0..n {
+                names.push(r.string("topic name")?);
+            }
+            Response::Topics { names }
+        }
+        k if k == ResponseKind::Trimmed as u8 => {
+            Response::Trimmed { log_start_offset: r.u64("log start offset")? }
+        }
+        k if k == ResponseKind::Offset as u8 => {
+            let offset = if r.bool("offset")? { Some(r.u64("offset")?) } else { None };
+            Response::Offset { offset }
+        }
+        other => return Err(ProtocolError::UnknownResponseKind(other)),
+    };
+    r.finish()?;
+    Ok((correlation_id, resp))
+}
+
+#[cfg(test)]
+mod tests;

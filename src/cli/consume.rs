@@ -1,0 +1,161 @@
+//! `minikafka consume`: prints a topic's records one per line (the value, or a JSON object), from
+//! the chosen start position to the end as it stood at start, or following new records.
+
+use std::io::{BufWriter, Write};
+
+use clap::{Args, ValueEnum};
+
+use super::{CliError, ConnectArgs};
+use crate::client::{ConsumedRecord, Consumer, ConsumerConfig, StartFrom};
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// The topic to read.
+    topic: String,
+    /// Start at the log start offset (replay everything still stored).
+    #[arg(long, conflicts_with = "offset")]
+    from_beginning: bool,
+    /// Start at this offset (in every partition read).
+    #[arg(long, value_name = "N")]
+    offset: Option<u64>,
+    /// Read only this partition (default: all).
+    #[arg(long, value_name = "P")]
+    partition: Option<u32>,
+    /// Consumer group: start at its committed offset (else the log start) and commit as records
+    /// are printed, so the next `consume --group G` continues where this one stopped.
+    #[arg(long, value_name = "G")]
+    group: Option<String>,
+    /// Keep waiting for new records (long-poll) until Ctrl-C or SIGTERM, instead of stopping at
+    /// the end of the log as it stood at start.
+    #[arg(long)]
+    follow: bool,
+    /// Stop after printing this many records.
+    #[arg(long, value_name = "N")]
+    max_messages: Option<u64>,
+    /// `value`: the value as is, one per line; `json`: one object per line with partition,
+    /// offset, timestamp, key and value (key and value as UTF-8 text, invalid bytes replaced).
+    #[arg(long, value_enum, default_value_t = Format::Value)]
+    format: Format,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Value,
+    Json,
+}
+
+#[derive(serde::Serialize)]
+struct JsonRecord<'a> {
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+    key: Option<std::borrow::Cow<'a, str>>,
+    value: std::borrow::Cow<'a, str>,
+}
+
+pub(super) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
+    let start = if args.from_beginning {
+        StartFrom::Beginning
+    } else if let Some(n) = args.offset {
+        StartFrom::Offset(n)
+    } else if args.group.is_some() {
+        StartFrom::Committed
+    } else {
+        StartFrom::End
+    };
+    let config = ConsumerConfig {
+        partitions: args.partition.map(|p| vec![p]),
+        group: args.group.clone(),
+        stop_at_end: !args.follow,
+        ..ConsumerConfig::default()
+    };
+    let conn = args.connect.connect().await?;
+    let mut consumer = Consumer::new(conn, &args.topic, start, config).await?;
+    let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let mut printed = 0u64;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let result = loop {
+        if args.max_messages.is_some_and(|max| printed >= max) {
+            break Ok(());
+        }
+        let next = if args.follow {
+            tokio::select! {
+                r = consumer.next() => r,
+                () = &mut shutdown => break Ok(()),
+            }
+        } else {
+            consumer.next().await
+        };
+        let rec = match next {
+            Ok(Some(rec)) => rec,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(CliError::from(e)),
+        };
+        write_record(&mut out, &rec, args.format).map_err(CliError::stdout)?;
+        printed += 1;
+        // A fetched batch is fully printed: make it visible, then commit it.
+        if !consumer.has_buffered() {
+            out.flush().map_err(CliError::stdout)?;
+            if args.group.is_some() {
+                consumer.commit().await?;
+            }
+        }
+    };
+    // Whatever was printed is committed, also when stopping early (--max-messages, Ctrl-C) or
+    // on an error after some records.
+    out.flush().map_err(CliError::stdout)?;
+    if args.group.is_some() {
+        let committed = consumer.commit().await;
+        // The first failure is the one worth reporting.
+        if result.is_ok() {
+            committed?;
+        }
+    }
+    result
+}
+
+fn write_record(out: &mut impl Write, rec: &ConsumedRecord, format: Format) -> std::io::Result<()> {
+    match format {
+        Format::Value => {
+            out.write_all(&rec.value)?;
+            out.write_all(b"\n")
+        }
+        Format::Json => {
+            let json = JsonRecord {
+                partition: rec.partition,
+                offset: rec.offset,
+                timestamp: rec.timestamp_ms,
+                key: rec.key.as_deref().map(String::from_utf8_lossy),
+                value: String::from_utf8_lossy(&rec.value),
+            };
+            serde_json::to_writer(&mut *out, &json).map_err(std::io::Error::other)?;
+            out.write_all(b"\n")
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,101 @@
+//! The `minikafka` command line: the clap tree, one file per subcommand, and the error type every
+//! subcommand returns. Owns argument parsing and output formatting only; the business logic lives
+//! in the broker (for `minikafka broker`) and in `crate::client` (for everything else).
+
+mod consume;
+mod produce;
+mod topic;
+
+use std::io;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{ClientError, Connection};
+
+/// minikafka: a durable, single-node, append-only log broker.
+#[derive(Debug, Parser)]
+#[command(name = "minikafka", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, describe, delete and trim topics.
+    Topic(topic::TopicArgs),
+    /// Append messages to a topic: the MESSAGE arguments, the lines of --file, or stdin's lines.
+    Produce(produce::ProduceArgs),
+    /// Print a topic's messages, one per line.
+    ///
+    /// Where it starts: --from-beginning at the log start, --offset N at N, --group G at G's
+    /// committed offset (else the log start); with none of these, at the log end, so only
+    /// messages produced from now on are shown (like Kafka's console consumer). To replay what
+    /// is stored, use --from-beginning.
+    Consume(consume::ConsumeArgs),
+}
+
+/// How to reach the broker; shared by every client subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// The broker's address (host:port).
+    #[arg(long, global = true, env = "MINIKAFKA_BROKER", default_value = "127.0.0.1:7070")]
+    pub broker: String,
+}
+
+impl ConnectArgs {
+    async fn connect(&self) -> Result<Connection, CliError> {
+        Ok(Connection::connect(&self.broker).await?)
+    }
+}
+
+/// Why a subcommand failed; printed on stderr as `error: ...` with exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Broker(String),
+    /// Stdout was closed by its reader (`| head`): not a failure, the reader has had enough.
+    #[error("output closed")]
+    OutputClosed,
+}
+
+impl CliError {
+    /// Wraps a write error on stdout, recognising a closed pipe.
+    pub(crate) fn stdout(source: io::Error) -> CliError {
+        if source.kind() == io::ErrorKind::BrokenPipe {
+            CliError::OutputClosed
+        } else {
+            CliError::Io { what: "writing to stdout".to_string(), source }
+        }
+    }
+}
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Topic(args) => topic::run(args).await,
+        Command::Produce(args) => produce::run(args).await,
+        Command::Consume(args) => consume::run(args).await,
+    }
+}
+
+/// An error and its sources, joined with ": ".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}

@@ -1,0 +1,84 @@
+//! Topic administration over a [`Connection`]: create, delete, trim, list, describe.
+
+use super::{ClientError, Connection};
+use crate::broker::TopicDescription;
+use crate::protocol::{Request, Response};
+
+/// Topic administration. Cheap to create; shares the connection it is given.
+#[derive(Clone)]
+pub struct Admin {
+    conn: Connection,
+}
+
+impl Admin {
+    pub fn new(conn: Connection) -> Admin {
+        Admin { conn }
+    }
+
+    /// Creates a topic. With `if_not_exists`, an existing topic is not an error and is described
+    /// as it is (its partition count unchanged).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        if_not_exists: bool,
+    ) -> Result<TopicDescription, ClientError> {
+        let req = Request::CreateTopic { name: name.to_string(), partitions, if_not_exists };
+        match self.conn.request(&req).await? {
+            Response::TopicCreated { description } => Ok(description),
+            other => Err(unexpected("CreateTopic", &other)),
+        }
+    }
+
+    /// Deletes a topic and all its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        match self.conn.request(&Request::DeleteTopic { name: name.to_string() }).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("DeleteTopic", &other)),
+        }
+    }
+
+    /// Deletes the records of one partition below `before`; returns the new log start offset.
+    pub async fn trim(&self, topic: &str, partition: u32, before: u64) -> Result<u64, ClientError> {
+        let req = Request::Trim { topic: topic.to_string(), partition, before };
+        match self.conn.request(&req).await? {
+            Response::Trimmed { log_start_offset } => Ok(log_start_offset),
+            other => Err(unexpected("Trim", &other)),
+        }
+    }
+
+    /// The names of every topic, sorted.
+    pub async fn list_topics(&self) -> Result<Vec<String>, ClientError> {
+        match self.conn.request(&Request::ListTopics).await? {
+            Response::Topics { names } => Ok(names),
+            other => Err(unexpected("ListTopics", &other)),
+        }
+    }
+
+    /// Describes one topic.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
+        let mut topics = self.describe(Some(name)).await?;
+        match topics.len() {
+            1 => Ok(topics.remove(0)),
+            n => Err(ClientError::UnexpectedResponse {
+                request: "Describe",
+                got: format!("{n} topics for one name"),
+            }),
+        }
+    }
+
+    /// Describes one topic (`Some`) or all of them (`None`).
+    pub async fn describe(&self, name: Option<&str>) -> Result<Vec<TopicDescription>, ClientError> {
+        match self.conn.request(&Request::Describe { topic: name.map(str::to_string) }).await? {
+            Response::Described { topics } => Ok(topics),
+            other => Err(unexpected("Describe", &other)),
+        }
+    }
+}
+
+/// Names a response of the wrong kind without dumping record bytes into an error message.
+pub(crate) fn unexpected(request: &'static str, got: &Response) -> ClientError {
+    let debug = format!("{got:?}");
+    let got = debug.split([' ', '{', '(']).next().unwrap_or("?").to_string();
+    ClientError::UnexpectedResponse { request, got }
+}

@@ -1,0 +1,320 @@
+//! One TCP connection to a broker, shared by clones, with pipelined requests: any number of
+//! requests may be in flight; the broker answers in request order, and each answer is matched to
+//! its caller by correlation id. Never retries: a request either gets its response or an error.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::ClientError;
+use crate::protocol::{self, MAX_FRAME_BYTES, Request, Response};
+
+/// How many requests may wait to be written before `request` itself waits (back-pressure).
+const WRITE_QUEUE: usize = 256;
+
+type Reply = oneshot::Sender<Result<Response, ClientError>>;
+
+/// A cheaply clonable handle to one broker connection. Dropping every clone closes it.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addr: String,
+    next_correlation_id: AtomicU32,
+    outgoing: mpsc::Sender<(u32, BytesMut, Reply)>,
+    /// Why the connection died, once it has: later requests fail with this instead of hanging.
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`). Responses larger than the protocol's `MAX_FRAME_BYTES`
+    /// are refused before anything is allocated for them.
+    pub async fn connect(addr: &str) -> Result<Connection, ClientError> {
+        let stream = TcpStream::connect(addr).await.map_err(|source| ClientError::Io {
+            op: "connect to",
+            addr: addr.to_string(),
+            source,
+        })?;
+        // Small requests (commits, describes) should not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (outgoing, outgoing_rx) = mpsc::channel(WRITE_QUEUE);
+        let (pending_tx, pending_rx) = mpsc::unbounded_channel();
+        let failure = Arc::new(Mutex::new(None));
+        tokio::spawn(write_loop(addr.to_string(), write, outgoing_rx, pending_tx, failure.clone()));
+        tokio::spawn(read_loop(addr.to_string(), read, pending_rx, failure.clone()));
+        Ok(Connection {
+            inner: Arc::new(Inner {
+                addr: addr.to_string(),
+                next_correlation_id: AtomicU32::new(1),
+                outgoing,
+                failure,
+            }),
+        })
+    }
+
+    /// The address this connection was opened to.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// Sends one request and waits for its response. A `Response::Error` from the broker becomes
+    /// `ClientError::Broker`. Safe to call concurrently from several tasks (pipelining).
+    pub async fn request(&self, req: &Request) -> Result<Response, ClientError> {
+        self.start(req).await?.wait().await
+    }
+
+    /// Queues one request on the connection (in the order of `start` calls) and returns a handle
+    /// to await its response later; this is how a producer keeps several batches in flight while
+    /// preserving their order.
+    pub(crate) async fn start(&self, req: &Request) -> Result<Pending, ClientError> {
+        let correlation_id = self.inner.next_correlation_id.fetch_add(1, Ordering::Relaxed);
+        let mut buf = BytesMut::new();
+        protocol::encode_request(&mut buf, correlation_id, req);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        if self.inner.outgoing.send((correlation_id, buf, reply_tx)).await.is_err() {
+            return Err(self.closed_error().await);
+        }
+        Ok(Pending { rx: reply_rx, conn: self.clone() })
+    }
+
+    async fn closed_error(&self) -> ClientError {
+        let reason = self.inner.failure.lock().await.clone();
+        ClientError::Closed {
+            addr: self.inner.addr.clone(),
+            reason: reason.unwrap_or_else(|| "connection closed".to_string()),
+        }
+    }
+}
+
+/// A request on its way; [`Pending::wait`] yields its response.
+pub(crate) struct Pending {
+    rx: oneshot::Receiver<Result<Response, ClientError>>,
+    conn: Connection,
+}
+
+impl Pending {
+    pub(crate) async fn wait(self) -> Result<Response, ClientError> {
+        match self.rx.await {
+            Ok(result) => into_result(result),
+            Err(_) => Err(self.conn.closed_error().await),
+        }
+    }
+
+    /// The response if it has already arrived, without waiting.
+    pub(crate) fn try_take(&mut self) -> Option<Result<Response, ClientError>> {
+        match self.rx.try_recv() {
+            Ok(result) => Some(into_result(result)),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(ClientError::Closed {
+                addr: self.conn.inner.addr.clone(),
+                reason: "connection closed".to_string(),
+            })),
+        }
+    }
+}
+
+fn into_result(result: Result<Response, ClientError>) -> Result<Response, ClientError> {
+    match result {
+        Ok(Response::Error { code, message }) => Err(ClientError::Broker { code, message }),
+        other => other,
+    }
+}
+
+/// Writes queued requests in order, registering each with the reader *before* writing it so the
+/// reader always knows whom the next response belongs to.
+async fn write_loop(
+    addr: String,
+    write: OwnedWriteHalf,
+    mut outgoing: mpsc::Receiver<(u32, BytesMut, Reply)>,
+    pending: mpsc::UnboundedSender<(u32, Reply)>,
+    failure: Arc<Mutex<Option<String>>>,
+) {
+    let mut write = BufWriter::new(write);
+    while let Some((correlation_id, frame, reply)) = outgoing.recv().await {
+        if pending.send((correlation_id, reply)).is_err() {
+            return; // the reader died and recorded why
+        }
+        let mut result = write.write_all(&frame).await;
+        // Coalesce whatever else is already queued into the same flush.
+        while result.is_ok() {
+            match outgoing.try_recv() {
+                Ok((id, frame, reply)) => {
+                    if pending.send((id, reply)).is_err() {
+                        return;
+                    }
+                    result = write.write_all(&frame).await;
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = result.and(write.flush().await) {
+            tracing::debug!(%addr, error = %e, "write failed; closing connection");
+            failure.lock().await.get_or_insert_with(|| format!("write failed: {e}"));
+            // Dropping `write` shuts our side; the reader then fails everything pending.
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+/// Reads responses and hands each to the oldest waiting request, checking the correlation id.
+async fn read_loop(
+    addr: String,
+    read: OwnedReadHalf,
+    mut pending: mpsc::UnboundedReceiver<(u32, Reply)>,
+    failure: Arc<Mutex<Option<String>>>,
+) {
+    let mut read = BufReader::with_capacity(64 * 1024, read);
+    let mut waiting: VecDeque<(u32, Reply)> = VecDeque::new();
+    let reason = loop {
+        // Wait for a request to be outstanding before reading, so an idle connection closed by
+        // the broker is not an error for anyone.
+        if waiting.is_empty() {
+            match pending.recv().await {
+                Some(w) => waiting.push_back(w),
+                None => return, // every handle dropped
+            }
+        }
+        while let Ok(w) = pending.try_recv() {
+            waiting.push_back(w);
+        }
+        let body = match read_frame(&mut read).await {
+            Ok(body) => body,
+            Err(reason) => break reason,
+        };
+        while let Ok(w) = pending.try_recv() {
+            waiting.push_back(w);
+        }
+        let Some((expected_id, reply)) = waiting.pop_front() else {
+            break "the broker sent a response nobody asked for".to_string();
+        };
+        match protocol::decode_response_bytes(&body) {
+            Ok((id, resp)) if id == expected_id => {
+                let _ = reply.send(Ok(resp));
+            }
+            Ok((id, _)) => {
+                let reason = format!("response correlation id {id}, expected {expected_id}");
+                let _ = reply
+                    .send(Err(ClientError::Closed { addr: addr.clone(), reason: reason.clone() }));
+                break reason;
+            }
+            Err(source) => {
+                let reason = format!("undecodable response: {source}");
+                let _ = reply.send(Err(ClientError::Protocol { addr: addr.clone(), source }));
+                break reason;
+            }
+        }
+    };
+    tracing::debug!(%addr, %reason, "connection failed");
+    failure.lock().await.get_or_insert_with(|| reason.clone());
+    // Fail everything in flight now and everything registered later; the write loop stops when
+    // `pending` is dropped with this function.
+    pending.close();
+    while let Ok(w) = pending.try_recv() {
+        waiting.push_back(w);
+    }
+    for (_, reply) in waiting {
+        let _ = reply.send(Err(ClientError::Closed { addr: addr.clone(), reason: reason.clone() }));
+    }
+}
+
+async fn read_frame(read: &mut BufReader<OwnedReadHalf>) -> Result<Bytes, String> {
+    let mut prefix = [0u8; 4];
+    read.read_exact(&mut prefix).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => "the broker closed the connection".to_string(),
+        _ => format!("read failed: {e}"),
+    })?;
+    let len =
+        protocol::frame_len(prefix, MAX_FRAME_BYTES).map_err(|e| format!("bad frame: {e}"))?;
+    // `len` was checked against MAX_FRAME_BYTES by frame_len before this allocation.
+    let mut body = BytesMut::zeroed(len);
+    read.read_exact(&mut body).await.map_err(|e| format!("read failed mid-frame: {e}"))?;
+    // Frozen so fetched records are slices of this buffer, not copies.
+    Ok(body.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A stand-in broker: answers every request in order with `Topics { names: [id] }`, after
+    /// `delay_first` for the first one (so later requests queue behind it), and closes the
+    /// connection after `close_after` requests.
+    async fn fake_broker(close_after: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            for i in 0..close_after {
+                let mut prefix = [0u8; 4];
+                if sock.read_exact(&mut prefix).await.is_err() {
+                    return;
+                }
+                let len = protocol::frame_len(prefix, MAX_FRAME_BYTES).unwrap();
+                let mut body = vec![0u8; len];
+                sock.read_exact(&mut body).await.unwrap();
+                let (id, _req) = protocol::decode_request(&body).unwrap();
+                if i == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                let mut out = BytesMut::new();
+                protocol::encode_response(
+                    &mut out,
+                    id,
+                    &Response::Topics { names: vec![id.to_string()] },
+                );
+                sock.write_all(&out).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_each_get_their_own_response() {
+        let addr = fake_broker(64).await;
+        let conn = Connection::connect(&addr).await.unwrap();
+        let mut pending = Vec::new();
+        for _ in 0..64 {
+            pending.push(conn.start(&Request::ListTopics).await.unwrap());
+        }
+        let mut ids = Vec::new();
+        for p in pending {
+            match p.wait().await.unwrap() {
+                Response::Topics { names } => ids.push(names[0].parse::<u32>().unwrap()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let want: Vec<u32> = (1..=64).collect();
+        assert_eq!(ids, want, "responses matched to requests in order");
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_fails_requests_instead_of_hanging() {
+        let addr = fake_broker(1).await;
+        let conn = Connection::connect(&addr).await.unwrap();
+        assert!(conn.request(&Request::ListTopics).await.is_ok());
+        let err = conn.request(&Request::ListTopics).await.unwrap_err();
+        assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
+        let err = conn.request(&Request::ListTopics).await.unwrap_err();
+        assert!(matches!(err, ClientError::Closed { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn connect_to_a_closed_port_names_the_address() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let err = Connection::connect(&addr).await.err().unwrap();
+        assert!(err.to_string().contains(&addr), "{err}");
+    }
+}

@@ -1,0 +1,310 @@
+//! The consumer: reads one topic's partitions from a chosen start position, long-polls for new
+//! records, checks every fetched record's CRC with `crate::record::RecordIter` (the same bytes and
+//! CRCs the broker wrote), and commits its position for a consumer group. Never skips a record it
+//! could not verify: a corrupt record is an error.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::admin::unexpected;
+use super::{Admin, ClientError, Connection};
+use crate::protocol::{Request, Response};
+use crate::record::{self, Header, RecordIter};
+
+/// Where a [`Consumer`] starts in each partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The log start offset (the oldest record still stored).
+    Beginning,
+    /// The log end as it stands when the consumer is created: only records produced later.
+    End,
+    /// This offset in every partition read.
+    Offset(u64),
+    /// The group's committed offset, or the log start when the group has none.
+    Committed,
+}
+
+/// Fetch sizes, waits and what to read.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Partitions to read; `None` reads them all.
+    pub partitions: Option<Vec<u32>>,
+    /// Consumer group whose offsets `StartFrom::Committed` reads and `commit` writes.
+    pub group: Option<String>,
+    /// Stop (`next()` returns `None`) at the log end as it stood when the consumer was created.
+    /// When false, `next()` long-polls for new records forever.
+    pub stop_at_end: bool,
+    /// Most record bytes asked for per partition per fetch (at least one record always comes).
+    pub fetch_max_bytes: u32,
+    /// Longest a fetch waits for new records when a partition is caught up.
+    pub max_wait: Duration,
+    /// Largest record accepted when decoding.
+    pub max_record_bytes: u32,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            partitions: None,
+            group: None,
+            stop_at_end: true,
+            fetch_max_bytes: 1024 * 1024,
+            max_wait: Duration::from_millis(500),
+            max_record_bytes: record::DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+}
+
+/// One record as a consumer hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<Header>,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    partition: u32,
+    /// The next offset to hand out (advanced as records are handed out, not as they are fetched).
+    position: u64,
+    /// Offset after the last record fetched into the buffer.
+    fetched_to: u64,
+    /// The log end at creation (used when `stop_at_end`).
+    end: u64,
+    /// The position last committed for the group.
+    committed: Option<u64>,
+}
+
+/// Reads records of one topic. Use [`Consumer::next`] record by record, or [`Consumer::poll`]
+/// for whatever the next fetch round brings; [`Consumer::commit`] stores the position.
+pub struct Consumer {
+    conn: Connection,
+    topic: String,
+    config: ConsumerConfig,
+    partitions: Vec<PartitionState>,
+    buffered: VecDeque<ConsumedRecord>,
+}
+
+impl Consumer {
+    /// Opens a consumer: describes the topic (an unknown topic is an error) and resolves the
+    /// start position of every partition read.
+    pub async fn new(
+        conn: Connection,
+        topic: &str,
+        start: StartFrom,
+        config: ConsumerConfig,
+    ) -> Result<Consumer, ClientError> {
+        if start == StartFrom::Committed && config.group.is_none() {
+            return Err(ClientError::InvalidArgument(
+                "starting from a committed offset needs a consumer group".to_string(),
+            ));
+        }
+        let description = Admin::new(conn.clone()).describe_topic(topic).await?;
+        let chosen: Vec<u32> = match &config.partitions {
+            Some(list) => list.clone(),
+            None => description.partitions.iter().map(|p| p.partition).collect(),
+        };
+        let mut partitions = Vec::with_capacity(chosen.len());
+        for partition in chosen {
+            let Some(d) = description.partitions.iter().find(|d| d.partition == partition) else {
+                return Err(ClientError::InvalidArgument(format!(
+                    "topic {topic} has {} partitions; partition {partition} does not exist",
+                    description.partitions.len()
+                )));
+            };
+            let mut committed = None;
+            let position = match &start {
+                StartFrom::Beginning => d.log_start_offset,
+                StartFrom::End => d.next_offset,
+                StartFrom::Offset(n) => *n,
+                StartFrom::Committed => {
+                    let group = config.group.clone().unwrap_or_default();
+                    let req = Request::FetchOffset { group, topic: topic.to_string(), partition };
+                    match conn.request(&req).await? {
+                        Response::Offset { offset } => {
+                            committed = offset;
+                            offset.unwrap_or(d.log_start_offset)
+                        }
+                        other => return Err(unexpected("FetchOffset", &other)),
+                    }
+                }
+            };
+            if position < d.log_start_offset || position > d.next_offset {
+                return Err(ClientError::OffsetOutOfRange {
+                    topic: topic.to_string(),
+                    partition,
+                    offset: position,
+                    log_start_offset: d.log_start_offset,
+                    next_offset: d.next_offset,
+                });
+            }
+            partitions.push(PartitionState {
+                partition,
+                position,
+                fetched_to: position,
+                end: d.next_offset,
+                committed,
+            });
+        }
+        Ok(Consumer {
+            conn,
+            topic: topic.to_string(),
+            config,
+            partitions,
+            buffered: VecDeque::new(),
+        })
+    }
+
+    /// The next offset this consumer hands out in `partition`.
+    pub fn position(&self, partition: u32) -> Option<u64> {
+        self.partitions.iter().find(|p| p.partition == partition).map(|p| p.position)
+    }
+
+    /// Whether records fetched but not yet handed out are waiting.
+    pub fn has_buffered(&self) -> bool {
+        !self.buffered.is_empty()
+    }
+
+    /// The next record, fetching (and, when caught up and not `stop_at_end`, long-polling) as
+    /// needed. `None` only with `stop_at_end`, once every partition reached its end.
+    pub async fn next(&mut self) -> Result<Option<ConsumedRecord>, ClientError> {
+        loop {
+            if let Some(rec) = self.buffered.pop_front() {
+                if let Some(p) = self.partitions.iter_mut().find(|p| p.partition == rec.partition) {
+                    p.position = rec.offset + 1;
+                }
+                return Ok(Some(rec));
+            }
+            if self.config.stop_at_end && self.at_end() {
+                return Ok(None);
+            }
+            self.fetch_round().await?;
+        }
+    }
+
+    /// Every record the next fetch round brings (possibly none, after a long-poll timed out),
+    /// handed out at once. With `stop_at_end`, an empty result at the end means done.
+    pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
+        if self.buffered.is_empty() && !(self.config.stop_at_end && self.at_end()) {
+            self.fetch_round().await?;
+        }
+        let out: Vec<ConsumedRecord> = self.buffered.drain(..).collect();
+        for rec in &out {
+            if let Some(p) = self.partitions.iter_mut().find(|p| p.partition == rec.partition) {
+                p.position = rec.offset + 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores the position of every partition whose position moved since the last commit as the
+    /// group's committed offset (the offset of the next record to read).
+    pub async fn commit(&mut self) -> Result<(), ClientError> {
+        let Some(group) = self.config.group.clone() else {
+            return Err(ClientError::InvalidArgument("commit needs a consumer group".to_string()));
+        };
+        let mut pending = Vec::new();
+        for p in &self.partitions {
+            if p.committed != Some(p.position) {
+                let req = Request::CommitOffset {
+                    group: group.clone(),
+                    topic: self.topic.clone(),
+                    partition: p.partition,
+                    offset: p.position,
+                };
+                pending.push((p.partition, p.position, self.conn.start(&req).await?));
+            }
+        }
+        for (partition, position, req) in pending {
+            match req.wait().await? {
+                Response::Ok => {
+                    if let Some(p) = self.partitions.iter_mut().find(|p| p.partition == partition) {
+                        p.committed = Some(position);
+                    }
+                }
+                other => return Err(unexpected("CommitOffset", &other)),
+            }
+        }
+        Ok(())
+    }
+
+    fn at_end(&self) -> bool {
+        self.partitions.iter().all(|p| p.fetched_to >= p.end)
+    }
+
+    /// One fetch per partition that still has something to read, pipelined on the connection.
+    /// Only when none of them returned anything does it long-poll, so one quiet partition never
+    /// delays another's records by more than one wait.
+    async fn fetch_round(&mut self) -> Result<(), ClientError> {
+        let got = self.fetch_all(0).await?;
+        if got == 0 && !self.config.stop_at_end {
+            // Several long-polls queue behind each other on one connection, so share the wait.
+            let n = self.partitions.len().max(1) as u32;
+            let wait = (self.config.max_wait / n).max(Duration::from_millis(20));
+            self.fetch_all(wait.as_millis() as u32).await?;
+        }
+        Ok(())
+    }
+
+    async fn fetch_all(&mut self, max_wait_ms: u32) -> Result<usize, ClientError> {
+        let stop_at_end = self.config.stop_at_end;
+        let mut pending = Vec::new();
+        for (i, p) in self.partitions.iter().enumerate() {
+            if stop_at_end && p.fetched_to >= p.end {
+                continue;
+            }
+            let req = Request::Fetch {
+                topic: self.topic.clone(),
+                partition: p.partition,
+                offset: p.fetched_to,
+                max_bytes: self.config.fetch_max_bytes,
+                max_wait_ms,
+            };
+            pending.push((i, self.conn.start(&req).await?));
+        }
+        let mut total = 0;
+        for (i, req) in pending {
+            let resp = req.wait().await?;
+            let Response::Fetched { records, .. } = resp else {
+                return Err(unexpected("Fetch", &resp));
+            };
+            let state = &mut self.partitions[i];
+            if stop_at_end && records.is_empty() && max_wait_ms == 0 {
+                // Nothing below the end we recorded: the log was cut back (topic recreated).
+                // Treat where we are as the end rather than asking again forever.
+                state.end = state.fetched_to;
+            }
+            for item in RecordIter::new(&records, self.config.max_record_bytes) {
+                let view = item.map_err(|source| ClientError::Corrupt {
+                    topic: self.topic.clone(),
+                    partition: state.partition,
+                    offset: state.fetched_to,
+                    source,
+                })?;
+                // A read may start at the index entry below the requested offset.
+                if view.offset < state.fetched_to {
+                    continue;
+                }
+                if stop_at_end && view.offset >= state.end {
+                    break;
+                }
+                state.fetched_to = view.offset + 1;
+                let rec = view.to_record();
+                self.buffered.push_back(ConsumedRecord {
+                    partition: state.partition,
+                    offset: rec.offset,
+                    timestamp_ms: rec.timestamp_ms,
+                    key: rec.key,
+                    value: rec.value,
+                    headers: rec.headers,
+                });
+                total += 1;
+            }
+        }
+        Ok(total)
+    }
+}

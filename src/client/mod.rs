@@ -1,0 +1,89 @@
+//! The Rust client for minikafka's native protocol: a pipelined [`Connection`], an [`Admin`]
+//! handle, a batching [`Producer`] and a CRC-checking [`Consumer`].
+//!
+//! Owns: talking to one broker over TCP, batching and partitioning records on the way in,
+//! verifying every fetched record's CRC on the way out, and consumer-group offset commits.
+//! Never does: storage, broker-side validation, or any retry that could duplicate a message (a
+//! failed append is reported to the caller, who decides).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), minikafka::client::ClientError> {
+//! use minikafka::client::{Admin, Connection, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom};
+//! let conn = Connection::connect("127.0.0.1:7070").await?;
+//! Admin::new(conn.clone()).create_topic("orders", 3, true).await?;
+//! let mut producer = Producer::new(conn.clone(), "orders", ProducerConfig::default()).await?;
+//! producer.send(Some(b"customer-1"), b"first order").await?;
+//! let acks = producer.flush().await?;
+//! let mut consumer =
+//!     Consumer::new(conn, "orders", StartFrom::Beginning, ConsumerConfig::default()).await?;
+//! while let Some(record) = consumer.next().await? {
+//!     println!("{}: {}", record.offset, String::from_utf8_lossy(&record.value));
+//! }
+//! # let _ = acks; Ok(()) }
+//! ```
+
+mod admin;
+mod connection;
+mod consumer;
+mod murmur2;
+mod producer;
+
+pub use admin::Admin;
+pub use connection::Connection;
+pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartFrom};
+pub use murmur2::{murmur2, partition_for_key};
+pub use producer::{BatchAck, Producer, ProducerConfig};
+
+use crate::protocol::{ErrorCode, ProtocolError};
+use crate::record::RecordError;
+
+/// Everything that can go wrong between this client and a broker.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The TCP connection failed (connect, read or write).
+    #[error("{op} {addr}: {source}")]
+    Io { op: &'static str, addr: String, source: std::io::Error },
+    /// The connection was closed (by the broker or after an earlier failure).
+    #[error("connection to {addr} closed: {reason}")]
+    Closed { addr: String, reason: String },
+    /// The broker sent bytes that do not decode as a response.
+    #[error("protocol error from {addr}: {source}")]
+    Protocol { addr: String, source: ProtocolError },
+    /// The broker answered a request with an error.
+    #[error("{message} ({code:?})")]
+    Broker { code: ErrorCode, message: String },
+    /// The broker answered with a response of the wrong kind for the request.
+    #[error("unexpected response to {request}: {got}")]
+    UnexpectedResponse { request: &'static str, got: String },
+    /// A consumer was asked to start outside the records a partition holds.
+    #[error(
+        "offset {offset} is out of range for {topic}/{partition}: the log holds offsets \
+         {log_start_offset}..{next_offset} (log start inclusive, next offset exclusive)"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        log_start_offset: u64,
+        next_offset: u64,
+    },
+    /// A fetched record failed its CRC or layout check.
+    #[error("corrupt record in {topic}/{partition} at or after offset {offset}: {source}")]
+    Corrupt { topic: String, partition: u32, offset: u64, source: RecordError },
+    /// A record could not be encoded (too large, too many headers).
+    #[error("cannot encode record for {topic}: {source}")]
+    Encode { topic: String, source: RecordError },
+    /// The caller asked for something impossible (a partition the topic does not have...).
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+impl ClientError {
+    /// The broker's error code, when the broker refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}

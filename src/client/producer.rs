@@ -1,0 +1,275 @@
+//! The batching producer: records are encoded (in `crate::record`'s format) into one batch per
+//! target partition, a batch is sent when it is full (bytes or records) or has lingered, and up to
+//! `max_in_flight` batches are outstanding at once on the pipelined connection. Never retries a
+//! failed batch: the broker may have stored it, and a retry could store it twice.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::admin::unexpected;
+use super::connection::Pending;
+use super::{Admin, ClientError, Connection, partition_for_key};
+use crate::protocol::{ErrorCode, Request, Response};
+use crate::record::{self, NewRecord};
+use bytes::Bytes;
+
+/// How a [`Producer`] groups records into requests.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// A batch is sent once its encoded records reach this many bytes.
+    pub batch_max_bytes: usize,
+    /// A batch is sent once it holds this many records.
+    pub batch_max_records: usize,
+    /// A non-empty batch older than this is sent by the next `send` or `flush_lingering`.
+    pub linger: Duration,
+    /// Batches awaiting their acknowledgement at once; `send` waits for the oldest beyond this.
+    pub max_in_flight: usize,
+    /// Largest encoded record accepted (the broker enforces its own limit too).
+    pub max_record_bytes: u32,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            batch_max_bytes: 256 * 1024,
+            batch_max_records: 10_000,
+            linger: Duration::from_millis(5),
+            max_in_flight: 8,
+            max_record_bytes: record::DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+}
+
+/// The broker's acknowledgement of one batch: its records got offsets `first_offset..next_offset`
+/// in `partition`, and are durable per the broker's fsync policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchAck {
+    pub partition: u32,
+    pub first_offset: u64,
+    pub next_offset: u64,
+}
+
+impl BatchAck {
+    /// Number of records the batch held.
+    pub fn len(&self) -> u64 {
+        self.next_offset - self.first_offset
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a batch goes: a known partition, the broker's choice by key (when the partition count
+/// is unknown because the topic does not exist yet), or the broker's round-robin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Partition(u32),
+    Key(Vec<u8>),
+    Any,
+}
+
+struct Batch {
+    target: Target,
+    buf: Vec<u8>,
+    records: usize,
+    started: Instant,
+}
+
+/// Batches records for one topic. Call [`Producer::flush`] before dropping it: unsent records are
+/// otherwise lost (a batch is only durable once acknowledged).
+pub struct Producer {
+    conn: Connection,
+    topic: String,
+    config: ProducerConfig,
+    /// Partition count, when the topic existed at creation.
+    partitions: Option<u32>,
+    batches: Vec<Batch>,
+    in_flight: VecDeque<Pending>,
+    acks: Vec<BatchAck>,
+}
+
+impl Producer {
+    /// A producer for `topic`. Learns the partition count so keyed records are partitioned here
+    /// exactly as the broker would; a missing topic is left for the broker to refuse or
+    /// auto-create on the first append.
+    pub async fn new(
+        conn: Connection,
+        topic: &str,
+        config: ProducerConfig,
+    ) -> Result<Producer, ClientError> {
+        let partitions = match Admin::new(conn.clone()).describe_topic(topic).await {
+            Ok(d) => Some(d.partitions.len() as u32),
+            Err(e) if e.code() == Some(ErrorCode::UnknownTopic) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Producer {
+            conn,
+            topic: topic.to_string(),
+            config,
+            partitions,
+            batches: Vec::new(),
+            in_flight: VecDeque::new(),
+            acks: Vec::new(),
+        })
+    }
+
+    /// The topic's partition count, when known.
+    pub fn partitions(&self) -> Option<u32> {
+        self.partitions
+    }
+
+    /// Queues a record; with a key it goes to Kafka's murmur2 partition for that key, without one
+    /// the broker spreads batches round-robin.
+    pub async fn send(&mut self, key: Option<&[u8]>, value: &[u8]) -> Result<(), ClientError> {
+        let rec = NewRecord { timestamp_ms: record::now_ms(), key, value, headers: &[] };
+        self.send_record(None, &rec).await
+    }
+
+    /// Queues a record for an explicit partition (`Some`) or the default choice (`None`).
+    pub async fn send_record(
+        &mut self,
+        partition: Option<u32>,
+        rec: &NewRecord<'_>,
+    ) -> Result<(), ClientError> {
+        let target = match (partition, rec.key, self.partitions) {
+            (Some(p), _, Some(n)) if p >= n => {
+                return Err(ClientError::InvalidArgument(format!(
+                    "topic {} has {n} partitions; partition {p} does not exist",
+                    self.topic
+                )));
+            }
+            (Some(p), _, _) => Target::Partition(p),
+            (None, Some(key), Some(n)) => Target::Partition(partition_for_key(key, n)),
+            (None, Some(key), None) => Target::Key(key.to_vec()),
+            (None, None, _) => Target::Any,
+        };
+        let idx = match self.batches.iter().position(|b| b.target == target) {
+            Some(i) => i,
+            None => {
+                self.batches.push(Batch {
+                    target,
+                    buf: Vec::new(),
+                    records: 0,
+                    started: Instant::now(),
+                });
+                self.batches.len() - 1
+            }
+        };
+        let batch = &mut self.batches[idx];
+        if batch.records == 0 {
+            batch.started = Instant::now();
+        }
+        record::encode(&mut batch.buf, 0, rec, self.config.max_record_bytes)
+            .map_err(|source| ClientError::Encode { topic: self.topic.clone(), source })?;
+        batch.records += 1;
+        if batch.buf.len() >= self.config.batch_max_bytes
+            || batch.records >= self.config.batch_max_records
+        {
+            let batch = self.batches.swap_remove(idx);
+            self.dispatch(batch).await?;
+        }
+        self.flush_lingering().await
+    }
+
+    /// When the oldest unsent batch should go out because of `linger` (for callers that wait
+    /// for input and want to wake up in time to call [`Producer::flush_lingering`]).
+    pub fn linger_deadline(&self) -> Option<Instant> {
+        self.batches.iter().filter(|b| b.records > 0).map(|b| b.started + self.config.linger).min()
+    }
+
+    /// Sends every batch that has lingered long enough.
+    pub async fn flush_lingering(&mut self) -> Result<(), ClientError> {
+        let now = Instant::now();
+        while let Some(i) = self
+            .batches
+            .iter()
+            .position(|b| b.records > 0 && now.duration_since(b.started) >= self.config.linger)
+        {
+            let batch = self.batches.swap_remove(i);
+            self.dispatch(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every unsent batch and waits for all acknowledgements. Returns the acknowledgements
+    /// collected since the last call to `flush` or [`Producer::take_acks`], in completion order.
+    pub async fn flush(&mut self) -> Result<Vec<BatchAck>, ClientError> {
+        for batch in std::mem::take(&mut self.batches) {
+            if batch.records > 0 {
+                self.dispatch(batch).await?;
+            }
+        }
+        while let Some(pending) = self.in_flight.pop_front() {
+            self.acks.push(to_ack(pending.wait().await)?);
+        }
+        Ok(self.take_acks())
+    }
+
+    /// Acknowledgements received so far and not yet taken.
+    pub fn take_acks(&mut self) -> Vec<BatchAck> {
+        std::mem::take(&mut self.acks)
+    }
+
+    /// Appends `records` as one batch right away and waits for its acknowledgement (no
+    /// buffering; other batches of this producer may still be in flight).
+    pub async fn send_batch(
+        &self,
+        partition: Option<u32>,
+        records: &[NewRecord<'_>],
+    ) -> Result<BatchAck, ClientError> {
+        let mut buf = Vec::new();
+        for rec in records {
+            record::encode(&mut buf, 0, rec, self.config.max_record_bytes)
+                .map_err(|source| ClientError::Encode { topic: self.topic.clone(), source })?;
+        }
+        let target = match partition {
+            Some(p) => Target::Partition(p),
+            None => Target::Any,
+        };
+        let pending =
+            self.conn.start(&append_request(&self.topic, &target, Bytes::from(buf))).await?;
+        to_ack(pending.wait().await)
+    }
+
+    async fn dispatch(&mut self, batch: Batch) -> Result<(), ClientError> {
+        while self.in_flight.len() >= self.config.max_in_flight.max(1) {
+            // The loop condition guarantees the queue is not empty.
+            if let Some(pending) = self.in_flight.pop_front() {
+                self.acks.push(to_ack(pending.wait().await)?);
+            }
+        }
+        let req = append_request(&self.topic, &batch.target, Bytes::from(batch.buf));
+        // Queued on the connection now, so batches reach the broker in the order they were sent.
+        self.in_flight.push_back(self.conn.start(&req).await?);
+        // Collect acknowledgements that already arrived so errors surface early.
+        while let Some(front) = self.in_flight.front_mut() {
+            match front.try_take() {
+                Some(result) => {
+                    self.in_flight.pop_front();
+                    self.acks.push(to_ack(result)?);
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn append_request(topic: &str, target: &Target, records: Bytes) -> Request {
+    let (partition, key_hint) = match target {
+        Target::Partition(p) => (Some(*p), None),
+        Target::Key(k) => (None, Some(Bytes::copy_from_slice(k))),
+        Target::Any => (None, None),
+    };
+    Request::Append { topic: topic.to_string(), partition, key_hint, records }
+}
+
+fn to_ack(result: Result<Response, ClientError>) -> Result<BatchAck, ClientError> {
+    match result? {
+        Response::Appended { partition, first_offset, next_offset } => {
+            Ok(BatchAck { partition, first_offset, next_offset })
+        }
+        other => Err(unexpected("Append", &other)),
+    }
+}

@@ -1,0 +1,201 @@
+//! The seed's user journey, end to end through the real binary: start a broker, create a topic,
+//! produce, describe (table and JSON), replay with consume, list, trim, delete. Outputs are
+//! compared exactly; README's session shows the same commands and outputs.
+
+mod common;
+
+use common::{BrokerProcess, fails, ok};
+use minikafka::record::MIN_RECORD_LEN;
+
+/// Bytes a partition holds for records with these values (no keys, no headers), plus what each
+/// segment file adds on top of its records.
+fn stored_bytes(values: &[&str]) -> u64 {
+    values.iter().map(|v| (MIN_RECORD_LEN + v.len()) as u64).sum::<u64>() + SEGMENT_OVERHEAD
+}
+
+/// Bytes a segment file holds besides its records (its header).
+const SEGMENT_OVERHEAD: u64 = 0;
+
+#[test]
+fn journey_create_produce_describe_consume_trim_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+
+    assert_eq!(
+        ok(broker.cli(&["topic", "create", "orders"])),
+        "created topic orders with 1 partition\n"
+    );
+    assert_eq!(
+        ok(broker.cli(&["topic", "create", "payments", "--partitions", "3"])),
+        "created topic payments with 3 partitions\n"
+    );
+
+    // Messages as arguments, then as stdin lines; silent on success unless -v.
+    assert_eq!(ok(broker.cli(&["produce", "orders", "first order", "second order"])), "");
+    assert_eq!(
+        ok(broker.cli_stdin(&["produce", "orders", "-v"], Some(b"third order\nfourth order\n"))),
+        "partition 0: offsets 2-3\n"
+    );
+
+    let values = ["first order", "second order", "third order", "fourth order"];
+    let bytes = stored_bytes(&values);
+    assert_eq!(
+        ok(broker.cli(&["topic", "describe", "orders"])),
+        format!(
+            "TOPIC   PARTITION  LOG-START  NEXT-OFFSET  SEGMENTS  BYTES\n\
+             orders  0          0          4            1         {bytes}\n"
+        )
+    );
+    assert_eq!(
+        ok(broker.cli(&["topic", "describe", "orders", "--json"])),
+        format!(
+            "{{\"name\":\"orders\",\"partitions\":[{{\"partition\":0,\"log_start_offset\":0,\
+             \"next_offset\":4,\"segments\":1,\"size_bytes\":{bytes}}}]}}\n"
+        )
+    );
+
+    assert_eq!(
+        ok(broker.cli(&["consume", "orders", "--from-beginning"])),
+        "first order\nsecond order\nthird order\nfourth order\n"
+    );
+    // Without a start position a consumer only sees new messages: a replay prints nothing.
+    assert_eq!(ok(broker.cli(&["consume", "orders"])), "");
+    assert_eq!(
+        ok(broker.cli(&["consume", "orders", "--offset", "1", "--max-messages", "2"])),
+        "second order\nthird order\n"
+    );
+
+    // JSON lines: every field present, key null when absent.
+    let json = ok(broker.cli(&["consume", "orders", "--from-beginning", "--format", "json"]));
+    let lines: Vec<serde_json::Value> =
+        json.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    assert_eq!(lines.len(), 4);
+    for (i, obj) in lines.iter().enumerate() {
+        assert_eq!(obj["partition"], 0);
+        assert_eq!(obj["offset"], i as u64);
+        assert!(obj["timestamp"].as_i64().unwrap() > 1_600_000_000_000, "{obj}");
+        assert_eq!(obj["key"], serde_json::Value::Null);
+        assert_eq!(obj["value"], values[i]);
+    }
+
+    assert_eq!(ok(broker.cli(&["topic", "list"])), "orders\npayments\n");
+
+    // Trim: the log start moves, reads below it are a clear error, the rest is still there.
+    assert_eq!(
+        ok(broker.cli(&["topic", "trim", "orders", "--before", "2"])),
+        "trimmed orders partition 0: log start offset is now 2\n"
+    );
+    let err = fails(broker.cli(&["consume", "orders", "--offset", "0"]));
+    assert!(err.contains("out of range"), "{err}");
+    assert_eq!(
+        ok(broker.cli(&["consume", "orders", "--from-beginning"])),
+        "third order\nfourth order\n"
+    );
+
+    assert_eq!(ok(broker.cli(&["topic", "delete", "orders"])), "deleted topic orders\n");
+    assert_eq!(ok(broker.cli(&["topic", "list"])), "payments\n");
+    assert!(!dir.path().join("data").join("orders").exists());
+    fails(broker.cli(&["consume", "orders", "--from-beginning"]));
+}
+
+#[test]
+fn keyed_messages_share_a_partition_and_json_shows_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    ok(broker.cli(&["topic", "create", "events", "--partitions", "4"]));
+    let partition = minikafka::client::partition_for_key(b"user-7", 4);
+    assert_eq!(
+        ok(broker.cli(&["produce", "events", "--key", "user-7", "-v", "a", "b", "c"])),
+        format!("partition {partition}: offsets 0-2\n")
+    );
+    let p = partition.to_string();
+    let json = ok(broker.cli(&[
+        "consume",
+        "events",
+        "--partition",
+        &p,
+        "--from-beginning",
+        "--format",
+        "json",
+    ]));
+    let keys: Vec<String> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].to_string())
+        .collect();
+    assert_eq!(keys, vec!["\"user-7\""; 3]);
+    // Explicit partitions, and a consume of every partition gets all of them.
+    ok(broker.cli(&["produce", "events", "--partition", "3", "x"]));
+    let all = ok(broker.cli(&["consume", "events", "--from-beginning"]));
+    let mut got: Vec<&str> = all.lines().collect();
+    got.sort();
+    assert_eq!(got, vec!["a", "b", "c", "x"]);
+    let err = fails(broker.cli(&["produce", "events", "--partition", "9", "y"]));
+    assert!(err.contains("partition 9"), "{err}");
+}
+
+#[test]
+fn produce_from_a_large_file_is_batched_and_replays_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    ok(broker.cli(&["topic", "create", "lines"]));
+    let n = 50_000;
+    let mut content = String::new();
+    for i in 0..n {
+        content.push_str(&format!("line {i}\n"));
+    }
+    // The last line has no newline: it still counts.
+    content.push_str("last line");
+    let file = dir.path().join("input.txt");
+    std::fs::write(&file, &content).unwrap();
+    let v = ok(broker.cli(&["produce", "lines", "--file", file.to_str().unwrap(), "-v"]));
+    assert_eq!(v, format!("partition 0: offsets 0-{n}\n"));
+    let out = ok(broker.cli(&["consume", "lines", "--from-beginning"]));
+    assert_eq!(out, content + "\n");
+}
+
+#[test]
+fn consume_into_a_closed_pipe_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    ok(broker.cli(&["topic", "create", "t"]));
+    let input: String = (0..20_000).map(|i| format!("message number {i}\n")).collect();
+    ok(broker.cli_stdin(&["produce", "t"], Some(input.as_bytes())));
+    // A reader that takes one line and closes the pipe, like `| head -1`.
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["consume", "t", "--from-beginning"])
+        .env("MINIKAFKA_BROKER", &broker.addr)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = common::wait_with_deadline(child, std::time::Duration::from_secs(60), &["consume"]);
+    assert!(out.status.success(), "stderr: {}", common::stderr(&out));
+    assert_eq!(common::stderr(&out), "");
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["broker", "--help"],
+        &["topic", "--help"],
+        &["topic", "create", "--help"],
+        &["topic", "list", "--help"],
+        &["topic", "describe", "--help"],
+        &["topic", "delete", "--help"],
+        &["topic", "trim", "--help"],
+        &["produce", "--help"],
+        &["consume", "--help"],
+    ] {
+        let out = common::run_cli("127.0.0.1:1", args, None);
+        let text = ok(out);
+        assert!(text.contains("Usage: minikafka"), "{args:?}: {text}");
+    }
+    let help = ok(common::run_cli("127.0.0.1:1", &["consume", "--help"], None));
+    assert!(help.contains("--from-beginning"), "{help}");
+    assert!(help.contains("MINIKAFKA_BROKER"), "{help}");
+}

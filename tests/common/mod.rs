@@ -1,0 +1,213 @@
+//! Shared harness for the end-to-end tests: runs the real `minikafka` binary as a broker on a
+//! temporary data directory and an ephemeral loopback port, and runs CLI commands against it.
+//! Every process started here is killed when its handle is dropped.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_minikafka");
+
+/// How long a broker may take to start listening (debug build, busy 2-core machine).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct BrokerProcess {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+    log: PathBuf,
+}
+
+/// A free loopback port: bind port 0, read it back, release it. Another process could take it
+/// before the broker binds, so `start` retries with a fresh port when the broker fails to start.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    l.local_addr().expect("local address of a bound listener").port()
+}
+
+impl BrokerProcess {
+    /// Starts a broker on `data_dir` with extra flags (e.g. `--fsync never`).
+    pub fn start(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
+        let mut b = BrokerProcess {
+            child: None,
+            addr: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: data_dir.with_extension("broker.log"),
+        };
+        b.restart();
+        b
+    }
+
+    /// Starts the broker again (after `kill` or `stop`) on the same data directory and port
+    /// when possible.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running broker");
+        let mut last_log = String::new();
+        for attempt in 0..5 {
+            let addr = if attempt == 0 && !self.addr.is_empty() {
+                self.addr.clone()
+            } else {
+                format!("127.0.0.1:{}", free_port())
+            };
+            let log = std::fs::File::create(&self.log).expect("create the broker log file");
+            let mut child = Command::new(BIN)
+                .arg("broker")
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .arg("--listen")
+                .arg(&addr)
+                .args(&self.extra)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn the minikafka broker");
+            let deadline = Instant::now() + START_TIMEOUT;
+            loop {
+                if TcpStream::connect(&addr).is_ok() {
+                    self.child = Some(child);
+                    self.addr = addr;
+                    return;
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // exited: most likely the port was taken; try another
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            last_log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        }
+        panic!("the broker did not start listening; its log:\n{last_log}");
+    }
+
+    /// SIGKILL: no shutdown, no sync, no clean marker.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited with status 0.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The broker's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `minikafka ARGS` against this broker.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_stdin(args, None)
+    }
+
+    /// Runs `minikafka ARGS` against this broker with `input` on stdin.
+    pub fn cli_stdin(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        run_cli(&self.addr, args, input)
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `minikafka ARGS` with `MINIKAFKA_BROKER=addr`, optional stdin, and a time limit.
+pub fn run_cli(addr: &str, args: &[&str], input: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("MINIKAFKA_BROKER", addr)
+        .env_remove("RUST_LOG")
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn minikafka");
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let input = input.to_vec();
+        // Written from a thread so a large input cannot deadlock against a full stdout pipe.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
+    wait_with_deadline(child, Duration::from_secs(120), args)
+}
+
+/// Waits for a child, killing it (and failing the test) if it outlives `limit`.
+pub fn wait_with_deadline(child: Child, limit: Duration, what: &[&str]) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for minikafka"),
+        Err(_) => {
+            // SAFETY: kill(2) on our own unreaped child's pid has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+            panic!("minikafka {what:?} did not finish within {limit:?}");
+        }
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts the command succeeded and returns its stdout.
+#[track_caller]
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Asserts the command failed with an `error: ` message on stderr; returns stderr.
+#[track_caller]
+pub fn fails(out: Output) -> String {
+    assert!(!out.status.success(), "command unexpectedly succeeded: {}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("error: "), "stderr should start with 'error: ': {err}");
+    err
+}
