@@ -2,6 +2,7 @@
 //! subcommand returns. Owns argument parsing and output formatting only; the business logic lives
 //! in the broker (for `minikafka broker`) and in `crate::client` (for everything else).
 
+mod completions;
 mod consume;
 mod produce;
 mod topic;
@@ -33,6 +34,8 @@ pub enum Command {
     /// messages produced from now on are shown (like Kafka's console consumer). To replay what
     /// is stored, use --from-beginning.
     Consume(consume::ConsumeArgs),
+    /// Print a shell completion script: `minikafka completions bash > /etc/bash_completion.d/minikafka`.
+    Completions(completions::CompletionsArgs),
 }
 
 /// How to reach the broker; shared by every client subcommand.
@@ -82,6 +85,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Topic(args) => topic::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
+        Command::Completions(args) => completions::run(args),
     }
 }
 
