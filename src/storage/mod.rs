@@ -2,41 +2,192 @@
 //! recovery, the fsync policy and retention by whole segments. Usable as a library without any
 //! networking; never knows about topics, sockets or wire formats.
 //!
-//! CONTRACT (fixed: the broker and Kafka layers are written against exactly this surface):
-//! - `Log::open(dir, LogConfig) -> Result<Log>`: creates the directory if missing, recovers.
-//! - `Log` is `Send + Sync`; every method takes `&self`; share it as `Arc<Log>`.
-//! - `append(&[NewRecord]) -> Result<OffsetRange>` and `append_encoded(&mut [u8]) -> Result<OffsetRange>`
-//!   (bytes in the record format of `crate::record`, offsets/CRCs rewritten in place by
-//!   `record::assign_offsets`): one write per batch; returns after the write reached the OS, and
-//!   with `FsyncPolicy::Always` after fdatasync (group commit across concurrent appenders).
-//! - `read(offset, max_bytes) -> Result<ReadSlice>`: records from `offset` within one segment, at
-//!   least one whole record even past `max_bytes`; `offset == next_offset()` gives an empty slice;
-//!   outside `log_start_offset()..=next_offset()` gives `StorageError::OffsetOutOfRange`.
-//! - `log_start_offset()`, `next_offset()`, `describe() -> LogDescription`,
-//!   `trim_before(offset) -> Result<u64>`, `enforce_retention(now_ms) -> Result<usize>`,
-//!   `offset_for_timestamp(ts_ms) -> Result<Option<u64>>` (first offset whose timestamp >= ts),
-//!   `sync() -> Result<()>`, `sync_if_dirty() -> Result<()>` (the broker's interval ticker),
-//!   `close(&self) -> Result<()>` (sync + clean-shutdown marker), `dir() -> &Path`.
+//! # Surface
+//! - [`Log::open`] creates the directory if missing and recovers it; [`Log`] is `Send + Sync`,
+//!   every method takes `&self`, share it as `Arc<Log>`.
+//! - [`Log::append`] / [`Log::append_encoded`] write one batch with one write and return its
+//!   [`OffsetRange`] once the write reached the OS (and, with [`FsyncPolicy::Always`], after an
+//!   fdatasync shared by concurrent appenders: group commit).
+//! - [`Log::read`] returns a [`ReadSlice`] of the memory map: the records from an offset, within
+//!   one segment, at least one whole record, every one CRC-checked.
+//! - [`Log::trim_before`], [`Log::enforce_retention`], [`Log::offset_for_timestamp`],
+//!   [`Log::describe`], [`Log::sync`], [`Log::sync_if_dirty`], [`Log::close`].
 //!
-//! Public types (exact names and fields):
-//! ```ignore
-//! pub enum FsyncPolicy { Always, Interval(Duration), Never }
-//! pub struct LogConfig { pub segment_bytes: u64, pub index_interval_bytes: u32, pub max_record_bytes: u32,
-//!                        pub fsync: FsyncPolicy, pub retention_bytes: Option<u64>, pub retention_ms: Option<u64> }
-//!                        // Default: 1 GiB, 4 KiB, record::DEFAULT_MAX_RECORD_BYTES, Always, None, None
-//! pub struct OffsetRange { pub first: u64, pub next: u64 }            // first..next (next exclusive)
-//! pub struct LogDescription { pub log_start_offset: u64, pub next_offset: u64, pub segments: usize, pub size_bytes: u64 }
-//! pub struct ReadSlice;   // Clone + Send + Sync + 'static: holds an Arc of the segment's mapping
-//! impl ReadSlice { pub fn bytes(&self) -> &[u8]; pub fn records(&self) -> record::RecordIter<'_>;
-//!                  pub fn is_empty(&self) -> bool; pub fn len(&self) -> usize;
-//!                  pub fn first_offset(&self) -> u64; pub fn next_offset(&self) -> u64 /* after the last record in it */ }
-//! pub enum StorageError {            // thiserror; every variant names the file/offset involved
-//!   Io { path: PathBuf, op: &'static str, source: io::Error },
-//!   OffsetOutOfRange { offset: u64, log_start_offset: u64, next_offset: u64 },
-//!   Corrupt { path: PathBuf, position: u64, reason: String },
-//!   RecordTooLarge { size: u64, max: u64 },
-//!   InvalidRecord(#[from] record::RecordError),
-//!   Poisoned { path: PathBuf },      // an earlier fsync/write failed: the log refuses writes until reopened
-//!   ...                              // more as needed
-//! }
-//! ```
+//! # Files of a log directory
+//! | name                         | what                                                        |
+//! |------------------------------|-------------------------------------------------------------|
+//! | `{base_offset:020}.log`      | a segment: header + records ([`segment`](self) layout table in `segment.rs`) |
+//! | `{base_offset:020}.index`    | its sparse index (layout table in `index.rs`), written at seal and close |
+//! | `log-start-offset`           | checkpoint of the log start offset after a trim (`log.rs`)  |
+//! | `clean-shutdown`             | written by `close()`, removed by open before any write      |
+//! | `*.tmp`                      | a file being written; swept at open                         |
+//!
+//! # Durability
+//! An acknowledged append is in the OS page cache (survives `kill -9`); with `Always` it is on
+//! disk. `Interval(d)` syncs when `d` has passed at the next append or `sync_if_dirty()`; `Never`
+//! leaves it to the OS and to sealing (every sealed segment is fsynced with its index). A failed
+//! write or fsync poisons the log: appends fail with [`StorageError::Poisoned`] until it is
+//! reopened (recovery then decides from the disk what survived); reads keep working.
+//!
+//! Dropping a `Log` without `close()` is, for the files, the same as a crash: the next open scans
+//! the tail of the last segment.
+
+mod fs;
+mod index;
+mod log;
+mod mmap;
+mod recovery;
+mod segment;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use self::fs::{FaultyFs, FileSystem, FsFile, RealFs};
+pub use self::log::{Log, ReadSlice};
+
+use crate::record;
+
+/// When appended data is fdatasynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before every append returns (concurrent appends share one fdatasync).
+    Always,
+    /// When this much time has passed since the last sync, at the next append or tick.
+    Interval(Duration),
+    /// Only when a segment is sealed or the log closed.
+    Never,
+}
+
+/// Configuration of one log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A segment rolls when the next batch would take it past this size (a single larger batch
+    /// still fits, in a segment of its own). At least 64 bytes, below 4 GiB.
+    pub segment_bytes: u64,
+    /// One index entry every this many bytes of log.
+    pub index_interval_bytes: u32,
+    /// Largest record, length prefix included.
+    pub max_record_bytes: u32,
+    pub fsync: FsyncPolicy,
+    /// Delete the oldest sealed segments while the log is bigger than this.
+    pub retention_bytes: Option<u64>,
+    /// Delete sealed segments whose newest record is older than this.
+    pub retention_ms: Option<u64>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            index_interval_bytes: 4096,
+            max_record_bytes: record::DEFAULT_MAX_RECORD_BYTES,
+            fsync: FsyncPolicy::Always,
+            retention_bytes: None,
+            retention_ms: None,
+        }
+    }
+}
+
+/// Largest `segment_bytes`: index positions are `u32`, and a batch may exceed the segment size,
+/// so keep well below 4 GiB.
+pub const MAX_SEGMENT_BYTES: u64 = 2 << 30;
+/// Smallest `segment_bytes` (tests use tiny segments; below this every record would roll).
+pub const MIN_SEGMENT_BYTES: u64 = 64;
+
+impl LogConfig {
+    fn validate(&self) -> Result<(), StorageError> {
+        let bad = |reason: String| Err(StorageError::InvalidConfig { reason });
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return bad(format!(
+                "segment_bytes {} outside {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}",
+                self.segment_bytes
+            ));
+        }
+        if self.index_interval_bytes == 0 {
+            return bad("index_interval_bytes must be at least 1".into());
+        }
+        if (self.max_record_bytes as usize) < record::MIN_RECORD_LEN
+            || u64::from(self.max_record_bytes) > MAX_SEGMENT_BYTES
+        {
+            return bad(format!(
+                "max_record_bytes {} outside {}..={MAX_SEGMENT_BYTES}",
+                self.max_record_bytes,
+                record::MIN_RECORD_LEN
+            ));
+        }
+        if let FsyncPolicy::Interval(d) = self.fsync
+            && d.is_zero()
+        {
+            return bad("fsync interval must be positive (use Always)".into());
+        }
+        Ok(())
+    }
+}
+
+/// A range of offsets `first..next` (`next` exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OffsetRange {
+    pub first: u64,
+    pub next: u64,
+}
+
+impl OffsetRange {
+    /// Number of offsets in the range.
+    pub fn len(&self) -> u64 {
+        self.next - self.first
+    }
+    pub fn is_empty(&self) -> bool {
+        self.next == self.first
+    }
+}
+
+/// What a log looks like now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogDescription {
+    pub log_start_offset: u64,
+    pub next_offset: u64,
+    pub segments: usize,
+    /// Bytes of data on disk (headers and records; the preallocated space of the active segment
+    /// is not counted).
+    pub size_bytes: u64,
+}
+
+/// Errors of the storage layer; every variant names the file or offset involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("offset {offset} is out of range: the log holds {log_start_offset}..{next_offset}")]
+    OffsetOutOfRange { offset: u64, log_start_offset: u64, next_offset: u64 },
+    #[error("corrupt log data in {} at byte {position}: {reason}", path.display())]
+    Corrupt { path: PathBuf, position: u64, reason: String },
+    #[error("record of {size} bytes exceeds the maximum of {max} bytes")]
+    RecordTooLarge { size: u64, max: u64 },
+    #[error("invalid record: {0}")]
+    InvalidRecord(#[from] record::RecordError),
+    #[error(
+        "log {} refuses writes: an earlier write or fsync failed; reopen it to recover",
+        path.display()
+    )]
+    Poisoned { path: PathBuf },
+    #[error("log {} is closed", path.display())]
+    Closed { path: PathBuf },
+    #[error("invalid log config: {reason}")]
+    InvalidConfig { reason: String },
+    #[error("batch of {size} bytes is larger than a segment can hold ({max} bytes)")]
+    BatchTooLarge { size: u64, max: u64 },
+}
+
+impl StorageError {
+    /// A closure turning an `io::Error` into `Io` with context, for `map_err`.
+    pub(crate) fn io(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> StorageError {
+        let path = path.to_path_buf();
+        move |source| StorageError::Io { path, op, source }
+    }
+}

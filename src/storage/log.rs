@@ -1,0 +1,971 @@
+//! The `Log`: the list of segments of one partition and everything done across them — the append
+//! path (one write per batch, roll, fsync policy with group commit, poisoning), the read path
+//! (find the segment, hand back a slice of its mapping), trim, retention, describe and close.
+//! Never parses or repairs files itself (`segment.rs`, `recovery.rs` do).
+//!
+//! Locks, always taken in this order: `admin` (trim/retention) → `appender` → `segments` (held
+//! only to look up or swap the list) and `sync` (group commit state). Readers take only a brief
+//! read lock on `segments`, then work on an `Arc<Segment>` bounded by its committed length.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
+
+use crate::record::{self, NewRecord, RecordError, RecordIter};
+use crate::storage::fs::{FileSystem, RealFs, write_atomic};
+use crate::storage::recovery::{self, CLEAN_MARKER};
+use crate::storage::segment::{IndexCursor, SEGMENT_HEADER_LEN, Segment};
+use crate::storage::{
+    FsyncPolicy, LogConfig, LogDescription, MAX_SEGMENT_BYTES, OffsetRange, StorageError,
+};
+
+/// The appender's private state, under the append lock.
+struct Appender {
+    /// Reused encode buffer for `append`.
+    buf: Vec<u8>,
+    /// Where the active segment's next index entry is due.
+    index_cursor: IndexCursor,
+}
+
+/// Group-commit state: how far the log is known durable, and whether someone is syncing now.
+struct SyncState {
+    /// Every offset below this is on disk.
+    synced: u64,
+    syncing: bool,
+    last_sync: Instant,
+}
+
+/// The durable log of one partition. `Send + Sync`; share it as `Arc<Log>`.
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    fs: Arc<dyn FileSystem>,
+    /// Oldest first; the last one is the active segment. Never empty.
+    segments: RwLock<Vec<Arc<Segment>>>,
+    appender: Mutex<Appender>,
+    admin: Mutex<()>,
+    sync: Mutex<SyncState>,
+    synced_cv: Condvar,
+    log_start: AtomicU64,
+    /// Published (Release) after the active segment's committed length and next offset.
+    next_offset: AtomicU64,
+    poisoned: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("log_start_offset", &self.log_start_offset())
+            .field("next_offset", &self.next_offset())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Records read from one segment: a slice of its memory map, kept alive by an `Arc`, so it can
+/// be sent to a socket after the log has moved on (or deleted the segment).
+#[derive(Clone)]
+pub struct ReadSlice {
+    segment: Arc<Segment>,
+    start: usize,
+    end: usize,
+    first_offset: u64,
+    next_offset: u64,
+    max_record_bytes: u32,
+}
+
+impl fmt::Debug for ReadSlice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadSlice")
+            .field("first_offset", &self.first_offset)
+            .field("next_offset", &self.next_offset)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl ReadSlice {
+    /// The stored bytes of the records, exactly as on disk.
+    pub fn bytes(&self) -> &[u8] {
+        &self.segment.data()[self.start..self.end]
+    }
+    /// The records, decoded (and CRC-checked again) in place.
+    pub fn records(&self) -> RecordIter<'_> {
+        RecordIter::new(self.bytes(), self.max_record_bytes)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+    /// Offset of the first record (the offset asked for).
+    pub fn first_offset(&self) -> u64 {
+        self.first_offset
+    }
+    /// Offset after the last record in the slice: where the next read continues.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+}
+
+impl Log {
+    /// Opens the log in `dir` (creating it if missing) and recovers it.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log, StorageError> {
+        Self::open_with_fs(dir, config, Arc::new(RealFs))
+    }
+
+    /// Opens the log doing every file operation through `fs` (tests inject faults this way).
+    pub fn open_with_fs(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<Log, StorageError> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let started = Instant::now();
+        let rec = recovery::recover(&*fs, &dir, &config)?;
+        // Invariant: recovery returns at least one segment.
+        let active = rec.segments[rec.segments.len() - 1].clone();
+        let next = active.next_offset();
+        // Unknown durability of the recovered tail: treat only sealed segments as synced so the
+        // first sync covers the active one.
+        let synced = active.base_offset;
+        tracing::debug!(dir = %dir.display(), segments = rec.segments.len(),
+            log_start = rec.log_start_offset, next_offset = next,
+            elapsed_us = started.elapsed().as_micros() as u64, "log opened");
+        Ok(Log {
+            dir,
+            fs,
+            segments: RwLock::new(rec.segments),
+            appender: Mutex::new(Appender { buf: Vec::new(), index_cursor: rec.index_cursor }),
+            admin: Mutex::new(()),
+            sync: Mutex::new(SyncState { synced, syncing: false, last_sync: Instant::now() }),
+            synced_cv: Condvar::new(),
+            log_start: AtomicU64::new(rec.log_start_offset),
+            next_offset: AtomicU64::new(next),
+            poisoned: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            config,
+        })
+    }
+
+    /// The directory of this log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// The first offset that can be read.
+    pub fn log_start_offset(&self) -> u64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    /// The offset the next appended record gets (the high watermark).
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Log start, next offset, segment count and bytes on disk.
+    pub fn describe(&self) -> LogDescription {
+        let segs = self.segments_snapshot();
+        LogDescription {
+            log_start_offset: self.log_start_offset(),
+            next_offset: self.next_offset(),
+            segments: segs.len(),
+            size_bytes: segs.iter().map(|s| s.len() as u64).sum(),
+        }
+    }
+
+    /// Appends a batch of records with one write; returns their offsets. Durable per the fsync
+    /// policy when it returns.
+    pub fn append(&self, records: &[NewRecord<'_>]) -> Result<OffsetRange, StorageError> {
+        let mut app = self.lock_appender()?;
+        let first = self.next_offset.load(Ordering::Relaxed);
+        let mut buf = std::mem::take(&mut app.buf);
+        buf.clear();
+        let max = self.config.max_record_bytes;
+        for (i, r) in records.iter().enumerate() {
+            if let Err(e) = record::encode(&mut buf, first + i as u64, r, max) {
+                app.buf = buf;
+                return Err(map_record_error(e, max));
+            }
+        }
+        let res = self.write_batch(&mut app, &buf, first, records.len() as u64);
+        app.buf = buf;
+        drop(app);
+        let range = res?;
+        self.after_append(range)?;
+        Ok(range)
+    }
+
+    /// Appends records already encoded in the `crate::record` format (e.g. straight from a
+    /// producer's request): offsets and CRCs are rewritten in place, then the buffer is written
+    /// as is, with one write.
+    pub fn append_encoded(&self, encoded: &mut [u8]) -> Result<OffsetRange, StorageError> {
+        let mut app = self.lock_appender()?;
+        let first = self.next_offset.load(Ordering::Relaxed);
+        let max = self.config.max_record_bytes;
+        let count =
+            record::assign_offsets(encoded, first, max).map_err(|e| map_record_error(e, max))?;
+        let res = self.write_batch(&mut app, encoded, first, count);
+        drop(app);
+        let range = res?;
+        self.after_append(range)?;
+        Ok(range)
+    }
+
+    fn lock_appender(&self) -> Result<MutexGuard<'_, Appender>, StorageError> {
+        // The appender's state stays consistent across a panic (a failed append publishes
+        // nothing), so a poisoned mutex is still usable.
+        let guard = self.appender.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed { path: self.dir.clone() });
+        }
+        self.check_poisoned()?;
+        Ok(guard)
+    }
+
+    fn check_poisoned(&self) -> Result<(), StorageError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::Poisoned { path: self.dir.clone() });
+        }
+        Ok(())
+    }
+
+    fn poison<T>(&self, e: StorageError) -> Result<T, StorageError> {
+        tracing::error!(dir = %self.dir.display(), error = %e, "log poisoned: refusing writes until reopened");
+        self.poisoned.store(true, Ordering::Release);
+        Err(e)
+    }
+
+    fn active(&self) -> Arc<Segment> {
+        let segs = self.segments.read().unwrap_or_else(|p| p.into_inner());
+        // Invariant: the list is never empty (recovery creates a segment; retention keeps the
+        // active one).
+        segs[segs.len() - 1].clone()
+    }
+
+    fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Writes one batch of `count` encoded records numbered from `first` at the end of the log
+    /// (rolling first if it does not fit) and publishes it. Holds the append lock.
+    fn write_batch(
+        &self,
+        app: &mut Appender,
+        bytes: &[u8],
+        first: u64,
+        count: u64,
+    ) -> Result<OffsetRange, StorageError> {
+        if count == 0 {
+            return Ok(OffsetRange { first, next: first });
+        }
+        let total = bytes.len();
+        let max_batch = MAX_SEGMENT_BYTES as usize - SEGMENT_HEADER_LEN;
+        if total > max_batch {
+            return Err(StorageError::BatchTooLarge { size: total as u64, max: max_batch as u64 });
+        }
+        let mut active = self.active();
+        if !active.is_empty() && active.len() + total > self.config.segment_bytes as usize {
+            active = self.roll(app, total)?;
+        } else if total > active.room() {
+            active = self.regrow_empty_active(app, total)?;
+        }
+        let position = active.len();
+        if let Err(e) = active.write_at_end(bytes) {
+            return self.poison(e);
+        }
+        // Index entries and the newest timestamp, walking the (already validated) batch.
+        let mut max_ts = i64::MIN;
+        active.with_index(|index| {
+            let mut pos = 0;
+            let mut rel = first - active.base_offset;
+            while pos < total {
+                // The batch was produced by encode/assign_offsets: every length is valid.
+                let len = record::peek_total_len(&bytes[pos..], u32::MAX).unwrap_or(total - pos);
+                let ts = &bytes[pos + record::TIMESTAMP_POS..pos + record::KEY_LEN_POS];
+                max_ts = max_ts.max(i64::from_le_bytes(ts.try_into().unwrap_or([0; 8])));
+                // Relative offsets fit u32: a segment below 4 GiB holds fewer than 2^32 records.
+                app.index_cursor.observe(index, rel as u32, position + pos);
+                pos += len;
+                rel += 1;
+            }
+        });
+        let next = first + count;
+        active.publish(position + total, next, max_ts);
+        self.next_offset.store(next, Ordering::Release);
+        Ok(OffsetRange { first, next })
+    }
+
+    /// Seals the active segment and starts a new one at the next offset with room for at least
+    /// `batch_bytes`. Holds the append lock.
+    fn roll(&self, app: &mut Appender, batch_bytes: usize) -> Result<Arc<Segment>, StorageError> {
+        let old = self.active();
+        if let Err(e) = old.seal(&*self.fs, &self.dir) {
+            return self.poison(e);
+        }
+        let base = old.next_offset();
+        {
+            let mut st = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+            st.synced = st.synced.max(base);
+        }
+        let capacity = (self.config.segment_bytes as usize).max(SEGMENT_HEADER_LEN + batch_bytes);
+        let seg = match Segment::create(
+            &*self.fs,
+            &self.dir,
+            base,
+            capacity,
+            self.config.max_record_bytes,
+        ) {
+            Ok(s) => Arc::new(s),
+            Err(e) => return self.poison(e),
+        };
+        tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled to a new segment");
+        self.segments.write().unwrap_or_else(|p| p.into_inner()).push(seg.clone());
+        app.index_cursor = IndexCursor::new(self.config.index_interval_bytes, SEGMENT_HEADER_LEN);
+        Ok(seg)
+    }
+
+    /// The active segment is empty but too small for one batch: give it a bigger mapping. A new
+    /// handle and mapping of the same file replace it; readers holding the old one only ever see
+    /// its (empty) committed part.
+    fn regrow_empty_active(
+        &self,
+        app: &mut Appender,
+        batch_bytes: usize,
+    ) -> Result<Arc<Segment>, StorageError> {
+        let old = self.active();
+        let capacity = SEGMENT_HEADER_LEN + batch_bytes;
+        let file = match self.fs.open(&old.log_path) {
+            Ok(f) => f,
+            Err(e) => return self.poison(StorageError::io(&old.log_path, "reopen segment")(e)),
+        };
+        if let Err(e) = file.set_len(capacity as u64) {
+            return self.poison(StorageError::io(&old.log_path, "grow segment")(e));
+        }
+        let seg = Segment::from_parts(
+            crate::storage::segment::SegmentParts {
+                base_offset: old.base_offset,
+                log_path: old.log_path.clone(),
+                index_path: old.index_path.clone(),
+                file,
+                data_len: SEGMENT_HEADER_LEN,
+                capacity,
+                next_offset: old.base_offset,
+                max_timestamp: i64::MIN,
+                index: crate::storage::index::Index::new(),
+                sealed: false,
+            },
+            self.config.max_record_bytes,
+        )?;
+        let seg = Arc::new(seg);
+        let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
+        let last = segs.len() - 1;
+        segs[last] = seg.clone();
+        app.index_cursor = IndexCursor::new(self.config.index_interval_bytes, SEGMENT_HEADER_LEN);
+        Ok(seg)
+    }
+
+    /// Applies the fsync policy after an append (without the append lock, so appenders can
+    /// share one fdatasync).
+    fn after_append(&self, range: OffsetRange) -> Result<(), StorageError> {
+        match self.config.fsync {
+            FsyncPolicy::Never => Ok(()),
+            FsyncPolicy::Always => self.sync_to(range.next),
+            FsyncPolicy::Interval(d) => {
+                let due =
+                    self.sync.lock().unwrap_or_else(|p| p.into_inner()).last_sync.elapsed() >= d;
+                if due { self.sync_to(range.next) } else { Ok(()) }
+            }
+        }
+    }
+
+    /// Returns once every offset below `target` is on disk. One caller at a time fdatasyncs the
+    /// active segment for everyone written so far; the others wait for it (group commit).
+    fn sync_to(&self, target: u64) -> Result<(), StorageError> {
+        loop {
+            let mut st = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if st.synced >= target {
+                    return Ok(());
+                }
+                self.check_poisoned()?;
+                if !st.syncing {
+                    break;
+                }
+                st = self.synced_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            st.syncing = true;
+            drop(st);
+            // Everything below the active segment's base lies in sealed segments, fsynced when
+            // they were sealed; so syncing the active one covers all up to its next offset.
+            let seg = self.active();
+            let upto = seg.next_offset();
+            let res = seg.file().sync_data();
+            let mut st = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+            st.syncing = false;
+            if res.is_ok() {
+                st.synced = st.synced.max(upto);
+                st.last_sync = Instant::now();
+            }
+            drop(st);
+            if let Err(e) = res {
+                let err = self.poison::<()>(StorageError::io(&seg.log_path, "fdatasync")(e));
+                self.synced_cv.notify_all();
+                return err;
+            }
+            self.synced_cv.notify_all();
+        }
+    }
+
+    /// fdatasyncs everything appended so far.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.check_poisoned()?;
+        self.sync_to(self.next_offset())
+    }
+
+    /// Syncs if anything was appended since the last sync (the broker's interval ticker calls
+    /// this).
+    pub fn sync_if_dirty(&self) -> Result<(), StorageError> {
+        let dirty = self.sync.lock().unwrap_or_else(|p| p.into_inner()).synced < self.next_offset();
+        if dirty { self.sync() } else { Ok(()) }
+    }
+
+    /// Reads records from `offset`: at least one whole record (even past `max_bytes`), all from
+    /// one segment, every one CRC-checked. `offset == next_offset()` gives an empty slice.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadSlice, StorageError> {
+        let next = self.next_offset();
+        let start = self.log_start_offset();
+        if offset < start || offset > next {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                next_offset: next,
+            });
+        }
+        let segment = {
+            let segs = self.segments.read().unwrap_or_else(|p| p.into_inner());
+            let i = segs.partition_point(|s| s.base_offset <= offset);
+            match i.checked_sub(1) {
+                Some(i) => segs[i].clone(),
+                // Retention removed it since the check above.
+                None => {
+                    return Err(StorageError::OffsetOutOfRange {
+                        offset,
+                        log_start_offset: self.log_start_offset(),
+                        next_offset: self.next_offset(),
+                    });
+                }
+            }
+        };
+        let max_record_bytes = self.config.max_record_bytes;
+        if offset >= segment.next_offset() {
+            return Ok(ReadSlice {
+                segment,
+                start: 0,
+                end: 0,
+                first_offset: offset,
+                next_offset: offset,
+                max_record_bytes,
+            });
+        }
+        let (s, e, n) = segment.locate(offset, max_bytes)?;
+        Ok(ReadSlice {
+            segment,
+            start: s,
+            end: e,
+            first_offset: offset,
+            next_offset: n,
+            max_record_bytes,
+        })
+    }
+
+    /// Makes `offset` the log start: reads below it fail with `OffsetOutOfRange`, and segments
+    /// entirely below it are deleted. Persisted (a checkpoint file). Returns the log start
+    /// offset after the call (unchanged if `offset` is not above it).
+    pub fn trim_before(&self, offset: u64) -> Result<u64, StorageError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let next = self.next_offset();
+        let current = self.log_start_offset();
+        if offset > next {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: current,
+                next_offset: next,
+            });
+        }
+        if offset <= current {
+            return Ok(current);
+        }
+        // The checkpoint must never point past what is durable, or a crash could make offsets
+        // below it be handed out again.
+        self.sync()?;
+        recovery::write_checkpoint(&*self.fs, &self.dir, offset)?;
+        self.log_start.fetch_max(offset, Ordering::AcqRel);
+        // If the whole active segment is below the new start, roll so it can go too.
+        let active = self.active();
+        if !active.is_empty() && active.next_offset() <= offset {
+            let mut app = self.lock_appender()?;
+            let active = self.active();
+            if !active.is_empty() && active.next_offset() <= offset {
+                self.roll(&mut app, 0)?;
+            }
+        }
+        let victims: Vec<Arc<Segment>> = {
+            let segs = self.segments_snapshot();
+            let sealed = &segs[..segs.len() - 1];
+            sealed.iter().take_while(|s| s.next_offset() <= offset).cloned().collect()
+        };
+        self.delete_oldest(&victims)?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Deletes the oldest sealed segments while the log breaks its retention limits (size, age
+    /// of the newest record against `now_ms`). Never the active segment. Returns how many.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        if self.config.retention_bytes.is_none() && self.config.retention_ms.is_none() {
+            return Ok(0);
+        }
+        let segs = self.segments_snapshot();
+        let mut total: u64 = segs.iter().map(|s| s.len() as u64).sum();
+        let mut victims = Vec::new();
+        for seg in &segs[..segs.len() - 1] {
+            let too_big = self.config.retention_bytes.is_some_and(|max| total > max);
+            let too_old = self.config.retention_ms.is_some_and(|ms| {
+                let newest = seg.max_timestamp();
+                newest == i64::MIN || now_ms.saturating_sub(newest) > ms as i64
+            });
+            if !(too_big || too_old) {
+                break;
+            }
+            total -= seg.len() as u64;
+            victims.push(seg.clone());
+        }
+        self.delete_oldest(&victims)?;
+        Ok(victims.len())
+    }
+
+    /// Removes `victims` (the oldest segments, in order) from the list, advances the log start
+    /// past them, then deletes their files. Readers holding one keep their mapping.
+    fn delete_oldest(&self, victims: &[Arc<Segment>]) -> Result<(), StorageError> {
+        let Some(last) = victims.last() else { return Ok(()) };
+        {
+            let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
+            segs.retain(|s| !victims.iter().any(|v| Arc::ptr_eq(s, v)));
+            self.log_start.fetch_max(last.next_offset(), Ordering::AcqRel);
+        }
+        for seg in victims {
+            tracing::info!(path = %seg.log_path.display(), "deleting segment");
+            // Log file first: an index left alone by a crash is swept at open, a log without
+            // its index gets the index rebuilt.
+            self.fs
+                .remove_file(&seg.log_path)
+                .map_err(StorageError::io(&seg.log_path, "delete segment"))?;
+            match self.fs.remove_file(&seg.index_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(&seg.index_path, "delete index")(e)),
+            }
+        }
+        self.fs.sync_dir(&self.dir).map_err(StorageError::io(&self.dir, "fsync log directory"))
+    }
+
+    /// The first offset (at or after the log start) whose timestamp is at least `ts_ms`, or
+    /// `None` if every record is older.
+    pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<u64>, StorageError> {
+        let start = self.log_start_offset();
+        for seg in self.segments_snapshot() {
+            if seg.next_offset() <= start {
+                continue;
+            }
+            if let Some(o) = seg.offset_for_timestamp(ts_ms, start)? {
+                return Ok(Some(o));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Syncs everything, writes the active segment's index, cuts its file to its data and leaves
+    /// the clean-shutdown marker, so the next open can skip the tail scan. Later appends fail
+    /// with `Closed`; reads keep working. Calling it again does nothing.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let _app = self.appender.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // A poisoned log must not claim a clean shutdown: its tail is of unknown durability.
+        self.check_poisoned()?;
+        self.sync_to(self.next_offset())?;
+        let active = self.active();
+        if let Err(e) = active.flush_to_disk(&*self.fs, &self.dir) {
+            return self.poison(e);
+        }
+        let marker = self.dir.join(CLEAN_MARKER);
+        write_atomic(&*self.fs, &self.dir, &marker, b"clean\n")
+            .map_err(StorageError::io(&marker, "write clean-shutdown marker"))?;
+        self.closed.store(true, Ordering::Release);
+        tracing::debug!(dir = %self.dir.display(), next_offset = self.next_offset(), "log closed");
+        Ok(())
+    }
+
+    /// Hints the kernel that the segments will be replayed sequentially.
+    pub fn advise_sequential(&self) {
+        for s in self.segments_snapshot() {
+            s.advise_sequential();
+        }
+    }
+}
+
+fn map_record_error(e: RecordError, max: u32) -> StorageError {
+    match e {
+        RecordError::TooLarge { size, max } => StorageError::RecordTooLarge { size, max },
+        RecordError::BadLength { length, .. } if length + 4 > u64::from(max) => {
+            StorageError::RecordTooLarge { size: length + 4, max: u64::from(max) }
+        }
+        e => StorageError::InvalidRecord(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Header;
+    use crate::storage::FaultyFs;
+    use std::time::Duration;
+
+    fn tiny(segment_bytes: u64) -> LogConfig {
+        LogConfig {
+            segment_bytes,
+            index_interval_bytes: 64,
+            max_record_bytes: 4096,
+            fsync: FsyncPolicy::Never,
+            retention_bytes: None,
+            retention_ms: None,
+        }
+    }
+
+    fn value(i: u64) -> Vec<u8> {
+        format!("value-{i:04}").into_bytes()
+    }
+
+    fn append_n(log: &Log, n: u64) {
+        for _ in 0..n {
+            let i = log.next_offset();
+            let v = value(i);
+            let r = NewRecord { timestamp_ms: 1000 + i as i64, key: None, value: &v, headers: &[] };
+            assert_eq!(log.append(&[r]).unwrap(), OffsetRange { first: i, next: i + 1 });
+        }
+    }
+
+    fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = log.log_start_offset();
+        while at < log.next_offset() {
+            let slice = log.read(at, 100).unwrap();
+            for r in slice.records() {
+                let r = r.unwrap();
+                out.push((r.offset, r.value.to_vec()));
+            }
+            assert!(slice.next_offset() > at);
+            at = slice.next_offset();
+        }
+        out
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn append_then_read_every_field_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+        let headers = vec![Header { key: b"h".to_vec(), value: Some(b"v".to_vec()) }];
+        let recs = [
+            NewRecord { timestamp_ms: 5, key: Some(b"k"), value: b"one", headers: &headers },
+            NewRecord { timestamp_ms: 6, key: None, value: b"two", headers: &[] },
+        ];
+        assert_eq!(log.append(&recs).unwrap(), OffsetRange { first: 0, next: 2 });
+        let slice = log.read(0, 1 << 20).unwrap();
+        let got: Vec<_> = slice.records().map(|r| r.unwrap().to_record()).collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(got[0].headers, headers);
+        assert_eq!(got[1].value, b"two");
+        assert_eq!((slice.first_offset(), slice.next_offset()), (0, 2));
+        assert!(log.read(2, 10).unwrap().is_empty());
+        assert!(matches!(
+            log.read(3, 10),
+            Err(StorageError::OffsetOutOfRange { offset: 3, log_start_offset: 0, next_offset: 2 })
+        ));
+        assert_eq!(log.append(&[]).unwrap(), OffsetRange { first: 2, next: 2 });
+    }
+
+    #[test]
+    fn rolls_name_files_by_base_offset_and_reads_cross_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), tiny(180)).unwrap();
+        append_n(&log, 10);
+        // 24-byte header + 44-byte records: 3 records per 180-byte segment.
+        assert_eq!(
+            names(dir.path()),
+            [0, 3, 6, 9]
+                .iter()
+                .flat_map(|b| [format!("{b:020}.index"), format!("{b:020}.log")])
+                .collect::<Vec<_>>()
+        );
+        let d = log.describe();
+        assert_eq!((d.log_start_offset, d.next_offset, d.segments), (0, 10, 4));
+        let all = read_all(&log);
+        assert_eq!(all.len(), 10);
+        assert!(all.iter().enumerate().all(|(i, (o, v))| *o == i as u64 && *v == value(*o)));
+        // A read never spans segments.
+        assert_eq!(log.read(1, 1 << 20).unwrap().next_offset(), 3);
+    }
+
+    #[test]
+    fn reopen_after_close_and_after_crash_gives_the_same_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = Log::open(dir.path(), tiny(300)).unwrap();
+            append_n(&log, 20);
+            log.close().unwrap();
+            assert!(matches!(
+                log.append(&[NewRecord::value(b"x")]),
+                Err(StorageError::Closed { .. })
+            ));
+            assert!(dir.path().join(CLEAN_MARKER).exists());
+        }
+        let before;
+        {
+            let log = Log::open(dir.path(), tiny(300)).unwrap();
+            assert!(!dir.path().join(CLEAN_MARKER).exists(), "marker removed before writes");
+            before = read_all(&log);
+            assert_eq!(before.len(), 20);
+            append_n(&log, 5);
+            // dropped without close: a crash as far as the files are concerned
+        }
+        let log = Log::open(dir.path(), tiny(300)).unwrap();
+        let after = read_all(&log);
+        assert_eq!(after.len(), 25);
+        assert_eq!(&after[..20], &before[..]);
+        append_n(&log, 1);
+        assert_eq!(log.next_offset(), 26);
+    }
+
+    #[test]
+    fn batch_bigger_than_a_segment_still_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), tiny(100)).unwrap();
+        let big = vec![7u8; 3000];
+        assert_eq!(log.append(&[NewRecord::value(&big)]).unwrap().first, 0);
+        append_n(&log, 1);
+        let big_batch: Vec<_> = (0..10).map(|_| NewRecord::value(&big[..500])).collect();
+        assert_eq!(log.append(&big_batch).unwrap(), OffsetRange { first: 2, next: 12 });
+        assert_eq!(log.read(0, 1).unwrap().records().next().unwrap().unwrap().value, &big[..]);
+        assert_eq!(log.read(5, 1).unwrap().records().next().unwrap().unwrap().value, &big[..500]);
+        drop(log);
+        let log = Log::open(dir.path(), tiny(100)).unwrap();
+        assert_eq!(log.next_offset(), 12);
+        assert_eq!(read_all(&log).len(), 12);
+    }
+
+    #[test]
+    fn oversized_record_is_refused_and_nothing_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+        let big = vec![0u8; 5000];
+        assert!(matches!(
+            log.append(&[NewRecord::value(b"ok"), NewRecord::value(&big)]),
+            Err(StorageError::RecordTooLarge { max: 4096, .. })
+        ));
+        let mut enc = Vec::new();
+        record::encode(&mut enc, 0, &NewRecord::value(&big), u32::MAX).unwrap();
+        assert!(matches!(log.append_encoded(&mut enc), Err(StorageError::RecordTooLarge { .. })));
+        assert_eq!(log.next_offset(), 0);
+    }
+
+    #[test]
+    fn append_encoded_renumbers_the_callers_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+        append_n(&log, 3);
+        let mut enc = Vec::new();
+        for v in [&b"a"[..], b"b"] {
+            record::encode(&mut enc, 999, &NewRecord::value(v), 4096).unwrap();
+        }
+        assert_eq!(log.append_encoded(&mut enc).unwrap(), OffsetRange { first: 3, next: 5 });
+        let slice = log.read(3, 1 << 20).unwrap();
+        assert_eq!(slice.bytes(), &enc[..], "stored bytes are the caller's, renumbered");
+        let mut bad = vec![1, 2, 3];
+        assert!(matches!(log.append_encoded(&mut bad), Err(StorageError::InvalidRecord(_))));
+    }
+
+    #[test]
+    fn trim_before_deletes_whole_segments_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), tiny(180)).unwrap();
+        append_n(&log, 10);
+        assert_eq!(log.trim_before(4).unwrap(), 4);
+        assert!(matches!(
+            log.read(3, 10),
+            Err(StorageError::OffsetOutOfRange { log_start_offset: 4, .. })
+        ));
+        assert_eq!(log.read(4, 10).unwrap().first_offset(), 4);
+        let logs: Vec<_> = names(dir.path()).into_iter().filter(|n| n.ends_with(".log")).collect();
+        assert_eq!(
+            logs,
+            ["00000000000000000003.log", "00000000000000000006.log", "00000000000000000009.log"]
+        );
+        assert_eq!(log.trim_before(2).unwrap(), 4, "never moves back");
+        assert!(log.trim_before(11).is_err());
+        drop(log);
+        let log = Log::open(dir.path(), tiny(180)).unwrap();
+        assert_eq!(log.log_start_offset(), 4);
+        // Trimming everything keeps the offsets going.
+        assert_eq!(log.trim_before(10).unwrap(), 10);
+        assert_eq!(log.describe().segments, 1);
+        assert!(log.read(10, 10).unwrap().is_empty());
+        append_n(&log, 1);
+        drop(log);
+        let log = Log::open(dir.path(), tiny(180)).unwrap();
+        assert_eq!((log.log_start_offset(), log.next_offset()), (10, 11));
+        assert_eq!(read_all(&log), vec![(10, value(10))]);
+    }
+
+    #[test]
+    fn retention_by_size_and_age_deletes_oldest_sealed_segments_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = tiny(180);
+        cfg.retention_bytes = Some(400);
+        let log = Log::open(dir.path(), cfg.clone()).unwrap();
+        append_n(&log, 12); // segments 0,3,6,9 (156 bytes each when full)
+        assert_eq!(log.enforce_retention(0).unwrap(), 2);
+        assert_eq!(log.log_start_offset(), 6);
+        let logs: Vec<_> = names(dir.path()).into_iter().filter(|n| n.ends_with(".log")).collect();
+        assert_eq!(logs, ["00000000000000000006.log", "00000000000000000009.log"]);
+        drop(log);
+        cfg.retention_bytes = None;
+        cfg.retention_ms = Some(100);
+        let log = Log::open(dir.path(), cfg).unwrap();
+        assert_eq!(log.log_start_offset(), 6);
+        // Records 6..8 have timestamps 1006..1008; at now=1200 they are older than 100 ms.
+        assert_eq!(log.enforce_retention(1100).unwrap(), 0);
+        assert_eq!(log.enforce_retention(1200).unwrap(), 1);
+        assert_eq!(log.enforce_retention(1_000_000).unwrap(), 0, "never the active segment");
+        assert_eq!((log.log_start_offset(), log.next_offset()), (9, 12));
+    }
+
+    #[test]
+    fn offset_for_timestamp_finds_the_first_record_at_or_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), tiny(180)).unwrap();
+        append_n(&log, 10); // timestamps 1000..1009
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
+        assert_eq!(log.offset_for_timestamp(1004).unwrap(), Some(4));
+        assert_eq!(log.offset_for_timestamp(1009).unwrap(), Some(9));
+        assert_eq!(log.offset_for_timestamp(1010).unwrap(), None);
+        log.trim_before(5).unwrap();
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(5));
+    }
+
+    #[test]
+    fn failed_fsync_poisons_the_log_but_reads_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let mut cfg = tiny(1 << 20);
+        cfg.fsync = FsyncPolicy::Always;
+        let log = Log::open_with_fs(dir.path(), cfg, Arc::new(fs.clone())).unwrap();
+        append_n(&log, 2);
+        fs.fail_next_syncs(1);
+        assert!(matches!(log.append(&[NewRecord::value(b"x")]), Err(StorageError::Io { .. })));
+        assert!(matches!(
+            log.append(&[NewRecord::value(b"y")]),
+            Err(StorageError::Poisoned { .. })
+        ));
+        assert!(matches!(log.sync(), Err(StorageError::Poisoned { .. })));
+        assert!(log.close().is_err(), "a poisoned log does not claim a clean shutdown");
+        assert_eq!(read_all(&log).len(), 3);
+        drop(log);
+        let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+        append_n(&log, 1);
+    }
+
+    #[test]
+    fn failed_write_poisons_and_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let log = Log::open_with_fs(dir.path(), tiny(1 << 20), Arc::new(fs.clone())).unwrap();
+        append_n(&log, 2);
+        fs.short_next_write();
+        assert!(log.append(&[NewRecord::value(b"torn")]).is_err());
+        assert_eq!(log.next_offset(), 2);
+        assert_eq!(read_all(&log).len(), 2);
+        assert!(matches!(
+            log.append(&[NewRecord::value(b"z")]),
+            Err(StorageError::Poisoned { .. })
+        ));
+        drop(log);
+        let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+        assert_eq!(log.next_offset(), 2, "the torn half-record is cut at recovery");
+    }
+
+    #[test]
+    fn concurrent_appenders_share_fsyncs_and_readers_see_only_whole_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let mut cfg = tiny(4096);
+        cfg.fsync = FsyncPolicy::Always;
+        let log = Arc::new(Log::open_with_fs(dir.path(), cfg, Arc::new(fs.clone())).unwrap());
+        let syncs_before = fs.sync_count();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let r =
+                            log.append(&[NewRecord::value(b"a"), NewRecord::value(b"b")]).unwrap();
+                        assert_eq!(r.len(), 2);
+                    }
+                })
+            })
+            .collect();
+        let reader = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut at = 0;
+                while at < 400 && Instant::now() < deadline {
+                    let s = log.read(at, 1000).unwrap();
+                    for r in s.records() {
+                        assert_eq!(r.unwrap().offset, at);
+                        at += 1;
+                    }
+                }
+                at
+            })
+        };
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(reader.join().unwrap(), 400);
+        assert_eq!(log.next_offset(), 400);
+        let syncs = fs.sync_count() - syncs_before;
+        assert!(syncs > 0, "Always must fdatasync");
+        assert_eq!(read_all(&log).len(), 400);
+    }
+}

@@ -1,0 +1,76 @@
+//! Every `unsafe` block of the storage engine: a read-only memory map of a segment file together
+//! with its committed length, the one value that bounds what readers may see. Owns the rule "map
+//! only what is stable"; never writes through the mapping and never decides what the bytes mean.
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// A read-only shared mapping of a segment file of fixed `capacity` bytes, of which the first
+/// `committed` are stable data.
+///
+/// Invariants the segment code upholds (and that make [`CommittedMap::committed_bytes`] sound):
+/// - bytes below `committed` are never modified again while this mapping lives: the appender
+///   writes only at or past `committed`, and the only shrinking of the file (at seal and close)
+///   cuts it to exactly `committed`;
+/// - `committed` never decreases and never exceeds `capacity`;
+/// - the file is at least `committed` bytes long for the life of the mapping (it may be shorter
+///   than `capacity`: those pages are never touched, so no SIGBUS). Deleting the file (retention)
+///   keeps the pages alive until the mapping is dropped.
+#[derive(Debug)]
+pub(crate) struct CommittedMap {
+    raw: MmapRaw,
+    committed: AtomicUsize,
+}
+
+impl CommittedMap {
+    /// Maps the first `capacity` bytes of `file` (which must be at least `committed` long), with
+    /// `committed` bytes already stable.
+    pub(crate) fn new(file: &File, capacity: usize, committed: usize) -> io::Result<Self> {
+        if capacity == 0 || committed > capacity {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad mapping: capacity {capacity}, committed {committed}"),
+            ));
+        }
+        let raw = MmapOptions::new().len(capacity).map_raw_read_only(file)?;
+        Ok(CommittedMap { raw, committed: AtomicUsize::new(committed) })
+    }
+
+    /// Bytes the mapping can hold.
+    pub(crate) fn capacity(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Length of the stable prefix (Acquire: pairs with the Release in [`Self::publish`], so the
+    /// bytes written before the publish are visible).
+    pub(crate) fn committed(&self) -> usize {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Declares the first `len` bytes stable. The caller has written them to the file (the
+    /// page cache is shared with the mapping) and will never write below `len` again.
+    pub(crate) fn publish(&self, len: usize) {
+        assert!(len <= self.raw.len(), "publish past the mapping: {len} > {}", self.raw.len());
+        let prev = self.committed.swap(len, Ordering::Release);
+        assert!(prev <= len, "committed length went back from {prev} to {len}");
+    }
+
+    /// The stable prefix of the file.
+    pub(crate) fn committed_bytes(&self) -> &[u8] {
+        let len = self.committed();
+        // SAFETY: the mapping is `raw.len() >= len` bytes (publish enforces it) and lives as long
+        // as `self`; the bytes below `committed` are never modified again and the file is never
+        // shortened below them (see the invariants on the type), so a shared slice of them is
+        // valid for the borrow and touching them cannot SIGBUS.
+        unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), len) }
+    }
+
+    /// Tells the kernel the stable prefix will be read sequentially (a hint; errors are ignored
+    /// because they change nothing about correctness).
+    pub(crate) fn advise_sequential(&self) {
+        let _ = self.raw.advise(memmap2::Advice::Sequential);
+    }
+}

@@ -1,0 +1,405 @@
+//! Opening a log directory: sweep the debris of interrupted writes, find the segments, check that
+//! they chain, check each sealed segment cheaply (its index, and the records after the last index
+//! entry parse exactly to the end of the file), and scan the tail of the active (last) segment,
+//! cutting it at the first torn, corrupt or out-of-sequence record. The log is the truth; indexes
+//! are rebuilt when they are missing or disagree. Damage in a sealed segment is reported as
+//! `StorageError::Corrupt`, never cut or skipped. Never appends records.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::storage::fs::{FileSystem, FsFile, TMP_SUFFIX, write_atomic};
+use crate::storage::index::{Index, IndexSummary};
+use crate::storage::mmap::CommittedMap;
+use crate::storage::segment::{
+    self, INDEX_SUFFIX, IndexCursor, LOG_SUFFIX, SEGMENT_HEADER_LEN, Segment, SegmentParts,
+};
+use crate::storage::{LogConfig, StorageError};
+
+/// Name of the clean-shutdown marker.
+pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
+/// Name of the log start offset checkpoint.
+pub(crate) const LOG_START_FILE: &str = "log-start-offset";
+
+/// Magic of the log start checkpoint.
+const CHECKPOINT_MAGIC: [u8; 4] = *b"MKLS";
+/// Format version of the checkpoint.
+const CHECKPOINT_VERSION: u16 = 1;
+/// Size of the checkpoint file.
+///
+/// | position | size | field     | encoding                                   |
+/// |----------|------|-----------|--------------------------------------------|
+/// | 0        | 4    | `magic`   | the bytes `MKLS`                           |
+/// | 4        | 2    | `version` | `u16`, currently 1                         |
+/// | 6        | 2    | reserved  | zero                                       |
+/// | 8        | 8    | `offset`  | `u64`: the log start offset                |
+/// | 16       | 4    | `crc`     | `u32`: CRC-32 (IEEE) of bytes `0..16`      |
+const CHECKPOINT_LEN: usize = 20;
+/// Position of the checkpoint's `offset` field.
+const CHECKPOINT_OFFSET_POS: usize = 8;
+/// Position of the checkpoint's `crc` field.
+const CHECKPOINT_CRC_POS: usize = 16;
+
+pub(crate) fn encode_checkpoint(offset: u64) -> [u8; CHECKPOINT_LEN] {
+    let mut b = [0u8; CHECKPOINT_LEN];
+    b[..4].copy_from_slice(&CHECKPOINT_MAGIC);
+    b[4..6].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+    b[CHECKPOINT_OFFSET_POS..CHECKPOINT_CRC_POS].copy_from_slice(&offset.to_le_bytes());
+    let crc = crc32fast::hash(&b[..CHECKPOINT_CRC_POS]);
+    b[CHECKPOINT_CRC_POS..].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn decode_checkpoint(b: &[u8]) -> Option<u64> {
+    if b.len() != CHECKPOINT_LEN || b[..CHECKPOINT_OFFSET_POS] != encode_checkpoint(0)[..8] {
+        return None;
+    }
+    let mut o = [0u8; 8];
+    o.copy_from_slice(&b[CHECKPOINT_OFFSET_POS..CHECKPOINT_CRC_POS]);
+    let offset = u64::from_le_bytes(o);
+    (encode_checkpoint(offset)[..] == b[..]).then_some(offset)
+}
+
+/// Writes the log start checkpoint durably.
+pub(crate) fn write_checkpoint(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    offset: u64,
+) -> Result<(), StorageError> {
+    let path = dir.join(LOG_START_FILE);
+    write_atomic(fs, dir, &path, &encode_checkpoint(offset))
+        .map_err(StorageError::io(&path, "write log start checkpoint"))
+}
+
+/// A recovered log, ready for `Log` to serve.
+pub(crate) struct Recovered {
+    pub(crate) segments: Vec<Arc<Segment>>,
+    pub(crate) log_start_offset: u64,
+    /// Where the index of the active segment stands, for the appender.
+    pub(crate) index_cursor: IndexCursor,
+}
+
+/// Opens (creating if needed) and recovers the log in `dir`.
+pub(crate) fn recover(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    config: &LogConfig,
+) -> Result<Recovered, StorageError> {
+    fs.create_dir_all(dir).map_err(StorageError::io(dir, "create log directory"))?;
+    let names = fs.list_dir(dir).map_err(StorageError::io(dir, "list log directory"))?;
+    let mut bases: Vec<u64> =
+        names.iter().filter_map(|n| segment::parse_file_name(n, LOG_SUFFIX)).collect();
+    bases.sort_unstable();
+    let mut swept = false;
+    for name in &names {
+        let orphan_index = segment::parse_file_name(name, INDEX_SUFFIX)
+            .is_some_and(|b| bases.binary_search(&b).is_err());
+        if name.ends_with(TMP_SUFFIX) || orphan_index {
+            let path = dir.join(name);
+            tracing::info!(path = %path.display(), "removing leftover file");
+            fs.remove_file(&path).map_err(StorageError::io(&path, "remove leftover file"))?;
+            swept = true;
+        }
+    }
+
+    let marker = dir.join(CLEAN_MARKER);
+    let clean = fs.exists(&marker);
+    let checkpoint_path = dir.join(LOG_START_FILE);
+    let checkpoint = if fs.exists(&checkpoint_path) {
+        let bytes = fs
+            .read(&checkpoint_path)
+            .map_err(StorageError::io(&checkpoint_path, "read log start checkpoint"))?;
+        Some(decode_checkpoint(&bytes).ok_or_else(|| StorageError::Corrupt {
+            path: checkpoint_path.clone(),
+            position: 0,
+            reason: "log start checkpoint does not decode".into(),
+        })?)
+    } else {
+        None
+    };
+
+    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
+    let mut index_cursor = IndexCursor::new(config.index_interval_bytes, SEGMENT_HEADER_LEN);
+    let segment_bytes = config.segment_bytes as usize;
+    for (i, &base) in bases.iter().enumerate() {
+        let last = i + 1 == bases.len();
+        let seg = if last {
+            let (seg, cursor) = open_active(fs, dir, base, config, clean)?;
+            index_cursor = cursor;
+            seg
+        } else {
+            open_sealed(fs, dir, base, config)?
+        };
+        if let Some(prev) = segments.last()
+            && prev.next_offset() != seg.base_offset
+        {
+            return Err(StorageError::Corrupt {
+                path: seg.log_path.clone(),
+                position: 0,
+                reason: format!(
+                    "segment starts at offset {} but the previous one ends at {}",
+                    seg.base_offset,
+                    prev.next_offset()
+                ),
+            });
+        }
+        segments.push(Arc::new(seg));
+    }
+
+    if segments.is_empty() {
+        // A fresh log, or one whose every segment is gone: never reuse an offset the
+        // checkpoint says was handed out.
+        let base = checkpoint.unwrap_or(0);
+        let capacity = segment_bytes;
+        segments.push(Arc::new(Segment::create(fs, dir, base, capacity, config.max_record_bytes)?));
+    }
+
+    // Invariant: at least one segment was pushed above.
+    let first_base = segments[0].base_offset;
+    let next_offset = segments[segments.len() - 1].next_offset();
+    let mut log_start_offset = checkpoint.unwrap_or(0).max(first_base);
+    if log_start_offset > next_offset {
+        tracing::warn!(
+            dir = %dir.display(), checkpoint = log_start_offset, next_offset,
+            "log start checkpoint is past the end of the log; clamping"
+        );
+        log_start_offset = next_offset;
+    }
+
+    if clean {
+        // Before any write: a crash from now on must be treated as one.
+        fs.remove_file(&marker)
+            .map_err(StorageError::io(&marker, "remove clean-shutdown marker"))?;
+        swept = true;
+    }
+    if swept {
+        fs.sync_dir(dir).map_err(StorageError::io(dir, "fsync log directory"))?;
+    }
+    Ok(Recovered { segments, log_start_offset, index_cursor })
+}
+
+fn corrupt(path: &Path, position: usize, reason: impl Into<String>) -> StorageError {
+    StorageError::Corrupt {
+        path: path.to_path_buf(),
+        position: position as u64,
+        reason: reason.into(),
+    }
+}
+
+/// Reads and checks an index file; `None` (with the reason logged) if it cannot be trusted.
+fn load_index(fs: &dyn FileSystem, path: &Path, base: u64) -> Option<(Index, IndexSummary)> {
+    let bytes = match fs.read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::info!(path = %path.display(), error = %e, "index unreadable; rebuilding");
+            return None;
+        }
+    };
+    match Index::decode(&bytes, base) {
+        Ok(x) => Some(x),
+        Err(reason) => {
+            tracing::warn!(path = %path.display(), %reason, "index damaged; rebuilding");
+            None
+        }
+    }
+}
+
+/// The whole file, mapped read-only for the duration of a check (`None` if it is empty).
+fn map_whole(
+    file: &dyn FsFile,
+    path: &Path,
+) -> Result<(Option<CommittedMap>, usize), StorageError> {
+    let len = file.file_len().map_err(StorageError::io(path, "stat segment"))?;
+    let len = usize::try_from(len).map_err(|_| corrupt(path, 0, "segment file too large"))?;
+    if len == 0 {
+        return Ok((None, 0));
+    }
+    let map = CommittedMap::new(file.as_file(), len, len)
+        .map_err(StorageError::io(path, "mmap segment"))?;
+    Ok((Some(map), len))
+}
+
+/// Where to start checking a segment's tail from: the last index entry, or the first record.
+fn tail_start(index: &Index, base: u64) -> (usize, u64) {
+    index.entries().last().map_or((SEGMENT_HEADER_LEN, base), |e| {
+        (e.position as usize, base + u64::from(e.relative_offset))
+    })
+}
+
+/// Opens a sealed segment: its file must be exactly header + whole records, consistent with its
+/// index; any damage found is `Corrupt`.
+fn open_sealed(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base: u64,
+    config: &LogConfig,
+) -> Result<Segment, StorageError> {
+    let log_path = dir.join(segment::log_file_name(base));
+    let index_path = dir.join(segment::index_file_name(base));
+    let file = fs.open(&log_path).map_err(StorageError::io(&log_path, "open segment"))?;
+    let (map, len) = map_whole(&*file, &log_path)?;
+    let Some(map) = map else {
+        return Err(corrupt(&log_path, 0, "sealed segment is empty (no header)"));
+    };
+    let data = map.committed_bytes();
+    segment::check_header(data, base).map_err(|r| corrupt(&log_path, 0, r))?;
+    let max = config.max_record_bytes;
+
+    // Cheap path: a good index whose summary matches the file, and a tail that parses exactly.
+    if let Some((index, summary)) = load_index(fs, &index_path, base)
+        && summary.log_len == len as u64
+    {
+        let (pos, at) = tail_start(&index, base);
+        let end = segment::scan(data, pos, at, max, |_, _| {});
+        if end.stopped.is_none() && end.position == len && end.next_offset == summary.next_offset {
+            drop(map);
+            return Segment::from_parts(
+                SegmentParts {
+                    base_offset: base,
+                    log_path,
+                    index_path,
+                    file,
+                    data_len: len,
+                    capacity: len,
+                    next_offset: summary.next_offset,
+                    max_timestamp: summary.max_timestamp,
+                    index,
+                    sealed: true,
+                },
+                max,
+            );
+        }
+        tracing::warn!(path = %log_path.display(), "sealed segment disagrees with its index; scanning it");
+    }
+
+    // Full scan: every record must be whole and in sequence up to the end of the file.
+    let mut index = Index::new();
+    let mut cursor = IndexCursor::new(config.index_interval_bytes, SEGMENT_HEADER_LEN);
+    let end = segment::scan(data, SEGMENT_HEADER_LEN, base, max, |v, pos| {
+        // Relative offsets fit u32: a segment below 4 GiB holds fewer than 2^32 records.
+        cursor.observe(&mut index, (v.offset - base) as u32, pos);
+    });
+    if end.position != len {
+        let reason = end.stopped.unwrap_or_else(|| "zero bytes inside a sealed segment".into());
+        return Err(corrupt(&log_path, end.position, reason));
+    }
+    drop(map);
+    let summary = IndexSummary {
+        next_offset: end.next_offset,
+        max_timestamp: end.max_timestamp,
+        log_len: len as u64,
+    };
+    index
+        .write(fs, dir, &index_path, base, summary)
+        .map_err(StorageError::io(&index_path, "write rebuilt index"))?;
+    Segment::from_parts(
+        SegmentParts {
+            base_offset: base,
+            log_path,
+            index_path,
+            file,
+            data_len: len,
+            capacity: len,
+            next_offset: end.next_offset,
+            max_timestamp: end.max_timestamp,
+            index,
+            sealed: true,
+        },
+        max,
+    )
+}
+
+/// Opens the active segment. After a clean shutdown its index is trusted once the records after
+/// the last entry check out; otherwise the whole segment is scanned and cut at the first bad
+/// record. Either way the file is then grown (sparse) back to its capacity for appends.
+fn open_active(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    base: u64,
+    config: &LogConfig,
+    clean: bool,
+) -> Result<(Segment, IndexCursor), StorageError> {
+    let log_path = dir.join(segment::log_file_name(base));
+    let index_path = dir.join(segment::index_file_name(base));
+    let file = fs.open(&log_path).map_err(StorageError::io(&log_path, "open segment"))?;
+    let max = config.max_record_bytes;
+    let (map, file_len) = map_whole(&*file, &log_path)?;
+    let data: &[u8] = map.as_ref().map_or(&[], |m| m.committed_bytes());
+
+    let mut found = None;
+    if clean && let Some((index, summary)) = load_index(fs, &index_path, base) {
+        let (pos, at) = tail_start(&index, base);
+        let log_len = summary.log_len as usize;
+        if log_len <= file_len && segment::check_header(data, base).is_ok() {
+            let end = segment::scan(&data[..log_len], pos, at, max, |_, _| {});
+            if end.stopped.is_none()
+                && end.position == log_len
+                && end.next_offset == summary.next_offset
+            {
+                found = Some((index, log_len, summary.next_offset, summary.max_timestamp));
+            }
+        }
+        if found.is_none() {
+            tracing::warn!(path = %log_path.display(), "index of the active segment disagrees with it after a clean shutdown; scanning");
+        }
+    }
+    let mut header_ok = true;
+    let (index, data_len, next_offset, max_timestamp) = match found {
+        Some(x) => x,
+        None => {
+            if let Err(reason) = segment::check_header(data, base) {
+                // Only a segment being created when the process died can lack its header; its
+                // name still says where it starts.
+                tracing::warn!(path = %log_path.display(), %reason, "active segment header damaged; treating the segment as empty");
+                header_ok = false;
+                (Index::new(), SEGMENT_HEADER_LEN, base, i64::MIN)
+            } else {
+                let mut index = Index::new();
+                let mut cursor = IndexCursor::new(config.index_interval_bytes, SEGMENT_HEADER_LEN);
+                let end = segment::scan(data, SEGMENT_HEADER_LEN, base, max, |v, pos| {
+                    cursor.observe(&mut index, (v.offset - base) as u32, pos);
+                });
+                if let Some(reason) = &end.stopped {
+                    tracing::warn!(path = %log_path.display(), position = end.position, %reason,
+                        next_offset = end.next_offset, "cutting the log at a torn or corrupt record");
+                }
+                (index, end.position, end.next_offset, end.max_timestamp)
+            }
+        }
+    };
+    drop(map);
+
+    if !header_ok {
+        file.set_len(0).map_err(StorageError::io(&log_path, "cut damaged segment"))?;
+        file.write_all_at(&segment::encode_header(base), 0)
+            .map_err(StorageError::io(&log_path, "rewrite segment header"))?;
+    } else if data_len < file_len {
+        // Cut the bad tail and make the cut durable before new records land where it was, so
+        // a later crash can never splice old bytes after new ones.
+        file.set_len(data_len as u64).map_err(StorageError::io(&log_path, "cut torn tail"))?;
+    }
+    if !header_ok || data_len < file_len {
+        file.sync_data().map_err(StorageError::io(&log_path, "fdatasync cut segment"))?;
+    }
+    let capacity = (config.segment_bytes as usize).max(data_len);
+    file.set_len(capacity as u64).map_err(StorageError::io(&log_path, "preallocate segment"))?;
+
+    let (cursor_pos, _) = tail_start(&index, base);
+    let cursor = IndexCursor::new(config.index_interval_bytes, cursor_pos);
+    let seg = Segment::from_parts(
+        SegmentParts {
+            base_offset: base,
+            log_path,
+            index_path: PathBuf::from(&index_path),
+            file,
+            data_len,
+            capacity,
+            next_offset,
+            max_timestamp,
+            index,
+            sealed: false,
+        },
+        max,
+    )?;
+    Ok((seg, cursor))
+}

@@ -1,0 +1,546 @@
+//! One segment: the log file `{base_offset:020}.log` (a header, then records in the format of
+//! `crate::record`), its memory map bounded by the committed length, its in-memory sparse index,
+//! and the operations on it: append at the committed end, scan, find an offset, seal. Never decides
+//! when to roll or what to delete (that is `log.rs`), never repairs a file (that is `recovery.rs`).
+//!
+//! # Byte layout of a segment log file (all integers little-endian)
+//!
+//! | position | size | field         | encoding                                              |
+//! |----------|------|---------------|-------------------------------------------------------|
+//! | 0        | 4    | `magic`       | the bytes `MKLG`                                      |
+//! | 4        | 2    | `version`     | `u16`, currently 1                                    |
+//! | 6        | 2    | reserved      | zero                                                  |
+//! | 8        | 8    | `base_offset` | `u64`: offset of the first record (also the file name) |
+//! | 16       | 4    | `header_crc`  | `u32`: CRC-32 (IEEE, `crc32fast`) of bytes `0..16`     |
+//! | 20       | 4    | reserved      | zero                                                  |
+//! | 24       | ...  | records       | back to back, each as documented in `crate::record`   |
+//!
+//! The active segment's file is grown (sparse) to its capacity so the mapping never has to move;
+//! the bytes past the committed end are zero, and a zero length prefix reads as "end of data".
+//! Sealing and closing cut the file back to the committed length.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use crate::record::{self, RecordError, RecordView};
+use crate::storage::StorageError;
+use crate::storage::fs::{FileSystem, FsFile};
+use crate::storage::index::{Index, IndexEntry, IndexSummary};
+use crate::storage::mmap::CommittedMap;
+
+/// Magic at the head of a segment log file.
+pub(crate) const SEGMENT_MAGIC: [u8; 4] = *b"MKLG";
+/// Format version of segment log files.
+pub(crate) const SEGMENT_VERSION: u16 = 1;
+/// Position of the `version` field.
+const VERSION_POS: usize = 4;
+/// Position of the first reserved field.
+const RESERVED1_POS: usize = 6;
+/// Position of the `base_offset` field.
+const BASE_POS: usize = 8;
+/// Position of the `header_crc` field (covers everything before it).
+const HEADER_CRC_POS: usize = 16;
+/// Position of the second reserved field.
+const RESERVED2_POS: usize = 20;
+/// Size of the segment header; the first record starts here.
+pub(crate) const SEGMENT_HEADER_LEN: usize = 24;
+
+/// Suffix of segment log files.
+pub(crate) const LOG_SUFFIX: &str = ".log";
+/// Suffix of index files.
+pub(crate) const INDEX_SUFFIX: &str = ".index";
+
+/// `{base_offset:020}.log`
+pub(crate) fn log_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}{LOG_SUFFIX}")
+}
+
+/// `{base_offset:020}.index`
+pub(crate) fn index_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}{INDEX_SUFFIX}")
+}
+
+/// The base offset a file name `{base_offset:020}{suffix}` stands for.
+pub(crate) fn parse_file_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The header of a segment starting at `base_offset`.
+pub(crate) fn encode_header(base_offset: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[..VERSION_POS].copy_from_slice(&SEGMENT_MAGIC);
+    h[VERSION_POS..RESERVED1_POS].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[BASE_POS..HEADER_CRC_POS].copy_from_slice(&base_offset.to_le_bytes());
+    let crc = crc32fast::hash(&h[..HEADER_CRC_POS]);
+    h[HEADER_CRC_POS..RESERVED2_POS].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Checks a segment header against the base offset its file name gives.
+pub(crate) fn check_header(buf: &[u8], base_offset: u64) -> Result<(), String> {
+    if buf.len() < SEGMENT_HEADER_LEN {
+        return Err(format!("{} bytes, shorter than the segment header", buf.len()));
+    }
+    if buf[..SEGMENT_HEADER_LEN] == encode_header(base_offset) {
+        return Ok(());
+    }
+    if buf[..VERSION_POS] != SEGMENT_MAGIC {
+        return Err("bad segment magic".into());
+    }
+    let version = u16::from_le_bytes([buf[VERSION_POS], buf[VERSION_POS + 1]]);
+    if version != SEGMENT_VERSION {
+        return Err(format!("unknown segment format version {version}"));
+    }
+    Err("segment header does not match its file name (bad base offset, CRC or reserved bytes)"
+        .into())
+}
+
+/// Where a scan of records stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScanEnd {
+    /// Position after the last good record.
+    pub(crate) position: usize,
+    /// Offset after the last good record.
+    pub(crate) next_offset: u64,
+    /// Largest timestamp seen (`i64::MIN` if no record).
+    pub(crate) max_timestamp: i64,
+    /// Why the scan stopped before the end of the bytes, if it did (`None`: it reached the end,
+    /// or a zero length prefix, which is how unwritten space reads).
+    pub(crate) stopped: Option<String>,
+}
+
+/// Walks the records of `data` from `position`, expecting consecutive offsets from
+/// `expected_offset`, CRC-checking each; calls `on_record(view, position)` for every good one.
+pub(crate) fn scan(
+    data: &[u8],
+    mut position: usize,
+    mut expected_offset: u64,
+    max_record_bytes: u32,
+    mut on_record: impl FnMut(&RecordView<'_>, usize),
+) -> ScanEnd {
+    let mut max_timestamp = i64::MIN;
+    let stopped = loop {
+        let rest = &data[position..];
+        if rest.is_empty() {
+            break None;
+        }
+        if rest.len() >= record::LENGTH_FIELD_LEN && rest[..record::LENGTH_FIELD_LEN] == [0; 4] {
+            // Unwritten (preallocated or zero-filled) space: the end of the data. Anything after
+            // it is not part of the log, even if it parses.
+            break None;
+        }
+        match record::decode(rest, max_record_bytes) {
+            Ok(view) if view.offset == expected_offset => {
+                on_record(&view, position);
+                max_timestamp = max_timestamp.max(view.timestamp_ms);
+                position += view.raw.len();
+                expected_offset += 1;
+            }
+            Ok(view) => {
+                break Some(format!(
+                    "offset {} out of sequence, expected {expected_offset}",
+                    view.offset
+                ));
+            }
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    ScanEnd { position, next_offset: expected_offset, max_timestamp, stopped }
+}
+
+/// Decides where index entries go: one whenever `interval` bytes have passed since the last one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexCursor {
+    interval: u32,
+    last_position: usize,
+}
+
+impl IndexCursor {
+    pub(crate) fn new(interval: u32, last_position: usize) -> Self {
+        IndexCursor { interval: interval.max(1), last_position }
+    }
+
+    /// Called for each record in order; adds an entry to `index` when one is due.
+    pub(crate) fn observe(&mut self, index: &mut Index, relative_offset: u32, position: usize) {
+        if position - self.last_position >= self.interval as usize {
+            // Positions fit u32: segment sizes are capped below 4 GiB when the config is checked.
+            index.push(IndexEntry { relative_offset, position: position as u32 });
+            self.last_position = position;
+        }
+    }
+}
+
+/// One segment of a log. Shared as `Arc<Segment>` between the log, the appender and readers.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) base_offset: u64,
+    pub(crate) log_path: PathBuf,
+    pub(crate) index_path: PathBuf,
+    file: Box<dyn FsFile>,
+    map: CommittedMap,
+    next_offset: AtomicU64,
+    max_timestamp: AtomicI64,
+    index: RwLock<Index>,
+    sealed: AtomicBool,
+    max_record_bytes: u32,
+}
+
+/// Everything recovery learned about a segment, to build the `Segment` from.
+pub(crate) struct SegmentParts {
+    pub(crate) base_offset: u64,
+    pub(crate) log_path: PathBuf,
+    pub(crate) index_path: PathBuf,
+    pub(crate) file: Box<dyn FsFile>,
+    /// Length of the good data, header included.
+    pub(crate) data_len: usize,
+    /// Bytes to map; the file must be at least `data_len` long, and exactly `capacity` if more
+    /// is to be appended.
+    pub(crate) capacity: usize,
+    pub(crate) next_offset: u64,
+    pub(crate) max_timestamp: i64,
+    pub(crate) index: Index,
+    pub(crate) sealed: bool,
+}
+
+impl Segment {
+    /// Creates an empty segment with room for `capacity` bytes (header included): the log file
+    /// with its header, grown sparse to `capacity`, and an empty index file, both durable.
+    pub(crate) fn create(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        base_offset: u64,
+        capacity: usize,
+        max_record_bytes: u32,
+    ) -> Result<Segment, StorageError> {
+        let log_path = dir.join(log_file_name(base_offset));
+        let index_path = dir.join(index_file_name(base_offset));
+        let file = fs.create(&log_path).map_err(StorageError::io(&log_path, "create segment"))?;
+        file.write_all_at(&encode_header(base_offset), 0)
+            .map_err(StorageError::io(&log_path, "write segment header"))?;
+        file.set_len(capacity as u64)
+            .map_err(StorageError::io(&log_path, "preallocate segment"))?;
+        file.sync_data().map_err(StorageError::io(&log_path, "fdatasync new segment"))?;
+        let summary = IndexSummary {
+            next_offset: base_offset,
+            max_timestamp: i64::MIN,
+            log_len: SEGMENT_HEADER_LEN as u64,
+        };
+        // write() fsyncs the directory, which also makes the new log file's name durable.
+        Index::new()
+            .write(fs, dir, &index_path, base_offset, summary)
+            .map_err(StorageError::io(&index_path, "write index"))?;
+        Segment::from_parts(
+            SegmentParts {
+                base_offset,
+                log_path,
+                index_path,
+                file,
+                data_len: SEGMENT_HEADER_LEN,
+                capacity,
+                next_offset: base_offset,
+                max_timestamp: i64::MIN,
+                index: Index::new(),
+                sealed: false,
+            },
+            max_record_bytes,
+        )
+    }
+
+    /// Maps a segment recovery has checked.
+    pub(crate) fn from_parts(
+        p: SegmentParts,
+        max_record_bytes: u32,
+    ) -> Result<Segment, StorageError> {
+        let map = CommittedMap::new(p.file.as_file(), p.capacity, p.data_len)
+            .map_err(StorageError::io(&p.log_path, "mmap segment"))?;
+        Ok(Segment {
+            base_offset: p.base_offset,
+            log_path: p.log_path,
+            index_path: p.index_path,
+            file: p.file,
+            map,
+            next_offset: AtomicU64::new(p.next_offset),
+            max_timestamp: AtomicI64::new(p.max_timestamp),
+            index: RwLock::new(p.index),
+            sealed: AtomicBool::new(p.sealed),
+            max_record_bytes,
+        })
+    }
+
+    /// The committed bytes (header included).
+    pub(crate) fn data(&self) -> &[u8] {
+        self.map.committed_bytes()
+    }
+
+    /// Committed length of the file.
+    pub(crate) fn len(&self) -> usize {
+        self.map.committed()
+    }
+
+    /// Whether the segment holds no record.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.next_offset() == self.base_offset
+    }
+
+    /// Bytes that can still be appended without moving the mapping.
+    pub(crate) fn room(&self) -> usize {
+        self.map.capacity() - self.map.committed()
+    }
+
+    /// The offset after the last committed record (Acquire: the bytes of every record below it
+    /// are published).
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn file(&self) -> &dyn FsFile {
+        &*self.file
+    }
+
+    pub(crate) fn advise_sequential(&self) {
+        self.map.advise_sequential();
+    }
+
+    /// Writes `bytes` at the committed end. Not yet visible to readers: see [`Self::publish`].
+    /// Only the appender (holding the log's append lock) calls this.
+    pub(crate) fn write_at_end(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        debug_assert!(bytes.len() <= self.room() && !self.is_sealed());
+        self.file
+            .write_all_at(bytes, self.len() as u64)
+            .map_err(StorageError::io(&self.log_path, "write records"))
+    }
+
+    /// Adds index entries for records just written (before they are published).
+    pub(crate) fn with_index<R>(&self, f: impl FnOnce(&mut Index) -> R) -> R {
+        // A panic while holding this lock cannot leave the index inconsistent (push is atomic
+        // with respect to the invariant), so a poisoned lock is still usable.
+        let mut guard = self.index.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    fn index_lookup(&self, relative_offset: u32) -> Option<IndexEntry> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).lookup(relative_offset)
+    }
+
+    /// Makes records written by [`Self::write_at_end`] visible: the committed length first, then
+    /// the next offset, both Release.
+    pub(crate) fn publish(&self, len: usize, next_offset: u64, max_timestamp: i64) {
+        self.max_timestamp.fetch_max(max_timestamp, Ordering::AcqRel);
+        self.map.publish(len);
+        self.next_offset.store(next_offset, Ordering::Release);
+    }
+
+    fn summary(&self) -> IndexSummary {
+        IndexSummary {
+            next_offset: self.next_offset(),
+            max_timestamp: self.max_timestamp(),
+            log_len: self.len() as u64,
+        }
+    }
+
+    /// Cuts the file back to the committed length (dropping the sparse preallocation), fdatasyncs
+    /// it, and writes the index durably. Used at seal and at close.
+    pub(crate) fn flush_to_disk(
+        &self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+    ) -> Result<(), StorageError> {
+        // Never below the committed length: readers may touch anything below it.
+        self.file
+            .set_len(self.len() as u64)
+            .map_err(StorageError::io(&self.log_path, "cut segment to its data"))?;
+        self.file.sync_data().map_err(StorageError::io(&self.log_path, "fdatasync segment"))?;
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
+        index
+            .write(fs, dir, &self.index_path, self.base_offset, self.summary())
+            .map_err(StorageError::io(&self.index_path, "write index"))
+    }
+
+    /// Seals the segment: no more appends; durable with its index.
+    pub(crate) fn seal(&self, fs: &dyn FileSystem, dir: &Path) -> Result<(), StorageError> {
+        self.flush_to_disk(fs, dir)?;
+        self.sealed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn corrupt(&self, position: usize, reason: impl Into<String>) -> StorageError {
+        StorageError::Corrupt {
+            path: self.log_path.clone(),
+            position: position as u64,
+            reason: reason.into(),
+        }
+    }
+
+    /// Finds the record `offset` (which must be in `base_offset..next_offset`) and returns the
+    /// byte range from it covering at least one record and, past the first, no more than
+    /// `max_bytes`, with the offset after the last record. Every record in the range is
+    /// CRC-checked; damage is `Corrupt`, never skipped.
+    pub(crate) fn locate(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<(usize, usize, u64), StorageError> {
+        let data = self.data();
+        let rel = (offset - self.base_offset).min(u64::from(u32::MAX)) as u32;
+        let (mut pos, mut at) = match self.index_lookup(rel) {
+            Some(e) if (e.position as usize) < data.len() => {
+                (e.position as usize, self.base_offset + u64::from(e.relative_offset))
+            }
+            _ => (SEGMENT_HEADER_LEN, self.base_offset),
+        };
+        // The index is a hint: if the entry does not point at the record it names, scan from
+        // the start of the segment instead.
+        if pos != SEGMENT_HEADER_LEN {
+            match record::decode(&data[pos..], self.max_record_bytes) {
+                Ok(v) if v.offset == at => {}
+                _ => {
+                    tracing::warn!(path = %self.log_path.display(), position = pos,
+                        "index entry disagrees with the log; scanning the segment from its start");
+                    pos = SEGMENT_HEADER_LEN;
+                    at = self.base_offset;
+                }
+            }
+        }
+        // Skip forward to the wanted record.
+        while at < offset {
+            let view = self.decode_at(data, pos, at)?;
+            pos += view.raw.len();
+            at += 1;
+        }
+        let start = pos;
+        let mut end = pos;
+        loop {
+            if end >= data.len() {
+                break;
+            }
+            if end > start && end - start >= max_bytes {
+                break;
+            }
+            // Stop at the records published when the caller looked (the next offset is
+            // published after the bytes, so anything below it is whole).
+            let len = match record::peek_total_len(&data[end..], self.max_record_bytes) {
+                Ok(len) => len,
+                Err(e) => return Err(self.corrupt(end, e.to_string())),
+            };
+            if end > start && end - start + len > max_bytes {
+                break;
+            }
+            let _ = self.decode_at(data, end, at)?;
+            end += len;
+            at += 1;
+        }
+        if end == start {
+            return Err(self.corrupt(start, format!("record {offset} missing")));
+        }
+        Ok((start, end, at))
+    }
+
+    fn decode_at<'a>(
+        &self,
+        data: &'a [u8],
+        pos: usize,
+        expected: u64,
+    ) -> Result<RecordView<'a>, StorageError> {
+        match record::decode(&data[pos..], self.max_record_bytes) {
+            Ok(v) if v.offset == expected => Ok(v),
+            Ok(v) => {
+                Err(self.corrupt(pos, format!("offset {} where {expected} was expected", v.offset)))
+            }
+            Err(RecordError::Truncated { .. }) if pos >= data.len() => {
+                Err(self.corrupt(pos, format!("record {expected} missing")))
+            }
+            Err(e) => Err(self.corrupt(pos, e.to_string())),
+        }
+    }
+
+    /// The first offset at or after `from` whose timestamp is at least `ts`, if any in this
+    /// segment.
+    pub(crate) fn offset_for_timestamp(
+        &self,
+        ts: i64,
+        from: u64,
+    ) -> Result<Option<u64>, StorageError> {
+        if self.max_timestamp() < ts {
+            return Ok(None);
+        }
+        let data = self.data();
+        let next = self.next_offset();
+        let mut pos = SEGMENT_HEADER_LEN;
+        let mut at = self.base_offset;
+        while at < next && pos < data.len() {
+            let v = self.decode_at(data, pos, at)?;
+            if at >= from && v.timestamp_ms >= ts {
+                return Ok(Some(at));
+            }
+            pos += v.raw.len();
+            at += 1;
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::NewRecord;
+    use crate::storage::fs::RealFs;
+
+    #[test]
+    fn file_names_sort_numerically_and_parse_back() {
+        assert_eq!(log_file_name(42), "00000000000000000042.log");
+        assert_eq!(index_file_name(42), "00000000000000000042.index");
+        assert_eq!(parse_file_name("00000000000000000042.log", LOG_SUFFIX), Some(42));
+        assert_eq!(parse_file_name("42.log", LOG_SUFFIX), None);
+        assert_eq!(parse_file_name("0000000000000000004x.log", LOG_SUFFIX), None);
+        assert_eq!(parse_file_name("00000000000000000042.index", LOG_SUFFIX), None);
+    }
+
+    #[test]
+    fn header_layout_and_checks() {
+        let h = encode_header(7);
+        assert_eq!(&h[..4], b"MKLG");
+        assert_eq!(u16::from_le_bytes([h[4], h[5]]), SEGMENT_VERSION);
+        assert_eq!(u64::from_le_bytes(h[8..16].try_into().unwrap()), 7);
+        assert!(check_header(&h, 7).is_ok());
+        assert!(check_header(&h, 8).is_err());
+        assert!(check_header(&h[..10], 7).is_err());
+        let mut bad = h;
+        bad[21] = 1;
+        assert!(check_header(&bad, 7).is_err(), "reserved bytes must be zero");
+    }
+
+    #[test]
+    fn append_publish_locate_and_seal() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::create(&RealFs, dir.path(), 10, 4096, 1024).unwrap();
+        let mut buf = Vec::new();
+        for (i, v) in [&b"a"[..], b"bb", b"ccc"].iter().enumerate() {
+            record::encode(&mut buf, 10 + i as u64, &NewRecord::value(v), 1024).unwrap();
+        }
+        seg.write_at_end(&buf).unwrap();
+        assert_eq!(seg.data().len(), SEGMENT_HEADER_LEN, "not visible before publish");
+        seg.publish(SEGMENT_HEADER_LEN + buf.len(), 13, 5);
+        let (start, end, next) = seg.locate(11, 1).unwrap();
+        assert_eq!(next, 12, "one record even when max_bytes is tiny");
+        assert_eq!(record::decode(&seg.data()[start..end], 1024).unwrap().value, b"bb");
+        assert_eq!(seg.locate(10, 1 << 20).unwrap().2, 13);
+        seg.seal(&RealFs, dir.path()).unwrap();
+        let len = std::fs::metadata(&seg.log_path).unwrap().len();
+        assert_eq!(len as usize, SEGMENT_HEADER_LEN + buf.len(), "cut back to the data");
+        let end = scan(seg.data(), SEGMENT_HEADER_LEN, 10, 1024, |_, _| {});
+        assert_eq!((end.next_offset, end.stopped), (13, None));
+    }
+}
