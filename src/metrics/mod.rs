@@ -14,6 +14,12 @@
 //! - `connections` (open now) and `connections_accepted_total` — per `listener`.
 //! - `requests_total` per `listener`, `api`; `request_errors_total` per `listener`, `kind`.
 //! - `group_committed_offset`, `group_lag` — gauges per `group`, `topic`, `partition`.
+//!
+//! [`TimedFs`] wraps the storage engine's file-system seam to time every fsync.
+
+mod fs;
+
+pub use fs::TimedFs;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -270,6 +276,11 @@ impl Metrics {
     pub fn record_fsync(&self, elapsed: Duration) {
         self.fsyncs.inc();
         self.fsync_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Syncs recorded so far.
+    pub fn fsync_count(&self) -> u64 {
+        self.fsyncs.get()
     }
 
     /// One request handled on `listener`; `api` is a static name such as `"append"`.
