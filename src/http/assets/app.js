@@ -93,8 +93,7 @@ function renderTopics() {
     if (t.name === state.selectedTopic) {
       for (const p of t.partitions) {
         rows.push(el("tr", { class: "partition", "data-partition": p.partition },
-          el("td", {}, "partition " + p.partition + "  [" + p.log_start_offset + " .. " + p.next_offset + ")"),
-          el("td", {}, ""),
+          el("td", { colspan: 2 }, "partition " + p.partition + ": offsets " + p.log_start_offset + " .. " + p.next_offset),
           el("td", { class: "num" }, fmtNum(p.records)),
           el("td", { class: "num" }, fmtBytes(p.size_bytes)),
           el("td", { class: "num" }, p.segments),
