@@ -8,4 +8,5 @@ pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod record;
+pub mod server;
 pub mod storage;

@@ -1,45 +1,103 @@
 //! The data directory: topics (a directory each) and their partitions, topic config, consumer-group
-//! offsets, long-poll wake-ups and the retention task. Never touches sockets or wire formats.
+//! offsets, long-poll wake-ups and the background task (retention, interval fsync). Shared by the
+//! native server and the Kafka adapter as an `Arc<Broker>`. Never touches sockets or wire formats.
 //!
-//! CONTRACT (fixed: the native server and the Kafka adapter are written against this surface):
-//! ```ignore
-//! pub struct BrokerConfig { pub data_dir: PathBuf, pub log: LogConfig, pub auto_create_topics: bool,
-//!                           pub default_partitions: u32, pub max_topics: usize, pub max_partitions: u32 }
-//! pub struct Broker;                       // Send + Sync, shared as Arc<Broker>
-//! impl Broker {
-//!   pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError>;   // opens every topic
-//!   pub fn create_topic(&self, name: &str, partitions: u32) -> Result<TopicDescription, BrokerError>;
-//!   pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError>;
-//!   pub fn list_topics(&self) -> Vec<TopicSummary>;                       // sorted by name
-//!   pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError>;
-//!   pub fn describe_all(&self) -> Vec<TopicDescription>;
-//!   pub fn partition_count(&self, topic: &str) -> Result<u32, BrokerError>;
-//!   /// Appends one batch to one partition. `partition: None` picks by murmur2 of `key_hint`
-//!   /// (Kafka's default partitioner) or round-robin when there is no key. Auto-creates the topic
-//!   /// when the broker allows it. Durable per the LogConfig's fsync policy when it returns.
-//!   pub async fn append(&self, topic: &str, partition: Option<u32>, key_hint: Option<&[u8]>,
-//!                       records: &[NewRecord<'_>]) -> Result<AppendResult, BrokerError>;
-//!   pub async fn append_encoded(&self, topic: &str, partition: Option<u32>, key_hint: Option<&[u8]>,
-//!                       encoded: &mut [u8]) -> Result<AppendResult, BrokerError>;
-//!   /// Long-poll: waits up to max_wait for at least min_bytes at `offset`, without busy looping.
-//!   pub async fn fetch(&self, topic: &str, partition: u32, offset: u64, max_bytes: usize,
-//!                      min_bytes: usize, max_wait: Duration) -> Result<FetchResult, BrokerError>;
-//!   pub fn trim(&self, topic: &str, partition: u32, before: u64) -> Result<u64, BrokerError>;
-//!   pub fn offset_for_timestamp(&self, topic: &str, partition: u32, ts_ms: i64) -> Result<Option<u64>, BrokerError>;
-//!   pub fn commit_offset(&self, group: &str, topic: &str, partition: u32, offset: u64) -> Result<(), BrokerError>;
-//!   pub fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, BrokerError>;
-//!   pub fn group_offsets(&self, group: &str) -> Result<Vec<(String, u32, u64)>, BrokerError>;
-//!   pub fn list_groups(&self) -> Vec<String>;
-//!   pub fn shutdown(&self) -> Result<(), BrokerError>;                   // sync + clean markers
-//! }
-//! pub struct AppendResult { pub partition: u32, pub offsets: OffsetRange }
-//! pub struct FetchResult { pub partition: u32, pub records: ReadSlice, pub log_start_offset: u64,
-//!                          pub high_watermark: u64 }
-//! pub fn validate_topic_name(name: &str) -> Result<(), BrokerError>;     // Kafka's rules
-//! pub fn validate_group_name(name: &str) -> Result<(), BrokerError>;
+//! # Layout
+//! ```text
+//! <data-dir>/
+//!   <topic>/topic.json        {"partitions": N}, written temp + fsync + rename + fsync dir
+//!   <topic>/<partition>/      one storage::Log each
+//!   @groups/<group>.json      committed offsets of one consumer group
 //! ```
+//! Every path is built from a name that passed [`validate_topic_name`] / [`validate_group_name`]
+//! (Kafka's rules: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`), so no request can name
+//! a path outside its directory, and `@` (not a name character) keeps broker-internal entries
+//! apart from topics. A topic is created in `@creating-<name>` and renamed into place, and deleted
+//! by renaming it to `@deleting-<name>` before removal; leftovers of either are swept at open, so
+//! a crash never leaves half a topic.
+//!
+//! # Durability contract (per `--fsync` value)
+//! For every policy, an acknowledged append (one whose `append` returned `Ok`) has been written to
+//! the operating system: it survives a crash or `kill -9` of the broker process.
+//! - `always` ([`FsyncPolicy::Always`]): the acknowledgement also waits for fdatasync (concurrent
+//!   appends share one), so acknowledged messages survive power loss or an OS crash.
+//! - `interval=MS` ([`FsyncPolicy::Interval`]): the background task fdatasyncs dirty logs every
+//!   MS milliseconds; a power loss or OS crash loses at most the last MS of acknowledged appends.
+//! - `never` ([`FsyncPolicy::Never`]): the OS decides when data reaches the disk (and logs are
+//!   synced at clean shutdown); a power loss may lose any acknowledged append not yet written back.
+//!
+//! Committed group offsets and topic metadata are always fsynced before the call returns.
+//!
+//! # Long-poll
+//! Each partition has a `tokio::sync::Notify` signalled after every append; [`Broker::fetch`]
+//! registers for it before reading, so an append between the read and the wait is never missed,
+//! and sleeps until data arrives or `max_wait` passes. No busy loop.
+//!
+//! # Blocking
+//! Appends under `FsyncPolicy::Always` block on fdatasync; on a multi-threaded tokio runtime they
+//! run in `block_in_place` so other tasks keep running. `create_topic`, `delete_topic`, `trim`
+//! and `commit_offset` are synchronous file-system work: async callers should run them with
+//! `spawn_blocking`.
+
+mod fsutil;
+mod groups;
+pub mod partitioner;
+mod topic;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::record::NewRecord;
+use crate::storage::{FsyncPolicy, LogConfig, OffsetRange, ReadSlice, StorageError};
+
+use self::groups::Groups;
+use self::topic::{Partition, Topic, TopicMeta};
+
+pub use self::groups::GROUPS_DIR;
+pub use self::topic::MAX_NAME_LEN;
+
+/// How often the background task applies retention.
+pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Prefix of a topic directory being created (renamed into place when complete).
+const CREATING_PREFIX: &str = "@creating-";
+/// Prefix of a topic directory being deleted.
+const DELETING_PREFIX: &str = "@deleting-";
+
+/// How the broker is set up.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    /// Configuration of every partition log.
+    pub log: LogConfig,
+    /// Appends to a missing topic create it (with `default_partitions`).
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    pub max_topics: usize,
+    pub max_partitions: u32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            data_dir: PathBuf::from("./data"),
+            log: LogConfig::default(),
+            auto_create_topics: false,
+            default_partitions: 1,
+            max_topics: 10_000,
+            max_partitions: 1024,
+        }
+    }
+}
 
 /// One topic as `describe` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,4 +114,658 @@ pub struct PartitionDescription {
     pub next_offset: u64,
     pub segments: u64,
     pub size_bytes: u64,
+}
+
+/// A topic as `list_topics` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: u32,
+}
+
+/// Where an append went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub partition: u32,
+    pub offsets: OffsetRange,
+}
+
+/// What a fetch found: stored record bytes (a slice of the segment mapping) and the partition's
+/// bounds at the time of the read.
+#[derive(Clone)]
+pub struct FetchResult {
+    pub partition: u32,
+    pub records: ReadSlice,
+    pub log_start_offset: u64,
+    /// The next offset to be written (Kafka's high watermark on a single node).
+    pub high_watermark: u64,
+}
+
+/// Errors of the broker layer; each names the topic, partition, group or file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+    #[error("invalid group name {name:?}: {reason}")]
+    InvalidGroupName { name: String, reason: &'static str },
+    #[error("unknown topic {name:?}")]
+    UnknownTopic { name: String },
+    #[error("topic {name:?} already exists")]
+    TopicAlreadyExists { name: String },
+    #[error("topic {topic:?} has no partition {partition} (it has {partitions})")]
+    UnknownPartition { topic: String, partition: u32, partitions: u32 },
+    #[error("a topic needs at least one partition")]
+    NoPartitions,
+    #[error("{requested} partitions requested; the broker allows at most {max} per topic")]
+    TooManyPartitions { requested: u32, max: u32 },
+    #[error("cannot create topic {name:?}: the broker already holds its maximum of {max} topics")]
+    TooManyTopics { name: String, max: usize },
+    #[error("an append needs at least one record")]
+    EmptyBatch,
+    #[error("topic {topic:?} partition {partition}: {source}")]
+    Storage {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: StorageError,
+    },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt broker state in {}: {reason}", path.display())]
+    CorruptState { path: PathBuf, reason: String },
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}
+
+impl BrokerError {
+    /// The offset and the partition's range when this is an out-of-range read or trim.
+    pub fn offset_out_of_range(&self) -> Option<(u64, u64, u64)> {
+        match self {
+            BrokerError::Storage {
+                source: StorageError::OffsetOutOfRange { offset, log_start_offset, next_offset },
+                ..
+            } => Some((*offset, *log_start_offset, *next_offset)),
+            _ => None,
+        }
+    }
+}
+
+/// Checks a topic name against Kafka's rules; the error says which rule it breaks.
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    match topic::name_problem(name) {
+        Some(reason) => Err(BrokerError::InvalidTopicName { name: name.to_owned(), reason }),
+        None => Ok(()),
+    }
+}
+
+/// Checks a consumer-group name; the same rules as topic names.
+pub fn validate_group_name(name: &str) -> Result<(), BrokerError> {
+    groups::validate_group_name(name)
+}
+
+/// The background thread's stop flag.
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// The broker: every topic of a data directory and the consumer-group offsets. `Send + Sync`.
+pub struct Broker {
+    config: BrokerConfig,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    groups: Groups,
+    /// Serializes create and delete, so two admins cannot race on one name.
+    admin: Mutex<()>,
+    shutting_down: AtomicBool,
+    stop: Arc<Stop>,
+    background: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Locks a std mutex; the data it guards (unit, a join handle) cannot be left inconsistent by a
+/// panic, so a poisoned lock is simply taken over.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Broker {
+    /// Opens the data directory (creating it if missing), recovers every topic's logs, loads the
+    /// group offsets and starts the background thread (retention, interval fsync).
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+        let data_dir = &config.data_dir;
+        fsutil::create_dir_durably(data_dir)?;
+        let mut topics = BTreeMap::new();
+        let entries = fs::read_dir(data_dir).map_err(|source| BrokerError::Io {
+            path: data_dir.clone(),
+            op: "list",
+            source,
+        })?;
+        let mut swept = false;
+        for entry in entries {
+            let entry = entry.map_err(|source| BrokerError::Io {
+                path: data_dir.clone(),
+                op: "list",
+                source,
+            })?;
+            let path = entry.path();
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                tracing::warn!(path = %path.display(), "ignoring an entry with a non-UTF-8 name");
+                continue;
+            };
+            if name.starts_with(CREATING_PREFIX) || name.starts_with(DELETING_PREFIX) {
+                tracing::info!(path = %path.display(), "removing an interrupted create/delete");
+                fs::remove_dir_all(&path).map_err(|source| BrokerError::Io {
+                    path: path.clone(),
+                    op: "remove",
+                    source,
+                })?;
+                swept = true;
+                continue;
+            }
+            if name.starts_with('@') || !path.is_dir() {
+                continue;
+            }
+            if let Err(e) = validate_topic_name(&name) {
+                tracing::warn!(path = %path.display(), "ignoring a directory that is not a topic: {e}");
+                continue;
+            }
+            if !path.join(topic::TOPIC_FILE).exists() {
+                tracing::warn!(path = %path.display(), "ignoring a directory without topic.json");
+                continue;
+            }
+            let t = Topic::open(&name, path, &config.log)?;
+            topics.insert(name, Arc::new(t));
+        }
+        if swept {
+            fsutil::sync_dir(data_dir)?;
+        }
+        let groups = Groups::open(data_dir)?;
+        tracing::info!(
+            data_dir = %data_dir.display(),
+            topics = topics.len(),
+            "broker opened"
+        );
+        let broker = Arc::new(Broker {
+            config,
+            topics: RwLock::new(topics),
+            groups,
+            admin: Mutex::new(()),
+            shutting_down: AtomicBool::new(false),
+            stop: Arc::new(Stop::default()),
+            background: Mutex::new(None),
+        });
+        let handle = spawn_background(Arc::downgrade(&broker), broker.stop.clone(), broker.tick())
+            .map_err(|source| BrokerError::Io {
+                path: broker.config.data_dir.clone(),
+                op: "start the background thread for",
+                source,
+            })?;
+        *lock(&broker.background) = Some(handle);
+        Ok(broker)
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics.get(name).cloned().ok_or_else(|| BrokerError::UnknownTopic { name: name.to_owned() })
+    }
+
+    fn all_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    fn check_open(&self) -> Result<(), BrokerError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(BrokerError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Creates a topic with `partitions` partitions (1..=max_partitions).
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+    ) -> Result<TopicDescription, BrokerError> {
+        validate_topic_name(name)?;
+        if partitions == 0 {
+            return Err(BrokerError::NoPartitions);
+        }
+        if partitions > self.config.max_partitions {
+            return Err(BrokerError::TooManyPartitions {
+                requested: partitions,
+                max: self.config.max_partitions,
+            });
+        }
+        let _admin = lock(&self.admin);
+        self.check_open()?;
+        {
+            let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+            if topics.contains_key(name) {
+                return Err(BrokerError::TopicAlreadyExists { name: name.to_owned() });
+            }
+            if topics.len() >= self.config.max_topics {
+                return Err(BrokerError::TooManyTopics {
+                    name: name.to_owned(),
+                    max: self.config.max_topics,
+                });
+            }
+        }
+        let data_dir = &self.config.data_dir;
+        let dir = data_dir.join(name);
+        if dir.exists() {
+            // A directory the broker did not load (no topic.json): never overwrite it.
+            return Err(BrokerError::CorruptState {
+                path: dir,
+                reason: "a directory of this name exists but is not a topic; remove it first"
+                    .into(),
+            });
+        }
+        // Build the topic aside and rename it into place, so a crash never leaves half a topic.
+        let staging = data_dir.join(format!("{CREATING_PREFIX}{name}"));
+        let io = |path: &Path, op: &'static str| {
+            let path = path.to_path_buf();
+            move |source| BrokerError::Io { path, op, source }
+        };
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(io(&staging, "remove"))?;
+        }
+        fs::create_dir(&staging).map_err(io(&staging, "create directory"))?;
+        for p in 0..partitions {
+            let pdir = staging.join(p.to_string());
+            fs::create_dir(&pdir).map_err(io(&pdir, "create directory"))?;
+        }
+        TopicMeta { partitions }.write(&staging)?;
+        fs::rename(&staging, &dir).map_err(io(&dir, "rename staging directory to"))?;
+        fsutil::sync_dir(data_dir)?;
+        let t = Arc::new(Topic::open(name, dir, &self.config.log)?);
+        let description = t.describe();
+        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), t);
+        tracing::info!(topic = name, partitions, "topic created");
+        Ok(description)
+    }
+
+    /// Deletes a topic: its logs are closed, waiting fetches return, its directory is removed
+    /// and the groups' committed offsets for it are dropped.
+    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        validate_topic_name(name)?;
+        let _admin = lock(&self.admin);
+        self.check_open()?;
+        let t = self
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .ok_or_else(|| BrokerError::UnknownTopic { name: name.to_owned() })?;
+        for (i, p) in t.partitions.iter().enumerate() {
+            p.close();
+            if let Err(e) = p.log.close() {
+                tracing::warn!(topic = name, partition = i, "closing a deleted partition: {e}");
+            }
+        }
+        let tomb = self.config.data_dir.join(format!("{DELETING_PREFIX}{name}"));
+        let io = |path: &Path, op: &'static str| {
+            let path = path.to_path_buf();
+            move |source| BrokerError::Io { path, op, source }
+        };
+        if tomb.exists() {
+            fs::remove_dir_all(&tomb).map_err(io(&tomb, "remove"))?;
+        }
+        fs::rename(&t.dir, &tomb).map_err(io(&t.dir, "rename for deletion"))?;
+        fsutil::sync_dir(&self.config.data_dir)?;
+        fs::remove_dir_all(&tomb).map_err(io(&tomb, "remove"))?;
+        self.groups.forget_topic(name)?;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Every topic and its partition count, sorted by name.
+    pub fn list_topics(&self) -> Vec<TopicSummary> {
+        self.all_topics()
+            .iter()
+            .map(|t| TopicSummary { name: t.name.clone(), partitions: t.partition_count() })
+            .collect()
+    }
+
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
+        validate_topic_name(name)?;
+        Ok(self.topic(name)?.describe())
+    }
+
+    /// Every topic's description, sorted by name.
+    pub fn describe_all(&self) -> Vec<TopicDescription> {
+        self.all_topics().iter().map(|t| t.describe()).collect()
+    }
+
+    pub fn partition_count(&self, topic: &str) -> Result<u32, BrokerError> {
+        validate_topic_name(topic)?;
+        Ok(self.topic(topic)?.partition_count())
+    }
+
+    /// The topic to append to, created first when missing and the broker allows it.
+    fn topic_for_append(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        validate_topic_name(name)?;
+        match self.topic(name) {
+            Err(BrokerError::UnknownTopic { .. }) if self.config.auto_create_topics => {
+                match self.create_topic(name, self.config.default_partitions) {
+                    Ok(_) | Err(BrokerError::TopicAlreadyExists { .. }) => self.topic(name),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Picks the partition: the one asked for, else murmur2 of the key, else round-robin.
+    fn route(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        key_hint: Option<&[u8]>,
+    ) -> Result<(u32, Arc<Partition>), BrokerError> {
+        self.check_open()?;
+        let t = self.topic_for_append(topic)?;
+        let n = t.partition_count();
+        let p = match (partition, key_hint) {
+            (Some(p), _) => p,
+            (None, Some(key)) => partitioner::partition_for_key(key, n),
+            (None, None) => t.next_partition.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        Ok((p, t.partition(p)?.clone()))
+    }
+
+    /// Runs an append; under `FsyncPolicy::Always` it blocks on fdatasync, so on a multi-threaded
+    /// runtime it runs in `block_in_place` to keep the worker's other tasks moving. (On a
+    /// current-thread runtime there is no other worker to hand them to; it runs inline.)
+    fn run_append<R>(&self, f: impl FnOnce() -> R) -> R {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let blocking = matches!(self.config.log.fsync, FsyncPolicy::Always)
+            && Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+        if blocking { tokio::task::block_in_place(f) } else { f() }
+    }
+
+    fn finish_append(
+        &self,
+        topic: &str,
+        partition: u32,
+        p: &Partition,
+        result: Result<OffsetRange, StorageError>,
+    ) -> Result<AppendResult, BrokerError> {
+        let offsets = result.map_err(|source| match source {
+            StorageError::Closed { .. } if p.is_closed() => {
+                if self.shutting_down.load(Ordering::SeqCst) {
+                    BrokerError::ShuttingDown
+                } else {
+                    BrokerError::UnknownTopic { name: topic.to_owned() }
+                }
+            }
+            source => BrokerError::Storage { topic: topic.to_owned(), partition, source },
+        })?;
+        p.appended.notify_waiters();
+        Ok(AppendResult { partition, offsets })
+    }
+
+    /// Appends one batch to one partition. `partition: None` picks by murmur2 of `key_hint`
+    /// (Kafka's default partitioner) or round-robin when there is no key. Auto-creates the topic
+    /// when the broker allows it. Durable per the LogConfig's fsync policy when it returns.
+    pub async fn append(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        key_hint: Option<&[u8]>,
+        records: &[NewRecord<'_>],
+    ) -> Result<AppendResult, BrokerError> {
+        if records.is_empty() {
+            return Err(BrokerError::EmptyBatch);
+        }
+        let (pi, p) = self.route(topic, partition, key_hint)?;
+        let result = self.run_append(|| p.log.append(records));
+        self.finish_append(topic, pi, &p, result)
+    }
+
+    /// Appends records already encoded in the `crate::record` format; their offsets and CRCs are
+    /// rewritten in place and the buffer becomes the bytes written to disk.
+    pub async fn append_encoded(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        key_hint: Option<&[u8]>,
+        encoded: &mut [u8],
+    ) -> Result<AppendResult, BrokerError> {
+        if encoded.is_empty() {
+            return Err(BrokerError::EmptyBatch);
+        }
+        let (pi, p) = self.route(topic, partition, key_hint)?;
+        let result = self.run_append(|| p.log.append_encoded(encoded));
+        self.finish_append(topic, pi, &p, result)
+    }
+
+    /// Reads records from `offset` (at most about `max_bytes`, but always at least one whole
+    /// record when one exists). Long-poll: when fewer than `min_bytes` are available it waits, up
+    /// to `max_wait`, for an append to the partition, without busy looping. `min_bytes == 0`
+    /// never waits. Returns early (with what there is) when the topic is deleted or the broker
+    /// shuts down.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        min_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<FetchResult, BrokerError> {
+        validate_topic_name(topic)?;
+        let p = self.topic(topic)?.partition(partition)?.clone();
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            // Register for the wake-up before reading, so an append landing between the read
+            // and the wait still wakes us.
+            let notified = p.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let records = p.log.read(offset, max_bytes).map_err(|source| match source {
+                StorageError::Closed { .. } => BrokerError::UnknownTopic { name: topic.to_owned() },
+                source => BrokerError::Storage { topic: topic.to_owned(), partition, source },
+            })?;
+            let done = min_bytes == 0
+                || records.len() >= min_bytes
+                || p.is_closed()
+                || tokio::time::Instant::now() >= deadline;
+            if done {
+                return Ok(FetchResult {
+                    partition,
+                    records,
+                    log_start_offset: p.log.log_start_offset(),
+                    high_watermark: p.log.next_offset(),
+                });
+            }
+            // Timing out just loops once more: the re-read then returns whatever is there.
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+
+    /// Deletes the records below `before` (Kafka's delete-records) and returns the new log start
+    /// offset.
+    pub fn trim(&self, topic: &str, partition: u32, before: u64) -> Result<u64, BrokerError> {
+        validate_topic_name(topic)?;
+        self.check_open()?;
+        let p = self.topic(topic)?.partition(partition)?.clone();
+        let storage = |source| BrokerError::Storage { topic: topic.to_owned(), partition, source };
+        p.log.trim_before(before).map_err(storage)?;
+        Ok(p.log.log_start_offset())
+    }
+
+    /// The first offset whose timestamp is at or after `ts_ms`, if any.
+    pub fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        ts_ms: i64,
+    ) -> Result<Option<u64>, BrokerError> {
+        validate_topic_name(topic)?;
+        let p = self.topic(topic)?.partition(partition)?.clone();
+        p.log.offset_for_timestamp(ts_ms).map_err(|source| BrokerError::Storage {
+            topic: topic.to_owned(),
+            partition,
+            source,
+        })
+    }
+
+    /// Records `group`'s position in a partition; durable (fsynced) when it returns.
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), BrokerError> {
+        validate_group_name(group)?;
+        validate_topic_name(topic)?;
+        self.check_open()?;
+        self.topic(topic)?.partition(partition)?;
+        self.groups.commit(group, topic, partition, offset)
+    }
+
+    /// `group`'s committed offset in a partition, `None` when it has none.
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, BrokerError> {
+        validate_group_name(group)?;
+        validate_topic_name(topic)?;
+        self.groups.committed(group, topic, partition)
+    }
+
+    /// Every `(topic, partition, offset)` `group` has committed, sorted.
+    pub fn group_offsets(&self, group: &str) -> Result<Vec<(String, u32, u64)>, BrokerError> {
+        self.groups.offsets(group)
+    }
+
+    /// Groups that have committed offsets, sorted.
+    pub fn list_groups(&self) -> Vec<String> {
+        self.groups.list()
+    }
+
+    /// Applies retention to every partition now (the background task does this every
+    /// [`RETENTION_CHECK_INTERVAL`]); returns the number of segments removed.
+    pub fn enforce_retention(&self) -> usize {
+        let now = crate::record::now_ms();
+        let mut removed = 0;
+        for t in self.all_topics() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                match p.log.enforce_retention(now) {
+                    Ok(n) => removed += n,
+                    Err(e) => tracing::warn!(topic = %t.name, partition = i, "retention: {e}"),
+                }
+            }
+        }
+        removed
+    }
+
+    /// Fsyncs every log with unsynced appends (the interval policy's ticker).
+    fn sync_dirty(&self) {
+        for t in self.all_topics() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if let Err(e) = p.log.sync_if_dirty() {
+                    tracing::error!(topic = %t.name, partition = i, "interval fsync failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// The background thread's period.
+    fn tick(&self) -> Duration {
+        match self.config.log.fsync {
+            FsyncPolicy::Interval(d) => d.clamp(Duration::from_millis(1), RETENTION_CHECK_INTERVAL),
+            _ => RETENTION_CHECK_INTERVAL,
+        }
+    }
+
+    /// Stops the background thread, wakes waiting fetches, syncs and closes every log (writing
+    /// the clean-shutdown markers). Later appends fail with `ShuttingDown`. Idempotent.
+    pub fn shutdown(&self) -> Result<(), BrokerError> {
+        let _admin = lock(&self.admin);
+        if self.shutting_down.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        *lock(&self.stop.stopped) = true;
+        self.stop.wake.notify_all();
+        if let Some(handle) = lock(&self.background).take()
+            && handle.join().is_err()
+        {
+            tracing::error!("the broker's background thread panicked");
+        }
+        let mut first_error = None;
+        for t in self.all_topics() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                p.close();
+                if let Err(source) = p.log.close() {
+                    tracing::error!(topic = %t.name, partition = i, "close failed: {source}");
+                    first_error.get_or_insert(BrokerError::Storage {
+                        topic: t.name.clone(),
+                        partition: i as u32,
+                        source,
+                    });
+                }
+            }
+        }
+        tracing::info!(data_dir = %self.config.data_dir.display(), "broker shut down");
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // Let the background thread notice promptly; it holds only a Weak reference.
+        *lock(&self.stop.stopped) = true;
+        self.stop.wake.notify_all();
+    }
+}
+
+/// The background thread: interval fsync and retention. It holds a `Weak` so a dropped broker is
+/// not kept alive, and exits when stopped.
+fn spawn_background(
+    broker: Weak<Broker>,
+    stop: Arc<Stop>,
+    tick: Duration,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("minikafka-broker-bg".into()).spawn(move || {
+        let mut last_retention = Instant::now();
+        loop {
+            {
+                let stopped = lock(&stop.stopped);
+                let (stopped, _) = stop
+                    .wake
+                    .wait_timeout_while(stopped, tick, |s| !*s)
+                    .unwrap_or_else(|e| e.into_inner());
+                if *stopped {
+                    return;
+                }
+            }
+            let Some(b) = broker.upgrade() else { return };
+            if matches!(b.config.log.fsync, FsyncPolicy::Interval(_)) {
+                b.sync_dirty();
+            }
+            let retention =
+                b.config.log.retention_ms.is_some() || b.config.log.retention_bytes.is_some();
+            if retention && last_retention.elapsed() >= RETENTION_CHECK_INTERVAL {
+                last_retention = Instant::now();
+                let removed = b.enforce_retention();
+                if removed > 0 {
+                    tracing::info!(segments = removed, "retention removed segments");
+                }
+            }
+        }
+    })
 }

@@ -1,0 +1,194 @@
+//! Committed consumer-group offsets: one JSON file per group under `<data-dir>/@groups/`, rewritten
+//! through a temp file + fsync + rename + fsync of the directory before a commit returns. Group
+//! names are validated like topic names, so a name can never escape the directory. Never reads or
+//! writes partition logs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use super::{BrokerError, fsutil, topic};
+
+/// Directory (under the data dir) holding the group files; `@` is not a topic character.
+pub const GROUPS_DIR: &str = "@groups";
+const GROUP_SUFFIX: &str = ".json";
+
+type Offsets = BTreeMap<(String, u32), u64>;
+
+#[derive(Serialize, Deserialize)]
+struct GroupFile {
+    offsets: Vec<CommittedOffset>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CommittedOffset {
+    topic: String,
+    partition: u32,
+    offset: u64,
+}
+
+pub(crate) struct Groups {
+    dir: PathBuf,
+    /// Per-group lock: commits to one group are written one at a time, different groups in
+    /// parallel.
+    groups: Mutex<HashMap<String, Arc<Mutex<Offsets>>>>,
+}
+
+/// Locks a mutex, recovering the data if a thread panicked while holding it: the maps are only
+/// replaced after a successful write, so they are never half-updated.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn validate_group_name(name: &str) -> Result<(), BrokerError> {
+    match topic::name_problem(name) {
+        Some(reason) => Err(BrokerError::InvalidGroupName { name: name.to_owned(), reason }),
+        None => Ok(()),
+    }
+}
+
+impl Groups {
+    /// Loads every group file, sweeping temp files a crash left behind.
+    pub(crate) fn open(data_dir: &Path) -> Result<Groups, BrokerError> {
+        let dir = data_dir.join(GROUPS_DIR);
+        fsutil::create_dir_durably(&dir)?;
+        let mut groups = HashMap::new();
+        let entries = fs::read_dir(&dir).map_err(|source| BrokerError::Io {
+            path: dir.clone(),
+            op: "list",
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| BrokerError::Io {
+                path: dir.clone(),
+                op: "list",
+                source,
+            })?;
+            let path = entry.path();
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                tracing::warn!(path = %path.display(), "ignoring a file with a non-UTF-8 name");
+                continue;
+            };
+            if file_name.ends_with(fsutil::TMP_SUFFIX) {
+                fs::remove_file(&path).map_err(|source| BrokerError::Io {
+                    path: path.clone(),
+                    op: "remove",
+                    source,
+                })?;
+                continue;
+            }
+            let Some(group) = file_name.strip_suffix(GROUP_SUFFIX) else {
+                tracing::warn!(path = %path.display(), "ignoring an unexpected file");
+                continue;
+            };
+            if validate_group_name(group).is_err() {
+                tracing::warn!(path = %path.display(), "ignoring a group file with an invalid name");
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(|source| BrokerError::Io {
+                path: path.clone(),
+                op: "read",
+                source,
+            })?;
+            let file: GroupFile = serde_json::from_slice(&bytes).map_err(|e| {
+                BrokerError::CorruptState { path: path.clone(), reason: e.to_string() }
+            })?;
+            let offsets: Offsets =
+                file.offsets.into_iter().map(|c| ((c.topic, c.partition), c.offset)).collect();
+            groups.insert(group.to_owned(), Arc::new(Mutex::new(offsets)));
+        }
+        Ok(Groups { dir, groups: Mutex::new(groups) })
+    }
+
+    fn path(&self, group: &str) -> PathBuf {
+        self.dir.join(format!("{group}{GROUP_SUFFIX}"))
+    }
+
+    fn write(&self, group: &str, offsets: &Offsets) -> Result<(), BrokerError> {
+        let file = GroupFile {
+            offsets: offsets
+                .iter()
+                .map(|((topic, partition), offset)| CommittedOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: *offset,
+                })
+                .collect(),
+        };
+        // Plain strings and integers always serialize.
+        let json = serde_json::to_vec_pretty(&file).expect("group file serializes");
+        fsutil::write_atomically(&self.path(group), &json)
+    }
+
+    fn entry(&self, group: &str) -> Arc<Mutex<Offsets>> {
+        lock(&self.groups).entry(group.to_owned()).or_default().clone()
+    }
+
+    /// Records `offset` as `group`'s position in a partition; durable when it returns.
+    pub(crate) fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), BrokerError> {
+        validate_group_name(group)?;
+        let entry = self.entry(group);
+        let mut offsets = lock(&entry);
+        let mut next = offsets.clone();
+        next.insert((topic.to_owned(), partition), offset);
+        self.write(group, &next)?;
+        *offsets = next;
+        Ok(())
+    }
+
+    pub(crate) fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, BrokerError> {
+        validate_group_name(group)?;
+        let entry = lock(&self.groups).get(group).cloned();
+        Ok(entry.and_then(|e| lock(&e).get(&(topic.to_owned(), partition)).copied()))
+    }
+
+    pub(crate) fn offsets(&self, group: &str) -> Result<Vec<(String, u32, u64)>, BrokerError> {
+        validate_group_name(group)?;
+        let entry = lock(&self.groups).get(group).cloned();
+        Ok(entry
+            .map(|e| lock(&e).iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect())
+            .unwrap_or_default())
+    }
+
+    /// Names of the groups that have committed at least once, sorted.
+    pub(crate) fn list(&self) -> Vec<String> {
+        let groups = lock(&self.groups);
+        let mut names: Vec<String> =
+            groups.iter().filter(|(_, o)| !lock(o).is_empty()).map(|(n, _)| n.clone()).collect();
+        names.sort();
+        names
+    }
+
+    /// Drops every committed offset of a deleted topic, so a topic re-created under the same name
+    /// does not inherit positions past its end.
+    pub(crate) fn forget_topic(&self, topic: &str) -> Result<(), BrokerError> {
+        let entries: Vec<(String, Arc<Mutex<Offsets>>)> =
+            lock(&self.groups).iter().map(|(n, e)| (n.clone(), e.clone())).collect();
+        for (group, entry) in entries {
+            let mut offsets = lock(&entry);
+            if !offsets.keys().any(|(t, _)| t == topic) {
+                continue;
+            }
+            let mut next = offsets.clone();
+            next.retain(|(t, _), _| t != topic);
+            self.write(&group, &next)?;
+            *offsets = next;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,321 @@
+//! Broker tests against real logs in temp directories: what a user of the broker would see.
+
+use super::*;
+use crate::record::{self, RecordIter};
+use std::time::Duration;
+
+fn config(dir: &Path) -> BrokerConfig {
+    BrokerConfig { data_dir: dir.to_path_buf(), ..BrokerConfig::default() }
+}
+
+fn open(dir: &Path) -> Arc<Broker> {
+    Broker::open(config(dir)).unwrap()
+}
+
+fn values(result: &FetchResult) -> Vec<(u64, Vec<u8>)> {
+    RecordIter::new(result.records.bytes(), record::DEFAULT_MAX_RECORD_BYTES)
+        .map(|r| {
+            let r = r.unwrap();
+            (r.offset, r.value.to_vec())
+        })
+        .collect()
+}
+
+async fn fetch_all(b: &Broker, topic: &str, partition: u32, offset: u64) -> FetchResult {
+    b.fetch(topic, partition, offset, 1 << 20, 0, Duration::ZERO).await.unwrap()
+}
+
+#[tokio::test]
+async fn create_list_describe_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    let d = b.create_topic("orders", 3).unwrap();
+    assert_eq!(d.name, "orders");
+    assert_eq!(d.partitions.len(), 3);
+    assert!(d.partitions.iter().all(|p| p.next_offset == 0 && p.log_start_offset == 0));
+    b.create_topic("audit.log_v-1", 1).unwrap();
+    assert_eq!(
+        b.list_topics(),
+        vec![
+            TopicSummary { name: "audit.log_v-1".into(), partitions: 1 },
+            TopicSummary { name: "orders".into(), partitions: 3 },
+        ]
+    );
+    assert!(matches!(b.create_topic("orders", 1), Err(BrokerError::TopicAlreadyExists { .. })));
+    assert!(dir.path().join("orders/topic.json").is_file());
+    assert!(dir.path().join("orders/2").is_dir());
+
+    b.append("orders", Some(1), None, &[NewRecord::value(b"a"), NewRecord::value(b"b")])
+        .await
+        .unwrap();
+    let d = b.describe_topic("orders").unwrap();
+    assert_eq!(d.partitions[1].next_offset, 2);
+    assert_eq!(b.describe_all().len(), 2);
+    assert_eq!(b.partition_count("orders").unwrap(), 3);
+
+    b.delete_topic("orders").unwrap();
+    assert!(!dir.path().join("orders").exists());
+    assert!(matches!(b.describe_topic("orders"), Err(BrokerError::UnknownTopic { .. })));
+    assert!(matches!(b.delete_topic("orders"), Err(BrokerError::UnknownTopic { .. })));
+    // Re-created under the same name, it starts empty.
+    b.create_topic("orders", 1).unwrap();
+    assert_eq!(b.describe_topic("orders").unwrap().partitions[0].next_offset, 0);
+    b.shutdown().unwrap();
+}
+
+#[test]
+fn bad_names_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    let long = "x".repeat(250);
+    for name in ["", ".", "..", "../x", "a/b", "a\0b", "a b", "@groups", "tópic", long.as_str()] {
+        match b.create_topic(name, 1) {
+            Err(BrokerError::InvalidTopicName { reason, .. }) => assert!(!reason.is_empty()),
+            other => panic!("{name:?} should be refused, got {other:?}"),
+        }
+        assert!(matches!(validate_group_name(name), Err(BrokerError::InvalidGroupName { .. })));
+    }
+    assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+    assert!(validate_topic_name("...").is_ok());
+    // Nothing was created outside (or inside) the data directory besides the groups dir.
+    let entries: Vec<_> =
+        fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from(GROUPS_DIR)]);
+    assert!(matches!(
+        b.commit_offset("../evil", "t", 0, 1),
+        Err(BrokerError::InvalidGroupName { .. })
+    ));
+}
+
+#[test]
+fn partition_and_topic_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::open(BrokerConfig { max_topics: 2, max_partitions: 4, ..config(dir.path()) })
+        .unwrap();
+    assert!(matches!(b.create_topic("t", 0), Err(BrokerError::NoPartitions)));
+    assert!(matches!(
+        b.create_topic("t", 5),
+        Err(BrokerError::TooManyPartitions { requested: 5, max: 4 })
+    ));
+    b.create_topic("a", 4).unwrap();
+    b.create_topic("b", 1).unwrap();
+    assert!(matches!(b.create_topic("c", 1), Err(BrokerError::TooManyTopics { max: 2, .. })));
+}
+
+#[tokio::test]
+async fn topics_and_data_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = open(dir.path());
+        b.create_topic("t", 2).unwrap();
+        b.append("t", Some(0), None, &[NewRecord::value(b"x")]).await.unwrap();
+        b.shutdown().unwrap();
+    }
+    let b = open(dir.path());
+    assert_eq!(b.list_topics(), vec![TopicSummary { name: "t".into(), partitions: 2 }]);
+    assert_eq!(values(&fetch_all(&b, "t", 0, 0).await), vec![(0, b"x".to_vec())]);
+    let r = b.append("t", Some(0), None, &[NewRecord::value(b"y")]).await.unwrap();
+    assert_eq!(r.offsets, OffsetRange { first: 1, next: 2 });
+}
+
+#[test]
+fn interrupted_create_and_delete_are_swept_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("@creating-t/0")).unwrap();
+    fs::create_dir_all(dir.path().join("@deleting-u/0")).unwrap();
+    fs::create_dir_all(dir.path().join("not a topic")).unwrap();
+    let b = open(dir.path());
+    assert!(b.list_topics().is_empty());
+    assert!(!dir.path().join("@creating-t").exists());
+    assert!(!dir.path().join("@deleting-u").exists());
+    // Foreign directories are left alone.
+    assert!(dir.path().join("not a topic").exists());
+}
+
+#[tokio::test]
+async fn group_offsets_are_durable_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = open(dir.path());
+        b.create_topic("t", 2).unwrap();
+        b.create_topic("other", 1).unwrap();
+        assert_eq!(b.committed_offset("g", "t", 0).unwrap(), None);
+        b.commit_offset("g", "t", 0, 5).unwrap();
+        b.commit_offset("g", "t", 1, 7).unwrap();
+        b.commit_offset("g", "t", 0, 6).unwrap();
+        b.commit_offset("h", "other", 0, 1).unwrap();
+        assert!(matches!(
+            b.commit_offset("g", "t", 9, 1),
+            Err(BrokerError::UnknownPartition { .. })
+        ));
+        assert!(matches!(
+            b.commit_offset("g", "nope", 0, 1),
+            Err(BrokerError::UnknownTopic { .. })
+        ));
+        // Dropped without shutdown: commits were already durable.
+    }
+    let b = open(dir.path());
+    assert_eq!(b.committed_offset("g", "t", 0).unwrap(), Some(6));
+    assert_eq!(b.committed_offset("g", "t", 1).unwrap(), Some(7));
+    assert_eq!(b.group_offsets("g").unwrap(), vec![("t".into(), 0, 6), ("t".into(), 1, 7)]);
+    assert_eq!(b.list_groups(), vec!["g".to_string(), "h".to_string()]);
+    assert!(dir.path().join("@groups/g.json").is_file());
+    // Deleting a topic forgets its committed offsets.
+    b.delete_topic("t").unwrap();
+    assert_eq!(b.group_offsets("g").unwrap(), vec![]);
+    assert_eq!(b.committed_offset("h", "other", 0).unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn keyed_appends_follow_kafkas_partitioner_and_unkeyed_round_robin() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic("t", 4).unwrap();
+    for key in [&b"user-1"[..], b"user-2", b"21", b"foobar"] {
+        let r = b.append("t", None, Some(key), &[NewRecord::value(b"v")]).await.unwrap();
+        assert_eq!(r.partition, partitioner::partition_for_key(key, 4));
+        let again = b.append("t", None, Some(key), &[NewRecord::value(b"v")]).await.unwrap();
+        assert_eq!(again.partition, r.partition);
+    }
+    let mut seen: Vec<u32> = Vec::new();
+    for _ in 0..4 {
+        seen.push(b.append("t", None, None, &[NewRecord::value(b"v")]).await.unwrap().partition);
+    }
+    seen.sort();
+    assert_eq!(seen, vec![0, 1, 2, 3]);
+    assert!(matches!(
+        b.append("t", Some(4), None, &[NewRecord::value(b"v")]).await,
+        Err(BrokerError::UnknownPartition { partition: 4, partitions: 4, .. })
+    ));
+    assert!(matches!(b.append("t", Some(0), None, &[]).await, Err(BrokerError::EmptyBatch)));
+}
+
+#[tokio::test]
+async fn append_encoded_assigns_offsets_and_auto_create_is_opt_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut buf = Vec::new();
+    for v in [&b"one"[..], b"two"] {
+        record::encode(&mut buf, 999, &NewRecord::value(v), record::DEFAULT_MAX_RECORD_BYTES)
+            .unwrap();
+    }
+    let b = open(dir.path());
+    assert!(matches!(
+        b.append_encoded("new", None, None, &mut buf.clone()).await,
+        Err(BrokerError::UnknownTopic { .. })
+    ));
+    drop(b);
+    let b = Broker::open(BrokerConfig {
+        auto_create_topics: true,
+        default_partitions: 2,
+        ..config(dir.path())
+    })
+    .unwrap();
+    let r = b.append_encoded("new", Some(1), None, &mut buf).await.unwrap();
+    assert_eq!(r, AppendResult { partition: 1, offsets: OffsetRange { first: 0, next: 2 } });
+    assert_eq!(b.partition_count("new").unwrap(), 2);
+    let got = values(&fetch_all(&b, "new", 1, 0).await);
+    assert_eq!(got, vec![(0, b"one".to_vec()), (1, b"two".to_vec())]);
+    // Garbage is refused and nothing is stored.
+    assert!(b.append_encoded("new", Some(1), None, &mut [1, 2, 3]).await.is_err());
+    assert_eq!(b.describe_topic("new").unwrap().partitions[1].next_offset, 2);
+}
+
+#[tokio::test]
+async fn fetch_reports_bounds_and_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic("t", 1).unwrap();
+    b.append("t", Some(0), None, &[NewRecord::value(b"a"), NewRecord::value(b"b")]).await.unwrap();
+    let r = fetch_all(&b, "t", 0, 1).await;
+    assert_eq!((r.log_start_offset, r.high_watermark), (0, 2));
+    assert_eq!(values(&r), vec![(1, b"b".to_vec())]);
+    assert!(fetch_all(&b, "t", 0, 2).await.records.is_empty());
+    let err = b.fetch("t", 0, 3, 1024, 0, Duration::ZERO).await.err().unwrap();
+    assert_eq!(err.offset_out_of_range(), Some((3, 0, 2)));
+    assert!(err.to_string().contains("0..2"), "{err}");
+    assert!(matches!(
+        b.fetch("t", 1, 0, 1024, 0, Duration::ZERO).await,
+        Err(BrokerError::UnknownPartition { .. })
+    ));
+}
+
+#[tokio::test]
+async fn trim_moves_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic("t", 1).unwrap();
+    let recs: Vec<_> = (0..10).map(|_| NewRecord::value(b"v")).collect();
+    b.append("t", Some(0), None, &recs).await.unwrap();
+    assert_eq!(b.trim("t", 0, 4).unwrap(), 4);
+    assert_eq!(b.describe_topic("t").unwrap().partitions[0].log_start_offset, 4);
+    let err = b.fetch("t", 0, 2, 1024, 0, Duration::ZERO).await.err().unwrap();
+    assert_eq!(err.offset_out_of_range(), Some((2, 4, 10)));
+    assert_eq!(fetch_all(&b, "t", 0, 4).await.records.first_offset(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_wakes_on_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic("t", 1).unwrap();
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = b.fetch("t", 0, 0, 1024, 1, Duration::from_secs(30)).await.unwrap();
+            (r, started.elapsed())
+        })
+    };
+    // Give the fetch time to start waiting; correctness does not depend on it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.append("t", Some(0), None, &[NewRecord::value(b"hello")]).await.unwrap();
+    let (r, elapsed) =
+        tokio::time::timeout(Duration::from_secs(20), waiter).await.unwrap().unwrap();
+    assert_eq!(values(&r), vec![(0, b"hello".to_vec())]);
+    assert!(elapsed < Duration::from_secs(20), "woke by the append, not the 30 s timeout");
+}
+
+#[tokio::test]
+async fn long_poll_times_out_without_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic("t", 1).unwrap();
+    let started = std::time::Instant::now();
+    let r = b.fetch("t", 0, 0, 1024, 1, Duration::from_millis(200)).await.unwrap();
+    assert!(r.records.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(r.high_watermark, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_fetch_returns_when_the_topic_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic("t", 1).unwrap();
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move { b.fetch("t", 0, 0, 1024, 1, Duration::from_secs(60)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let deleter = b.clone();
+    tokio::task::spawn_blocking(move || deleter.delete_topic("t")).await.unwrap().unwrap();
+    // Either it saw the close (empty result) or the closed log (unknown topic): never a hang.
+    let r = tokio::time::timeout(Duration::from_secs(20), waiter).await.unwrap().unwrap();
+    match r {
+        Ok(r) => assert!(r.records.is_empty()),
+        Err(e) => assert!(matches!(e, BrokerError::UnknownTopic { .. }), "{e}"),
+    }
+}
+
+#[tokio::test]
+async fn shutdown_refuses_further_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic("t", 1).unwrap();
+    b.shutdown().unwrap();
+    b.shutdown().unwrap();
+    assert!(matches!(
+        b.append("t", Some(0), None, &[NewRecord::value(b"x")]).await,
+        Err(BrokerError::ShuttingDown)
+    ));
+}

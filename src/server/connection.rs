@@ -1,0 +1,291 @@
+//! One client connection: read frames (length checked against the limit before any allocation),
+//! handle them one at a time in arrival order, and queue the responses; the queue is flushed with
+//! vectored writes whenever no further complete request is buffered, so pipelined requests get
+//! their responses in order and in few syscalls. Fetched records go out as slices of the segment
+//! mapping, never copied. Never touches other connections.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::broker::{Broker, FetchResult};
+use crate::protocol::{self, ErrorCode, FRAME_PREFIX_LEN, ProtocolError, Response};
+use crate::storage::ReadSlice;
+
+use super::ServerConfig;
+use super::dispatch::{self, Reply, Session};
+
+/// Bytes asked of the socket per read when no large frame is pending.
+const READ_CHUNK: usize = 64 * 1024;
+/// Flush queued responses once they hold this much, even if more requests are buffered.
+const FLUSH_BYTES: usize = 1024 * 1024;
+/// Most buffers passed to one vectored write.
+const MAX_IOV: usize = 64;
+
+/// Serves one connection until the peer closes it, it sends an unreadable frame, a write fails,
+/// or the server stops (after finishing the requests already received).
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    config: Arc<ServerConfig>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tracing::debug!(%peer, "connection opened");
+    let (mut rd, mut wr) = stream.into_split();
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = Outbox::default();
+    let mut session = Session { authenticated: false };
+    let reason = loop {
+        match take_frame(&mut inbuf, config.max_frame_bytes) {
+            Ok(Some(body)) => {
+                let (correlation_id, reply) = match protocol::decode_request_bytes(&body) {
+                    Ok((id, req)) => {
+                        drop(body); // so an append's records are the sole owner of their bytes
+                        let reply =
+                            dispatch::handle(req, &broker, &config, &mut session, &mut stop).await;
+                        (id, reply)
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, "bad request: {e}");
+                        let id = protocol::peek_correlation_id(&body).unwrap_or(0);
+                        (id, Reply::Response(dispatch::error_response(e.code(), e.to_string())))
+                    }
+                };
+                out.push(correlation_id, reply);
+                if out.bytes >= FLUSH_BYTES && out.flush(&mut wr).await.is_err() {
+                    break "write failed";
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // The stream cannot be resynchronised after a bad length: answer and close.
+                tracing::debug!(%peer, "unreadable frame: {e}");
+                let resp = dispatch::error_response(e.code(), e.to_string());
+                out.push(0, Reply::Response(resp));
+                let _ = out.flush(&mut wr).await;
+                break "unreadable frame";
+            }
+        }
+        // No complete request buffered: send what is queued before waiting for more input.
+        if !out.is_empty() && out.flush(&mut wr).await.is_err() {
+            break "write failed";
+        }
+        if *stop.borrow() {
+            break "server stopping";
+        }
+        reserve_for_next_frame(&mut inbuf);
+        tokio::select! {
+            read = rd.read_buf(&mut inbuf) => match read {
+                Ok(0) => break "closed by peer",
+                Ok(_) => {}
+                Err(_) => break "read failed",
+            },
+            _ = stop.changed() => {}
+        }
+    };
+    let _ = wr.shutdown().await;
+    tracing::debug!(%peer, reason, "connection closed");
+}
+
+/// Splits the next complete frame's body off `inbuf`, if it holds one. A bad length prefix is
+/// an error before anything is allocated for it.
+fn take_frame(inbuf: &mut BytesMut, max_frame_bytes: u32) -> Result<Option<Bytes>, ProtocolError> {
+    if inbuf.len() < FRAME_PREFIX_LEN {
+        return Ok(None);
+    }
+    let prefix = [inbuf[0], inbuf[1], inbuf[2], inbuf[3]];
+    let len = protocol::frame_len(prefix, max_frame_bytes)?;
+    if inbuf.len() - FRAME_PREFIX_LEN < len {
+        return Ok(None);
+    }
+    inbuf.advance(FRAME_PREFIX_LEN);
+    let body = inbuf.split_to(len).freeze();
+    if inbuf.is_empty() {
+        // Drop our share of the allocation so the body (an append's records) is uniquely owned
+        // and can be written to disk in place.
+        *inbuf = BytesMut::new();
+    }
+    Ok(Some(body))
+}
+
+/// Makes room for the rest of a partly received frame (its length was already checked against
+/// the limit by `take_frame`), or for one more read chunk.
+fn reserve_for_next_frame(inbuf: &mut BytesMut) {
+    let mut want = READ_CHUNK;
+    if inbuf.len() >= FRAME_PREFIX_LEN {
+        let len = u32::from_le_bytes([inbuf[0], inbuf[1], inbuf[2], inbuf[3]]) as usize;
+        want = want.max(FRAME_PREFIX_LEN + len - inbuf.len());
+    }
+    inbuf.reserve(want);
+}
+
+enum Chunk {
+    Bytes(Bytes),
+    Records(ReadSlice),
+}
+
+impl Chunk {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Chunk::Bytes(b) => b,
+            Chunk::Records(r) => r.bytes(),
+        }
+    }
+}
+
+/// Responses waiting to be written, in order: encoded heads and bodies, and fetched record
+/// slices referenced (not copied) from the segment mappings.
+#[derive(Default)]
+struct Outbox {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    written: usize,
+    bytes: usize,
+    scratch: BytesMut,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn push(&mut self, correlation_id: u32, reply: Reply) {
+        match reply {
+            Reply::Response(resp) => {
+                protocol::encode_response(&mut self.scratch, correlation_id, &resp);
+                self.push_scratch();
+                if let Response::Error { code: ErrorCode::Internal | ErrorCode::Storage, .. } = resp
+                {
+                    tracing::debug!(correlation_id, "answered with a server-side error");
+                }
+            }
+            Reply::Fetched(f) => self.push_fetched(correlation_id, f),
+        }
+    }
+
+    fn push_fetched(&mut self, correlation_id: u32, f: FetchResult) {
+        let FetchResult { partition, records, log_start_offset, high_watermark } = f;
+        // A fetch is capped well below the frame limit, itself a u32.
+        let len = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        protocol::encode_fetched_head(
+            &mut self.scratch,
+            correlation_id,
+            partition,
+            log_start_offset,
+            high_watermark,
+            len,
+        );
+        self.push_scratch();
+        if !records.is_empty() {
+            self.bytes += records.len();
+            self.chunks.push_back(Chunk::Records(records));
+        }
+    }
+
+    fn push_scratch(&mut self) {
+        let b = self.scratch.split().freeze();
+        self.bytes += b.len();
+        self.chunks.push_back(Chunk::Bytes(b));
+    }
+
+    /// Writes everything queued, with vectored writes.
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        while !self.chunks.is_empty() {
+            let n = {
+                let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOV.min(self.chunks.len()));
+                for (i, c) in self.chunks.iter().take(MAX_IOV).enumerate() {
+                    let s = c.as_slice();
+                    iov.push(IoSlice::new(if i == 0 { &s[self.written..] } else { s }));
+                }
+                w.write_vectored(&iov).await?
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.advance(n);
+        }
+        self.bytes = 0;
+        w.flush().await
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.chunks.front() else { return };
+            let left = front.as_slice().len() - self.written;
+            if n < left {
+                self.written += n;
+                return;
+            }
+            n -= left;
+            self.written = 0;
+            self.chunks.pop_front();
+        }
+        // Drop fully written chunks of zero length, if any remain at the front.
+        while self.chunks.front().is_some_and(|c| c.as_slice().is_empty()) {
+            self.chunks.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_frame_waits_for_whole_frames_and_refuses_huge_ones() {
+        let mut buf = BytesMut::new();
+        protocol::encode_request(&mut buf, 7, &protocol::Request::ListTopics);
+        let whole = buf.clone();
+        let mut partial = BytesMut::from(&whole[..whole.len() - 1]);
+        assert_eq!(take_frame(&mut partial, 1024).unwrap(), None);
+        let mut two = BytesMut::new();
+        two.extend_from_slice(&whole);
+        two.extend_from_slice(&whole);
+        assert_eq!(
+            take_frame(&mut two, 1024).unwrap().unwrap(),
+            Bytes::copy_from_slice(&whole[4..])
+        );
+        assert_eq!(
+            take_frame(&mut two, 1024).unwrap().unwrap(),
+            Bytes::copy_from_slice(&whole[4..])
+        );
+        assert!(two.is_empty());
+        let mut huge = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
+        assert!(matches!(take_frame(&mut huge, 1024), Err(ProtocolError::FrameTooLarge { .. })));
+    }
+
+    #[tokio::test]
+    async fn outbox_writes_every_chunk_in_order_across_short_writes() {
+        let mut out = Outbox::default();
+        for i in 0..100u32 {
+            out.push(i, Reply::Response(Response::Trimmed { log_start_offset: u64::from(i) }));
+        }
+        // A duplex pipe with a tiny buffer forces many partial vectored writes.
+        let (mut a, mut b) = tokio::io::duplex(7);
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            b.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        out.flush(&mut a).await.unwrap();
+        drop(a);
+        let all = reader.await.unwrap();
+        let mut rest = &all[..];
+        for i in 0..100u32 {
+            let len = protocol::frame_len(rest[..4].try_into().unwrap(), 1024).unwrap();
+            let (id, resp) = protocol::decode_response(&rest[4..4 + len]).unwrap();
+            assert_eq!((id, resp), (i, Response::Trimmed { log_start_offset: u64::from(i) }));
+            rest = &rest[4 + len..];
+        }
+        assert!(rest.is_empty());
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,201 @@
+//! One request in, one response out: translates native requests into broker calls and broker
+//! errors into error codes. Blocking broker work (topic admin, commits) runs on the blocking
+//! pool. Never reads or writes sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+use crate::broker::{Broker, BrokerError, FetchResult};
+use crate::protocol::{ErrorCode, Request, Response};
+use crate::storage::StorageError;
+
+use super::ServerConfig;
+
+/// What a request produced: a plain response, or fetched records to send from the mapping.
+pub(crate) enum Reply {
+    Response(Response),
+    Fetched(FetchResult),
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Reply {
+        Reply::Response(r)
+    }
+}
+
+/// The error code a broker error is reported with.
+pub fn error_code(e: &BrokerError) -> ErrorCode {
+    match e {
+        BrokerError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
+        BrokerError::InvalidGroupName { .. } => ErrorCode::InvalidGroupName,
+        BrokerError::UnknownTopic { .. } => ErrorCode::UnknownTopic,
+        BrokerError::TopicAlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
+        BrokerError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+        BrokerError::NoPartitions | BrokerError::EmptyBatch => ErrorCode::InvalidRequest,
+        BrokerError::TooManyPartitions { .. } | BrokerError::TooManyTopics { .. } => {
+            ErrorCode::LimitExceeded
+        }
+        BrokerError::Storage { source, .. } => match source {
+            StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            StorageError::RecordTooLarge { .. } | StorageError::BatchTooLarge { .. } => {
+                ErrorCode::RecordTooLarge
+            }
+            StorageError::InvalidRecord(_) => ErrorCode::InvalidRecord,
+            _ => ErrorCode::Storage,
+        },
+        BrokerError::Io { .. } | BrokerError::CorruptState { .. } => ErrorCode::Storage,
+        BrokerError::ShuttingDown => ErrorCode::Internal,
+    }
+}
+
+pub(crate) fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error { code, message: message.into() }
+}
+
+fn broker_error(e: &BrokerError) -> Response {
+    let code = error_code(e);
+    if matches!(code, ErrorCode::Storage | ErrorCode::Internal) {
+        tracing::warn!("request failed: {e}");
+    }
+    error_response(code, e.to_string())
+}
+
+/// Runs synchronous broker work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BrokerError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| broker_error(&e)),
+        Err(join) => {
+            tracing::error!("broker task failed: {join}");
+            Err(error_response(ErrorCode::Internal, "internal error"))
+        }
+    }
+}
+
+/// Per-connection state a request may read or change.
+pub(crate) struct Session {
+    pub(crate) authenticated: bool,
+}
+
+/// Handles one decoded request.
+pub(crate) async fn handle(
+    req: Request,
+    broker: &Arc<Broker>,
+    config: &ServerConfig,
+    session: &mut Session,
+    stop: &mut watch::Receiver<bool>,
+) -> Reply {
+    if let Request::Authenticate { token } = &req {
+        return match &config.auth_token {
+            None => Response::Ok.into(),
+            Some(expected) if constant_time_eq(expected.as_bytes(), token.as_bytes()) => {
+                session.authenticated = true;
+                Response::Ok.into()
+            }
+            Some(_) => error_response(ErrorCode::Unauthorized, "invalid token").into(),
+        };
+    }
+    if config.auth_token.is_some() && !session.authenticated {
+        return error_response(ErrorCode::Unauthorized, "authenticate first").into();
+    }
+    match run(req, broker, config, stop).await {
+        Ok(reply) => reply,
+        Err(resp) => resp.into(),
+    }
+}
+
+async fn run(
+    req: Request,
+    broker: &Arc<Broker>,
+    config: &ServerConfig,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Reply, Response> {
+    let b = broker.clone();
+    let reply: Reply = match req {
+        Request::Authenticate { .. } => Response::Ok.into(),
+        Request::CreateTopic { name, partitions, if_not_exists } => {
+            let description = blocking(move || match b.create_topic(&name, partitions) {
+                Err(BrokerError::TopicAlreadyExists { .. }) if if_not_exists => {
+                    b.describe_topic(&name)
+                }
+                other => other,
+            })
+            .await?;
+            Response::TopicCreated { description }.into()
+        }
+        Request::DeleteTopic { name } => {
+            blocking(move || b.delete_topic(&name)).await?;
+            Response::Ok.into()
+        }
+        Request::Trim { topic, partition, before } => {
+            let log_start_offset = blocking(move || b.trim(&topic, partition, before)).await?;
+            Response::Trimmed { log_start_offset }.into()
+        }
+        Request::Append { topic, partition, key_hint, records } => {
+            let mut records = into_mut(records);
+            let r = broker
+                .append_encoded(&topic, partition, key_hint.as_deref(), &mut records)
+                .await
+                .map_err(|e| broker_error(&e))?;
+            Response::Appended {
+                partition: r.partition,
+                first_offset: r.offsets.first,
+                next_offset: r.offsets.next,
+            }
+            .into()
+        }
+        Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
+            // Leave room for the response head within the frame limit the client enforces.
+            let max_bytes = (max_bytes as usize).min(config.max_frame_bytes as usize / 2);
+            let max_wait = Duration::from_millis(u64::from(max_wait_ms)).min(config.max_wait);
+            let fetched = if *stop.borrow() {
+                broker.fetch(&topic, partition, offset, max_bytes, 1, Duration::ZERO).await
+            } else {
+                tokio::select! {
+                    r = broker.fetch(&topic, partition, offset, max_bytes, 1, max_wait) => r,
+                    // Shutting down: answer now with whatever is there.
+                    _ = stop.changed() => {
+                        broker.fetch(&topic, partition, offset, max_bytes, 1, Duration::ZERO).await
+                    }
+                }
+            };
+            Reply::Fetched(fetched.map_err(|e| broker_error(&e))?)
+        }
+        Request::Describe { topic: Some(name) } => {
+            let d = broker.describe_topic(&name).map_err(|e| broker_error(&e))?;
+            Response::Described { topics: vec![d] }.into()
+        }
+        Request::Describe { topic: None } => {
+            Response::Described { topics: broker.describe_all() }.into()
+        }
+        Request::ListTopics => {
+            Response::Topics { names: broker.list_topics().into_iter().map(|t| t.name).collect() }
+                .into()
+        }
+        Request::CommitOffset { group, topic, partition, offset } => {
+            blocking(move || b.commit_offset(&group, &topic, partition, offset)).await?;
+            Response::Ok.into()
+        }
+        Request::FetchOffset { group, topic, partition } => {
+            let offset =
+                broker.committed_offset(&group, &topic, partition).map_err(|e| broker_error(&e))?;
+            Response::Offset { offset }.into()
+        }
+    };
+    Ok(reply)
+}
+
+/// The append's records as a mutable buffer: the request body's own allocation when nothing
+/// else shares it (the usual case), else one copy.
+fn into_mut(records: Bytes) -> BytesMut {
+    records.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,201 @@
+//! The native protocol's TCP server: accepts connections (up to `max_connections`), reads
+//! length-prefixed frames (size checked before allocating), dispatches each request to the
+//! broker and writes responses in request order, fetched records straight from the segment
+//! mapping (vectored write, no copy). Shuts down gracefully: stop accepting, finish in-flight
+//! requests, `broker.shutdown()`. Never touches storage details or file paths.
+
+mod connection;
+mod dispatch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::broker::{Broker, BrokerError};
+use crate::protocol::{self, ErrorCode, Response};
+
+pub use dispatch::error_code;
+
+/// Default cap on concurrent connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default cap on a fetch's `max_wait_ms`, so a request cannot pin a connection for ever.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
+/// How long shutdown waits for connections to finish their in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How the server listens and what it allows.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    /// Largest request frame accepted (body bytes); larger prefixes close the connection.
+    pub max_frame_bytes: u32,
+    /// Cap on a fetch's wait.
+    pub max_wait: Duration,
+    /// When set, a connection must `Authenticate` with this token before anything else.
+    pub auth_token: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_frame_bytes: protocol::MAX_FRAME_BYTES,
+            max_wait: DEFAULT_MAX_WAIT,
+            auth_token: None,
+        }
+    }
+}
+
+/// Errors of the server layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("accepting connections on {addr}: {source}")]
+    Accept {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("shutting down the broker: {0}")]
+    Shutdown(#[source] BrokerError),
+}
+
+/// A bound native-protocol server; [`Server::run`] serves until the shutdown future completes.
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: ServerConfig,
+    broker: Arc<Broker>,
+}
+
+impl Server {
+    /// Binds the listening socket (port 0 picks a free port; see [`Server::local_addr`]).
+    pub async fn bind(config: ServerConfig, broker: Arc<Broker>) -> Result<Server, ServerError> {
+        let addr = config.listen;
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(Server { listener, local_addr, config, broker })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves connections until `shutdown` completes, then stops accepting, lets every
+    /// connection finish its in-flight request (up to [`SHUTDOWN_GRACE`]) and shuts the broker
+    /// down (sync + clean-shutdown markers).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server { listener, local_addr, config, broker } = self;
+        tracing::info!(
+            addr = %local_addr,
+            data_dir = %broker.config().data_dir.display(),
+            "minikafka native server listening"
+        );
+        let config = Arc::new(config);
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                _ = &mut shutdown => break Ok(()),
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) if is_transient_accept_error(&e) => {
+                            // Out of file descriptors and the like: back off instead of
+                            // spinning, keep serving the connections we have.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        Err(source) => break Err(ServerError::Accept { addr: local_addr, source }),
+                    };
+                    let _ = stream.set_nodelay(true);
+                    match permits.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let broker = broker.clone();
+                            let config = config.clone();
+                            let stop = stop_rx.clone();
+                            connections.spawn(async move {
+                                connection::serve(stream, peer, broker, config, stop).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            tracing::warn!(%peer, max = config.max_connections, "connection refused: limit reached");
+                            connections.spawn(refuse(stream, config.max_connections));
+                        }
+                    }
+                }
+                // Reap finished connections so the set does not grow without bound.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        };
+        drop(listener);
+        tracing::info!(addr = %local_addr, "shutting down: no longer accepting connections");
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("connections still busy after {SHUTDOWN_GRACE:?}; closing them");
+            connections.shutdown().await;
+        }
+        let b = broker.clone();
+        let closed = tokio::task::spawn_blocking(move || b.shutdown()).await;
+        match closed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServerError::Shutdown(e)),
+            Err(join) => {
+                tracing::error!("broker shutdown task failed: {join}");
+            }
+        }
+        result
+    }
+}
+
+fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock)
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        )
+}
+
+/// Answers a connection over the limit with one LimitExceeded frame (correlation id 0) and
+/// closes it; bounded in time so a peer that never reads cannot hold the task.
+async fn refuse(mut stream: tokio::net::TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt;
+    let mut buf = bytes::BytesMut::new();
+    protocol::encode_response(
+        &mut buf,
+        0,
+        &Response::Error {
+            code: ErrorCode::LimitExceeded,
+            message: format!("too many connections (the broker allows {max})"),
+        },
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&buf).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
