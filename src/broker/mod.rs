@@ -57,8 +57,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::{Metrics, TimedFs};
 use crate::record::NewRecord;
-use crate::storage::{FsyncPolicy, LogConfig, OffsetRange, ReadSlice, StorageError};
+use crate::storage::{
+    FileSystem, FsyncPolicy, LogConfig, OffsetRange, ReadSlice, RealFs, StorageError,
+};
 
 use self::groups::Groups;
 use self::topic::{Partition, Topic, TopicMeta};
@@ -225,6 +228,11 @@ pub struct Broker {
     shutting_down: AtomicBool,
     stop: Arc<Stop>,
     background: Mutex<Option<JoinHandle<()>>>,
+    /// Shared with the listeners, which record traffic into it, and the HTTP server.
+    metrics: Arc<Metrics>,
+    /// Every partition log does its file work through this: the real file system, with each
+    /// fsync timed into `metrics`.
+    fs: Arc<dyn FileSystem>,
 }
 
 /// Locks a std mutex; the data it guards (unit, a join handle) cannot be left inconsistent by a
@@ -238,6 +246,8 @@ impl Broker {
     /// group offsets and starts the background thread (retention, interval fsync).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let data_dir = &config.data_dir;
+        let metrics = Arc::new(Metrics::new());
+        let fs: Arc<dyn FileSystem> = Arc::new(TimedFs::new(Arc::new(RealFs), metrics.clone()));
         fsutil::create_dir_durably(data_dir)?;
         let mut topics = BTreeMap::new();
         let entries = fs::read_dir(data_dir).map_err(|source| BrokerError::Io {
@@ -278,7 +288,7 @@ impl Broker {
                 tracing::warn!(path = %path.display(), "ignoring a directory without topic.json");
                 continue;
             }
-            let t = Topic::open(&name, path, &config.log)?;
+            let t = Topic::open(&name, path, &config.log, &fs)?;
             topics.insert(name, Arc::new(t));
         }
         if swept {
@@ -298,6 +308,8 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             stop: Arc::new(Stop::default()),
             background: Mutex::new(None),
+            metrics,
+            fs,
         });
         let handle = spawn_background(Arc::downgrade(&broker), broker.stop.clone(), broker.tick())
             .map_err(|source| BrokerError::Io {
@@ -311,6 +323,11 @@ impl Broker {
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The broker's metrics: listeners record their traffic here, `/metrics` exposes it.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
@@ -386,7 +403,7 @@ impl Broker {
         TopicMeta { partitions }.write(&staging)?;
         fs::rename(&staging, &dir).map_err(io(&dir, "rename staging directory to"))?;
         fsutil::sync_dir(data_dir)?;
-        let t = Arc::new(Topic::open(name, dir, &self.config.log)?);
+        let t = Arc::new(Topic::open(name, dir, &self.config.log, &self.fs)?);
         let description = t.describe();
         self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), t);
         tracing::info!(topic = name, partitions, "topic created");

@@ -178,6 +178,23 @@ impl ApiKey {
             _ => return None,
         })
     }
+
+    /// A short snake_case name, for metrics and logs.
+    pub fn name(self) -> &'static str {
+        use ApiKey::*;
+        match self {
+            Authenticate => "authenticate",
+            CreateTopic => "create_topic",
+            DeleteTopic => "delete_topic",
+            Trim => "trim",
+            Append => "append",
+            Fetch => "fetch",
+            Describe => "describe",
+            ListTopics => "list_topics",
+            CommitOffset => "commit_offset",
+            FetchOffset => "fetch_offset",
+        }
+    }
 }
 
 impl Request {

@@ -3,12 +3,13 @@
 //! pool. Never reads or writes sockets.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use crate::broker::{Broker, BrokerError, FetchResult};
+use crate::metrics::Listener;
 use crate::protocol::{ErrorCode, Request, Response};
 use crate::storage::StorageError;
 
@@ -89,6 +90,22 @@ pub(crate) async fn handle(
     session: &mut Session,
     stop: &mut watch::Receiver<bool>,
 ) -> Reply {
+    let metrics = broker.metrics().clone();
+    metrics.record_request(Listener::Native, req.api_key().name());
+    let reply = handle_request(req, broker, config, session, stop).await;
+    if let Reply::Response(Response::Error { code, .. }) = &reply {
+        metrics.record_request_error(Listener::Native, code.name());
+    }
+    reply
+}
+
+async fn handle_request(
+    req: Request,
+    broker: &Arc<Broker>,
+    config: &ServerConfig,
+    session: &mut Session,
+    stop: &mut watch::Receiver<bool>,
+) -> Reply {
     if let Request::Authenticate { token } = &req {
         return match &config.auth_token {
             None => Response::Ok.into(),
@@ -136,11 +153,20 @@ async fn run(
             Response::Trimmed { log_start_offset }.into()
         }
         Request::Append { topic, partition, key_hint, records } => {
+            let started = Instant::now();
             let mut records = into_mut(records);
             let r = broker
                 .append_encoded(&topic, partition, key_hint.as_deref(), &mut records)
                 .await
                 .map_err(|e| broker_error(&e))?;
+            broker.metrics().record_append(
+                Listener::Native,
+                &topic,
+                r.partition,
+                r.offsets.next - r.offsets.first,
+                records.len() as u64,
+                started.elapsed(),
+            );
             Response::Appended {
                 partition: r.partition,
                 first_offset: r.offsets.first,
@@ -149,6 +175,7 @@ async fn run(
             .into()
         }
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
+            let started = Instant::now();
             // Leave room for the response head within the frame limit the client enforces.
             let max_bytes = (max_bytes as usize).min(config.max_frame_bytes as usize / 2);
             let max_wait = Duration::from_millis(u64::from(max_wait_ms)).min(config.max_wait);
@@ -163,7 +190,21 @@ async fn run(
                     }
                 }
             };
-            Reply::Fetched(fetched.map_err(|e| broker_error(&e))?)
+            let fetched = fetched.map_err(|e| broker_error(&e))?;
+            let records = if fetched.records.is_empty() {
+                0
+            } else {
+                fetched.records.next_offset() - fetched.records.first_offset()
+            };
+            broker.metrics().record_fetch(
+                Listener::Native,
+                &topic,
+                partition,
+                records,
+                fetched.records.len() as u64,
+                started.elapsed(),
+            );
+            Reply::Fetched(fetched)
         }
         Request::Describe { topic: Some(name) } => {
             let d = broker.describe_topic(&name).map_err(|e| broker_error(&e))?;
