@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The broker says where it listens at info; client commands stay quiet unless asked.
     let default_filter = match cli.command {
+        Command::Broker(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -2,6 +2,7 @@
 //! subcommand returns. Owns argument parsing and output formatting only; the business logic lives
 //! in the broker (for `minikafka broker`) and in `crate::client` (for everything else).
 
+pub mod broker;
 mod completions;
 mod consume;
 mod produce;
@@ -23,6 +24,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the broker: serve the topics of a data directory until Ctrl-C or SIGTERM.
+    Broker(broker::BrokerArgs),
     /// Create, list, describe, delete and trim topics.
     Topic(topic::TopicArgs),
     /// Append messages to a topic: the MESSAGE arguments, the lines of --file, or stdin's lines.
@@ -82,6 +85,9 @@ impl CliError {
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Broker(args) => {
+            broker::run(args).await.map_err(|e| CliError::Broker(error_chain(&e)))
+        }
         Command::Topic(args) => topic::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,

@@ -100,6 +100,20 @@ impl Server {
     /// connection finish its in-flight request (up to [`SHUTDOWN_GRACE`]) and shuts the broker
     /// down (sync + clean-shutdown markers).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let broker = self.broker.clone();
+        let served = self.serve(shutdown).await;
+        let closed = tokio::task::spawn_blocking(move || broker.shutdown()).await;
+        match closed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServerError::Shutdown(e)),
+            Err(join) => tracing::error!("broker shutdown task failed: {join}"),
+        }
+        served
+    }
+
+    /// Like [`Server::run`] but leaves the broker open: for a process running several listeners
+    /// on one broker, which shuts the broker down once all of them have drained.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Server { listener, local_addr, config, broker } = self;
         tracing::info!(
             addr = %local_addr,
@@ -157,15 +171,6 @@ impl Server {
         if drained.is_err() {
             tracing::warn!("connections still busy after {SHUTDOWN_GRACE:?}; closing them");
             connections.shutdown().await;
-        }
-        let b = broker.clone();
-        let closed = tokio::task::spawn_blocking(move || b.shutdown()).await;
-        match closed {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(ServerError::Shutdown(e)),
-            Err(join) => {
-                tracing::error!("broker shutdown task failed: {join}");
-            }
         }
         result
     }

@@ -1,0 +1,366 @@
+//! `minikafka broker`: parses the broker's flags into a `BrokerConfig` and a `ServerConfig`,
+//! opens the data directory, starts the listeners and runs until Ctrl-C or SIGTERM, then shuts
+//! down cleanly (stop accepting, finish in-flight requests, sync, clean-shutdown markers, exit 0).
+//! Owns flag parsing only; the work is done by `crate::broker` and `crate::server`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::broker::{Broker, BrokerConfig, BrokerError};
+use crate::protocol;
+use crate::server::{self, Server, ServerConfig, ServerError};
+use crate::storage::{FsyncPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
+
+/// Smallest `--max-frame-bytes` that still fits a request of one small record.
+const MIN_FRAME_BYTES: u32 = 1024;
+
+/// Run the broker: serve the topics of a data directory over TCP until Ctrl-C or SIGTERM.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// Directory holding the topics and consumer-group offsets (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Address of the native protocol listener (host:port; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    pub listen: String,
+
+    /// When appends are fdatasynced: `always` (before each acknowledgement; survives power
+    /// loss), `interval=MS` (every MS milliseconds; a power loss loses at most MS of
+    /// acknowledged messages) or `never` (the OS decides). Every acknowledged message survives a
+    /// crash or kill -9 of the broker process.
+    #[arg(long, value_name = "POLICY", default_value = "always", value_parser = parse_fsync)]
+    pub fsync: FsyncPolicy,
+
+    /// Roll a partition's segment file when it reaches this size.
+    #[arg(long, value_name = "N", default_value_t = LogConfig::default().segment_bytes)]
+    pub segment_bytes: u64,
+
+    /// Delete whole segments whose newest record is older than this many milliseconds.
+    #[arg(long, value_name = "N")]
+    pub retention_ms: Option<u64>,
+
+    /// Delete the oldest whole segments while a partition is larger than this many bytes.
+    #[arg(long, value_name = "N")]
+    pub retention_bytes: Option<u64>,
+
+    /// Create a topic on its first append instead of refusing the append.
+    #[arg(long)]
+    pub auto_create_topics: bool,
+
+    /// Partitions of an auto-created topic.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub default_partitions: u32,
+
+    /// Concurrent connections accepted; more are refused with a LimitExceeded error.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Largest request frame accepted, in bytes; a larger length prefix closes the connection.
+    #[arg(long, value_name = "N", default_value_t = protocol::MAX_FRAME_BYTES)]
+    pub max_frame_bytes: u32,
+
+    /// Require clients to authenticate with this token.
+    #[arg(long, value_name = "TOKEN", env = "MINIKAFKA_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+}
+
+/// Parses `always`, `never` or `interval=MS` (MS > 0).
+fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+    match s {
+        "always" => Ok(FsyncPolicy::Always),
+        "never" => Ok(FsyncPolicy::Never),
+        _ => {
+            let ms = s
+                .strip_prefix("interval=")
+                .ok_or_else(|| format!("{s:?} is not always, never or interval=MS"))?;
+            let ms: u64 =
+                ms.parse().map_err(|_| format!("{ms:?} is not a number of milliseconds"))?;
+            if ms == 0 {
+                return Err("the interval must be at least 1 ms (use always)".into());
+            }
+            Ok(FsyncPolicy::Interval(Duration::from_millis(ms)))
+        }
+    }
+}
+
+/// Why `minikafka broker` could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerCommandError {
+    #[error("invalid --listen address {addr:?}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("invalid {flag}: {reason}")]
+    Config { flag: &'static str, reason: String },
+    #[error("cannot open the data directory {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: BrokerError,
+    },
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("shutting down the broker: {0}")]
+    Shutdown(#[source] BrokerError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl BrokerArgs {
+    /// The broker configuration these flags describe, checked.
+    pub fn broker_config(&self) -> Result<BrokerConfig, BrokerCommandError> {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return Err(BrokerCommandError::Config {
+                flag: "--segment-bytes",
+                reason: format!(
+                    "{} is outside {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}",
+                    self.segment_bytes
+                ),
+            });
+        }
+        let defaults = BrokerConfig::default();
+        if self.default_partitions == 0 || self.default_partitions > defaults.max_partitions {
+            return Err(BrokerCommandError::Config {
+                flag: "--default-partitions",
+                reason: format!("must be 1..={}", defaults.max_partitions),
+            });
+        }
+        Ok(BrokerConfig {
+            data_dir: self.data_dir.clone(),
+            log: LogConfig {
+                segment_bytes: self.segment_bytes,
+                fsync: self.fsync,
+                retention_ms: self.retention_ms,
+                retention_bytes: self.retention_bytes,
+                ..LogConfig::default()
+            },
+            auto_create_topics: self.auto_create_topics,
+            default_partitions: self.default_partitions,
+            ..defaults
+        })
+    }
+
+    /// The native server configuration these flags describe, checked (the address resolved).
+    pub fn server_config(&self) -> Result<ServerConfig, BrokerCommandError> {
+        if self.max_connections == 0 {
+            return Err(BrokerCommandError::Config {
+                flag: "--max-connections",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.max_frame_bytes < MIN_FRAME_BYTES {
+            return Err(BrokerCommandError::Config {
+                flag: "--max-frame-bytes",
+                reason: format!("must be at least {MIN_FRAME_BYTES}"),
+            });
+        }
+        Ok(ServerConfig {
+            listen: resolve(&self.listen)?,
+            max_connections: self.max_connections,
+            max_frame_bytes: self.max_frame_bytes,
+            auth_token: self.auth_token.clone(),
+            ..ServerConfig::default()
+        })
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, BrokerCommandError> {
+    let err = |reason: String| BrokerCommandError::Listen { addr: addr.to_owned(), reason };
+    addr.to_socket_addrs()
+        .map_err(|e| err(e.to_string()))?
+        .next()
+        .ok_or_else(|| err("resolves to no address".into()))
+}
+
+/// The bound listeners of one broker process. Another protocol's listener (Kafka) is added here
+/// and in [`start_listeners`]; [`run`] drains them all before shutting the broker down.
+pub struct Listeners {
+    pub native: Server,
+}
+
+impl Listeners {
+    /// Serves on every listener until `stop` turns true, then lets each drain.
+    async fn serve(self, stop: watch::Receiver<bool>) -> Result<(), BrokerCommandError> {
+        self.native.serve(wait_for_stop(stop)).await?;
+        Ok(())
+    }
+}
+
+/// Binds every listener the flags ask for.
+pub async fn start_listeners(
+    args: &BrokerArgs,
+    broker: Arc<Broker>,
+) -> Result<Listeners, BrokerCommandError> {
+    let native = Server::bind(args.server_config()?, broker).await?;
+    Ok(Listeners { native })
+}
+
+async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens once we are stopping anyway.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Runs the broker until Ctrl-C or SIGTERM, then shuts down cleanly.
+pub async fn run(args: BrokerArgs) -> Result<(), BrokerCommandError> {
+    run_until(args, shutdown_signal()).await
+}
+
+/// Runs the broker until `shutdown` completes (what [`run`] does with the signals; tests pass
+/// their own future).
+pub async fn run_until(
+    args: BrokerArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), BrokerCommandError> {
+    let config = args.broker_config()?;
+    // Validate the listener flags before touching the data directory.
+    args.server_config()?;
+    let path = config.data_dir.clone();
+    // Opening recovers every partition: file I/O, kept off the async workers.
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await
+        .map_err(|e| BrokerCommandError::Internal(e.to_string()))?
+        .map_err(|source| BrokerCommandError::Open { path, source })?;
+    let result = match start_listeners(&args, broker.clone()).await {
+        Ok(listeners) => {
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let serving = listeners.serve(stop_rx);
+            tokio::pin!(serving);
+            tokio::select! {
+                r = &mut serving => r,
+                _ = shutdown => {
+                    tracing::info!("shutdown requested");
+                    let _ = stop_tx.send(true);
+                    serving.await
+                }
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let closed = tokio::task::spawn_blocking(move || broker.shutdown())
+        .await
+        .map_err(|e| BrokerCommandError::Internal(e.to_string()))?;
+    result?;
+    closed.map_err(BrokerCommandError::Shutdown)
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: BrokerArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<BrokerArgs, clap::Error> {
+        Cmd::try_parse_from(std::iter::once("broker").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.data_dir, PathBuf::from("./data"));
+        assert_eq!(a.listen, "127.0.0.1:7070");
+        assert_eq!(a.fsync, FsyncPolicy::Always);
+        assert_eq!(a.max_connections, 4096);
+        assert_eq!(a.max_frame_bytes, protocol::MAX_FRAME_BYTES);
+        assert!(!a.auto_create_topics);
+        let c = a.broker_config().unwrap();
+        assert_eq!(c.log.segment_bytes, LogConfig::default().segment_bytes);
+        assert_eq!(c.log.retention_ms, None);
+    }
+
+    #[test]
+    fn every_flag_is_parsed() {
+        let a = parse(&[
+            "--data-dir=/tmp/x",
+            "--listen=127.0.0.1:0",
+            "--fsync=interval=250",
+            "--segment-bytes=4096",
+            "--retention-ms=60000",
+            "--retention-bytes=1000000",
+            "--auto-create-topics",
+            "--max-connections=10",
+            "--max-frame-bytes=65536",
+        ])
+        .unwrap();
+        let c = a.broker_config().unwrap();
+        assert_eq!(c.log.fsync, FsyncPolicy::Interval(Duration::from_millis(250)));
+        assert_eq!(c.log.segment_bytes, 4096);
+        assert_eq!(c.log.retention_ms, Some(60000));
+        assert_eq!(c.log.retention_bytes, Some(1_000_000));
+        assert!(c.auto_create_topics);
+        let s = a.server_config().unwrap();
+        assert_eq!(s.max_connections, 10);
+        assert_eq!(s.max_frame_bytes, 65536);
+        assert_eq!(s.listen.ip().to_string(), "127.0.0.1");
+        assert_eq!(parse(&["--fsync", "never"]).unwrap().fsync, FsyncPolicy::Never);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_a_reason() {
+        for bad in ["sometimes", "interval=0", "interval=abc", "interval="] {
+            let err = parse(&["--fsync", bad]).expect_err(bad).to_string();
+            assert!(err.contains("fsync"), "{err}");
+        }
+        let tiny = parse(&["--segment-bytes=1"]).unwrap();
+        assert!(tiny.broker_config().unwrap_err().to_string().contains("--segment-bytes"));
+        let no_conn = parse(&["--max-connections=0"]).unwrap();
+        assert!(no_conn.server_config().is_err());
+        let addr = parse(&["--listen=not an address"]).unwrap();
+        assert!(matches!(addr.server_config(), Err(BrokerCommandError::Listen { .. })));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_until_serves_then_shuts_down_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let args = parse(&["--listen=127.0.0.1:0", "--data-dir", data.to_str().unwrap()]).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_until(args, async move {
+            let _ = rx.await;
+        }));
+        // The data directory appears once the broker has opened it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !data.join(crate::broker::GROUPS_DIR).is_dir() {
+            assert!(std::time::Instant::now() < deadline, "broker opened its data dir");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), task).await.unwrap().unwrap().unwrap();
+    }
+}
