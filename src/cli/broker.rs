@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::broker::{Broker, BrokerConfig, BrokerError};
+use crate::http::{HttpError, HttpServer};
 use crate::protocol;
 use crate::server::{self, Server, ServerConfig, ServerError};
 use crate::storage::{FsyncPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
@@ -28,6 +29,11 @@ pub struct BrokerArgs {
     /// Address of the native protocol listener (host:port; port 0 picks a free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
     pub listen: String,
+
+    /// Address of the HTTP listener: the web console, `/metrics` and `/api/` (host:port; port 0
+    /// picks a free port; `off` disables it).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7071")]
+    pub http_listen: String,
 
     /// When appends are fdatasynced: `always` (before each acknowledgement; survives power
     /// loss), `interval=MS` (every MS milliseconds; a power loss loses at most MS of
@@ -103,6 +109,8 @@ pub enum BrokerCommandError {
     },
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error("shutting down the broker: {0}")]
     Shutdown(#[source] BrokerError),
     #[error("internal error: {0}")]
@@ -143,6 +151,14 @@ impl BrokerArgs {
         })
     }
 
+    /// The HTTP listener's address, or `None` for `--http-listen off`.
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>, BrokerCommandError> {
+        if self.http_listen.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        resolve(&self.http_listen).map(Some)
+    }
+
     /// The native server configuration these flags describe, checked (the address resolved).
     pub fn server_config(&self) -> Result<ServerConfig, BrokerCommandError> {
         if self.max_connections == 0 {
@@ -179,12 +195,26 @@ fn resolve(addr: &str) -> Result<SocketAddr, BrokerCommandError> {
 /// and in [`start_listeners`]; [`run`] drains them all before shutting the broker down.
 pub struct Listeners {
     pub native: Server,
+    /// The web console and metrics; `None` with `--http-listen off`.
+    pub http: Option<HttpServer>,
 }
 
 impl Listeners {
-    /// Serves on every listener until `stop` turns true, then lets each drain.
+    /// Serves on every listener until `stop` turns true, then lets each drain. A listener that
+    /// fails ends the others too.
     async fn serve(self, stop: watch::Receiver<bool>) -> Result<(), BrokerCommandError> {
-        self.native.serve(wait_for_stop(stop)).await?;
+        let native = async {
+            self.native.serve(wait_for_stop(stop.clone())).await.map_err(BrokerCommandError::from)
+        };
+        let http = async {
+            match self.http {
+                Some(h) => {
+                    h.run(wait_for_stop(stop.clone())).await.map_err(BrokerCommandError::from)
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(native, http)?;
         Ok(())
     }
 }
@@ -194,8 +224,12 @@ pub async fn start_listeners(
     args: &BrokerArgs,
     broker: Arc<Broker>,
 ) -> Result<Listeners, BrokerCommandError> {
+    let http = match args.http_addr()? {
+        Some(addr) => Some(HttpServer::bind(addr, broker.clone(), broker.metrics().clone()).await?),
+        None => None,
+    };
     let native = Server::bind(args.server_config()?, broker).await?;
-    Ok(Listeners { native })
+    Ok(Listeners { native, http })
 }
 
 async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
@@ -217,6 +251,7 @@ pub async fn run_until(
     let config = args.broker_config()?;
     // Validate the listener flags before touching the data directory.
     args.server_config()?;
+    args.http_addr()?;
     let path = config.data_dir.clone();
     // Opening recovers every partition: file I/O, kept off the async workers.
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
@@ -295,6 +330,8 @@ mod tests {
         let a = parse(&[]).unwrap();
         assert_eq!(a.data_dir, PathBuf::from("./data"));
         assert_eq!(a.listen, "127.0.0.1:7070");
+        assert_eq!(a.http_addr().unwrap(), Some("127.0.0.1:7071".parse().unwrap()));
+        assert_eq!(parse(&["--http-listen=off"]).unwrap().http_addr().unwrap(), None);
         assert_eq!(a.fsync, FsyncPolicy::Always);
         assert_eq!(a.max_connections, 4096);
         assert_eq!(a.max_frame_bytes, protocol::MAX_FRAME_BYTES);
@@ -349,7 +386,13 @@ mod tests {
     async fn run_until_serves_then_shuts_down_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let args = parse(&["--listen=127.0.0.1:0", "--data-dir", data.to_str().unwrap()]).unwrap();
+        let args = parse(&[
+            "--listen=127.0.0.1:0",
+            "--http-listen=127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run_until(args, async move {
             let _ = rx.await;

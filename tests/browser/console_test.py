@@ -35,8 +35,8 @@ STARTUP_DEADLINE_S = 60
 UI_TIMEOUT_MS = 20_000
 
 # The broker logs where each listener is bound (tracing's fmt output, `addr=HOST:PORT`).
-HTTP_RE = re.compile(r"HTTP console and metrics listening.*addr=(\S+)")
-NATIVE_RE = re.compile(r"native protocol listening.*addr=(\S+)")
+HTTP_RE = re.compile(r"HTTP console and metrics listening.*?addr=(\S+)")
+NATIVE_RE = re.compile(r"native server listening.*?addr=(\S+)")
 
 results = []
 
