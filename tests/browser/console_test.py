@@ -56,9 +56,15 @@ class Broker:
 
     def __init__(self, binary, data_dir):
         env = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
+        argv = [binary, "broker", "--data-dir", data_dir, "--listen", "127.0.0.1:0",
+                "--http-listen", "127.0.0.1:0"]
+        # The Kafka listener is not under test: keep it off its fixed default port.
+        help_text = subprocess.run([binary, "broker", "--help"], capture_output=True, text=True,
+                                   timeout=30).stdout
+        if "--kafka-listen" in help_text:
+            argv += ["--kafka-listen", "off"]
         self.proc = subprocess.Popen(
-            [binary, "broker", "--data-dir", data_dir, "--listen", "127.0.0.1:0",
-             "--http-listen", "127.0.0.1:0", "--kafka-listen", "off"],
+            argv,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self.log = []
         self.http = None
@@ -143,6 +149,7 @@ def main():
     data_dir = tempfile.mkdtemp(prefix="minikafka-browser-")
     broker = Broker(binary, data_dir)
     producer = None
+    follower = []
     try:
         broker.wait_ready()
         url = f"http://{broker.http}/"
@@ -215,13 +222,24 @@ def main():
                 page.wait_for_function(
                     "() => { const s = window.consoleState.latestRates['" + TOPIC + "'];"
                     " return s && s.produce_records > 0 }", timeout=UI_TIMEOUT_MS)
-                page.wait_for_timeout(3000)
+                # A consumer following the topic draws the consume line too.
+                follower.append(subprocess.Popen(
+                    [binary, "consume", TOPIC, "--from-beginning", "--follow", "--broker",
+                     broker.native], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                page.wait_for_function(
+                    "() => Number(document.getElementById('rate-chart').dataset.consumeNow) > 0",
+                    timeout=UI_TIMEOUT_MS)
+                page.wait_for_timeout(6000)
                 after = canvas.evaluate("c => c.toDataURL()")
                 assert after != before, "the chart did not change"
                 rate = page.locator(f'#topics-body tr[data-topic="{TOPIC}"] td[data-rate="in"]')
                 assert rate.inner_text().strip() not in ("0", ""), rate.inner_text()
                 page.select_option("#browser-topic", TOPIC)
+                page.check('input[name="rate-window"][value="60"]')
+                page.fill("#browser-offset", "0")
+                page.fill("#browser-limit", "8")
                 page.click("#browse-btn")
+                page.locator('#records-body tr[data-offset="7"]').wait_for()
                 page.screenshot(path=screenshot, full_page=True)
 
             check("rate chart moves while a producer runs", chart_moves)
@@ -230,6 +248,13 @@ def main():
         results.append(("setup", e))
         print(f"FAIL setup: {e}", flush=True)
     finally:
+        for f in follower:
+            f.terminate()
+            try:
+                f.wait(10)
+            except subprocess.TimeoutExpired:
+                f.kill()
+                f.wait(5)
         if producer:
             producer.stop()
         broker.stop()

@@ -9,6 +9,7 @@ const state = {
   topics: [],
   latestRates: {},
   rateUnit: "records",
+  rateWindowS: 300,
   selectedTopic: null,
   selectedGroup: null,
   lastPage: null,
@@ -185,7 +186,7 @@ async function refreshRates() {
   const canvas = $("rate-chart");
   const nowMs = last ? Math.max(last.ts_ms, Date.now()) : Date.now();
   drawLineChart(canvas, series, {
-    windowMs: view.window_samples * view.interval_ms,
+    windowMs: Math.min(state.rateWindowS * 1000, view.window_samples * view.interval_ms),
     nowMs,
     format: bytes ? fmtBytes : fmtNum,
   });
@@ -312,6 +313,14 @@ $("create-form").addEventListener("submit", async (ev) => {
     status.textContent = e.message;
   }
 });
+for (const r of document.querySelectorAll('input[name="rate-window"]')) {
+  r.addEventListener("change", () => {
+    state.rateWindowS = Number(r.value);
+    $("rate-window-hint").textContent =
+      "last " + (state.rateWindowS === 60 ? "minute" : "5 minutes") + ", per second";
+    refreshRates().catch(showError);
+  });
+}
 window.addEventListener("resize", () => refreshRates().catch(showError));
 
 poll(refreshTopics, 2000);

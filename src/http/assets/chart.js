@@ -53,14 +53,17 @@ function drawLineChart(canvas, series, opts) {
   }
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
-  for (let m = 0; m <= opts.windowMs / 60000; m++) {
-    const t = t1 - m * 60000;
+  // A tick a minute, or every 10 s on short windows.
+  const stepMs = opts.windowMs <= 120000 ? 10000 : 60000;
+  for (let m = 0; m * stepMs <= opts.windowMs; m++) {
+    const t = t1 - m * stepMs;
     const xx = Math.round(x(t)) + 0.5;
     ctx.beginPath();
     ctx.moveTo(xx, pad.top);
     ctx.lineTo(xx, pad.top + h);
     ctx.stroke();
-    ctx.fillText(m === 0 ? "now" : "-" + m + "m", xx, pad.top + h + 6);
+    const label = stepMs < 60000 ? "-" + (m * stepMs) / 1000 + "s" : "-" + m + "m";
+    ctx.fillText(m === 0 ? "now" : label, xx, pad.top + h + 6);
   }
 
   // One line per series, clipped to the plot area.
