@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::broker::{Broker, BrokerError, FetchResult};
 use crate::metrics::Listener;
-use crate::protocol::{ErrorCode, Request, Response};
+use crate::protocol::{ErrorCode, GroupOffset, Request, Response};
 use crate::storage::StorageError;
 
 use super::ServerConfig;
@@ -225,6 +225,17 @@ async fn run(
             let offset =
                 broker.committed_offset(&group, &topic, partition).map_err(|e| broker_error(&e))?;
             Response::Offset { offset }.into()
+        }
+        Request::ListGroups => Response::Groups { names: broker.list_groups() }.into(),
+        Request::GroupOffsets { group } => {
+            let mut offsets: Vec<GroupOffset> = broker
+                .group_offsets(&group)
+                .map_err(|e| broker_error(&e))?
+                .into_iter()
+                .map(|(topic, partition, offset)| GroupOffset { topic, partition, offset })
+                .collect();
+            offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            Response::GroupOffsets { offsets }.into()
         }
     };
     Ok(reply)
