@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, RecordJson, RecordsPage};
 use crate::broker::{Broker, BrokerError, TopicDescription};
-use crate::metrics::{self, GroupOffsetState, Listener, PartitionState, StateSnapshot};
+use crate::metrics::{self, GroupOffsetState, PartitionState, StateSnapshot};
 use crate::protocol::ErrorCode;
 
 /// Bytes asked of the log per fetch while filling one browser page.
@@ -148,7 +148,6 @@ pub(crate) async fn create_topic(
     body: Result<Json<CreateTopic>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TopicView>), ApiError> {
     let Json(req) = body?;
-    s.metrics.record_request(Listener::Http, "create_topic");
     // Topic creation is synchronous file-system work (directories, fsyncs).
     let broker = s.broker.clone();
     let (name, partitions) = (req.name.clone(), req.partitions);
@@ -322,7 +321,7 @@ pub(crate) async fn get_group(
     State(s): State<AppState>,
     Path(group): Path<String>,
 ) -> ApiResult<GroupView> {
-    if !s.broker.list_groups().iter().any(|g| *g == group) {
+    if !s.broker.list_groups().contains(&group) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no consumer group {group}")));
     }
     let mut ends = LogEnds::new(&s.broker);

@@ -45,7 +45,6 @@ const PREFIX: &str = "minikafka";
 pub enum Listener {
     Native,
     Kafka,
-    Http,
 }
 
 impl Listener {
@@ -53,7 +52,6 @@ impl Listener {
         match self {
             Listener::Native => "native",
             Listener::Kafka => "kafka",
-            Listener::Http => "http",
         }
     }
 }
