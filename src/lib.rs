@@ -5,6 +5,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod http;
+pub mod kafka;
 pub mod metrics;
 pub mod protocol;
 pub mod record;

@@ -25,7 +25,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the broker: serve the topics of a data directory until Ctrl-C or SIGTERM.
+    /// Run the broker: serve the data directory over TCP until Ctrl-C or SIGTERM.
     Broker(broker::BrokerArgs),
     /// Create, list, describe, delete and trim topics.
     Topic(topic::TopicArgs),
