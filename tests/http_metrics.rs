@@ -370,3 +370,66 @@ async fn the_json_api_shows_what_was_produced() {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// The same counters fill from the Kafka listener: an unmodified Kafka client's produce and
+/// fetch show up per partition, its requests and connections under `listener="kafka"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_traffic_is_counted_under_its_listener() {
+    use minikafka::kafka::{KafkaConfig, KafkaServer};
+    use rskafka::client::ClientBuilder;
+    use rskafka::client::partition::{Compression, UnknownTopicHandling};
+    use rskafka::record::Record;
+
+    let stack = Stack::start().await;
+    let kafka =
+        KafkaServer::bind(KafkaConfig::new("127.0.0.1:0".parse().unwrap()), stack.broker.clone())
+            .await
+            .unwrap();
+    let kafka_addr = kafka.local_addr().to_string();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move { kafka.run(async move { drop(rx.await) }).await.unwrap() });
+
+    let client = ClientBuilder::new(vec![kafka_addr]).build().await.unwrap();
+    client.controller_client().unwrap().create_topic("k", 2, 1, 5_000).await.unwrap();
+    let p1 = client.partition_client("k", 1, UnknownTopicHandling::Retry).await.unwrap();
+    let batch: Vec<Record> = (0..25)
+        .map(|i| Record {
+            key: None,
+            value: Some(format!("v{i}").into_bytes()),
+            headers: Default::default(),
+            timestamp: rskafka::chrono::TimeZone::timestamp_millis_opt(
+                &rskafka::chrono::Utc,
+                1_700_000_000_000,
+            )
+            .unwrap(),
+        })
+        .collect();
+    p1.produce(batch.clone(), Compression::NoCompression).await.unwrap();
+    p1.produce(batch, Compression::NoCompression).await.unwrap();
+    let mut offset = 0;
+    while offset < 50 {
+        let (recs, _) = p1.fetch_records(offset, 1..1_000_000, 1_000).await.unwrap();
+        offset += recs.len() as i64;
+    }
+
+    let m = stack.metrics().await;
+    let p = r#"topic="k",partition="1""#;
+    let kafka_l = r#"listener="kafka""#;
+    assert_eq!(find_sample(&m, "minikafka_append_records_total", p), Some(50.0), "{m}");
+    let stored = stack.broker.describe_topic("k").unwrap().partitions[1].size_bytes;
+    let appended = find_sample(&m, "minikafka_append_bytes_total", p).unwrap();
+    assert!(appended > 0.0 && appended <= stored as f64, "{appended} of {stored} stored");
+    assert_eq!(find_sample(&m, "minikafka_fetch_records_total", p), Some(50.0));
+    assert_eq!(find_sample(&m, "minikafka_produce_duration_seconds_count", kafka_l), Some(2.0));
+    assert_eq!(
+        find_sample(&m, "minikafka_requests_total", r#"listener="kafka",api="produce""#),
+        Some(2.0)
+    );
+    assert!(find_sample(&m, "minikafka_connections", kafka_l).unwrap() >= 1.0);
+    assert_eq!(find_sample(&m, "minikafka_log_end_offset", p), Some(50.0));
+
+    drop((p1, client));
+    let _ = tx.send(());
+    tokio::time::timeout(DEADLINE, task).await.expect("Kafka listener stops").unwrap();
+    stack.stop().await;
+}

@@ -127,20 +127,19 @@ pub(crate) async fn run_sampler(history: Arc<RateHistory>, metrics: Arc<Metrics>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Listener;
 
     #[test]
     fn rates_are_deltas_per_second_and_the_buffer_is_bounded() {
         let m = Metrics::new();
-        m.record_append(Listener::Native, "t", 0, 100, 1000, Duration::ZERO);
+        m.record_append("t", 0, 100, 1000);
         let t0 = Instant::now();
         let h = RateHistory::new(&m, 3, t0);
         // Traffic before the baseline is not a rate.
         h.sample(&m, t0 + Duration::from_secs(1), 1);
         assert_eq!(h.view().samples[0].topics["t"], TopicRate::default());
 
-        m.record_append(Listener::Native, "t", 1, 20, 400, Duration::ZERO);
-        m.record_fetch(Listener::Native, "t", 0, 10, 100, Duration::ZERO);
+        m.record_append("t", 1, 20, 400);
+        m.record_fetch("t", 0, 10, 100);
         h.sample(&m, t0 + Duration::from_secs(3), 2);
         let last = h.view().samples.last().cloned().unwrap();
         assert_eq!(
@@ -165,7 +164,7 @@ mod tests {
         let m = Metrics::new();
         let t0 = Instant::now();
         let h = RateHistory::new(&m, 10, t0);
-        m.record_append(Listener::Kafka, "new", 0, 4, 40, Duration::ZERO);
+        m.record_append("new", 0, 4, 40);
         h.sample(&m, t0 + Duration::from_secs(2), 7);
         assert_eq!(h.view().samples[0].topics["new"].produce_records, 2.0);
     }

@@ -19,6 +19,7 @@ use super::KafkaError;
 use super::codec::{self, Incoming};
 use super::handlers::{self, Ctx, HandlerConfig};
 use crate::broker::Broker;
+use crate::metrics::Listener;
 
 /// Buffer reserved up front for a request body; larger bodies grow as their bytes arrive.
 const INITIAL_READ_BYTES: usize = 64 * 1024;
@@ -136,8 +137,10 @@ impl KafkaServer {
                     let ctx = self.ctx.clone();
                     let max = self.max_frame_bytes;
                     let mut stop = stop_rx.clone();
+                    let open = ctx.broker.metrics().connection_opened(Listener::Kafka);
                     conns.spawn(async move {
                         let _permit = permit;
+                        let _open = open;
                         tokio::select! {
                             r = serve_connection(stream, &ctx, max) => {
                                 if let Err(e) = r {

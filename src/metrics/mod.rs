@@ -21,6 +21,7 @@ mod fs;
 
 pub use fs::TimedFs;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,13 +65,13 @@ struct ListenerLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     listener: &'static str,
-    api: &'static str,
+    api: Cow<'static, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ErrorLabels {
     listener: &'static str,
-    kind: &'static str,
+    kind: Cow<'static, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -231,40 +232,31 @@ impl Metrics {
         Arc::clone(map.entry((topic.to_owned(), partition)).or_default())
     }
 
-    /// An append of `records` records (`bytes` encoded bytes) to one partition, acknowledged after
-    /// `elapsed`.
-    pub fn record_append(
-        &self,
-        listener: Listener,
-        topic: &str,
-        partition: u32,
-        records: u64,
-        bytes: u64,
-        elapsed: Duration,
-    ) {
+    /// `records` records (`bytes` encoded bytes) appended to one partition.
+    pub fn record_append(&self, topic: &str, partition: u32, records: u64, bytes: u64) {
         let t = self.partition_traffic(topic, partition);
         t.append_records.fetch_add(records, Ordering::Relaxed);
         t.append_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// One produce request on `listener` answered after `elapsed`.
+    pub fn observe_produce(&self, listener: Listener, elapsed: Duration) {
         self.produce_seconds
             .get_or_create(&ListenerLabels { listener: listener.as_str() })
             .observe(elapsed.as_secs_f64());
     }
 
-    /// A fetch that returned `records` records (`bytes` bytes) of one partition after `elapsed`.
-    pub fn record_fetch(
-        &self,
-        listener: Listener,
-        topic: &str,
-        partition: u32,
-        records: u64,
-        bytes: u64,
-        elapsed: Duration,
-    ) {
+    /// `records` records (`bytes` bytes as sent) of one partition returned by a fetch.
+    pub fn record_fetch(&self, topic: &str, partition: u32, records: u64, bytes: u64) {
         if records > 0 || bytes > 0 {
             let t = self.partition_traffic(topic, partition);
             t.fetch_records.fetch_add(records, Ordering::Relaxed);
             t.fetch_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
+    }
+
+    /// One fetch request on `listener` answered after `elapsed` (long-poll wait included).
+    pub fn observe_fetch(&self, listener: Listener, elapsed: Duration) {
         self.fetch_seconds
             .get_or_create(&ListenerLabels { listener: listener.as_str() })
             .observe(elapsed.as_secs_f64());
@@ -281,14 +273,18 @@ impl Metrics {
         self.fsyncs.get()
     }
 
-    /// One request handled on `listener`; `api` is a static name such as `"append"`.
-    pub fn record_request(&self, listener: Listener, api: &'static str) {
-        self.requests.get_or_create(&RequestLabels { listener: listener.as_str(), api }).inc();
+    /// One request handled on `listener`; `api` is a snake_case name such as `"append"` (from a
+    /// fixed set per protocol, so the series stay few).
+    pub fn record_request(&self, listener: Listener, api: impl Into<Cow<'static, str>>) {
+        let labels = RequestLabels { listener: listener.as_str(), api: api.into() };
+        self.requests.get_or_create(&labels).inc();
     }
 
-    /// One request answered with an error of `kind` (a static name such as `"unknown_topic"`).
-    pub fn record_request_error(&self, listener: Listener, kind: &'static str) {
-        self.request_errors.get_or_create(&ErrorLabels { listener: listener.as_str(), kind }).inc();
+    /// One request (or one partition of a multi-partition request) answered with an error of
+    /// `kind`, a snake_case name such as `"unknown_topic"` from the protocol's fixed set.
+    pub fn record_request_error(&self, listener: Listener, kind: impl Into<Cow<'static, str>>) {
+        let labels = ErrorLabels { listener: listener.as_str(), kind: kind.into() };
+        self.request_errors.get_or_create(&labels).inc();
     }
 
     /// A connection accepted on `listener`; it counts as open until the guard is dropped.
@@ -412,6 +408,22 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// `UnknownTopicOrPartition` -> `unknown_topic_or_partition`: protocol enum names as label values.
+pub fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Finds the value of the series `name{labels}` in an exposition (labels exactly as written, e.g.
 /// `topic="t",partition="0"`; empty for none). For tests and the CLI; `None` if absent.
 pub fn find_sample(exposition: &str, name: &str, labels: &str) -> Option<f64> {
@@ -434,10 +446,14 @@ mod tests {
     #[test]
     fn traffic_counters_are_exposed_per_partition_with_total_suffix() {
         let m = Metrics::new();
-        m.record_append(Listener::Native, "orders", 0, 3, 120, Duration::from_millis(2));
-        m.record_append(Listener::Native, "orders", 0, 2, 80, Duration::from_millis(1));
-        m.record_append(Listener::Kafka, "orders", 1, 1, 40, Duration::from_millis(1));
-        m.record_fetch(Listener::Native, "orders", 0, 5, 200, Duration::from_millis(3));
+        m.record_append("orders", 0, 3, 120);
+        m.observe_produce(Listener::Native, Duration::from_millis(2));
+        m.record_append("orders", 0, 2, 80);
+        m.observe_produce(Listener::Native, Duration::from_millis(1));
+        m.record_append("orders", 1, 1, 40);
+        m.observe_produce(Listener::Kafka, Duration::from_millis(1));
+        m.record_fetch("orders", 0, 5, 200);
+        m.observe_fetch(Listener::Native, Duration::from_millis(3));
         let text = m.encode(&StateSnapshot::default());
         let p0 = r#"topic="orders",partition="0""#;
         let p1 = r#"topic="orders",partition="1""#;
@@ -520,12 +536,18 @@ mod tests {
     }
 
     #[test]
+    fn enum_names_become_snake_case_labels() {
+        assert_eq!(snake_case("UnknownTopicOrPartition"), "unknown_topic_or_partition");
+        assert_eq!(snake_case("Produce"), "produce");
+    }
+
+    #[test]
     fn topic_totals_sum_partitions() {
         let m = Metrics::new();
-        m.record_append(Listener::Native, "b", 0, 1, 10, Duration::ZERO);
-        m.record_append(Listener::Native, "a", 0, 2, 20, Duration::ZERO);
-        m.record_append(Listener::Native, "a", 1, 3, 30, Duration::ZERO);
-        m.record_fetch(Listener::Native, "a", 1, 4, 40, Duration::ZERO);
+        m.record_append("b", 0, 1, 10);
+        m.record_append("a", 0, 2, 20);
+        m.record_append("a", 1, 3, 30);
+        m.record_fetch("a", 1, 4, 40);
         let totals = m.topic_totals();
         assert_eq!(totals.len(), 2);
         assert_eq!(totals[0].0, "a");

@@ -159,14 +159,10 @@ async fn run(
                 .append_encoded(&topic, partition, key_hint.as_deref(), &mut records)
                 .await
                 .map_err(|e| broker_error(&e))?;
-            broker.metrics().record_append(
-                Listener::Native,
-                &topic,
-                r.partition,
-                r.offsets.next - r.offsets.first,
-                records.len() as u64,
-                started.elapsed(),
-            );
+            let metrics = broker.metrics();
+            let count = r.offsets.next - r.offsets.first;
+            metrics.record_append(&topic, r.partition, count, records.len() as u64);
+            metrics.observe_produce(Listener::Native, started.elapsed());
             Response::Appended {
                 partition: r.partition,
                 first_offset: r.offsets.first,
@@ -196,14 +192,9 @@ async fn run(
             } else {
                 fetched.records.next_offset() - fetched.records.first_offset()
             };
-            broker.metrics().record_fetch(
-                Listener::Native,
-                &topic,
-                partition,
-                records,
-                fetched.records.len() as u64,
-                started.elapsed(),
-            );
+            let metrics = broker.metrics();
+            metrics.record_fetch(&topic, partition, records, fetched.records.len() as u64);
+            metrics.observe_fetch(Listener::Native, started.elapsed());
             Reply::Fetched(fetched)
         }
         Request::Describe { topic: Some(name) } => {
