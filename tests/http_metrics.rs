@@ -50,7 +50,11 @@ impl Stack {
             broker.metrics().clone(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        // Stands in for the Kafka listener's coordinator: one live member in group "billing".
+        .with_group_members(Arc::new(|g: &str| {
+            if g == "billing" { vec!["rdkafka-00000001".to_string()] } else { Vec::new() }
+        }));
         let (native, http_addr) = (server.local_addr(), http.local_addr());
         let (tx1, rx1) = oneshot::channel::<()>();
         let (tx2, rx2) = oneshot::channel::<()>();
@@ -332,6 +336,8 @@ async fn the_json_api_shows_what_was_produced() {
     assert_eq!(g["offsets"][0]["committed_offset"], 15);
     assert_eq!(g["offsets"][0]["log_end_offset"], 20);
     assert_eq!(g["offsets"][0]["lag"], 5);
+    assert_eq!(g["members"], serde_json::json!(["rdkafka-00000001"]));
+    assert_eq!(groups[0]["members"], 1);
     let (status, _) = stack.get("/api/groups/nobody").await;
     assert_eq!(status, 404);
 

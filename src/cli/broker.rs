@@ -279,7 +279,13 @@ pub async fn start_listeners(
         None => None,
     };
     let http = match args.http_addr()? {
-        Some(addr) => Some(HttpServer::bind(addr, broker.clone(), broker.metrics().clone()).await?),
+        Some(addr) => {
+            let http = HttpServer::bind(addr, broker.clone(), broker.metrics().clone()).await?;
+            Some(match &kafka {
+                Some(k) => http.with_group_members(Arc::new(k.group_members())),
+                None => http,
+            })
+        }
         None => None,
     };
     let native = Server::bind(args.server_config()?, broker).await?;

@@ -251,6 +251,7 @@ pub(crate) struct GroupView {
 #[derive(Debug, Serialize)]
 pub(crate) struct GroupSummary {
     group: String,
+    members: usize,
     topics: Vec<String>,
     partitions: usize,
     total_lag: u64,
@@ -276,7 +277,8 @@ impl<'a> LogEnds<'a> {
     }
 }
 
-fn group_view(broker: &Broker, ends: &mut LogEnds<'_>, group: &str) -> Result<GroupView, ApiError> {
+fn group_view(s: &AppState, ends: &mut LogEnds<'_>, group: &str) -> Result<GroupView, ApiError> {
+    let broker = &s.broker;
     let mut offsets: Vec<GroupOffsetView> = broker
         .group_offsets(group)?
         .into_iter()
@@ -294,7 +296,7 @@ fn group_view(broker: &Broker, ends: &mut LogEnds<'_>, group: &str) -> Result<Gr
     offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     Ok(GroupView {
         group: group.to_owned(),
-        members: Vec::new(),
+        members: s.members.as_ref().map(|m| m(group)).unwrap_or_default(),
         total_lag: offsets.iter().filter_map(|o| o.lag).sum(),
         offsets,
     })
@@ -304,11 +306,12 @@ pub(crate) async fn list_groups(State(s): State<AppState>) -> ApiResult<Vec<Grou
     let mut ends = LogEnds::new(&s.broker);
     let mut out = Vec::new();
     for g in s.broker.list_groups() {
-        let v = group_view(&s.broker, &mut ends, &g)?;
+        let v = group_view(&s, &mut ends, &g)?;
         let mut topics: Vec<String> = v.offsets.iter().map(|o| o.topic.clone()).collect();
         topics.dedup();
         out.push(GroupSummary {
             group: v.group,
+            members: v.members.len(),
             topics,
             partitions: v.offsets.len(),
             total_lag: v.total_lag,
@@ -325,7 +328,7 @@ pub(crate) async fn get_group(
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no consumer group {group}")));
     }
     let mut ends = LogEnds::new(&s.broker);
-    Ok(Json(group_view(&s.broker, &mut ends, &group)?))
+    Ok(Json(group_view(&s, &mut ends, &group)?))
 }
 
 pub(crate) async fn rates(State(s): State<AppState>) -> Json<super::rates::RatesView> {

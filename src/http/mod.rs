@@ -41,12 +41,17 @@ pub enum HttpError {
     Io { op: &'static str, source: std::io::Error },
 }
 
+/// Looks up the live members of a consumer group (the Kafka listener's coordinator knows them;
+/// native groups have none).
+pub type GroupMembers = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
+
 /// What every handler sees.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub broker: Arc<Broker>,
     pub metrics: Arc<Metrics>,
     pub rates: Arc<RateHistory>,
+    pub members: Option<GroupMembers>,
 }
 
 /// The bound HTTP listener; [`HttpServer::run`] serves it.
@@ -68,7 +73,15 @@ impl HttpServer {
         let local_addr =
             listener.local_addr().map_err(|source| HttpError::Io { op: "local_addr", source })?;
         let rates = Arc::new(RateHistory::new(&metrics, rates::MAX_SAMPLES, Instant::now()));
-        Ok(HttpServer { listener, local_addr, state: AppState { broker, metrics, rates } })
+        let state = AppState { broker, metrics, rates, members: None };
+        Ok(HttpServer { listener, local_addr, state })
+    }
+
+    /// Shows the members of consumer groups as `members` tells (e.g. the Kafka listener's
+    /// [`crate::kafka::KafkaServer::group_members`]).
+    pub fn with_group_members(mut self, members: GroupMembers) -> Self {
+        self.state.members = Some(members);
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -97,6 +97,12 @@ impl KafkaServer {
         })
     }
 
+    /// Looks up the live members of a Kafka consumer group (for the web console and `/api/`).
+    pub fn group_members(&self) -> impl Fn(&str) -> Vec<String> + Send + Sync + 'static {
+        let ctx = self.ctx.clone();
+        move |group| ctx.coordinator().members(group)
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         // The listener was bound successfully, so it has an address; fall back to unspecified.

@@ -140,7 +140,10 @@ async function refreshGroups() {
   "no committed offsets yet", 4);
   if (state.selectedGroup && groups.some((g) => g.group === state.selectedGroup)) {
     const d = await api("/api/groups/" + encodeURIComponent(state.selectedGroup));
-    $("group-detail-name").textContent = d.group + (d.members.length ? " (" + d.members.length + " members)" : "");
+    $("group-detail-name").textContent = d.group;
+    $("group-detail-members").textContent = d.members.length
+      ? "members: " + d.members.join(", ")
+      : "no live members (offsets only)";
     replaceRows($("group-detail-body"), d.offsets.map((o) => el("tr", {},
       el("td", {}, o.topic),
       el("td", { class: "num" }, o.partition),
