@@ -369,8 +369,16 @@ async fn the_json_api_shows_what_was_produced() {
     }
     assert_eq!(stack.get("/assets/nope.js").await.0, 404);
     assert_eq!(stack.get("/nope").await.0, 404);
+
+    // A browser keeps its connection open between polls: shutdown must not wait for it.
+    let mut idle = TcpStream::connect(stack.http).await.unwrap();
+    idle.write_all(b"GET /api/rates HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
     drop((producer, conn));
     stack.stop().await;
+    drop(idle);
 }
 
 fn hex(b: &[u8]) -> String {
