@@ -113,7 +113,10 @@ async fn handle_request(
                 session.authenticated = true;
                 Response::Ok.into()
             }
-            Some(_) => error_response(ErrorCode::Unauthorized, "invalid token").into(),
+            Some(_) => {
+                tracing::warn!("authentication failed: wrong token");
+                error_response(ErrorCode::Unauthorized, "invalid token").into()
+            }
         };
     }
     if config.auth_token.is_some() && !session.authenticated {
@@ -154,14 +157,15 @@ async fn run(
         }
         Request::Append { topic, partition, key_hint, records } => {
             let started = Instant::now();
-            let mut records = into_mut(records);
+            let records = into_mut(records);
+            let bytes = records.len() as u64;
             let r = broker
-                .append_encoded(&topic, partition, key_hint.as_deref(), &mut records)
+                .append_owned(&topic, partition, key_hint.as_deref(), records)
                 .await
                 .map_err(|e| broker_error(&e))?;
             let metrics = broker.metrics();
             let count = r.offsets.next - r.offsets.first;
-            metrics.record_append(&topic, r.partition, count, records.len() as u64);
+            metrics.record_append(&topic, r.partition, count, bytes);
             metrics.observe_produce(Listener::Native, started.elapsed());
             Response::Appended {
                 partition: r.partition,
