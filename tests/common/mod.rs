@@ -61,8 +61,8 @@ impl BrokerProcess {
                 .arg(&self.data_dir)
                 .arg("--listen")
                 .arg(&addr)
-                // Many brokers run at once in these tests: none may take the fixed console port.
-                .args(["--http-listen", "off"])
+                // Tests run brokers in parallel; none may take the fixed Kafka or console port.
+                .args(["--kafka-listen", "off", "--http-listen", "off"])
                 .args(&self.extra)
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
