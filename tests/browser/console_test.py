@@ -197,6 +197,13 @@ def main():
                 row.wait_for()
                 lag = row.locator("td").nth(3).inner_text().strip()
                 assert lag == "15", f"lag {lag!r}"
+                row.click()
+                detail = page.locator("#group-detail-body tr")
+                detail.first.wait_for()
+                cells = [c.strip() for c in detail.first.locator("td").all_inner_texts()]
+                assert cells == [TOPIC, "0", "5", "20", "15"], f"detail row {cells}"
+                members = page.inner_text("#group-detail-members")
+                assert "no live members" in members, members
 
             check("consumer group shows its lag", group_lag_shown)
 
