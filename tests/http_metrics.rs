@@ -447,3 +447,46 @@ async fn kafka_traffic_is_counted_under_its_listener() {
     tokio::time::timeout(DEADLINE, task).await.expect("Kafka listener stops").unwrap();
     stack.stop().await;
 }
+
+/// With the broker's auth token set, data needs `Authorization: Bearer <token>`; the page
+/// itself (no data) still loads so it can ask for the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_token_guards_the_api_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker =
+        Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() })
+            .unwrap();
+    let http =
+        HttpServer::bind("127.0.0.1:0".parse().unwrap(), broker.clone(), broker.metrics().clone())
+            .await
+            .unwrap()
+            .with_auth_token(Some("s3cret".into()));
+    let addr = http.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move { http.run(async move { drop(rx.await) }).await.unwrap() });
+
+    async fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let auth = auth.map(|a| format!("authorization: {a}\r\n")).unwrap_or_default();
+        let req = format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n{auth}\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        tokio::time::timeout(DEADLINE, s.read_to_string(&mut raw)).await.unwrap().unwrap();
+        let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, raw)
+    }
+    for path in ["/metrics", "/api/topics", "/api/groups", "/api/rates"] {
+        assert_eq!(get(addr, path, None).await.0, 401, "{path} without a token");
+        assert_eq!(get(addr, path, Some("Bearer wrong")).await.0, 401, "{path} wrong token");
+        assert_eq!(get(addr, path, Some("Bearer s3cret")).await.0, 200, "{path} with the token");
+    }
+    let (status, raw) = get(addr, "/api/topics", None).await;
+    assert_eq!(status, 401);
+    assert!(raw.to_ascii_lowercase().contains("www-authenticate: bearer"), "{raw}");
+    assert_eq!(get(addr, "/", None).await.0, 200, "the page loads to ask for the token");
+    assert_eq!(get(addr, "/assets/app.js", None).await.0, 200);
+
+    let _ = tx.send(());
+    tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+    broker.shutdown().unwrap();
+}

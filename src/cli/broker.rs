@@ -280,7 +280,9 @@ pub async fn start_listeners(
     };
     let http = match args.http_addr()? {
         Some(addr) => {
-            let http = HttpServer::bind(addr, broker.clone(), broker.metrics().clone()).await?;
+            let http = HttpServer::bind(addr, broker.clone(), broker.metrics().clone())
+                .await?
+                .with_auth_token(args.auth_token.clone());
             Some(match &kafka {
                 Some(k) => http.with_group_members(Arc::new(k.group_members())),
                 None => http,

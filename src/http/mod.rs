@@ -13,6 +13,11 @@
 //! | `/api/groups` | GET | consumer groups with their total lag |
 //! | `/api/groups/{group}` | GET | a group's committed offset and lag per partition |
 //! | `/api/rates` | GET | per-second produce/consume rates per topic over the last 5 minutes |
+//!
+//! With an auth token (the broker's `--auth-token`), `/metrics` and `/api/*` answer 401 unless the
+//! request carries `Authorization: Bearer <token>`; the console asks for the token once.
+//! `POST /api/topics` only accepts `application/json`, which a cross-site form cannot send
+//! without a CORS preflight this server never approves.
 
 mod api;
 mod assets;
@@ -24,8 +29,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::routing::get;
+use axum::{Router, middleware};
 use tokio::net::TcpListener;
 
 use crate::broker::Broker;
@@ -52,6 +57,9 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     pub rates: Arc<RateHistory>,
     pub members: Option<GroupMembers>,
+    /// When set, `/api/*` and `/metrics` need `Authorization: Bearer <token>` (the broker's
+    /// `--auth-token`); the page and its assets hold no data and stay public.
+    pub auth_token: Option<Arc<str>>,
 }
 
 /// The bound HTTP listener; [`HttpServer::run`] serves it.
@@ -73,7 +81,7 @@ impl HttpServer {
         let local_addr =
             listener.local_addr().map_err(|source| HttpError::Io { op: "local_addr", source })?;
         let rates = Arc::new(RateHistory::new(&metrics, rates::MAX_SAMPLES, Instant::now()));
-        let state = AppState { broker, metrics, rates, members: None };
+        let state = AppState { broker, metrics, rates, members: None, auth_token: None };
         Ok(HttpServer { listener, local_addr, state })
     }
 
@@ -81,6 +89,12 @@ impl HttpServer {
     /// [`crate::kafka::KafkaServer::group_members`]).
     pub fn with_group_members(mut self, members: GroupMembers) -> Self {
         self.state.members = Some(members);
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on `/api/*` and `/metrics`.
+    pub fn with_auth_token(mut self, token: Option<String>) -> Self {
+        self.state.auth_token = token.map(Arc::from);
         self
     }
 
@@ -108,9 +122,7 @@ impl HttpServer {
 }
 
 fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(assets::index))
-        .route("/assets/{file}", get(assets::file))
+    let data = Router::new()
         .route("/metrics", get(api::metrics))
         .route("/api/topics", get(api::list_topics).post(api::create_topic))
         .route("/api/topics/{name}", get(api::get_topic))
@@ -118,6 +130,11 @@ fn router(state: AppState) -> Router {
         .route("/api/groups", get(api::list_groups))
         .route("/api/groups/{group}", get(api::get_group))
         .route("/api/rates", get(api::rates))
+        .route_layer(middleware::from_fn_with_state(state.clone(), api::require_token));
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/assets/{file}", get(assets::file))
+        .merge(data)
         .fallback(api::not_found)
         .with_state(state)
 }

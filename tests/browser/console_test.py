@@ -54,10 +54,10 @@ def check(name, fn):
 class Broker:
     """The broker process; its stderr is scanned for the bound addresses and kept for failures."""
 
-    def __init__(self, binary, data_dir):
+    def __init__(self, binary, data_dir, extra=()):
         env = dict(os.environ, RUST_LOG="info", NO_COLOR="1")
         argv = [binary, "broker", "--data-dir", data_dir, "--listen", "127.0.0.1:0",
-                "--http-listen", "127.0.0.1:0"]
+                "--http-listen", "127.0.0.1:0", *extra]
         # The Kafka listener is not under test: keep it off its fixed default port.
         help_text = subprocess.run([binary, "broker", "--help"], capture_output=True, text=True,
                                    timeout=30).stdout
@@ -250,6 +250,31 @@ def main():
                 page.screenshot(path=screenshot, full_page=True)
 
             check("rate chart moves while a producer runs", chart_moves)
+
+            def token_is_asked_once_and_used():
+                secured = Broker(binary, data_dir + "-secured", ["--auth-token", "t0ken"])
+                try:
+                    secured.wait_ready()
+                    p2 = browser.new_page()
+                    p2.set_default_timeout(UI_TIMEOUT_MS)
+                    prompts = []
+
+                    def answer(dialog):
+                        prompts.append(dialog.message)
+                        dialog.accept("t0ken")
+
+                    p2.on("dialog", answer)
+                    p2.goto(f"http://{secured.http}/")
+                    p2.fill("#create-name", "behind-a-token")
+                    p2.click("#create-btn")
+                    p2.locator('#topics-body tr[data-topic="behind-a-token"]').wait_for()
+                    assert len(prompts) == 1, f"asked {len(prompts)} times: {prompts}"
+                    p2.close()
+                finally:
+                    secured.stop()
+                    shutil.rmtree(data_dir + "-secured", ignore_errors=True)
+
+            check("a broker with an auth token gets it from the user once", token_is_asked_once_and_used)
             browser.close()
     except Exception as e:  # noqa: BLE001
         results.append(("setup", e))

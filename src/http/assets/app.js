@@ -53,8 +53,37 @@ function colorFor(topic) {
   return state.colors[topic];
 }
 
-async function api(path, opts) {
-  const resp = await fetch(path, opts);
+// A broker started with --auth-token wants it on every API call: asked once, kept for the tab.
+const TOKEN_KEY = "minikafka-auth-token";
+let tokenAsk = null;
+let tokenDeclined = false;
+
+// `sent` is the token the refused request carried: if another request has obtained a newer one
+// meanwhile, retry with it instead of asking again.
+function askToken(sent) {
+  if (sessionStorage.getItem(TOKEN_KEY) !== sent) return Promise.resolve(true);
+  if (tokenDeclined) return Promise.resolve(false);
+  if (!tokenAsk) {
+    tokenAsk = Promise.resolve().then(() => {
+      const t = window.prompt("This broker needs its auth token:");
+      if (t) sessionStorage.setItem(TOKEN_KEY, t);
+      else tokenDeclined = true;
+      tokenAsk = null;
+      return Boolean(t);
+    });
+  }
+  return tokenAsk;
+}
+
+async function api(path, opts = {}) {
+  let resp;
+  for (let attempt = 0; ; attempt++) {
+    const headers = { ...(opts.headers || {}) };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.authorization = "Bearer " + token;
+    resp = await fetch(path, { ...opts, headers });
+    if (resp.status !== 401 || attempt > 0 || !(await askToken(token))) break;
+  }
   let body = null;
   try { body = await resp.json(); } catch (_) { /* not JSON: reported below */ }
   if (!resp.ok) throw new Error((body && body.error) || resp.status + " " + resp.statusText);
