@@ -138,7 +138,8 @@ pub struct StateSnapshot {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    traffic: RwLock<HashMap<(String, u32), Arc<PartitionTraffic>>>,
+    /// topic -> partition -> totals; keyed by topic first so a lookup borrows the `&str`.
+    traffic: RwLock<HashMap<String, HashMap<u32, Arc<PartitionTraffic>>>>,
     produce_seconds: Family<ListenerLabels, Histogram>,
     fetch_seconds: Family<ListenerLabels, Histogram>,
     fsyncs: Counter,
@@ -224,12 +225,12 @@ impl Metrics {
         // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
         {
             let map = self.traffic.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(t) = map.get(&(topic.to_owned(), partition)) {
+            if let Some(t) = map.get(topic).and_then(|parts| parts.get(&partition)) {
                 return Arc::clone(t);
             }
         }
         let mut map = self.traffic.write().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(map.entry((topic.to_owned(), partition)).or_default())
+        Arc::clone(map.entry(topic.to_owned()).or_default().entry(partition).or_default())
     }
 
     /// `records` records (`bytes` encoded bytes) appended to one partition.
@@ -299,7 +300,9 @@ impl Metrics {
     pub fn topic_totals(&self) -> Vec<(String, TopicTotals)> {
         let map = self.traffic.read().unwrap_or_else(|e| e.into_inner());
         let mut by_topic: HashMap<&str, TopicTotals> = HashMap::new();
-        for ((topic, _), t) in map.iter() {
+        for (topic, t) in
+            map.iter().flat_map(|(topic, parts)| parts.values().map(move |t| (topic, t)))
+        {
             let e = by_topic.entry(topic.as_str()).or_default();
             e.append_records += t.append_records.load(Ordering::Relaxed);
             e.append_bytes += t.append_bytes.load(Ordering::Relaxed);
@@ -336,7 +339,9 @@ impl Metrics {
         let fetch_bytes = Family::<PartitionLabels, Counter>::default();
         {
             let map = self.traffic.read().unwrap_or_else(|e| e.into_inner());
-            for ((topic, partition), t) in map.iter() {
+            for (topic, partition, t) in
+                map.iter().flat_map(|(topic, parts)| parts.iter().map(move |(p, t)| (topic, p, t)))
+            {
                 let l = PartitionLabels { topic: topic.clone(), partition: *partition };
                 append_records.get_or_create(&l).inc_by(t.append_records.load(Ordering::Relaxed));
                 append_bytes.get_or_create(&l).inc_by(t.append_bytes.load(Ordering::Relaxed));
