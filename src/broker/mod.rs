@@ -33,6 +33,10 @@
 //! registers for it before reading, so an append between the read and the wait is never missed,
 //! and sleeps until data arrives or `max_wait` passes. No busy loop.
 //!
+//! # Metrics
+//! The broker owns the [`Metrics`] its listeners record traffic into ([`Broker::metrics`]); every
+//! partition log does its file work through a [`TimedFs`], so each fsync is counted and timed.
+//!
 //! # Blocking
 //! Appends under `FsyncPolicy::Always` block on fdatasync. [`Broker::append_owned`] (the native
 //! server's path) runs them on the blocking pool; [`Broker::append`] and
