@@ -1119,4 +1119,72 @@ mod tests {
         append_n(&log, 1); // rolls: seals segment 0
         assert!(fs.sync_count() > base);
     }
+
+    #[test]
+    fn a_slice_outlives_the_deletion_of_its_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), tiny(180)).unwrap();
+        append_n(&log, 10);
+        let slice = log.read(0, 1 << 20).unwrap();
+        log.trim_before(9).unwrap();
+        assert!(!dir.path().join("00000000000000000000.log").exists());
+        let offsets: Vec<u64> = slice.records().map(|r| r.unwrap().offset).collect();
+        assert_eq!(offsets, vec![0, 1, 2]);
+        assert!(matches!(log.read(0, 10), Err(StorageError::OffsetOutOfRange { .. })));
+    }
+
+    #[test]
+    fn readers_race_the_appender_and_retention_without_seeing_torn_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = tiny(400);
+        cfg.retention_bytes = Some(1200);
+        let log = Arc::new(Log::open(dir.path(), cfg).unwrap());
+        const TOTAL: u64 = 2000;
+        let appender = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                while log.next_offset() < TOTAL {
+                    let batch = (log.next_offset() % 3 + 1).min(TOTAL - log.next_offset());
+                    for _ in 0..batch {
+                        append_n(&log, 1);
+                    }
+                }
+            })
+        };
+        let retention = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while log.next_offset() < TOTAL && Instant::now() < deadline {
+                    log.enforce_retention(0).unwrap();
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut reads = 0u64;
+        while log.next_offset() < TOTAL && Instant::now() < deadline {
+            let at = log.log_start_offset();
+            match log.read(at, 300) {
+                Ok(slice) => {
+                    let mut o = at;
+                    for r in slice.records() {
+                        let r = r.unwrap();
+                        assert_eq!((r.offset, r.value), (o, &value(o)[..]));
+                        o += 1;
+                    }
+                    assert_eq!(o, slice.next_offset());
+                    reads += 1;
+                }
+                // Retention moved the start between the two calls.
+                Err(StorageError::OffsetOutOfRange { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        appender.join().unwrap();
+        retention.join().unwrap();
+        assert!(reads > 0);
+        assert_eq!(log.next_offset(), TOTAL);
+        assert!(log.log_start_offset() > 0, "retention ran");
+    }
 }

@@ -426,3 +426,29 @@ fn open_active(
     )?;
     Ok((seg, cursor))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_roundtrip_and_damage_is_detected() {
+        let b = encode_checkpoint(123_456);
+        assert_eq!(&b[..4], b"MKLS");
+        assert_eq!(decode_checkpoint(&b), Some(123_456));
+        for i in 0..b.len() {
+            let mut bad = b;
+            bad[i] ^= 0x01;
+            assert_eq!(decode_checkpoint(&bad), None, "flip at byte {i}");
+        }
+        assert_eq!(decode_checkpoint(&b[..19]), None);
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOG_START_FILE), b"garbage").unwrap();
+        let err = recover(&crate::storage::RealFs, dir.path(), &LogConfig::default()).err();
+        assert!(matches!(err, Some(StorageError::Corrupt { .. })), "{err:?}");
+    }
+}

@@ -447,17 +447,24 @@ impl Segment {
         }
         let start = pos;
         let mut end = pos;
-        // `data` ends at the committed length, which is always on a batch boundary: every byte
-        // below it belongs to a whole, published record.
-        while end < data.len() {
-            if end > start {
-                let len = record::peek_total_len(&data[end..], self.max_record_bytes)
-                    .map_err(|e| self.corrupt(end, e.to_string()))?;
-                if end - start + len > max_bytes {
-                    break;
-                }
+        loop {
+            if end >= data.len() {
+                break;
             }
-            end += self.decode_at(data, end, at)?.raw.len();
+            if end > start && end - start >= max_bytes {
+                break;
+            }
+            // Stop at the records published when the caller looked (the next offset is
+            // published after the bytes, so anything below it is whole).
+            let len = match record::peek_total_len(&data[end..], self.max_record_bytes) {
+                Ok(len) => len,
+                Err(e) => return Err(self.corrupt(end, e.to_string())),
+            };
+            if end > start && end - start + len > max_bytes {
+                break;
+            }
+            let _ = self.decode_at(data, end, at)?;
+            end += len;
             at += 1;
         }
         if end == start {
