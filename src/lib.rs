@@ -4,7 +4,9 @@
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod protocol;
 pub mod record;
 pub mod server;

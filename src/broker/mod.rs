@@ -33,6 +33,10 @@
 //! registers for it before reading, so an append between the read and the wait is never missed,
 //! and sleeps until data arrives or `max_wait` passes. No busy loop.
 //!
+//! # Metrics
+//! The broker owns the [`Metrics`] its listeners record traffic into ([`Broker::metrics`]); every
+//! partition log does its file work through a [`TimedFs`], so each fsync is counted and timed.
+//!
 //! # Blocking
 //! Appends under `FsyncPolicy::Always` block on fdatasync. [`Broker::append_owned`] (the native
 //! server's path) runs them on the blocking pool; [`Broker::append`] and
@@ -59,8 +63,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::{Metrics, TimedFs};
 use crate::record::NewRecord;
-use crate::storage::{FsyncPolicy, LogConfig, OffsetRange, ReadSlice, StorageError};
+use crate::storage::{
+    FileSystem, FsyncPolicy, LogConfig, OffsetRange, ReadSlice, RealFs, StorageError,
+};
 
 use self::groups::Groups;
 use self::topic::{Partition, Topic, TopicMeta};
@@ -229,6 +236,11 @@ pub struct Broker {
     shutting_down: AtomicBool,
     stop: Arc<Stop>,
     background: Mutex<Option<JoinHandle<()>>>,
+    /// Shared with the listeners, which record traffic into it, and the HTTP server.
+    metrics: Arc<Metrics>,
+    /// Every partition log does its file work through this: the real file system, with each
+    /// fsync timed into `metrics`.
+    fs: Arc<dyn FileSystem>,
 }
 
 /// Locks a std mutex; the data it guards (unit, a join handle) cannot be left inconsistent by a
@@ -242,6 +254,8 @@ impl Broker {
     /// group offsets and starts the background thread (retention, interval fsync).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let data_dir = &config.data_dir;
+        let metrics = Arc::new(Metrics::new());
+        let fs: Arc<dyn FileSystem> = Arc::new(TimedFs::new(Arc::new(RealFs), metrics.clone()));
         fsutil::create_dir_durably(data_dir)?;
         let mut topics = BTreeMap::new();
         let entries = fs::read_dir(data_dir).map_err(|source| BrokerError::Io {
@@ -282,7 +296,7 @@ impl Broker {
                 tracing::warn!(path = %path.display(), "ignoring a directory without topic.json");
                 continue;
             }
-            let t = Topic::open(&name, path, &config.log)?;
+            let t = Topic::open(&name, path, &config.log, &fs)?;
             topics.insert(name, Arc::new(t));
         }
         if swept {
@@ -302,6 +316,8 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             stop: Arc::new(Stop::default()),
             background: Mutex::new(None),
+            metrics,
+            fs,
         });
         let handle = spawn_background(Arc::downgrade(&broker), broker.stop.clone(), broker.tick())
             .map_err(|source| BrokerError::Io {
@@ -315,6 +331,11 @@ impl Broker {
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The broker's metrics: listeners record their traffic here, `/metrics` exposes it.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
@@ -390,7 +411,7 @@ impl Broker {
         TopicMeta { partitions }.write(&staging)?;
         fs::rename(&staging, &dir).map_err(io(&dir, "rename staging directory to"))?;
         fsutil::sync_dir(data_dir)?;
-        let t = Arc::new(Topic::open(name, dir, &self.config.log)?);
+        let t = Arc::new(Topic::open(name, dir, &self.config.log, &self.fs)?);
         let description = t.describe();
         self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), t);
         tracing::info!(topic = name, partitions, "topic created");

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::broker::{Broker, BrokerConfig, BrokerError};
+use crate::http::{HttpError, HttpServer};
 use crate::kafka::{KafkaConfig, KafkaError, KafkaServer};
 use crate::protocol;
 use crate::server::{self, Server, ServerConfig, ServerError};
@@ -32,6 +33,11 @@ pub struct BrokerArgs {
     /// Address of the native protocol listener (host:port; port 0 picks a free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
     pub listen: String,
+
+    /// Address of the HTTP listener: the web console, `/metrics` and `/api/` (host:port; port 0
+    /// picks a free port; `off` disables it).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7071")]
+    pub http_listen: String,
 
     /// When appends are fdatasynced: `always` (before each acknowledgement; survives power
     /// loss), `interval=MS` (every MS milliseconds; a power loss loses at most MS of
@@ -118,6 +124,8 @@ pub enum BrokerCommandError {
     #[error(transparent)]
     Server(#[from] ServerError),
     #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error(transparent)]
     Kafka(#[from] KafkaError),
     #[error("shutting down the broker: {0}")]
     Shutdown(#[source] BrokerError),
@@ -157,6 +165,14 @@ impl BrokerArgs {
             default_partitions: self.default_partitions,
             ..defaults
         })
+    }
+
+    /// The HTTP listener's address, or `None` for `--http-listen off`.
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>, BrokerCommandError> {
+        if self.http_listen.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        resolve(&self.http_listen).map(Some)
     }
 
     /// The native server configuration these flags describe, checked (the address resolved).
@@ -219,23 +235,36 @@ fn resolve(addr: &str) -> Result<SocketAddr, BrokerCommandError> {
 /// and in [`start_listeners`]; [`run`] drains them all before shutting the broker down.
 pub struct Listeners {
     pub native: Server,
+    /// The web console and metrics; `None` with `--http-listen off`.
+    pub http: Option<HttpServer>,
     /// The Kafka wire protocol listener, unless `--kafka-listen off`.
     pub kafka: Option<KafkaServer>,
 }
 
 impl Listeners {
-    /// Serves on every listener until `stop` turns true, then lets each drain.
+    /// Serves on every listener until `stop` turns true, then lets each drain. A listener that
+    /// fails ends the others too.
     async fn serve(self, stop: watch::Receiver<bool>) -> Result<(), BrokerCommandError> {
-        let kafka_stop = stop.clone();
-        let kafka = async move {
+        let native = async {
+            self.native.serve(wait_for_stop(stop.clone())).await.map_err(BrokerCommandError::from)
+        };
+        let kafka = async {
             match self.kafka {
-                Some(k) => k.run(wait_for_stop(kafka_stop)).await,
+                Some(k) => {
+                    k.run(wait_for_stop(stop.clone())).await.map_err(BrokerCommandError::from)
+                }
                 None => Ok(()),
             }
         };
-        let (native, kafka) = tokio::join!(self.native.serve(wait_for_stop(stop)), kafka);
-        native?;
-        kafka?;
+        let http = async {
+            match self.http {
+                Some(h) => {
+                    h.run(wait_for_stop(stop.clone())).await.map_err(BrokerCommandError::from)
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(native, kafka, http)?;
         Ok(())
     }
 }
@@ -249,8 +278,20 @@ pub async fn start_listeners(
         Some(config) => Some(KafkaServer::bind(config, broker.clone()).await?),
         None => None,
     };
+    let http = match args.http_addr()? {
+        Some(addr) => {
+            let http = HttpServer::bind(addr, broker.clone(), broker.metrics().clone())
+                .await?
+                .with_auth_token(args.auth_token.clone());
+            Some(match &kafka {
+                Some(k) => http.with_group_members(Arc::new(k.group_members())),
+                None => http,
+            })
+        }
+        None => None,
+    };
     let native = Server::bind(args.server_config()?, broker).await?;
-    Ok(Listeners { native, kafka })
+    Ok(Listeners { native, kafka, http })
 }
 
 async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
@@ -272,6 +313,7 @@ pub async fn run_until(
     let config = args.broker_config()?;
     // Validate the listener flags before touching the data directory.
     args.server_config()?;
+    args.http_addr()?;
     args.kafka_config()?;
     let path = config.data_dir.clone();
     // Opening recovers every partition: file I/O, kept off the async workers.
@@ -351,6 +393,8 @@ mod tests {
         let a = parse(&[]).unwrap();
         assert_eq!(a.data_dir, PathBuf::from("./data"));
         assert_eq!(a.listen, "127.0.0.1:7070");
+        assert_eq!(a.http_addr().unwrap(), Some("127.0.0.1:7071".parse().unwrap()));
+        assert_eq!(parse(&["--http-listen=off"]).unwrap().http_addr().unwrap(), None);
         assert_eq!(a.fsync, FsyncPolicy::Always);
         assert_eq!(a.max_connections, 4096);
         assert_eq!(a.max_frame_bytes, protocol::MAX_FRAME_BYTES);
@@ -424,6 +468,7 @@ mod tests {
         let data = dir.path().join("data");
         let args = parse(&[
             "--listen=127.0.0.1:0",
+            "--http-listen=127.0.0.1:0",
             "--kafka-listen=127.0.0.1:0",
             "--data-dir",
             data.to_str().unwrap(),

@@ -3,7 +3,9 @@
 //! in the broker (for `minikafka broker`) and in `crate::client` (for everything else).
 
 pub mod broker;
+mod completions;
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -36,6 +38,10 @@ pub enum Command {
     /// messages produced from now on are shown (like Kafka's console consumer). To replay what
     /// is stored, use --from-beginning.
     Consume(consume::ConsumeArgs),
+    /// List consumer groups, or show one group's committed offsets and lag per partition.
+    Group(group::GroupArgs),
+    /// Print a shell completion script: `minikafka completions bash > /etc/bash_completion.d/minikafka`.
+    Completions(completions::CompletionsArgs),
 }
 
 /// How to reach the broker; shared by every client subcommand.
@@ -88,6 +94,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Topic(args) => topic::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
+        Command::Group(args) => group::run(args).await,
+        Command::Completions(args) => completions::run(args),
     }
 }
 

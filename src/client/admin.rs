@@ -1,8 +1,9 @@
-//! Topic administration over a [`Connection`]: create, delete, trim, list, describe.
+//! Administration over a [`Connection`]: topics (create, delete, trim, list, describe) and
+//! consumer groups (list, committed offsets).
 
 use super::{ClientError, Connection};
 use crate::broker::TopicDescription;
-use crate::protocol::{Request, Response};
+use crate::protocol::{GroupOffset, Request, Response};
 
 /// Topic administration. Cheap to create; shares the connection it is given.
 #[derive(Clone)]
@@ -52,6 +53,23 @@ impl Admin {
         match self.conn.request(&Request::ListTopics).await? {
             Response::Topics { names } => Ok(names),
             other => Err(unexpected("ListTopics", &other)),
+        }
+    }
+
+    /// The names of every consumer group with committed offsets, sorted.
+    pub async fn list_groups(&self) -> Result<Vec<String>, ClientError> {
+        match self.conn.request(&Request::ListGroups).await? {
+            Response::Groups { names } => Ok(names),
+            other => Err(unexpected("ListGroups", &other)),
+        }
+    }
+
+    /// Every committed offset of one group, sorted by topic and partition (empty for a group
+    /// that never committed).
+    pub async fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>, ClientError> {
+        match self.conn.request(&Request::GroupOffsets { group: group.to_string() }).await? {
+            Response::GroupOffsets { offsets } => Ok(offsets),
+            other => Err(unexpected("GroupOffsets", &other)),
         }
     }
 

@@ -269,6 +269,12 @@ impl Coordinator {
         Self::default()
     }
 
+    /// The member ids of a group (sorted; they start with the member's client id), empty when the
+    /// coordinator does not know the group.
+    pub(crate) fn members(&self, group_id: &str) -> Vec<String> {
+        self.groups.get(group_id).map(|g| g.members.keys().cloned().collect()).unwrap_or_default()
+    }
+
     /// The state of a group, if the coordinator knows it.
     #[cfg(test)]
     pub(crate) fn state(&self, group_id: &str) -> Option<(GroupState, i32, usize)> {
@@ -626,6 +632,9 @@ mod tests {
         assert_eq!(ready(&mut s).unwrap().assignment, Bytes::from_static(b"all"));
         assert_eq!(c.heartbeat(t, G, 1, &id), 0);
         assert_eq!(c.state(G).unwrap().0, GroupState::Stable);
+        assert_eq!(c.members(G), vec![id.clone()], "the console sees the live member");
+        assert!(id.starts_with("c-"), "member ids carry the client id: {id}");
+        assert!(c.members("other").is_empty());
     }
 
     #[test]

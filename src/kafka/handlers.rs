@@ -28,6 +28,7 @@ use super::batch::{self, BatchError};
 use super::codec::{self, DecodedRequest};
 use super::group::{Coordinator, JoinOutcome, JoinParams, Reply, SyncOutcome};
 use crate::broker::{Broker, BrokerError, validate_group_name, validate_topic_name};
+use crate::metrics::{Listener, snake_case};
 
 /// Our one broker's node id: we are every partition's leader and every group's coordinator.
 const NODE_ID: i32 = 0;
@@ -117,11 +118,34 @@ fn encode<T: Encodable>(req: &DecodedRequest, body: &T) -> Result<Option<Bytes>,
         .map(Some)
 }
 
+/// The metrics label of a Kafka error code (`unknown_topic_or_partition`).
+fn error_kind(error_code: i16) -> String {
+    use kafka_protocol::error::ParseResponseErrorCode;
+    match error_code.err() {
+        Some(e) => snake_case(&format!("{e:?}")),
+        None => "none".to_string(),
+    }
+}
+
 /// Handles one decoded request. `Ok(None)` means no response is due (Produce with acks=0).
-pub(crate) async fn handle(
-    ctx: &Ctx,
-    mut req: DecodedRequest,
-) -> Result<Option<Bytes>, KafkaError> {
+pub(crate) async fn handle(ctx: &Ctx, req: DecodedRequest) -> Result<Option<Bytes>, KafkaError> {
+    let metrics = ctx.broker.metrics().clone();
+    metrics.record_request(Listener::Kafka, snake_case(&format!("{:?}", req.key)));
+    let result = handle_request(ctx, req).await;
+    if let Err(e) = &result {
+        let kind = match e {
+            KafkaError::FrameTooLarge { .. } => "frame_too_large",
+            KafkaError::UnsupportedApi { .. } => "unsupported_api",
+            KafkaError::Malformed(_) => "malformed_request",
+            KafkaError::Encode(_) => "encode",
+            KafkaError::Io { .. } => "io",
+        };
+        metrics.record_request_error(Listener::Kafka, kind);
+    }
+    result
+}
+
+async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Bytes>, KafkaError> {
     let v = req.header.request_api_version;
     match req.key {
         ApiKey::ApiVersions => {
@@ -342,6 +366,8 @@ fn init_producer_id(ctx: &Ctx, r: InitProducerIdRequest) -> InitProducerIdRespon
 }
 
 async fn produce(ctx: &Ctx, r: ProduceRequest) -> ProduceResponse {
+    let started = Instant::now();
+    let metrics = ctx.broker.metrics();
     let acks_ok = matches!(r.acks, -1..=1);
     let mut seen = 0usize;
     let mut responses = Vec::with_capacity(r.topic_data.len());
@@ -359,7 +385,10 @@ async fn produce(ctx: &Ctx, r: ProduceRequest) -> ProduceResponse {
             };
             parts.push(match err {
                 Ok(base) => res.with_base_offset(base as i64),
-                Err(c) => res.with_error_code(c),
+                Err(c) => {
+                    metrics.record_request_error(Listener::Kafka, error_kind(c));
+                    res.with_error_code(c)
+                }
             });
         }
         responses.push(
@@ -368,6 +397,7 @@ async fn produce(ctx: &Ctx, r: ProduceRequest) -> ProduceResponse {
                 .with_partition_responses(parts),
         );
     }
+    metrics.observe_produce(Listener::Kafka, started.elapsed());
     ProduceResponse::default().with_responses(responses)
 }
 
@@ -401,12 +431,16 @@ async fn produce_partition(
             tracing::warn!(topic, partition, error = %e, "Kafka produce failed");
             broker_error_code(&e)
         })?;
+    let count = res.offsets.next - res.offsets.first;
+    ctx.broker.metrics().record_append(topic, partition, count, stored.encoded.len() as u64);
     Ok(res.offsets.first)
 }
 
 /// One partition's fetch outcome.
 struct PartFetch {
     error: i16,
+    /// Records in `records`.
+    count: u64,
     high_watermark: i64,
     log_start_offset: i64,
     records: Bytes,
@@ -421,6 +455,7 @@ async fn fetch_one(
 ) -> PartFetch {
     let fail = |error| PartFetch {
         error,
+        count: 0,
         high_watermark: -1,
         log_start_offset: -1,
         records: Bytes::new(),
@@ -449,6 +484,11 @@ async fn fetch_one(
             };
             PartFetch {
                 error: 0,
+                count: if f.records.is_empty() {
+                    0
+                } else {
+                    f.records.next_offset() - f.records.first_offset()
+                },
                 high_watermark: f.high_watermark as i64,
                 log_start_offset: f.log_start_offset as i64,
                 records,
@@ -459,6 +499,7 @@ async fn fetch_one(
 }
 
 async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
+    let started = Instant::now();
     let wanted: Vec<(String, i32, i64, usize)> = r
         .topics
         .iter()
@@ -506,8 +547,14 @@ async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
         waits.abort_all();
     }
 
+    let metrics = ctx.broker.metrics();
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
     for ((topic, partition, offset, _), res) in wanted.iter().zip(results) {
+        if res.error == 0 {
+            metrics.record_fetch(topic, *partition as u32, res.count, res.records.len() as u64);
+        } else {
+            metrics.record_request_error(Listener::Kafka, error_kind(res.error));
+        }
         tracing::trace!(
             topic,
             partition,
@@ -533,6 +580,7 @@ async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
             ),
         }
     }
+    metrics.observe_fetch(Listener::Kafka, started.elapsed());
     FetchResponse::default().with_session_id(0).with_responses(responses)
 }
 

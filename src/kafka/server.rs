@@ -19,6 +19,7 @@ use super::KafkaError;
 use super::codec::{self, Incoming};
 use super::handlers::{self, Ctx, HandlerConfig};
 use crate::broker::Broker;
+use crate::metrics::Listener;
 
 /// Buffer reserved up front for a request body; larger bodies grow as their bytes arrive.
 const INITIAL_READ_BYTES: usize = 64 * 1024;
@@ -96,6 +97,12 @@ impl KafkaServer {
         })
     }
 
+    /// Looks up the live members of a Kafka consumer group (for the web console and `/api/`).
+    pub fn group_members(&self) -> impl Fn(&str) -> Vec<String> + Send + Sync + 'static {
+        let ctx = self.ctx.clone();
+        move |group| ctx.coordinator().members(group)
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         // The listener was bound successfully, so it has an address; fall back to unspecified.
@@ -136,8 +143,10 @@ impl KafkaServer {
                     let ctx = self.ctx.clone();
                     let max = self.max_frame_bytes;
                     let stop = stop_rx.clone();
+                    let open = ctx.broker.metrics().connection_opened(Listener::Kafka);
                     conns.spawn(async move {
                         let _permit = permit;
+                        let _open = open;
                         if let Err(e) = serve_connection(stream, &ctx, max, stop).await {
                             tracing::debug!(%peer, error = %e, "Kafka connection closed");
                         }

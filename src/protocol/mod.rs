@@ -104,6 +104,20 @@ pub enum Request {
         topic: String,
         partition: u32,
     },
+    /// The names of every consumer group with committed offsets.
+    ListGroups,
+    /// Every committed offset of one group.
+    GroupOffsets {
+        group: String,
+    },
+}
+
+/// One committed offset of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
 }
 
 /// A response from the broker.
@@ -139,6 +153,14 @@ pub enum Response {
     Offset {
         offset: Option<u64>,
     },
+    /// Consumer-group names, sorted.
+    Groups {
+        names: Vec<String>,
+    },
+    /// One group's committed offsets, sorted by topic and partition.
+    GroupOffsets {
+        offsets: Vec<GroupOffset>,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -159,6 +181,8 @@ pub enum ApiKey {
     ListTopics = 7,
     CommitOffset = 8,
     FetchOffset = 9,
+    ListGroups = 10,
+    GroupOffsets = 11,
 }
 
 impl ApiKey {
@@ -175,8 +199,29 @@ impl ApiKey {
             7 => ListTopics,
             8 => CommitOffset,
             9 => FetchOffset,
+            10 => ListGroups,
+            11 => GroupOffsets,
             _ => return None,
         })
+    }
+
+    /// A short snake_case name, for metrics and logs.
+    pub fn name(self) -> &'static str {
+        use ApiKey::*;
+        match self {
+            Authenticate => "authenticate",
+            CreateTopic => "create_topic",
+            DeleteTopic => "delete_topic",
+            Trim => "trim",
+            Append => "append",
+            Fetch => "fetch",
+            Describe => "describe",
+            ListTopics => "list_topics",
+            CommitOffset => "commit_offset",
+            FetchOffset => "fetch_offset",
+            ListGroups => "list_groups",
+            GroupOffsets => "group_offsets",
+        }
     }
 }
 
@@ -194,6 +239,8 @@ impl Request {
             Request::ListTopics => ApiKey::ListTopics,
             Request::CommitOffset { .. } => ApiKey::CommitOffset,
             Request::FetchOffset { .. } => ApiKey::FetchOffset,
+            Request::ListGroups => ApiKey::ListGroups,
+            Request::GroupOffsets { .. } => ApiKey::GroupOffsets,
         }
     }
 }
@@ -210,6 +257,8 @@ pub enum ResponseKind {
     Topics = 5,
     Trimmed = 6,
     Offset = 7,
+    Groups = 8,
+    GroupOffsets = 9,
 }
 
 /// The status byte of an error response.
@@ -449,6 +498,8 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
             put_str(buf, topic);
             buf.put_u32_le(*partition);
         }
+        Request::ListGroups => {}
+        Request::GroupOffsets { group } => put_str(buf, group),
     }
     finish_frame(buf, at, 0);
 }
@@ -511,6 +562,22 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
                     buf.put_u64_le(*o);
                 }
                 None => buf.put_u8(0),
+            }
+        }
+        Response::Groups { names } => {
+            ok_kind(buf, ResponseKind::Groups);
+            buf.put_u32_le(names.len() as u32);
+            for n in names {
+                put_str(buf, n);
+            }
+        }
+        Response::GroupOffsets { offsets } => {
+            ok_kind(buf, ResponseKind::GroupOffsets);
+            buf.put_u32_le(offsets.len() as u32);
+            for o in offsets {
+                put_str(buf, &o.topic);
+                buf.put_u32_le(o.partition);
+                buf.put_u64_le(o.offset);
             }
         }
         Response::Fetched { .. } => unreachable!("handled above"),
@@ -706,6 +773,8 @@ fn decode_request_with(
             topic: r.string("topic name")?,
             partition: r.u32("partition")?,
         },
+        ApiKey::ListGroups => Request::ListGroups,
+        ApiKey::GroupOffsets => Request::GroupOffsets { group: r.string("group name")? },
     };
     r.finish()?;
     Ok((correlation_id, req))
@@ -774,6 +843,27 @@ fn decode_response_with(
         k if k == ResponseKind::Offset as u8 => {
             let offset = if r.bool("offset")? { Some(r.u64("offset")?) } else { None };
             Response::Offset { offset }
+        }
+        k if k == ResponseKind::Groups as u8 => {
+            let n = r.count("group count", 2)?;
+            let mut names = Vec::with_capacity(n);
+            for _ in 0..n {
+                names.push(r.string("group name")?);
+            }
+            Response::Groups { names }
+        }
+        k if k == ResponseKind::GroupOffsets as u8 => {
+            // The smallest entry is an empty topic name, a partition and an offset.
+            let n = r.count("offset count", 2 + 4 + 8)?;
+            let mut offsets = Vec::with_capacity(n);
+            for _ in 0..n {
+                offsets.push(GroupOffset {
+                    topic: r.string("topic name")?,
+                    partition: r.u32("partition")?,
+                    offset: r.u64("offset")?,
+                });
+            }
+            Response::GroupOffsets { offsets }
         }
         other => return Err(ProtocolError::UnknownResponseKind(other)),
     };

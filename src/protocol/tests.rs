@@ -53,6 +53,8 @@ fn all_requests() -> Vec<Request> {
             offset: 99,
         },
         Request::FetchOffset { group: "g1".into(), topic: "orders".into(), partition: 4 },
+        Request::ListGroups,
+        Request::GroupOffsets { group: "g1".into() },
     ]
 }
 
@@ -80,6 +82,15 @@ fn all_responses() -> Vec<Response> {
         Response::Trimmed { log_start_offset: 42 },
         Response::Offset { offset: Some(7) },
         Response::Offset { offset: None },
+        Response::Groups { names: vec!["billing".into(), "g1".into()] },
+        Response::Groups { names: vec![] },
+        Response::GroupOffsets {
+            offsets: vec![
+                GroupOffset { topic: "a".into(), partition: 0, offset: 5 },
+                GroupOffset { topic: "b".into(), partition: 3, offset: u64::MAX },
+            ],
+        },
+        Response::GroupOffsets { offsets: vec![] },
         Response::Error {
             code: ErrorCode::OffsetOutOfRange,
             message: "offset 9 is out of range 0..5".into(),

@@ -41,6 +41,7 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::debug!(%peer, "connection opened");
+    let _open = broker.metrics().connection_opened(crate::metrics::Listener::Native);
     let (mut rd, mut wr) = stream.into_split();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Outbox::default();

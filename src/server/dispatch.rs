@@ -3,13 +3,14 @@
 //! pool. Never reads or writes sockets.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use crate::broker::{Broker, BrokerError, FetchResult};
-use crate::protocol::{ErrorCode, Request, Response};
+use crate::metrics::Listener;
+use crate::protocol::{ErrorCode, GroupOffset, Request, Response};
 use crate::storage::StorageError;
 
 use super::ServerConfig;
@@ -89,6 +90,22 @@ pub(crate) async fn handle(
     session: &mut Session,
     stop: &mut watch::Receiver<bool>,
 ) -> Reply {
+    let metrics = broker.metrics().clone();
+    metrics.record_request(Listener::Native, req.api_key().name());
+    let reply = handle_request(req, broker, config, session, stop).await;
+    if let Reply::Response(Response::Error { code, .. }) = &reply {
+        metrics.record_request_error(Listener::Native, code.name());
+    }
+    reply
+}
+
+async fn handle_request(
+    req: Request,
+    broker: &Arc<Broker>,
+    config: &ServerConfig,
+    session: &mut Session,
+    stop: &mut watch::Receiver<bool>,
+) -> Reply {
     if let Request::Authenticate { token } = &req {
         return match &config.auth_token {
             None => Response::Ok.into(),
@@ -139,10 +156,17 @@ async fn run(
             Response::Trimmed { log_start_offset }.into()
         }
         Request::Append { topic, partition, key_hint, records } => {
+            let started = Instant::now();
+            let records = into_mut(records);
+            let bytes = records.len() as u64;
             let r = broker
-                .append_owned(&topic, partition, key_hint.as_deref(), into_mut(records))
+                .append_owned(&topic, partition, key_hint.as_deref(), records)
                 .await
                 .map_err(|e| broker_error(&e))?;
+            let metrics = broker.metrics();
+            let count = r.offsets.next - r.offsets.first;
+            metrics.record_append(&topic, r.partition, count, bytes);
+            metrics.observe_produce(Listener::Native, started.elapsed());
             Response::Appended {
                 partition: r.partition,
                 first_offset: r.offsets.first,
@@ -151,6 +175,7 @@ async fn run(
             .into()
         }
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
+            let started = Instant::now();
             // Leave room for the response head within the frame limit the client enforces.
             let max_bytes = (max_bytes as usize).min(config.max_frame_bytes as usize / 2);
             let max_wait = Duration::from_millis(u64::from(max_wait_ms)).min(config.max_wait);
@@ -165,7 +190,16 @@ async fn run(
                     }
                 }
             };
-            Reply::Fetched(fetched.map_err(|e| broker_error(&e))?)
+            let fetched = fetched.map_err(|e| broker_error(&e))?;
+            let records = if fetched.records.is_empty() {
+                0
+            } else {
+                fetched.records.next_offset() - fetched.records.first_offset()
+            };
+            let metrics = broker.metrics();
+            metrics.record_fetch(&topic, partition, records, fetched.records.len() as u64);
+            metrics.observe_fetch(Listener::Native, started.elapsed());
+            Reply::Fetched(fetched)
         }
         Request::Describe { topic: Some(name) } => {
             let d = broker.describe_topic(&name).map_err(|e| broker_error(&e))?;
@@ -186,6 +220,17 @@ async fn run(
             let offset =
                 broker.committed_offset(&group, &topic, partition).map_err(|e| broker_error(&e))?;
             Response::Offset { offset }.into()
+        }
+        Request::ListGroups => Response::Groups { names: broker.list_groups() }.into(),
+        Request::GroupOffsets { group } => {
+            let mut offsets: Vec<GroupOffset> = broker
+                .group_offsets(&group)
+                .map_err(|e| broker_error(&e))?
+                .into_iter()
+                .map(|(topic, partition, offset)| GroupOffset { topic, partition, offset })
+                .collect();
+            offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            Response::GroupOffsets { offsets }.into()
         }
     };
     Ok(reply)

@@ -61,8 +61,8 @@ impl BrokerProcess {
                 .arg(&self.data_dir)
                 .arg("--listen")
                 .arg(&addr)
-                // Tests run brokers in parallel; none may take the fixed Kafka port.
-                .args(["--kafka-listen", "off"])
+                // Tests run brokers in parallel; none may take the fixed Kafka or console port.
+                .args(["--kafka-listen", "off", "--http-listen", "off"])
                 .args(&self.extra)
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())

@@ -1,0 +1,409 @@
+//! Handlers of `/metrics` and `/api/*`: each turns one broker call into JSON (or the exposition).
+//! Errors answer `{"error": "..."}` with a status that says whose fault it was.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, RecordJson, RecordsPage};
+use crate::broker::{Broker, BrokerError, TopicDescription};
+use crate::metrics::{self, GroupOffsetState, PartitionState, StateSnapshot};
+use crate::protocol::ErrorCode;
+
+/// Bytes asked of the log per fetch while filling one browser page.
+const BROWSE_FETCH_BYTES: usize = 256 * 1024;
+/// Upper bound on the bytes one browser page reads from the log.
+const BROWSE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// An API error: a status and a message for the page.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> Self {
+        ApiError::new(broker_error_status(&e), e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::new(e.status(), e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::new(e.status(), e.body_text())
+    }
+}
+
+/// The status for a broker error, from the same classification the native protocol reports.
+fn broker_error_status(e: &BrokerError) -> StatusCode {
+    match crate::server::error_code(e) {
+        ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => StatusCode::NOT_FOUND,
+        ErrorCode::TopicAlreadyExists => StatusCode::CONFLICT,
+        ErrorCode::OffsetOutOfRange => StatusCode::RANGE_NOT_SATISFIABLE,
+        ErrorCode::InvalidRequest
+        | ErrorCode::InvalidTopicName
+        | ErrorCode::InvalidGroupName
+        | ErrorCode::InvalidRecord
+        | ErrorCode::RecordTooLarge
+        | ErrorCode::FrameTooLarge
+        | ErrorCode::LimitExceeded => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Storage | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+#[derive(Debug, Serialize)]
+pub(crate) struct PartitionView {
+    partition: u32,
+    log_start_offset: u64,
+    next_offset: u64,
+    records: u64,
+    segments: u64,
+    size_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct TopicView {
+    name: String,
+    records: u64,
+    size_bytes: u64,
+    segments: u64,
+    partitions: Vec<PartitionView>,
+}
+
+impl From<TopicDescription> for TopicView {
+    fn from(d: TopicDescription) -> Self {
+        let partitions: Vec<PartitionView> = d
+            .partitions
+            .iter()
+            .map(|p| PartitionView {
+                partition: p.partition,
+                log_start_offset: p.log_start_offset,
+                next_offset: p.next_offset,
+                records: p.next_offset.saturating_sub(p.log_start_offset),
+                segments: p.segments,
+                size_bytes: p.size_bytes,
+            })
+            .collect();
+        TopicView {
+            name: d.name,
+            records: partitions.iter().map(|p| p.records).sum(),
+            size_bytes: partitions.iter().map(|p| p.size_bytes).sum(),
+            segments: partitions.iter().map(|p| p.segments).sum(),
+            partitions,
+        }
+    }
+}
+
+pub(crate) async fn list_topics(State(s): State<AppState>) -> Json<Vec<TopicView>> {
+    Json(s.broker.describe_all().into_iter().map(TopicView::from).collect())
+}
+
+pub(crate) async fn get_topic(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<TopicView> {
+    Ok(Json(s.broker.describe_topic(&name)?.into()))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CreateTopic {
+    name: String,
+    #[serde(default = "one")]
+    partitions: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+pub(crate) async fn create_topic(
+    State(s): State<AppState>,
+    body: Result<Json<CreateTopic>, JsonRejection>,
+) -> Result<(StatusCode, Json<TopicView>), ApiError> {
+    let Json(req) = body?;
+    // Topic creation is synchronous file-system work (directories, fsyncs).
+    let broker = s.broker.clone();
+    let (name, partitions) = (req.name.clone(), req.partitions);
+    let d = tokio::task::spawn_blocking(move || broker.create_topic(&name, partitions))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("create task: {e}"))
+        })??;
+    tracing::info!(topic = %req.name, partitions = req.partitions, "topic created from the console");
+    Ok((StatusCode::CREATED, Json(d.into())))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RecordsQuery {
+    offset: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn records(
+    State(s): State<AppState>,
+    Path((topic, partition)): Path<(String, u32)>,
+    query: Result<Query<RecordsQuery>, QueryRejection>,
+) -> ApiResult<RecordsPage> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let desc = s.broker.describe_topic(&topic)?;
+    let Some(p) = desc.partitions.iter().find(|p| p.partition == partition) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("topic {topic} has no partition {partition}"),
+        ));
+    };
+    // Browsing from before the log start (trimmed away) starts at the log start; from past the
+    // end gives an empty page. The page says where the log starts and ends either way.
+    let mut offset =
+        q.offset.unwrap_or(p.log_start_offset).clamp(p.log_start_offset, p.next_offset);
+    let mut page = RecordsPage {
+        topic: topic.clone(),
+        partition,
+        log_start_offset: p.log_start_offset,
+        high_watermark: p.next_offset,
+        next_offset: offset,
+        records: Vec::new(),
+    };
+    let mut bytes_read = 0;
+    while page.records.len() < limit && bytes_read < BROWSE_MAX_BYTES {
+        let fetched = s
+            .broker
+            .fetch(&topic, partition, offset, BROWSE_FETCH_BYTES, 0, Duration::ZERO)
+            .await?;
+        page.log_start_offset = fetched.log_start_offset;
+        page.high_watermark = fetched.high_watermark;
+        let slice_next = fetched.records.next_offset();
+        if fetched.records.is_empty() || slice_next <= offset {
+            break;
+        }
+        bytes_read += fetched.records.len();
+        for r in fetched.records.records() {
+            let r = r.map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("record at or after offset {offset} of {topic}/{partition}: {e}"),
+                )
+            })?;
+            if r.offset < offset {
+                continue; // a read may start at the index entry below the offset asked for
+            }
+            page.records.push(RecordJson::from_view(&r));
+            offset = r.offset + 1;
+            if page.records.len() == limit {
+                break;
+            }
+        }
+        if page.records.len() < limit {
+            offset = offset.max(slice_next);
+        }
+    }
+    page.next_offset = offset;
+    Ok(Json(page))
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct GroupOffsetView {
+    topic: String,
+    partition: u32,
+    committed_offset: u64,
+    /// `None` when the topic or partition no longer exists.
+    log_end_offset: Option<u64>,
+    lag: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct GroupView {
+    group: String,
+    /// Members of a live Kafka consumer group; native groups have none (offsets only).
+    members: Vec<String>,
+    total_lag: u64,
+    offsets: Vec<GroupOffsetView>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct GroupSummary {
+    group: String,
+    members: usize,
+    topics: Vec<String>,
+    partitions: usize,
+    total_lag: u64,
+}
+
+/// Log end offsets by topic, described once per topic however many partitions a group has.
+struct LogEnds<'a> {
+    broker: &'a Broker,
+    cache: HashMap<String, Option<TopicDescription>>,
+}
+
+impl<'a> LogEnds<'a> {
+    fn new(broker: &'a Broker) -> Self {
+        LogEnds { broker, cache: HashMap::new() }
+    }
+
+    fn end(&mut self, topic: &str, partition: u32) -> Option<u64> {
+        let d = self
+            .cache
+            .entry(topic.to_owned())
+            .or_insert_with(|| self.broker.describe_topic(topic).ok());
+        d.as_ref()?.partitions.iter().find(|p| p.partition == partition).map(|p| p.next_offset)
+    }
+}
+
+fn group_view(s: &AppState, ends: &mut LogEnds<'_>, group: &str) -> Result<GroupView, ApiError> {
+    let broker = &s.broker;
+    let mut offsets: Vec<GroupOffsetView> = broker
+        .group_offsets(group)?
+        .into_iter()
+        .map(|(topic, partition, committed)| {
+            let end = ends.end(&topic, partition);
+            GroupOffsetView {
+                lag: end.map(|e| e.saturating_sub(committed)),
+                log_end_offset: end,
+                topic,
+                partition,
+                committed_offset: committed,
+            }
+        })
+        .collect();
+    offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    Ok(GroupView {
+        group: group.to_owned(),
+        members: s.members.as_ref().map(|m| m(group)).unwrap_or_default(),
+        total_lag: offsets.iter().filter_map(|o| o.lag).sum(),
+        offsets,
+    })
+}
+
+pub(crate) async fn list_groups(State(s): State<AppState>) -> ApiResult<Vec<GroupSummary>> {
+    let mut ends = LogEnds::new(&s.broker);
+    let mut out = Vec::new();
+    for g in s.broker.list_groups() {
+        let v = group_view(&s, &mut ends, &g)?;
+        let mut topics: Vec<String> = v.offsets.iter().map(|o| o.topic.clone()).collect();
+        topics.dedup();
+        out.push(GroupSummary {
+            group: v.group,
+            members: v.members.len(),
+            topics,
+            partitions: v.offsets.len(),
+            total_lag: v.total_lag,
+        });
+    }
+    Ok(Json(out))
+}
+
+pub(crate) async fn get_group(
+    State(s): State<AppState>,
+    Path(group): Path<String>,
+) -> ApiResult<GroupView> {
+    if !s.broker.list_groups().contains(&group) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no consumer group {group}")));
+    }
+    let mut ends = LogEnds::new(&s.broker);
+    Ok(Json(group_view(&s, &mut ends, &group)?))
+}
+
+pub(crate) async fn rates(State(s): State<AppState>) -> Json<super::rates::RatesView> {
+    Json(s.rates.view())
+}
+
+/// The broker state the scrape reports as gauges.
+pub(crate) fn snapshot(broker: &Broker) -> StateSnapshot {
+    let mut snap = StateSnapshot::default();
+    let mut ends: HashMap<(String, u32), u64> = HashMap::new();
+    for d in broker.describe_all() {
+        for p in &d.partitions {
+            ends.insert((d.name.clone(), p.partition), p.next_offset);
+            snap.partitions.push(PartitionState {
+                topic: d.name.clone(),
+                partition: p.partition,
+                log_start_offset: p.log_start_offset,
+                next_offset: p.next_offset,
+                segments: p.segments,
+                size_bytes: p.size_bytes,
+            });
+        }
+    }
+    for group in broker.list_groups() {
+        // A group whose offsets cannot be read right now is left out of this scrape only.
+        let Ok(offsets) = broker.group_offsets(&group) else { continue };
+        for (topic, partition, committed) in offsets {
+            let Some(end) = ends.get(&(topic.clone(), partition)) else { continue };
+            snap.group_offsets.push(GroupOffsetState {
+                group: group.clone(),
+                topic,
+                partition,
+                committed,
+                lag: end.saturating_sub(committed),
+            });
+        }
+    }
+    snap
+}
+
+pub(crate) async fn metrics(State(s): State<AppState>) -> Response {
+    let body = s.metrics.encode(&snapshot(&s.broker));
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+}
+
+/// Lets a request through when no token is configured or it carries the right bearer token.
+pub(crate) async fn require_token(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(expected) = &s.auth_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(expected.as_bytes(), given.as_bytes()) {
+            let mut resp =
+                ApiError::new(StatusCode::UNAUTHORIZED, "this broker needs its auth token")
+                    .into_response();
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such page")
+}

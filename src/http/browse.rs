@@ -1,0 +1,141 @@
+//! The message browser's view of stored records: key, value and headers as text (when they are
+//! UTF-8) and as hex, bounded so one huge record cannot blow up a page. Pure conversion; never
+//! reads the log itself.
+
+use serde::Serialize;
+
+use crate::record::RecordView;
+
+/// Bytes of a key, value or header shown per record; the rest is cut and `truncated` is set.
+pub(crate) const PREVIEW_BYTES: usize = 4096;
+/// Most records one browser request returns.
+pub(crate) const MAX_LIMIT: usize = 500;
+/// Default records per browser request.
+pub(crate) const DEFAULT_LIMIT: usize = 50;
+
+/// Some bytes, shown both ways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct BytesView {
+    /// Total length of the bytes.
+    pub len: usize,
+    /// The (previewed) bytes as UTF-8, `None` if they are not valid UTF-8.
+    pub text: Option<String>,
+    /// The (previewed) bytes as lowercase hex.
+    pub hex: String,
+    /// True when only the first [`PREVIEW_BYTES`] are shown.
+    pub truncated: bool,
+}
+
+impl BytesView {
+    pub(crate) fn new(bytes: &[u8]) -> Self {
+        let shown = &bytes[..bytes.len().min(PREVIEW_BYTES)];
+        let text = match std::str::from_utf8(shown) {
+            Ok(s) => Some(s.to_owned()),
+            // A preview cut inside a multi-byte character is still text: keep the valid prefix.
+            Err(e) if shown.len() < bytes.len() && e.error_len().is_none() => {
+                Some(String::from_utf8_lossy(&shown[..e.valid_up_to()]).into_owned())
+            }
+            Err(_) => None,
+        };
+        BytesView { len: bytes.len(), text, hex: hex(shown), truncated: shown.len() < bytes.len() }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct HeaderView {
+    pub key: BytesView,
+    pub value: Option<BytesView>,
+}
+
+/// One record as the browser shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct RecordJson {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub size_bytes: usize,
+    pub key: Option<BytesView>,
+    pub value: BytesView,
+    pub headers: Vec<HeaderView>,
+}
+
+impl RecordJson {
+    pub(crate) fn from_view(r: &RecordView<'_>) -> Self {
+        RecordJson {
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            size_bytes: r.encoded_len(),
+            key: r.key.map(BytesView::new),
+            value: BytesView::new(r.value),
+            headers: r
+                .headers()
+                .map(|(k, v)| HeaderView { key: BytesView::new(k), value: v.map(BytesView::new) })
+                .collect(),
+        }
+    }
+}
+
+/// The `/api/topics/{t}/partitions/{p}/records` document.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RecordsPage {
+    pub topic: String,
+    pub partition: u32,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+    /// Where the next page starts (the offset after the last record returned).
+    pub next_offset: u64,
+    pub records: Vec<RecordJson>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{self, Header, NewRecord};
+
+    #[test]
+    fn a_record_shows_text_and_hex_of_every_part() {
+        let headers = vec![
+            Header { key: b"trace".to_vec(), value: Some(vec![0xff, 0x00]) },
+            Header { key: b"nil".to_vec(), value: None },
+        ];
+        let rec =
+            NewRecord { timestamp_ms: 1234, key: Some(b"k1"), value: b"hello", headers: &headers };
+        let mut buf = Vec::new();
+        record::encode(&mut buf, 7, &rec, record::DEFAULT_MAX_RECORD_BYTES).unwrap();
+        let view = record::decode(&buf, record::DEFAULT_MAX_RECORD_BYTES).unwrap();
+        let j = RecordJson::from_view(&view);
+        assert_eq!(j.offset, 7);
+        assert_eq!(j.timestamp_ms, 1234);
+        assert_eq!(j.size_bytes, buf.len());
+        assert_eq!(j.key.as_ref().unwrap().text.as_deref(), Some("k1"));
+        assert_eq!(j.value.text.as_deref(), Some("hello"));
+        assert_eq!(j.value.hex, "68656c6c6f");
+        assert_eq!(j.headers[0].key.text.as_deref(), Some("trace"));
+        let hv = j.headers[0].value.as_ref().unwrap();
+        assert_eq!((hv.text.as_deref(), hv.hex.as_str()), (None, "ff00"));
+        assert!(j.headers[1].value.is_none());
+    }
+
+    #[test]
+    fn long_values_are_cut_to_the_preview_and_say_so() {
+        let big = "é".repeat(PREVIEW_BYTES); // 2 bytes each: the cut falls on a char boundary
+        let v = BytesView::new(big.as_bytes());
+        assert!(v.truncated);
+        assert_eq!(v.len, PREVIEW_BYTES * 2);
+        assert_eq!(v.hex.len(), PREVIEW_BYTES * 2);
+        assert_eq!(v.text.as_deref().map(str::len), Some(PREVIEW_BYTES));
+
+        let odd = format!("a{big}"); // now the cut splits a character
+        let v = BytesView::new(odd.as_bytes());
+        assert_eq!(v.text.as_deref().map(str::len), Some(PREVIEW_BYTES - 1));
+    }
+}

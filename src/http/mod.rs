@@ -1,0 +1,140 @@
+//! The HTTP listener (axum): `/metrics` in the Prometheus/OpenMetrics text format, the JSON API
+//! under `/api/` that the console uses, and the console itself at `/` (assets embedded in the
+//! binary, no external network). Reads broker state through the `Broker` API only; never touches
+//! storage or the wire protocols.
+//!
+//! | route | method | answer |
+//! |---|---|---|
+//! | `/metrics` | GET | the exposition (see `crate::metrics`) |
+//! | `/api/topics` | GET | every topic with its partitions, offsets, sizes and segments |
+//! | `/api/topics` | POST | `{"name": "t", "partitions": 3}` creates a topic: 201 + its description |
+//! | `/api/topics/{name}` | GET | one topic |
+//! | `/api/topics/{name}/partitions/{p}/records?offset=&limit=` | GET | up to `limit` records from `offset` |
+//! | `/api/groups` | GET | consumer groups with their total lag |
+//! | `/api/groups/{group}` | GET | a group's committed offset and lag per partition |
+//! | `/api/rates` | GET | per-second produce/consume rates per topic over the last 5 minutes |
+//!
+//! With an auth token (the broker's `--auth-token`), `/metrics` and `/api/*` answer 401 unless the
+//! request carries `Authorization: Bearer <token>`; the console asks for the token once.
+//! `POST /api/topics` only accepts `application/json`, which a cross-site form cannot send
+//! without a CORS preflight this server never approves.
+
+mod api;
+mod assets;
+pub(crate) mod browse;
+pub(crate) mod rates;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::routing::get;
+use axum::{Router, middleware};
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+use crate::metrics::Metrics;
+use rates::RateHistory;
+
+/// Errors of the HTTP listener.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("HTTP listener I/O ({op}): {source}")]
+    Io { op: &'static str, source: std::io::Error },
+}
+
+/// Looks up the live members of a consumer group (the Kafka listener's coordinator knows them;
+/// native groups have none).
+pub type GroupMembers = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
+
+/// What every handler sees.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub broker: Arc<Broker>,
+    pub metrics: Arc<Metrics>,
+    pub rates: Arc<RateHistory>,
+    pub members: Option<GroupMembers>,
+    /// When set, `/api/*` and `/metrics` need `Authorization: Bearer <token>` (the broker's
+    /// `--auth-token`); the page and its assets hold no data and stay public.
+    pub auth_token: Option<Arc<str>>,
+}
+
+/// The bound HTTP listener; [`HttpServer::run`] serves it.
+pub struct HttpServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+}
+
+impl HttpServer {
+    /// Binds `addr` (port 0 picks a free port: read it back with [`HttpServer::local_addr`]).
+    pub async fn bind(
+        addr: SocketAddr,
+        broker: Arc<Broker>,
+        metrics: Arc<Metrics>,
+    ) -> Result<HttpServer, HttpError> {
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| HttpError::Io { op: "local_addr", source })?;
+        let rates = Arc::new(RateHistory::new(&metrics, rates::MAX_SAMPLES, Instant::now()));
+        let state = AppState { broker, metrics, rates, members: None, auth_token: None };
+        Ok(HttpServer { listener, local_addr, state })
+    }
+
+    /// Shows the members of consumer groups as `members` tells (e.g. the Kafka listener's
+    /// [`crate::kafka::KafkaServer::group_members`]).
+    pub fn with_group_members(mut self, members: GroupMembers) -> Self {
+        self.state.members = Some(members);
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on `/api/*` and `/metrics`.
+    pub fn with_auth_token(mut self, token: Option<String>) -> Self {
+        self.state.auth_token = token.map(Arc::from);
+        self
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), HttpError> {
+        let sampler = tokio::spawn(rates::run_sampler(
+            Arc::clone(&self.state.rates),
+            Arc::clone(&self.state.metrics),
+        ));
+        tracing::info!(addr = %self.local_addr, "HTTP console and metrics listening");
+        let result = axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| HttpError::Io { op: "serve", source });
+        sampler.abort();
+        result
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let data = Router::new()
+        .route("/metrics", get(api::metrics))
+        .route("/api/topics", get(api::list_topics).post(api::create_topic))
+        .route("/api/topics/{name}", get(api::get_topic))
+        .route("/api/topics/{name}/partitions/{partition}/records", get(api::records))
+        .route("/api/groups", get(api::list_groups))
+        .route("/api/groups/{group}", get(api::get_group))
+        .route("/api/rates", get(api::rates))
+        .route_layer(middleware::from_fn_with_state(state.clone(), api::require_token));
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/assets/{file}", get(assets::file))
+        .merge(data)
+        .fallback(api::not_found)
+        .with_state(state)
+}
