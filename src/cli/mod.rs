@@ -4,6 +4,7 @@
 
 pub mod broker;
 mod consume;
+mod perf;
 mod produce;
 mod topic;
 
@@ -36,6 +37,8 @@ pub enum Command {
     /// messages produced from now on are shown (like Kafka's console consumer). To replay what
     /// is stored, use --from-beginning.
     Consume(consume::ConsumeArgs),
+    /// Measure a running broker: produce, consume and produce-to-consume latency load tests.
+    Perf(perf::PerfArgs),
 }
 
 /// How to reach the broker; shared by every client subcommand.
@@ -88,6 +91,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Topic(args) => topic::run(args).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
+        Command::Perf(args) => perf::run(args).await,
     }
 }
 
