@@ -234,16 +234,16 @@ fn build_report(
     partitions: u32,
     clients: usize,
     records: u64,
+    value_bytes: u64,
     elapsed: Duration,
     latency_of: &'static str,
     hist: &Histogram<u64>,
 ) -> Report {
     let seconds = elapsed.as_secs_f64().max(1e-9);
-    let value_bytes = records * common.record_size as u64;
     Report {
         mode,
         topic: common.topic.clone(),
-        record_size: common.record_size,
+        record_size: value_bytes.checked_div(records).unwrap_or(0) as usize,
         partitions,
         clients,
         broker_fsync: common.broker_fsync.clone(),
@@ -349,6 +349,7 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         partitions,
         args.producers,
         records,
+        records * common.record_size as u64,
         elapsed,
         "batch send to acknowledgement, per record",
         &hist,
@@ -473,11 +474,12 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
         tasks.push(tokio::spawn(replay(conn, topic, plan, fetch_size)));
     }
     let mut hist = new_histogram();
-    let mut records = 0;
+    let (mut records, mut value_bytes) = (0, 0);
     for t in tasks {
-        let (n, h) =
+        let (n, b, h) =
             t.await.map_err(|e| CliError::Broker(format!("consumer task failed: {e}")))??;
         records += n;
+        value_bytes += b;
         let _ = hist.add(&h);
     }
     let elapsed = started.elapsed();
@@ -487,6 +489,7 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
         partitions,
         args.consumers,
         records,
+        value_bytes,
         elapsed,
         "fetch round trip, per fetch",
         &hist,
@@ -502,11 +505,11 @@ async fn replay(
     topic: String,
     plan: Vec<(u32, u64, u64)>,
     fetch_size: u32,
-) -> Result<(u64, Histogram<u64>), CliError> {
+) -> Result<(u64, u64, Histogram<u64>), CliError> {
     let mut hist = new_histogram();
     // (partition, next offset, end)
     let mut states: Vec<(u32, u64, u64)> = plan.into_iter().filter(|p| p.1 < p.2).collect();
-    let mut total = 0u64;
+    let (mut total, mut value_bytes) = (0u64, 0u64);
     while !states.is_empty() {
         let mut pending = Vec::with_capacity(states.len());
         for &(partition, offset, _) in &states {
@@ -545,11 +548,12 @@ async fn replay(
                 }
                 state.1 = view.offset + 1;
                 total += 1;
+                value_bytes += view.value.len() as u64;
             }
         }
         states.retain(|s| s.1 < s.2);
     }
-    Ok((total, hist))
+    Ok((total, value_bytes, hist))
 }
 
 fn now_us() -> u64 {
@@ -654,6 +658,7 @@ async fn latency(args: LatencyArgs) -> Result<(), CliError> {
         partitions,
         1,
         received,
+        received * common.record_size as u64,
         produce_elapsed,
         "produce to consume, per record",
         &hist,
