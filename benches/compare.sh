@@ -32,6 +32,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'echo "compare.sh: failed at line $LINENO (exit $?)" >&2' ERR
 
 log() { echo "# $*" >&2; }
 
@@ -89,8 +90,8 @@ start_redis everysec
 R_XADD100=$(for _ in $(seq "$RUNS"); do redis_rps "$N100" XADD s100 '*' f "$V100"; done | median)
 R_XADD1K=$(for _ in $(seq "$RUNS"); do redis_rps "$N1K" XADD s1k '*' f "$V1000"; done | median)
 # XRANGE replay: each call returns 100 entries; entries/s = calls/s * 100.
-R_XRANGE100=$(for _ in $(seq "$RUNS"); do redis_rps 200000 XRANGE s100 - + COUNT 100; done | median)
-R_XRANGE1K=$(for _ in $(seq "$RUNS"); do redis_rps 100000 XRANGE s1k - + COUNT 100; done | median)
+R_XRANGE100=$(for _ in $(seq "$RUNS"); do redis_rps 20000 XRANGE s100 - + COUNT 100; done | median)
+R_XRANGE1K=$(for _ in $(seq "$RUNS"); do redis_rps 4000 XRANGE s1k - + COUNT 100; done | median)
 R_XRANGE100=$(awk -v x="$R_XRANGE100" 'BEGIN {print x * 100}')
 R_XRANGE1K=$(awk -v x="$R_XRANGE1K" 'BEGIN {print x * 100}')
 stop_redis
@@ -158,11 +159,12 @@ for r in $(seq "$RUNS"); do
     M_LAT+=("$(perf_latency_p99 --topic lat-$r --rate 10000 --duration 5)")
 done
 # The user-facing paths: 100-byte lines through `produce --file` and `consume > file`.
-head -c 100000000 /dev/zero | tr '\0' 'y' | fold -w 100 >"$WORK/lines.txt"
+awk -v v="$V100" 'BEGIN { for (i = 0; i < 1000000; i++) print v }' >"$WORK/lines.txt"
 NLINES=$(wc -l <"$WORK/lines.txt")
 M_CLI_P=()
 M_CLI_C=()
 for r in $(seq "$RUNS"); do
+    "$MINIKAFKA" topic create "cli-$r" --broker "$BROKER" >/dev/null
     t0=$(date +%s.%N)
     timeout "$STEP_TIMEOUT" "$MINIKAFKA" produce "cli-$r" --file "$WORK/lines.txt" --broker "$BROKER"
     t1=$(date +%s.%N)
