@@ -682,8 +682,13 @@ async fn follow(
     let mut seen = 0u64;
     let mut idle_polls = 0;
     while Instant::now() < deadline {
-        let req =
-            Request::Fetch { topic: topic.clone(), partition, offset, max_bytes: 1 << 20, max_wait_ms };
+        let req = Request::Fetch {
+            topic: topic.clone(),
+            partition,
+            offset,
+            max_bytes: 1 << 20,
+            max_wait_ms,
+        };
         let resp = conn.request(&req).await?;
         let Response::Fetched { records, .. } = resp else {
             return Err(CliError::Broker(format!("unexpected response to Fetch: {resp:?}")));

@@ -29,8 +29,8 @@ mod murmur2;
 mod producer;
 
 pub use admin::Admin;
-pub(crate) use connection::Pending;
 pub use connection::Connection;
+pub(crate) use connection::Pending;
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartFrom};
 pub use murmur2::{murmur2, partition_for_key};
 pub use producer::{BatchAck, Producer, ProducerConfig};

@@ -469,7 +469,11 @@ fn put_append_head(
 /// (whose length prefix counts them) goes into `buf` and the records are returned, to be written
 /// right after it (a producer's batch goes to the socket without an intermediate copy). Other
 /// requests are encoded whole and `None` is returned.
-pub fn encode_request_split(buf: &mut BytesMut, correlation_id: u32, req: &Request) -> Option<Bytes> {
+pub fn encode_request_split(
+    buf: &mut BytesMut,
+    correlation_id: u32,
+    req: &Request,
+) -> Option<Bytes> {
     let Request::Append { topic, partition, key_hint, records } = req else {
         encode_request(buf, correlation_id, req);
         return None;

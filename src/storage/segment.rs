@@ -349,8 +349,7 @@ impl Segment {
         // The appender encoded (or re-checked and re-CRCed) these records itself; they extend
         // the verified prefix only if it reached the old end.
         let old = self.len();
-        let _ =
-            self.verified_len.compare_exchange(old, len, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.verified_len.compare_exchange(old, len, Ordering::AcqRel, Ordering::Acquire);
         self.map.publish(len);
         self.next_offset.store(next_offset, Ordering::Release);
     }
