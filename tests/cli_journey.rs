@@ -13,8 +13,9 @@ fn stored_bytes(values: &[&str]) -> u64 {
     values.iter().map(|v| (MIN_RECORD_LEN + v.len()) as u64).sum::<u64>() + SEGMENT_OVERHEAD
 }
 
-/// Bytes a segment file holds besides its records (its header).
-const SEGMENT_OVERHEAD: u64 = 0;
+/// Bytes a segment file holds besides its records: its header (magic, version, base offset...),
+/// `SEGMENT_HEADER_LEN` in src/storage/segment.rs.
+const SEGMENT_OVERHEAD: u64 = 24;
 
 #[test]
 fn journey_create_produce_describe_consume_trim_delete() {
@@ -85,8 +86,11 @@ fn journey_create_produce_describe_consume_trim_delete() {
         ok(broker.cli(&["topic", "trim", "orders", "--before", "2"])),
         "trimmed orders partition 0: log start offset is now 2\n"
     );
-    let err = fails(broker.cli(&["consume", "orders", "--offset", "0"]));
-    assert!(err.contains("out of range"), "{err}");
+    assert_eq!(
+        fails(broker.cli(&["consume", "orders", "--offset", "0"])),
+        "error: offset 0 is out of range for orders/0: the log holds offsets 2..4 \
+         (log start inclusive, next offset exclusive)\n"
+    );
     assert_eq!(
         ok(broker.cli(&["consume", "orders", "--from-beginning"])),
         "third order\nfourth order\n"
@@ -198,4 +202,115 @@ fn every_command_has_help() {
     let help = ok(common::run_cli("127.0.0.1:1", &["consume", "--help"], None));
     assert!(help.contains("--from-beginning"), "{help}");
     assert!(help.contains("MINIKAFKA_BROKER"), "{help}");
+}
+
+#[test]
+fn broker_side_key_partitioning_matches_the_client_on_an_auto_created_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        &dir.path().join("data"),
+        &["--auto-create-topics", "--default-partitions", "4"],
+    );
+    // The topic does not exist yet, so the client cannot partition: the broker picks by key.
+    for key in ["alpha", "beta", "gamma"] {
+        let partition = minikafka::client::partition_for_key(key.as_bytes(), 4);
+        let out = ok(broker.cli(&["produce", "fresh", "--key", key, "-v", "v1", "v2"]));
+        let first = out
+            .strip_prefix(&format!("partition {partition}: offsets "))
+            .unwrap_or_else(|| panic!("key {key} should land in partition {partition}: {out}"));
+        assert!(first.ends_with('\n') && first.contains('-'), "{out}");
+    }
+    let described = ok(broker.cli(&["topic", "describe", "fresh", "--json"]));
+    let d: serde_json::Value = serde_json::from_str(&described).unwrap();
+    assert_eq!(d["partitions"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn interactive_stdin_delivers_each_line_without_waiting_for_eof() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    ok(broker.cli(&["topic", "create", "chat"]));
+    let mut producer = std::process::Command::new(common::BIN)
+        .args(["produce", "chat"])
+        .env("MINIKAFKA_BROKER", &broker.addr)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = producer.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"hello\n").unwrap();
+    std::io::Write::flush(&mut stdin).unwrap();
+    // The line is sent once it has lingered, while stdin stays open.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = ok(broker.cli(&["consume", "chat", "--from-beginning"]));
+        if out == "hello\n" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "line not delivered before EOF: {out:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::io::Write::write_all(&mut stdin, b"bye").unwrap();
+    drop(stdin);
+    let out =
+        common::wait_with_deadline(producer, std::time::Duration::from_secs(30), &["produce"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(ok(broker.cli(&["consume", "chat", "--from-beginning"])), "hello\nbye\n");
+}
+
+#[test]
+fn trim_without_a_partition_trims_every_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    ok(broker.cli(&["topic", "create", "wide", "--partitions", "2"]));
+    ok(broker.cli(&["produce", "wide", "--partition", "0", "a0", "a1", "a2"]));
+    ok(broker.cli(&["produce", "wide", "--partition", "1", "b0"]));
+    assert_eq!(
+        ok(broker.cli(&["topic", "trim", "wide", "--before", "2"])),
+        "trimmed wide partition 0: log start offset is now 2\n\
+         trimmed wide partition 1: log start offset is now 1\n"
+    );
+    assert_eq!(ok(broker.cli(&["consume", "wide", "--from-beginning"])), "a2\n");
+    let err = fails(broker.cli(&["topic", "trim", "wide", "--before", "5", "--partition", "1"]));
+    assert!(err.contains("out of range"), "{err}");
+}
+
+#[test]
+fn describe_all_and_non_utf8_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    ok(broker.cli(&["topic", "create", "b", "--partitions", "2"]));
+    ok(broker.cli(&["topic", "create", "a"]));
+    assert_eq!(
+        ok(broker.cli(&["topic", "describe"])),
+        format!(
+            "TOPIC  PARTITION  LOG-START  NEXT-OFFSET  SEGMENTS  BYTES\n\
+             a      0          0          0            1         {SEGMENT_OVERHEAD}\n\
+             b      0          0          0            1         {SEGMENT_OVERHEAD}\n\
+             b      1          0          0            1         {SEGMENT_OVERHEAD}\n"
+        )
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&ok(broker.cli(&["topic", "describe", "--json"]))).unwrap();
+    let names: Vec<&str> =
+        all.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["a", "b"]);
+
+    // Values are bytes: printed as they are, and lossily as text in JSON.
+    ok(broker.cli_stdin(&["produce", "a"], Some(b"caf\xc3\xa9\n\xff\xfe\n")));
+    let out = broker.cli(&["consume", "a", "--from-beginning"]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"caf\xc3\xa9\n\xff\xfe\n");
+    let json = ok(broker.cli(&["consume", "a", "--from-beginning", "--format", "json"]));
+    let values: Vec<String> = json
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["value"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(values, vec!["café".to_string(), "\u{fffd}\u{fffd}".to_string()]);
 }

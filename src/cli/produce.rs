@@ -17,13 +17,13 @@ pub struct ProduceArgs {
     /// The topic to append to.
     topic: String,
     /// Messages to send, one record each. Without MESSAGE or --file, stdin's lines are sent.
-    #[arg(conflicts_with = "file")]
+    #[arg(value_name = "MESSAGE", conflicts_with = "file")]
     messages: Vec<String>,
     /// Key of every message (selects the partition with Kafka's murmur2 rule).
-    #[arg(long)]
+    #[arg(long, value_name = "K")]
     key: Option<String>,
     /// Send every message to this partition.
-    #[arg(long)]
+    #[arg(long, value_name = "P")]
     partition: Option<u32>,
     /// Send one message per line of this file (progress bar on a terminal).
     #[arg(long, value_name = "PATH")]
@@ -74,7 +74,8 @@ pub(super) async fn run(args: ProduceArgs) -> Result<(), CliError> {
         }
         result?;
     } else {
-        let reader = BufReader::new(tokio::io::stdin());
+        // Large reads: every read of tokio's stdin is a hop to the blocking pool.
+        let reader = BufReader::with_capacity(256 * 1024, tokio::io::stdin());
         sender.send_lines(reader, || "reading stdin".to_string(), None).await?;
     }
     let mut acks = std::mem::take(&mut sender.acks);

@@ -96,7 +96,10 @@ pub(crate) async fn handle(
                 session.authenticated = true;
                 Response::Ok.into()
             }
-            Some(_) => error_response(ErrorCode::Unauthorized, "invalid token").into(),
+            Some(_) => {
+                tracing::warn!("authentication failed: wrong token");
+                error_response(ErrorCode::Unauthorized, "invalid token").into()
+            }
         };
     }
     if config.auth_token.is_some() && !session.authenticated {
@@ -136,9 +139,8 @@ async fn run(
             Response::Trimmed { log_start_offset }.into()
         }
         Request::Append { topic, partition, key_hint, records } => {
-            let mut records = into_mut(records);
             let r = broker
-                .append_encoded(&topic, partition, key_hint.as_deref(), &mut records)
+                .append_owned(&topic, partition, key_hint.as_deref(), into_mut(records))
                 .await
                 .map_err(|e| broker_error(&e))?;
             Response::Appended {
