@@ -595,7 +595,7 @@ mod tests {
     #[test]
     fn records_this_process_wrote_are_in_the_verified_prefix() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::create(&RealFs, dir.path(), 0, 4096, 1024).unwrap();
+        let seg = Segment::create(&RealFs, dir.path(), 0, 4096, 1024, 64).unwrap();
         let mut buf = Vec::new();
         for i in 0..3 {
             record::encode(&mut buf, i, &NewRecord::value(b"v"), 1024).unwrap();
