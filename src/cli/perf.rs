@@ -15,6 +15,8 @@
 //! `--broker-fsync` as the caller says the broker was started.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -577,13 +579,15 @@ async fn latency(args: LatencyArgs) -> Result<(), CliError> {
     let expected = (args.rate as f64 * args.duration).round() as u64;
     // Followers start at the log end, on their own connection, before anything is produced.
     let mut followers = Vec::new();
+    let seen_total = Arc::new(AtomicU64::new(0));
     for p in &description.partitions {
         let fconn = common.connect.connect().await?;
         let topic = common.topic.clone();
         let (partition, start) = (p.partition, p.next_offset);
         let deadline = Instant::now() + duration + Duration::from_secs(10);
         let max_wait_ms = args.max_wait_ms;
-        followers.push(tokio::spawn(follow(fconn, topic, partition, start, deadline, max_wait_ms)));
+        let until = Until { seen_total: seen_total.clone(), expected, deadline };
+        followers.push(tokio::spawn(follow(fconn, topic, partition, start, until, max_wait_ms)));
     }
     let started = Instant::now();
     let value = payload(common.record_size);
@@ -667,21 +671,29 @@ async fn latency(args: LatencyArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// When followers stop: once all of them together saw every record produced, or at a deadline.
+struct Until {
+    seen_total: Arc<AtomicU64>,
+    expected: u64,
+    deadline: Instant,
+}
+
 /// Long-polls one partition from `start`, recording each record's age (now minus the send time
-/// in its value), until `deadline` or until a poll shows the producer has stopped.
+/// in its value), until the followers saw every record or the deadline passed.
 async fn follow(
     conn: Connection,
     topic: String,
     partition: u32,
     start: u64,
-    deadline: Instant,
+    until: Until,
     max_wait_ms: u32,
 ) -> Result<(u64, Histogram<u64>), CliError> {
     let mut hist = new_histogram();
     let mut offset = start;
     let mut seen = 0u64;
-    let mut idle_polls = 0;
-    while Instant::now() < deadline {
+    while Instant::now() < until.deadline
+        && until.seen_total.load(Ordering::Acquire) < until.expected
+    {
         let req = Request::Fetch {
             topic: topic.clone(),
             partition,
@@ -713,15 +725,7 @@ async fn follow(
             }
         }
         seen += got;
-        // Two empty long-polls in a row after data flowed: the producer is done.
-        if got == 0 && seen > 0 {
-            idle_polls += 1;
-            if idle_polls >= 2 {
-                break;
-            }
-        } else {
-            idle_polls = 0;
-        }
+        until.seen_total.fetch_add(got, Ordering::AcqRel);
     }
     Ok((seen, hist))
 }
