@@ -120,19 +120,32 @@ impl Sender<'_> {
         let mut line = Vec::new();
         loop {
             line.clear();
-            let read = match self.producer.linger_deadline() {
-                Some(deadline) => {
-                    tokio::select! {
-                        r = reader.read_until(b'\n', &mut line) => r,
-                        () = tokio::time::sleep_until(deadline.into()) => {
-                            // read_until is cancel-safe only in that bytes read so far stay in
-                            // `line`; finish this line before anything else.
-                            self.producer.flush_lingering().await?;
-                            reader.read_until(b'\n', &mut line).await
+            let read = {
+                let next = reader.read_until(b'\n', &mut line);
+                tokio::pin!(next);
+                // A line already buffered (a file, piped input) is taken without arming a
+                // linger timer: a timer per line cost more than the line itself.
+                match poll_once(next.as_mut()).await {
+                    Some(r) => r,
+                    None => match self.producer.linger_deadline() {
+                        Some(deadline) => {
+                            let lingered = tokio::select! {
+                                r = next.as_mut() => Some(r),
+                                () = tokio::time::sleep_until(deadline.into()) => None,
+                            };
+                            match lingered {
+                                Some(r) => r,
+                                None => {
+                                    // Bytes read so far stay in `line`; the same read goes on
+                                    // after the lingering batches are sent.
+                                    self.producer.flush_lingering().await?;
+                                    next.as_mut().await
+                                }
+                            }
                         }
-                    }
+                        None => next.as_mut().await,
+                    },
                 }
-                None => reader.read_until(b'\n', &mut line).await,
             };
             read.map_err(|source| CliError::Io { what: what(), source })?;
             // `line`, not the count read: bytes read before a linger flush are in it too.
@@ -154,6 +167,15 @@ impl Sender<'_> {
             })?;
         }
     }
+}
+
+/// Polls `fut` once: its output if it is ready now, else `None` (it stays pollable).
+async fn poll_once<F: Future + Unpin>(mut fut: F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut fut).poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }
 
 /// Coalesces acknowledged batches into contiguous (partition, first, last) ranges.
