@@ -16,8 +16,8 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 SIZE = int(sys.argv[2]) if len(sys.argv) > 2 else 100
 TOPIC = f"bench-{os.getpid()}-{int(time.time())}"
 
-AdminClient({"bootstrap.servers": BOOTSTRAP}).create_topics(
-    [NewTopic(TOPIC, num_partitions=1, replication_factor=1)])[TOPIC].result(10)
+admin = AdminClient({"bootstrap.servers": BOOTSTRAP})  # kept alive until the topic exists
+admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])[TOPIC].result(10)
 
 payload = b"x" * SIZE
 p = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 5})
