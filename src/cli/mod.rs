@@ -6,6 +6,7 @@ pub mod broker;
 mod completions;
 mod consume;
 mod group;
+mod perf;
 mod produce;
 mod topic;
 
@@ -42,6 +43,8 @@ pub enum Command {
     Group(group::GroupArgs),
     /// Print a shell completion script: `minikafka completions bash > /etc/bash_completion.d/minikafka`.
     Completions(completions::CompletionsArgs),
+    /// Measure a running broker: produce, consume and produce-to-consume latency load tests.
+    Perf(perf::PerfArgs),
 }
 
 /// How to reach the broker; shared by every client subcommand.
@@ -96,6 +99,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Consume(args) => consume::run(args).await,
         Command::Group(args) => group::run(args).await,
         Command::Completions(args) => completions::run(args),
+        Command::Perf(args) => perf::run(args).await,
     }
 }
 

@@ -32,6 +32,7 @@ mod producer;
 pub use crate::broker::partitioner::{murmur2, partition_for_key};
 pub use admin::Admin;
 pub use connection::Connection;
+pub(crate) use connection::Pending;
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartFrom};
 pub use producer::{BatchAck, Producer, ProducerConfig};
 

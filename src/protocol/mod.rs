@@ -461,16 +461,8 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
             buf.put_u64_le(*before);
         }
         Request::Append { topic, partition, key_hint, records } => {
-            put_str(buf, topic);
-            put_opt_u32(buf, *partition);
-            match key_hint {
-                Some(k) => {
-                    buf.put_u8(1);
-                    put_bytes(buf, k);
-                }
-                None => buf.put_u8(0),
-            }
-            put_bytes(buf, records);
+            put_append_head(buf, topic, *partition, key_hint.as_deref(), records.len());
+            buf.put_slice(records);
         }
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
             put_str(buf, topic);
@@ -502,6 +494,47 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
         Request::GroupOffsets { group } => put_str(buf, group),
     }
     finish_frame(buf, at, 0);
+}
+
+/// Everything of an Append request after the api key, up to and including the records' length.
+fn put_append_head(
+    buf: &mut BytesMut,
+    topic: &str,
+    partition: Option<u32>,
+    key_hint: Option<&[u8]>,
+    records_len: usize,
+) {
+    put_str(buf, topic);
+    put_opt_u32(buf, partition);
+    match key_hint {
+        Some(k) => {
+            buf.put_u8(1);
+            put_bytes(buf, k);
+        }
+        None => buf.put_u8(0),
+    }
+    buf.put_u32_le(u32::try_from(records_len).unwrap_or(u32::MAX));
+}
+
+/// Like [`encode_request`], but an Append's records are not copied into `buf`: the frame head
+/// (whose length prefix counts them) goes into `buf` and the records are returned, to be written
+/// right after it (a producer's batch goes to the socket without an intermediate copy). Other
+/// requests are encoded whole and `None` is returned.
+pub fn encode_request_split(
+    buf: &mut BytesMut,
+    correlation_id: u32,
+    req: &Request,
+) -> Option<Bytes> {
+    let Request::Append { topic, partition, key_hint, records } = req else {
+        encode_request(buf, correlation_id, req);
+        return None;
+    };
+    let at = start_frame(buf);
+    buf.put_u32_le(correlation_id);
+    buf.put_u8(req.api_key() as u8);
+    put_append_head(buf, topic, *partition, key_hint.as_deref(), records.len());
+    finish_frame(buf, at, records.len());
+    Some(records.clone())
 }
 
 /// Appends one response frame (length prefix included) to `buf`.

@@ -350,3 +350,24 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn a_split_append_frame_is_the_whole_frame_in_two_parts() {
+    let req = Request::Append {
+        topic: "orders".to_string(),
+        partition: Some(2),
+        key_hint: Some(Bytes::from_static(b"k")),
+        records: Bytes::from_static(b"records bytes"),
+    };
+    let mut whole = BytesMut::new();
+    encode_request(&mut whole, 9, &req);
+    let mut head = BytesMut::new();
+    let body = encode_request_split(&mut head, 9, &req).expect("an Append is split");
+    head.extend_from_slice(&body);
+    assert_eq!(head, whole);
+    let mut other = BytesMut::new();
+    assert!(encode_request_split(&mut other, 9, &Request::ListTopics).is_none());
+    let mut list = BytesMut::new();
+    encode_request(&mut list, 9, &Request::ListTopics);
+    assert_eq!(other, list);
+}

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Redis Streams (AOF) and minikafka, same machine, same sitting, same
+# record sizes and durability. Prints one table: figure, Redis, minikafka, ratio.
+#
+#   benches/compare.sh                 # RUNS=3 by default: every figure is the median of 3 runs
+#   RUNS=1 benches/compare.sh          # quicker, noisier
+#   MINIKAFKA=path/to/minikafka benches/compare.sh   # skip the release build
+#
+# Installs redis-server/redis-tools from Debian if missing (apt-get). Everything runs on
+# loopback ports picked at random, in a temp dir that is removed at the end; every process this
+# script starts is stopped by the EXIT trap. Each step has a timeout, so the whole run is bounded
+# (about 2-4 minutes on 2 busy cores with RUNS=3).
+set -euo pipefail
+
+RUNS=${RUNS:-3}
+N100=${N100:-2000000}      # records of 100 B per produce run
+N1K=${N1K:-400000}         # records of 1000 B per produce run
+NALWAYS=${NALWAYS:-500000} # records per fsync-always run
+STEP_TIMEOUT=${STEP_TIMEOUT:-60}
+
+cd "$(dirname "$0")/.."
+WORK=$(mktemp -d /tmp/minikafka-compare.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+trap 'echo "compare.sh: failed at line $LINENO (exit $?)" >&2' ERR
+
+log() { echo "# $*" >&2; }
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[int((NR+1)/2)]}'; }
+
+# --- tools -------------------------------------------------------------------------------------
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    log "installing redis-server and redis-tools from Debian"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+if [[ -z "${MINIKAFKA:-}" ]]; then
+    log "building minikafka (release)"
+    cargo build --release --quiet --bin minikafka
+    MINIKAFKA=target/release/minikafka
+fi
+NATS_NOTE="NATS JetStream: not measured. nats-server is in Debian ($(apt-cache policy nats-server 2>/dev/null | awk '/Candidate/ {print $2}')) but no JetStream benchmark client is (the 'nats' CLI with 'nats bench' is not packaged), so there is nothing to drive it with from Debian packages alone."
+
+# --- Redis -------------------------------------------------------------------------------------
+start_redis() { # $1 = appendfsync policy; sets RPORT
+    local dir="$WORK/redis-$1"
+    mkdir -p "$dir"
+    RPORT=$(free_port)
+    redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
+        --appendfsync "$1" --save '' --daemonize no --protected-mode yes \
+        >"$dir/redis.log" 2>&1 &
+    RPID=$!
+    PIDS+=("$RPID")
+    for _ in $(seq 100); do
+        redis-cli -p "$RPORT" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "redis did not start" >&2
+    exit 1
+}
+stop_redis() { kill "$RPID" 2>/dev/null || true; wait "$RPID" 2>/dev/null || true; }
+
+# requests/s of one redis-benchmark custom command run
+redis_rps() { # $1 = -n, rest = command
+    local n=$1
+    shift
+    timeout "$STEP_TIMEOUT" redis-benchmark -p "$RPORT" -c 50 -P 64 -n "$n" --csv "$@" 2>/dev/null |
+        tail -1 | cut -d, -f2 | tr -d '"'
+}
+
+V100=$(head -c 100 /dev/zero | tr '\0' 'x')
+V1000=$(head -c 1000 /dev/zero | tr '\0' 'x')
+
+log "Redis, appendfsync everysec"
+start_redis everysec
+R_XADD100=$(for _ in $(seq "$RUNS"); do redis_rps "$N100" XADD s100 '*' f "$V100"; done | median)
+R_XADD1K=$(for _ in $(seq "$RUNS"); do redis_rps "$N1K" XADD s1k '*' f "$V1000"; done | median)
+# XRANGE replay: each call returns 100 entries; entries/s = calls/s * 100.
+R_XRANGE100=$(for _ in $(seq "$RUNS"); do redis_rps 20000 XRANGE s100 - + COUNT 100; done | median)
+R_XRANGE1K=$(for _ in $(seq "$RUNS"); do redis_rps 4000 XRANGE s1k - + COUNT 100; done | median)
+R_XRANGE100=$(awk -v x="$R_XRANGE100" 'BEGIN {print x * 100}')
+R_XRANGE1K=$(awk -v x="$R_XRANGE1K" 'BEGIN {print x * 100}')
+stop_redis
+
+log "Redis, appendfsync always"
+start_redis always
+R_ALWAYS=$(for _ in $(seq "$RUNS"); do redis_rps "$NALWAYS" XADD sa '*' f "$V100"; done | median)
+stop_redis
+
+# --- minikafka ---------------------------------------------------------------------------------
+start_broker() { # $1 = fsync policy; sets BROKER, BPID
+    local dir="$WORK/mk-${1//=/-}"
+    mkdir -p "$dir"
+    local port
+    port=$(free_port)
+    BROKER=127.0.0.1:$port
+    "$MINIKAFKA" broker --data-dir "$dir/data" --listen "$BROKER" --fsync "$1" \
+        >"$dir/broker.log" 2>&1 &
+    BPID=$!
+    PIDS+=("$BPID")
+    for _ in $(seq 100); do
+        "$MINIKAFKA" topic list --broker "$BROKER" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "minikafka did not start" >&2
+    exit 1
+}
+stop_broker() { kill "$BPID" 2>/dev/null || true; wait "$BPID" 2>/dev/null || true; }
+rss_mib() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+anon_mib() { awk '/RssAnon/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+
+# field of the JSON report of one `minikafka perf` run
+perf_field() { # $1 = field, rest = perf args
+    local field=$1
+    shift
+    timeout "$STEP_TIMEOUT" "$MINIKAFKA" perf "$@" --broker "$BROKER" --json |
+        python3 -c "import json,sys; print(json.load(sys.stdin)['$field'])"
+}
+perf_latency_p99() {
+    timeout "$STEP_TIMEOUT" "$MINIKAFKA" perf latency "$@" --broker "$BROKER" --json |
+        python3 -c "import json,sys; print(json.load(sys.stdin)['latency']['p99_us'])"
+}
+
+log "minikafka, --fsync interval=1000"
+start_broker interval=1000
+IDLE_TOPICS_RSS=$(
+    for i in $(seq 100); do "$MINIKAFKA" topic create "idle$i" --broker "$BROKER" >/dev/null; done
+    sleep 0.5
+    rss_mib "$BPID"
+)
+M_P100=()
+M_P1K=()
+for r in $(seq "$RUNS"); do
+    M_P100+=("$(perf_field records_per_sec produce --topic p100-$r --record-size 100 --num-records "$N100" --batch-size 262144)")
+    M_P1K+=("$(perf_field records_per_sec produce --topic p1k-$r --record-size 1000 --num-records "$N1K" --batch-size 1048576)")
+done
+M_C100=()
+M_C1K=()
+for r in $(seq "$RUNS"); do
+    M_C100+=("$(perf_field records_per_sec consume --topic p100-$r)")
+    M_C1K+=("$(perf_field records_per_sec consume --topic p1k-$r)")
+done
+M_LAT=()
+for r in $(seq "$RUNS"); do
+    M_LAT+=("$(perf_latency_p99 --topic lat-$r --rate 10000 --duration 5)")
+done
+# The user-facing paths: 100-byte lines through `produce --file` and `consume > file`.
+awk -v v="$V100" 'BEGIN { for (i = 0; i < 1000000; i++) print v }' >"$WORK/lines.txt"
+NLINES=$(wc -l <"$WORK/lines.txt")
+M_CLI_P=()
+M_CLI_C=()
+for r in $(seq "$RUNS"); do
+    "$MINIKAFKA" topic create "cli-$r" --broker "$BROKER" >/dev/null
+    t0=$(date +%s.%N)
+    timeout "$STEP_TIMEOUT" "$MINIKAFKA" produce "cli-$r" --file "$WORK/lines.txt" --broker "$BROKER"
+    t1=$(date +%s.%N)
+    timeout "$STEP_TIMEOUT" "$MINIKAFKA" consume "cli-$r" --from-beginning --broker "$BROKER" >"$WORK/out.txt"
+    t2=$(date +%s.%N)
+    got=$(wc -l <"$WORK/out.txt")
+    [[ "$got" == "$NLINES" ]] || { echo "consume printed $got lines, expected $NLINES" >&2; exit 1; }
+    M_CLI_P+=("$(awk -v n="$NLINES" -v a="$t0" -v b="$t1" 'BEGIN {print n / (b - a)}')")
+    M_CLI_C+=("$(awk -v n="$NLINES" -v a="$t1" -v b="$t2" 'BEGIN {print n / (b - a)}')")
+done
+rm -f "$WORK/out.txt"
+BUSY_RSS=$(rss_mib "$BPID")
+BUSY_ANON=$(anon_mib "$BPID")
+stop_broker
+
+log "minikafka, --fsync always"
+start_broker always
+M_ALWAYS=()
+for r in $(seq "$RUNS"); do
+    # 50 producers, each with one batch of 64 records in flight: Redis's -c 50 -P 64.
+    M_ALWAYS+=("$(perf_field records_per_sec produce --topic always-$r --record-size 100 --num-records "$NALWAYS" --producers 50 --batch-size 8576 --in-flight 1)")
+done
+stop_broker
+
+med() { printf '%s\n' "$@" | median; }
+M_P100=$(med "${M_P100[@]}")
+M_P1K=$(med "${M_P1K[@]}")
+M_C100=$(med "${M_C100[@]}")
+M_C1K=$(med "${M_C1K[@]}")
+M_LAT=$(med "${M_LAT[@]}")
+M_ALWAYS=$(med "${M_ALWAYS[@]}")
+M_CLI_P=$(med "${M_CLI_P[@]}")
+M_CLI_C=$(med "${M_CLI_C[@]}")
+
+row() { # figure, redis, minikafka
+    awk -v f="$1" -v r="$2" -v m="$3" 'BEGIN {
+        ratio = (r > 0) ? sprintf("%.2fx", m / r) : "-";
+        rs = (r == "-") ? "-" : sprintf("%.0f", r);
+        printf "| %-52s | %12s | %12.0f | %6s |\n", f, rs, m, ratio }'
+}
+echo
+echo "minikafka vs Redis $(redis-server --version | awk '{print $3}' | tr -d 'v='), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), medians of $RUNS"
+echo
+printf "| %-52s | %12s | %12s | %6s |\n" "figure (records/s unless said)" "Redis" "minikafka" "ratio"
+printf "|%s|%s|%s|%s|\n" "$(printf -- '-%.0s' {1..54})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "--------"
+row "produce 100 B, fsync every 1 s (XADD -P 64 -c 50)" "$R_XADD100" "$M_P100"
+row "produce 1000 B, fsync every 1 s" "$R_XADD1K" "$M_P1K"
+row "  same, MB/s" "$(awk -v x="$R_XADD1K" 'BEGIN {print x / 1000}')" "$(awk -v x="$M_P1K" 'BEGIN {print x / 1000}')"
+row "replay 100 B from offset 0 (XRANGE COUNT 100)" "$R_XRANGE100" "$M_C100"
+row "replay 1000 B from offset 0" "$R_XRANGE1K" "$M_C1K"
+row "  same, MB/s" "$(awk -v x="$R_XRANGE1K" 'BEGIN {print x / 1000}')" "$(awk -v x="$M_C1K" 'BEGIN {print x / 1000}')"
+row "produce 100 B, fsync always, 50 clients x 64" "$R_ALWAYS" "$M_ALWAYS"
+row "produce --file, 100 B lines (vs perf produce)" "-" "$M_CLI_P"
+row "consume --from-beginning > file (vs perf consume)" "-" "$M_CLI_C"
+echo
+echo "produce --file / perf produce: $(awk -v a="$M_CLI_P" -v b="$M_P100" 'BEGIN {printf "%.2f", a / b}');" \
+    "consume > file / perf consume: $(awk -v a="$M_CLI_C" -v b="$M_C100" 'BEGIN {printf "%.2f", a / b}')"
+echo "produce-to-consume latency at 10,000 msg/s, p99: ${M_LAT} us"
+echo "broker RSS: ${IDLE_TOPICS_RSS} MiB idle with 100 topics; ${BUSY_RSS} MiB after the runs (${BUSY_ANON} MiB anonymous, the rest mapped segment pages)"
+echo "$NATS_NOTE"

@@ -1,0 +1,731 @@
+//! `minikafka perf`: load generators that measure a running broker, like Kafka's
+//! `kafka-producer-perf-test` and `kafka-consumer-perf-test`.
+//!
+//! - `perf produce`: N producers (one connection each) append batches of fixed-size records with
+//!   several batches in flight; prints records/s, MB/s (10^6 bytes of record values) and the
+//!   latency from sending a batch to its acknowledgement.
+//! - `perf consume`: N consumers (partitions split between them) replay a topic with large
+//!   fetches, CRC-checking every record as `crate::client::Consumer` does; prints the same
+//!   figures with the fetch round-trip time as latency.
+//! - `perf latency`: one producer at a fixed rate and a follower consumer long-polling the same
+//!   topic; prints the produce-to-consume latency of every record.
+//!
+//! Owns load generation and measurement only. It never reads the data directory and cannot see
+//! the broker's `--fsync` policy (the native protocol does not carry it), so the report echoes
+//! `--broker-fsync` as the caller says the broker was started.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::{CliError, ConnectArgs};
+use crate::client::{Admin, ClientError, Connection};
+use crate::protocol::{Request, Response};
+use crate::record::{self, NewRecord, RecordIter};
+
+/// Largest latency recorded (one minute, in µs); larger values are clamped to it.
+const MAX_LATENCY_US: u64 = 60_000_000;
+/// Bytes asked for per fetch by default (the broker caps a fetch at half its frame limit).
+const DEFAULT_FETCH_BYTES: u32 = 4 * 1024 * 1024;
+/// Batches in flight when acks are not waited for (bounded so memory stays bounded).
+const FIRE_AND_FORGET_IN_FLIGHT: usize = 256;
+
+#[derive(Debug, Args)]
+pub struct PerfArgs {
+    #[command(subcommand)]
+    command: PerfCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum PerfCommand {
+    /// Append fixed-size records as fast as the broker acknowledges them.
+    Produce(ProduceArgs),
+    /// Replay a topic from its log start (or the last N records) as fast as possible.
+    Consume(ConsumeArgs),
+    /// Produce at a fixed rate with a follower consumer; report produce-to-consume latency.
+    Latency(LatencyArgs),
+}
+
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// Topic to use (created with --partitions if missing).
+    #[arg(long, default_value = "perf")]
+    topic: String,
+    /// Bytes of each record's value.
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    record_size: usize,
+    /// Partitions of the topic when it is created here.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    partitions: u32,
+    /// The broker's fsync policy, as started (echoed in the report; the protocol cannot tell).
+    #[arg(long, value_name = "POLICY", default_value = "unknown")]
+    broker_fsync: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// Whether a producer waits for acknowledgements before sending more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Acks {
+    /// At most --in-flight unacknowledged batches per producer.
+    #[value(name = "1", alias = "all")]
+    Wait,
+    /// Fire and forget: batches are pipelined without waiting (up to 256 in flight, to bound
+    /// memory); acknowledgements are still checked for errors as they arrive.
+    #[value(name = "0", alias = "none")]
+    None,
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Records to send in total (split between producers). Default 1,000,000 unless --duration.
+    #[arg(long, value_name = "N", conflicts_with = "duration")]
+    num_records: Option<u64>,
+    /// Send for this many seconds instead of a fixed count.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Producers in parallel, one connection each.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    producers: usize,
+    /// Bytes of encoded records per batch (one append request).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
+    batch_size: usize,
+    /// 1: wait for acknowledgements with at most --in-flight batches outstanding; 0: fire and
+    /// forget (pipelined).
+    #[arg(long, value_enum, default_value = "1")]
+    acks: Acks,
+    /// Unacknowledged batches per producer with --acks 1.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    in_flight: usize,
+}
+
+#[derive(Debug, Args)]
+struct ConsumeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Records to read per partition, from the log start; default: up to the log end as it stands
+    /// at start.
+    #[arg(long, value_name = "N")]
+    num_records: Option<u64>,
+    /// Consumers in parallel, one connection each; partitions are split between them.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    consumers: usize,
+    /// Bytes asked for per fetch.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_FETCH_BYTES)]
+    fetch_size: u32,
+}
+
+#[derive(Debug, Args)]
+struct LatencyArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Records per second to produce.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    rate: u64,
+    /// Seconds to produce for.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    duration: f64,
+    /// Longest a follower's fetch waits for new records (long-poll), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    max_wait_ms: u32,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Serialize)]
+struct LatencyReport {
+    samples: u64,
+    mean_us: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+}
+
+/// What one run measured; printed as text or JSON.
+#[derive(Debug, Serialize)]
+struct Report {
+    mode: &'static str,
+    topic: String,
+    record_size: usize,
+    partitions: u32,
+    clients: usize,
+    broker_fsync: String,
+    records: u64,
+    value_bytes: u64,
+    seconds: f64,
+    records_per_sec: f64,
+    mb_per_sec: f64,
+    /// What the latency measures, in words.
+    latency_of: &'static str,
+    latency: LatencyReport,
+}
+
+impl Report {
+    fn print(&self, json: bool) {
+        if json {
+            // Serialising plain numbers and strings cannot fail.
+            println!("{}", serde_json::to_string(self).unwrap_or_default());
+            return;
+        }
+        let l = &self.latency;
+        println!(
+            "{} {}: {} records of {} B in {:.3} s = {:.0} records/s, {:.1} MB/s \
+             ({} clients, {} partitions, broker fsync {})",
+            self.mode,
+            self.topic,
+            self.records,
+            self.record_size,
+            self.seconds,
+            self.records_per_sec,
+            self.mb_per_sec,
+            self.clients,
+            self.partitions,
+            self.broker_fsync
+        );
+        println!(
+            "latency ({}): mean {:.0} us, p50 {} us, p99 {} us, p99.9 {} us, max {} us ({} samples)",
+            self.latency_of, l.mean_us, l.p50_us, l.p99_us, l.p999_us, l.max_us, l.samples
+        );
+    }
+}
+
+pub(super) async fn run(args: PerfArgs) -> Result<(), CliError> {
+    match args.command {
+        PerfCommand::Produce(a) => produce(a).await,
+        PerfCommand::Consume(a) => consume(a).await,
+        PerfCommand::Latency(a) => latency(a).await,
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Bounds are constants that hdrhistogram accepts (low >= 1, high >= 2 * low, sigfig <= 5).
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+fn record_latency(h: &mut Histogram<u64>, d: Duration, count: u64) {
+    let us = (d.as_micros() as u64).clamp(1, MAX_LATENCY_US);
+    // `us` is clamped into the histogram's range, so recording cannot fail.
+    let _ = h.record_n(us, count);
+}
+
+fn latency_report(h: &Histogram<u64>) -> LatencyReport {
+    LatencyReport {
+        samples: h.len(),
+        mean_us: h.mean(),
+        p50_us: h.value_at_quantile(0.50),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    mode: &'static str,
+    common: &CommonArgs,
+    partitions: u32,
+    clients: usize,
+    records: u64,
+    value_bytes: u64,
+    elapsed: Duration,
+    latency_of: &'static str,
+    hist: &Histogram<u64>,
+) -> Report {
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    Report {
+        mode,
+        topic: common.topic.clone(),
+        record_size: value_bytes.checked_div(records).unwrap_or(0) as usize,
+        partitions,
+        clients,
+        broker_fsync: common.broker_fsync.clone(),
+        records,
+        value_bytes,
+        seconds,
+        records_per_sec: records as f64 / seconds,
+        mb_per_sec: value_bytes as f64 / seconds / 1e6,
+        latency_of,
+        latency: latency_report(hist),
+    }
+}
+
+/// Creates the topic if it is missing; returns its partition count.
+async fn ensure_topic(conn: &Connection, common: &CommonArgs) -> Result<u32, CliError> {
+    if common.partitions == 0 {
+        return Err(CliError::Usage("--partitions must be at least 1".to_string()));
+    }
+    let d = Admin::new(conn.clone()).create_topic(&common.topic, common.partitions, true).await?;
+    let n = d.partitions.len() as u32;
+    if n != common.partitions {
+        tracing::warn!(topic = %common.topic, partitions = n, "topic exists with another partition count; using it");
+    }
+    Ok(n)
+}
+
+/// A value of `size` bytes of printable, not all-equal content.
+fn payload(size: usize) -> Vec<u8> {
+    (0..size).map(|i| b'a' + (i * 7 % 26) as u8).collect()
+}
+
+fn encode_err(topic: &str, source: record::RecordError) -> CliError {
+    CliError::Client(ClientError::Encode { topic: topic.to_string(), source })
+}
+
+fn appended(resp: Response) -> Result<u64, CliError> {
+    match resp {
+        Response::Appended { first_offset, next_offset, .. } => Ok(next_offset - first_offset),
+        other => Err(CliError::Broker(format!("unexpected response to Append: {other:?}"))),
+    }
+}
+
+async fn produce(args: ProduceArgs) -> Result<(), CliError> {
+    let common = &args.common;
+    if args.producers == 0 {
+        return Err(CliError::Usage("--producers must be at least 1".to_string()));
+    }
+    let conn = common.connect.connect().await?;
+    let partitions = ensure_topic(&conn, common).await?;
+    drop(conn);
+    let record_len = record::encoded_len(None, &payload(common.record_size), &[]);
+    let batch_records = (args.batch_size / record_len).max(1) as u64;
+    let in_flight = match args.acks {
+        Acks::Wait => args.in_flight.max(1),
+        Acks::None => FIRE_AND_FORGET_IN_FLIGHT,
+    };
+    let limit = match (args.num_records, args.duration) {
+        (_, Some(secs)) if secs > 0.0 => Limit::Until(Duration::from_secs_f64(secs)),
+        (_, Some(_)) => return Err(CliError::Usage("--duration must be positive".to_string())),
+        (n, None) => Limit::Count(n.unwrap_or(1_000_000)),
+    };
+    let mut conns = Vec::with_capacity(args.producers);
+    for _ in 0..args.producers {
+        conns.push(common.connect.connect().await?);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.producers);
+    for (i, conn) in conns.into_iter().enumerate() {
+        let count = match limit {
+            Limit::Count(n) => {
+                // Split evenly; the first producers take the remainder.
+                let p = args.producers as u64;
+                Limit::Count(n / p + u64::from((i as u64) < n % p))
+            }
+            until => until,
+        };
+        let job = ProduceJob {
+            conn,
+            topic: common.topic.clone(),
+            value: payload(common.record_size),
+            partitions,
+            first_partition: i as u32,
+            batch_records,
+            in_flight,
+            limit: count,
+            started,
+        };
+        tasks.push(tokio::spawn(job.run()));
+    }
+    let mut hist = new_histogram();
+    let mut records = 0;
+    for t in tasks {
+        let (n, h) =
+            t.await.map_err(|e| CliError::Broker(format!("producer task failed: {e}")))??;
+        records += n;
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = hist.add(&h);
+    }
+    let elapsed = started.elapsed();
+    build_report(
+        "produce",
+        common,
+        partitions,
+        args.producers,
+        records,
+        records * common.record_size as u64,
+        elapsed,
+        "batch send to acknowledgement, per record",
+        &hist,
+    )
+    .print(common.json);
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    Count(u64),
+    Until(Duration),
+}
+
+struct ProduceJob {
+    conn: Connection,
+    topic: String,
+    value: Vec<u8>,
+    partitions: u32,
+    first_partition: u32,
+    batch_records: u64,
+    in_flight: usize,
+    limit: Limit,
+    started: Instant,
+}
+
+impl ProduceJob {
+    /// Sends batches until the limit; returns the records acknowledged and their latencies.
+    async fn run(self) -> Result<(u64, Histogram<u64>), CliError> {
+        let mut hist = new_histogram();
+        let mut pending = VecDeque::new();
+        let mut sent = 0u64;
+        let mut acked = 0u64;
+        let mut batch_no = 0u32;
+        let mut buf = Vec::new();
+        loop {
+            let n = match self.limit {
+                Limit::Count(total) => self.batch_records.min(total - sent),
+                Limit::Until(d) if self.started.elapsed() < d => self.batch_records,
+                Limit::Until(_) => 0,
+            };
+            if n == 0 {
+                break;
+            }
+            buf.clear();
+            buf.reserve(n as usize * (self.value.len() + record::MIN_RECORD_LEN));
+            let rec = NewRecord {
+                timestamp_ms: record::now_ms(),
+                key: None,
+                value: &self.value,
+                headers: &[],
+            };
+            for _ in 0..n {
+                record::encode(&mut buf, 0, &rec, record::DEFAULT_MAX_RECORD_BYTES)
+                    .map_err(|e| encode_err(&self.topic, e))?;
+            }
+            let partition = (self.first_partition + batch_no) % self.partitions;
+            batch_no = batch_no.wrapping_add(1);
+            let req = Request::Append {
+                topic: self.topic.clone(),
+                partition: Some(partition),
+                key_hint: None,
+                // The buffer is handed over; the next batch gets a fresh one of the same size.
+                records: bytes::Bytes::from(std::mem::take(&mut buf)),
+            };
+            let sent_at = Instant::now();
+            pending.push_back((sent_at, n, self.conn.start(&req).await?));
+            sent += n;
+            while pending.len() >= self.in_flight {
+                acked += wait_ack(&mut pending, &mut hist).await?;
+            }
+        }
+        while !pending.is_empty() {
+            acked += wait_ack(&mut pending, &mut hist).await?;
+        }
+        Ok((acked, hist))
+    }
+}
+
+async fn wait_ack(
+    pending: &mut VecDeque<(Instant, u64, crate::client::Pending)>,
+    hist: &mut Histogram<u64>,
+) -> Result<u64, CliError> {
+    let Some((sent_at, n, p)) = pending.pop_front() else {
+        return Ok(0);
+    };
+    let stored = appended(p.wait().await?)?;
+    record_latency(hist, sent_at.elapsed(), n);
+    if stored != n {
+        return Err(CliError::Broker(format!("sent {n} records, the broker stored {stored}")));
+    }
+    Ok(n)
+}
+
+async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
+    let common = &args.common;
+    if args.consumers == 0 {
+        return Err(CliError::Usage("--consumers must be at least 1".to_string()));
+    }
+    let conn = common.connect.connect().await?;
+    let description = Admin::new(conn.clone()).describe_topic(&common.topic).await?;
+    drop(conn);
+    let partitions = description.partitions.len() as u32;
+    // (partition, first offset, end offset) per consumer.
+    let mut plans: Vec<Vec<(u32, u64, u64)>> = vec![Vec::new(); args.consumers];
+    for (i, p) in description.partitions.iter().enumerate() {
+        let end = match args.num_records {
+            Some(n) => p.next_offset.min(p.log_start_offset.saturating_add(n)),
+            None => p.next_offset,
+        };
+        plans[i % args.consumers].push((p.partition, p.log_start_offset, end));
+    }
+    let mut conns = Vec::with_capacity(args.consumers);
+    for _ in 0..args.consumers {
+        conns.push(common.connect.connect().await?);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (conn, plan) in conns.into_iter().zip(plans) {
+        let topic = common.topic.clone();
+        let fetch_size = args.fetch_size;
+        tasks.push(tokio::spawn(replay(conn, topic, plan, fetch_size)));
+    }
+    let mut hist = new_histogram();
+    let (mut records, mut value_bytes) = (0, 0);
+    for t in tasks {
+        let (n, b, h) =
+            t.await.map_err(|e| CliError::Broker(format!("consumer task failed: {e}")))??;
+        records += n;
+        value_bytes += b;
+        let _ = hist.add(&h);
+    }
+    let elapsed = started.elapsed();
+    build_report(
+        "consume",
+        common,
+        partitions,
+        args.consumers,
+        records,
+        value_bytes,
+        elapsed,
+        "fetch round trip, per fetch",
+        &hist,
+    )
+    .print(common.json);
+    Ok(())
+}
+
+/// Reads each planned partition range with one fetch in flight per partition (a fetch's start
+/// depends on where the previous one ended), CRC-checking every record.
+async fn replay(
+    conn: Connection,
+    topic: String,
+    plan: Vec<(u32, u64, u64)>,
+    fetch_size: u32,
+) -> Result<(u64, u64, Histogram<u64>), CliError> {
+    let mut hist = new_histogram();
+    // (partition, next offset, end)
+    let mut states: Vec<(u32, u64, u64)> = plan.into_iter().filter(|p| p.1 < p.2).collect();
+    let (mut total, mut value_bytes) = (0u64, 0u64);
+    while !states.is_empty() {
+        let mut pending = Vec::with_capacity(states.len());
+        for &(partition, offset, _) in &states {
+            let req = Request::Fetch {
+                topic: topic.clone(),
+                partition,
+                offset,
+                max_bytes: fetch_size,
+                max_wait_ms: 0,
+            };
+            pending.push((Instant::now(), conn.start(&req).await?));
+        }
+        for (state, (sent_at, p)) in states.iter_mut().zip(pending) {
+            let resp = p.wait().await?;
+            record_latency(&mut hist, sent_at.elapsed(), 1);
+            let Response::Fetched { records, .. } = resp else {
+                return Err(CliError::Broker(format!("unexpected response to Fetch: {resp:?}")));
+            };
+            if records.is_empty() {
+                // The log was cut back below the end we saw at start: nothing more to read.
+                state.2 = state.1;
+                continue;
+            }
+            for item in RecordIter::new(&records, record::DEFAULT_MAX_RECORD_BYTES) {
+                let view = item.map_err(|source| ClientError::Corrupt {
+                    topic: topic.clone(),
+                    partition: state.0,
+                    offset: state.1,
+                    source,
+                })?;
+                if view.offset < state.1 {
+                    continue; // a read may start at the index entry below the offset
+                }
+                if view.offset >= state.2 {
+                    break;
+                }
+                state.1 = view.offset + 1;
+                total += 1;
+                value_bytes += view.value.len() as u64;
+            }
+        }
+        states.retain(|s| s.1 < s.2);
+    }
+    Ok((total, value_bytes, hist))
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+async fn latency(args: LatencyArgs) -> Result<(), CliError> {
+    let common = &args.common;
+    if common.record_size < 8 {
+        return Err(CliError::Usage(
+            "--record-size must be at least 8 (the send time is stored in the value)".to_string(),
+        ));
+    }
+    if args.rate == 0 || args.duration <= 0.0 {
+        return Err(CliError::Usage("--rate and --duration must be positive".to_string()));
+    }
+    let conn = common.connect.connect().await?;
+    let partitions = ensure_topic(&conn, common).await?;
+    let description = Admin::new(conn.clone()).describe_topic(&common.topic).await?;
+    let duration = Duration::from_secs_f64(args.duration);
+    let expected = (args.rate as f64 * args.duration).round() as u64;
+    // Followers start at the log end, on their own connection, before anything is produced.
+    let mut followers = Vec::new();
+    let seen_total = Arc::new(AtomicU64::new(0));
+    for p in &description.partitions {
+        let fconn = common.connect.connect().await?;
+        let topic = common.topic.clone();
+        let (partition, start) = (p.partition, p.next_offset);
+        let deadline = Instant::now() + duration + Duration::from_secs(10);
+        let max_wait_ms = args.max_wait_ms;
+        let until = Until { seen_total: seen_total.clone(), expected, deadline };
+        followers.push(tokio::spawn(follow(fconn, topic, partition, start, until, max_wait_ms)));
+    }
+    let started = Instant::now();
+    let value = payload(common.record_size);
+    let mut values = Vec::new();
+    let mut pending = VecDeque::new();
+    let mut sent = 0u64;
+    let mut batch_no = 0u32;
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while sent < expected {
+        ticker.tick().await;
+        let due = ((started.elapsed().as_secs_f64() * args.rate as f64) as u64).min(expected);
+        if due <= sent {
+            continue;
+        }
+        let n = (due - sent) as usize;
+        // Each value carries its send time in µs (the record timestamp has only ms resolution).
+        values.clear();
+        values.resize(n, value.clone());
+        let mut buf = Vec::with_capacity(n * (value.len() + record::MIN_RECORD_LEN));
+        let ts = record::now_ms();
+        let t = now_us().to_le_bytes();
+        for v in &mut values {
+            v[..8].copy_from_slice(&t);
+            let rec = NewRecord { timestamp_ms: ts, key: None, value: v, headers: &[] };
+            record::encode(&mut buf, 0, &rec, record::DEFAULT_MAX_RECORD_BYTES)
+                .map_err(|e| encode_err(&common.topic, e))?;
+        }
+        let req = Request::Append {
+            topic: common.topic.clone(),
+            partition: Some(batch_no % partitions),
+            key_hint: None,
+            records: bytes::Bytes::from(buf),
+        };
+        batch_no = batch_no.wrapping_add(1);
+        pending.push_back(conn.start(&req).await?);
+        sent += n as u64;
+        // Collect acknowledgements without waiting, so a slow ack never delays the schedule.
+        while let Some(front) = pending.front_mut() {
+            match front.try_take() {
+                Some(r) => {
+                    appended(r?)?;
+                    pending.pop_front();
+                }
+                None if pending.len() > FIRE_AND_FORGET_IN_FLIGHT => {
+                    if let Some(p) = pending.pop_front() {
+                        appended(p.wait().await?)?;
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+    for p in pending {
+        appended(p.wait().await?)?;
+    }
+    let produce_elapsed = started.elapsed();
+    let mut hist = new_histogram();
+    let mut received = 0;
+    for f in followers {
+        let (n, h) =
+            f.await.map_err(|e| CliError::Broker(format!("follower task failed: {e}")))??;
+        received += n;
+        let _ = hist.add(&h);
+    }
+    if received < sent {
+        tracing::warn!(sent, received, "followers did not see every record before their deadline");
+    }
+    build_report(
+        "latency",
+        common,
+        partitions,
+        1,
+        received,
+        received * common.record_size as u64,
+        produce_elapsed,
+        "produce to consume, per record",
+        &hist,
+    )
+    .print(common.json);
+    Ok(())
+}
+
+/// When followers stop: once all of them together saw every record produced, or at a deadline.
+struct Until {
+    seen_total: Arc<AtomicU64>,
+    expected: u64,
+    deadline: Instant,
+}
+
+/// Long-polls one partition from `start`, recording each record's age (now minus the send time
+/// in its value), until the followers saw every record or the deadline passed.
+async fn follow(
+    conn: Connection,
+    topic: String,
+    partition: u32,
+    start: u64,
+    until: Until,
+    max_wait_ms: u32,
+) -> Result<(u64, Histogram<u64>), CliError> {
+    let mut hist = new_histogram();
+    let mut offset = start;
+    let mut seen = 0u64;
+    while Instant::now() < until.deadline
+        && until.seen_total.load(Ordering::Acquire) < until.expected
+    {
+        let req = Request::Fetch {
+            topic: topic.clone(),
+            partition,
+            offset,
+            max_bytes: 1 << 20,
+            max_wait_ms,
+        };
+        let resp = conn.request(&req).await?;
+        let Response::Fetched { records, .. } = resp else {
+            return Err(CliError::Broker(format!("unexpected response to Fetch: {resp:?}")));
+        };
+        let now = now_us();
+        let mut got = 0;
+        for item in RecordIter::new(&records, record::DEFAULT_MAX_RECORD_BYTES) {
+            let view = item.map_err(|source| ClientError::Corrupt {
+                topic: topic.clone(),
+                partition,
+                offset,
+                source,
+            })?;
+            if view.offset < offset {
+                continue;
+            }
+            offset = view.offset + 1;
+            got += 1;
+            if let Some(t) = view.value.get(..8) {
+                let t = u64::from_le_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]]);
+                record_latency(&mut hist, Duration::from_micros(now.saturating_sub(t)), 1);
+            }
+        }
+        seen += got;
+        until.seen_total.fetch_add(got, Ordering::AcqRel);
+    }
+    Ok((seen, hist))
+}
