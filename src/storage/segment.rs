@@ -21,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use crate::record::{self, RecordError, RecordView};
 use crate::storage::StorageError;
@@ -189,11 +189,6 @@ pub(crate) struct Segment {
     sealed: AtomicBool,
     index_interval_bytes: u32,
     max_record_bytes: u32,
-    /// Bytes from the start of the file whose records are known good: written by this process
-    /// (CRCs it computed itself) or CRC-checked by an earlier read. Reads check only the length
-    /// and offset of records below it and the full CRC above it, so every stored record is
-    /// verified once, not on every fetch. Only grows.
-    verified_len: AtomicUsize,
 }
 
 /// Everything recovery learned about a segment, to build the `Segment` from.
@@ -281,8 +276,6 @@ impl Segment {
             index: RwLock::new(p.index),
             sealed: AtomicBool::new(p.sealed),
             index_interval_bytes: p.index_interval_bytes,
-            // Whatever recovery found is checked again by the first read of it.
-            verified_len: AtomicUsize::new(SEGMENT_HEADER_LEN),
             max_record_bytes,
         })
     }
@@ -370,10 +363,6 @@ impl Segment {
     /// the next offset, both Release.
     pub(crate) fn publish(&self, len: usize, next_offset: u64, max_timestamp: i64) {
         self.max_timestamp.fetch_max(max_timestamp, Ordering::AcqRel);
-        // The appender encoded (or re-checked and re-CRCed) these records itself; they extend
-        // the verified prefix only if it reached the old end.
-        let old = self.len();
-        let _ = self.verified_len.compare_exchange(old, len, Ordering::AcqRel, Ordering::Acquire);
         self.map.publish(len);
         self.next_offset.store(next_offset, Ordering::Release);
     }
@@ -422,8 +411,7 @@ impl Segment {
     /// Finds the record `offset` (which must be in `base_offset..next_offset`) and returns the
     /// byte range from it covering at least one record and, past the first, no more than
     /// `max_bytes`, with the offset after the last record. Every record in the range is
-    /// CRC-checked unless it lies in the verified prefix (checked before); damage is `Corrupt`,
-    /// never skipped.
+    /// CRC-checked; damage is `Corrupt`, never skipped.
     pub(crate) fn locate(
         &self,
         offset: u64,
@@ -451,8 +439,6 @@ impl Segment {
                 }
             }
         }
-        let verified = self.verified_len.load(Ordering::Acquire);
-        let scan_from = pos;
         // Skip forward to the wanted record.
         while at < offset {
             let view = self.decode_at(data, pos, at)?;
@@ -477,45 +463,14 @@ impl Segment {
             if end > start && end - start + len > max_bytes {
                 break;
             }
-            if end + len <= verified {
-                self.check_offset_at(data, end, len, at)?;
-            } else {
-                let _ = self.decode_at(data, end, at)?;
-            }
+            let _ = self.decode_at(data, end, at)?;
             end += len;
             at += 1;
         }
         if end == start {
             return Err(self.corrupt(start, format!("record {offset} missing")));
         }
-        // Everything from `scan_from` to `end` has now been checked; if that joins the
-        // verified prefix, the prefix grows.
-        if scan_from <= verified {
-            self.verified_len.fetch_max(end, Ordering::AcqRel);
-        }
         Ok((start, end, at))
-    }
-
-    /// Checks that the record of `len` bytes at `pos`, below the verified prefix, is whole and
-    /// numbered `expected` (a cheap guard against a read that lost its place).
-    fn check_offset_at(
-        &self,
-        data: &[u8],
-        pos: usize,
-        len: usize,
-        expected: u64,
-    ) -> Result<(), StorageError> {
-        let Some(raw) = data.get(pos..pos + len) else {
-            return Err(self.corrupt(pos, format!("record {expected} cut short")));
-        };
-        // `len` came from peek_total_len, so the record holds at least MIN_RECORD_LEN bytes.
-        let mut field = [0u8; 8];
-        field.copy_from_slice(&raw[record::OFFSET_POS..record::TIMESTAMP_POS]);
-        let offset = u64::from_le_bytes(field);
-        if offset != expected {
-            return Err(self.corrupt(pos, format!("offset {offset} where {expected} was expected")));
-        }
-        Ok(())
     }
 
     fn decode_at<'a>(
@@ -590,21 +545,6 @@ mod tests {
         let mut bad = h;
         bad[21] = 1;
         assert!(check_header(&bad, 7).is_err(), "reserved bytes must be zero");
-    }
-
-    #[test]
-    fn records_this_process_wrote_are_in_the_verified_prefix() {
-        let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::create(&RealFs, dir.path(), 0, 4096, 1024, 64).unwrap();
-        let mut buf = Vec::new();
-        for i in 0..3 {
-            record::encode(&mut buf, i, &NewRecord::value(b"v"), 1024).unwrap();
-        }
-        seg.write_at_end(&buf).unwrap();
-        seg.publish(SEGMENT_HEADER_LEN + buf.len(), 3, 5);
-        let end = SEGMENT_HEADER_LEN + buf.len();
-        assert_eq!(seg.verified_len.load(Ordering::Acquire), end);
-        assert_eq!(seg.locate(0, 1 << 20).unwrap(), (SEGMENT_HEADER_LEN, end, 3));
     }
 
     #[test]
