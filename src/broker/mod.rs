@@ -12,9 +12,9 @@
 //! Every path is built from a name that passed [`validate_topic_name`] / [`validate_group_name`]
 //! (Kafka's rules: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`), so no request can name
 //! a path outside its directory, and `@` (not a name character) keeps broker-internal entries
-//! apart from topics. A topic is created in `@creating-<name>` and renamed into place, and deleted
-//! by renaming it to `@deleting-<name>` before removal; leftovers of either are swept at open, so
-//! a crash never leaves half a topic.
+//! apart from topics. A topic is built in `@creating` and renamed into place, and deleted by
+//! renaming it to `@deleting` before removal; leftovers of either are swept at open, so a crash
+//! never leaves half a topic.
 //!
 //! # Durability contract (per `--fsync` value)
 //! For every policy, an acknowledged append (one whose `append` returned `Ok`) has been written to
@@ -68,10 +68,12 @@ pub use self::topic::MAX_NAME_LEN;
 
 /// How often the background task applies retention.
 pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
-/// Prefix of a topic directory being created (renamed into place when complete).
-const CREATING_PREFIX: &str = "@creating-";
-/// Prefix of a topic directory being deleted.
-const DELETING_PREFIX: &str = "@deleting-";
+/// Where a topic is built before it is renamed into place. One name serves every topic (the
+/// admin lock makes creates one at a time) and keeps a 249-character topic name within the
+/// file system's 255-byte name limit.
+const CREATING_DIR: &str = "@creating";
+/// Where a topic is moved before its files are removed.
+const DELETING_DIR: &str = "@deleting";
 
 /// How the broker is set up.
 #[derive(Debug, Clone)]
@@ -257,7 +259,7 @@ impl Broker {
                 tracing::warn!(path = %path.display(), "ignoring an entry with a non-UTF-8 name");
                 continue;
             };
-            if name.starts_with(CREATING_PREFIX) || name.starts_with(DELETING_PREFIX) {
+            if name == CREATING_DIR || name == DELETING_DIR {
                 tracing::info!(path = %path.display(), "removing an interrupted create/delete");
                 fs::remove_dir_all(&path).map_err(|source| BrokerError::Io {
                     path: path.clone(),
@@ -370,7 +372,7 @@ impl Broker {
             });
         }
         // Build the topic aside and rename it into place, so a crash never leaves half a topic.
-        let staging = data_dir.join(format!("{CREATING_PREFIX}{name}"));
+        let staging = data_dir.join(CREATING_DIR);
         let io = |path: &Path, op: &'static str| {
             let path = path.to_path_buf();
             move |source| BrokerError::Io { path, op, source }
@@ -411,7 +413,7 @@ impl Broker {
                 tracing::warn!(topic = name, partition = i, "closing a deleted partition: {e}");
             }
         }
-        let tomb = self.config.data_dir.join(format!("{DELETING_PREFIX}{name}"));
+        let tomb = self.config.data_dir.join(DELETING_DIR);
         let io = |path: &Path, op: &'static str| {
             let path = path.to_path_buf();
             move |source| BrokerError::Io { path, op, source }

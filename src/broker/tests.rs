@@ -75,7 +75,11 @@ fn bad_names_are_refused_with_a_reason() {
         }
         assert!(matches!(validate_group_name(name), Err(BrokerError::InvalidGroupName { .. })));
     }
-    assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+    // The longest valid name is a real topic on disk, created and deleted.
+    let longest = "x".repeat(249);
+    b.create_topic(&longest, 1).unwrap();
+    assert!(dir.path().join(&longest).join("topic.json").is_file());
+    b.delete_topic(&longest).unwrap();
     assert!(validate_topic_name("...").is_ok());
     // Nothing was created outside (or inside) the data directory besides the groups dir.
     let entries: Vec<_> =
@@ -121,13 +125,14 @@ async fn topics_and_data_survive_reopen() {
 #[test]
 fn interrupted_create_and_delete_are_swept_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    fs::create_dir_all(dir.path().join("@creating-t/0")).unwrap();
-    fs::create_dir_all(dir.path().join("@deleting-u/0")).unwrap();
+    fs::create_dir_all(dir.path().join("@creating/0")).unwrap();
+    fs::write(dir.path().join("@creating/topic.json"), b"{\"partitions\": 1}").unwrap();
+    fs::create_dir_all(dir.path().join("@deleting/0")).unwrap();
     fs::create_dir_all(dir.path().join("not a topic")).unwrap();
     let b = open(dir.path());
     assert!(b.list_topics().is_empty());
-    assert!(!dir.path().join("@creating-t").exists());
-    assert!(!dir.path().join("@deleting-u").exists());
+    assert!(!dir.path().join("@creating").exists());
+    assert!(!dir.path().join("@deleting").exists());
     // Foreign directories are left alone.
     assert!(dir.path().join("not a topic").exists());
 }
