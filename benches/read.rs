@@ -1,1 +1,146 @@
-fn main() {}
+//! Read side of the storage engine, from page cache:
+//! - `replay/*`: sequential replay from offset 0 of a large log (1 GiB by default), every record
+//!   CRC-checked by `Log::read`; 1 KiB records and 100-byte records (encoded size, prefix
+//!   included).
+//! - `random/*`: one record at a random offset (index lookup + short scan + CRC).
+//! - `open/*`: opening a 10-segment log after a clean shutdown, and after a crash (the last
+//!   segment is scanned). Segment size: 128 MiB by default.
+//!
+//! Run: `cargo bench --bench read -- --quick`. Sizes can be changed with the environment:
+//! `MINIKAFKA_BENCH_LOG_BYTES` (replay log size) and `MINIKAFKA_BENCH_OPEN_SEGMENT_BYTES`
+//! (e.g. 1073741824 for the 10 GiB open target). Logs are generated once per run in temp dirs.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use minikafka::record::NewRecord;
+use minikafka::storage::{FsyncPolicy, Log, LogConfig};
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn env_bytes(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig { segment_bytes, fsync: FsyncPolicy::Never, ..LogConfig::default() }
+}
+
+/// Fills a log in `dir` with records of `encoded_len` bytes until it holds `total` bytes; closes
+/// it cleanly. Returns the number of records.
+fn generate(dir: &Path, segment_bytes: u64, total: u64, encoded_len: usize) -> u64 {
+    let value = vec![0x5au8; encoded_len - minikafka::record::MIN_RECORD_LEN];
+    let rec = NewRecord { timestamp_ms: 1_700_000_000_000, key: None, value: &value, headers: &[] };
+    assert_eq!(rec.encoded_len(), encoded_len);
+    let batch = vec![rec; (1 << 20) / encoded_len];
+    let log = Log::open(dir, config(segment_bytes)).expect("open");
+    while log.describe().size_bytes < total {
+        log.append(&batch).expect("append");
+    }
+    log.close().expect("close");
+    log.next_offset()
+}
+
+fn replay(log: &Log) -> (u64, u64) {
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut at = log.log_start_offset();
+    let end = log.next_offset();
+    while at < end {
+        let slice = log.read(at, 1 << 20).expect("read");
+        bytes += slice.len() as u64;
+        records += slice.next_offset() - at;
+        at = slice.next_offset();
+    }
+    (records, bytes)
+}
+
+fn bench_replay(c: &mut Criterion) {
+    let total = env_bytes("MINIKAFKA_BENCH_LOG_BYTES", 1 << 30);
+    let mut group = c.benchmark_group("replay");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for encoded_len in [1024usize, 100] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let n = generate(dir.path(), 1 << 30, total, encoded_len);
+        let log = Log::open(dir.path(), config(1 << 30)).expect("open");
+        log.advise_sequential();
+        let (records, bytes) = replay(&log); // also warms the page cache
+        assert_eq!(records, n);
+        group.throughput(Throughput::Bytes(bytes));
+        group.bench_function(format!("{encoded_len}B-records/{records}-records"), |b| {
+            b.iter(|| black_box(replay(&log)))
+        });
+    }
+    group.finish();
+}
+
+fn bench_random(c: &mut Criterion) {
+    let total = env_bytes("MINIKAFKA_BENCH_LOG_BYTES", 1 << 30).min(256 << 20);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n = generate(dir.path(), 64 << 20, total, 1024);
+    let log = Log::open(dir.path(), config(64 << 20)).expect("open");
+    replay(&log);
+    let mut group = c.benchmark_group("random");
+    group.throughput(Throughput::Elements(1));
+    let mut x = 0x9e3779b97f4a7c15u64;
+    group.bench_function("1KiB-record", |b| {
+        b.iter(|| {
+            // xorshift64: cheap and deterministic, so the bench measures the read only.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            black_box(log.read(x % n, 1).expect("read"))
+        })
+    });
+    group.finish();
+}
+
+fn bench_open(c: &mut Criterion) {
+    let segment_bytes = env_bytes("MINIKAFKA_BENCH_OPEN_SEGMENT_BYTES", 128 << 20);
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Ten full segments plus a little: the last one (the one a crash-open scans) is full too.
+    generate(dir.path(), segment_bytes, segment_bytes * 10 - (2 << 20), 1024);
+    let mut group = c.benchmark_group("open");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    let log = Log::open(dir.path(), config(segment_bytes)).expect("open");
+    let segments = log.describe().segments;
+    log.close().expect("close");
+    drop(log);
+    // State between iterations: closed cleanly (generate() closed it; each iteration closes).
+    group.bench_function(format!("clean/{segments}x{}MiB", segment_bytes >> 20), |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let log = Log::open(dir.path(), config(segment_bytes)).expect("open");
+                spent += start.elapsed();
+                black_box(log.next_offset());
+                log.close().expect("close");
+            }
+            spent
+        })
+    });
+    // State between iterations: crashed (dropped without close(): no clean marker, so the last
+    // segment is scanned).
+    drop(Log::open(dir.path(), config(segment_bytes)).expect("open"));
+    group.bench_function(format!("crash/{segments}x{}MiB", segment_bytes >> 20), |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let log = Log::open(dir.path(), config(segment_bytes)).expect("open");
+                spent += start.elapsed();
+                black_box(log.next_offset());
+            }
+            spent
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_replay, bench_random, bench_open);
+criterion_main!(benches);

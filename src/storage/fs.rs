@@ -271,13 +271,27 @@ pub(crate) fn write_atomic(
     path: &Path,
     bytes: &[u8],
 ) -> io::Result<()> {
+    write_replacing(fs, path, bytes, true)?;
+    fs.sync_dir(dir)
+}
+
+/// Replaces `path` through a temp file and a rename; fdatasyncs first when `durable`. Without
+/// it, a crash may leave an empty or partial file under the name: only for hints that are
+/// checked when read (indexes).
+pub(crate) fn write_replacing(
+    fs: &dyn FileSystem,
+    path: &Path,
+    bytes: &[u8],
+    durable: bool,
+) -> io::Result<()> {
     let tmp = tmp_path(path);
     let f = fs.create(&tmp)?;
     f.write_all_at(bytes, 0)?;
-    f.sync_data()?;
+    if durable {
+        f.sync_data()?;
+    }
     drop(f);
-    fs.rename(&tmp, path)?;
-    fs.sync_dir(dir)
+    fs.rename(&tmp, path)
 }
 
 /// The temporary name a file is written under before it is renamed into place.

@@ -19,7 +19,7 @@
 //! | 40       | 8    | `log_len`       | `u64`: length of the segment's log file (header + records)   |
 //! | 48       | 8·n  | entries         | per entry: `u32` offset relative to `base_offset`, `u32` file position |
 
-use crate::storage::fs::{FileSystem, write_atomic};
+use crate::storage::fs::{FileSystem, write_atomic, write_replacing};
 use std::io;
 use std::path::Path;
 
@@ -184,6 +184,18 @@ impl Index {
         summary: IndexSummary,
     ) -> io::Result<()> {
         write_atomic(fs, dir, path, &self.encode(base_offset, summary))
+    }
+
+    /// Writes the index file without syncing: for an index rebuilt at recovery, which the next
+    /// open checks (CRC, summary) and rebuilds again if a crash mangled it.
+    pub(crate) fn write_hint(
+        &self,
+        fs: &dyn FileSystem,
+        path: &Path,
+        base_offset: u64,
+        summary: IndexSummary,
+    ) -> io::Result<()> {
+        write_replacing(fs, path, &self.encode(base_offset, summary), false)
     }
 }
 

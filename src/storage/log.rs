@@ -225,11 +225,18 @@ impl Log {
         // The appender's state stays consistent across a panic (a failed append publishes
         // nothing), so a poisoned mutex is still usable.
         let guard = self.appender.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_open()?;
+        self.check_poisoned()?;
+        Ok(guard)
+    }
+
+    /// Files change only while the log is open: after `close()` the marker promises the next
+    /// open that nothing moved.
+    fn check_open(&self) -> Result<(), StorageError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StorageError::Closed { path: self.dir.clone() });
         }
-        self.check_poisoned()?;
-        Ok(guard)
+        Ok(())
     }
 
     fn check_poisoned(&self) -> Result<(), StorageError> {
@@ -493,6 +500,7 @@ impl Log {
     /// offset after the call (unchanged if `offset` is not above it).
     pub fn trim_before(&self, offset: u64) -> Result<u64, StorageError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_open()?;
         let next = self.next_offset();
         let current = self.log_start_offset();
         if offset > next {
@@ -532,6 +540,7 @@ impl Log {
     /// of the newest record against `now_ms`). Never the active segment. Returns how many.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_open()?;
         if self.config.retention_bytes.is_none() && self.config.retention_ms.is_none() {
             return Ok(0);
         }
@@ -598,6 +607,7 @@ impl Log {
     /// the clean-shutdown marker, so the next open can skip the tail scan. Later appends fail
     /// with `Closed`; reads keep working. Calling it again does nothing.
     pub fn close(&self) -> Result<(), StorageError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         let _app = self.appender.lock().unwrap_or_else(|p| p.into_inner());
         if self.closed.load(Ordering::Acquire) {
             return Ok(());

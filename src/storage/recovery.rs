@@ -344,6 +344,7 @@ fn open_active(
         }
     }
     let mut header_ok = true;
+    let trusted = found.is_some();
     let (index, data_len, next_offset, max_timestamp) = match found {
         Some(x) => x,
         None => {
@@ -380,6 +381,14 @@ fn open_active(
     }
     if !header_ok || data_len < file_len {
         file.sync_data().map_err(StorageError::io(&log_path, "fdatasync cut segment"))?;
+    }
+    if !trusted {
+        // The index on disk is stale or damaged: replace it with the rebuilt one, so every
+        // segment has its index file (it is rewritten again at seal and close).
+        let summary = IndexSummary { next_offset, max_timestamp, log_len: data_len as u64 };
+        index
+            .write_hint(fs, &index_path, base, summary)
+            .map_err(StorageError::io(&index_path, "write rebuilt index"))?;
     }
     let capacity = (config.segment_bytes as usize).max(data_len);
     file.set_len(capacity as u64).map_err(StorageError::io(&log_path, "preallocate segment"))?;

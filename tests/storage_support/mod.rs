@@ -1,0 +1,121 @@
+//! Helpers shared by the storage integration tests: tiny configs, deterministic record contents,
+//! a full replay through `read`, and a parser of the segment files that tells where each record
+//! lies (so a test can compute, independently of the recovery code, which prefix must survive).
+#![allow(dead_code)]
+
+use minikafka::record::{self, NewRecord};
+use minikafka::storage::{FsyncPolicy, Log, LogConfig, StorageError};
+use std::path::{Path, PathBuf};
+
+/// Size of a segment header (the layout table in src/storage/segment.rs).
+pub const HEADER: usize = 24;
+
+pub fn tiny_config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 64,
+        max_record_bytes: 4096,
+        fsync: FsyncPolicy::Never,
+        retention_bytes: None,
+        retention_ms: None,
+    }
+}
+
+/// The value record `offset` gets: its length varies with the offset, its bytes name it.
+pub fn value_for(offset: u64) -> Vec<u8> {
+    let len = (offset * 7 % 50) as usize;
+    let mut v = format!("v{offset}:").into_bytes();
+    v.extend((0..len).map(|i| (i as u64 + offset) as u8));
+    v
+}
+
+pub fn key_for(offset: u64) -> Option<Vec<u8>> {
+    (!offset.is_multiple_of(3)).then(|| format!("k{}", offset % 5).into_bytes())
+}
+
+pub fn timestamp_for(offset: u64) -> i64 {
+    1_000_000 + offset as i64 * 10
+}
+
+/// Appends records `next..next+count` as one batch.
+pub fn append_batch(log: &Log, count: u64) -> minikafka::storage::OffsetRange {
+    let first = log.next_offset();
+    let values: Vec<_> = (first..first + count).map(value_for).collect();
+    let keys: Vec<_> = (first..first + count).map(key_for).collect();
+    let recs: Vec<_> = (0..count as usize)
+        .map(|i| NewRecord {
+            timestamp_ms: timestamp_for(first + i as u64),
+            key: keys[i].as_deref(),
+            value: &values[i],
+            headers: &[],
+        })
+        .collect();
+    let r = log.append(&recs).unwrap();
+    assert_eq!(r.first, first);
+    r
+}
+
+/// Reads the whole log from its start, checking each record's contents against what
+/// `append_batch` wrote. Returns the offsets seen, or the first error.
+pub fn replay(log: &Log) -> Result<Vec<u64>, StorageError> {
+    let mut seen = Vec::new();
+    let mut at = log.log_start_offset();
+    while at < log.next_offset() {
+        let slice = log.read(at, 256)?;
+        for r in slice.records() {
+            let r = r.expect("read() CRC-checked it already");
+            assert_eq!(r.offset, at);
+            assert_eq!(r.value, &value_for(at)[..], "value of {at}");
+            assert_eq!(r.key.map(<[u8]>::to_vec), key_for(at), "key of {at}");
+            assert_eq!(r.timestamp_ms, timestamp_for(at));
+            seen.push(at);
+            at += 1;
+        }
+        assert_eq!(slice.next_offset(), at);
+    }
+    Ok(seen)
+}
+
+/// A segment file and where its records lie.
+#[derive(Debug, Clone)]
+pub struct SegmentLayout {
+    pub path: PathBuf,
+    pub base: u64,
+    /// (offset, start, end) of each record, positions in the file.
+    pub records: Vec<(u64, usize, usize)>,
+    pub data_end: usize,
+}
+
+/// Parses every segment of a (healthy) log directory, oldest first.
+pub fn layout(dir: &Path) -> Vec<SegmentLayout> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.into_iter()
+        .map(|path| {
+            let base: u64 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            let mut pos = HEADER;
+            let mut records = Vec::new();
+            while pos + 4 <= bytes.len() && bytes[pos..pos + 4] != [0; 4] {
+                let v = record::decode(&bytes[pos..], 4096).unwrap();
+                records.push((v.offset, pos, pos + v.raw.len()));
+                pos += v.raw.len();
+            }
+            SegmentLayout { path, base, records, data_end: pos }
+        })
+        .collect()
+}
+
+/// Sorted names of the files in `dir`.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
