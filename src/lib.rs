@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod kafka;
 pub mod protocol;
 pub mod record;
 pub mod server;

@@ -1,0 +1,278 @@
+//! Kafka framing and request/response headers: the i32 big-endian size prefix (checked against a
+//! limit before anything is allocated), request header decoding, the table of API versions we
+//! accept and advertise, and response encoding. Pure functions on buffers; never does I/O.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use super::KafkaError;
+
+/// Default largest request frame we accept (Kafka's `socket.request.max.bytes` is 100 MiB).
+pub(crate) const DEFAULT_MAX_FRAME_BYTES: u32 = 100 * 1024 * 1024;
+
+/// The APIs we implement: (key, lowest version accepted, highest version advertised).
+/// Minimums stay at old versions on purpose: librdkafka 2.0 only enables record format v2 and
+/// consumer groups when these exact old versions are in range (KAFKA.md, trap 1); maxima stop
+/// before topic IDs appear (trap 5).
+pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 9),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::DeleteTopics, 1, 4),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+/// The version range we support for `key`, if we implement it at all.
+pub(crate) fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS.iter().find(|(k, _, _)| *k == key).map(|&(_, min, max)| (min, max))
+}
+
+/// What the first bytes of a frame body say, before the rest is trusted.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Peeked {
+    pub api_key: i16,
+    pub api_version: i16,
+    pub correlation_id: i32,
+}
+
+/// Reads the fixed prefix every request header version shares: api key, version, correlation id.
+pub(crate) fn peek_header(body: &[u8]) -> Result<Peeked, KafkaError> {
+    if body.len() < 8 {
+        return Err(KafkaError::Malformed(format!(
+            "request of {} bytes has no header",
+            body.len()
+        )));
+    }
+    Ok(Peeked {
+        api_key: i16::from_be_bytes([body[0], body[1]]),
+        api_version: i16::from_be_bytes([body[2], body[3]]),
+        correlation_id: i32::from_be_bytes([body[4], body[5], body[6], body[7]]),
+    })
+}
+
+/// Checks a frame's size prefix against the limit. Returns the body length to read.
+pub(crate) fn check_frame_size(prefix: [u8; 4], max_frame_bytes: u32) -> Result<usize, KafkaError> {
+    let size = i32::from_be_bytes(prefix);
+    if size < 0 || size as u32 > max_frame_bytes {
+        return Err(KafkaError::FrameTooLarge { size: i64::from(size), max: max_frame_bytes });
+    }
+    Ok(size as usize)
+}
+
+/// A request whose header decoded, ready for its handler: the body cursor sits after the header.
+#[derive(Debug)]
+pub(crate) struct DecodedRequest {
+    pub key: ApiKey,
+    pub header: RequestHeader,
+    pub body: Bytes,
+}
+
+/// How to handle a frame, decided from its header alone.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// A request we implement, at a version we accept.
+    Request(DecodedRequest),
+    /// ApiVersions at a version newer than ours: answer in the v0 shape with UNSUPPORTED_VERSION
+    /// (the client then retries with a version we listed).
+    ApiVersionsTooNew { correlation_id: i32 },
+}
+
+/// Decodes a frame body's request header. An API we do not implement, or a version outside our
+/// range (other than ApiVersions), is an error: a real broker closes the connection for those.
+pub(crate) fn decode_request(mut body: Bytes) -> Result<Incoming, KafkaError> {
+    let peeked = peek_header(&body)?;
+    let key = ApiKey::try_from(peeked.api_key).map_err(|_| KafkaError::UnsupportedApi {
+        api_key: peeked.api_key,
+        version: peeked.api_version,
+    })?;
+    let Some((min, max)) = supported_range(key) else {
+        return Err(KafkaError::UnsupportedApi {
+            api_key: peeked.api_key,
+            version: peeked.api_version,
+        });
+    };
+    if peeked.api_version < min || peeked.api_version > max {
+        if key == ApiKey::ApiVersions && peeked.api_version > max {
+            return Ok(Incoming::ApiVersionsTooNew { correlation_id: peeked.correlation_id });
+        }
+        return Err(KafkaError::UnsupportedApi {
+            api_key: peeked.api_key,
+            version: peeked.api_version,
+        });
+    }
+    let header_version = key.request_header_version(peeked.api_version);
+    let header = RequestHeader::decode(&mut body, header_version).map_err(|e| {
+        KafkaError::Malformed(format!("{key:?} v{} request header: {e}", peeked.api_version))
+    })?;
+    Ok(Incoming::Request(DecodedRequest { key, header, body }))
+}
+
+/// Decodes a request body of type `T` at `version`; trailing bytes are a malformed request.
+pub(crate) fn decode_body<T: Decodable>(req: &mut DecodedRequest) -> Result<T, KafkaError> {
+    let version = req.header.request_api_version;
+    let msg = T::decode(&mut req.body, version).map_err(|e| {
+        KafkaError::Malformed(format!("{:?} v{version} request body: {e}", req.key))
+    })?;
+    if req.body.has_remaining() {
+        return Err(KafkaError::Malformed(format!(
+            "{:?} v{version} request has {} trailing bytes",
+            req.key,
+            req.body.remaining()
+        )));
+    }
+    Ok(msg)
+}
+
+/// Encodes a whole response frame: size prefix, response header of the right version, body.
+pub(crate) fn encode_response<T: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<Bytes, KafkaError> {
+    // ApiVersions answers always carry a v0 header, whatever the request version (trap 4).
+    let header_version =
+        if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let encode_err =
+        |e: &dyn std::fmt::Display| KafkaError::Encode(format!("{key:?} v{version} response: {e}"));
+    let size = header.compute_size(header_version).map_err(|e| encode_err(&e))?
+        + body.compute_size(version).map_err(|e| encode_err(&e))?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(size as i32);
+    header.encode(&mut buf, header_version).map_err(|e| encode_err(&e))?;
+    body.encode(&mut buf, version).map_err(|e| encode_err(&e))?;
+    Ok(buf.freeze())
+}
+
+/// Our ApiVersions answer body (error code 0 or UNSUPPORTED_VERSION).
+pub(crate) fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
+    let api_keys = SUPPORTED_APIS
+        .iter()
+        .map(|&(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect();
+    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+}
+
+/// The full frame answering an ApiVersions request newer than we support: a v0-shaped body.
+pub(crate) fn api_versions_too_new(correlation_id: i32) -> Result<Bytes, KafkaError> {
+    let body = api_versions_response(kafka_protocol::ResponseError::UnsupportedVersion.code());
+    encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn request_bytes<T: Encodable>(key: ApiKey, version: i16, corr: i32, body: &T) -> Bytes {
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(corr)
+            .with_client_id(Some(StrBytes::from_static_str("test")));
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, key.request_header_version(version)).unwrap();
+        body.encode(&mut buf, version).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn frame_size_is_checked_before_allocation() {
+        assert_eq!(check_frame_size(100i32.to_be_bytes(), 1000).unwrap(), 100);
+        assert!(matches!(
+            check_frame_size(2000i32.to_be_bytes(), 1000),
+            Err(KafkaError::FrameTooLarge { size: 2000, max: 1000 })
+        ));
+        assert!(check_frame_size((-1i32).to_be_bytes(), 1000).is_err());
+    }
+
+    #[test]
+    fn decodes_a_metadata_request_header_and_body() {
+        let raw = request_bytes(ApiKey::Metadata, 4, 42, &MetadataRequest::default());
+        let Incoming::Request(mut req) = decode_request(raw).unwrap() else {
+            panic!("not a request")
+        };
+        assert_eq!(req.key, ApiKey::Metadata);
+        assert_eq!(req.header.correlation_id, 42);
+        assert_eq!(req.header.client_id.as_deref(), Some("test"));
+        let body: MetadataRequest = decode_body(&mut req).unwrap();
+        assert_eq!(body.topics, Some(vec![]));
+    }
+
+    #[test]
+    fn api_versions_newer_than_ours_gets_the_v0_shaped_error() {
+        let raw = request_bytes(ApiKey::ApiVersions, 4, 7, &ApiVersionsRequest::default());
+        let Incoming::ApiVersionsTooNew { correlation_id } = decode_request(raw).unwrap() else {
+            panic!("expected the too-new path")
+        };
+        assert_eq!(correlation_id, 7);
+        let mut frame = api_versions_too_new(correlation_id).unwrap();
+        let size = frame.get_i32() as usize;
+        assert_eq!(size, frame.remaining());
+        assert_eq!(ResponseHeader::decode(&mut frame, 0).unwrap().correlation_id, 7);
+        let body = ApiVersionsResponse::decode(&mut frame, 0).unwrap();
+        assert_eq!(body.error_code, 35);
+        let produce = body.api_keys.iter().find(|k| k.api_key == 0).unwrap();
+        assert_eq!((produce.min_version, produce.max_version), (3, 9));
+    }
+
+    #[test]
+    fn advertised_ranges_keep_the_old_minimums_clients_need() {
+        let r = |k| supported_range(k).unwrap();
+        assert_eq!(r(ApiKey::Produce).0, 3);
+        assert_eq!(r(ApiKey::Fetch), (4, 12));
+        assert!(r(ApiKey::Metadata).0 == 0 && r(ApiKey::Metadata).1 == 9);
+        for k in [ApiKey::FindCoordinator, ApiKey::JoinGroup, ApiKey::SyncGroup, ApiKey::Heartbeat]
+        {
+            assert_eq!(r(k).0, 0);
+        }
+        // Every advertised range must be decodable by the crate.
+        for &(key, min, max) in SUPPORTED_APIS {
+            assert!(min <= max, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_or_out_of_range_requests_are_refused() {
+        let raw = request_bytes(ApiKey::Metadata, 12, 1, &MetadataRequest::default());
+        assert!(matches!(
+            decode_request(raw),
+            Err(KafkaError::UnsupportedApi { api_key: 3, version: 12 })
+        ));
+        let mut raw = BytesMut::new();
+        raw.put_i16(999);
+        raw.put_i16(0);
+        raw.put_i32(1);
+        assert!(decode_request(raw.freeze()).is_err());
+        assert!(decode_request(Bytes::from_static(&[0, 3])).is_err());
+    }
+
+    #[test]
+    fn api_versions_response_header_is_v0_even_for_v3() {
+        let frame = encode_response(ApiKey::ApiVersions, 3, 9, &api_versions_response(0)).unwrap();
+        let mut b = frame.slice(4..);
+        assert_eq!(b.get_i32(), 9);
+        let body = ApiVersionsResponse::decode(&mut b, 3).unwrap();
+        assert_eq!(body.error_code, 0);
+        assert!(!b.has_remaining());
+    }
+}

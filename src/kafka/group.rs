@@ -1,0 +1,816 @@
+//! The consumer-group coordinator: Kafka's classic rebalance protocol (JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup) as a state machine with time passed in, so it is tested without sockets
+//! or clocks. It owns group membership, generations and assignments (in memory; a restart makes
+//! every member rejoin, as a coordinator failover would). It never stores offsets: committed
+//! offsets go to the broker, and `check_commit` only says whether a member may commit.
+//!
+//! States per group: Empty -> PreparingRebalance (waiting for every member to (re)join, bounded by
+//! the rebalance timeout) -> CompletingRebalance (joined; waiting for the leader's SyncGroup with
+//! the assignment) -> Stable. A join, a leave, or a member whose session expires sends a Stable
+//! group back to PreparingRebalance; members learn it from REBALANCE_IN_PROGRESS on heartbeat.
+//! Replies that must wait (JoinGroup until the round completes, SyncGroup until the leader
+//! assigns) are handed back as a oneshot receiver.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
+
+/// Session timeouts a member may ask for (Kafka's group.min/max.session.timeout.ms, with a lower
+/// minimum so tests can expire members quickly).
+const MIN_SESSION_TIMEOUT: Duration = Duration::from_millis(1000);
+const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Most groups and members per group the coordinator will hold: a limit on everything.
+const MAX_GROUPS: usize = 10_000;
+const MAX_MEMBERS_PER_GROUP: usize = 1_000;
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+/// A reply available now, or one that arrives when the group reaches the right state.
+#[derive(Debug)]
+pub(crate) enum Reply<T> {
+    Now(T),
+    Later(oneshot::Receiver<T>),
+}
+
+/// What a JoinGroup request asks for, already decoded.
+#[derive(Debug, Clone)]
+pub(crate) struct JoinParams {
+    pub group_id: String,
+    pub member_id: String,
+    pub client_id: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocol_type: String,
+    /// (protocol name, member metadata), in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a member without an id first gets one back with MEMBER_ID_REQUIRED.
+    pub require_known_member_id: bool,
+}
+
+/// The answer to a JoinGroup.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct JoinOutcome {
+    pub error_code: i16,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Every member with its metadata for the chosen protocol; only the leader gets them.
+    pub members: Vec<(String, Bytes)>,
+}
+
+impl JoinOutcome {
+    fn error(error: ResponseError, member_id: &str) -> Self {
+        JoinOutcome {
+            error_code: code(error),
+            generation_id: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+        }
+    }
+}
+
+/// The answer to a SyncGroup.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SyncOutcome {
+    pub error_code: i16,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncOutcome {
+    fn error(error: ResponseError) -> Self {
+        SyncOutcome {
+            error_code: code(error),
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+#[derive(Debug)]
+struct Member {
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    last_seen: Instant,
+    /// Set while the member waits in JoinGroup: it has (re)joined this round.
+    join_waiter: Option<oneshot::Sender<JoinOutcome>>,
+    sync_waiter: Option<oneshot::Sender<SyncOutcome>>,
+    assignment: Bytes,
+}
+
+#[derive(Debug)]
+struct Group {
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// Ids handed out with MEMBER_ID_REQUIRED, valid until the instant stored.
+    pending: HashMap<String, Instant>,
+    rebalance_deadline: Instant,
+}
+
+impl Group {
+    fn new(now: Instant) -> Self {
+        Group {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashMap::new(),
+            rebalance_deadline: now,
+        }
+    }
+
+    /// Whether `protocols` shares at least one protocol with every current member.
+    fn compatible(&self, protocol_type: &str, protocols: &[(String, Bytes)], except: &str) -> bool {
+        if protocols.is_empty() {
+            return false;
+        }
+        if self.members.keys().all(|id| id == except) {
+            return true;
+        }
+        if self.protocol_type.as_deref().is_some_and(|t| t != protocol_type) {
+            return false;
+        }
+        protocols.iter().any(|(name, _)| {
+            self.members
+                .iter()
+                .filter(|(id, _)| id.as_str() != except)
+                .all(|(_, m)| m.protocols.iter().any(|(n, _)| n == name))
+        })
+    }
+
+    fn prepare_rebalance(&mut self, now: Instant) {
+        if self.state == GroupState::PreparingRebalance {
+            return;
+        }
+        for m in self.members.values_mut() {
+            if let Some(tx) = m.sync_waiter.take() {
+                let _ = tx.send(SyncOutcome::error(ResponseError::RebalanceInProgress));
+            }
+        }
+        let timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+        self.state = GroupState::PreparingRebalance;
+        self.rebalance_deadline = now + timeout;
+    }
+
+    fn remove_member(&mut self, id: &str, why: ResponseError) {
+        if let Some(mut m) = self.members.remove(id) {
+            if let Some(tx) = m.join_waiter.take() {
+                let _ = tx.send(JoinOutcome::error(why, id));
+            }
+            if let Some(tx) = m.sync_waiter.take() {
+                let _ = tx.send(SyncOutcome::error(why));
+            }
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = None;
+        }
+    }
+
+    /// Completes the join round once every member has rejoined.
+    fn maybe_complete_join(&mut self, now: Instant) {
+        if self.state == GroupState::PreparingRebalance
+            && self.members.values().all(|m| m.join_waiter.is_some())
+        {
+            self.complete_join(now);
+        }
+    }
+
+    fn complete_join(&mut self, now: Instant) {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.protocol_type = None;
+            self.leader = None;
+            return;
+        }
+        let leader = match &self.leader {
+            Some(l) if self.members.contains_key(l) => l.clone(),
+            // A map with members has a first key.
+            _ => self.members.keys().next().cloned().unwrap_or_default(),
+        };
+        // The first of the leader's protocols that every member supports; joins were checked
+        // for a common protocol, so one exists.
+        let protocol = self.members[&leader]
+            .protocols
+            .iter()
+            .map(|(n, _)| n.clone())
+            .find(|n| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == n)));
+        let all: Vec<(String, Bytes)> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| Some(n) == protocol.as_ref())
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default();
+                (id.clone(), meta)
+            })
+            .collect();
+        self.leader = Some(leader.clone());
+        self.protocol = protocol.clone();
+        self.state = GroupState::CompletingRebalance;
+        for (id, m) in self.members.iter_mut() {
+            m.last_seen = now;
+            m.assignment = Bytes::new();
+            if let Some(tx) = m.join_waiter.take() {
+                let _ = tx.send(JoinOutcome {
+                    error_code: 0,
+                    generation_id: self.generation,
+                    protocol_type: self.protocol_type.clone(),
+                    protocol_name: protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: id.clone(),
+                    members: if *id == leader { all.clone() } else { Vec::new() },
+                });
+            }
+        }
+    }
+}
+
+/// Every consumer group this broker coordinates.
+#[derive(Debug, Default)]
+pub(crate) struct Coordinator {
+    groups: HashMap<String, Group>,
+    next_member: u64,
+}
+
+impl Coordinator {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The state of a group, if the coordinator knows it.
+    pub(crate) fn state(&self, group_id: &str) -> Option<(GroupState, i32, usize)> {
+        self.groups.get(group_id).map(|g| (g.state, g.generation, g.members.len()))
+    }
+
+    fn new_member_id(&mut self, client_id: &str) -> String {
+        self.next_member += 1;
+        let client: String = client_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+            .take(64)
+            .collect();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        format!(
+            "{}-{:08x}-{:08x}",
+            if client.is_empty() { "member" } else { &client },
+            self.next_member,
+            nanos
+        )
+    }
+
+    pub(crate) fn join(&mut self, now: Instant, p: JoinParams) -> Reply<JoinOutcome> {
+        if p.session_timeout < MIN_SESSION_TIMEOUT || p.session_timeout > MAX_SESSION_TIMEOUT {
+            return Reply::Now(JoinOutcome::error(
+                ResponseError::InvalidSessionTimeout,
+                &p.member_id,
+            ));
+        }
+        if !self.groups.contains_key(&p.group_id) && self.groups.len() >= MAX_GROUPS {
+            return Reply::Now(JoinOutcome::error(
+                ResponseError::GroupMaxSizeReached,
+                &p.member_id,
+            ));
+        }
+        let mut member_id = p.member_id.clone();
+        let fresh_id =
+            if member_id.is_empty() { Some(self.new_member_id(&p.client_id)) } else { None };
+        let group = self.groups.entry(p.group_id.clone()).or_insert_with(|| Group::new(now));
+        if !group.compatible(&p.protocol_type, &p.protocols, &member_id) {
+            return Reply::Now(JoinOutcome::error(
+                ResponseError::InconsistentGroupProtocol,
+                &member_id,
+            ));
+        }
+        let is_new = if let Some(id) = fresh_id {
+            if p.require_known_member_id {
+                group.pending.insert(id.clone(), now + p.session_timeout);
+                return Reply::Now(JoinOutcome::error(ResponseError::MemberIdRequired, &id));
+            }
+            member_id = id;
+            true
+        } else if group.pending.remove(&member_id).is_some() {
+            true
+        } else if group.members.contains_key(&member_id) {
+            false
+        } else {
+            return Reply::Now(JoinOutcome::error(ResponseError::UnknownMemberId, &member_id));
+        };
+        if is_new && group.members.len() >= MAX_MEMBERS_PER_GROUP {
+            return Reply::Now(JoinOutcome::error(ResponseError::GroupMaxSizeReached, &member_id));
+        }
+        let (tx, rx) = oneshot::channel();
+        if is_new {
+            group.members.insert(
+                member_id.clone(),
+                Member {
+                    session_timeout: p.session_timeout,
+                    rebalance_timeout: p.rebalance_timeout,
+                    protocols: p.protocols,
+                    last_seen: now,
+                    join_waiter: Some(tx),
+                    sync_waiter: None,
+                    assignment: Bytes::new(),
+                },
+            );
+            if group.protocol_type.is_none() {
+                group.protocol_type = Some(p.protocol_type);
+            }
+            group.prepare_rebalance(now);
+        } else {
+            let is_leader = group.leader.as_deref() == Some(member_id.as_str());
+            let state = group.state;
+            let generation = group.generation;
+            let m = group.members.get_mut(&member_id).expect("membership checked above");
+            let unchanged = m.protocols == p.protocols;
+            m.session_timeout = p.session_timeout;
+            m.rebalance_timeout = p.rebalance_timeout;
+            m.protocols = p.protocols;
+            m.last_seen = now;
+            if state == GroupState::Stable && unchanged && !is_leader {
+                // A follower rejoining with nothing new: tell it the current generation.
+                return Reply::Now(JoinOutcome {
+                    error_code: 0,
+                    generation_id: generation,
+                    protocol_type: group.protocol_type.clone(),
+                    protocol_name: group.protocol.clone(),
+                    leader: group.leader.clone().unwrap_or_default(),
+                    member_id,
+                    members: Vec::new(),
+                });
+            }
+            // A second join while one waits replaces it; the old request is answered as stale.
+            if let Some(old) = m.join_waiter.replace(tx) {
+                let _ =
+                    old.send(JoinOutcome::error(ResponseError::RebalanceInProgress, &member_id));
+            }
+            group.prepare_rebalance(now);
+        }
+        group.maybe_complete_join(now);
+        Reply::Later(rx)
+    }
+
+    pub(crate) fn sync(
+        &mut self,
+        now: Instant,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Reply<SyncOutcome> {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return Reply::Now(SyncOutcome::error(ResponseError::UnknownMemberId));
+        };
+        if !group.members.contains_key(member_id) {
+            return Reply::Now(SyncOutcome::error(ResponseError::UnknownMemberId));
+        }
+        if generation != group.generation {
+            return Reply::Now(SyncOutcome::error(ResponseError::IllegalGeneration));
+        }
+        let protocol_type = group.protocol_type.clone();
+        let protocol_name = group.protocol.clone();
+        match group.state {
+            GroupState::Empty => Reply::Now(SyncOutcome::error(ResponseError::UnknownMemberId)),
+            GroupState::PreparingRebalance => {
+                Reply::Now(SyncOutcome::error(ResponseError::RebalanceInProgress))
+            }
+            GroupState::Stable => {
+                let m = group.members.get_mut(member_id).expect("membership checked above");
+                m.last_seen = now;
+                Reply::Now(SyncOutcome {
+                    error_code: 0,
+                    protocol_type,
+                    protocol_name,
+                    assignment: m.assignment.clone(),
+                })
+            }
+            GroupState::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                let m = group.members.get_mut(member_id).expect("membership checked above");
+                m.last_seen = now;
+                m.sync_waiter = Some(tx);
+                if group.leader.as_deref() == Some(member_id) {
+                    let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    for (id, m) in group.members.iter_mut() {
+                        m.assignment = given.remove(id).unwrap_or_default();
+                    }
+                    group.state = GroupState::Stable;
+                    for m in group.members.values_mut() {
+                        if let Some(tx) = m.sync_waiter.take() {
+                            let _ = tx.send(SyncOutcome {
+                                error_code: 0,
+                                protocol_type: protocol_type.clone(),
+                                protocol_name: protocol_name.clone(),
+                                assignment: m.assignment.clone(),
+                            });
+                        }
+                    }
+                }
+                Reply::Later(rx)
+            }
+        }
+    }
+
+    /// Returns the Heartbeat error code (0 = carry on).
+    pub(crate) fn heartbeat(
+        &mut self,
+        now: Instant,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+    ) -> i16 {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return code(ResponseError::UnknownMemberId);
+        };
+        let Some(m) = group.members.get_mut(member_id) else {
+            return code(ResponseError::UnknownMemberId);
+        };
+        m.last_seen = now;
+        if group.state == GroupState::PreparingRebalance {
+            return code(ResponseError::RebalanceInProgress);
+        }
+        if generation != group.generation {
+            return code(ResponseError::IllegalGeneration);
+        }
+        0
+    }
+
+    /// Removes members that leave; returns one error code per member id (0 = left).
+    pub(crate) fn leave(
+        &mut self,
+        now: Instant,
+        group_id: &str,
+        member_ids: &[String],
+    ) -> Vec<i16> {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return vec![code(ResponseError::UnknownMemberId); member_ids.len()];
+        };
+        let mut codes = Vec::with_capacity(member_ids.len());
+        let mut removed = false;
+        for id in member_ids {
+            if group.pending.remove(id).is_some() {
+                codes.push(0);
+            } else if group.members.contains_key(id) {
+                group.remove_member(id, ResponseError::UnknownMemberId);
+                removed = true;
+                codes.push(0);
+            } else {
+                codes.push(code(ResponseError::UnknownMemberId));
+            }
+        }
+        if removed {
+            group.prepare_rebalance(now);
+            group.maybe_complete_join(now);
+        }
+        codes
+    }
+
+    /// Whether an OffsetCommit from this member at this generation may proceed (0) or the error.
+    /// Generation -1 with no member id is a standalone consumer: allowed while the group is empty.
+    pub(crate) fn check_commit(
+        &mut self,
+        now: Instant,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+    ) -> i16 {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return if generation < 0 { 0 } else { code(ResponseError::IllegalGeneration) };
+        };
+        if generation < 0 && member_id.is_empty() && group.members.is_empty() {
+            return 0;
+        }
+        let Some(m) = group.members.get_mut(member_id) else {
+            return code(ResponseError::UnknownMemberId);
+        };
+        m.last_seen = now;
+        if generation != group.generation {
+            return code(ResponseError::IllegalGeneration);
+        }
+        if group.state == GroupState::CompletingRebalance {
+            return code(ResponseError::RebalanceInProgress);
+        }
+        0
+    }
+
+    /// Advances time: expires members whose session lapsed and ends join rounds past their
+    /// deadline. The server calls it a few times a second.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        for group in self.groups.values_mut() {
+            group.pending.retain(|_, until| *until > now);
+            // A member parked in JoinGroup or SyncGroup is waiting on us, not silent: only the
+            // rebalance deadline (or the leader's own expiry) ends its wait.
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    m.join_waiter.is_none()
+                        && m.sync_waiter.is_none()
+                        && now.saturating_duration_since(m.last_seen) > m.session_timeout
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &expired {
+                tracing::info!(member = %id, "consumer group member session expired");
+                group.remove_member(id, ResponseError::UnknownMemberId);
+            }
+            if !expired.is_empty() {
+                group.prepare_rebalance(now);
+            }
+            if group.state == GroupState::PreparingRebalance && now >= group.rebalance_deadline {
+                let late: Vec<String> = group
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.join_waiter.is_none())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in &late {
+                    group.remove_member(id, ResponseError::UnknownMemberId);
+                }
+            }
+            group.maybe_complete_join(now);
+        }
+        self.groups.retain(|_, g| g.state != GroupState::Empty || !g.pending.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: &str = "g";
+
+    fn params(member: &str, v4: bool) -> JoinParams {
+        JoinParams {
+            group_id: G.into(),
+            member_id: member.into(),
+            client_id: "c".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(30),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+            require_known_member_id: v4,
+        }
+    }
+
+    fn now_reply<T: std::fmt::Debug>(r: Reply<T>) -> T {
+        match r {
+            Reply::Now(t) => t,
+            Reply::Later(_) => panic!("expected an immediate reply"),
+        }
+    }
+
+    fn ready<T>(r: &mut Reply<T>) -> Option<T> {
+        match r {
+            Reply::Now(_) => panic!("expected a deferred reply"),
+            Reply::Later(rx) => rx.try_recv().ok(),
+        }
+    }
+
+    /// Joins a brand-new member through the v4 MEMBER_ID_REQUIRED handshake.
+    fn join_new(c: &mut Coordinator, t: Instant) -> (String, Reply<JoinOutcome>) {
+        let first = now_reply(c.join(t, params("", true)));
+        assert_eq!(first.error_code, 79);
+        let id = first.member_id.clone();
+        assert!(!id.is_empty());
+        (id.clone(), c.join(t, params(&id, true)))
+    }
+
+    #[test]
+    fn single_member_joins_syncs_and_heartbeats() {
+        let mut c = Coordinator::new();
+        let t = Instant::now();
+        let (id, mut j) = join_new(&mut c, t);
+        let out = ready(&mut j).expect("a lone member completes the round at once");
+        assert_eq!(out.error_code, 0);
+        assert_eq!(out.generation_id, 1);
+        assert_eq!(out.leader, id);
+        assert_eq!(out.protocol_name.as_deref(), Some("range"));
+        assert_eq!(out.members, vec![(id.clone(), Bytes::from_static(b"meta"))]);
+        let mut s = c.sync(t, G, 1, &id, vec![(id.clone(), Bytes::from_static(b"all"))]);
+        assert_eq!(ready(&mut s).unwrap().assignment, Bytes::from_static(b"all"));
+        assert_eq!(c.heartbeat(t, G, 1, &id), 0);
+        assert_eq!(c.state(G).unwrap().0, GroupState::Stable);
+    }
+
+    #[test]
+    fn old_clients_get_an_id_without_the_handshake() {
+        let mut c = Coordinator::new();
+        let mut j = c.join(Instant::now(), params("", false));
+        let out = ready(&mut j).unwrap();
+        assert_eq!(out.error_code, 0);
+        assert!(!out.member_id.is_empty());
+    }
+
+    #[test]
+    fn unknown_member_and_wrong_generation_are_refused() {
+        let mut c = Coordinator::new();
+        let t = Instant::now();
+        assert_eq!(now_reply(c.join(t, params("ghost", true))).error_code, 25);
+        let (id, mut j) = join_new(&mut c, t);
+        ready(&mut j).unwrap();
+        assert_eq!(c.heartbeat(t, G, 7, &id), 22);
+        assert_eq!(c.heartbeat(t, G, 1, "ghost"), 25);
+        assert_eq!(now_reply(c.sync(t, G, 9, &id, vec![])).error_code, 22);
+        assert_eq!(c.check_commit(t, G, 9, &id), 22);
+        assert_eq!(c.check_commit(t, G, 1, "ghost"), 25);
+    }
+
+    #[test]
+    fn second_member_triggers_a_rebalance_both_get_the_new_generation() {
+        let mut c = Coordinator::new();
+        let t = Instant::now();
+        let (a, mut ja) = join_new(&mut c, t);
+        ready(&mut ja).unwrap();
+        let mut sa = c.sync(t, G, 1, &a, vec![(a.clone(), Bytes::from_static(b"p0p1p2"))]);
+        ready(&mut sa).unwrap();
+
+        let (b, mut jb) = join_new(&mut c, t);
+        assert!(ready(&mut jb).is_none(), "b waits until a rejoins");
+        assert_eq!(c.heartbeat(t, G, 1, &a), 27, "a learns of the rebalance");
+        // a may still commit what it processed in the old generation before rejoining.
+        assert_eq!(c.check_commit(t, G, 1, &a), 0);
+        let mut ja2 = c.join(t, params(&a, true));
+        let oa = ready(&mut ja2).unwrap();
+        let ob = ready(&mut jb).unwrap();
+        assert_eq!((oa.generation_id, ob.generation_id), (2, 2));
+        assert_eq!(oa.leader, a, "the leader keeps its role");
+        assert_eq!(oa.members.len(), 2);
+        assert!(ob.members.is_empty(), "only the leader sees the members");
+
+        let mut sb = c.sync(t, G, 2, &b, vec![]);
+        assert!(ready(&mut sb).is_none(), "followers wait for the leader's assignment");
+        assert_eq!(c.check_commit(t, G, 2, &b), 27);
+        let mut sa = c.sync(
+            t,
+            G,
+            2,
+            &a,
+            vec![(a.clone(), Bytes::from_static(b"p0")), (b.clone(), Bytes::from_static(b"p1p2"))],
+        );
+        assert_eq!(ready(&mut sa).unwrap().assignment, Bytes::from_static(b"p0"));
+        assert_eq!(ready(&mut sb).unwrap().assignment, Bytes::from_static(b"p1p2"));
+        assert_eq!(c.heartbeat(t, G, 1, &a), 22, "the old generation is gone");
+        assert_eq!(c.heartbeat(t, G, 2, &b), 0);
+    }
+
+    #[test]
+    fn leave_hands_partitions_to_the_survivor() {
+        let mut c = Coordinator::new();
+        let t = Instant::now();
+        let (a, mut ja) = join_new(&mut c, t);
+        ready(&mut ja).unwrap();
+        let (b, mut jb) = join_new(&mut c, t);
+        let mut ja = c.join(t, params(&a, true));
+        ready(&mut ja).unwrap();
+        ready(&mut jb).unwrap();
+        let _sb = c.sync(t, G, 2, &b, vec![]);
+        let _sa = c.sync(t, G, 2, &a, vec![]);
+
+        assert_eq!(c.leave(t, G, std::slice::from_ref(&a)), vec![0]);
+        assert_eq!(c.heartbeat(t, G, 2, &b), 27);
+        let mut jb = c.join(t, params(&b, true));
+        let out = ready(&mut jb).unwrap();
+        assert_eq!(out.generation_id, 3);
+        assert_eq!(out.leader, b, "the survivor leads");
+        assert_eq!(out.members.len(), 1);
+        assert_eq!(c.leave(t, G, &["nobody".to_string()]), vec![25]);
+    }
+
+    #[test]
+    fn a_silent_member_expires_and_the_group_rebalances_without_it() {
+        let mut c = Coordinator::new();
+        let t = Instant::now();
+        let (a, mut ja) = join_new(&mut c, t);
+        ready(&mut ja).unwrap();
+        let (b, mut jb) = join_new(&mut c, t);
+        let mut ja = c.join(t, params(&a, true));
+        ready(&mut ja).unwrap();
+        ready(&mut jb).unwrap();
+        let mut sb = c.sync(t, G, 2, &b, vec![]);
+        let mut sa = c.sync(t, G, 2, &a, vec![]);
+        ready(&mut sa).unwrap();
+        ready(&mut sb).unwrap();
+
+        // b keeps heartbeating; a vanishes without leaving.
+        let t5 = t + Duration::from_secs(5);
+        assert_eq!(c.heartbeat(t5, G, 2, &b), 0);
+        c.tick(t + Duration::from_secs(11));
+        assert_eq!(c.state(G).unwrap().2, 1, "a was removed");
+        assert_eq!(c.heartbeat(t + Duration::from_secs(11), G, 2, &b), 27);
+        assert_eq!(c.heartbeat(t + Duration::from_secs(11), G, 2, &a), 25);
+        let mut jb = c.join(t + Duration::from_secs(12), params(&b, true));
+        assert_eq!(ready(&mut jb).unwrap().generation_id, 3);
+    }
+
+    #[test]
+    fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_deadline() {
+        let mut c = Coordinator::new();
+        let t = Instant::now();
+        let (a, mut ja) = join_new(&mut c, t);
+        ready(&mut ja).unwrap();
+        let mut sa = c.sync(t, G, 1, &a, vec![]);
+        ready(&mut sa).unwrap();
+        let (_b, mut jb) = join_new(&mut c, t);
+        // a keeps heartbeating (so its session is alive) but never rejoins.
+        for s in 1..30 {
+            assert_eq!(c.heartbeat(t + Duration::from_secs(s), G, 1, &a), 27);
+            c.tick(t + Duration::from_secs(s));
+        }
+        assert!(ready(&mut jb).is_none());
+        c.tick(t + Duration::from_secs(31));
+        let out = ready(&mut jb).unwrap();
+        assert_eq!(out.error_code, 0);
+        assert_eq!(out.members.len(), 1);
+        assert_eq!(c.heartbeat(t + Duration::from_secs(31), G, 1, &a), 25);
+    }
+
+    #[test]
+    fn a_rebalance_during_sync_tells_waiting_followers() {
+        let mut c = Coordinator::new();
+        let t = Instant::now();
+        let (a, mut ja) = join_new(&mut c, t);
+        ready(&mut ja).unwrap();
+        let (b, mut jb) = join_new(&mut c, t);
+        let mut ja = c.join(t, params(&a, true));
+        ready(&mut ja).unwrap();
+        ready(&mut jb).unwrap();
+        let mut sb = c.sync(t, G, 2, &b, vec![]);
+        // A third member arrives before the leader assigned anything.
+        let (_c3, _j3) = join_new(&mut c, t);
+        assert_eq!(ready(&mut sb).unwrap().error_code, 27);
+    }
+
+    #[test]
+    fn incompatible_protocols_are_refused() {
+        let mut c = Coordinator::new();
+        let t = Instant::now();
+        let (_a, mut ja) = join_new(&mut c, t);
+        ready(&mut ja).unwrap();
+        let mut p = params("", false);
+        p.protocols = vec![("roundrobin".into(), Bytes::new())];
+        assert_eq!(now_reply(c.join(t, p)).error_code, 23);
+        let mut p = params("", false);
+        p.protocols.clear();
+        assert_eq!(now_reply(c.join(t, p)).error_code, 23);
+        let mut p = params("", false);
+        p.session_timeout = Duration::from_millis(10);
+        assert_eq!(now_reply(c.join(t, p)).error_code, 26);
+    }
+
+    #[test]
+    fn standalone_commits_are_allowed_only_for_an_empty_group() {
+        let mut c = Coordinator::new();
+        let t = Instant::now();
+        assert_eq!(c.check_commit(t, "other", -1, ""), 0);
+        let (_a, mut ja) = join_new(&mut c, t);
+        ready(&mut ja).unwrap();
+        assert_eq!(c.check_commit(t, G, -1, ""), 25);
+    }
+
+    #[test]
+    fn last_member_leaving_empties_the_group_and_forgets_it() {
+        let mut c = Coordinator::new();
+        let t = Instant::now();
+        let (a, mut ja) = join_new(&mut c, t);
+        ready(&mut ja).unwrap();
+        assert_eq!(c.leave(t, G, &[a]), vec![0]);
+        assert_eq!(c.state(G).unwrap().0, GroupState::Empty);
+        c.tick(t);
+        assert!(c.state(G).is_none());
+    }
+}
