@@ -27,6 +27,10 @@ struct Appender {
     buf: Vec<u8>,
     /// Where the active segment's next index entry is due.
     index_cursor: IndexCursor,
+    /// End of the bytes a failed write may have left past the committed end of the active
+    /// segment (0: none). They are zeroed before the next write, so a later, shorter batch can
+    /// never be followed on disk by stale records that recovery would take for real ones.
+    torn_end: usize,
 }
 
 /// Group-commit state: how far the log is known durable, and whether someone is syncing now.
@@ -141,7 +145,7 @@ impl Log {
             dir,
             fs,
             segments: RwLock::new(rec.segments),
-            appender: Mutex::new(Appender { buf: Vec::new(), index_cursor: rec.index_cursor }),
+            appender: Mutex::new(Appender { buf: Vec::new(), index_cursor: rec.index_cursor, torn_end: 0 }),
             admin: Mutex::new(()),
             sync: Mutex::new(SyncState { synced, syncing: false, last_sync: Instant::now() }),
             synced_cv: Condvar::new(),
@@ -281,14 +285,27 @@ impl Log {
             return Err(StorageError::BatchTooLarge { size: total as u64, max: max_batch as u64 });
         }
         let mut active = self.active();
-        if !active.is_empty() && active.len() + total > self.config.segment_bytes as usize {
+        // A sealed active segment is left by a roll that sealed it but failed to create the next.
+        if active.is_sealed()
+            || (!active.is_empty() && active.len() + total > self.config.segment_bytes as usize)
+        {
             active = self.roll(app, total)?;
         } else if total > active.room() {
             active = self.regrow_empty_active(app, total)?;
         }
         let position = active.len();
+        // A failed write publishes nothing and the next one starts at the same committed end, so
+        // it does not poison the log (disk full must heal once space returns): only a failed
+        // fsync does, because then the page cache may have dropped data it claimed to hold.
+        if app.torn_end > position {
+            let zeros = vec![0u8; app.torn_end - position];
+            active.write_at_end(&zeros)?;
+            app.torn_end = 0;
+        }
         if let Err(e) = active.write_at_end(bytes) {
-            return self.poison(e);
+            app.torn_end = app.torn_end.max(position + total);
+            tracing::warn!(dir = %self.dir.display(), error = %e, "append failed; nothing published");
+            return Err(e);
         }
         // Index entries and the newest timestamp, walking the (already validated) batch.
         let mut max_ts = i64::MIN;
@@ -316,9 +333,16 @@ impl Log {
     /// `batch_bytes`. Holds the append lock.
     fn roll(&self, app: &mut Appender, batch_bytes: usize) -> Result<Arc<Segment>, StorageError> {
         let old = self.active();
-        if let Err(e) = old.seal(&*self.fs, &self.dir) {
-            return self.poison(e);
+        if !old.is_sealed()
+            && let Err(e) = old.seal(&*self.fs, &self.dir)
+        {
+            // Sealing cut the file and fdatasynced it before writing the index: only a failed
+            // fdatasync leaves data of unknown durability; a failed cut or index write can be
+            // retried by the next roll.
+            return if is_data_sync_failure(&e) { self.poison(e) } else { Err(e) };
         }
+        // Sealing cut the file to its committed length: any torn bytes went with it.
+        app.torn_end = 0;
         let base = old.next_offset();
         {
             let mut st = self.sync.lock().unwrap_or_else(|p| p.into_inner());
@@ -333,7 +357,9 @@ impl Log {
             self.config.max_record_bytes,
         ) {
             Ok(s) => Arc::new(s),
-            Err(e) => return self.poison(e),
+            // Nothing was published into the new file: the next append retries the roll (and
+            // `create` truncates whatever this attempt left).
+            Err(e) => return Err(e),
         };
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled to a new segment");
         self.segments.write().unwrap_or_else(|p| p.into_inner()).push(seg.clone());
@@ -635,6 +661,11 @@ impl Log {
     }
 }
 
+/// Whether a failed seal failed at the fdatasync of segment data (fsyncgate: poison).
+fn is_data_sync_failure(e: &StorageError) -> bool {
+    matches!(e, StorageError::Io { op, .. } if op.starts_with("fdatasync"))
+}
+
 fn map_record_error(e: RecordError, max: u32) -> StorageError {
     match e {
         RecordError::TooLarge { size, max } => StorageError::RecordTooLarge { size, max },
@@ -916,22 +947,24 @@ mod tests {
     }
 
     #[test]
-    fn failed_write_poisons_and_publishes_nothing() {
+    fn failed_write_publishes_nothing_and_the_next_append_heals() {
         let dir = tempfile::tempdir().unwrap();
         let fs = FaultyFs::new();
         let log = Log::open_with_fs(dir.path(), tiny(1 << 20), Arc::new(fs.clone())).unwrap();
         append_n(&log, 2);
         fs.short_next_write();
-        assert!(log.append(&[NewRecord::value(b"torn")]).is_err());
+        let torn: Vec<NewRecord<'_>> = (0..8).map(|_| NewRecord::value(b"torn")).collect();
+        assert!(log.append(&torn).is_err());
         assert_eq!(log.next_offset(), 2);
         assert_eq!(read_all(&log).len(), 2);
-        assert!(matches!(
-            log.append(&[NewRecord::value(b"z")]),
-            Err(StorageError::Poisoned { .. })
-        ));
+        // Same size as the first torn record: without zeroing, the torn batch's later records
+        // would follow it on disk with valid CRCs and consecutive offsets.
+        log.append(&[NewRecord::value(b"zzzz")]).unwrap();
+        assert_eq!(log.next_offset(), 3);
         drop(log);
         let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
-        assert_eq!(log.next_offset(), 2, "the torn half-record is cut at recovery");
+        assert_eq!(log.next_offset(), 3, "the torn batch's leftovers are not resurrected");
+        assert_eq!(read_all(&log)[2].1, b"zzzz");
     }
 
     #[test]

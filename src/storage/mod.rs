@@ -26,8 +26,11 @@
 //! An acknowledged append is in the OS page cache (survives `kill -9`); with `Always` it is on
 //! disk. `Interval(d)` syncs when `d` has passed at the next append or `sync_if_dirty()`; `Never`
 //! leaves it to the OS and to sealing (every sealed segment is fsynced with its index). A failed
-//! write or fsync poisons the log: appends fail with [`StorageError::Poisoned`] until it is
-//! reopened (recovery then decides from the disk what survived); reads keep working.
+//! fsync poisons the log: appends fail with [`StorageError::Poisoned`] until it is reopened
+//! (recovery then decides from the disk what survived); reads keep working. A failed write (EIO,
+//! ENOSPC, a short write) or a failed segment creation fails only that append: nothing past the
+//! committed end was published, the bytes it may have left are zeroed before the next write, so
+//! appends work again once the disk does (e.g. once space returns).
 //!
 //! Dropping a `Log` without `close()` is, for the files, the same as a crash: the next open scans
 //! the tail of the last segment.
