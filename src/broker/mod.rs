@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::record::NewRecord;
-use crate::storage::{FsyncPolicy, LogConfig, OffsetRange, ReadSlice, StorageError};
+use crate::storage::{FileSystem, FsyncPolicy, LogConfig, OffsetRange, ReadSlice, StorageError};
 
 use self::groups::Groups;
 use self::topic::{Partition, Topic, TopicMeta};
@@ -86,6 +86,9 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     pub max_topics: usize,
     pub max_partitions: u32,
+    /// The file system every partition log goes through (`None`: the real one). Tests pass a
+    /// fault-injecting one (`storage::FaultyFs`) to prove what a producer sees when the disk fails.
+    pub fs: Option<Arc<dyn FileSystem>>,
 }
 
 impl Default for BrokerConfig {
@@ -97,6 +100,7 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             max_topics: 10_000,
             max_partitions: 1024,
+            fs: None,
         }
     }
 }
@@ -280,7 +284,7 @@ impl Broker {
                 tracing::warn!(path = %path.display(), "ignoring a directory without topic.json");
                 continue;
             }
-            let t = Topic::open(&name, path, &config.log)?;
+            let t = Topic::open(&name, path, &config.log, config.fs.as_ref())?;
             topics.insert(name, Arc::new(t));
         }
         if swept {
@@ -388,7 +392,7 @@ impl Broker {
         TopicMeta { partitions }.write(&staging)?;
         fs::rename(&staging, &dir).map_err(io(&dir, "rename staging directory to"))?;
         fsutil::sync_dir(data_dir)?;
-        let t = Arc::new(Topic::open(name, dir, &self.config.log)?);
+        let t = Arc::new(Topic::open(name, dir, &self.config.log, self.config.fs.as_ref())?);
         let description = t.describe();
         self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), t);
         tracing::info!(topic = name, partitions, "topic created");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::{BrokerError, PartitionDescription, TopicDescription, fsutil};
-use crate::storage::{Log, LogConfig};
+use crate::storage::{FileSystem, Log, LogConfig};
 
 /// Name of the file holding a topic's configuration.
 pub(crate) const TOPIC_FILE: &str = "topic.json";
@@ -92,12 +92,24 @@ pub(crate) struct Topic {
 
 impl Topic {
     /// Opens (recovers) every partition log of a topic whose `topic.json` exists.
-    pub(crate) fn open(name: &str, dir: PathBuf, log: &LogConfig) -> Result<Topic, BrokerError> {
+    pub(crate) fn open(
+        name: &str,
+        dir: PathBuf,
+        log: &LogConfig,
+        fs: Option<&Arc<dyn FileSystem>>,
+    ) -> Result<Topic, BrokerError> {
         let meta = TopicMeta::read(&dir)?;
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            let log = Log::open(dir.join(p.to_string()), log.clone()).map_err(|source| {
-                BrokerError::Storage { topic: name.to_owned(), partition: p, source }
+            let path = dir.join(p.to_string());
+            let opened = match fs {
+                Some(fs) => Log::open_with_fs(path, log.clone(), fs.clone()),
+                None => Log::open(path, log.clone()),
+            };
+            let log = opened.map_err(|source| BrokerError::Storage {
+                topic: name.to_owned(),
+                partition: p,
+                source,
             })?;
             partitions.push(Arc::new(Partition {
                 log: Arc::new(log),

@@ -145,7 +145,11 @@ impl Log {
             dir,
             fs,
             segments: RwLock::new(rec.segments),
-            appender: Mutex::new(Appender { buf: Vec::new(), index_cursor: rec.index_cursor, torn_end: 0 }),
+            appender: Mutex::new(Appender {
+                buf: Vec::new(),
+                index_cursor: rec.index_cursor,
+                torn_end: 0,
+            }),
             admin: Mutex::new(()),
             sync: Mutex::new(SyncState { synced, syncing: false, last_sync: Instant::now() }),
             synced_cv: Condvar::new(),
