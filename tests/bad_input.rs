@@ -28,9 +28,19 @@ fn bad_topic_names_are_refused_and_create_nothing() {
         .collect();
     assert!(entries.is_empty(), "unexpected entries in the data dir: {entries:?}");
     assert_eq!(ok(broker.cli(&["topic", "list"])), "");
-    // 249 characters is the longest valid name.
+}
+
+#[test]
+fn the_longest_valid_topic_name_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    // 249 characters is the longest valid name (Kafka's limit, chosen so that the name plus a
+    // partition suffix still fits a 255-byte file name).
     let longest = "y".repeat(249);
     ok(broker.cli(&["topic", "create", &longest]));
+    ok(broker.cli(&["produce", &longest, "long"]));
+    assert_eq!(ok(broker.cli(&["consume", &longest, "--from-beginning"])), "long\n");
+    ok(broker.cli(&["topic", "delete", &longest]));
 }
 
 #[test]

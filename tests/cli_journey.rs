@@ -13,8 +13,9 @@ fn stored_bytes(values: &[&str]) -> u64 {
     values.iter().map(|v| (MIN_RECORD_LEN + v.len()) as u64).sum::<u64>() + SEGMENT_OVERHEAD
 }
 
-/// Bytes a segment file holds besides its records (its header).
-const SEGMENT_OVERHEAD: u64 = 0;
+/// Bytes a segment file holds besides its records: its header (magic, version, base offset...),
+/// `SEGMENT_HEADER_LEN` in src/storage/segment.rs.
+const SEGMENT_OVERHEAD: u64 = 24;
 
 #[test]
 fn journey_create_produce_describe_consume_trim_delete() {
@@ -85,8 +86,11 @@ fn journey_create_produce_describe_consume_trim_delete() {
         ok(broker.cli(&["topic", "trim", "orders", "--before", "2"])),
         "trimmed orders partition 0: log start offset is now 2\n"
     );
-    let err = fails(broker.cli(&["consume", "orders", "--offset", "0"]));
-    assert!(err.contains("out of range"), "{err}");
+    assert_eq!(
+        fails(broker.cli(&["consume", "orders", "--offset", "0"])),
+        "error: offset 0 is out of range for orders/0: the log holds offsets 2..4 \
+         (log start inclusive, next offset exclusive)\n"
+    );
     assert_eq!(
         ok(broker.cli(&["consume", "orders", "--from-beginning"])),
         "third order\nfourth order\n"
@@ -198,4 +202,25 @@ fn every_command_has_help() {
     let help = ok(common::run_cli("127.0.0.1:1", &["consume", "--help"], None));
     assert!(help.contains("--from-beginning"), "{help}");
     assert!(help.contains("MINIKAFKA_BROKER"), "{help}");
+}
+
+#[test]
+fn broker_side_key_partitioning_matches_the_client_on_an_auto_created_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        &dir.path().join("data"),
+        &["--auto-create-topics", "--default-partitions", "4"],
+    );
+    // The topic does not exist yet, so the client cannot partition: the broker picks by key.
+    for key in ["alpha", "beta", "gamma"] {
+        let partition = minikafka::client::partition_for_key(key.as_bytes(), 4);
+        let out = ok(broker.cli(&["produce", "fresh", "--key", key, "-v", "v1", "v2"]));
+        let first = out
+            .strip_prefix(&format!("partition {partition}: offsets "))
+            .unwrap_or_else(|| panic!("key {key} should land in partition {partition}: {out}"));
+        assert!(first.ends_with('\n') && first.contains('-'), "{out}");
+    }
+    let described = ok(broker.cli(&["topic", "describe", "fresh", "--json"]));
+    let d: serde_json::Value = serde_json::from_str(&described).unwrap();
+    assert_eq!(d["partitions"].as_array().unwrap().len(), 4);
 }

@@ -11,12 +11,16 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::broker::{Broker, BrokerConfig, BrokerError};
+use crate::kafka::{KafkaConfig, KafkaError, KafkaServer};
 use crate::protocol;
 use crate::server::{self, Server, ServerConfig, ServerError};
 use crate::storage::{FsyncPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 
 /// Smallest `--max-frame-bytes` that still fits a request of one small record.
 const MIN_FRAME_BYTES: u32 = 1024;
+/// Kafka clients send up to `message.max.bytes` (1 MB by default) plus request overhead in one
+/// frame, so the Kafka listener never goes below this whatever `--max-frame-bytes` says.
+const MIN_KAFKA_FRAME_BYTES: u32 = 2 * 1024 * 1024;
 
 /// Run the broker: serve the topics of a data directory over TCP until Ctrl-C or SIGTERM.
 #[derive(Debug, Clone, clap::Args)]
@@ -64,6 +68,16 @@ pub struct BrokerArgs {
     #[arg(long, value_name = "N", default_value_t = protocol::MAX_FRAME_BYTES)]
     pub max_frame_bytes: u32,
 
+    /// Address of the Kafka wire protocol listener (host:port; port 0 picks a free port), or
+    /// `off` to serve only the native protocol.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9092")]
+    pub kafka_listen: String,
+
+    /// The HOST:PORT that Kafka clients are told to connect to (Metadata); defaults to the
+    /// Kafka listener's bound address. Set it when clients reach the broker by another name.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_kafka_addr: Option<String>,
+
     /// Require clients to authenticate with this token.
     #[arg(long, value_name = "TOKEN", env = "MINIKAFKA_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
@@ -103,6 +117,8 @@ pub enum BrokerCommandError {
     },
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
     #[error("shutting down the broker: {0}")]
     Shutdown(#[source] BrokerError),
     #[error("internal error: {0}")]
@@ -167,6 +183,30 @@ impl BrokerArgs {
     }
 }
 
+impl BrokerArgs {
+    /// The Kafka listener configuration, or `None` for `--kafka-listen off`.
+    pub fn kafka_config(&self) -> Result<Option<KafkaConfig>, BrokerCommandError> {
+        if self.kafka_listen.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        if let Some(a) = &self.advertised_kafka_addr {
+            let port_ok =
+                a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(BrokerCommandError::Config {
+                    flag: "--advertised-kafka-addr",
+                    reason: format!("{a:?} is not HOST:PORT"),
+                });
+            }
+        }
+        let mut config = KafkaConfig::new(resolve(&self.kafka_listen)?);
+        config.advertised_addr = self.advertised_kafka_addr.clone();
+        config.max_connections = self.max_connections;
+        config.max_frame_bytes = self.max_frame_bytes.max(MIN_KAFKA_FRAME_BYTES);
+        Ok(Some(config))
+    }
+}
+
 fn resolve(addr: &str) -> Result<SocketAddr, BrokerCommandError> {
     let err = |reason: String| BrokerCommandError::Listen { addr: addr.to_owned(), reason };
     addr.to_socket_addrs()
@@ -179,12 +219,23 @@ fn resolve(addr: &str) -> Result<SocketAddr, BrokerCommandError> {
 /// and in [`start_listeners`]; [`run`] drains them all before shutting the broker down.
 pub struct Listeners {
     pub native: Server,
+    /// The Kafka wire protocol listener, unless `--kafka-listen off`.
+    pub kafka: Option<KafkaServer>,
 }
 
 impl Listeners {
     /// Serves on every listener until `stop` turns true, then lets each drain.
     async fn serve(self, stop: watch::Receiver<bool>) -> Result<(), BrokerCommandError> {
-        self.native.serve(wait_for_stop(stop)).await?;
+        let kafka_stop = stop.clone();
+        let kafka = async move {
+            match self.kafka {
+                Some(k) => k.run(wait_for_stop(kafka_stop)).await,
+                None => Ok(()),
+            }
+        };
+        let (native, kafka) = tokio::join!(self.native.serve(wait_for_stop(stop)), kafka);
+        native?;
+        kafka?;
         Ok(())
     }
 }
@@ -194,8 +245,12 @@ pub async fn start_listeners(
     args: &BrokerArgs,
     broker: Arc<Broker>,
 ) -> Result<Listeners, BrokerCommandError> {
+    let kafka = match args.kafka_config()? {
+        Some(config) => Some(KafkaServer::bind(config, broker.clone()).await?),
+        None => None,
+    };
     let native = Server::bind(args.server_config()?, broker).await?;
-    Ok(Listeners { native })
+    Ok(Listeners { native, kafka })
 }
 
 async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
@@ -217,6 +272,7 @@ pub async fn run_until(
     let config = args.broker_config()?;
     // Validate the listener flags before touching the data directory.
     args.server_config()?;
+    args.kafka_config()?;
     let path = config.data_dir.clone();
     // Opening recovers every partition: file I/O, kept off the async workers.
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
@@ -332,6 +388,23 @@ mod tests {
     }
 
     #[test]
+    fn kafka_flags_default_to_9092_and_can_turn_it_off() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.kafka_listen, "127.0.0.1:9092");
+        let k = a.kafka_config().unwrap().expect("on by default");
+        assert_eq!(k.listen, "127.0.0.1:9092".parse().unwrap());
+        assert_eq!(k.advertised_addr, None);
+        assert!(parse(&["--kafka-listen", "off"]).unwrap().kafka_config().unwrap().is_none());
+        let a = parse(&["--kafka-listen=127.0.0.1:0", "--advertised-kafka-addr=kafka.local:19092"])
+            .unwrap();
+        let k = a.kafka_config().unwrap().unwrap();
+        assert_eq!(k.advertised_addr.as_deref(), Some("kafka.local:19092"));
+        let bad = parse(&["--advertised-kafka-addr=nohost"]).unwrap().kafka_config().unwrap_err();
+        assert!(bad.to_string().contains("--advertised-kafka-addr"), "{bad}");
+        assert!(parse(&["--kafka-listen=not an address"]).unwrap().kafka_config().is_err());
+    }
+
+    #[test]
     fn bad_flags_are_refused_with_a_reason() {
         for bad in ["sometimes", "interval=0", "interval=abc", "interval="] {
             let err = parse(&["--fsync", bad]).expect_err(bad).to_string();
@@ -349,7 +422,13 @@ mod tests {
     async fn run_until_serves_then_shuts_down_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let args = parse(&["--listen=127.0.0.1:0", "--data-dir", data.to_str().unwrap()]).unwrap();
+        let args = parse(&[
+            "--listen=127.0.0.1:0",
+            "--kafka-listen=127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run_until(args, async move {
             let _ = rx.await;

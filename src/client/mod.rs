@@ -25,13 +25,14 @@
 mod admin;
 mod connection;
 mod consumer;
-mod murmur2;
 mod producer;
 
+/// Kafka's default partitioner, the very function the broker uses, so a keyed record lands in the
+/// same partition whether this client or the broker picks it.
+pub use crate::broker::partitioner::{murmur2, partition_for_key};
 pub use admin::Admin;
 pub use connection::Connection;
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartFrom};
-pub use murmur2::{murmur2, partition_for_key};
 pub use producer::{BatchAck, Producer, ProducerConfig};
 
 use crate::protocol::{ErrorCode, ProtocolError};

@@ -119,18 +119,15 @@ pub(crate) fn decode_request(mut body: Bytes) -> Result<Incoming, KafkaError> {
     Ok(Incoming::Request(DecodedRequest { key, header, body }))
 }
 
-/// Decodes a request body of type `T` at `version`; trailing bytes are a malformed request.
+/// Decodes a request body of type `T` at `version`. Trailing bytes are ignored, as Kafka does:
+/// some clients (librdkafka's first Metadata request) send one.
 pub(crate) fn decode_body<T: Decodable>(req: &mut DecodedRequest) -> Result<T, KafkaError> {
     let version = req.header.request_api_version;
     let msg = T::decode(&mut req.body, version).map_err(|e| {
         KafkaError::Malformed(format!("{:?} v{version} request body: {e}", req.key))
     })?;
     if req.body.has_remaining() {
-        return Err(KafkaError::Malformed(format!(
-            "{:?} v{version} request has {} trailing bytes",
-            req.key,
-            req.body.remaining()
-        )));
+        tracing::trace!(api = ?req.key, version, trailing = req.body.remaining(), "ignored trailing bytes");
     }
     Ok(msg)
 }

@@ -270,6 +270,7 @@ impl Coordinator {
     }
 
     /// The state of a group, if the coordinator knows it.
+    #[cfg(test)]
     pub(crate) fn state(&self, group_id: &str) -> Option<(GroupState, i32, usize)> {
         self.groups.get(group_id).map(|g| (g.state, g.generation, g.members.len()))
     }

@@ -4,11 +4,16 @@
 //! `crate::broker::Broker` as the native protocol, and never touches storage details.
 //!
 //! Files: `codec` (frames, headers, API version table), `batch` (Kafka batches <-> stored records),
-//! `group` (the consumer-group rebalance state machine, no sockets).
+//! `group` (the consumer-group rebalance state machine, no sockets), `handlers` (one per API
+//! key), `server` (the tokio listener).
 
 pub(crate) mod batch;
 pub(crate) mod codec;
 pub(crate) mod group;
+pub(crate) mod handlers;
+mod server;
+
+pub use server::{KafkaConfig, KafkaServer};
 
 /// Errors of the Kafka adapter. Request-level problems close the offending connection only.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,229 @@
+//! The Kafka listener: accepts TCP connections, reads size-prefixed frames (checked against the
+//! limit before any allocation), hands each request to its handler and writes the responses back
+//! in request order. Like Kafka, a connection is served one request at a time, which is what keeps
+//! produce order and response order. Also ticks the group coordinator so silent members expire.
+//! Never decodes a message itself (codec, handlers do).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::KafkaError;
+use super::codec::{self, Incoming};
+use super::handlers::{self, Ctx, HandlerConfig};
+use crate::broker::Broker;
+
+/// Buffer reserved up front for a request body; larger bodies grow as their bytes arrive.
+const INITIAL_READ_BYTES: usize = 64 * 1024;
+
+/// How the Kafka listener is set up.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Where to listen, e.g. 127.0.0.1:9092 (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The `host:port` Metadata tells clients to connect to; `None` uses the bound address.
+    pub advertised_addr: Option<String>,
+    /// Largest request frame accepted.
+    pub max_frame_bytes: u32,
+    /// Most simultaneous Kafka connections; more wait in the accept backlog.
+    pub max_connections: usize,
+}
+
+impl KafkaConfig {
+    /// Defaults for a listener on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        KafkaConfig {
+            listen,
+            advertised_addr: None,
+            max_frame_bytes: codec::DEFAULT_MAX_FRAME_BYTES,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// A bound Kafka listener, ready to `run`.
+pub struct KafkaServer {
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    max_frame_bytes: u32,
+    max_connections: usize,
+}
+
+/// Splits `host:port` (the port is the part after the last colon, so IPv6 in brackets works).
+fn split_host_port(addr: &str) -> Result<(String, i32), KafkaError> {
+    let bad = || KafkaError::Malformed(format!("advertised address {addr:?} is not HOST:PORT"));
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), i32::from(port)))
+}
+
+impl KafkaServer {
+    /// Binds the listener. Metadata advertises `advertised_addr`, or the bound address.
+    pub async fn bind(config: KafkaConfig, broker: Arc<Broker>) -> Result<KafkaServer, KafkaError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| KafkaError::Io { op: "bind the Kafka listener", source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| KafkaError::Io { op: "read the local address", source })?;
+        let (host, port) = match &config.advertised_addr {
+            Some(a) => split_host_port(a)?,
+            None => (local.ip().to_string(), i32::from(local.port())),
+        };
+        let handler_config = HandlerConfig {
+            advertised_host: host,
+            advertised_port: port,
+            // Topic creation and record limits follow the broker's own configuration.
+            auto_create_topics: broker.config().auto_create_topics,
+            default_partitions: broker.config().default_partitions.max(1),
+            max_record_bytes: broker.config().log.max_record_bytes,
+        };
+        Ok(KafkaServer {
+            listener,
+            ctx: Arc::new(Ctx::new(broker, handler_config)),
+            max_frame_bytes: config.max_frame_bytes,
+            max_connections: config.max_connections.max(1),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        // The listener was bound successfully, so it has an address; fall back to unspecified.
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves until `shutdown` completes, then closes every connection and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), KafkaError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let permits = Arc::new(Semaphore::new(self.max_connections));
+        let mut conns = JoinSet::new();
+        let ticker_ctx = self.ctx.clone();
+        let mut ticker_stop = stop_rx.clone();
+        conns.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => ticker_ctx.coordinator().tick(Instant::now()),
+                    _ = ticker_stop.changed() => break,
+                }
+            }
+        });
+        tracing::info!(addr = %self.local_addr(), "Kafka listener ready");
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = permits.clone().acquire_owned() => p,
+            };
+            // The semaphore is never closed, so acquiring cannot fail; stop if it somehow did.
+            let Ok(permit) = permit else { break };
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                a = self.listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let ctx = self.ctx.clone();
+                    let max = self.max_frame_bytes;
+                    let mut stop = stop_rx.clone();
+                    conns.spawn(async move {
+                        let _permit = permit;
+                        tokio::select! {
+                            r = serve_connection(stream, &ctx, max) => {
+                                if let Err(e) = r {
+                                    tracing::debug!(%peer, error = %e, "Kafka connection closed");
+                                }
+                            }
+                            _ = stop.changed() => {}
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "Kafka accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            while conns.try_join_next().is_some() {}
+        }
+        let _ = stop_tx.send(true);
+        while conns.join_next().await.is_some() {}
+        tracing::info!("Kafka listener stopped");
+        Ok(())
+    }
+}
+
+/// Serves one connection: read a frame, handle it, write the answer, repeat until EOF.
+async fn serve_connection(
+    stream: TcpStream,
+    ctx: &Ctx,
+    max_frame_bytes: u32,
+) -> Result<(), KafkaError> {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let mut wr = BufWriter::new(wr);
+    loop {
+        let mut prefix = [0u8; 4];
+        match rd.read_exact(&mut prefix).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(source) => return Err(KafkaError::Io { op: "read a request size", source }),
+        }
+        let len = codec::check_frame_size(prefix, max_frame_bytes)?;
+        // Grow with the bytes that actually arrive: a peer that claims a large frame and then
+        // stalls holds no more memory than it sent.
+        let mut body = Vec::with_capacity(len.min(INITIAL_READ_BYTES));
+        (&mut rd)
+            .take(len as u64)
+            .read_to_end(&mut body)
+            .await
+            .map_err(|source| KafkaError::Io { op: "read a request", source })?;
+        if body.len() != len {
+            return Err(KafkaError::Malformed(format!(
+                "connection closed after {} of {len} bytes",
+                body.len()
+            )));
+        }
+        let response = match codec::decode_request(Bytes::from(body))? {
+            Incoming::ApiVersionsTooNew { correlation_id } => {
+                Some(codec::api_versions_too_new(correlation_id)?)
+            }
+            Incoming::Request(req) => {
+                tracing::trace!(api = ?req.key, version = req.header.request_api_version,
+                    correlation_id = req.header.correlation_id,
+                    client = req.header.client_id.as_deref().unwrap_or(""), "Kafka request");
+                handlers::handle(ctx, req).await?
+            }
+        };
+        if let Some(frame) = response {
+            wr.write_all(&frame)
+                .await
+                .map_err(|source| KafkaError::Io { op: "write a response", source })?;
+            wr.flush().await.map_err(|source| KafkaError::Io { op: "write a response", source })?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_addresses_parse() {
+        assert_eq!(split_host_port("localhost:9092").unwrap(), ("localhost".to_string(), 9092));
+        assert_eq!(split_host_port("[::1]:19092").unwrap(), ("::1".to_string(), 19092));
+        assert!(split_host_port("nohost").is_err());
+        assert!(split_host_port(":1").is_err());
+        assert!(split_host_port("h:99999").is_err());
+    }
+}
