@@ -224,3 +224,37 @@ fn broker_side_key_partitioning_matches_the_client_on_an_auto_created_topic() {
     let d: serde_json::Value = serde_json::from_str(&described).unwrap();
     assert_eq!(d["partitions"].as_array().unwrap().len(), 4);
 }
+
+#[test]
+fn interactive_stdin_delivers_each_line_without_waiting_for_eof() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    ok(broker.cli(&["topic", "create", "chat"]));
+    let mut producer = std::process::Command::new(common::BIN)
+        .args(["produce", "chat"])
+        .env("MINIKAFKA_BROKER", &broker.addr)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = producer.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"hello\n").unwrap();
+    std::io::Write::flush(&mut stdin).unwrap();
+    // The line is sent once it has lingered, while stdin stays open.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = ok(broker.cli(&["consume", "chat", "--from-beginning"]));
+        if out == "hello\n" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "line not delivered before EOF: {out:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::io::Write::write_all(&mut stdin, b"bye").unwrap();
+    drop(stdin);
+    let out =
+        common::wait_with_deadline(producer, std::time::Duration::from_secs(30), &["produce"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(ok(broker.cli(&["consume", "chat", "--from-beginning"])), "hello\nbye\n");
+}

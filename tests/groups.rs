@@ -101,3 +101,18 @@ fn follow_waits_for_new_messages_and_commits_on_sigterm() {
     ok(broker.cli(&["produce", "live", "newest"]));
     assert_eq!(ok(broker.cli(&["consume", "live", "--group", "tail"])), "newest\n");
 }
+
+#[test]
+fn a_group_whose_position_was_trimmed_away_resumes_at_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    ok(broker.cli(&["topic", "create", "short"]));
+    let input: String = messages(0..6).iter().map(|m| format!("{m}\n")).collect();
+    ok(broker.cli_stdin(&["produce", "short"], Some(input.as_bytes())));
+    assert_eq!(
+        lines(&ok(broker.cli(&["consume", "short", "--group", "slow", "--max-messages", "1"]))),
+        messages(0..1)
+    );
+    ok(broker.cli(&["topic", "trim", "short", "--before", "4"]));
+    assert_eq!(lines(&ok(broker.cli(&["consume", "short", "--group", "slow"]))), messages(4..6));
+}

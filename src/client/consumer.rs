@@ -20,7 +20,8 @@ pub enum StartFrom {
     End,
     /// This offset in every partition read.
     Offset(u64),
-    /// The group's committed offset, or the log start when the group has none.
+    /// The group's committed offset, or the log start when the group has none (or when its
+    /// offset has been trimmed away since).
     Committed,
 }
 
@@ -127,7 +128,23 @@ impl Consumer {
                     match conn.request(&req).await? {
                         Response::Offset { offset } => {
                             committed = offset;
-                            offset.unwrap_or(d.log_start_offset)
+                            match offset {
+                                // Retention or a trim removed records the group never read;
+                                // they are gone, so the group goes on from the oldest left
+                                // (Kafka's auto.offset.reset=earliest).
+                                Some(o) if o < d.log_start_offset => {
+                                    tracing::warn!(
+                                        topic,
+                                        partition,
+                                        committed = o,
+                                        log_start_offset = d.log_start_offset,
+                                        "committed offset was trimmed away; resuming at the log start"
+                                    );
+                                    d.log_start_offset
+                                }
+                                Some(o) => o,
+                                None => d.log_start_offset,
+                            }
                         }
                         other => return Err(unexpected("FetchOffset", &other)),
                     }
