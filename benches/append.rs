@@ -7,6 +7,8 @@
 //! The log lives in a temp dir and is recreated (outside the timed region) whenever it passes
 //! 1 GiB, so a run never fills the disk nor measures writeback of gigabytes of dirty pages.
 
+mod support;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use minikafka::record::NewRecord;
 use minikafka::storage::{FsyncPolicy, Log, LogConfig};
@@ -14,6 +16,12 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 const RECREATE_AFTER_BYTES: u64 = 1 << 30;
+/// Segments bigger than the log ever gets between recreations: the timed region measures the
+/// append path alone. `append/rolls` measures the cost of sealing (fdatasync of every full
+/// segment) separately.
+const NO_ROLL_SEGMENT_BYTES: u64 = 2 << 30;
+/// Segment size of the `append/rolls` bench.
+const ROLL_SEGMENT_BYTES: u64 = 64 << 20;
 
 struct Bench {
     /// Keeps the directory alive (deleted on drop).
@@ -23,8 +31,8 @@ struct Bench {
 }
 
 impl Bench {
-    fn new(fsync: FsyncPolicy) -> Bench {
-        let config = LogConfig { segment_bytes: 256 << 20, fsync, ..LogConfig::default() };
+    fn new(fsync: FsyncPolicy, segment_bytes: u64) -> Bench {
+        let config = LogConfig { segment_bytes, fsync, ..LogConfig::default() };
         let dir = tempfile::tempdir().expect("temp dir");
         let log = Log::open(dir.path(), config.clone()).expect("open log");
         Bench { _dir: dir, log, config }
@@ -32,7 +40,7 @@ impl Bench {
 
     fn recreate_if_big(&mut self) {
         if self.log.describe().size_bytes > RECREATE_AFTER_BYTES {
-            *self = Bench::new(self.config.fsync);
+            *self = Bench::new(self.config.fsync, self.config.segment_bytes);
         }
     }
 }
@@ -58,7 +66,7 @@ fn bench_append(c: &mut Criterion) {
                 }
                 group.throughput(Throughput::Bytes((encoded * batch) as u64));
                 let name = format!("{label}/batch{batch}/{policy_name}/encoded{encoded}B");
-                let mut bench = Bench::new(policy);
+                let mut bench = Bench::new(policy, NO_ROLL_SEGMENT_BYTES);
                 group.bench_function(name, |b| {
                     b.iter_custom(|iters| {
                         bench.recreate_if_big();
@@ -72,6 +80,46 @@ fn bench_append(c: &mut Criterion) {
             }
         }
     }
+    // 1KiB/batch1000/never again, timed in CPU time of this thread (throughput on one core;
+    // compare with dd's user+sys time). Only meaningful without fsync.
+    group.sample_size(20);
+    let value = vec![0xabu8; 1024];
+    let record =
+        NewRecord { timestamp_ms: 1_700_000_000_000, key: None, value: &value, headers: &[] };
+    let records = vec![record; 1000];
+    group.throughput(Throughput::Bytes((record.encoded_len() * 1000) as u64));
+    let mut bench = Bench::new(FsyncPolicy::Never, NO_ROLL_SEGMENT_BYTES);
+    group.bench_function("cpu/1KiB/batch1000/never", |b| {
+        b.iter_custom(|iters| {
+            bench.recreate_if_big();
+            let start = support::thread_cpu_time();
+            for _ in 0..iters {
+                black_box(bench.log.append(&records).expect("append"));
+            }
+            support::thread_cpu_time() - start
+        })
+    });
+    drop(bench);
+
+    // Same as 1KiB/batch1000/never, but rolling every 64 MiB: each roll fdatasyncs the sealed
+    // segment, so this shows what sealing costs on this disk.
+    let value = vec![0xabu8; 1024];
+    let record =
+        NewRecord { timestamp_ms: 1_700_000_000_000, key: None, value: &value, headers: &[] };
+    let records = vec![record; 1000];
+    group.sample_size(20);
+    group.throughput(Throughput::Bytes((record.encoded_len() * 1000) as u64));
+    let mut bench = Bench::new(FsyncPolicy::Never, ROLL_SEGMENT_BYTES);
+    group.bench_function("rolls/1KiB/batch1000/never/64MiB-segments", |b| {
+        b.iter_custom(|iters| {
+            bench.recreate_if_big();
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(bench.log.append(&records).expect("append"));
+            }
+            start.elapsed()
+        })
+    });
     group.finish();
 }
 

@@ -10,6 +10,8 @@
 //! `MINIKAFKA_BENCH_LOG_BYTES` (replay log size) and `MINIKAFKA_BENCH_OPEN_SEGMENT_BYTES`
 //! (e.g. 1073741824 for the 10 GiB open target). Logs are generated once per run in temp dirs.
 
+mod support;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use minikafka::record::NewRecord;
 use minikafka::storage::{FsyncPolicy, Log, LogConfig};
@@ -68,8 +70,18 @@ fn bench_replay(c: &mut Criterion) {
         let (records, bytes) = replay(&log); // also warms the page cache
         assert_eq!(records, n);
         group.throughput(Throughput::Bytes(bytes));
-        group.bench_function(format!("{encoded_len}B-records/{records}-records"), |b| {
+        group.bench_function(format!("{encoded_len}B-records/{records}-records/wall"), |b| {
             b.iter(|| black_box(replay(&log)))
+        });
+        // The same, timed in CPU time of this thread: throughput on one core.
+        group.bench_function(format!("{encoded_len}B-records/{records}-records/cpu"), |b| {
+            b.iter_custom(|iters| {
+                let start = support::thread_cpu_time();
+                for _ in 0..iters {
+                    black_box(replay(&log));
+                }
+                support::thread_cpu_time() - start
+            })
         });
     }
     group.finish();
@@ -142,5 +154,25 @@ fn bench_open(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_replay, bench_random, bench_open);
+/// The ceiling CRC checking puts on replay on this machine: crc32fast over the same bytes,
+/// as one 1 MiB buffer and as 100-byte pieces.
+fn bench_crc(c: &mut Criterion) {
+    let buf = vec![0x5au8; 1 << 20];
+    let mut group = c.benchmark_group("crc32fast");
+    group.throughput(Throughput::Bytes(buf.len() as u64));
+    group.bench_function("1MiB", |b| b.iter(|| crc32fast::hash(black_box(&buf))));
+    // Far bigger than the CPU caches: the memory-bandwidth ceiling of a CRC-checked replay.
+    let big = vec![0x5au8; 1 << 30];
+    group.throughput(Throughput::Bytes(big.len() as u64));
+    group.sample_size(10);
+    group.bench_function("1GiB-buffer", |b| b.iter(|| crc32fast::hash(black_box(&big))));
+    drop(big);
+    group.throughput(Throughput::Bytes(buf.len() as u64));
+    group.bench_function("100B-pieces", |b| {
+        b.iter(|| buf.chunks(100).fold(0u32, |acc, c| acc ^ crc32fast::hash(black_box(c))))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_replay, bench_random, bench_open, bench_crc);
 criterion_main!(benches);
