@@ -258,3 +258,59 @@ fn interactive_stdin_delivers_each_line_without_waiting_for_eof() {
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(ok(broker.cli(&["consume", "chat", "--from-beginning"])), "hello\nbye\n");
 }
+
+#[test]
+fn trim_without_a_partition_trims_every_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    ok(broker.cli(&["topic", "create", "wide", "--partitions", "2"]));
+    ok(broker.cli(&["produce", "wide", "--partition", "0", "a0", "a1", "a2"]));
+    ok(broker.cli(&["produce", "wide", "--partition", "1", "b0"]));
+    assert_eq!(
+        ok(broker.cli(&["topic", "trim", "wide", "--before", "2"])),
+        "trimmed wide partition 0: log start offset is now 2\n\
+         trimmed wide partition 1: log start offset is now 1\n"
+    );
+    assert_eq!(ok(broker.cli(&["consume", "wide", "--from-beginning"])), "a2\n");
+    let err = fails(broker.cli(&["topic", "trim", "wide", "--before", "5", "--partition", "1"]));
+    assert!(err.contains("out of range"), "{err}");
+}
+
+#[test]
+fn describe_all_and_non_utf8_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    ok(broker.cli(&["topic", "create", "b", "--partitions", "2"]));
+    ok(broker.cli(&["topic", "create", "a"]));
+    assert_eq!(
+        ok(broker.cli(&["topic", "describe"])),
+        format!(
+            "TOPIC  PARTITION  LOG-START  NEXT-OFFSET  SEGMENTS  BYTES\n\
+             a      0          0          0            1         {SEGMENT_OVERHEAD}\n\
+             b      0          0          0            1         {SEGMENT_OVERHEAD}\n\
+             b      1          0          0            1         {SEGMENT_OVERHEAD}\n"
+        )
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&ok(broker.cli(&["topic", "describe", "--json"]))).unwrap();
+    let names: Vec<&str> =
+        all.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["a", "b"]);
+
+    // Values are bytes: printed as they are, and lossily as text in JSON.
+    ok(broker.cli_stdin(&["produce", "a"], Some(b"caf\xc3\xa9\n\xff\xfe\n")));
+    let out = broker.cli(&["consume", "a", "--from-beginning"]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"caf\xc3\xa9\n\xff\xfe\n");
+    let json = ok(broker.cli(&["consume", "a", "--from-beginning", "--format", "json"]));
+    let values: Vec<String> = json
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["value"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(values, vec!["café".to_string(), "\u{fffd}\u{fffd}".to_string()]);
+}

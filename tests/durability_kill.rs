@@ -161,6 +161,10 @@ async fn kill_mid_load(fsync: &str) {
     // Phase 2: restart on the same directory; every acknowledged message is there once.
     broker.restart();
     let next = verify(&replay(&broker.addr).await, &acked);
+    let stored: u64 = next.values().sum();
+    eprintln!(
+        "fsync {fsync}: {before_kill} acknowledged before SIGKILL, {stored} stored after restart"
+    );
 
     // Producing continues at the next offset of every partition.
     let conn = Connection::connect(&broker.addr).await.unwrap();

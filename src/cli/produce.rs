@@ -17,13 +17,13 @@ pub struct ProduceArgs {
     /// The topic to append to.
     topic: String,
     /// Messages to send, one record each. Without MESSAGE or --file, stdin's lines are sent.
-    #[arg(conflicts_with = "file")]
+    #[arg(value_name = "MESSAGE", conflicts_with = "file")]
     messages: Vec<String>,
     /// Key of every message (selects the partition with Kafka's murmur2 rule).
-    #[arg(long)]
+    #[arg(long, value_name = "K")]
     key: Option<String>,
     /// Send every message to this partition.
-    #[arg(long)]
+    #[arg(long, value_name = "P")]
     partition: Option<u32>,
     /// Send one message per line of this file (progress bar on a terminal).
     #[arg(long, value_name = "PATH")]

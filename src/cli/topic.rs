@@ -23,7 +23,7 @@ enum TopicCommand {
         /// The topic's name.
         name: String,
         /// Number of partitions.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, value_name = "N", default_value_t = 1)]
         partitions: u32,
         /// Succeed (changing nothing) when the topic already exists.
         #[arg(long)]
@@ -51,8 +51,9 @@ enum TopicCommand {
         /// The first offset to keep.
         #[arg(long, value_name = "OFFSET")]
         before: u64,
-        /// Trim only this partition (default: every partition).
-        #[arg(long)]
+        /// Trim only this partition. By default every partition is trimmed; one whose log ends
+        /// below OFFSET loses all its records.
+        #[arg(long, value_name = "P")]
         partition: Option<u32>,
     },
 }
@@ -100,17 +101,19 @@ pub(super) async fn run(args: TopicArgs) -> Result<(), CliError> {
             writeln!(out, "deleted topic {name}").map_err(CliError::stdout)?;
         }
         TopicCommand::Trim { name, before, partition } => {
-            let partitions = match partition {
-                Some(p) => vec![p],
+            // One partition: exactly as asked (past its end is the broker's out-of-range error).
+            // Every partition: one whose log ends below OFFSET loses all its records.
+            let targets: Vec<(u32, u64)> = match partition {
+                Some(p) => vec![(p, before)],
                 None => admin
                     .describe_topic(&name)
                     .await?
                     .partitions
                     .iter()
-                    .map(|p| p.partition)
+                    .map(|p| (p.partition, before.min(p.next_offset)))
                     .collect(),
             };
-            for p in partitions {
+            for (p, before) in targets {
                 let start = admin.trim(&name, p, before).await?;
                 writeln!(out, "trimmed {name} partition {p}: log start offset is now {start}")
                     .map_err(CliError::stdout)?;

@@ -116,13 +116,15 @@ fn take_frame(inbuf: &mut BytesMut, max_frame_bytes: u32) -> Result<Option<Bytes
     Ok(Some(body))
 }
 
-/// Makes room for the rest of a partly received frame (its length was already checked against
-/// the limit by `take_frame`), or for one more read chunk.
+/// Makes room for one more read. For a partly received frame (its length already checked
+/// against the limit by `take_frame`) the room grows with what has arrived, at most doubling, so
+/// a peer that announces a large frame and sends little of it costs little memory.
 fn reserve_for_next_frame(inbuf: &mut BytesMut) {
     let mut want = READ_CHUNK;
     if inbuf.len() >= FRAME_PREFIX_LEN {
         let len = u32::from_le_bytes([inbuf[0], inbuf[1], inbuf[2], inbuf[3]]) as usize;
-        want = want.max(FRAME_PREFIX_LEN + len - inbuf.len());
+        let missing = FRAME_PREFIX_LEN + len - inbuf.len();
+        want = missing.min(want.max(inbuf.len()));
     }
     inbuf.reserve(want);
 }
@@ -260,6 +262,20 @@ mod tests {
         assert!(two.is_empty());
         let mut huge = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
         assert!(matches!(take_frame(&mut huge, 1024), Err(ProtocolError::FrameTooLarge { .. })));
+    }
+
+    #[test]
+    fn a_large_announced_frame_gets_room_only_as_its_bytes_arrive() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&(32u32 << 20).to_le_bytes());
+        buf.extend_from_slice(&[0; 10]);
+        assert_eq!(take_frame(&mut buf, protocol::MAX_FRAME_BYTES).unwrap(), None);
+        reserve_for_next_frame(&mut buf);
+        assert!(buf.capacity() < 4 * READ_CHUNK, "capacity {}", buf.capacity());
+        // Once most of it is here, the rest is reserved exactly.
+        buf.resize(FRAME_PREFIX_LEN + (32 << 20) - 100, 0);
+        reserve_for_next_frame(&mut buf);
+        assert!(buf.capacity() - buf.len() >= 100);
     }
 
     #[tokio::test]

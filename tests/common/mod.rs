@@ -61,6 +61,8 @@ impl BrokerProcess {
                 .arg(&self.data_dir)
                 .arg("--listen")
                 .arg(&addr)
+                // Tests run brokers in parallel; none may take the fixed Kafka port.
+                .args(["--kafka-listen", "off"])
                 .args(&self.extra)
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())

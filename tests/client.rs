@@ -1,0 +1,127 @@
+//! The Rust client library against a real broker process: batching and partitioning in the
+//! producer, positions, polling, long-polling and group commits in the consumer.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::BrokerProcess;
+use minikafka::client::{
+    Admin, ClientError, Connection, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom,
+    partition_for_key,
+};
+use minikafka::protocol::ErrorCode;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_batches_by_count_partitions_by_key_and_acknowledges_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    let conn = Connection::connect(&broker.addr).await.unwrap();
+    Admin::new(conn.clone()).create_topic("keyed", 3, false).await.unwrap();
+
+    let config = ProducerConfig {
+        batch_max_records: 10,
+        max_in_flight: 3,
+        linger: Duration::from_secs(60),
+        ..ProducerConfig::default()
+    };
+    let mut producer = Producer::new(conn.clone(), "keyed", config).await.unwrap();
+    assert_eq!(producer.partitions(), Some(3));
+    let mut sent_per_partition: HashMap<u32, Vec<String>> = HashMap::new();
+    for i in 0..1000 {
+        let key = format!("k{}", i % 17);
+        let value = format!("v{i}");
+        producer.send(Some(key.as_bytes()), value.as_bytes()).await.unwrap();
+        let p = partition_for_key(key.as_bytes(), 3);
+        sent_per_partition.entry(p).or_default().push(value);
+    }
+    let mut acks = producer.take_acks();
+    acks.extend(producer.flush().await.unwrap());
+    assert_eq!(acks.iter().map(|a| a.len()).sum::<u64>(), 1000);
+    assert!(acks.iter().all(|a| a.len() <= 10), "batches hold at most batch_max_records");
+    // Batches of one partition were acknowledged in the order they were sent.
+    for p in 0..3 {
+        let mut expected_first = 0;
+        for a in acks.iter().filter(|a| a.partition == p) {
+            assert_eq!(a.first_offset, expected_first, "partition {p} batches in order");
+            expected_first = a.next_offset;
+        }
+        assert_eq!(expected_first, sent_per_partition[&p].len() as u64);
+    }
+
+    // Every record is where its key says, in send order.
+    let mut consumer =
+        Consumer::new(conn, "keyed", StartFrom::Beginning, ConsumerConfig::default())
+            .await
+            .unwrap();
+    let mut got: HashMap<u32, Vec<String>> = HashMap::new();
+    while let Some(rec) = consumer.next().await.unwrap() {
+        let key = rec.key.clone().unwrap();
+        assert_eq!(rec.partition, partition_for_key(&key, 3));
+        got.entry(rec.partition).or_default().push(String::from_utf8(rec.value).unwrap());
+    }
+    assert_eq!(got, sent_per_partition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_positions_commits_and_long_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    let conn = Connection::connect(&broker.addr).await.unwrap();
+    Admin::new(conn.clone()).create_topic("t", 2, false).await.unwrap();
+    let producer = Producer::new(conn.clone(), "t", ProducerConfig::default()).await.unwrap();
+    for p in 0..2 {
+        let values: Vec<String> = (0..5).map(|i| format!("p{p}-{i}")).collect();
+        let records: Vec<_> =
+            values.iter().map(|v| minikafka::record::NewRecord::value(v.as_bytes())).collect();
+        producer.send_batch(Some(p), &records).await.unwrap();
+    }
+
+    // Committed start without a group is refused; an unknown partition too.
+    let err = Consumer::new(conn.clone(), "t", StartFrom::Committed, ConsumerConfig::default())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
+    let one = ConsumerConfig { partitions: Some(vec![7]), ..ConsumerConfig::default() };
+    let err = Consumer::new(conn.clone(), "t", StartFrom::Beginning, one).await.err().unwrap();
+    assert!(err.to_string().contains("partition 7"), "{err}");
+    let err = Consumer::new(conn.clone(), "nope", StartFrom::Beginning, ConsumerConfig::default())
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownTopic));
+
+    // poll() hands out a whole fetch round and moves the positions.
+    let group = ConsumerConfig { group: Some("g".into()), ..ConsumerConfig::default() };
+    let mut c =
+        Consumer::new(conn.clone(), "t", StartFrom::Committed, group.clone()).await.unwrap();
+    let first = c.poll().await.unwrap();
+    assert_eq!(first.len(), 10);
+    assert_eq!((c.position(0), c.position(1)), (Some(5), Some(5)));
+    assert!(c.poll().await.unwrap().is_empty(), "at the end as it stood at start");
+    c.commit().await.unwrap();
+    let mut again = Consumer::new(conn.clone(), "t", StartFrom::Committed, group).await.unwrap();
+    assert_eq!(again.next().await.unwrap(), None, "the group's position is the end");
+
+    // A following consumer from the end long-polls and wakes when a record is appended.
+    let follow = ConsumerConfig {
+        partitions: Some(vec![1]),
+        stop_at_end: false,
+        max_wait: Duration::from_millis(200),
+        ..ConsumerConfig::default()
+    };
+    let mut tail = Consumer::new(conn.clone(), "t", StartFrom::End, follow).await.unwrap();
+    let waiter = tokio::spawn(async move { tail.next().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "nothing to read yet");
+    producer.send_batch(Some(1), &[minikafka::record::NewRecord::value(b"late")]).await.unwrap();
+    let rec = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("the long-poll wakes up")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((rec.partition, rec.offset, rec.value.as_slice()), (1, 5, &b"late"[..]));
+}
