@@ -11,6 +11,7 @@ pub(crate) mod batch;
 pub(crate) mod codec;
 pub(crate) mod group;
 pub(crate) mod handlers;
+pub(crate) mod sasl;
 mod server;
 
 pub use server::{KafkaConfig, KafkaServer};

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use super::KafkaError;
 use super::codec::{self, Incoming};
 use super::handlers::{self, Ctx, HandlerConfig};
+use super::sasl;
 use crate::broker::Broker;
 
 /// Buffer reserved up front for a request body; larger bodies grow as their bytes arrive.
@@ -34,6 +35,8 @@ pub struct KafkaConfig {
     pub max_frame_bytes: u32,
     /// Most simultaneous Kafka connections; more wait in the accept backlog.
     pub max_connections: usize,
+    /// When set, clients must authenticate with SASL/PLAIN, password = this token.
+    pub auth_token: Option<String>,
 }
 
 impl KafkaConfig {
@@ -44,6 +47,7 @@ impl KafkaConfig {
             advertised_addr: None,
             max_frame_bytes: codec::DEFAULT_MAX_FRAME_BYTES,
             max_connections: 1024,
+            auth_token: None,
         }
     }
 }
@@ -54,6 +58,7 @@ pub struct KafkaServer {
     ctx: Arc<Ctx>,
     max_frame_bytes: u32,
     max_connections: usize,
+    auth_token: Option<Arc<str>>,
 }
 
 /// Splits `host:port` (the port is the part after the last colon, so IPv6 in brackets works).
@@ -93,6 +98,7 @@ impl KafkaServer {
             ctx: Arc::new(Ctx::new(broker, handler_config)),
             max_frame_bytes: config.max_frame_bytes,
             max_connections: config.max_connections.max(1),
+            auth_token: config.auth_token.map(Arc::from),
         })
     }
 
@@ -135,11 +141,12 @@ impl KafkaServer {
                 Ok((stream, peer)) => {
                     let ctx = self.ctx.clone();
                     let max = self.max_frame_bytes;
+                    let token = self.auth_token.clone();
                     let mut stop = stop_rx.clone();
                     conns.spawn(async move {
                         let _permit = permit;
                         tokio::select! {
-                            r = serve_connection(stream, &ctx, max) => {
+                            r = serve_connection(stream, &ctx, max, token.as_deref(), peer) => {
                                 if let Err(e) = r {
                                     tracing::debug!(%peer, error = %e, "Kafka connection closed");
                                 }
@@ -168,8 +175,11 @@ async fn serve_connection(
     stream: TcpStream,
     ctx: &Ctx,
     max_frame_bytes: u32,
+    token: Option<&str>,
+    peer: SocketAddr,
 ) -> Result<(), KafkaError> {
     let _ = stream.set_nodelay(true);
+    let mut auth = sasl::State::default();
     let (mut rd, wr) = stream.into_split();
     let mut wr = BufWriter::new(wr);
     loop {
@@ -198,11 +208,23 @@ async fn serve_connection(
             Incoming::ApiVersionsTooNew { correlation_id } => {
                 Some(codec::api_versions_too_new(correlation_id)?)
             }
-            Incoming::Request(req) => {
+            Incoming::Request(mut req) => {
                 tracing::trace!(api = ?req.key, version = req.header.request_api_version,
                     correlation_id = req.header.correlation_id,
                     client = req.header.client_id.as_deref().unwrap_or(""), "Kafka request");
-                handlers::handle(ctx, req).await?
+                match sasl::gate(&mut req, token, &mut auth)? {
+                    sasl::Gate::Pass => handlers::handle(ctx, req).await?,
+                    sasl::Gate::Reply(frame) => Some(frame),
+                    sasl::Gate::Refuse(frame) => {
+                        tracing::warn!(%peer, api = ?req.key,
+                            "Kafka client not authenticated: connection refused");
+                        if let Some(frame) = frame {
+                            let _ = wr.write_all(&frame).await;
+                            let _ = wr.flush().await;
+                        }
+                        return Ok(());
+                    }
+                }
             }
         };
         if let Some(frame) = response {
