@@ -2,14 +2,9 @@
 //! record format (`crate::record`). Keys, values, headers and timestamps cross unchanged; offsets
 //! are the same numbers in both protocols. Pure functions on buffers; never does I/O.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{self as cmpr, Decompressor};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record as KRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchDecoder, TimestampType};
 
 use crate::record::{self, Header, NewRecord, RecordIter};
 
@@ -17,6 +12,8 @@ use crate::record::{self, Header, NewRecord, RecordIter};
 const BATCH_HEADER_LEN: usize = 61;
 /// Position of the magic byte in a batch.
 const MAGIC_POS: usize = 16;
+/// Position of the CRC-32C field (it covers the attributes through the end of the batch).
+const CRC_POS: usize = 17;
 /// Position of the attributes field.
 const ATTRIBUTES_POS: usize = 21;
 /// Position of the record count field.
@@ -146,55 +143,80 @@ pub(crate) fn kafka_to_stored(
     Ok(out)
 }
 
-/// Encodes stored records (as a fetch read them) into one uncompressed Kafka v2 batch. Stops at a
-/// record that fails its checks, returning what came before it, or the error if it was the first.
+/// Appends a zigzag varint (Kafka's `varint`/`varlong`).
+fn put_varint(buf: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        buf.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    buf.push(z as u8);
+}
+
+/// Appends a length as a varint, -1 for "null".
+fn put_len(buf: &mut Vec<u8>, len: Option<usize>) {
+    put_varint(buf, len.map_or(-1, |l| l as i64));
+}
+
+/// Encodes stored records (as a fetch read them) into one uncompressed Kafka v2 record batch.
+/// Writes the bytes directly (no per-record allocation): this is the consumer's hot path. Stops
+/// at a record that fails its checks, returning what came before it, or the error if it was the
+/// first.
 pub(crate) fn stored_to_kafka(
     stored: &[u8],
     max_record_bytes: u32,
 ) -> Result<Bytes, record::RecordError> {
-    let mut recs: Vec<KRecord> = Vec::new();
-    let mut base: Option<u64> = None;
+    let mut records: Vec<u8> = Vec::with_capacity(stored.len() + stored.len() / 8);
+    let mut body: Vec<u8> = Vec::with_capacity(256);
+    let mut first: Option<(u64, i64)> = None;
+    let (mut last_offset, mut max_ts, mut count) = (0u64, i64::MIN, 0i32);
     for view in RecordIter::new(stored, max_record_bytes) {
         let view = match view {
             Ok(v) => v,
-            Err(e) if recs.is_empty() => return Err(e),
+            Err(e) if count == 0 => return Err(e),
             Err(_) => break,
         };
-        let base = *base.get_or_insert(view.offset);
-        let mut headers = IndexMap::with_capacity(view.header_count());
+        let (base_offset, base_ts) = *first.get_or_insert((view.offset, view.timestamp_ms));
+        body.clear();
+        body.push(0); // record attributes: unused
+        put_varint(&mut body, view.timestamp_ms.wrapping_sub(base_ts));
+        put_varint(&mut body, (view.offset - base_offset) as i64);
+        put_len(&mut body, view.key.map(<[u8]>::len));
+        body.extend_from_slice(view.key.unwrap_or_default());
+        put_len(&mut body, Some(view.value.len()));
+        body.extend_from_slice(view.value);
+        put_varint(&mut body, view.header_count() as i64);
         for (k, v) in view.headers() {
-            // Kafka header keys are strings; bytes that are not UTF-8 are replaced, not dropped.
-            let key = StrBytes::from_string(String::from_utf8_lossy(k).into_owned());
-            headers.insert(key, v.map(Bytes::copy_from_slice));
+            put_len(&mut body, Some(k.len()));
+            body.extend_from_slice(k);
+            put_len(&mut body, v.map(<[u8]>::len));
+            body.extend_from_slice(v.unwrap_or_default());
         }
-        recs.push(KRecord {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: view.offset as i64,
-            // The encoder starts a new batch whenever offset minus sequence changes (trap 13):
-            // keep it constant so the base sequence comes out as -1 (no sequence).
-            sequence: (view.offset - base) as i32 - 1,
-            timestamp: view.timestamp_ms,
-            key: view.key.map(Bytes::copy_from_slice),
-            value: Some(Bytes::copy_from_slice(view.value)),
-            headers,
-        });
+        put_varint(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+        last_offset = view.offset;
+        max_ts = max_ts.max(view.timestamp_ms);
+        count += 1;
     }
-    if recs.is_empty() {
-        return Ok(Bytes::new());
-    }
-    let mut buf = BytesMut::with_capacity(stored.len() + 64);
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    // Encoding uncompressed records into memory cannot fail: every size fits (records are bounded
-    // by max_record_bytes) and offsets within one read are contiguous.
-    RecordBatchEncoder::encode(&mut buf, &recs, &options).map_err(|_| {
-        record::RecordError::Malformed("records could not be encoded as a Kafka batch")
-    })?;
+    let Some((base_offset, base_ts)) = first else { return Ok(Bytes::new()) };
+    let mut buf = BytesMut::with_capacity(BATCH_HEADER_LEN + records.len());
+    buf.put_i64(base_offset as i64);
+    // Batch length counts everything after this field: 49 header bytes plus the records.
+    buf.put_i32((BATCH_HEADER_LEN - 12 + records.len()) as i32);
+    buf.put_i32(0); // partition leader epoch
+    buf.put_i8(2); // magic
+    buf.put_u32(0); // CRC-32C, filled below
+    buf.put_i16(0); // attributes: no compression, create time, not transactional
+    buf.put_i32((last_offset - base_offset) as i32);
+    buf.put_i64(base_ts);
+    buf.put_i64(max_ts);
+    buf.put_i64(-1); // producer id
+    buf.put_i16(-1); // producer epoch
+    buf.put_i32(-1); // base sequence
+    buf.put_i32(count);
+    buf.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&buf[ATTRIBUTES_POS..]);
+    buf[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(buf.freeze())
 }
 
@@ -202,6 +224,8 @@ pub(crate) fn stored_to_kafka(
 mod tests {
     use super::*;
     use crate::record::{DEFAULT_MAX_RECORD_BYTES, assign_offsets};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{Record as KRecord, RecordBatchEncoder, RecordEncodeOptions};
 
     fn krec(
         offset: i64,
@@ -305,22 +329,10 @@ mod tests {
         let mut batch = BytesMut::from(&produce_batch(Compression::None, &sample())[..]);
         batch[RECORD_COUNT_POS..RECORD_COUNT_POS + 4].copy_from_slice(&i32::MAX.to_be_bytes());
         // The CRC covers the count, so fix it up to reach the count check itself.
-        let crc = crc32c_of(&batch[ATTRIBUTES_POS..]);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_POS..]);
+        batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
         let err = kafka_to_stored(&batch.freeze(), DEFAULT_MAX_RECORD_BYTES, 0).unwrap_err();
         assert!(matches!(err, BatchError::Invalid(_)), "{err}");
-    }
-
-    /// CRC-32C (Castagnoli), bitwise: only the test needs it, to forge a batch.
-    fn crc32c_of(data: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in data {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-            }
-        }
-        !crc
     }
 
     #[test]
@@ -371,6 +383,36 @@ mod tests {
         let big = "x".repeat(2000);
         let batch = produce_batch(Compression::Gzip, &[krec(0, None, &big, 1, &[])]);
         assert!(matches!(kafka_to_stored(&batch, 1000, 0), Err(BatchError::TooLarge(_))));
+    }
+
+    #[test]
+    fn fetch_batches_keep_out_of_order_timestamps_null_keys_and_big_values() {
+        let big = vec![7u8; 300_000];
+        let headers = vec![Header { key: b"h".to_vec(), value: None }];
+        let recs = [
+            NewRecord { timestamp_ms: 5_000, key: None, value: &big, headers: &headers },
+            NewRecord { timestamp_ms: 1_000, key: Some(b""), value: b"", headers: &[] },
+            NewRecord { timestamp_ms: 9_000, key: Some(b"k"), value: b"v", headers: &[] },
+        ];
+        let mut stored = Vec::new();
+        for r in &recs {
+            record::encode(&mut stored, 0, r, DEFAULT_MAX_RECORD_BYTES).unwrap();
+        }
+        assign_offsets(&mut stored, 1_000_000, DEFAULT_MAX_RECORD_BYTES).unwrap();
+        let batch = stored_to_kafka(&stored, DEFAULT_MAX_RECORD_BYTES).unwrap();
+        let sets = RecordBatchDecoder::decode_all(&mut batch.clone()).unwrap();
+        assert_eq!(sets.len(), 1);
+        let got = &sets[0].records;
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![1_000_000, 1_000_001, 1_000_002]
+        );
+        assert_eq!(got.iter().map(|r| r.timestamp).collect::<Vec<_>>(), vec![5_000, 1_000, 9_000]);
+        assert_eq!(got[0].key, None);
+        assert_eq!(got[0].value.as_deref(), Some(&big[..]));
+        assert_eq!(got[0].headers.get(&StrBytes::from_static_str("h")), Some(&None));
+        assert_eq!(got[1].key.as_deref(), Some(&b""[..]));
+        assert_eq!(got[2].value.as_deref(), Some(&b"v"[..]));
     }
 
     #[test]

@@ -823,12 +823,15 @@ fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResponse {
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// One topic's committed offsets: (partition, offset or -1, error code) per partition.
+type TopicOffsets = (String, Vec<(i32, i64, i16)>);
+
 /// The committed offsets of a group: for the named (topic, partitions), or all it has.
 fn committed(
     ctx: &Ctx,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<Vec<(String, Vec<(i32, i64, i16)>)>, i16> {
+) -> Result<Vec<TopicOffsets>, i16> {
     validate_group_name(group).map_err(|e| broker_error_code(&e))?;
     let wanted = match wanted {
         Some(w) => w,
