@@ -27,16 +27,29 @@ fn config(segment_bytes: u64) -> LogConfig {
     LogConfig { segment_bytes, fsync: FsyncPolicy::Never, ..LogConfig::default() }
 }
 
-/// Fills a log in `dir` with records of `encoded_len` bytes until it holds `total` bytes; closes
-/// it cleanly. Returns the number of records.
-fn generate(dir: &Path, segment_bytes: u64, total: u64, encoded_len: usize) -> u64 {
+/// Fills a log in `dir` with records of `encoded_len` bytes, in batches of about 1 MiB, until
+/// it holds `total` bytes or has `max_segments` segments with the last one full; closes it
+/// cleanly. Returns the number of records.
+fn generate(
+    dir: &Path,
+    segment_bytes: u64,
+    total: u64,
+    max_segments: usize,
+    encoded_len: usize,
+) -> u64 {
     let value = vec![0x5au8; encoded_len - minikafka::record::MIN_RECORD_LEN];
     let rec = NewRecord { timestamp_ms: 1_700_000_000_000, key: None, value: &value, headers: &[] };
     assert_eq!(rec.encoded_len(), encoded_len);
     let batch = vec![rec; (1 << 20) / encoded_len];
+    let batch_bytes = (batch.len() * encoded_len) as u64;
+    // A segment takes whole batches while header + batches fit in segment_bytes.
+    let per_segment = ((segment_bytes - 24) / batch_bytes).max(1);
+    let max_batches = per_segment.saturating_mul(max_segments as u64);
     let log = Log::open(dir, config(segment_bytes)).expect("open");
-    while log.describe().size_bytes < total {
+    let mut batches = 0;
+    while batches < max_batches && log.describe().size_bytes < total {
         log.append(&batch).expect("append");
+        batches += 1;
     }
     log.close().expect("close");
     log.next_offset()
@@ -64,7 +77,7 @@ fn bench_replay(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     for encoded_len in [1024usize, 100] {
         let dir = tempfile::tempdir().expect("temp dir");
-        let n = generate(dir.path(), 1 << 30, total, encoded_len);
+        let n = generate(dir.path(), 1 << 30, total, usize::MAX, encoded_len);
         let log = Log::open(dir.path(), config(1 << 30)).expect("open");
         log.advise_sequential();
         let (records, bytes) = replay(&log); // also warms the page cache
@@ -90,7 +103,7 @@ fn bench_replay(c: &mut Criterion) {
 fn bench_random(c: &mut Criterion) {
     let total = env_bytes("MINIKAFKA_BENCH_LOG_BYTES", 1 << 30).min(256 << 20);
     let dir = tempfile::tempdir().expect("temp dir");
-    let n = generate(dir.path(), 64 << 20, total, 1024);
+    let n = generate(dir.path(), 64 << 20, total, usize::MAX, 1024);
     let log = Log::open(dir.path(), config(64 << 20)).expect("open");
     replay(&log);
     let mut group = c.benchmark_group("random");
@@ -111,8 +124,8 @@ fn bench_random(c: &mut Criterion) {
 fn bench_open(c: &mut Criterion) {
     let segment_bytes = env_bytes("MINIKAFKA_BENCH_OPEN_SEGMENT_BYTES", 128 << 20);
     let dir = tempfile::tempdir().expect("temp dir");
-    // Ten full segments plus a little: the last one (the one a crash-open scans) is full too.
-    generate(dir.path(), segment_bytes, segment_bytes * 10 - (2 << 20), 1024);
+    // Ten full segments: the last one (the one a crash-open scans) is full too.
+    generate(dir.path(), segment_bytes, u64::MAX, 10, 1024);
     let mut group = c.benchmark_group("open");
     group
         .sample_size(10)

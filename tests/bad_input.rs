@@ -28,6 +28,20 @@ fn bad_topic_names_are_refused_and_create_nothing() {
         .collect();
     assert!(entries.is_empty(), "unexpected entries in the data dir: {entries:?}");
     assert_eq!(ok(broker.cli(&["topic", "list"])), "");
+
+    // Deleting, trimming or producing by a path-like name never reaches outside the data dir.
+    let outside = dir.path().join("x");
+    std::fs::create_dir(&outside).unwrap();
+    for args in [
+        &["topic", "delete", "../x"][..],
+        &["topic", "trim", "../x", "--before", "1", "--partition", "0"],
+        &["produce", "../x", "m"],
+        &["consume", "../x", "--from-beginning"],
+    ] {
+        let err = fails(broker.cli(args));
+        assert!(err.contains("topic name") || err.contains("unknown topic"), "{args:?}: {err}");
+    }
+    assert!(outside.exists(), "a directory outside the data dir was touched");
 }
 
 #[test]

@@ -125,3 +125,27 @@ async fn consumer_positions_commits_and_long_poll() {
         .unwrap();
     assert_eq!((rec.partition, rec.offset, rec.value.as_slice()), (1, 5, &b"late"[..]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_records_travel_in_few_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    let conn = Connection::connect(&broker.addr).await.unwrap();
+    Admin::new(conn.clone()).create_topic("bulk", 1, false).await.unwrap();
+    // Linger out of the picture: batches close on size alone.
+    let config = ProducerConfig { linger: Duration::from_secs(600), ..ProducerConfig::default() };
+    let batch_max_bytes = config.batch_max_bytes;
+    let mut producer = Producer::new(conn, "bulk", config).await.unwrap();
+    let n = 20_000u64;
+    let mut encoded_bytes = 0;
+    for i in 0..n {
+        let value = format!("record number {i:08}");
+        encoded_bytes += minikafka::record::encoded_len(None, value.as_bytes(), &[]);
+        producer.send(None, value.as_bytes()).await.unwrap();
+    }
+    let mut acks = producer.take_acks();
+    acks.extend(producer.flush().await.unwrap());
+    assert_eq!(acks.iter().map(|a| a.len()).sum::<u64>(), n);
+    let most = encoded_bytes.div_ceil(batch_max_bytes);
+    assert!(acks.len() <= most, "{} requests for {n} records; at most {most} expected", acks.len());
+}

@@ -448,3 +448,105 @@ async fn shutdown_answers_in_flight_fetches_and_closes_the_broker() {
     let r = broker.append("t", Some(0), None, &[NewRecord::value(b"late")]).await;
     assert!(r.is_err(), "the broker is shut down");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetched_bytes_are_the_bytes_on_disk() {
+    let server = TestServer::default().await;
+    let mut s = server.connect().await;
+    create(&mut s, "t", 1).await;
+    call(&mut s, 2, &append("t", 0, &["alpha", "beta", "gamma"])).await;
+    let resp = call(&mut s, 3, &fetch("t", 0, 0)).await;
+    let Response::Fetched { records, .. } = &resp else { panic!("{resp:?}") };
+    let segment = std::fs::read(server._dir.path().join("t/0/00000000000000000000.log")).unwrap();
+    assert!(
+        segment.windows(records.len()).any(|w| w == &records[..]),
+        "the fetched records appear verbatim in the segment file"
+    );
+    assert_eq!(fetched_values(&resp).len(), 3);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_producers_get_distinct_contiguous_offsets() {
+    // fsync=always (the default): concurrent appends share fsyncs and still get unique offsets.
+    let server = TestServer::default().await;
+    let mut admin = server.connect().await;
+    create(&mut admin, "t", 1).await;
+    let mut tasks = Vec::new();
+    for c in 0..8u32 {
+        let mut s = server.connect().await;
+        tasks.push(tokio::spawn(async move {
+            let mut ranges = Vec::new();
+            for i in 0..25u32 {
+                let v = format!("c{c}-{i}");
+                match call(&mut s, i, &append("t", 0, &[&v, &v])).await {
+                    Response::Appended { first_offset, next_offset, .. } => {
+                        assert_eq!(next_offset, first_offset + 2);
+                        ranges.push(first_offset);
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            ranges
+        }));
+    }
+    let mut firsts = Vec::new();
+    for t in tasks {
+        firsts.extend(tokio::time::timeout(DEADLINE, t).await.unwrap().unwrap());
+    }
+    firsts.sort();
+    assert_eq!(firsts, (0..400).step_by(2).collect::<Vec<u64>>());
+    // Replay: 400 records, offsets 0..400, each batch's two records adjacent.
+    let mut got = Vec::new();
+    while got.len() < 400 {
+        let resp = call(&mut admin, 9, &fetch("t", got.len() as u64, 0)).await;
+        let vals = fetched_values(&resp);
+        assert!(!vals.is_empty());
+        got.extend(vals);
+    }
+    assert!(got.iter().enumerate().all(|(i, (o, _))| *o == i as u64));
+    assert!(got.chunks(2).all(|pair| pair[0].1 == pair[1].1));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_mid_long_poll_frees_its_slot() {
+    let server =
+        TestServer::start(ServerConfig { max_connections: 1, ..ServerConfig::default() }).await;
+    let mut s = server.connect().await;
+    create(&mut s, "t", 1).await;
+    // A 60 s long poll, then the client goes away.
+    s.write_all(&frame(2, &fetch("t", 0, 60_000))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(s);
+    // The slot frees well before the 60 s wait would have ended.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut s = server.connect().await;
+        s.write_all(&frame(3, &Request::ListTopics)).await.unwrap();
+        if let Some((3, Response::Topics { .. })) = read_response(&mut s).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the long-polling connection was released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_pipelined_behind_a_long_poll_are_answered_after_it_in_order() {
+    let server = TestServer::default().await;
+    let mut consumer = server.connect().await;
+    let mut producer = server.connect().await;
+    create(&mut producer, "t", 1).await;
+    let mut batch = frame(10, &fetch("t", 0, 30_000));
+    batch.extend_from_slice(&frame(11, &Request::ListTopics));
+    consumer.write_all(&batch).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    call(&mut producer, 2, &append("t", 0, &["first"])).await;
+    let (id, resp) = read_response(&mut consumer).await.unwrap();
+    assert_eq!((id, fetched_values(&resp)), (10, vec![(0, "first".to_string())]));
+    let (id, resp) = read_response(&mut consumer).await.unwrap();
+    assert_eq!((id, resp), (11, Response::Topics { names: vec!["t".into()] }));
+    server.stop().await.unwrap();
+}

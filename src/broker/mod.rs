@@ -34,10 +34,12 @@
 //! and sleeps until data arrives or `max_wait` passes. No busy loop.
 //!
 //! # Blocking
-//! Appends under `FsyncPolicy::Always` block on fdatasync; on a multi-threaded tokio runtime they
-//! run in `block_in_place` so other tasks keep running. `create_topic`, `delete_topic`, `trim`
-//! and `commit_offset` are synchronous file-system work: async callers should run them with
-//! `spawn_blocking`.
+//! Appends under `FsyncPolicy::Always` block on fdatasync. [`Broker::append_owned`] (the native
+//! server's path) runs them on the blocking pool; [`Broker::append`] and
+//! [`Broker::append_encoded`] borrow their records, so on a multi-threaded tokio runtime they run
+//! in `block_in_place` (other tasks move to another thread) and on a current-thread runtime
+//! inline. `create_topic`, `delete_topic`, `trim` and `commit_offset` are synchronous
+//! file-system work: async callers should run them with `spawn_blocking`.
 
 mod fsutil;
 mod groups;
@@ -552,6 +554,38 @@ impl Broker {
         }
         let (pi, p) = self.route(topic, partition, key_hint)?;
         let result = self.run_append(|| p.log.append_encoded(encoded));
+        self.finish_append(topic, pi, &p, result)
+    }
+
+    /// Like [`Broker::append_encoded`], for a buffer the caller hands over (the native server's
+    /// request bytes). Under `FsyncPolicy::Always` the append runs on the blocking pool, so it
+    /// never stalls an async worker on fdatasync, whatever the runtime.
+    pub async fn append_owned(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        key_hint: Option<&[u8]>,
+        mut encoded: bytes::BytesMut,
+    ) -> Result<AppendResult, BrokerError> {
+        if encoded.is_empty() {
+            return Err(BrokerError::EmptyBatch);
+        }
+        let (pi, p) = self.route(topic, partition, key_hint)?;
+        let result = if matches!(self.config.log.fsync, FsyncPolicy::Always) {
+            let log = p.log.clone();
+            match tokio::task::spawn_blocking(move || log.append_encoded(&mut encoded)).await {
+                Ok(r) => r,
+                Err(join) => {
+                    return Err(BrokerError::Io {
+                        path: p.log.dir().to_path_buf(),
+                        op: "append (the blocking task failed)",
+                        source: std::io::Error::other(join.to_string()),
+                    });
+                }
+            }
+        } else {
+            p.log.append_encoded(&mut encoded)
+        };
         self.finish_append(topic, pi, &p, result)
     }
 

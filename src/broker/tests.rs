@@ -324,3 +324,49 @@ async fn shutdown_refuses_further_appends() {
         Err(BrokerError::ShuttingDown)
     ));
 }
+
+#[tokio::test]
+async fn retention_removes_whole_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::open(BrokerConfig {
+        log: LogConfig {
+            segment_bytes: 256,
+            retention_bytes: Some(512),
+            fsync: FsyncPolicy::Never,
+            ..LogConfig::default()
+        },
+        ..config(dir.path())
+    })
+    .unwrap();
+    b.create_topic("t", 1).unwrap();
+    let value = [7u8; 60];
+    for _ in 0..40 {
+        b.append("t", Some(0), None, &[NewRecord::value(&value)]).await.unwrap();
+    }
+    let before = b.describe_topic("t").unwrap().partitions[0].clone();
+    assert!(before.segments > 4, "{before:?}");
+    assert!(b.enforce_retention() > 0);
+    let after = b.describe_topic("t").unwrap().partitions[0].clone();
+    assert!(after.log_start_offset > 0 && after.segments < before.segments, "{after:?}");
+    assert_eq!(after.next_offset, 40);
+    // What is left still reads from the new start.
+    let r = fetch_all(&b, "t", 0, after.log_start_offset).await;
+    assert_eq!(r.records.first_offset(), after.log_start_offset);
+}
+
+#[tokio::test]
+async fn append_owned_works_on_a_current_thread_runtime_with_fsync_always() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic("t", 1).unwrap();
+    let mut buf = Vec::new();
+    record::encode(&mut buf, 0, &NewRecord::value(b"owned"), record::DEFAULT_MAX_RECORD_BYTES)
+        .unwrap();
+    let r = b.append_owned("t", Some(0), None, bytes::BytesMut::from(&buf[..])).await.unwrap();
+    assert_eq!(r.offsets, OffsetRange { first: 0, next: 1 });
+    assert_eq!(values(&fetch_all(&b, "t", 0, 0).await), vec![(0, b"owned".to_vec())]);
+    assert!(matches!(
+        b.append_owned("t", Some(0), None, bytes::BytesMut::new()).await,
+        Err(BrokerError::EmptyBatch)
+    ));
+}

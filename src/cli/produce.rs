@@ -74,7 +74,8 @@ pub(super) async fn run(args: ProduceArgs) -> Result<(), CliError> {
         }
         result?;
     } else {
-        let reader = BufReader::new(tokio::io::stdin());
+        // Large reads: every read of tokio's stdin is a hop to the blocking pool.
+        let reader = BufReader::with_capacity(256 * 1024, tokio::io::stdin());
         sender.send_lines(reader, || "reading stdin".to_string(), None).await?;
     }
     let mut acks = std::mem::take(&mut sender.acks);

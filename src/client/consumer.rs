@@ -88,6 +88,9 @@ pub struct Consumer {
     config: ConsumerConfig,
     partitions: Vec<PartitionState>,
     buffered: VecDeque<ConsumedRecord>,
+    /// A corrupt record was met: the intact records fetched before it are handed out first,
+    /// then this error, every time (the consumer cannot read past it).
+    corrupt: Option<ClientError>,
 }
 
 impl Consumer {
@@ -173,6 +176,7 @@ impl Consumer {
             config,
             partitions,
             buffered: VecDeque::new(),
+            corrupt: None,
         })
     }
 
@@ -196,6 +200,7 @@ impl Consumer {
                 }
                 return Ok(Some(rec));
             }
+            self.check_corrupt()?;
             if self.config.stop_at_end && self.at_end() {
                 return Ok(None);
             }
@@ -203,11 +208,28 @@ impl Consumer {
         }
     }
 
+    fn check_corrupt(&self) -> Result<(), ClientError> {
+        match &self.corrupt {
+            Some(ClientError::Corrupt { topic, partition, offset, source }) => {
+                Err(ClientError::Corrupt {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: *offset,
+                    source: source.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Every record the next fetch round brings (possibly none, after a long-poll timed out),
     /// handed out at once. With `stop_at_end`, an empty result at the end means done.
     pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
-        if self.buffered.is_empty() && !(self.config.stop_at_end && self.at_end()) {
-            self.fetch_round().await?;
+        if self.buffered.is_empty() {
+            self.check_corrupt()?;
+            if !(self.config.stop_at_end && self.at_end()) {
+                self.fetch_round().await?;
+            }
         }
         let out: Vec<ConsumedRecord> = self.buffered.drain(..).collect();
         for rec in &out {
@@ -258,7 +280,7 @@ impl Consumer {
     /// delays another's records by more than one wait.
     async fn fetch_round(&mut self) -> Result<(), ClientError> {
         let got = self.fetch_all(0).await?;
-        if got == 0 && !self.config.stop_at_end {
+        if got == 0 && self.corrupt.is_none() && !self.config.stop_at_end {
             // Several long-polls queue behind each other on one connection, so share the wait.
             let n = self.partitions.len().max(1) as u32;
             let wait = (self.config.max_wait / n).max(Duration::from_millis(20));
@@ -296,12 +318,19 @@ impl Consumer {
                 state.end = state.fetched_to;
             }
             for item in RecordIter::new(&records, self.config.max_record_bytes) {
-                let view = item.map_err(|source| ClientError::Corrupt {
-                    topic: self.topic.clone(),
-                    partition: state.partition,
-                    offset: state.fetched_to,
-                    source,
-                })?;
+                let view = match item {
+                    Ok(view) => view,
+                    Err(source) => {
+                        self.corrupt = Some(ClientError::Corrupt {
+                            topic: self.topic.clone(),
+                            partition: state.partition,
+                            offset: state.fetched_to,
+                            source,
+                        });
+                        // Nothing after a corrupt record can be trusted, in any partition.
+                        return Ok(total);
+                    }
+                };
                 // A read may start at the index entry below the requested offset.
                 if view.offset < state.fetched_to {
                     continue;
@@ -323,5 +352,118 @@ impl Consumer {
             }
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{PartitionDescription, TopicDescription};
+    use crate::protocol::{self, MAX_FRAME_BYTES};
+    use crate::record::NewRecord;
+    use bytes::{Bytes, BytesMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A stand-in broker for one topic `t` with one partition holding `records` (already
+    /// encoded, offsets from 0): answers Describe and Fetch, nothing else.
+    async fn fake_broker(records: Vec<u8>, count: u64) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            loop {
+                let mut prefix = [0u8; 4];
+                if sock.read_exact(&mut prefix).await.is_err() {
+                    return;
+                }
+                let len = protocol::frame_len(prefix, MAX_FRAME_BYTES).unwrap();
+                let mut body = vec![0u8; len];
+                sock.read_exact(&mut body).await.unwrap();
+                let (id, req) = protocol::decode_request(&body).unwrap();
+                let resp = match req {
+                    Request::Describe { .. } => Response::Described {
+                        topics: vec![TopicDescription {
+                            name: "t".into(),
+                            partitions: vec![PartitionDescription {
+                                partition: 0,
+                                log_start_offset: 0,
+                                next_offset: count,
+                                segments: 1,
+                                size_bytes: records.len() as u64,
+                            }],
+                        }],
+                    },
+                    Request::Fetch { .. } => Response::Fetched {
+                        partition: 0,
+                        log_start_offset: 0,
+                        high_watermark: count,
+                        records: Bytes::from(records.clone()),
+                    },
+                    other => panic!("unexpected request {other:?}"),
+                };
+                let mut out = BytesMut::new();
+                protocol::encode_response(&mut out, id, &resp);
+                sock.write_all(&out).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    fn encoded(values: &[&[u8]]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            record::encode(
+                &mut buf,
+                i as u64,
+                &NewRecord::value(v),
+                record::DEFAULT_MAX_RECORD_BYTES,
+            )
+            .unwrap();
+        }
+        buf
+    }
+
+    #[tokio::test]
+    async fn intact_records_are_handed_out_in_order() {
+        let addr = fake_broker(encoded(&[b"a", b"b", b"c"]), 3).await;
+        let conn = Connection::connect(&addr).await.unwrap();
+        let mut c = Consumer::new(conn, "t", StartFrom::Beginning, ConsumerConfig::default())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(r) = c.next().await.unwrap() {
+            got.push((r.offset, r.value));
+        }
+        assert_eq!(got, vec![(0, b"a".to_vec()), (1, b"b".to_vec()), (2, b"c".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn a_record_corrupted_in_transit_or_on_disk_is_an_error_not_data() {
+        let mut bytes = encoded(&[b"good", b"flipped"]);
+        let last = bytes.len() - 3; // inside the second record's value
+        bytes[last] ^= 0x01;
+        let addr = fake_broker(bytes, 2).await;
+        let conn = Connection::connect(&addr).await.unwrap();
+        let mut c = Consumer::new(conn, "t", StartFrom::Beginning, ConsumerConfig::default())
+            .await
+            .unwrap();
+        // The intact record before the damage is still delivered; the damaged one never is,
+        // and the consumer keeps refusing to go past it.
+        assert_eq!(c.next().await.unwrap().unwrap().value, b"good");
+        let err = c.next().await.unwrap_err();
+        assert!(c.next().await.is_err());
+        assert_eq!(c.position(0), Some(1));
+        assert!(
+            matches!(
+                err,
+                ClientError::Corrupt {
+                    partition: 0,
+                    source: record::RecordError::CrcMismatch { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 }

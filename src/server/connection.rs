@@ -12,10 +12,11 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::watch;
 
 use crate::broker::{Broker, FetchResult};
-use crate::protocol::{self, ErrorCode, FRAME_PREFIX_LEN, ProtocolError, Response};
+use crate::protocol::{self, FRAME_PREFIX_LEN, ProtocolError, Request};
 use crate::storage::ReadSlice;
 
 use super::ServerConfig;
@@ -25,6 +26,8 @@ use super::dispatch::{self, Reply, Session};
 const READ_CHUNK: usize = 64 * 1024;
 /// Flush queued responses once they hold this much, even if more requests are buffered.
 const FLUSH_BYTES: usize = 1024 * 1024;
+/// Bodies at least this big get the read buffer's allocation to themselves (no copy on append).
+const ZERO_COPY_BYTES: usize = 16 * 1024;
 /// Most buffers passed to one vectored write.
 const MAX_IOV: usize = 64;
 
@@ -48,8 +51,17 @@ pub(crate) async fn serve(
                 let (correlation_id, reply) = match protocol::decode_request_bytes(&body) {
                     Ok((id, req)) => {
                         drop(body); // so an append's records are the sole owner of their bytes
+                        let long_poll = matches!(req, Request::Fetch { max_wait_ms: 1.., .. });
                         let reply =
-                            dispatch::handle(req, &broker, &config, &mut session, &mut stop).await;
+                            dispatch::handle(req, &broker, &config, &mut session, &mut stop);
+                        let reply = if long_poll {
+                            match watching_peer(reply, &mut rd, &mut inbuf).await {
+                                Some(reply) => reply,
+                                None => break "closed by peer during a long poll",
+                            }
+                        } else {
+                            reply.await
+                        };
                         (id, reply)
                     }
                     Err(e) => {
@@ -100,6 +112,32 @@ pub(crate) async fn serve(
     tracing::debug!(%peer, reason, "connection closed");
 }
 
+/// Runs a long-poll fetch while watching the socket: a peer that hangs up mid-wait ends the
+/// wait (`None`) instead of holding its connection slot until `max_wait`; bytes it pipelines
+/// meanwhile are buffered (up to `READ_CHUNK`) for the requests that follow. TCP cannot tell a
+/// half-close from a hang-up, so a peer that shuts its sending side during a long poll is taken
+/// as gone.
+async fn watching_peer(
+    reply: impl Future<Output = Reply>,
+    rd: &mut OwnedReadHalf,
+    inbuf: &mut BytesMut,
+) -> Option<Reply> {
+    tokio::pin!(reply);
+    loop {
+        let room = inbuf.len() < READ_CHUNK;
+        if room {
+            inbuf.reserve(READ_CHUNK - inbuf.len());
+        }
+        tokio::select! {
+            reply = &mut reply => return Some(reply),
+            read = rd.read_buf(inbuf), if room => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
 /// Splits the next complete frame's body off `inbuf`, if it holds one. A bad length prefix is
 /// an error before anything is allocated for it.
 fn take_frame(inbuf: &mut BytesMut, max_frame_bytes: u32) -> Result<Option<Bytes>, ProtocolError> {
@@ -113,9 +151,10 @@ fn take_frame(inbuf: &mut BytesMut, max_frame_bytes: u32) -> Result<Option<Bytes
     }
     inbuf.advance(FRAME_PREFIX_LEN);
     let body = inbuf.split_to(len).freeze();
-    if inbuf.is_empty() {
+    if inbuf.is_empty() && len >= ZERO_COPY_BYTES {
         // Drop our share of the allocation so the body (an append's records) is uniquely owned
-        // and can be written to disk in place.
+        // and can be written to disk in place. Small bodies are cheaper to copy than to
+        // reallocate the read buffer for.
         *inbuf = BytesMut::new();
     }
     Ok(Some(body))
@@ -169,10 +208,6 @@ impl Outbox {
             Reply::Response(resp) => {
                 protocol::encode_response(&mut self.scratch, correlation_id, &resp);
                 self.push_scratch();
-                if let Response::Error { code: ErrorCode::Internal | ErrorCode::Storage, .. } = resp
-                {
-                    tracing::debug!(correlation_id, "answered with a server-side error");
-                }
             }
             Reply::Fetched(f) => self.push_fetched(correlation_id, f),
         }
@@ -245,6 +280,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Response;
 
     #[test]
     fn take_frame_waits_for_whole_frames_and_refuses_huge_ones() {
@@ -267,6 +303,25 @@ mod tests {
         assert!(two.is_empty());
         let mut huge = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
         assert!(matches!(take_frame(&mut huge, 1024), Err(ProtocolError::FrameTooLarge { .. })));
+    }
+
+    #[test]
+    fn a_large_append_body_is_written_in_place_not_copied() {
+        let mut inbuf = BytesMut::new();
+        let req = protocol::Request::Append {
+            topic: "t".into(),
+            partition: Some(0),
+            key_hint: None,
+            records: Bytes::from(vec![1u8; 2 * ZERO_COPY_BYTES]),
+        };
+        protocol::encode_request(&mut inbuf, 1, &req);
+        let body = take_frame(&mut inbuf, protocol::MAX_FRAME_BYTES).unwrap().unwrap();
+        let (_, req) = protocol::decode_request_bytes(&body).unwrap();
+        let protocol::Request::Append { records, .. } = req else { panic!("an append") };
+        let at = records.as_ptr();
+        drop(body);
+        let owned = records.try_into_mut().expect("the records own their allocation");
+        assert_eq!(owned.as_ptr(), at);
     }
 
     #[test]

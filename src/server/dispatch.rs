@@ -143,9 +143,8 @@ async fn run(
             Response::Trimmed { log_start_offset }.into()
         }
         Request::Append { topic, partition, key_hint, records } => {
-            let mut records = into_mut(records);
             let r = broker
-                .append_encoded(&topic, partition, key_hint.as_deref(), &mut records)
+                .append_owned(&topic, partition, key_hint.as_deref(), into_mut(records))
                 .await
                 .map_err(|e| broker_error(&e))?;
             Response::Appended {

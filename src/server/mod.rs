@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::broker::{Broker, BrokerError};
 use crate::protocol::{self, ErrorCode, Response};
@@ -148,10 +149,14 @@ impl Server {
                             let broker = broker.clone();
                             let config = config.clone();
                             let stop = stop_rx.clone();
-                            connections.spawn(async move {
-                                connection::serve(stream, peer, broker, config, stop).await;
-                                drop(permit);
-                            });
+                            let span = tracing::info_span!("connection", %peer);
+                            connections.spawn(
+                                async move {
+                                    connection::serve(stream, peer, broker, config, stop).await;
+                                    drop(permit);
+                                }
+                                .instrument(span),
+                            );
                         }
                         Err(_) => {
                             tracing::warn!(%peer, max = config.max_connections, "connection refused: limit reached");

@@ -303,3 +303,43 @@ pub(crate) fn tmp_path(path: &Path) -> PathBuf {
 
 /// Suffix of files being written; any left at open are debris of a crash and are removed.
 pub(crate) const TMP_SUFFIX: &str = ".tmp";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faulty_fs_fails_on_command_then_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let f = fs.create(&dir.path().join("a")).unwrap();
+        fs.fail_next_writes(1);
+        assert!(f.write_all_at(b"x", 0).is_err());
+        f.write_all_at(b"abcd", 0).unwrap();
+        fs.short_next_write();
+        assert!(f.write_all_at(b"wxyz", 4).is_err());
+        assert_eq!(f.file_len().unwrap(), 6, "half of the short write landed");
+        fs.set_no_space(true);
+        let e = f.write_all_at(b"x", 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert!(fs.create(&dir.path().join("b")).is_err());
+        fs.set_no_space(false);
+        fs.fail_next_syncs(2);
+        assert!(f.sync_data().is_err());
+        assert!(fs.sync_dir(dir.path()).is_err());
+        f.sync_data().unwrap();
+        fs.sync_dir(dir.path()).unwrap();
+        assert_eq!(fs.sync_count(), 2);
+        assert_eq!(fs.write_count(), 4);
+    }
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp");
+        write_atomic(&RealFs, dir.path(), &path, b"one").unwrap();
+        write_atomic(&RealFs, dir.path(), &path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert!(!tmp_path(&path).exists());
+    }
+}

@@ -359,6 +359,7 @@ impl Log {
             base,
             capacity,
             self.config.max_record_bytes,
+            self.config.index_interval_bytes,
         ) {
             Ok(s) => Arc::new(s),
             // Nothing was published into the new file: the next append retries the roll (and
@@ -399,6 +400,7 @@ impl Log {
                 next_offset: old.base_offset,
                 max_timestamp: i64::MIN,
                 index: crate::storage::index::Index::new(),
+                index_interval_bytes: self.config.index_interval_bytes,
                 sealed: false,
             },
             self.config.max_record_bytes,
@@ -1013,6 +1015,176 @@ mod tests {
         assert_eq!(log.next_offset(), 400);
         let syncs = fs.sync_count() - syncs_before;
         assert!(syncs > 0, "Always must fdatasync");
+        // Group commit: appenders waiting while another fdatasyncs are covered by its sync, so
+        // 200 concurrent appends (and the rolls' own syncs) take fewer fsyncs than appends.
+        assert!(syncs < 200, "{syncs} fsyncs for 200 appends: no sharing");
         assert_eq!(read_all(&log).len(), 400);
+    }
+
+    #[test]
+    fn public_types_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        fn assert_clone<T: Clone>() {}
+        assert_send_sync::<Log>();
+        assert_send_sync::<ReadSlice>();
+        assert_clone::<ReadSlice>();
+    }
+
+    #[test]
+    fn an_index_entry_pointing_at_the_wrong_record_is_caught_and_rebuilt() {
+        use crate::storage::index::{Index, IndexEntry};
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+        append_n(&log, 100);
+        log.close().unwrap();
+        drop(log);
+        // Shift a middle entry by one byte: still ordered, CRC recomputed, so it loads.
+        let path = dir.path().join("00000000000000000000.index");
+        let (index, summary) = Index::decode(&std::fs::read(&path).unwrap(), 0).unwrap();
+        let mut bad = Index::new();
+        let n = index.entries().len();
+        assert!(n > 10);
+        for (i, e) in index.entries().iter().enumerate() {
+            let shift = u32::from(i == n / 2);
+            bad.push(IndexEntry {
+                relative_offset: e.relative_offset,
+                position: e.position + shift,
+            });
+        }
+        std::fs::write(&path, bad.encode(0, summary)).unwrap();
+        let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+        for o in 0..100 {
+            let s = log.read(o, 1).unwrap();
+            let r = s.records().next().unwrap().unwrap();
+            assert_eq!((r.offset, r.value), (o, &value(o)[..]));
+        }
+    }
+
+    #[test]
+    fn disk_full_fails_appends_cleanly_and_they_work_again_when_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let log = Log::open_with_fs(dir.path(), tiny(180), Arc::new(fs.clone())).unwrap();
+        append_n(&log, 4);
+        fs.set_no_space(true);
+        for _ in 0..3 {
+            let err = log.append(&[NewRecord::value(b"no room")]).unwrap_err();
+            assert!(matches!(err, StorageError::Io { .. }), "{err}");
+        }
+        assert_eq!(log.next_offset(), 4);
+        assert_eq!(read_all(&log).len(), 4, "reads keep working");
+        fs.set_no_space(false);
+        append_n(&log, 4);
+        drop(log);
+        let log = Log::open(dir.path(), tiny(180)).unwrap();
+        assert_eq!(
+            read_all(&log).iter().map(|r| r.0).collect::<Vec<_>>(),
+            (0..8).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn interval_policy_syncs_when_due_and_on_the_ticker() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let mut cfg = tiny(1 << 20);
+        cfg.fsync = FsyncPolicy::Interval(Duration::from_secs(3600));
+        let log = Log::open_with_fs(dir.path(), cfg, Arc::new(fs.clone())).unwrap();
+        let base = fs.sync_count();
+        append_n(&log, 3);
+        assert_eq!(fs.sync_count(), base, "not due yet");
+        log.sync_if_dirty().unwrap();
+        assert_eq!(fs.sync_count(), base + 1);
+        log.sync_if_dirty().unwrap();
+        assert_eq!(fs.sync_count(), base + 1, "nothing new: no sync");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = tiny(1 << 20);
+        cfg.fsync = FsyncPolicy::Interval(Duration::from_millis(1));
+        let log = Log::open_with_fs(dir.path(), cfg, Arc::new(fs.clone())).unwrap();
+        let base = fs.sync_count();
+        std::thread::sleep(Duration::from_millis(5));
+        append_n(&log, 1);
+        assert!(fs.sync_count() > base, "due: the append synced inline");
+    }
+
+    #[test]
+    fn never_policy_does_not_sync_appends_but_sealing_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let log = Log::open_with_fs(dir.path(), tiny(180), Arc::new(fs.clone())).unwrap();
+        let base = fs.sync_count();
+        append_n(&log, 3);
+        assert_eq!(fs.sync_count(), base);
+        append_n(&log, 1); // rolls: seals segment 0
+        assert!(fs.sync_count() > base);
+    }
+
+    #[test]
+    fn a_slice_outlives_the_deletion_of_its_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), tiny(180)).unwrap();
+        append_n(&log, 10);
+        let slice = log.read(0, 1 << 20).unwrap();
+        log.trim_before(9).unwrap();
+        assert!(!dir.path().join("00000000000000000000.log").exists());
+        let offsets: Vec<u64> = slice.records().map(|r| r.unwrap().offset).collect();
+        assert_eq!(offsets, vec![0, 1, 2]);
+        assert!(matches!(log.read(0, 10), Err(StorageError::OffsetOutOfRange { .. })));
+    }
+
+    #[test]
+    fn readers_race_the_appender_and_retention_without_seeing_torn_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = tiny(400);
+        cfg.retention_bytes = Some(1200);
+        let log = Arc::new(Log::open(dir.path(), cfg).unwrap());
+        const TOTAL: u64 = 2000;
+        let appender = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                while log.next_offset() < TOTAL {
+                    let batch = (log.next_offset() % 3 + 1).min(TOTAL - log.next_offset());
+                    for _ in 0..batch {
+                        append_n(&log, 1);
+                    }
+                }
+            })
+        };
+        let retention = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while log.next_offset() < TOTAL && Instant::now() < deadline {
+                    log.enforce_retention(0).unwrap();
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut reads = 0u64;
+        while log.next_offset() < TOTAL && Instant::now() < deadline {
+            let at = log.log_start_offset();
+            match log.read(at, 300) {
+                Ok(slice) => {
+                    let mut o = at;
+                    for r in slice.records() {
+                        let r = r.unwrap();
+                        assert_eq!((r.offset, r.value), (o, &value(o)[..]));
+                        o += 1;
+                    }
+                    assert_eq!(o, slice.next_offset());
+                    reads += 1;
+                }
+                // Retention moved the start between the two calls.
+                Err(StorageError::OffsetOutOfRange { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        appender.join().unwrap();
+        retention.join().unwrap();
+        assert!(reads > 0);
+        assert_eq!(log.next_offset(), TOTAL);
+        assert!(log.log_start_offset() > 0, "retention ran");
     }
 }

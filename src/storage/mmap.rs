@@ -74,3 +74,52 @@ impl CommittedMap {
         let _ = self.raw.advise(memmap2::Advice::Sequential);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn readers_see_exactly_the_published_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        file.set_len(8192).unwrap();
+        file.write_all_at(b"head", 0).unwrap();
+        let map = CommittedMap::new(&file, 8192, 4).unwrap();
+        assert_eq!(map.committed_bytes(), b"head");
+        file.write_all_at(b"-more", 4).unwrap();
+        assert_eq!(map.committed_bytes(), b"head", "written but not published");
+        map.publish(9);
+        assert_eq!(map.committed_bytes(), b"head-more");
+        // Cutting the file back to the committed length (as sealing does) keeps it readable.
+        file.set_len(9).unwrap();
+        assert_eq!(map.committed_bytes(), b"head-more");
+        assert_eq!(map.capacity(), 8192);
+    }
+
+    #[test]
+    #[should_panic(expected = "went back")]
+    fn the_committed_length_never_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        file.set_len(100).unwrap();
+        let file = std::fs::File::open(dir.path().join("f")).unwrap();
+        let map = CommittedMap::new(&file, 100, 50).unwrap();
+        map.publish(10);
+    }
+
+    #[test]
+    fn bad_mappings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        assert!(CommittedMap::new(&file, 0, 0).is_err());
+        assert!(CommittedMap::new(&file, 10, 11).is_err());
+    }
+}

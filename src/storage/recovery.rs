@@ -118,6 +118,7 @@ pub(crate) fn recover(
         None
     };
 
+    let started = std::time::Instant::now();
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len().max(1));
     let mut index_cursor = IndexCursor::new(config.index_interval_bytes, SEGMENT_HEADER_LEN);
     let segment_bytes = config.segment_bytes as usize;
@@ -151,7 +152,14 @@ pub(crate) fn recover(
         // checkpoint says was handed out.
         let base = checkpoint.unwrap_or(0);
         let capacity = segment_bytes;
-        segments.push(Arc::new(Segment::create(fs, dir, base, capacity, config.max_record_bytes)?));
+        segments.push(Arc::new(Segment::create(
+            fs,
+            dir,
+            base,
+            capacity,
+            config.max_record_bytes,
+            config.index_interval_bytes,
+        )?));
     }
 
     // Invariant: at least one segment was pushed above.
@@ -166,6 +174,7 @@ pub(crate) fn recover(
         log_start_offset = next_offset;
     }
 
+    let segments_us = started.elapsed().as_micros() as u64;
     if clean {
         // Before any write: a crash from now on must be treated as one.
         fs.remove_file(&marker)
@@ -175,6 +184,8 @@ pub(crate) fn recover(
     if swept {
         fs.sync_dir(dir).map_err(StorageError::io(dir, "fsync log directory"))?;
     }
+    tracing::debug!(dir = %dir.display(), clean, segments = segments.len(), segments_us,
+        total_us = started.elapsed().as_micros() as u64, "recovered");
     Ok(Recovered { segments, log_start_offset, index_cursor })
 }
 
@@ -264,6 +275,7 @@ fn open_sealed(
                     next_offset: summary.next_offset,
                     max_timestamp: summary.max_timestamp,
                     index,
+                    index_interval_bytes: config.index_interval_bytes,
                     sealed: true,
                 },
                 max,
@@ -303,6 +315,7 @@ fn open_sealed(
             next_offset: end.next_offset,
             max_timestamp: end.max_timestamp,
             index,
+            index_interval_bytes: config.index_interval_bytes,
             sealed: true,
         },
         max,
@@ -406,9 +419,36 @@ fn open_active(
             next_offset,
             max_timestamp,
             index,
+            index_interval_bytes: config.index_interval_bytes,
             sealed: false,
         },
         max,
     )?;
     Ok((seg, cursor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_roundtrip_and_damage_is_detected() {
+        let b = encode_checkpoint(123_456);
+        assert_eq!(&b[..4], b"MKLS");
+        assert_eq!(decode_checkpoint(&b), Some(123_456));
+        for i in 0..b.len() {
+            let mut bad = b;
+            bad[i] ^= 0x01;
+            assert_eq!(decode_checkpoint(&bad), None, "flip at byte {i}");
+        }
+        assert_eq!(decode_checkpoint(&b[..19]), None);
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOG_START_FILE), b"garbage").unwrap();
+        let err = recover(&crate::storage::RealFs, dir.path(), &LogConfig::default()).err();
+        assert!(matches!(err, Some(StorageError::Corrupt { .. })), "{err:?}");
+    }
 }

@@ -187,6 +187,7 @@ pub(crate) struct Segment {
     max_timestamp: AtomicI64,
     index: RwLock<Index>,
     sealed: AtomicBool,
+    index_interval_bytes: u32,
     max_record_bytes: u32,
 }
 
@@ -204,18 +205,21 @@ pub(crate) struct SegmentParts {
     pub(crate) next_offset: u64,
     pub(crate) max_timestamp: i64,
     pub(crate) index: Index,
+    pub(crate) index_interval_bytes: u32,
     pub(crate) sealed: bool,
 }
 
 impl Segment {
     /// Creates an empty segment with room for `capacity` bytes (header included): the log file
-    /// with its header, grown sparse to `capacity`, and an empty index file, both durable.
+    /// with its header, grown sparse to `capacity`, and an empty index file; their names are
+    /// durable (directory fsync) when it returns.
     pub(crate) fn create(
         fs: &dyn FileSystem,
         dir: &Path,
         base_offset: u64,
         capacity: usize,
         max_record_bytes: u32,
+        index_interval_bytes: u32,
     ) -> Result<Segment, StorageError> {
         let log_path = dir.join(log_file_name(base_offset));
         let index_path = dir.join(index_file_name(base_offset));
@@ -224,16 +228,18 @@ impl Segment {
             .map_err(StorageError::io(&log_path, "write segment header"))?;
         file.set_len(capacity as u64)
             .map_err(StorageError::io(&log_path, "preallocate segment"))?;
-        file.sync_data().map_err(StorageError::io(&log_path, "fdatasync new segment"))?;
+        // No fdatasync here: the header reaches the disk with the first sync of the records
+        // (and a segment whose header was lost in a crash is recovered as empty). Only the
+        // names must be durable before records are acknowledged in the file.
         let summary = IndexSummary {
             next_offset: base_offset,
             max_timestamp: i64::MIN,
             log_len: SEGMENT_HEADER_LEN as u64,
         };
-        // write() fsyncs the directory, which also makes the new log file's name durable.
         Index::new()
-            .write(fs, dir, &index_path, base_offset, summary)
+            .write_hint(fs, &index_path, base_offset, summary)
             .map_err(StorageError::io(&index_path, "write index"))?;
+        fs.sync_dir(dir).map_err(StorageError::io(dir, "fsync log directory"))?;
         Segment::from_parts(
             SegmentParts {
                 base_offset,
@@ -245,6 +251,7 @@ impl Segment {
                 next_offset: base_offset,
                 max_timestamp: i64::MIN,
                 index: Index::new(),
+                index_interval_bytes,
                 sealed: false,
             },
             max_record_bytes,
@@ -268,6 +275,7 @@ impl Segment {
             max_timestamp: AtomicI64::new(p.max_timestamp),
             index: RwLock::new(p.index),
             sealed: AtomicBool::new(p.sealed),
+            index_interval_bytes: p.index_interval_bytes,
             max_record_bytes,
         })
     }
@@ -333,6 +341,22 @@ impl Segment {
 
     fn index_lookup(&self, relative_offset: u32) -> Option<IndexEntry> {
         self.index.read().unwrap_or_else(|p| p.into_inner()).lookup(relative_offset)
+    }
+
+    /// Replaces the in-memory index with one built by scanning the committed records (up to
+    /// the first bad one). Under the index write lock, so an appender's entries for records
+    /// published later land after it, in order.
+    fn rebuild_index(&self) {
+        let mut guard = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let data = self.data();
+        let mut index = Index::new();
+        let mut cursor = IndexCursor::new(self.index_interval_bytes, SEGMENT_HEADER_LEN);
+        let base = self.base_offset;
+        scan(data, SEGMENT_HEADER_LEN, base, self.max_record_bytes, |v, pos| {
+            // Relative offsets fit u32: a segment below 4 GiB holds fewer than 2^32 records.
+            cursor.observe(&mut index, (v.offset - base) as u32, pos);
+        });
+        *guard = index;
     }
 
     /// Makes records written by [`Self::write_at_end`] visible: the committed length first, then
@@ -408,7 +432,8 @@ impl Segment {
                 Ok(v) if v.offset == at => {}
                 _ => {
                     tracing::warn!(path = %self.log_path.display(), position = pos,
-                        "index entry disagrees with the log; scanning the segment from its start");
+                        "index entry disagrees with the log; rebuilding the index from the log");
+                    self.rebuild_index();
                     pos = SEGMENT_HEADER_LEN;
                     at = self.base_offset;
                 }
@@ -525,7 +550,7 @@ mod tests {
     #[test]
     fn append_publish_locate_and_seal() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::create(&RealFs, dir.path(), 10, 4096, 1024).unwrap();
+        let seg = Segment::create(&RealFs, dir.path(), 10, 4096, 1024, 64).unwrap();
         let mut buf = Vec::new();
         for (i, v) in [&b"a"[..], b"bb", b"ccc"].iter().enumerate() {
             record::encode(&mut buf, 10 + i as u64, &NewRecord::value(v), 1024).unwrap();
