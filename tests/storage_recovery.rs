@@ -248,3 +248,25 @@ fn recovery_after_a_clean_close_reads_the_same_log() {
     assert!(dir.path().join("clean-shutdown").exists());
     assert_recovers_to(dir.path(), n, "clean close");
 }
+
+#[test]
+fn a_segment_created_just_before_a_crash_is_recovered_empty() {
+    for (what, contents) in [("empty file", &[][..]), ("half a header", &b"MKLG\x01\x00"[..])] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = StdRng::seed_from_u64(8);
+        let n = write_log(dir.path(), &mut rng, true);
+        // A roll sealed the last segment, then the process died while creating the next one.
+        let log = Log::open(dir.path(), tiny_config(SEGMENT_BYTES)).unwrap();
+        log.close().unwrap();
+        drop(log);
+        std::fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
+        std::fs::write(dir.path().join(format!("{n:020}.log")), contents).unwrap();
+        let segments = layout_segment_count(dir.path());
+        assert_recovers_to(dir.path(), n, what);
+        assert_eq!(layout_segment_count(dir.path()), segments, "{what}: the new segment is kept");
+    }
+}
+
+fn layout_segment_count(dir: &Path) -> usize {
+    file_names(dir).iter().filter(|n| n.ends_with(".log")).count()
+}

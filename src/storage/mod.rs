@@ -14,13 +14,23 @@
 //!   [`Log::describe`], [`Log::sync`], [`Log::sync_if_dirty`], [`Log::close`].
 //!
 //! # Files of a log directory
-//! | name                         | what                                                        |
-//! |------------------------------|-------------------------------------------------------------|
-//! | `{base_offset:020}.log`      | a segment: header + records ([`segment`](self) layout table in `segment.rs`) |
-//! | `{base_offset:020}.index`    | its sparse index (layout table in `index.rs`), written at seal and close |
-//! | `log-start-offset`           | checkpoint of the log start offset after a trim (`log.rs`)  |
-//! | `clean-shutdown`             | written by `close()`, removed by open before any write      |
-//! | `*.tmp`                      | a file being written; swept at open                         |
+//! | name                      | what                                                             |
+//! |---------------------------|------------------------------------------------------------------|
+//! | `{base_offset:020}.log`   | a segment: header + records (byte table in `segment.rs`)         |
+//! | `{base_offset:020}.index` | its sparse index (byte table in `index.rs`); a hint, rebuilt when missing or wrong |
+//! | `log-start-offset`        | checkpoint of the log start after a trim (byte table in `recovery.rs`) |
+//! | `clean-shutdown`          | written by `close()`, removed by open before any write           |
+//! | `*.tmp`                   | a file being written (temp + rename); swept at open              |
+//!
+//! # Module map
+//! `fs.rs` (the file-operation seam, and `FaultyFs` for tests), `mmap.rs` (every `unsafe`),
+//! `index.rs`, `segment.rs`, `recovery.rs` (open), `log.rs` (the `Log`).
+//!
+//! # Memory and disk
+//! The active segment is grown (sparse) to `segment_bytes` and mapped whole, so readers never
+//! need a remap; sealing and `close()` cut it back to its data. `describe().size_bytes` counts
+//! data, not the preallocation. A log costs one mapping per segment of address space (1 GiB per
+//! active segment with the default config), not memory.
 //!
 //! # Durability
 //! An acknowledged append is in the OS page cache (survives `kill -9`); with `Always` it is on
