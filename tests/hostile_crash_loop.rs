@@ -72,7 +72,7 @@ async fn produce(addr: String, id: usize, iter: u64, seed: u64, stop: Arc<Atomic
         if r.is_err() {
             return acked;
         }
-        if seq % 64 == 0 {
+        if seq.is_multiple_of(64) {
             tokio::task::yield_now().await;
         }
     }
