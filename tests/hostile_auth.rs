@@ -37,6 +37,8 @@ fn raw_exchange(addr: &str, reqs: &[Request]) -> (Vec<Response>, bool) {
         protocol::encode_request(&mut buf, i as u32 + 1, r);
     }
     s.write_all(&buf).unwrap();
+    // EOF after the requests: a broker that serves them answers and then closes too.
+    s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut all = Vec::new();
     let _ = s.read_to_end(&mut all); // until the broker closes it (or the timeout)
     let mut out = Vec::new();
