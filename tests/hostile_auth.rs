@@ -139,6 +139,26 @@ fn native_listener_refuses_every_request_until_the_token_is_presented() {
 }
 
 #[test]
+fn an_empty_or_missing_token_file_stops_the_broker_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    for (file, expect) in [(empty, "empty"), (dir.path().join("missing"), "cannot read")] {
+        let child = Command::new(BIN)
+            .args(["broker", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0", "--kafka-listen", "off", "--auth-token-file"])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = fails(wait_with_deadline(child, Duration::from_secs(60), &["broker"]));
+        assert!(err.contains("--auth-token-file") && err.contains(expect), "{err}");
+    }
+}
+
+#[test]
 fn without_a_token_a_non_loopback_listener_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     // Never binds: the check runs before any listener is opened.
