@@ -244,9 +244,50 @@ async fn protocol_edges_answer_like_a_real_broker() {
     bad3.write_all(&frame).await.unwrap();
     assert!(read_frame(&mut bad3).await.is_none());
 
+    // Array lengths that claim billions of elements (the decoder reserves them up front) get
+    // the connection closed, not the broker aborted: Metadata v1 (i32 count) and v9 (varint).
+    let mut bad4 = TcpStream::connect(&b.addr).await.unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(2 + 2 + 4 + 2 + 1 + 4);
+    frame.put_i16(ApiKey::Metadata as i16);
+    frame.put_i16(1);
+    frame.put_i32(6);
+    frame.put_i16(1);
+    frame.put_u8(b'x');
+    frame.put_i32(i32::MAX);
+    bad4.write_all(&frame).await.unwrap();
+    assert!(read_frame(&mut bad4).await.is_none());
+    let mut bad5 = TcpStream::connect(&b.addr).await.unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(2 + 2 + 4 + 2 + 1 + 1 + 5);
+    frame.put_i16(ApiKey::Metadata as i16);
+    frame.put_i16(9);
+    frame.put_i32(7);
+    frame.put_i16(1);
+    frame.put_u8(b'x');
+    frame.put_u8(0); // no tagged fields in the header
+    frame.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]); // compact array of 2^32-2
+    bad5.write_all(&frame).await.unwrap();
+    assert!(read_frame(&mut bad5).await.is_none());
+
     // The first connection still works.
     send_frame(&mut s, ApiKey::ApiVersions, 3, 4, &ApiVersionsRequest::default()).await;
     let mut resp = read_frame(&mut s).await.unwrap();
     assert_eq!(resp.get_i32(), 4);
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_long_poll_to_run_out() {
+    let b = TestBroker::start().await;
+    let client = ClientBuilder::new(vec![b.addr.clone()]).build().await.unwrap();
+    client.controller_client().unwrap().create_topic("idle", 1, 1, 5_000).await.unwrap();
+    let p = client.partition_client("idle", 0, UnknownTopicHandling::Error).await.unwrap();
+    p.produce(vec![record("k", "v", 1)], Compression::NoCompression).await.unwrap();
+    // A fetch at the end of the log that would wait 25 s.
+    let poll = tokio::spawn(async move { p.fetch_records(1, 1..10_000, 25_000).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // stop() asserts the listener is gone within 10 s (the grace for requests in flight is 5 s).
+    b.stop().await;
+    poll.abort();
 }

@@ -7,6 +7,7 @@
 //! `group` (the consumer-group rebalance state machine, no sockets), `handlers` (one per API
 //! key), `server` (the tokio listener).
 
+mod alloc;
 pub(crate) mod batch;
 pub(crate) mod codec;
 pub(crate) mod group;

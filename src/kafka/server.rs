@@ -141,17 +141,14 @@ impl KafkaServer {
                 Ok((stream, peer)) => {
                     let ctx = self.ctx.clone();
                     let max = self.max_frame_bytes;
+                    let stop = stop_rx.clone();
                     let token = self.auth_token.clone();
-                    let mut stop = stop_rx.clone();
                     conns.spawn(async move {
                         let _permit = permit;
-                        tokio::select! {
-                            r = serve_connection(stream, &ctx, max, token.as_deref(), peer) => {
-                                if let Err(e) = r {
-                                    tracing::debug!(%peer, error = %e, "Kafka connection closed");
-                                }
-                            }
-                            _ = stop.changed() => {}
+                        let served =
+                            serve_connection(stream, &ctx, max, stop, token.as_deref(), peer).await;
+                        if let Err(e) = served {
+                            tracing::debug!(%peer, error = %e, "Kafka connection closed");
                         }
                     });
                 }
@@ -170,11 +167,23 @@ impl KafkaServer {
     }
 }
 
-/// Serves one connection: read a frame, handle it, write the answer, repeat until EOF.
+/// How long a request in progress at shutdown may still take (a long-poll Fetch or a JoinGroup
+/// waiting for a rebalance would otherwise hold the shutdown up).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Completes once `stop` turns true (or its sender is gone, which only happens when stopping).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serves one connection: read a frame, handle it, write the answer, repeat until EOF. At
+/// shutdown it stops reading new requests but lets the one in progress finish (within a grace
+/// period), so an append that was started is also answered.
 async fn serve_connection(
     stream: TcpStream,
     ctx: &Ctx,
     max_frame_bytes: u32,
+    stop: watch::Receiver<bool>,
     token: Option<&str>,
     peer: SocketAddr,
 ) -> Result<(), KafkaError> {
@@ -184,54 +193,69 @@ async fn serve_connection(
     let mut wr = BufWriter::new(wr);
     loop {
         let mut prefix = [0u8; 4];
-        match rd.read_exact(&mut prefix).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(source) => return Err(KafkaError::Io { op: "read a request size", source }),
+        tokio::select! {
+            r = rd.read_exact(&mut prefix) => match r {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(source) => return Err(KafkaError::Io { op: "read a request size", source }),
+            },
+            _ = stopped(stop.clone()) => return Ok(()),
         }
         let len = codec::check_frame_size(prefix, max_frame_bytes)?;
         // Grow with the bytes that actually arrive: a peer that claims a large frame and then
         // stalls holds no more memory than it sent.
         let mut body = Vec::with_capacity(len.min(INITIAL_READ_BYTES));
-        (&mut rd)
-            .take(len as u64)
-            .read_to_end(&mut body)
-            .await
-            .map_err(|source| KafkaError::Io { op: "read a request", source })?;
+        let mut limited = (&mut rd).take(len as u64);
+        tokio::select! {
+            r = limited.read_to_end(&mut body) => {
+                r.map_err(|source| KafkaError::Io { op: "read a request", source })?;
+            }
+            _ = stopped(stop.clone()) => return Ok(()),
+        }
         if body.len() != len {
             return Err(KafkaError::Malformed(format!(
                 "connection closed after {} of {len} bytes",
                 body.len()
             )));
         }
-        let response = match codec::decode_request(Bytes::from(body))? {
-            Incoming::ApiVersionsTooNew { correlation_id } => {
-                Some(codec::api_versions_too_new(correlation_id)?)
-            }
-            Incoming::Request(mut req) => {
-                tracing::trace!(api = ?req.key, version = req.header.request_api_version,
-                    correlation_id = req.header.correlation_id,
-                    client = req.header.client_id.as_deref().unwrap_or(""), "Kafka request");
-                match sasl::gate(&mut req, token, &mut auth)? {
-                    sasl::Gate::Pass => handlers::handle(ctx, req).await?,
-                    sasl::Gate::Reply(frame) => Some(frame),
-                    sasl::Gate::Refuse(frame) => {
-                        tracing::warn!(%peer, api = ?req.key,
-                            "Kafka client not authenticated: connection refused");
-                        if let Some(frame) = frame {
-                            let _ = wr.write_all(&frame).await;
-                            let _ = wr.flush().await;
+        let work = async {
+            match codec::decode_request(Bytes::from(body))? {
+                Incoming::ApiVersionsTooNew { correlation_id } => {
+                    Ok((Some(codec::api_versions_too_new(correlation_id)?), false))
+                }
+                Incoming::Request(mut req) => {
+                    tracing::trace!(api = ?req.key, version = req.header.request_api_version,
+                        correlation_id = req.header.correlation_id,
+                        client = req.header.client_id.as_deref().unwrap_or(""), "Kafka request");
+                    // (the answer, whether to close the connection after it)
+                    match sasl::gate(&mut req, token, &mut auth)? {
+                        sasl::Gate::Pass => handlers::handle(ctx, req).await.map(|r| (r, false)),
+                        sasl::Gate::Reply(frame) => Ok((Some(frame), false)),
+                        sasl::Gate::Refuse(frame) => {
+                            tracing::warn!(%peer, api = ?req.key,
+                                "Kafka client not authenticated: connection refused");
+                            Ok((frame, true))
                         }
-                        return Ok(());
                     }
                 }
             }
+        };
+        let grace = async {
+            stopped(stop.clone()).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let (response, close) = tokio::select! {
+            r = work => r?,
+            _ = grace => return Ok(()),
         };
         if let Some(frame) = response {
             wr.write_all(&frame)
                 .await
                 .map_err(|source| KafkaError::Io { op: "write a response", source })?;
             wr.flush().await.map_err(|source| KafkaError::Io { op: "write a response", source })?;
+        }
+        if close {
+            return Ok(());
         }
     }
 }
