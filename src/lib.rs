@@ -4,6 +4,8 @@
 pub mod broker;
 pub mod cli;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

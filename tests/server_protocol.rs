@@ -388,11 +388,16 @@ async fn authentication_is_required_when_a_token_is_configured() {
         ..ServerConfig::default()
     })
     .await;
+    // Anything before authenticating, or a wrong token: Unauthorized, then the server closes.
     let mut s = server.connect().await;
     let resp = call(&mut s, 1, &Request::ListTopics).await;
     assert!(matches!(resp, Response::Error { code: ErrorCode::Unauthorized, .. }), "{resp:?}");
+    expect_closed(&mut s).await;
+    let mut s = server.connect().await;
     let resp = call(&mut s, 2, &Request::Authenticate { token: "wrong".into() }).await;
     assert!(matches!(resp, Response::Error { code: ErrorCode::Unauthorized, .. }), "{resp:?}");
+    expect_closed(&mut s).await;
+    let mut s = server.connect().await;
     assert_eq!(
         call(&mut s, 3, &Request::Authenticate { token: "s3cret".into() }).await,
         Response::Ok

@@ -95,6 +95,9 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     pub max_topics: usize,
     pub max_partitions: u32,
+    /// The file system every partition log goes through (`None`: the real one). Tests pass a
+    /// fault-injecting one (`storage::FaultyFs`) to prove what a producer sees when the disk fails.
+    pub fs: Option<Arc<dyn FileSystem>>,
 }
 
 impl Default for BrokerConfig {
@@ -106,6 +109,7 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             max_topics: 10_000,
             max_partitions: 1024,
+            fs: None,
         }
     }
 }
@@ -255,7 +259,10 @@ impl Broker {
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let data_dir = &config.data_dir;
         let metrics = Arc::new(Metrics::new());
-        let fs: Arc<dyn FileSystem> = Arc::new(TimedFs::new(Arc::new(RealFs), metrics.clone()));
+        // Every log does its file work through the timing wrapper, over the injected file system
+        // (tests' fault injection) or the real one.
+        let inner: Arc<dyn FileSystem> = config.fs.clone().unwrap_or_else(|| Arc::new(RealFs));
+        let fs: Arc<dyn FileSystem> = Arc::new(TimedFs::new(inner, metrics.clone()));
         fsutil::create_dir_durably(data_dir)?;
         let mut topics = BTreeMap::new();
         let entries = fs::read_dir(data_dir).map_err(|source| BrokerError::Io {

@@ -84,9 +84,68 @@ pub struct BrokerArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub advertised_kafka_addr: Option<String>,
 
-    /// Require clients to authenticate with this token.
-    #[arg(long, value_name = "TOKEN", env = "MINIKAFKA_AUTH_TOKEN", hide_env_values = true)]
+    /// Require clients to authenticate with this token (prefer --auth-token-file: a token on
+    /// the command line is visible to every local user in `ps`).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MINIKAFKA_AUTH_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "auth_token_file"
+    )]
     pub auth_token: Option<String>,
+
+    /// Require clients to authenticate with the token in this file (its first line): native
+    /// clients with an Authenticate request, Kafka clients with SASL/PLAIN (password = token).
+    #[arg(long, value_name = "PATH")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Allow a listener on a non-loopback address without a token. Without this flag, a broker
+    /// with no token refuses to listen anywhere but 127.0.0.1/::1.
+    #[arg(long)]
+    pub allow_unauthenticated_remote: bool,
+}
+
+impl BrokerArgs {
+    /// The shared secret from --auth-token-file or --auth-token, if any.
+    pub fn token(&self) -> Result<Option<String>, BrokerCommandError> {
+        let token = match (&self.auth_token_file, &self.auth_token) {
+            (Some(path), _) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| BrokerCommandError::Config {
+                        flag: "--auth-token-file",
+                        reason: format!("cannot read {}: {e}", path.display()),
+                    })?;
+                Some(text.lines().next().unwrap_or("").trim().to_string())
+            }
+            (None, t) => t.clone(),
+        };
+        if token.as_ref().is_some_and(|t| t.is_empty()) {
+            return Err(BrokerCommandError::Config {
+                flag: "--auth-token-file",
+                reason: "the token is empty".into(),
+            });
+        }
+        Ok(token)
+    }
+
+    /// Refuses a listener outside loopback when no token protects it (unless explicitly allowed).
+    fn check_exposure(
+        &self,
+        flag: &'static str,
+        addr: SocketAddr,
+    ) -> Result<(), BrokerCommandError> {
+        if addr.ip().is_loopback() || self.allow_unauthenticated_remote || self.token()?.is_some() {
+            return Ok(());
+        }
+        Err(BrokerCommandError::Config {
+            flag,
+            reason: format!(
+                "{addr} is reachable from other machines but no --auth-token-file is set; \
+                 set one, or pass --allow-unauthenticated-remote"
+            ),
+        })
+    }
 }
 
 /// Parses `always`, `never` or `interval=MS` (MS > 0).
@@ -189,11 +248,13 @@ impl BrokerArgs {
                 reason: format!("must be at least {MIN_FRAME_BYTES}"),
             });
         }
+        let listen = resolve(&self.listen)?;
+        self.check_exposure("--listen", listen)?;
         Ok(ServerConfig {
-            listen: resolve(&self.listen)?,
+            listen,
             max_connections: self.max_connections,
             max_frame_bytes: self.max_frame_bytes,
-            auth_token: self.auth_token.clone(),
+            auth_token: self.token()?,
             ..ServerConfig::default()
         })
     }
@@ -215,7 +276,10 @@ impl BrokerArgs {
                 });
             }
         }
-        let mut config = KafkaConfig::new(resolve(&self.kafka_listen)?);
+        let listen = resolve(&self.kafka_listen)?;
+        self.check_exposure("--kafka-listen", listen)?;
+        let mut config = KafkaConfig::new(listen);
+        config.auth_token = self.token()?;
         config.advertised_addr = self.advertised_kafka_addr.clone();
         config.max_connections = self.max_connections;
         config.max_frame_bytes = self.max_frame_bytes.max(MIN_KAFKA_FRAME_BYTES);

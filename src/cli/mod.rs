@@ -53,11 +53,29 @@ pub struct ConnectArgs {
     /// The broker's address (host:port).
     #[arg(long, global = true, env = "MINIKAFKA_BROKER", default_value = "127.0.0.1:7070")]
     pub broker: String,
+
+    /// File holding the broker's token (first line), for a broker run with --auth-token-file.
+    /// The env MINIKAFKA_TOKEN gives the token itself instead.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub auth_token_file: Option<std::path::PathBuf>,
 }
 
 impl ConnectArgs {
     async fn connect(&self) -> Result<Connection, CliError> {
-        Ok(Connection::connect(&self.broker).await?)
+        let token = self.token()?;
+        Ok(Connection::connect_with_token(&self.broker, token.as_deref()).await?)
+    }
+
+    /// The token from --auth-token-file, else from the env MINIKAFKA_TOKEN, if any.
+    fn token(&self) -> Result<Option<String>, CliError> {
+        if let Some(path) = &self.auth_token_file {
+            let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+                what: format!("reading --auth-token-file {}", path.display()),
+                source,
+            })?;
+            return Ok(Some(text.lines().next().unwrap_or("").trim().to_string()));
+        }
+        Ok(std::env::var("MINIKAFKA_TOKEN").ok().filter(|t| !t.is_empty()))
     }
 }
 

@@ -65,6 +65,19 @@ impl Connection {
         })
     }
 
+    /// Connects and, when `token` is set, authenticates with it before returning: a broker run
+    /// with `--auth-token-file` answers nothing else first (and closes the connection).
+    pub async fn connect_with_token(
+        addr: &str,
+        token: Option<&str>,
+    ) -> Result<Connection, ClientError> {
+        let conn = Connection::connect(addr).await?;
+        if let Some(token) = token {
+            conn.request(&Request::Authenticate { token: token.to_string() }).await?;
+        }
+        Ok(conn)
+    }
+
     /// The address this connection was opened to.
     pub fn addr(&self) -> &str {
         &self.inner.addr

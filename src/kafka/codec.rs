@@ -32,6 +32,9 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::InitProducerId, 0, 4),
+    // SASL/PLAIN (see `sasl`); handshake v0 would mean unframed tokens, so only v1.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The version range we support for `key`, if we implement it at all.

@@ -7,11 +7,11 @@
 //! `group` (the consumer-group rebalance state machine, no sockets), `handlers` (one per API
 //! key), `server` (the tokio listener).
 
-mod alloc;
 pub(crate) mod batch;
 pub(crate) mod codec;
 pub(crate) mod group;
 pub(crate) mod handlers;
+pub(crate) mod sasl;
 mod server;
 
 pub use server::{KafkaConfig, KafkaServer};

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use super::KafkaError;
 use super::codec::{self, Incoming};
 use super::handlers::{self, Ctx, HandlerConfig};
+use super::sasl;
 use crate::broker::Broker;
 use crate::metrics::Listener;
 
@@ -35,6 +36,8 @@ pub struct KafkaConfig {
     pub max_frame_bytes: u32,
     /// Most simultaneous Kafka connections; more wait in the accept backlog.
     pub max_connections: usize,
+    /// When set, clients must authenticate with SASL/PLAIN, password = this token.
+    pub auth_token: Option<String>,
 }
 
 impl KafkaConfig {
@@ -45,6 +48,7 @@ impl KafkaConfig {
             advertised_addr: None,
             max_frame_bytes: codec::DEFAULT_MAX_FRAME_BYTES,
             max_connections: 1024,
+            auth_token: None,
         }
     }
 }
@@ -55,6 +59,7 @@ pub struct KafkaServer {
     ctx: Arc<Ctx>,
     max_frame_bytes: u32,
     max_connections: usize,
+    auth_token: Option<Arc<str>>,
 }
 
 /// Splits `host:port` (the port is the part after the last colon, so IPv6 in brackets works).
@@ -94,6 +99,7 @@ impl KafkaServer {
             ctx: Arc::new(Ctx::new(broker, handler_config)),
             max_frame_bytes: config.max_frame_bytes,
             max_connections: config.max_connections.max(1),
+            auth_token: config.auth_token.map(Arc::from),
         })
     }
 
@@ -144,10 +150,13 @@ impl KafkaServer {
                     let max = self.max_frame_bytes;
                     let stop = stop_rx.clone();
                     let open = ctx.broker.metrics().connection_opened(Listener::Kafka);
+                    let token = self.auth_token.clone();
                     conns.spawn(async move {
                         let _permit = permit;
                         let _open = open;
-                        if let Err(e) = serve_connection(stream, &ctx, max, stop).await {
+                        let served =
+                            serve_connection(stream, &ctx, max, stop, token.as_deref(), peer).await;
+                        if let Err(e) = served {
                             tracing::debug!(%peer, error = %e, "Kafka connection closed");
                         }
                     });
@@ -184,8 +193,11 @@ async fn serve_connection(
     ctx: &Ctx,
     max_frame_bytes: u32,
     stop: watch::Receiver<bool>,
+    token: Option<&str>,
+    peer: SocketAddr,
 ) -> Result<(), KafkaError> {
     let _ = stream.set_nodelay(true);
+    let mut auth = sasl::State::default();
     let (mut rd, wr) = stream.into_split();
     let mut wr = BufWriter::new(wr);
     loop {
@@ -218,13 +230,22 @@ async fn serve_connection(
         let work = async {
             match codec::decode_request(Bytes::from(body))? {
                 Incoming::ApiVersionsTooNew { correlation_id } => {
-                    Ok(Some(codec::api_versions_too_new(correlation_id)?))
+                    Ok((Some(codec::api_versions_too_new(correlation_id)?), false))
                 }
-                Incoming::Request(req) => {
+                Incoming::Request(mut req) => {
                     tracing::trace!(api = ?req.key, version = req.header.request_api_version,
                         correlation_id = req.header.correlation_id,
                         client = req.header.client_id.as_deref().unwrap_or(""), "Kafka request");
-                    handlers::handle(ctx, req).await
+                    // (the answer, whether to close the connection after it)
+                    match sasl::gate(&mut req, token, &mut auth)? {
+                        sasl::Gate::Pass => handlers::handle(ctx, req).await.map(|r| (r, false)),
+                        sasl::Gate::Reply(frame) => Ok((Some(frame), false)),
+                        sasl::Gate::Refuse(frame) => {
+                            tracing::warn!(%peer, api = ?req.key,
+                                "Kafka client not authenticated: connection refused");
+                            Ok((frame, true))
+                        }
+                    }
                 }
             }
         };
@@ -232,7 +253,7 @@ async fn serve_connection(
             stopped(stop.clone()).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
-        let response = tokio::select! {
+        let (response, close) = tokio::select! {
             r = work => r?,
             _ = grace => return Ok(()),
         };
@@ -241,6 +262,9 @@ async fn serve_connection(
                 .await
                 .map_err(|source| KafkaError::Io { op: "write a response", source })?;
             wr.flush().await.map_err(|source| KafkaError::Io { op: "write a response", source })?;
+        }
+        if close {
+            return Ok(());
         }
     }
 }

@@ -45,7 +45,7 @@ pub(crate) async fn serve(
     let (mut rd, mut wr) = stream.into_split();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Outbox::default();
-    let mut session = Session { authenticated: false };
+    let mut session = Session { authenticated: false, close: false };
     let reason = loop {
         match take_frame(&mut inbuf, config.max_frame_bytes) {
             Ok(Some(body)) => {
@@ -72,6 +72,11 @@ pub(crate) async fn serve(
                     }
                 };
                 out.push(correlation_id, reply);
+                if session.close {
+                    tracing::warn!(%peer, "authentication failed: connection refused");
+                    let _ = out.flush(&mut wr).await;
+                    break "not authenticated";
+                }
                 if out.bytes >= FLUSH_BYTES && out.flush(&mut wr).await.is_err() {
                     break "write failed";
                 }

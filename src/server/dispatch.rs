@@ -80,6 +80,8 @@ async fn blocking<T: Send + 'static>(
 /// Per-connection state a request may read or change.
 pub(crate) struct Session {
     pub(crate) authenticated: bool,
+    /// Set when the connection must be closed after this response (a failed authentication).
+    pub(crate) close: bool,
 }
 
 /// Handles one decoded request.
@@ -114,12 +116,14 @@ async fn handle_request(
                 Response::Ok.into()
             }
             Some(_) => {
-                tracing::warn!("authentication failed: wrong token");
+                session.close = true;
                 error_response(ErrorCode::Unauthorized, "invalid token").into()
             }
         };
     }
     if config.auth_token.is_some() && !session.authenticated {
+        // Nothing is served before authentication; the connection is closed after this answer.
+        session.close = true;
         return error_response(ErrorCode::Unauthorized, "authenticate first").into();
     }
     match run(req, broker, config, stop).await {
@@ -243,6 +247,15 @@ fn into_mut(records: Bytes) -> BytesMut {
 }
 
 /// Compares secrets in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares the expected token with a presented one in time that depends only on the presented
+/// token's length, so timing tells a client nothing about the secret (not even its length).
+pub(crate) fn constant_time_eq(expected: &[u8], presented: &[u8]) -> bool {
+    if expected.is_empty() {
+        return presented.is_empty();
+    }
+    let mut diff = u8::from(expected.len() != presented.len());
+    for (i, p) in presented.iter().enumerate() {
+        diff |= expected[i % expected.len()] ^ p;
+    }
+    diff == 0
 }

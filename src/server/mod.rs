@@ -7,6 +7,8 @@
 mod connection;
 mod dispatch;
 
+pub(crate) use dispatch::constant_time_eq as tokens_equal;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -121,6 +121,11 @@ impl BrokerProcess {
         }
     }
 
+    /// The broker process's id while it runs (e.g. to read its memory use from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The broker's log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

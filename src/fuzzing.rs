@@ -1,0 +1,318 @@
+//! Entry points for fuzzers: the cargo-fuzz targets in `fuzz/` and the stable proptest harness in
+//! `tests/fuzz_decoders.rs`. Each feeds untrusted bytes to the decoders the broker runs on them,
+//! in the order the broker runs them, and returns a short summary; whatever the input, it must
+//! return (an error is fine, a panic, a hang or a huge allocation is the bug). Owns no logic of
+//! its own and is not a stable API.
+
+use std::path::Path;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+
+use crate::kafka::batch;
+use crate::kafka::codec::{self, DecodedRequest, Incoming};
+use crate::protocol;
+use crate::record::{self, RecordIter};
+use crate::storage::{Log, LogConfig};
+
+/// What a decoder made of an input, for harnesses that want to assert progress.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Units that decoded (frames, requests, records, batches).
+    pub decoded: usize,
+    /// Units refused with an error.
+    pub refused: usize,
+}
+
+/// The native protocol as the server reads a connection: length-prefixed frames (each checked
+/// against the frame limit first), each body decoded as a request; also as the client reads it
+/// (responses), and any `Append` records through `assign_offsets` as the broker does before
+/// storing them. Every request that decodes must re-encode to a frame that decodes to the same
+/// request.
+pub fn native_stream(data: &[u8]) -> Outcome {
+    let mut out = Outcome::default();
+    let mut rest = data;
+    while rest.len() >= protocol::FRAME_PREFIX_LEN {
+        let prefix = [rest[0], rest[1], rest[2], rest[3]];
+        // A small limit, like a broker run with --max-frame-bytes, so oversized frames are hit.
+        let len = match protocol::frame_len(prefix, 1 << 16) {
+            Ok(len) => len,
+            Err(_) => {
+                out.refused += 1;
+                break; // the server closes the connection here
+            }
+        };
+        let body_all = &rest[protocol::FRAME_PREFIX_LEN..];
+        if body_all.len() < len {
+            break; // waits for more bytes
+        }
+        let body = &body_all[..len];
+        rest = &body_all[len..];
+        match protocol::decode_request(body) {
+            Ok((id, req)) => {
+                out.decoded += 1;
+                let mut buf = BytesMut::new();
+                protocol::encode_request(&mut buf, id, &req);
+                let again = protocol::decode_request(&buf[protocol::FRAME_PREFIX_LEN..]);
+                assert_eq!(again.ok(), Some((id, req.clone())), "request round trip");
+                if let protocol::Request::Append { records, .. } = req {
+                    let mut owned = records.to_vec();
+                    match record::assign_offsets(&mut owned, 42, record::DEFAULT_MAX_RECORD_BYTES) {
+                        Ok(n) => {
+                            let back: Vec<_> =
+                                RecordIter::new(&owned, record::DEFAULT_MAX_RECORD_BYTES).collect();
+                            assert_eq!(back.len() as u64, n);
+                            assert!(back.iter().all(|r| r.is_ok()), "assigned records decode");
+                        }
+                        Err(_) => out.refused += 1,
+                    }
+                }
+            }
+            Err(_) => {
+                out.refused += 1;
+                let _ = protocol::peek_correlation_id(body);
+            }
+        }
+        if protocol::decode_response(body).is_ok() {
+            out.decoded += 1;
+        }
+    }
+    out
+}
+
+/// Stored records as a consumer (and `RecordIter`) reads fetched bytes.
+pub fn records(data: &[u8]) -> Outcome {
+    let mut out = Outcome::default();
+    for r in RecordIter::new(data, record::DEFAULT_MAX_RECORD_BYTES) {
+        match r {
+            Ok(v) => {
+                out.decoded += 1;
+                let _ = v.headers().count();
+                let _ = v.to_record();
+            }
+            Err(_) => {
+                out.refused += 1;
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The Kafka listener's path for one frame body: header (API key, version, header version), the
+/// request body of that API at that version, and for Produce every record set through the batch
+/// decoder (decompression included) into stored records, and those back into a Kafka batch as a
+/// fetch would encode them.
+pub fn kafka_request(data: &[u8]) -> Outcome {
+    let mut out = Outcome::default();
+    let _ = codec::check_frame_size(
+        data.get(..4).and_then(|p| p.try_into().ok()).unwrap_or([0; 4]),
+        1 << 20,
+    );
+    let mut req = match codec::decode_request(Bytes::copy_from_slice(data)) {
+        Ok(Incoming::Request(r)) => r,
+        Ok(Incoming::ApiVersionsTooNew { .. }) => {
+            out.decoded += 1;
+            return out;
+        }
+        Err(_) => {
+            out.refused += 1;
+            return out;
+        }
+    };
+    out.decoded += 1;
+    let ok = match req.key {
+        ApiKey::Produce => match codec::decode_body::<ProduceRequest>(&mut req) {
+            Ok(p) => {
+                for t in &p.topic_data {
+                    for part in &t.partition_data {
+                        if let Some(recs) = &part.records {
+                            let o = kafka_batches(recs);
+                            out.decoded += o.decoded;
+                            out.refused += o.refused;
+                        }
+                    }
+                }
+                true
+            }
+            Err(_) => false,
+        },
+        ApiKey::Fetch => body::<FetchRequest>(&mut req),
+        ApiKey::ListOffsets => body::<ListOffsetsRequest>(&mut req),
+        ApiKey::Metadata => body::<MetadataRequest>(&mut req),
+        ApiKey::OffsetCommit => body::<OffsetCommitRequest>(&mut req),
+        ApiKey::OffsetFetch => body::<OffsetFetchRequest>(&mut req),
+        ApiKey::FindCoordinator => body::<FindCoordinatorRequest>(&mut req),
+        ApiKey::JoinGroup => body::<JoinGroupRequest>(&mut req),
+        ApiKey::Heartbeat => body::<HeartbeatRequest>(&mut req),
+        ApiKey::LeaveGroup => body::<LeaveGroupRequest>(&mut req),
+        ApiKey::SyncGroup => body::<SyncGroupRequest>(&mut req),
+        ApiKey::ApiVersions => body::<ApiVersionsRequest>(&mut req),
+        ApiKey::CreateTopics => body::<CreateTopicsRequest>(&mut req),
+        ApiKey::DeleteTopics => body::<DeleteTopicsRequest>(&mut req),
+        ApiKey::InitProducerId => body::<InitProducerIdRequest>(&mut req),
+        ApiKey::SaslHandshake => body::<SaslHandshakeRequest>(&mut req),
+        ApiKey::SaslAuthenticate => body::<SaslAuthenticateRequest>(&mut req),
+        _ => false,
+    };
+    if ok {
+        out.decoded += 1;
+    } else {
+        out.refused += 1;
+    }
+    out
+}
+
+fn body<T: kafka_protocol::protocol::Decodable>(req: &mut DecodedRequest) -> bool {
+    codec::decode_body::<T>(req).is_ok()
+}
+
+/// A Produce record set through the batch decoder; what decodes is numbered like the log would
+/// and encoded back into a Kafka batch, which must hold the same number of records.
+pub fn kafka_batches(data: &Bytes) -> Outcome {
+    let mut out = Outcome::default();
+    match batch::kafka_to_stored(data, record::DEFAULT_MAX_RECORD_BYTES, 1_700_000_000_000) {
+        Ok(stored) => {
+            out.decoded += stored.record_count;
+            let mut encoded = stored.encoded;
+            let n = record::assign_offsets(&mut encoded, 7, record::DEFAULT_MAX_RECORD_BYTES)
+                .expect("the batch decoder produced records that do not re-encode");
+            assert_eq!(n as usize, stored.record_count);
+            if n > 0 {
+                batch::stored_to_kafka(&encoded, record::DEFAULT_MAX_RECORD_BYTES)
+                    .expect("stored records must encode as a Kafka batch");
+            }
+        }
+        Err(_) => out.refused += 1,
+    }
+    out
+}
+
+/// Recovery as the broker runs it at start-up: `data` becomes the only segment file of a log
+/// directory under `scratch` (which must be empty), the log is opened (tail scan, cut, index
+/// rebuild) and read to the end; a second open must give the same log. Returns the records
+/// recovered; an open refused with an error counts as refused.
+pub fn recover_segment(scratch: &Path, data: &[u8]) -> Outcome {
+    let mut out = Outcome::default();
+    let seg = scratch.join("00000000000000000000.log");
+    std::fs::write(&seg, data).expect("scratch directory is writable");
+    let config = LogConfig { segment_bytes: 1 << 16, ..LogConfig::default() };
+    let first = match Log::open(scratch, config.clone()) {
+        Ok(log) => read_to_end(&log),
+        Err(_) => {
+            out.refused += 1;
+            return out;
+        }
+    };
+    out.decoded = first.len();
+    let second = Log::open(scratch, config).map(|log| read_to_end(&log));
+    assert_eq!(second.ok().as_ref(), Some(&first), "reopening a recovered log changed it");
+    out
+}
+
+fn read_to_end(log: &Log) -> Vec<(u64, Vec<u8>)> {
+    let mut got = Vec::new();
+    let mut at = log.log_start_offset();
+    while at < log.next_offset() {
+        let slice = log.read(at, 1 << 16).expect("a recovered log reads to its end");
+        let before = at;
+        for r in slice.records() {
+            let r = r.expect("recovery keeps only records that pass their checks");
+            assert_eq!(r.offset, at, "recovered offsets are consecutive");
+            got.push((r.offset, r.value.to_vec()));
+            at += 1;
+        }
+        assert!(at > before, "a read below the end returns at least one record");
+    }
+    got
+}
+
+/// Valid inputs for mutation-based harnesses: a native stream of one frame of every request kind.
+pub fn sample_native_stream() -> Vec<u8> {
+    use protocol::Request;
+    let mut records = Vec::new();
+    for i in 0..3u8 {
+        let value = [i; 5];
+        let rec = record::NewRecord { key: Some(b"k"), ..record::NewRecord::value(&value) };
+        record::encode(&mut records, 0, &rec, record::DEFAULT_MAX_RECORD_BYTES)
+            .expect("a tiny record is below the limit");
+    }
+    let requests = [
+        Request::Authenticate { token: "secret".into() },
+        Request::CreateTopic { name: "t".into(), partitions: 3, if_not_exists: true },
+        Request::Append {
+            topic: "t".into(),
+            partition: Some(1),
+            key_hint: Some(Bytes::from_static(b"k")),
+            records: Bytes::from(records),
+        },
+        Request::Fetch {
+            topic: "t".into(),
+            partition: 0,
+            offset: 5,
+            max_bytes: 100,
+            max_wait_ms: 9,
+        },
+        Request::Describe { topic: Some("t".into()) },
+        Request::ListTopics,
+        Request::Trim { topic: "t".into(), partition: 0, before: 3 },
+        Request::CommitOffset { group: "g".into(), topic: "t".into(), partition: 0, offset: 1 },
+        Request::FetchOffset { group: "g".into(), topic: "t".into(), partition: 0 },
+        Request::DeleteTopic { name: "t".into() },
+    ];
+    let mut buf = BytesMut::new();
+    for (i, r) in requests.iter().enumerate() {
+        protocol::encode_request(&mut buf, i as u32, r);
+    }
+    buf.to_vec()
+}
+
+/// A valid Kafka Produce v3 frame body (header + body) carrying one batch of `n` records.
+pub fn sample_kafka_produce(n: u8) -> Vec<u8> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let mut stored = Vec::new();
+    for i in 0..n {
+        let value = [b'v', i];
+        let rec = record::NewRecord { key: Some(b"key"), ..record::NewRecord::value(&value) };
+        record::encode(&mut stored, u64::from(i), &rec, record::DEFAULT_MAX_RECORD_BYTES)
+            .expect("a tiny record is below the limit");
+    }
+    let batch = batch::stored_to_kafka(&stored, record::DEFAULT_MAX_RECORD_BYTES)
+        .expect("valid stored records encode");
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
+        TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partition_data(vec![
+                PartitionProduceData::default().with_index(0).with_records(Some(batch)),
+            ]),
+    ]);
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(3)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("fuzz")));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, ApiKey::Produce.request_header_version(3))
+        .expect("a default header encodes");
+    req.encode(&mut buf, 3).expect("a v3 produce request encodes");
+    buf.to_vec()
+}
+
+/// A valid segment file of `n` records, as a log writes it (made in `scratch`, then removed).
+pub fn sample_segment(scratch: &Path, n: u8) -> Vec<u8> {
+    let config = LogConfig { segment_bytes: 1 << 16, ..LogConfig::default() };
+    let log = Log::open(scratch, config).expect("scratch directory is writable");
+    for i in 0..n {
+        let value = vec![i; usize::from(i) % 7 + 1];
+        log.append(&[record::NewRecord::value(&value)]).expect("append to a fresh log");
+    }
+    log.close().expect("close a fresh log");
+    let path = scratch.join("00000000000000000000.log");
+    let bytes = std::fs::read(&path).expect("the segment just written");
+    for name in std::fs::read_dir(scratch).expect("scratch").flatten() {
+        let _ = std::fs::remove_file(name.path());
+    }
+    bytes
+}
