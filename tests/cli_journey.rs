@@ -314,3 +314,27 @@ fn describe_all_and_non_utf8_values() {
         .collect();
     assert_eq!(values, vec!["café".to_string(), "\u{fffd}\u{fffd}".to_string()]);
 }
+
+#[test]
+fn produce_file_lines_cut_by_the_read_buffer_and_crlf_endings_arrive_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    ok(broker.cli(&["topic", "create", "cut"]));
+    // A line longer than the 256 KiB read buffer, an empty line, CRLF endings, and a `\r\n`
+    // that may fall on a buffer boundary.
+    let long = "y".repeat(300_000);
+    let mut content = format!("a\r\n\n{long}\r\n");
+    let mut expected = format!("a\n\n{long}\n");
+    for i in 0..30_000 {
+        content.push_str(&format!("row {i}\r\n"));
+        expected.push_str(&format!("row {i}\n"));
+    }
+    content.push_str("end");
+    expected.push_str("end\n");
+    let file = dir.path().join("cut.txt");
+    std::fs::write(&file, &content).unwrap();
+    ok(broker.cli(&["produce", "cut", "--file", file.to_str().unwrap()]));
+    let out = ok(broker.cli(&["consume", "cut", "--from-beginning"]));
+    assert_eq!(out.len(), expected.len());
+    assert!(out == expected, "consumed lines differ from the file's lines");
+}

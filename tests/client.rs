@@ -12,6 +12,7 @@ use minikafka::client::{
     partition_for_key,
 };
 use minikafka::protocol::ErrorCode;
+use minikafka::record::NewRecord;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_batches_by_count_partitions_by_key_and_acknowledges_everything() {
@@ -148,4 +149,52 @@ async fn many_small_records_travel_in_few_requests() {
     assert_eq!(acks.iter().map(|a| a.len()).sum::<u64>(), n);
     let most = encoded_bytes.div_ceil(batch_max_bytes);
     assert!(acks.len() <= most, "{} requests for {n} records; at most {most} expected", acks.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingered_batch_is_sent_by_later_sends_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    let conn = Connection::connect(&broker.addr).await.unwrap();
+    let admin = Admin::new(conn.clone());
+    admin.create_topic("linger", 2, false).await.unwrap();
+    let config = ProducerConfig { linger: Duration::from_millis(20), ..ProducerConfig::default() };
+    let mut producer = Producer::new(conn, "linger", config).await.unwrap();
+    let next_offsets = || async {
+        let d = admin.describe_topic("linger").await.unwrap();
+        d.partitions.iter().map(|p| p.next_offset).collect::<Vec<_>>()
+    };
+    // Polled with a generous deadline: the batch goes out without `flush` or `flush_lingering`.
+    let wait_for = |want: fn(&[u64]) -> bool| {
+        let next_offsets = &next_offsets;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let got = next_offsets().await;
+                if want(&got) {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "offsets {got:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // Records keep coming to one batch: the clock is checked every so many records.
+    producer.send_record(Some(0), &NewRecord::value(b"first")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..40 {
+        producer.send_record(Some(0), &NewRecord::value(b"more")).await.unwrap();
+    }
+    // The lingered batch went out with the records that had joined it by then.
+    wait_for(|o| o[0] > 1 && o[1] == 0).await;
+
+    // A record starting another batch sends the lingered one at once.
+    producer.send_record(Some(0), &NewRecord::value(b"alone")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    producer.send_record(Some(1), &NewRecord::value(b"other")).await.unwrap();
+    wait_for(|o| o == [42, 0]).await;
+
+    producer.flush().await.unwrap();
+    assert_eq!(next_offsets().await, vec![42, 1]);
 }

@@ -2,11 +2,13 @@
 //! the chosen start position to the end as it stood at start, or following new records.
 
 use std::io::{BufWriter, Write};
+use std::ops::ControlFlow;
 
 use clap::{Args, ValueEnum};
 
 use super::{CliError, ConnectArgs};
-use crate::client::{ConsumedRecord, Consumer, ConsumerConfig, StartFrom};
+use crate::client::{Consumer, ConsumerConfig, StartFrom};
+use crate::record::RecordView;
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
@@ -73,35 +75,48 @@ pub(super) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     };
     let conn = args.connect.connect().await?;
     let mut consumer = Consumer::new(conn, &args.topic, start, config).await?;
-    let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    // Values go straight from the fetched bytes into one large buffer on stdout's raw handle
+    // (no per-record allocation, no stdout lock per write).
+    let stdout = std::io::stdout().lock();
+    let mut out = BufWriter::with_capacity(1024 * 1024, stdout);
     let mut printed = 0u64;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let format = args.format;
+    let max = args.max_messages;
     let result = loop {
-        if args.max_messages.is_some_and(|max| printed >= max) {
+        if max.is_some_and(|max| printed >= max) {
             break Ok(());
         }
-        let next = if args.follow {
+        let mut each =
+            |partition: u32, view: &RecordView<'_>| -> Result<ControlFlow<()>, CliError> {
+                write_record(&mut out, partition, view, format).map_err(CliError::stdout)?;
+                printed += 1;
+                Ok(if max.is_some_and(|max| printed >= max) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            };
+        let round = if args.follow {
             tokio::select! {
-                r = consumer.next() => r,
+                r = consumer.poll_views(&mut each) => r,
                 () = &mut shutdown => break Ok(()),
             }
         } else {
-            consumer.next().await
+            consumer.poll_views(&mut each).await
         };
-        let rec = match next {
-            Ok(Some(rec)) => rec,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(CliError::from(e)),
-        };
-        write_record(&mut out, &rec, args.format).map_err(CliError::stdout)?;
-        printed += 1;
-        // A fetched batch is fully printed: make it visible, then commit it.
-        if !consumer.has_buffered() {
-            out.flush().map_err(CliError::stdout)?;
-            if args.group.is_some() {
-                consumer.commit().await?;
+        match round {
+            Ok(Some(0)) => {}
+            // A fetched round is fully printed: make it visible, then commit it.
+            Ok(Some(_)) => {
+                out.flush().map_err(CliError::stdout)?;
+                if args.group.is_some() {
+                    consumer.commit().await?;
+                }
             }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
         }
     };
     // Whatever was printed is committed, also when stopping early (--max-messages, Ctrl-C) or
@@ -117,19 +132,24 @@ pub(super) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     result
 }
 
-fn write_record(out: &mut impl Write, rec: &ConsumedRecord, format: Format) -> std::io::Result<()> {
+fn write_record(
+    out: &mut impl Write,
+    partition: u32,
+    rec: &RecordView<'_>,
+    format: Format,
+) -> std::io::Result<()> {
     match format {
         Format::Value => {
-            out.write_all(&rec.value)?;
+            out.write_all(rec.value)?;
             out.write_all(b"\n")
         }
         Format::Json => {
             let json = JsonRecord {
-                partition: rec.partition,
+                partition,
                 offset: rec.offset,
                 timestamp: rec.timestamp_ms,
-                key: rec.key.as_deref().map(String::from_utf8_lossy),
-                value: String::from_utf8_lossy(&rec.value),
+                key: rec.key.map(String::from_utf8_lossy),
+                value: String::from_utf8_lossy(rec.value),
             };
             serde_json::to_writer(&mut *out, &json).map_err(std::io::Error::other)?;
             out.write_all(b"\n")

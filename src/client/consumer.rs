@@ -4,12 +4,14 @@
 //! could not verify: a corrupt record is an error.
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use super::admin::unexpected;
+use super::connection::Pending;
 use super::{Admin, ClientError, Connection};
 use crate::protocol::{Request, Response};
-use crate::record::{self, Header, RecordIter};
+use crate::record::{self, Header, RecordIter, RecordView};
 
 /// Where a [`Consumer`] starts in each partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +273,146 @@ impl Consumer {
         Ok(())
     }
 
+    /// Hands every record the next fetch round brings to `each`, as a [`RecordView`] borrowed
+    /// from the fetched bytes: no allocation or copy per record (the path `minikafka consume`
+    /// uses). Every record is CRC-checked before `each` sees it, exactly as for [`Consumer::next`].
+    /// `each` gets the partition and the record; returning `ControlFlow::Break` stops after that
+    /// record (the position stays right after it, so the rest is read again next time).
+    ///
+    /// Returns `Ok(None)` with `stop_at_end` once every partition reached its end, else how many
+    /// records `each` saw (0 after a long-poll that timed out). A corrupt record is reported after
+    /// the intact records fetched before it were handed out, as with `next`. Records fetched by
+    /// `next`/`poll` and not yet handed out come first.
+    pub async fn poll_views<E, F>(&mut self, mut each: F) -> Result<Option<usize>, E>
+    where
+        E: From<ClientError>,
+        F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
+    {
+        if !self.buffered.is_empty() {
+            return self.hand_out_buffered(&mut each).map(Some);
+        }
+        self.check_corrupt()?;
+        if self.config.stop_at_end && self.at_end() {
+            return Ok(None);
+        }
+        let mut seen = self.poll_views_once(0, &mut each).await?;
+        if seen == 0 && self.corrupt.is_none() && !self.config.stop_at_end {
+            // As in `fetch_round`: long-poll only when nothing at all was waiting.
+            let n = self.partitions.len().max(1) as u32;
+            let wait = (self.config.max_wait / n).max(Duration::from_millis(20));
+            seen = self.poll_views_once(wait.as_millis() as u32, &mut each).await?;
+        }
+        if seen == 0 {
+            self.check_corrupt()?;
+        }
+        Ok(Some(seen))
+    }
+
+    /// Records buffered by `next`/`poll`, handed to a `poll_views` callback. Rare (only when a
+    /// caller mixes the two APIs), so each is re-encoded to get a view of it.
+    fn hand_out_buffered<E, F>(&mut self, each: &mut F) -> Result<usize, E>
+    where
+        E: From<ClientError>,
+        F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
+    {
+        let mut seen = 0;
+        let mut buf = Vec::new();
+        while let Some(rec) = self.buffered.pop_front() {
+            buf.clear();
+            let new = record::NewRecord {
+                timestamp_ms: rec.timestamp_ms,
+                key: rec.key.as_deref(),
+                value: &rec.value,
+                headers: &rec.headers,
+            };
+            let encoded = record::encode(&mut buf, rec.offset, &new, u32::MAX)
+                .and_then(|_| record::decode(&buf, u32::MAX));
+            let view = encoded.map_err(|source| ClientError::Corrupt {
+                topic: self.topic.clone(),
+                partition: rec.partition,
+                offset: rec.offset,
+                source,
+            })?;
+            if let Some(p) = self.partitions.iter_mut().find(|p| p.partition == rec.partition) {
+                p.position = rec.offset + 1;
+            }
+            seen += 1;
+            if each(rec.partition, &view)?.is_break() {
+                break;
+            }
+        }
+        Ok(seen)
+    }
+
+    async fn poll_views_once<E, F>(&mut self, max_wait_ms: u32, each: &mut F) -> Result<usize, E>
+    where
+        E: From<ClientError>,
+        F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
+    {
+        let stop_at_end = self.config.stop_at_end;
+        let pending = self.start_fetches(max_wait_ms).await?;
+        let mut seen = 0;
+        for (i, req) in pending {
+            let resp = req.wait().await?;
+            let Response::Fetched { records, .. } = resp else {
+                return Err(unexpected("Fetch", &resp).into());
+            };
+            let state = &mut self.partitions[i];
+            if stop_at_end && records.is_empty() && max_wait_ms == 0 {
+                // See `fetch_all`: the log was cut back; where we are is the end.
+                state.end = state.fetched_to;
+            }
+            for item in RecordIter::new(&records, self.config.max_record_bytes) {
+                let view = match item {
+                    Ok(view) => view,
+                    Err(source) => {
+                        self.corrupt = Some(ClientError::Corrupt {
+                            topic: self.topic.clone(),
+                            partition: state.partition,
+                            offset: state.fetched_to,
+                            source,
+                        });
+                        return Ok(seen);
+                    }
+                };
+                if view.offset < state.fetched_to {
+                    continue;
+                }
+                if stop_at_end && view.offset >= state.end {
+                    break;
+                }
+                // Handed out as soon as fetched: nothing is buffered on this path.
+                state.fetched_to = view.offset + 1;
+                state.position = view.offset + 1;
+                seen += 1;
+                if each(state.partition, &view)?.is_break() {
+                    // The responses still pending are dropped; their records are fetched again.
+                    return Ok(seen);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Starts one fetch per partition that still has something to read, pipelined.
+    async fn start_fetches(&self, max_wait_ms: u32) -> Result<Vec<(usize, Pending)>, ClientError> {
+        let mut pending = Vec::new();
+        for (i, p) in self.partitions.iter().enumerate() {
+            if self.config.stop_at_end && p.fetched_to >= p.end {
+                continue;
+            }
+            let req = Request::Fetch {
+                topic: self.topic.clone(),
+                partition: p.partition,
+                offset: p.fetched_to,
+                max_bytes: self.config.fetch_max_bytes,
+                max_wait_ms,
+            };
+            pending.push((i, self.conn.start(&req).await?));
+        }
+        Ok(pending)
+    }
+
     fn at_end(&self) -> bool {
         self.partitions.iter().all(|p| p.fetched_to >= p.end)
     }
@@ -291,20 +433,7 @@ impl Consumer {
 
     async fn fetch_all(&mut self, max_wait_ms: u32) -> Result<usize, ClientError> {
         let stop_at_end = self.config.stop_at_end;
-        let mut pending = Vec::new();
-        for (i, p) in self.partitions.iter().enumerate() {
-            if stop_at_end && p.fetched_to >= p.end {
-                continue;
-            }
-            let req = Request::Fetch {
-                topic: self.topic.clone(),
-                partition: p.partition,
-                offset: p.fetched_to,
-                max_bytes: self.config.fetch_max_bytes,
-                max_wait_ms,
-            };
-            pending.push((i, self.conn.start(&req).await?));
-        }
+        let pending = self.start_fetches(max_wait_ms).await?;
         let mut total = 0;
         for (i, req) in pending {
             let resp = req.wait().await?;
@@ -462,6 +591,102 @@ mod tests {
                     source: record::RecordError::CrcMismatch { .. },
                     ..
                 }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn poll_views_hands_out_borrowed_records_in_order_then_none() {
+        let addr = fake_broker(encoded(&[b"a", b"b", b"c"]), 3).await;
+        let conn = Connection::connect(&addr).await.unwrap();
+        let mut c = Consumer::new(conn, "t", StartFrom::Beginning, ConsumerConfig::default())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(n) = c
+            .poll_views(|p, v| {
+                got.push((p, v.offset, v.value.to_vec()));
+                Ok::<_, ClientError>(ControlFlow::Continue(()))
+            })
+            .await
+            .unwrap()
+        {
+            assert!(n > 0, "a stop_at_end consumer below its end always gets records");
+        }
+        assert_eq!(got, vec![(0, 0, b"a".to_vec()), (0, 1, b"b".to_vec()), (0, 2, b"c".to_vec())]);
+        assert_eq!(c.position(0), Some(3));
+    }
+
+    #[tokio::test]
+    async fn poll_views_break_keeps_the_position_after_the_last_record_seen() {
+        let addr = fake_broker(encoded(&[b"a", b"b", b"c"]), 3).await;
+        let conn = Connection::connect(&addr).await.unwrap();
+        let mut c = Consumer::new(conn, "t", StartFrom::Beginning, ConsumerConfig::default())
+            .await
+            .unwrap();
+        let seen = c.poll_views(|_, _| Ok::<_, ClientError>(ControlFlow::Break(()))).await.unwrap();
+        assert_eq!(seen, Some(1));
+        assert_eq!(c.position(0), Some(1));
+        // The rest is fetched again, starting right after the record seen.
+        let mut rest = Vec::new();
+        c.poll_views(|_, v| {
+            rest.push(v.value.to_vec());
+            Ok::<_, ClientError>(ControlFlow::Continue(()))
+        })
+        .await
+        .unwrap();
+        assert_eq!(rest, vec![b"b".to_vec(), b"c".to_vec()]);
+        // At the end now.
+        assert_eq!(
+            c.poll_views(|_, _| Ok::<_, ClientError>(ControlFlow::Continue(()))).await.unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn poll_views_mixes_with_next() {
+        let addr = fake_broker(encoded(&[b"a", b"b", b"c"]), 3).await;
+        let conn = Connection::connect(&addr).await.unwrap();
+        let mut c = Consumer::new(conn, "t", StartFrom::Beginning, ConsumerConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(c.next().await.unwrap().unwrap().value, b"a");
+        let mut rest = Vec::new();
+        c.poll_views(|_, v| {
+            rest.push((v.offset, v.value.to_vec()));
+            Ok::<_, ClientError>(ControlFlow::Continue(()))
+        })
+        .await
+        .unwrap();
+        assert_eq!(rest, vec![(1, b"b".to_vec()), (2, b"c".to_vec())]);
+        assert_eq!(c.position(0), Some(3));
+    }
+
+    #[tokio::test]
+    async fn poll_views_never_shows_a_corrupt_record() {
+        let mut bytes = encoded(&[b"good", b"flipped"]);
+        let last = bytes.len() - 3; // inside the second record's value
+        bytes[last] ^= 0x01;
+        let addr = fake_broker(bytes, 2).await;
+        let conn = Connection::connect(&addr).await.unwrap();
+        let mut c = Consumer::new(conn, "t", StartFrom::Beginning, ConsumerConfig::default())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut collect = |_: u32, v: &RecordView<'_>| {
+            got.push(v.value.to_vec());
+            Ok::<_, ClientError>(ControlFlow::Continue(()))
+        };
+        assert_eq!(c.poll_views(&mut collect).await.unwrap(), Some(1));
+        let err = c.poll_views(&mut collect).await.unwrap_err();
+        assert!(c.poll_views(&mut collect).await.is_err());
+        assert_eq!(got, vec![b"good".to_vec()]);
+        assert_eq!(c.position(0), Some(1));
+        assert!(
+            matches!(
+                err,
+                ClientError::Corrupt { source: record::RecordError::CrcMismatch { .. }, .. }
             ),
             "{err:?}"
         );

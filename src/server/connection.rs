@@ -24,6 +24,8 @@ use super::dispatch::{self, Reply, Session};
 
 /// Bytes asked of the socket per read when no large frame is pending.
 const READ_CHUNK: usize = 64 * 1024;
+/// Frames up to this size get room for their whole body as soon as their length is checked.
+const WHOLE_FRAME_RESERVE: usize = 8 * 1024 * 1024;
 /// Flush queued responses once they hold this much, even if more requests are buffered.
 const FLUSH_BYTES: usize = 1024 * 1024;
 /// Bodies at least this big get the read buffer's allocation to themselves (no copy on append).
@@ -161,15 +163,20 @@ fn take_frame(inbuf: &mut BytesMut, max_frame_bytes: u32) -> Result<Option<Bytes
     Ok(Some(body))
 }
 
-/// Makes room for one more read. For a partly received frame (its length already checked
-/// against the limit by `take_frame`) the room grows with what has arrived, at most doubling, so
-/// a peer that announces a large frame and sends little of it costs little memory.
+/// Makes room for one more read. A partly received frame (its length already checked against
+/// the limit by `take_frame`) of up to `WHOLE_FRAME_RESERVE` gets room for all of it at once, so
+/// its bytes are received straight into place: growing step by step copied every large produce
+/// batch once more (a `memmove` at 12 % of the broker's CPU in 1 KiB produce). Untouched room is
+/// only virtual memory until bytes arrive. For a larger frame the room grows with what has
+/// arrived, at most doubling, so a peer that announces a huge frame and sends little of it
+/// costs little memory.
 fn reserve_for_next_frame(inbuf: &mut BytesMut) {
     let mut want = READ_CHUNK;
     if inbuf.len() >= FRAME_PREFIX_LEN {
         let len = u32::from_le_bytes([inbuf[0], inbuf[1], inbuf[2], inbuf[3]]) as usize;
         let missing = FRAME_PREFIX_LEN + len - inbuf.len();
-        want = missing.min(want.max(inbuf.len()));
+        want =
+            if len <= WHOLE_FRAME_RESERVE { missing } else { missing.min(want.max(inbuf.len())) };
     }
     inbuf.reserve(want);
 }
@@ -323,6 +330,22 @@ mod tests {
         drop(body);
         let owned = records.try_into_mut().expect("the records own their allocation");
         assert_eq!(owned.as_ptr(), at);
+    }
+
+    #[test]
+    fn a_produce_sized_frame_gets_room_for_all_of_it_at_once() {
+        let len = 1usize << 20;
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&(len as u32).to_le_bytes());
+        buf.extend_from_slice(&[7; 1000]);
+        assert_eq!(take_frame(&mut buf, protocol::MAX_FRAME_BYTES).unwrap(), None);
+        reserve_for_next_frame(&mut buf);
+        assert!(buf.capacity() >= FRAME_PREFIX_LEN + len, "capacity {}", buf.capacity());
+        // Receiving the rest never moves the bytes already received.
+        let at = buf.as_ptr();
+        buf.resize(FRAME_PREFIX_LEN + len, 0);
+        assert_eq!(buf.as_ptr(), at);
+        assert_eq!(buf[FRAME_PREFIX_LEN + 999], 7);
     }
 
     #[test]
