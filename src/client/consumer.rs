@@ -344,7 +344,28 @@ impl Consumer {
         Ok(seen)
     }
 
+    /// One round of pipelined fetches whose records are handed to `each` as soon as they are
+    /// fetched (and so count as consumed: the position moves past them).
     async fn poll_views_once<E, F>(&mut self, max_wait_ms: u32, each: &mut F) -> Result<usize, E>
+    where
+        E: From<ClientError>,
+        F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
+    {
+        self.fetch_views(max_wait_ms, true, each).await
+    }
+
+    /// One round of pipelined fetches, one per partition that still has something to read:
+    /// every record is CRC-checked and passed to `each` in order, borrowed from the response.
+    /// `consumed`: the caller hands the records out now, so the position moves past them too
+    /// (otherwise only the fetch position does, and `next` moves the position later). Stops
+    /// early when `each` breaks; the responses still pending are dropped and their records are
+    /// fetched again. A corrupt record is kept in `self.corrupt` and ends the round.
+    async fn fetch_views<E, F>(
+        &mut self,
+        max_wait_ms: u32,
+        consumed: bool,
+        each: &mut F,
+    ) -> Result<usize, E>
     where
         E: From<ClientError>,
         F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
@@ -359,7 +380,8 @@ impl Consumer {
             };
             let state = &mut self.partitions[i];
             if stop_at_end && records.is_empty() && max_wait_ms == 0 {
-                // See `fetch_all`: the log was cut back; where we are is the end.
+                // Nothing below the end we recorded: the log was cut back (topic recreated).
+                // Treat where we are as the end rather than asking again forever.
                 state.end = state.fetched_to;
             }
             for item in RecordIter::new(&records, self.config.max_record_bytes) {
@@ -372,6 +394,7 @@ impl Consumer {
                             offset: state.fetched_to,
                             source,
                         });
+                        // Nothing after a corrupt record can be trusted, in any partition.
                         return Ok(seen);
                     }
                 };
@@ -381,12 +404,12 @@ impl Consumer {
                 if stop_at_end && view.offset >= state.end {
                     break;
                 }
-                // Handed out as soon as fetched: nothing is buffered on this path.
                 state.fetched_to = view.offset + 1;
-                state.position = view.offset + 1;
+                if consumed {
+                    state.position = view.offset + 1;
+                }
                 seen += 1;
                 if each(state.partition, &view)?.is_break() {
-                    // The responses still pending are dropped; their records are fetched again.
                     return Ok(seen);
                 }
             }
@@ -431,56 +454,25 @@ impl Consumer {
         Ok(())
     }
 
+    /// One round of fetches whose records are buffered for `next`.
     async fn fetch_all(&mut self, max_wait_ms: u32) -> Result<usize, ClientError> {
-        let stop_at_end = self.config.stop_at_end;
-        let pending = self.start_fetches(max_wait_ms).await?;
-        let mut total = 0;
-        for (i, req) in pending {
-            let resp = req.wait().await?;
-            let Response::Fetched { records, .. } = resp else {
-                return Err(unexpected("Fetch", &resp));
-            };
-            let state = &mut self.partitions[i];
-            if stop_at_end && records.is_empty() && max_wait_ms == 0 {
-                // Nothing below the end we recorded: the log was cut back (topic recreated).
-                // Treat where we are as the end rather than asking again forever.
-                state.end = state.fetched_to;
-            }
-            for item in RecordIter::new(&records, self.config.max_record_bytes) {
-                let view = match item {
-                    Ok(view) => view,
-                    Err(source) => {
-                        self.corrupt = Some(ClientError::Corrupt {
-                            topic: self.topic.clone(),
-                            partition: state.partition,
-                            offset: state.fetched_to,
-                            source,
-                        });
-                        // Nothing after a corrupt record can be trusted, in any partition.
-                        return Ok(total);
-                    }
-                };
-                // A read may start at the index entry below the requested offset.
-                if view.offset < state.fetched_to {
-                    continue;
-                }
-                if stop_at_end && view.offset >= state.end {
-                    break;
-                }
-                state.fetched_to = view.offset + 1;
+        let mut buffered = std::mem::take(&mut self.buffered);
+        let got = self
+            .fetch_views(max_wait_ms, false, &mut |partition, view: &RecordView<'_>| {
                 let rec = view.to_record();
-                self.buffered.push_back(ConsumedRecord {
-                    partition: state.partition,
+                buffered.push_back(ConsumedRecord {
+                    partition,
                     offset: rec.offset,
                     timestamp_ms: rec.timestamp_ms,
                     key: rec.key,
                     value: rec.value,
                     headers: rec.headers,
                 });
-                total += 1;
-            }
-        }
-        Ok(total)
+                Ok::<_, ClientError>(ControlFlow::Continue(()))
+            })
+            .await;
+        self.buffered = buffered;
+        got
     }
 }
 
