@@ -114,6 +114,49 @@ impl Default for BrokerConfig {
     }
 }
 
+/// One partition a consumer group tracks: its committed offset, the log end and the lag between.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: u32,
+    pub committed_offset: u64,
+    /// `None` when the topic or partition no longer exists (its lag is then unknown).
+    pub log_end_offset: Option<u64>,
+    pub lag: Option<u64>,
+}
+
+impl PartitionLag {
+    pub fn new(topic: String, partition: u32, committed_offset: u64, end: Option<u64>) -> Self {
+        PartitionLag {
+            lag: end.map(|e| e.saturating_sub(committed_offset)),
+            log_end_offset: end,
+            topic,
+            partition,
+            committed_offset,
+        }
+    }
+}
+
+/// A consumer group's offsets and lag: the one document that `minikafka group describe --json`
+/// and `GET /api/groups/{group}` both print.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLag {
+    pub group: String,
+    /// Members of a live Kafka consumer group; native groups have none (offsets only).
+    pub members: Vec<String>,
+    pub total_lag: u64,
+    pub offsets: Vec<PartitionLag>,
+}
+
+impl GroupLag {
+    /// Sorts the partitions by topic and partition and adds up the known lags.
+    pub fn new(group: String, members: Vec<String>, mut offsets: Vec<PartitionLag>) -> Self {
+        offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let total_lag = offsets.iter().filter_map(|o| o.lag).sum();
+        GroupLag { group, members, total_lag, offsets }
+    }
+}
+
 /// One topic as `describe` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicDescription {

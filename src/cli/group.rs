@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{CliError, ConnectArgs};
+use crate::broker::{GroupLag, PartitionLag};
 use crate::client::Admin;
 use crate::protocol::GroupOffset;
 
@@ -37,26 +38,6 @@ enum GroupCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// One tracked partition of a group.
-#[derive(Debug, Serialize)]
-struct OffsetRow {
-    topic: String,
-    partition: u32,
-    committed_offset: u64,
-    /// `None` when the topic or partition no longer exists.
-    log_end_offset: Option<u64>,
-    lag: Option<u64>,
-}
-
-#[derive(Debug, Serialize)]
-struct GroupView {
-    group: String,
-    /// Always empty over the native protocol (see the module docs).
-    members: Vec<String>,
-    total_lag: u64,
-    offsets: Vec<OffsetRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,24 +146,14 @@ impl LogEnds {
     }
 }
 
-async fn group_view(admin: &Admin, ends: &mut LogEnds, group: &str) -> Result<GroupView, CliError> {
+async fn group_view(admin: &Admin, ends: &mut LogEnds, group: &str) -> Result<GroupLag, CliError> {
     let mut offsets = Vec::new();
     for GroupOffset { topic, partition, offset } in admin.group_offsets(group).await? {
         let end = ends.end(admin, &topic, partition).await;
-        offsets.push(OffsetRow {
-            lag: end.map(|e| e.saturating_sub(offset)),
-            log_end_offset: end,
-            topic,
-            partition,
-            committed_offset: offset,
-        });
+        offsets.push(PartitionLag::new(topic, partition, offset, end));
     }
-    Ok(GroupView {
-        group: group.to_string(),
-        members: Vec::new(),
-        total_lag: offsets.iter().filter_map(|o| o.lag).sum(),
-        offsets,
-    })
+    // Over the native protocol a group has no members: a consumer only commits under its name.
+    Ok(GroupLag::new(group.to_string(), Vec::new(), offsets))
 }
 
 /// Columns padded to their widest cell; `highlight(row, col)` cells are printed in red.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, RecordJson, RecordsPage};
-use crate::broker::{Broker, BrokerError, TopicDescription};
+use crate::broker::{Broker, BrokerError, GroupLag, PartitionLag, TopicDescription};
 use crate::metrics::{self, GroupOffsetState, PartitionState, StateSnapshot};
 use crate::protocol::ErrorCode;
 
@@ -230,25 +230,6 @@ pub(crate) async fn records(
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct GroupOffsetView {
-    topic: String,
-    partition: u32,
-    committed_offset: u64,
-    /// `None` when the topic or partition no longer exists.
-    log_end_offset: Option<u64>,
-    lag: Option<u64>,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct GroupView {
-    group: String,
-    /// Members of a live Kafka consumer group; native groups have none (offsets only).
-    members: Vec<String>,
-    total_lag: u64,
-    offsets: Vec<GroupOffsetView>,
-}
-
-#[derive(Debug, Serialize)]
 pub(crate) struct GroupSummary {
     group: String,
     members: usize,
@@ -277,29 +258,18 @@ impl<'a> LogEnds<'a> {
     }
 }
 
-fn group_view(s: &AppState, ends: &mut LogEnds<'_>, group: &str) -> Result<GroupView, ApiError> {
-    let broker = &s.broker;
-    let mut offsets: Vec<GroupOffsetView> = broker
+fn group_view(s: &AppState, ends: &mut LogEnds<'_>, group: &str) -> Result<GroupLag, ApiError> {
+    let offsets = s
+        .broker
         .group_offsets(group)?
         .into_iter()
         .map(|(topic, partition, committed)| {
             let end = ends.end(&topic, partition);
-            GroupOffsetView {
-                lag: end.map(|e| e.saturating_sub(committed)),
-                log_end_offset: end,
-                topic,
-                partition,
-                committed_offset: committed,
-            }
+            PartitionLag::new(topic, partition, committed, end)
         })
         .collect();
-    offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    Ok(GroupView {
-        group: group.to_owned(),
-        members: s.members.as_ref().map(|m| m(group)).unwrap_or_default(),
-        total_lag: offsets.iter().filter_map(|o| o.lag).sum(),
-        offsets,
-    })
+    let members = s.members.as_ref().map(|m| m(group)).unwrap_or_default();
+    Ok(GroupLag::new(group.to_owned(), members, offsets))
 }
 
 pub(crate) async fn list_groups(State(s): State<AppState>) -> ApiResult<Vec<GroupSummary>> {
@@ -323,7 +293,7 @@ pub(crate) async fn list_groups(State(s): State<AppState>) -> ApiResult<Vec<Grou
 pub(crate) async fn get_group(
     State(s): State<AppState>,
     Path(group): Path<String>,
-) -> ApiResult<GroupView> {
+) -> ApiResult<GroupLag> {
     if !s.broker.list_groups().contains(&group) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no consumer group {group}")));
     }
