@@ -104,7 +104,6 @@ pub(crate) fn kafka_to_stored(
             if claimed > plain.len() / MIN_KAFKA_RECORD_LEN {
                 anyhow::bail!("record count {claimed} cannot fit in {} bytes", plain.len());
             }
-            check_header_counts(&plain, claimed).map_err(|e| anyhow::anyhow!(e))?;
             Ok(plain)
         };
         let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress))
@@ -142,56 +141,6 @@ pub(crate) fn kafka_to_stored(
         }
     }
     Ok(out)
-}
-
-/// Reads a zigzag varint of at most `max_bytes` bytes at `*pos`.
-fn get_varint(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Option<i64> {
-    let mut z: u64 = 0;
-    for i in 0..max_bytes {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        z |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
-        }
-    }
-    None
-}
-
-/// Walks the uncompressed records of a batch checking every length and header count against
-/// the bytes that hold them. The crate's decoder reserves `header count` headers before reading
-/// them; this runs first so a lying count never sizes an allocation.
-fn check_header_counts(plain: &[u8], records: usize) -> Result<(), &'static str> {
-    let mut pos = 0;
-    for _ in 0..records {
-        let len = get_varint(plain, &mut pos, 5).ok_or("record length does not decode")?;
-        let len = usize::try_from(len).map_err(|_| "negative record length")?;
-        let end = pos
-            .checked_add(len)
-            .filter(|&e| e <= plain.len())
-            .ok_or("record runs past the batch")?;
-        let rec = &plain[..end];
-        let mut p = pos + 1; // attributes
-        get_varint(rec, &mut p, 10).ok_or("timestamp delta does not decode")?;
-        get_varint(rec, &mut p, 5).ok_or("offset delta does not decode")?;
-        for _ in 0..2 {
-            // key, then value: -1 is null, else that many bytes
-            let n = get_varint(rec, &mut p, 5).ok_or("length does not decode")?;
-            if n >= 0 {
-                p = p
-                    .checked_add(n as usize)
-                    .filter(|&e| e <= end)
-                    .ok_or("field runs past the record")?;
-            }
-        }
-        let headers = get_varint(rec, &mut p, 5).ok_or("header count does not decode")?;
-        // Each header takes at least two bytes (two lengths).
-        if headers < 0 || headers as usize > end.saturating_sub(p) / 2 {
-            return Err("header count does not fit in the record");
-        }
-        pos = end;
-    }
-    Ok(())
 }
 
 /// Appends a zigzag varint (Kafka's `varint`/`varlong`).
@@ -387,25 +336,20 @@ mod tests {
     }
 
     #[test]
-    fn a_lying_header_count_is_refused_before_the_decoder_sees_it() {
-        let mut plain = Vec::new();
-        let mut body = vec![0u8]; // attributes
-        put_varint(&mut body, 0); // timestamp delta
-        put_varint(&mut body, 0); // offset delta
-        put_varint(&mut body, -1); // null key
-        put_varint(&mut body, 1);
-        body.push(b'v');
-        put_varint(&mut body, i64::from(i32::MAX)); // headers claimed
-        put_varint(&mut plain, body.len() as i64);
-        plain.extend_from_slice(&body);
-        assert!(check_header_counts(&plain, 1).is_err());
-        // The same record with an honest count passes.
-        let honest_body = [&body[..body.len() - 5], &[0u8][..]].concat();
-        let mut honest = Vec::new();
-        put_varint(&mut honest, honest_body.len() as i64);
-        honest.extend_from_slice(&honest_body);
-        assert_eq!(check_header_counts(&honest, 1), Ok(()));
-        assert!(check_header_counts(&honest, 2).is_err(), "a second record is missing");
+    fn a_lying_header_count_is_refused_without_allocating_it() {
+        // The last record has no headers, so the batch ends with its header count (varint 0).
+        // Claim 63 headers (zigzag 0x7e, still one byte) with no bytes left to hold them.
+        let mut batch = BytesMut::from(&produce_batch(Compression::None, &sample())[..]);
+        let last = batch.len() - 1;
+        assert_eq!(batch[last], 0);
+        batch[last] = 0x7e;
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_POS..]);
+        batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+        let err = kafka_to_stored(&batch.freeze(), DEFAULT_MAX_RECORD_BYTES, 0).unwrap_err();
+        assert!(matches!(err, BatchError::Invalid(_)), "{err}");
+        // The same batch with its honest count is accepted.
+        let honest = produce_batch(Compression::None, &sample());
+        assert_eq!(kafka_to_stored(&honest, DEFAULT_MAX_RECORD_BYTES, 0).unwrap().record_count, 3);
     }
 
     #[test]
