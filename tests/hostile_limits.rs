@@ -2,7 +2,8 @@
 //! leaves the data directory exactly as it was (compared file by file, contents included).
 //! Covers: topic and group names that try to leave the data directory (`..`, `/`, `\`, NUL, `@`,
 //! 250 characters, non-ASCII), names that differ only by case or by `.` vs `_` (both allowed: see
-//! README-safety.md), max frame, max record, max fetch bytes, max topics, max partitions.
+//! README.md's "Durability and safety"), max frame, max record, max fetch bytes, max topics, max
+//! partitions.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
