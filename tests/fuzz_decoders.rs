@@ -196,3 +196,29 @@ fn regression_kafka_compact_array_count_cannot_force_a_huge_allocation() {
     let o = fuzzing::kafka_request(&frame);
     assert_eq!((o.decoded, o.refused), (1, 1), "header decodes, body is refused");
 }
+
+/// A few KiB of zstd that expand past the decompression cap must be refused, not expanded until
+/// the process is killed for memory.
+#[test]
+fn regression_a_zstd_bomb_is_refused_at_the_decompression_cap() {
+    use kafka_protocol::compression::{Decompressor, MAX_DECOMPRESSED_BYTES, Zstd};
+    let zeros = std::io::Read::take(std::io::repeat(0), MAX_DECOMPRESSED_BYTES as u64 + 1);
+    let bomb = zstd::stream::encode_all(zeros, 19).unwrap();
+    assert!(bomb.len() < 64 * 1024, "the bomb is small: {} bytes", bomb.len());
+    let mut input = bytes::Bytes::from(bomb);
+    let res = Zstd::decompress(&mut input, |b: &mut bytes::Bytes| Ok(b.len()));
+    let err = res.expect_err("a bomb past the cap must be refused");
+    println!("zstd bomb of {} expanded bytes refused: {err:#}", MAX_DECOMPRESSED_BYTES + 1);
+}
+
+/// Raw snappy states its decompressed length up front: a claim past the cap is refused before
+/// anything is allocated for it.
+#[test]
+fn regression_a_snappy_length_claim_past_the_cap_is_refused() {
+    use kafka_protocol::compression::{Decompressor, Snappy};
+    // varint 1 GiB, then a few bytes that are not the stream it promises.
+    let mut input = bytes::Bytes::from_static(&[0x80, 0x80, 0x80, 0x80, 0x04, 0, 1, 2]);
+    let res = Snappy::decompress(&mut input, |b: &mut bytes::Bytes| Ok(b.len()));
+    let err = res.expect_err("a 1 GiB claim must be refused");
+    assert!(format!("{err:#}").contains("exceed"), "{err:#}");
+}

@@ -48,9 +48,11 @@ impl<B: ByteBuf> Decompressor<B> for Lz4 {
         let buf = buf.copy_to_bytes(buf.remaining());
 
         let mut decoder = Decoder::new(buf.reader()).context("Failed to decompress lz4")?;
-        io::copy(&mut decoder, &mut tmp).context("Failed to decompress lz4")?;
+        // minikafka patch: bounded output (see `MAX_DECOMPRESSED_BYTES`).
+        let mut bounded = super::Bounded::new(tmp);
+        io::copy(&mut decoder, &mut bounded).context("Failed to decompress lz4")?;
 
-        f(&mut tmp.into_inner().into())
+        f(&mut bounded.inner.into_inner().into())
     }
 }
 

@@ -81,6 +81,8 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
         {
             let compressed = compressed.copy_to_bytes(compressed.remaining());
             let actual_len = decompress_len(&compressed).context("failed to read snappy header")?;
+            // minikafka patch: the length comes off the wire; bound it before allocating.
+            super::check_claimed_len(actual_len)?;
             let mut tmp = BytesMut::zeroed(actual_len);
             Decoder::new()
                 .decompress(&compressed, &mut tmp)
@@ -105,6 +107,11 @@ impl<B: ByteBuf> Decompressor<B> for Snappy {
             let uncompressed_block_length = decompress_len(&compressed_block)
                 .context("failed to get snappy uncompressed length")?;
             let uncompressed_block_start = uncompressed.len();
+            // minikafka patch: the block length comes off the wire; bound the total before
+            // growing the buffer for it.
+            super::check_claimed_len(
+                uncompressed_block_start.saturating_add(uncompressed_block_length),
+            )?;
             uncompressed.resize(
                 uncompressed_block_start.saturating_add(uncompressed_block_length),
                 0,
