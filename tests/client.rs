@@ -198,3 +198,62 @@ async fn a_lingered_batch_is_sent_by_later_sends_without_a_flush() {
     producer.flush().await.unwrap();
     assert_eq!(next_offsets().await, vec![42, 1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_behind_keeps_fetches_in_flight_and_still_reads_every_record_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    let conn = Connection::connect(&broker.addr).await.unwrap();
+    Admin::new(conn.clone()).create_topic("deep", 2, false).await.unwrap();
+    let mut producer =
+        Producer::new(conn.clone(), "deep", ProducerConfig::default()).await.unwrap();
+    let n = 3000u64;
+    for i in 0..n {
+        let value = format!("{i:06}{}", "x".repeat(200));
+        let rec = NewRecord { timestamp_ms: 0, key: None, value: value.as_bytes(), headers: &[] };
+        producer.send_record(Some((i % 2) as u32), &rec).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let want = |p: u64| -> Vec<String> {
+        (0..n).filter(|i| i % 2 == p).map(|i| format!("{i:06}{}", "x".repeat(200))).collect()
+    };
+    // Small fetches: every partition stays behind, so rounds pipeline continuations.
+    let config = ConsumerConfig { fetch_max_bytes: 4096, ..ConsumerConfig::default() };
+
+    // Record by record.
+    let mut consumer =
+        Consumer::new(conn.clone(), "deep", StartFrom::Beginning, config.clone()).await.unwrap();
+    let mut got: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let mut offsets = [0u64; 2];
+    while let Some(rec) = consumer.next().await.unwrap() {
+        let p = rec.partition as usize;
+        assert_eq!(rec.offset, offsets[p], "partition {p} in order, no gap");
+        offsets[p] += 1;
+        got[p].push(String::from_utf8(rec.value).unwrap());
+    }
+    assert_eq!(got, [want(0), want(1)]);
+
+    // Borrowed views, stopping every 7 records: the fetches still in flight are dropped and
+    // the next poll goes on right after the last record seen.
+    let mut consumer = Consumer::new(conn, "deep", StartFrom::Beginning, config).await.unwrap();
+    let mut got: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    loop {
+        let mut seen_in_poll = 0;
+        let r = consumer
+            .poll_views(|partition, view| {
+                got[partition as usize].push(String::from_utf8(view.value.to_vec()).unwrap());
+                seen_in_poll += 1;
+                Ok::<_, ClientError>(if seen_in_poll % 7 == 0 {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                })
+            })
+            .await
+            .unwrap();
+        if r.is_none() {
+            break;
+        }
+    }
+    assert_eq!(got, [want(0), want(1)]);
+}

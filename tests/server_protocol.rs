@@ -555,3 +555,84 @@ async fn requests_pipelined_behind_a_long_poll_are_answered_after_it_in_order() 
     assert_eq!((id, resp), (11, Response::Topics { names: vec!["t".into()] }));
     server.stop().await.unwrap();
 }
+
+fn fetch_from(partition: u32, offset: u64, max_bytes: u32) -> Request {
+    Request::Fetch { topic: "t".into(), partition, offset, max_bytes, max_wait_ms: 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continued_fetches_kept_in_flight_read_each_partition_in_order_exactly_once() {
+    let server = TestServer::default().await;
+    let mut s = server.connect().await;
+    create(&mut s, "t", 2).await;
+    // 1 KiB values so that 70 KiB fetches go out with sendfile; partition 1 gets fewer.
+    let values: Vec<String> = (0..300).map(|i| format!("{i:05}{}", "v".repeat(1019))).collect();
+    for chunk in values.chunks(50) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        call(&mut s, 2, &append("t", 0, &refs)).await;
+    }
+    let few: Vec<&str> = values[..30].iter().map(String::as_str).collect();
+    call(&mut s, 3, &append("t", 1, &few)).await;
+    // Everything in one write: per partition, one fetch from an offset and continuations
+    // behind it, the two partitions interleaved; more continuations than there is data.
+    let mut batch = BytesMut::new();
+    let mut id = 100;
+    for k in 0..8 {
+        for partition in [0, 1] {
+            let offset = if k == 0 { 0 } else { protocol::FETCH_CONTINUE };
+            protocol::encode_request(&mut batch, id, &fetch_from(partition, offset, 70 * 1024));
+            id += 1;
+        }
+    }
+    s.write_all(&batch).await.unwrap();
+    let mut got: [Vec<(u64, String)>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..16 {
+        let (rid, resp) = read_response(&mut s).await.unwrap();
+        assert_eq!(rid, 100 + i);
+        got[(i % 2) as usize].extend(fetched_values(&resp));
+    }
+    let want = |n: usize| -> Vec<(u64, String)> {
+        values[..n].iter().enumerate().map(|(i, v)| (i as u64, v.clone())).collect()
+    };
+    assert_eq!(got[0], want(300), "partition 0: every record once, in order");
+    assert_eq!(got[1], want(30), "partition 1: every record once, in order");
+    // A fetch from an explicit offset moves where the next continuation starts.
+    let resp = call(&mut s, 200, &fetch_from(0, 10, 1)).await;
+    assert_eq!(fetched_values(&resp), want(11)[10..].to_vec());
+    let resp = call(&mut s, 201, &fetch_from(0, protocol::FETCH_CONTINUE, 1)).await;
+    assert_eq!(fetched_values(&resp), want(12)[11..].to_vec());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continued_fetch_needs_an_earlier_fetch_of_that_partition_on_the_connection() {
+    let server = TestServer::default().await;
+    let mut s = server.connect().await;
+    create(&mut s, "t", 2).await;
+    call(&mut s, 2, &append("t", 0, &["a", "b"])).await;
+    let resp = call(&mut s, 3, &fetch_from(0, protocol::FETCH_CONTINUE, 1 << 20)).await;
+    assert!(
+        matches!(&resp, Response::Error { code: ErrorCode::InvalidRequest, message }
+            if message.contains("no earlier fetch of t/0")),
+        "{resp:?}"
+    );
+    // A failed fetch sets no position either.
+    let resp = call(&mut s, 4, &fetch_from(0, 99, 1 << 20)).await;
+    assert!(matches!(resp, Response::Error { code: ErrorCode::OffsetOutOfRange, .. }), "{resp:?}");
+    let resp = call(&mut s, 5, &fetch_from(0, protocol::FETCH_CONTINUE, 1 << 20)).await;
+    assert!(matches!(resp, Response::Error { code: ErrorCode::InvalidRequest, .. }), "{resp:?}");
+    // Positions belong to a partition and a connection.
+    call(&mut s, 6, &fetch_from(0, 0, 1 << 20)).await;
+    let resp = call(&mut s, 7, &fetch_from(1, protocol::FETCH_CONTINUE, 1 << 20)).await;
+    assert!(matches!(resp, Response::Error { code: ErrorCode::InvalidRequest, .. }), "{resp:?}");
+    let mut other = server.connect().await;
+    let resp = call(&mut other, 8, &fetch_from(0, protocol::FETCH_CONTINUE, 1 << 20)).await;
+    assert!(matches!(resp, Response::Error { code: ErrorCode::InvalidRequest, .. }), "{resp:?}");
+    // Caught up: a continuation is empty, then sees what is appended later.
+    let resp = call(&mut s, 9, &fetch_from(0, protocol::FETCH_CONTINUE, 1 << 20)).await;
+    assert_eq!(fetched_values(&resp), Vec::<(u64, String)>::new());
+    call(&mut s, 10, &append("t", 0, &["c"])).await;
+    let resp = call(&mut s, 11, &fetch_from(0, protocol::FETCH_CONTINUE, 1 << 20)).await;
+    assert_eq!(fetched_values(&resp), vec![(2, "c".to_string())]);
+    server.stop().await.unwrap();
+}

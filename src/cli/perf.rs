@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::{CliError, ConnectArgs};
 use crate::client::{Admin, ClientError, Connection};
-use crate::protocol::{Request, Response};
+use crate::protocol::{FETCH_CONTINUE, Request, Response};
 use crate::record::{self, NewRecord, RecordIter};
 
 /// Largest latency recorded (one minute, in µs); larger values are clamped to it.
@@ -123,6 +123,9 @@ struct ConsumeArgs {
     /// Bytes asked for per fetch.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_FETCH_BYTES)]
     fetch_size: u32,
+    /// Fetches in flight per consumer (1: each waits for the one before).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    fetch_depth: usize,
 }
 
 #[derive(Debug, Args)]
@@ -472,8 +475,8 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let mut tasks = Vec::new();
     for (conn, plan) in conns.into_iter().zip(plans) {
         let topic = common.topic.clone();
-        let fetch_size = args.fetch_size;
-        tasks.push(tokio::spawn(replay(conn, topic, plan, fetch_size)));
+        let (fetch_size, depth) = (args.fetch_size, args.fetch_depth.max(1));
+        tasks.push(tokio::spawn(replay(conn, topic, plan, fetch_size, depth)));
     }
     let mut hist = new_histogram();
     let (mut records, mut value_bytes) = (0, 0);
@@ -500,60 +503,68 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Reads each planned partition range with one fetch in flight per partition (a fetch's start
-/// depends on where the previous one ended), CRC-checking every record.
+/// Reads each planned partition range, CRC-checking every record, with `--fetch-depth` fetches
+/// in flight: the first from the offset wanted, the rest continuing where the one before ends
+/// (`FETCH_CONTINUE`), so the broker reads the next chunk while this checks the last.
 async fn replay(
     conn: Connection,
     topic: String,
     plan: Vec<(u32, u64, u64)>,
     fetch_size: u32,
+    depth: usize,
 ) -> Result<(u64, u64, Histogram<u64>), CliError> {
     let mut hist = new_histogram();
-    // (partition, next offset, end)
-    let mut states: Vec<(u32, u64, u64)> = plan.into_iter().filter(|p| p.1 < p.2).collect();
     let (mut total, mut value_bytes) = (0u64, 0u64);
-    while !states.is_empty() {
-        let mut pending = Vec::with_capacity(states.len());
-        for &(partition, offset, _) in &states {
-            let req = Request::Fetch {
-                topic: topic.clone(),
-                partition,
-                offset,
-                max_bytes: fetch_size,
-                max_wait_ms: 0,
-            };
-            pending.push((Instant::now(), conn.start(&req).await?));
-        }
-        for (state, (sent_at, p)) in states.iter_mut().zip(pending) {
-            let resp = p.wait().await?;
+    for (partition, start, mut end) in plan {
+        let mut next = start;
+        let mut in_flight = VecDeque::with_capacity(depth);
+        while next < end {
+            while in_flight.len() < depth {
+                let offset = if in_flight.is_empty() { next } else { FETCH_CONTINUE };
+                let req = Request::Fetch {
+                    topic: topic.clone(),
+                    partition,
+                    offset,
+                    max_bytes: fetch_size,
+                    max_wait_ms: 0,
+                };
+                in_flight.push_back((Instant::now(), conn.start(&req).await?));
+            }
+            // Invariant: the loop above filled it (depth >= 1).
+            let (sent_at, pending) = in_flight.pop_front().expect("a fetch in flight");
+            let resp = pending.wait().await?;
             record_latency(&mut hist, sent_at.elapsed(), 1);
             let Response::Fetched { records, .. } = resp else {
                 return Err(CliError::Broker(format!("unexpected response to Fetch: {resp:?}")));
             };
             if records.is_empty() {
                 // The log was cut back below the end we saw at start: nothing more to read.
-                state.2 = state.1;
+                end = next;
                 continue;
             }
             for item in RecordIter::new(&records, record::DEFAULT_MAX_RECORD_BYTES) {
                 let view = item.map_err(|source| ClientError::Corrupt {
                     topic: topic.clone(),
-                    partition: state.0,
-                    offset: state.1,
+                    partition,
+                    offset: next,
                     source,
                 })?;
-                if view.offset < state.1 {
-                    continue; // a read may start at the index entry below the offset
-                }
-                if view.offset >= state.2 {
+                if view.offset >= end {
                     break;
                 }
-                state.1 = view.offset + 1;
+                if view.offset != next {
+                    return Err(CliError::Broker(format!(
+                        "fetch of {topic}/{partition} brought offset {} where {next} was due",
+                        view.offset
+                    )));
+                }
+                next += 1;
                 total += 1;
                 value_bytes += view.value.len() as u64;
             }
         }
-        states.retain(|s| s.1 < s.2);
+        // Fetches still in flight past the end are dropped; the connection discards their
+        // answers.
     }
     Ok((total, value_bytes, hist))
 }

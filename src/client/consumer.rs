@@ -10,8 +10,13 @@ use std::time::Duration;
 use super::admin::unexpected;
 use super::connection::Pending;
 use super::{Admin, ClientError, Connection};
-use crate::protocol::{Request, Response};
+use crate::protocol::{FETCH_CONTINUE, Request, Response};
 use crate::record::{self, Header, RecordIter, RecordView};
+
+/// Most fetches of one partition in flight at once (when it is behind).
+const FETCH_DEPTH: usize = 4;
+/// Most record bytes one fetch round may ask for across partitions (bounds client memory).
+const IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where a [`Consumer`] starts in each partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +85,9 @@ struct PartitionState {
     end: u64,
     /// The position last committed for the group.
     committed: Option<u64>,
+    /// The last fetch came back (nearly) full: more is likely waiting, so the next round keeps
+    /// several fetches of this partition in flight.
+    behind: bool,
 }
 
 /// Reads records of one topic. Use [`Consumer::next`] record by record, or [`Consumer::poll`]
@@ -170,6 +178,7 @@ impl Consumer {
                 fetched_to: position,
                 end: d.next_offset,
                 committed,
+                behind: false,
             });
         }
         Ok(Consumer {
@@ -379,6 +388,7 @@ impl Consumer {
                 return Err(unexpected("Fetch", &resp).into());
             };
             let state = &mut self.partitions[i];
+            state.behind = records.len() >= self.config.fetch_max_bytes as usize / 2;
             if stop_at_end && records.is_empty() && max_wait_ms == 0 {
                 // Nothing below the end we recorded: the log was cut back (topic recreated).
                 // Treat where we are as the end rather than asking again forever.
@@ -417,21 +427,35 @@ impl Consumer {
         Ok(seen)
     }
 
-    /// Starts one fetch per partition that still has something to read, pipelined.
+    /// Starts the fetches of one round, pipelined: one per partition that still has something
+    /// to read, and for a partition that is behind (its last fetch came back full) up to
+    /// `FETCH_DEPTH` of them, the later ones continuing where the one before ends
+    /// (`FETCH_CONTINUE`), so the broker reads the next chunk while this one is checked. What
+    /// the round may have in flight stays within `IN_FLIGHT_BYTES`.
     async fn start_fetches(&self, max_wait_ms: u32) -> Result<Vec<(usize, Pending)>, ClientError> {
+        let active: Vec<usize> = (0..self.partitions.len())
+            .filter(|&i| {
+                let p = &self.partitions[i];
+                !(self.config.stop_at_end && p.fetched_to >= p.end)
+            })
+            .collect();
+        let per_fetch = (self.config.fetch_max_bytes as usize).max(1);
+        let budget_depth = (IN_FLIGHT_BYTES / (per_fetch * active.len().max(1))).max(1);
         let mut pending = Vec::new();
-        for (i, p) in self.partitions.iter().enumerate() {
-            if self.config.stop_at_end && p.fetched_to >= p.end {
-                continue;
+        for i in active {
+            let p = &self.partitions[i];
+            let depth =
+                if p.behind && max_wait_ms == 0 { FETCH_DEPTH.min(budget_depth) } else { 1 };
+            for k in 0..depth {
+                let req = Request::Fetch {
+                    topic: self.topic.clone(),
+                    partition: p.partition,
+                    offset: if k == 0 { p.fetched_to } else { FETCH_CONTINUE },
+                    max_bytes: self.config.fetch_max_bytes,
+                    max_wait_ms,
+                };
+                pending.push((i, self.conn.start(&req).await?));
             }
-            let req = Request::Fetch {
-                topic: self.topic.clone(),
-                partition: p.partition,
-                offset: p.fetched_to,
-                max_bytes: self.config.fetch_max_bytes,
-                max_wait_ms,
-            };
-            pending.push((i, self.conn.start(&req).await?));
         }
         Ok(pending)
     }

@@ -52,6 +52,14 @@ pub const MIN_BODY_BYTES: usize = 5;
 /// Bytes of an encoded [`PartitionDescription`].
 const PARTITION_DESCRIPTION_LEN: usize = 4 + 8 * 4;
 
+/// The `offset` of a Fetch that continues where the previous fetch of the same topic and
+/// partition on this connection ended (the offset after its last record, or its own offset if
+/// it brought none). A consumer can so keep several fetches in flight although each one's
+/// start is only known once the one before it is answered: the broker reads the next chunk
+/// while the consumer checks the last. A continuation with no earlier successful fetch of the
+/// partition on the connection is an `InvalidRequest`.
+pub const FETCH_CONTINUE: u64 = u64::MAX;
+
 /// A request from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -81,6 +89,8 @@ pub enum Request {
         key_hint: Option<Bytes>,
         records: Bytes,
     },
+    /// Records from `offset`; [`FETCH_CONTINUE`] as the offset continues where this
+    /// connection's previous fetch of the partition ended.
     Fetch {
         topic: String,
         partition: u32,

@@ -2,6 +2,7 @@
 //! errors into error codes. Blocking broker work (topic admin, commits) runs on the blocking
 //! pool. Never reads or writes sockets.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::broker::{Broker, BrokerError, FetchResult};
 use crate::metrics::Listener;
-use crate::protocol::{ErrorCode, GroupOffset, Request, Response};
+use crate::protocol::{ErrorCode, FETCH_CONTINUE, GroupOffset, Request, Response};
 use crate::storage::StorageError;
 
 use super::ServerConfig;
@@ -82,6 +83,15 @@ pub(crate) struct Session {
     pub(crate) authenticated: bool,
     /// Set when the connection must be closed after this response (a failed authentication).
     pub(crate) close: bool,
+    /// Where the last successful fetch of each (topic, partition) ended: the start of a
+    /// `FETCH_CONTINUE` fetch. At most one entry per partition that exists.
+    pub(crate) fetch_positions: HashMap<(String, u32), u64>,
+}
+
+impl Session {
+    pub(crate) fn new() -> Session {
+        Session { authenticated: false, close: false, fetch_positions: HashMap::new() }
+    }
 }
 
 /// Handles one decoded request.
@@ -126,7 +136,7 @@ async fn handle_request(
         session.close = true;
         return error_response(ErrorCode::Unauthorized, "authenticate first").into();
     }
-    match run(req, broker, config, stop).await {
+    match run(req, broker, config, session, stop).await {
         Ok(reply) => reply,
         Err(resp) => resp.into(),
     }
@@ -136,6 +146,7 @@ async fn run(
     req: Request,
     broker: &Arc<Broker>,
     config: &ServerConfig,
+    session: &mut Session,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Reply, Response> {
     let b = broker.clone();
@@ -180,28 +191,46 @@ async fn run(
         }
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
             let started = Instant::now();
+            let key = (topic, partition);
+            let offset = if offset == FETCH_CONTINUE {
+                match session.fetch_positions.get(&key) {
+                    Some(&at) => at,
+                    None => {
+                        let msg = format!(
+                            "no earlier fetch of {}/{} on this connection to continue",
+                            key.0, key.1
+                        );
+                        return Err(error_response(ErrorCode::InvalidRequest, msg));
+                    }
+                }
+            } else {
+                offset
+            };
+            let (topic, partition) = (&key.0, key.1);
             // Leave room for the response head within the frame limit the client enforces.
             let max_bytes = (max_bytes as usize).min(config.max_frame_bytes as usize / 2);
             let max_wait = Duration::from_millis(u64::from(max_wait_ms)).min(config.max_wait);
             let fetched = if *stop.borrow() {
-                broker.fetch(&topic, partition, offset, max_bytes, 1, Duration::ZERO).await
+                broker.fetch(topic, partition, offset, max_bytes, 1, Duration::ZERO).await
             } else {
                 tokio::select! {
-                    r = broker.fetch(&topic, partition, offset, max_bytes, 1, max_wait) => r,
+                    r = broker.fetch(topic, partition, offset, max_bytes, 1, max_wait) => r,
                     // Shutting down: answer now with whatever is there.
                     _ = stop.changed() => {
-                        broker.fetch(&topic, partition, offset, max_bytes, 1, Duration::ZERO).await
+                        broker.fetch(topic, partition, offset, max_bytes, 1, Duration::ZERO).await
                     }
                 }
             };
             let fetched = fetched.map_err(|e| broker_error(&e))?;
-            let records = if fetched.records.is_empty() {
-                0
+            let (records, next) = if fetched.records.is_empty() {
+                (0, offset)
             } else {
-                fetched.records.next_offset() - fetched.records.first_offset()
+                let r = &fetched.records;
+                (r.next_offset() - r.first_offset(), r.next_offset())
             };
             let metrics = broker.metrics();
-            metrics.record_fetch(&topic, partition, records, fetched.records.len() as u64);
+            metrics.record_fetch(topic, partition, records, fetched.records.len() as u64);
+            session.fetch_positions.insert(key, next);
             metrics.observe_fetch(Listener::Native, started.elapsed());
             Reply::Fetched(fetched)
         }

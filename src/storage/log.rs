@@ -96,6 +96,12 @@ impl ReadSlice {
     pub fn bytes(&self) -> &[u8] {
         &self.segment.data()[self.start..self.end]
     }
+    /// The segment file holding these bytes and their position in it, for sending them with
+    /// `sendfile` instead of through the mapping. The bytes there are the ones `bytes` returns:
+    /// below the committed length a segment file is never written again.
+    pub fn file_range(&self) -> (&std::fs::File, u64) {
+        (self.segment.file().as_file(), self.start as u64)
+    }
     /// The records, decoded (and CRC-checked again) in place.
     pub fn records(&self) -> RecordIter<'_> {
         RecordIter::new(self.bytes(), self.max_record_bytes)

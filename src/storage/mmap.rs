@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 
 /// A read-only shared mapping of a segment file of fixed `capacity` bytes, of which the first
 /// `committed` are stable data.
@@ -68,6 +68,23 @@ impl CommittedMap {
         unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), len) }
     }
 
+    /// Unmaps the pages of the stable prefix from this process, so they stop counting in its
+    /// resident set; they stay in the page cache, and the next read of them faults them back in
+    /// from there. Errors are ignored: this changes only memory accounting, never what a read
+    /// sees.
+    pub(crate) fn release_pages(&self) {
+        let len = self.committed();
+        if len == 0 {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a shared, read-only file mapping only drops page-table
+        // entries: the next access refaults the same page from the page cache, so every slice
+        // handed out by `committed_bytes` keeps reading exactly the bytes it read before (they
+        // are never modified, see the invariants on the type). It would zero a private anonymous
+        // mapping, which this never is.
+        let _ = unsafe { self.raw.unchecked_advise_range(UncheckedAdvice::DontNeed, 0, len) };
+    }
+
     /// Tells the kernel the stable prefix will be read sequentially (a hint; errors are ignored
     /// because they change nothing about correctness).
     pub(crate) fn advise_sequential(&self) {
@@ -102,6 +119,26 @@ mod tests {
         file.set_len(9).unwrap();
         assert_eq!(map.committed_bytes(), b"head-more");
         assert_eq!(map.capacity(), 8192);
+    }
+
+    #[test]
+    fn released_pages_read_back_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        let data: Vec<u8> = (0..3 * 4096 + 17).map(|i| (i % 251) as u8).collect();
+        file.write_all_at(&data, 0).unwrap();
+        let map = CommittedMap::new(&file, data.len(), data.len()).unwrap();
+        let before = map.committed_bytes();
+        assert_eq!(before, &data[..]);
+        map.release_pages();
+        assert_eq!(before, &data[..], "a slice taken before the release still reads the data");
+        assert_eq!(map.committed_bytes(), &data[..]);
     }
 
     #[test]
