@@ -389,7 +389,6 @@ impl ProduceJob {
         let mut sent = 0u64;
         let mut acked = 0u64;
         let mut batch_no = 0u32;
-        let mut buf = Vec::new();
         loop {
             let n = match self.limit {
                 Limit::Count(total) => self.batch_records.min(total - sent),
@@ -399,8 +398,8 @@ impl ProduceJob {
             if n == 0 {
                 break;
             }
-            buf.clear();
-            buf.reserve(n as usize * (self.value.len() + record::MIN_RECORD_LEN));
+            let mut buf =
+                self.conn.batch_buffer(n as usize * (self.value.len() + record::MIN_RECORD_LEN));
             let rec = NewRecord {
                 timestamp_ms: record::now_ms(),
                 key: None,
@@ -417,11 +416,13 @@ impl ProduceJob {
                 topic: self.topic.clone(),
                 partition: Some(partition),
                 key_hint: None,
-                // The buffer is handed over; the next batch gets a fresh one of the same size.
-                records: bytes::Bytes::from(std::mem::take(&mut buf)),
+                // The buffer is handed over; the connection keeps it for reuse once written.
+                records: bytes::Bytes::from(buf),
             };
             let sent_at = Instant::now();
-            pending.push_back((sent_at, n, self.conn.start(&req).await?));
+            let p = self.conn.start(&req).await?;
+            drop(req); // so the connection holds the last reference and can reuse the buffer
+            pending.push_back((sent_at, n, p));
             sent += n;
             while pending.len() >= self.in_flight {
                 acked += wait_ack(&mut pending, &mut hist).await?;

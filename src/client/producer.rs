@@ -162,7 +162,7 @@ impl Producer {
             None => {
                 self.batches.push(Batch {
                     target,
-                    buf: Vec::with_capacity(reserve),
+                    buf: self.conn.batch_buffer(reserve),
                     records: 0,
                     started: Instant::now(),
                 });
@@ -262,7 +262,9 @@ impl Producer {
         }
         let req = append_request(&self.topic, &batch.target, Bytes::from(batch.buf));
         // Queued on the connection now, so batches reach the broker in the order they were sent.
-        self.in_flight.push_back(self.conn.start(&req).await?);
+        let pending = self.conn.start(&req).await?;
+        drop(req); // so the connection holds the last reference and can reuse the buffer
+        self.in_flight.push_back(pending);
         // Collect acknowledgements that already arrived so errors surface early.
         while let Some(front) = self.in_flight.front_mut() {
             match front.try_take() {
