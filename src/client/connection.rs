@@ -424,7 +424,8 @@ mod tests {
         assert_eq!(kept.as_ptr(), at);
         let pending = conn.start(&append(kept.clone())).await.unwrap();
         pending.wait().await.unwrap();
-        assert_ne!(conn.batch_buffer(1024).as_ptr(), kept.as_ptr());
+        let fresh = conn.batch_buffer(1024);
+        assert_ne!(fresh.as_ptr(), kept.as_ptr());
     }
 
     #[tokio::test]
