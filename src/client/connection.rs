@@ -252,6 +252,7 @@ async fn read_loop(
 ) {
     let mut read = BufReader::with_capacity(64 * 1024, read);
     let mut waiting: VecDeque<(u32, Reply)> = VecDeque::new();
+    let mut bodies = SpentBodies::default();
     let reason = loop {
         // Wait for a request to be outstanding before reading, so an idle connection closed by
         // the broker is not an error for anyone.
@@ -264,7 +265,7 @@ async fn read_loop(
         while let Ok(w) = pending.try_recv() {
             waiting.push_back(w);
         }
-        let body = match read_frame(&mut read).await {
+        let body = match read_frame(&mut read, &mut bodies).await {
             Ok(body) => body,
             Err(reason) => break reason,
         };
@@ -304,7 +305,46 @@ async fn read_loop(
     }
 }
 
-async fn read_frame(read: &mut BufReader<OwnedReadHalf>) -> Result<Bytes, String> {
+/// Large response bodies handed out recently: once every record slice of one has been dropped,
+/// its memory receives the next large response. A fresh multi-MiB buffer per fetch cost a page
+/// fault and a page clearing per 4 KiB, as much as the CRC checks of its records.
+#[derive(Default)]
+struct SpentBodies(VecDeque<Bytes>);
+
+impl SpentBodies {
+    /// Bodies this big or bigger are kept for reuse; smaller ones are cheap to allocate.
+    const MIN_BYTES: usize = 64 * 1024;
+    /// Most bodies kept: more than a consumer keeps alive at once (its fetches in flight).
+    const MAX_KEPT: usize = 8;
+
+    /// An empty buffer with room for `len` bytes: a spent body when one is free, else new.
+    fn take(&mut self, len: usize) -> BytesMut {
+        if len >= Self::MIN_BYTES
+            && let Some(i) = self.0.iter().position(Bytes::is_unique)
+            && let Some(body) = self.0.remove(i)
+            && let Ok(mut buf) = body.try_into_mut()
+        {
+            buf.clear();
+            buf.reserve(len);
+            return buf;
+        }
+        BytesMut::with_capacity(len)
+    }
+
+    fn keep(&mut self, body: &Bytes) {
+        if body.len() >= Self::MIN_BYTES {
+            if self.0.len() == Self::MAX_KEPT {
+                self.0.pop_front();
+            }
+            self.0.push_back(body.clone());
+        }
+    }
+}
+
+async fn read_frame(
+    read: &mut BufReader<OwnedReadHalf>,
+    bodies: &mut SpentBodies,
+) -> Result<Bytes, String> {
     let mut prefix = [0u8; 4];
     read.read_exact(&mut prefix).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => "the broker closed the connection".to_string(),
@@ -315,7 +355,7 @@ async fn read_frame(read: &mut BufReader<OwnedReadHalf>) -> Result<Bytes, String
     // `len` was checked against MAX_FRAME_BYTES by frame_len before this allocation. Read into
     // spare capacity rather than a zeroed buffer: zero-filling a multi-MiB fetch response cost
     // as much CPU as the CRC checks of its records.
-    let mut body = BytesMut::with_capacity(len);
+    let mut body = bodies.take(len);
     while body.len() < len {
         let want = (len - body.len()) as u64;
         let n = (&mut *read)
@@ -328,7 +368,9 @@ async fn read_frame(read: &mut BufReader<OwnedReadHalf>) -> Result<Bytes, String
         }
     }
     // Frozen so fetched records are slices of this buffer, not copies.
-    Ok(body.freeze())
+    let body = body.freeze();
+    bodies.keep(&body);
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -426,6 +468,29 @@ mod tests {
         pending.wait().await.unwrap();
         let fresh = conn.batch_buffer(1024);
         assert_ne!(fresh.as_ptr(), kept.as_ptr());
+    }
+
+    #[test]
+    fn a_large_response_body_is_reused_only_once_nothing_else_holds_it() {
+        let mut bodies = SpentBodies::default();
+        let mut buf = bodies.take(1 << 20);
+        buf.resize(1 << 20, 7);
+        let at = buf.as_ptr();
+        let body = buf.freeze();
+        bodies.keep(&body);
+        let records = body.slice(100..);
+        drop(body);
+        // The records are still in use: the next body gets new memory.
+        let other = bodies.take(1 << 20);
+        assert_ne!(other.as_ptr(), at);
+        drop(records);
+        let again = bodies.take(1 << 20);
+        assert_eq!(again.as_ptr(), at, "freed by its last user, the body is reused");
+        assert!(again.is_empty() && again.capacity() >= 1 << 20);
+        // Small bodies are never kept.
+        let small = BytesMut::from(&[1u8; 100][..]).freeze();
+        bodies.keep(&small);
+        assert!(bodies.0.is_empty());
     }
 
     #[tokio::test]
