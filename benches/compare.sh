@@ -159,7 +159,9 @@ for r in $(seq "$RUNS"); do
     N_C1K+=("$(nats_field records_per_sec consume --stream p1k-$r --expect "$N1K" --size 1000)")
 done
 stop_nats
-log "NATS runs, records/s: publish 100 B ${N_P100[*]}; 1000 B ${N_P1K[*]}; replay 100 B ${N_C100[*]}; 1000 B ${N_C1K[*]}"
+ints() { printf '%.0f ' "$@"; }
+log "NATS runs, records/s: publish 100 B $(ints "${N_P100[@]}"); 1000 B $(ints "${N_P1K[@]}");" \
+    "replay 100 B $(ints "${N_C100[@]}"); 1000 B $(ints "${N_C1K[@]}")"
 
 # --- minikafka ---------------------------------------------------------------------------------
 start_broker() { # $1 = fsync policy; sets BROKER, BPID

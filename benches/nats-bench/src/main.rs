@@ -10,8 +10,10 @@
 //!   (no acks, large batches), counting every message and checking that the stream sequences are
 //!   consecutive, that every payload has the published size and that nothing is left pending.
 //!
-//! It never retries, never samples and never reports a figure for a run that failed a check: any
-//! error exits non-zero. The report is one line: JSON with `--json`, else text.
+//! The clock runs from the first publish to the last ack (stream creation excluded), and from the
+//! consumer's creation to the last message. It never retries, never samples and never reports a
+//! figure for a run that failed a check: any error exits non-zero. The report is one line: JSON
+//! with `--json`, else text.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
