@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: Redis Streams (AOF) and minikafka, same machine, same sitting, same
-# record sizes and durability. Prints one table: figure, Redis, minikafka, ratio.
+# Side-by-side benchmark: Redis Streams (AOF), NATS JetStream (file store) and minikafka, same
+# machine, same sitting, same record sizes. Prints one table: figure, Redis, NATS, minikafka, and
+# minikafka's ratio to each peer; the durability of each peer is printed under the table.
 #
 #   benches/compare.sh                 # RUNS=3 by default: every figure is the median of 3 runs
 #   RUNS=1 benches/compare.sh          # quicker, noisier
 #   MINIKAFKA=path/to/minikafka benches/compare.sh   # skip the release build
+#   NATS_BENCH=path/to/nats-bench benches/compare.sh # skip building benches/nats-bench
 #
-# Installs redis-server/redis-tools from Debian if missing (apt-get). Everything runs on
-# loopback ports picked at random, in a temp dir that is removed at the end; every process this
-# script starts is stopped by the EXIT trap. Each step has a timeout, so the whole run is bounded
-# (about 2-4 minutes on 2 busy cores with RUNS=3).
+# Installs redis-server/redis-tools and nats-server from Debian if missing (apt-get), and builds
+# benches/nats-bench (a small `nats bench` on the async-nats crate: the Go `nats` CLI is not
+# packaged) into target/nats-bench. Everything runs on loopback ports picked at random, in a temp
+# dir that is removed at the end; every process this script starts is stopped by the EXIT trap.
+# Each step has a timeout, so the whole run is bounded (about 5-8 minutes on 2 busy cores with
+# RUNS=3, most of it NATS publishing).
 set -euo pipefail
 
 RUNS=${RUNS:-3}
@@ -17,6 +21,7 @@ N100=${N100:-2000000}      # records of 100 B per produce run
 N1K=${N1K:-400000}         # records of 1000 B per produce run
 NALWAYS=${NALWAYS:-500000} # records per fsync-always run
 STEP_TIMEOUT=${STEP_TIMEOUT:-60}
+NATS_STEP_TIMEOUT=${NATS_STEP_TIMEOUT:-240} # one NATS publish of N100 records runs ~15-40 s here
 
 cd "$(dirname "$0")/.."
 WORK=$(mktemp -d /tmp/minikafka-compare.XXXXXX)
@@ -48,12 +53,22 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
+if ! command -v nats-server >/dev/null; then
+    log "installing nats-server from Debian"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+fi
+if [[ -z "${NATS_BENCH:-}" ]]; then
+    log "building benches/nats-bench (release)"
+    (cd benches/nats-bench && CARGO_TARGET_DIR=../../target/nats-bench \
+        timeout 1800 cargo build --release --quiet --locked)
+    NATS_BENCH=target/nats-bench/release/nats-bench
+fi
 if [[ -z "${MINIKAFKA:-}" ]]; then
     log "building minikafka (release)"
     cargo build --release --quiet --bin minikafka
     MINIKAFKA=target/release/minikafka
 fi
-NATS_NOTE="NATS JetStream: not measured. nats-server is in Debian ($(apt-cache policy nats-server 2>/dev/null | awk '/Candidate/ {print $2}')) but no JetStream benchmark client is (the 'nats' CLI with 'nats bench' is not packaged), so there is nothing to drive it with from Debian packages alone."
 
 # --- Redis -------------------------------------------------------------------------------------
 start_redis() { # $1 = appendfsync policy; sets RPORT
@@ -100,6 +115,53 @@ log "Redis, appendfsync always"
 start_redis always
 R_ALWAYS=$(for _ in $(seq "$RUNS"); do redis_rps "$NALWAYS" XADD sa '*' f "$V100"; done | median)
 stop_redis
+
+# --- NATS JetStream -----------------------------------------------------------------------------
+# nats-server 2.9 has no fsync setting: every stream's file store writes each message to its block
+# file before the publish ack and fsyncs on a fixed 2-minute timer (sync_interval / sync: always
+# arrived in 2.10), so only the timer-fsync rows can be measured.
+start_nats() { # sets NPORT, NPID
+    local dir="$WORK/nats"
+    mkdir -p "$dir"
+    NPORT=$(free_port)
+    nats-server -js -sd "$dir/js" -a 127.0.0.1 -p "$NPORT" >"$dir/nats.log" 2>&1 &
+    NPID=$!
+    PIDS+=("$NPID")
+    for _ in $(seq 100); do
+        grep -q 'Server is ready' "$dir/nats.log" && return 0
+        sleep 0.1
+    done
+    echo "nats-server did not start" >&2
+    exit 1
+}
+stop_nats() { kill "$NPID" 2>/dev/null || true; wait "$NPID" 2>/dev/null || true; }
+
+# field of the JSON report of one nats-bench run
+nats_field() { # $1 = field, rest = nats-bench args
+    local field=$1
+    shift
+    timeout "$NATS_STEP_TIMEOUT" "$NATS_BENCH" --server "nats://127.0.0.1:$NPORT" --json "$@" |
+        python3 -c "import json,sys; print(json.load(sys.stdin)['$field'])"
+}
+
+log "NATS JetStream $(nats-server --version | awk '{print $2}'), file store"
+start_nats
+N_P100=()
+N_P1K=()
+for r in $(seq "$RUNS"); do
+    N_P100+=("$(nats_field records_per_sec publish --stream p100-$r --records "$N100" --size 100 --in-flight 1000)")
+    N_P1K+=("$(nats_field records_per_sec publish --stream p1k-$r --records "$N1K" --size 1000 --in-flight 1000)")
+done
+N_C100=()
+N_C1K=()
+for r in $(seq "$RUNS"); do
+    N_C100+=("$(nats_field records_per_sec consume --stream p100-$r --expect "$N100" --size 100)")
+    N_C1K+=("$(nats_field records_per_sec consume --stream p1k-$r --expect "$N1K" --size 1000)")
+done
+stop_nats
+ints() { printf '%.0f ' "$@"; }
+log "NATS runs, records/s: publish 100 B $(ints "${N_P100[@]}"); 1000 B $(ints "${N_P1K[@]}");" \
+    "replay 100 B $(ints "${N_C100[@]}"); 1000 B $(ints "${N_C1K[@]}")"
 
 # --- minikafka ---------------------------------------------------------------------------------
 start_broker() { # $1 = fsync policy; sets BROKER, BPID
@@ -198,30 +260,48 @@ M_LAT=$(med "${M_LAT[@]}")
 M_ALWAYS=$(med "${M_ALWAYS[@]}")
 M_CLI_P=$(med "${M_CLI_P[@]}")
 M_CLI_C=$(med "${M_CLI_C[@]}")
+N_P100=$(med "${N_P100[@]}")
+N_P1K=$(med "${N_P1K[@]}")
+N_C100=$(med "${N_C100[@]}")
+N_C1K=$(med "${N_C1K[@]}")
 
-row() { # figure, redis, minikafka
-    awk -v f="$1" -v r="$2" -v m="$3" 'BEGIN {
-        ratio = (r > 0) ? sprintf("%.2fx", m / r) : "-";
-        rs = (r == "-") ? "-" : sprintf("%.0f", r);
-        printf "| %-52s | %12s | %12.0f | %6s |\n", f, rs, m, ratio }'
+# A peer's cell is a number, "-" (no such figure) or "n/a" (the peer cannot do it); ratios only
+# between numbers.
+row() { # figure, redis, nats, minikafka
+    awk -v f="$1" -v r="$2" -v n="$3" -v m="$4" '
+        function num(x) { return x ~ /^[0-9.eE+-]+$/ && x != "-" }
+        function cell(x) { return num(x) ? sprintf("%.0f", x) : x }
+        function ratio(x) { return (num(x) && x > 0 && num(m)) ? sprintf("%.2fx", m / x) : "-" }
+        BEGIN { printf "| %-52s | %10s | %10s | %10s | %8s | %8s |\n", f, cell(r), cell(n), cell(m), ratio(r), ratio(n) }'
 }
+mb() { awk -v x="$1" 'BEGIN {print x / 1000}'; }
+dashes() { printf -- '-%.0s' $(seq "$1"); }
 echo
-echo "minikafka vs Redis $(redis-server --version | awk '{print $3}' | tr -d 'v='), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), medians of $RUNS"
+echo "minikafka vs Redis $(redis-server --version | awk '{print $3}' | tr -d 'v=') and NATS JetStream $(nats-server --version | awk '{print $2}' | tr -d 'v'), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), medians of $RUNS"
 echo
-printf "| %-52s | %12s | %12s | %6s |\n" "figure (records/s unless said)" "Redis" "minikafka" "ratio"
-printf "|%s|%s|%s|%s|\n" "$(printf -- '-%.0s' {1..54})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})" "--------"
-row "produce 100 B, fsync every 1 s (XADD -P 64 -c 50)" "$R_XADD100" "$M_P100"
-row "produce 1000 B, fsync every 1 s" "$R_XADD1K" "$M_P1K"
-row "  same, MB/s" "$(awk -v x="$R_XADD1K" 'BEGIN {print x / 1000}')" "$(awk -v x="$M_P1K" 'BEGIN {print x / 1000}')"
-row "replay 100 B from offset 0 (XRANGE COUNT 100)" "$R_XRANGE100" "$M_C100"
-row "replay 1000 B from offset 0" "$R_XRANGE1K" "$M_C1K"
-row "  same, MB/s" "$(awk -v x="$R_XRANGE1K" 'BEGIN {print x / 1000}')" "$(awk -v x="$M_C1K" 'BEGIN {print x / 1000}')"
-row "produce 100 B, fsync always, 50 clients x 64" "$R_ALWAYS" "$M_ALWAYS"
-row "produce --file, 100 B lines (vs perf produce)" "-" "$M_CLI_P"
-row "consume --from-beginning > file (vs perf consume)" "-" "$M_CLI_C"
+printf "| %-52s | %10s | %10s | %10s | %8s | %8s |\n" "figure (records/s unless said)" "Redis" "NATS" "minikafka" "vs Redis" "vs NATS"
+printf "|%s|%s|%s|%s|%s|%s|\n" "$(dashes 54)" "$(dashes 12)" "$(dashes 12)" "$(dashes 12)" "$(dashes 10)" "$(dashes 10)"
+row "produce 100 B, fsync on a timer (see below)" "$R_XADD100" "$N_P100" "$M_P100"
+row "produce 1000 B, fsync on a timer" "$R_XADD1K" "$N_P1K" "$M_P1K"
+row "  same, MB/s" "$(mb "$R_XADD1K")" "$(mb "$N_P1K")" "$(mb "$M_P1K")"
+row "replay 100 B from offset 0" "$R_XRANGE100" "$N_C100" "$M_C100"
+row "replay 1000 B from offset 0" "$R_XRANGE1K" "$N_C1K" "$M_C1K"
+row "  same, MB/s" "$(mb "$R_XRANGE1K")" "$(mb "$N_C1K")" "$(mb "$M_C1K")"
+row "produce 100 B, fsync always, 50 clients x 64" "$R_ALWAYS" "n/a" "$M_ALWAYS"
+row "produce --file, 100 B lines (vs perf produce)" "-" "-" "$M_CLI_P"
+row "consume --from-beginning > file (vs perf consume)" "-" "-" "$M_CLI_C"
+echo
+echo "durability of the timer rows: each peer acks after writing to its file (page cache), before fsync:"
+echo "  Redis: appendonly yes, appendfsync everysec (fsync every 1 s); minikafka: --fsync interval=1000 (every 1 s);"
+echo "  NATS 2.9: JetStream file store, fsync of the stream's blocks every 2 minutes (fixed in 2.9: no sync_interval"
+echo "  option until 2.10), so NATS's timer rows are the least durable of the three."
+echo "fsync always: Redis appendfsync always, minikafka --fsync always (every ack after fdatasync, group commit);"
+echo "  NATS n/a: nats-server 2.9 has no per-message fsync mode (sync: always arrived in 2.10)."
+echo "clients: Redis redis-benchmark -c 50 -P 64 (XADD; replay = XRANGE COUNT 100 calls x 100);"
+echo "  NATS benches/nats-bench (async-nats), 1 connection, 1000 publish acks in flight, replay = ephemeral"
+echo "  pull consumer, no acks, 10,000-message pulls; minikafka perf, 1 connection, 8 batches in flight."
 echo
 echo "produce --file / perf produce: $(awk -v a="$M_CLI_P" -v b="$M_P100" 'BEGIN {printf "%.2f", a / b}');" \
     "consume > file / perf consume: $(awk -v a="$M_CLI_C" -v b="$M_C100" 'BEGIN {printf "%.2f", a / b}')"
 echo "produce-to-consume latency at 10,000 msg/s, p99: ${M_LAT} us"
 echo "broker RSS: ${IDLE_TOPICS_RSS} MiB idle with 100 topics; ${BUSY_RSS} MiB after the runs (${BUSY_ANON} MiB anonymous, the rest mapped segment pages)"
-echo "$NATS_NOTE"
