@@ -184,6 +184,8 @@ start_broker() { # $1 = fsync policy; sets BROKER, BPID
 stop_broker() { kill "$BPID" 2>/dev/null || true; wait "$BPID" 2>/dev/null || true; }
 rss_mib() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 anon_mib() { awk '/RssAnon/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+# the peak resident set since the process started (the kernel's high-water mark)
+peak_mib() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 
 # field of the JSON report of one `minikafka perf` run
 perf_field() { # $1 = field, rest = perf args
@@ -240,6 +242,7 @@ done
 rm -f "$WORK/out.txt"
 BUSY_RSS=$(rss_mib "$BPID")
 BUSY_ANON=$(anon_mib "$BPID")
+PEAK_RSS=$(peak_mib "$BPID")
 stop_broker
 
 log "minikafka, --fsync always"
@@ -249,6 +252,7 @@ for r in $(seq "$RUNS"); do
     # 50 producers, each with one batch of 64 records in flight: Redis's -c 50 -P 64.
     M_ALWAYS+=("$(perf_field records_per_sec produce --topic always-$r --record-size 100 --num-records "$NALWAYS" --producers 50 --batch-size 8576 --in-flight 1)")
 done
+PEAK_RSS_ALWAYS=$(peak_mib "$BPID")
 stop_broker
 
 med() { printf '%s\n' "$@" | median; }
@@ -299,9 +303,11 @@ echo "fsync always: Redis appendfsync always, minikafka --fsync always (every ac
 echo "  NATS n/a: nats-server 2.9 has no per-message fsync mode (sync: always arrived in 2.10)."
 echo "clients: Redis redis-benchmark -c 50 -P 64 (XADD; replay = XRANGE COUNT 100 calls x 100);"
 echo "  NATS benches/nats-bench (async-nats), 1 connection, 1000 publish acks in flight, replay = ephemeral"
-echo "  pull consumer, no acks, 10,000-message pulls; minikafka perf, 1 connection, 8 batches in flight."
+echo "  pull consumer, no acks, 10,000-message pulls; minikafka perf, 1 connection, 8 batches in flight;"
+echo "  replay = 4 MiB fetches, 4 in flight (FETCH_CONTINUE)."
 echo
 echo "produce --file / perf produce: $(awk -v a="$M_CLI_P" -v b="$M_P100" 'BEGIN {printf "%.2f", a / b}');" \
     "consume > file / perf consume: $(awk -v a="$M_CLI_C" -v b="$M_C100" 'BEGIN {printf "%.2f", a / b}')"
 echo "produce-to-consume latency at 10,000 msg/s, p99: ${M_LAT} us"
-echo "broker RSS: ${IDLE_TOPICS_RSS} MiB idle with 100 topics; ${BUSY_RSS} MiB after the runs (${BUSY_ANON} MiB anonymous, the rest mapped segment pages)"
+echo "broker RSS: ${IDLE_TOPICS_RSS} MiB idle with 100 topics; peak (VmHWM) during all the runs above: ${PEAK_RSS} MiB" \
+    "(interval broker), ${PEAK_RSS_ALWAYS} MiB (fsync-always broker); ${BUSY_RSS} MiB after them (${BUSY_ANON} MiB anonymous)"
