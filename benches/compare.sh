@@ -70,6 +70,10 @@ if [[ -z "${MINIKAFKA:-}" ]]; then
     MINIKAFKA=target/release/minikafka
 fi
 
+# Before each replay: write back what the produce runs left dirty, so that the replay measures
+# reading, not the kernel flushing the previous step's data on the same two cores.
+settle() { sync; }
+
 # --- Redis -------------------------------------------------------------------------------------
 start_redis() { # $1 = appendfsync policy; sets RPORT
     local dir="$WORK/redis-$1"
@@ -105,6 +109,7 @@ start_redis everysec
 R_XADD100=$(for _ in $(seq "$RUNS"); do redis_rps "$N100" XADD s100 '*' f "$V100"; done | median)
 R_XADD1K=$(for _ in $(seq "$RUNS"); do redis_rps "$N1K" XADD s1k '*' f "$V1000"; done | median)
 # XRANGE replay: each call returns 100 entries; entries/s = calls/s * 100.
+settle
 R_XRANGE100=$(for _ in $(seq "$RUNS"); do redis_rps 20000 XRANGE s100 - + COUNT 100; done | median)
 R_XRANGE1K=$(for _ in $(seq "$RUNS"); do redis_rps 4000 XRANGE s1k - + COUNT 100; done | median)
 R_XRANGE100=$(awk -v x="$R_XRANGE100" 'BEGIN {print x * 100}')
@@ -152,6 +157,7 @@ for r in $(seq "$RUNS"); do
     N_P100+=("$(nats_field records_per_sec publish --stream p100-$r --records "$N100" --size 100 --in-flight 1000)")
     N_P1K+=("$(nats_field records_per_sec publish --stream p1k-$r --records "$N1K" --size 1000 --in-flight 1000)")
 done
+settle
 N_C100=()
 N_C1K=()
 for r in $(seq "$RUNS"); do
@@ -212,6 +218,7 @@ for r in $(seq "$RUNS"); do
     M_P100+=("$(perf_field records_per_sec produce --topic p100-$r --record-size 100 --num-records "$N100" --batch-size 262144)")
     M_P1K+=("$(perf_field records_per_sec produce --topic p1k-$r --record-size 1000 --num-records "$N1K" --batch-size 1048576)")
 done
+settle
 M_C100=()
 M_C1K=()
 for r in $(seq "$RUNS"); do
@@ -304,7 +311,7 @@ echo "  NATS n/a: nats-server 2.9 has no per-message fsync mode (sync: always ar
 echo "clients: Redis redis-benchmark -c 50 -P 64 (XADD; replay = XRANGE COUNT 100 calls x 100);"
 echo "  NATS benches/nats-bench (async-nats), 1 connection, 1000 publish acks in flight, replay = ephemeral"
 echo "  pull consumer, no acks, 10,000-message pulls; minikafka perf, 1 connection, 8 batches in flight;"
-echo "  replay = 4 MiB fetches, 4 in flight (FETCH_CONTINUE)."
+echo "  replay = 4 MiB fetches, 4 in flight (FETCH_CONTINUE). Every peer's replays start after a sync(1)."
 echo
 echo "produce --file / perf produce: $(awk -v a="$M_CLI_P" -v b="$M_P100" 'BEGIN {printf "%.2f", a / b}');" \
     "consume > file / perf consume: $(awk -v a="$M_CLI_C" -v b="$M_C100" 'BEGIN {printf "%.2f", a / b}')"

@@ -202,3 +202,25 @@ async fn sigkill_mid_load_loses_no_acknowledged_message_fsync_never() {
 async fn sigkill_mid_load_loses_no_acknowledged_message_fsync_always() {
     kill_mid_load("always").await;
 }
+
+/// A second broker on a running broker's data directory refuses to start (two appenders would
+/// corrupt the logs); the lock dies with the process, so a SIGKILLed broker's directory opens
+/// again at once.
+#[test]
+fn a_second_broker_refuses_a_data_dir_in_use_and_a_killed_one_leaves_no_stale_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut broker = BrokerProcess::start(&data, &[]);
+    let second = std::process::Command::new(common::BIN)
+        .args(["broker", "--listen", "127.0.0.1:0", "--kafka-listen", "off", "--http-listen", "off"])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("run a second broker");
+    assert!(!second.status.success(), "the second broker must not start");
+    let err = common::stderr(&second);
+    assert!(err.contains("in use by another broker"), "{err}");
+    broker.kill();
+    broker.restart();
+    common::ok(broker.cli(&["topic", "list"]));
+}

@@ -238,6 +238,12 @@ pub enum BrokerError {
     CorruptState { path: PathBuf, reason: String },
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error(
+        "data directory {} is in use by another broker (it holds the lock on {})",
+        path.display(),
+        path.join(LOCK_FILE).display()
+    )]
+    DataDirInUse { path: PathBuf },
 }
 
 impl BrokerError {
@@ -288,6 +294,8 @@ pub struct Broker {
     /// Every partition log does its file work through this: the real file system, with each
     /// fsync timed into `metrics`.
     fs: Arc<dyn FileSystem>,
+    /// Holds the data directory's exclusive lock for as long as the broker lives.
+    _lock: fs::File,
 }
 
 /// Locks a std mutex; the data it guards (unit, a join handle) cannot be left inconsistent by a
@@ -307,6 +315,8 @@ impl Broker {
         let inner: Arc<dyn FileSystem> = config.fs.clone().unwrap_or_else(|| Arc::new(RealFs));
         let fs: Arc<dyn FileSystem> = Arc::new(TimedFs::new(inner, metrics.clone()));
         fsutil::create_dir_durably(data_dir)?;
+        // Before anything is read or repaired: two brokers appending to one log would corrupt it.
+        let lock_file = lock_data_dir(data_dir)?;
         let mut topics = BTreeMap::new();
         let entries = fs::read_dir(data_dir).map_err(|source| BrokerError::Io {
             path: data_dir.clone(),
@@ -368,6 +378,7 @@ impl Broker {
             background: Mutex::new(None),
             metrics,
             fs,
+            _lock: lock_file,
         });
         let handle = spawn_background(Arc::downgrade(&broker), broker.stop.clone(), broker.tick())
             .map_err(|source| BrokerError::Io {
@@ -829,6 +840,39 @@ impl Broker {
         }
         tracing::info!(data_dir = %self.config.data_dir.display(), "broker shut down");
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The file in the data directory a broker holds an exclusive `flock` on while it runs.
+pub const LOCK_FILE: &str = "@lock";
+/// How long opening waits for the lock: a broker of this process that is being dropped (or one
+/// finishing its shutdown) lets go of it within moments.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Takes the data directory's exclusive lock, or says which directory is in use. The lock is
+/// the kernel's (`flock`), so it goes away with the process however that ends (even SIGKILL):
+/// a stale lock file never keeps a broker from starting.
+fn lock_data_dir(dir: &Path) -> Result<fs::File, BrokerError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |op, source| BrokerError::Io { path: path.clone(), op, source };
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io("open", e))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(BrokerError::DataDirInUse { path: dir.to_path_buf() });
+            }
+            Err(e) => return Err(io("lock", e.into())),
+        }
     }
 }
 

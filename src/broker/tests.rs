@@ -370,3 +370,18 @@ async fn append_owned_works_on_a_current_thread_runtime_with_fsync_always() {
         Err(BrokerError::EmptyBatch)
     ));
 }
+
+#[test]
+fn a_second_broker_on_the_same_data_dir_is_refused_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    first.create_topic("t", 1).unwrap();
+    let err = Broker::open(config(dir.path())).err().expect("the directory is locked");
+    assert!(matches!(err, BrokerError::DataDirInUse { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another broker"), "{err}");
+    assert!(err.to_string().contains(LOCK_FILE), "{err}");
+    // The refused open changed nothing, and once the first is gone the directory opens.
+    drop(first);
+    let second = open(dir.path());
+    assert_eq!(second.describe_all().len(), 1);
+}

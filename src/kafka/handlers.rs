@@ -68,9 +68,9 @@ pub(crate) fn broker_error_code(e: &BrokerError) -> i16 {
             StorageError::InvalidRecord(_) => code(ResponseError::InvalidRecord),
             _ => code(ResponseError::KafkaStorageError),
         },
-        BrokerError::Io { .. } | BrokerError::CorruptState { .. } => {
-            code(ResponseError::KafkaStorageError)
-        }
+        BrokerError::Io { .. }
+        | BrokerError::CorruptState { .. }
+        | BrokerError::DataDirInUse { .. } => code(ResponseError::KafkaStorageError),
         BrokerError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
     }
 }

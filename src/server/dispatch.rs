@@ -48,7 +48,9 @@ pub fn error_code(e: &BrokerError) -> ErrorCode {
             StorageError::InvalidRecord(_) => ErrorCode::InvalidRecord,
             _ => ErrorCode::Storage,
         },
-        BrokerError::Io { .. } | BrokerError::CorruptState { .. } => ErrorCode::Storage,
+        BrokerError::Io { .. }
+        | BrokerError::CorruptState { .. }
+        | BrokerError::DataDirInUse { .. } => ErrorCode::Storage,
         BrokerError::ShuttingDown => ErrorCode::Internal,
     }
 }
