@@ -81,10 +81,13 @@ fn bad_names_are_refused_with_a_reason() {
     assert!(dir.path().join(&longest).join("topic.json").is_file());
     b.delete_topic(&longest).unwrap();
     assert!(validate_topic_name("...").is_ok());
-    // Nothing was created outside (or inside) the data directory besides the groups dir.
-    let entries: Vec<_> =
+    // Nothing was created outside (or inside) the data directory besides the groups dir and
+    // the lock file.
+    let mut entries: Vec<_> =
         fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(entries, vec![std::ffi::OsString::from(GROUPS_DIR)]);
+    entries.sort();
+    let want: Vec<std::ffi::OsString> = vec![GROUPS_DIR.into(), LOCK_FILE.into()];
+    assert_eq!(entries, want);
     assert!(matches!(
         b.commit_offset("../evil", "t", 0, 1),
         Err(BrokerError::InvalidGroupName { .. })
