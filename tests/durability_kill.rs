@@ -212,7 +212,15 @@ fn a_second_broker_refuses_a_data_dir_in_use_and_a_killed_one_leaves_no_stale_lo
     let data = dir.path().join("data");
     let mut broker = BrokerProcess::start(&data, &[]);
     let second = std::process::Command::new(common::BIN)
-        .args(["broker", "--listen", "127.0.0.1:0", "--kafka-listen", "off", "--http-listen", "off"])
+        .args([
+            "broker",
+            "--listen",
+            "127.0.0.1:0",
+            "--kafka-listen",
+            "off",
+            "--http-listen",
+            "off",
+        ])
         .arg("--data-dir")
         .arg(&data)
         .output()
