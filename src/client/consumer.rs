@@ -85,8 +85,8 @@ struct PartitionState {
     end: u64,
     /// The position last committed for the group.
     committed: Option<u64>,
-    /// The last fetch came back (nearly) full: more is likely waiting, so the next round keeps
-    /// several fetches of this partition in flight.
+    /// The last fetch came back (nearly) full: more is likely waiting, so several fetches of
+    /// this partition are kept in flight.
     behind: bool,
 }
 
@@ -101,6 +101,9 @@ pub struct Consumer {
     /// A corrupt record was met: the intact records fetched before it are handed out first,
     /// then this error, every time (the consumer cannot read past it).
     corrupt: Option<ClientError>,
+    /// Fetches sent and not yet handed out, in the order the broker answers them (the index of
+    /// their partition state with each).
+    in_flight: VecDeque<(usize, Pending)>,
 }
 
 impl Consumer {
@@ -188,6 +191,7 @@ impl Consumer {
             partitions,
             buffered: VecDeque::new(),
             corrupt: None,
+            in_flight: VecDeque::new(),
         })
     }
 
@@ -363,12 +367,16 @@ impl Consumer {
         self.fetch_views(max_wait_ms, true, each).await
     }
 
-    /// One round of pipelined fetches, one per partition that still has something to read:
-    /// every record is CRC-checked and passed to `each` in order, borrowed from the response.
-    /// `consumed`: the caller hands the records out now, so the position moves past them too
-    /// (otherwise only the fetch position does, and `next` moves the position later). Stops
-    /// early when `each` breaks; the responses still pending are dropped and their records are
-    /// fetched again. A corrupt record is kept in `self.corrupt` and ends the round.
+    /// One round of pipelined fetches: the fetches in flight (or, when none are, one per
+    /// partition that still has something to read, see `start_fetches`). Every record is
+    /// CRC-checked and passed to `each` in order, borrowed from the response. While a partition
+    /// is behind, each response it gets starts one more fetch continuing after the last one
+    /// (`FETCH_CONTINUE`), which stays in flight for the next round: the broker reads ahead
+    /// while this round is handed out. `consumed`: the caller hands the records out now, so the
+    /// position moves past them too (otherwise only the fetch position does, and `next` moves
+    /// the position later). Stops early when `each` breaks; the fetches still in flight are
+    /// then dropped and their records fetched again. A corrupt record is kept in
+    /// `self.corrupt` and ends the round.
     async fn fetch_views<E, F>(
         &mut self,
         max_wait_ms: u32,
@@ -379,83 +387,154 @@ impl Consumer {
         E: From<ClientError>,
         F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
     {
-        let stop_at_end = self.config.stop_at_end;
-        let pending = self.start_fetches(max_wait_ms).await?;
+        if self.in_flight.is_empty() {
+            let started = self.start_fetches(max_wait_ms).await?;
+            self.in_flight.extend(started);
+        }
+        let round = self.in_flight.len();
         let mut seen = 0;
-        for (i, req) in pending {
-            let resp = req.wait().await?;
-            let Response::Fetched { records, .. } = resp else {
-                return Err(unexpected("Fetch", &resp).into());
+        for _ in 0..round {
+            let Some((i, req)) = self.in_flight.pop_front() else { break };
+            let records = match req.wait().await {
+                Ok(Response::Fetched { records, .. }) => records,
+                Ok(other) => {
+                    self.in_flight.clear();
+                    return Err(unexpected("Fetch", &other).into());
+                }
+                Err(e) => {
+                    self.in_flight.clear();
+                    return Err(e.into());
+                }
             };
-            let state = &mut self.partitions[i];
-            state.behind = records.len() >= self.config.fetch_max_bytes as usize / 2;
-            if stop_at_end && records.is_empty() && max_wait_ms == 0 {
-                // Nothing below the end we recorded: the log was cut back (topic recreated).
-                // Treat where we are as the end rather than asking again forever.
-                state.end = state.fetched_to;
+            // Before handing these out, so the broker reads on meanwhile.
+            self.partitions[i].behind = records.len() >= self.config.fetch_max_bytes as usize / 2;
+            if let Err(e) = self.top_up(i, max_wait_ms).await {
+                self.in_flight.clear();
+                return Err(e.into());
             }
-            for item in RecordIter::new(&records, self.config.max_record_bytes) {
-                let view = match item {
-                    Ok(view) => view,
-                    Err(source) => {
-                        self.corrupt = Some(ClientError::Corrupt {
-                            topic: self.topic.clone(),
-                            partition: state.partition,
-                            offset: state.fetched_to,
-                            source,
-                        });
-                        // Nothing after a corrupt record can be trusted, in any partition.
-                        return Ok(seen);
-                    }
-                };
-                if view.offset < state.fetched_to {
-                    continue;
-                }
-                if stop_at_end && view.offset >= state.end {
-                    break;
-                }
-                state.fetched_to = view.offset + 1;
-                if consumed {
-                    state.position = view.offset + 1;
-                }
-                seen += 1;
-                if each(state.partition, &view)?.is_break() {
+            match self.hand_out(i, &records, max_wait_ms, consumed, each, &mut seen) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Broken off or corrupt: what is in flight continues from a place this
+                    // consumer is no longer at.
+                    self.in_flight.clear();
                     return Ok(seen);
+                }
+                Err(e) => {
+                    self.in_flight.clear();
+                    return Err(e);
                 }
             }
         }
         Ok(seen)
     }
 
-    /// Starts the fetches of one round, pipelined: one per partition that still has something
-    /// to read, and for a partition that is behind (its last fetch came back full) up to
-    /// `FETCH_DEPTH` of them, the later ones continuing where the one before ends
-    /// (`FETCH_CONTINUE`), so the broker reads the next chunk while this one is checked. What
-    /// the round may have in flight stays within `IN_FLIGHT_BYTES`.
-    async fn start_fetches(&self, max_wait_ms: u32) -> Result<Vec<(usize, Pending)>, ClientError> {
-        let active: Vec<usize> = (0..self.partitions.len())
-            .filter(|&i| {
-                let p = &self.partitions[i];
-                !(self.config.stop_at_end && p.fetched_to >= p.end)
-            })
-            .collect();
-        let per_fetch = (self.config.fetch_max_bytes as usize).max(1);
-        let budget_depth = (IN_FLIGHT_BYTES / (per_fetch * active.len().max(1))).max(1);
-        let mut pending = Vec::new();
-        for i in active {
-            let p = &self.partitions[i];
-            let depth =
-                if p.behind && max_wait_ms == 0 { FETCH_DEPTH.min(budget_depth) } else { 1 };
-            for k in 0..depth {
-                let req = Request::Fetch {
-                    topic: self.topic.clone(),
-                    partition: p.partition,
-                    offset: if k == 0 { p.fetched_to } else { FETCH_CONTINUE },
-                    max_bytes: self.config.fetch_max_bytes,
-                    max_wait_ms,
-                };
-                pending.push((i, self.conn.start(&req).await?));
+    /// While partition `i` is behind, keeps `fetch_depth` fetches of it in flight, each one
+    /// continuing after the one before.
+    async fn top_up(&mut self, i: usize, max_wait_ms: u32) -> Result<(), ClientError> {
+        let p = &self.partitions[i];
+        if max_wait_ms != 0 || !p.behind || (self.config.stop_at_end && p.fetched_to >= p.end) {
+            return Ok(());
+        }
+        let depth = self.fetch_depth();
+        let mut in_flight = self.in_flight.iter().filter(|(j, _)| *j == i).count();
+        // The response just received still counts until it is handed out.
+        while in_flight + 1 < depth {
+            let req = self.fetch_request(i, FETCH_CONTINUE, 0);
+            self.in_flight.push_back((i, self.conn.start(&req).await?));
+            in_flight += 1;
+        }
+        Ok(())
+    }
+
+    /// Hands the fetched records of partition `i` to `each`. `Ok(false)` when the round must
+    /// stop: `each` broke off, or a corrupt record was met.
+    fn hand_out<E, F>(
+        &mut self,
+        i: usize,
+        records: &[u8],
+        max_wait_ms: u32,
+        consumed: bool,
+        each: &mut F,
+        seen: &mut usize,
+    ) -> Result<bool, E>
+    where
+        E: From<ClientError>,
+        F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
+    {
+        let stop_at_end = self.config.stop_at_end;
+        let state = &mut self.partitions[i];
+        if stop_at_end && records.is_empty() && max_wait_ms == 0 {
+            // Nothing below the end we recorded: the log was cut back (topic recreated).
+            // Treat where we are as the end rather than asking again forever.
+            state.end = state.fetched_to;
+        }
+        for item in RecordIter::new(records, self.config.max_record_bytes) {
+            let view = match item {
+                Ok(view) => view,
+                Err(source) => {
+                    self.corrupt = Some(ClientError::Corrupt {
+                        topic: self.topic.clone(),
+                        partition: state.partition,
+                        offset: state.fetched_to,
+                        source,
+                    });
+                    // Nothing after a corrupt record can be trusted, in any partition.
+                    return Ok(false);
+                }
+            };
+            if view.offset < state.fetched_to {
+                continue;
             }
+            if stop_at_end && view.offset >= state.end {
+                break;
+            }
+            state.fetched_to = view.offset + 1;
+            if consumed {
+                state.position = view.offset + 1;
+            }
+            *seen += 1;
+            if each(state.partition, &view)?.is_break() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A fetch of partition `i` from `offset` (or `FETCH_CONTINUE`).
+    fn fetch_request(&self, i: usize, offset: u64, max_wait_ms: u32) -> Request {
+        Request::Fetch {
+            topic: self.topic.clone(),
+            partition: self.partitions[i].partition,
+            offset,
+            max_bytes: self.config.fetch_max_bytes,
+            max_wait_ms,
+        }
+    }
+
+    /// How many fetches of one partition that is behind may be in flight: `FETCH_DEPTH`, fewer
+    /// when many partitions still have something to read, so that all of them together stay
+    /// within `IN_FLIGHT_BYTES`.
+    fn fetch_depth(&self) -> usize {
+        let active = self
+            .partitions
+            .iter()
+            .filter(|p| !(self.config.stop_at_end && p.fetched_to >= p.end))
+            .count();
+        let per_fetch = (self.config.fetch_max_bytes as usize).max(1);
+        FETCH_DEPTH.min(IN_FLIGHT_BYTES / (per_fetch * active.max(1))).max(1)
+    }
+
+    /// Starts one fetch per partition that still has something to read, pipelined on the
+    /// connection, from where each was last read (a round with nothing in flight).
+    async fn start_fetches(&self, max_wait_ms: u32) -> Result<Vec<(usize, Pending)>, ClientError> {
+        let mut pending = Vec::new();
+        for (i, p) in self.partitions.iter().enumerate() {
+            if self.config.stop_at_end && p.fetched_to >= p.end {
+                continue;
+            }
+            let req = self.fetch_request(i, p.fetched_to, max_wait_ms);
+            pending.push((i, self.conn.start(&req).await?));
         }
         Ok(pending)
     }
