@@ -124,6 +124,32 @@ pub fn encode(
     record: &NewRecord<'_>,
     max_record_bytes: u32,
 ) -> Result<(), RecordError> {
+    let start = buf.len();
+    encode_fields(buf, offset, record, max_record_bytes)?;
+    let crc = crc32fast::hash(&buf[start + OFFSET_POS..]);
+    buf[start + LENGTH_FIELD_LEN..start + OFFSET_POS].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Appends one record to be appended by the broker: as [`encode`], but with offset 0 and the
+/// CRC field left zero. The broker assigns the offset and computes the CRC of every record it
+/// appends ([`assign_offsets`]), never trusting either from a producer, so a CRC computed here
+/// would be thrown away (it was a fifth of `minikafka produce --file`'s CPU).
+pub fn encode_for_append(
+    buf: &mut Vec<u8>,
+    record: &NewRecord<'_>,
+    max_record_bytes: u32,
+) -> Result<(), RecordError> {
+    encode_fields(buf, 0, record, max_record_bytes)
+}
+
+/// Every field of [`encode`], with the CRC field zero.
+fn encode_fields(
+    buf: &mut Vec<u8>,
+    offset: u64,
+    record: &NewRecord<'_>,
+    max_record_bytes: u32,
+) -> Result<(), RecordError> {
     let size = record.encoded_len();
     if size as u64 > u64::from(max_record_bytes) {
         return Err(RecordError::TooLarge { size: size as u64, max: u64::from(max_record_bytes) });
@@ -162,8 +188,6 @@ pub fn encode(
         }
     }
     debug_assert_eq!(buf.len() - start, size);
-    let crc = crc32fast::hash(&buf[start + OFFSET_POS..]);
-    buf[start + LENGTH_FIELD_LEN..start + OFFSET_POS].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
 
@@ -428,6 +452,23 @@ impl<'a> Iterator for RecordIter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_encoded_for_append_become_exactly_the_encoded_records_once_offsets_are_assigned() {
+        let headers = sample_headers();
+        let recs = [
+            NewRecord { timestamp_ms: 5, key: Some(b"k"), value: b"v1", headers: &headers },
+            NewRecord { timestamp_ms: 6, key: None, value: b"", headers: &[] },
+        ];
+        let (mut for_append, mut encoded) = (Vec::new(), Vec::new());
+        for (i, r) in recs.iter().enumerate() {
+            encode_for_append(&mut for_append, r, DEFAULT_MAX_RECORD_BYTES).unwrap();
+            encode(&mut encoded, 40 + i as u64, r, DEFAULT_MAX_RECORD_BYTES).unwrap();
+        }
+        assert!(decode(&for_append, DEFAULT_MAX_RECORD_BYTES).is_err(), "no CRC yet");
+        assert_eq!(assign_offsets(&mut for_append, 40, DEFAULT_MAX_RECORD_BYTES).unwrap(), 2);
+        assert_eq!(for_append, encoded);
+    }
 
     fn sample_headers() -> Vec<Header> {
         vec![

@@ -407,7 +407,7 @@ impl ProduceJob {
                 headers: &[],
             };
             for _ in 0..n {
-                record::encode(&mut buf, 0, &rec, record::DEFAULT_MAX_RECORD_BYTES)
+                record::encode_for_append(&mut buf, &rec, record::DEFAULT_MAX_RECORD_BYTES)
                     .map_err(|e| encode_err(&self.topic, e))?;
             }
             let partition = (self.first_partition + batch_no) % self.partitions;
@@ -625,7 +625,7 @@ async fn latency(args: LatencyArgs) -> Result<(), CliError> {
         for v in &mut values {
             v[..8].copy_from_slice(&t);
             let rec = NewRecord { timestamp_ms: ts, key: None, value: v, headers: &[] };
-            record::encode(&mut buf, 0, &rec, record::DEFAULT_MAX_RECORD_BYTES)
+            record::encode_for_append(&mut buf, &rec, record::DEFAULT_MAX_RECORD_BYTES)
                 .map_err(|e| encode_err(&common.topic, e))?;
         }
         let req = Request::Append {

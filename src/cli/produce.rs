@@ -135,6 +135,30 @@ impl Sender<'_> {
         let mut line = Vec::new();
         loop {
             line.clear();
+            // Whole lines already in the reader's buffer (a file, piped input) go out straight
+            // from it, without a read per line; a line cut by the buffer's end, or waiting for
+            // input, takes the general path below.
+            let taken = match poll_once(std::pin::pin!(reader.fill_buf())).await {
+                Some(Ok(buf)) => match memchr_last(buf) {
+                    Some(last) => {
+                        let whole = &buf[..=last];
+                        for l in whole.split_inclusive(|&b| b == b'\n') {
+                            self.send_line(l, &what).await?;
+                        }
+                        if let Some(bar) = bar {
+                            bar.inc(whole.len() as u64);
+                        }
+                        whole.len()
+                    }
+                    None => 0,
+                },
+                Some(Err(source)) => return Err(CliError::Io { what: what(), source }),
+                None => 0,
+            };
+            if taken > 0 {
+                reader.consume(taken);
+                continue;
+            }
             let read = {
                 let next = reader.read_until(b'\n', &mut line);
                 tokio::pin!(next);
@@ -174,21 +198,31 @@ impl Sender<'_> {
             if let Some(bar) = bar {
                 bar.inc(line.len() as u64);
             }
-            let mut value = line.as_slice();
-            if let Some(v) = value.strip_suffix(b"\n") {
-                value = v.strip_suffix(b"\r").unwrap_or(v);
-            }
-            self.send(value).await.map_err(|e| match e {
-                CliError::Client(c @ ClientError::Encode { .. }) => {
-                    CliError::Usage(format!("line {} ({}): {c}", self.sent + 1, what()))
-                }
-                other => other,
-            })?;
+            self.send_line(&line, &what).await?;
         }
+    }
+
+    /// Sends one line, without its line ending (`\n` or `\r\n`).
+    async fn send_line(&mut self, line: &[u8], what: impl Fn() -> String) -> Result<(), CliError> {
+        let mut value = line;
+        if let Some(v) = value.strip_suffix(b"\n") {
+            value = v.strip_suffix(b"\r").unwrap_or(v);
+        }
+        self.send(value).await.map_err(|e| match e {
+            CliError::Client(c @ ClientError::Encode { .. }) => {
+                CliError::Usage(format!("line {} ({}): {c}", self.sent + 1, what()))
+            }
+            other => other,
+        })
     }
 }
 
 /// Polls `fut` once: its output if it is ready now, else `None` (it stays pollable).
+/// Position of the last `\n` in `buf`.
+fn memchr_last(buf: &[u8]) -> Option<usize> {
+    buf.iter().rposition(|&b| b == b'\n')
+}
+
 async fn poll_once<F: Future + Unpin>(mut fut: F) -> Option<F::Output> {
     std::future::poll_fn(|cx| match std::pin::Pin::new(&mut fut).poll(cx) {
         std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),

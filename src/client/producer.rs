@@ -176,7 +176,7 @@ impl Producer {
             batch.started = Instant::now();
             check_linger = true;
         }
-        record::encode(&mut batch.buf, 0, rec, self.config.max_record_bytes)
+        record::encode_for_append(&mut batch.buf, rec, self.config.max_record_bytes)
             .map_err(|source| ClientError::Encode { topic: self.topic.clone(), source })?;
         batch.records += 1;
         if batch.buf.len() >= self.config.batch_max_bytes
@@ -241,7 +241,7 @@ impl Producer {
     ) -> Result<BatchAck, ClientError> {
         let mut buf = Vec::new();
         for rec in records {
-            record::encode(&mut buf, 0, rec, self.config.max_record_bytes)
+            record::encode_for_append(&mut buf, rec, self.config.max_record_bytes)
                 .map_err(|source| ClientError::Encode { topic: self.topic.clone(), source })?;
         }
         let target = match partition {

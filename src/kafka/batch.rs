@@ -133,7 +133,7 @@ pub(crate) fn kafka_to_stored(
                 value: r.value.as_deref().unwrap_or(&[]),
                 headers: &headers,
             };
-            record::encode(&mut out.encoded, 0, &rec, max_record_bytes)?;
+            record::encode_for_append(&mut out.encoded, &rec, max_record_bytes)?;
             out.record_count += 1;
         }
         if let Some(first) = set.records.first() {
@@ -387,7 +387,9 @@ mod tests {
         let mut recs = sample();
         recs[1].timestamp = -1;
         let batch = produce_batch(Compression::None, &recs);
-        let stored = kafka_to_stored(&batch, DEFAULT_MAX_RECORD_BYTES, 777).unwrap();
+        let mut stored = kafka_to_stored(&batch, DEFAULT_MAX_RECORD_BYTES, 777).unwrap();
+        // As the broker appends them: offsets assigned, CRCs computed.
+        record::assign_offsets(&mut stored.encoded, 0, DEFAULT_MAX_RECORD_BYTES).unwrap();
         let ts: Vec<i64> = RecordIter::new(&stored.encoded, DEFAULT_MAX_RECORD_BYTES)
             .map(|r| r.unwrap().timestamp_ms)
             .collect();
