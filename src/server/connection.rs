@@ -1,8 +1,9 @@
 //! One client connection: read frames (length checked against the limit before any allocation),
 //! handle them one at a time in arrival order, and queue the responses; the queue is flushed with
 //! vectored writes whenever no further complete request is buffered, so pipelined requests get
-//! their responses in order and in few syscalls. Fetched records go out as slices of the segment
-//! mapping, never copied. Never touches other connections.
+//! their responses in order and in few syscalls. Fetched records are never copied by the broker:
+//! large slices go from the segment file's page cache to the socket with `sendfile`, small ones as
+//! slices of the segment mapping. Never touches other connections.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
