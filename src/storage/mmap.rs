@@ -97,16 +97,21 @@ mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
 
-    #[test]
-    fn readers_see_exactly_the_published_prefix() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = std::fs::OpenOptions::new()
+    /// A new empty file `f` in `dir`, open for reading and writing.
+    fn read_write_file(dir: &std::path::Path) -> std::fs::File {
+        std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(dir.path().join("f"))
-            .unwrap();
+            .open(dir.join("f"))
+            .unwrap()
+    }
+
+    #[test]
+    fn readers_see_exactly_the_published_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = read_write_file(dir.path());
         file.set_len(8192).unwrap();
         file.write_all_at(b"head", 0).unwrap();
         let map = CommittedMap::new(&file, 8192, 4).unwrap();
@@ -124,13 +129,7 @@ mod tests {
     #[test]
     fn released_pages_read_back_the_same_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("f"))
-            .unwrap();
+        let file = read_write_file(dir.path());
         let data: Vec<u8> = (0..3 * 4096 + 17).map(|i| (i % 251) as u8).collect();
         file.write_all_at(&data, 0).unwrap();
         let map = CommittedMap::new(&file, data.len(), data.len()).unwrap();
