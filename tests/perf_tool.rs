@@ -129,4 +129,6 @@ fn bad_arguments_are_refused_with_a_message() {
     assert!(err.contains("--record-size"), "{err}");
     let err = fails(broker.cli(&["perf", "consume", "--topic", "missing"]));
     assert!(err.contains("missing"), "{err}");
+    let err = fails(broker.cli(&["perf", "consume", "--topic", "t", "--fetch-depth", "0"]));
+    assert!(err.contains("--fetch-depth"), "{err}");
 }

@@ -452,8 +452,10 @@ async fn wait_ack(
 
 async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let common = &args.common;
-    if args.consumers == 0 {
-        return Err(CliError::Usage("--consumers must be at least 1".to_string()));
+    if args.consumers == 0 || args.fetch_depth == 0 {
+        return Err(CliError::Usage(
+            "--consumers and --fetch-depth must be at least 1".to_string(),
+        ));
     }
     let conn = common.connect.connect().await?;
     let description = Admin::new(conn.clone()).describe_topic(&common.topic).await?;
@@ -476,7 +478,7 @@ async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let mut tasks = Vec::new();
     for (conn, plan) in conns.into_iter().zip(plans) {
         let topic = common.topic.clone();
-        let (fetch_size, depth) = (args.fetch_size, args.fetch_depth.max(1));
+        let (fetch_size, depth) = (args.fetch_size, args.fetch_depth);
         tasks.push(tokio::spawn(replay(conn, topic, plan, fetch_size, depth)));
     }
     let mut hist = new_histogram();

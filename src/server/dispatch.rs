@@ -86,7 +86,8 @@ pub(crate) struct Session {
     /// Set when the connection must be closed after this response (a failed authentication).
     pub(crate) close: bool,
     /// Where the last successful fetch of each (topic, partition) ended: the start of a
-    /// `FETCH_CONTINUE` fetch. At most one entry per partition that exists.
+    /// `FETCH_CONTINUE` fetch. One entry per partition this connection has read from (a few
+    /// hundred bytes each), for as long as the connection lives.
     pub(crate) fetch_positions: HashMap<(String, u32), u64>,
 }
 
