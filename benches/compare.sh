@@ -176,7 +176,9 @@ start_broker() { # $1 = fsync policy; sets BROKER, BPID
     local port
     port=$(free_port)
     BROKER=127.0.0.1:$port
+    # Kafka and HTTP listeners off: their default ports may belong to a broker already running.
     "$MINIKAFKA" broker --data-dir "$dir/data" --listen "$BROKER" --fsync "$1" \
+        --kafka-listen off --http-listen off \
         >"$dir/broker.log" 2>&1 &
     BPID=$!
     PIDS+=("$BPID")
