@@ -338,3 +338,18 @@ fn produce_file_lines_cut_by_the_read_buffer_and_crlf_endings_arrive_whole() {
     assert_eq!(out.len(), expected.len());
     assert!(out == expected, "consumed lines differ from the file's lines");
 }
+
+#[test]
+fn produce_file_with_a_line_over_the_record_limit_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
+    ok(broker.cli(&["topic", "create", "big"]));
+    // Two ordinary lines (taken straight from the read buffer), then one over the 1 MiB record
+    // limit (longer than the buffer, so read on the general path).
+    let content = format!("one\ntwo\n{}\nfour\n", "z".repeat(1_100_000));
+    let file = dir.path().join("big.txt");
+    std::fs::write(&file, &content).unwrap();
+    let err = fails(broker.cli(&["produce", "big", "--file", file.to_str().unwrap()]));
+    assert!(err.contains("line 3") && err.contains("big.txt"), "{err}");
+    assert!(err.contains("exceeds the maximum"), "{err}");
+}

@@ -111,14 +111,28 @@ const TIMESTAMP_REUSE: u32 = 256;
 
 impl Sender<'_> {
     async fn send(&mut self, value: &[u8]) -> Result<(), CliError> {
+        if self.buffer(value)? {
+            self.send_due().await?;
+        }
+        Ok(())
+    }
+
+    /// Queues one record without waiting; true when `send_due` must run before the next one.
+    fn buffer(&mut self, value: &[u8]) -> Result<bool, CliError> {
         if self.timestamp_uses_left == 0 {
             self.timestamp_ms = record::now_ms();
             self.timestamp_uses_left = TIMESTAMP_REUSE;
         }
         self.timestamp_uses_left -= 1;
         let rec = NewRecord { timestamp_ms: self.timestamp_ms, key: self.key, value, headers: &[] };
-        self.producer.send_record(self.partition, &rec).await?;
+        let due = self.producer.buffer_record(self.partition, &rec)?;
         self.sent += 1;
+        Ok(due)
+    }
+
+    /// Sends what the producer has due (full or lingering batches) and collects its acks.
+    async fn send_due(&mut self) -> Result<(), CliError> {
+        self.producer.send_due().await?;
         self.acks.extend(self.producer.take_acks());
         Ok(())
     }
@@ -139,11 +153,17 @@ impl Sender<'_> {
             // from it, without a read per line; a line cut by the buffer's end, or waiting for
             // input, takes the general path below.
             let taken = match poll_once(std::pin::pin!(reader.fill_buf())).await {
-                Some(Ok(buf)) => match memchr_last(buf) {
+                // memchr scans a word at a time; a byte-by-byte scan for the newlines was a
+                // quarter of `produce --file`'s CPU.
+                Some(Ok(buf)) => match memchr::memrchr(b'\n', buf) {
                     Some(last) => {
                         let whole = &buf[..=last];
-                        for l in whole.split_inclusive(|&b| b == b'\n') {
-                            self.send_line(l, &what).await?;
+                        let mut start = 0;
+                        for end in memchr::memchr_iter(b'\n', whole) {
+                            if self.buffer_line(&whole[start..=end], &what)? {
+                                self.send_due().await?;
+                            }
+                            start = end + 1;
                         }
                         if let Some(bar) = bar {
                             bar.inc(whole.len() as u64);
@@ -204,11 +224,19 @@ impl Sender<'_> {
 
     /// Sends one line, without its line ending (`\n` or `\r\n`).
     async fn send_line(&mut self, line: &[u8], what: impl Fn() -> String) -> Result<(), CliError> {
+        if self.buffer_line(line, what)? {
+            self.send_due().await?;
+        }
+        Ok(())
+    }
+
+    /// Queues one line, without its line ending; true when `send_due` must run next.
+    fn buffer_line(&mut self, line: &[u8], what: impl Fn() -> String) -> Result<bool, CliError> {
         let mut value = line;
         if let Some(v) = value.strip_suffix(b"\n") {
             value = v.strip_suffix(b"\r").unwrap_or(v);
         }
-        self.send(value).await.map_err(|e| match e {
+        self.buffer(value).map_err(|e| match e {
             CliError::Client(c @ ClientError::Encode { .. }) => {
                 CliError::Usage(format!("line {} ({}): {c}", self.sent + 1, what()))
             }
@@ -218,11 +246,6 @@ impl Sender<'_> {
 }
 
 /// Polls `fut` once: its output if it is ready now, else `None` (it stays pollable).
-/// Position of the last `\n` in `buf`.
-fn memchr_last(buf: &[u8]) -> Option<usize> {
-    buf.iter().rposition(|&b| b == b'\n')
-}
-
 async fn poll_once<F: Future + Unpin>(mut fut: F) -> Option<F::Output> {
     std::future::poll_fn(|cx| match std::pin::Pin::new(&mut fut).poll(cx) {
         std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),

@@ -98,6 +98,9 @@ pub struct Producer {
     acks: Vec<BatchAck>,
     /// Records queued since `send_record` last checked for lingering batches.
     since_linger_check: u32,
+    /// `send_due` must check for lingering batches (a batch was started, or enough records
+    /// were queued since the last check).
+    linger_check_due: bool,
 }
 
 impl Producer {
@@ -123,6 +126,7 @@ impl Producer {
             in_flight: VecDeque::new(),
             acks: Vec::new(),
             since_linger_check: 0,
+            linger_check_due: false,
         })
     }
 
@@ -144,6 +148,21 @@ impl Producer {
         partition: Option<u32>,
         rec: &NewRecord<'_>,
     ) -> Result<(), ClientError> {
+        if self.buffer_record(partition, rec)? {
+            self.send_due().await?;
+        }
+        Ok(())
+    }
+
+    /// The synchronous half of [`Producer::send_record`]: encodes the record into its batch.
+    /// True when [`Producer::send_due`] must run before the next record (a batch is full, or
+    /// lingering batches are due for a check). A caller with many records at hand (`produce
+    /// --file`) loops on this and awaits only then: an await per record cost more than the record.
+    pub(crate) fn buffer_record(
+        &mut self,
+        partition: Option<u32>,
+        rec: &NewRecord<'_>,
+    ) -> Result<bool, ClientError> {
         let target = match (partition, rec.key, self.partitions) {
             (Some(p), _, Some(n)) if p >= n => {
                 return Err(ClientError::InvalidArgument(format!(
@@ -170,26 +189,38 @@ impl Producer {
             }
         };
         let batch = &mut self.batches[idx];
-        let mut check_linger = false;
         if batch.records == 0 {
             // Starting a batch reads the clock anyway: check the other batches with it too.
             batch.started = Instant::now();
-            check_linger = true;
+            self.linger_check_due = true;
         }
         record::encode_for_append(&mut batch.buf, rec, self.config.max_record_bytes)
             .map_err(|source| ClientError::Encode { topic: self.topic.clone(), source })?;
         batch.records += 1;
-        if batch.buf.len() >= self.config.batch_max_bytes
-            || batch.records >= self.config.batch_max_records
-        {
-            let batch = self.batches.swap_remove(idx);
+        let full = self.is_full(&self.batches[idx]);
+        self.since_linger_check += 1;
+        if self.since_linger_check >= LINGER_CHECK_EVERY {
+            self.linger_check_due = true;
+        }
+        Ok(full || self.linger_check_due)
+    }
+
+    /// The asynchronous half of [`Producer::send_record`]: sends full batches (waiting while
+    /// `max_in_flight` are unacknowledged), then lingering ones when a check is due.
+    pub(crate) async fn send_due(&mut self) -> Result<(), ClientError> {
+        while let Some(i) = self.batches.iter().position(|b| self.is_full(b)) {
+            let batch = self.batches.swap_remove(i);
             self.dispatch(batch).await?;
         }
-        self.since_linger_check += 1;
-        if check_linger || self.since_linger_check >= LINGER_CHECK_EVERY {
+        if std::mem::take(&mut self.linger_check_due) {
             self.flush_lingering().await?;
         }
         Ok(())
+    }
+
+    fn is_full(&self, batch: &Batch) -> bool {
+        batch.buf.len() >= self.config.batch_max_bytes
+            || batch.records >= self.config.batch_max_records
     }
 
     /// When the oldest unsent batch should go out because of `linger` (for callers that wait
@@ -201,6 +232,7 @@ impl Producer {
     /// Sends every batch that has lingered long enough.
     pub async fn flush_lingering(&mut self) -> Result<(), ClientError> {
         self.since_linger_check = 0;
+        self.linger_check_due = false;
         let now = Instant::now();
         while let Some(i) = self
             .batches
