@@ -231,8 +231,9 @@ M_LAT=()
 for r in $(seq "$RUNS"); do
     M_LAT+=("$(perf_latency_p99 --topic lat-$r --rate 10000 --duration 5)")
 done
-# The user-facing paths: 100-byte lines through `produce --file` and `consume > file`.
-awk -v v="$V100" 'BEGIN { for (i = 0; i < 1000000; i++) print v }' >"$WORK/lines.txt"
+# The user-facing paths: 100-byte lines through `produce --file` and `consume > file`, as many
+# as the perf rows they are compared with (each CLI run is timed whole, process start included).
+awk -v v="$V100" -v n="$N100" 'BEGIN { for (i = 0; i < n; i++) print v }' >"$WORK/lines.txt"
 NLINES=$(wc -l <"$WORK/lines.txt")
 M_CLI_P=()
 M_CLI_C=()
