@@ -90,6 +90,13 @@ struct PartitionState {
     behind: bool,
 }
 
+impl PartitionState {
+    /// Nothing is left to fetch: a consumer that stops at the end has reached the end it saw.
+    fn finished(&self, stop_at_end: bool) -> bool {
+        stop_at_end && self.fetched_to >= self.end
+    }
+}
+
 /// Reads records of one topic. Use [`Consumer::next`] record by record, or [`Consumer::poll`]
 /// for whatever the next fetch round brings; [`Consumer::commit`] stores the position.
 pub struct Consumer {
@@ -391,49 +398,51 @@ impl Consumer {
             let started = self.start_fetches(max_wait_ms).await?;
             self.in_flight.extend(started);
         }
-        let round = self.in_flight.len();
         let mut seen = 0;
-        for _ in 0..round {
+        let whole = self.hand_out_round(max_wait_ms, consumed, each, &mut seen).await;
+        if !matches!(whole, Ok(true)) {
+            // Broken off, corrupt or failed: what is in flight continues from a place this
+            // consumer is no longer at.
+            self.in_flight.clear();
+        }
+        whole.map(|_| seen)
+    }
+
+    /// Hands out the responses that were in flight when the round began, topping each
+    /// partition's read-ahead up as its response arrives. `Ok(false)` when the round stopped
+    /// early (`each` broke off, or a corrupt record was met).
+    async fn hand_out_round<E, F>(
+        &mut self,
+        max_wait_ms: u32,
+        consumed: bool,
+        each: &mut F,
+        seen: &mut usize,
+    ) -> Result<bool, E>
+    where
+        E: From<ClientError>,
+        F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
+    {
+        for _ in 0..self.in_flight.len() {
             let Some((i, req)) = self.in_flight.pop_front() else { break };
-            let records = match req.wait().await {
-                Ok(Response::Fetched { records, .. }) => records,
-                Ok(other) => {
-                    self.in_flight.clear();
-                    return Err(unexpected("Fetch", &other).into());
-                }
-                Err(e) => {
-                    self.in_flight.clear();
-                    return Err(e.into());
-                }
+            let records = match req.wait().await? {
+                Response::Fetched { records, .. } => records,
+                other => return Err(unexpected("Fetch", &other).into()),
             };
             // Before handing these out, so the broker reads on meanwhile.
             self.partitions[i].behind = records.len() >= self.config.fetch_max_bytes as usize / 2;
-            if let Err(e) = self.top_up(i, max_wait_ms).await {
-                self.in_flight.clear();
-                return Err(e.into());
-            }
-            match self.hand_out(i, &records, max_wait_ms, consumed, each, &mut seen) {
-                Ok(true) => {}
-                Ok(false) => {
-                    // Broken off or corrupt: what is in flight continues from a place this
-                    // consumer is no longer at.
-                    self.in_flight.clear();
-                    return Ok(seen);
-                }
-                Err(e) => {
-                    self.in_flight.clear();
-                    return Err(e);
-                }
+            self.top_up(i, max_wait_ms).await?;
+            if !self.hand_out(i, &records, max_wait_ms, consumed, each, seen)? {
+                return Ok(false);
             }
         }
-        Ok(seen)
+        Ok(true)
     }
 
     /// While partition `i` is behind, keeps `fetch_depth` fetches of it in flight, each one
     /// continuing after the one before.
     async fn top_up(&mut self, i: usize, max_wait_ms: u32) -> Result<(), ClientError> {
         let p = &self.partitions[i];
-        if max_wait_ms != 0 || !p.behind || (self.config.stop_at_end && p.fetched_to >= p.end) {
+        if max_wait_ms != 0 || !p.behind || p.finished(self.config.stop_at_end) {
             return Ok(());
         }
         let depth = self.fetch_depth();
@@ -516,11 +525,8 @@ impl Consumer {
     /// when many partitions still have something to read, so that all of them together stay
     /// within `IN_FLIGHT_BYTES`.
     fn fetch_depth(&self) -> usize {
-        let active = self
-            .partitions
-            .iter()
-            .filter(|p| !(self.config.stop_at_end && p.fetched_to >= p.end))
-            .count();
+        let active =
+            self.partitions.iter().filter(|p| !p.finished(self.config.stop_at_end)).count();
         let per_fetch = (self.config.fetch_max_bytes as usize).max(1);
         FETCH_DEPTH.min(IN_FLIGHT_BYTES / (per_fetch * active.max(1))).max(1)
     }
@@ -530,7 +536,7 @@ impl Consumer {
     async fn start_fetches(&self, max_wait_ms: u32) -> Result<Vec<(usize, Pending)>, ClientError> {
         let mut pending = Vec::new();
         for (i, p) in self.partitions.iter().enumerate() {
-            if self.config.stop_at_end && p.fetched_to >= p.end {
+            if p.finished(self.config.stop_at_end) {
                 continue;
             }
             let req = self.fetch_request(i, p.fetched_to, max_wait_ms);
