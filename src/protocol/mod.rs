@@ -82,7 +82,8 @@ pub enum Request {
         before: u64,
     },
     /// `records` is a run of records in the `crate::record` format; their offsets and CRCs are
-    /// rewritten by the broker (producers leave them zero: `record::encode_for_append`). `partition: None` picks by `key_hint` (murmur2) or round-robin.
+    /// rewritten by the broker (producers leave them zero: `record::encode_for_append`).
+    /// `partition: None` picks by `key_hint` (murmur2) or round-robin.
     Append {
         topic: String,
         partition: Option<u32>,
