@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use clap::{Args, ValueEnum};
 
-use super::{CliError, ConnectArgs};
+use super::{CliError, ConnectArgs, reconnect_on_stderr};
 use crate::client::{Consumer, ConsumerConfig, StartFrom};
 use crate::record::RecordView;
 
@@ -28,7 +28,9 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "G")]
     group: Option<String>,
     /// Keep waiting for new records (long-poll) until Ctrl-C or SIGTERM, instead of stopping at
-    /// the end of the log as it stood at start.
+    /// the end of the log as it stood at start. If the broker goes away (a restart), keep trying
+    /// to reconnect until it is back, then go on after the last record printed. Without
+    /// --follow, reconnecting gives up after 60 s.
     #[arg(long)]
     follow: bool,
     /// Stop after printing this many records.
@@ -71,6 +73,11 @@ pub(super) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
         partitions: args.partition.map(|p| vec![p]),
         group: args.group.clone(),
         stop_at_end: !args.follow,
+        reconnect: Some(reconnect_on_stderr(if args.follow {
+            None
+        } else {
+            Some(std::time::Duration::from_secs(60))
+        })),
         ..ConsumerConfig::default()
     };
     let conn = args.connect.connect().await?;
