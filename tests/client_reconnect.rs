@@ -139,6 +139,43 @@ fn consume_follow_survives_a_broker_restart_printing_every_record_once_in_order(
     );
 }
 
+/// A follow consumer of a group that waits for a broker that stays down still stops on SIGTERM
+/// (Ctrl-C), having committed what it printed.
+#[test]
+fn consume_follow_stops_on_sigterm_while_reconnecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(&dir.path().join("data"), &[]);
+    ok(broker.cli(&["topic", "create", "t"]));
+    ok(broker.cli(&["produce", "t", "one", "two"]));
+    let mut consumer =
+        spawn_cli(&broker.addr, &["consume", "t", "--follow", "--group", "g"], Stdio::null());
+    let rx = lines_of(&mut consumer);
+    let stderr = stderr_of(&mut consumer);
+    let mut got = Vec::new();
+    receive_until(&rx, &mut got, 2);
+    // Printed, then committed: wait for the commit, so that nothing is left to commit at the end.
+    let deadline = Instant::now() + PATIENCE;
+    while !broker
+        .cli(&["group", "describe", "g"])
+        .stdout
+        .starts_with(b"group g: 1 partition, total lag 0")
+    {
+        assert!(Instant::now() < deadline, "the group never committed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker.kill();
+    // Wait until it noticed (it said so), then ask it to stop.
+    std::thread::sleep(Duration::from_secs(1));
+    sigterm(&consumer);
+    let status = common::wait_with_deadline(consumer, PATIENCE, &["consume", "--follow"]).status;
+    let stderr = stderr.join().unwrap();
+    assert!(stderr.contains("reconnecting..."), "{stderr}");
+    assert!(status.success(), "stopped cleanly, everything printed was committed: {stderr}");
+    broker.restart();
+    let described = ok(broker.cli(&["group", "describe", "g"]));
+    assert!(described.contains("total lag 0"), "the group committed both records: {described}");
+}
+
 /// (b) `produce` reading a pipe: lines acknowledged before the kill are stored exactly once; a
 /// stream of lines written while the broker dies and comes back is stored completely, in order
 /// (a batch in flight at the kill may be stored twice: at-least-once).

@@ -7,8 +7,12 @@ use std::ops::ControlFlow;
 use clap::{Args, ValueEnum};
 
 use super::{CliError, ConnectArgs, reconnect_on_stderr};
-use crate::client::{Consumer, ConsumerConfig, StartFrom};
+use crate::client::{ClientError, Consumer, ConsumerConfig, StartFrom};
 use crate::record::RecordView;
+
+/// Longest a stopping `consume --follow --group` waits to commit what it printed (the broker may
+/// be down: it reconnects forever while following, but not once asked to stop).
+const FINAL_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
@@ -119,7 +123,15 @@ pub(super) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
             Ok(Some(_)) => {
                 out.flush().map_err(CliError::stdout)?;
                 if args.group.is_some() {
-                    consumer.commit().await?;
+                    if args.follow {
+                        // Committing may wait for the broker to come back: Ctrl-C still ends it.
+                        tokio::select! {
+                            r = consumer.commit() => r?,
+                            () = &mut shutdown => break Ok(()),
+                        }
+                    } else {
+                        consumer.commit().await?;
+                    }
                 }
             }
             Ok(None) => break Ok(()),
@@ -130,7 +142,18 @@ pub(super) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     // on an error after some records.
     out.flush().map_err(CliError::stdout)?;
     if args.group.is_some() {
-        let committed = consumer.commit().await;
+        let committed = if args.follow {
+            // A follow consumer reconnects forever; stopping must not.
+            tokio::time::timeout(FINAL_COMMIT_WAIT, consumer.commit()).await.unwrap_or_else(|_| {
+                Err(ClientError::Unavailable {
+                    addr: args.connect.broker.clone(),
+                    waited: FINAL_COMMIT_WAIT,
+                    reason: "the last offsets printed are not committed".to_string(),
+                })
+            })
+        } else {
+            consumer.commit().await
+        };
         // The first failure is the one worth reporting.
         if result.is_ok() {
             committed?;

@@ -188,45 +188,41 @@ impl Connection {
         let since = Instant::now();
         let deadline = policy.give_up_after.map(|d| since + d);
         let mut waits = policy.backoff();
+        let mut reason = lost;
         let mut announced = false;
         loop {
-            let limit = match deadline {
-                Some(d) => d.min(Instant::now() + ATTEMPT_TIMEOUT),
-                None => Instant::now() + ATTEMPT_TIMEOUT,
-            };
-            let attempt = tokio::time::timeout_at(limit.into(), self.open_link()).await;
-            let reason = match attempt {
-                Ok(Ok(link)) => {
-                    *self.inner.link.write().unwrap_or_else(|p| p.into_inner()) = link;
-                    if !announced {
-                        policy.notify(&ReconnectEvent::Unavailable { addr, reason: &lost });
-                    }
-                    policy.notify(&ReconnectEvent::Reconnected { addr, after: since.elapsed() });
-                    return Ok(());
-                }
-                Ok(Err(e)) if !e.is_disconnect() => return Err(e),
-                Ok(Err(e)) => e.reason(),
-                Err(_) => "no answer".to_string(),
-            };
-            if !announced {
-                policy.notify(&ReconnectEvent::Unavailable { addr, reason: &reason });
-                announced = true;
-            }
-            let wait = waits.next().unwrap_or(policy.max_backoff);
-            let wake = Instant::now() + wait;
-            if let Some(d) = deadline
-                && wake >= d
-            {
-                tokio::time::sleep_until(d.into()).await;
-                if Instant::now() >= d {
+            // Waiting before the first attempt too: a broker being killed can still complete a
+            // handshake on its listening socket for a moment after dropping its connections.
+            let wake = Instant::now() + waits.next().unwrap_or(policy.max_backoff);
+            match deadline {
+                Some(d) if wake >= d => {
+                    tokio::time::sleep_until(d.into()).await;
                     return Err(ClientError::Unavailable {
                         addr: addr.to_string(),
                         waited: since.elapsed(),
                         reason,
                     });
                 }
-            } else {
-                tokio::time::sleep_until(wake.into()).await;
+                _ => tokio::time::sleep_until(wake.into()).await,
+            }
+            let limit = Instant::now() + ATTEMPT_TIMEOUT;
+            let limit = deadline.map_or(limit, |d| d.min(limit));
+            match tokio::time::timeout_at(limit.into(), self.open_link()).await {
+                Ok(Ok(link)) => {
+                    *self.inner.link.write().unwrap_or_else(|p| p.into_inner()) = link;
+                    if !announced {
+                        policy.notify(&ReconnectEvent::Unavailable { addr, reason: &reason });
+                    }
+                    policy.notify(&ReconnectEvent::Reconnected { addr, after: since.elapsed() });
+                    return Ok(());
+                }
+                Ok(Err(e)) if !e.is_disconnect() => return Err(e),
+                Ok(Err(e)) => reason = e.reason(),
+                Err(_) => reason = "no answer".to_string(),
+            }
+            if !announced {
+                policy.notify(&ReconnectEvent::Unavailable { addr, reason: &reason });
+                announced = true;
             }
         }
     }

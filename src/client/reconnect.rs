@@ -20,7 +20,8 @@ pub struct Reconnect {
     pub max_backoff: Duration,
     /// `None`: keep trying until the caller stops waiting (a follow consumer until Ctrl-C).
     pub give_up_after: Option<Duration>,
-    /// Told when the broker is found unavailable and when it is back (besides the log).
+    /// Told when the broker is found unavailable and when it is back (instead of a warning in
+    /// the log).
     pub listener: Option<ReconnectListener>,
 }
 
@@ -42,14 +43,15 @@ impl Reconnect {
         Reconnect { give_up_after: None, ..Reconnect::default() }
     }
 
-    /// Logs `event` and tells the listener.
+    /// Tells the listener, or else the log.
     pub(crate) fn notify(&self, event: &ReconnectEvent<'_>) {
-        match event {
-            ReconnectEvent::Unavailable { .. } => tracing::warn!("{event}"),
-            ReconnectEvent::Reconnected { .. } => tracing::info!("{event}"),
-        }
-        if let Some(listener) = &self.listener {
-            listener(event);
+        match (&self.listener, event) {
+            (Some(listener), _) => {
+                tracing::debug!("{event}");
+                listener(event);
+            }
+            (None, ReconnectEvent::Unavailable { .. }) => tracing::warn!("{event}"),
+            (None, ReconnectEvent::Reconnected { .. }) => tracing::info!("{event}"),
         }
     }
 
