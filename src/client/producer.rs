@@ -440,3 +440,69 @@ fn to_ack(result: Result<Response, ClientError>) -> Result<BatchAck, ClientError
         other => Err(unexpected("Append", &other)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{self, MAX_FRAME_BYTES};
+    use bytes::BytesMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A stand-in broker: the topic is unknown to Describe, and every Append is acknowledged.
+    async fn fake_broker() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut next = 0;
+            loop {
+                let mut prefix = [0u8; 4];
+                if sock.read_exact(&mut prefix).await.is_err() {
+                    return;
+                }
+                let len = protocol::frame_len(prefix, MAX_FRAME_BYTES).unwrap();
+                let mut body = vec![0u8; len];
+                sock.read_exact(&mut body).await.unwrap();
+                let (id, req) = protocol::decode_request(&body).unwrap();
+                let resp = match req {
+                    Request::Describe { .. } => Response::Error {
+                        code: ErrorCode::UnknownTopic,
+                        message: "no such topic".into(),
+                    },
+                    Request::Append { .. } => {
+                        next += 1;
+                        Response::Appended {
+                            partition: 0,
+                            first_offset: next - 1,
+                            next_offset: next,
+                        }
+                    }
+                    other => panic!("unexpected request {other:?}"),
+                };
+                let mut out = BytesMut::new();
+                protocol::encode_response(&mut out, id, &resp);
+                sock.write_all(&out).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    /// The producer keeps each batch until it is acknowledged (to send it again after a
+    /// reconnect), and then hands its buffer back: the next batches reuse it, not fresh memory.
+    #[tokio::test]
+    async fn an_acknowledged_batch_buffer_is_reused() {
+        let conn = Connection::connect(&fake_broker().await).await.unwrap();
+        let config = ProducerConfig { batch_max_records: 1, ..ProducerConfig::default() };
+        let mut producer = Producer::new(conn.clone(), "t", config).await.unwrap();
+        producer.send(None, &[7; 1000]).await.unwrap();
+        let sent_at = producer.in_flight.front().map(|f| match &f.req {
+            Request::Append { records, .. } => records.as_ptr(),
+            _ => std::ptr::null(),
+        });
+        assert_eq!(producer.flush().await.unwrap().len(), 1);
+        assert!(producer.in_flight.is_empty());
+        let again = conn.batch_buffer(16);
+        assert_eq!(Some(again.as_ptr()), sent_at, "the acknowledged batch's buffer comes back");
+    }
+}
