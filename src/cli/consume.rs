@@ -6,9 +6,13 @@ use std::ops::ControlFlow;
 
 use clap::{Args, ValueEnum};
 
-use super::{CliError, ConnectArgs};
-use crate::client::{Consumer, ConsumerConfig, StartFrom};
+use super::{CliError, ConnectArgs, reconnect_on_stderr};
+use crate::client::{ClientError, Consumer, ConsumerConfig, StartFrom};
 use crate::record::RecordView;
+
+/// Longest a stopping `consume --follow --group` waits to commit what it printed (the broker may
+/// be down: it reconnects forever while following, but not once asked to stop).
+const FINAL_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
@@ -28,7 +32,9 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "G")]
     group: Option<String>,
     /// Keep waiting for new records (long-poll) until Ctrl-C or SIGTERM, instead of stopping at
-    /// the end of the log as it stood at start.
+    /// the end of the log as it stood at start. If the broker goes away (a restart), keep trying
+    /// to reconnect until it is back, then go on after the last record printed. Without
+    /// --follow, reconnecting gives up after 60 s.
     #[arg(long)]
     follow: bool,
     /// Stop after printing this many records.
@@ -71,6 +77,11 @@ pub(super) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
         partitions: args.partition.map(|p| vec![p]),
         group: args.group.clone(),
         stop_at_end: !args.follow,
+        reconnect: Some(reconnect_on_stderr(if args.follow {
+            None
+        } else {
+            Some(std::time::Duration::from_secs(60))
+        })),
         ..ConsumerConfig::default()
     };
     let conn = args.connect.connect().await?;
@@ -112,7 +123,15 @@ pub(super) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
             Ok(Some(_)) => {
                 out.flush().map_err(CliError::stdout)?;
                 if args.group.is_some() {
-                    consumer.commit().await?;
+                    if args.follow {
+                        // Committing may wait for the broker to come back: Ctrl-C still ends it.
+                        tokio::select! {
+                            r = consumer.commit() => r?,
+                            () = &mut shutdown => break Ok(()),
+                        }
+                    } else {
+                        consumer.commit().await?;
+                    }
                 }
             }
             Ok(None) => break Ok(()),
@@ -123,7 +142,18 @@ pub(super) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
     // on an error after some records.
     out.flush().map_err(CliError::stdout)?;
     if args.group.is_some() {
-        let committed = consumer.commit().await;
+        let committed = if args.follow {
+            // A follow consumer reconnects forever; stopping must not.
+            tokio::time::timeout(FINAL_COMMIT_WAIT, consumer.commit()).await.unwrap_or_else(|_| {
+                Err(ClientError::Unavailable {
+                    addr: args.connect.broker.clone(),
+                    waited: FINAL_COMMIT_WAIT,
+                    reason: "the last offsets printed are not committed".to_string(),
+                })
+            })
+        } else {
+            consumer.commit().await
+        };
         // The first failure is the one worth reporting.
         if result.is_ok() {
             committed?;

@@ -14,7 +14,7 @@ use std::io;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{ClientError, Connection};
+use crate::client::{ClientError, Connection, Reconnect};
 
 /// minikafka: a durable, single-node, append-only log broker.
 #[derive(Debug, Parser)]
@@ -77,6 +77,22 @@ impl ConnectArgs {
         }
         Ok(std::env::var("MINIKAFKA_TOKEN").ok().filter(|t| !t.is_empty()))
     }
+}
+
+/// The way `produce` and `consume` reconnect after losing the broker, telling the person on
+/// stderr: "broker ... unavailable (...); reconnecting..." and "reconnected ...".
+fn reconnect_on_stderr(give_up_after: Option<std::time::Duration>) -> Reconnect {
+    Reconnect {
+        give_up_after,
+        listener: Some(std::sync::Arc::new(|event| eprintln!("{event}"))),
+        ..Reconnect::default()
+    }
+}
+
+/// Parses a number of seconds (fractions allowed) as a duration.
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("not a number of seconds: {s}"))?;
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| format!("not a duration: {s}"))
 }
 
 /// Why a subcommand failed; printed on stderr as `error: ...` with exit code 1.

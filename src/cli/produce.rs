@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
-use super::{CliError, ConnectArgs};
+use super::{CliError, ConnectArgs, reconnect_on_stderr};
 use crate::client::{BatchAck, ClientError, Producer, ProducerConfig};
 use crate::record::{self, NewRecord};
 
@@ -31,13 +31,22 @@ pub struct ProduceArgs {
     /// Print the offset ranges the messages were stored at.
     #[arg(short, long)]
     verbose: bool,
+    /// If the broker goes away (a restart), keep trying to reconnect for this many seconds, then
+    /// fail. Batches not acknowledged when the connection was lost are sent again, so a message
+    /// may be stored twice (at-least-once); none is reported stored unless acknowledged.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = super::parse_seconds)]
+    reconnect_timeout: std::time::Duration,
     #[command(flatten)]
     connect: ConnectArgs,
 }
 
 pub(super) async fn run(args: ProduceArgs) -> Result<(), CliError> {
     let conn = args.connect.connect().await?;
-    let mut producer = Producer::new(conn, &args.topic, ProducerConfig::default()).await?;
+    let config = ProducerConfig {
+        reconnect: Some(reconnect_on_stderr(Some(args.reconnect_timeout))),
+        ..ProducerConfig::default()
+    };
+    let mut producer = Producer::new(conn, &args.topic, config).await?;
     let mut sender = Sender {
         producer: &mut producer,
         key: args.key.as_deref().map(str::as_bytes),

@@ -1,18 +1,21 @@
 //! One TCP connection to a broker, shared by clones, with pipelined requests: any number of
 //! requests may be in flight; the broker answers in request order, and each answer is matched to
-//! its caller by correlation id. Never retries: a request either gets its response or an error.
+//! its caller by correlation id. A request either gets its response or an error, never a retry;
+//! after a failure, [`Connection::reconnect`] opens a fresh link (authenticating again) for the
+//! requests that follow, and the caller decides what to send again.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
-use super::ClientError;
+use super::{ClientError, Reconnect, ReconnectEvent};
 use crate::protocol::{self, MAX_FRAME_BYTES, Request, Response};
 
 /// How many requests may wait to be written before `request` itself waits (back-pressure).
@@ -22,9 +25,15 @@ const WRITE_QUEUE: usize = 256;
 /// records).
 const SPARE_BUFFERS: usize = 16;
 const SPARE_BUFFER_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Longest one reconnect attempt (connect and authenticate) may take: a host that drops packets
+/// would otherwise hold an attempt for minutes.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Batch buffers whose bytes have been written, ready to be filled again.
 type Spares = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// Why a link died, once it has: later requests on it fail with this instead of hanging.
+type Failure = Arc<Mutex<Option<String>>>;
 
 type Reply = oneshot::Sender<Result<Response, ClientError>>;
 
@@ -40,17 +49,26 @@ pub struct Connection {
 
 struct Inner {
     addr: String,
+    /// Sent first on every link, so a reconnect authenticates again.
+    token: Option<String>,
     next_correlation_id: AtomicU32,
-    outgoing: mpsc::Sender<Outgoing>,
-    /// Why the connection died, once it has: later requests fail with this instead of hanging.
-    failure: Arc<Mutex<Option<String>>>,
+    /// The TCP connection in use; replaced by `reconnect` once it has failed.
+    link: RwLock<Arc<Link>>,
+    /// One reconnect at a time: clones that see the same failure reconnect once.
+    reconnecting: tokio::sync::Mutex<()>,
     spares: Spares,
 }
 
-impl Connection {
-    /// Connects to `addr` (`host:port`). Responses larger than the protocol's `MAX_FRAME_BYTES`
-    /// are refused before anything is allocated for them.
-    pub async fn connect(addr: &str) -> Result<Connection, ClientError> {
+/// One TCP connection's write queue and, once it has failed, why.
+struct Link {
+    addr: String,
+    outgoing: mpsc::Sender<Outgoing>,
+    failure: Failure,
+}
+
+impl Link {
+    /// Opens a TCP connection to `addr` and starts its write and read loops.
+    async fn open(addr: &str, spares: &Spares) -> Result<Arc<Link>, ClientError> {
         let stream = TcpStream::connect(addr).await.map_err(|source| ClientError::Io {
             op: "connect to",
             addr: addr.to_string(),
@@ -61,33 +79,58 @@ impl Connection {
         let (read, write) = stream.into_split();
         let (outgoing, outgoing_rx) = mpsc::channel(WRITE_QUEUE);
         let (pending_tx, pending_rx) = mpsc::unbounded_channel();
-        let failure = Arc::new(Mutex::new(None));
-        let spares = Spares::default();
+        let failure = Failure::default();
         let writer =
             Writer { addr: addr.to_string(), pending: pending_tx, failure: failure.clone() };
         tokio::spawn(write_loop(writer, write, outgoing_rx, spares.clone()));
         tokio::spawn(read_loop(addr.to_string(), read, pending_rx, failure.clone()));
-        Ok(Connection {
-            inner: Arc::new(Inner {
-                addr: addr.to_string(),
-                next_correlation_id: AtomicU32::new(1),
-                outgoing,
-                failure,
-                spares,
-            }),
-        })
+        Ok(Arc::new(Link { addr: addr.to_string(), outgoing, failure }))
+    }
+
+    /// Why this link failed, if it has.
+    fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    fn closed_error(&self) -> ClientError {
+        ClientError::Closed {
+            addr: self.addr.clone(),
+            reason: self.failure().unwrap_or_else(|| "connection closed".to_string()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`). Responses larger than the protocol's `MAX_FRAME_BYTES`
+    /// are refused before anything is allocated for them.
+    pub async fn connect(addr: &str) -> Result<Connection, ClientError> {
+        Connection::connect_with_token(addr, None).await
     }
 
     /// Connects and, when `token` is set, authenticates with it before returning: a broker run
-    /// with `--auth-token-file` answers nothing else first (and closes the connection).
+    /// with `--auth-token-file` answers nothing else first (and closes the connection). The
+    /// token is sent again on every reconnect.
     pub async fn connect_with_token(
         addr: &str,
         token: Option<&str>,
     ) -> Result<Connection, ClientError> {
-        let conn = Connection::connect(addr).await?;
-        if let Some(token) = token {
-            conn.request(&Request::Authenticate { token: token.to_string() }).await?;
-        }
+        let spares = Spares::default();
+        let link = Link::open(addr, &spares).await?;
+        let conn = Connection {
+            inner: Arc::new(Inner {
+                addr: addr.to_string(),
+                token: token.map(str::to_string),
+                next_correlation_id: AtomicU32::new(1),
+                link: RwLock::new(link.clone()),
+                reconnecting: tokio::sync::Mutex::new(()),
+                spares,
+            }),
+        };
+        conn.authenticate(&link).await?;
         Ok(conn)
     }
 
@@ -106,15 +149,89 @@ impl Connection {
     /// to await its response later; this is how a producer keeps several batches in flight while
     /// preserving their order.
     pub(crate) async fn start(&self, req: &Request) -> Result<Pending, ClientError> {
+        let link = self.inner.link.read().unwrap_or_else(|p| p.into_inner()).clone();
+        self.start_on(link, req).await
+    }
+
+    async fn start_on(&self, link: Arc<Link>, req: &Request) -> Result<Pending, ClientError> {
         let correlation_id = self.inner.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let mut buf = BytesMut::new();
         // An Append's records are written from the caller's buffer, not copied into the frame.
         let records = protocol::encode_request_split(&mut buf, correlation_id, req);
         let (reply_tx, reply_rx) = oneshot::channel();
-        if self.inner.outgoing.send((correlation_id, buf, records, reply_tx)).await.is_err() {
-            return Err(self.closed_error().await);
+        if link.outgoing.send((correlation_id, buf, records, reply_tx)).await.is_err() {
+            return Err(link.closed_error());
         }
-        Ok(Pending { rx: reply_rx, conn: self.clone() })
+        Ok(Pending { rx: reply_rx, link })
+    }
+
+    /// Sends the token, if any, as the first request on `link`.
+    async fn authenticate(&self, link: &Arc<Link>) -> Result<(), ClientError> {
+        if let Some(token) = &self.inner.token {
+            let req = Request::Authenticate { token: token.clone() };
+            self.start_on(link.clone(), &req).await?.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// After a request failed because the connection was lost ([`ClientError::is_disconnect`]):
+    /// opens a new one, waiting between attempts as `policy` says, and authenticates again.
+    /// Requests started afterwards go over the new connection; nothing is re-sent here. Returns
+    /// at once when the connection in use has not failed (another clone already reconnected).
+    /// Fails with [`ClientError::Unavailable`] after `policy.give_up_after`, or with the
+    /// broker's answer when it refuses the token.
+    pub async fn reconnect(&self, policy: &Reconnect) -> Result<(), ClientError> {
+        let _one_at_a_time = self.inner.reconnecting.lock().await;
+        let current = self.inner.link.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(lost) = current.failure() else { return Ok(()) };
+        let addr = self.inner.addr.as_str();
+        let since = Instant::now();
+        let deadline = policy.give_up_after.map(|d| since + d);
+        let mut waits = policy.backoff();
+        let mut reason = lost;
+        let mut announced = false;
+        loop {
+            // Waiting before the first attempt too: a broker being killed can still complete a
+            // handshake on its listening socket for a moment after dropping its connections.
+            let wake = Instant::now() + waits.next().unwrap_or(policy.max_backoff);
+            match deadline {
+                Some(d) if wake >= d => {
+                    tokio::time::sleep_until(d.into()).await;
+                    return Err(ClientError::Unavailable {
+                        addr: addr.to_string(),
+                        waited: since.elapsed(),
+                        reason,
+                    });
+                }
+                _ => tokio::time::sleep_until(wake.into()).await,
+            }
+            let limit = Instant::now() + ATTEMPT_TIMEOUT;
+            let limit = deadline.map_or(limit, |d| d.min(limit));
+            match tokio::time::timeout_at(limit.into(), self.open_link()).await {
+                Ok(Ok(link)) => {
+                    *self.inner.link.write().unwrap_or_else(|p| p.into_inner()) = link;
+                    if !announced {
+                        policy.notify(&ReconnectEvent::Unavailable { addr, reason: &reason });
+                    }
+                    policy.notify(&ReconnectEvent::Reconnected { addr, after: since.elapsed() });
+                    return Ok(());
+                }
+                Ok(Err(e)) if !e.is_disconnect() => return Err(e),
+                Ok(Err(e)) => reason = e.reason(),
+                Err(_) => reason = "no answer".to_string(),
+            }
+            if !announced {
+                policy.notify(&ReconnectEvent::Unavailable { addr, reason: &reason });
+                announced = true;
+            }
+        }
+    }
+
+    /// One attempt: a new link, authenticated.
+    async fn open_link(&self) -> Result<Arc<Link>, ClientError> {
+        let link = Link::open(&self.inner.addr, &self.inner.spares).await?;
+        self.authenticate(&link).await?;
+        Ok(link)
     }
 
     /// An empty buffer of at least `capacity` bytes to encode a batch of records into: one whose
@@ -126,26 +243,24 @@ impl Connection {
         buf
     }
 
-    async fn closed_error(&self) -> ClientError {
-        let reason = self.inner.failure.lock().await.clone();
-        ClientError::Closed {
-            addr: self.inner.addr.clone(),
-            reason: reason.unwrap_or_else(|| "connection closed".to_string()),
-        }
+    /// Gives a batch's records back for reuse once the caller no longer needs them (a producer
+    /// keeps a batch until it is acknowledged, in case it must be sent again).
+    pub(crate) fn recycle(&self, records: Bytes) {
+        recycle(&self.inner.spares, records);
     }
 }
 
 /// A request on its way; [`Pending::wait`] yields its response.
 pub(crate) struct Pending {
     rx: oneshot::Receiver<Result<Response, ClientError>>,
-    conn: Connection,
+    link: Arc<Link>,
 }
 
 impl Pending {
     pub(crate) async fn wait(self) -> Result<Response, ClientError> {
         match self.rx.await {
             Ok(result) => into_result(result),
-            Err(_) => Err(self.conn.closed_error().await),
+            Err(_) => Err(self.link.closed_error()),
         }
     }
 
@@ -154,10 +269,7 @@ impl Pending {
         match self.rx.try_recv() {
             Ok(result) => Some(into_result(result)),
             Err(oneshot::error::TryRecvError::Empty) => None,
-            Err(oneshot::error::TryRecvError::Closed) => Some(Err(ClientError::Closed {
-                addr: self.conn.inner.addr.clone(),
-                reason: "connection closed".to_string(),
-            })),
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(self.link.closed_error())),
         }
     }
 }
@@ -197,7 +309,7 @@ async fn write_loop(
         }
         if let Err(e) = result.and(write.flush().await) {
             tracing::debug!(addr = %w.addr, error = %e, "write failed; closing connection");
-            w.failure.lock().await.get_or_insert_with(|| format!("write failed: {e}"));
+            lock(&w.failure).get_or_insert_with(|| format!("write failed: {e}"));
             // Dropping `write` shuts our side; the reader then fails everything pending.
             return;
         }
@@ -210,7 +322,7 @@ struct Writer {
     addr: String,
     /// Requests written, in order, for the reader to match responses to.
     pending: mpsc::UnboundedSender<(u32, Reply)>,
-    failure: Arc<Mutex<Option<String>>>,
+    failure: Failure,
 }
 
 /// Keeps a written batch buffer for reuse when nothing else holds it any more.
@@ -248,7 +360,7 @@ async fn read_loop(
     addr: String,
     read: OwnedReadHalf,
     mut pending: mpsc::UnboundedReceiver<(u32, Reply)>,
-    failure: Arc<Mutex<Option<String>>>,
+    failure: Failure,
 ) {
     let mut read = BufReader::with_capacity(64 * 1024, read);
     let mut waiting: VecDeque<(u32, Reply)> = VecDeque::new();
@@ -293,7 +405,7 @@ async fn read_loop(
         }
     };
     tracing::debug!(%addr, %reason, "connection failed");
-    failure.lock().await.get_or_insert_with(|| reason.clone());
+    lock(&failure).get_or_insert_with(|| reason.clone());
     // Fail everything in flight now and everything registered later; the write loop stops when
     // `pending` is dropped with this function.
     pending.close();

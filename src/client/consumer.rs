@@ -1,7 +1,8 @@
 //! The consumer: reads one topic's partitions from a chosen start position, long-polls for new
 //! records, checks every fetched record's CRC with `crate::record::RecordIter` (the same bytes and
 //! CRCs the broker wrote), and commits its position for a consumer group. Never skips a record it
-//! could not verify: a corrupt record is an error.
+//! could not verify: a corrupt record is an error. With `reconnect`, a lost connection is reopened
+//! and reading goes on right after the last record handed out.
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use super::admin::unexpected;
 use super::connection::Pending;
-use super::{Admin, ClientError, Connection};
+use super::{Admin, ClientError, Connection, Reconnect};
 use crate::protocol::{FETCH_CONTINUE, Request, Response};
 use crate::record::{self, Header, RecordIter, RecordView};
 
@@ -48,6 +49,9 @@ pub struct ConsumerConfig {
     pub max_wait: Duration,
     /// Largest record accepted when decoding.
     pub max_record_bytes: u32,
+    /// When the connection is lost: reconnect this way and go on reading right after the last
+    /// record handed out. `None`: the loss is an error.
+    pub reconnect: Option<Reconnect>,
 }
 
 impl Default for ConsumerConfig {
@@ -59,6 +63,7 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: 1024 * 1024,
             max_wait: Duration::from_millis(500),
             max_record_bytes: record::DEFAULT_MAX_RECORD_BYTES,
+            reconnect: None,
         }
     }
 }
@@ -94,6 +99,18 @@ impl PartitionState {
     /// Nothing is left to fetch: a consumer that stops at the end has reached the end it saw.
     fn finished(&self, stop_at_end: bool) -> bool {
         stop_at_end && self.fetched_to >= self.end
+    }
+}
+
+/// Why a fetch round stopped: the client failed, or the caller's callback returned an error.
+enum RoundError<E> {
+    Client(ClientError),
+    Each(E),
+}
+
+impl<E> From<ClientError> for RoundError<E> {
+    fn from(e: ClientError) -> Self {
+        RoundError::Client(e)
     }
 }
 
@@ -265,6 +282,15 @@ impl Consumer {
     /// Stores the position of every partition whose position moved since the last commit as the
     /// group's committed offset (the offset of the next record to read).
     pub async fn commit(&mut self) -> Result<(), ClientError> {
+        loop {
+            match self.commit_once().await {
+                Err(e) => self.recover(e).await?,
+                ok => return ok,
+            }
+        }
+    }
+
+    async fn commit_once(&mut self) -> Result<(), ClientError> {
         let Some(group) = self.config.group.clone() else {
             return Err(ClientError::InvalidArgument("commit needs a consumer group".to_string()));
         };
@@ -311,21 +337,58 @@ impl Consumer {
         if !self.buffered.is_empty() {
             return self.hand_out_buffered(&mut each).map(Some);
         }
-        self.check_corrupt()?;
-        if self.config.stop_at_end && self.at_end() {
-            return Ok(None);
+        loop {
+            self.check_corrupt()?;
+            if self.config.stop_at_end && self.at_end() {
+                return Ok(None);
+            }
+            let mut seen = 0;
+            match self.poll_views_round(&mut each, &mut seen).await {
+                Ok(()) => return Ok(Some(seen)),
+                Err(RoundError::Each(e)) => return Err(e),
+                // What was handed out before the loss stays handed out; the rest is fetched
+                // again from right after it.
+                Err(RoundError::Client(e)) => {
+                    self.recover(e).await?;
+                    if seen > 0 {
+                        return Ok(Some(seen));
+                    }
+                }
+            }
         }
-        let mut seen = self.poll_views_once(0, &mut each).await?;
-        if seen == 0 && self.corrupt.is_none() && !self.config.stop_at_end {
+    }
+
+    /// One `poll_views` round: what is waiting, else a long-poll (unless `stop_at_end`).
+    async fn poll_views_round<E, F>(
+        &mut self,
+        each: &mut F,
+        seen: &mut usize,
+    ) -> Result<(), RoundError<E>>
+    where
+        F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
+    {
+        self.fetch_views(0, true, each, seen).await?;
+        if *seen == 0 && self.corrupt.is_none() && !self.config.stop_at_end {
             // As in `fetch_round`: long-poll only when nothing at all was waiting.
             let n = self.partitions.len().max(1) as u32;
             let wait = (self.config.max_wait / n).max(Duration::from_millis(20));
-            seen = self.poll_views_once(wait.as_millis() as u32, &mut each).await?;
+            self.fetch_views(wait.as_millis() as u32, true, each, seen).await?;
         }
-        if seen == 0 {
+        if *seen == 0 {
             self.check_corrupt()?;
         }
-        Ok(Some(seen))
+        Ok(())
+    }
+
+    /// After `err`: when the connection was lost and `reconnect` is set, reconnects (the next
+    /// round fetches from right after what was handed out); otherwise returns `err`.
+    async fn recover(&mut self, err: ClientError) -> Result<(), ClientError> {
+        let Some(policy) = self.config.reconnect.as_ref().filter(|_| err.is_disconnect()) else {
+            return Err(err);
+        };
+        // Fetches sent on the lost connection will never be answered.
+        self.in_flight.clear();
+        self.conn.reconnect(policy).await
     }
 
     /// Records buffered by `next`/`poll`, handed to a `poll_views` callback. Rare (only when a
@@ -364,16 +427,6 @@ impl Consumer {
         Ok(seen)
     }
 
-    /// One round of pipelined fetches whose records are handed to `each` as soon as they are
-    /// fetched (and so count as consumed: the position moves past them).
-    async fn poll_views_once<E, F>(&mut self, max_wait_ms: u32, each: &mut F) -> Result<usize, E>
-    where
-        E: From<ClientError>,
-        F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
-    {
-        self.fetch_views(max_wait_ms, true, each).await
-    }
-
     /// One round of pipelined fetches: the fetches in flight (or, when none are, one per
     /// partition that still has something to read, see `start_fetches`). Every record is
     /// CRC-checked and passed to `each` in order, borrowed from the response. While a partition
@@ -383,29 +436,29 @@ impl Consumer {
     /// position moves past them too (otherwise only the fetch position does, and `next` moves
     /// the position later). Stops early when `each` breaks; the fetches still in flight are
     /// then dropped and their records fetched again. A corrupt record is kept in
-    /// `self.corrupt` and ends the round.
+    /// `self.corrupt` and ends the round. `seen` counts the records handed to `each`, also when
+    /// the round fails part way.
     async fn fetch_views<E, F>(
         &mut self,
         max_wait_ms: u32,
         consumed: bool,
         each: &mut F,
-    ) -> Result<usize, E>
+        seen: &mut usize,
+    ) -> Result<(), RoundError<E>>
     where
-        E: From<ClientError>,
         F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
     {
         if self.in_flight.is_empty() {
             let started = self.start_fetches(max_wait_ms).await?;
             self.in_flight.extend(started);
         }
-        let mut seen = 0;
-        let whole = self.hand_out_round(max_wait_ms, consumed, each, &mut seen).await;
+        let whole = self.hand_out_round(max_wait_ms, consumed, each, seen).await;
         if !matches!(whole, Ok(true)) {
             // Broken off, corrupt or failed: what is in flight continues from a place this
             // consumer is no longer at.
             self.in_flight.clear();
         }
-        whole.map(|_| seen)
+        whole.map(|_| ())
     }
 
     /// Hands out the responses that were in flight when the round began, topping each
@@ -417,9 +470,8 @@ impl Consumer {
         consumed: bool,
         each: &mut F,
         seen: &mut usize,
-    ) -> Result<bool, E>
+    ) -> Result<bool, RoundError<E>>
     where
-        E: From<ClientError>,
         F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
     {
         for _ in 0..self.in_flight.len() {
@@ -466,9 +518,8 @@ impl Consumer {
         consumed: bool,
         each: &mut F,
         seen: &mut usize,
-    ) -> Result<bool, E>
+    ) -> Result<bool, RoundError<E>>
     where
-        E: From<ClientError>,
         F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
     {
         let stop_at_end = self.config.stop_at_end;
@@ -503,7 +554,7 @@ impl Consumer {
                 state.position = view.offset + 1;
             }
             *seen += 1;
-            if each(state.partition, &view)?.is_break() {
+            if each(state.partition, &view).map_err(RoundError::Each)?.is_break() {
                 return Ok(false);
             }
         }
@@ -553,6 +604,14 @@ impl Consumer {
     /// Only when none of them returned anything does it long-poll, so one quiet partition never
     /// delays another's records by more than one wait.
     async fn fetch_round(&mut self) -> Result<(), ClientError> {
+        match self.fetch_round_once().await {
+            // `next` and `poll` go on from what was buffered before the loss.
+            Err(e) => self.recover(e).await,
+            ok => ok,
+        }
+    }
+
+    async fn fetch_round_once(&mut self) -> Result<(), ClientError> {
         let got = self.fetch_all(0).await?;
         if got == 0 && self.corrupt.is_none() && !self.config.stop_at_end {
             // Several long-polls queue behind each other on one connection, so share the wait.
@@ -566,22 +625,31 @@ impl Consumer {
     /// One round of fetches whose records are buffered for `next`.
     async fn fetch_all(&mut self, max_wait_ms: u32) -> Result<usize, ClientError> {
         let mut buffered = std::mem::take(&mut self.buffered);
-        let got = self
-            .fetch_views(max_wait_ms, false, &mut |partition, view: &RecordView<'_>| {
-                let rec = view.to_record();
-                buffered.push_back(ConsumedRecord {
-                    partition,
-                    offset: rec.offset,
-                    timestamp_ms: rec.timestamp_ms,
-                    key: rec.key,
-                    value: rec.value,
-                    headers: rec.headers,
-                });
-                Ok::<_, ClientError>(ControlFlow::Continue(()))
-            })
+        let mut got = 0;
+        let round = self
+            .fetch_views(
+                max_wait_ms,
+                false,
+                &mut |partition, view: &RecordView<'_>| {
+                    let rec = view.to_record();
+                    buffered.push_back(ConsumedRecord {
+                        partition,
+                        offset: rec.offset,
+                        timestamp_ms: rec.timestamp_ms,
+                        key: rec.key,
+                        value: rec.value,
+                        headers: rec.headers,
+                    });
+                    Ok::<_, ClientError>(ControlFlow::Continue(()))
+                },
+                &mut got,
+            )
             .await;
         self.buffered = buffered;
-        got
+        match round {
+            Ok(()) => Ok(got),
+            Err(RoundError::Client(e) | RoundError::Each(e)) => Err(e),
+        }
     }
 }
 

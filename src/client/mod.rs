@@ -3,8 +3,15 @@
 //!
 //! Owns: talking to one broker over TCP, batching and partitioning records on the way in,
 //! verifying every fetched record's CRC on the way out, and consumer-group offset commits.
-//! Never does: storage, broker-side validation, or any retry that could duplicate a message (a
-//! failed append is reported to the caller, who decides).
+//! Never does: storage or broker-side validation.
+//!
+//! Reconnecting is opt-in ([`Reconnect`] in [`ProducerConfig`] and [`ConsumerConfig`]): once the
+//! broker is back, a consumer resumes right after the last record it handed out (nothing skipped,
+//! nothing handed out twice), and a producer sends again every batch that was not acknowledged.
+//! That is at-least-once delivery: a batch in flight when the connection died may have been
+//! stored, and is then stored twice (as with Kafka without idempotence). A batch is only ever
+//! reported acknowledged when the broker acknowledged it. Without `reconnect`, a lost connection
+//! is an error, and the caller decides.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), minikafka::client::ClientError> {
@@ -26,6 +33,7 @@ mod admin;
 mod connection;
 mod consumer;
 mod producer;
+mod reconnect;
 
 /// Kafka's default partitioner, the very function the broker uses, so a keyed record lands in the
 /// same partition whether this client or the broker picks it.
@@ -35,6 +43,7 @@ pub use connection::Connection;
 pub(crate) use connection::Pending;
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartFrom};
 pub use producer::{BatchAck, Producer, ProducerConfig};
+pub use reconnect::{Reconnect, ReconnectEvent, ReconnectListener};
 
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::record::RecordError;
@@ -75,6 +84,10 @@ pub enum ClientError {
     /// A record could not be encoded (too large, too many headers).
     #[error("cannot encode record for {topic}: {source}")]
     Encode { topic: String, source: RecordError },
+    /// The connection was lost and the broker did not come back within the reconnect policy's
+    /// time.
+    #[error("broker {addr} unavailable for {:.1} s ({reason}); gave up reconnecting", waited.as_secs_f64())]
+    Unavailable { addr: String, waited: std::time::Duration, reason: String },
     /// The caller asked for something impossible (a partition the topic does not have...).
     #[error("{0}")]
     InvalidArgument(String),
@@ -86,6 +99,21 @@ impl ClientError {
         match self {
             ClientError::Broker { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+
+    /// The connection was lost (or could not be opened): the request may be tried again on a
+    /// new connection. Not for answers from the broker, which a new connection would not change.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, ClientError::Io { .. } | ClientError::Closed { .. })
+    }
+
+    /// Why the connection is unavailable, briefly ("connection refused").
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            ClientError::Io { source, .. } => source.kind().to_string(),
+            ClientError::Closed { reason, .. } => reason.clone(),
+            other => other.to_string(),
         }
     }
 }
