@@ -621,7 +621,9 @@ mod tests {
                                 next_offset: count,
                                 segments: 1,
                                 size_bytes: records.len() as u64,
+                                offline: None,
                             }],
+                            offline: None,
                         }],
                     },
                     Request::Fetch { .. } => Response::Fetched {

@@ -70,6 +70,10 @@ pub(crate) fn broker_error_code(e: &BrokerError) -> i16 {
         },
         BrokerError::Io { .. }
         | BrokerError::CorruptState { .. }
+        | BrokerError::MissingPartitionDir { .. }
+        | BrokerError::TopicOffline { .. }
+        | BrokerError::PartitionOffline { .. }
+        | BrokerError::GroupOffline { .. }
         | BrokerError::DataDirInUse { .. } => code(ResponseError::KafkaStorageError),
         BrokerError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
     }
@@ -224,11 +228,19 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Byt
 fn metadata_topic(ctx: &Ctx, name: &str) -> MetadataResponseTopic {
     let t = MetadataResponseTopic::default().with_name(Some(s(name).into()));
     match ctx.broker.describe_topic(name) {
+        // A damaged topic.json: the topic exists but none of it is served.
+        Ok(d) if d.offline.is_some() => t.with_error_code(code(ResponseError::KafkaStorageError)),
         Ok(d) => t.with_partitions(
             d.partitions
                 .iter()
                 .map(|p| {
+                    let error = if p.offline.is_some() {
+                        ResponseError::KafkaStorageError.code()
+                    } else {
+                        0
+                    };
                     MetadataResponsePartition::default()
+                        .with_error_code(error)
                         .with_partition_index(p.partition as i32)
                         .with_leader_id(NODE_ID.into())
                         .with_replica_nodes(vec![NODE_ID.into()])
