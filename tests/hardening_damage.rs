@@ -13,7 +13,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use common::{BIN, fails, ok, run_cli, stderr};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, RequestHeader,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// Kafka's KAFKA_STORAGE_ERROR.
+const KAFKA_STORAGE_ERROR: i16 = 56;
 
 /// How long a debug broker on a busy machine may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -27,6 +38,7 @@ struct Node {
     child: Child,
     addr: String,
     http: String,
+    kafka: String,
     log: PathBuf,
 }
 
@@ -34,13 +46,12 @@ impl Node {
     fn start(data: &Path, extra: &[&str], nofile: Option<u64>) -> Node {
         let log = data.with_extension("broker.log");
         for _ in 0..5 {
-            let (addr, http) =
-                (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+            let [addr, http, kafka] = [0; 3].map(|_| format!("127.0.0.1:{}", free_port()));
             let mut cmd = Command::new(BIN);
             cmd.arg("broker")
                 .arg("--data-dir")
                 .arg(data)
-                .args(["--listen", &addr, "--http-listen", &http, "--kafka-listen", "off"])
+                .args(["--listen", &addr, "--http-listen", &http, "--kafka-listen", &kafka])
                 .args(extra)
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
@@ -63,7 +74,7 @@ impl Node {
             let deadline = Instant::now() + START_TIMEOUT;
             loop {
                 if TcpStream::connect(&addr).is_ok() && TcpStream::connect(&http).is_ok() {
-                    return Node { child, addr, http, log };
+                    return Node { child, addr, http, kafka, log };
                 }
                 if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
                     let _ = child.kill();
@@ -104,6 +115,29 @@ impl Node {
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
         body
+    }
+
+    /// One Kafka request and its response body, over a fresh connection.
+    fn kafka<Req: Encodable, Resp: Decodable>(&self, key: ApiKey, version: i16, req: &Req) -> Resp {
+        let mut s = TcpStream::connect(&self.kafka).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("damage-test")));
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, key.request_header_version(version)).unwrap();
+        req.encode(&mut buf, version).unwrap();
+        s.write_all(&(buf.len() as i32).to_be_bytes()).unwrap();
+        s.write_all(&buf).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        let mut body = Bytes::from(body);
+        ResponseHeader::decode(&mut body, key.response_header_version(version)).unwrap();
+        Resp::decode(&mut body, version).unwrap()
     }
 
     /// SIGTERM and wait (a clean stop writes the clean-shutdown markers).
@@ -214,6 +248,41 @@ fn one_damaged_file_takes_only_its_partition_topic_or_group_offline() {
     assert!(seg["partitions"][1].get("offline").is_none(), "{seg}");
     let meta = json(&ok(node.cli(&["topic", "describe", "meta", "--json"])));
     assert!(meta["offline"].as_str().unwrap().contains("topic.json"), "{meta}");
+
+    // Kafka clients see KAFKA_STORAGE_ERROR for exactly the damaged parts.
+    let topic = |n: &'static str| {
+        MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str(n))))
+    };
+    let md: MetadataResponse = node.kafka(
+        ApiKey::Metadata,
+        9,
+        &MetadataRequest::default().with_topics(Some(vec![topic("seg"), topic("meta")])),
+    );
+    let seg_md = md.topics.iter().find(|t| t.name.as_deref().map(|n| &**n) == Some("seg")).unwrap();
+    let errors: Vec<(i32, i16)> =
+        seg_md.partitions.iter().map(|p| (p.partition_index, p.error_code)).collect();
+    assert_eq!(errors, [(0, KAFKA_STORAGE_ERROR), (1, 0)]);
+    let meta_md =
+        md.topics.iter().find(|t| t.name.as_deref().map(|n| &**n) == Some("meta")).unwrap();
+    assert_eq!(meta_md.error_code, KAFKA_STORAGE_ERROR);
+    let fetch =
+        FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("seg")))
+                .with_partitions(
+                    (0..2)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_partition_max_bytes(1 << 16)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let fetched: FetchResponse = node.kafka(ApiKey::Fetch, 4, &fetch);
+    let errors: Vec<(i32, i16)> =
+        fetched.responses[0].partitions.iter().map(|p| (p.partition_index, p.error_code)).collect();
+    assert_eq!(errors, [(0, KAFKA_STORAGE_ERROR), (1, 0)]);
 
     // The console's topic API and the metrics.
     let api = node.api("/api/topics/meta");
