@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use common::{BIN, fails, ok, run_cli, stderr};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -282,6 +283,22 @@ fn one_damaged_file_takes_only_its_partition_topic_or_group_offline() {
     let fetched: FetchResponse = node.kafka(ApiKey::Fetch, 4, &fetch);
     let errors: Vec<(i32, i16)> =
         fetched.responses[0].partitions.iter().map(|p| (p.partition_index, p.error_code)).collect();
+    assert_eq!(errors, [(0, KAFKA_STORAGE_ERROR), (1, 0)]);
+
+    let list = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+        ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("seg")))
+            .with_partitions(
+                (0..2)
+                    .map(|p| {
+                        ListOffsetsPartition::default().with_partition_index(p).with_timestamp(-1)
+                    })
+                    .collect(),
+            ),
+    ]);
+    let listed: ListOffsetsResponse = node.kafka(ApiKey::ListOffsets, 1, &list);
+    let errors: Vec<(i32, i16)> =
+        listed.topics[0].partitions.iter().map(|p| (p.partition_index, p.error_code)).collect();
     assert_eq!(errors, [(0, KAFKA_STORAGE_ERROR), (1, 0)]);
 
     // The console's topic API and the metrics.

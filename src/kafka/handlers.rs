@@ -644,10 +644,17 @@ async fn list_offset(
     timestamp: i64,
 ) -> Result<(i64, i64), i16> {
     let d = ctx.broker.describe_topic(topic).map_err(|e| broker_error_code(&e))?;
+    if d.offline.is_some() {
+        return Err(code(ResponseError::KafkaStorageError));
+    }
     let p = usize::try_from(partition)
         .ok()
         .and_then(|i| d.partitions.get(i))
         .ok_or(code(ResponseError::UnknownTopicOrPartition))?;
+    // A damaged (offline) partition has no offsets to tell.
+    if p.offline.is_some() {
+        return Err(code(ResponseError::KafkaStorageError));
+    }
     match timestamp {
         -2 => Ok((p.log_start_offset as i64, -1)),
         -1 => Ok((p.next_offset as i64, -1)),
