@@ -304,6 +304,10 @@ fn one_damaged_file_takes_only_its_partition_topic_or_group_offline() {
     // The console's topic API and the metrics.
     let api = node.api("/api/topics/meta");
     assert!(api.contains("\"offline\"") && api.contains("topic.json"), "{api}");
+    let api = node.api("/api/topics/seg");
+    assert!(api.contains("\"offline\"") && api.contains(".log"), "{api}");
+    let api = node.api("/api/groups/g1");
+    assert!(api.contains("offline") && api.contains("g1.json"), "{api}");
     assert_eq!(node.gauge("minikafka_offline_partitions"), 2.0); // seg/0, ckpt/0
     assert_eq!(node.gauge("minikafka_offline_topics"), 1.0);
     assert_eq!(node.gauge("minikafka_offline_groups"), 1.0);

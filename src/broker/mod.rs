@@ -397,10 +397,12 @@ impl Broker {
             fsutil::sync_dir(data_dir)?;
         }
         let groups = Groups::open(data_dir)?;
+        let offline_topics = topics.values().filter(|t| t.offline.is_some()).count();
         let offline_partitions: usize = topics.values().map(|t| t.offline_count()).sum();
         let offline_groups = groups.offline().len();
-        if offline_partitions + offline_groups > 0 {
+        if offline_topics + offline_partitions + offline_groups > 0 {
             tracing::error!(
+                offline_topics,
                 offline_partitions,
                 offline_groups,
                 "damaged data is offline (see the errors above); the rest is served"
@@ -568,7 +570,10 @@ impl Broker {
             Err(_) => fs::remove_dir_all(dir).map_err(|e| (dir.to_path_buf(), e)),
         };
         if let Err((path, e)) = gone {
-            tracing::error!(path = %path.display(), "cannot remove a failed topic (start-up sweeps @deleting): {e}");
+            tracing::error!(
+                path = %path.display(),
+                "cannot remove a failed topic (start-up sweeps @deleting): {e}"
+            );
         }
     }
 

@@ -184,6 +184,19 @@ fn open_log(
     Ok(Partition { log: Arc::new(log), appended: Notify::new(), closed: AtomicBool::new(false) })
 }
 
+/// Why a partition that failed to open is offline, without the topic and partition (the
+/// offline error that carries it names them).
+fn offline_reason(e: &BrokerError) -> String {
+    match e {
+        BrokerError::Storage { source, .. } => source.to_string(),
+        BrokerError::MissingPartitionDir { path, .. } => format!(
+            "its directory {} is missing (restore it from a backup, or delete the topic)",
+            path.display()
+        ),
+        other => other.to_string(),
+    }
+}
+
 impl Topic {
     /// Opens a topic just built by `create_topic`: any failure is the creation's failure (the
     /// caller removes the directory), so nothing half-made stays behind.
@@ -228,7 +241,7 @@ impl Topic {
                 Ok(partition) => slots.push(Slot::Online(Arc::new(partition))),
                 Err(e) => {
                     tracing::error!(topic = name, partition = p, "partition offline: {e}");
-                    slots.push(Slot::Offline(e.to_string()));
+                    slots.push(Slot::Offline(offline_reason(&e)));
                 }
             }
         }
@@ -257,11 +270,8 @@ impl Topic {
         })
     }
 
-    /// Partitions offline (every partition of a topic that is offline as a whole counts as one).
+    /// Partitions offline in a topic that is served (a topic offline as a whole has none).
     pub(crate) fn offline_count(&self) -> usize {
-        if self.offline.is_some() {
-            return 1;
-        }
         self.slots.iter().filter(|s| matches!(s, Slot::Offline(_))).count()
     }
 

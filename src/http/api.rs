@@ -302,6 +302,8 @@ pub(crate) async fn get_group(
     State(s): State<AppState>,
     Path(group): Path<String>,
 ) -> ApiResult<GroupLag> {
+    // An offline (damaged) group answers its error, naming the file, not "no such group".
+    s.broker.group_offsets(&group)?;
     if !s.broker.list_groups().contains(&group) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no consumer group {group}")));
     }
