@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use common::{BIN, fails, ok, run_cli, stderr};
+use common::{BIN, fails, ok, run_cli};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -378,6 +378,35 @@ fn error_lines(node: &Node) -> String {
     node.log().lines().filter(|l| l.contains("ERROR")).collect::<Vec<_>>().join("\n")
 }
 
+/// `topic create NAME --partitions 8`, or why it failed. Out of descriptors, the broker may
+/// not even accept the connection: a CLI still waiting after `limit` is killed and counts as
+/// a failure too.
+fn create_within(node: &Node, name: &str, limit: Duration) -> Result<(), String> {
+    let mut child = Command::new(BIN)
+        .args(["topic", "create", name, "--partitions", "8"])
+        .env("MINIKAFKA_BROKER", &node.addr)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn minikafka");
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return if status.success() { Ok(()) } else { Err(err) };
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("no answer within {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn topic_creation_past_the_open_file_limit_leaves_nothing_half_made() {
     let tmp = tempfile::tempdir().unwrap();
@@ -387,12 +416,12 @@ fn topic_creation_past_the_open_file_limit_leaves_nothing_half_made() {
     let mut failure = None;
     for i in 0..400 {
         let name = format!("t{i}");
-        let out = node.cli(&["topic", "create", &name, "--partitions", "8"]);
-        if out.status.success() {
-            created.push(name);
-        } else {
-            failure = Some((name, stderr(&out)));
-            break;
+        match create_within(&node, &name, Duration::from_secs(30)) {
+            Ok(()) => created.push(name),
+            Err(err) => {
+                failure = Some((name, err));
+                break;
+            }
         }
     }
     let (failed, err) = failure.expect("creation fails once the broker is out of descriptors");
