@@ -2,6 +2,10 @@
 //! through a temp file + fsync + rename + fsync of the directory before a commit returns. Group
 //! names are validated like topic names, so a name can never escape the directory. Never reads or
 //! writes partition logs.
+//!
+//! A group file that cannot be read or parsed at start-up makes that group offline (not the
+//! broker): its reads and commits fail with the error naming the file, and the file is never
+//! overwritten, so the operator can repair it or restore it from a backup.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -35,6 +39,8 @@ pub(crate) struct Groups {
     /// Per-group lock: commits to one group are written one at a time, different groups in
     /// parallel.
     groups: Mutex<HashMap<String, Arc<Mutex<Offsets>>>>,
+    /// Groups whose file did not load, with the error naming it. Fixed at open.
+    offline: HashMap<String, String>,
 }
 
 /// Locks a mutex, recovering the data if a thread panicked while holding it: the maps are only
@@ -56,6 +62,7 @@ impl Groups {
         let dir = data_dir.join(GROUPS_DIR);
         fsutil::create_dir_durably(&dir)?;
         let mut groups = HashMap::new();
+        let mut offline = HashMap::new();
         let entries = fs::read_dir(&dir).map_err(|source| BrokerError::Io {
             path: dir.clone(),
             op: "list",
@@ -89,19 +96,44 @@ impl Groups {
                 tracing::warn!(path = %path.display(), "ignoring a group file with an invalid name");
                 continue;
             }
-            let bytes = fs::read(&path).map_err(|source| BrokerError::Io {
-                path: path.clone(),
-                op: "read",
-                source,
-            })?;
-            let file: GroupFile = serde_json::from_slice(&bytes).map_err(|e| {
-                BrokerError::CorruptState { path: path.clone(), reason: e.to_string() }
-            })?;
+            let loaded = fs::read(&path)
+                .map_err(|source| BrokerError::Io { path: path.clone(), op: "read", source })
+                .and_then(|bytes| {
+                    serde_json::from_slice::<GroupFile>(&bytes).map_err(|e| {
+                        BrokerError::CorruptState { path: path.clone(), reason: e.to_string() }
+                    })
+                });
+            let file = match loaded {
+                Ok(file) => file,
+                Err(e) => {
+                    tracing::error!(group, "consumer group offline: {e}");
+                    offline.insert(group.to_owned(), e.to_string());
+                    continue;
+                }
+            };
             let offsets: Offsets =
                 file.offsets.into_iter().map(|c| ((c.topic, c.partition), c.offset)).collect();
             groups.insert(group.to_owned(), Arc::new(Mutex::new(offsets)));
         }
-        Ok(Groups { dir, groups: Mutex::new(groups) })
+        Ok(Groups { dir, groups: Mutex::new(groups), offline })
+    }
+
+    /// Fails for a group whose file did not load.
+    fn ensure_online(&self, group: &str) -> Result<(), BrokerError> {
+        match self.offline.get(group) {
+            Some(reason) => {
+                Err(BrokerError::GroupOffline { group: group.to_owned(), reason: reason.clone() })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Groups whose file did not load, with the error, sorted.
+    pub(crate) fn offline(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> =
+            self.offline.iter().map(|(g, r)| (g.clone(), r.clone())).collect();
+        v.sort();
+        v
     }
 
     fn path(&self, group: &str) -> PathBuf {
@@ -109,6 +141,8 @@ impl Groups {
     }
 
     fn write(&self, group: &str, offsets: &Offsets) -> Result<(), BrokerError> {
+        // Never overwrite a damaged file: it may be all that is left of the group's positions.
+        self.ensure_online(group)?;
         let file = GroupFile {
             offsets: offsets
                 .iter()
@@ -153,12 +187,14 @@ impl Groups {
         partition: u32,
     ) -> Result<Option<u64>, BrokerError> {
         validate_group_name(group)?;
+        self.ensure_online(group)?;
         let entry = lock(&self.groups).get(group).cloned();
         Ok(entry.and_then(|e| lock(&e).get(&(topic.to_owned(), partition)).copied()))
     }
 
     pub(crate) fn offsets(&self, group: &str) -> Result<Vec<(String, u32, u64)>, BrokerError> {
         validate_group_name(group)?;
+        self.ensure_online(group)?;
         let entry = lock(&self.groups).get(group).cloned();
         Ok(entry
             .map(|e| lock(&e).iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect())

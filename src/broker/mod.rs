@@ -14,7 +14,15 @@
 //! a path outside its directory, and `@` (not a name character) keeps broker-internal entries
 //! apart from topics. A topic is built in `@creating` and renamed into place, and deleted by
 //! renaming it to `@deleting` before removal; leftovers of either are swept at open, so a crash
-//! never leaves half a topic.
+//! never leaves half a topic. A creation that fails (say, out of file descriptors while its logs
+//! open) removes what it made before it returns the error.
+//!
+//! # Damage
+//! Open never fails for one damaged topic or group, and never re-creates data: a partition whose
+//! log does not open (a damaged segment or checkpoint, a missing directory) is offline, a topic
+//! whose `topic.json` is unusable is offline as a whole, a group whose file is unusable is
+//! offline; each is logged at error level, shown by `describe` and counted in the metrics, and
+//! every request to it fails with the error naming the file. The rest is served.
 //!
 //! # Durability contract (per `--fsync` value)
 //! For every policy, an acknowledged append (one whose `append` returned `Ok`) has been written to
@@ -161,7 +169,11 @@ impl GroupLag {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicDescription {
     pub name: String,
+    /// Empty when the whole topic is offline.
     pub partitions: Vec<PartitionDescription>,
+    /// Why the whole topic is offline (its `topic.json` cannot be used), naming the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<String>,
 }
 
 /// One partition as `describe` shows it.
@@ -172,6 +184,10 @@ pub struct PartitionDescription {
     pub next_offset: u64,
     pub segments: u64,
     pub size_bytes: u64,
+    /// Why the partition is offline (its log did not open), naming the file; its offsets and
+    /// sizes are then 0 (unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<String>,
 }
 
 /// A topic as `list_topics` shows it.
@@ -236,6 +252,18 @@ pub enum BrokerError {
     },
     #[error("corrupt broker state in {}: {reason}", path.display())]
     CorruptState { path: PathBuf, reason: String },
+    #[error(
+        "topic {topic:?} partition {partition}: its directory {} is missing (restore it from a \
+         backup, or delete the topic)",
+        path.display()
+    )]
+    MissingPartitionDir { topic: String, partition: u32, path: PathBuf },
+    #[error("topic {topic:?} is offline: {reason}")]
+    TopicOffline { topic: String, reason: String },
+    #[error("topic {topic:?} partition {partition} is offline: {reason}")]
+    PartitionOffline { topic: String, partition: u32, reason: String },
+    #[error("consumer group {group:?} is offline: {reason}")]
+    GroupOffline { group: String, reason: String },
     #[error("the broker is shutting down")]
     ShuttingDown,
     #[error(
@@ -352,17 +380,34 @@ impl Broker {
                 tracing::warn!(path = %path.display(), "ignoring a directory that is not a topic: {e}");
                 continue;
             }
-            if !path.join(topic::TOPIC_FILE).exists() {
+            let t = if path.join(topic::TOPIC_FILE).exists() {
+                Topic::load(&name, path, &config.log, &fs, config.max_partitions)
+            } else if path.join("0").is_dir() {
+                // Partitions without their topic.json: a topic whose file was lost.
+                let reason = format!("{} is missing", path.join(topic::TOPIC_FILE).display());
+                tracing::error!(topic = %name, "topic offline: {reason}");
+                Topic::offline(&name, path, reason)
+            } else {
                 tracing::warn!(path = %path.display(), "ignoring a directory without topic.json");
                 continue;
-            }
-            let t = Topic::open(&name, path, &config.log, &fs)?;
+            };
             topics.insert(name, Arc::new(t));
         }
         if swept {
             fsutil::sync_dir(data_dir)?;
         }
         let groups = Groups::open(data_dir)?;
+        let offline_topics = topics.values().filter(|t| t.offline.is_some()).count();
+        let offline_partitions: usize = topics.values().map(|t| t.offline_count()).sum();
+        let offline_groups = groups.offline().len();
+        if offline_topics + offline_partitions + offline_groups > 0 {
+            tracing::error!(
+                offline_topics,
+                offline_partitions,
+                offline_groups,
+                "damaged data is offline (see the errors above); the rest is served"
+            );
+        }
         tracing::info!(
             data_dir = %data_dir.display(),
             topics = topics.len(),
@@ -455,7 +500,8 @@ impl Broker {
                     .into(),
             });
         }
-        // Build the topic aside and rename it into place, so a crash never leaves half a topic.
+        // Build the topic aside and rename it into place, so a crash never leaves half a topic;
+        // a failure removes what was made (and start-up sweeps what a crash leaves).
         let staging = data_dir.join(CREATING_DIR);
         let io = |path: &Path, op: &'static str| {
             let path = path.to_path_buf();
@@ -464,19 +510,71 @@ impl Broker {
         if staging.exists() {
             fs::remove_dir_all(&staging).map_err(io(&staging, "remove"))?;
         }
-        fs::create_dir(&staging).map_err(io(&staging, "create directory"))?;
-        for p in 0..partitions {
-            let pdir = staging.join(p.to_string());
-            fs::create_dir(&pdir).map_err(io(&pdir, "create directory"))?;
+        let built = fs::create_dir(&staging)
+            .map_err(io(&staging, "create directory"))
+            .and_then(|()| {
+                for p in 0..partitions {
+                    let pdir = staging.join(p.to_string());
+                    fs::create_dir(&pdir).map_err(io(&pdir, "create directory"))?;
+                }
+                TopicMeta { partitions }.write(&staging)
+            })
+            .and_then(|()| {
+                fs::rename(&staging, &dir).map_err(io(&dir, "rename staging directory to"))
+            });
+        if let Err(e) = built {
+            if let Err(rm) = fs::remove_dir_all(&staging) {
+                tracing::warn!(path = %staging.display(), "removing a failed topic: {rm}");
+            }
+            return Err(e);
         }
-        TopicMeta { partitions }.write(&staging)?;
-        fs::rename(&staging, &dir).map_err(io(&dir, "rename staging directory to"))?;
-        fsutil::sync_dir(data_dir)?;
-        let t = Arc::new(Topic::open(name, dir, &self.config.log, &self.fs)?);
+        let opened = fsutil::sync_dir(data_dir).and_then(|()| {
+            Topic::open_new(
+                name,
+                dir.clone(),
+                &self.config.log,
+                &self.fs,
+                self.config.max_partitions,
+            )
+        });
+        let t = match opened {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                tracing::warn!(topic = name, "creating the topic failed, removing it: {e}");
+                self.discard_dir(&dir);
+                return Err(e);
+            }
+        };
         let description = t.describe();
         self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), t);
         tracing::info!(topic = name, partitions, "topic created");
         Ok(description)
+    }
+
+    /// Removes the directory of a topic whose creation failed, best effort: it is renamed to
+    /// `@deleting` first (no file descriptor needed, and start-up sweeps it if removal fails).
+    fn discard_dir(&self, dir: &Path) {
+        let tomb = self.config.data_dir.join(DELETING_DIR);
+        if tomb.exists()
+            && let Err(e) = fs::remove_dir_all(&tomb)
+        {
+            tracing::warn!(path = %tomb.display(), "removing: {e}");
+        }
+        let gone = match fs::rename(dir, &tomb) {
+            Ok(()) => {
+                if let Err(e) = fsutil::sync_dir(&self.config.data_dir) {
+                    tracing::warn!("{e}");
+                }
+                fs::remove_dir_all(&tomb).map_err(|e| (tomb.clone(), e))
+            }
+            Err(_) => fs::remove_dir_all(dir).map_err(|e| (dir.to_path_buf(), e)),
+        };
+        if let Err((path, e)) = gone {
+            tracing::error!(
+                path = %path.display(),
+                "cannot remove a failed topic (start-up sweeps @deleting): {e}"
+            );
+        }
     }
 
     /// Deletes a topic: its logs are closed, waiting fetches return, its directory is removed
@@ -491,7 +589,7 @@ impl Broker {
             .unwrap_or_else(|e| e.into_inner())
             .remove(name)
             .ok_or_else(|| BrokerError::UnknownTopic { name: name.to_owned() })?;
-        for (i, p) in t.partitions.iter().enumerate() {
+        for (i, p) in t.online() {
             p.close();
             if let Err(e) = p.log.close() {
                 tracing::warn!(topic = name, partition = i, "closing a deleted partition: {e}");
@@ -559,6 +657,7 @@ impl Broker {
     ) -> Result<(u32, Arc<Partition>), BrokerError> {
         self.check_open()?;
         let t = self.topic_for_append(topic)?;
+        t.ensure_online()?;
         let n = t.partition_count();
         let p = match (partition, key_hint) {
             (Some(p), _) => p,
@@ -775,13 +874,18 @@ impl Broker {
         self.groups.list()
     }
 
+    /// Groups whose file could not be loaded at start-up, with the error naming the file, sorted.
+    pub fn offline_groups(&self) -> Vec<(String, String)> {
+        self.groups.offline()
+    }
+
     /// Applies retention to every partition now (the background task does this every
     /// [`RETENTION_CHECK_INTERVAL`]); returns the number of segments removed.
     pub fn enforce_retention(&self) -> usize {
         let now = crate::record::now_ms();
         let mut removed = 0;
         for t in self.all_topics() {
-            for (i, p) in t.partitions.iter().enumerate() {
+            for (i, p) in t.online() {
                 match p.log.enforce_retention(now) {
                     Ok(n) => removed += n,
                     Err(e) => tracing::warn!(topic = %t.name, partition = i, "retention: {e}"),
@@ -794,7 +898,7 @@ impl Broker {
     /// Fsyncs every log with unsynced appends (the interval policy's ticker).
     fn sync_dirty(&self) {
         for t in self.all_topics() {
-            for (i, p) in t.partitions.iter().enumerate() {
+            for (i, p) in t.online() {
                 if let Err(e) = p.log.sync_if_dirty() {
                     tracing::error!(topic = %t.name, partition = i, "interval fsync failed: {e}");
                 }
@@ -826,7 +930,7 @@ impl Broker {
         }
         let mut first_error = None;
         for t in self.all_topics() {
-            for (i, p) in t.partitions.iter().enumerate() {
+            for (i, p) in t.online() {
                 p.close();
                 if let Err(source) = p.log.close() {
                     tracing::error!(topic = %t.name, partition = i, "close failed: {source}");

@@ -388,3 +388,209 @@ fn a_second_broker_on_the_same_data_dir_is_refused_until_the_first_is_gone() {
     let second = open(dir.path());
     assert_eq!(second.describe_all().len(), 1);
 }
+
+/// Appends `n` one-record batches to a partition.
+async fn fill(b: &Broker, topic: &str, partition: u32, n: usize) {
+    for i in 0..n {
+        let v = format!("v{i}");
+        b.append(topic, Some(partition), None, &[NewRecord::value(v.as_bytes())]).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_topic_json_takes_only_that_topic_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = open(dir.path());
+        b.create_topic("good", 1).unwrap();
+        b.create_topic("bad", 2).unwrap();
+        fill(&b, "good", 0, 2).await;
+        b.shutdown().unwrap();
+    }
+    let topic_json = dir.path().join("bad").join(topic::TOPIC_FILE);
+    fs::write(&topic_json, b"{\"partitions\": ").unwrap();
+    let b = open(dir.path());
+    assert_eq!(values(&fetch_all(&b, "good", 0, 0).await).len(), 2);
+    fill(&b, "good", 0, 1).await;
+    let d = b.describe_topic("bad").unwrap();
+    let reason = d.offline.expect("the topic is offline");
+    assert!(reason.contains(&topic_json.display().to_string()), "{reason}");
+    for err in [
+        b.append("bad", Some(0), None, &[NewRecord::value(b"x")]).await.unwrap_err(),
+        b.append("bad", None, None, &[NewRecord::value(b"x")]).await.unwrap_err(),
+        b.fetch("bad", 0, 0, 1024, 0, Duration::ZERO).await.err().expect("fetch fails"),
+    ] {
+        assert!(matches!(err, BrokerError::TopicOffline { .. }), "{err}");
+        assert!(err.to_string().contains("topic.json"), "{err}");
+    }
+    // It keeps its name (no silent re-creation) and can be deleted to recover.
+    assert!(matches!(b.create_topic("bad", 1), Err(BrokerError::TopicAlreadyExists { .. })));
+    b.delete_topic("bad").unwrap();
+    assert!(!dir.path().join("bad").exists());
+    b.create_topic("bad", 1).unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_partition_directory_is_offline_and_never_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = open(dir.path());
+        b.create_topic("t", 3).unwrap();
+        fill(&b, "t", 1, 3).await;
+        b.shutdown().unwrap();
+    }
+    let p1 = dir.path().join("t").join("1");
+    fs::remove_dir_all(&p1).unwrap();
+    let b = open(dir.path());
+    assert!(!p1.exists(), "the partition directory must not be re-created");
+    let d = b.describe_topic("t").unwrap();
+    assert_eq!(d.partitions.len(), 3);
+    let reason = d.partitions[1].offline.clone().expect("partition 1 is offline");
+    assert!(reason.contains(&p1.display().to_string()), "{reason}");
+    assert!(d.partitions[0].offline.is_none() && d.partitions[2].offline.is_none());
+    let err = b.append("t", Some(1), None, &[NewRecord::value(b"x")]).await.unwrap_err();
+    assert!(matches!(err, BrokerError::PartitionOffline { partition: 1, .. }), "{err}");
+    fill(&b, "t", 0, 1).await;
+    fill(&b, "t", 2, 1).await;
+    // Keyless appends and retention skip nothing they should not; the other partitions serve.
+    b.enforce_retention();
+    assert!(!p1.exists());
+}
+
+#[tokio::test]
+async fn a_partition_count_beyond_the_limit_or_the_directories_is_refused_unallocated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = open(dir.path());
+        for t in ["many", "huge", "fewer", "more"] {
+            b.create_topic(t, 2).unwrap();
+        }
+        b.shutdown().unwrap();
+    }
+    let set = |t: &str, n: u64| {
+        fs::write(dir.path().join(t).join(topic::TOPIC_FILE), format!("{{\"partitions\": {n}}}"))
+            .unwrap()
+    };
+    set("many", 3000);
+    set("huge", 4_000_000_000);
+    set("fewer", 5);
+    set("more", 1);
+    let b = open(dir.path());
+    for (t, needle) in [
+        ("many", "3000 partitions"),
+        ("huge", "4000000000 partitions"),
+        ("fewer", "exist only up to 1"),
+        ("more", "a directory of partition 1 exists"),
+    ] {
+        let reason = b.describe_topic(t).unwrap().offline.expect("offline");
+        assert!(reason.contains("topic.json") && reason.contains(needle), "{t}: {reason}");
+        let dirs = fs::read_dir(dir.path().join(t)).unwrap().count();
+        assert_eq!(dirs, 3, "{t}: topic.json and its two partition directories, nothing made");
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_segment_or_checkpoint_takes_only_its_partition_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.log.segment_bytes = 4096;
+    {
+        let b = Broker::open(cfg.clone()).unwrap();
+        b.create_topic("seg", 2).unwrap();
+        b.create_topic("ckpt", 1).unwrap();
+        let big = vec![b'x'; 1000];
+        for _ in 0..20 {
+            b.append("seg", Some(0), None, &[NewRecord::value(&big)]).await.unwrap();
+        }
+        fill(&b, "ckpt", 0, 5).await;
+        b.trim("ckpt", 0, 2).unwrap();
+        b.shutdown().unwrap();
+    }
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir.path().join("seg").join("0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    let middle = &segments[1];
+    let mut bytes = fs::read(middle).unwrap();
+    bytes[..8].fill(0xAB);
+    fs::write(middle, &bytes).unwrap();
+    let checkpoint = dir.path().join("ckpt").join("0").join("log-start-offset");
+    assert!(checkpoint.exists());
+    fs::write(&checkpoint, b"garbage").unwrap();
+
+    let b = Broker::open(cfg).unwrap();
+    let seg = b.describe_topic("seg").unwrap();
+    let reason = seg.partitions[0].offline.clone().expect("seg/0 offline");
+    assert!(reason.contains(&middle.display().to_string()), "{reason}");
+    assert!(seg.partitions[1].offline.is_none());
+    fill(&b, "seg", 1, 1).await;
+    let reason = b.describe_topic("ckpt").unwrap().partitions[0].offline.clone().expect("offline");
+    assert!(reason.contains("log-start-offset"), "{reason}");
+    let err = b.fetch("seg", 0, 0, 1024, 0, Duration::ZERO).await.err().expect("fetch fails");
+    assert!(err.to_string().contains(&middle.display().to_string()), "{err}");
+    // The damaged file is left as it was, for the operator.
+    assert_eq!(fs::read(middle).unwrap(), bytes);
+    b.shutdown().unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_group_file_takes_only_that_group_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = open(dir.path());
+        b.create_topic("t", 1).unwrap();
+        b.commit_offset("g1", "t", 0, 1).unwrap();
+        b.commit_offset("g2", "t", 0, 2).unwrap();
+        b.shutdown().unwrap();
+    }
+    let g1 = dir.path().join(GROUPS_DIR).join("g1.json");
+    fs::write(&g1, b"{not json").unwrap();
+    let b = open(dir.path());
+    assert_eq!(b.committed_offset("g2", "t", 0).unwrap(), Some(2));
+    b.commit_offset("g2", "t", 0, 3).unwrap();
+    let offline = b.offline_groups();
+    assert_eq!(offline.len(), 1);
+    assert!(offline[0].1.contains(&g1.display().to_string()), "{offline:?}");
+    for err in [
+        b.commit_offset("g1", "t", 0, 5).unwrap_err(),
+        b.committed_offset("g1", "t", 0).unwrap_err(),
+        b.group_offsets("g1").unwrap_err(),
+    ] {
+        assert!(matches!(err, BrokerError::GroupOffline { .. }), "{err}");
+        assert!(err.to_string().contains("g1.json"), "{err}");
+    }
+    assert_eq!(fs::read(&g1).unwrap(), b"{not json", "the damaged file is never overwritten");
+    // Deleting the topic rewrites the groups that have offsets in it, but never the damaged one.
+    b.delete_topic("t").unwrap();
+    assert_eq!(fs::read(&g1).unwrap(), b"{not json");
+}
+
+#[tokio::test]
+async fn a_failed_topic_creation_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = crate::storage::FaultyFs::new();
+    let mut cfg = config(dir.path());
+    cfg.fs = Some(Arc::new(faulty.clone()));
+    let b = Broker::open(cfg).unwrap();
+    b.create_topic("kept", 1).unwrap();
+    faulty.set_no_space(true);
+    let err = b.create_topic("t", 4).unwrap_err();
+    faulty.set_no_space(false);
+    assert!(
+        err.to_string().contains("No space left") || err.to_string().contains("os error"),
+        "{err}"
+    );
+    let mut names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("@lock") && n != GROUPS_DIR)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["kept"]);
+    assert_eq!(b.list_topics().len(), 1);
+    b.create_topic("t", 4).unwrap();
+    fill(&b, "t", 3, 1).await;
+}

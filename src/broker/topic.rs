@@ -1,6 +1,14 @@
 //! One topic: its validated name, its directory, `topic.json` (the partition count) and one
 //! [`Partition`] (a log plus its long-poll wake-up) per partition. Never decides routing or
 //! retention; the broker does.
+//!
+//! # Damage
+//! Opening at start-up never re-creates data and never fails the broker: a partition whose
+//! directory is missing or whose log does not open (a damaged segment or checkpoint) is
+//! *offline*, and a `topic.json` that does not parse, claims more partitions than the broker
+//! allows, or disagrees with the partition directories present makes the whole topic offline.
+//! Offline parts keep the error (naming the file) that requests to them report; their files are
+//! left untouched for the operator.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,6 +23,9 @@ use crate::storage::{FileSystem, Log, LogConfig};
 
 /// Name of the file holding a topic's configuration.
 pub(crate) const TOPIC_FILE: &str = "topic.json";
+/// Largest `topic.json` read: it holds one integer, so anything bigger is damage, and reading it
+/// whole must not cost memory.
+const MAX_TOPIC_FILE_BYTES: u64 = 64 * 1024;
 /// Longest topic or group name (Kafka's limit).
 pub const MAX_NAME_LEN: usize = 249;
 
@@ -46,20 +57,73 @@ impl TopicMeta {
         fsutil::write_atomically(&dir.join(TOPIC_FILE), &json)
     }
 
-    pub(crate) fn read(dir: &Path) -> Result<TopicMeta, BrokerError> {
+    /// Reads and checks `topic.json`: the count must be 1..=`max_partitions` (checked before
+    /// anything is allocated from it: the file is untrusted).
+    pub(crate) fn read(dir: &Path, max_partitions: u32) -> Result<TopicMeta, BrokerError> {
         let path = dir.join(TOPIC_FILE);
-        let bytes = fs::read(&path).map_err(|source| BrokerError::Io {
-            path: path.clone(),
-            op: "read",
-            source,
-        })?;
+        let io = |op| {
+            let path = path.clone();
+            move |source| BrokerError::Io { path, op, source }
+        };
+        let len = fs::metadata(&path).map_err(io("read"))?.len();
+        if len > MAX_TOPIC_FILE_BYTES {
+            return Err(BrokerError::CorruptState {
+                path,
+                reason: format!("{len} bytes, more than a topic.json ever holds"),
+            });
+        }
+        let bytes = fs::read(&path).map_err(io("read"))?;
         let meta: TopicMeta = serde_json::from_slice(&bytes)
             .map_err(|e| BrokerError::CorruptState { path: path.clone(), reason: e.to_string() })?;
         if meta.partitions == 0 {
             return Err(BrokerError::CorruptState { path, reason: "partitions is 0".into() });
         }
+        if meta.partitions > max_partitions {
+            return Err(BrokerError::CorruptState {
+                path,
+                reason: format!(
+                    "it claims {} partitions, more than the broker allows per topic ({max_partitions})",
+                    meta.partitions
+                ),
+            });
+        }
         Ok(meta)
     }
+}
+
+/// Checks that the partition directories of `dir` are exactly `0..partitions`, up to holes
+/// (a hole is one offline partition). Directories that end before the count, or one past it,
+/// mean `topic.json` and the data disagree: which one is right is the operator's call.
+fn check_partition_dirs(dir: &Path, partitions: u32) -> Result<(), BrokerError> {
+    let entries = fs::read_dir(dir).map_err(|source| BrokerError::Io {
+        path: dir.to_path_buf(),
+        op: "list",
+        source,
+    })?;
+    let mut highest: Option<u32> = None;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(p) =
+            name.to_str().and_then(|n| n.parse::<u32>().ok().filter(|p| p.to_string() == n))
+        else {
+            continue;
+        };
+        if entry.path().is_dir() {
+            highest = highest.max(Some(p));
+        }
+    }
+    let path = dir.join(TOPIC_FILE);
+    let reason = match highest {
+        None => format!("it claims {partitions} partitions but no partition directory exists"),
+        Some(h) if h >= partitions => {
+            format!("it claims {partitions} partitions but a directory of partition {h} exists")
+        }
+        Some(h) if h + 1 < partitions => format!(
+            "it claims {partitions} partitions but partition directories exist only up to {h}"
+        ),
+        Some(_) => return Ok(()),
+    };
+    Err(BrokerError::CorruptState { path, reason })
 }
 
 /// One partition: its log and the wake-up that long-polling fetches wait on.
@@ -82,67 +146,192 @@ impl Partition {
     }
 }
 
+/// One partition slot of a topic: its log, or why it could not be opened.
+pub(crate) enum Slot {
+    Online(Arc<Partition>),
+    /// The error that kept the partition from opening, naming the file.
+    Offline(String),
+}
+
 pub(crate) struct Topic {
     pub(crate) name: String,
     pub(crate) dir: PathBuf,
-    pub(crate) partitions: Vec<Arc<Partition>>,
+    /// One per partition; empty when the whole topic is offline.
+    pub(crate) slots: Vec<Slot>,
+    /// Why the whole topic is offline (`topic.json` unusable), naming the file.
+    pub(crate) offline: Option<String>,
     /// Round-robin cursor for appends with neither a partition nor a key.
     pub(crate) next_partition: AtomicU32,
 }
 
+fn open_log(
+    name: &str,
+    pdir: PathBuf,
+    p: u32,
+    log: &LogConfig,
+    fs: &Arc<dyn FileSystem>,
+) -> Result<Partition, BrokerError> {
+    let storage = |source| BrokerError::Storage { topic: name.to_owned(), partition: p, source };
+    if !pdir.is_dir() {
+        // The log would create it empty at offset 0, reusing offsets consumers have seen.
+        return Err(BrokerError::MissingPartitionDir {
+            topic: name.to_owned(),
+            partition: p,
+            path: pdir,
+        });
+    }
+    let log = Log::open_with_fs(pdir, log.clone(), fs.clone()).map_err(storage)?;
+    Ok(Partition { log: Arc::new(log), appended: Notify::new(), closed: AtomicBool::new(false) })
+}
+
+/// Why a partition that failed to open is offline, without the topic and partition (the
+/// offline error that carries it names them).
+fn offline_reason(e: &BrokerError) -> String {
+    match e {
+        BrokerError::Storage { source, .. } => source.to_string(),
+        BrokerError::MissingPartitionDir { path, .. } => format!(
+            "its directory {} is missing (restore it from a backup, or delete the topic)",
+            path.display()
+        ),
+        other => other.to_string(),
+    }
+}
+
 impl Topic {
-    /// Opens (recovers) every partition log of a topic whose `topic.json` exists.
-    pub(crate) fn open(
+    /// Opens a topic just built by `create_topic`: any failure is the creation's failure (the
+    /// caller removes the directory), so nothing half-made stays behind.
+    pub(crate) fn open_new(
         name: &str,
         dir: PathBuf,
         log: &LogConfig,
         fs: &Arc<dyn FileSystem>,
+        max_partitions: u32,
     ) -> Result<Topic, BrokerError> {
-        let meta = TopicMeta::read(&dir)?;
-        let mut partitions = Vec::with_capacity(meta.partitions as usize);
+        let meta = TopicMeta::read(&dir, max_partitions)?;
+        let mut slots = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            let log = Log::open_with_fs(dir.join(p.to_string()), log.clone(), fs.clone()).map_err(
-                |source| BrokerError::Storage { topic: name.to_owned(), partition: p, source },
-            )?;
-            partitions.push(Arc::new(Partition {
-                log: Arc::new(log),
-                appended: Notify::new(),
-                closed: AtomicBool::new(false),
-            }));
+            let partition = open_log(name, dir.join(p.to_string()), p, log, fs)?;
+            slots.push(Slot::Online(Arc::new(partition)));
         }
-        Ok(Topic { name: name.to_owned(), dir, partitions, next_partition: AtomicU32::new(0) })
+        Ok(Topic::new(name, dir, slots, None))
+    }
+
+    /// Opens a topic found at start-up. Never fails: a damaged `topic.json` makes the topic
+    /// offline, a partition that does not open makes that partition offline; each is logged at
+    /// error level with the file it names.
+    pub(crate) fn load(
+        name: &str,
+        dir: PathBuf,
+        log: &LogConfig,
+        fs: &Arc<dyn FileSystem>,
+        max_partitions: u32,
+    ) -> Topic {
+        let meta = TopicMeta::read(&dir, max_partitions)
+            .and_then(|meta| check_partition_dirs(&dir, meta.partitions).map(|()| meta));
+        let meta = match meta {
+            Ok(meta) => meta,
+            Err(e) => {
+                tracing::error!(topic = name, "topic offline: {e}");
+                return Topic::offline(name, dir, e.to_string());
+            }
+        };
+        let mut slots = Vec::with_capacity(meta.partitions as usize);
+        for p in 0..meta.partitions {
+            match open_log(name, dir.join(p.to_string()), p, log, fs) {
+                Ok(partition) => slots.push(Slot::Online(Arc::new(partition))),
+                Err(e) => {
+                    tracing::error!(topic = name, partition = p, "partition offline: {e}");
+                    slots.push(Slot::Offline(offline_reason(&e)));
+                }
+            }
+        }
+        Topic::new(name, dir, slots, None)
+    }
+
+    /// A topic whose `topic.json` cannot be used: listed, described with `reason`, and every
+    /// request to it fails with `reason`.
+    pub(crate) fn offline(name: &str, dir: PathBuf, reason: String) -> Topic {
+        Topic::new(name, dir, Vec::new(), Some(reason))
+    }
+
+    fn new(name: &str, dir: PathBuf, slots: Vec<Slot>, offline: Option<String>) -> Topic {
+        Topic { name: name.to_owned(), dir, slots, offline, next_partition: AtomicU32::new(0) }
     }
 
     pub(crate) fn partition_count(&self) -> u32 {
-        self.partitions.len() as u32
+        self.slots.len() as u32
+    }
+
+    /// The partitions whose logs are open, with their numbers.
+    pub(crate) fn online(&self) -> impl Iterator<Item = (usize, &Arc<Partition>)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| match s {
+            Slot::Online(p) => Some((i, p)),
+            Slot::Offline(_) => None,
+        })
+    }
+
+    /// Partitions offline in a topic that is served (a topic offline as a whole has none).
+    pub(crate) fn offline_count(&self) -> usize {
+        self.slots.iter().filter(|s| matches!(s, Slot::Offline(_))).count()
+    }
+
+    /// Fails when the whole topic is offline.
+    pub(crate) fn ensure_online(&self) -> Result<(), BrokerError> {
+        match &self.offline {
+            Some(reason) => {
+                Err(BrokerError::TopicOffline { topic: self.name.clone(), reason: reason.clone() })
+            }
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn partition(&self, partition: u32) -> Result<&Arc<Partition>, BrokerError> {
-        self.partitions.get(partition as usize).ok_or_else(|| BrokerError::UnknownPartition {
-            topic: self.name.clone(),
-            partition,
-            partitions: self.partition_count(),
-        })
+        self.ensure_online()?;
+        match self.slots.get(partition as usize) {
+            Some(Slot::Online(p)) => Ok(p),
+            Some(Slot::Offline(reason)) => Err(BrokerError::PartitionOffline {
+                topic: self.name.clone(),
+                partition,
+                reason: reason.clone(),
+            }),
+            None => Err(BrokerError::UnknownPartition {
+                topic: self.name.clone(),
+                partition,
+                partitions: self.partition_count(),
+            }),
+        }
     }
 
     pub(crate) fn describe(&self) -> TopicDescription {
         TopicDescription {
             name: self.name.clone(),
             partitions: self
-                .partitions
+                .slots
                 .iter()
                 .enumerate()
-                .map(|(i, p)| {
-                    let d = p.log.describe();
-                    PartitionDescription {
-                        partition: i as u32,
-                        log_start_offset: d.log_start_offset,
-                        next_offset: d.next_offset,
-                        segments: d.segments as u64,
-                        size_bytes: d.size_bytes,
+                .map(|(i, slot)| match slot {
+                    Slot::Online(p) => {
+                        let d = p.log.describe();
+                        PartitionDescription {
+                            partition: i as u32,
+                            log_start_offset: d.log_start_offset,
+                            next_offset: d.next_offset,
+                            segments: d.segments as u64,
+                            size_bytes: d.size_bytes,
+                            offline: None,
+                        }
                     }
+                    Slot::Offline(reason) => PartitionDescription {
+                        partition: i as u32,
+                        log_start_offset: 0,
+                        next_offset: 0,
+                        segments: 0,
+                        size_bytes: 0,
+                        offline: Some(reason.clone()),
+                    },
                 })
                 .collect(),
+            offline: self.offline.clone(),
         }
     }
 }

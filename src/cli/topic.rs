@@ -31,7 +31,8 @@ enum TopicCommand {
     },
     /// List topic names, one per line.
     List,
-    /// Show each partition's log start offset, next offset, segments and bytes.
+    /// Show each partition's log start offset, next offset, segments and bytes, and a line for
+    /// each partition or topic that is offline (damaged data the broker does not serve).
     Describe {
         /// The topic to describe (all topics when omitted).
         name: Option<String>,
@@ -137,8 +138,21 @@ fn describe_table(topics: &[TopicDescription]) -> String {
         "SEGMENTS".into(),
         "BYTES".into(),
     ]];
+    // Damaged data the broker does not serve: a line each under the table, naming the file.
+    let mut offline = Vec::new();
     for t in topics {
+        if let Some(reason) = &t.offline {
+            offline.push(format!("topic {} offline: {reason}", t.name));
+        }
         for p in &t.partitions {
+            if let Some(reason) = &p.offline {
+                offline
+                    .push(format!("topic {} partition {} offline: {reason}", t.name, p.partition));
+                let unknown = || "-".to_string();
+                let (name, partition) = (t.name.clone(), p.partition.to_string());
+                rows.push([name, partition, unknown(), unknown(), unknown(), unknown()]);
+                continue;
+            }
             rows.push([
                 t.name.clone(),
                 p.partition.to_string(),
@@ -166,6 +180,10 @@ fn describe_table(topics: &[TopicDescription]) -> String {
             }
         }
         s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    for line in offline {
+        s.push_str(&line);
         s.push('\n');
     }
     s

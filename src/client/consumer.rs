@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::admin::unexpected;
 use super::connection::Pending;
 use super::{Admin, ClientError, Connection, Reconnect};
-use crate::protocol::{FETCH_CONTINUE, Request, Response};
+use crate::protocol::{ErrorCode, FETCH_CONTINUE, Request, Response};
 use crate::record::{self, Header, RecordIter, RecordView};
 
 /// Most fetches of one partition in flight at once (when it is behind).
@@ -145,6 +145,14 @@ impl Consumer {
             ));
         }
         let description = Admin::new(conn.clone()).describe_topic(topic).await?;
+        // Damaged data the broker does not serve: an error, not an empty read.
+        let offline = |what: String, reason: &str| ClientError::Broker {
+            code: ErrorCode::Storage,
+            message: format!("{what} is offline: {reason}"),
+        };
+        if let Some(reason) = &description.offline {
+            return Err(offline(format!("topic {topic:?}"), reason));
+        }
         let chosen: Vec<u32> = match &config.partitions {
             Some(list) => list.clone(),
             None => description.partitions.iter().map(|p| p.partition).collect(),
@@ -157,6 +165,9 @@ impl Consumer {
                     description.partitions.len()
                 )));
             };
+            if let Some(reason) = &d.offline {
+                return Err(offline(format!("topic {topic:?} partition {partition}"), reason));
+            }
             let mut committed = None;
             let position = match &start {
                 StartFrom::Beginning => d.log_start_offset,
@@ -689,7 +700,9 @@ mod tests {
                                 next_offset: count,
                                 segments: 1,
                                 size_bytes: records.len() as u64,
+                                offline: None,
                             }],
+                            offline: None,
                         }],
                     },
                     Request::Fetch { .. } => Response::Fetched {

@@ -86,6 +86,9 @@ pub(crate) struct PartitionView {
     records: u64,
     segments: u64,
     size_bytes: u64,
+    /// Why the partition is offline (damaged), naming the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offline: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,6 +98,9 @@ pub(crate) struct TopicView {
     size_bytes: u64,
     segments: u64,
     partitions: Vec<PartitionView>,
+    /// Why the whole topic is offline (its topic.json is damaged), naming the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offline: Option<String>,
 }
 
 impl From<TopicDescription> for TopicView {
@@ -109,6 +115,7 @@ impl From<TopicDescription> for TopicView {
                 records: p.next_offset.saturating_sub(p.log_start_offset),
                 segments: p.segments,
                 size_bytes: p.size_bytes,
+                offline: p.offline.clone(),
             })
             .collect();
         TopicView {
@@ -117,6 +124,7 @@ impl From<TopicDescription> for TopicView {
             size_bytes: partitions.iter().map(|p| p.size_bytes).sum(),
             segments: partitions.iter().map(|p| p.segments).sum(),
             partitions,
+            offline: d.offline,
         }
     }
 }
@@ -294,6 +302,8 @@ pub(crate) async fn get_group(
     State(s): State<AppState>,
     Path(group): Path<String>,
 ) -> ApiResult<GroupLag> {
+    // An offline (damaged) group answers its error, naming the file, not "no such group".
+    s.broker.group_offsets(&group)?;
     if !s.broker.list_groups().contains(&group) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no consumer group {group}")));
     }
@@ -310,7 +320,15 @@ pub(crate) fn snapshot(broker: &Broker) -> StateSnapshot {
     let mut snap = StateSnapshot::default();
     let mut ends: HashMap<(String, u32), u64> = HashMap::new();
     for d in broker.describe_all() {
+        if d.offline.is_some() {
+            snap.offline_topics += 1;
+        }
         for p in &d.partitions {
+            if p.offline.is_some() {
+                // Its offsets and sizes are unknown: counted, not reported as zeros.
+                snap.offline_partitions += 1;
+                continue;
+            }
             ends.insert((d.name.clone(), p.partition), p.next_offset);
             snap.partitions.push(PartitionState {
                 topic: d.name.clone(),
@@ -322,6 +340,7 @@ pub(crate) fn snapshot(broker: &Broker) -> StateSnapshot {
             });
         }
     }
+    snap.offline_groups = broker.offline_groups().len() as u64;
     for group in broker.list_groups() {
         // A group whose offsets cannot be read right now is left out of this scrape only.
         let Ok(offsets) = broker.group_offsets(&group) else { continue };

@@ -70,6 +70,10 @@ pub(crate) fn broker_error_code(e: &BrokerError) -> i16 {
         },
         BrokerError::Io { .. }
         | BrokerError::CorruptState { .. }
+        | BrokerError::MissingPartitionDir { .. }
+        | BrokerError::TopicOffline { .. }
+        | BrokerError::PartitionOffline { .. }
+        | BrokerError::GroupOffline { .. }
         | BrokerError::DataDirInUse { .. } => code(ResponseError::KafkaStorageError),
         BrokerError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
     }
@@ -224,11 +228,19 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Byt
 fn metadata_topic(ctx: &Ctx, name: &str) -> MetadataResponseTopic {
     let t = MetadataResponseTopic::default().with_name(Some(s(name).into()));
     match ctx.broker.describe_topic(name) {
+        // A damaged topic.json: the topic exists but none of it is served.
+        Ok(d) if d.offline.is_some() => t.with_error_code(code(ResponseError::KafkaStorageError)),
         Ok(d) => t.with_partitions(
             d.partitions
                 .iter()
                 .map(|p| {
+                    let error = if p.offline.is_some() {
+                        ResponseError::KafkaStorageError.code()
+                    } else {
+                        0
+                    };
                     MetadataResponsePartition::default()
+                        .with_error_code(error)
                         .with_partition_index(p.partition as i32)
                         .with_leader_id(NODE_ID.into())
                         .with_replica_nodes(vec![NODE_ID.into()])
@@ -632,10 +644,17 @@ async fn list_offset(
     timestamp: i64,
 ) -> Result<(i64, i64), i16> {
     let d = ctx.broker.describe_topic(topic).map_err(|e| broker_error_code(&e))?;
+    if d.offline.is_some() {
+        return Err(code(ResponseError::KafkaStorageError));
+    }
     let p = usize::try_from(partition)
         .ok()
         .and_then(|i| d.partitions.get(i))
         .ok_or(code(ResponseError::UnknownTopicOrPartition))?;
+    // A damaged (offline) partition has no offsets to tell.
+    if p.offline.is_some() {
+        return Err(code(ResponseError::KafkaStorageError));
+    }
     match timestamp {
         -2 => Ok((p.log_start_offset as i64, -1)),
         -1 => Ok((p.next_offset as i64, -1)),

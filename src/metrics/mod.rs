@@ -14,6 +14,9 @@
 //! - `connections` (open now) and `connections_accepted_total` — per `listener`.
 //! - `requests_total` per `listener`, `api`; `request_errors_total` per `listener`, `kind`.
 //! - `group_committed_offset`, `group_lag` — gauges per `group`, `topic`, `partition`.
+//! - `offline_partitions`, `offline_topics`, `offline_groups` — gauges: damaged data the broker
+//!   found at start-up and does not serve (a partition whose log did not open, a topic whose
+//!   `topic.json` is unusable, a group whose file is); alert when any is above 0.
 //!
 //! [`TimedFs`] wraps the storage engine's file-system seam to time every fsync.
 
@@ -129,8 +132,14 @@ pub struct GroupOffsetState {
 /// The broker state a scrape reports as gauges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateSnapshot {
+    /// Online partitions only.
     pub partitions: Vec<PartitionState>,
     pub group_offsets: Vec<GroupOffsetState>,
+    /// Partitions of otherwise served topics that are offline.
+    pub offline_partitions: u64,
+    /// Topics offline as a whole.
+    pub offline_topics: u64,
+    pub offline_groups: u64,
 }
 
 /// The broker's metrics. Recording methods are lock-free on the hot path except for a read lock on
@@ -394,6 +403,26 @@ fn state_registry(state: &StateSnapshot) -> Registry {
     reg.register("log_segments", "Segment files of the log", segments);
     reg.register("group_committed_offset", "Offset a consumer group committed", committed);
     reg.register("group_lag", "Records between a group's committed offset and the log end", lag);
+    let offline = |n: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(gauge_value(n));
+        g
+    };
+    reg.register(
+        "offline_partitions",
+        "Partitions not served because their data is damaged or missing",
+        offline(state.offline_partitions),
+    );
+    reg.register(
+        "offline_topics",
+        "Topics not served because their topic.json is damaged",
+        offline(state.offline_topics),
+    );
+    reg.register(
+        "offline_groups",
+        "Consumer groups not served because their offsets file is damaged",
+        offline(state.offline_groups),
+    );
     reg
 }
 
@@ -497,6 +526,9 @@ mod tests {
                 committed: 30,
                 lag: 12,
             }],
+            offline_partitions: 2,
+            offline_topics: 1,
+            offline_groups: 3,
         };
         let text = m.encode(&state);
         let l = r#"topic="t",partition="2""#;
@@ -507,6 +539,9 @@ mod tests {
         let g = r#"group="g",topic="t",partition="2""#;
         assert_eq!(find_sample(&text, "minikafka_group_committed_offset", g), Some(30.0));
         assert_eq!(find_sample(&text, "minikafka_group_lag", g), Some(12.0));
+        assert_eq!(find_sample(&text, "minikafka_offline_partitions", ""), Some(2.0));
+        assert_eq!(find_sample(&text, "minikafka_offline_topics", ""), Some(1.0));
+        assert_eq!(find_sample(&text, "minikafka_offline_groups", ""), Some(3.0));
     }
 
     #[test]

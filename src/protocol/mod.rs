@@ -28,8 +28,12 @@
 //!
 //! Encodings: all integers little-endian; strings are `u16` length + UTF-8; bytes are `u32`
 //! length + bytes; options are a `u8` tag (0 = none, 1 = some) then the value; lists are a `u32`
-//! count then the items. A [`TopicDescription`] is its name then a list of partitions, each
-//! `u32 partition, u64 log_start_offset, u64 next_offset, u64 segments, u64 size_bytes`.
+//! count then the items. A [`TopicDescription`] is its name, a list of partitions, each
+//! `u32 partition, u64 log_start_offset, u64 next_offset, u64 segments, u64 size_bytes,
+//! option<string> offline`, then `option<string> offline` for the whole topic. (The two
+//! `offline` options, why a damaged partition or topic is not served, came with issue 11; the
+//! protocol has no version field, so clients and brokers from before it cannot decode each
+//! other's descriptions: upgrade both.)
 //!
 //! Responses on one connection go out in request order (pipelining is allowed); the correlation
 //! id lets a client check that.
@@ -50,7 +54,9 @@ pub const FRAME_PREFIX_LEN: usize = 4;
 pub const MIN_BODY_BYTES: usize = 5;
 
 /// Bytes of an encoded [`PartitionDescription`].
-const PARTITION_DESCRIPTION_LEN: usize = 4 + 8 * 4;
+const PARTITION_DESCRIPTION_LEN: usize = 4 + 8 * 4 + 1;
+/// Bytes of the smallest encoded [`TopicDescription`]: an empty name, no partitions, no reason.
+const TOPIC_DESCRIPTION_MIN_LEN: usize = 2 + 4 + 1;
 
 /// The `offset` of a Fetch that continues where the previous fetch of the same topic and
 /// partition on this connection ended (the offset after its last record, or its own offset if
@@ -450,6 +456,18 @@ fn put_description(buf: &mut BytesMut, d: &TopicDescription) {
         buf.put_u64_le(p.next_offset);
         buf.put_u64_le(p.segments);
         buf.put_u64_le(p.size_bytes);
+        put_opt_str(buf, p.offline.as_deref());
+    }
+    put_opt_str(buf, d.offline.as_deref());
+}
+
+fn put_opt_str(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            buf.put_u8(1);
+            put_str(buf, s);
+        }
+        None => buf.put_u8(0),
     }
 }
 
@@ -713,6 +731,9 @@ impl<'a> Reader<'a> {
             .map(str::to_owned)
             .map_err(|_| ProtocolError::InvalidUtf8 { field, position })
     }
+    fn opt_string(&mut self, field: &'static str) -> Result<Option<String>, ProtocolError> {
+        if self.bool(field)? { self.string(field).map(Some) } else { Ok(None) }
+    }
     /// A `u32`-length byte field, as a range of the body.
     fn bytes(&mut self, field: &'static str) -> Result<Range<usize>, ProtocolError> {
         let len = self.u32(field)?;
@@ -747,9 +768,11 @@ impl<'a> Reader<'a> {
                 next_offset: self.u64("next offset")?,
                 segments: self.u64("segments")?,
                 size_bytes: self.u64("size bytes")?,
+                offline: self.opt_string("partition offline reason")?,
             });
         }
-        Ok(TopicDescription { name, partitions })
+        let offline = self.opt_string("topic offline reason")?;
+        Ok(TopicDescription { name, partitions, offline })
     }
 }
 
@@ -866,7 +889,7 @@ fn decode_response_with(
         },
         k if k == ResponseKind::Described as u8 => {
             // The smallest description is an empty name and no partitions.
-            let n = r.count("topic count", 2 + 4)?;
+            let n = r.count("topic count", TOPIC_DESCRIPTION_MIN_LEN)?;
             let mut topics = Vec::with_capacity(n);
             for _ in 0..n {
                 topics.push(r.description()?);

@@ -12,8 +12,19 @@ fn desc(name: &str, n: u32) -> TopicDescription {
                 next_offset: u64::from(p) * 10 + 5,
                 segments: 1 + u64::from(p),
                 size_bytes: 4096 * u64::from(p),
+                offline: (p == 1).then(|| "corrupt log data in /d/1/0.log".to_owned()),
             })
             .collect(),
+        offline: None,
+    }
+}
+
+/// A topic whose topic.json is damaged: no partitions, a reason.
+fn offline_desc(name: &str) -> TopicDescription {
+    TopicDescription {
+        name: name.to_owned(),
+        partitions: Vec::new(),
+        offline: Some("corrupt broker state in /d/t/topic.json: EOF".to_owned()),
     }
 }
 
@@ -75,7 +86,9 @@ fn all_responses() -> Vec<Response> {
             high_watermark: 3,
             records: Bytes::new(),
         },
-        Response::Described { topics: vec![desc("a", 1), desc("b", 0), desc("c", 4)] },
+        Response::Described {
+            topics: vec![desc("a", 1), desc("b", 0), desc("c", 4), offline_desc("d")],
+        },
         Response::Described { topics: vec![] },
         Response::Topics { names: vec!["a".into(), "b.c".into(), "d_e-f".into()] },
         Response::Topics { names: vec![] },

@@ -48,8 +48,14 @@ pub fn error_code(e: &BrokerError) -> ErrorCode {
             StorageError::InvalidRecord(_) => ErrorCode::InvalidRecord,
             _ => ErrorCode::Storage,
         },
+        // Offline (damaged) data: Storage, whose message names the file; no new code, so
+        // clients from before offline partitions still decode the error.
         BrokerError::Io { .. }
         | BrokerError::CorruptState { .. }
+        | BrokerError::MissingPartitionDir { .. }
+        | BrokerError::TopicOffline { .. }
+        | BrokerError::PartitionOffline { .. }
+        | BrokerError::GroupOffline { .. }
         | BrokerError::DataDirInUse { .. } => ErrorCode::Storage,
         BrokerError::ShuttingDown => ErrorCode::Internal,
     }

@@ -120,8 +120,15 @@ function renderTopics() {
       el("td", { class: "num", "data-rate": "in" }, unit(state.rateUnit === "bytes" ? r.produce_bytes || 0 : r.produce_records || 0)),
       el("td", { class: "num", "data-rate": "out" }, unit(state.rateUnit === "bytes" ? r.consume_bytes || 0 : r.consume_records || 0)));
     rows.push(row);
+    // Damaged data the broker does not serve, always shown, with the error naming the file.
+    const offline = (text) => el("tr", { class: "offline" },
+      el("td", { colspan: 7, style: "color:var(--bad)" }, text));
+    if (t.offline) rows.push(offline("offline: " + t.offline));
+    for (const p of t.partitions) {
+      if (p.offline) rows.push(offline("partition " + p.partition + " offline: " + p.offline));
+    }
     if (t.name === state.selectedTopic) {
-      for (const p of t.partitions) {
+      for (const p of t.partitions.filter((p) => !p.offline)) {
         rows.push(el("tr", { class: "partition", "data-partition": p.partition },
           el("td", { colspan: 2 }, "partition " + p.partition + ": offsets " + p.log_start_offset + " .. " + p.next_offset),
           el("td", { class: "num" }, fmtNum(p.records)),
