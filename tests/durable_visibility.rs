@@ -214,11 +214,27 @@ fn a_reopened_log_shows_its_recovered_tail_after_syncing_it() {
     assert!(fs.sync_count() > 0, "the recovered tail was fdatasynced before being shown");
     assert_eq!((log.visible_end(), log.next_offset()), (3, 3));
     assert_eq!(visible(&log, 0).len(), 3);
+    // The disk cannot sync the tail at open (a file already cut to its data, of unknown
+    // durability: a clean close whose marker is gone): the log opens for what is durable (the
+    // sealed segments; here none), hides the tail and refuses writes.
+    log.append(&[NewRecord::value(b"d")]).unwrap();
+    log.close().unwrap();
+    drop(log);
+    std::fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
+    fs.fail_next_syncs(1);
+    let log =
+        Log::open_with_fs(dir.path(), config(FsyncPolicy::Always), Arc::new(fs.clone())).unwrap();
+    assert_eq!((log.visible_end(), log.next_offset()), (0, 4));
+    assert!(visible(&log, 0).is_empty());
+    assert!(matches!(log.append(&[NewRecord::value(b"e")]), Err(StorageError::Poisoned { .. })));
+    drop(log);
+    let log = Log::open(dir.path(), config(FsyncPolicy::Always)).unwrap();
+    assert_eq!((log.visible_end(), visible(&log, 0).len()), (4, 4));
     log.close().unwrap();
     drop(log);
     // After a clean shutdown everything was synced by close.
     let log = Log::open(dir.path(), config(FsyncPolicy::Always)).unwrap();
-    assert_eq!((log.visible_end(), visible(&log, 0).len()), (3, 3));
+    assert_eq!((log.visible_end(), visible(&log, 0).len()), (4, 4));
 }
 
 #[test]

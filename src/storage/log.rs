@@ -152,16 +152,21 @@ impl Log {
         let next = active.next_offset();
         // Unknown durability of the recovered tail: treat only sealed segments as synced so the
         // first sync covers the active one. Under Always that tail would stay invisible until the
-        // next append, so make it durable now (after a clean shutdown `close` already did).
+        // next append, so make it durable now (after a clean shutdown `close` already did). If
+        // that fails (e.g. a full disk cannot take the write-back), the log still opens for
+        // reads of what is durable, poisoned as after any failed fdatasync.
         let mut synced = active.base_offset;
+        let mut poisoned = false;
         if config.fsync == FsyncPolicy::Always && next > synced {
-            if !clean {
-                active
-                    .file()
-                    .sync_data()
-                    .map_err(StorageError::io(&active.log_path, "fdatasync recovered tail of"))?;
+            match if clean { Ok(()) } else { active.file().sync_data() } {
+                Ok(()) => synced = next,
+                Err(e) => {
+                    tracing::error!(path = %active.log_path.display(), error = %e,
+                        "fdatasync of the recovered tail failed: its records stay hidden and the \
+                         log refuses writes until reopened");
+                    poisoned = true;
+                }
             }
-            synced = next;
         }
         tracing::debug!(dir = %dir.display(), segments = rec.segments.len(),
             log_start = rec.log_start_offset, next_offset = next,
@@ -181,7 +186,7 @@ impl Log {
             log_start: AtomicU64::new(rec.log_start_offset),
             next_offset: AtomicU64::new(next),
             durable_end: AtomicU64::new(synced),
-            poisoned: AtomicBool::new(false),
+            poisoned: AtomicBool::new(poisoned),
             closed: AtomicBool::new(false),
             config,
         })
