@@ -217,7 +217,9 @@ impl Log {
     /// the written end.
     pub fn visible_end(&self) -> u64 {
         match self.config.fsync {
-            FsyncPolicy::Always => self.durable_end.load(Ordering::Acquire),
+            // A syncer may take the active segment's end a moment before the appender stores
+            // it in `next_offset`: never report past the written end.
+            FsyncPolicy::Always => self.durable_end.load(Ordering::Acquire).min(self.next_offset()),
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => self.next_offset(),
         }
     }
@@ -528,8 +530,8 @@ impl Log {
     /// visible end (up to `next_offset()`) gives an empty slice: a record written but not yet
     /// durable under `Always` is waited for, not refused.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadSlice, StorageError> {
-        // Visible end first: it never passes the written end, so both bound one state.
         let visible = self.visible_end();
+        // Loaded after `visible`, so never below it.
         let next = self.next_offset();
         let start = self.log_start_offset();
         if offset < start || offset > next {
