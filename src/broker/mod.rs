@@ -36,10 +36,18 @@
 //!
 //! Committed group offsets and topic metadata are always fsynced before the call returns.
 //!
+//! # Visibility
+//! A fetch (and `describe`'s next offset, the high watermark) reaches only the log's visible end
+//! ([`crate::storage::Log::visible_end`]): under `always` what has been fdatasynced, so a
+//! consumer never reads a record before its producer is acknowledged, nor one a failed fdatasync
+//! may lose; under `interval` and `never` everything written.
+//!
 //! # Long-poll
-//! Each partition has a `tokio::sync::Notify` signalled after every append; [`Broker::fetch`]
-//! registers for it before reading, so an append between the read and the wait is never missed,
-//! and sleeps until data arrives or `max_wait` passes. No busy loop.
+//! Each partition has a `tokio::sync::Notify` signalled after every successful append, that is
+//! once its records are visible (under `always`, after the fdatasync that made them durable; a
+//! failed append signals nothing). [`Broker::fetch`] registers for it before reading, so an
+//! append between the read and the wait is never missed, and sleeps until data arrives or
+//! `max_wait` passes. No busy loop.
 //!
 //! # Metrics
 //! The broker owns the [`Metrics`] its listeners record traffic into ([`Broker::metrics`]); every
@@ -211,7 +219,8 @@ pub struct FetchResult {
     pub partition: u32,
     pub records: ReadSlice,
     pub log_start_offset: u64,
-    /// The next offset to be written (Kafka's high watermark on a single node).
+    /// The end of what consumers may read (Kafka's high watermark on a single node): the log's
+    /// visible end, durable under `FsyncPolicy::Always`.
     pub high_watermark: u64,
 }
 
@@ -695,6 +704,7 @@ impl Broker {
             }
             source => BrokerError::Storage { topic: topic.to_owned(), partition, source },
         })?;
+        // Under Always the append returned after its fdatasync: its records are visible now.
         p.appended.notify_waiters();
         Ok(AppendResult { partition, offsets })
     }
@@ -802,7 +812,7 @@ impl Broker {
                     partition,
                     records,
                     log_start_offset: p.log.log_start_offset(),
-                    high_watermark: p.log.next_offset(),
+                    high_watermark: p.log.visible_end(),
                 });
             }
             // Timing out just loops once more: the re-read then returns whatever is there.

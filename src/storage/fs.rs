@@ -8,8 +8,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// A file of a log, as the engine uses it: positional I/O only (no shared cursor), so one handle
 /// serves the appender and the syncer at once.
@@ -127,13 +127,24 @@ struct Faults {
     no_space: AtomicBool,
     /// Fail this many upcoming fdatasyncs (file or directory), with EIO.
     fail_syncs: AtomicU64,
+    /// File fdatasyncs wait while this holds (a disk that does not answer) and count themselves
+    /// in the number waiting.
+    held_syncs: Mutex<SyncHold>,
+    released: Condvar,
     /// Operations counted, for tests that want to see the seam was used.
     syncs: AtomicU64,
     writes: AtomicU64,
 }
 
+/// Whether file fdatasyncs are held, and how many are waiting.
+#[derive(Debug, Default)]
+struct SyncHold {
+    held: bool,
+    waiting: u64,
+}
+
 /// A test double over the real file system that fails on command: a failed write, a short (torn)
-/// write, ENOSPC, a failed fsync. Clones share one set of switches, so a test keeps a clone and
+/// write, ENOSPC, a failed fsync, a file fdatasync held until released (a slow disk). Clones share one set of switches, so a test keeps a clone and
 /// flips them while a `Log` uses another.
 #[derive(Debug, Clone, Default)]
 pub struct FaultyFs {
@@ -159,6 +170,18 @@ impl FaultyFs {
     /// The next `n` fsyncs (file or directory) fail with EIO.
     pub fn fail_next_syncs(&self, n: u64) {
         self.faults.fail_syncs.store(n, Ordering::SeqCst);
+    }
+    /// While `on`, every file fdatasync waits (before failing or succeeding as told) until it is
+    /// turned off: a disk that takes as long as the test wants.
+    pub fn hold_syncs(&self, on: bool) {
+        self.faults.held_syncs.lock().unwrap_or_else(|p| p.into_inner()).held = on;
+        if !on {
+            self.faults.released.notify_all();
+        }
+    }
+    /// Number of file fdatasyncs waiting in [`FaultyFs::hold_syncs`] now.
+    pub fn held_sync_count(&self) -> u64 {
+        self.faults.held_syncs.lock().unwrap_or_else(|p| p.into_inner()).waiting
     }
     /// Number of fsyncs that succeeded so far.
     pub fn sync_count(&self) -> u64 {
@@ -210,6 +233,14 @@ impl FsFile for FaultyFile {
         self.inner.file_len()
     }
     fn sync_data(&self) -> io::Result<()> {
+        {
+            let mut hold = self.faults.held_syncs.lock().unwrap_or_else(|p| p.into_inner());
+            hold.waiting += 1;
+            while hold.held {
+                hold = self.faults.released.wait(hold).unwrap_or_else(|p| p.into_inner());
+            }
+            hold.waiting -= 1;
+        }
         if take_one(&self.faults.fail_syncs) {
             return Err(eio("fdatasync"));
         }
@@ -331,6 +362,25 @@ mod tests {
         fs.sync_dir(dir.path()).unwrap();
         assert_eq!(fs.sync_count(), 2);
         assert_eq!(fs.write_count(), 4);
+    }
+
+    #[test]
+    fn held_fdatasyncs_wait_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let f: Arc<dyn FsFile> = fs.create(&dir.path().join("a")).unwrap().into();
+        fs.hold_syncs(true);
+        let syncer = {
+            let f = f.clone();
+            std::thread::spawn(move || f.sync_data())
+        };
+        while fs.held_sync_count() == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(fs.sync_count(), 0, "held, not done");
+        fs.hold_syncs(false);
+        syncer.join().unwrap().unwrap();
+        assert_eq!((fs.sync_count(), fs.held_sync_count()), (1, 0));
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! (find the segment, hand back a slice of its mapping), trim, retention, describe and close.
 //! Never parses or repairs files itself (`segment.rs`, `recovery.rs` do).
 //!
+//! Visibility: readers see records up to the *visible end*. Under `FsyncPolicy::Always` that is
+//! the durable end (advanced only after an fdatasync covering the records succeeded), so no
+//! reader sees a record its producer has not been acknowledged for, nor one a failed fdatasync
+//! may have lost; under `Interval` and `Never` it is the written end.
+//!
 //! Locks, always taken in this order: `admin` (trim/retention) → `appender` → `segments` (held
 //! only to look up or swap the list) and `sync` (group commit state). Readers take only a brief
 //! read lock on `segments`, then work on an `Arc<Segment>` bounded by its committed length.
@@ -55,6 +60,8 @@ pub struct Log {
     log_start: AtomicU64,
     /// Published (Release) after the active segment's committed length and next offset.
     next_offset: AtomicU64,
+    /// `SyncState::synced`, published (Release) for readers after each successful fdatasync.
+    durable_end: AtomicU64,
     poisoned: AtomicBool,
     closed: AtomicBool,
 }
@@ -137,13 +144,30 @@ impl Log {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let started = Instant::now();
+        // Looked at before recovery, which removes the marker.
+        let clean = fs.exists(&dir.join(CLEAN_MARKER));
         let rec = recovery::recover(&*fs, &dir, &config)?;
         // Invariant: recovery returns at least one segment.
         let active = rec.segments[rec.segments.len() - 1].clone();
         let next = active.next_offset();
         // Unknown durability of the recovered tail: treat only sealed segments as synced so the
-        // first sync covers the active one.
-        let synced = active.base_offset;
+        // first sync covers the active one. Under Always that tail would stay invisible until the
+        // next append, so make it durable now (after a clean shutdown `close` already did). If
+        // that fails (e.g. a full disk cannot take the write-back), the log still opens for
+        // reads of what is durable, poisoned as after any failed fdatasync.
+        let mut synced = active.base_offset;
+        let mut poisoned = false;
+        if config.fsync == FsyncPolicy::Always && next > synced {
+            match if clean { Ok(()) } else { active.file().sync_data() } {
+                Ok(()) => synced = next,
+                Err(e) => {
+                    tracing::error!(path = %active.log_path.display(), error = %e,
+                        "fdatasync of the recovered tail failed: its records stay hidden and the \
+                         log refuses writes until reopened");
+                    poisoned = true;
+                }
+            }
+        }
         tracing::debug!(dir = %dir.display(), segments = rec.segments.len(),
             log_start = rec.log_start_offset, next_offset = next,
             elapsed_us = started.elapsed().as_micros() as u64, "log opened");
@@ -161,7 +185,8 @@ impl Log {
             synced_cv: Condvar::new(),
             log_start: AtomicU64::new(rec.log_start_offset),
             next_offset: AtomicU64::new(next),
-            poisoned: AtomicBool::new(false),
+            durable_end: AtomicU64::new(synced),
+            poisoned: AtomicBool::new(poisoned),
             closed: AtomicBool::new(false),
             config,
         })
@@ -181,17 +206,30 @@ impl Log {
         self.log_start.load(Ordering::Acquire)
     }
 
-    /// The offset the next appended record gets (the high watermark).
+    /// The offset the next appended record gets (the written end). Under `FsyncPolicy::Always`
+    /// it may run ahead of what readers see: see [`Log::visible_end`].
     pub fn next_offset(&self) -> u64 {
         self.next_offset.load(Ordering::Acquire)
     }
 
-    /// Log start, next offset, segment count and bytes on disk.
+    /// The end of what readers see (the high watermark): `read` returns no record at or past it.
+    /// Under `FsyncPolicy::Always` the durable end (every offset below it fdatasynced), otherwise
+    /// the written end.
+    pub fn visible_end(&self) -> u64 {
+        match self.config.fsync {
+            // A syncer may take the active segment's end a moment before the appender stores
+            // it in `next_offset`: never report past the written end.
+            FsyncPolicy::Always => self.durable_end.load(Ordering::Acquire).min(self.next_offset()),
+            FsyncPolicy::Interval(_) | FsyncPolicy::Never => self.next_offset(),
+        }
+    }
+
+    /// Log start, visible end, segment count and bytes on disk.
     pub fn describe(&self) -> LogDescription {
         let segs = self.segments_snapshot();
         LogDescription {
             log_start_offset: self.log_start_offset(),
-            next_offset: self.next_offset(),
+            next_offset: self.visible_end(),
             segments: segs.len(),
             size_bytes: segs.iter().map(|s| s.len() as u64).sum(),
         }
@@ -354,10 +392,7 @@ impl Log {
         // Sealing cut the file to its committed length: any torn bytes went with it.
         app.torn_end = 0;
         let base = old.next_offset();
-        {
-            let mut st = self.sync.lock().unwrap_or_else(|p| p.into_inner());
-            st.synced = st.synced.max(base);
-        }
+        self.mark_synced(&mut self.sync.lock().unwrap_or_else(|p| p.into_inner()), base);
         let capacity = (self.config.segment_bytes as usize).max(SEGMENT_HEADER_LEN + batch_bytes);
         let seg = match Segment::create(
             &*self.fs,
@@ -458,7 +493,7 @@ impl Log {
             let mut st = self.sync.lock().unwrap_or_else(|p| p.into_inner());
             st.syncing = false;
             if res.is_ok() {
-                st.synced = st.synced.max(upto);
+                self.mark_synced(&mut st, upto);
                 st.last_sync = Instant::now();
             }
             drop(st);
@@ -469,6 +504,12 @@ impl Log {
             }
             self.synced_cv.notify_all();
         }
+    }
+
+    /// Records that every offset below `upto` is on disk, for the syncers and for readers.
+    fn mark_synced(&self, st: &mut SyncState, upto: u64) {
+        st.synced = st.synced.max(upto);
+        self.durable_end.fetch_max(st.synced, Ordering::AcqRel);
     }
 
     /// fdatasyncs everything appended so far.
@@ -484,16 +525,20 @@ impl Log {
         if dirty { self.sync() } else { Ok(()) }
     }
 
-    /// Reads records from `offset`: at least one whole record (even past `max_bytes`), all from
-    /// one segment, every one CRC-checked. `offset == next_offset()` gives an empty slice.
+    /// Reads records from `offset` below the visible end: at least one whole record (even past
+    /// `max_bytes`), all from one segment, every one CRC-checked. An offset at or past the
+    /// visible end (up to `next_offset()`) gives an empty slice: a record written but not yet
+    /// durable under `Always` is waited for, not refused.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadSlice, StorageError> {
+        let visible = self.visible_end();
+        // Loaded after `visible`, so never below it.
         let next = self.next_offset();
         let start = self.log_start_offset();
         if offset < start || offset > next {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start_offset: start,
-                next_offset: next,
+                next_offset: visible,
             });
         }
         let segment = {
@@ -506,13 +551,13 @@ impl Log {
                     return Err(StorageError::OffsetOutOfRange {
                         offset,
                         log_start_offset: self.log_start_offset(),
-                        next_offset: self.next_offset(),
+                        next_offset: visible,
                     });
                 }
             }
         };
         let max_record_bytes = self.config.max_record_bytes;
-        if offset >= segment.next_offset() {
+        if offset >= segment.next_offset() || offset >= visible {
             return Ok(ReadSlice {
                 segment,
                 start: 0,
@@ -522,7 +567,13 @@ impl Log {
                 max_record_bytes,
             });
         }
-        let (s, e, n) = segment.locate(offset, max_bytes)?;
+        let (s, mut e, mut n) = segment.locate(offset, max_bytes)?;
+        if n > visible {
+            // The slice runs into records not yet durable: end it where the first of them starts
+            // (in this segment, since `offset < visible < n`).
+            (e, _, _) = segment.locate(visible, 0)?;
+            n = visible;
+        }
         Ok(ReadSlice {
             segment,
             start: s,
@@ -626,16 +677,17 @@ impl Log {
         self.fs.sync_dir(&self.dir).map_err(StorageError::io(&self.dir, "fsync log directory"))
     }
 
-    /// The first offset (at or after the log start) whose timestamp is at least `ts_ms`, or
-    /// `None` if every record is older.
+    /// The first visible offset (at or after the log start, below the visible end) whose
+    /// timestamp is at least `ts_ms`, or `None` if every visible record is older.
     pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<u64>, StorageError> {
         let start = self.log_start_offset();
+        let visible = self.visible_end();
         for seg in self.segments_snapshot() {
             if seg.next_offset() <= start {
                 continue;
             }
             if let Some(o) = seg.offset_for_timestamp(ts_ms, start)? {
-                return Ok(Some(o));
+                return Ok(Some(o).filter(|&o| o < visible));
             }
         }
         Ok(None)
@@ -722,7 +774,7 @@ mod tests {
     fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();
         let mut at = log.log_start_offset();
-        while at < log.next_offset() {
+        while at < log.visible_end() {
             let slice = log.read(at, 100).unwrap();
             for r in slice.records() {
                 let r = r.unwrap();
@@ -952,7 +1004,10 @@ mod tests {
         ));
         assert!(matches!(log.sync(), Err(StorageError::Poisoned { .. })));
         assert!(log.close().is_err(), "a poisoned log does not claim a clean shutdown");
-        assert_eq!(read_all(&log).len(), 3);
+        // Reads still work, up to the durable end: the record whose fdatasync failed was never
+        // acknowledged, so no reader sees it either.
+        assert_eq!(read_all(&log).len(), 2);
+        assert_eq!((log.visible_end(), log.next_offset(), log.describe().next_offset), (2, 3, 2));
         drop(log);
         let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
         append_n(&log, 1);

@@ -34,7 +34,7 @@
 //!
 //! # Durability
 //! An acknowledged append is in the OS page cache (survives `kill -9`); with `Always` it is on
-//! disk. `Interval(d)` syncs when `d` has passed at the next append or `sync_if_dirty()`; `Never`
+//! disk, and readers see only what is on disk ([`Log::visible_end`]). `Interval(d)` syncs when `d` has passed at the next append or `sync_if_dirty()`; `Never`
 //! leaves it to the OS and to sealing (every sealed segment is fsynced with its index). A failed
 //! fsync poisons the log: appends fail with [`StorageError::Poisoned`] until it is reopened
 //! (recovery then decides from the disk what survived); reads keep working. A failed write (EIO,
