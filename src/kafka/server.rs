@@ -1,7 +1,8 @@
 //! The Kafka listener: accepts TCP connections, reads size-prefixed frames (checked against the
-//! limit before any allocation; a small one until the client has authenticated), hands each request to its handler and writes the responses back
-//! in request order. Like Kafka, a connection is served one request at a time, which is what keeps
-//! produce order and response order. Also ticks the group coordinator so silent members expire.
+//! limit before any allocation; a small one until the client has authenticated), hands each
+//! request to its handler and writes the responses back in request order. Like Kafka, a
+//! connection is served one request at a time, which is what keeps produce order and response
+//! order. Also ticks the group coordinator so silent members expire.
 //! Never decodes a message itself (codec, handlers do).
 
 use std::future::Future;

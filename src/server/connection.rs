@@ -94,7 +94,8 @@ pub(crate) async fn serve(
             Err(e) => {
                 // The stream cannot be resynchronised after a bad length: answer and close.
                 if limit < config.max_frame_bytes {
-                    tracing::warn!(%peer, "large frame before authenticating ({e}): connection closed");
+                    tracing::warn!(%peer, error = %e,
+                        "large frame before authenticating: connection closed");
                 } else {
                     tracing::debug!(%peer, "unreadable frame: {e}");
                 }

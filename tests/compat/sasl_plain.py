@@ -6,7 +6,8 @@ import os
 import threading
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
+                             TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import check, expect, finish, messages, name, BOOTSTRAP
@@ -25,7 +26,8 @@ def conf(password, **extra):
 
 def test_confluent_produce_consume():
     admin = AdminClient(conf(PASSWORD))
-    for f in admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)]).values():
+    created = admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])
+    for f in created.values():
         f.result(timeout=10)
     msgs = messages(N, "sasl")
     p = Producer(conf(PASSWORD, acks="all"))
@@ -97,7 +99,9 @@ def test_kafka_python_handshake_v0():
 
 
 if __name__ == "__main__":
-    check("sasl: confluent-kafka produce and consume with the token", test_confluent_produce_consume)
+    check("sasl: confluent-kafka produce and consume with the token",
+          test_confluent_produce_consume)
     check("sasl: confluent-kafka with a wrong password fails", test_confluent_wrong_password)
-    check("sasl: kafka-python SaslHandshake v0 with a bare PLAIN frame", test_kafka_python_handshake_v0)
+    check("sasl: kafka-python SaslHandshake v0 with a bare PLAIN frame",
+          test_kafka_python_handshake_v0)
     finish()
