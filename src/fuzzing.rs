@@ -115,7 +115,7 @@ pub fn kafka_request(data: &[u8]) -> Outcome {
             out.decoded += 1;
             return out;
         }
-        Err(_) => {
+        Ok(Incoming::Unsupported(_)) | Err(_) => {
             out.refused += 1;
             return out;
         }

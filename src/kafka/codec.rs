@@ -4,7 +4,9 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::KafkaError;
@@ -32,8 +34,9 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::InitProducerId, 0, 4),
-    // SASL/PLAIN (see `sasl`); handshake v0 would mean unframed tokens, so only v1.
-    (ApiKey::SaslHandshake, 1, 1),
+    // SASL/PLAIN (see `sasl`). v0 (the credentials then come as a bare size-prefixed frame) must
+    // be in range: librdkafka up to at least 2.0 (Debian's kcat) refuses PLAIN without it.
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
@@ -89,31 +92,75 @@ pub(crate) enum Incoming {
     Request(DecodedRequest),
     /// ApiVersions at a version newer than ours: answer in the v0 shape with UNSUPPORTED_VERSION
     /// (the client then retries with a version we listed).
-    ApiVersionsTooNew { correlation_id: i32 },
+    ApiVersionsTooNew { correlation_id: i32, client_id: Option<String> },
+    /// An API we do not implement, or a version outside our range: a real broker closes the
+    /// connection for those. Carries what the operator needs to find the client.
+    Unsupported(Unsupported),
+}
+
+/// What is known of a request we refuse: enough to log who sent what.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Unsupported {
+    pub api_key: i16,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+}
+
+impl Unsupported {
+    /// The API's name as Kafka spells it (`DescribeConfigs`), or `unknown` for a key no Kafka
+    /// version defines.
+    pub fn api_name(&self) -> String {
+        match ApiKey::try_from(self.api_key) {
+            Ok(k) => format!("{k:?}"),
+            Err(_) => "unknown".to_string(),
+        }
+    }
+}
+
+/// The client id of a request header, read without knowing the API: every header version but
+/// v0 (ControlledShutdown v0 only) has it right after the correlation id, as a nullable string.
+/// Lossy: this is for logs only.
+pub(crate) fn peek_client_id(body: &[u8]) -> Option<String> {
+    let len = i16::from_be_bytes([*body.get(8)?, *body.get(9)?]);
+    let len = usize::try_from(len).ok()?;
+    let raw = body.get(10..10 + len)?;
+    Some(String::from_utf8_lossy(raw).into_owned())
+}
+
+/// The client software name and version an ApiVersions v3+ request states (KIP-511), if `req`
+/// is one and its body decodes.
+pub(crate) fn client_software(req: &DecodedRequest) -> Option<(String, String)> {
+    let v = req.header.request_api_version;
+    if req.key != ApiKey::ApiVersions || v < 3 {
+        return None;
+    }
+    let r = ApiVersionsRequest::decode(&mut req.body.clone(), v).ok()?;
+    Some((r.client_software_name.to_string(), r.client_software_version.to_string()))
 }
 
 /// Decodes a frame body's request header. An API we do not implement, or a version outside our
-/// range (other than ApiVersions), is an error: a real broker closes the connection for those.
+/// range (other than a too new ApiVersions), is `Incoming::Unsupported`.
 pub(crate) fn decode_request(mut body: Bytes) -> Result<Incoming, KafkaError> {
     let peeked = peek_header(&body)?;
-    let key = ApiKey::try_from(peeked.api_key).map_err(|_| KafkaError::UnsupportedApi {
-        api_key: peeked.api_key,
-        version: peeked.api_version,
-    })?;
-    let Some((min, max)) = supported_range(key) else {
-        return Err(KafkaError::UnsupportedApi {
+    let unsupported = || {
+        Incoming::Unsupported(Unsupported {
             api_key: peeked.api_key,
             version: peeked.api_version,
-        });
+            correlation_id: peeked.correlation_id,
+            client_id: peek_client_id(&body),
+        })
     };
+    let Ok(key) = ApiKey::try_from(peeked.api_key) else { return Ok(unsupported()) };
+    let Some((min, max)) = supported_range(key) else { return Ok(unsupported()) };
     if peeked.api_version < min || peeked.api_version > max {
         if key == ApiKey::ApiVersions && peeked.api_version > max {
-            return Ok(Incoming::ApiVersionsTooNew { correlation_id: peeked.correlation_id });
+            return Ok(Incoming::ApiVersionsTooNew {
+                correlation_id: peeked.correlation_id,
+                client_id: peek_client_id(&body),
+            });
         }
-        return Err(KafkaError::UnsupportedApi {
-            api_key: peeked.api_key,
-            version: peeked.api_version,
-        });
+        return Ok(unsupported());
     }
     let header_version = key.request_header_version(peeked.api_version);
     let header = RequestHeader::decode(&mut body, header_version).map_err(|e| {
@@ -221,10 +268,13 @@ mod tests {
     #[test]
     fn api_versions_newer_than_ours_gets_the_v0_shaped_error() {
         let raw = request_bytes(ApiKey::ApiVersions, 4, 7, &ApiVersionsRequest::default());
-        let Incoming::ApiVersionsTooNew { correlation_id } = decode_request(raw).unwrap() else {
+        let Incoming::ApiVersionsTooNew { correlation_id, client_id } =
+            decode_request(raw).unwrap()
+        else {
             panic!("expected the too-new path")
         };
         assert_eq!(correlation_id, 7);
+        assert_eq!(client_id.as_deref(), Some("test"));
         let mut frame = api_versions_too_new(correlation_id).unwrap();
         let size = frame.get_i32() as usize;
         assert_eq!(size, frame.remaining());
@@ -254,16 +304,42 @@ mod tests {
     #[test]
     fn unknown_or_out_of_range_requests_are_refused() {
         let raw = request_bytes(ApiKey::Metadata, 12, 1, &MetadataRequest::default());
-        assert!(matches!(
-            decode_request(raw),
-            Err(KafkaError::UnsupportedApi { api_key: 3, version: 12 })
-        ));
+        let Ok(Incoming::Unsupported(u)) = decode_request(raw) else { panic!("refused") };
+        assert_eq!(
+            u,
+            Unsupported {
+                api_key: 3,
+                version: 12,
+                correlation_id: 1,
+                client_id: Some("test".to_string())
+            }
+        );
+        assert_eq!(u.api_name(), "Metadata");
         let mut raw = BytesMut::new();
         raw.put_i16(999);
         raw.put_i16(0);
         raw.put_i32(1);
-        assert!(decode_request(raw.freeze()).is_err());
+        let Ok(Incoming::Unsupported(u)) = decode_request(raw.freeze()) else { panic!("refused") };
+        assert_eq!((u.api_key, u.api_name(), u.client_id), (999, "unknown".to_string(), None));
         assert!(decode_request(Bytes::from_static(&[0, 3])).is_err());
+    }
+
+    #[test]
+    fn the_client_software_of_api_versions_v3_is_read() {
+        let body = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("librdkafka"))
+            .with_client_software_version(StrBytes::from_static_str("2.0.2"));
+        let raw = request_bytes(ApiKey::ApiVersions, 3, 1, &body);
+        let Incoming::Request(req) = decode_request(raw).unwrap() else { panic!("a request") };
+        assert_eq!(client_software(&req), Some(("librdkafka".into(), "2.0.2".into())));
+        let raw = request_bytes(ApiKey::ApiVersions, 2, 1, &body);
+        let Incoming::Request(req) = decode_request(raw).unwrap() else { panic!("a request") };
+        assert_eq!(client_software(&req), None);
+    }
+
+    #[test]
+    fn sasl_handshake_v0_is_offered_for_old_librdkafka() {
+        assert_eq!(supported_range(ApiKey::SaslHandshake), Some((0, 1)));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! SASL/PLAIN on the Kafka listener: when the broker has a token, a Kafka connection may send only
 //! ApiVersions, SaslHandshake (mechanism PLAIN) and SaslAuthenticate (password = the token) until
 //! it has authenticated; anything else, or a wrong password, gets no data and the connection is
-//! closed. Owns the connection's authentication state and the PLAIN message format; never touches
-//! the broker.
+//! closed. After a SaslHandshake v0 the credentials come as one bare size-prefixed frame with no
+//! request header (Kafka's pre-KIP-152 framing), answered by an empty frame. Until authenticated,
+//! frames are limited to `PRE_AUTH_MAX_FRAME_BYTES`. Owns the connection's authentication state
+//! and the PLAIN message format; never touches the broker.
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -18,13 +20,29 @@ use super::codec::{self, DecodedRequest};
 /// The only mechanism we offer.
 const PLAIN: &str = "PLAIN";
 
+/// Largest frame accepted before authentication: ApiVersions, SaslHandshake and a PLAIN message
+/// are a few hundred bytes. A stranger announcing a large frame is cut off before anything is
+/// buffered for it (Kafka's `sasl.server.max.receive.size` plays the same role).
+pub(crate) const PRE_AUTH_MAX_FRAME_BYTES: u32 = 64 * 1024;
+
+/// The frame limit for a connection in `state`: small until it has authenticated.
+pub(crate) fn frame_limit(token: Option<&str>, state: State, max_frame_bytes: u32) -> u32 {
+    if token.is_some() && state != State::Authenticated {
+        max_frame_bytes.min(PRE_AUTH_MAX_FRAME_BYTES)
+    } else {
+        max_frame_bytes
+    }
+}
+
 /// Where a connection is in its authentication.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
     #[default]
     Start,
-    /// A handshake chose PLAIN: the next SaslAuthenticate carries the credentials.
+    /// A handshake (v1) chose PLAIN: the next SaslAuthenticate carries the credentials.
     HandshakeDone,
+    /// A handshake v0 chose PLAIN: the next frame is the bare PLAIN message, no request header.
+    RawTokenNext,
     Authenticated,
 }
 
@@ -56,7 +74,7 @@ pub(crate) fn gate(
             } else if r.mechanism.as_str() != PLAIN {
                 resp.error_code = ResponseError::UnsupportedSaslMechanism.code();
             } else {
-                *state = State::HandshakeDone;
+                *state = if v == 0 { State::RawTokenNext } else { State::HandshakeDone };
             }
             Ok(Gate::Reply(codec::encode_response(req.key, v, corr, &resp)?))
         }
@@ -87,8 +105,24 @@ pub(crate) fn gate(
     }
 }
 
+/// Handles the bare PLAIN message that follows a SaslHandshake v0 (the listener calls this
+/// instead of decoding a request when `state` is `RawTokenNext`). Success is answered, as Kafka
+/// does, by the server's (empty) SASL token as a size-prefixed frame; a wrong password cannot be
+/// answered in this framing, so the connection is closed.
+pub(crate) fn raw_token(msg: &[u8], token: Option<&str>, state: &mut State) -> Gate {
+    let ok = *state == State::RawTokenNext
+        && token.is_some_and(|t| {
+            plain_password(msg).is_some_and(|p| crate::server::tokens_equal(t.as_bytes(), p))
+        });
+    if !ok {
+        return Gate::Refuse(None);
+    }
+    *state = State::Authenticated;
+    Gate::Reply(Bytes::from_static(&[0, 0, 0, 0]))
+}
+
 /// The password of a PLAIN message: `[authzid] NUL authcid NUL passwd` (RFC 4616).
-fn plain_password(msg: &Bytes) -> Option<&[u8]> {
+fn plain_password(msg: &[u8]) -> Option<&[u8]> {
     let mut parts = msg.splitn(3, |b| *b == 0);
     let _authzid = parts.next()?;
     let _authcid = parts.next()?;
@@ -104,5 +138,30 @@ mod tests {
         assert_eq!(plain_password(&Bytes::from_static(b"\0user\0secret")), Some(&b"secret"[..]));
         assert_eq!(plain_password(&Bytes::from_static(b"az\0user\0s\0x")), Some(&b"s\0x"[..]));
         assert_eq!(plain_password(&Bytes::from_static(b"user-secret")), None);
+    }
+
+    #[test]
+    fn a_bare_plain_message_authenticates_only_after_a_v0_handshake() {
+        let mut state = State::RawTokenNext;
+        let Gate::Refuse(None) = raw_token(b"\0u\0wrong", Some("tok"), &mut state) else {
+            panic!("a wrong password closes the connection")
+        };
+        assert_eq!(state, State::RawTokenNext);
+        let Gate::Reply(frame) = raw_token(b"\0u\0tok", Some("tok"), &mut state) else {
+            panic!("the right password is answered")
+        };
+        assert_eq!(&frame[..], &[0, 0, 0, 0], "an empty server token");
+        assert_eq!(state, State::Authenticated);
+        let mut start = State::Start;
+        assert!(matches!(raw_token(b"\0u\0tok", Some("tok"), &mut start), Gate::Refuse(None)));
+    }
+
+    #[test]
+    fn frames_are_small_until_authenticated() {
+        let max = 100 << 20;
+        assert_eq!(frame_limit(Some("t"), State::Start, max), PRE_AUTH_MAX_FRAME_BYTES);
+        assert_eq!(frame_limit(Some("t"), State::RawTokenNext, max), PRE_AUTH_MAX_FRAME_BYTES);
+        assert_eq!(frame_limit(Some("t"), State::Authenticated, max), max);
+        assert_eq!(frame_limit(None, State::Start, max), max);
     }
 }

@@ -1,7 +1,8 @@
 //! The Kafka listener: accepts TCP connections, reads size-prefixed frames (checked against the
-//! limit before any allocation), hands each request to its handler and writes the responses back
-//! in request order. Like Kafka, a connection is served one request at a time, which is what keeps
-//! produce order and response order. Also ticks the group coordinator so silent members expire.
+//! limit before any allocation; a small one until the client has authenticated), hands each
+//! request to its handler and writes the responses back in request order. Like Kafka, a
+//! connection is served one request at a time, which is what keeps produce order and response
+//! order. Also ticks the group coordinator so silent members expire.
 //! Never decodes a message itself (codec, handlers do).
 
 use std::future::Future;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -185,6 +187,41 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// What a connection has told us about its client, for the warning about a refused request.
+#[derive(Default)]
+struct Client {
+    /// `name/version` from ApiVersions v3+ (KIP-511), once sent.
+    software: Option<String>,
+    /// A refused request was already logged at warn on this connection.
+    warned: bool,
+}
+
+impl Client {
+    /// Logs a request we refuse, at warn the first time on this connection: without it an
+    /// operator (and the client) only sees a bare EOF.
+    fn refused(&mut self, ctx: &Ctx, peer: SocketAddr, u: &codec::Unsupported) {
+        ctx.broker.metrics().record_request_error(Listener::Kafka, "unsupported_api");
+        if std::mem::replace(&mut self.warned, true) {
+            return;
+        }
+        let range = ApiKey::try_from(u.api_key).ok().and_then(codec::supported_range);
+        let supported = match range {
+            Some((min, max)) => format!("v{min}-v{max}"),
+            None => "none".to_string(),
+        };
+        tracing::warn!(
+            %peer,
+            client_id = u.client_id.as_deref().unwrap_or("-"),
+            client_software = self.software.as_deref().unwrap_or("-"),
+            api = %u.api_name(),
+            api_key = u.api_key,
+            version = u.version,
+            supported = %supported,
+            "Kafka request of an unsupported API or version: connection closed"
+        );
+    }
+}
+
 /// Serves one connection: read a frame, handle it, write the answer, repeat until EOF. At
 /// shutdown it stops reading new requests but lets the one in progress finish (within a grace
 /// period), so an append that was started is also answered.
@@ -198,6 +235,7 @@ async fn serve_connection(
 ) -> Result<(), KafkaError> {
     let _ = stream.set_nodelay(true);
     let mut auth = sasl::State::default();
+    let mut client = Client::default();
     let (mut rd, wr) = stream.into_split();
     let mut wr = BufWriter::new(wr);
     loop {
@@ -210,7 +248,16 @@ async fn serve_connection(
             },
             _ = stopped(stop.clone()) => return Ok(()),
         }
-        let len = codec::check_frame_size(prefix, max_frame_bytes)?;
+        let limit = sasl::frame_limit(token, auth, max_frame_bytes);
+        let len = match codec::check_frame_size(prefix, limit) {
+            Ok(len) => len,
+            Err(e) if limit < max_frame_bytes => {
+                tracing::warn!(%peer, error = %e,
+                    "Kafka client sent a large frame before authenticating: connection closed");
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         // Grow with the bytes that actually arrive: a peer that claims a large frame and then
         // stalls holds no more memory than it sent.
         let mut body = Vec::with_capacity(len.min(INITIAL_READ_BYTES));
@@ -228,14 +275,36 @@ async fn serve_connection(
             )));
         }
         let work = async {
+            if auth == sasl::State::RawTokenNext {
+                // After a SaslHandshake v0 this frame is the bare PLAIN message, not a request.
+                return Ok(match sasl::raw_token(&body, token, &mut auth) {
+                    sasl::Gate::Reply(frame) => (Some(frame), false),
+                    _ => {
+                        tracing::warn!(%peer, "Kafka client not authenticated: connection refused");
+                        (None, true)
+                    }
+                });
+            }
             match codec::decode_request(Bytes::from(body))? {
-                Incoming::ApiVersionsTooNew { correlation_id } => {
+                Incoming::ApiVersionsTooNew { correlation_id, client_id } => {
+                    // A client newer than us: part of normal version negotiation (it retries
+                    // with a version we list), so not worth a warning.
+                    tracing::debug!(%peer, client_id = client_id.as_deref().unwrap_or("-"),
+                        "ApiVersions newer than ours: answered with UNSUPPORTED_VERSION");
                     Ok((Some(codec::api_versions_too_new(correlation_id)?), false))
+                }
+                Incoming::Unsupported(u) => {
+                    // As Kafka does: no answer (there is no format for one), close.
+                    client.refused(ctx, peer, &u);
+                    Ok((None, true))
                 }
                 Incoming::Request(mut req) => {
                     tracing::trace!(api = ?req.key, version = req.header.request_api_version,
                         correlation_id = req.header.correlation_id,
                         client = req.header.client_id.as_deref().unwrap_or(""), "Kafka request");
+                    if let Some((name, version)) = codec::client_software(&req) {
+                        client.software = Some(format!("{name}/{version}"));
+                    }
                     // (the answer, whether to close the connection after it)
                     match sasl::gate(&mut req, token, &mut auth)? {
                         sasl::Gate::Pass => handlers::handle(ctx, req).await.map(|r| (r, false)),

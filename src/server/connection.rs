@@ -1,4 +1,5 @@
-//! One client connection: read frames (length checked against the limit before any allocation),
+//! One client connection: read frames (length checked against the limit before any allocation;
+//! a small limit until the connection has authenticated, when the broker has a token),
 //! handle them one at a time in arrival order, and queue the responses; the queue is flushed with
 //! vectored writes whenever no further complete request is buffered, so pipelined requests get
 //! their responses in order and in few syscalls. Fetched records are never copied by the broker:
@@ -53,7 +54,8 @@ pub(crate) async fn serve(
     let mut out = Outbox::default();
     let mut session = Session::new();
     let reason = loop {
-        match take_frame(&mut inbuf, config.max_frame_bytes) {
+        let limit = frame_limit(&config, &session);
+        match take_frame(&mut inbuf, limit) {
             Ok(Some(body)) => {
                 let (correlation_id, reply) = match protocol::decode_request_bytes(&body) {
                     Ok((id, req)) => {
@@ -91,7 +93,12 @@ pub(crate) async fn serve(
             Ok(None) => {}
             Err(e) => {
                 // The stream cannot be resynchronised after a bad length: answer and close.
-                tracing::debug!(%peer, "unreadable frame: {e}");
+                if limit < config.max_frame_bytes {
+                    tracing::warn!(%peer, error = %e,
+                        "large frame before authenticating: connection closed");
+                } else {
+                    tracing::debug!(%peer, "unreadable frame: {e}");
+                }
                 let resp = dispatch::error_response(e.code(), e.to_string());
                 out.push(0, Reply::Response(resp));
                 let _ = out.flush(&mut wr).await;
@@ -117,6 +124,20 @@ pub(crate) async fn serve(
     };
     let _ = wr.shutdown().await;
     tracing::debug!(%peer, reason, "connection closed");
+}
+
+/// Largest frame accepted before authentication: an Authenticate request is a few hundred bytes.
+/// A stranger announcing a large frame is cut off before anything is buffered for it.
+const PRE_AUTH_MAX_FRAME_BYTES: u32 = 64 * 1024;
+
+/// The frame limit for this connection now: small until it has authenticated (when the broker
+/// has a token), the configured limit after.
+fn frame_limit(config: &ServerConfig, session: &Session) -> u32 {
+    if config.auth_token.is_some() && !session.authenticated {
+        config.max_frame_bytes.min(PRE_AUTH_MAX_FRAME_BYTES)
+    } else {
+        config.max_frame_bytes
+    }
 }
 
 /// Runs a long-poll fetch while watching the socket: a peer that hangs up mid-wait ends the
