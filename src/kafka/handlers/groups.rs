@@ -178,7 +178,9 @@ pub(super) fn leave_group(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroup
     }
 }
 
-pub(super) fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResponse {
+/// Commits every partition of the request with one write of the group's file, on the blocking
+/// pool: an 8,192-partition commit used to rewrite the file once per partition on an async worker.
+pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_err = match validate_group_name(&r.group_id) {
         Err(e) => broker_error_code(&e),
         Ok(()) => ctx.coordinator().check_commit(
@@ -188,28 +190,63 @@ pub(super) fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitRe
             &r.member_id,
         ),
     };
-    let topics = r
+    // Per partition: an error code decided here, or its index in `batch`.
+    let mut batch: Vec<(String, u32, u64)> = Vec::new();
+    let slots: Vec<Vec<Result<usize, i16>>> = r
         .topics
         .iter()
         .map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| {
+                    if group_err != 0 {
+                        Err(group_err)
+                    } else if p.partition_index < 0 || p.committed_offset < 0 {
+                        Err(code(ResponseError::InvalidCommitOffsetSize))
+                    } else {
+                        batch.push((
+                            t.name.to_string(),
+                            p.partition_index as u32,
+                            p.committed_offset as u64,
+                        ));
+                        Ok(batch.len() - 1)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let n = batch.len();
+    let codes: Vec<i16> = if batch.is_empty() {
+        Vec::new()
+    } else {
+        let (broker, group) = (ctx.broker.clone(), r.group_id.to_string());
+        match tokio::task::spawn_blocking(move || broker.commit_offsets(&group, &batch)).await {
+            Ok(Ok(checks)) => {
+                checks.iter().map(|c| c.as_ref().map_or_else(broker_error_code, |()| 0)).collect()
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(group = r.group_id.as_str(), error = %e, "offset commit failed");
+                vec![broker_error_code(&e); n]
+            }
+            Err(e) => {
+                tracing::error!(group = r.group_id.as_str(), error = %e, "offset commit task failed");
+                vec![code(ResponseError::UnknownServerError); n]
+            }
+        }
+    };
+    let topics = r
+        .topics
+        .iter()
+        .zip(slots)
+        .map(|(t, slots)| {
             let partitions = t
                 .partitions
                 .iter()
-                .map(|p| {
-                    let err = if group_err != 0 {
-                        group_err
-                    } else if p.partition_index < 0 || p.committed_offset < 0 {
-                        code(ResponseError::InvalidCommitOffsetSize)
-                    } else {
-                        match ctx.broker.commit_offset(
-                            &r.group_id,
-                            &t.name,
-                            p.partition_index as u32,
-                            p.committed_offset as u64,
-                        ) {
-                            Ok(()) => 0,
-                            Err(e) => broker_error_code(&e),
-                        }
+                .zip(slots)
+                .map(|(p, slot)| {
+                    let err = match slot {
+                        Ok(i) => codes.get(i).copied().unwrap_or(0),
+                        Err(c) => c,
                     };
                     offset_commit_response::OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)

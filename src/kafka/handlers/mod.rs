@@ -151,11 +151,11 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Byt
             encode(&req, &body)
         }
         ApiKey::CreateTopics => {
-            let body = topics::create_topics(ctx, codec::decode_body(&mut req)?, v);
+            let body = topics::create_topics(ctx, codec::decode_body(&mut req)?, v).await;
             encode(&req, &body)
         }
         ApiKey::DeleteTopics => {
-            let body = topics::delete_topics(ctx, codec::decode_body(&mut req)?);
+            let body = topics::delete_topics(ctx, codec::decode_body(&mut req)?).await;
             encode(&req, &body)
         }
         ApiKey::InitProducerId => {
@@ -165,7 +165,7 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Byt
         ApiKey::Produce => {
             let r: ProduceRequest = codec::decode_body(&mut req)?;
             let acks = r.acks;
-            let body = produce::produce(ctx, r).await;
+            let body = produce::produce(ctx, r, v).await;
             if acks == 0 { Ok(None) } else { encode(&req, &body) }
         }
         ApiKey::Fetch => {
@@ -204,7 +204,7 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Byt
             encode(&req, &body)
         }
         ApiKey::OffsetCommit => {
-            let body = groups::offset_commit(ctx, codec::decode_body(&mut req)?);
+            let body = groups::offset_commit(ctx, codec::decode_body(&mut req)?).await;
             encode(&req, &body)
         }
         ApiKey::OffsetFetch => {

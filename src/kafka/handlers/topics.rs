@@ -14,21 +14,69 @@ use kafka_protocol::messages::{
 };
 
 use super::{Ctx, MAX_PARTITIONS_PER_REQUEST, broker_error_code, code, s};
-use crate::broker::validate_topic_name;
+use crate::broker::{Broker, validate_topic_name};
 
-pub(super) fn create_topics(ctx: &Ctx, r: CreateTopicsRequest, v: i16) -> CreateTopicsResponse {
+/// Most topics one CreateTopics or DeleteTopics request may name; the rest are refused with
+/// POLICY_VIOLATION. Each topic is a few fsyncs, so this bounds one request's file work.
+pub(crate) const MAX_TOPICS_PER_REQUEST: usize = 1_000;
+
+fn too_many_topics() -> (i16, String) {
+    (
+        code(ResponseError::PolicyViolation),
+        format!("at most {MAX_TOPICS_PER_REQUEST} topics per request; send the rest in another"),
+    )
+}
+
+/// Creates the topics off the async workers: topic creation is file-system work.
+pub(super) async fn create_topics(
+    ctx: &Ctx,
+    r: CreateTopicsRequest,
+    v: i16,
+) -> CreateTopicsResponse {
+    let names: Vec<_> = r.topics.iter().map(|t| t.name.clone()).collect();
+    if names.len() > MAX_TOPICS_PER_REQUEST {
+        tracing::warn!(
+            topics = names.len(),
+            max = MAX_TOPICS_PER_REQUEST,
+            "CreateTopics names too many topics; the rest are refused"
+        );
+    }
+    let (broker, default_partitions) = (ctx.broker.clone(), ctx.config.default_partitions);
+    match tokio::task::spawn_blocking(move || create_topics_now(&broker, default_partitions, &r, v))
+        .await
+    {
+        Ok(res) => res,
+        Err(e) => {
+            tracing::error!(error = %e, "CreateTopics task failed");
+            let c = code(ResponseError::UnknownServerError);
+            CreateTopicsResponse::default().with_topics(
+                names
+                    .into_iter()
+                    .map(|n| CreatableTopicResult::default().with_name(n).with_error_code(c))
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn create_topics_now(
+    broker: &Broker,
+    default_partitions: u32,
+    r: &CreateTopicsRequest,
+    v: i16,
+) -> CreateTopicsResponse {
     let topics = r
         .topics
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let name = t.name.to_string();
-            let partitions = if t.num_partitions == -1 {
-                ctx.config.default_partitions as i32
-            } else {
-                t.num_partitions
-            };
+            let partitions =
+                if t.num_partitions == -1 { default_partitions as i32 } else { t.num_partitions };
             let mut res = CreatableTopicResult::default().with_name(t.name.clone());
-            let err: Result<(), (i16, String)> = if partitions <= 0 {
+            let err: Result<(), (i16, String)> = if i >= MAX_TOPICS_PER_REQUEST {
+                Err(too_many_topics())
+            } else if partitions <= 0 {
                 Err((
                     code(ResponseError::InvalidPartitions),
                     "partition count must be positive".to_string(),
@@ -44,7 +92,7 @@ pub(super) fn create_topics(ctx: &Ctx, r: CreateTopicsRequest, v: i16) -> Create
                     "manual replica assignment is not supported".to_string(),
                 ))
             } else if r.validate_only {
-                match (validate_topic_name(&name), ctx.broker.describe_topic(&name)) {
+                match (validate_topic_name(&name), broker.describe_topic(&name)) {
                     (Err(e), _) => Err((broker_error_code(&e), e.to_string())),
                     (Ok(()), Ok(_)) => Err((
                         code(ResponseError::TopicAlreadyExists),
@@ -53,7 +101,7 @@ pub(super) fn create_topics(ctx: &Ctx, r: CreateTopicsRequest, v: i16) -> Create
                     (Ok(()), Err(_)) => Ok(()),
                 }
             } else {
-                ctx.broker
+                broker
                     .create_topic(&name, partitions as u32)
                     .map(|_| ())
                     .map_err(|e| (broker_error_code(&e), e.to_string()))
@@ -74,19 +122,41 @@ pub(super) fn create_topics(ctx: &Ctx, r: CreateTopicsRequest, v: i16) -> Create
     CreateTopicsResponse::default().with_topics(topics)
 }
 
-pub(super) fn delete_topics(ctx: &Ctx, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
-    let responses = r
-        .topic_names
-        .iter()
-        .map(|name| {
-            let res = DeletableTopicResult::default().with_name(Some(name.clone()));
-            match ctx.broker.delete_topic(name) {
-                Ok(()) => res,
-                Err(e) => res.with_error_code(broker_error_code(&e)),
-            }
-        })
-        .collect();
-    DeleteTopicsResponse::default().with_responses(responses)
+/// Deletes the topics off the async workers, at most [`MAX_TOPICS_PER_REQUEST`] of them.
+pub(super) async fn delete_topics(ctx: &Ctx, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let names = r.topic_names;
+    if names.len() > MAX_TOPICS_PER_REQUEST {
+        tracing::warn!(
+            topics = names.len(),
+            max = MAX_TOPICS_PER_REQUEST,
+            "DeleteTopics names too many topics; the rest are refused"
+        );
+    }
+    let broker = ctx.broker.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let res = DeletableTopicResult::default().with_name(Some(name.clone()));
+                if i >= MAX_TOPICS_PER_REQUEST {
+                    // DeleteTopics up to v4 has no error message: the code says it.
+                    return res.with_error_code(too_many_topics().0);
+                }
+                match broker.delete_topic(&name) {
+                    Ok(()) => res,
+                    Err(e) => res.with_error_code(broker_error_code(&e)),
+                }
+            })
+            .collect()
+    });
+    match work.await {
+        Ok(responses) => DeleteTopicsResponse::default().with_responses(responses),
+        Err(e) => {
+            tracing::error!(error = %e, "DeleteTopics task failed");
+            DeleteTopicsResponse::default()
+        }
+    }
 }
 
 pub(super) async fn list_offsets(ctx: &Ctx, r: ListOffsetsRequest) -> ListOffsetsResponse {
