@@ -275,6 +275,7 @@ fn a_fetch_naming_one_partition_forty_times_is_bounded_by_the_cap() {
     let got = r.responses[0].partitions[0].records.as_ref().map_or(0, |b| b.len());
     assert!(got <= 300 * 1024 + 1024, "{got} bytes for a 300 KiB max_bytes");
     let peak = broker.peak_rss_mib();
+    eprintln!("fetch x40: response frame {frame_len} bytes, peak RSS {peak} MiB");
     assert!(peak < 256, "peak RSS {peak} MiB");
 }
 
@@ -335,6 +336,7 @@ fn a_gzip_batch_of_millions_of_tiny_records_is_refused_before_decoding() {
     let msg = p.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
     assert!(msg.contains("4000000 records"), "the reason is given: {msg:?}");
     let peak = broker.peak_rss_mib();
+    eprintln!("gzip batch of 4M records ({} bytes): peak RSS {peak} MiB", bomb.len());
     assert!(peak < 200, "peak RSS {peak} MiB while refusing the batch");
     // The connection and the partition still work.
     let (r, _): (ProduceResponse, _) =
@@ -379,6 +381,7 @@ fn joins_without_a_member_id_leave_a_capped_number_of_pending_ids() {
     }
     w.flush().unwrap();
     let (required, full) = counter.join().unwrap();
+    eprintln!("{JOINS} empty joins: {required} MEMBER_ID_REQUIRED, {full} GROUP_MAX_SIZE_REACHED");
     assert!(required <= 10_000, "{required} pending member ids handed out");
     assert!(required >= 1_000, "joins are still served ({required})");
     assert_eq!(required + full, JOINS);
@@ -444,6 +447,7 @@ fn a_large_offset_commit_does_not_stall_an_unrelated_producer() {
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     let (worst, n) = producer.join().unwrap();
+    eprintln!("OffsetCommit of 8192 partitions took {took:?}; producer worst {worst:?} over {n}");
     let codes: Vec<i16> =
         r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect();
     assert_eq!(codes.len(), 8192);
@@ -543,5 +547,6 @@ fn a_long_poll_over_many_partitions_rereads_only_what_changed() {
         .filter(|p| p.records.as_ref().is_some_and(|b| !b.is_empty()))
         .count();
     assert!(with_data > 0, "the poll returns what arrived");
+    eprintln!("long poll over 2000 partitions: {cpu:?} CPU, {waited:?} wall");
     assert!(cpu < Duration::from_secs(5), "{cpu:?} of CPU for one 2 s long poll ({waited:?})");
 }
