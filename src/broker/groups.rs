@@ -180,6 +180,29 @@ impl Groups {
         Ok(())
     }
 
+    /// Records many positions of `group` with one write of its file; durable when it returns.
+    pub(crate) fn commit_many<'a>(
+        &self,
+        group: &str,
+        offsets: impl IntoIterator<Item = &'a (String, u32, u64)>,
+    ) -> Result<(), BrokerError> {
+        validate_group_name(group)?;
+        let entry = self.entry(group);
+        let mut current = lock(&entry);
+        let mut next = current.clone();
+        let mut changed = false;
+        for (topic, partition, offset) in offsets {
+            changed |= next.insert((topic.clone(), *partition), *offset) != Some(*offset);
+        }
+        if !changed {
+            // Nothing new to make durable (an empty or repeated commit): skip the fsyncs.
+            return Ok(());
+        }
+        self.write(group, &next)?;
+        *current = next;
+        Ok(())
+    }
+
     pub(crate) fn committed(
         &self,
         group: &str,

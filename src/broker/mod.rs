@@ -100,6 +100,9 @@ const CREATING_DIR: &str = "@creating";
 /// Where a topic is moved before its files are removed.
 const DELETING_DIR: &str = "@deleting";
 
+/// Kafka's default `fetch.max.bytes`: 55 MiB.
+pub const DEFAULT_FETCH_MAX_BYTES: u32 = 55 * 1024 * 1024;
+
 /// How the broker is set up.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -111,6 +114,9 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     pub max_topics: usize,
     pub max_partitions: u32,
+    /// Most bytes of records one Kafka Fetch response carries, whatever the request asks (Kafka's
+    /// `fetch.max.bytes`); at most the Kafka listener's frame limit.
+    pub fetch_max_bytes: u32,
     /// The file system every partition log goes through (`None`: the real one). Tests pass a
     /// fault-injecting one (`storage::FaultyFs`) to prove what a producer sees when the disk fails.
     pub fs: Option<Arc<dyn FileSystem>>,
@@ -125,6 +131,7 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             max_topics: 10_000,
             max_partitions: 1024,
+            fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
             fs: None,
         }
     }
@@ -860,6 +867,28 @@ impl Broker {
         self.check_open()?;
         self.topic(topic)?.partition(partition)?;
         self.groups.commit(group, topic, partition, offset)
+    }
+
+    /// Records many of `group`'s positions with one durable write of the group's file. Each
+    /// `(topic, partition, offset)` gets its own check (unknown topic or partition); the outer
+    /// error is the write's, shared by every entry that passed. File work: call it off the async
+    /// workers.
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &[(String, u32, u64)],
+    ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+        validate_group_name(group)?;
+        self.check_open()?;
+        let checks: Vec<Result<(), BrokerError>> = offsets
+            .iter()
+            .map(|(t, p, _)| {
+                validate_topic_name(t).and_then(|()| self.topic(t)?.partition(*p).map(|_| ()))
+            })
+            .collect();
+        let valid = offsets.iter().zip(&checks).filter(|(_, c)| c.is_ok()).map(|(o, _)| o);
+        self.groups.commit_many(group, valid)?;
+        Ok(checks)
     }
 
     /// `group`'s committed offset in a partition, `None` when it has none.

@@ -74,6 +74,12 @@ pub struct BrokerArgs {
     #[arg(long, value_name = "N", default_value_t = protocol::MAX_FRAME_BYTES)]
     pub max_frame_bytes: u32,
 
+    /// Most bytes of records one Kafka Fetch response carries, whatever the client asks (Kafka's
+    /// fetch.max.bytes); never more than the Kafka listener's frame limit.
+    #[arg(long, value_name = "N", default_value_t = crate::broker::DEFAULT_FETCH_MAX_BYTES,
+        value_parser = clap::value_parser!(u32).range(1024..=i32::MAX as i64))]
+    pub fetch_max_bytes: u32,
+
     /// Address of the Kafka wire protocol listener (host:port; port 0 picks a free port), or
     /// `off` to serve only the native protocol.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9092")]
@@ -222,6 +228,10 @@ impl BrokerArgs {
             },
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.default_partitions,
+            // A response never outgrows the frame limit clients and the listener use.
+            fetch_max_bytes: self
+                .fetch_max_bytes
+                .min(self.max_frame_bytes.max(MIN_KAFKA_FRAME_BYTES)),
             ..defaults
         })
     }

@@ -21,6 +21,20 @@ const RECORD_COUNT_POS: usize = 57;
 /// The smallest encoded v2 record: seven single-byte varints/fields. Bounds how many records a
 /// batch can truly hold, so a lying record count never sizes an allocation.
 const MIN_KAFKA_RECORD_LEN: usize = 7;
+/// Memory the records of one produced record set may take while they are validated. Tiny records
+/// compress to almost nothing (a 382 KB gzip batch can hold 38 M of them), so the count a batch
+/// header claims is checked against this before anything is decompressed or decoded.
+const DECODE_BUDGET_BYTES: usize = 64 << 20;
+/// What one record costs while validated: its decoded form and its smallest stored form.
+const DECODED_RECORD_COST: usize =
+    std::mem::size_of::<kafka_protocol::records::Record>() + record::MIN_RECORD_LEN;
+/// Most records one produced record set may hold (about 350,000).
+pub(crate) const MAX_RECORDS_PER_SET: usize = DECODE_BUDGET_BYTES / DECODED_RECORD_COST;
+// The limit leaves ample room for ordinary batches (librdkafka sends up to 10,000 records).
+const _: () = assert!(MAX_RECORDS_PER_SET > 100_000);
+/// Most bytes the stored form of one produced record set may take (a batch that decompresses
+/// to more is refused as it grows, not after).
+pub(crate) const MAX_STORED_SET_BYTES: usize = 256 << 20;
 
 /// Why a produced record set cannot be stored. All map to a Kafka error code in the handler.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +45,14 @@ pub(crate) enum BatchError {
     /// A batch that decodes but breaks a limit (record too large): MESSAGE_TOO_LARGE.
     #[error("record too large: {0}")]
     TooLarge(#[from] record::RecordError),
+    /// More records than one record set may hold while validated: INVALID_RECORD.
+    #[error(
+        "record set holds {count} records, more than the {max} one Produce may carry per partition"
+    )]
+    TooManyRecords { count: usize, max: usize },
+    /// A record set whose stored form outgrows the limit: MESSAGE_TOO_LARGE.
+    #[error("record set decodes to more than {max} bytes")]
+    SetTooLarge { max: usize },
     /// Transactional or control batches: we do not implement transactions.
     #[error("transactional and control batches are not supported")]
     Transactional,
@@ -83,6 +105,18 @@ pub(crate) fn kafka_to_stored(
             return Err(BatchError::Invalid(format!("negative record count {claimed}")));
         }
         let claimed = claimed as usize;
+        // Uncompressed, the bytes at hand bound the count: a lying count is just invalid.
+        let compressed = attributes & 0b111 != 0;
+        if !compressed && claimed > (buf.len() - BATCH_HEADER_LEN) / MIN_KAFKA_RECORD_LEN {
+            return Err(BatchError::Invalid(format!(
+                "record count {claimed} cannot fit in {} bytes",
+                buf.len() - BATCH_HEADER_LEN
+            )));
+        }
+        let total = out.record_count.saturating_add(claimed);
+        if total > MAX_RECORDS_PER_SET {
+            return Err(BatchError::TooManyRecords { count: total, max: MAX_RECORDS_PER_SET });
+        }
         // The crate reserves `record count` records before decoding them: check the count against
         // the bytes that hold them first (after decompression, hence inside the closure).
         let decompress = |data: &mut Bytes, compression: Compression| -> anyhow::Result<Bytes> {
@@ -135,6 +169,9 @@ pub(crate) fn kafka_to_stored(
             };
             record::encode_for_append(&mut out.encoded, &rec, max_record_bytes)?;
             out.record_count += 1;
+            if out.encoded.len() > MAX_STORED_SET_BYTES {
+                return Err(BatchError::SetTooLarge { max: MAX_STORED_SET_BYTES });
+            }
         }
         if let Some(first) = set.records.first() {
             out.base_sequence = first.sequence;
@@ -333,6 +370,17 @@ mod tests {
         batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
         let err = kafka_to_stored(&batch.freeze(), DEFAULT_MAX_RECORD_BYTES, 0).unwrap_err();
         assert!(matches!(err, BatchError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn a_compressed_batch_claiming_too_many_records_is_refused_before_decompression() {
+        let mut batch = BytesMut::from(&produce_batch(Compression::Gzip, &sample())[..]);
+        let claimed = MAX_RECORDS_PER_SET as i32 + 1;
+        batch[RECORD_COUNT_POS..RECORD_COUNT_POS + 4].copy_from_slice(&claimed.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_POS..]);
+        batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+        let err = kafka_to_stored(&batch.freeze(), DEFAULT_MAX_RECORD_BYTES, 0).unwrap_err();
+        assert!(matches!(err, BatchError::TooManyRecords { .. }), "{err}");
     }
 
     #[test]

@@ -25,6 +25,11 @@ const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Most groups and members per group the coordinator will hold: a limit on everything.
 const MAX_GROUPS: usize = 10_000;
 const MAX_MEMBERS_PER_GROUP: usize = 1_000;
+/// Most member ids handed out by MEMBER_ID_REQUIRED (KIP-394) and not yet used, over all groups.
+/// Per group, pending ids count towards `MAX_MEMBERS_PER_GROUP`, as in Kafka. Each expires after
+/// its session timeout; without these caps a client looping on empty joins grows memory for up to
+/// `MAX_SESSION_TIMEOUT`.
+const MAX_PENDING_MEMBERS: usize = 10_000;
 
 fn code(e: ResponseError) -> i16 {
     e.code()
@@ -262,6 +267,8 @@ impl Group {
 pub(crate) struct Coordinator {
     groups: HashMap<String, Group>,
     next_member: u64,
+    /// Pending member ids over all groups (recounted at every tick).
+    pending_total: usize,
 }
 
 impl Coordinator {
@@ -325,12 +332,21 @@ impl Coordinator {
         }
         let is_new = if let Some(id) = fresh_id {
             if p.require_known_member_id {
+                if group.members.len() + group.pending.len() >= MAX_MEMBERS_PER_GROUP
+                    || self.pending_total >= MAX_PENDING_MEMBERS
+                {
+                    tracing::debug!(group = %p.group_id, pending = self.pending_total,
+                        "JoinGroup refused: too many pending member ids");
+                    return Reply::Now(JoinOutcome::error(ResponseError::GroupMaxSizeReached, ""));
+                }
                 group.pending.insert(id.clone(), now + p.session_timeout);
+                self.pending_total += 1;
                 return Reply::Now(JoinOutcome::error(ResponseError::MemberIdRequired, &id));
             }
             member_id = id;
             true
         } else if group.pending.remove(&member_id).is_some() {
+            self.pending_total = self.pending_total.saturating_sub(1);
             true
         } else if group.members.contains_key(&member_id) {
             false
@@ -490,6 +506,7 @@ impl Coordinator {
         let mut removed = false;
         for id in member_ids {
             if group.pending.remove(id).is_some() {
+                self.pending_total = self.pending_total.saturating_sub(1);
                 codes.push(0);
             } else if group.members.contains_key(id) {
                 group.remove_member(id, ResponseError::UnknownMemberId);
@@ -572,6 +589,13 @@ impl Coordinator {
             group.maybe_complete_join(now);
         }
         self.groups.retain(|_, g| g.state != GroupState::Empty || !g.pending.is_empty());
+        self.pending_total = self.groups.values().map(|g| g.pending.len()).sum();
+    }
+
+    /// Pending member ids over all groups.
+    #[cfg(test)]
+    pub(crate) fn pending_count(&self) -> usize {
+        self.pending_total
     }
 }
 
@@ -615,6 +639,43 @@ mod tests {
         let id = first.member_id.clone();
         assert!(!id.is_empty());
         (id.clone(), c.join(t, params(&id, true)))
+    }
+
+    #[test]
+    fn pending_member_ids_are_capped_and_expire_after_the_session_timeout() {
+        let mut c = Coordinator::new();
+        let t = Instant::now();
+        // One group: pending ids count towards the group's size.
+        for _ in 0..MAX_MEMBERS_PER_GROUP {
+            assert_eq!(now_reply(c.join(t, params("", true))).error_code, 79);
+        }
+        let full = now_reply(c.join(t, params("", true)));
+        assert_eq!(full.error_code, code(ResponseError::GroupMaxSizeReached));
+        assert!(full.member_id.is_empty(), "a refused join hands out no id");
+        assert_eq!(c.pending_count(), MAX_MEMBERS_PER_GROUP);
+        // Many groups: the total is capped.
+        let mut refused = 0;
+        for i in 0..MAX_PENDING_MEMBERS * 2 {
+            let mut p = params("", true);
+            p.group_id = format!("g{}", i % 5_000);
+            let out = now_reply(c.join(t, p));
+            if out.error_code == code(ResponseError::GroupMaxSizeReached) {
+                refused += 1;
+            } else {
+                assert_eq!(out.error_code, 79);
+            }
+        }
+        assert_eq!(c.pending_count(), MAX_PENDING_MEMBERS);
+        assert_eq!(refused, MAX_PENDING_MEMBERS + MAX_MEMBERS_PER_GROUP);
+        // A tick before the session timeout keeps them; one after it frees them all.
+        c.tick(t + Duration::from_secs(9));
+        assert_eq!(c.pending_count(), MAX_PENDING_MEMBERS);
+        c.tick(t + Duration::from_secs(11));
+        assert_eq!(c.pending_count(), 0);
+        assert!(c.groups.is_empty(), "groups holding only expired ids are forgotten");
+        // And a new member can join again.
+        let (_, mut j) = join_new(&mut c, t + Duration::from_secs(12));
+        assert_eq!(ready(&mut j).expect("joins").error_code, 0);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! `crate::broker::Broker` as the native protocol, and never touches storage details.
 //!
 //! Files: `codec` (frames, headers, API version table), `batch` (Kafka batches <-> stored records),
-//! `group` (the consumer-group rebalance state machine, no sockets), `handlers` (one per API
-//! key), `server` (the tokio listener).
+//! `group` (the consumer-group rebalance state machine, no sockets), `handlers` (the dispatch,
+//! and one file per API family), `server` (the tokio listener).
 
 pub(crate) mod batch;
 pub(crate) mod codec;

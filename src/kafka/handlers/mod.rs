@@ -1,0 +1,220 @@
+//! One handler per Kafka API key: decode the request with the `kafka-protocol` crate, call the
+//! broker (or the group coordinator), build the response. Owns the mapping from broker errors to
+//! Kafka error codes. Never touches sockets (the server does) or storage internals (the broker
+//! does).
+
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+use super::KafkaError;
+use super::codec::{self, DecodedRequest};
+use super::group::Coordinator;
+use crate::broker::{Broker, BrokerError};
+use crate::metrics::{Listener, snake_case};
+
+mod fetch;
+mod groups;
+mod metadata;
+mod produce;
+mod topics;
+
+/// Our one broker's node id: we are every partition's leader and every group's coordinator.
+const NODE_ID: i32 = 0;
+/// Longest a Fetch may long-poll, whatever the client asks.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+/// Most partitions one Fetch/Produce/ListOffsets request may name.
+const MAX_PARTITIONS_PER_REQUEST: usize = 10_000;
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// The Kafka error code a real broker would send for a broker-layer error.
+pub(crate) fn broker_error_code(e: &BrokerError) -> i16 {
+    use crate::storage::StorageError;
+    match e {
+        BrokerError::UnknownTopic { .. } | BrokerError::UnknownPartition { .. } => {
+            code(ResponseError::UnknownTopicOrPartition)
+        }
+        BrokerError::TopicAlreadyExists { .. } => code(ResponseError::TopicAlreadyExists),
+        BrokerError::InvalidTopicName { .. } => code(ResponseError::InvalidTopicException),
+        BrokerError::InvalidGroupName { .. } => code(ResponseError::InvalidGroupId),
+        BrokerError::NoPartitions | BrokerError::TooManyPartitions { .. } => {
+            code(ResponseError::InvalidPartitions)
+        }
+        BrokerError::TooManyTopics { .. } => code(ResponseError::PolicyViolation),
+        BrokerError::EmptyBatch => code(ResponseError::InvalidRecord),
+        BrokerError::Storage { source, .. } => match source {
+            StorageError::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),
+            StorageError::RecordTooLarge { .. } | StorageError::BatchTooLarge { .. } => {
+                code(ResponseError::MessageTooLarge)
+            }
+            StorageError::InvalidRecord(_) => code(ResponseError::InvalidRecord),
+            _ => code(ResponseError::KafkaStorageError),
+        },
+        BrokerError::Io { .. }
+        | BrokerError::CorruptState { .. }
+        | BrokerError::MissingPartitionDir { .. }
+        | BrokerError::TopicOffline { .. }
+        | BrokerError::PartitionOffline { .. }
+        | BrokerError::GroupOffline { .. }
+        | BrokerError::DataDirInUse { .. } => code(ResponseError::KafkaStorageError),
+        BrokerError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
+    }
+}
+
+/// Settings the handlers need.
+#[derive(Debug, Clone)]
+pub(crate) struct HandlerConfig {
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    pub max_record_bytes: u32,
+}
+
+/// Everything shared by the connections of one Kafka listener.
+pub(crate) struct Ctx {
+    pub broker: Arc<Broker>,
+    pub coordinator: Mutex<Coordinator>,
+    pub config: HandlerConfig,
+    next_producer_id: AtomicI64,
+}
+
+impl Ctx {
+    pub(crate) fn new(broker: Arc<Broker>, config: HandlerConfig) -> Self {
+        // Producer ids only need to differ between producers; seeding from the clock keeps them
+        // distinct across restarts without storing anything.
+        let seed = crate::record::now_ms().max(1);
+        Ctx {
+            broker,
+            coordinator: Mutex::new(Coordinator::new()),
+            config,
+            next_producer_id: AtomicI64::new(seed),
+        }
+    }
+
+    pub(crate) fn coordinator(&self) -> MutexGuard<'_, Coordinator> {
+        // A panic while holding the lock would be a bug in the state machine; its state is still
+        // the best we have, so keep serving rather than poisoning every group.
+        self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn encode<T: Encodable>(req: &DecodedRequest, body: &T) -> Result<Option<Bytes>, KafkaError> {
+    codec::encode_response(req.key, req.header.request_api_version, req.header.correlation_id, body)
+        .map(Some)
+}
+
+/// The metrics label of a Kafka error code (`unknown_topic_or_partition`).
+fn error_kind(error_code: i16) -> String {
+    use kafka_protocol::error::ParseResponseErrorCode;
+    match error_code.err() {
+        Some(e) => snake_case(&format!("{e:?}")),
+        None => "none".to_string(),
+    }
+}
+
+/// Handles one decoded request. `Ok(None)` means no response is due (Produce with acks=0).
+pub(crate) async fn handle(ctx: &Ctx, req: DecodedRequest) -> Result<Option<Bytes>, KafkaError> {
+    let metrics = ctx.broker.metrics().clone();
+    metrics.record_request(Listener::Kafka, snake_case(&format!("{:?}", req.key)));
+    let result = handle_request(ctx, req).await;
+    if let Err(e) = &result {
+        let kind = match e {
+            KafkaError::FrameTooLarge { .. } => "frame_too_large",
+            KafkaError::UnsupportedApi { .. } => "unsupported_api",
+            KafkaError::Malformed(_) => "malformed_request",
+            KafkaError::Encode(_) => "encode",
+            KafkaError::Io { .. } => "io",
+        };
+        metrics.record_request_error(Listener::Kafka, kind);
+    }
+    result
+}
+
+async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Bytes>, KafkaError> {
+    let v = req.header.request_api_version;
+    match req.key {
+        ApiKey::ApiVersions => {
+            let _: ApiVersionsRequest = codec::decode_body(&mut req)?;
+            encode(&req, &codec::api_versions_response(0))
+        }
+        ApiKey::Metadata => {
+            let body = metadata::metadata(ctx, codec::decode_body(&mut req)?, v);
+            encode(&req, &body)
+        }
+        ApiKey::CreateTopics => {
+            let body = topics::create_topics(ctx, codec::decode_body(&mut req)?, v).await;
+            encode(&req, &body)
+        }
+        ApiKey::DeleteTopics => {
+            let body = topics::delete_topics(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::InitProducerId => {
+            let body = produce::init_producer_id(ctx, codec::decode_body(&mut req)?);
+            encode(&req, &body)
+        }
+        ApiKey::Produce => {
+            let r: ProduceRequest = codec::decode_body(&mut req)?;
+            let acks = r.acks;
+            let body = produce::produce(ctx, r, v).await;
+            if acks == 0 { Ok(None) } else { encode(&req, &body) }
+        }
+        ApiKey::Fetch => {
+            let body = fetch::fetch(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::ListOffsets => {
+            let body = topics::list_offsets(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::FindCoordinator => {
+            let body = groups::find_coordinator(ctx, codec::decode_body(&mut req)?, v);
+            encode(&req, &body)
+        }
+        ApiKey::JoinGroup => {
+            let client_id = req.header.client_id.as_deref().unwrap_or("").to_string();
+            let body = groups::join_group(ctx, codec::decode_body(&mut req)?, v, client_id).await;
+            encode(&req, &body)
+        }
+        ApiKey::SyncGroup => {
+            let body = groups::sync_group(ctx, codec::decode_body(&mut req)?, v).await;
+            encode(&req, &body)
+        }
+        ApiKey::Heartbeat => {
+            let r: HeartbeatRequest = codec::decode_body(&mut req)?;
+            let err = ctx.coordinator().heartbeat(
+                Instant::now(),
+                &r.group_id,
+                r.generation_id,
+                &r.member_id,
+            );
+            encode(&req, &HeartbeatResponse::default().with_error_code(err))
+        }
+        ApiKey::LeaveGroup => {
+            let body = groups::leave_group(ctx, codec::decode_body(&mut req)?, v);
+            encode(&req, &body)
+        }
+        ApiKey::OffsetCommit => {
+            let body = groups::offset_commit(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::OffsetFetch => {
+            let body = groups::offset_fetch(ctx, codec::decode_body(&mut req)?, v);
+            encode(&req, &body)
+        }
+        other => Err(KafkaError::UnsupportedApi { api_key: other as i16, version: v }),
+    }
+}

@@ -1,0 +1,106 @@
+//! Produce and InitProducerId: Kafka batches validated, translated and appended.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+};
+
+use super::{Ctx, MAX_PARTITIONS_PER_REQUEST, broker_error_code, code, error_kind, s};
+use crate::kafka::batch::{self, BatchError};
+use crate::metrics::Listener;
+
+pub(super) fn init_producer_id(ctx: &Ctx, r: InitProducerIdRequest) -> InitProducerIdResponse {
+    if r.transactional_id.is_some() {
+        // Transactions are not implemented: refuse clearly rather than pretend.
+        return InitProducerIdResponse::default()
+            .with_error_code(code(ResponseError::TransactionalIdAuthorizationFailed));
+    }
+    let id = ctx.next_producer_id.fetch_add(1, Ordering::Relaxed);
+    InitProducerIdResponse::default().with_producer_id(id.into()).with_producer_epoch(0)
+}
+
+pub(super) async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
+    let started = Instant::now();
+    let metrics = ctx.broker.metrics();
+    let acks_ok = matches!(r.acks, -1..=1);
+    let mut seen = 0usize;
+    let mut responses = Vec::with_capacity(r.topic_data.len());
+    for topic in &r.topic_data {
+        let mut parts = Vec::with_capacity(topic.partition_data.len());
+        for p in &topic.partition_data {
+            seen += 1;
+            let res = PartitionProduceResponse::default().with_index(p.index);
+            let err = if !acks_ok {
+                Err((code(ResponseError::InvalidRequiredAcks), None))
+            } else if seen > MAX_PARTITIONS_PER_REQUEST || p.index < 0 {
+                Err((code(ResponseError::UnknownTopicOrPartition), None))
+            } else {
+                produce_partition(ctx, &topic.name, p.index as u32, p.records.as_ref()).await
+            };
+            parts.push(match err {
+                Ok(base) => res.with_base_offset(base as i64),
+                Err((c, message)) => {
+                    metrics.record_request_error(Listener::Kafka, error_kind(c));
+                    let res = res.with_error_code(c);
+                    // The error message field exists from v8.
+                    if v >= 8 { res.with_error_message(message.map(|m| s(&m))) } else { res }
+                }
+            });
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name.clone())
+                .with_partition_responses(parts),
+        );
+    }
+    metrics.observe_produce(Listener::Kafka, started.elapsed());
+    ProduceResponse::default().with_responses(responses)
+}
+
+async fn produce_partition(
+    ctx: &Ctx,
+    topic: &str,
+    partition: u32,
+    records: Option<&Bytes>,
+) -> Result<u64, (i16, Option<String>)> {
+    let Some(records) = records else {
+        return Err((code(ResponseError::InvalidRecord), None));
+    };
+    let mut stored =
+        batch::kafka_to_stored(records, ctx.config.max_record_bytes, crate::record::now_ms())
+            .map_err(|e| {
+                let c = match e {
+                    BatchError::TooLarge(_) | BatchError::SetTooLarge { .. } => {
+                        code(ResponseError::MessageTooLarge)
+                    }
+                    BatchError::Invalid(_)
+                    | BatchError::Transactional
+                    | BatchError::TooManyRecords { .. } => code(ResponseError::InvalidRecord),
+                };
+                if matches!(e, BatchError::TooManyRecords { .. } | BatchError::SetTooLarge { .. }) {
+                    // A limit an operator may need to know about, not a client bug.
+                    tracing::warn!(topic, partition, error = %e, "refused a produced batch");
+                } else {
+                    tracing::debug!(topic, partition, error = %e, "refused a produced batch");
+                }
+                (c, Some(e.to_string()))
+            })?;
+    // An unknown topic is retriable for clients (they refresh metadata); Produce never creates.
+    ctx.broker.partition_count(topic).map_err(|e| (broker_error_code(&e), None))?;
+    let res = ctx
+        .broker
+        .append_encoded(topic, Some(partition), None, &mut stored.encoded)
+        .await
+        .map_err(|e| {
+            tracing::warn!(topic, partition, error = %e, "Kafka produce failed");
+            (broker_error_code(&e), None)
+        })?;
+    let count = res.offsets.next - res.offsets.first;
+    ctx.broker.metrics().record_append(topic, partition, count, stored.encoded.len() as u64);
+    Ok(res.offsets.first)
+}
