@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, RecordJson, RecordsPage};
+use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE_BYTES, PAGE_WAIT, RecordJson, RecordsPage};
 use crate::broker::{Broker, BrokerError, GroupLag, PartitionLag, TopicDescription};
 use crate::metrics::{self, GroupOffsetState, PartitionState, StateSnapshot};
 use crate::protocol::ErrorCode;
@@ -172,6 +172,16 @@ pub(crate) async fn records(
     query: Result<Query<RecordsQuery>, QueryRejection>,
 ) -> ApiResult<RecordsPage> {
     let Query(q) = query?;
+    // Each page may build a few MB: only a few at once, whoever asks.
+    let _turn = match tokio::time::timeout(PAGE_WAIT, s.pages.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many record pages are being built at once; retry",
+            ));
+        }
+    };
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let desc = s.broker.describe_topic(&topic)?;
     let Some(p) = desc.partitions.iter().find(|p| p.partition == partition) else {
@@ -193,7 +203,9 @@ pub(crate) async fn records(
         records: Vec::new(),
     };
     let mut bytes_read = 0;
-    while page.records.len() < limit && bytes_read < BROWSE_MAX_BYTES {
+    let mut page_bytes = 0;
+    let full = |records: usize, page_bytes: usize| records == limit || page_bytes >= MAX_PAGE_BYTES;
+    while !full(page.records.len(), page_bytes) && bytes_read < BROWSE_MAX_BYTES {
         let fetched = s
             .broker
             .fetch(&topic, partition, offset, BROWSE_FETCH_BYTES, 0, Duration::ZERO)
@@ -215,13 +227,15 @@ pub(crate) async fn records(
             if r.offset < offset {
                 continue; // a read may start at the index entry below the offset asked for
             }
-            page.records.push(RecordJson::from_view(&r));
+            let record = RecordJson::from_view(&r);
+            page_bytes += record.weight();
+            page.records.push(record);
             offset = r.offset + 1;
-            if page.records.len() == limit {
+            if full(page.records.len(), page_bytes) {
                 break;
             }
         }
-        if page.records.len() < limit {
+        if !full(page.records.len(), page_bytes) {
             offset = offset.max(slice_next);
         }
     }
