@@ -169,14 +169,18 @@ fn a_token_file_protects_the_http_listener() {
 #[test]
 fn a_remote_http_listener_without_a_token_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(common::BIN)
+    let child = Command::new(common::BIN)
         .arg("broker")
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["--listen", "127.0.0.1:0", "--kafka-listen", "off", "--http-listen", "0.0.0.0:0"])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // A broker that starts anyway would run until killed: the deadline fails the test then.
+    let out = common::wait_with_deadline(child, DEADLINE, &["broker", "--http-listen=0.0.0.0:0"]);
     let err = common::stderr(&out);
     assert!(!out.status.success(), "a remote console without a token must not start: {err}");
     assert!(
