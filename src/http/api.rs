@@ -391,3 +391,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub(crate) async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such page")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerConfig;
+    use crate::http::HttpServer;
+    use crate::http::browse::MAX_CONCURRENT_PAGES;
+
+    /// Pages past the concurrency bound wait their turn, and answer 503 rather than pile up.
+    #[tokio::test]
+    async fn record_pages_past_the_concurrency_bound_wait_then_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let broker = Broker::open(config).unwrap();
+        broker.create_topic("t", 1).unwrap();
+        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), broker.clone(), {
+            broker.metrics().clone()
+        })
+        .await
+        .unwrap();
+        let s = server.state.clone();
+        let page = |s: AppState| {
+            let q = Ok(Query(RecordsQuery { offset: None, limit: None }));
+            records(State(s), Path(("t".to_string(), 0)), q)
+        };
+        assert!(page(s.clone()).await.is_ok(), "a page is built when there is room");
+        let held = s.pages.clone().acquire_many_owned(MAX_CONCURRENT_PAGES as u32).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let Err(refused) = page(s.clone()).await else { panic!("built past the bound") };
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(start.elapsed() >= PAGE_WAIT, "it waited its turn first");
+        drop(held);
+        assert!(page(s).await.is_ok(), "built again once a turn is free");
+        broker.shutdown().unwrap();
+    }
+}

@@ -68,7 +68,8 @@ pub(crate) struct AppState {
     pub rates: Arc<RateHistory>,
     pub members: Option<GroupMembers>,
     /// When set, `/api/*` and `/metrics` need `Authorization: Bearer <token>` (the broker's
-    /// `--auth-token`); the page and its assets hold no data and stay public.
+    /// `--auth-token` or `--auth-token-file`); the page and its assets hold no data and stay
+    /// public.
     pub auth_token: Option<Arc<str>>,
     /// Which `Host` values are answered (DNS-rebinding guard).
     pub hosts: Arc<HostPolicy>,
