@@ -110,7 +110,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) ->
         let mut s = TcpStream::connect(addr).await.unwrap();
         let body = body.unwrap_or("");
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\
              content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
@@ -372,7 +372,7 @@ async fn the_json_api_shows_what_was_produced() {
 
     // A browser keeps its connection open between polls: shutdown must not wait for it.
     let mut idle = TcpStream::connect(stack.http).await.unwrap();
-    idle.write_all(b"GET /api/rates HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+    idle.write_all(b"GET /api/rates HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
     let mut first = [0u8; 12];
     idle.read_exact(&mut first).await.unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
@@ -468,7 +468,8 @@ async fn an_auth_token_guards_the_api_and_metrics() {
     async fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
         let mut s = TcpStream::connect(addr).await.unwrap();
         let auth = auth.map(|a| format!("authorization: {a}\r\n")).unwrap_or_default();
-        let req = format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n{auth}\r\n");
+        let req =
+            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{auth}\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
         let mut raw = String::new();
         tokio::time::timeout(DEADLINE, s.read_to_string(&mut raw)).await.unwrap().unwrap();

@@ -36,9 +36,16 @@ pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), Broke
     f.sync_all().map_err(io_err(&tmp, "fsync"))?;
     drop(f);
     fs::rename(&tmp, path).map_err(io_err(path, "rename temp file onto"))?;
-    // A path built by the broker always has a parent (data dir, topic dir or @groups).
-    let parent = path.parent().unwrap_or(Path::new("."));
-    sync_dir(parent)
+    sync_dir(parent_dir(path))
+}
+
+/// The directory holding `path`: "." for a bare relative name like `mydata`, whose
+/// `Path::parent` is the empty path (which cannot be opened to fsync).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// Creates a directory (and parents) if missing, then fsyncs its parent so the entry is durable.
@@ -47,8 +54,17 @@ pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), BrokerError> {
         return Ok(());
     }
     fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
+    sync_dir(parent_dir(dir))
+}
+
+#[cfg(test)]
+mod parent_tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_relative_name_has_the_working_directory_as_parent() {
+        assert_eq!(parent_dir(Path::new("mydata")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("a/b")), Path::new("a"));
+        assert_eq!(parent_dir(Path::new("/x")), Path::new("/"));
     }
-    Ok(())
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::broker::{Broker, BrokerConfig, BrokerError};
-use crate::http::{HttpError, HttpServer};
+use crate::http::{HttpError, HttpLimits, HttpServer};
 use crate::kafka::{KafkaConfig, KafkaError, KafkaServer};
 use crate::protocol;
 use crate::server::{self, Server, ServerConfig, ServerError};
@@ -22,6 +22,10 @@ const MIN_FRAME_BYTES: u32 = 1024;
 /// Kafka clients send up to `message.max.bytes` (1 MB by default) plus request overhead in one
 /// frame, so the Kafka listener never goes below this whatever `--max-frame-bytes` says.
 const MIN_KAFKA_FRAME_BYTES: u32 = 2 * 1024 * 1024;
+/// How long the listeners may take to drain after Ctrl-C or SIGTERM. Each bounds its own grace
+/// (a few seconds); this is the backstop after which they are dropped, so the broker's clean
+/// shutdown (sync, clean-shutdown markers) always runs.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Run the broker: serve the topics of a data directory over TCP until Ctrl-C or SIGTERM.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,6 +42,16 @@ pub struct BrokerArgs {
     /// picks a free port; `off` disables it).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7071")]
     pub http_listen: String,
+
+    /// A Host name the HTTP listener also answers to (`name` for any port, or `name:port`;
+    /// repeatable). Loopback names and the listen address are always allowed; requests naming
+    /// any other host are refused, which stops DNS-rebinding attacks through a browser.
+    #[arg(long = "http-allowed-host", value_name = "HOST")]
+    pub http_allowed_hosts: Vec<String>,
+
+    /// Concurrent HTTP connections accepted; more are answered 503 and closed.
+    #[arg(long, value_name = "N", default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS)]
+    pub http_max_connections: usize,
 
     /// When appends are fdatasynced: `always` (before each acknowledgement; survives power
     /// loss), `interval=MS` (every MS milliseconds; a power loss loses at most MS of
@@ -241,7 +255,15 @@ impl BrokerArgs {
         if self.http_listen.eq_ignore_ascii_case("off") {
             return Ok(None);
         }
-        resolve(&self.http_listen).map(Some)
+        let addr = resolve(&self.http_listen)?;
+        self.check_exposure("--http-listen", addr)?;
+        if self.http_max_connections == 0 {
+            return Err(BrokerCommandError::Config {
+                flag: "--http-max-connections",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Some(addr))
     }
 
     /// The native server configuration these flags describe, checked (the address resolved).
@@ -354,9 +376,13 @@ pub async fn start_listeners(
     };
     let http = match args.http_addr()? {
         Some(addr) => {
+            let limits =
+                HttpLimits { max_connections: args.http_max_connections, ..HttpLimits::default() };
             let http = HttpServer::bind(addr, broker.clone(), broker.metrics().clone())
                 .await?
-                .with_auth_token(args.auth_token.clone());
+                .with_auth_token(args.token()?)
+                .with_allowed_hosts(&args.http_allowed_hosts)
+                .with_limits(limits);
             Some(match &kafka {
                 Some(k) => http.with_group_members(Arc::new(k.group_members())),
                 None => http,
@@ -405,7 +431,16 @@ pub async fn run_until(
                 _ = shutdown => {
                     tracing::info!("shutdown requested");
                     let _ = stop_tx.send(true);
-                    serving.await
+                    match tokio::time::timeout(SHUTDOWN_DEADLINE, serving).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::warn!(
+                                "listeners still draining after {SHUTDOWN_DEADLINE:?}; \
+                                 closing their connections"
+                            );
+                            Ok(())
+                        }
+                    }
                 }
             }
         }
@@ -415,7 +450,9 @@ pub async fn run_until(
         .await
         .map_err(|e| BrokerCommandError::Internal(e.to_string()))?;
     result?;
-    closed.map_err(BrokerCommandError::Shutdown)
+    closed.map_err(BrokerCommandError::Shutdown)?;
+    tracing::info!("broker stopped cleanly");
+    Ok(())
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.
@@ -534,6 +571,17 @@ mod tests {
         assert!(no_conn.server_config().is_err());
         let addr = parse(&["--listen=not an address"]).unwrap();
         assert!(matches!(addr.server_config(), Err(BrokerCommandError::Listen { .. })));
+        assert!(parse(&["--http-max-connections=0"]).unwrap().http_addr().is_err());
+    }
+
+    #[test]
+    fn a_remote_http_listener_needs_a_token_like_the_others() {
+        let open = parse(&["--http-listen=0.0.0.0:0"]).unwrap().http_addr().unwrap_err();
+        assert!(open.to_string().contains("--http-listen"), "{open}");
+        let allowed = parse(&["--http-listen=0.0.0.0:0", "--allow-unauthenticated-remote"]);
+        assert!(allowed.unwrap().http_addr().unwrap().is_some());
+        let token = parse(&["--http-listen=0.0.0.0:0", "--auth-token=t"]).unwrap();
+        assert!(token.http_addr().unwrap().is_some());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

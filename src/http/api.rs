@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, RecordJson, RecordsPage};
+use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE_BYTES, PAGE_WAIT, RecordJson, RecordsPage};
 use crate::broker::{Broker, BrokerError, GroupLag, PartitionLag, TopicDescription};
 use crate::metrics::{self, GroupOffsetState, PartitionState, StateSnapshot};
 use crate::protocol::ErrorCode;
@@ -180,6 +180,16 @@ pub(crate) async fn records(
     query: Result<Query<RecordsQuery>, QueryRejection>,
 ) -> ApiResult<RecordsPage> {
     let Query(q) = query?;
+    // Each page may build a few MB: only a few at once, whoever asks.
+    let _turn = match tokio::time::timeout(PAGE_WAIT, s.pages.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many record pages are being built at once; retry",
+            ));
+        }
+    };
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let desc = s.broker.describe_topic(&topic)?;
     let Some(p) = desc.partitions.iter().find(|p| p.partition == partition) else {
@@ -201,7 +211,9 @@ pub(crate) async fn records(
         records: Vec::new(),
     };
     let mut bytes_read = 0;
-    while page.records.len() < limit && bytes_read < BROWSE_MAX_BYTES {
+    let mut page_bytes = 0;
+    let full = |records: usize, page_bytes: usize| records == limit || page_bytes >= MAX_PAGE_BYTES;
+    while !full(page.records.len(), page_bytes) && bytes_read < BROWSE_MAX_BYTES {
         let fetched = s
             .broker
             .fetch(&topic, partition, offset, BROWSE_FETCH_BYTES, 0, Duration::ZERO)
@@ -223,13 +235,15 @@ pub(crate) async fn records(
             if r.offset < offset {
                 continue; // a read may start at the index entry below the offset asked for
             }
-            page.records.push(RecordJson::from_view(&r));
+            let record = RecordJson::from_view(&r);
+            page_bytes += record.weight();
+            page.records.push(record);
             offset = r.offset + 1;
-            if page.records.len() == limit {
+            if full(page.records.len(), page_bytes) {
                 break;
             }
         }
-        if page.records.len() < limit {
+        if !full(page.records.len(), page_bytes) {
             offset = offset.max(slice_next);
         }
     }
@@ -395,4 +409,40 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub(crate) async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such page")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerConfig;
+    use crate::http::HttpServer;
+    use crate::http::browse::MAX_CONCURRENT_PAGES;
+
+    /// Pages past the concurrency bound wait their turn, and answer 503 rather than pile up.
+    #[tokio::test]
+    async fn record_pages_past_the_concurrency_bound_wait_then_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let broker = Broker::open(config).unwrap();
+        broker.create_topic("t", 1).unwrap();
+        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), broker.clone(), {
+            broker.metrics().clone()
+        })
+        .await
+        .unwrap();
+        let s = server.state.clone();
+        let page = |s: AppState| {
+            let q = Ok(Query(RecordsQuery { offset: None, limit: None }));
+            records(State(s), Path(("t".to_string(), 0)), q)
+        };
+        assert!(page(s.clone()).await.is_ok(), "a page is built when there is room");
+        let held = s.pages.clone().acquire_many_owned(MAX_CONCURRENT_PAGES as u32).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let Err(refused) = page(s.clone()).await else { panic!("built past the bound") };
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(start.elapsed() >= PAGE_WAIT, "it waited its turn first");
+        drop(held);
+        assert!(page(s).await.is_ok(), "built again once a turn is free");
+        broker.shutdown().unwrap();
+    }
 }

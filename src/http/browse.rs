@@ -12,6 +12,15 @@ pub(crate) const PREVIEW_BYTES: usize = 4096;
 pub(crate) const MAX_LIMIT: usize = 500;
 /// Default records per browser request.
 pub(crate) const DEFAULT_LIMIT: usize = 50;
+/// Headers shown per record; the rest are counted in `headers_total` (a record may carry 65,535).
+pub(crate) const MAX_HEADERS_SHOWN: usize = 64;
+/// About how many bytes of text one page may build; the page ends early past it (after at least
+/// one record, so browsing always moves on).
+pub(crate) const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Pages built at once; more requests wait their turn (bounded: see `PAGE_WAIT`).
+pub(crate) const MAX_CONCURRENT_PAGES: usize = 4;
+/// How long a page request waits for its turn before answering 503.
+pub(crate) const PAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Some bytes, shown both ways.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,6 +48,11 @@ impl BytesView {
         };
         BytesView { len: bytes.len(), text, hex: hex(shown), truncated: shown.len() < bytes.len() }
     }
+
+    /// About the bytes this takes in memory and in the JSON page.
+    fn weight(&self) -> usize {
+        64 + self.hex.len() + self.text.as_ref().map_or(0, |t| t.len() * 2)
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -65,7 +79,10 @@ pub(crate) struct RecordJson {
     pub size_bytes: usize,
     pub key: Option<BytesView>,
     pub value: BytesView,
+    /// The first [`MAX_HEADERS_SHOWN`] headers.
     pub headers: Vec<HeaderView>,
+    /// How many headers the record has.
+    pub headers_total: usize,
 }
 
 impl RecordJson {
@@ -78,9 +95,22 @@ impl RecordJson {
             value: BytesView::new(r.value),
             headers: r
                 .headers()
+                .take(MAX_HEADERS_SHOWN)
                 .map(|(k, v)| HeaderView { key: BytesView::new(k), value: v.map(BytesView::new) })
                 .collect(),
+            headers_total: r.headers().count(),
         }
+    }
+
+    /// About the bytes this record takes in memory and in the JSON page.
+    pub(crate) fn weight(&self) -> usize {
+        128 + self.key.as_ref().map_or(0, BytesView::weight)
+            + self.value.weight()
+            + self
+                .headers
+                .iter()
+                .map(|h| h.key.weight() + h.value.as_ref().map_or(0, BytesView::weight))
+                .sum::<usize>()
     }
 }
 
@@ -123,6 +153,27 @@ mod tests {
         let hv = j.headers[0].value.as_ref().unwrap();
         assert_eq!((hv.text.as_deref(), hv.hex.as_str()), (None, "ff00"));
         assert!(j.headers[1].value.is_none());
+        assert_eq!(j.headers_total, 2);
+    }
+
+    #[test]
+    fn a_record_with_many_headers_shows_only_the_first_ones() {
+        let headers: Vec<Header> = (0..5000)
+            .map(|i| Header { key: format!("h{i}").into_bytes(), value: Some(vec![b'v'; 100]) })
+            .collect();
+        let rec = NewRecord { timestamp_ms: 1, key: None, value: b"x", headers: &headers };
+        let mut buf = Vec::new();
+        record::encode(&mut buf, 0, &rec, record::DEFAULT_MAX_RECORD_BYTES).unwrap();
+        let view = record::decode(&buf, record::DEFAULT_MAX_RECORD_BYTES).unwrap();
+        let j = RecordJson::from_view(&view);
+        assert_eq!(j.headers.len(), MAX_HEADERS_SHOWN);
+        assert_eq!(j.headers_total, 5000);
+        assert_eq!(j.headers[MAX_HEADERS_SHOWN - 1].key.text.as_deref(), Some("h63"));
+        // The weight covers what was built, and even a record at every limit fits a page.
+        let json = serde_json::to_string(&j).unwrap();
+        assert!(j.weight() >= json.len(), "{} < {}", j.weight(), json.len());
+        let worst = (2 + 2 * MAX_HEADERS_SHOWN) * (64 + PREVIEW_BYTES * 4) + 128;
+        assert!(worst < MAX_PAGE_BYTES);
     }
 
     #[test]

@@ -14,15 +14,23 @@
 //! | `/api/groups/{group}` | GET | a group's committed offset and lag per partition |
 //! | `/api/rates` | GET | per-second produce/consume rates per topic over the last 5 minutes |
 //!
-//! With an auth token (the broker's `--auth-token`), `/metrics` and `/api/*` answer 401 unless the
-//! request carries `Authorization: Bearer <token>`; the console asks for the token once.
-//! `POST /api/topics` only accepts `application/json`, which a cross-site form cannot send
-//! without a CORS preflight this server never approves.
+//! With an auth token (the broker's `--auth-token` or `--auth-token-file`), `/metrics` and
+//! `/api/*` answer 401 unless the request carries `Authorization: Bearer <token>`; the console
+//! asks for the token once. `POST /api/topics` only accepts `application/json`, which a
+//! cross-site form cannot send without a CORS preflight this server never approves, and every
+//! request must name an allowed `Host` (see `host`), which stops DNS rebinding.
+//! Connections, header read time, idle time and shutdown are bounded (see `serve`).
 
 mod api;
 mod assets;
 pub(crate) mod browse;
+mod host;
 pub(crate) mod rates;
+mod serve;
+
+pub use serve::{
+    DEFAULT_MAX_CONNECTIONS, HEADER_READ_TIMEOUT, HttpLimits, IDLE_TIMEOUT, SHUTDOWN_GRACE,
+};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,9 +40,11 @@ use std::time::Instant;
 use axum::routing::get;
 use axum::{Router, middleware};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::broker::Broker;
 use crate::metrics::Metrics;
+use host::HostPolicy;
 use rates::RateHistory;
 
 /// Errors of the HTTP listener.
@@ -58,8 +68,13 @@ pub(crate) struct AppState {
     pub rates: Arc<RateHistory>,
     pub members: Option<GroupMembers>,
     /// When set, `/api/*` and `/metrics` need `Authorization: Bearer <token>` (the broker's
-    /// `--auth-token`); the page and its assets hold no data and stay public.
+    /// `--auth-token` or `--auth-token-file`); the page and its assets hold no data and stay
+    /// public.
     pub auth_token: Option<Arc<str>>,
+    /// Which `Host` values are answered (DNS-rebinding guard).
+    pub hosts: Arc<HostPolicy>,
+    /// Record-browser pages being built at once (each may take a few MB).
+    pub pages: Arc<Semaphore>,
 }
 
 /// The bound HTTP listener; [`HttpServer::run`] serves it.
@@ -67,6 +82,7 @@ pub struct HttpServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: AppState,
+    limits: HttpLimits,
 }
 
 impl HttpServer {
@@ -81,8 +97,16 @@ impl HttpServer {
         let local_addr =
             listener.local_addr().map_err(|source| HttpError::Io { op: "local_addr", source })?;
         let rates = Arc::new(RateHistory::new(&metrics, rates::MAX_SAMPLES, Instant::now()));
-        let state = AppState { broker, metrics, rates, members: None, auth_token: None };
-        Ok(HttpServer { listener, local_addr, state })
+        let state = AppState {
+            broker,
+            metrics,
+            rates,
+            members: None,
+            auth_token: None,
+            hosts: Arc::new(HostPolicy::new(local_addr, &[])),
+            pages: Arc::new(Semaphore::new(browse::MAX_CONCURRENT_PAGES)),
+        };
+        Ok(HttpServer { listener, local_addr, state, limits: HttpLimits::default() })
     }
 
     /// Shows the members of consumer groups as `members` tells (e.g. the Kafka listener's
@@ -98,11 +122,25 @@ impl HttpServer {
         self
     }
 
+    /// Also answers requests whose `Host` is one of `hosts` (`name` or `name:port`), besides
+    /// loopback names and the listen address.
+    pub fn with_allowed_hosts(mut self, hosts: &[String]) -> Self {
+        self.state.hosts = Arc::new(HostPolicy::new(self.local_addr, hosts));
+        self
+    }
+
+    /// Bounds on connections, header read time, idle time and shutdown.
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight and returns.
+    /// Serves until `shutdown` completes, then finishes the requests in flight (for at most
+    /// [`HttpLimits::shutdown_grace`], then closes what is left) and returns.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -112,12 +150,10 @@ impl HttpServer {
             Arc::clone(&self.state.metrics),
         ));
         tracing::info!(addr = %self.local_addr, "HTTP console and metrics listening");
-        let result = axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| HttpError::Io { op: "serve", source });
+        serve::serve(self.listener, router(self.state), self.limits, shutdown).await;
         sampler.abort();
-        result
+        tracing::info!(addr = %self.local_addr, "HTTP listener stopped");
+        Ok(())
     }
 }
 
@@ -136,5 +172,6 @@ fn router(state: AppState) -> Router {
         .route("/assets/{file}", get(assets::file))
         .merge(data)
         .fallback(api::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), host::check))
         .with_state(state)
 }

@@ -277,7 +277,8 @@ function renderPage() {
     el("td", { title: String(r.timestamp_ms) }, new Date(r.timestamp_ms).toISOString()),
     el("td", {}, bytesCell(r.key)),
     el("td", { class: "value" }, bytesCell(r.value)),
-    el("td", {}, ...r.headers.map((h) => el("span", { class: "hdr" }, bytesCell(h.key), " = ", bytesCell(h.value)))))),
+    el("td", {}, ...r.headers.map((h) => el("span", { class: "hdr" }, bytesCell(h.key), " = ", bytesCell(h.value))),
+      ...(r.headers_total > r.headers.length ? [el("span", { class: "hdr" }, "… " + (r.headers_total - r.headers.length) + " more")] : [])))),
   "no records at this offset", 5);
   $("browse-next").disabled = page.next_offset >= page.high_watermark;
 }
