@@ -534,8 +534,17 @@ impl Log {
     }
 
     /// Makes `offset` the log start: reads below it fail with `OffsetOutOfRange`, and segments
-    /// entirely below it are deleted. Persisted (a checkpoint file). Returns the log start
-    /// offset after the call (unchanged if `offset` is not above it).
+    /// entirely below it are deleted. Persisted (a checkpoint file, when `offset` is not where a
+    /// segment starts). Returns the log start offset after the call (unchanged if `offset` is not
+    /// above it).
+    ///
+    /// Works on a full disk: whole segments are deleted first, which needs no new space, and only
+    /// then is anything written (a roll, the checkpoint), with the space they freed. A crash at
+    /// any point leaves a log start between the old one and `offset` (recovery starts the log at
+    /// its first segment, or the checkpoint if later), and the in-memory start moves only past
+    /// what is already that durable, so no reader is ever told a record is gone that a restart
+    /// would bring back. If the checkpoint cannot be written, the error is returned and the log
+    /// starts at the first remaining segment.
     pub fn trim_before(&self, offset: u64) -> Result<u64, StorageError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         self.check_open()?;
@@ -554,9 +563,14 @@ impl Log {
         // The checkpoint must never point past what is durable, or a crash could make offsets
         // below it be handed out again.
         self.sync()?;
-        recovery::write_checkpoint(&*self.fs, &self.dir, offset)?;
-        self.log_start.fetch_max(offset, Ordering::AcqRel);
-        // If the whole active segment is below the new start, roll so it can go too.
+        let sealed_below = || -> Vec<Arc<Segment>> {
+            let segs = self.segments_snapshot();
+            let sealed = &segs[..segs.len() - 1];
+            sealed.iter().take_while(|s| s.next_offset() <= offset).cloned().collect()
+        };
+        self.delete_oldest(&sealed_below())?;
+        // If the whole active segment is below the new start, roll (with the space just freed)
+        // so it can go too.
         let active = self.active();
         if !active.is_empty() && active.next_offset() <= offset {
             let mut app = self.lock_appender()?;
@@ -564,13 +578,14 @@ impl Log {
             if !active.is_empty() && active.next_offset() <= offset {
                 self.roll(&mut app, 0)?;
             }
+            drop(app);
+            self.delete_oldest(&sealed_below())?;
         }
-        let victims: Vec<Arc<Segment>> = {
-            let segs = self.segments_snapshot();
-            let sealed = &segs[..segs.len() - 1];
-            sealed.iter().take_while(|s| s.next_offset() <= offset).cloned().collect()
-        };
-        self.delete_oldest(&victims)?;
+        // Inside the first remaining segment: only the checkpoint can keep the start there.
+        if offset > self.log_start_offset() {
+            recovery::write_checkpoint(&*self.fs, &self.dir, offset)?;
+            self.log_start.fetch_max(offset, Ordering::AcqRel);
+        }
         Ok(self.log_start_offset())
     }
 
@@ -601,15 +616,23 @@ impl Log {
         Ok(victims.len())
     }
 
-    /// Removes `victims` (the oldest segments, in order) from the list, advances the log start
-    /// past them, then deletes their files. Readers holding one keep their mapping.
+    /// Removes `victims` (the oldest segments, in order) from the list, deletes their files,
+    /// then advances the log start past them: only once their removal is durable, so a restart
+    /// never brings back records a reader was told are gone. Readers holding one keep their
+    /// mapping. Needs no disk space.
     fn delete_oldest(&self, victims: &[Arc<Segment>]) -> Result<(), StorageError> {
         let Some(last) = victims.last() else { return Ok(()) };
         {
             let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
             segs.retain(|s| !victims.iter().any(|v| Arc::ptr_eq(s, v)));
-            self.log_start.fetch_max(last.next_offset(), Ordering::AcqRel);
         }
+        let res = self.delete_files(victims);
+        // Even after a failed delete: the segments are out of the list, nothing below serves.
+        self.log_start.fetch_max(last.next_offset(), Ordering::AcqRel);
+        res
+    }
+
+    fn delete_files(&self, victims: &[Arc<Segment>]) -> Result<(), StorageError> {
         for seg in victims {
             tracing::info!(path = %seg.log_path.display(), "deleting segment");
             // Log file first: an index left alone by a crash is swept at open, a log without

@@ -17,7 +17,11 @@
 //!
 //! The active segment's file is grown (sparse) to its capacity so the mapping never has to move;
 //! the bytes past the committed end are zero, and a zero length prefix reads as "end of data".
-//! Sealing and closing cut the file back to the committed length.
+//! Disk space is reserved (fallocate) ahead of every write, so a write never runs out of space
+//! half-way and every byte a write may have left behind has backing: a full disk fails the
+//! append before anything is written, and recovery, which reads a crashed segment's tail through
+//! the mapping, never touches a page without backing (on tmpfs that would be a SIGBUS).
+//! Sealing and closing cut the file back to the committed length (freeing the reservation).
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -53,6 +57,12 @@ pub(crate) const INDEX_SUFFIX: &str = ".index";
 /// Reads through a segment's mapping between two releases of its pages: bounds what each
 /// segment adds to the broker's resident set, at one `madvise` per this many bytes read.
 const RELEASE_AFTER_BYTES: usize = 1 << 20;
+/// Space reserved past a write's end: an eighth of the segment's data so far, within these
+/// bounds. A busy segment calls fallocate about once per 8 MiB; an idle partition holds at most
+/// 64 KiB of reserved but unused disk (a whole-segment reservation would cost `segment_bytes`,
+/// 1 GiB by default, per partition).
+const RESERVE_AHEAD_MIN: usize = 64 << 10;
+const RESERVE_AHEAD_MAX: usize = 8 << 20;
 
 /// `{base_offset:020}.log`
 pub(crate) fn log_file_name(base_offset: u64) -> String {
@@ -178,6 +188,13 @@ impl IndexCursor {
     }
 }
 
+/// How far to reserve a file's space when a write must reach `end`: some way past it, never
+/// past the mapping's `capacity`.
+fn reserve_target(end: usize, capacity: usize) -> usize {
+    let ahead = (end / 8).clamp(RESERVE_AHEAD_MIN, RESERVE_AHEAD_MAX);
+    end.saturating_add(ahead).min(capacity).max(end)
+}
+
 /// One segment of a log. Shared as `Arc<Segment>` between the log, the appender and readers.
 #[derive(Debug)]
 pub(crate) struct Segment {
@@ -190,6 +207,9 @@ pub(crate) struct Segment {
     max_timestamp: AtomicI64,
     index: RwLock<Index>,
     sealed: AtomicBool,
+    /// The first this many bytes of the file have disk space (written or reserved); only the
+    /// appender moves it.
+    reserved: AtomicUsize,
     index_interval_bytes: u32,
     max_record_bytes: u32,
     /// Bytes read through the mapping since its pages were last released (see
@@ -217,8 +237,9 @@ pub(crate) struct SegmentParts {
 
 impl Segment {
     /// Creates an empty segment with room for `capacity` bytes (header included): the log file
-    /// with its header, grown sparse to `capacity`, and an empty index file; their names are
-    /// durable (directory fsync) when it returns.
+    /// with its header, grown sparse to `capacity` with space reserved for the first writes, and
+    /// an empty index file; their names are durable (directory fsync) when it returns. On a full
+    /// disk it fails before writing anything.
     pub(crate) fn create(
         fs: &dyn FileSystem,
         dir: &Path,
@@ -230,10 +251,13 @@ impl Segment {
         let log_path = dir.join(log_file_name(base_offset));
         let index_path = dir.join(index_file_name(base_offset));
         let file = fs.create(&log_path).map_err(StorageError::io(&log_path, "create segment"))?;
-        file.write_all_at(&encode_header(base_offset), 0)
-            .map_err(StorageError::io(&log_path, "write segment header"))?;
         file.set_len(capacity as u64)
             .map_err(StorageError::io(&log_path, "preallocate segment"))?;
+        let reserved = reserve_target(SEGMENT_HEADER_LEN, capacity);
+        file.allocate(0, reserved as u64)
+            .map_err(StorageError::io(&log_path, "reserve disk space for the segment"))?;
+        file.write_all_at(&encode_header(base_offset), 0)
+            .map_err(StorageError::io(&log_path, "write segment header"))?;
         // No fdatasync here: the header reaches the disk with the first sync of the records
         // (and a segment whose header was lost in a crash is recovered as empty). Only the
         // names must be durable before records are acknowledged in the file.
@@ -246,7 +270,7 @@ impl Segment {
             .write_hint(fs, &index_path, base_offset, summary)
             .map_err(StorageError::io(&index_path, "write index"))?;
         fs.sync_dir(dir).map_err(StorageError::io(dir, "fsync log directory"))?;
-        Segment::from_parts(
+        let seg = Segment::from_parts(
             SegmentParts {
                 base_offset,
                 log_path,
@@ -261,7 +285,9 @@ impl Segment {
                 sealed: false,
             },
             max_record_bytes,
-        )
+        )?;
+        seg.reserved.store(reserved, Ordering::Relaxed);
+        Ok(seg)
     }
 
     /// Maps a segment recovery has checked.
@@ -281,6 +307,8 @@ impl Segment {
             max_timestamp: AtomicI64::new(p.max_timestamp),
             index: RwLock::new(p.index),
             sealed: AtomicBool::new(p.sealed),
+            // The data was written, so it has its space; nothing past it is reserved yet.
+            reserved: AtomicUsize::new(p.data_len),
             read_since_release: AtomicUsize::new(0),
             index_interval_bytes: p.index_interval_bytes,
             max_record_bytes,
@@ -344,11 +372,29 @@ impl Segment {
 
     /// Writes `bytes` at the committed end. Not yet visible to readers: see [`Self::publish`].
     /// Only the appender (holding the log's append lock) calls this.
+    /// The bytes' disk space is reserved first: on a full disk the append fails with nothing
+    /// written.
     pub(crate) fn write_at_end(&self, bytes: &[u8]) -> Result<(), StorageError> {
         debug_assert!(bytes.len() <= self.room() && !self.is_sealed());
+        let start = self.len();
+        self.reserve(start + bytes.len())?;
         self.file
-            .write_all_at(bytes, self.len() as u64)
+            .write_all_at(bytes, start as u64)
             .map_err(StorageError::io(&self.log_path, "write records"))
+    }
+
+    /// Makes sure the first `end` bytes of the file have disk space, reserving some more ahead.
+    fn reserve(&self, end: usize) -> Result<(), StorageError> {
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        if end <= reserved {
+            return Ok(());
+        }
+        let target = reserve_target(end, self.map.capacity());
+        self.file
+            .allocate(reserved as u64, (target - reserved) as u64)
+            .map_err(StorageError::io(&self.log_path, "reserve disk space for records"))?;
+        self.reserved.store(target, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Adds index entries for records just written (before they are published).
@@ -407,6 +453,8 @@ impl Segment {
         self.file
             .set_len(self.len() as u64)
             .map_err(StorageError::io(&self.log_path, "cut segment to its data"))?;
+        // The cut freed the reservation past the data.
+        self.reserved.store(self.len(), Ordering::Relaxed);
         self.file.sync_data().map_err(StorageError::io(&self.log_path, "fdatasync segment"))?;
         let index = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
         index

