@@ -7,11 +7,16 @@
 //! everything and refuses appends cleanly (no SIGBUS); a broker with thousands of sealed segments
 //! runs under an open-file limit far below their number.
 
+mod common;
 mod storage_support;
 
+use std::net::TcpStream;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use common::{BIN, ok, run_cli};
 use minikafka::record::NewRecord;
 use minikafka::storage::{FaultyFs, Log, StorageError};
 use storage_support::{append_batch, file_names, replay, tiny_config};
@@ -187,4 +192,123 @@ fn trim_that_frees_nothing_on_a_full_disk_fails_and_changes_nothing() {
     assert_eq!(log.log_start_offset(), 0);
     fs.set_no_space(false);
     assert_eq!(log.trim_before(1).unwrap(), 1);
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Sealed segments hold no file descriptor: opening a log of 600 segments, and reading all of
+/// it, keeps at most the cache's bound of them open (the old code held one per segment).
+#[test]
+fn sealed_segments_do_not_each_hold_a_file_descriptor() {
+    minikafka::storage::set_open_sealed_segments_limit(32);
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny_config(128)).unwrap();
+    fill(&log, 1200);
+    let segments = log.describe().segments;
+    assert!(segments >= 600, "{segments} segments");
+    log.close().unwrap();
+    drop(log);
+    let before = open_fds();
+    let log = Log::open(dir.path(), tiny_config(128)).unwrap();
+    assert_eq!(replay(&log).unwrap(), (0..1200).collect::<Vec<_>>());
+    fill(&log, 10);
+    // Other tests of this binary run alongside and open a few files: a generous margin, far below
+    // one per segment.
+    let held = open_fds().saturating_sub(before);
+    assert!(held < 200, "{held} file descriptors held for {segments} segments");
+    assert!(minikafka::storage::open_sealed_segments() <= 32);
+    // Trimming deletes segments the cache held: their files are closed, so their space is freed.
+    let next = log.next_offset();
+    log.trim_before(next).unwrap();
+    assert_eq!(log.describe().segments, 1);
+    let deleted_but_open = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .filter(|t| t.starts_with(dir.path()) && t.to_string_lossy().ends_with("(deleted)"))
+        .count();
+    assert_eq!(deleted_but_open, 0, "deleted segments still open");
+}
+
+/// A broker started by `prlimit` with an open-file limit; killed on drop.
+struct LimitedBroker {
+    child: Child,
+    addr: String,
+}
+
+impl LimitedBroker {
+    fn start(data_dir: &Path, nofile: u32, extra: &[&str]) -> LimitedBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(data_dir.with_extension("broker.log")).unwrap();
+        let mut child = Command::new("prlimit")
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg(BIN)
+            .args(["broker", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &addr, "--kafka-listen", "off", "--http-listen", "off"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn prlimit");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while TcpStream::connect(&addr).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(data_dir.with_extension("broker.log"));
+                panic!("broker exited ({status}): {}", log.unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "broker did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        LimitedBroker { child, addr }
+    }
+
+    fn log(data_dir: &Path) -> String {
+        std::fs::read_to_string(data_dir.with_extension("broker.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for LimitedBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A partition of 1,500 sealed segments served by a broker allowed 128 open files: it starts,
+/// serves every offset, and takes appends (which roll further segments). The old broker held
+/// every segment open and could not open the partition.
+#[test]
+fn a_broker_with_thousands_of_sealed_segments_runs_under_a_low_open_file_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let broker = common::BrokerProcess::start(&data, &["--segment-bytes", "128"]);
+        ok(broker.cli(&["topic", "create", "many"]));
+    }
+    // One record per batch: one segment per record or two.
+    const RECORDS: u64 = 3000;
+    {
+        let log = Log::open(data.join("many").join("0"), tiny_config(128)).unwrap();
+        for i in 0..RECORDS {
+            log.append(&[NewRecord::value(format!("value-{i}").as_bytes())]).unwrap();
+        }
+        assert!(log.describe().segments >= 1500, "{:?}", log.describe());
+        log.close().unwrap();
+    }
+    let broker = LimitedBroker::start(&data, 128, &["--segment-bytes", "128"]);
+    let consumed = ok(run_cli(&broker.addr, &["consume", "many", "--from-beginning"], None));
+    let want: String = (0..RECORDS).map(|i| format!("value-{i}\n")).collect();
+    assert!(consumed == want, "consumed {} lines", consumed.lines().count());
+    let lines: String = (0..50).map(|i| format!("more-{i}\n")).collect();
+    ok(run_cli(&broker.addr, &["produce", "many"], Some(lines.as_bytes())));
+    let tail =
+        ok(run_cli(&broker.addr, &["consume", "many", "--offset", &RECORDS.to_string()], None));
+    assert_eq!(tail, lines);
+    let log = LimitedBroker::log(&data);
+    assert!(log.contains("open-file limit"), "start-up logs the limit: {log}");
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 use crate::record::{self, NewRecord, RecordError, RecordIter};
 use crate::storage::fs::{FileSystem, RealFs, write_atomic};
 use crate::storage::recovery::{self, CLEAN_MARKER};
-use crate::storage::segment::{IndexCursor, SEGMENT_HEADER_LEN, Segment};
+use crate::storage::segment::{IndexCursor, OpenSegment, SEGMENT_HEADER_LEN, Segment};
 use crate::storage::{
     FsyncPolicy, LogConfig, LogDescription, MAX_SEGMENT_BYTES, OffsetRange, StorageError,
 };
@@ -69,11 +69,11 @@ impl fmt::Debug for Log {
     }
 }
 
-/// Records read from one segment: a slice of its memory map, kept alive by an `Arc`, so it can
-/// be sent to a socket after the log has moved on (or deleted the segment).
+/// Records read from one segment: a slice of its memory map, kept alive (with the open file) by
+/// an `Arc`, so it can be sent to a socket after the log has moved on (or deleted the segment).
 #[derive(Clone)]
 pub struct ReadSlice {
-    segment: Arc<Segment>,
+    segment: Arc<OpenSegment>,
     start: usize,
     end: usize,
     first_offset: u64,
@@ -273,6 +273,11 @@ impl Log {
         segs[segs.len() - 1].clone()
     }
 
+    /// Whether `seg` is still one of the log's segments.
+    fn holds(&self, seg: &Arc<Segment>) -> bool {
+        self.segments.read().unwrap_or_else(|p| p.into_inner()).iter().any(|s| Arc::ptr_eq(s, seg))
+    }
+
     fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
         self.segments.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -454,7 +459,7 @@ impl Log {
             // they were sealed; so syncing the active one covers all up to its next offset.
             let seg = self.active();
             let upto = seg.next_offset();
-            let res = seg.file().sync_data();
+            let res = seg.sync_data();
             let mut st = self.sync.lock().unwrap_or_else(|p| p.into_inner());
             st.syncing = false;
             if res.is_ok() {
@@ -512,9 +517,23 @@ impl Log {
             }
         };
         let max_record_bytes = self.config.max_record_bytes;
+        let handle = match segment.open(&*self.fs) {
+            Ok(h) => h,
+            // Deleted (trim, retention) since it was looked up: its file is gone.
+            Err(StorageError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && !self.holds(&segment) =>
+            {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: self.log_start_offset(),
+                    next_offset: self.next_offset(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         if offset >= segment.next_offset() {
             return Ok(ReadSlice {
-                segment,
+                segment: handle,
                 start: 0,
                 end: 0,
                 first_offset: offset,
@@ -522,9 +541,9 @@ impl Log {
                 max_record_bytes,
             });
         }
-        let (s, e, n) = segment.locate(offset, max_bytes)?;
+        let (s, e, n) = segment.locate(&handle, offset, max_bytes)?;
         Ok(ReadSlice {
-            segment,
+            segment: handle,
             start: s,
             end: e,
             first_offset: offset,
@@ -634,6 +653,8 @@ impl Log {
 
     fn delete_files(&self, victims: &[Arc<Segment>]) -> Result<(), StorageError> {
         for seg in victims {
+            // Out of the cache of open segments, so its space is freed when the file goes.
+            seg.release();
             tracing::info!(path = %seg.log_path.display(), "deleting segment");
             // Log file first: an index left alone by a crash is swept at open, a log without
             // its index gets the index rebuilt.
@@ -657,7 +678,7 @@ impl Log {
             if seg.next_offset() <= start {
                 continue;
             }
-            if let Some(o) = seg.offset_for_timestamp(ts_ms, start)? {
+            if let Some(o) = seg.offset_for_timestamp(&*self.fs, ts_ms, start)? {
                 return Ok(Some(o));
             }
         }
