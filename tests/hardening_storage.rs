@@ -239,9 +239,18 @@ struct LimitedBroker {
 
 impl LimitedBroker {
     fn start(data_dir: &Path, nofile: u32, extra: &[&str]) -> LimitedBroker {
+        Self::start_logging_to(data_dir, &data_dir.with_extension("broker.log"), nofile, extra)
+    }
+
+    fn start_logging_to(
+        data_dir: &Path,
+        log_path: &Path,
+        nofile: u32,
+        extra: &[&str],
+    ) -> LimitedBroker {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(data_dir.with_extension("broker.log")).unwrap();
+        let log = std::fs::File::create(log_path).unwrap();
         let mut child = Command::new("prlimit")
             .arg(format!("--nofile={nofile}:{nofile}"))
             .arg(BIN)
@@ -258,7 +267,7 @@ impl LimitedBroker {
         let deadline = Instant::now() + Duration::from_secs(120);
         while TcpStream::connect(&addr).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(data_dir.with_extension("broker.log"));
+                let log = std::fs::read_to_string(log_path);
                 panic!("broker exited ({status}): {}", log.unwrap_or_default());
             }
             assert!(Instant::now() < deadline, "broker did not start listening");
@@ -311,4 +320,122 @@ fn a_broker_with_thousands_of_sealed_segments_runs_under_a_low_open_file_limit()
     assert_eq!(tail, lines);
     let log = LimitedBroker::log(&data);
     assert!(log.contains("open-file limit"), "start-up logs the limit: {log}");
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` (with the reason printed) where mounting is not permitted.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
+            Ok(o) => {
+                eprintln!("SKIPPED: cannot mount a tmpfs: {}", String::from_utf8_lossy(&o.stderr));
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+fn next_offset(addr: &str, topic: &str) -> u64 {
+    let json = ok(run_cli(addr, &["topic", "describe", topic, "--json"], None));
+    let at = json.find("\"next_offset\":").expect("next_offset in describe") + 14;
+    json[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+/// Produces batches of lines until the broker refuses one; returns its error output.
+fn produce_until_full(addr: &str, topic: &str) -> String {
+    let lines: String =
+        (0..20_000).map(|i| format!("record-{i:06}-{}\n", "x".repeat(40))).collect();
+    for _ in 0..20 {
+        let out = run_cli(addr, &["produce", topic], Some(lines.as_bytes()));
+        if !out.status.success() {
+            return String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+    }
+    panic!("an 8 MiB disk never filled up");
+}
+
+/// Fills what is left of a file system with a file of zeros.
+fn fill_disk(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+}
+
+/// Item 16 on a real full disk: a broker on a full 8 MiB tmpfs refuses an append with a clear
+/// error, is killed with SIGKILL right then, restarts (the old one died of SIGBUS with no message
+/// on every restart: the refused batch had left a torn record whose tail was an unbacked hole of
+/// the sparse segment, and recovery read it through the mapping), serves every record, refuses
+/// appends again with the same clear error, and (item 17) a trim frees the disk so appends work
+/// again.
+#[test]
+fn a_broker_on_a_full_tmpfs_survives_sigkill_serves_reads_and_refuses_appends() {
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let data = fs.path().join("data");
+    // The broker's log must not be on the full disk.
+    let scratch = tempfile::tempdir().unwrap();
+    let log_path = scratch.path().join("broker.log");
+    let flags = ["--segment-bytes", "1048576"];
+    let mut broker = LimitedBroker::start_logging_to(&data, &log_path, 4096, &flags);
+    ok(run_cli(&broker.addr, &["topic", "create", "fill"], None));
+    let err = produce_until_full(&broker.addr, "fill");
+    assert!(err.contains("No space left on device"), "unclear error: {err}");
+    let acked = next_offset(&broker.addr, "fill");
+    assert!(acked > 10_000, "{acked} records on an 8 MiB disk");
+
+    // SIGKILL right after the refusal, then restart on the full disk.
+    let _ = broker.child.kill();
+    let _ = broker.child.wait();
+    drop(broker);
+    let broker = LimitedBroker::start_logging_to(&data, &log_path, 4096, &flags);
+    assert_eq!(next_offset(&broker.addr, "fill"), acked);
+    // Recovery cut the active segment back to its data: take that space too.
+    fill_disk(&fs.path().join("filler"));
+    let consumed = ok(run_cli(&broker.addr, &["consume", "fill", "--from-beginning"], None));
+    assert_eq!(consumed.lines().count() as u64, acked);
+    assert!(consumed.lines().all(|l| l.starts_with("record-")));
+    let err = produce_until_full(&broker.addr, "fill");
+    assert!(err.contains("No space left on device"), "unclear error: {err}");
+    assert_eq!(next_offset(&broker.addr, "fill"), acked, "nothing published on a full disk");
+    // And again, with the disk completely full while it restarts.
+    let mut broker = broker;
+    let _ = broker.child.kill();
+    let _ = broker.child.wait();
+    drop(broker);
+    let broker = LimitedBroker::start_logging_to(&data, &log_path, 4096, &flags);
+    assert_eq!(next_offset(&broker.addr, "fill"), acked);
+    let err = produce_until_full(&broker.addr, "fill");
+    assert!(err.contains("No space left on device"), "unclear error: {err}");
+
+    // Item 17: trim frees the full disk.
+    let half = (acked / 2).to_string();
+    ok(run_cli(&broker.addr, &["topic", "trim", "fill", "--before", &half], None));
+    ok(run_cli(&broker.addr, &["produce", "fill", "after the trim"], None));
+    assert_eq!(next_offset(&broker.addr, "fill"), acked + 1);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
 }
