@@ -416,6 +416,7 @@ pub async fn run_until(
     args.http_addr()?;
     args.kafka_config()?;
     let path = config.data_dir.clone();
+    crate::storage::raise_open_file_limit(); // every partition holds its active segment open
     // Opening recovers every partition: file I/O, kept off the async workers.
     let broker = tokio::task::spawn_blocking(move || Broker::open(config))
         .await

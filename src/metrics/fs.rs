@@ -48,6 +48,9 @@ impl FsFile for TimedFile {
     fn file_len(&self) -> io::Result<u64> {
         self.inner.file_len()
     }
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.allocate(offset, len)
+    }
     fn sync_data(&self) -> io::Result<()> {
         let start = Instant::now();
         let res = self.inner.sync_data();

@@ -22,6 +22,13 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Current length of the file.
     fn file_len(&self) -> io::Result<u64>;
+    /// Allocates disk space for `len` bytes at `offset` (fallocate, mode 0): writes there can no
+    /// longer fail for lack of space, and mapped pages there always have backing. A file system
+    /// that cannot reserve space (EOPNOTSUPP) gets none, as with a sparse file. The default goes
+    /// to the real file; wrappers that inject faults override it.
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        allocate_real(self.as_file(), offset, len)
+    }
     /// fdatasync: data and the metadata needed to read it back (the length) reach the disk.
     fn sync_data(&self) -> io::Result<()>;
     /// The real file under this handle, for memory mapping (reads never go through the seam's
@@ -54,6 +61,18 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealFs;
+
+/// `fallocate(file, 0, offset, len)`, a no-op where the file system cannot reserve space.
+fn allocate_real(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), offset, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
 
 #[derive(Debug)]
 struct RealFile(File);
@@ -123,8 +142,10 @@ struct Faults {
     fail_writes: AtomicU64,
     /// Make the next write persist only half its bytes, then fail with EIO (a torn write).
     short_write: AtomicBool,
-    /// Fail upcoming writes with ENOSPC while set.
+    /// Fail upcoming writes, creations and allocations with ENOSPC while set.
     no_space: AtomicBool,
+    /// Clear `no_space` at the next file removal (deleting a file frees space on a full disk).
+    space_on_remove: AtomicBool,
     /// Fail this many upcoming fdatasyncs (file or directory), with EIO.
     fail_syncs: AtomicU64,
     /// File fdatasyncs wait while this holds (a disk that does not answer) and count themselves
@@ -163,9 +184,16 @@ impl FaultyFs {
     pub fn short_next_write(&self) {
         self.faults.short_write.store(true, Ordering::SeqCst);
     }
-    /// While `on`, every write fails with ENOSPC.
+    /// While `on`, every write, file creation and allocation fails with ENOSPC.
     pub fn set_no_space(&self, on: bool) {
+        self.faults.space_on_remove.store(false, Ordering::SeqCst);
         self.faults.no_space.store(on, Ordering::SeqCst);
+    }
+    /// A full disk that deleting a file frees: like `set_no_space(true)` until the next
+    /// `remove_file`, after which writes succeed again.
+    pub fn fill_until_remove(&self) {
+        self.faults.no_space.store(true, Ordering::SeqCst);
+        self.faults.space_on_remove.store(true, Ordering::SeqCst);
     }
     /// The next `n` fsyncs (file or directory) fail with EIO.
     pub fn fail_next_syncs(&self, n: u64) {
@@ -198,6 +226,10 @@ fn take_one(counter: &AtomicU64) -> bool {
     counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
 }
 
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOSPC)
+}
+
 fn eio(what: &str) -> io::Error {
     io::Error::other(format!("injected fault: {what}"))
 }
@@ -212,7 +244,7 @@ impl FsFile for FaultyFile {
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
         self.faults.writes.fetch_add(1, Ordering::SeqCst);
         if self.faults.no_space.load(Ordering::SeqCst) {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            return Err(enospc());
         }
         if take_one(&self.faults.fail_writes) {
             return Err(eio("write"));
@@ -231,6 +263,12 @@ impl FsFile for FaultyFile {
     }
     fn file_len(&self) -> io::Result<u64> {
         self.inner.file_len()
+    }
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.faults.no_space.load(Ordering::SeqCst) {
+            return Err(enospc());
+        }
+        self.inner.allocate(offset, len)
     }
     fn sync_data(&self) -> io::Result<()> {
         {
@@ -260,7 +298,7 @@ impl FileSystem for FaultyFs {
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         if self.faults.no_space.load(Ordering::SeqCst) {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            return Err(enospc());
         }
         let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
         Ok(Box::new(FaultyFile { inner: RealFile(f), faults: self.faults.clone() }))
@@ -272,7 +310,11 @@ impl FileSystem for FaultyFs {
         RealFs.rename(from, to)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        RealFs.remove_file(path)
+        RealFs.remove_file(path)?;
+        if self.faults.space_on_remove.swap(false, Ordering::SeqCst) {
+            self.faults.no_space.store(false, Ordering::SeqCst);
+        }
+        Ok(())
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         RealFs.create_dir_all(path)

@@ -21,7 +21,7 @@ use std::time::Instant;
 use crate::record::{self, NewRecord, RecordError, RecordIter};
 use crate::storage::fs::{FileSystem, RealFs, write_atomic};
 use crate::storage::recovery::{self, CLEAN_MARKER};
-use crate::storage::segment::{IndexCursor, SEGMENT_HEADER_LEN, Segment};
+use crate::storage::segment::{IndexCursor, OpenSegment, SEGMENT_HEADER_LEN, Segment};
 use crate::storage::{
     FsyncPolicy, LogConfig, LogDescription, MAX_SEGMENT_BYTES, OffsetRange, StorageError,
 };
@@ -76,11 +76,11 @@ impl fmt::Debug for Log {
     }
 }
 
-/// Records read from one segment: a slice of its memory map, kept alive by an `Arc`, so it can
-/// be sent to a socket after the log has moved on (or deleted the segment).
+/// Records read from one segment: a slice of its memory map, kept alive (with the open file) by
+/// an `Arc`, so it can be sent to a socket after the log has moved on (or deleted the segment).
 #[derive(Clone)]
 pub struct ReadSlice {
-    segment: Arc<Segment>,
+    segment: Arc<OpenSegment>,
     start: usize,
     end: usize,
     first_offset: u64,
@@ -158,7 +158,7 @@ impl Log {
         let mut synced = active.base_offset;
         let mut poisoned = false;
         if config.fsync == FsyncPolicy::Always && next > synced {
-            match if clean { Ok(()) } else { active.file().sync_data() } {
+            match if clean { Ok(()) } else { active.sync_data() } {
                 Ok(()) => synced = next,
                 Err(e) => {
                     tracing::error!(path = %active.log_path.display(), error = %e,
@@ -309,6 +309,11 @@ impl Log {
         // Invariant: the list is never empty (recovery creates a segment; retention keeps the
         // active one).
         segs[segs.len() - 1].clone()
+    }
+
+    /// Whether `seg` is still one of the log's segments.
+    fn holds(&self, seg: &Arc<Segment>) -> bool {
+        self.segments.read().unwrap_or_else(|p| p.into_inner()).iter().any(|s| Arc::ptr_eq(s, seg))
     }
 
     fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
@@ -489,7 +494,7 @@ impl Log {
             // they were sealed; so syncing the active one covers all up to its next offset.
             let seg = self.active();
             let upto = seg.next_offset();
-            let res = seg.file().sync_data();
+            let res = seg.sync_data();
             let mut st = self.sync.lock().unwrap_or_else(|p| p.into_inner());
             st.syncing = false;
             if res.is_ok() {
@@ -557,9 +562,23 @@ impl Log {
             }
         };
         let max_record_bytes = self.config.max_record_bytes;
+        let handle = match segment.open(&*self.fs) {
+            Ok(h) => h,
+            // Deleted (trim, retention) since it was looked up: its file is gone.
+            Err(StorageError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && !self.holds(&segment) =>
+            {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: self.log_start_offset(),
+                    next_offset: visible,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         if offset >= segment.next_offset() || offset >= visible {
             return Ok(ReadSlice {
-                segment,
+                segment: handle,
                 start: 0,
                 end: 0,
                 first_offset: offset,
@@ -567,15 +586,15 @@ impl Log {
                 max_record_bytes,
             });
         }
-        let (s, mut e, mut n) = segment.locate(offset, max_bytes)?;
+        let (s, mut e, mut n) = segment.locate(&handle, offset, max_bytes)?;
         if n > visible {
             // The slice runs into records not yet durable: end it where the first of them starts
             // (in this segment, since `offset < visible < n`).
-            (e, _, _) = segment.locate(visible, 0)?;
+            (e, _, _) = segment.locate(&handle, visible, 0)?;
             n = visible;
         }
         Ok(ReadSlice {
-            segment,
+            segment: handle,
             start: s,
             end: e,
             first_offset: offset,
@@ -585,8 +604,17 @@ impl Log {
     }
 
     /// Makes `offset` the log start: reads below it fail with `OffsetOutOfRange`, and segments
-    /// entirely below it are deleted. Persisted (a checkpoint file). Returns the log start
-    /// offset after the call (unchanged if `offset` is not above it).
+    /// entirely below it are deleted. Persisted (a checkpoint file, when `offset` is not where a
+    /// segment starts). Returns the log start offset after the call (unchanged if `offset` is not
+    /// above it).
+    ///
+    /// Works on a full disk: whole segments are deleted first, which needs no new space, and only
+    /// then is anything written (a roll, the checkpoint), with the space they freed. A crash at
+    /// any point leaves a log start between the old one and `offset` (recovery starts the log at
+    /// its first segment, or the checkpoint if later), and the in-memory start moves only past
+    /// what is already that durable, so no reader is ever told a record is gone that a restart
+    /// would bring back. If the checkpoint cannot be written, the error is returned and the log
+    /// starts at the first remaining segment.
     pub fn trim_before(&self, offset: u64) -> Result<u64, StorageError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         self.check_open()?;
@@ -605,9 +633,14 @@ impl Log {
         // The checkpoint must never point past what is durable, or a crash could make offsets
         // below it be handed out again.
         self.sync()?;
-        recovery::write_checkpoint(&*self.fs, &self.dir, offset)?;
-        self.log_start.fetch_max(offset, Ordering::AcqRel);
-        // If the whole active segment is below the new start, roll so it can go too.
+        let sealed_below = || -> Vec<Arc<Segment>> {
+            let segs = self.segments_snapshot();
+            let sealed = &segs[..segs.len() - 1];
+            sealed.iter().take_while(|s| s.next_offset() <= offset).cloned().collect()
+        };
+        self.delete_oldest(&sealed_below())?;
+        // If the whole active segment is below the new start, roll (with the space just freed)
+        // so it can go too.
         let active = self.active();
         if !active.is_empty() && active.next_offset() <= offset {
             let mut app = self.lock_appender()?;
@@ -615,13 +648,14 @@ impl Log {
             if !active.is_empty() && active.next_offset() <= offset {
                 self.roll(&mut app, 0)?;
             }
+            drop(app);
+            self.delete_oldest(&sealed_below())?;
         }
-        let victims: Vec<Arc<Segment>> = {
-            let segs = self.segments_snapshot();
-            let sealed = &segs[..segs.len() - 1];
-            sealed.iter().take_while(|s| s.next_offset() <= offset).cloned().collect()
-        };
-        self.delete_oldest(&victims)?;
+        // Inside the first remaining segment: only the checkpoint can keep the start there.
+        if offset > self.log_start_offset() {
+            recovery::write_checkpoint(&*self.fs, &self.dir, offset)?;
+            self.log_start.fetch_max(offset, Ordering::AcqRel);
+        }
         Ok(self.log_start_offset())
     }
 
@@ -652,16 +686,26 @@ impl Log {
         Ok(victims.len())
     }
 
-    /// Removes `victims` (the oldest segments, in order) from the list, advances the log start
-    /// past them, then deletes their files. Readers holding one keep their mapping.
+    /// Removes `victims` (the oldest segments, in order) from the list, deletes their files,
+    /// then advances the log start past them: only once their removal is durable, so a restart
+    /// never brings back records a reader was told are gone. Readers holding one keep their
+    /// mapping. Needs no disk space.
     fn delete_oldest(&self, victims: &[Arc<Segment>]) -> Result<(), StorageError> {
         let Some(last) = victims.last() else { return Ok(()) };
         {
             let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
             segs.retain(|s| !victims.iter().any(|v| Arc::ptr_eq(s, v)));
-            self.log_start.fetch_max(last.next_offset(), Ordering::AcqRel);
         }
+        let res = self.delete_files(victims);
+        // Even after a failed delete: the segments are out of the list, nothing below serves.
+        self.log_start.fetch_max(last.next_offset(), Ordering::AcqRel);
+        res
+    }
+
+    fn delete_files(&self, victims: &[Arc<Segment>]) -> Result<(), StorageError> {
         for seg in victims {
+            // Out of the cache of open segments, so its space is freed when the file goes.
+            seg.release();
             tracing::info!(path = %seg.log_path.display(), "deleting segment");
             // Log file first: an index left alone by a crash is swept at open, a log without
             // its index gets the index rebuilt.
@@ -686,7 +730,7 @@ impl Log {
             if seg.next_offset() <= start {
                 continue;
             }
-            if let Some(o) = seg.offset_for_timestamp(ts_ms, start)? {
+            if let Some(o) = seg.offset_for_timestamp(&*self.fs, ts_ms, start)? {
                 return Ok(Some(o).filter(|&o| o < visible));
             }
         }

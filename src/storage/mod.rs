@@ -24,13 +24,21 @@
 //!
 //! # Module map
 //! `fs.rs` (the file-operation seam, and `FaultyFs` for tests), `mmap.rs` (every `unsafe`),
-//! `index.rs`, `segment.rs`, `recovery.rs` (open), `log.rs` (the `Log`).
+//! `index.rs`, `segment.rs`, `recovery.rs` (open), `log.rs` (the `Log`), `handles.rs` (the
+//! bound on open sealed segments, the open-file limit).
 //!
 //! # Memory and disk
 //! The active segment is grown (sparse) to `segment_bytes` and mapped whole, so readers never
-//! need a remap; sealing and `close()` cut it back to its data. `describe().size_bytes` counts
-//! data, not the preallocation. A log costs one mapping per segment of address space (1 GiB per
-//! active segment with the default config), not memory.
+//! need a remap; disk space is reserved (fallocate) a little ahead of the writes, so a full disk
+//! fails an append before it writes anything and no mapped page ever lacks backing (no SIGBUS);
+//! sealing and `close()` cut it back to its data. `describe().size_bytes` counts data, not the
+//! preallocation. The active segment of every log holds one open file and one mapping (1 GiB of
+//! address space with the default config, not memory); sealed segments hold neither, and are
+//! opened on demand, at most [`open_sealed_segments_limit`] of them kept open process-wide.
+//!
+//! On a full disk a log still opens (an index rebuilt at open that cannot be written is used
+//! from memory), serves reads and refuses appends; [`Log::trim_before`] deletes whole segments
+//! before it writes anything, so it can free a full disk.
 //!
 //! # Durability
 //! An acknowledged append is in the OS page cache (survives `kill -9`); with `Always` it is on
@@ -46,6 +54,7 @@
 //! the tail of the last segment.
 
 mod fs;
+mod handles;
 mod index;
 mod log;
 mod mmap;
@@ -57,6 +66,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use self::fs::{FaultyFs, FileSystem, FsFile, RealFs};
+pub use self::handles::{
+    DEFAULT_OPEN_SEALED_SEGMENTS, FileLimits, open_sealed_segments, open_sealed_segments_limit,
+    raise_open_file_limit, set_open_sealed_segments_limit,
+};
 pub use self::log::{Log, ReadSlice};
 
 use crate::record;

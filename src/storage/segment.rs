@@ -17,15 +17,20 @@
 //!
 //! The active segment's file is grown (sparse) to its capacity so the mapping never has to move;
 //! the bytes past the committed end are zero, and a zero length prefix reads as "end of data".
-//! Sealing and closing cut the file back to the committed length.
+//! Disk space is reserved (fallocate) ahead of every write, so a write never runs out of space
+//! half-way and every byte a write may have left behind has backing: a full disk fails the
+//! append before anything is written, and recovery, which reads a crashed segment's tail through
+//! the mapping, never touches a page without backing (on tmpfs that would be a SIGBUS).
+//! Sealing and closing cut the file back to the committed length (freeing the reservation).
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 
 use crate::record::{self, RecordError, RecordView};
 use crate::storage::StorageError;
 use crate::storage::fs::{FileSystem, FsFile};
+use crate::storage::handles;
 use crate::storage::index::{Index, IndexEntry, IndexSummary};
 use crate::storage::mmap::CommittedMap;
 
@@ -53,6 +58,12 @@ pub(crate) const INDEX_SUFFIX: &str = ".index";
 /// Reads through a segment's mapping between two releases of its pages: bounds what each
 /// segment adds to the broker's resident set, at one `madvise` per this many bytes read.
 const RELEASE_AFTER_BYTES: usize = 1 << 20;
+/// Space reserved past a write's end: an eighth of the segment's data so far, within these
+/// bounds. A busy segment calls fallocate about once per 8 MiB; an idle partition holds at most
+/// 64 KiB of reserved but unused disk (a whole-segment reservation would cost `segment_bytes`,
+/// 1 GiB by default, per partition).
+const RESERVE_AHEAD_MIN: usize = 64 << 10;
+const RESERVE_AHEAD_MAX: usize = 8 << 20;
 
 /// `{base_offset:020}.log`
 pub(crate) fn log_file_name(base_offset: u64) -> String {
@@ -178,23 +189,93 @@ impl IndexCursor {
     }
 }
 
-/// One segment of a log. Shared as `Arc<Segment>` between the log, the appender and readers.
+/// How far to reserve a file's space when a write must reach `end`: some way past it, never
+/// past the mapping's `capacity`.
+fn reserve_target(end: usize, capacity: usize) -> usize {
+    let ahead = (end / 8).clamp(RESERVE_AHEAD_MIN, RESERVE_AHEAD_MAX);
+    end.saturating_add(ahead).min(capacity).max(end)
+}
+
+/// A segment's file, open, and its mapping: what reads and writes go through. Shared as
+/// `Arc<OpenSegment>`; a reader's slice holds one, so its bytes outlive a deletion or an eviction
+/// from the cache of open sealed segments (`handles.rs`).
+#[derive(Debug)]
+pub(crate) struct OpenSegment {
+    file: Box<dyn FsFile>,
+    map: CommittedMap,
+    /// Bytes read through the mapping since its pages were last released (see
+    /// [`OpenSegment::note_read`]).
+    read_since_release: AtomicUsize,
+    /// Used since the cache's clock hand last passed (`handles.rs`).
+    pub(crate) referenced: AtomicBool,
+    /// Whether the cache holds it (`handles.rs`).
+    pub(crate) cached: AtomicBool,
+}
+
+impl OpenSegment {
+    fn new(file: Box<dyn FsFile>, map: CommittedMap) -> Arc<OpenSegment> {
+        Arc::new(OpenSegment {
+            file,
+            map,
+            read_since_release: AtomicUsize::new(0),
+            referenced: AtomicBool::new(true),
+            cached: AtomicBool::new(false),
+        })
+    }
+
+    /// The committed bytes (header included).
+    pub(crate) fn data(&self) -> &[u8] {
+        self.map.committed_bytes()
+    }
+
+    pub(crate) fn file(&self) -> &dyn FsFile {
+        &*self.file
+    }
+
+    /// Counts `bytes` read through the mapping, and once `RELEASE_AFTER_BYTES` have been read
+    /// since the last time, unmaps the segment's pages from the process. Without this, every
+    /// page a reader ever touched stays in the broker's resident set (a replay of a 2 GiB log
+    /// left 2 GiB resident); the pages stay in the page cache either way.
+    fn note_read(&self, bytes: usize) {
+        let total = self.read_since_release.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if total >= RELEASE_AFTER_BYTES {
+            // Two readers may both release: harmless, the second finds little mapped.
+            self.read_since_release.store(0, Ordering::Relaxed);
+            self.map.release_pages();
+        }
+    }
+}
+
+/// How a segment holds its open file: the active one for good (the appender writes through
+/// it); a sealed one only weakly, the cache of open sealed segments and readers holding it open.
+#[derive(Debug)]
+enum Handle {
+    Pinned(Arc<OpenSegment>),
+    OnDemand(Weak<OpenSegment>),
+}
+
+/// One segment of a log. Shared as `Arc<Segment>` between the log and the appender; readers take
+/// its [`OpenSegment`].
 #[derive(Debug)]
 pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) log_path: PathBuf,
     pub(crate) index_path: PathBuf,
-    file: Box<dyn FsFile>,
-    map: CommittedMap,
+    handle: RwLock<Handle>,
+    /// The committed length, also here so that sizes need no open file (the mapping's own is
+    /// what bounds readers).
+    len: AtomicUsize,
+    /// Bytes the active segment's mapping can hold.
+    capacity: usize,
     next_offset: AtomicU64,
     max_timestamp: AtomicI64,
     index: RwLock<Index>,
     sealed: AtomicBool,
+    /// The first this many bytes of the file have disk space (written or reserved); only the
+    /// appender moves it.
+    reserved: AtomicUsize,
     index_interval_bytes: u32,
     max_record_bytes: u32,
-    /// Bytes read through the mapping since its pages were last released (see
-    /// [`Segment::note_read`]).
-    read_since_release: AtomicUsize,
 }
 
 /// Everything recovery learned about a segment, to build the `Segment` from.
@@ -206,7 +287,7 @@ pub(crate) struct SegmentParts {
     /// Length of the good data, header included.
     pub(crate) data_len: usize,
     /// Bytes to map; the file must be at least `data_len` long, and exactly `capacity` if more
-    /// is to be appended.
+    /// is to be appended. A sealed segment is not mapped until read.
     pub(crate) capacity: usize,
     pub(crate) next_offset: u64,
     pub(crate) max_timestamp: i64,
@@ -217,8 +298,9 @@ pub(crate) struct SegmentParts {
 
 impl Segment {
     /// Creates an empty segment with room for `capacity` bytes (header included): the log file
-    /// with its header, grown sparse to `capacity`, and an empty index file; their names are
-    /// durable (directory fsync) when it returns.
+    /// with its header, grown sparse to `capacity` with space reserved for the first writes, and
+    /// an empty index file; their names are durable (directory fsync) when it returns. On a full
+    /// disk it fails before writing anything.
     pub(crate) fn create(
         fs: &dyn FileSystem,
         dir: &Path,
@@ -230,10 +312,13 @@ impl Segment {
         let log_path = dir.join(log_file_name(base_offset));
         let index_path = dir.join(index_file_name(base_offset));
         let file = fs.create(&log_path).map_err(StorageError::io(&log_path, "create segment"))?;
-        file.write_all_at(&encode_header(base_offset), 0)
-            .map_err(StorageError::io(&log_path, "write segment header"))?;
         file.set_len(capacity as u64)
             .map_err(StorageError::io(&log_path, "preallocate segment"))?;
+        let reserved = reserve_target(SEGMENT_HEADER_LEN, capacity);
+        file.allocate(0, reserved as u64)
+            .map_err(StorageError::io(&log_path, "reserve disk space for the segment"))?;
+        file.write_all_at(&encode_header(base_offset), 0)
+            .map_err(StorageError::io(&log_path, "write segment header"))?;
         // No fdatasync here: the header reaches the disk with the first sync of the records
         // (and a segment whose header was lost in a crash is recovered as empty). Only the
         // names must be durable before records are acknowledged in the file.
@@ -246,7 +331,7 @@ impl Segment {
             .write_hint(fs, &index_path, base_offset, summary)
             .map_err(StorageError::io(&index_path, "write index"))?;
         fs.sync_dir(dir).map_err(StorageError::io(dir, "fsync log directory"))?;
-        Segment::from_parts(
+        let seg = Segment::from_parts(
             SegmentParts {
                 base_offset,
                 log_path,
@@ -261,40 +346,115 @@ impl Segment {
                 sealed: false,
             },
             max_record_bytes,
-        )
+        )?;
+        seg.reserved.store(reserved, Ordering::Relaxed);
+        Ok(seg)
     }
 
-    /// Maps a segment recovery has checked.
+    /// Builds a segment recovery has checked: the active one is mapped and keeps its file; a
+    /// sealed one lets go of both (it is opened again when read).
     pub(crate) fn from_parts(
         p: SegmentParts,
         max_record_bytes: u32,
     ) -> Result<Segment, StorageError> {
-        let map = CommittedMap::new(p.file.as_file(), p.capacity, p.data_len)
-            .map_err(StorageError::io(&p.log_path, "mmap segment"))?;
+        let handle = if p.sealed {
+            Handle::OnDemand(Weak::new())
+        } else {
+            let map = CommittedMap::new(p.file.as_file(), p.capacity, p.data_len)
+                .map_err(StorageError::io(&p.log_path, "mmap segment"))?;
+            Handle::Pinned(OpenSegment::new(p.file, map))
+        };
         Ok(Segment {
             base_offset: p.base_offset,
             log_path: p.log_path,
             index_path: p.index_path,
-            file: p.file,
-            map,
+            handle: RwLock::new(handle),
+            len: AtomicUsize::new(p.data_len),
+            capacity: p.capacity,
             next_offset: AtomicU64::new(p.next_offset),
             max_timestamp: AtomicI64::new(p.max_timestamp),
             index: RwLock::new(p.index),
             sealed: AtomicBool::new(p.sealed),
-            read_since_release: AtomicUsize::new(0),
+            // The data was written, so it has its space; nothing past it is reserved yet.
+            reserved: AtomicUsize::new(p.data_len),
             index_interval_bytes: p.index_interval_bytes,
             max_record_bytes,
         })
     }
 
-    /// The committed bytes (header included).
-    pub(crate) fn data(&self) -> &[u8] {
-        self.map.committed_bytes()
+    /// The open file and mapping, opening and mapping a sealed segment's file if no one holds it
+    /// open (then the cache of open sealed segments keeps it for a while).
+    pub(crate) fn open(&self, fs: &dyn FileSystem) -> Result<Arc<OpenSegment>, StorageError> {
+        if let Some(h) = self.loaded() {
+            return Ok(h);
+        }
+        let file =
+            fs.open(&self.log_path).map_err(StorageError::io(&self.log_path, "open segment"))?;
+        // A sealed file is exactly its committed length (cut at seal) and never changes again.
+        let len = self.len();
+        let map = CommittedMap::new(file.as_file(), len, len)
+            .map_err(StorageError::io(&self.log_path, "mmap segment"))?;
+        let fresh = OpenSegment::new(file, map);
+        let mut guard = self.handle.write().unwrap_or_else(|p| p.into_inner());
+        // Another reader may have opened it meanwhile: use theirs, one mapping per segment.
+        let h = match &*guard {
+            Handle::Pinned(h) => return Ok(h.clone()),
+            Handle::OnDemand(w) => w.upgrade().unwrap_or_else(|| {
+                *guard = Handle::OnDemand(Arc::downgrade(&fresh));
+                fresh
+            }),
+        };
+        drop(guard);
+        handles::keep(&h);
+        Ok(h)
+    }
+
+    /// The open file and mapping if someone holds them open (never opens the file).
+    fn loaded(&self) -> Option<Arc<OpenSegment>> {
+        // The handle is consistent after any panic (each change is one assignment).
+        let guard = self.handle.read().unwrap_or_else(|p| p.into_inner());
+        match &*guard {
+            Handle::Pinned(h) => Some(h.clone()),
+            Handle::OnDemand(w) => {
+                let h = w.upgrade()?;
+                drop(guard);
+                handles::keep(&h);
+                Some(h)
+            }
+        }
+    }
+
+    /// The active segment's open file (the appender's and syncer's path).
+    fn pinned(&self) -> Result<Arc<OpenSegment>, StorageError> {
+        match &*self.handle.read().unwrap_or_else(|p| p.into_inner()) {
+            Handle::Pinned(h) => Ok(h.clone()),
+            Handle::OnDemand(_) => Err(StorageError::Io {
+                path: self.log_path.clone(),
+                op: "write to a sealed segment",
+                source: std::io::Error::other("segment is sealed"),
+            }),
+        }
+    }
+
+    /// Lets go of the open file for good (the segment is being deleted): its disk space is
+    /// freed once the readers still holding it are done.
+    pub(crate) fn release(&self) {
+        let old = std::mem::replace(
+            &mut *self.handle.write().unwrap_or_else(|p| p.into_inner()),
+            Handle::OnDemand(Weak::new()),
+        );
+        let h = match old {
+            Handle::Pinned(h) => Some(h),
+            Handle::OnDemand(w) => w.upgrade(),
+        };
+        if let Some(h) = h {
+            handles::forget(&h);
+        }
     }
 
     /// Committed length of the file.
     pub(crate) fn len(&self) -> usize {
-        self.map.committed()
+        self.len.load(Ordering::Acquire)
     }
 
     /// Whether the segment holds no record.
@@ -304,7 +464,7 @@ impl Segment {
 
     /// Bytes that can still be appended without moving the mapping.
     pub(crate) fn room(&self) -> usize {
-        self.map.capacity() - self.map.committed()
+        self.capacity.saturating_sub(self.len())
     }
 
     /// The offset after the last committed record (Acquire: the bytes of every record below it
@@ -321,34 +481,47 @@ impl Segment {
         self.sealed.load(Ordering::Acquire)
     }
 
-    pub(crate) fn file(&self) -> &dyn FsFile {
-        &*self.file
+    /// fdatasyncs the active segment's file; a sealed one was synced when it was sealed.
+    pub(crate) fn sync_data(&self) -> std::io::Result<()> {
+        match &*self.handle.read().unwrap_or_else(|p| p.into_inner()) {
+            Handle::Pinned(h) => h.file.sync_data(),
+            Handle::OnDemand(_) => Ok(()),
+        }
     }
 
+    /// A hint for a replay, for a segment open now (a sealed one is not opened for it).
     pub(crate) fn advise_sequential(&self) {
-        self.map.advise_sequential();
-    }
-
-    /// Counts `bytes` read through the mapping, and once `RELEASE_AFTER_BYTES` have been read
-    /// since the last time, unmaps the segment's pages from the process. Without this, every
-    /// page a reader ever touched stays in the broker's resident set (a replay of a 2 GiB log
-    /// left 2 GiB resident); the pages stay in the page cache either way.
-    fn note_read(&self, bytes: usize) {
-        let total = self.read_since_release.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if total >= RELEASE_AFTER_BYTES {
-            // Two readers may both release: harmless, the second finds little mapped.
-            self.read_since_release.store(0, Ordering::Relaxed);
-            self.map.release_pages();
+        if let Some(h) = self.loaded() {
+            h.map.advise_sequential();
         }
     }
 
     /// Writes `bytes` at the committed end. Not yet visible to readers: see [`Self::publish`].
     /// Only the appender (holding the log's append lock) calls this.
+    /// The bytes' disk space is reserved first: on a full disk the append fails with nothing
+    /// written.
     pub(crate) fn write_at_end(&self, bytes: &[u8]) -> Result<(), StorageError> {
         debug_assert!(bytes.len() <= self.room() && !self.is_sealed());
-        self.file
-            .write_all_at(bytes, self.len() as u64)
+        let h = self.pinned()?;
+        let start = self.len();
+        self.reserve(&h, start + bytes.len())?;
+        h.file
+            .write_all_at(bytes, start as u64)
             .map_err(StorageError::io(&self.log_path, "write records"))
+    }
+
+    /// Makes sure the first `end` bytes of the file have disk space, reserving some more ahead.
+    fn reserve(&self, h: &OpenSegment, end: usize) -> Result<(), StorageError> {
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        if end <= reserved {
+            return Ok(());
+        }
+        let target = reserve_target(end, h.map.capacity());
+        h.file
+            .allocate(reserved as u64, (target - reserved) as u64)
+            .map_err(StorageError::io(&self.log_path, "reserve disk space for records"))?;
+        self.reserved.store(target, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Adds index entries for records just written (before they are published).
@@ -366,9 +539,9 @@ impl Segment {
     /// Replaces the in-memory index with one built by scanning the committed records (up to
     /// the first bad one). Under the index write lock, so an appender's entries for records
     /// published later land after it, in order.
-    fn rebuild_index(&self) {
+    fn rebuild_index(&self, h: &OpenSegment) {
         let mut guard = self.index.write().unwrap_or_else(|p| p.into_inner());
-        let data = self.data();
+        let data = h.data();
         let mut index = Index::new();
         let mut cursor = IndexCursor::new(self.index_interval_bytes, SEGMENT_HEADER_LEN);
         let base = self.base_offset;
@@ -377,14 +550,17 @@ impl Segment {
             cursor.observe(&mut index, (v.offset - base) as u32, pos);
         });
         *guard = index;
-        self.note_read(data.len());
+        h.note_read(data.len());
     }
 
     /// Makes records written by [`Self::write_at_end`] visible: the committed length first, then
-    /// the next offset, both Release.
+    /// the next offset, both Release. Only the appender calls this, on the active segment.
     pub(crate) fn publish(&self, len: usize, next_offset: u64, max_timestamp: i64) {
         self.max_timestamp.fetch_max(max_timestamp, Ordering::AcqRel);
-        self.map.publish(len);
+        if let Ok(h) = self.pinned() {
+            h.map.publish(len);
+        }
+        self.len.store(len, Ordering::Release);
         self.next_offset.store(next_offset, Ordering::Release);
     }
 
@@ -403,21 +579,36 @@ impl Segment {
         fs: &dyn FileSystem,
         dir: &Path,
     ) -> Result<(), StorageError> {
+        if self.is_sealed() {
+            // Flushed when it was sealed, and never written since.
+            return Ok(());
+        }
+        let h = self.pinned()?;
         // Never below the committed length: readers may touch anything below it.
-        self.file
+        h.file
             .set_len(self.len() as u64)
             .map_err(StorageError::io(&self.log_path, "cut segment to its data"))?;
-        self.file.sync_data().map_err(StorageError::io(&self.log_path, "fdatasync segment"))?;
+        // The cut freed the reservation past the data.
+        self.reserved.store(self.len(), Ordering::Relaxed);
+        h.file.sync_data().map_err(StorageError::io(&self.log_path, "fdatasync segment"))?;
         let index = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
         index
             .write(fs, dir, &self.index_path, self.base_offset, self.summary())
             .map_err(StorageError::io(&self.index_path, "write index"))
     }
 
-    /// Seals the segment: no more appends; durable with its index.
+    /// Seals the segment: no more appends; durable with its index. Its open file goes to the
+    /// cache of open sealed segments (recent data is what consumers read next).
     pub(crate) fn seal(&self, fs: &dyn FileSystem, dir: &Path) -> Result<(), StorageError> {
         self.flush_to_disk(fs, dir)?;
         self.sealed.store(true, Ordering::Release);
+        let mut guard = self.handle.write().unwrap_or_else(|p| p.into_inner());
+        if let Handle::Pinned(h) = &*guard {
+            let h = h.clone();
+            *guard = Handle::OnDemand(Arc::downgrade(&h));
+            drop(guard);
+            handles::keep(&h);
+        }
         Ok(())
     }
 
@@ -435,10 +626,11 @@ impl Segment {
     /// CRC-checked; damage is `Corrupt`, never skipped.
     pub(crate) fn locate(
         &self,
+        h: &OpenSegment,
         offset: u64,
         max_bytes: usize,
     ) -> Result<(usize, usize, u64), StorageError> {
-        let data = self.data();
+        let data = h.data();
         let rel = (offset - self.base_offset).min(u64::from(u32::MAX)) as u32;
         let (mut pos, mut at) = match self.index_lookup(rel) {
             Some(e) if (e.position as usize) < data.len() => {
@@ -454,7 +646,7 @@ impl Segment {
                 _ => {
                     tracing::warn!(path = %self.log_path.display(), position = pos,
                         "index entry disagrees with the log; rebuilding the index from the log");
-                    self.rebuild_index();
+                    self.rebuild_index(h);
                     pos = SEGMENT_HEADER_LEN;
                     at = self.base_offset;
                 }
@@ -491,7 +683,7 @@ impl Segment {
         if end == start {
             return Err(self.corrupt(start, format!("record {offset} missing")));
         }
-        self.note_read(end - start);
+        h.note_read(end - start);
         Ok((start, end, at))
     }
 
@@ -517,26 +709,28 @@ impl Segment {
     /// segment.
     pub(crate) fn offset_for_timestamp(
         &self,
+        fs: &dyn FileSystem,
         ts: i64,
         from: u64,
     ) -> Result<Option<u64>, StorageError> {
         if self.max_timestamp() < ts {
             return Ok(None);
         }
-        let data = self.data();
+        let h = self.open(fs)?;
+        let data = h.data();
         let next = self.next_offset();
         let mut pos = SEGMENT_HEADER_LEN;
         let mut at = self.base_offset;
         while at < next && pos < data.len() {
             let v = self.decode_at(data, pos, at)?;
             if at >= from && v.timestamp_ms >= ts {
-                self.note_read(pos);
+                h.note_read(pos);
                 return Ok(Some(at));
             }
             pos += v.raw.len();
             at += 1;
         }
-        self.note_read(pos);
+        h.note_read(pos);
         Ok(None)
     }
 }
@@ -580,16 +774,25 @@ mod tests {
             record::encode(&mut buf, 10 + i as u64, &NewRecord::value(v), 1024).unwrap();
         }
         seg.write_at_end(&buf).unwrap();
-        assert_eq!(seg.data().len(), SEGMENT_HEADER_LEN, "not visible before publish");
+        let h = seg.open(&RealFs).unwrap();
+        assert_eq!(h.data().len(), SEGMENT_HEADER_LEN, "not visible before publish");
         seg.publish(SEGMENT_HEADER_LEN + buf.len(), 13, 5);
-        let (start, end, next) = seg.locate(11, 1).unwrap();
+        let (start, end, next) = seg.locate(&h, 11, 1).unwrap();
         assert_eq!(next, 12, "one record even when max_bytes is tiny");
-        assert_eq!(record::decode(&seg.data()[start..end], 1024).unwrap().value, b"bb");
-        assert_eq!(seg.locate(10, 1 << 20).unwrap().2, 13);
+        assert_eq!(record::decode(&h.data()[start..end], 1024).unwrap().value, b"bb");
+        assert_eq!(seg.locate(&h, 10, 1 << 20).unwrap().2, 13);
         seg.seal(&RealFs, dir.path()).unwrap();
         let len = std::fs::metadata(&seg.log_path).unwrap().len();
         assert_eq!(len as usize, SEGMENT_HEADER_LEN + buf.len(), "cut back to the data");
-        let end = scan(seg.data(), SEGMENT_HEADER_LEN, 10, 1024, |_, _| {});
+        // Closed for good, then read again: the file is opened and mapped anew.
+        seg.release();
+        drop(h);
+        assert!(seg.loaded().is_none(), "no one holds the sealed segment open");
+        let h = seg.open(&RealFs).unwrap();
+        let end = scan(h.data(), SEGMENT_HEADER_LEN, 10, 1024, |_, _| {});
         assert_eq!((end.next_offset, end.stopped), (13, None));
+        let (start, end, next) = seg.locate(&h, 12, 1).unwrap();
+        assert_eq!((end, next), (h.data().len(), 13));
+        assert_eq!(record::decode(&h.data()[start..end], 1024).unwrap().value, b"ccc");
     }
 }
