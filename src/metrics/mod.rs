@@ -398,7 +398,11 @@ fn state_registry(state: &StateSnapshot) -> Registry {
         lag.get_or_create(&l).set(gauge_value(g.lag));
     }
     reg.register("log_start_offset", "First offset still in the log", start);
-    reg.register("log_end_offset", "End of the readable log: the next offset (durable under --fsync always)", end);
+    reg.register(
+        "log_end_offset",
+        "End of the readable log: the next offset (durable under --fsync always)",
+        end,
+    );
     reg.register_with_unit("log_size", "Bytes of segment files on disk", Unit::Bytes, size);
     reg.register("log_segments", "Segment files of the log", segments);
     reg.register("group_committed_offset", "Offset a consumer group committed", committed);
