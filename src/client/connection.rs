@@ -488,6 +488,7 @@ async fn read_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::stand_in;
     use tokio::net::TcpListener;
 
     /// A stand-in broker: answers every request in order with `Topics { names: [id] }`, after
@@ -499,24 +500,12 @@ mod tests {
         tokio::spawn(async move {
             let (mut sock, _) = listener.accept().await.unwrap();
             for i in 0..close_after {
-                let mut prefix = [0u8; 4];
-                if sock.read_exact(&mut prefix).await.is_err() {
-                    return;
-                }
-                let len = protocol::frame_len(prefix, MAX_FRAME_BYTES).unwrap();
-                let mut body = vec![0u8; len];
-                sock.read_exact(&mut body).await.unwrap();
-                let (id, _req) = protocol::decode_request(&body).unwrap();
+                let Some((id, _req)) = stand_in::read_request(&mut sock).await else { return };
                 if i == 0 {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
-                let mut out = BytesMut::new();
-                protocol::encode_response(
-                    &mut out,
-                    id,
-                    &Response::Topics { names: vec![id.to_string()] },
-                );
-                sock.write_all(&out).await.unwrap();
+                let resp = Response::Topics { names: vec![id.to_string()] };
+                stand_in::respond(&mut sock, id, &resp).await;
             }
         });
         addr

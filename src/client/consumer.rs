@@ -668,10 +668,9 @@ impl Consumer {
 mod tests {
     use super::*;
     use crate::broker::{PartitionDescription, TopicDescription};
-    use crate::protocol::{self, MAX_FRAME_BYTES};
+    use crate::client::stand_in;
     use crate::record::NewRecord;
-    use bytes::{Bytes, BytesMut};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use bytes::Bytes;
     use tokio::net::TcpListener;
 
     /// A stand-in broker for one topic `t` with one partition holding `records` (already
@@ -682,14 +681,7 @@ mod tests {
         tokio::spawn(async move {
             let (mut sock, _) = listener.accept().await.unwrap();
             loop {
-                let mut prefix = [0u8; 4];
-                if sock.read_exact(&mut prefix).await.is_err() {
-                    return;
-                }
-                let len = protocol::frame_len(prefix, MAX_FRAME_BYTES).unwrap();
-                let mut body = vec![0u8; len];
-                sock.read_exact(&mut body).await.unwrap();
-                let (id, req) = protocol::decode_request(&body).unwrap();
+                let Some((id, req)) = stand_in::read_request(&mut sock).await else { return };
                 let resp = match req {
                     Request::Describe { .. } => Response::Described {
                         topics: vec![TopicDescription {
@@ -713,9 +705,7 @@ mod tests {
                     },
                     other => panic!("unexpected request {other:?}"),
                 };
-                let mut out = BytesMut::new();
-                protocol::encode_response(&mut out, id, &resp);
-                sock.write_all(&out).await.unwrap();
+                stand_in::respond(&mut sock, id, &resp).await;
             }
         });
         addr

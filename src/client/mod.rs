@@ -34,6 +34,8 @@ mod connection;
 mod consumer;
 mod producer;
 mod reconnect;
+#[cfg(test)]
+mod stand_in;
 
 /// Kafka's default partitioner, the very function the broker uses, so a keyed record lands in the
 /// same partition whether this client or the broker picks it.

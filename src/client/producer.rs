@@ -444,9 +444,7 @@ fn to_ack(result: Result<Response, ClientError>) -> Result<BatchAck, ClientError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{self, MAX_FRAME_BYTES};
-    use bytes::BytesMut;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use crate::client::stand_in;
     use tokio::net::TcpListener;
 
     /// A stand-in broker: the topic is unknown to Describe, and every Append is acknowledged.
@@ -457,14 +455,7 @@ mod tests {
             let (mut sock, _) = listener.accept().await.unwrap();
             let mut next = 0;
             loop {
-                let mut prefix = [0u8; 4];
-                if sock.read_exact(&mut prefix).await.is_err() {
-                    return;
-                }
-                let len = protocol::frame_len(prefix, MAX_FRAME_BYTES).unwrap();
-                let mut body = vec![0u8; len];
-                sock.read_exact(&mut body).await.unwrap();
-                let (id, req) = protocol::decode_request(&body).unwrap();
+                let Some((id, req)) = stand_in::read_request(&mut sock).await else { return };
                 let resp = match req {
                     Request::Describe { .. } => Response::Error {
                         code: ErrorCode::UnknownTopic,
@@ -480,9 +471,7 @@ mod tests {
                     }
                     other => panic!("unexpected request {other:?}"),
                 };
-                let mut out = BytesMut::new();
-                protocol::encode_response(&mut out, id, &resp);
-                sock.write_all(&out).await.unwrap();
+                stand_in::respond(&mut sock, id, &resp).await;
             }
         });
         addr
