@@ -350,6 +350,9 @@ pub fn batch_validate(data: &[u8]) -> Outcome {
     out
 }
 
+/// What the batch harness compares between decoders: offset, key, value.
+type Seen<'a> = Vec<(i64, Option<&'a [u8]>, Option<&'a [u8]>)>;
+
 /// One batch through `batch_validate`'s checks; returns its record count.
 fn check_batch(bytes: &[u8], scratch: &mut Vec<u8>) -> Result<usize, crate::batch::BatchError> {
     use crate::batch::{self, BatchView, Limits};
@@ -359,7 +362,7 @@ fn check_batch(bytes: &[u8], scratch: &mut Vec<u8>) -> Result<usize, crate::batc
     view.decompress_into(scratch, limits.max_decompressed_bytes)
         .expect("a valid batch decompresses again");
     let mut utf8_keys = true;
-    let mine: Vec<(i64, Option<&[u8]>, Option<&[u8]>)> = view
+    let mine: Seen<'_> = view
         .records_in(scratch)
         .map(|r| {
             let r = r.expect("a valid batch's records read");
@@ -377,7 +380,7 @@ fn check_batch(bytes: &[u8], scratch: &mut Vec<u8>) -> Result<usize, crate::batc
 
     match kafka_protocol::records::RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(bytes)) {
         Ok(set) => {
-            let theirs: Vec<(i64, Option<&[u8]>, Option<&[u8]>)> = set
+            let theirs: Seen<'_> = set
                 .records
                 .iter()
                 .map(|r| (r.offset, r.key.as_deref(), r.value.as_deref()))
