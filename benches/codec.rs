@@ -7,6 +7,11 @@
 //!   response head the server writes in front of the mapped bytes, and the client's decode of
 //!   the frame plus its CRC check of every record.
 //!
+//! - `batch/*`: the stored format (`minikafka::batch`, Kafka's RecordBatch v2) against the
+//!   kafka-protocol crate's codec: one batch of 1,000 records of 100 B, uncompressed and zstd;
+//!   `validate` + iterate (what the broker and a consumer do) vs `RecordBatchDecoder::decode`,
+//!   and building vs `RecordBatchEncoder::encode`.
+//!
 //! Run: `cargo bench --bench codec -- --quick`. Storage benches (append, replay, random reads,
 //! open) are in `benches/append.rs` and `benches/read.rs`.
 
@@ -140,5 +145,115 @@ fn bench_fetch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_record, bench_protocol, bench_fetch);
+/// 1,000 records of 100 B: one batch as a producer would send it.
+fn batch_of_1000(compression: minikafka::batch::Compression) -> Vec<u8> {
+    use minikafka::batch::{BatchBuilder, NewRecord};
+    let value = [0x5au8; 100];
+    let mut b = BatchBuilder::new(compression).producer(1, 0, 0);
+    for i in 0..1000 {
+        let rec = NewRecord {
+            timestamp: 1_700_000_000_000 + i,
+            key: None,
+            value: Some(&value),
+            headers: &[],
+        };
+        b.push(&rec).expect("a 100 B record fits");
+    }
+    b.build().expect("builds")
+}
+
+fn bench_batch(c: &mut Criterion) {
+    use kafka_protocol::records::{
+        Compression as KCompression, Record as KRecord, RecordBatchDecoder, RecordBatchEncoder,
+        RecordEncodeOptions, TimestampType,
+    };
+    use minikafka::batch::{self, BatchBuilder, BatchView, Compression, Limits, NewRecord};
+    let mut group = c.benchmark_group("batch");
+    group.throughput(Throughput::Elements(1000));
+    let limits = Limits::default();
+    for (name, compression, kc) in [
+        ("none", Compression::None, KCompression::None),
+        ("zstd", Compression::Zstd, KCompression::Zstd),
+    ] {
+        let bytes = batch_of_1000(compression);
+        let mut scratch = Vec::new();
+        group.bench_function(format!("validate_iterate/{name}"), |b| {
+            b.iter(|| {
+                let s =
+                    batch::validate_with(black_box(&bytes), &limits, &mut scratch).expect("valid");
+                let view = BatchView::new(&bytes).expect("valid");
+                let data: &[u8] = if compression == Compression::None {
+                    view.records_bytes()
+                } else {
+                    // validate_with left the decompressed records in `scratch`.
+                    &scratch
+                };
+                let mut sum = 0usize;
+                for r in view.records_in(data) {
+                    sum += r.expect("valid").value.map_or(0, <[u8]>::len);
+                }
+                assert_eq!(s.record_count, 1000);
+                black_box(sum)
+            })
+        });
+        let frozen = Bytes::from(bytes.clone());
+        group.bench_function(format!("kafka_protocol_decode/{name}"), |b| {
+            b.iter(|| {
+                let set =
+                    RecordBatchDecoder::decode(&mut black_box(frozen.clone())).expect("valid");
+                let sum: usize =
+                    set.records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len())).sum();
+                black_box(sum)
+            })
+        });
+        let value = [0x5au8; 100];
+        let mut out = Vec::with_capacity(bytes.len());
+        group.bench_function(format!("build/{name}"), |b| {
+            b.iter(|| {
+                let mut builder = BatchBuilder::new(compression).producer(1, 0, 0);
+                for i in 0..1000 {
+                    let rec = NewRecord {
+                        timestamp: 1_700_000_000_000 + i,
+                        key: None,
+                        value: Some(&value),
+                        headers: &[],
+                    };
+                    builder.push(black_box(&rec)).expect("fits");
+                }
+                out.clear();
+                builder.build_into(&mut out).expect("builds");
+                black_box(out.len())
+            })
+        });
+        let krecs: Vec<KRecord> = (0..1000)
+            .map(|i| KRecord {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: 1,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: i as i32,
+                timestamp: 1_700_000_000_000 + i,
+                key: None,
+                value: Some(Bytes::copy_from_slice(&value)),
+                headers: Default::default(),
+            })
+            .collect();
+        let opts = RecordEncodeOptions { version: 2, compression: kc };
+        group.bench_function(format!("kafka_protocol_encode/{name}"), |b| {
+            b.iter(|| {
+                out.clear();
+                RecordBatchEncoder::encode(&mut out, black_box(&krecs).iter(), &opts)
+                    .expect("encodes");
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_record, bench_protocol, bench_fetch, bench_batch);
 criterion_main!(benches);

@@ -316,3 +316,105 @@ pub fn sample_segment(scratch: &Path, n: u8) -> Vec<u8> {
     }
     bytes
 }
+
+/// A record set as the stored-batch layer (`crate::batch`) sees one: split into batches, each
+/// validated under small limits; every valid batch's records are iterated (decompressed when
+/// compressed) and must number what the summary says, stay valid with a new base offset, and
+/// decode the same (offsets, keys, values) in kafka-protocol's decoder, unless a header key is
+/// not UTF-8 (which that decoder refuses). A batch refused only for its CRC is checked again with
+/// the CRC made right, so mutations reach the record decoder instead of stopping at the CRC.
+pub fn batch_validate(data: &[u8]) -> Outcome {
+    use crate::batch::{self, BatchError};
+    let mut out = Outcome::default();
+    let mut scratch = Vec::new();
+    for view in batch::batches(data) {
+        let Ok(view) = view else {
+            out.refused += 1;
+            break;
+        };
+        match check_batch(view.as_bytes(), &mut scratch) {
+            Ok(n) => out.decoded += n,
+            Err(BatchError::Crc { computed, .. }) => {
+                out.refused += 1;
+                let mut fixed = view.as_bytes().to_vec();
+                fixed[batch::CRC_POS..batch::ATTRIBUTES_POS]
+                    .copy_from_slice(&computed.to_be_bytes());
+                match check_batch(&fixed, &mut scratch) {
+                    Ok(n) => out.decoded += n,
+                    Err(_) => out.refused += 1,
+                }
+            }
+            Err(_) => out.refused += 1,
+        }
+    }
+    out
+}
+
+/// What the batch harness compares between decoders: offset, key, value.
+type Seen<'a> = Vec<(i64, Option<&'a [u8]>, Option<&'a [u8]>)>;
+
+/// One batch through `batch_validate`'s checks; returns its record count.
+fn check_batch(bytes: &[u8], scratch: &mut Vec<u8>) -> Result<usize, crate::batch::BatchError> {
+    use crate::batch::{self, BatchView, Limits};
+    let limits = Limits { max_records: 10_000, max_decompressed_bytes: 1 << 20 };
+    let summary = batch::validate_with(bytes, &limits, scratch)?;
+    let view = BatchView::new(bytes)?;
+    view.decompress_into(scratch, limits.max_decompressed_bytes)
+        .expect("a valid batch decompresses again");
+    let mut utf8_keys = true;
+    let mine: Seen<'_> = view
+        .records_in(scratch)
+        .map(|r| {
+            let r = r.expect("a valid batch's records read");
+            utf8_keys &= r.headers().all(|h| std::str::from_utf8(h.key).is_ok());
+            (r.offset, r.key, r.value)
+        })
+        .collect();
+    assert_eq!(mine.len(), summary.record_count, "records read = records validated");
+
+    let mut moved = bytes.to_vec();
+    batch::set_base_offset(&mut moved, 1 << 40).expect("a valid batch has a header");
+    let again = batch::validate(&moved, &limits).expect("a new base offset keeps it valid");
+    assert_eq!(again.base_offset, 1 << 40);
+    assert_eq!(BatchView::new(&moved).map(|v| v.crc()).ok(), Some(view.crc()));
+
+    match kafka_protocol::records::RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(bytes)) {
+        Ok(set) => {
+            let theirs: Seen<'_> = set
+                .records
+                .iter()
+                .map(|r| (r.offset, r.key.as_deref(), r.value.as_deref()))
+                .collect();
+            assert_eq!(mine, theirs, "kafka-protocol reads a valid batch the same");
+        }
+        Err(e) => assert!(!utf8_keys, "kafka-protocol refused a batch we accept: {e:#}"),
+    }
+    Ok(summary.record_count)
+}
+
+/// Valid inputs for the batch harness: one batch per codec, back to back, with null and empty
+/// keys and values and repeated header keys.
+pub fn sample_batches() -> Vec<u8> {
+    use crate::batch::{BatchBuilder, Compression, Header, NewRecord};
+    let headers = [
+        Header { key: b"h", value: Some(b"1") },
+        Header { key: b"h", value: None },
+        Header { key: b"", value: Some(b"") },
+    ];
+    let mut out = Vec::new();
+    for (i, c) in Compression::ALL.into_iter().enumerate() {
+        let mut b = BatchBuilder::new(c).base_offset(i as i64 * 10).producer(9, 0, 0);
+        for j in 0..4u8 {
+            let value = [j; 12];
+            b.push(&NewRecord {
+                timestamp: 1_700_000_000_000 + i64::from(j % 3),
+                key: (j % 2 == 0).then_some(&b"key"[..]),
+                value: if j == 3 { None } else { Some(&value[..usize::from(j) * 4]) },
+                headers: &headers[..usize::from(j) % 4],
+            })
+            .expect("a tiny record fits");
+        }
+        b.build_into(&mut out).expect("a non-empty batch builds");
+    }
+    out
+}

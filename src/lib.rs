@@ -1,6 +1,7 @@
 //! minikafka: a durable, single-node, append-only log broker.
 //! See DESIGN.md in ../shared for the layers; each module's first lines say what it owns.
 
+pub mod batch;
 pub mod broker;
 pub mod cli;
 pub mod client;

@@ -97,6 +97,11 @@ proptest! {
     fn kafka_batches_survive_byte_soup(data in proptest::collection::vec(any::<u8>(), 0..512)) {
         fuzzing::kafka_batches(&Bytes::from(data));
     }
+
+    #[test]
+    fn stored_batches_survive_byte_soup(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fuzzing::batch_validate(&data);
+    }
 }
 
 #[test]
@@ -128,6 +133,22 @@ fn kafka_request_survives_mutations_of_a_valid_produce() {
         refused += o.refused;
     }
     println!("kafka produce: {MUTATIONS} mutations, {decoded} units decoded, {refused} refused");
+}
+
+#[test]
+fn stored_batches_survive_mutations_of_valid_batches() {
+    let base = fuzzing::sample_batches();
+    let whole = fuzzing::batch_validate(&base);
+    assert_eq!((whole.decoded, whole.refused), (5 * 4, 0), "the sample is valid");
+    let mut rng = StdRng::seed_from_u64(4);
+    let (mut decoded, mut refused) = (0, 0);
+    for _ in 0..MUTATIONS {
+        let o = fuzzing::batch_validate(&mutate(&base, &mut rng));
+        decoded += o.decoded;
+        refused += o.refused;
+    }
+    assert!(refused > 0, "mutations should hit refusals");
+    println!("stored batches: {MUTATIONS} mutations, {decoded} records read, {refused} refused");
 }
 
 #[test]
