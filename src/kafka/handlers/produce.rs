@@ -13,6 +13,7 @@ use kafka_protocol::messages::{
 use super::{
     Ctx, MAX_PARTITIONS_PER_REQUEST, TRANSACTIONS_REFUSED, broker_error_code, code, error_kind, s,
 };
+use crate::broker::AppendBatch;
 use crate::kafka::batch::{self, BatchError};
 use crate::metrics::Listener;
 
@@ -109,7 +110,7 @@ async fn produce_partition(
     ctx.broker.partition_count(topic).map_err(|e| (broker_error_code(&e), None))?;
     let res = ctx
         .broker
-        .append_encoded(topic, Some(partition), None, &mut stored.encoded)
+        .append(topic, Some(partition), None, AppendBatch::Encoded(&mut stored.encoded))
         .await
         .map_err(|e| {
             tracing::warn!(topic, partition, error = %e, "Kafka produce failed");
