@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use minikafka::broker::{Broker, BrokerConfig};
+use minikafka::broker::{AppendBatch, Broker, BrokerConfig};
 use minikafka::record::NewRecord;
 use minikafka::server::{Server, ServerConfig};
 
@@ -63,8 +63,8 @@ async fn groups_are_listed_and_described_with_their_lag() {
     let r = start().await;
     r.broker.create_topic("orders", 2).unwrap();
     let recs: Vec<NewRecord<'_>> = (0..10).map(|_| NewRecord::value(b"x")).collect();
-    r.broker.append("orders", Some(0), None, &recs).await.unwrap();
-    r.broker.append("orders", Some(1), None, &recs[..4]).await.unwrap();
+    r.broker.append("orders", Some(0), None, AppendBatch::Records(&recs)).await.unwrap();
+    r.broker.append("orders", Some(1), None, AppendBatch::Records(&recs[..4])).await.unwrap();
     r.broker.commit_offset("billing", "orders", 0, 7).unwrap();
     r.broker.commit_offset("billing", "orders", 1, 4).unwrap();
     r.broker.commit_offset("audit", "orders", 0, 10).unwrap();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use minikafka::broker::{Broker, BrokerConfig};
+use minikafka::broker::{AppendBatch, Broker, BrokerConfig};
 use minikafka::client::Connection;
 use minikafka::kafka::{KafkaConfig, KafkaServer};
 use minikafka::protocol::{Request, Response};
@@ -278,7 +278,8 @@ async fn a_long_poll_fetch_wakes_on_the_durable_end_not_the_write() {
     let append = {
         let b = b.clone();
         tokio::spawn(async move {
-            b.append_owned("t", Some(0), None, encoded(&["slow"]).as_ref().into()).await
+            b.append("t", Some(0), None, AppendBatch::Owned(encoded(&["slow"]).as_ref().into()))
+                .await
         })
     };
     wait_until_async("the append to be syncing", || fs.held_sync_count() > 0).await;
@@ -304,7 +305,8 @@ async fn a_long_poll_fetch_wakes_on_the_durable_end_not_the_write() {
         )
     };
     fs.fail_next_syncs(1);
-    let err = b.append_owned("t", Some(0), None, encoded(&["lost"]).as_ref().into()).await;
+    let err =
+        b.append("t", Some(0), None, AppendBatch::Owned(encoded(&["lost"]).as_ref().into())).await;
     assert!(err.is_err(), "the failed fdatasync reaches the producer");
     let got = tokio::time::timeout(DEADLINE, poll).await.unwrap().unwrap().unwrap();
     assert!(got.records.is_empty(), "the consumer never sees the failed record");

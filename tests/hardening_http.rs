@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use minikafka::broker::{Broker, BrokerConfig};
+use minikafka::broker::{AppendBatch, Broker, BrokerConfig};
 use minikafka::http::HttpServer;
 use minikafka::record::{Header, NewRecord};
 
@@ -385,7 +385,7 @@ async fn record_pages_are_bounded_however_many_headers_records_carry() {
         .collect();
     for _ in 0..5 {
         let rec = NewRecord { timestamp_ms: 1, key: None, value: b"x", headers: &headers };
-        broker.append("wide", Some(0), None, &[rec]).await.unwrap();
+        broker.append("wide", Some(0), None, AppendBatch::Records(&[rec])).await.unwrap();
     }
     let http =
         HttpServer::bind("127.0.0.1:0".parse().unwrap(), broker.clone(), broker.metrics().clone())

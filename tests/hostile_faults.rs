@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use minikafka::broker::{Broker, BrokerConfig, BrokerError};
+use minikafka::broker::{AppendBatch, Broker, BrokerConfig, BrokerError};
 use minikafka::record::NewRecord;
 use minikafka::storage::{FileSystem, FsFile, FsyncPolicy, Log, LogConfig, RealFs, StorageError};
 use rand::rngs::StdRng;
@@ -506,7 +506,9 @@ fn broker_reports_every_storage_fault_to_the_producer() {
         let mut send = async |broker: &Broker| {
             let v = format!("value-{n}").into_bytes();
             n += 1;
-            let r = broker.append("t", Some(0), None, &[NewRecord::value(&v)]).await;
+            let r = broker
+                .append("t", Some(0), None, AppendBatch::Records(&[NewRecord::value(&v)]))
+                .await;
             (v, r)
         };
         for _ in 0..10 {
@@ -577,7 +579,10 @@ fn broker_reports_every_storage_fault_to_the_producer() {
             assert_eq!(&got[*off as usize].1, v, "acknowledged offset {off} lost");
         }
         // After restart the partition takes appends again.
-        broker.append("t", Some(0), None, &[NewRecord::value(b"after")]).await.unwrap();
+        broker
+            .append("t", Some(0), None, AppendBatch::Records(&[NewRecord::value(b"after")]))
+            .await
+            .unwrap();
         broker.shutdown().unwrap();
     });
     println!("broker-level faults: {faults:?}; {} acknowledged records verified", acked.len());

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use minikafka::broker::{Broker, BrokerConfig};
+use minikafka::broker::{AppendBatch, Broker, BrokerConfig};
 use minikafka::protocol::{self, ErrorCode, Request, Response};
 use minikafka::record::{self, NewRecord, RecordIter};
 use minikafka::server::{Server, ServerConfig, ServerError};
@@ -450,7 +450,8 @@ async fn shutdown_answers_in_flight_fetches_and_closes_the_broker() {
     assert!(fetched_values(&resp).is_empty());
     expect_closed(&mut s).await;
     assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
-    let r = broker.append("t", Some(0), None, &[NewRecord::value(b"late")]).await;
+    let r =
+        broker.append("t", Some(0), None, AppendBatch::Records(&[NewRecord::value(b"late")])).await;
     assert!(r.is_err(), "the broker is shut down");
 }
 

@@ -54,12 +54,12 @@
 //! partition log does its file work through a [`TimedFs`], so each fsync is counted and timed.
 //!
 //! # Blocking
-//! Appends under `FsyncPolicy::Always` block on fdatasync. [`Broker::append_owned`] (the native
-//! server's path) runs them on the blocking pool; [`Broker::append`] and
-//! [`Broker::append_encoded`] borrow their records, so on a multi-threaded tokio runtime they run
-//! in `block_in_place` (other tasks move to another thread) and on a current-thread runtime
-//! inline. `create_topic`, `delete_topic`, `trim` and `commit_offset` are synchronous
-//! file-system work: async callers should run them with `spawn_blocking`.
+//! Appends under `FsyncPolicy::Always` block on fdatasync. [`Broker::append`] runs an owned
+//! batch ([`AppendBatch::Owned`], the native server's path) on the blocking pool; a borrowed one
+//! runs in `block_in_place` on a multi-threaded tokio runtime (other tasks move to another
+//! thread) and inline on a current-thread runtime. `create_topic`, `delete_topic`, `trim` and
+//! `commit_offset` are synchronous file-system work: async callers should run them with
+//! `spawn_blocking`.
 
 mod fsutil;
 mod groups;
@@ -210,6 +210,33 @@ pub struct PartitionDescription {
 pub struct TopicSummary {
     pub name: String,
     pub partitions: u32,
+}
+
+/// One batch for [`Broker::append`], in the form its caller holds it.
+///
+/// Under `FsyncPolicy::Always` an append blocks on fdatasync. `Owned` (the native server's
+/// request bytes) moves to the blocking pool, so it never stalls an async worker whatever the
+/// runtime; the borrowed forms cannot leave the task, so on a multi-threaded runtime they run in
+/// `block_in_place` (other tasks move to another worker) and on a current-thread runtime inline.
+#[derive(Debug)]
+pub enum AppendBatch<'a> {
+    /// Records to encode.
+    Records(&'a [NewRecord<'a>]),
+    /// Records already encoded in the `crate::record` format; their offsets and CRCs are
+    /// rewritten in place and the buffer becomes the bytes written to disk.
+    Encoded(&'a mut [u8]),
+    /// Like `Encoded`, for a buffer the caller hands over.
+    Owned(bytes::BytesMut),
+}
+
+impl AppendBatch<'_> {
+    fn is_empty(&self) -> bool {
+        match self {
+            AppendBatch::Records(records) => records.is_empty(),
+            AppendBatch::Encoded(encoded) => encoded.is_empty(),
+            AppendBatch::Owned(encoded) => encoded.is_empty(),
+        }
+    }
 }
 
 /// Where an append went.
@@ -718,67 +745,41 @@ impl Broker {
 
     /// Appends one batch to one partition. `partition: None` picks by murmur2 of `key_hint`
     /// (Kafka's default partitioner) or round-robin when there is no key. Auto-creates the topic
-    /// when the broker allows it. Durable per the LogConfig's fsync policy when it returns.
+    /// when the broker allows it. Durable per the LogConfig's fsync policy when it returns. See
+    /// [`AppendBatch`] for the forms a batch comes in and where each one's fsync waits.
     pub async fn append(
         &self,
         topic: &str,
         partition: Option<u32>,
         key_hint: Option<&[u8]>,
-        records: &[NewRecord<'_>],
+        batch: AppendBatch<'_>,
     ) -> Result<AppendResult, BrokerError> {
-        if records.is_empty() {
+        if batch.is_empty() {
             return Err(BrokerError::EmptyBatch);
         }
         let (pi, p) = self.route(topic, partition, key_hint)?;
-        let result = self.run_append(|| p.log.append(records));
-        self.finish_append(topic, pi, &p, result)
-    }
-
-    /// Appends records already encoded in the `crate::record` format; their offsets and CRCs are
-    /// rewritten in place and the buffer becomes the bytes written to disk.
-    pub async fn append_encoded(
-        &self,
-        topic: &str,
-        partition: Option<u32>,
-        key_hint: Option<&[u8]>,
-        encoded: &mut [u8],
-    ) -> Result<AppendResult, BrokerError> {
-        if encoded.is_empty() {
-            return Err(BrokerError::EmptyBatch);
-        }
-        let (pi, p) = self.route(topic, partition, key_hint)?;
-        let result = self.run_append(|| p.log.append_encoded(encoded));
-        self.finish_append(topic, pi, &p, result)
-    }
-
-    /// Like [`Broker::append_encoded`], for a buffer the caller hands over (the native server's
-    /// request bytes). Under `FsyncPolicy::Always` the append runs on the blocking pool, so it
-    /// never stalls an async worker on fdatasync, whatever the runtime.
-    pub async fn append_owned(
-        &self,
-        topic: &str,
-        partition: Option<u32>,
-        key_hint: Option<&[u8]>,
-        mut encoded: bytes::BytesMut,
-    ) -> Result<AppendResult, BrokerError> {
-        if encoded.is_empty() {
-            return Err(BrokerError::EmptyBatch);
-        }
-        let (pi, p) = self.route(topic, partition, key_hint)?;
-        let result = if matches!(self.config.log.fsync, FsyncPolicy::Always) {
-            let log = p.log.clone();
-            match tokio::task::spawn_blocking(move || log.append_encoded(&mut encoded)).await {
-                Ok(r) => r,
-                Err(join) => {
-                    return Err(BrokerError::Io {
-                        path: p.log.dir().to_path_buf(),
-                        op: "append (the blocking task failed)",
-                        source: std::io::Error::other(join.to_string()),
-                    });
+        let result = match batch {
+            AppendBatch::Records(records) => self.run_append(|| p.log.append(records)),
+            AppendBatch::Encoded(encoded) => self.run_append(|| p.log.append_encoded(encoded)),
+            AppendBatch::Owned(mut encoded) => {
+                if matches!(self.config.log.fsync, FsyncPolicy::Always) {
+                    let log = p.log.clone();
+                    let task =
+                        tokio::task::spawn_blocking(move || log.append_encoded(&mut encoded));
+                    match task.await {
+                        Ok(r) => r,
+                        Err(join) => {
+                            return Err(BrokerError::Io {
+                                path: p.log.dir().to_path_buf(),
+                                op: "append (the blocking task failed)",
+                                source: std::io::Error::other(join.to_string()),
+                            });
+                        }
+                    }
+                } else {
+                    p.log.append_encoded(&mut encoded)
                 }
             }
-        } else {
-            p.log.append_encoded(&mut encoded)
         };
         self.finish_append(topic, pi, &p, result)
     }

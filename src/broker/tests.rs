@@ -45,9 +45,14 @@ async fn create_list_describe_delete() {
     assert!(dir.path().join("orders/topic.json").is_file());
     assert!(dir.path().join("orders/2").is_dir());
 
-    b.append("orders", Some(1), None, &[NewRecord::value(b"a"), NewRecord::value(b"b")])
-        .await
-        .unwrap();
+    b.append(
+        "orders",
+        Some(1),
+        None,
+        AppendBatch::Records(&[NewRecord::value(b"a"), NewRecord::value(b"b")]),
+    )
+    .await
+    .unwrap();
     let d = b.describe_topic("orders").unwrap();
     assert_eq!(d.partitions[1].next_offset, 2);
     assert_eq!(b.describe_all().len(), 2);
@@ -115,13 +120,18 @@ async fn topics_and_data_survive_reopen() {
     {
         let b = open(dir.path());
         b.create_topic("t", 2).unwrap();
-        b.append("t", Some(0), None, &[NewRecord::value(b"x")]).await.unwrap();
+        b.append("t", Some(0), None, AppendBatch::Records(&[NewRecord::value(b"x")]))
+            .await
+            .unwrap();
         b.shutdown().unwrap();
     }
     let b = open(dir.path());
     assert_eq!(b.list_topics(), vec![TopicSummary { name: "t".into(), partitions: 2 }]);
     assert_eq!(values(&fetch_all(&b, "t", 0, 0).await), vec![(0, b"x".to_vec())]);
-    let r = b.append("t", Some(0), None, &[NewRecord::value(b"y")]).await.unwrap();
+    let r = b
+        .append("t", Some(0), None, AppendBatch::Records(&[NewRecord::value(b"y")]))
+        .await
+        .unwrap();
     assert_eq!(r.offsets, OffsetRange { first: 1, next: 2 });
 }
 
@@ -180,22 +190,36 @@ async fn keyed_appends_follow_kafkas_partitioner_and_unkeyed_round_robin() {
     let b = open(dir.path());
     b.create_topic("t", 4).unwrap();
     for key in [&b"user-1"[..], b"user-2", b"21", b"foobar"] {
-        let r = b.append("t", None, Some(key), &[NewRecord::value(b"v")]).await.unwrap();
+        let r = b
+            .append("t", None, Some(key), AppendBatch::Records(&[NewRecord::value(b"v")]))
+            .await
+            .unwrap();
         assert_eq!(r.partition, partitioner::partition_for_key(key, 4));
-        let again = b.append("t", None, Some(key), &[NewRecord::value(b"v")]).await.unwrap();
+        let again = b
+            .append("t", None, Some(key), AppendBatch::Records(&[NewRecord::value(b"v")]))
+            .await
+            .unwrap();
         assert_eq!(again.partition, r.partition);
     }
     let mut seen: Vec<u32> = Vec::new();
     for _ in 0..4 {
-        seen.push(b.append("t", None, None, &[NewRecord::value(b"v")]).await.unwrap().partition);
+        seen.push(
+            b.append("t", None, None, AppendBatch::Records(&[NewRecord::value(b"v")]))
+                .await
+                .unwrap()
+                .partition,
+        );
     }
     seen.sort();
     assert_eq!(seen, vec![0, 1, 2, 3]);
     assert!(matches!(
-        b.append("t", Some(4), None, &[NewRecord::value(b"v")]).await,
+        b.append("t", Some(4), None, AppendBatch::Records(&[NewRecord::value(b"v")])).await,
         Err(BrokerError::UnknownPartition { partition: 4, partitions: 4, .. })
     ));
-    assert!(matches!(b.append("t", Some(0), None, &[]).await, Err(BrokerError::EmptyBatch)));
+    assert!(matches!(
+        b.append("t", Some(0), None, AppendBatch::Records(&[])).await,
+        Err(BrokerError::EmptyBatch)
+    ));
 }
 
 #[tokio::test]
@@ -208,7 +232,7 @@ async fn append_encoded_assigns_offsets_and_auto_create_is_opt_in() {
     }
     let b = open(dir.path());
     assert!(matches!(
-        b.append_encoded("new", None, None, &mut buf.clone()).await,
+        b.append("new", None, None, AppendBatch::Encoded(&mut buf.clone())).await,
         Err(BrokerError::UnknownTopic { .. })
     ));
     drop(b);
@@ -218,13 +242,13 @@ async fn append_encoded_assigns_offsets_and_auto_create_is_opt_in() {
         ..config(dir.path())
     })
     .unwrap();
-    let r = b.append_encoded("new", Some(1), None, &mut buf).await.unwrap();
+    let r = b.append("new", Some(1), None, AppendBatch::Encoded(&mut buf)).await.unwrap();
     assert_eq!(r, AppendResult { partition: 1, offsets: OffsetRange { first: 0, next: 2 } });
     assert_eq!(b.partition_count("new").unwrap(), 2);
     let got = values(&fetch_all(&b, "new", 1, 0).await);
     assert_eq!(got, vec![(0, b"one".to_vec()), (1, b"two".to_vec())]);
     // Garbage is refused and nothing is stored.
-    assert!(b.append_encoded("new", Some(1), None, &mut [1, 2, 3]).await.is_err());
+    assert!(b.append("new", Some(1), None, AppendBatch::Encoded(&mut [1, 2, 3])).await.is_err());
     assert_eq!(b.describe_topic("new").unwrap().partitions[1].next_offset, 2);
 }
 
@@ -233,7 +257,14 @@ async fn fetch_reports_bounds_and_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
     b.create_topic("t", 1).unwrap();
-    b.append("t", Some(0), None, &[NewRecord::value(b"a"), NewRecord::value(b"b")]).await.unwrap();
+    b.append(
+        "t",
+        Some(0),
+        None,
+        AppendBatch::Records(&[NewRecord::value(b"a"), NewRecord::value(b"b")]),
+    )
+    .await
+    .unwrap();
     let r = fetch_all(&b, "t", 0, 1).await;
     assert_eq!((r.log_start_offset, r.high_watermark), (0, 2));
     assert_eq!(values(&r), vec![(1, b"b".to_vec())]);
@@ -253,7 +284,7 @@ async fn trim_moves_the_log_start() {
     let b = open(dir.path());
     b.create_topic("t", 1).unwrap();
     let recs: Vec<_> = (0..10).map(|_| NewRecord::value(b"v")).collect();
-    b.append("t", Some(0), None, &recs).await.unwrap();
+    b.append("t", Some(0), None, AppendBatch::Records(&recs)).await.unwrap();
     assert_eq!(b.trim("t", 0, 4).unwrap(), 4);
     assert_eq!(b.describe_topic("t").unwrap().partitions[0].log_start_offset, 4);
     let err = b.fetch("t", 0, 2, 1024, 0, Duration::ZERO).await.err().unwrap();
@@ -276,7 +307,9 @@ async fn long_poll_wakes_on_append() {
     };
     // Give the fetch time to start waiting; correctness does not depend on it.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    b.append("t", Some(0), None, &[NewRecord::value(b"hello")]).await.unwrap();
+    b.append("t", Some(0), None, AppendBatch::Records(&[NewRecord::value(b"hello")]))
+        .await
+        .unwrap();
     let (r, elapsed) =
         tokio::time::timeout(Duration::from_secs(20), waiter).await.unwrap().unwrap();
     assert_eq!(values(&r), vec![(0, b"hello".to_vec())]);
@@ -323,7 +356,7 @@ async fn shutdown_refuses_further_appends() {
     b.shutdown().unwrap();
     b.shutdown().unwrap();
     assert!(matches!(
-        b.append("t", Some(0), None, &[NewRecord::value(b"x")]).await,
+        b.append("t", Some(0), None, AppendBatch::Records(&[NewRecord::value(b"x")])).await,
         Err(BrokerError::ShuttingDown)
     ));
 }
@@ -344,7 +377,9 @@ async fn retention_removes_whole_old_segments() {
     b.create_topic("t", 1).unwrap();
     let value = [7u8; 60];
     for _ in 0..40 {
-        b.append("t", Some(0), None, &[NewRecord::value(&value)]).await.unwrap();
+        b.append("t", Some(0), None, AppendBatch::Records(&[NewRecord::value(&value)]))
+            .await
+            .unwrap();
     }
     let before = b.describe_topic("t").unwrap().partitions[0].clone();
     assert!(before.segments > 4, "{before:?}");
@@ -365,11 +400,14 @@ async fn append_owned_works_on_a_current_thread_runtime_with_fsync_always() {
     let mut buf = Vec::new();
     record::encode(&mut buf, 0, &NewRecord::value(b"owned"), record::DEFAULT_MAX_RECORD_BYTES)
         .unwrap();
-    let r = b.append_owned("t", Some(0), None, bytes::BytesMut::from(&buf[..])).await.unwrap();
+    let r = b
+        .append("t", Some(0), None, AppendBatch::Owned(bytes::BytesMut::from(&buf[..])))
+        .await
+        .unwrap();
     assert_eq!(r.offsets, OffsetRange { first: 0, next: 1 });
     assert_eq!(values(&fetch_all(&b, "t", 0, 0).await), vec![(0, b"owned".to_vec())]);
     assert!(matches!(
-        b.append_owned("t", Some(0), None, bytes::BytesMut::new()).await,
+        b.append("t", Some(0), None, AppendBatch::Owned(bytes::BytesMut::new())).await,
         Err(BrokerError::EmptyBatch)
     ));
 }
@@ -393,7 +431,14 @@ fn a_second_broker_on_the_same_data_dir_is_refused_until_the_first_is_gone() {
 async fn fill(b: &Broker, topic: &str, partition: u32, n: usize) {
     for i in 0..n {
         let v = format!("v{i}");
-        b.append(topic, Some(partition), None, &[NewRecord::value(v.as_bytes())]).await.unwrap();
+        b.append(
+            topic,
+            Some(partition),
+            None,
+            AppendBatch::Records(&[NewRecord::value(v.as_bytes())]),
+        )
+        .await
+        .unwrap();
     }
 }
 
@@ -416,8 +461,12 @@ async fn a_damaged_topic_json_takes_only_that_topic_offline() {
     let reason = d.offline.expect("the topic is offline");
     assert!(reason.contains(&topic_json.display().to_string()), "{reason}");
     for err in [
-        b.append("bad", Some(0), None, &[NewRecord::value(b"x")]).await.unwrap_err(),
-        b.append("bad", None, None, &[NewRecord::value(b"x")]).await.unwrap_err(),
+        b.append("bad", Some(0), None, AppendBatch::Records(&[NewRecord::value(b"x")]))
+            .await
+            .unwrap_err(),
+        b.append("bad", None, None, AppendBatch::Records(&[NewRecord::value(b"x")]))
+            .await
+            .unwrap_err(),
         b.fetch("bad", 0, 0, 1024, 0, Duration::ZERO).await.err().expect("fetch fails"),
     ] {
         assert!(matches!(err, BrokerError::TopicOffline { .. }), "{err}");
@@ -448,7 +497,10 @@ async fn a_missing_partition_directory_is_offline_and_never_recreated() {
     let reason = d.partitions[1].offline.clone().expect("partition 1 is offline");
     assert!(reason.contains(&p1.display().to_string()), "{reason}");
     assert!(d.partitions[0].offline.is_none() && d.partitions[2].offline.is_none());
-    let err = b.append("t", Some(1), None, &[NewRecord::value(b"x")]).await.unwrap_err();
+    let err = b
+        .append("t", Some(1), None, AppendBatch::Records(&[NewRecord::value(b"x")]))
+        .await
+        .unwrap_err();
     assert!(matches!(err, BrokerError::PartitionOffline { partition: 1, .. }), "{err}");
     fill(&b, "t", 0, 1).await;
     fill(&b, "t", 2, 1).await;
@@ -500,7 +552,9 @@ async fn a_damaged_segment_or_checkpoint_takes_only_its_partition_offline() {
         b.create_topic("ckpt", 1).unwrap();
         let big = vec![b'x'; 1000];
         for _ in 0..20 {
-            b.append("seg", Some(0), None, &[NewRecord::value(&big)]).await.unwrap();
+            b.append("seg", Some(0), None, AppendBatch::Records(&[NewRecord::value(&big)]))
+                .await
+                .unwrap();
         }
         fill(&b, "ckpt", 0, 5).await;
         b.trim("ckpt", 0, 2).unwrap();

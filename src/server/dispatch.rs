@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
-use crate::broker::{Broker, BrokerError, FetchResult};
+use crate::broker::{AppendBatch, Broker, BrokerError, FetchResult};
 use crate::metrics::Listener;
 use crate::protocol::{ErrorCode, FETCH_CONTINUE, GroupOffset, Request, Response};
 use crate::storage::StorageError;
@@ -184,7 +184,7 @@ async fn run(
             let records = into_mut(records);
             let bytes = records.len() as u64;
             let r = broker
-                .append_owned(&topic, partition, key_hint.as_deref(), records)
+                .append(&topic, partition, key_hint.as_deref(), AppendBatch::Owned(records))
                 .await
                 .map_err(|e| broker_error(&e))?;
             let metrics = broker.metrics();

@@ -1,9 +1,10 @@
 """confluent-kafka (librdkafka) against minikafka: metadata, admin, keyed lz4 produce with
 acks=all, exact manual-assignment consume, a two-member group with leave/takeover, and a group
-restart that resumes from committed offsets."""
+restart that resumes from committed offsets; a transactional producer refused at once."""
 import time
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
+from confluent_kafka import (Consumer, KafkaError, KafkaException, OFFSET_BEGINNING, Producer,
+                             TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import BOOTSTRAP, check, expect, finish, messages, name, wait_until
@@ -157,10 +158,29 @@ def test_group_share_leave_takeover_restart():
            f"restart got {len(got)} of {len(third)} (resume from committed offsets)")
 
 
+def test_transactional_producer_refused_at_once():
+    # Transactions are out of scope: init_transactions() must fail fast with a fatal error, not
+    # retry until its own timeout (librdkafka's FindCoordinator answer decides that).
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "transactional.id": name("cf-txn")})
+    start = time.time()
+    try:
+        p.init_transactions(60)
+    except KafkaException as e:
+        err = e.args[0]
+    else:
+        raise AssertionError("init_transactions() succeeded against a broker without transactions")
+    took = time.time() - start
+    expect(took < 15, f"init_transactions() took {took:.1f}s to fail: {err}")
+    expect(err.fatal(), f"not fatal: {err}")
+    expect(not err.retriable(), f"retriable: {err}")
+    expect(err.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, f"code: {err}")
+    expect("transactions are not supported" in err.str(), f"no reason given: {err}")
+
 
 if __name__ == "__main__":
     check("confluent: metadata advertises the listener", test_metadata)
     check("confluent: create topic with 3 partitions", test_create_topic)
     check("confluent: 10,000 keyed lz4 acks=all, exact consume by assignment", test_produce_consume_exact)
     check("confluent: group share, leave, takeover, restart resumes", test_group_share_leave_takeover_restart)
+    check("confluent: transactional producer fails at once, fatal", test_transactional_producer_refused_at_once)
     finish()

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
 
-use super::{Ctx, NODE_ID, broker_error_code, code, s};
+use super::{Ctx, NODE_ID, TRANSACTIONS_REFUSED, broker_error_code, code, s};
 use crate::broker::validate_group_name;
 use crate::kafka::group::{JoinOutcome, JoinParams, Reply, SyncOutcome};
 
@@ -15,19 +15,39 @@ pub(super) fn find_coordinator(
     ctx: &Ctx,
     r: FindCoordinatorRequest,
     v: i16,
+    client_id: &str,
 ) -> FindCoordinatorResponse {
     let host = s(&ctx.config.advertised_host);
     let port = ctx.config.advertised_port;
-    // key_type 1 asks for a transaction coordinator: we have none.
-    let err = if r.key_type == 1 { code(ResponseError::CoordinatorNotAvailable) } else { 0 };
+    // key_type 1 asks for a transaction coordinator: we have none, and never will while
+    // transactions are out of scope. COORDINATOR_NOT_AVAILABLE would be retried until the client's
+    // own timeout; TRANSACTIONAL_ID_AUTHORIZATION_FAILED fails it at once (see
+    // `TRANSACTIONS_REFUSED`).
+    let refused = r.key_type == 1;
+    if refused {
+        let ids: Vec<&str> = if v >= 4 {
+            r.coordinator_keys.iter().map(|k| k.as_str()).collect()
+        } else {
+            vec![r.key.as_str()]
+        };
+        tracing::warn!(
+            client_id,
+            transactional_id = ids.join(",").as_str(),
+            "refused FindCoordinator(TRANSACTION): {TRANSACTIONS_REFUSED}"
+        );
+    }
+    let err = code(ResponseError::TransactionalIdAuthorizationFailed);
     if v >= 4 {
         let coordinators = r
             .coordinator_keys
             .iter()
             .map(|k| {
                 let c = find_coordinator_response::Coordinator::default().with_key(k.clone());
-                if err != 0 {
-                    c.with_error_code(err).with_node_id((-1).into())
+                if refused {
+                    c.with_error_code(err)
+                        .with_error_message(Some(s(TRANSACTIONS_REFUSED)))
+                        .with_node_id((-1).into())
+                        .with_port(-1)
                 } else {
                     c.with_node_id(NODE_ID.into()).with_host(host.clone()).with_port(port)
                 }
@@ -35,8 +55,13 @@ pub(super) fn find_coordinator(
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    if err != 0 {
-        return FindCoordinatorResponse::default().with_error_code(err).with_node_id((-1).into());
+    if refused {
+        // v0 has no key_type, so a refusal is always v1+, where the message field exists.
+        return FindCoordinatorResponse::default()
+            .with_error_code(err)
+            .with_error_message(Some(s(TRANSACTIONS_REFUSED)))
+            .with_node_id((-1).into())
+            .with_port(-1);
     }
     FindCoordinatorResponse::default().with_node_id(NODE_ID.into()).with_host(host).with_port(port)
 }

@@ -31,6 +31,16 @@ const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 /// Most partitions one Fetch/Produce/ListOffsets request may name.
 const MAX_PARTITIONS_PER_REQUEST: usize = 10_000;
 
+/// Why a transactional producer is refused (InitProducerId with a transactional id,
+/// FindCoordinator for a transaction coordinator). The code sent with it is
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED: non-retriable in the protocol, and the one error that
+/// librdkafka (confluent-kafka), the Java client and aiokafka all turn into a fatal error at once
+/// on both requests. COORDINATOR_NOT_AVAILABLE (what we sent before) is retriable, so clients
+/// retried until their own timeout; UNSUPPORTED_VERSION and INVALID_REQUEST are not in librdkafka's
+/// fatal list for FindCoordinator, so it would keep querying for a coordinator.
+const TRANSACTIONS_REFUSED: &str = "transactions are not supported by this broker (minikafka): \
+    use a producer without transactional.id";
+
 fn code(e: ResponseError) -> i16 {
     e.code()
 }
@@ -163,7 +173,8 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Byt
             encode(&req, &body)
         }
         ApiKey::InitProducerId => {
-            let body = produce::init_producer_id(ctx, codec::decode_body(&mut req)?);
+            let client_id = req.header.client_id.as_deref().unwrap_or("").to_string();
+            let body = produce::init_producer_id(ctx, codec::decode_body(&mut req)?, &client_id);
             encode(&req, &body)
         }
         ApiKey::Produce => {
@@ -181,7 +192,8 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Byt
             encode(&req, &body)
         }
         ApiKey::FindCoordinator => {
-            let body = groups::find_coordinator(ctx, codec::decode_body(&mut req)?, v);
+            let client_id = req.header.client_id.as_deref().unwrap_or("").to_string();
+            let body = groups::find_coordinator(ctx, codec::decode_body(&mut req)?, v, &client_id);
             encode(&req, &body)
         }
         ApiKey::JoinGroup => {

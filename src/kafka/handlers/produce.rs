@@ -10,15 +10,31 @@ use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
 };
 
-use super::{Ctx, MAX_PARTITIONS_PER_REQUEST, broker_error_code, code, error_kind, s};
+use super::{
+    Ctx, MAX_PARTITIONS_PER_REQUEST, TRANSACTIONS_REFUSED, broker_error_code, code, error_kind, s,
+};
+use crate::broker::AppendBatch;
 use crate::kafka::batch::{self, BatchError};
 use crate::metrics::Listener;
 
-pub(super) fn init_producer_id(ctx: &Ctx, r: InitProducerIdRequest) -> InitProducerIdResponse {
-    if r.transactional_id.is_some() {
-        // Transactions are not implemented: refuse clearly rather than pretend.
+pub(super) fn init_producer_id(
+    ctx: &Ctx,
+    r: InitProducerIdRequest,
+    client_id: &str,
+) -> InitProducerIdResponse {
+    if let Some(txn_id) = r.transactional_id.as_deref() {
+        // Transactions are not implemented. TRANSACTIONAL_ID_AUTHORIZATION_FAILED is the one code
+        // every client treats as fatal here (see `TRANSACTIONS_REFUSED`); this response has no
+        // message field, so the log carries the reason.
+        tracing::warn!(
+            client_id,
+            transactional_id = txn_id.as_str(),
+            "refused InitProducerId: {TRANSACTIONS_REFUSED}"
+        );
         return InitProducerIdResponse::default()
-            .with_error_code(code(ResponseError::TransactionalIdAuthorizationFailed));
+            .with_error_code(code(ResponseError::TransactionalIdAuthorizationFailed))
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1);
     }
     let id = ctx.next_producer_id.fetch_add(1, Ordering::Relaxed);
     InitProducerIdResponse::default().with_producer_id(id.into()).with_producer_epoch(0)
@@ -94,7 +110,7 @@ async fn produce_partition(
     ctx.broker.partition_count(topic).map_err(|e| (broker_error_code(&e), None))?;
     let res = ctx
         .broker
-        .append_encoded(topic, Some(partition), None, &mut stored.encoded)
+        .append(topic, Some(partition), None, AppendBatch::Encoded(&mut stored.encoded))
         .await
         .map_err(|e| {
             tracing::warn!(topic, partition, error = %e, "Kafka produce failed");
