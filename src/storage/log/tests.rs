@@ -1,0 +1,493 @@
+use super::*;
+use crate::record::Header;
+use crate::storage::FaultyFs;
+use std::time::Duration;
+
+fn tiny(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 64,
+        max_record_bytes: 4096,
+        fsync: FsyncPolicy::Never,
+        retention_bytes: None,
+        retention_ms: None,
+    }
+}
+
+fn value(i: u64) -> Vec<u8> {
+    format!("value-{i:04}").into_bytes()
+}
+
+fn append_n(log: &Log, n: u64) {
+    for _ in 0..n {
+        let i = log.next_offset();
+        let v = value(i);
+        let r = NewRecord { timestamp_ms: 1000 + i as i64, key: None, value: &v, headers: &[] };
+        assert_eq!(log.append(&[r]).unwrap(), OffsetRange { first: i, next: i + 1 });
+    }
+}
+
+fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = log.log_start_offset();
+    while at < log.visible_end() {
+        let slice = log.read(at, 100).unwrap();
+        for r in slice.records() {
+            let r = r.unwrap();
+            out.push((r.offset, r.value.to_vec()));
+        }
+        assert!(slice.next_offset() > at);
+        at = slice.next_offset();
+    }
+    out
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn append_then_read_every_field_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+    let headers = vec![Header { key: b"h".to_vec(), value: Some(b"v".to_vec()) }];
+    let recs = [
+        NewRecord { timestamp_ms: 5, key: Some(b"k"), value: b"one", headers: &headers },
+        NewRecord { timestamp_ms: 6, key: None, value: b"two", headers: &[] },
+    ];
+    assert_eq!(log.append(&recs).unwrap(), OffsetRange { first: 0, next: 2 });
+    let slice = log.read(0, 1 << 20).unwrap();
+    let got: Vec<_> = slice.records().map(|r| r.unwrap().to_record()).collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].key.as_deref(), Some(&b"k"[..]));
+    assert_eq!(got[0].headers, headers);
+    assert_eq!(got[1].value, b"two");
+    assert_eq!((slice.first_offset(), slice.next_offset()), (0, 2));
+    assert!(log.read(2, 10).unwrap().is_empty());
+    assert!(matches!(
+        log.read(3, 10),
+        Err(StorageError::OffsetOutOfRange { offset: 3, log_start_offset: 0, next_offset: 2 })
+    ));
+    assert_eq!(log.append(&[]).unwrap(), OffsetRange { first: 2, next: 2 });
+}
+
+#[test]
+fn rolls_name_files_by_base_offset_and_reads_cross_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    append_n(&log, 10);
+    // 24-byte header + 44-byte records: 3 records per 180-byte segment.
+    assert_eq!(
+        names(dir.path()),
+        [0, 3, 6, 9]
+            .iter()
+            .flat_map(|b| [format!("{b:020}.index"), format!("{b:020}.log")])
+            .collect::<Vec<_>>()
+    );
+    let d = log.describe();
+    assert_eq!((d.log_start_offset, d.next_offset, d.segments), (0, 10, 4));
+    let all = read_all(&log);
+    assert_eq!(all.len(), 10);
+    assert!(all.iter().enumerate().all(|(i, (o, v))| *o == i as u64 && *v == value(*o)));
+    // A read never spans segments.
+    assert_eq!(log.read(1, 1 << 20).unwrap().next_offset(), 3);
+}
+
+#[test]
+fn reopen_after_close_and_after_crash_gives_the_same_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), tiny(300)).unwrap();
+        append_n(&log, 20);
+        log.close().unwrap();
+        assert!(matches!(log.append(&[NewRecord::value(b"x")]), Err(StorageError::Closed { .. })));
+        assert!(dir.path().join(CLEAN_MARKER).exists());
+    }
+    let before;
+    {
+        let log = Log::open(dir.path(), tiny(300)).unwrap();
+        assert!(!dir.path().join(CLEAN_MARKER).exists(), "marker removed before writes");
+        before = read_all(&log);
+        assert_eq!(before.len(), 20);
+        append_n(&log, 5);
+        // dropped without close: a crash as far as the files are concerned
+    }
+    let log = Log::open(dir.path(), tiny(300)).unwrap();
+    let after = read_all(&log);
+    assert_eq!(after.len(), 25);
+    assert_eq!(&after[..20], &before[..]);
+    append_n(&log, 1);
+    assert_eq!(log.next_offset(), 26);
+}
+
+#[test]
+fn batch_bigger_than_a_segment_still_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny(100)).unwrap();
+    let big = vec![7u8; 3000];
+    assert_eq!(log.append(&[NewRecord::value(&big)]).unwrap().first, 0);
+    append_n(&log, 1);
+    let big_batch: Vec<_> = (0..10).map(|_| NewRecord::value(&big[..500])).collect();
+    assert_eq!(log.append(&big_batch).unwrap(), OffsetRange { first: 2, next: 12 });
+    assert_eq!(log.read(0, 1).unwrap().records().next().unwrap().unwrap().value, &big[..]);
+    assert_eq!(log.read(5, 1).unwrap().records().next().unwrap().unwrap().value, &big[..500]);
+    drop(log);
+    let log = Log::open(dir.path(), tiny(100)).unwrap();
+    assert_eq!(log.next_offset(), 12);
+    assert_eq!(read_all(&log).len(), 12);
+}
+
+#[test]
+fn oversized_record_is_refused_and_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+    let big = vec![0u8; 5000];
+    assert!(matches!(
+        log.append(&[NewRecord::value(b"ok"), NewRecord::value(&big)]),
+        Err(StorageError::RecordTooLarge { max: 4096, .. })
+    ));
+    let mut enc = Vec::new();
+    record::encode(&mut enc, 0, &NewRecord::value(&big), u32::MAX).unwrap();
+    assert!(matches!(log.append_encoded(&mut enc), Err(StorageError::RecordTooLarge { .. })));
+    assert_eq!(log.next_offset(), 0);
+}
+
+#[test]
+fn append_encoded_renumbers_the_callers_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+    append_n(&log, 3);
+    let mut enc = Vec::new();
+    for v in [&b"a"[..], b"b"] {
+        record::encode(&mut enc, 999, &NewRecord::value(v), 4096).unwrap();
+    }
+    assert_eq!(log.append_encoded(&mut enc).unwrap(), OffsetRange { first: 3, next: 5 });
+    let slice = log.read(3, 1 << 20).unwrap();
+    assert_eq!(slice.bytes(), &enc[..], "stored bytes are the caller's, renumbered");
+    let mut bad = vec![1, 2, 3];
+    assert!(matches!(log.append_encoded(&mut bad), Err(StorageError::InvalidRecord(_))));
+}
+
+#[test]
+fn trim_before_deletes_whole_segments_and_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    append_n(&log, 10);
+    assert_eq!(log.trim_before(4).unwrap(), 4);
+    assert!(matches!(
+        log.read(3, 10),
+        Err(StorageError::OffsetOutOfRange { log_start_offset: 4, .. })
+    ));
+    assert_eq!(log.read(4, 10).unwrap().first_offset(), 4);
+    let logs: Vec<_> = names(dir.path()).into_iter().filter(|n| n.ends_with(".log")).collect();
+    assert_eq!(
+        logs,
+        ["00000000000000000003.log", "00000000000000000006.log", "00000000000000000009.log"]
+    );
+    assert_eq!(log.trim_before(2).unwrap(), 4, "never moves back");
+    assert!(log.trim_before(11).is_err());
+    drop(log);
+    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    assert_eq!(log.log_start_offset(), 4);
+    // Trimming everything keeps the offsets going.
+    assert_eq!(log.trim_before(10).unwrap(), 10);
+    assert_eq!(log.describe().segments, 1);
+    assert!(log.read(10, 10).unwrap().is_empty());
+    append_n(&log, 1);
+    drop(log);
+    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    assert_eq!((log.log_start_offset(), log.next_offset()), (10, 11));
+    assert_eq!(read_all(&log), vec![(10, value(10))]);
+}
+
+#[test]
+fn retention_by_size_and_age_deletes_oldest_sealed_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny(180);
+    cfg.retention_bytes = Some(400);
+    let log = Log::open(dir.path(), cfg.clone()).unwrap();
+    append_n(&log, 12); // segments 0,3,6,9 (156 bytes each when full)
+    assert_eq!(log.enforce_retention(0).unwrap(), 2);
+    assert_eq!(log.log_start_offset(), 6);
+    let logs: Vec<_> = names(dir.path()).into_iter().filter(|n| n.ends_with(".log")).collect();
+    assert_eq!(logs, ["00000000000000000006.log", "00000000000000000009.log"]);
+    drop(log);
+    cfg.retention_bytes = None;
+    cfg.retention_ms = Some(100);
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(log.log_start_offset(), 6);
+    // Records 6..8 have timestamps 1006..1008; at now=1200 they are older than 100 ms.
+    assert_eq!(log.enforce_retention(1100).unwrap(), 0);
+    assert_eq!(log.enforce_retention(1200).unwrap(), 1);
+    assert_eq!(log.enforce_retention(1_000_000).unwrap(), 0, "never the active segment");
+    assert_eq!((log.log_start_offset(), log.next_offset()), (9, 12));
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    append_n(&log, 10); // timestamps 1000..1009
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(1004).unwrap(), Some(4));
+    assert_eq!(log.offset_for_timestamp(1009).unwrap(), Some(9));
+    assert_eq!(log.offset_for_timestamp(1010).unwrap(), None);
+    log.trim_before(5).unwrap();
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(5));
+}
+
+#[test]
+fn failed_fsync_poisons_the_log_but_reads_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let mut cfg = tiny(1 << 20);
+    cfg.fsync = FsyncPolicy::Always;
+    let log = Log::open_with_fs(dir.path(), cfg, Arc::new(fs.clone())).unwrap();
+    append_n(&log, 2);
+    fs.fail_next_syncs(1);
+    assert!(matches!(log.append(&[NewRecord::value(b"x")]), Err(StorageError::Io { .. })));
+    assert!(matches!(log.append(&[NewRecord::value(b"y")]), Err(StorageError::Poisoned { .. })));
+    assert!(matches!(log.sync(), Err(StorageError::Poisoned { .. })));
+    assert!(log.close().is_err(), "a poisoned log does not claim a clean shutdown");
+    // Reads still work, up to the durable end: the record whose fdatasync failed was never
+    // acknowledged, so no reader sees it either.
+    assert_eq!(read_all(&log).len(), 2);
+    assert_eq!((log.visible_end(), log.next_offset(), log.describe().next_offset), (2, 3, 2));
+    drop(log);
+    let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+    append_n(&log, 1);
+}
+
+#[test]
+fn failed_write_publishes_nothing_and_the_next_append_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let log = Log::open_with_fs(dir.path(), tiny(1 << 20), Arc::new(fs.clone())).unwrap();
+    append_n(&log, 2);
+    fs.short_next_write();
+    let torn: Vec<NewRecord<'_>> = (0..8).map(|_| NewRecord::value(b"torn")).collect();
+    assert!(log.append(&torn).is_err());
+    assert_eq!(log.next_offset(), 2);
+    assert_eq!(read_all(&log).len(), 2);
+    // Same size as the first torn record: without zeroing, the torn batch's later records
+    // would follow it on disk with valid CRCs and consecutive offsets.
+    log.append(&[NewRecord::value(b"zzzz")]).unwrap();
+    assert_eq!(log.next_offset(), 3);
+    drop(log);
+    let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+    assert_eq!(log.next_offset(), 3, "the torn batch's leftovers are not resurrected");
+    assert_eq!(read_all(&log)[2].1, b"zzzz");
+}
+
+#[test]
+fn concurrent_appenders_share_fsyncs_and_readers_see_only_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let mut cfg = tiny(4096);
+    cfg.fsync = FsyncPolicy::Always;
+    let log = Arc::new(Log::open_with_fs(dir.path(), cfg, Arc::new(fs.clone())).unwrap());
+    let syncs_before = fs.sync_count();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let r = log.append(&[NewRecord::value(b"a"), NewRecord::value(b"b")]).unwrap();
+                    assert_eq!(r.len(), 2);
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut at = 0;
+            while at < 400 && Instant::now() < deadline {
+                let s = log.read(at, 1000).unwrap();
+                for r in s.records() {
+                    assert_eq!(r.unwrap().offset, at);
+                    at += 1;
+                }
+            }
+            at
+        })
+    };
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(reader.join().unwrap(), 400);
+    assert_eq!(log.next_offset(), 400);
+    let syncs = fs.sync_count() - syncs_before;
+    assert!(syncs > 0, "Always must fdatasync");
+    // Group commit: appenders waiting while another fdatasyncs are covered by its sync, so
+    // 200 concurrent appends (and the rolls' own syncs) take fewer fsyncs than appends.
+    assert!(syncs < 200, "{syncs} fsyncs for 200 appends: no sharing");
+    assert_eq!(read_all(&log).len(), 400);
+}
+
+#[test]
+fn public_types_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    fn assert_clone<T: Clone>() {}
+    assert_send_sync::<Log>();
+    assert_send_sync::<ReadSlice>();
+    assert_clone::<ReadSlice>();
+}
+
+#[test]
+fn an_index_entry_pointing_at_the_wrong_record_is_caught_and_rebuilt() {
+    use crate::storage::index::{Index, IndexEntry};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+    append_n(&log, 100);
+    log.close().unwrap();
+    drop(log);
+    // Shift a middle entry by one byte: still ordered, CRC recomputed, so it loads.
+    let path = dir.path().join("00000000000000000000.index");
+    let (index, summary) = Index::decode(&std::fs::read(&path).unwrap(), 0).unwrap();
+    let mut bad = Index::new();
+    let n = index.entries().len();
+    assert!(n > 10);
+    for (i, e) in index.entries().iter().enumerate() {
+        let shift = u32::from(i == n / 2);
+        bad.push(IndexEntry { relative_offset: e.relative_offset, position: e.position + shift });
+    }
+    std::fs::write(&path, bad.encode(0, summary)).unwrap();
+    let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+    for o in 0..100 {
+        let s = log.read(o, 1).unwrap();
+        let r = s.records().next().unwrap().unwrap();
+        assert_eq!((r.offset, r.value), (o, &value(o)[..]));
+    }
+}
+
+#[test]
+fn disk_full_fails_appends_cleanly_and_they_work_again_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let log = Log::open_with_fs(dir.path(), tiny(180), Arc::new(fs.clone())).unwrap();
+    append_n(&log, 4);
+    fs.set_no_space(true);
+    for _ in 0..3 {
+        let err = log.append(&[NewRecord::value(b"no room")]).unwrap_err();
+        assert!(matches!(err, StorageError::Io { .. }), "{err}");
+    }
+    assert_eq!(log.next_offset(), 4);
+    assert_eq!(read_all(&log).len(), 4, "reads keep working");
+    fs.set_no_space(false);
+    append_n(&log, 4);
+    drop(log);
+    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    assert_eq!(read_all(&log).iter().map(|r| r.0).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
+}
+
+#[test]
+fn interval_policy_syncs_when_due_and_on_the_ticker() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let mut cfg = tiny(1 << 20);
+    cfg.fsync = FsyncPolicy::Interval(Duration::from_secs(3600));
+    let log = Log::open_with_fs(dir.path(), cfg, Arc::new(fs.clone())).unwrap();
+    let base = fs.sync_count();
+    append_n(&log, 3);
+    assert_eq!(fs.sync_count(), base, "not due yet");
+    log.sync_if_dirty().unwrap();
+    assert_eq!(fs.sync_count(), base + 1);
+    log.sync_if_dirty().unwrap();
+    assert_eq!(fs.sync_count(), base + 1, "nothing new: no sync");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny(1 << 20);
+    cfg.fsync = FsyncPolicy::Interval(Duration::from_millis(1));
+    let log = Log::open_with_fs(dir.path(), cfg, Arc::new(fs.clone())).unwrap();
+    let base = fs.sync_count();
+    std::thread::sleep(Duration::from_millis(5));
+    append_n(&log, 1);
+    assert!(fs.sync_count() > base, "due: the append synced inline");
+}
+
+#[test]
+fn never_policy_does_not_sync_appends_but_sealing_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let log = Log::open_with_fs(dir.path(), tiny(180), Arc::new(fs.clone())).unwrap();
+    let base = fs.sync_count();
+    append_n(&log, 3);
+    assert_eq!(fs.sync_count(), base);
+    append_n(&log, 1); // rolls: seals segment 0
+    assert!(fs.sync_count() > base);
+}
+
+#[test]
+fn a_slice_outlives_the_deletion_of_its_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    append_n(&log, 10);
+    let slice = log.read(0, 1 << 20).unwrap();
+    log.trim_before(9).unwrap();
+    assert!(!dir.path().join("00000000000000000000.log").exists());
+    let offsets: Vec<u64> = slice.records().map(|r| r.unwrap().offset).collect();
+    assert_eq!(offsets, vec![0, 1, 2]);
+    assert!(matches!(log.read(0, 10), Err(StorageError::OffsetOutOfRange { .. })));
+}
+
+#[test]
+fn readers_race_the_appender_and_retention_without_seeing_torn_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny(400);
+    cfg.retention_bytes = Some(1200);
+    let log = Arc::new(Log::open(dir.path(), cfg).unwrap());
+    const TOTAL: u64 = 2000;
+    let appender = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            while log.next_offset() < TOTAL {
+                let batch = (log.next_offset() % 3 + 1).min(TOTAL - log.next_offset());
+                for _ in 0..batch {
+                    append_n(&log, 1);
+                }
+            }
+        })
+    };
+    let retention = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while log.next_offset() < TOTAL && Instant::now() < deadline {
+                log.enforce_retention(0).unwrap();
+                std::thread::yield_now();
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut reads = 0u64;
+    while log.next_offset() < TOTAL && Instant::now() < deadline {
+        let at = log.log_start_offset();
+        match log.read(at, 300) {
+            Ok(slice) => {
+                let mut o = at;
+                for r in slice.records() {
+                    let r = r.unwrap();
+                    assert_eq!((r.offset, r.value), (o, &value(o)[..]));
+                    o += 1;
+                }
+                assert_eq!(o, slice.next_offset());
+                reads += 1;
+            }
+            // Retention moved the start between the two calls.
+            Err(StorageError::OffsetOutOfRange { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    appender.join().unwrap();
+    retention.join().unwrap();
+    assert!(reads > 0);
+    assert_eq!(log.next_offset(), TOTAL);
+    assert!(log.log_start_offset() > 0, "retention ran");
+}
