@@ -4,160 +4,42 @@
 //! and a long poll over thousands of partitions. Requests are hand-built with `kafka-protocol`
 //! types (no client library would send them); memory and CPU are read from `/proc/<pid>/`.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use common::BrokerProcess;
+use common::kafka::{KafkaConn, read_response, s};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_minikafka");
-/// Generous: a debug build on a busy 2-core machine.
-const IO_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("its address").port()
+/// A broker with its Kafka listener on (and `extra` flags), on a temporary data directory.
+fn start(extra: &[&str]) -> (BrokerProcess, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut flags = vec!["--fsync", "never"];
+    flags.extend_from_slice(extra);
+    let broker = BrokerProcess::start_with_kafka(&dir.path().join("data"), &flags);
+    (broker, dir)
 }
 
-/// A broker process with its Kafka listener on, killed on drop.
-struct KafkaBroker {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
+fn connect(broker: &BrokerProcess) -> KafkaConn {
+    KafkaConn::connect(broker.kafka_addr.as_deref().expect("Kafka listener on"), "hardening")
 }
 
-impl KafkaBroker {
-    fn start(extra: &[&str]) -> KafkaBroker {
-        let dir = tempfile::tempdir().expect("temp dir");
-        for _ in 0..5 {
-            let addr = format!("127.0.0.1:{}", free_port());
-            let native = format!("127.0.0.1:{}", free_port());
-            let mut child = Command::new(BIN)
-                .args(["broker", "--data-dir"])
-                .arg(dir.path().join("data"))
-                .args(["--listen", &native, "--kafka-listen", &addr, "--http-listen", "off"])
-                .args(["--fsync", "never"])
-                .args(extra)
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn the broker");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if TcpStream::connect(&addr).is_ok() {
-                    return KafkaBroker { child, addr, _dir: dir };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // most likely a port was taken: try others
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("the broker did not start");
-    }
-
-    fn status_kb(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with(field)).expect("status field");
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-
-    /// Peak resident memory so far, in MiB.
-    fn peak_rss_mib(&self) -> u64 {
-        self.status_kb("VmHWM:") / 1024
-    }
-
-    /// CPU time (user + system) so far.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_millis(ticks * 1000 / hz.max(1))
-    }
-
-    fn connect(&self) -> Conn {
-        let s = TcpStream::connect(&self.addr).expect("connect to the Kafka listener");
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_nodelay(true).unwrap();
-        Conn { s }
-    }
-}
-
-impl Drop for KafkaBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-/// A raw Kafka connection: one request at a time, or pipelined with `send` / `recv`.
-struct Conn {
-    s: TcpStream,
-}
-
-fn frame<T: Encodable>(key: ApiKey, v: i16, body: &T) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(v)
-        .with_correlation_id(7)
-        .with_client_id(Some(s("hardening")))
-        .encode(&mut buf, key.request_header_version(v))
-        .unwrap();
-    body.encode(&mut buf, v).unwrap();
-    let mut out = (buf.len() as i32).to_be_bytes().to_vec();
-    out.extend_from_slice(&buf);
-    out
-}
-
-/// Reads one response frame; returns its body (after the header) and its size.
-fn read_response<R: Decodable>(s: &mut TcpStream, key: ApiKey, v: i16) -> (R, usize) {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).expect("a response frame");
-    let len = i32::from_be_bytes(len);
-    assert!(len >= 0, "negative response length {len}");
-    let mut body = vec![0u8; len as usize];
-    s.read_exact(&mut body).expect("the response body");
-    let mut b = Bytes::from(body);
-    ResponseHeader::decode(&mut b, key.response_header_version(v)).unwrap();
-    (R::decode(&mut b, v).expect("the response decodes"), len as usize)
-}
-
-impl Conn {
-    fn call<T: Encodable, R: Decodable>(&mut self, key: ApiKey, v: i16, body: &T) -> (R, usize) {
-        self.s.write_all(&frame(key, v, body)).expect("send the request");
-        read_response(&mut self.s, key, v)
-    }
-}
-
-fn create_topic(c: &mut Conn, name: &str, partitions: i32) {
+fn create_topic(c: &mut KafkaConn, name: &str, partitions: i32) {
     let req = CreateTopicsRequest::default().with_timeout_ms(60_000).with_topics(vec![
         create_topics_request::CreatableTopic::default()
             .with_name(s(name).into())
             .with_num_partitions(partitions)
             .with_replication_factor(-1),
     ]);
-    let (r, _): (CreateTopicsResponse, _) = c.call(ApiKey::CreateTopics, 4, &req);
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 4, &req);
     assert_eq!(r.topics[0].error_code, 0, "create {name}: {:?}", r.topics[0].error_message);
 }
 
@@ -213,8 +95,8 @@ fn produce_errors(r: &ProduceResponse) -> Vec<i16> {
     r.responses.iter().flat_map(|t| t.partition_responses.iter().map(|p| p.error_code)).collect()
 }
 
-fn produce(c: &mut Conn, parts: &[(&str, i32)], records: &Bytes) -> ProduceResponse {
-    c.call(ApiKey::Produce, 7, &produce_request(parts, records)).0
+fn produce(c: &mut KafkaConn, parts: &[(&str, i32)], records: &Bytes) -> ProduceResponse {
+    c.call(ApiKey::Produce, 7, &produce_request(parts, records))
 }
 
 fn fetch_request(
@@ -251,8 +133,8 @@ fn fetch_request(
 #[test]
 fn a_fetch_naming_one_partition_forty_times_is_bounded_by_the_cap() {
     let cap: usize = 1024 * 1024;
-    let broker = KafkaBroker::start(&["--fetch-max-bytes", &cap.to_string()]);
-    let mut c = broker.connect();
+    let (broker, _dir) = start(&["--fetch-max-bytes", &cap.to_string()]);
+    let mut c = connect(&broker);
     create_topic(&mut c, "big", 1);
     // 6 MB in the partition: 6 requests of 10 records of 100 KB.
     let records = batch(10, 100 * 1024);
@@ -261,7 +143,7 @@ fn a_fetch_naming_one_partition_forty_times_is_bounded_by_the_cap() {
     }
     let parts = vec![("big", 0); 40];
     let (r, frame_len): (FetchResponse, _) =
-        c.call(ApiKey::Fetch, 11, &fetch_request(&parts, -1, 1, 0));
+        c.call_sized(ApiKey::Fetch, 11, &fetch_request(&parts, -1, 1, 0));
     assert_eq!(r.error_code, 0);
     let answered: Vec<_> = r.responses.iter().flat_map(|t| t.partitions.iter()).collect();
     assert_eq!(answered.len(), 1, "a partition named 40 times is answered once");
@@ -270,7 +152,7 @@ fn a_fetch_naming_one_partition_forty_times_is_bounded_by_the_cap() {
     assert!(got > 0, "records come back");
     assert!(frame_len <= cap, "a {frame_len}-byte response exceeds the {cap}-byte cap");
     // A request asking less than the cap gets what it asked.
-    let (r, _): (FetchResponse, _) =
+    let r: FetchResponse =
         c.call(ApiKey::Fetch, 11, &fetch_request(&[("big", 0)], 300 * 1024, 1, 0));
     let got = r.responses[0].partitions[0].records.as_ref().map_or(0, |b| b.len());
     assert!(got <= 300 * 1024 + 1024, "{got} bytes for a 300 KiB max_bytes");
@@ -319,18 +201,16 @@ fn gzip_batch_of_tiny_records(count: usize) -> Bytes {
 /// with INVALID_RECORD and a message saying why; memory stays small. A modest one still works.
 #[test]
 fn a_gzip_batch_of_millions_of_tiny_records_is_refused_before_decoding() {
-    let broker = KafkaBroker::start(&[]);
-    let mut c = broker.connect();
+    let (broker, _dir) = start(&[]);
+    let mut c = connect(&broker);
     create_topic(&mut c, "tiny", 1);
     let ok = gzip_batch_of_tiny_records(1_000);
-    let (r, _): (ProduceResponse, _) =
-        c.call(ApiKey::Produce, 9, &produce_request(&[("tiny", 0)], &ok));
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request(&[("tiny", 0)], &ok));
     assert_eq!(produce_errors(&r), vec![0], "a modest gzip batch of tiny records is stored");
 
     let bomb = gzip_batch_of_tiny_records(4_000_000);
     assert!(bomb.len() < 200 * 1024, "{} bytes on the wire", bomb.len());
-    let (r, _): (ProduceResponse, _) =
-        c.call(ApiKey::Produce, 9, &produce_request(&[("tiny", 0)], &bomb));
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request(&[("tiny", 0)], &bomb));
     let p = &r.responses[0].partition_responses[0];
     assert_eq!(p.error_code, 87, "INVALID_RECORD");
     let msg = p.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
@@ -339,8 +219,7 @@ fn a_gzip_batch_of_millions_of_tiny_records_is_refused_before_decoding() {
     eprintln!("gzip batch of 4M records ({} bytes): peak RSS {peak} MiB", bomb.len());
     assert!(peak < 200, "peak RSS {peak} MiB while refusing the batch");
     // The connection and the partition still work.
-    let (r, _): (ProduceResponse, _) =
-        c.call(ApiKey::Produce, 9, &produce_request(&[("tiny", 0)], &ok));
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request(&[("tiny", 0)], &ok));
     assert_eq!(produce_errors(&r), vec![0]);
 }
 
@@ -349,8 +228,8 @@ fn a_gzip_batch_of_millions_of_tiny_records_is_refused_before_decoding() {
 #[test]
 fn joins_without_a_member_id_leave_a_capped_number_of_pending_ids() {
     const JOINS: usize = 100_000;
-    let broker = KafkaBroker::start(&[]);
-    let c = broker.connect();
+    let (broker, _dir) = start(&[]);
+    let c = connect(&broker);
     let mut reader = c.s.try_clone().unwrap();
     let counter = std::thread::spawn(move || {
         let (mut required, mut full) = (0usize, 0usize);
@@ -377,7 +256,7 @@ fn joins_without_a_member_id_leave_a_capped_number_of_pending_ids() {
                     .with_name(s("range"))
                     .with_metadata(Bytes::from_static(b"m")),
             ]);
-        w.write_all(&frame(ApiKey::JoinGroup, 5, &req)).unwrap();
+        w.write_all(&c.frame(ApiKey::JoinGroup, 5, &req)).unwrap();
     }
     w.flush().unwrap();
     let (required, full) = counter.join().unwrap();
@@ -393,8 +272,8 @@ fn joins_without_a_member_id_leave_a_capped_number_of_pending_ids() {
 /// workers: an unrelated producer barely notices, and every offset is committed and readable.
 #[test]
 fn a_large_offset_commit_does_not_stall_an_unrelated_producer() {
-    let broker = KafkaBroker::start(&[]);
-    let mut c = broker.connect();
+    let (broker, _dir) = start(&[]);
+    let mut c = connect(&broker);
     let topics: Vec<String> = (0..8).map(|i| format!("wide{i}")).collect();
     for t in &topics {
         create_topic(&mut c, t, 1024);
@@ -402,7 +281,7 @@ fn a_large_offset_commit_does_not_stall_an_unrelated_producer() {
     create_topic(&mut c, "other", 1);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let mut pc = broker.connect();
+    let mut pc = connect(&broker);
     let producer = {
         let stop = stop.clone();
         std::thread::spawn(move || {
@@ -442,7 +321,7 @@ fn a_large_offset_commit_does_not_stall_an_unrelated_producer() {
                 .collect(),
         );
     let started = Instant::now();
-    let (r, _): (OffsetCommitResponse, _) = c.call(ApiKey::OffsetCommit, 5, &commit);
+    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 5, &commit);
     let took = started.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
@@ -466,7 +345,7 @@ fn a_large_offset_commit_does_not_stall_an_unrelated_producer() {
                 })
                 .collect(),
         ));
-    let (r, _): (OffsetFetchResponse, _) = c.call(ApiKey::OffsetFetch, 5, &fetch);
+    let r: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, 5, &fetch);
     for t in &r.topics {
         for p in &t.partitions {
             assert_eq!(p.committed_offset, i64::from(p.partition_index) + 1);
@@ -479,8 +358,8 @@ fn a_large_offset_commit_does_not_stall_an_unrelated_producer() {
 /// POLICY_VIOLATION (with a message where the version has one).
 #[test]
 fn topic_admin_requests_are_bounded() {
-    let broker = KafkaBroker::start(&[]);
-    let mut c = broker.connect();
+    let (broker, _dir) = start(&[]);
+    let mut c = connect(&broker);
     let names: Vec<String> = (0..1_200).map(|i| format!("t{i}")).collect();
     let req = CreateTopicsRequest::default()
         .with_timeout_ms(60_000)
@@ -496,7 +375,7 @@ fn topic_admin_requests_are_bounded() {
                 })
                 .collect(),
         );
-    let (r, _): (CreateTopicsResponse, _) = c.call(ApiKey::CreateTopics, 4, &req);
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 4, &req);
     assert_eq!(r.topics.len(), 1_200);
     assert!(r.topics[..1_000].iter().all(|t| t.error_code == 0));
     for t in &r.topics[1_000..] {
@@ -507,7 +386,7 @@ fn topic_admin_requests_are_bounded() {
     let req = DeleteTopicsRequest::default()
         .with_timeout_ms(60_000)
         .with_topic_names(names.iter().map(|n| s(n).into()).collect());
-    let (r, _): (DeleteTopicsResponse, _) = c.call(ApiKey::DeleteTopics, 4, &req);
+    let r: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 4, &req);
     assert_eq!(r.responses.len(), 1_200);
     assert!(r.responses[..1_000].iter().all(|t| t.error_code == 3), "UNKNOWN_TOPIC_OR_PARTITION");
     assert!(r.responses[1_000..].iter().all(|t| t.error_code == 44), "POLICY_VIOLATION");
@@ -517,18 +396,18 @@ fn topic_admin_requests_are_bounded() {
 /// costs CPU per append, not per append times partitions.
 #[test]
 fn a_long_poll_over_many_partitions_rereads_only_what_changed() {
-    let broker = KafkaBroker::start(&[]);
-    let mut c = broker.connect();
+    let (broker, _dir) = start(&[]);
+    let mut c = connect(&broker);
     create_topic(&mut c, "lp0", 1000);
     create_topic(&mut c, "lp1", 1000);
     let parts: Vec<(&str, i32)> =
         ["lp0", "lp1"].iter().flat_map(|t| (0..1000).map(move |p| (*t, p))).collect();
-    let mut pc = broker.connect();
+    let mut pc = connect(&broker);
     let before = broker.cpu();
     // min_bytes far above what arrives: the poll lasts its whole 2 s.
     let fetch = fetch_request(&parts, -1, 100 << 20, 2_000);
     let mut fs = c.s.try_clone().unwrap();
-    fs.write_all(&frame(ApiKey::Fetch, 11, &fetch)).unwrap();
+    fs.write_all(&c.frame(ApiKey::Fetch, 11, &fetch)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // Every partition receives a record, in a few requests of 500 partitions.
     let one = batch(1, 10);

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod kafka;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_minikafka");
 
 /// How long a broker may take to start listening (debug build, busy 2-core machine).
@@ -18,6 +20,8 @@ pub struct BrokerProcess {
     child: Option<Child>,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// The Kafka listener's address when it is on (`start_with_kafka`).
+    pub kafka_addr: Option<String>,
     extra: Vec<String>,
     log: PathBuf,
 }
@@ -32,9 +36,19 @@ fn free_port() -> u16 {
 impl BrokerProcess {
     /// Starts a broker on `data_dir` with extra flags (e.g. `--fsync never`).
     pub fn start(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
+        Self::start_listening(data_dir, extra, None)
+    }
+
+    /// `start`, with the Kafka listener on too (its address in `kafka_addr`).
+    pub fn start_with_kafka(data_dir: &Path, extra: &[&str]) -> BrokerProcess {
+        Self::start_listening(data_dir, extra, Some(String::new()))
+    }
+
+    fn start_listening(data_dir: &Path, extra: &[&str], kafka: Option<String>) -> BrokerProcess {
         let mut b = BrokerProcess {
             child: None,
             addr: String::new(),
+            kafka_addr: kafka,
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: data_dir.with_extension("broker.log"),
@@ -49,10 +63,12 @@ impl BrokerProcess {
         assert!(self.child.is_none(), "restart of a running broker");
         let mut last_log = String::new();
         for attempt in 0..5 {
-            let addr = if attempt == 0 && !self.addr.is_empty() {
-                self.addr.clone()
-            } else {
-                format!("127.0.0.1:{}", free_port())
+            let reuse = attempt == 0 && !self.addr.is_empty();
+            let addr = if reuse { self.addr.clone() } else { format!("127.0.0.1:{}", free_port()) };
+            let kafka = match &self.kafka_addr {
+                None => "off".to_string(),
+                Some(a) if reuse && !a.is_empty() => a.clone(),
+                Some(_) => format!("127.0.0.1:{}", free_port()),
             };
             let log = std::fs::File::create(&self.log).expect("create the broker log file");
             let mut child = Command::new(BIN)
@@ -61,8 +77,9 @@ impl BrokerProcess {
                 .arg(&self.data_dir)
                 .arg("--listen")
                 .arg(&addr)
-                // Tests run brokers in parallel; none may take the fixed Kafka or console port.
-                .args(["--kafka-listen", "off", "--http-listen", "off"])
+                // Tests run brokers in parallel; none may take the fixed Kafka or console port
+                // (the Kafka listener is off, or on an ephemeral port with `start_with_kafka`).
+                .args(["--kafka-listen", &kafka, "--http-listen", "off"])
                 .args(&self.extra)
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
@@ -72,9 +89,13 @@ impl BrokerProcess {
                 .expect("spawn the minikafka broker");
             let deadline = Instant::now() + START_TIMEOUT;
             loop {
-                if TcpStream::connect(&addr).is_ok() {
+                let kafka_up = kafka == "off" || TcpStream::connect(&kafka).is_ok();
+                if kafka_up && TcpStream::connect(&addr).is_ok() {
                     self.child = Some(child);
                     self.addr = addr;
+                    if self.kafka_addr.is_some() {
+                        self.kafka_addr = Some(kafka);
+                    }
                     return;
                 }
                 if let Ok(Some(_)) = child.try_wait() {
@@ -124,6 +145,40 @@ impl BrokerProcess {
     /// The broker process's id while it runs (e.g. to read its memory use from /proc).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The broker's peak resident memory so far, in MiB (VmHWM).
+    pub fn peak_rss_mib(&self) -> u64 {
+        let pid = self.pid().expect("the broker runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in status");
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+    }
+
+    /// The broker's CPU time (user + system) so far.
+    pub fn cpu(&self) -> Duration {
+        let pid = self.pid().expect("the broker runs");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / hz.max(1))
+    }
+
+    /// Waits (generously) for a log line holding every one of `parts`; returns it.
+    pub fn log_line_with(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return line.to_string();
+            }
+            assert!(Instant::now() < deadline, "no log line with {parts:?}; the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The broker's log so far (for failure messages).

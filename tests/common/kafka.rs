@@ -1,0 +1,82 @@
+//! Raw Kafka requests for the end-to-end tests: frames hand-built with `kafka-protocol` types, for
+//! the requests no client library would send (hostile sizes, refused features, pipelined floods).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// Generous: a debug build on a busy 2-core machine.
+const IO_TIMEOUT: Duration = Duration::from_secs(300);
+/// Every request carries it; `read_response` checks the answer does too.
+const CORRELATION_ID: i32 = 7;
+
+pub fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// One connection to a Kafka listener, sending as `client_id`.
+pub struct KafkaConn {
+    pub s: TcpStream,
+    client_id: String,
+}
+
+impl KafkaConn {
+    pub fn connect(addr: &str, client_id: &str) -> KafkaConn {
+        let s = TcpStream::connect(addr).expect("connect to the Kafka listener");
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_nodelay(true).unwrap();
+        KafkaConn { s, client_id: client_id.to_string() }
+    }
+
+    /// The length-prefixed frame of one request (to pipeline several before reading).
+    pub fn frame<T: Encodable>(&self, key: ApiKey, v: i16, body: &T) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(v)
+            .with_correlation_id(CORRELATION_ID)
+            .with_client_id(Some(s(&self.client_id)))
+            .encode(&mut buf, key.request_header_version(v))
+            .unwrap();
+        body.encode(&mut buf, v).unwrap();
+        let mut out = (buf.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(&buf);
+        out
+    }
+
+    /// Sends one request and reads its response.
+    pub fn call<T: Encodable, R: Decodable>(&mut self, key: ApiKey, v: i16, body: &T) -> R {
+        self.call_sized(key, v, body).0
+    }
+
+    /// `call`, also returning the response frame's size.
+    pub fn call_sized<T: Encodable, R: Decodable>(
+        &mut self,
+        key: ApiKey,
+        v: i16,
+        body: &T,
+    ) -> (R, usize) {
+        let frame = self.frame(key, v, body);
+        self.s.write_all(&frame).expect("send the request");
+        read_response(&mut self.s, key, v)
+    }
+}
+
+/// Reads one response frame; returns its body (after the header) and its size.
+pub fn read_response<R: Decodable>(s: &mut TcpStream, key: ApiKey, v: i16) -> (R, usize) {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).expect("a response frame");
+    let len = i32::from_be_bytes(len);
+    assert!(len >= 0, "negative response length {len}");
+    let mut body = vec![0u8; len as usize];
+    s.read_exact(&mut body).expect("the response body");
+    let mut b = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut b, key.response_header_version(v)).unwrap();
+    assert_eq!(header.correlation_id, CORRELATION_ID);
+    (R::decode(&mut b, v).expect("the response decodes"), len as usize)
+}
