@@ -47,7 +47,8 @@ pub fn open_sealed_segments() -> usize {
 /// Notes a use of a sealed segment's handle, adding it to the cache if it is not there.
 pub(crate) fn keep(handle: &Arc<OpenSegment>) {
     handle.referenced.store(true, Ordering::Relaxed);
-    if handle.cached.swap(true, Ordering::AcqRel) {
+    // SeqCst, like `Segment::release`'s flag: see `Segment::keep`.
+    if handle.cached.swap(true, Ordering::SeqCst) {
         return;
     }
     let evicted = {
@@ -61,7 +62,7 @@ pub(crate) fn keep(handle: &Arc<OpenSegment>) {
 
 /// Drops the cache's hold on a handle (its segment is being deleted: its space must be freed).
 pub(crate) fn forget(handle: &Arc<OpenSegment>) {
-    if handle.cached.swap(false, Ordering::AcqRel) {
+    if handle.cached.swap(false, Ordering::SeqCst) {
         let gone = {
             let mut c = cache();
             let i = c.iter().position(|h| Arc::ptr_eq(h, handle));

@@ -262,6 +262,9 @@ pub(crate) struct Segment {
     pub(crate) log_path: PathBuf,
     pub(crate) index_path: PathBuf,
     handle: RwLock<Handle>,
+    /// Set by `release` (the file is being deleted): no reader may put a handle to it back into
+    /// the cache of open sealed segments, or its space would stay in use.
+    released: AtomicBool,
     /// The committed length, also here so that sizes need no open file (the mapping's own is
     /// what bounds readers).
     len: AtomicUsize,
@@ -369,6 +372,7 @@ impl Segment {
             log_path: p.log_path,
             index_path: p.index_path,
             handle: RwLock::new(handle),
+            released: AtomicBool::new(false),
             len: AtomicUsize::new(p.data_len),
             capacity: p.capacity,
             next_offset: AtomicU64::new(p.next_offset),
@@ -396,6 +400,10 @@ impl Segment {
             .map_err(StorageError::io(&self.log_path, "mmap segment"))?;
         let fresh = OpenSegment::new(file, map);
         let mut guard = self.handle.write().unwrap_or_else(|p| p.into_inner());
+        if self.released.load(Ordering::SeqCst) {
+            // Deleted since the file was opened: this reader alone keeps it until it is done.
+            return Ok(fresh);
+        }
         // Another reader may have opened it meanwhile: use theirs, one mapping per segment.
         let h = match &*guard {
             Handle::Pinned(h) => return Ok(h.clone()),
@@ -405,8 +413,18 @@ impl Segment {
             }),
         };
         drop(guard);
-        handles::keep(&h);
+        self.keep(&h);
         Ok(h)
+    }
+
+    /// Notes a use of a sealed segment's handle in the cache, unless the segment was released
+    /// meanwhile. `release` sets its flag before it takes the handle out of the cache and this
+    /// checks the flag after putting it in (all SeqCst): one of the two sees the other.
+    fn keep(&self, h: &Arc<OpenSegment>) {
+        handles::keep(h);
+        if self.released.load(Ordering::SeqCst) {
+            handles::forget(h);
+        }
     }
 
     /// The open file and mapping if someone holds them open (never opens the file).
@@ -418,7 +436,7 @@ impl Segment {
             Handle::OnDemand(w) => {
                 let h = w.upgrade()?;
                 drop(guard);
-                handles::keep(&h);
+                self.keep(&h);
                 Some(h)
             }
         }
@@ -439,6 +457,7 @@ impl Segment {
     /// Lets go of the open file for good (the segment is being deleted): its disk space is
     /// freed once the readers still holding it are done.
     pub(crate) fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
         let old = std::mem::replace(
             &mut *self.handle.write().unwrap_or_else(|p| p.into_inner()),
             Handle::OnDemand(Weak::new()),
