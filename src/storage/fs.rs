@@ -165,8 +165,8 @@ struct SyncHold {
 }
 
 /// A test double over the real file system that fails on command: a failed write, a short (torn)
-/// write, ENOSPC, a failed fsync, a file fdatasync held until released (a slow disk). Clones share one set of switches, so a test keeps a clone and
-/// flips them while a `Log` uses another.
+/// write, ENOSPC, a failed fsync, a file fdatasync held until released (a slow disk). Clones
+/// share one set of switches, so a test keeps a clone and flips them while a `Log` uses another.
 #[derive(Debug, Clone, Default)]
 pub struct FaultyFs {
     faults: Arc<Faults>,
@@ -359,12 +359,16 @@ pub(crate) fn write_replacing(
 ) -> io::Result<()> {
     let tmp = tmp_path(path);
     let f = fs.create(&tmp)?;
-    f.write_all_at(bytes, 0)?;
-    if durable {
-        f.sync_data()?;
-    }
+    let written =
+        f.write_all_at(bytes, 0).and_then(|()| if durable { f.sync_data() } else { Ok(()) });
     drop(f);
-    fs.rename(&tmp, path)
+    let result = written.and_then(|()| fs.rename(&tmp, path));
+    if result.is_err() {
+        // A half-written temp file would hold space a full disk needs; open sweeps any a crash
+        // leaves.
+        let _ = fs.remove_file(&tmp);
+    }
+    result
 }
 
 /// The temporary name a file is written under before it is renamed into place.
@@ -433,5 +437,20 @@ mod tests {
         write_atomic(&RealFs, dir.path(), &path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         assert!(!tmp_path(&path).exists());
+    }
+
+    #[test]
+    fn a_failed_replacement_keeps_the_old_file_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp");
+        let fs = FaultyFs::new();
+        write_atomic(&fs, dir.path(), &path, b"one").unwrap();
+        fs.fail_next_writes(1);
+        assert!(write_atomic(&fs, dir.path(), &path, b"two").is_err());
+        fs.fail_next_syncs(1);
+        assert!(write_atomic(&fs, dir.path(), &path, b"three").is_err());
+        // A temp file left behind would hold space that a full disk needs back.
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        assert!(!tmp_path(&path).exists(), "the temp file is removed");
     }
 }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::storage::fs::{FileSystem, FsFile, TMP_SUFFIX, tmp_path, write_atomic};
+use crate::storage::fs::{FileSystem, FsFile, TMP_SUFFIX, write_atomic};
 use crate::storage::index::{Index, IndexSummary};
 use crate::storage::mmap::CommittedMap;
 use crate::storage::segment::{
@@ -232,12 +232,11 @@ fn map_whole(
 
 /// Deals with the result of writing an index rebuilt at open. A failure (a full disk) does not
 /// stop the log from opening: the index is a hint, the in-memory one serves, and a later seal,
-/// close or open writes it again. Its temp file is removed so it holds no space.
-fn keep_rebuilt_index(fs: &dyn FileSystem, path: &Path, written: std::io::Result<()>) {
+/// close or open writes it again (`write_replacing` already removed its temp file).
+fn keep_rebuilt_index(path: &Path, written: std::io::Result<()>) {
     if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e,
             "cannot write the rebuilt index; using it from memory");
-        let _ = fs.remove_file(&tmp_path(path));
     }
 }
 
@@ -312,7 +311,7 @@ fn open_sealed(
         max_timestamp: end.max_timestamp,
         log_len: len as u64,
     };
-    keep_rebuilt_index(fs, &index_path, index.write(fs, dir, &index_path, base, summary));
+    keep_rebuilt_index(&index_path, index.write(fs, dir, &index_path, base, summary));
     Segment::from_parts(
         SegmentParts {
             base_offset: base,
@@ -408,7 +407,7 @@ fn open_active(
         // The index on disk is stale or damaged: replace it with the rebuilt one, so every
         // segment has its index file (it is rewritten again at seal and close).
         let summary = IndexSummary { next_offset, max_timestamp, log_len: data_len as u64 };
-        keep_rebuilt_index(fs, &index_path, index.write_hint(fs, &index_path, base, summary));
+        keep_rebuilt_index(&index_path, index.write_hint(fs, &index_path, base, summary));
     }
     let capacity = (config.segment_bytes as usize).max(data_len);
     file.set_len(capacity as u64).map_err(StorageError::io(&log_path, "preallocate segment"))?;
