@@ -170,14 +170,7 @@ impl Groups {
         partition: u32,
         offset: u64,
     ) -> Result<(), BrokerError> {
-        validate_group_name(group)?;
-        let entry = self.entry(group);
-        let mut offsets = lock(&entry);
-        let mut next = offsets.clone();
-        next.insert((topic.to_owned(), partition), offset);
-        self.write(group, &next)?;
-        *offsets = next;
-        Ok(())
+        self.commit_many(group, &[(topic.to_owned(), partition, offset)])
     }
 
     /// Records many positions of `group` with one write of its file; durable when it returns.
