@@ -379,3 +379,22 @@ async fn library_producer_and_consumer_carry_on_across_a_restart() {
     assert!(events.iter().any(|e| e.contains("unavailable")), "{events:?}");
     assert!(events.iter().filter(|e| e.starts_with("reconnected")).count() >= 2, "{events:?}");
 }
+
+/// A batch the broker refuses by closing the connection (a frame past its limit) is an answer,
+/// not a lost connection: produce fails at once with the broker's reason instead of reconnecting
+/// and sending the same batch again for ever.
+#[test]
+fn a_batch_the_broker_refuses_by_closing_fails_at_once_without_reconnecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(&dir.path().join("data"), &["--max-frame-bytes", "65536"]);
+    ok(broker.cli(&["topic", "create", "t"]));
+    let lines = dir.path().join("lines.txt");
+    std::fs::write(&lines, format!("{}\n", "x".repeat(1000)).repeat(300)).unwrap();
+    let started = Instant::now();
+    let out = broker.cli(&["produce", "t", "--file", lines.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "a refused batch is an error: {stderr}");
+    assert!(stderr.contains("exceeds the maximum of 65536 bytes"), "{stderr}");
+    assert!(!stderr.contains("reconnect"), "no reconnecting for a refusal: {stderr}");
+    assert!(started.elapsed() < PATIENCE, "it fails at once, not after retrying");
+}

@@ -391,8 +391,20 @@ async fn read_loop(
             Ok((id, resp)) if id == expected_id => {
                 let _ = reply.send(Ok(resp));
             }
+            // Correlation id 0: the broker refused the frame itself (too large, say) and closes
+            // the connection. That is its answer to the request, not a lost connection: sending
+            // the request again on a new one would be refused the same way.
+            Ok((0, Response::Error { code, message })) => {
+                let reason = format!("the broker refused a request: {message}");
+                lock(&failure).get_or_insert_with(|| reason.clone());
+                let _ = reply.send(Err(ClientError::Broker { code, message }));
+                break reason;
+            }
             Ok((id, _)) => {
                 let reason = format!("response correlation id {id}, expected {expected_id}");
+                // Marked failed before the waiter hears of it, so a reconnect it starts at once
+                // sees the failure.
+                lock(&failure).get_or_insert_with(|| reason.clone());
                 let _ = reply
                     .send(Err(ClientError::Closed { addr: addr.clone(), reason: reason.clone() }));
                 break reason;

@@ -117,6 +117,10 @@ pub struct Producer {
     /// `send_due` must check for lingering batches (a batch was started, or enough records
     /// were queued since the last check).
     linger_check_due: bool,
+    /// When the batches in flight stopped being acknowledged because connections were lost:
+    /// `give_up_after` counts from here, across reconnects, so a batch whose every sending
+    /// kills the connection fails in the end instead of being sent again forever.
+    outage_since: Option<Instant>,
 }
 
 impl Producer {
@@ -143,6 +147,7 @@ impl Producer {
             acks: Vec::new(),
             since_linger_check: 0,
             linger_check_due: false,
+            outage_since: None,
         })
     }
 
@@ -363,6 +368,7 @@ impl Producer {
     ) -> Result<(), ClientError> {
         let done = self.in_flight.pop_front();
         self.acks.push(to_ack(result)?);
+        self.outage_since = None;
         if let Some(InFlight { req: Request::Append { records, .. }, .. }) = done {
             self.conn.recycle(records);
         }
@@ -378,6 +384,14 @@ impl Producer {
                 return Err(err);
             };
             self.take_answered().await?;
+            let since = *self.outage_since.get_or_insert_with(Instant::now);
+            if policy.give_up_after.is_some_and(|limit| since.elapsed() >= limit) {
+                return Err(ClientError::Unavailable {
+                    addr: self.conn.addr().to_string(),
+                    waited: since.elapsed(),
+                    reason: err.reason(),
+                });
+            }
             // Responses come in order: none of the rest will be answered on the lost connection.
             for f in &mut self.in_flight {
                 f.pending = None;
