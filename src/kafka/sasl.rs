@@ -3,7 +3,7 @@
 //! it has authenticated; anything else, or a wrong password, gets no data and the connection is
 //! closed. After a SaslHandshake v0 the credentials come as one bare size-prefixed frame with no
 //! request header (Kafka's pre-KIP-152 framing), answered by an empty frame. Until authenticated,
-//! frames are limited to `PRE_AUTH_MAX_FRAME_BYTES`. Owns the connection's authentication state
+//! frames are limited to `server::PRE_AUTH_MAX_FRAME_BYTES`. Owns the connection's authentication state
 //! and the PLAIN message format; never touches the broker.
 
 use bytes::Bytes;
@@ -20,18 +20,10 @@ use super::codec::{self, DecodedRequest};
 /// The only mechanism we offer.
 const PLAIN: &str = "PLAIN";
 
-/// Largest frame accepted before authentication: ApiVersions, SaslHandshake and a PLAIN message
-/// are a few hundred bytes. A stranger announcing a large frame is cut off before anything is
-/// buffered for it (Kafka's `sasl.server.max.receive.size` plays the same role).
-pub(crate) const PRE_AUTH_MAX_FRAME_BYTES: u32 = 64 * 1024;
-
-/// The frame limit for a connection in `state`: small until it has authenticated.
+/// The frame limit for a connection in `state` (the listeners' shared rule,
+/// `server::frame_limit`): small until it has authenticated.
 pub(crate) fn frame_limit(token: Option<&str>, state: State, max_frame_bytes: u32) -> u32 {
-    if token.is_some() && state != State::Authenticated {
-        max_frame_bytes.min(PRE_AUTH_MAX_FRAME_BYTES)
-    } else {
-        max_frame_bytes
-    }
+    crate::server::frame_limit(token.is_some(), state == State::Authenticated, max_frame_bytes)
 }
 
 /// Where a connection is in its authentication.
@@ -158,6 +150,7 @@ mod tests {
 
     #[test]
     fn frames_are_small_until_authenticated() {
+        use crate::server::PRE_AUTH_MAX_FRAME_BYTES;
         let max = 100 << 20;
         assert_eq!(frame_limit(Some("t"), State::Start, max), PRE_AUTH_MAX_FRAME_BYTES);
         assert_eq!(frame_limit(Some("t"), State::RawTokenNext, max), PRE_AUTH_MAX_FRAME_BYTES);

@@ -126,18 +126,9 @@ pub(crate) async fn serve(
     tracing::debug!(%peer, reason, "connection closed");
 }
 
-/// Largest frame accepted before authentication: an Authenticate request is a few hundred bytes.
-/// A stranger announcing a large frame is cut off before anything is buffered for it.
-const PRE_AUTH_MAX_FRAME_BYTES: u32 = 64 * 1024;
-
-/// The frame limit for this connection now: small until it has authenticated (when the broker
-/// has a token), the configured limit after.
+/// The frame limit for this connection now (`super::frame_limit`).
 fn frame_limit(config: &ServerConfig, session: &Session) -> u32 {
-    if config.auth_token.is_some() && !session.authenticated {
-        config.max_frame_bytes.min(PRE_AUTH_MAX_FRAME_BYTES)
-    } else {
-        config.max_frame_bytes
-    }
+    super::frame_limit(config.auth_token.is_some(), session.authenticated, config.max_frame_bytes)
 }
 
 /// Runs a long-poll fetch while watching the socket: a peer that hangs up mid-wait ends the

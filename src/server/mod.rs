@@ -24,6 +24,22 @@ use crate::protocol::{self, ErrorCode, Response};
 
 pub use dispatch::error_code;
 
+/// Largest frame accepted before authentication, on the native and the Kafka listener alike: an
+/// Authenticate request, ApiVersions, SaslHandshake and a PLAIN message are a few hundred bytes.
+/// A stranger announcing a large frame is cut off before anything is buffered for it (Kafka's
+/// `sasl.server.max.receive.size` plays the same role).
+pub(crate) const PRE_AUTH_MAX_FRAME_BYTES: u32 = 64 * 1024;
+
+/// A connection's frame limit now: small until it has authenticated when the broker requires a
+/// token, `max_frame_bytes` otherwise.
+pub(crate) fn frame_limit(token_required: bool, authenticated: bool, max_frame_bytes: u32) -> u32 {
+    if token_required && !authenticated {
+        max_frame_bytes.min(PRE_AUTH_MAX_FRAME_BYTES)
+    } else {
+        max_frame_bytes
+    }
+}
+
 /// Default cap on concurrent connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default cap on a fetch's `max_wait_ms`, so a request cannot pin a connection for ever.

@@ -270,7 +270,11 @@ pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCo
                 .zip(slots)
                 .map(|(p, slot)| {
                     let err = match slot {
-                        Ok(i) => codes.get(i).copied().unwrap_or(0),
+                        // One code per offset handed in; a missing one is no success.
+                        Ok(i) => codes
+                            .get(i)
+                            .copied()
+                            .unwrap_or(ResponseError::UnknownServerError.code()),
                         Err(c) => c,
                     };
                     offset_commit_response::OffsetCommitResponsePartition::default()
