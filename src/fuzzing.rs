@@ -9,10 +9,10 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 
-use crate::kafka::batch;
+use crate::batch::{self, Compression};
 use crate::kafka::codec::{self, DecodedRequest, Incoming};
 use crate::protocol;
-use crate::record::{self, RecordIter};
+use crate::record;
 use crate::storage::{Log, LogConfig};
 
 /// What a decoder made of an input, for harnesses that want to assert progress.
@@ -26,8 +26,8 @@ pub struct Outcome {
 
 /// The native protocol as the server reads a connection: length-prefixed frames (each checked
 /// against the frame limit first), each body decoded as a request; also as the client reads it
-/// (responses), and any `Append` records through `assign_offsets` as the broker does before
-/// storing them. Every request that decodes must re-encode to a frame that decodes to the same
+/// (responses), and any `Append` record set through the batch validation the log runs before
+/// storing it. Every request that decodes must re-encode to a frame that decodes to the same
 /// request.
 pub fn native_stream(data: &[u8]) -> Outcome {
     let mut out = Outcome::default();
@@ -56,16 +56,9 @@ pub fn native_stream(data: &[u8]) -> Outcome {
                 let again = protocol::decode_request(&buf[protocol::FRAME_PREFIX_LEN..]);
                 assert_eq!(again.ok(), Some((id, req.clone())), "request round trip");
                 if let protocol::Request::Append { records, .. } = req {
-                    let mut owned = records.to_vec();
-                    match record::assign_offsets(&mut owned, 42, record::DEFAULT_MAX_RECORD_BYTES) {
-                        Ok(n) => {
-                            let back: Vec<_> =
-                                RecordIter::new(&owned, record::DEFAULT_MAX_RECORD_BYTES).collect();
-                            assert_eq!(back.len() as u64, n);
-                            assert!(back.iter().all(|r| r.is_ok()), "assigned records decode");
-                        }
-                        Err(_) => out.refused += 1,
-                    }
+                    let (ok, refused) = validate_and_renumber(&records);
+                    out.decoded += ok;
+                    out.refused += refused;
                 }
             }
             Err(_) => {
@@ -80,21 +73,48 @@ pub fn native_stream(data: &[u8]) -> Outcome {
     out
 }
 
-/// Stored records as a consumer (and `RecordIter`) reads fetched bytes.
+/// A record set as the log validates one before storing it: each batch through
+/// `batch::validate_with`, then given a base offset (as the log does, outside the CRC) and read
+/// back, which must give as many records as validation counted. (batches valid, batches refused)
+fn validate_and_renumber(data: &[u8]) -> (usize, usize) {
+    let (mut ok, mut refused) = (0, 0);
+    let limits = batch::Limits::default();
+    let mut scratch = Vec::new();
+    for view in batch::batches(data) {
+        let Ok(view) = view else {
+            refused += 1;
+            break;
+        };
+        match batch::validate_with(view.as_bytes(), &limits, &mut scratch) {
+            Ok(summary) => {
+                ok += 1;
+                let mut owned = view.as_bytes().to_vec();
+                batch::set_base_offset(&mut owned, 42).expect("a validated batch has its header");
+                let mut n = 0;
+                record::for_each_record(&owned, true, &mut scratch, |_| {
+                    n += 1;
+                    std::ops::ControlFlow::Continue(())
+                })
+                .expect("a validated batch reads back after renumbering");
+                assert_eq!(n, summary.record_count, "records read back as counted");
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    (ok, refused)
+}
+
+/// Fetched bytes as a consumer reads them: batches CRC-checked, records decoded.
 pub fn records(data: &[u8]) -> Outcome {
     let mut out = Outcome::default();
-    for r in RecordIter::new(data, record::DEFAULT_MAX_RECORD_BYTES) {
-        match r {
-            Ok(v) => {
-                out.decoded += 1;
-                let _ = v.headers().count();
-                let _ = v.to_record();
-            }
-            Err(_) => {
-                out.refused += 1;
-                break;
-            }
-        }
+    let mut scratch = Vec::new();
+    let res = record::for_each_record(data, true, &mut scratch, |v| {
+        out.decoded += 1;
+        let _ = v.headers().count();
+        std::ops::ControlFlow::Continue(())
+    });
+    if res.is_err() {
+        out.refused += 1;
     }
     out
 }
@@ -167,25 +187,10 @@ fn body<T: kafka_protocol::protocol::Decodable>(req: &mut DecodedRequest) -> boo
     codec::decode_body::<T>(req).is_ok()
 }
 
-/// A Produce record set through the batch decoder; what decodes is numbered like the log would
-/// and encoded back into a Kafka batch, which must hold the same number of records.
+/// A Produce record set as the log validates it and numbers it.
 pub fn kafka_batches(data: &Bytes) -> Outcome {
-    let mut out = Outcome::default();
-    match batch::kafka_to_stored(data, record::DEFAULT_MAX_RECORD_BYTES, 1_700_000_000_000) {
-        Ok(stored) => {
-            out.decoded += stored.record_count;
-            let mut encoded = stored.encoded;
-            let n = record::assign_offsets(&mut encoded, 7, record::DEFAULT_MAX_RECORD_BYTES)
-                .expect("the batch decoder produced records that do not re-encode");
-            assert_eq!(n as usize, stored.record_count);
-            if n > 0 {
-                batch::stored_to_kafka(&encoded, record::DEFAULT_MAX_RECORD_BYTES)
-                    .expect("stored records must encode as a Kafka batch");
-            }
-        }
-        Err(_) => out.refused += 1,
-    }
-    out
+    let (decoded, refused) = validate_and_renumber(data);
+    Outcome { decoded, refused }
 }
 
 /// Recovery as the broker runs it at start-up: `data` becomes the only segment file of a log
@@ -217,9 +222,9 @@ fn read_to_end(log: &Log) -> Vec<(u64, Vec<u8>)> {
         let slice = log.read(at, 1 << 16).expect("a recovered log reads to its end");
         let before = at;
         for r in slice.records() {
-            let r = r.expect("recovery keeps only records that pass their checks");
+            let r = r.expect("recovery keeps only batches that pass their checks");
             assert_eq!(r.offset, at, "recovered offsets are consecutive");
-            got.push((r.offset, r.value.to_vec()));
+            got.push((r.offset, r.value.unwrap_or_default()));
             at += 1;
         }
         assert!(at > before, "a read below the end returns at least one record");
@@ -230,13 +235,12 @@ fn read_to_end(log: &Log) -> Vec<(u64, Vec<u8>)> {
 /// Valid inputs for mutation-based harnesses: a native stream of one frame of every request kind.
 pub fn sample_native_stream() -> Vec<u8> {
     use protocol::Request;
-    let mut records = Vec::new();
-    for i in 0..3u8 {
-        let value = [i; 5];
-        let rec = record::NewRecord { key: Some(b"k"), ..record::NewRecord::value(&value) };
-        record::encode(&mut records, 0, &rec, record::DEFAULT_MAX_RECORD_BYTES)
-            .expect("a tiny record is below the limit");
-    }
+    let values: Vec<[u8; 5]> = (0..3u8).map(|i| [i; 5]).collect();
+    let recs: Vec<_> = values
+        .iter()
+        .map(|v| record::NewRecord { key: Some(b"k"), ..record::NewRecord::value(v) })
+        .collect();
+    let records = record::build_batch(&recs, Compression::None).expect("tiny records build");
     let requests = [
         Request::Authenticate { token: "secret".into() },
         Request::CreateTopic { name: "t".into(), partitions: 3, if_not_exists: true },
@@ -271,15 +275,12 @@ pub fn sample_native_stream() -> Vec<u8> {
 pub fn sample_kafka_produce(n: u8) -> Vec<u8> {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::protocol::{Encodable, StrBytes};
-    let mut stored = Vec::new();
-    for i in 0..n {
-        let value = [b'v', i];
-        let rec = record::NewRecord { key: Some(b"key"), ..record::NewRecord::value(&value) };
-        record::encode(&mut stored, u64::from(i), &rec, record::DEFAULT_MAX_RECORD_BYTES)
-            .expect("a tiny record is below the limit");
-    }
-    let batch = batch::stored_to_kafka(&stored, record::DEFAULT_MAX_RECORD_BYTES)
-        .expect("valid stored records encode");
+    let values: Vec<[u8; 2]> = (0..n.max(1)).map(|i| [b'v', i]).collect();
+    let recs: Vec<_> = values
+        .iter()
+        .map(|v| record::NewRecord { key: Some(b"key"), ..record::NewRecord::value(v) })
+        .collect();
+    let batch = Bytes::from(record::build_batch(&recs, Compression::None).expect("tiny records"));
     let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
         TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_static_str("t")))

@@ -39,8 +39,10 @@ pub struct BatchBuilder {
     base_timestamp: Option<i64>,
     max_timestamp: i64,
     count: i32,
-    /// The uncompressed records area.
+    /// The uncompressed records area, from `records_start` (`HEADER_LEN` bytes are kept free in
+    /// front of it by [`BatchBuilder::in_buffer`], so an uncompressed batch is finished in place).
     records: Vec<u8>,
+    records_start: usize,
 }
 
 fn too_big(what: &str, len: usize) -> BatchError {
@@ -84,7 +86,31 @@ impl BatchBuilder {
             max_timestamp: i64::MIN,
             count: 0,
             records: Vec::new(),
+            records_start: 0,
         }
+    }
+
+    /// An empty builder encoding into `buf` (cleared; its capacity is reused), with room kept for
+    /// the header: [`BatchBuilder::finish`] then returns `buf` itself for an uncompressed batch.
+    pub fn in_buffer(compression: Compression, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        buf.resize(HEADER_LEN, 0);
+        BatchBuilder { records: buf, records_start: HEADER_LEN, ..BatchBuilder::new(compression) }
+    }
+
+    /// The batch. Uncompressed and built [`BatchBuilder::in_buffer`]: the header is written in
+    /// front of the records, without copying them.
+    pub fn finish(mut self) -> Result<Vec<u8>, BatchError> {
+        if self.compression != Compression::None || self.records_start != HEADER_LEN {
+            return self.build();
+        }
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        let records_len = self.records.len() - HEADER_LEN;
+        self.write_header(&mut header)?;
+        self.records[..HEADER_LEN].copy_from_slice(&header);
+        let batch_length = len_i32("batch", HEADER_LEN + records_len - LOG_OVERHEAD)?;
+        seal(&mut self.records, batch_length);
+        Ok(self.records)
     }
 
     pub fn base_offset(mut self, base_offset: i64) -> Self {
@@ -128,7 +154,7 @@ impl BatchBuilder {
 
     /// Bytes of the uncompressed records area so far.
     pub fn records_bytes(&self) -> usize {
-        self.records.len()
+        self.records.len() - self.records_start
     }
 
     /// Adds a record at the next offset.
@@ -175,13 +201,32 @@ impl BatchBuilder {
 
     /// The batch, as a new buffer.
     pub fn build(&self) -> Result<Vec<u8>, BatchError> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.records.len());
+        let mut out = Vec::with_capacity(HEADER_LEN + self.records_bytes());
         self.build_into(&mut out)?;
         Ok(out)
     }
 
     /// Appends the batch to `out`. A batch needs at least one record.
     pub fn build_into(&self, out: &mut Vec<u8>) -> Result<(), BatchError> {
+        let start = out.len();
+        self.write_header(out)?;
+        if let Err(e) = compress_into(self.compression, &self.records[self.records_start..], out) {
+            out.truncate(start);
+            return Err(e);
+        }
+        let batch_length = match len_i32("batch", out.len() - start - LOG_OVERHEAD) {
+            Ok(n) => n,
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        };
+        seal(&mut out[start..], batch_length);
+        Ok(())
+    }
+
+    /// Appends the header, with `batchLength` and `crc` left zero for [`seal`].
+    fn write_header(&self, out: &mut Vec<u8>) -> Result<(), BatchError> {
         let Some(base_timestamp) = self.base_timestamp else {
             return Err(BatchError::Build("a batch needs at least one record".into()));
         };
@@ -194,10 +239,10 @@ impl BatchBuilder {
         }
         let start = out.len();
         out.extend_from_slice(&self.base_offset.to_be_bytes());
-        out.extend_from_slice(&[0; 4]); // batchLength, below
+        out.extend_from_slice(&[0; 4]); // batchLength, by seal
         out.extend_from_slice(&self.partition_leader_epoch.to_be_bytes());
         out.push(MAGIC as u8);
-        out.extend_from_slice(&[0; 4]); // crc, below
+        out.extend_from_slice(&[0; 4]); // crc, by seal
         out.extend_from_slice(&attributes.to_be_bytes());
         out.extend_from_slice(&(self.count - 1).to_be_bytes());
         out.extend_from_slice(&base_timestamp.to_be_bytes());
@@ -207,22 +252,14 @@ impl BatchBuilder {
         out.extend_from_slice(&self.base_sequence.to_be_bytes());
         out.extend_from_slice(&self.count.to_be_bytes());
         debug_assert_eq!(out.len() - start, HEADER_LEN);
-        if let Err(e) = compress_into(self.compression, &self.records, out) {
-            out.truncate(start);
-            return Err(e);
-        }
-        let batch = &mut out[start..];
-        let batch_length = match len_i32("batch", batch.len() - LOG_OVERHEAD) {
-            Ok(n) => n,
-            Err(e) => {
-                out.truncate(start);
-                return Err(e);
-            }
-        };
-        batch[super::BATCH_LENGTH_POS..super::BATCH_LENGTH_POS + 4]
-            .copy_from_slice(&batch_length.to_be_bytes());
-        let crc = crc_of(batch);
-        batch[CRC_POS..ATTRIBUTES_POS].copy_from_slice(&crc.to_be_bytes());
         Ok(())
     }
+}
+
+/// Writes `batchLength`, then the CRC-32C over the rest, into a whole batch.
+fn seal(batch: &mut [u8], batch_length: i32) {
+    batch[super::BATCH_LENGTH_POS..super::BATCH_LENGTH_POS + 4]
+        .copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc_of(batch);
+    batch[CRC_POS..ATTRIBUTES_POS].copy_from_slice(&crc.to_be_bytes());
 }

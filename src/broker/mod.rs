@@ -222,8 +222,8 @@ pub struct TopicSummary {
 pub enum AppendBatch<'a> {
     /// Records to encode.
     Records(&'a [NewRecord<'a>]),
-    /// Records already encoded in the `crate::record` format; their offsets and CRCs are
-    /// rewritten in place and the buffer becomes the bytes written to disk.
+    /// RecordBatch v2s as a producer sent them: validated, their base offsets and leader epochs
+    /// set in place, and the buffer written to disk as it is.
     Encoded(&'a mut [u8]),
     /// Like `Encoded`, for a buffer the caller hands over.
     Owned(bytes::BytesMut),
@@ -760,12 +760,12 @@ impl Broker {
         let (pi, p) = self.route(topic, partition, key_hint)?;
         let result = match batch {
             AppendBatch::Records(records) => self.run_append(|| p.log.append(records)),
-            AppendBatch::Encoded(encoded) => self.run_append(|| p.log.append_encoded(encoded)),
+            AppendBatch::Encoded(encoded) => self.run_append(|| p.log.append_batches(encoded)),
             AppendBatch::Owned(mut encoded) => {
                 if matches!(self.config.log.fsync, FsyncPolicy::Always) {
                     let log = p.log.clone();
                     let task =
-                        tokio::task::spawn_blocking(move || log.append_encoded(&mut encoded));
+                        tokio::task::spawn_blocking(move || log.append_batches(&mut encoded));
                     match task.await {
                         Ok(r) => r,
                         Err(join) => {
@@ -777,7 +777,7 @@ impl Broker {
                         }
                     }
                 } else {
-                    p.log.append_encoded(&mut encoded)
+                    p.log.append_batches(&mut encoded)
                 }
             }
         };

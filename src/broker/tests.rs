@@ -1,7 +1,8 @@
 //! Broker tests against real logs in temp directories: what a user of the broker would see.
 
 use super::*;
-use crate::record::{self, RecordIter};
+use crate::batch::Compression;
+use crate::record;
 use std::time::Duration;
 
 fn config(dir: &Path) -> BrokerConfig {
@@ -13,10 +14,12 @@ fn open(dir: &Path) -> Arc<Broker> {
 }
 
 fn values(result: &FetchResult) -> Vec<(u64, Vec<u8>)> {
-    RecordIter::new(result.records.bytes(), record::DEFAULT_MAX_RECORD_BYTES)
+    result
+        .records
+        .records()
         .map(|r| {
             let r = r.unwrap();
-            (r.offset, r.value.to_vec())
+            (r.offset, r.value.unwrap())
         })
         .collect()
 }
@@ -225,11 +228,8 @@ async fn keyed_appends_follow_kafkas_partitioner_and_unkeyed_round_robin() {
 #[tokio::test]
 async fn append_encoded_assigns_offsets_and_auto_create_is_opt_in() {
     let dir = tempfile::tempdir().unwrap();
-    let mut buf = Vec::new();
-    for v in [&b"one"[..], b"two"] {
-        record::encode(&mut buf, 999, &NewRecord::value(v), record::DEFAULT_MAX_RECORD_BYTES)
-            .unwrap();
-    }
+    let recs = [NewRecord::value(b"one"), NewRecord::value(b"two")];
+    let mut buf = record::build_batch(&recs, Compression::None).unwrap();
     let b = open(dir.path());
     assert!(matches!(
         b.append("new", None, None, AppendBatch::Encoded(&mut buf.clone())).await,
@@ -397,9 +397,7 @@ async fn append_owned_works_on_a_current_thread_runtime_with_fsync_always() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
     b.create_topic("t", 1).unwrap();
-    let mut buf = Vec::new();
-    record::encode(&mut buf, 0, &NewRecord::value(b"owned"), record::DEFAULT_MAX_RECORD_BYTES)
-        .unwrap();
+    let buf = record::build_batch(&[NewRecord::value(b"owned")], Compression::None).unwrap();
     let r = b
         .append("t", Some(0), None, AppendBatch::Owned(bytes::BytesMut::from(&buf[..])))
         .await

@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 use clap::{Args, ValueEnum};
 
 use super::{CliError, ConnectArgs, reconnect_on_stderr};
+use crate::batch::RecordView;
 use crate::client::{ClientError, Consumer, ConsumerConfig, StartFrom};
-use crate::record::RecordView;
 
 /// Longest a stopping `consume --follow --group` waits to commit what it printed (the broker may
 /// be down: it reconnects forever while following, but not once asked to stop).
@@ -40,8 +40,10 @@ pub struct ConsumeArgs {
     /// Stop after printing this many records.
     #[arg(long, value_name = "N")]
     max_messages: Option<u64>,
-    /// `value`: the value as is, one per line; `json`: one object per line with partition,
-    /// offset, timestamp, key and value (key and value as UTF-8 text, invalid bytes replaced).
+    /// `value`: the value as is, one per line (a null value prints an empty line); `json`: one
+    /// object per line with partition, offset, timestamp, key, value (`null` for a null key or
+    /// value) and headers (a list of `[key, value]` pairs in order, keys may repeat), as UTF-8
+    /// text with invalid bytes replaced.
     #[arg(long, value_enum, default_value_t = Format::Value)]
     format: Format,
     #[command(flatten)]
@@ -60,7 +62,8 @@ struct JsonRecord<'a> {
     offset: u64,
     timestamp: i64,
     key: Option<std::borrow::Cow<'a, str>>,
-    value: std::borrow::Cow<'a, str>,
+    value: Option<std::borrow::Cow<'a, str>>,
+    headers: Vec<(std::borrow::Cow<'a, str>, Option<std::borrow::Cow<'a, str>>)>,
 }
 
 pub(super) async fn run(args: ConsumeArgs) -> Result<(), CliError> {
@@ -170,16 +173,20 @@ fn write_record(
 ) -> std::io::Result<()> {
     match format {
         Format::Value => {
-            out.write_all(rec.value)?;
+            out.write_all(rec.value.unwrap_or_default())?;
             out.write_all(b"\n")
         }
         Format::Json => {
             let json = JsonRecord {
                 partition,
-                offset: rec.offset,
-                timestamp: rec.timestamp_ms,
+                offset: rec.offset as u64,
+                timestamp: rec.timestamp,
                 key: rec.key.map(String::from_utf8_lossy),
-                value: String::from_utf8_lossy(rec.value),
+                value: rec.value.map(String::from_utf8_lossy),
+                headers: rec
+                    .headers()
+                    .map(|h| (String::from_utf8_lossy(h.key), h.value.map(String::from_utf8_lossy)))
+                    .collect(),
             };
             serde_json::to_writer(&mut *out, &json).map_err(std::io::Error::other)?;
             out.write_all(b"\n")

@@ -26,7 +26,10 @@ use serde::Serialize;
 use super::{CliError, ConnectArgs};
 use crate::client::{Admin, ClientError, Connection};
 use crate::protocol::{FETCH_CONTINUE, Request, Response};
-use crate::record::{self, NewRecord, RecordIter};
+use std::ops::ControlFlow;
+
+use crate::batch::{BatchBuilder, BatchError, Compression};
+use crate::record::{self, NewRecord};
 
 /// Largest latency recorded (one minute, in µs); larger values are clamped to it.
 const MAX_LATENCY_US: u64 = 60_000_000;
@@ -280,7 +283,7 @@ fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| b'a' + (i * 7 % 26) as u8).collect()
 }
 
-fn encode_err(topic: &str, source: record::RecordError) -> CliError {
+fn encode_err(topic: &str, source: BatchError) -> CliError {
     CliError::Client(ClientError::Encode { topic: topic.to_string(), source })
 }
 
@@ -299,7 +302,8 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     let conn = common.connect.connect().await?;
     let partitions = ensure_topic(&conn, common).await?;
     drop(conn);
-    let record_len = record::encoded_len(None, &payload(common.record_size), &[]);
+    // A record's varints and fixed fields take about 8 bytes besides its value.
+    let record_len = common.record_size + 8;
     let batch_records = (args.batch_size / record_len).max(1) as u64;
     let in_flight = match args.acks {
         Acks::Wait => args.in_flight.max(1),
@@ -398,18 +402,18 @@ impl ProduceJob {
             if n == 0 {
                 break;
             }
-            let mut buf =
-                self.conn.batch_buffer(n as usize * (self.value.len() + record::MIN_RECORD_LEN));
+            let buf = self.conn.batch_buffer(n as usize * (self.value.len() + 8) + 64);
             let rec = NewRecord {
                 timestamp_ms: record::now_ms(),
                 key: None,
-                value: &self.value,
+                value: Some(&self.value),
                 headers: &[],
             };
+            let mut builder = BatchBuilder::in_buffer(Compression::None, buf);
             for _ in 0..n {
-                record::encode_for_append(&mut buf, &rec, record::DEFAULT_MAX_RECORD_BYTES)
-                    .map_err(|e| encode_err(&self.topic, e))?;
+                record::push_record(&mut builder, &rec).map_err(|e| encode_err(&self.topic, e))?;
             }
+            let buf = builder.finish().map_err(|e| encode_err(&self.topic, e))?;
             let partition = (self.first_partition + batch_no) % self.partitions;
             batch_no = batch_no.wrapping_add(1);
             let req = Request::Append {
@@ -518,6 +522,7 @@ async fn replay(
 ) -> Result<(u64, u64, Histogram<u64>), CliError> {
     let mut hist = new_histogram();
     let (mut total, mut value_bytes) = (0u64, 0u64);
+    let mut scratch = Vec::new();
     for (partition, start, mut end) in plan {
         let mut next = start;
         let mut in_flight = VecDeque::with_capacity(depth);
@@ -545,25 +550,34 @@ async fn replay(
                 end = next;
                 continue;
             }
-            for item in RecordIter::new(&records, record::DEFAULT_MAX_RECORD_BYTES) {
-                let view = item.map_err(|source| ClientError::Corrupt {
-                    topic: topic.clone(),
-                    partition,
-                    offset: next,
-                    source,
-                })?;
-                if view.offset >= end {
-                    break;
+            let mut out_of_order = None;
+            record::for_each_record(&records, true, &mut scratch, |view| {
+                let offset = view.offset as u64;
+                if offset < next {
+                    return ControlFlow::Continue(());
                 }
-                if view.offset != next {
-                    return Err(CliError::Broker(format!(
-                        "fetch of {topic}/{partition} brought offset {} where {next} was due",
-                        view.offset
-                    )));
+                if offset >= end {
+                    return ControlFlow::Break(());
+                }
+                if offset != next {
+                    out_of_order = Some(offset);
+                    return ControlFlow::Break(());
                 }
                 next += 1;
                 total += 1;
-                value_bytes += view.value.len() as u64;
+                value_bytes += view.value.map_or(0, <[u8]>::len) as u64;
+                ControlFlow::Continue(())
+            })
+            .map_err(|source| ClientError::Corrupt {
+                topic: topic.clone(),
+                partition,
+                offset: next,
+                source,
+            })?;
+            if let Some(offset) = out_of_order {
+                return Err(CliError::Broker(format!(
+                    "fetch of {topic}/{partition} brought offset {offset} where {next} was due"
+                )));
             }
         }
         // Fetches still in flight past the end are dropped; the connection discards their
@@ -621,15 +635,18 @@ async fn latency(args: LatencyArgs) -> Result<(), CliError> {
         // Each value carries its send time in µs (the record timestamp has only ms resolution).
         values.clear();
         values.resize(n, value.clone());
-        let mut buf = Vec::with_capacity(n * (value.len() + record::MIN_RECORD_LEN));
+        let mut builder = BatchBuilder::in_buffer(
+            Compression::None,
+            Vec::with_capacity(n * (value.len() + 8) + 64),
+        );
         let ts = record::now_ms();
         let t = now_us().to_le_bytes();
         for v in &mut values {
             v[..8].copy_from_slice(&t);
-            let rec = NewRecord { timestamp_ms: ts, key: None, value: v, headers: &[] };
-            record::encode_for_append(&mut buf, &rec, record::DEFAULT_MAX_RECORD_BYTES)
-                .map_err(|e| encode_err(&common.topic, e))?;
+            let rec = NewRecord { timestamp_ms: ts, key: None, value: Some(v), headers: &[] };
+            record::push_record(&mut builder, &rec).map_err(|e| encode_err(&common.topic, e))?;
         }
+        let buf = builder.finish().map_err(|e| encode_err(&common.topic, e))?;
         let req = Request::Append {
             topic: common.topic.clone(),
             partition: Some(batch_no % partitions),
@@ -705,6 +722,7 @@ async fn follow(
     let mut hist = new_histogram();
     let mut offset = start;
     let mut seen = 0u64;
+    let mut scratch = Vec::new();
     while Instant::now() < until.deadline
         && until.seen_total.load(Ordering::Acquire) < until.expected
     {
@@ -721,23 +739,24 @@ async fn follow(
         };
         let now = now_us();
         let mut got = 0;
-        for item in RecordIter::new(&records, record::DEFAULT_MAX_RECORD_BYTES) {
-            let view = item.map_err(|source| ClientError::Corrupt {
-                topic: topic.clone(),
-                partition,
-                offset,
-                source,
-            })?;
-            if view.offset < offset {
-                continue;
+        record::for_each_record(&records, true, &mut scratch, |view| {
+            if (view.offset as u64) < offset {
+                return ControlFlow::Continue(());
             }
-            offset = view.offset + 1;
+            offset = view.offset as u64 + 1;
             got += 1;
-            if let Some(t) = view.value.get(..8) {
+            if let Some(t) = view.value.and_then(|v| v.get(..8)) {
                 let t = u64::from_le_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]]);
                 record_latency(&mut hist, Duration::from_micros(now.saturating_sub(t)), 1);
             }
-        }
+            ControlFlow::Continue(())
+        })
+        .map_err(|source| ClientError::Corrupt {
+            topic: topic.clone(),
+            partition,
+            offset,
+            source,
+        })?;
         seen += got;
         until.seen_total.fetch_add(got, Ordering::AcqRel);
     }

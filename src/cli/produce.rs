@@ -133,7 +133,12 @@ impl Sender<'_> {
             self.timestamp_uses_left = TIMESTAMP_REUSE;
         }
         self.timestamp_uses_left -= 1;
-        let rec = NewRecord { timestamp_ms: self.timestamp_ms, key: self.key, value, headers: &[] };
+        let rec = NewRecord {
+            timestamp_ms: self.timestamp_ms,
+            key: self.key,
+            value: Some(value),
+            headers: &[],
+        };
         let due = self.producer.buffer_record(self.partition, &rec)?;
         self.sent += 1;
         Ok(due)

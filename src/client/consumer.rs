@@ -1,6 +1,6 @@
 //! The consumer: reads one topic's partitions from a chosen start position, long-polls for new
-//! records, checks every fetched record's CRC with `crate::record::RecordIter` (the same bytes and
-//! CRCs the broker wrote), and commits its position for a consumer group. Never skips a record it
+//! records, checks the CRC-32C of every fetched batch (the bytes the producer wrote, stored as
+//! they came), decompresses what is compressed, and commits its position for a consumer group. Never skips a record it
 //! could not verify: a corrupt record is an error. With `reconnect`, a lost connection is reopened
 //! and reading goes on right after the last record handed out.
 
@@ -11,8 +11,9 @@ use std::time::Duration;
 use super::admin::unexpected;
 use super::connection::Pending;
 use super::{Admin, ClientError, Connection, Reconnect};
+use crate::batch::{self, BatchView, Compression, RecordView};
 use crate::protocol::{ErrorCode, FETCH_CONTINUE, Request, Response};
-use crate::record::{self, Header, RecordIter, RecordView};
+use crate::record::{self, Header};
 
 /// Most fetches of one partition in flight at once (when it is behind).
 const FETCH_DEPTH: usize = 4;
@@ -75,7 +76,8 @@ pub struct ConsumedRecord {
     pub offset: u64,
     pub timestamp_ms: i64,
     pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
+    /// `None` is a null value (a tombstone).
+    pub value: Option<Vec<u8>>,
     pub headers: Vec<Header>,
 }
 
@@ -403,30 +405,33 @@ impl Consumer {
     }
 
     /// Records buffered by `next`/`poll`, handed to a `poll_views` callback. Rare (only when a
-    /// caller mixes the two APIs), so each is re-encoded to get a view of it.
+    /// caller mixes the two APIs), so each is re-encoded into a batch of its own to view it.
     fn hand_out_buffered<E, F>(&mut self, each: &mut F) -> Result<usize, E>
     where
         E: From<ClientError>,
         F: FnMut(u32, &RecordView<'_>) -> Result<ControlFlow<()>, E>,
     {
         let mut seen = 0;
-        let mut buf = Vec::new();
         while let Some(rec) = self.buffered.pop_front() {
-            buf.clear();
             let new = record::NewRecord {
                 timestamp_ms: rec.timestamp_ms,
                 key: rec.key.as_deref(),
-                value: &rec.value,
+                value: rec.value.as_deref(),
                 headers: &rec.headers,
             };
-            let encoded = record::encode(&mut buf, rec.offset, &new, u32::MAX)
-                .and_then(|_| record::decode(&buf, u32::MAX));
-            let view = encoded.map_err(|source| ClientError::Corrupt {
+            let corrupt = |source| ClientError::Corrupt {
                 topic: self.topic.clone(),
                 partition: rec.partition,
                 offset: rec.offset,
                 source,
-            })?;
+            };
+            let mut buf = record::build_batch(&[new], Compression::None).map_err(corrupt)?;
+            batch::set_base_offset(&mut buf, rec.offset as i64).map_err(corrupt)?;
+            let batch = BatchView::new(&buf).map_err(corrupt)?;
+            let view = match batch.records().map_err(corrupt)?.next() {
+                Some(v) => v.map_err(corrupt)?,
+                None => continue,
+            };
             if let Some(p) = self.partitions.iter_mut().find(|p| p.partition == rec.partition) {
                 p.position = rec.offset + 1;
             }
@@ -540,33 +545,64 @@ impl Consumer {
             // Treat where we are as the end rather than asking again forever.
             state.end = state.fetched_to;
         }
-        for item in RecordIter::new(records, self.config.max_record_bytes) {
-            let view = match item {
+        let mut scratch = Vec::new();
+        for item in batch::batches(records) {
+            let topic = &self.topic;
+            let corrupt = |offset, source| ClientError::Corrupt {
+                topic: topic.clone(),
+                partition: state.partition,
+                offset,
+                source,
+            };
+            let checked = item.and_then(|view| view.verify_crc().map(|()| view));
+            let view = match checked {
                 Ok(view) => view,
                 Err(source) => {
-                    self.corrupt = Some(ClientError::Corrupt {
-                        topic: self.topic.clone(),
-                        partition: state.partition,
-                        offset: state.fetched_to,
-                        source,
-                    });
-                    // Nothing after a corrupt record can be trusted, in any partition.
+                    self.corrupt = Some(corrupt(state.fetched_to, source));
+                    // Nothing after a corrupt batch can be trusted, in any partition.
                     return Ok(false);
                 }
             };
-            if view.offset < state.fetched_to {
+            if view.is_control() || (view.last_offset() as u64) < state.fetched_to {
                 continue;
             }
-            if stop_at_end && view.offset >= state.end {
-                break;
-            }
-            state.fetched_to = view.offset + 1;
-            if consumed {
-                state.position = view.offset + 1;
-            }
-            *seen += 1;
-            if each(state.partition, &view).map_err(RoundError::Each)?.is_break() {
-                return Ok(false);
+            let records = match view.compression() {
+                Ok(Compression::None) => view.records(),
+                Ok(_) => view
+                    .decompress_into(&mut scratch, batch::MAX_DECOMPRESSED_BYTES)
+                    .map(|()| view.records_in(&scratch)),
+                Err(e) => Err(e),
+            };
+            let records = match records {
+                Ok(r) => r,
+                Err(source) => {
+                    self.corrupt = Some(corrupt(state.fetched_to, source));
+                    return Ok(false);
+                }
+            };
+            for item in records {
+                let view = match item {
+                    Ok(view) => view,
+                    Err(source) => {
+                        self.corrupt = Some(corrupt(state.fetched_to, source));
+                        return Ok(false);
+                    }
+                };
+                let offset = view.offset as u64;
+                if offset < state.fetched_to {
+                    continue;
+                }
+                if stop_at_end && offset >= state.end {
+                    return Ok(true);
+                }
+                state.fetched_to = offset + 1;
+                if consumed {
+                    state.position = offset + 1;
+                }
+                *seen += 1;
+                if each(state.partition, &view).map_err(RoundError::Each)?.is_break() {
+                    return Ok(false);
+                }
             }
         }
         Ok(true)
@@ -642,14 +678,19 @@ impl Consumer {
                 max_wait_ms,
                 false,
                 &mut |partition, view: &RecordView<'_>| {
-                    let rec = view.to_record();
                     buffered.push_back(ConsumedRecord {
                         partition,
-                        offset: rec.offset,
-                        timestamp_ms: rec.timestamp_ms,
-                        key: rec.key,
-                        value: rec.value,
-                        headers: rec.headers,
+                        offset: view.offset as u64,
+                        timestamp_ms: view.timestamp,
+                        key: view.key.map(<[u8]>::to_vec),
+                        value: view.value.map(<[u8]>::to_vec),
+                        headers: view
+                            .headers()
+                            .map(|h| Header {
+                                key: h.key.to_vec(),
+                                value: h.value.map(<[u8]>::to_vec),
+                            })
+                            .collect(),
                     });
                     Ok::<_, ClientError>(ControlFlow::Continue(()))
                 },
@@ -711,16 +752,13 @@ mod tests {
         addr
     }
 
+    /// One batch per value, offsets from 0.
     fn encoded(values: &[&[u8]]) -> Vec<u8> {
         let mut buf = Vec::new();
         for (i, v) in values.iter().enumerate() {
-            record::encode(
-                &mut buf,
-                i as u64,
-                &NewRecord::value(v),
-                record::DEFAULT_MAX_RECORD_BYTES,
-            )
-            .unwrap();
+            let mut b = record::build_batch(&[NewRecord::value(v)], Compression::None).unwrap();
+            batch::set_base_offset(&mut b, i as i64).unwrap();
+            buf.extend_from_slice(&b);
         }
         buf
     }
@@ -734,7 +772,7 @@ mod tests {
             .unwrap();
         let mut got = Vec::new();
         while let Some(r) = c.next().await.unwrap() {
-            got.push((r.offset, r.value));
+            got.push((r.offset, r.value.unwrap()));
         }
         assert_eq!(got, vec![(0, b"a".to_vec()), (1, b"b".to_vec()), (2, b"c".to_vec())]);
     }
@@ -751,18 +789,14 @@ mod tests {
             .unwrap();
         // The intact record before the damage is still delivered; the damaged one never is,
         // and the consumer keeps refusing to go past it.
-        assert_eq!(c.next().await.unwrap().unwrap().value, b"good");
+        assert_eq!(c.next().await.unwrap().unwrap().value.as_deref(), Some(&b"good"[..]));
         let err = c.next().await.unwrap_err();
         assert!(c.next().await.is_err());
         assert_eq!(c.position(0), Some(1));
         assert!(
             matches!(
                 err,
-                ClientError::Corrupt {
-                    partition: 0,
-                    source: record::RecordError::CrcMismatch { .. },
-                    ..
-                }
+                ClientError::Corrupt { partition: 0, source: batch::BatchError::Crc { .. }, .. }
             ),
             "{err:?}"
         );
@@ -778,7 +812,7 @@ mod tests {
         let mut got = Vec::new();
         while let Some(n) = c
             .poll_views(|p, v| {
-                got.push((p, v.offset, v.value.to_vec()));
+                got.push((p, v.offset as u64, v.value.unwrap().to_vec()));
                 Ok::<_, ClientError>(ControlFlow::Continue(()))
             })
             .await
@@ -803,7 +837,7 @@ mod tests {
         // The rest is fetched again, starting right after the record seen.
         let mut rest = Vec::new();
         c.poll_views(|_, v| {
-            rest.push(v.value.to_vec());
+            rest.push(v.value.unwrap().to_vec());
             Ok::<_, ClientError>(ControlFlow::Continue(()))
         })
         .await
@@ -823,10 +857,10 @@ mod tests {
         let mut c = Consumer::new(conn, "t", StartFrom::Beginning, ConsumerConfig::default())
             .await
             .unwrap();
-        assert_eq!(c.next().await.unwrap().unwrap().value, b"a");
+        assert_eq!(c.next().await.unwrap().unwrap().value.as_deref(), Some(&b"a"[..]));
         let mut rest = Vec::new();
         c.poll_views(|_, v| {
-            rest.push((v.offset, v.value.to_vec()));
+            rest.push((v.offset, v.value.unwrap().to_vec()));
             Ok::<_, ClientError>(ControlFlow::Continue(()))
         })
         .await
@@ -847,7 +881,7 @@ mod tests {
             .unwrap();
         let mut got = Vec::new();
         let mut collect = |_: u32, v: &RecordView<'_>| {
-            got.push(v.value.to_vec());
+            got.push(v.value.unwrap().to_vec());
             Ok::<_, ClientError>(ControlFlow::Continue(()))
         };
         assert_eq!(c.poll_views(&mut collect).await.unwrap(), Some(1));
@@ -856,10 +890,7 @@ mod tests {
         assert_eq!(got, vec![b"good".to_vec()]);
         assert_eq!(c.position(0), Some(1));
         assert!(
-            matches!(
-                err,
-                ClientError::Corrupt { source: record::RecordError::CrcMismatch { .. }, .. }
-            ),
+            matches!(err, ClientError::Corrupt { source: batch::BatchError::Crc { .. }, .. }),
             "{err:?}"
         );
     }

@@ -47,8 +47,8 @@ pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartFrom};
 pub use producer::{BatchAck, Producer, ProducerConfig};
 pub use reconnect::{Reconnect, ReconnectEvent, ReconnectListener};
 
+use crate::batch::BatchError;
 use crate::protocol::{ErrorCode, ProtocolError};
-use crate::record::RecordError;
 
 /// Everything that can go wrong between this client and a broker.
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +82,10 @@ pub enum ClientError {
     },
     /// A fetched record failed its CRC or layout check.
     #[error("corrupt record in {topic}/{partition} at or after offset {offset}: {source}")]
-    Corrupt { topic: String, partition: u32, offset: u64, source: RecordError },
+    Corrupt { topic: String, partition: u32, offset: u64, source: BatchError },
     /// A record could not be encoded (too large, too many headers).
     #[error("cannot encode record for {topic}: {source}")]
-    Encode { topic: String, source: RecordError },
+    Encode { topic: String, source: BatchError },
     /// The connection was lost and the broker did not come back within the reconnect policy's
     /// time.
     #[error("broker {addr} unavailable for {:.1} s ({reason}); gave up reconnecting", waited.as_secs_f64())]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::admin::unexpected;
 use super::connection::Pending;
 use super::{Admin, ClientError, Connection, Reconnect, partition_for_key};
+use crate::batch::{BatchBuilder, Compression};
 use crate::protocol::{ErrorCode, Request, Response};
 use crate::record::{self, NewRecord};
 use bytes::Bytes;
@@ -28,8 +29,11 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// Batches awaiting their acknowledgement at once; `send` waits for the oldest beyond this.
     pub max_in_flight: usize,
-    /// Largest encoded record accepted (the broker enforces its own limit too).
+    /// Largest batch accepted (the broker enforces its own limit too, Kafka's
+    /// `max.message.bytes`): a record that alone makes a batch larger is refused here.
     pub max_record_bytes: u32,
+    /// How each batch's records are compressed (the broker stores them as sent).
+    pub compression: Compression,
     /// When the connection is lost: reconnect this way and send every unacknowledged batch
     /// again, in order (at-least-once). `None`: the loss is an error.
     pub reconnect: Option<Reconnect>,
@@ -43,6 +47,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             max_in_flight: 8,
             max_record_bytes: record::DEFAULT_MAX_RECORD_BYTES,
+            compression: Compression::None,
             reconnect: None,
         }
     }
@@ -96,8 +101,7 @@ struct InFlight {
 
 struct Batch {
     target: Target,
-    buf: Vec<u8>,
-    records: usize,
+    builder: BatchBuilder,
     started: Instant,
 }
 
@@ -159,7 +163,8 @@ impl Producer {
     /// Queues a record; with a key it goes to Kafka's murmur2 partition for that key, without one
     /// the broker spreads batches round-robin.
     pub async fn send(&mut self, key: Option<&[u8]>, value: &[u8]) -> Result<(), ClientError> {
-        let rec = NewRecord { timestamp_ms: record::now_ms(), key, value, headers: &[] };
+        let rec =
+            NewRecord { timestamp_ms: record::now_ms(), key, value: Some(value), headers: &[] };
         self.send_record(None, &rec).await
     }
 
@@ -200,24 +205,26 @@ impl Producer {
         let idx = match self.batches.iter().position(|b| b.target == target) {
             Some(i) => i,
             None => {
+                let buf = self.conn.batch_buffer(reserve);
                 self.batches.push(Batch {
                     target,
-                    buf: self.conn.batch_buffer(reserve),
-                    records: 0,
+                    builder: BatchBuilder::in_buffer(self.config.compression, buf),
                     started: Instant::now(),
                 });
                 self.batches.len() - 1
             }
         };
         let batch = &mut self.batches[idx];
-        if batch.records == 0 {
+        if batch.builder.is_empty() {
             // Starting a batch reads the clock anyway: check the other batches with it too.
             batch.started = Instant::now();
             self.linger_check_due = true;
         }
-        record::encode_for_append(&mut batch.buf, rec, self.config.max_record_bytes)
+        let before = batch.builder.records_bytes();
+        check_size(&self.topic, rec, self.config.max_record_bytes)?;
+        record::push_record(&mut batch.builder, rec)
             .map_err(|source| ClientError::Encode { topic: self.topic.clone(), source })?;
-        batch.records += 1;
+        debug_assert!(batch.builder.records_bytes() > before);
         let full = self.is_full(&self.batches[idx]);
         self.since_linger_check += 1;
         if self.since_linger_check >= LINGER_CHECK_EVERY {
@@ -240,14 +247,18 @@ impl Producer {
     }
 
     fn is_full(&self, batch: &Batch) -> bool {
-        batch.buf.len() >= self.config.batch_max_bytes
-            || batch.records >= self.config.batch_max_records
+        batch.builder.records_bytes() >= self.config.batch_max_bytes
+            || batch.builder.len() >= self.config.batch_max_records
     }
 
     /// When the oldest unsent batch should go out because of `linger` (for callers that wait
     /// for input and want to wake up in time to call [`Producer::flush_lingering`]).
     pub fn linger_deadline(&self) -> Option<Instant> {
-        self.batches.iter().filter(|b| b.records > 0).map(|b| b.started + self.config.linger).min()
+        self.batches
+            .iter()
+            .filter(|b| !b.builder.is_empty())
+            .map(|b| b.started + self.config.linger)
+            .min()
     }
 
     /// Sends every batch that has lingered long enough.
@@ -255,11 +266,9 @@ impl Producer {
         self.since_linger_check = 0;
         self.linger_check_due = false;
         let now = Instant::now();
-        while let Some(i) = self
-            .batches
-            .iter()
-            .position(|b| b.records > 0 && now.duration_since(b.started) >= self.config.linger)
-        {
+        while let Some(i) = self.batches.iter().position(|b| {
+            !b.builder.is_empty() && now.duration_since(b.started) >= self.config.linger
+        }) {
             let batch = self.batches.swap_remove(i);
             self.dispatch(batch).await?;
         }
@@ -270,7 +279,7 @@ impl Producer {
     /// collected since the last call to `flush` or [`Producer::take_acks`], in completion order.
     pub async fn flush(&mut self) -> Result<Vec<BatchAck>, ClientError> {
         for batch in std::mem::take(&mut self.batches) {
-            if batch.records > 0 {
+            if !batch.builder.is_empty() {
                 self.dispatch(batch).await?;
             }
         }
@@ -293,11 +302,13 @@ impl Producer {
         partition: Option<u32>,
         records: &[NewRecord<'_>],
     ) -> Result<BatchAck, ClientError> {
-        let mut buf = Vec::new();
+        let encode = |source| ClientError::Encode { topic: self.topic.clone(), source };
+        let mut builder = BatchBuilder::new(self.config.compression);
         for rec in records {
-            record::encode_for_append(&mut buf, rec, self.config.max_record_bytes)
-                .map_err(|source| ClientError::Encode { topic: self.topic.clone(), source })?;
+            check_size(&self.topic, rec, self.config.max_record_bytes)?;
+            record::push_record(&mut builder, rec).map_err(encode)?;
         }
+        let buf = builder.finish().map_err(encode)?;
         let target = match partition {
             Some(p) => Target::Partition(p),
             None => Target::Any,
@@ -311,7 +322,11 @@ impl Producer {
         while self.in_flight.len() >= self.config.max_in_flight.max(1) {
             self.settle_front().await?;
         }
-        let req = append_request(&self.topic, &batch.target, Bytes::from(batch.buf));
+        let buf = batch
+            .builder
+            .finish()
+            .map_err(|source| ClientError::Encode { topic: self.topic.clone(), source })?;
+        let req = append_request(&self.topic, &batch.target, Bytes::from(buf));
         // Queued on the connection now, so batches reach the broker in the order they were sent.
         let started = self.conn.start(&req).await;
         self.in_flight.push_back(InFlight { req, pending: None });
@@ -435,6 +450,25 @@ impl Producer {
         }
         Ok(())
     }
+}
+
+/// Refuses a record that alone would make a batch larger than `max` bytes: the broker would refuse
+/// its whole batch.
+fn check_size(topic: &str, rec: &NewRecord<'_>, max: u32) -> Result<(), ClientError> {
+    let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
+    let headers: usize =
+        rec.headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len) + 10).sum();
+    // The batch header, the record's fixed fields and varints: at most about 40 bytes.
+    let size = crate::batch::HEADER_LEN + 40 + len(rec.key) + len(rec.value) + headers;
+    if size > max as usize {
+        return Err(ClientError::Encode {
+            topic: topic.to_owned(),
+            source: crate::batch::BatchError::Build(format!(
+                "a record of about {size} bytes (as a batch) exceeds the maximum of {max} bytes"
+            )),
+        });
+    }
+    Ok(())
 }
 
 fn append_request(topic: &str, target: &Target, records: Bytes) -> Request {

@@ -212,6 +212,7 @@ pub(crate) async fn records(
     };
     let mut bytes_read = 0;
     let mut page_bytes = 0;
+    let mut scratch = Vec::new();
     let full = |records: usize, page_bytes: usize| records == limit || page_bytes >= MAX_PAGE_BYTES;
     while !full(page.records.len(), page_bytes) && bytes_read < BROWSE_MAX_BYTES {
         let fetched = s
@@ -225,22 +226,39 @@ pub(crate) async fn records(
             break;
         }
         bytes_read += fetched.records.len();
-        for r in fetched.records.records() {
-            let r = r.map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("record at or after offset {offset} of {topic}/{partition}: {e}"),
-                )
-            })?;
-            if r.offset < offset {
-                continue; // a read may start at the index entry below the offset asked for
+        let at = offset;
+        let bad = |e: crate::batch::BatchError| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("record at or after offset {at} of {topic}/{partition}: {e}"),
+            )
+        };
+        'batches: for view in crate::batch::batches(fetched.records.bytes()) {
+            let view = view.map_err(bad)?;
+            view.verify_crc().map_err(bad)?;
+            if view.is_control() || view.last_offset() < offset as i64 {
+                continue;
             }
-            let record = RecordJson::from_view(&r);
-            page_bytes += record.weight();
-            page.records.push(record);
-            offset = r.offset + 1;
-            if full(page.records.len(), page_bytes) {
-                break;
+            let records = match view.compression().map_err(bad)? {
+                crate::batch::Compression::None => view.records().map_err(bad)?,
+                _ => {
+                    view.decompress_into(&mut scratch, crate::batch::MAX_DECOMPRESSED_BYTES)
+                        .map_err(bad)?;
+                    view.records_in(&scratch)
+                }
+            };
+            for r in records {
+                let r = r.map_err(bad)?;
+                if (r.offset as u64) < offset {
+                    continue; // a read starts at the batch holding the offset asked for
+                }
+                let record = RecordJson::from_view(&r);
+                page_bytes += record.weight();
+                page.records.push(record);
+                offset = r.offset as u64 + 1;
+                if full(page.records.len(), page_bytes) {
+                    break 'batches;
+                }
             }
         }
         if !full(page.records.len(), page_bytes) {

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::record::RecordView;
+use crate::batch::RecordView;
 
 /// Bytes of a key, value or header shown per record; the rest is cut and `truncated` is set.
 pub(crate) const PREVIEW_BYTES: usize = 4096;
@@ -78,7 +78,8 @@ pub(crate) struct RecordJson {
     pub timestamp_ms: i64,
     pub size_bytes: usize,
     pub key: Option<BytesView>,
-    pub value: BytesView,
+    /// `None` for a null value (a tombstone).
+    pub value: Option<BytesView>,
     /// The first [`MAX_HEADERS_SHOWN`] headers.
     pub headers: Vec<HeaderView>,
     /// How many headers the record has.
@@ -88,15 +89,18 @@ pub(crate) struct RecordJson {
 impl RecordJson {
     pub(crate) fn from_view(r: &RecordView<'_>) -> Self {
         RecordJson {
-            offset: r.offset,
-            timestamp_ms: r.timestamp_ms,
-            size_bytes: r.encoded_len(),
+            offset: r.offset as u64,
+            timestamp_ms: r.timestamp,
+            size_bytes: r.encoded_len,
             key: r.key.map(BytesView::new),
-            value: BytesView::new(r.value),
+            value: r.value.map(BytesView::new),
             headers: r
                 .headers()
                 .take(MAX_HEADERS_SHOWN)
-                .map(|(k, v)| HeaderView { key: BytesView::new(k), value: v.map(BytesView::new) })
+                .map(|h| HeaderView {
+                    key: BytesView::new(h.key),
+                    value: h.value.map(BytesView::new),
+                })
                 .collect(),
             headers_total: r.headers().count(),
         }
@@ -105,7 +109,7 @@ impl RecordJson {
     /// About the bytes this record takes in memory and in the JSON page.
     pub(crate) fn weight(&self) -> usize {
         128 + self.key.as_ref().map_or(0, BytesView::weight)
-            + self.value.weight()
+            + self.value.as_ref().map_or(0, BytesView::weight)
             + self
                 .headers
                 .iter()
@@ -129,7 +133,15 @@ pub(crate) struct RecordsPage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::{self, BatchView, Compression};
     use crate::record::{self, Header, NewRecord};
+
+    /// `rec` alone in a batch at `offset`.
+    fn one(rec: &NewRecord<'_>, offset: i64) -> Vec<u8> {
+        let mut b = record::build_batch(std::slice::from_ref(rec), Compression::None).unwrap();
+        batch::set_base_offset(&mut b, offset).unwrap();
+        b
+    }
 
     #[test]
     fn a_record_shows_text_and_hex_of_every_part() {
@@ -137,18 +149,23 @@ mod tests {
             Header { key: b"trace".to_vec(), value: Some(vec![0xff, 0x00]) },
             Header { key: b"nil".to_vec(), value: None },
         ];
-        let rec =
-            NewRecord { timestamp_ms: 1234, key: Some(b"k1"), value: b"hello", headers: &headers };
-        let mut buf = Vec::new();
-        record::encode(&mut buf, 7, &rec, record::DEFAULT_MAX_RECORD_BYTES).unwrap();
-        let view = record::decode(&buf, record::DEFAULT_MAX_RECORD_BYTES).unwrap();
+        let rec = NewRecord {
+            timestamp_ms: 1234,
+            key: Some(b"k1"),
+            value: Some(b"hello"),
+            headers: &headers,
+        };
+        let buf = one(&rec, 7);
+        let batch = BatchView::new(&buf).unwrap();
+        let view = batch.records().unwrap().next().unwrap().unwrap();
         let j = RecordJson::from_view(&view);
         assert_eq!(j.offset, 7);
         assert_eq!(j.timestamp_ms, 1234);
-        assert_eq!(j.size_bytes, buf.len());
+        assert_eq!(j.size_bytes, buf.len() - batch::HEADER_LEN);
         assert_eq!(j.key.as_ref().unwrap().text.as_deref(), Some("k1"));
-        assert_eq!(j.value.text.as_deref(), Some("hello"));
-        assert_eq!(j.value.hex, "68656c6c6f");
+        let value = j.value.as_ref().unwrap();
+        assert_eq!(value.text.as_deref(), Some("hello"));
+        assert_eq!(value.hex, "68656c6c6f");
         assert_eq!(j.headers[0].key.text.as_deref(), Some("trace"));
         let hv = j.headers[0].value.as_ref().unwrap();
         assert_eq!((hv.text.as_deref(), hv.hex.as_str()), (None, "ff00"));
@@ -161,10 +178,10 @@ mod tests {
         let headers: Vec<Header> = (0..5000)
             .map(|i| Header { key: format!("h{i}").into_bytes(), value: Some(vec![b'v'; 100]) })
             .collect();
-        let rec = NewRecord { timestamp_ms: 1, key: None, value: b"x", headers: &headers };
-        let mut buf = Vec::new();
-        record::encode(&mut buf, 0, &rec, record::DEFAULT_MAX_RECORD_BYTES).unwrap();
-        let view = record::decode(&buf, record::DEFAULT_MAX_RECORD_BYTES).unwrap();
+        let rec = NewRecord { timestamp_ms: 1, key: None, value: Some(b"x"), headers: &headers };
+        let buf = one(&rec, 0);
+        let batch = BatchView::new(&buf).unwrap();
+        let view = batch.records().unwrap().next().unwrap().unwrap();
         let j = RecordJson::from_view(&view);
         assert_eq!(j.headers.len(), MAX_HEADERS_SHOWN);
         assert_eq!(j.headers_total, 5000);

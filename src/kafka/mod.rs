@@ -1,13 +1,12 @@
 //! The Kafka wire protocol adapter: a second listener that lets unmodified Kafka clients (kcat,
 //! librdkafka, kafka-python, rskafka) produce and consume. It owns framing, the per-API handlers,
-//! the translation of record batches and the consumer-group coordinator; it calls the same
+//! the consumer-group coordinator (record batches pass through as stored: `crate::batch`); it calls the same
 //! `crate::broker::Broker` as the native protocol, and never touches storage details.
 //!
-//! Files: `codec` (frames, headers, API version table), `batch` (Kafka batches <-> stored records),
+//! Files: `codec` (frames, headers, API version table),
 //! `group` (the consumer-group rebalance state machine, no sockets), `handlers` (the dispatch,
 //! and one file per API family), `server` (the tokio listener).
 
-pub(crate) mod batch;
 pub(crate) mod codec;
 pub(crate) mod group;
 pub(crate) mod handlers;

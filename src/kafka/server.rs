@@ -94,7 +94,6 @@ impl KafkaServer {
             // Topic creation and record limits follow the broker's own configuration.
             auto_create_topics: broker.config().auto_create_topics,
             default_partitions: broker.config().default_partitions.max(1),
-            max_record_bytes: broker.config().log.max_record_bytes,
         };
         Ok(KafkaServer {
             listener,

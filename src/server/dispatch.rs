@@ -45,7 +45,9 @@ pub fn error_code(e: &BrokerError) -> ErrorCode {
             StorageError::RecordTooLarge { .. } | StorageError::BatchTooLarge { .. } => {
                 ErrorCode::RecordTooLarge
             }
-            StorageError::InvalidRecord(_) => ErrorCode::InvalidRecord,
+            StorageError::InvalidBatch { .. } | StorageError::UnsupportedBatch { .. } => {
+                ErrorCode::InvalidRecord
+            }
             _ => ErrorCode::Storage,
         },
         // Offline (damaged) data: Storage, whose message names the file; no new code, so

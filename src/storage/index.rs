@@ -9,7 +9,7 @@
 //! | position | size | field           | encoding                                                     |
 //! |----------|------|-----------------|--------------------------------------------------------------|
 //! | 0        | 4    | `magic`         | the bytes `MKIX`                                             |
-//! | 4        | 2    | `version`       | `u16`, currently 1                                           |
+//! | 4        | 2    | `version`       | `u16`, currently 2                                           |
 //! | 6        | 2    | reserved        | zero                                                         |
 //! | 8        | 4    | `crc`           | `u32`: CRC-32 (IEEE, `crc32fast`) of bytes `12..` to the end |
 //! | 12       | 4    | `entry_count`   | `u32`: number of entries that follow                         |
@@ -17,7 +17,7 @@
 //! | 24       | 8    | `next_offset`   | `u64`: the offset after the segment's last record            |
 //! | 32       | 8    | `max_timestamp` | `i64`: largest record timestamp, `i64::MIN` if none          |
 //! | 40       | 8    | `log_len`       | `u64`: length of the segment's log file (header + records)   |
-//! | 48       | 8·n  | entries         | per entry: `u32` offset relative to `base_offset`, `u32` file position |
+//! | 48       | 8·n  | entries         | per entry: `u32` base offset of a batch relative to `base_offset`, `u32` its file position |
 
 use crate::storage::fs::{FileSystem, write_atomic, write_replacing};
 use std::io;
@@ -26,7 +26,9 @@ use std::path::Path;
 /// Magic at the head of an index file.
 pub(crate) const INDEX_MAGIC: [u8; 4] = *b"MKIX";
 /// Format version of index files.
-pub(crate) const INDEX_VERSION: u16 = 1;
+/// Version 2 (with segment format 2): positions are batch starts. A version 1 index (record
+/// starts) does not decode and is rebuilt from the log.
+pub(crate) const INDEX_VERSION: u16 = 2;
 /// Position of the `version` field.
 const VERSION_POS: usize = 4;
 /// Position of the reserved field.

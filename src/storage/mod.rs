@@ -5,18 +5,19 @@
 //! # Surface
 //! - [`Log::open`] creates the directory if missing and recovers it; [`Log`] is `Send + Sync`,
 //!   every method takes `&self`, share it as `Arc<Log>`.
-//! - [`Log::append`] / [`Log::append_encoded`] write one batch with one write and return its
+//! - [`Log::append`] (records) / [`Log::append_batches`] (RecordBatch v2s as produced) write with
+//!   one write and return their
 //!   [`OffsetRange`] once the write reached the OS (and, with [`FsyncPolicy::Always`], after an
 //!   fdatasync shared by concurrent appenders: group commit).
-//! - [`Log::read`] returns a [`ReadSlice`] of the memory map: the records from an offset, within
-//!   one segment, at least one whole record, every one CRC-checked.
+//! - [`Log::read`] returns a [`ReadSlice`] of the memory map: whole batches from the one holding
+//!   an offset, within one segment, at least one batch.
 //! - [`Log::trim_before`], [`Log::enforce_retention`], [`Log::offset_for_timestamp`],
 //!   [`Log::describe`], [`Log::sync`], [`Log::sync_if_dirty`], [`Log::close`].
 //!
 //! # Files of a log directory
 //! | name                      | what                                                             |
 //! |---------------------------|------------------------------------------------------------------|
-//! | `{base_offset:020}.log`   | a segment: header + records (byte table in `segment.rs`)         |
+//! | `{base_offset:020}.log`   | a segment: header + RecordBatch v2s (byte table in `segment.rs`) |
 //! | `{base_offset:020}.index` | its sparse index (byte table in `index.rs`); a hint, rebuilt when missing or wrong |
 //! | `log-start-offset`        | checkpoint of the log start after a trim (byte table in `recovery.rs`) |
 //! | `clean-shutdown`          | written by `close()`, removed by open before any write           |
@@ -72,6 +73,7 @@ pub use self::handles::{
 };
 pub use self::log::{Log, ReadSlice};
 
+use crate::batch::BatchError;
 use crate::record;
 
 /// When appended data is fdatasynced.
@@ -93,7 +95,7 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// One index entry every this many bytes of log.
     pub index_interval_bytes: u32,
-    /// Largest record, length prefix included.
+    /// Largest batch, header included (Kafka's `max.message.bytes`).
     pub max_record_bytes: u32,
     pub fsync: FsyncPolicy,
     /// Delete the oldest sealed segments while the log is bigger than this.
@@ -118,6 +120,8 @@ impl Default for LogConfig {
 /// Largest `segment_bytes`: index positions are `u32`, and a batch may exceed the segment size,
 /// so keep well below 4 GiB.
 pub const MAX_SEGMENT_BYTES: u64 = 2 << 30;
+/// Smallest batch: a header and one empty record.
+const MIN_BATCH_BYTES: usize = crate::batch::HEADER_LEN + crate::batch::MIN_RECORD_LEN;
 /// Smallest `segment_bytes` (tests use tiny segments; below this every record would roll).
 pub const MIN_SEGMENT_BYTES: u64 = 64;
 
@@ -133,13 +137,12 @@ impl LogConfig {
         if self.index_interval_bytes == 0 {
             return bad("index_interval_bytes must be at least 1".into());
         }
-        if (self.max_record_bytes as usize) < record::MIN_RECORD_LEN
+        if (self.max_record_bytes as usize) < MIN_BATCH_BYTES
             || u64::from(self.max_record_bytes) > MAX_SEGMENT_BYTES
         {
             return bad(format!(
                 "max_record_bytes {} outside {}..={MAX_SEGMENT_BYTES}",
-                self.max_record_bytes,
-                record::MIN_RECORD_LEN
+                self.max_record_bytes, MIN_BATCH_BYTES
             ));
         }
         if let FsyncPolicy::Interval(d) = self.fsync
@@ -193,10 +196,16 @@ pub enum StorageError {
     OffsetOutOfRange { offset: u64, log_start_offset: u64, next_offset: u64 },
     #[error("corrupt log data in {} at byte {position}: {reason}", path.display())]
     Corrupt { path: PathBuf, position: u64, reason: String },
-    #[error("record of {size} bytes exceeds the maximum of {max} bytes")]
+    #[error("batch of {size} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge { size: u64, max: u64 },
-    #[error("invalid record: {0}")]
-    InvalidRecord(#[from] record::RecordError),
+    #[error("invalid record batch (batch {batch} of the request): {source}")]
+    InvalidBatch {
+        batch: usize,
+        #[source]
+        source: BatchError,
+    },
+    #[error("batch {batch} of the request is refused: {reason}")]
+    UnsupportedBatch { batch: usize, reason: &'static str },
     #[error(
         "log {} refuses writes: an earlier write or fsync failed; reopen it to recover",
         path.display()

@@ -157,7 +157,6 @@ pub(crate) fn recover(
             dir,
             base,
             capacity,
-            config.max_record_bytes,
             config.index_interval_bytes,
         )?));
     }
@@ -264,32 +263,28 @@ fn open_sealed(
     };
     let data = map.committed_bytes();
     segment::check_header(data, base).map_err(|r| corrupt(&log_path, 0, r))?;
-    let max = config.max_record_bytes;
 
     // Cheap path: a good index whose summary matches the file, and a tail that parses exactly.
     if let Some((index, summary)) = load_index(fs, &index_path, base)
         && summary.log_len == len as u64
     {
         let (pos, at) = tail_start(&index, base);
-        let end = segment::scan(data, pos, at, max, |_, _| {});
+        let end = segment::scan(data, pos, at, true, |_, _| {});
         if end.stopped.is_none() && end.position == len && end.next_offset == summary.next_offset {
             drop(map);
-            return Segment::from_parts(
-                SegmentParts {
-                    base_offset: base,
-                    log_path,
-                    index_path,
-                    file,
-                    data_len: len,
-                    capacity: len,
-                    next_offset: summary.next_offset,
-                    max_timestamp: summary.max_timestamp,
-                    index,
-                    index_interval_bytes: config.index_interval_bytes,
-                    sealed: true,
-                },
-                max,
-            );
+            return Segment::from_parts(SegmentParts {
+                base_offset: base,
+                log_path,
+                index_path,
+                file,
+                data_len: len,
+                capacity: len,
+                next_offset: summary.next_offset,
+                max_timestamp: summary.max_timestamp,
+                index,
+                index_interval_bytes: config.index_interval_bytes,
+                sealed: true,
+            });
         }
         tracing::warn!(path = %log_path.display(), "sealed segment disagrees with its index; scanning it");
     }
@@ -297,9 +292,9 @@ fn open_sealed(
     // Full scan: every record must be whole and in sequence up to the end of the file.
     let mut index = Index::new();
     let mut cursor = IndexCursor::new(config.index_interval_bytes, SEGMENT_HEADER_LEN);
-    let end = segment::scan(data, SEGMENT_HEADER_LEN, base, max, |v, pos| {
+    let end = segment::scan(data, SEGMENT_HEADER_LEN, base, true, |v, pos| {
         // Relative offsets fit u32: a segment below 4 GiB holds fewer than 2^32 records.
-        cursor.observe(&mut index, (v.offset - base) as u32, pos);
+        cursor.observe(&mut index, (v.base_offset() as u64 - base) as u32, pos);
     });
     if end.position != len {
         let reason = end.stopped.unwrap_or_else(|| "zero bytes inside a sealed segment".into());
@@ -312,22 +307,19 @@ fn open_sealed(
         log_len: len as u64,
     };
     keep_rebuilt_index(&index_path, index.write(fs, dir, &index_path, base, summary));
-    Segment::from_parts(
-        SegmentParts {
-            base_offset: base,
-            log_path,
-            index_path,
-            file,
-            data_len: len,
-            capacity: len,
-            next_offset: end.next_offset,
-            max_timestamp: end.max_timestamp,
-            index,
-            index_interval_bytes: config.index_interval_bytes,
-            sealed: true,
-        },
-        max,
-    )
+    Segment::from_parts(SegmentParts {
+        base_offset: base,
+        log_path,
+        index_path,
+        file,
+        data_len: len,
+        capacity: len,
+        next_offset: end.next_offset,
+        max_timestamp: end.max_timestamp,
+        index,
+        index_interval_bytes: config.index_interval_bytes,
+        sealed: true,
+    })
 }
 
 /// Opens the active segment. After a clean shutdown its index is trusted once the records after
@@ -343,7 +335,6 @@ fn open_active(
     let log_path = dir.join(segment::log_file_name(base));
     let index_path = dir.join(segment::index_file_name(base));
     let file = fs.open(&log_path).map_err(StorageError::io(&log_path, "open segment"))?;
-    let max = config.max_record_bytes;
     let (map, file_len) = map_whole(&*file, &log_path)?;
     let data: &[u8] = map.as_ref().map_or(&[], |m| m.committed_bytes());
 
@@ -352,7 +343,7 @@ fn open_active(
         let (pos, at) = tail_start(&index, base);
         let log_len = summary.log_len as usize;
         if log_len <= file_len && segment::check_header(data, base).is_ok() {
-            let end = segment::scan(&data[..log_len], pos, at, max, |_, _| {});
+            let end = segment::scan(&data[..log_len], pos, at, true, |_, _| {});
             if end.stopped.is_none()
                 && end.position == log_len
                 && end.next_offset == summary.next_offset
@@ -378,12 +369,12 @@ fn open_active(
             } else {
                 let mut index = Index::new();
                 let mut cursor = IndexCursor::new(config.index_interval_bytes, SEGMENT_HEADER_LEN);
-                let end = segment::scan(data, SEGMENT_HEADER_LEN, base, max, |v, pos| {
-                    cursor.observe(&mut index, (v.offset - base) as u32, pos);
+                let end = segment::scan(data, SEGMENT_HEADER_LEN, base, true, |v, pos| {
+                    cursor.observe(&mut index, (v.base_offset() as u64 - base) as u32, pos);
                 });
                 if let Some(reason) = &end.stopped {
                     tracing::warn!(path = %log_path.display(), position = end.position, %reason,
-                        next_offset = end.next_offset, "cutting the log at a torn or corrupt record");
+                        next_offset = end.next_offset, "cutting the log at a torn or corrupt batch");
                 }
                 (index, end.position, end.next_offset, end.max_timestamp)
             }
@@ -414,22 +405,19 @@ fn open_active(
 
     let (cursor_pos, _) = tail_start(&index, base);
     let cursor = IndexCursor::new(config.index_interval_bytes, cursor_pos);
-    let seg = Segment::from_parts(
-        SegmentParts {
-            base_offset: base,
-            log_path,
-            index_path: PathBuf::from(&index_path),
-            file,
-            data_len,
-            capacity,
-            next_offset,
-            max_timestamp,
-            index,
-            index_interval_bytes: config.index_interval_bytes,
-            sealed: false,
-        },
-        max,
-    )?;
+    let seg = Segment::from_parts(SegmentParts {
+        base_offset: base,
+        log_path,
+        index_path: PathBuf::from(&index_path),
+        file,
+        data_len,
+        capacity,
+        next_offset,
+        max_timestamp,
+        index,
+        index_interval_bytes: config.index_interval_bytes,
+        sealed: false,
+    })?;
     Ok((seg, cursor))
 }
 

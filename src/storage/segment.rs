@@ -1,5 +1,5 @@
-//! One segment: the log file `{base_offset:020}.log` (a header, then records in the format of
-//! `crate::record`), its memory map bounded by the committed length, its in-memory sparse index,
+//! One segment: the log file `{base_offset:020}.log` (a header, then RecordBatch v2s in the format
+//! of `crate::batch`, as producers wrote them), its memory map bounded by the committed length, its in-memory sparse index,
 //! and the operations on it: append at the committed end, scan, find an offset, seal. Never decides
 //! when to roll or what to delete (that is `log.rs`), never repairs a file (that is `recovery.rs`).
 //!
@@ -8,15 +8,19 @@
 //! | position | size | field         | encoding                                              |
 //! |----------|------|---------------|-------------------------------------------------------|
 //! | 0        | 4    | `magic`       | the bytes `MKLG`                                      |
-//! | 4        | 2    | `version`     | `u16`, currently 1                                    |
+//! | 4        | 2    | `version`     | `u16`, currently 2 (1: per-record, see `upgrade`)     |
 //! | 6        | 2    | reserved      | zero                                                  |
 //! | 8        | 8    | `base_offset` | `u64`: offset of the first record (also the file name) |
 //! | 16       | 4    | `header_crc`  | `u32`: CRC-32 (IEEE, `crc32fast`) of bytes `0..16`     |
 //! | 20       | 4    | reserved      | zero                                                  |
-//! | 24       | ...  | records       | back to back, each as documented in `crate::record`   |
+//! | 24       | ...  | batches       | RecordBatch v2s back to back, as documented in `crate::batch` |
+//!
+//! Batches are stored byte for byte as produced; only `baseOffset` and `partitionLeaderEpoch`
+//! (outside the CRC-32C) are set by the broker. A compressed batch stays compressed. Offsets
+//! chain: each batch's `baseOffset` is the previous one's last offset plus one.
 //!
 //! The active segment's file is grown (sparse) to its capacity so the mapping never has to move;
-//! the bytes past the committed end are zero, and a zero length prefix reads as "end of data".
+//! the bytes past the committed end are zero, and a zero `batchLength` reads as "end of data".
 //! Disk space is reserved (fallocate) ahead of every write, so a write never runs out of space
 //! half-way and every byte a write may have left behind has backing: a full disk fails the
 //! append before anything is written, and recovery, which reads a crashed segment's tail through
@@ -27,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
-use crate::record::{self, RecordError, RecordView};
+use crate::batch::{self, BatchView};
 use crate::storage::StorageError;
 use crate::storage::fs::{FileSystem, FsFile};
 use crate::storage::handles;
@@ -37,7 +41,7 @@ use crate::storage::mmap::CommittedMap;
 /// Magic at the head of a segment log file.
 pub(crate) const SEGMENT_MAGIC: [u8; 4] = *b"MKLG";
 /// Format version of segment log files.
-pub(crate) const SEGMENT_VERSION: u16 = 1;
+pub(crate) const SEGMENT_VERSION: u16 = 2;
 /// Position of the `version` field.
 const VERSION_POS: usize = 4;
 /// Position of the first reserved field.
@@ -114,55 +118,76 @@ pub(crate) fn check_header(buf: &[u8], base_offset: u64) -> Result<(), String> {
         .into())
 }
 
-/// Where a scan of records stopped.
+/// Where a scan of batches stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ScanEnd {
-    /// Position after the last good record.
+    /// Position after the last good batch.
     pub(crate) position: usize,
-    /// Offset after the last good record.
+    /// Offset after the last good batch.
     pub(crate) next_offset: u64,
-    /// Largest timestamp seen (`i64::MIN` if no record).
+    /// Largest batch `maxTimestamp` seen (`i64::MIN` if no batch).
     pub(crate) max_timestamp: i64,
     /// Why the scan stopped before the end of the bytes, if it did (`None`: it reached the end,
-    /// or a zero length prefix, which is how unwritten space reads).
+    /// or a zero `batchLength`, which is how unwritten space reads).
     pub(crate) stopped: Option<String>,
 }
 
-/// Walks the records of `data` from `position`, expecting consecutive offsets from
-/// `expected_offset`, CRC-checking each; calls `on_record(view, position)` for every good one.
+/// Whether `rest` (at a batch boundary) is unwritten space: the end of the data. Anything after
+/// it is not part of the log, even if it parses.
+pub(crate) fn is_unwritten(rest: &[u8]) -> bool {
+    let len_end = batch::BATCH_LENGTH_POS + 4;
+    if rest.len() < len_end {
+        return rest.iter().all(|&b| b == 0);
+    }
+    rest[batch::BATCH_LENGTH_POS..len_end] == [0; 4]
+}
+
+/// The batch at `rest`'s start, checked to start at `expected` offset and to hold a sane range.
+pub(crate) fn batch_at(rest: &[u8], expected: u64) -> Result<BatchView<'_>, String> {
+    let view = BatchView::new(rest).map_err(|e| e.to_string())?;
+    if view.base_offset() != expected as i64 {
+        return Err(format!(
+            "batch at offset {} out of sequence, expected {expected}",
+            view.base_offset()
+        ));
+    }
+    if view.last_offset_delta() < 0 || view.records_count() < 0 {
+        return Err(format!(
+            "batch at offset {expected} has lastOffsetDelta {} and {} records",
+            view.last_offset_delta(),
+            view.records_count()
+        ));
+    }
+    Ok(view)
+}
+
+/// Walks the batches of `data` from `position`, expecting them to chain from `expected_offset`,
+/// checking each one's CRC-32C when `verify`; calls `on_batch(view, position)` for every good
+/// one.
 pub(crate) fn scan(
     data: &[u8],
     mut position: usize,
     mut expected_offset: u64,
-    max_record_bytes: u32,
-    mut on_record: impl FnMut(&RecordView<'_>, usize),
+    verify: bool,
+    mut on_batch: impl FnMut(&BatchView<'_>, usize),
 ) -> ScanEnd {
     let mut max_timestamp = i64::MIN;
     let stopped = loop {
         let rest = &data[position..];
-        if rest.is_empty() {
+        if rest.is_empty() || is_unwritten(rest) {
             break None;
         }
-        if rest.len() >= record::LENGTH_FIELD_LEN && rest[..record::LENGTH_FIELD_LEN] == [0; 4] {
-            // Unwritten (preallocated or zero-filled) space: the end of the data. Anything after
-            // it is not part of the log, even if it parses.
-            break None;
+        let view = match batch_at(rest, expected_offset) {
+            Ok(v) => v,
+            Err(reason) => break Some(reason),
+        };
+        if verify && let Err(e) = view.verify_crc() {
+            break Some(format!("batch at offset {expected_offset}: {e}"));
         }
-        match record::decode(rest, max_record_bytes) {
-            Ok(view) if view.offset == expected_offset => {
-                on_record(&view, position);
-                max_timestamp = max_timestamp.max(view.timestamp_ms);
-                position += view.raw.len();
-                expected_offset += 1;
-            }
-            Ok(view) => {
-                break Some(format!(
-                    "offset {} out of sequence, expected {expected_offset}",
-                    view.offset
-                ));
-            }
-            Err(e) => break Some(e.to_string()),
-        }
+        on_batch(&view, position);
+        max_timestamp = max_timestamp.max(view.max_timestamp());
+        position += view.len();
+        expected_offset = view.last_offset() as u64 + 1;
     };
     ScanEnd { position, next_offset: expected_offset, max_timestamp, stopped }
 }
@@ -179,7 +204,7 @@ impl IndexCursor {
         IndexCursor { interval: interval.max(1), last_position }
     }
 
-    /// Called for each record in order; adds an entry to `index` when one is due.
+    /// Called for each batch in order; adds an entry to `index` when one is due.
     pub(crate) fn observe(&mut self, index: &mut Index, relative_offset: u32, position: usize) {
         if position - self.last_position >= self.interval as usize {
             // Positions fit u32: segment sizes are capped below 4 GiB when the config is checked.
@@ -278,7 +303,6 @@ pub(crate) struct Segment {
     /// appender moves it.
     reserved: AtomicUsize,
     index_interval_bytes: u32,
-    max_record_bytes: u32,
 }
 
 /// Everything recovery learned about a segment, to build the `Segment` from.
@@ -309,7 +333,6 @@ impl Segment {
         dir: &Path,
         base_offset: u64,
         capacity: usize,
-        max_record_bytes: u32,
         index_interval_bytes: u32,
     ) -> Result<Segment, StorageError> {
         let log_path = dir.join(log_file_name(base_offset));
@@ -334,32 +357,26 @@ impl Segment {
             .write_hint(fs, &index_path, base_offset, summary)
             .map_err(StorageError::io(&index_path, "write index"))?;
         fs.sync_dir(dir).map_err(StorageError::io(dir, "fsync log directory"))?;
-        let seg = Segment::from_parts(
-            SegmentParts {
-                base_offset,
-                log_path,
-                index_path,
-                file,
-                data_len: SEGMENT_HEADER_LEN,
-                capacity,
-                next_offset: base_offset,
-                max_timestamp: i64::MIN,
-                index: Index::new(),
-                index_interval_bytes,
-                sealed: false,
-            },
-            max_record_bytes,
-        )?;
+        let seg = Segment::from_parts(SegmentParts {
+            base_offset,
+            log_path,
+            index_path,
+            file,
+            data_len: SEGMENT_HEADER_LEN,
+            capacity,
+            next_offset: base_offset,
+            max_timestamp: i64::MIN,
+            index: Index::new(),
+            index_interval_bytes,
+            sealed: false,
+        })?;
         seg.reserved.store(reserved, Ordering::Relaxed);
         Ok(seg)
     }
 
     /// Builds a segment recovery has checked: the active one is mapped and keeps its file; a
     /// sealed one lets go of both (it is opened again when read).
-    pub(crate) fn from_parts(
-        p: SegmentParts,
-        max_record_bytes: u32,
-    ) -> Result<Segment, StorageError> {
+    pub(crate) fn from_parts(p: SegmentParts) -> Result<Segment, StorageError> {
         let handle = if p.sealed {
             Handle::OnDemand(Weak::new())
         } else {
@@ -382,7 +399,6 @@ impl Segment {
             // The data was written, so it has its space; nothing past it is reserved yet.
             reserved: AtomicUsize::new(p.data_len),
             index_interval_bytes: p.index_interval_bytes,
-            max_record_bytes,
         })
     }
 
@@ -564,9 +580,9 @@ impl Segment {
         let mut index = Index::new();
         let mut cursor = IndexCursor::new(self.index_interval_bytes, SEGMENT_HEADER_LEN);
         let base = self.base_offset;
-        scan(data, SEGMENT_HEADER_LEN, base, self.max_record_bytes, |v, pos| {
+        scan(data, SEGMENT_HEADER_LEN, base, false, |v, pos| {
             // Relative offsets fit u32: a segment below 4 GiB holds fewer than 2^32 records.
-            cursor.observe(&mut index, (v.offset - base) as u32, pos);
+            cursor.observe(&mut index, (v.base_offset() as u64 - base) as u32, pos);
         });
         *guard = index;
         h.note_read(data.len());
@@ -639,10 +655,11 @@ impl Segment {
         }
     }
 
-    /// Finds the record `offset` (which must be in `base_offset..next_offset`) and returns the
-    /// byte range from it covering at least one record and, past the first, no more than
-    /// `max_bytes`, with the offset after the last record. Every record in the range is
-    /// CRC-checked; damage is `Corrupt`, never skipped.
+    /// Finds the batch holding `offset` (which must be in `base_offset..next_offset`) and returns
+    /// the byte range from its start covering at least that batch and, past it, no more than
+    /// `max_bytes` of whole batches, with the offset after the last one. Only batch headers are
+    /// read (their CRCs were checked on append and at recovery; consumers check them again);
+    /// a header that does not chain is `Corrupt`, never skipped.
     pub(crate) fn locate(
         &self,
         h: &OpenSegment,
@@ -657,75 +674,59 @@ impl Segment {
             }
             _ => (SEGMENT_HEADER_LEN, self.base_offset),
         };
-        // The index is a hint: if the entry does not point at the record it names, scan from
+        // The index is a hint: if the entry does not point at the batch it names, scan from
         // the start of the segment instead.
-        if pos != SEGMENT_HEADER_LEN {
-            match record::decode(&data[pos..], self.max_record_bytes) {
-                Ok(v) if v.offset == at => {}
-                _ => {
-                    tracing::warn!(path = %self.log_path.display(), position = pos,
-                        "index entry disagrees with the log; rebuilding the index from the log");
-                    self.rebuild_index(h);
-                    pos = SEGMENT_HEADER_LEN;
-                    at = self.base_offset;
-                }
-            }
+        if pos != SEGMENT_HEADER_LEN && batch_at(&data[pos..], at).is_err() {
+            tracing::warn!(path = %self.log_path.display(), position = pos,
+                "index entry disagrees with the log; rebuilding the index from the log");
+            self.rebuild_index(h);
+            pos = SEGMENT_HEADER_LEN;
+            at = self.base_offset;
         }
-        // Skip forward to the wanted record.
-        while at < offset {
-            let view = self.decode_at(data, pos, at)?;
-            pos += view.raw.len();
-            at += 1;
+        // Skip forward to the batch holding the wanted offset.
+        loop {
+            let view = self.batch_at(data, pos, at, offset)?;
+            let last = view.last_offset() as u64;
+            if last >= offset {
+                break;
+            }
+            pos += view.len();
+            at = last + 1;
         }
         let start = pos;
         let mut end = pos;
-        loop {
-            if end >= data.len() {
+        while end < data.len() && (end == start || end - start < max_bytes) {
+            // Only batches published when the caller looked are below the committed end, and
+            // they are whole (the next offset is published after the bytes).
+            let view = self.batch_at(data, end, at, offset)?;
+            if end > start && end - start + view.len() > max_bytes {
                 break;
             }
-            if end > start && end - start >= max_bytes {
-                break;
-            }
-            // Stop at the records published when the caller looked (the next offset is
-            // published after the bytes, so anything below it is whole).
-            let len = match record::peek_total_len(&data[end..], self.max_record_bytes) {
-                Ok(len) => len,
-                Err(e) => return Err(self.corrupt(end, e.to_string())),
-            };
-            if end > start && end - start + len > max_bytes {
-                break;
-            }
-            let _ = self.decode_at(data, end, at)?;
-            end += len;
-            at += 1;
-        }
-        if end == start {
-            return Err(self.corrupt(start, format!("record {offset} missing")));
+            end += view.len();
+            at = view.last_offset() as u64 + 1;
         }
         h.note_read(end - start);
         Ok((start, end, at))
     }
 
-    fn decode_at<'a>(
+    /// The batch at `pos`, which must start at offset `expected`; `wanted` names the offset being
+    /// looked for in the error.
+    fn batch_at<'a>(
         &self,
         data: &'a [u8],
         pos: usize,
         expected: u64,
-    ) -> Result<RecordView<'a>, StorageError> {
-        match record::decode(&data[pos..], self.max_record_bytes) {
-            Ok(v) if v.offset == expected => Ok(v),
-            Ok(v) => {
-                Err(self.corrupt(pos, format!("offset {} where {expected} was expected", v.offset)))
-            }
-            Err(RecordError::Truncated { .. }) if pos >= data.len() => {
-                Err(self.corrupt(pos, format!("record {expected} missing")))
-            }
-            Err(e) => Err(self.corrupt(pos, e.to_string())),
+        wanted: u64,
+    ) -> Result<BatchView<'a>, StorageError> {
+        if pos >= data.len() || is_unwritten(&data[pos..]) {
+            return Err(self.corrupt(pos, format!("batch holding offset {wanted} missing")));
         }
+        batch_at(&data[pos..], expected).map_err(|reason| self.corrupt(pos, reason))
     }
 
-    /// The first offset at or after `from` whose timestamp is at least `ts`, if any in this
-    /// segment.
+    /// The first offset at or after `from` whose record timestamp is at least `ts`, if any in
+    /// this segment. Batches whose `maxTimestamp` is below `ts` are skipped by their header; only
+    /// the batch holding the answer is decoded (decompressed if it must be).
     pub(crate) fn offset_for_timestamp(
         &self,
         fs: &dyn FileSystem,
@@ -740,18 +741,47 @@ impl Segment {
         let next = self.next_offset();
         let mut pos = SEGMENT_HEADER_LEN;
         let mut at = self.base_offset;
+        let mut scratch = Vec::new();
         while at < next && pos < data.len() {
-            let v = self.decode_at(data, pos, at)?;
-            if at >= from && v.timestamp_ms >= ts {
-                h.note_read(pos);
-                return Ok(Some(at));
+            let view = self.batch_at(data, pos, at, at)?;
+            let last = view.last_offset() as u64;
+            if last >= from && view.max_timestamp() >= ts {
+                let found = first_record_at_or_after(&view, from, ts, &mut scratch)
+                    .map_err(|e| self.corrupt(pos, e.to_string()))?;
+                if found.is_some() {
+                    h.note_read(pos + view.len());
+                    return Ok(found);
+                }
             }
-            pos += v.raw.len();
-            at += 1;
+            pos += view.len();
+            at = last + 1;
         }
         h.note_read(pos);
         Ok(None)
     }
+}
+
+/// The first record of `view` at or after offset `from` with a timestamp of at least `ts`.
+fn first_record_at_or_after(
+    view: &BatchView<'_>,
+    from: u64,
+    ts: i64,
+    scratch: &mut Vec<u8>,
+) -> Result<Option<u64>, batch::BatchError> {
+    let records = match view.compression()? {
+        batch::Compression::None => view.records()?,
+        _ => {
+            view.decompress_into(scratch, batch::MAX_DECOMPRESSED_BYTES)?;
+            view.records_in(scratch)
+        }
+    };
+    for r in records {
+        let r = r?;
+        if r.offset >= from as i64 && r.timestamp >= ts {
+            return Ok(Some(r.offset as u64));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -784,21 +814,37 @@ mod tests {
         assert!(check_header(&bad, 7).is_err(), "reserved bytes must be zero");
     }
 
+    /// Three one-record batches numbered from `base`, values a, bb, ccc.
+    fn three_batches(base: u64) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for (i, v) in [&b"a"[..], b"bb", b"ccc"].iter().enumerate() {
+            let mut b =
+                crate::record::build_batch(&[NewRecord::value(v)], batch::Compression::None)
+                    .unwrap();
+            batch::set_base_offset(&mut b, (base + i as u64) as i64).unwrap();
+            buf.extend_from_slice(&b);
+        }
+        buf
+    }
+
+    fn value_at(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::record::decode_records(data, 0, true, &mut out, &mut Vec::new()).unwrap();
+        out[0].value.clone().unwrap()
+    }
+
     #[test]
     fn append_publish_locate_and_seal() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::create(&RealFs, dir.path(), 10, 4096, 1024, 64).unwrap();
-        let mut buf = Vec::new();
-        for (i, v) in [&b"a"[..], b"bb", b"ccc"].iter().enumerate() {
-            record::encode(&mut buf, 10 + i as u64, &NewRecord::value(v), 1024).unwrap();
-        }
+        let seg = Segment::create(&RealFs, dir.path(), 10, 4096, 64).unwrap();
+        let buf = three_batches(10);
         seg.write_at_end(&buf).unwrap();
         let h = seg.open(&RealFs).unwrap();
         assert_eq!(h.data().len(), SEGMENT_HEADER_LEN, "not visible before publish");
         seg.publish(SEGMENT_HEADER_LEN + buf.len(), 13, 5);
         let (start, end, next) = seg.locate(&h, 11, 1).unwrap();
-        assert_eq!(next, 12, "one record even when max_bytes is tiny");
-        assert_eq!(record::decode(&h.data()[start..end], 1024).unwrap().value, b"bb");
+        assert_eq!(next, 12, "one batch even when max_bytes is tiny");
+        assert_eq!(value_at(&h.data()[start..end]), b"bb");
         assert_eq!(seg.locate(&h, 10, 1 << 20).unwrap().2, 13);
         seg.seal(&RealFs, dir.path()).unwrap();
         let len = std::fs::metadata(&seg.log_path).unwrap().len();
@@ -808,10 +854,24 @@ mod tests {
         drop(h);
         assert!(seg.loaded().is_none(), "no one holds the sealed segment open");
         let h = seg.open(&RealFs).unwrap();
-        let end = scan(h.data(), SEGMENT_HEADER_LEN, 10, 1024, |_, _| {});
+        let end = scan(h.data(), SEGMENT_HEADER_LEN, 10, true, |_, _| {});
         assert_eq!((end.next_offset, end.stopped), (13, None));
         let (start, end, next) = seg.locate(&h, 12, 1).unwrap();
         assert_eq!((end, next), (h.data().len(), 13));
-        assert_eq!(record::decode(&h.data()[start..end], 1024).unwrap().value, b"ccc");
+        assert_eq!(value_at(&h.data()[start..end]), b"ccc");
+    }
+
+    #[test]
+    fn a_scan_stops_at_a_flipped_byte_only_when_verifying() {
+        let mut buf = three_batches(0);
+        let second = batch::BatchView::new(&buf).unwrap().len();
+        buf[second + batch::RECORDS_POS] ^= 0x40;
+        let mut data = encode_header(0).to_vec();
+        data.extend_from_slice(&buf);
+        let end = scan(&data, SEGMENT_HEADER_LEN, 0, true, |_, _| {});
+        assert_eq!(end.next_offset, 1);
+        assert_eq!(end.position, SEGMENT_HEADER_LEN + second);
+        assert!(end.stopped.unwrap().contains("CRC"));
+        assert_eq!(scan(&data, SEGMENT_HEADER_LEN, 0, false, |_, _| {}).next_offset, 3);
     }
 }

@@ -17,7 +17,6 @@ use tokio::task::JoinSet;
 use super::{
     Ctx, MAX_FETCH_WAIT, MAX_PARTITIONS_PER_REQUEST, broker_error_code, code, error_kind, s,
 };
-use crate::kafka::batch;
 use crate::metrics::Listener;
 
 /// Bytes a response's own fields take per partition, beyond its records and topic name (index,
@@ -73,16 +72,8 @@ async fn fetch_one(
         .await
     {
         Ok(f) => {
-            let records = match batch::stored_to_kafka(
-                f.records.bytes(),
-                ctx.config.max_record_bytes,
-            ) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(topic, partition, offset, error = %e, "stored records failed their checks");
-                    return fail(code(ResponseError::KafkaStorageError));
-                }
-            };
+            // Stored batches are Kafka's: sent as they are.
+            let records = Bytes::copy_from_slice(f.records.bytes());
             PartFetch {
                 error: 0,
                 count: if f.records.is_empty() {

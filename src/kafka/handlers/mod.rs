@@ -69,7 +69,12 @@ pub(crate) fn broker_error_code(e: &BrokerError) -> i16 {
             StorageError::RecordTooLarge { .. } | StorageError::BatchTooLarge { .. } => {
                 code(ResponseError::MessageTooLarge)
             }
-            StorageError::InvalidRecord(_) => code(ResponseError::InvalidRecord),
+            StorageError::InvalidBatch { source: crate::batch::BatchError::Crc { .. }, .. } => {
+                code(ResponseError::CorruptMessage)
+            }
+            StorageError::InvalidBatch { .. } | StorageError::UnsupportedBatch { .. } => {
+                code(ResponseError::InvalidRecord)
+            }
             _ => code(ResponseError::KafkaStorageError),
         },
         BrokerError::Io { .. }
@@ -90,7 +95,6 @@ pub(crate) struct HandlerConfig {
     pub advertised_port: i32,
     pub auto_create_topics: bool,
     pub default_partitions: u32,
-    pub max_record_bytes: u32,
 }
 
 /// Everything shared by the connections of one Kafka listener.

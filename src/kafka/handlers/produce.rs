@@ -1,4 +1,5 @@
-//! Produce and InitProducerId: Kafka batches validated, translated and appended.
+//! Produce and InitProducerId: Kafka batches appended as produced (the log validates them and
+//! assigns their offsets in place).
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -14,7 +15,6 @@ use super::{
     Ctx, MAX_PARTITIONS_PER_REQUEST, TRANSACTIONS_REFUSED, broker_error_code, code, error_kind, s,
 };
 use crate::broker::AppendBatch;
-use crate::kafka::batch::{self, BatchError};
 use crate::metrics::Listener;
 
 pub(super) fn init_producer_id(
@@ -87,36 +87,25 @@ async fn produce_partition(
     let Some(records) = records else {
         return Err((code(ResponseError::InvalidRecord), None));
     };
-    let mut stored =
-        batch::kafka_to_stored(records, ctx.config.max_record_bytes, crate::record::now_ms())
-            .map_err(|e| {
-                let c = match e {
-                    BatchError::TooLarge(_) | BatchError::SetTooLarge { .. } => {
-                        code(ResponseError::MessageTooLarge)
-                    }
-                    BatchError::Invalid(_)
-                    | BatchError::Transactional
-                    | BatchError::TooManyRecords { .. } => code(ResponseError::InvalidRecord),
-                };
-                if matches!(e, BatchError::TooManyRecords { .. } | BatchError::SetTooLarge { .. }) {
-                    // A limit an operator may need to know about, not a client bug.
-                    tracing::warn!(topic, partition, error = %e, "refused a produced batch");
-                } else {
-                    tracing::debug!(topic, partition, error = %e, "refused a produced batch");
-                }
-                (c, Some(e.to_string()))
-            })?;
+    // The log sets each batch's base offset and leader epoch in place: a private copy of the
+    // request's bytes.
+    let mut stored = records.to_vec();
     // An unknown topic is retriable for clients (they refresh metadata); Produce never creates.
     ctx.broker.partition_count(topic).map_err(|e| (broker_error_code(&e), None))?;
     let res = ctx
         .broker
-        .append(topic, Some(partition), None, AppendBatch::Encoded(&mut stored.encoded))
+        .append(topic, Some(partition), None, AppendBatch::Encoded(&mut stored))
         .await
         .map_err(|e| {
-            tracing::warn!(topic, partition, error = %e, "Kafka produce failed");
-            (broker_error_code(&e), None)
+            let c = broker_error_code(&e);
+            if c == code(ResponseError::InvalidRecord) || c == code(ResponseError::CorruptMessage) {
+                tracing::debug!(topic, partition, error = %e, "refused a produced batch");
+            } else {
+                tracing::warn!(topic, partition, error = %e, "Kafka produce failed");
+            }
+            (c, Some(e.to_string()))
         })?;
     let count = res.offsets.next - res.offsets.first;
-    ctx.broker.metrics().record_append(topic, partition, count, stored.encoded.len() as u64);
+    ctx.broker.metrics().record_append(topic, partition, count, stored.len() as u64);
     Ok(res.offsets.first)
 }

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
-use crate::record::{self, NewRecord, RecordError, RecordIter};
+use crate::batch::{self, BatchError, BatchSummary, Compression};
+use crate::record::{self, NewRecord, Record};
 use crate::storage::fs::{FileSystem, RealFs, write_atomic};
 use crate::storage::recovery::{self, CLEAN_MARKER};
 use crate::storage::segment::{IndexCursor, OpenSegment, SEGMENT_HEADER_LEN, Segment};
@@ -26,10 +27,11 @@ use crate::storage::{
     FsyncPolicy, LogConfig, LogDescription, MAX_SEGMENT_BYTES, OffsetRange, StorageError,
 };
 
+/// The `partitionLeaderEpoch` a single node stamps on every batch it appends.
+const LEADER_EPOCH: i32 = 0;
+
 /// The appender's private state, under the append lock.
 struct Appender {
-    /// Reused encode buffer for `append`.
-    buf: Vec<u8>,
     /// Where the active segment's next index entry is due.
     index_cursor: IndexCursor,
     /// End of the bytes a failed write may have left past the committed end of the active
@@ -85,7 +87,6 @@ pub struct ReadSlice {
     end: usize,
     first_offset: u64,
     next_offset: u64,
-    max_record_bytes: u32,
 }
 
 impl fmt::Debug for ReadSlice {
@@ -99,7 +100,8 @@ impl fmt::Debug for ReadSlice {
 }
 
 impl ReadSlice {
-    /// The stored bytes of the records, exactly as on disk.
+    /// The stored batches, exactly as on disk: whole RecordBatch v2s, the first one holding
+    /// [`ReadSlice::first_offset`] (it may start before it).
     pub fn bytes(&self) -> &[u8] {
         &self.segment.data()[self.start..self.end]
     }
@@ -109,9 +111,22 @@ impl ReadSlice {
     pub fn file_range(&self) -> (&std::fs::File, u64) {
         (self.segment.file().as_file(), self.start as u64)
     }
-    /// The records, decoded (and CRC-checked again) in place.
-    pub fn records(&self) -> RecordIter<'_> {
-        RecordIter::new(self.bytes(), self.max_record_bytes)
+    /// The records from [`ReadSlice::first_offset`] on, decoded (each batch's CRC-32C checked,
+    /// compressed batches decompressed); damage ends them with an error after the good ones.
+    pub fn records(&self) -> std::vec::IntoIter<Result<Record, BatchError>> {
+        let mut out = Vec::new();
+        let res = record::decode_records(
+            self.bytes(),
+            self.first_offset,
+            true,
+            &mut out,
+            &mut Vec::new(),
+        );
+        let mut items: Vec<_> = out.into_iter().map(Ok).collect();
+        if let Err(e) = res {
+            items.push(Err(e));
+        }
+        items.into_iter()
     }
     pub fn is_empty(&self) -> bool {
         self.start == self.end
@@ -119,11 +134,11 @@ impl ReadSlice {
     pub fn len(&self) -> usize {
         self.end - self.start
     }
-    /// Offset of the first record (the offset asked for).
+    /// The offset asked for (the first batch may hold records before it).
     pub fn first_offset(&self) -> u64 {
         self.first_offset
     }
-    /// Offset after the last record in the slice: where the next read continues.
+    /// Offset after the last batch in the slice: where the next read continues.
     pub fn next_offset(&self) -> u64 {
         self.next_offset
     }
@@ -175,11 +190,7 @@ impl Log {
             dir,
             fs,
             segments: RwLock::new(rec.segments),
-            appender: Mutex::new(Appender {
-                buf: Vec::new(),
-                index_cursor: rec.index_cursor,
-                torn_end: 0,
-            }),
+            appender: Mutex::new(Appender { index_cursor: rec.index_cursor, torn_end: 0 }),
             admin: Mutex::new(()),
             sync: Mutex::new(SyncState { synced, syncing: false, last_sync: Instant::now() }),
             synced_cv: Condvar::new(),
@@ -235,42 +246,81 @@ impl Log {
         }
     }
 
-    /// Appends a batch of records with one write; returns their offsets. Durable per the fsync
-    /// policy when it returns.
+    /// Appends `records` as one uncompressed batch stamped with their own timestamps; returns
+    /// their offsets. Durable per the fsync policy when it returns.
     pub fn append(&self, records: &[NewRecord<'_>]) -> Result<OffsetRange, StorageError> {
+        let mut bytes = record::build_batch(records, Compression::None)
+            .map_err(|source| StorageError::InvalidBatch { batch: 0, source })?;
+        self.append_batches(&mut bytes)
+    }
+
+    /// Appends one or more RecordBatch v2s as a producer sent them (back to back in `bytes`),
+    /// with one write. Each batch is validated first ([`batch::validate_with`]: CRC-32C, sizes,
+    /// records, offset deltas, timestamps; a compressed one is decompressed to check it, within
+    /// the 256 MiB cap, and stored compressed) and must be a producer's: offset deltas
+    /// `0..count`, not a control batch, not transactional. A bad batch writes nothing. Then each
+    /// gets its `baseOffset` and `partitionLeaderEpoch` in place (outside the CRC) and the bytes
+    /// are written as they are. Durable per the fsync policy when it returns.
+    pub fn append_batches(&self, bytes: &mut [u8]) -> Result<OffsetRange, StorageError> {
+        let summaries = self.validate_batches(bytes)?;
         let mut app = self.lock_appender()?;
         let first = self.next_offset.load(Ordering::Relaxed);
-        let mut buf = std::mem::take(&mut app.buf);
-        buf.clear();
-        let max = self.config.max_record_bytes;
-        for (i, r) in records.iter().enumerate() {
-            if let Err(e) = record::encode(&mut buf, first + i as u64, r, max) {
-                app.buf = buf;
-                return Err(map_record_error(e, max));
-            }
+        let mut pos = 0;
+        let mut next = first;
+        for s in &summaries {
+            let b = &mut bytes[pos..pos + s.batch_bytes];
+            // Invariant: validated above, so the header is there.
+            batch::set_base_offset(b, next as i64).expect("validated batch header");
+            batch::set_partition_leader_epoch(b, LEADER_EPOCH).expect("validated batch header");
+            next += s.record_count as u64;
+            pos += s.batch_bytes;
         }
-        let res = self.write_batch(&mut app, &buf, first, records.len() as u64);
-        app.buf = buf;
+        let res = self.write_batches(&mut app, bytes, first, &summaries);
         drop(app);
         let range = res?;
         self.after_append(range)?;
         Ok(range)
     }
 
-    /// Appends records already encoded in the `crate::record` format (e.g. straight from a
-    /// producer's request): offsets and CRCs are rewritten in place, then the buffer is written
-    /// as is, with one write.
-    pub fn append_encoded(&self, encoded: &mut [u8]) -> Result<OffsetRange, StorageError> {
-        let mut app = self.lock_appender()?;
-        let first = self.next_offset.load(Ordering::Relaxed);
+    /// Checks every batch of a producer's record set; the summaries in order.
+    fn validate_batches(&self, bytes: &[u8]) -> Result<Vec<BatchSummary>, StorageError> {
+        let limits = batch::Limits::default();
         let max = self.config.max_record_bytes;
-        let count =
-            record::assign_offsets(encoded, first, max).map_err(|e| map_record_error(e, max))?;
-        let res = self.write_batch(&mut app, encoded, first, count);
-        drop(app);
-        let range = res?;
-        self.after_append(range)?;
-        Ok(range)
+        let mut summaries = Vec::new();
+        let mut scratch = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let i = summaries.len();
+            let invalid = |source| StorageError::InvalidBatch { batch: i, source };
+            let view = batch::BatchView::new(&bytes[pos..]).map_err(invalid)?;
+            if view.len() > max as usize {
+                return Err(StorageError::RecordTooLarge {
+                    size: view.len() as u64,
+                    max: u64::from(max),
+                });
+            }
+            let s =
+                batch::validate_with(view.as_bytes(), &limits, &mut scratch).map_err(invalid)?;
+            let refuse = |reason| Err(StorageError::UnsupportedBatch { batch: i, reason });
+            if s.control {
+                return refuse("a control batch (only a transaction coordinator writes them)");
+            }
+            if s.transactional {
+                return refuse("a transactional batch (transactions are not supported)");
+            }
+            if s.record_count == 0 {
+                return refuse("an empty batch");
+            }
+            if !s.contiguous_offsets || s.last_offset_delta as usize + 1 != s.record_count {
+                return refuse("offset deltas other than 0, 1, 2, ... (as producers write them)");
+            }
+            summaries.push(s);
+            pos += view.len();
+        }
+        if summaries.is_empty() {
+            return Err(StorageError::UnsupportedBatch { batch: 0, reason: "no batch" });
+        }
+        Ok(summaries)
     }
 
     fn lock_appender(&self) -> Result<MutexGuard<'_, Appender>, StorageError> {
@@ -320,18 +370,15 @@ impl Log {
         self.segments.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Writes one batch of `count` encoded records numbered from `first` at the end of the log
-    /// (rolling first if it does not fit) and publishes it. Holds the append lock.
-    fn write_batch(
+    /// Writes validated batches, numbered from `first`, at the end of the log with one write
+    /// (rolling first if they do not fit) and publishes them. Holds the append lock.
+    fn write_batches(
         &self,
         app: &mut Appender,
         bytes: &[u8],
         first: u64,
-        count: u64,
+        summaries: &[BatchSummary],
     ) -> Result<OffsetRange, StorageError> {
-        if count == 0 {
-            return Ok(OffsetRange { first, next: first });
-        }
         let total = bytes.len();
         let max_batch = MAX_SEGMENT_BYTES as usize - SEGMENT_HEADER_LEN;
         if total > max_batch {
@@ -360,23 +407,20 @@ impl Log {
             tracing::warn!(dir = %self.dir.display(), error = %e, "append failed; nothing published");
             return Err(e);
         }
-        // Index entries and the newest timestamp, walking the (already validated) batch.
+        // Index entries at batch starts, and the newest timestamp.
         let mut max_ts = i64::MIN;
+        let mut next = first;
         active.with_index(|index| {
-            let mut pos = 0;
-            let mut rel = first - active.base_offset;
-            while pos < total {
-                // The batch was produced by encode/assign_offsets: every length is valid.
-                let len = record::peek_total_len(&bytes[pos..], u32::MAX).unwrap_or(total - pos);
-                let ts = &bytes[pos + record::TIMESTAMP_POS..pos + record::KEY_LEN_POS];
-                max_ts = max_ts.max(i64::from_le_bytes(ts.try_into().unwrap_or([0; 8])));
-                // Relative offsets fit u32: a segment below 4 GiB holds fewer than 2^32 records.
-                app.index_cursor.observe(index, rel as u32, position + pos);
-                pos += len;
-                rel += 1;
+            let mut pos = position;
+            for s in summaries {
+                max_ts = max_ts.max(s.max_timestamp);
+                // Relative offsets fit u32: a segment below 4 GiB holds fewer than 2^32 batches
+                // of... records; offsets are numbered densely from the segment's base.
+                app.index_cursor.observe(index, (next - active.base_offset) as u32, pos);
+                next += s.record_count as u64;
+                pos += s.batch_bytes;
             }
         });
-        let next = first + count;
         active.publish(position + total, next, max_ts);
         self.next_offset.store(next, Ordering::Release);
         Ok(OffsetRange { first, next })
@@ -404,7 +448,6 @@ impl Log {
             &self.dir,
             base,
             capacity,
-            self.config.max_record_bytes,
             self.config.index_interval_bytes,
         ) {
             Ok(s) => Arc::new(s),
@@ -435,22 +478,19 @@ impl Log {
         if let Err(e) = file.set_len(capacity as u64) {
             return self.poison(StorageError::io(&old.log_path, "grow segment")(e));
         }
-        let seg = Segment::from_parts(
-            crate::storage::segment::SegmentParts {
-                base_offset: old.base_offset,
-                log_path: old.log_path.clone(),
-                index_path: old.index_path.clone(),
-                file,
-                data_len: SEGMENT_HEADER_LEN,
-                capacity,
-                next_offset: old.base_offset,
-                max_timestamp: i64::MIN,
-                index: crate::storage::index::Index::new(),
-                index_interval_bytes: self.config.index_interval_bytes,
-                sealed: false,
-            },
-            self.config.max_record_bytes,
-        )?;
+        let seg = Segment::from_parts(crate::storage::segment::SegmentParts {
+            base_offset: old.base_offset,
+            log_path: old.log_path.clone(),
+            index_path: old.index_path.clone(),
+            file,
+            data_len: SEGMENT_HEADER_LEN,
+            capacity,
+            next_offset: old.base_offset,
+            max_timestamp: i64::MIN,
+            index: crate::storage::index::Index::new(),
+            index_interval_bytes: self.config.index_interval_bytes,
+            sealed: false,
+        })?;
         let seg = Arc::new(seg);
         let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
         let last = segs.len() - 1;
@@ -530,8 +570,8 @@ impl Log {
         if dirty { self.sync() } else { Ok(()) }
     }
 
-    /// Reads records from `offset` below the visible end: at least one whole record (even past
-    /// `max_bytes`), all from one segment, every one CRC-checked. An offset at or past the
+    /// Reads whole batches from the one holding `offset`, below the visible end: at least one
+    /// batch (even past `max_bytes`), all from one segment. An offset at or past the
     /// visible end (up to `next_offset()`) gives an empty slice: a record written but not yet
     /// durable under `Always` is waited for, not refused.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadSlice, StorageError> {
@@ -561,7 +601,6 @@ impl Log {
                 }
             }
         };
-        let max_record_bytes = self.config.max_record_bytes;
         let handle = match segment.open(&*self.fs) {
             Ok(h) => h,
             // Deleted (trim, retention) since it was looked up: its file is gone.
@@ -583,7 +622,6 @@ impl Log {
                 end: 0,
                 first_offset: offset,
                 next_offset: offset,
-                max_record_bytes,
             });
         }
         let (s, mut e, mut n) = segment.locate(&handle, offset, max_bytes)?;
@@ -593,14 +631,7 @@ impl Log {
             (e, _, _) = segment.locate(&handle, visible, 0)?;
             n = visible;
         }
-        Ok(ReadSlice {
-            segment: handle,
-            start: s,
-            end: e,
-            first_offset: offset,
-            next_offset: n,
-            max_record_bytes,
-        })
+        Ok(ReadSlice { segment: handle, start: s, end: e, first_offset: offset, next_offset: n })
     }
 
     /// The first visible offset (at or after the log start, below the visible end) whose
@@ -654,16 +685,6 @@ impl Log {
 /// Whether a failed seal failed at the fdatasync of segment data (fsyncgate: poison).
 fn is_data_sync_failure(e: &StorageError) -> bool {
     matches!(e, StorageError::Io { op, .. } if op.starts_with("fdatasync"))
-}
-
-fn map_record_error(e: RecordError, max: u32) -> StorageError {
-    match e {
-        RecordError::TooLarge { size, max } => StorageError::RecordTooLarge { size, max },
-        RecordError::BadLength { length, .. } if length + 4 > u64::from(max) => {
-            StorageError::RecordTooLarge { size: length + 4, max: u64::from(max) }
-        }
-        e => StorageError::InvalidRecord(e),
-    }
 }
 
 mod retention;

@@ -22,7 +22,8 @@ fn append_n(log: &Log, n: u64) {
     for _ in 0..n {
         let i = log.next_offset();
         let v = value(i);
-        let r = NewRecord { timestamp_ms: 1000 + i as i64, key: None, value: &v, headers: &[] };
+        let r =
+            NewRecord { timestamp_ms: 1000 + i as i64, key: None, value: Some(&v), headers: &[] };
         assert_eq!(log.append(&[r]).unwrap(), OffsetRange { first: i, next: i + 1 });
     }
 }
@@ -34,7 +35,7 @@ fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
         let slice = log.read(at, 100).unwrap();
         for r in slice.records() {
             let r = r.unwrap();
-            out.push((r.offset, r.value.to_vec()));
+            out.push((r.offset, r.value.unwrap()));
         }
         assert!(slice.next_offset() > at);
         at = slice.next_offset();
@@ -57,16 +58,16 @@ fn append_then_read_every_field_back() {
     let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
     let headers = vec![Header { key: b"h".to_vec(), value: Some(b"v".to_vec()) }];
     let recs = [
-        NewRecord { timestamp_ms: 5, key: Some(b"k"), value: b"one", headers: &headers },
-        NewRecord { timestamp_ms: 6, key: None, value: b"two", headers: &[] },
+        NewRecord { timestamp_ms: 5, key: Some(b"k"), value: Some(b"one"), headers: &headers },
+        NewRecord { timestamp_ms: 6, key: None, value: Some(b"two"), headers: &[] },
     ];
     assert_eq!(log.append(&recs).unwrap(), OffsetRange { first: 0, next: 2 });
     let slice = log.read(0, 1 << 20).unwrap();
-    let got: Vec<_> = slice.records().map(|r| r.unwrap().to_record()).collect();
+    let got: Vec<_> = slice.records().map(|r| r.unwrap()).collect();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].key.as_deref(), Some(&b"k"[..]));
     assert_eq!(got[0].headers, headers);
-    assert_eq!(got[1].value, b"two");
+    assert_eq!(got[1].value.as_deref(), Some(&b"two"[..]));
     assert_eq!((slice.first_offset(), slice.next_offset()), (0, 2));
     assert!(log.read(2, 10).unwrap().is_empty());
     assert!(matches!(
@@ -134,8 +135,9 @@ fn batch_bigger_than_a_segment_still_fits() {
     append_n(&log, 1);
     let big_batch: Vec<_> = (0..10).map(|_| NewRecord::value(&big[..500])).collect();
     assert_eq!(log.append(&big_batch).unwrap(), OffsetRange { first: 2, next: 12 });
-    assert_eq!(log.read(0, 1).unwrap().records().next().unwrap().unwrap().value, &big[..]);
-    assert_eq!(log.read(5, 1).unwrap().records().next().unwrap().unwrap().value, &big[..500]);
+    let first = |o| log.read(o, 1).unwrap().records().next().unwrap().unwrap().value.unwrap();
+    assert_eq!(first(0), &big[..]);
+    assert_eq!(first(5), &big[..500]);
     drop(log);
     let log = Log::open(dir.path(), tiny(100)).unwrap();
     assert_eq!(log.next_offset(), 12);
@@ -143,7 +145,7 @@ fn batch_bigger_than_a_segment_still_fits() {
 }
 
 #[test]
-fn oversized_record_is_refused_and_nothing_written() {
+fn oversized_batch_is_refused_and_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
     let big = vec![0u8; 5000];
@@ -151,26 +153,37 @@ fn oversized_record_is_refused_and_nothing_written() {
         log.append(&[NewRecord::value(b"ok"), NewRecord::value(&big)]),
         Err(StorageError::RecordTooLarge { max: 4096, .. })
     ));
-    let mut enc = Vec::new();
-    record::encode(&mut enc, 0, &NewRecord::value(&big), u32::MAX).unwrap();
-    assert!(matches!(log.append_encoded(&mut enc), Err(StorageError::RecordTooLarge { .. })));
+    let mut enc = record::build_batch(&[NewRecord::value(&big)], Compression::None).unwrap();
+    assert!(matches!(log.append_batches(&mut enc), Err(StorageError::RecordTooLarge { .. })));
     assert_eq!(log.next_offset(), 0);
 }
 
 #[test]
-fn append_encoded_renumbers_the_callers_bytes() {
+fn append_batches_stores_the_producers_bytes_with_only_offset_and_epoch_set() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
     append_n(&log, 3);
-    let mut enc = Vec::new();
-    for v in [&b"a"[..], b"b"] {
-        record::encode(&mut enc, 999, &NewRecord::value(v), 4096).unwrap();
-    }
-    assert_eq!(log.append_encoded(&mut enc).unwrap(), OffsetRange { first: 3, next: 5 });
+    let recs = [NewRecord::value(b"a"), NewRecord::value(b"b")];
+    let sent = record::build_batch(&recs, Compression::Gzip).unwrap();
+    let mut enc = sent.clone();
+    assert_eq!(log.append_batches(&mut enc).unwrap(), OffsetRange { first: 3, next: 5 });
     let slice = log.read(3, 1 << 20).unwrap();
     assert_eq!(slice.bytes(), &enc[..], "stored bytes are the caller's, renumbered");
+    // Only baseOffset (0..8) and partitionLeaderEpoch (12..16) differ from what was sent.
+    assert_eq!(&slice.bytes()[8..12], &sent[8..12]);
+    assert_eq!(&slice.bytes()[16..], &sent[16..], "still gzip, CRC untouched");
+    let values: Vec<_> = slice.records().map(|r| r.unwrap().value.unwrap()).collect();
+    assert_eq!(values, [b"a".to_vec(), b"b".to_vec()]);
     let mut bad = vec![1, 2, 3];
-    assert!(matches!(log.append_encoded(&mut bad), Err(StorageError::InvalidRecord(_))));
+    assert!(matches!(log.append_batches(&mut bad), Err(StorageError::InvalidBatch { .. })));
+    let mut flipped = sent.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(matches!(
+        log.append_batches(&mut flipped),
+        Err(StorageError::InvalidBatch { source: BatchError::Crc { .. }, .. })
+    ));
+    assert_eq!(log.next_offset(), 5, "a refused batch writes nothing");
 }
 
 #[test]
@@ -363,7 +376,7 @@ fn an_index_entry_pointing_at_the_wrong_record_is_caught_and_rebuilt() {
     for o in 0..100 {
         let s = log.read(o, 1).unwrap();
         let r = s.records().next().unwrap().unwrap();
-        assert_eq!((r.offset, r.value), (o, &value(o)[..]));
+        assert_eq!((r.offset, r.value), (o, Some(value(o))));
     }
 }
 
@@ -474,7 +487,7 @@ fn readers_race_the_appender_and_retention_without_seeing_torn_data() {
                 let mut o = at;
                 for r in slice.records() {
                     let r = r.unwrap();
-                    assert_eq!((r.offset, r.value), (o, &value(o)[..]));
+                    assert_eq!((r.offset, r.value), (o, Some(value(o))));
                     o += 1;
                 }
                 assert_eq!(o, slice.next_offset());
