@@ -439,3 +439,71 @@ fn timestamps_too_far_apart_for_one_batch_start_a_new_one() {
     upgrade_log_dir(&RealFs, d).unwrap();
     assert_eq!(read_v2(&log_path(d, 0), 0), recs);
 }
+
+/// Copies the files of a committed fixture directory into `to`.
+fn copy_fixture(rel: &str, to: &Path) -> PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    for e in std::fs::read_dir(&from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    from
+}
+
+#[test]
+fn the_golden_v1_fixture_written_by_the_old_release_converts_record_for_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_fixture("tests/fixtures/storage_golden", d);
+    // The records tests/storage_golden.rs lists for this fixture.
+    let expected: Vec<OwnedV1> = (0..8u64)
+        .map(|i| OwnedV1 {
+            offset: i,
+            timestamp_ms: if i == 3 { -42 } else { 1_700_000_000_000 + i as i64 },
+            key: (i % 2 == 0).then(|| format!("key-{i}").into_bytes()),
+            value: if i == 5 { Vec::new() } else { format!("value number {i}").into_bytes() },
+            headers: if i % 3 == 0 {
+                vec![
+                    (b"trace".to_vec(), Some(format!("t{i}").into_bytes())),
+                    (b"null".to_vec(), None),
+                ]
+            } else {
+                Vec::new()
+            },
+        })
+        .collect();
+    let report = upgrade_log_dir(&RealFs, d).unwrap();
+    assert_eq!(report, UpgradeReport { segments_converted: 3, records: 8 });
+    let mut got = Vec::new();
+    for base in [0, 3, 6] {
+        got.extend(read_v2(&log_path(d, base), base));
+    }
+    assert_eq!(got, expected);
+    assert_eq!(
+        names(d),
+        [
+            "00000000000000000000.log",
+            "00000000000000000003.log",
+            "00000000000000000006.log",
+            "clean-shutdown"
+        ]
+    );
+}
+
+#[test]
+fn a_trimmed_partition_of_the_broker_fixture_keeps_its_records_and_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let from = copy_fixture("tests/fixtures/upgrade_v1/data/upgraded/0", d);
+    let report = upgrade_log_dir(&RealFs, d).unwrap();
+    // Segments 16, 24 and 32 of 8 records each; the trim (log start 18) lives in the checkpoint.
+    assert_eq!(report, UpgradeReport { segments_converted: 3, records: 24 });
+    for base in [16u64, 24, 32] {
+        let offsets: Vec<u64> =
+            read_v2(&log_path(d, base), base).iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (base..base + 8).collect::<Vec<_>>());
+    }
+    for kept in ["log-start-offset", "clean-shutdown"] {
+        assert_eq!(std::fs::read(d.join(kept)).unwrap(), std::fs::read(from.join(kept)).unwrap());
+    }
+}
