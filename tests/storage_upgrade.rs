@@ -148,7 +148,7 @@ fn fixture_record(p: u32, i: u64) -> Record {
     Record {
         offset: i,
         timestamp_ms: 1_700_000_000_000 + 1000 * i as i64 + i64::from(p),
-        key: (i % 5 != 0).then(|| format!("key-{p}-{i}").into_bytes()),
+        key: (!i.is_multiple_of(5)).then(|| format!("key-{p}-{i}").into_bytes()),
         value: if i % 7 == 3 {
             Vec::new()
         } else {
