@@ -507,3 +507,35 @@ fn a_trimmed_partition_of_the_broker_fixture_keeps_its_records_and_checkpoint() 
         assert_eq!(std::fs::read(d.join(kept)).unwrap(), std::fs::read(from.join(kept)).unwrap());
     }
 }
+
+/// Throughput of the conversion, for the report: `cargo test --lib storage::upgrade::tests::
+/// conversion_throughput -- --ignored --nocapture` (a debug build; release is faster).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn conversion_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let value = vec![b'x'; 1024];
+    let mut bytes = v1::encode_header(v1::VERSION, 0).to_vec();
+    let n = 128 * 1024u64;
+    for o in 0..n {
+        let r = OwnedV1 {
+            offset: o,
+            timestamp_ms: 1_700_000_000_000 + o as i64,
+            key: Some(format!("k{o}").into_bytes()),
+            value: value.clone(),
+            headers: Vec::new(),
+        };
+        record(&mut bytes, &r);
+    }
+    std::fs::write(log_path(d, 0), &bytes).unwrap();
+    let started = Instant::now();
+    let report = upgrade_log_dir(&RealFs, d).unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(report.records, n);
+    let mib = bytes.len() as f64 / (1 << 20) as f64;
+    println!(
+        "converted {n} records, {mib:.0} MiB of v1 segment, in {secs:.2} s: {:.0} MiB/s",
+        mib / secs
+    );
+}
