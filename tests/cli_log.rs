@@ -547,3 +547,47 @@ fn verify_reports_a_header_that_disagrees_with_its_file_name() {
         ),
     );
 }
+
+/// Not a test: writes a data directory of about `MINIKAFKA_LOG_BIG_MB` MiB (default 1024) of
+/// 100 KiB batches into `MINIKAFKA_LOG_BIG_DIR`, in 256 MiB segments, the last one followed by a
+/// 256 MiB sparse zero tail, for measuring `log verify` by hand:
+/// `MINIKAFKA_LOG_BIG_DIR=/tmp/big cargo test --test cli_log -- --ignored make_large_data_dir`
+/// then `/usr/bin/time -v target/debug/minikafka log verify /tmp/big`.
+#[test]
+#[ignore]
+fn make_large_data_dir() {
+    let Some(dir) = std::env::var_os("MINIKAFKA_LOG_BIG_DIR") else { return };
+    let mb: u64 =
+        std::env::var("MINIKAFKA_LOG_BIG_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let data = PathBuf::from(dir);
+    let topic = data.join("big");
+    fs::create_dir_all(topic.join("0")).unwrap();
+    fs::write(topic.join("topic.json"), br#"{"partitions":1}"#).unwrap();
+    let values: Vec<Vec<u8>> =
+        (0..100u32).map(|i| (0..1024u32).map(|j| (i * 31 + j * 7) as u8).collect()).collect();
+    let recs: Vec<Rec<'_>> =
+        values.iter().map(|v| Rec { key: Some(b"key"), value: Some(v), headers: &[] }).collect();
+    let mut template = batch(0, Compression::None, None, &recs);
+    let per_segment = (256u64 << 20) / template.len() as u64;
+    let total = (mb << 20) / template.len() as u64;
+    let mut offset = 0u64;
+    let mut written = 0u64;
+    while written < total {
+        let n = per_segment.min(total - written);
+        let path = topic.join("0").join(seg_name(offset));
+        let mut f = std::io::BufWriter::new(fs::File::create(&path).unwrap());
+        f.write_all(&segment_header(offset, 2)).unwrap();
+        for _ in 0..n {
+            set_base_offset(&mut template, offset as i64).unwrap();
+            f.write_all(&template).unwrap();
+            offset += 100;
+        }
+        let f = f.into_inner().unwrap();
+        written += n;
+        if written == total {
+            let len = f.metadata().unwrap().len();
+            f.set_len(len + (256 << 20)).unwrap();
+        }
+    }
+    println!("{written} batches, {offset} records in {}", data.display());
+}

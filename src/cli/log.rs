@@ -242,7 +242,7 @@ impl ChunkReader {
     /// The first byte at or after `pos` (below the file's length) that is not zero, if any.
     /// Skips holes with SEEK_DATA/SEEK_HOLE: the active segment is a sparse file grown far
     /// past its data.
-    fn first_nonzero(&mut self, pos: u64) -> io::Result<Option<u64>> {
+    fn first_nonzero(&self, pos: u64) -> io::Result<Option<u64>> {
         let mut at = pos;
         let mut chunk = vec![0u8; CHUNK];
         while at < self.len {
@@ -298,8 +298,8 @@ fn data_extent(file: &File, pos: u64) -> io::Result<Option<(u64, u64)>> {
 
 /// What is at a batch start.
 enum Step {
-    /// A whole batch (framing checked: magic... not yet; length fits the file) of `len` bytes,
-    /// now at `reader.bytes(position, len)`.
+    /// `len` bytes whose `batchLength` fits the file, now buffered in the reader. Nothing else
+    /// is checked yet (not even the magic).
     Batch { len: usize },
     /// A zero `batchLength`, or only zero bytes left: the end of the data.
     EndOfData,
@@ -839,6 +839,14 @@ impl<W: Write> Verifier<W> {
     fn segment(&mut self, path: &Path, base: u64, active: bool) -> Result<Option<i64>, CliError> {
         let mut reader = match ChunkReader::open(path) {
             Ok(r) => r,
+            // Retention or trim removed it since the directory was listed: not damage.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.say(&format!(
+                    "note: {} was deleted while verifying (retention or trim)",
+                    path.display()
+                ))?;
+                return Ok(None);
+            }
             Err(e) => {
                 self.problem(path, 0, None, &format!("cannot open: {e}"))?;
                 return Ok(None);
@@ -1087,8 +1095,14 @@ fn verify(data_dir: &Path, topic: Option<&str>) -> Result<(), CliError> {
     let mut work: Vec<PartitionFiles> = Vec::new();
     let mut total_bytes = 0u64;
     for (name, dir) in &topics {
-        v.totals.topics += 1;
         let entries = list(dir)?;
+        // What the broker ignores at open is not a topic: a directory with neither topic.json
+        // nor a partition 0.
+        if !dir.join("topic.json").exists() && !dir.join("0").is_dir() {
+            v.say(&format!("note: {} is not a topic (no topic.json), skipped", dir.display()))?;
+            continue;
+        }
+        v.totals.topics += 1;
         let mut parts: Vec<(u32, PathBuf)> = entries
             .iter()
             .filter(|(_, _, is_dir)| *is_dir)
