@@ -328,7 +328,7 @@ fn verify_passes_a_good_data_dir_with_the_right_counts() {
     assert_has(
         &r,
         &format!(
-            "checked 1 topics, 2 partitions, 3 segments, 4 batches, 9 records, {bytes} bytes of batches: no damage"
+            "checked: topics 1, partitions 2, segments 3, batches 4, records 9, batch bytes {bytes}; no damage"
         ),
     );
     // --topic narrows; an unknown one is an error.
@@ -360,7 +360,8 @@ fn verify_catches_a_flipped_byte() {
     let r = verify(&f.data);
     assert_eq!(r.code, Some(1), "{}", r.stdout);
     assert_has(&r, &format!("{} at position {pos}, offset 3: batch CRC-32C mismatch", seg_name(0)));
-    assert_has(&r, ": 1 problems");
+    assert_has(&r, "; problems 1\n");
+    assert!(r.stderr.contains("damage found in"), "{}", r.stderr);
 }
 
 #[test]
@@ -408,6 +409,11 @@ fn verify_catches_a_truncated_batch_in_a_sealed_segment() {
     assert_eq!(r.code, Some(1), "{}", r.stdout);
     assert_has(&r, &format!("{} at position {pos}, offset 3: batch truncated", seg_name(0)));
     assert!(!r.stdout.contains("incomplete tail"), "{}", r.stdout);
+    // dump says the same of the file alone.
+    let r = run(&["log", "dump", s(&f.sealed)]);
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    assert_has(&r, "batch at position 24: base offset 0");
+    assert_has(&r, &format!("damage at position {pos}: batch truncated"));
 }
 
 #[test]
@@ -430,7 +436,7 @@ fn a_torn_batch_at_the_end_of_the_active_segment_is_an_incomplete_tail_not_damag
         &r,
         &format!("{} at position {end}: incomplete tail (a broker may be writing)", seg_name(5)),
     );
-    assert_has(&r, "1 incomplete tails: no damage");
+    assert_has(&r, ", incomplete tails 1; no damage");
 
     // Written half-way into the zero tail of the grown file.
     let f = fixture();
@@ -468,6 +474,20 @@ fn verify_catches_garbage_after_the_data() {
     let r = verify(&f.data);
     assert_eq!(r.code, Some(1), "{}", r.stdout);
     assert_has(&r, &format!("{} at position {end}", seg_name(0)));
+
+    // Zeros after the data of a sealed segment: sealing cuts the file to its data.
+    let f = fixture();
+    let end = fs::metadata(&f.sealed).unwrap().len();
+    OpenOptions::new().write(true).open(&f.sealed).unwrap().set_len(end + 4096).unwrap();
+    let r = verify(&f.data);
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    assert_has(
+        &r,
+        &format!(
+            "{} at position {end}: 4096 zero bytes after the data of a sealed segment",
+            seg_name(0)
+        ),
+    );
 
     // In the zero tail of the active segment.
     let f = fixture();

@@ -722,13 +722,13 @@ fn offset_break(found: i64, expected: i64, previous: &str) -> String {
     if found < expected {
         format!(
             "offsets overlap: base offset {found}, but the {previous} already reaches offset {}",
-            expected - 1
+            expected.wrapping_sub(1)
         )
     } else {
         format!(
             "offset gap: base offset {found}, but the {previous} ends at offset {} \
              (offsets {expected}..{found} are missing)",
-            expected - 1,
+            expected.wrapping_sub(1),
         )
     }
 }
@@ -958,22 +958,19 @@ impl<W: Write> Verifier<W> {
                             self.totals.bytes += len as u64;
                             let found = summary.base_offset;
                             if found != expected {
-                                let prev = if first {
-                                    "segment (its file name)".to_string()
-                                } else {
-                                    "previous batch".to_string()
-                                };
                                 let reason = if first {
                                     format!(
                                         "first batch has base offset {found} but the segment's base offset is {expected}"
                                     )
                                 } else {
-                                    offset_break(found, expected, &prev)
+                                    offset_break(found, expected, "previous batch")
                                 };
                                 self.problem(path, pos, Some(found), &reason)?;
                             }
-                            expected =
-                                summary.base_offset + i64::from(summary.last_offset_delta) + 1;
+                            expected = summary
+                                .base_offset
+                                .saturating_add(i64::from(summary.last_offset_delta))
+                                .saturating_add(1);
                         }
                         Err(e) if unfinished => {
                             let reason = format!(
@@ -1142,23 +1139,23 @@ fn verify(data_dir: &Path, topic: Option<&str>) -> Result<(), CliError> {
     }
     let t = &v.totals;
     let mut summary = format!(
-        "checked {} topics, {} partitions, {} segments, {} batches, {} records, {} bytes of batches",
+        "checked: topics {}, partitions {}, segments {}, batches {}, records {}, batch bytes {}",
         t.topics, t.partitions, t.segments, t.batches, t.records, t.bytes
     );
     if t.incomplete_tails > 0 {
-        let _ = write!(summary, ", {} incomplete tails", t.incomplete_tails);
+        let _ = write!(summary, ", incomplete tails {}", t.incomplete_tails);
     }
     let problems = t.problems;
     if problems == 0 {
-        summary.push_str(": no damage");
+        summary.push_str("; no damage");
     } else {
-        let _ = write!(summary, ": {problems} problems");
+        let _ = write!(summary, "; problems {problems}");
     }
     v.say(&summary)?;
     v.out.flush().map_err(CliError::stdout)?;
     if problems > 0 {
         return Err(CliError::Damaged(format!(
-            "{problems} problems found in {}",
+            "damage found in {} ({problems} problems)",
             data_dir.display()
         )));
     }
