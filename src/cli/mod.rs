@@ -6,6 +6,7 @@ pub mod broker;
 mod completions;
 mod consume;
 mod group;
+mod log;
 mod perf;
 mod produce;
 mod topic;
@@ -45,6 +46,9 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Measure a running broker: produce, consume and produce-to-consume latency load tests.
     Perf(perf::PerfArgs),
+    /// Read segment files from disk: dump one, or verify a whole data directory (read-only,
+    /// safe beside a running broker).
+    Log(log::LogArgs),
 }
 
 /// How to reach the broker; shared by every client subcommand.
@@ -106,6 +110,9 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Broker(String),
+    /// `minikafka log` found damage (already reported on stdout).
+    #[error("{0}")]
+    Damaged(String),
     /// Stdout was closed by its reader (`| head`): not a failure, the reader has had enough.
     #[error("output closed")]
     OutputClosed,
@@ -134,6 +141,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Group(args) => group::run(args).await,
         Command::Completions(args) => completions::run(args),
         Command::Perf(args) => perf::run(args).await,
+        Command::Log(args) => log::run(args).await,
     }
 }
 

@@ -61,6 +61,7 @@ mod log;
 mod mmap;
 mod recovery;
 mod segment;
+mod upgrade;
 
 use std::io;
 use std::path::{Path, PathBuf};
