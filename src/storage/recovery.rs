@@ -1,4 +1,5 @@
-//! Opening a log directory: sweep the debris of interrupted writes, find the segments, check that
+//! Opening a log directory: upgrade segments of an older format (`upgrade`), sweep the debris of
+//! interrupted writes, find the segments, check that
 //! they chain, check each sealed segment cheaply (its index, and the records after the last index
 //! entry parse exactly to the end of the file), and scan the tail of the active (last) segment,
 //! cutting it at the first torn, corrupt or out-of-sequence record. The log is the truth; indexes
@@ -86,6 +87,9 @@ pub(crate) fn recover(
     config: &LogConfig,
 ) -> Result<Recovered, StorageError> {
     fs.create_dir_all(dir).map_err(StorageError::io(dir, "create log directory"))?;
+    // Segments written by a release before format version 2 are converted first, each one
+    // crash-safely (a copy synced, then renamed over it), so everything below reads version 2.
+    crate::storage::upgrade::upgrade_log_dir(fs, dir)?;
     let names = fs.list_dir(dir).map_err(StorageError::io(dir, "list log directory"))?;
     let mut bases: Vec<u64> =
         names.iter().filter_map(|n| segment::parse_file_name(n, LOG_SUFFIX)).collect();

@@ -249,6 +249,10 @@ impl Log {
     /// Appends `records` as one uncompressed batch stamped with their own timestamps; returns
     /// their offsets. Durable per the fsync policy when it returns.
     pub fn append(&self, records: &[NewRecord<'_>]) -> Result<OffsetRange, StorageError> {
+        if records.is_empty() {
+            let next = self.next_offset();
+            return Ok(OffsetRange { first: next, next });
+        }
         let mut bytes = record::build_batch(records, Compression::None)
             .map_err(|source| StorageError::InvalidBatch { batch: 0, source })?;
         self.append_batches(&mut bytes)

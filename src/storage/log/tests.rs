@@ -80,7 +80,7 @@ fn append_then_read_every_field_back() {
 #[test]
 fn rolls_name_files_by_base_offset_and_reads_cross_them() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    let log = Log::open(dir.path(), tiny(260)).unwrap();
     append_n(&log, 10);
     // 24-byte header + 44-byte records: 3 records per 180-byte segment.
     assert_eq!(
@@ -133,15 +133,16 @@ fn batch_bigger_than_a_segment_still_fits() {
     let big = vec![7u8; 3000];
     assert_eq!(log.append(&[NewRecord::value(&big)]).unwrap().first, 0);
     append_n(&log, 1);
-    let big_batch: Vec<_> = (0..10).map(|_| NewRecord::value(&big[..500])).collect();
-    assert_eq!(log.append(&big_batch).unwrap(), OffsetRange { first: 2, next: 12 });
+    // Seven records of 500 bytes: one batch under max_record_bytes (4096), over the segment size.
+    let big_batch: Vec<_> = (0..7).map(|_| NewRecord::value(&big[..500])).collect();
+    assert_eq!(log.append(&big_batch).unwrap(), OffsetRange { first: 2, next: 9 });
     let first = |o| log.read(o, 1).unwrap().records().next().unwrap().unwrap().value.unwrap();
     assert_eq!(first(0), &big[..]);
     assert_eq!(first(5), &big[..500]);
     drop(log);
     let log = Log::open(dir.path(), tiny(100)).unwrap();
-    assert_eq!(log.next_offset(), 12);
-    assert_eq!(read_all(&log).len(), 12);
+    assert_eq!(log.next_offset(), 9);
+    assert_eq!(read_all(&log).len(), 9);
 }
 
 #[test]
@@ -189,7 +190,7 @@ fn append_batches_stores_the_producers_bytes_with_only_offset_and_epoch_set() {
 #[test]
 fn trim_before_deletes_whole_segments_and_persists() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    let log = Log::open(dir.path(), tiny(260)).unwrap();
     append_n(&log, 10);
     assert_eq!(log.trim_before(4).unwrap(), 4);
     assert!(matches!(
@@ -205,7 +206,7 @@ fn trim_before_deletes_whole_segments_and_persists() {
     assert_eq!(log.trim_before(2).unwrap(), 4, "never moves back");
     assert!(log.trim_before(11).is_err());
     drop(log);
-    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    let log = Log::open(dir.path(), tiny(260)).unwrap();
     assert_eq!(log.log_start_offset(), 4);
     // Trimming everything keeps the offsets going.
     assert_eq!(log.trim_before(10).unwrap(), 10);
@@ -213,7 +214,7 @@ fn trim_before_deletes_whole_segments_and_persists() {
     assert!(log.read(10, 10).unwrap().is_empty());
     append_n(&log, 1);
     drop(log);
-    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    let log = Log::open(dir.path(), tiny(260)).unwrap();
     assert_eq!((log.log_start_offset(), log.next_offset()), (10, 11));
     assert_eq!(read_all(&log), vec![(10, value(10))]);
 }
@@ -221,10 +222,10 @@ fn trim_before_deletes_whole_segments_and_persists() {
 #[test]
 fn retention_by_size_and_age_deletes_oldest_sealed_segments_only() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = tiny(180);
-    cfg.retention_bytes = Some(400);
+    let mut cfg = tiny(260);
+    cfg.retention_bytes = Some(600);
     let log = Log::open(dir.path(), cfg.clone()).unwrap();
-    append_n(&log, 12); // segments 0,3,6,9 (156 bytes each when full)
+    append_n(&log, 12); // segments 0,3,6,9 (258 bytes each when full)
     assert_eq!(log.enforce_retention(0).unwrap(), 2);
     assert_eq!(log.log_start_offset(), 6);
     let logs: Vec<_> = names(dir.path()).into_iter().filter(|n| n.ends_with(".log")).collect();
@@ -244,7 +245,7 @@ fn retention_by_size_and_age_deletes_oldest_sealed_segments_only() {
 #[test]
 fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    let log = Log::open(dir.path(), tiny(260)).unwrap();
     append_n(&log, 10); // timestamps 1000..1009
     assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
     assert_eq!(log.offset_for_timestamp(1004).unwrap(), Some(4));
@@ -384,7 +385,7 @@ fn an_index_entry_pointing_at_the_wrong_record_is_caught_and_rebuilt() {
 fn disk_full_fails_appends_cleanly_and_they_work_again_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultyFs::new();
-    let log = Log::open_with_fs(dir.path(), tiny(180), Arc::new(fs.clone())).unwrap();
+    let log = Log::open_with_fs(dir.path(), tiny(260), Arc::new(fs.clone())).unwrap();
     append_n(&log, 4);
     fs.set_no_space(true);
     for _ in 0..3 {
@@ -396,7 +397,7 @@ fn disk_full_fails_appends_cleanly_and_they_work_again_when_space_returns() {
     fs.set_no_space(false);
     append_n(&log, 4);
     drop(log);
-    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    let log = Log::open(dir.path(), tiny(260)).unwrap();
     assert_eq!(read_all(&log).iter().map(|r| r.0).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
 }
 
@@ -429,7 +430,7 @@ fn interval_policy_syncs_when_due_and_on_the_ticker() {
 fn never_policy_does_not_sync_appends_but_sealing_does() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultyFs::new();
-    let log = Log::open_with_fs(dir.path(), tiny(180), Arc::new(fs.clone())).unwrap();
+    let log = Log::open_with_fs(dir.path(), tiny(260), Arc::new(fs.clone())).unwrap();
     let base = fs.sync_count();
     append_n(&log, 3);
     assert_eq!(fs.sync_count(), base);
@@ -440,7 +441,7 @@ fn never_policy_does_not_sync_appends_but_sealing_does() {
 #[test]
 fn a_slice_outlives_the_deletion_of_its_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), tiny(180)).unwrap();
+    let log = Log::open(dir.path(), tiny(260)).unwrap();
     append_n(&log, 10);
     let slice = log.read(0, 1 << 20).unwrap();
     log.trim_before(9).unwrap();

@@ -34,8 +34,6 @@
 //! recovery of a v1 log did; damage in any other segment is [`StorageError::Corrupt`] and that
 //! file is left as it is.
 
-// Recovery calls `upgrade_log_dir` once the v2 engine lands; until then only the tests do.
-#![cfg_attr(not(test), allow(dead_code))]
 
 mod v1;
 
