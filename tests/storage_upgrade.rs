@@ -82,7 +82,7 @@ fn golden_records() -> Vec<Record> {
             offset: i,
             timestamp_ms: if i == 3 { -42 } else { 1_700_000_000_000 + i as i64 },
             key: (i % 2 == 0).then(|| format!("key-{i}").into_bytes()),
-            value: if i == 5 { Vec::new() } else { format!("value number {i}").into_bytes() },
+            value: Some(if i == 5 { Vec::new() } else { format!("value number {i}").into_bytes() }),
             headers: if i % 3 == 0 {
                 vec![
                     Header { key: b"trace".to_vec(), value: Some(format!("t{i}").into_bytes()) },
@@ -100,7 +100,7 @@ fn read_all(log: &Log) -> Vec<Record> {
     let mut at = log.describe().log_start_offset;
     while at < log.next_offset() {
         let s = log.read(at, 1 << 20).unwrap();
-        got.extend(s.records().map(|r| r.unwrap().to_record()));
+        got.extend(s.records().map(|r| r.unwrap()));
         at = s.next_offset();
     }
     got
@@ -149,11 +149,11 @@ fn fixture_record(p: u32, i: u64) -> Record {
         offset: i,
         timestamp_ms: 1_700_000_000_000 + 1000 * i as i64 + i64::from(p),
         key: (!i.is_multiple_of(5)).then(|| format!("key-{p}-{i}").into_bytes()),
-        value: if i % 7 == 3 {
+        value: Some(if i % 7 == 3 {
             Vec::new()
         } else {
             format!("value {p}/{i} ").repeat(3).into_bytes()
-        },
+        }),
         headers,
     }
 }
