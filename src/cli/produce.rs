@@ -9,8 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
 use super::{CliError, ConnectArgs, reconnect_on_stderr};
+use crate::batch::Compression;
 use crate::client::{BatchAck, ClientError, Producer, ProducerConfig};
-use crate::record::{self, NewRecord};
+use crate::record::{self, Header, NewRecord};
 
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
@@ -31,6 +32,17 @@ pub struct ProduceArgs {
     /// Print the offset ranges the messages were stored at.
     #[arg(short, long)]
     verbose: bool,
+    /// Compress each batch with this codec; the broker stores and serves it compressed.
+    #[arg(long, value_enum, default_value_t = Codec::None)]
+    compression: Codec,
+    /// Send one record with a null value (a tombstone: "delete this key" on a compacted topic)
+    /// for --key, instead of messages.
+    #[arg(long, requires = "key", conflicts_with_all = ["messages", "file"])]
+    null_value: bool,
+    /// A header on every message: `KEY=VALUE`, or `KEY` alone for a null value. Repeatable; order
+    /// is kept and keys may repeat.
+    #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_header)]
+    headers: Vec<Header>,
     /// If the broker goes away (a restart), keep trying to reconnect for this many seconds, then
     /// fail. Batches not acknowledged when the connection was lost are sent again, so a message
     /// may be stored twice (at-least-once); none is reported stored unless acknowledged.
@@ -40,23 +52,59 @@ pub struct ProduceArgs {
     connect: ConnectArgs,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Codec {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl From<Codec> for Compression {
+    fn from(c: Codec) -> Compression {
+        match c {
+            Codec::None => Compression::None,
+            Codec::Gzip => Compression::Gzip,
+            Codec::Snappy => Compression::Snappy,
+            Codec::Lz4 => Compression::Lz4,
+            Codec::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+fn parse_header(s: &str) -> Result<Header, String> {
+    let (key, value) = match s.split_once('=') {
+        Some((k, v)) => (k, Some(v.as_bytes().to_vec())),
+        None => (s, None),
+    };
+    if key.is_empty() {
+        return Err(format!("header {s:?} has an empty key (expected KEY=VALUE)"));
+    }
+    Ok(Header { key: key.as_bytes().to_vec(), value })
+}
+
 pub(super) async fn run(args: ProduceArgs) -> Result<(), CliError> {
     let conn = args.connect.connect().await?;
     let config = ProducerConfig {
         reconnect: Some(reconnect_on_stderr(Some(args.reconnect_timeout))),
+        compression: args.compression.into(),
         ..ProducerConfig::default()
     };
     let mut producer = Producer::new(conn, &args.topic, config).await?;
     let mut sender = Sender {
         producer: &mut producer,
         key: args.key.as_deref().map(str::as_bytes),
+        headers: &args.headers,
         partition: args.partition,
         acks: Vec::new(),
         sent: 0,
         timestamp_ms: 0,
         timestamp_uses_left: 0,
     };
-    if !args.messages.is_empty() {
+    if args.null_value {
+        sender.send_value(None).await?;
+    } else if !args.messages.is_empty() {
         for m in &args.messages {
             sender.send(m.as_bytes()).await?;
         }
@@ -105,6 +153,7 @@ pub(super) async fn run(args: ProduceArgs) -> Result<(), CliError> {
 struct Sender<'a> {
     producer: &'a mut Producer,
     key: Option<&'a [u8]>,
+    headers: &'a [Header],
     partition: Option<u32>,
     acks: Vec<BatchAck>,
     sent: u64,
@@ -120,6 +169,11 @@ const TIMESTAMP_REUSE: u32 = 256;
 
 impl Sender<'_> {
     async fn send(&mut self, value: &[u8]) -> Result<(), CliError> {
+        self.send_value(Some(value)).await
+    }
+
+    /// Sends one record; `None` is a null value.
+    async fn send_value(&mut self, value: Option<&[u8]>) -> Result<(), CliError> {
         if self.buffer(value)? {
             self.send_due().await?;
         }
@@ -127,7 +181,7 @@ impl Sender<'_> {
     }
 
     /// Queues one record without waiting; true when `send_due` must run before the next one.
-    fn buffer(&mut self, value: &[u8]) -> Result<bool, CliError> {
+    fn buffer(&mut self, value: Option<&[u8]>) -> Result<bool, CliError> {
         if self.timestamp_uses_left == 0 {
             self.timestamp_ms = record::now_ms();
             self.timestamp_uses_left = TIMESTAMP_REUSE;
@@ -136,8 +190,8 @@ impl Sender<'_> {
         let rec = NewRecord {
             timestamp_ms: self.timestamp_ms,
             key: self.key,
-            value: Some(value),
-            headers: &[],
+            value,
+            headers: self.headers,
         };
         let due = self.producer.buffer_record(self.partition, &rec)?;
         self.sent += 1;
@@ -250,7 +304,7 @@ impl Sender<'_> {
         if let Some(v) = value.strip_suffix(b"\n") {
             value = v.strip_suffix(b"\r").unwrap_or(v);
         }
-        self.buffer(value).map_err(|e| match e {
+        self.buffer(Some(value)).map_err(|e| match e {
             CliError::Client(c @ ClientError::Encode { .. }) => {
                 CliError::Usage(format!("line {} ({}): {c}", self.sent + 1, what()))
             }
