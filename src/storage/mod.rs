@@ -58,6 +58,7 @@ mod handles;
 mod index;
 mod log;
 mod mmap;
+pub(crate) mod producer_state;
 mod recovery;
 mod segment;
 
