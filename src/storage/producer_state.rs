@@ -33,6 +33,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
+use crate::batch::{BatchSummary, BatchView};
 use crate::storage::StorageError;
 use crate::storage::fs::{FileSystem, write_atomic};
 
@@ -125,11 +126,62 @@ pub fn next_sequence(seq: i32) -> i32 {
 }
 
 /// The sequence of the last record of a batch: `base_sequence + last_offset_delta`, wrapping
-/// past `i32::MAX` to 0 as Kafka's producers number them. Both inputs non-negative.
+/// past `i32::MAX` to 0 as Kafka's producers number them. A negative `base_sequence` (no
+/// sequence) is returned as is.
 pub fn last_sequence(base_sequence: i32, last_offset_delta: i32) -> i32 {
-    let sum = i64::from(base_sequence) + i64::from(last_offset_delta);
-    // Both are in 0..=i32::MAX, so the sum is below 2^32 and the remainder fits an i32.
+    if base_sequence < 0 {
+        return base_sequence;
+    }
+    let sum = i64::from(base_sequence) + i64::from(last_offset_delta.max(0));
+    // Both terms are in 0..=i32::MAX, so the sum is below 2^32 and the remainder fits an i32.
     (sum % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// The idempotence fields of a batch header, as [`ProducerStates::check`] and
+/// [`ProducerStates::record`] take them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    pub last_seq: i32,
+}
+
+impl ProducerBatch {
+    /// The fields of `batch`, or `None` for a batch without a producer id (not idempotent: never
+    /// checked nor recorded).
+    pub fn of(batch: &BatchView<'_>) -> Option<ProducerBatch> {
+        Self::from_fields(
+            batch.producer_id(),
+            batch.producer_epoch(),
+            batch.base_sequence(),
+            batch.last_offset_delta(),
+        )
+    }
+
+    /// The fields of a validated batch, or `None` without a producer id.
+    pub fn from_summary(summary: &BatchSummary) -> Option<ProducerBatch> {
+        Self::from_fields(
+            summary.producer_id,
+            summary.producer_epoch,
+            summary.base_sequence,
+            summary.last_offset_delta,
+        )
+    }
+
+    fn from_fields(
+        producer_id: i64,
+        epoch: i16,
+        base_sequence: i32,
+        last_offset_delta: i32,
+    ) -> Option<ProducerBatch> {
+        (producer_id >= 0).then(|| ProducerBatch {
+            producer_id,
+            epoch,
+            first_seq: base_sequence,
+            last_seq: last_sequence(base_sequence, last_offset_delta),
+        })
+    }
 }
 
 /// The idempotent producers of one partition.
@@ -271,6 +323,24 @@ impl ProducerStates {
         }
         entry.batches.push_back(batch);
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
+    }
+
+    /// [`ProducerStates::check`] for a batch's fields.
+    pub fn check_batch(&self, b: &ProducerBatch) -> Result<SeqCheck, ProducerStateError> {
+        self.check(b.producer_id, b.epoch, b.first_seq, b.last_seq)
+    }
+
+    /// Recovery's replay of one stored batch after the snapshot: records it if it has a producer
+    /// id, without checks (the log is the truth). `now_ms` stands for its append time, which the
+    /// log does not keep: the producer then expires no earlier than a full idle time after the
+    /// restart.
+    pub fn replay(&mut self, batch: &BatchView<'_>, now_ms: i64) {
+        if let Some(b) = ProducerBatch::of(batch) {
+            // Stored batches have the non-negative base offset the broker assigned.
+            let first = batch.base_offset().max(0) as u64;
+            let last = batch.last_offset().max(0) as u64;
+            self.record(b.producer_id, b.epoch, b.first_seq, b.last_seq, first, last, now_ms);
+        }
     }
 
     /// Forgets every producer that has not appended for `max_idle_ms` or more; returns how many.
@@ -526,6 +596,7 @@ fn u64_at(buf: &[u8], pos: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::{BatchBuilder, Compression, NewRecord};
     use crate::storage::RealFs;
     use ProducerStateError::{InvalidProducerEpoch, OutOfOrderSequence};
 
@@ -675,6 +746,88 @@ mod tests {
             Err(OutOfOrderSequence { producer_id: PID, expected: 45, got: 0 })
         );
         assert_eq!(s.check(PID + 1, 0, 0, 0), Ok(SeqCheck::Append), "ids are independent");
+    }
+
+    /// A stored batch of `n` records at `base_offset`, from `producer` (id, epoch, base sequence)
+    /// or from a producer that is not idempotent.
+    fn stored_batch(base_offset: i64, n: usize, producer: Option<(i64, i16, i32)>) -> Vec<u8> {
+        let mut b = BatchBuilder::new(Compression::None).base_offset(base_offset);
+        if let Some((id, epoch, seq)) = producer {
+            b = b.producer(id, epoch, seq);
+        }
+        for i in 0..n {
+            let v = [i as u8];
+            b.push(&NewRecord { timestamp: 1, key: None, value: Some(&v), headers: &[] }).unwrap();
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn the_fields_of_a_batch_header_feed_check_and_replay() {
+        let bytes = stored_batch(40, 3, Some((PID, 2, i32::MAX - 1)));
+        let view = BatchView::new(&bytes).unwrap();
+        let b = ProducerBatch::of(&view).unwrap();
+        assert_eq!(
+            b,
+            ProducerBatch { producer_id: PID, epoch: 2, first_seq: i32::MAX - 1, last_seq: 0 }
+        );
+        let plain = stored_batch(0, 3, None);
+        assert_eq!(ProducerBatch::of(&BatchView::new(&plain).unwrap()), None);
+
+        let mut s = ProducerStates::new();
+        s.replay(&BatchView::new(&plain).unwrap(), 5);
+        assert!(s.is_empty(), "a batch without a producer id leaves no state");
+        assert_eq!(s.check_batch(&b), Ok(SeqCheck::Append));
+        s.replay(&view, 5);
+        assert_eq!(
+            s.check_batch(&b),
+            Ok(SeqCheck::Duplicate { first_offset: 40, last_offset: 42 })
+        );
+    }
+
+    #[test]
+    fn a_snapshot_plus_a_replay_of_the_batches_after_it_equals_a_replay_of_the_whole_log() {
+        // The log as recovery sees it: two producers interleaved, one bumping its epoch.
+        let mut log = Vec::new();
+        let mut offset = 0i64;
+        for (i, (pid, epoch, seq, n)) in
+            [(1, 0, 0, 3), (2, 0, 0, 1), (1, 0, 3, 2), (2, 1, 0, 4), (1, 0, 5, 1), (2, 1, 4, 2)]
+                .into_iter()
+                .enumerate()
+        {
+            log.push(stored_batch(offset, n, Some((pid, epoch, seq))));
+            if i == 2 {
+                log.push(stored_batch(offset + n as i64, 2, None));
+                offset += 2;
+            }
+            offset += n as i64;
+        }
+        let mut whole = ProducerStates::new();
+        for b in &log {
+            whole.replay(&BatchView::new(b).unwrap(), 77);
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut before = ProducerStates::new();
+        let (head, tail) = log.split_at(3);
+        for b in head {
+            before.replay(&BatchView::new(b).unwrap(), 77);
+        }
+        let snapshot_at = BatchView::new(&tail[0]).unwrap().base_offset() as u64;
+        before.write_snapshot(&RealFs, dir.path(), snapshot_at).unwrap();
+
+        let (mut recovered, from) =
+            load_latest(&RealFs, dir.path(), offset as u64).unwrap().unwrap();
+        assert_eq!(from, snapshot_at);
+        for b in &log {
+            let view = BatchView::new(b).unwrap();
+            if view.base_offset() as u64 >= from {
+                recovered.replay(&view, 77);
+            }
+        }
+        assert_eq!(recovered, whole);
+        assert_eq!(recovered.get(2).unwrap().epoch, 1);
+        assert_eq!(recovered.check(1, 0, 6, 6), Ok(SeqCheck::Append));
     }
 
     #[test]
