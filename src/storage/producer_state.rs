@@ -204,14 +204,16 @@ impl ProducerBatch {
 /// | position | size | field            | encoding                                               |
 /// |----------|------|------------------|--------------------------------------------------------|
 /// | +0       | 8    | `producer_id`    | `i64`, non-negative                                    |
-/// | +8       | 2    | `epoch`          | `i16`, non-negative                                    |
+/// | +8       | 2    | `epoch`          | `i16`                                                  |
 /// | +10      | 1    | `batch_count`    | `u8`: 1 to 5                                           |
 /// | +11      | 1    | reserved         | zero                                                   |
 /// | +12      | 8    | `last_append_ms` | `i64`: broker clock of its last append                 |
 /// | +20      | 24·k | batches          | oldest first; per batch: `i32` first_seq, `i32` last_seq, `u64` first_offset, `u64` last_offset |
 ///
-/// Batches of an entry have non-negative sequences and strictly increasing, non-overlapping
-/// offset ranges. A file that breaks any of this is damaged and skipped by [`load_latest`].
+/// Batches of an entry have strictly increasing, non-overlapping offset ranges. A file that
+/// breaks any of this is damaged and skipped by [`load_latest`]. Epochs and sequences are kept
+/// as recorded, whatever their value: a snapshot must not become unreadable because the log
+/// holds an odd batch (recovery records every batch with a producer id, unchecked).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
@@ -431,9 +433,6 @@ impl ProducerStates {
             if id <= last_id {
                 return Err(format!("producer id {id} at byte {pos} is not above {last_id}"));
             }
-            if epoch < 0 {
-                return Err(format!("producer {id}: negative epoch {epoch}"));
-            }
             if !(1..=RETAINED_BATCHES).contains(&batch_count) {
                 return Err(format!("producer {id}: {batch_count} batches"));
             }
@@ -453,7 +452,7 @@ impl ProducerStates {
                     first_offset: u64_at(buf, pos + 8),
                     last_offset: u64_at(buf, pos + 16),
                 };
-                if b.first_seq < 0 || b.last_seq < 0 || b.first_offset > b.last_offset {
+                if b.first_offset > b.last_offset {
                     return Err(format!("producer {id}: bad batch at byte {pos}"));
                 }
                 if batches.back().is_some_and(|p: &BatchMetadata| p.last_offset >= b.first_offset) {
@@ -852,6 +851,7 @@ mod tests {
         let mut s = with_batches(7);
         s.record(3, 2, 0, 0, 900, 900, -5);
         s.record(1 << 40, i16::MAX, i32::MAX - 1, 1, 901, 903, i64::MAX);
+        s.record(9, -1, -1, -1, 950, 950, 0); // an odd batch recovery replayed unchecked
         s
     }
 
@@ -863,9 +863,9 @@ mod tests {
         assert_eq!(path.file_name().unwrap(), "00000000000000001000.snapshot");
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..4], b"MKPS");
-        assert_eq!(u32_at(&bytes, COUNT_POS), 3);
+        assert_eq!(u32_at(&bytes, COUNT_POS), 4);
         assert_eq!(u64_at(&bytes, OFFSET_POS), 1000);
-        assert_eq!(bytes.len(), SNAPSHOT_HEADER_LEN + 3 * ENTRY_FIXED_LEN + 7 * BATCH_LEN);
+        assert_eq!(bytes.len(), SNAPSHOT_HEADER_LEN + 4 * ENTRY_FIXED_LEN + 8 * BATCH_LEN);
         let (loaded, offset) = load_latest(&RealFs, dir.path(), 1000).unwrap().unwrap();
         assert_eq!((loaded, offset), (s, 1000));
         let empty = ProducerStates::new();
@@ -904,10 +904,9 @@ mod tests {
 
         let good = sample().encode(1000);
         let first = SNAPSHOT_HEADER_LEN;
-        let cases: [(usize, &[u8], &str); 4] = [
+        let cases: [(usize, &[u8], &str); 3] = [
             (first + 10, &[6], "6 batches"),
             (first + 10, &[0], "0 batches"),
-            (first + 8, &(-1i16).to_le_bytes(), "negative epoch"),
             (first + 11, &[1], "reserved"),
         ];
         for (pos, bytes, what) in cases {
