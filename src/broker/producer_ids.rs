@@ -116,7 +116,10 @@ impl ProducerIds {
             decode(&bytes)
                 .map_err(|reason| ProducerIdError::Damaged { path: path.clone(), reason })?
         } else {
-            let start = crate::record::now_ms().max(0);
+            // Milliseconds since the Unix epoch (0 for a clock before it).
+            let start = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
             tracing::info!(path = %path.display(), start, "no producer id file: ids start at the clock");
             start
         };
@@ -230,8 +233,15 @@ mod tests {
     #[test]
     fn ids_keep_increasing_across_a_crash_and_the_rest_of_a_block_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+                as i64;
         let ids = ProducerIds::open(dir.path()).unwrap();
         let first: Vec<i64> = (0..3).map(|_| ids.next().unwrap()).collect();
+        assert!(
+            first[0] >= now_ms,
+            "a new directory starts at the clock, above the ids of the previous release"
+        );
         assert_eq!(first, [first[0], first[0] + 1, first[0] + 2]);
         let bytes = std::fs::read(dir.path().join(PRODUCER_IDS_FILE)).unwrap();
         assert_eq!((&bytes[..4], bytes.len()), (&b"MKPI"[..], FILE_LEN));
