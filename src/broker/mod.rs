@@ -64,6 +64,7 @@
 mod fsutil;
 mod groups;
 pub mod partitioner;
+pub(crate) mod producer_ids;
 mod topic;
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ mod handles;
 mod index;
 mod log;
 mod mmap;
+pub(crate) mod producer_state;
 mod recovery;
 mod segment;
 mod upgrade;
