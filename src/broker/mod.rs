@@ -94,6 +94,8 @@ pub use self::topic::MAX_NAME_LEN;
 
 /// How often the background task applies retention.
 pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How often idle idempotent producer ids are looked for.
+const PRODUCER_EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
 /// Where a topic is built before it is renamed into place. One name serves every topic (the
 /// admin lock makes creates one at a time) and keeps a 249-character topic name within the
 /// file system's 255-byte name limit.
@@ -121,6 +123,9 @@ pub struct BrokerConfig {
     /// The file system every partition log goes through (`None`: the real one). Tests pass a
     /// fault-injecting one (`storage::FaultyFs`) to prove what a producer sees when the disk fails.
     pub fs: Option<Arc<dyn FileSystem>>,
+    /// An idempotent producer id idle this long is forgotten by every partition (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -134,6 +139,7 @@ impl Default for BrokerConfig {
             max_partitions: 1024,
             fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
             fs: None,
+            producer_id_expiration_ms: crate::storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
     }
 }
@@ -366,6 +372,8 @@ pub struct Broker {
     /// Every partition log does its file work through this: the real file system, with each
     /// fsync timed into `metrics`.
     fs: Arc<dyn FileSystem>,
+    /// Producer ids for InitProducerId, unique for the life of the data directory.
+    producer_ids: producer_ids::ProducerIds,
     /// Holds the data directory's exclusive lock for as long as the broker lives.
     _lock: fs::File,
 }
@@ -457,8 +465,17 @@ impl Broker {
             topics = topics.len(),
             "broker opened"
         );
+        // After the lock: two brokers must never share the id allocator.
+        let producer_ids =
+            producer_ids::ProducerIds::open_with(fs.clone(), data_dir).map_err(|e| {
+                BrokerError::CorruptState {
+                    path: data_dir.join(producer_ids::PRODUCER_IDS_FILE),
+                    reason: e.to_string(),
+                }
+            })?;
         let broker = Arc::new(Broker {
             config,
+            producer_ids,
             topics: RwLock::new(topics),
             groups,
             admin: Mutex::new(()),
@@ -829,6 +846,28 @@ impl Broker {
         }
     }
 
+    /// A new idempotent producer id, never handed out before by this data directory. Blocks on a
+    /// small fsync once per 1,000 ids.
+    pub fn next_producer_id(&self) -> Result<i64, BrokerError> {
+        self.producer_ids.next().map_err(|e| BrokerError::Io {
+            path: self.config.data_dir.join(producer_ids::PRODUCER_IDS_FILE),
+            op: "reserve producer ids in",
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+
+    /// Forgets producer ids idle past `producer_id_expiration_ms` in every partition.
+    fn expire_producers(&self) -> usize {
+        let max_idle = self.config.producer_id_expiration_ms;
+        let mut expired = 0;
+        for t in self.all_topics() {
+            for (_, p) in t.online() {
+                expired += p.log.expire_producers(max_idle);
+            }
+        }
+        expired
+    }
+
     /// Deletes the records below `before` (Kafka's delete-records) and returns the new log start
     /// offset.
     pub fn trim(&self, topic: &str, partition: u32, before: u64) -> Result<u64, BrokerError> {
@@ -1038,6 +1077,7 @@ fn spawn_background(
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("minikafka-broker-bg".into()).spawn(move || {
         let mut last_retention = Instant::now();
+        let mut last_expiry = Instant::now();
         loop {
             {
                 let stopped = lock(&stop.stopped);
@@ -1052,6 +1092,13 @@ fn spawn_background(
             let Some(b) = broker.upgrade() else { return };
             if matches!(b.config.log.fsync, FsyncPolicy::Interval(_)) {
                 b.sync_dirty();
+            }
+            if last_expiry.elapsed() >= PRODUCER_EXPIRY_INTERVAL {
+                last_expiry = Instant::now();
+                let expired = b.expire_producers();
+                if expired > 0 {
+                    tracing::info!(producers = expired, "forgot idle idempotent producer ids");
+                }
             }
             let retention =
                 b.config.log.retention_ms.is_some() || b.config.log.retention_bytes.is_some();

@@ -8,9 +8,6 @@
 //! producer's first batches look like an old producer's (duplicates to drop, or a sequence gap to
 //! refuse), so a damaged file stops the broker rather than guess.
 
-// Until the Kafka listener's InitProducerId calls it (issue 12): remove then.
-#![allow(dead_code)]
-
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -94,6 +91,7 @@ struct Block {
 
 impl ProducerIds {
     /// Opens the allocator of `data_dir` on the real file system.
+    #[cfg(test)]
     pub fn open(data_dir: &Path) -> Result<ProducerIds, ProducerIdError> {
         Self::open_with(Arc::new(RealFs), data_dir)
     }

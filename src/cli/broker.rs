@@ -94,6 +94,12 @@ pub struct BrokerArgs {
         value_parser = clap::value_parser!(u32).range(1024..=i32::MAX as i64))]
     pub fetch_max_bytes: u32,
 
+    /// Forget an idempotent producer id after this many milliseconds without a batch from it
+    /// (Kafka's producer.id.expiration.ms; default one day). A retry after that is not
+    /// recognised as a duplicate.
+    #[arg(long, value_name = "MS", default_value_t = crate::storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS)]
+    pub producer_id_expiration_ms: u64,
+
     /// Address of the Kafka wire protocol listener (host:port; port 0 picks a free port), or
     /// `off` to serve only the native protocol.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9092")]
@@ -246,6 +252,7 @@ impl BrokerArgs {
             fetch_max_bytes: self
                 .fetch_max_bytes
                 .min(self.max_frame_bytes.max(MIN_KAFKA_FRAME_BYTES)),
+            producer_id_expiration_ms: self.producer_id_expiration_ms,
             ..defaults
         })
     }

@@ -73,7 +73,7 @@ pub use self::handles::{
     DEFAULT_OPEN_SEALED_SEGMENTS, FileLimits, open_sealed_segments, open_sealed_segments_limit,
     raise_open_file_limit, set_open_sealed_segments_limit,
 };
-pub use self::log::{Log, ReadSlice};
+pub use self::log::{DEFAULT_PRODUCER_ID_EXPIRATION_MS, Log, ReadSlice};
 
 use crate::batch::BatchError;
 use crate::record;
@@ -208,6 +208,9 @@ pub enum StorageError {
     },
     #[error("batch {batch} of the request is refused: {reason}")]
     UnsupportedBatch { batch: usize, reason: &'static str },
+    /// An idempotent producer's batch out of sequence or from a fenced epoch; nothing written.
+    #[error("{0}")]
+    Producer(#[from] producer_state::ProducerStateError),
     #[error(
         "log {} refuses writes: an earlier write or fsync failed; reopen it to recover",
         path.display()

@@ -28,9 +28,6 @@
 //! answered UNKNOWN_PRODUCER_ID there; that error is not produced here. Its sequences are checked
 //! from its first batch on.
 
-// Until the log's append path and recovery call it (issue 12): remove then.
-#![allow(dead_code)]
-
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
@@ -229,11 +226,13 @@ impl ProducerStates {
         self.producers.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }
 
     /// The state of one producer id, if any.
+    #[cfg(test)]
     pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
     }
@@ -551,17 +550,6 @@ pub fn load_latest(
         }
     }
     Ok(None)
-}
-
-/// Removes every snapshot below `offset` (e.g. the log start after a trim); returns how many.
-/// Not fsynced: a removal a crash undoes leaves an older, still valid snapshot.
-pub fn remove_snapshots_below(
-    fs: &dyn FileSystem,
-    dir: &Path,
-    offset: u64,
-) -> Result<usize, StorageError> {
-    let old: Vec<u64> = list_snapshots(fs, dir)?.into_iter().filter(|&o| o < offset).collect();
-    remove_all(fs, dir, &old)
 }
 
 /// Removes all but the newest `keep` snapshots; returns how many were removed.
@@ -967,9 +955,7 @@ mod tests {
         {
             std::fs::write(dir.path().join(other), b"x").unwrap();
         }
-        assert_eq!(remove_snapshots_below(&RealFs, dir.path(), 20).unwrap(), 1);
-        assert_eq!(list_snapshots(&RealFs, dir.path()).unwrap(), vec![20, 30, 40]);
-        assert_eq!(keep_newest_snapshots(&RealFs, dir.path(), 2).unwrap(), 1);
+        assert_eq!(keep_newest_snapshots(&RealFs, dir.path(), 2).unwrap(), 2);
         assert_eq!(list_snapshots(&RealFs, dir.path()).unwrap(), vec![30, 40]);
         assert_eq!(keep_newest_snapshots(&RealFs, dir.path(), 5).unwrap(), 0);
         let mut names = RealFs.list_dir(dir.path()).unwrap();

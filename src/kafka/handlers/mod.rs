@@ -3,7 +3,6 @@
 //! Kafka error codes. Never touches sockets (the server does) or storage internals (the broker
 //! does).
 
-use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -52,6 +51,7 @@ fn s(v: &str) -> StrBytes {
 /// The Kafka error code a real broker would send for a broker-layer error.
 pub(crate) fn broker_error_code(e: &BrokerError) -> i16 {
     use crate::storage::StorageError;
+    use crate::storage::producer_state::ProducerStateError;
     match e {
         BrokerError::UnknownTopic { .. } | BrokerError::UnknownPartition { .. } => {
             code(ResponseError::UnknownTopicOrPartition)
@@ -74,6 +74,12 @@ pub(crate) fn broker_error_code(e: &BrokerError) -> i16 {
             }
             StorageError::InvalidBatch { .. } | StorageError::UnsupportedBatch { .. } => {
                 code(ResponseError::InvalidRecord)
+            }
+            StorageError::Producer(ProducerStateError::OutOfOrderSequence { .. }) => {
+                code(ResponseError::OutOfOrderSequenceNumber)
+            }
+            StorageError::Producer(ProducerStateError::InvalidProducerEpoch { .. }) => {
+                code(ResponseError::InvalidProducerEpoch)
             }
             _ => code(ResponseError::KafkaStorageError),
         },
@@ -102,20 +108,11 @@ pub(crate) struct Ctx {
     pub broker: Arc<Broker>,
     pub coordinator: Mutex<Coordinator>,
     pub config: HandlerConfig,
-    next_producer_id: AtomicI64,
 }
 
 impl Ctx {
     pub(crate) fn new(broker: Arc<Broker>, config: HandlerConfig) -> Self {
-        // Producer ids only need to differ between producers; seeding from the clock keeps them
-        // distinct across restarts without storing anything.
-        let seed = crate::record::now_ms().max(1);
-        Ctx {
-            broker,
-            coordinator: Mutex::new(Coordinator::new()),
-            config,
-            next_producer_id: AtomicI64::new(seed),
-        }
+        Ctx { broker, coordinator: Mutex::new(Coordinator::new()), config }
     }
 
     pub(crate) fn coordinator(&self) -> MutexGuard<'_, Coordinator> {

@@ -21,6 +21,7 @@ use std::time::Instant;
 use crate::batch::{self, BatchError, BatchSummary, Compression};
 use crate::record::{self, NewRecord, Record};
 use crate::storage::fs::{FileSystem, RealFs, write_atomic};
+use crate::storage::producer_state::{self, ProducerBatch, ProducerStates, SeqCheck};
 use crate::storage::recovery::{self, CLEAN_MARKER};
 use crate::storage::segment::{IndexCursor, OpenSegment, SEGMENT_HEADER_LEN, Segment};
 use crate::storage::{
@@ -29,11 +30,19 @@ use crate::storage::{
 
 /// The `partitionLeaderEpoch` a single node stamps on every batch it appends.
 const LEADER_EPOCH: i32 = 0;
+/// Producer state snapshots kept (one per roll and one at close; the newest ones suffice).
+const SNAPSHOTS_KEPT: usize = 2;
+/// Default time after which an idle producer id is forgotten (Kafka's
+/// `producer.id.expiration.ms`: one day).
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// The appender's private state, under the append lock.
 struct Appender {
     /// Where the active segment's next index entry is due.
     index_cursor: IndexCursor,
+    /// Idempotent producers' state (sequence ranges and offsets of their last batches): checked
+    /// and updated under the append lock, so a retry is never written twice.
+    producers: ProducerStates,
     /// End of the bytes a failed write may have left past the committed end of the active
     /// segment (0: none). They are zeroed before the next write, so a later, shorter batch can
     /// never be followed on disk by stale records that recovery would take for real ones.
@@ -183,14 +192,19 @@ impl Log {
                 }
             }
         }
+        let producers = load_producer_state(&*fs, &dir, &rec.segments, rec.log_start_offset, next)?;
         tracing::debug!(dir = %dir.display(), segments = rec.segments.len(),
-            log_start = rec.log_start_offset, next_offset = next,
+            log_start = rec.log_start_offset, next_offset = next, producers = producers.len(),
             elapsed_us = started.elapsed().as_micros() as u64, "log opened");
         Ok(Log {
             dir,
             fs,
             segments: RwLock::new(rec.segments),
-            appender: Mutex::new(Appender { index_cursor: rec.index_cursor, torn_end: 0 }),
+            appender: Mutex::new(Appender {
+                producers,
+                index_cursor: rec.index_cursor,
+                torn_end: 0,
+            }),
             admin: Mutex::new(()),
             sync: Mutex::new(SyncState { synced, syncing: false, last_sync: Instant::now() }),
             synced_cv: Condvar::new(),
@@ -267,7 +281,28 @@ impl Log {
     /// are written as they are. Durable per the fsync policy when it returns.
     pub fn append_batches(&self, bytes: &mut [u8]) -> Result<OffsetRange, StorageError> {
         let summaries = self.validate_batches(bytes)?;
+        let idempotent = match summaries.as_slice() {
+            [s] => ProducerBatch::from_summary(s),
+            many if many.iter().any(|s| s.producer_id >= 0) => {
+                return Err(StorageError::UnsupportedBatch {
+                    batch: 0,
+                    reason: "an idempotent producer's batch must come alone (one per request)",
+                });
+            }
+            _ => None,
+        };
         let mut app = self.lock_appender()?;
+        if let Some(pb) = &idempotent
+            && let SeqCheck::Duplicate { first_offset, last_offset } =
+                app.producers.check_batch(pb)?
+        {
+            // A retry of a batch already written: its original offsets, nothing written. Under
+            // Always it is acknowledged only once durable (the original may still be syncing).
+            drop(app);
+            let range = OffsetRange { first: first_offset, next: last_offset + 1 };
+            self.after_append(range)?;
+            return Ok(range);
+        }
         let first = self.next_offset.load(Ordering::Relaxed);
         let mut pos = 0;
         let mut next = first;
@@ -280,10 +315,36 @@ impl Log {
             pos += s.batch_bytes;
         }
         let res = self.write_batches(&mut app, bytes, first, &summaries);
+        if let (Ok(range), Some(pb)) = (&res, &idempotent) {
+            // Before the lock is released: a retry arriving now must find it.
+            let now = record::now_ms();
+            let (f, l, e, id) = (pb.first_seq, pb.last_seq, pb.epoch, pb.producer_id);
+            app.producers.record(id, e, f, l, range.first, range.next - 1, now);
+        }
         drop(app);
         let range = res?;
         self.after_append(range)?;
         Ok(range)
+    }
+
+    /// Forgets producer ids idle for longer than `max_idle_ms`; returns how many.
+    pub fn expire_producers(&self, max_idle_ms: u64) -> usize {
+        let mut app = self.appender.lock().unwrap_or_else(|p| p.into_inner());
+        app.producers.expire(record::now_ms(), max_idle_ms)
+    }
+
+    /// Writes the producer state as of `offset` (the log's end) beside the segments, keeping the
+    /// newest few. A failure is logged, not fatal: recovery rebuilds the state from the log.
+    fn snapshot_producers(&self, app: &Appender, offset: u64) {
+        let fs = &*self.fs;
+        let written = app
+            .producers
+            .write_snapshot(fs, &self.dir, offset)
+            .and_then(|_| producer_state::keep_newest_snapshots(fs, &self.dir, SNAPSHOTS_KEPT));
+        if let Err(e) = written {
+            tracing::warn!(dir = %self.dir.display(), offset, error = %e,
+                "cannot write the producer state snapshot; recovery will rebuild it from the log");
+        }
     }
 
     /// Checks every batch of a producer's record set; the summaries in order.
@@ -460,6 +521,8 @@ impl Log {
             Err(e) => return Err(e),
         };
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled to a new segment");
+        // Recovery then replays only the batches after it (the active segment).
+        self.snapshot_producers(app, base);
         self.segments.write().unwrap_or_else(|p| p.into_inner()).push(seg.clone());
         app.index_cursor = IndexCursor::new(self.config.index_interval_bytes, SEGMENT_HEADER_LEN);
         Ok(seg)
@@ -659,7 +722,7 @@ impl Log {
     /// with `Closed`; reads keep working. Calling it again does nothing.
     pub fn close(&self) -> Result<(), StorageError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
-        let _app = self.appender.lock().unwrap_or_else(|p| p.into_inner());
+        let app = self.appender.lock().unwrap_or_else(|p| p.into_inner());
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -670,6 +733,7 @@ impl Log {
         if let Err(e) = active.flush_to_disk(&*self.fs, &self.dir) {
             return self.poison(e);
         }
+        self.snapshot_producers(&app, self.next_offset());
         let marker = self.dir.join(CLEAN_MARKER);
         write_atomic(&*self.fs, &self.dir, &marker, b"clean\n")
             .map_err(StorageError::io(&marker, "write clean-shutdown marker"))?;
@@ -684,6 +748,36 @@ impl Log {
             s.advise_sequential();
         }
     }
+}
+
+/// The producer state at `next`: the newest snapshot at or below it, then the batch headers after
+/// it replayed (no CRC check or decompression: the fields are in the header). Without a snapshot
+/// (a log from before producer state, or every snapshot damaged) the whole log's headers are read.
+fn load_producer_state(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    log_start: u64,
+    next: u64,
+) -> Result<ProducerStates, StorageError> {
+    let (mut states, from) = producer_state::load_latest(fs, dir, next)?
+        .unwrap_or_else(|| (ProducerStates::new(), log_start));
+    let now = record::now_ms();
+    for seg in segments.iter().filter(|s| s.next_offset() > from) {
+        let h = seg.open(fs)?;
+        crate::storage::segment::scan(
+            h.data(),
+            SEGMENT_HEADER_LEN,
+            seg.base_offset,
+            false,
+            |v, _| {
+                if v.base_offset() as u64 >= from {
+                    states.replay(v, now);
+                }
+            },
+        );
+    }
+    Ok(states)
 }
 
 /// Whether a failed seal failed at the fdatasync of segment data (fsyncgate: poison).

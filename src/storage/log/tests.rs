@@ -82,14 +82,15 @@ fn rolls_name_files_by_base_offset_and_reads_cross_them() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), tiny(260)).unwrap();
     append_n(&log, 10);
-    // 24-byte header + 44-byte records: 3 records per 180-byte segment.
-    assert_eq!(
-        names(dir.path()),
-        [0, 3, 6, 9]
-            .iter()
-            .flat_map(|b| [format!("{b:020}.index"), format!("{b:020}.log")])
-            .collect::<Vec<_>>()
-    );
+    // 24-byte header + 78-byte one-record batches: 3 records per 260-byte segment. Each roll
+    // leaves a producer state snapshot at the new base; the newest two are kept.
+    let mut expected: Vec<_> = [0, 3, 6, 9]
+        .iter()
+        .flat_map(|b| [format!("{b:020}.index"), format!("{b:020}.log")])
+        .collect();
+    expected.extend([6, 9].iter().map(|b| format!("{b:020}.snapshot")));
+    expected.sort();
+    assert_eq!(names(dir.path()), expected);
     let d = log.describe();
     assert_eq!((d.log_start_offset, d.next_offset, d.segments), (0, 10, 4));
     let all = read_all(&log);
@@ -504,4 +505,63 @@ fn readers_race_the_appender_and_retention_without_seeing_torn_data() {
     assert!(reads > 0);
     assert_eq!(log.next_offset(), TOTAL);
     assert!(log.log_start_offset() > 0, "retention ran");
+}
+
+/// One idempotent batch of `n` records from producer 7, epoch `epoch`, first sequence `seq`.
+fn idempotent(epoch: i16, seq: i32, n: usize) -> Vec<u8> {
+    let mut b = batch::BatchBuilder::new(Compression::None).producer(7, epoch, seq);
+    for i in 0..n {
+        let v = format!("p7-{}", seq as usize + i);
+        record::push_record(&mut b, &NewRecord::value(v.as_bytes())).unwrap();
+    }
+    b.build().unwrap()
+}
+
+#[test]
+fn an_idempotent_retry_gets_its_first_offsets_back_and_is_not_stored_twice_even_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny(260)).unwrap();
+    append_n(&log, 2);
+    let first = log.append_batches(&mut idempotent(0, 0, 3)).unwrap();
+    assert_eq!(first, OffsetRange { first: 2, next: 5 });
+    append_n(&log, 4); // rolls segments: a snapshot is written at each roll
+    // The producer did not see the acknowledgement and sends the same batch again.
+    assert_eq!(log.append_batches(&mut idempotent(0, 0, 3)).unwrap(), first);
+    assert_eq!(log.next_offset(), 9, "nothing written twice");
+    // A gap is refused, an old epoch is fenced; neither writes anything.
+    assert!(matches!(
+        log.append_batches(&mut idempotent(0, 5, 1)),
+        Err(StorageError::Producer(producer_state::ProducerStateError::OutOfOrderSequence {
+            expected: 3,
+            got: 5,
+            ..
+        }))
+    ));
+    assert_eq!(log.append_batches(&mut idempotent(1, 0, 1)).unwrap().first, 9);
+    assert!(matches!(
+        log.append_batches(&mut idempotent(0, 3, 1)),
+        Err(StorageError::Producer(
+            producer_state::ProducerStateError::InvalidProducerEpoch { .. }
+        ))
+    ));
+    // A crash (no close): the state comes back from the snapshot and the log after it.
+    drop(log);
+    let log = Log::open(dir.path(), tiny(260)).unwrap();
+    assert_eq!(log.append_batches(&mut idempotent(1, 0, 1)).unwrap().first, 9);
+    assert_eq!(
+        log.append_batches(&mut idempotent(1, 1, 2)).unwrap(),
+        OffsetRange { first: 10, next: 12 }
+    );
+    // A clean restart: the snapshot written at close is enough.
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), tiny(260)).unwrap();
+    assert_eq!(
+        log.append_batches(&mut idempotent(1, 1, 2)).unwrap(),
+        OffsetRange { first: 10, next: 12 }
+    );
+    assert_eq!(log.next_offset(), 12);
+    let snapshots: Vec<_> =
+        names(dir.path()).into_iter().filter(|n| n.ends_with(".snapshot")).collect();
+    assert!(!snapshots.is_empty() && snapshots.len() <= SNAPSHOTS_KEPT, "{snapshots:?}");
 }

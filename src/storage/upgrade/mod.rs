@@ -34,7 +34,6 @@
 //! recovery of a v1 log did; damage in any other segment is [`StorageError::Corrupt`] and that
 //! file is left as it is.
 
-
 mod v1;
 
 use std::path::{Path, PathBuf};
