@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::storage::{FileSystem, RealFs};
+use crate::storage::FileSystem;
 
 /// Name of the file, in the data directory's root. `@` is not a topic name character, so no
 /// topic directory can take the name (as for `@groups`).
@@ -93,7 +93,7 @@ impl ProducerIds {
     /// Opens the allocator of `data_dir` on the real file system.
     #[cfg(test)]
     pub fn open(data_dir: &Path) -> Result<ProducerIds, ProducerIdError> {
-        Self::open_with(Arc::new(RealFs), data_dir)
+        Self::open_with(Arc::new(crate::storage::RealFs), data_dir)
     }
 
     /// Opens the allocator of `data_dir` through `fs` (the broker's, so tests can inject faults).
