@@ -367,13 +367,13 @@ fn consume(
             Some(Err(e)) => return Err(format!("consuming {topic}: {e}").into()),
             Some(Ok(m)) => {
                 let (p, offset) = (m.partition(), m.offset());
-                if let Some(&want) = next_offset.get(&p) {
-                    if offset != want {
-                        return Err(format!(
-                            "{topic}/{p}: offset {offset} arrived where {want} was next"
-                        )
-                        .into());
-                    }
+                if let Some(&want) = next_offset.get(&p)
+                    && offset != want
+                {
+                    return Err(format!(
+                        "{topic}/{p}: offset {offset} arrived where {want} was next"
+                    )
+                    .into());
                 }
                 next_offset.insert(p, offset + 1);
                 count += 1;
