@@ -2,15 +2,20 @@
 # Side-by-side benchmark: Redis Streams (AOF), NATS JetStream (file store) and minikafka, same
 # machine, same sitting, same record sizes. Prints one table: figure, Redis, NATS, minikafka, and
 # minikafka's ratio to each peer; the durability of each peer is printed under the table.
+# minikafka is measured twice over: through its native protocol (`minikafka perf`) and through
+# its Kafka listener with librdkafka (benches/kafka-bench), with the broker's CPU time per
+# produced and per fetched record for each.
 #
 #   benches/compare.sh                 # RUNS=3 by default: every figure is the median of 3 runs
 #   RUNS=1 benches/compare.sh          # quicker, noisier
 #   MINIKAFKA=path/to/minikafka benches/compare.sh   # skip the release build
 #   NATS_BENCH=path/to/nats-bench benches/compare.sh # skip building benches/nats-bench
+#   KAFKA_BENCH=path/to/kafka-bench benches/compare.sh # skip building benches/kafka-bench
 #
-# Installs redis-server/redis-tools and nats-server from Debian if missing (apt-get), and builds
-# benches/nats-bench (a small `nats bench` on the async-nats crate: the Go `nats` CLI is not
-# packaged) into target/nats-bench. Everything runs on loopback ports picked at random, in a temp
+# Installs redis-server/redis-tools, nats-server and librdkafka-dev from Debian if missing
+# (apt-get), and builds benches/nats-bench (a small `nats bench` on the async-nats crate: the Go
+# `nats` CLI is not packaged) into target/nats-bench and benches/kafka-bench (librdkafka through
+# the rdkafka crate, linked to Debian's librdkafka) into target/kafka-bench. Everything runs on loopback ports picked at random, in a temp
 # dir that is removed at the end; every process this script starts is stopped by the EXIT trap.
 # Each step has a timeout, so the whole run is bounded (about 5-8 minutes on 2 busy cores with
 # RUNS=3, most of it NATS publishing).
@@ -22,6 +27,7 @@ N1K=${N1K:-400000}         # records of 1000 B per produce run
 NALWAYS=${NALWAYS:-500000} # records per fsync-always run
 STEP_TIMEOUT=${STEP_TIMEOUT:-60}
 NATS_STEP_TIMEOUT=${NATS_STEP_TIMEOUT:-240} # one NATS publish of N100 records runs ~15-40 s here
+KAFKA_STEP_TIMEOUT=${KAFKA_STEP_TIMEOUT:-120} # one librdkafka produce of N100 records: ~5-15 s
 
 cd "$(dirname "$0")/.."
 WORK=$(mktemp -d /tmp/minikafka-compare.XXXXXX)
@@ -63,6 +69,17 @@ if [[ -z "${NATS_BENCH:-}" ]]; then
     (cd benches/nats-bench && CARGO_TARGET_DIR=../../target/nats-bench \
         timeout 1800 cargo build --release --quiet --locked)
     NATS_BENCH=target/nats-bench/release/nats-bench
+fi
+if [[ -z "${KAFKA_BENCH:-}" ]]; then
+    if ! dpkg -s librdkafka-dev >/dev/null 2>&1; then
+        log "installing librdkafka-dev from Debian"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librdkafka-dev >/dev/null
+    fi
+    log "building benches/kafka-bench (release)"
+    (cd benches/kafka-bench && CARGO_TARGET_DIR=../../target/kafka-bench \
+        timeout 1800 cargo build --release --quiet --locked)
+    KAFKA_BENCH=target/kafka-bench/release/kafka-bench
 fi
 if [[ -z "${MINIKAFKA:-}" ]]; then
     log "building minikafka (release)"
@@ -170,20 +187,26 @@ log "NATS runs, records/s: publish 100 B $(ints "${N_P100[@]}"); 1000 B $(ints "
     "replay 100 B $(ints "${N_C100[@]}"); 1000 B $(ints "${N_C1K[@]}")"
 
 # --- minikafka ---------------------------------------------------------------------------------
-start_broker() { # $1 = fsync policy; sets BROKER, BPID
+start_broker() { # $1 = fsync policy, $2 = "kafka" for a Kafka listener too; sets BROKER, KBROKER, BPID
     local dir="$WORK/mk-${1//=/-}"
     mkdir -p "$dir"
     local port
     port=$(free_port)
     BROKER=127.0.0.1:$port
-    # Kafka and HTTP listeners off: their default ports may belong to a broker already running.
+    # The Kafka listener on a port picked here, or off, and the HTTP listener off: their default
+    # ports may belong to a broker already running.
+    KBROKER=off
+    [[ "${2:-}" == kafka ]] && KBROKER=127.0.0.1:$(free_port)
     "$MINIKAFKA" broker --data-dir "$dir/data" --listen "$BROKER" --fsync "$1" \
-        --kafka-listen off --http-listen off \
+        --kafka-listen "$KBROKER" --http-listen off \
         >"$dir/broker.log" 2>&1 &
     BPID=$!
     PIDS+=("$BPID")
     for _ in $(seq 100); do
-        "$MINIKAFKA" topic list --broker "$BROKER" >/dev/null 2>&1 && return 0
+        if "$MINIKAFKA" topic list --broker "$BROKER" >/dev/null 2>&1 &&
+            { [[ "$KBROKER" == off ]] || grep -q 'Kafka listener ready' "$dir/broker.log"; }; then
+            return 0
+        fi
         sleep 0.1
     done
     echo "minikafka did not start" >&2
@@ -202,30 +225,89 @@ perf_field() { # $1 = field, rest = perf args
     timeout "$STEP_TIMEOUT" "$MINIKAFKA" perf "$@" --broker "$BROKER" --json |
         python3 -c "import json,sys; print(json.load(sys.stdin)['$field'])"
 }
+# field of the JSON report (stdout) of one kafka-bench run against the Kafka listener; its text
+# report (stderr) goes to the log
+kafka_field() { # $1 = field, rest = kafka-bench args
+    local field=$1
+    shift
+    timeout "$KAFKA_STEP_TIMEOUT" "$KAFKA_BENCH" --brokers "$KBROKER" "$@" 2> >(sed 's/^/# kafka-bench /' >&2) |
+        python3 -c "import json,sys; print(json.load(sys.stdin)['$field'])"
+}
+# The broker's CPU time (user + system, all threads) from /proc/PID/stat, in clock ticks.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+us_per_record() { # ticks before, ticks after, records
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$CLK_TCK" 'BEGIN {print (b - a) / hz * 1e6 / n}'
+}
 perf_latency_p99() {
     timeout "$STEP_TIMEOUT" "$MINIKAFKA" perf latency "$@" --broker "$BROKER" --json |
         python3 -c "import json,sys; print(json.load(sys.stdin)['latency']['p99_us'])"
 }
 
-log "minikafka, --fsync interval=1000"
-start_broker interval=1000
+log "minikafka, --fsync interval=1000, with a Kafka listener"
+start_broker interval=1000 kafka
 IDLE_TOPICS_RSS=$(
     for i in $(seq 100); do "$MINIKAFKA" topic create "idle$i" --broker "$BROKER" >/dev/null; done
     sleep 0.5
     rss_mib "$BPID"
 )
+# Each produce and replay, native or Kafka, is bracketed by readings of the broker's CPU time:
+# the CPU_* arrays hold the broker's microseconds per record of each run.
 M_P100=()
 M_P1K=()
+CPU_MP100=()
+CPU_MP1K=()
 for r in $(seq "$RUNS"); do
+    c0=$(cpu_ticks "$BPID")
     M_P100+=("$(perf_field records_per_sec produce --topic p100-$r --record-size 100 --num-records "$N100" --batch-size 262144)")
+    c1=$(cpu_ticks "$BPID")
     M_P1K+=("$(perf_field records_per_sec produce --topic p1k-$r --record-size 1000 --num-records "$N1K" --batch-size 1048576)")
+    c2=$(cpu_ticks "$BPID")
+    CPU_MP100+=("$(us_per_record "$c0" "$c1" "$N100")")
+    CPU_MP1K+=("$(us_per_record "$c1" "$c2" "$N1K")")
+done
+# The same records through the Kafka listener, with librdkafka's defaults (acks=1, no
+# compression, linger.ms 5, batch.size 1 MB), into topics of their own.
+K_P100=()
+K_P1K=()
+CPU_KP100=()
+CPU_KP1K=()
+for r in $(seq "$RUNS"); do
+    "$MINIKAFKA" topic create "k100-$r" --broker "$BROKER" >/dev/null
+    "$MINIKAFKA" topic create "k1k-$r" --broker "$BROKER" >/dev/null
+    c0=$(cpu_ticks "$BPID")
+    K_P100+=("$(kafka_field records_per_sec produce --topic k100-$r --records "$N100" --size 100)")
+    c1=$(cpu_ticks "$BPID")
+    K_P1K+=("$(kafka_field records_per_sec produce --topic k1k-$r --records "$N1K" --size 1000)")
+    c2=$(cpu_ticks "$BPID")
+    CPU_KP100+=("$(us_per_record "$c0" "$c1" "$N100")")
+    CPU_KP1K+=("$(us_per_record "$c1" "$c2" "$N1K")")
 done
 settle
+# Native and Kafka replays read the same topics (written by perf produce), so both protocols
+# fetch the same stored records.
 M_C100=()
 M_C1K=()
+K_C100=()
+K_C1K=()
+CPU_MC100=()
+CPU_MC1K=()
+CPU_KC100=()
+CPU_KC1K=()
 for r in $(seq "$RUNS"); do
+    c0=$(cpu_ticks "$BPID")
     M_C100+=("$(perf_field records_per_sec consume --topic p100-$r)")
+    c1=$(cpu_ticks "$BPID")
     M_C1K+=("$(perf_field records_per_sec consume --topic p1k-$r)")
+    c2=$(cpu_ticks "$BPID")
+    K_C100+=("$(kafka_field records_per_sec consume --topic p100-$r --records "$N100")")
+    c3=$(cpu_ticks "$BPID")
+    K_C1K+=("$(kafka_field records_per_sec consume --topic p1k-$r --records "$N1K")")
+    c4=$(cpu_ticks "$BPID")
+    CPU_MC100+=("$(us_per_record "$c0" "$c1" "$N100")")
+    CPU_MC1K+=("$(us_per_record "$c1" "$c2" "$N1K")")
+    CPU_KC100+=("$(us_per_record "$c2" "$c3" "$N100")")
+    CPU_KC1K+=("$(us_per_record "$c3" "$c4" "$N1K")")
 done
 M_LAT=()
 for r in $(seq "$RUNS"); do
@@ -272,6 +354,18 @@ M_P100=$(med "${M_P100[@]}")
 M_P1K=$(med "${M_P1K[@]}")
 M_C100=$(med "${M_C100[@]}")
 M_C1K=$(med "${M_C1K[@]}")
+K_P100=$(med "${K_P100[@]}")
+K_P1K=$(med "${K_P1K[@]}")
+K_C100=$(med "${K_C100[@]}")
+K_C1K=$(med "${K_C1K[@]}")
+CPU_MP100=$(med "${CPU_MP100[@]}")
+CPU_MP1K=$(med "${CPU_MP1K[@]}")
+CPU_KP100=$(med "${CPU_KP100[@]}")
+CPU_KP1K=$(med "${CPU_KP1K[@]}")
+CPU_MC100=$(med "${CPU_MC100[@]}")
+CPU_MC1K=$(med "${CPU_MC1K[@]}")
+CPU_KC100=$(med "${CPU_KC100[@]}")
+CPU_KC1K=$(med "${CPU_KC1K[@]}")
 M_LAT=$(med "${M_LAT[@]}")
 M_ALWAYS=$(med "${M_ALWAYS[@]}")
 M_CLI_P=$(med "${M_CLI_P[@]}")
@@ -286,7 +380,7 @@ N_C1K=$(med "${N_C1K[@]}")
 row() { # figure, redis, nats, minikafka
     awk -v f="$1" -v r="$2" -v n="$3" -v m="$4" '
         function num(x) { return x ~ /^[0-9.eE+-]+$/ && x != "-" }
-        function cell(x) { return num(x) ? sprintf("%.0f", x) : x }
+        function cell(x) { return num(x) ? sprintf(x < 10 ? "%.2f" : "%.0f", x) : x }
         function ratio(x) { return (num(x) && x > 0 && num(m)) ? sprintf("%.2fx", m / x) : "-" }
         BEGIN { printf "| %-52s | %10s | %10s | %10s | %8s | %8s |\n", f, cell(r), cell(n), cell(m), ratio(r), ratio(n) }'
 }
@@ -298,11 +392,23 @@ echo
 printf "| %-52s | %10s | %10s | %10s | %8s | %8s |\n" "figure (records/s unless said)" "Redis" "NATS" "minikafka" "vs Redis" "vs NATS"
 printf "|%s|%s|%s|%s|%s|%s|\n" "$(dashes 54)" "$(dashes 12)" "$(dashes 12)" "$(dashes 12)" "$(dashes 10)" "$(dashes 10)"
 row "produce 100 B, fsync on a timer (see below)" "$R_XADD100" "$N_P100" "$M_P100"
+row "  Kafka listener produce 100 B (librdkafka)" "-" "-" "$K_P100"
 row "produce 1000 B, fsync on a timer" "$R_XADD1K" "$N_P1K" "$M_P1K"
 row "  same, MB/s" "$(mb "$R_XADD1K")" "$(mb "$N_P1K")" "$(mb "$M_P1K")"
+row "  Kafka listener produce 1000 B (librdkafka)" "-" "-" "$K_P1K"
 row "replay 100 B from offset 0" "$R_XRANGE100" "$N_C100" "$M_C100"
+row "  Kafka listener consume 100 B (librdkafka)" "-" "-" "$K_C100"
 row "replay 1000 B from offset 0" "$R_XRANGE1K" "$N_C1K" "$M_C1K"
 row "  same, MB/s" "$(mb "$R_XRANGE1K")" "$(mb "$N_C1K")" "$(mb "$M_C1K")"
+row "  Kafka listener consume 1000 B (librdkafka)" "-" "-" "$K_C1K"
+row "broker CPU per produced record (us), native 100 B" "-" "-" "$CPU_MP100"
+row "  same, Kafka listener 100 B" "-" "-" "$CPU_KP100"
+row "  same, native 1000 B" "-" "-" "$CPU_MP1K"
+row "  same, Kafka listener 1000 B" "-" "-" "$CPU_KP1K"
+row "broker CPU per fetched record (us), native 100 B" "-" "-" "$CPU_MC100"
+row "  same, Kafka listener 100 B" "-" "-" "$CPU_KC100"
+row "  same, native 1000 B" "-" "-" "$CPU_MC1K"
+row "  same, Kafka listener 1000 B" "-" "-" "$CPU_KC1K"
 row "produce 100 B, fsync always, 50 clients x 64" "$R_ALWAYS" "n/a" "$M_ALWAYS"
 row "produce --file, 100 B lines (vs perf produce)" "-" "-" "$M_CLI_P"
 row "consume --from-beginning > file (vs perf consume)" "-" "-" "$M_CLI_C"
@@ -317,7 +423,19 @@ echo "clients: Redis redis-benchmark -c 50 -P 64 (XADD; replay = XRANGE COUNT 10
 echo "  NATS benches/nats-bench (async-nats), 1 connection, 1000 publish acks in flight, replay = ephemeral"
 echo "  pull consumer, no acks, 10,000-message pulls; minikafka perf, 1 connection, 8 batches in flight;"
 echo "  replay = 4 MiB fetches, 4 in flight (FETCH_CONTINUE). Every peer's replays start after a sync(1)."
+echo "  Kafka listener: benches/kafka-bench, librdkafka $(dpkg-query -W -f='${Version}' librdkafka1 2>/dev/null || echo '?')" \
+    "(Debian) through the rdkafka crate, 1 connection;"
+echo "  produce: acks=1, no compression, linger.ms 5, batch.size 1 MB, every delivery report awaited;"
+echo "  consume: the topics perf produce wrote, every partition assigned from the beginning, 4 MiB"
+echo "  max.partition.fetch.bytes, check.crcs=true."
+echo "broker CPU: user + system time of the broker process (/proc/PID/stat, ${CLK_TCK} ticks/s) over each run,"
+echo "  divided by its records."
 echo
+ratio2() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}'; }
+echo "Kafka listener / native: produce 100 B $(ratio2 "$K_P100" "$M_P100"), 1000 B $(ratio2 "$K_P1K" "$M_P1K");" \
+    "consume 100 B $(ratio2 "$K_C100" "$M_C100"), 1000 B $(ratio2 "$K_C1K" "$M_C1K");" \
+    "broker CPU per fetched record 100 B $(ratio2 "$CPU_KC100" "$CPU_MC100"), 1000 B $(ratio2 "$CPU_KC1K" "$CPU_MC1K");" \
+    "per produced record 100 B $(ratio2 "$CPU_KP100" "$CPU_MP100"), 1000 B $(ratio2 "$CPU_KP1K" "$CPU_MP1K")"
 echo "produce --file / perf produce: $(awk -v a="$M_CLI_P" -v b="$M_P100" 'BEGIN {printf "%.2f", a / b}');" \
     "consume > file / perf consume: $(awk -v a="$M_CLI_C" -v b="$M_C100" 'BEGIN {printf "%.2f", a / b}')"
 echo "produce-to-consume latency at 10,000 msg/s, p99: ${M_LAT} us"
