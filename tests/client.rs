@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::BrokerProcess;
+use minikafka::batch;
 use minikafka::client::{
     Admin, ClientError, Connection, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom,
     partition_for_key,
 };
-use minikafka::batch;
 use minikafka::protocol::{ErrorCode, Request, Response};
 use minikafka::record::NewRecord;
 

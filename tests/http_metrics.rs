@@ -11,13 +11,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use minikafka::batch::Compression;
 use minikafka::broker::{Broker, BrokerConfig};
 use minikafka::client::{
     Admin, Connection, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom,
 };
 use minikafka::http::HttpServer;
 use minikafka::metrics::find_sample;
-use minikafka::batch::Compression;
 use minikafka::record::{self, Header, NewRecord};
 use minikafka::server::{Server, ServerConfig};
 

@@ -12,9 +12,9 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use minikafka::batch::{self, BatchView, Compression};
 use minikafka::broker::{AppendBatch, Broker, BrokerConfig};
 use minikafka::protocol::{self, ErrorCode, Request, Response};
-use minikafka::batch::{self, BatchView, Compression};
 use minikafka::record::{self, NewRecord};
 use minikafka::server::{Server, ServerConfig, ServerError};
 
