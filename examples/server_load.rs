@@ -8,12 +8,14 @@
 //! ```
 //! `fsync` is `always`, `never` or `interval=MS`. Every number is bounded; the run ends by itself.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use minikafka::batch::Compression;
 use minikafka::broker::{Broker, BrokerConfig};
 use minikafka::protocol::{self, Request, Response};
 use minikafka::record::{self, NewRecord};
@@ -71,18 +73,10 @@ async fn main() {
         let _ = stop_rx.await;
     }));
 
-    // One encoded batch, reused: the broker rewrites offsets and CRCs of its own copy.
+    // One RecordBatch v2, reused: the broker sets the base offset of its own copy.
     let value = vec![b'x'; value_bytes];
-    let mut encoded = Vec::new();
-    for _ in 0..batch {
-        record::encode(
-            &mut encoded,
-            0,
-            &NewRecord::value(&value),
-            record::DEFAULT_MAX_RECORD_BYTES,
-        )
-        .expect("encode");
-    }
+    let records = vec![NewRecord::value(&value); batch];
+    let encoded = record::build_batch(&records, Compression::None).expect("encode");
     let encoded = Bytes::from(encoded);
 
     let started = Instant::now();
@@ -145,10 +139,16 @@ async fn main() {
             if records.is_empty() {
                 break;
             }
-            for rec in record::RecordIter::new(&records, record::DEFAULT_MAX_RECORD_BYTES) {
-                offset = rec.expect("CRC ok").offset + 1;
-                fetched += 1;
-            }
+            // Whole batches from the one holding `offset`: records before it were seen already.
+            let from = offset;
+            record::for_each_record(&records, true, &mut Vec::new(), |rec| {
+                if rec.offset as u64 >= from {
+                    offset = rec.offset as u64 + 1;
+                    fetched += 1;
+                }
+                ControlFlow::Continue(())
+            })
+            .expect("CRC ok");
             fetched_bytes += records.len() as u64;
             if offset == high_watermark {
                 break;

@@ -5,16 +5,18 @@
 mod common;
 
 use common::{BrokerProcess, fails, ok};
-use minikafka::record::MIN_RECORD_LEN;
+use minikafka::batch::{HEADER_LEN, MIN_RECORD_LEN};
 
-/// Bytes a partition holds for records with these values (no keys, no headers), plus what each
-/// segment file adds on top of its records.
-fn stored_bytes(values: &[&str]) -> u64 {
-    values.iter().map(|v| (MIN_RECORD_LEN + v.len()) as u64).sum::<u64>() + SEGMENT_OVERHEAD
+/// Bytes a partition holds for these batches of records with short values (no keys, no headers,
+/// each batch's timestamps within 63 ms of its first: every varint takes one byte), plus what
+/// the segment file adds on top of its batches.
+fn stored_bytes(batches: &[&[&str]]) -> u64 {
+    let batch_bytes = |values: &[&str]| {
+        HEADER_LEN + values.iter().map(|v| MIN_RECORD_LEN + v.len()).sum::<usize>()
+    };
+    batches.iter().map(|b| batch_bytes(b) as u64).sum::<u64>() + SEGMENT_OVERHEAD
 }
 
-/// Bytes a segment file holds besides its records: its header (magic, version, base offset...),
-/// `SEGMENT_HEADER_LEN` in src/storage/segment.rs.
 const SEGMENT_OVERHEAD: u64 = 24;
 
 #[test]
@@ -39,7 +41,8 @@ fn journey_create_produce_describe_consume_trim_delete() {
     );
 
     let values = ["first order", "second order", "third order", "fourth order"];
-    let bytes = stored_bytes(&values);
+    // Each produce sent its records as one batch.
+    let bytes = stored_bytes(&[&values[..2], &values[2..]]);
     assert_eq!(
         ok(broker.cli(&["topic", "describe", "orders"])),
         format!(

@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::BrokerProcess;
+use minikafka::batch;
 use minikafka::client::{
     Admin, ClientError, Connection, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom,
     partition_for_key,
 };
-use minikafka::protocol::ErrorCode;
+use minikafka::protocol::{ErrorCode, Request, Response};
 use minikafka::record::NewRecord;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +61,7 @@ async fn producer_batches_by_count_partitions_by_key_and_acknowledges_everything
     while let Some(rec) = consumer.next().await.unwrap() {
         let key = rec.key.clone().unwrap();
         assert_eq!(rec.partition, partition_for_key(&key, 3));
-        got.entry(rec.partition).or_default().push(String::from_utf8(rec.value).unwrap());
+        got.entry(rec.partition).or_default().push(String::from_utf8(rec.value.unwrap()).unwrap());
     }
     assert_eq!(got, sent_per_partition);
 }
@@ -124,7 +125,7 @@ async fn consumer_positions_commits_and_long_poll() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!((rec.partition, rec.offset, rec.value.as_slice()), (1, 5, &b"late"[..]));
+    assert_eq!((rec.partition, rec.offset, rec.value.as_deref()), (1, 5, Some(&b"late"[..])));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,19 +137,45 @@ async fn many_small_records_travel_in_few_requests() {
     // Linger out of the picture: batches close on size alone.
     let config = ProducerConfig { linger: Duration::from_secs(600), ..ProducerConfig::default() };
     let batch_max_bytes = config.batch_max_bytes;
-    let mut producer = Producer::new(conn, "bulk", config).await.unwrap();
+    let mut producer = Producer::new(conn.clone(), "bulk", config).await.unwrap();
     let n = 20_000u64;
-    let mut encoded_bytes = 0;
     for i in 0..n {
         let value = format!("record number {i:08}");
-        encoded_bytes += minikafka::record::encoded_len(None, value.as_bytes(), &[]);
         producer.send(None, value.as_bytes()).await.unwrap();
     }
     let mut acks = producer.take_acks();
     acks.extend(producer.flush().await.unwrap());
     assert_eq!(acks.iter().map(|a| a.len()).sum::<u64>(), n);
+    // The records' encoded bytes (batch headers aside), as stored: a record's size in a batch
+    // depends on its deltas from the batch's first record, so they are read back, not guessed.
+    let encoded_bytes = stored_records_bytes(&conn, "bulk", n).await;
     let most = encoded_bytes.div_ceil(batch_max_bytes);
     assert!(acks.len() <= most, "{} requests for {n} records; at most {most} expected", acks.len());
+}
+
+/// Bytes of the records areas of the stored batches of partition 0 of `topic`, up to offset `end`.
+async fn stored_records_bytes(conn: &Connection, topic: &str, end: u64) -> usize {
+    let mut total = 0;
+    let mut offset = 0;
+    while offset < end {
+        let req = Request::Fetch {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            max_bytes: 1 << 20,
+            max_wait_ms: 0,
+        };
+        let Response::Fetched { records, .. } = conn.request(&req).await.unwrap() else {
+            panic!("a fetch of {topic}/0 at {offset} failed")
+        };
+        for b in batch::batches(&records) {
+            let b = b.unwrap();
+            assert_eq!(b.base_offset() as u64, offset, "fetches start at batch boundaries here");
+            total += b.len() - batch::HEADER_LEN;
+            offset = b.last_offset() as u64 + 1;
+        }
+    }
+    total
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +237,8 @@ async fn a_consumer_behind_keeps_fetches_in_flight_and_still_reads_every_record_
     let n = 3000u64;
     for i in 0..n {
         let value = format!("{i:06}{}", "x".repeat(200));
-        let rec = NewRecord { timestamp_ms: 0, key: None, value: value.as_bytes(), headers: &[] };
+        let rec =
+            NewRecord { timestamp_ms: 0, key: None, value: Some(value.as_bytes()), headers: &[] };
         producer.send_record(Some((i % 2) as u32), &rec).await.unwrap();
     }
     producer.flush().await.unwrap();
@@ -229,7 +257,7 @@ async fn a_consumer_behind_keeps_fetches_in_flight_and_still_reads_every_record_
         let p = rec.partition as usize;
         assert_eq!(rec.offset, offsets[p], "partition {p} in order, no gap");
         offsets[p] += 1;
-        got[p].push(String::from_utf8(rec.value).unwrap());
+        got[p].push(String::from_utf8(rec.value.unwrap()).unwrap());
     }
     assert_eq!(got, [want(0), want(1)]);
 
@@ -241,7 +269,8 @@ async fn a_consumer_behind_keeps_fetches_in_flight_and_still_reads_every_record_
         let mut seen_in_poll = 0;
         let r = consumer
             .poll_views(|partition, view| {
-                got[partition as usize].push(String::from_utf8(view.value.to_vec()).unwrap());
+                let value = view.value.expect("every record has a value");
+                got[partition as usize].push(String::from_utf8(value.to_vec()).unwrap());
                 seen_in_poll += 1;
                 Ok::<_, ClientError>(if seen_in_poll % 7 == 0 {
                     std::ops::ControlFlow::Break(())

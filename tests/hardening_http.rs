@@ -384,7 +384,7 @@ async fn record_pages_are_bounded_however_many_headers_records_carry() {
         .map(|i| Header { key: format!("h{i}").into_bytes(), value: Some(vec![b'v'; 40]) })
         .collect();
     for _ in 0..5 {
-        let rec = NewRecord { timestamp_ms: 1, key: None, value: b"x", headers: &headers };
+        let rec = NewRecord { timestamp_ms: 1, key: None, value: Some(b"x"), headers: &headers };
         broker.append("wide", Some(0), None, AppendBatch::Records(&[rec])).await.unwrap();
     }
     let http =

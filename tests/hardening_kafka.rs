@@ -161,17 +161,32 @@ fn a_fetch_naming_one_partition_forty_times_is_bounded_by_the_cap() {
     assert!(peak < 256, "peak RSS {peak} MiB");
 }
 
-/// A gzip v2 batch of `count` minimal records (7 bytes each before compression), built by hand:
-/// an encoder would need every record in memory first.
-fn gzip_batch_of_tiny_records(count: usize) -> Bytes {
+/// A gzip v2 batch of `count` minimal records (7 bytes each before compression, more once offset
+/// deltas take more than a byte), built by hand: an encoder would need every record in memory
+/// first. With `offset_deltas`, record i says offset delta i, as a producer writes it (a batch
+/// the broker stores); without, every record says 0, which keeps a huge batch small on the wire
+/// (one the broker must refuse from its header alone).
+fn gzip_batch_of_tiny_records(count: usize, offset_deltas: bool) -> Bytes {
     use kafka_protocol::compression::{Compressor, Gzip};
-    // length 6, attributes 0, timestamp delta 0, offset delta 0, null key, null value, 0 headers
-    const TINY: [u8; 7] = [0x0c, 0, 0, 0, 0x01, 0x01, 0];
     let mut compressed = BytesMut::new();
     Gzip::compress(&mut compressed, |plain: &mut BytesMut| {
-        plain.reserve(count * TINY.len());
-        for _ in 0..count {
-            plain.put_slice(&TINY);
+        plain.reserve(count * 7);
+        for i in 0..count {
+            let delta = if offset_deltas { i } else { 0 };
+            // The offset delta as a zigzag varint.
+            let mut zz = (delta as u64) << 1;
+            let mut varint = Vec::with_capacity(5);
+            while zz >= 0x80 {
+                varint.push((zz as u8 & 0x7f) | 0x80);
+                zz >>= 7;
+            }
+            varint.push(zz as u8);
+            // length (zigzag), attributes 0, timestamp delta 0, the offset delta, null key,
+            // null value, 0 headers
+            plain.put_u8(((5 + varint.len()) << 1) as u8);
+            plain.put_slice(&[0, 0]);
+            plain.put_slice(&varint);
+            plain.put_slice(&[0x01, 0x01, 0]);
         }
         Ok(())
     })
@@ -204,17 +219,17 @@ fn a_gzip_batch_of_millions_of_tiny_records_is_refused_before_decoding() {
     let (broker, _dir) = start(&[]);
     let mut c = connect(&broker);
     create_topic(&mut c, "tiny", 1);
-    let ok = gzip_batch_of_tiny_records(1_000);
+    let ok = gzip_batch_of_tiny_records(1_000, true);
     let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request(&[("tiny", 0)], &ok));
     assert_eq!(produce_errors(&r), vec![0], "a modest gzip batch of tiny records is stored");
 
-    let bomb = gzip_batch_of_tiny_records(4_000_000);
+    let bomb = gzip_batch_of_tiny_records(4_000_000, false);
     assert!(bomb.len() < 200 * 1024, "{} bytes on the wire", bomb.len());
     let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request(&[("tiny", 0)], &bomb));
     let p = &r.responses[0].partition_responses[0];
     assert_eq!(p.error_code, 87, "INVALID_RECORD");
     let msg = p.error_message.as_ref().map(|m| m.to_string()).unwrap_or_default();
-    assert!(msg.contains("4000000 records"), "the reason is given: {msg:?}");
+    assert!(msg.contains("record count 4000000 exceeds"), "the reason is given: {msg:?}");
     let peak = broker.peak_rss_mib();
     eprintln!("gzip batch of 4M records ({} bytes): peak RSS {peak} MiB", bomb.len());
     assert!(peak < 200, "peak RSS {peak} MiB while refusing the batch");

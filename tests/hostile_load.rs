@@ -9,12 +9,14 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::BrokerProcess;
+use minikafka::batch::Compression;
 use minikafka::client::{Admin, Connection};
 use minikafka::protocol::{self, ErrorCode, Request, Response};
 use minikafka::record::{self, NewRecord};
@@ -68,11 +70,9 @@ impl Stats {
     }
 }
 
+/// One record as a RecordBatch v2, as a producer sends it.
 fn encoded(value: &[u8]) -> bytes::Bytes {
-    let mut buf = Vec::new();
-    record::encode(&mut buf, 0, &NewRecord::value(value), record::DEFAULT_MAX_RECORD_BYTES)
-        .unwrap();
-    buf.into()
+    record::build_batch(&[NewRecord::value(value)], Compression::None).unwrap().into()
 }
 
 /// One connection's life: connect, then its role's requests until `until`. Returns how many
@@ -115,13 +115,18 @@ async fn client(addr: String, i: usize, until: Instant, stats: Arc<Stats>) -> u6
                 stats.appended.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Response::Fetched { records, high_watermark, .. }) => {
-                let mut n = 0u64;
-                for r in record::RecordIter::new(&records, record::DEFAULT_MAX_RECORD_BYTES) {
-                    r.expect("fetched records pass their CRC");
-                    n += 1;
-                }
+                // Whole batches from the one holding `offset`: count the records from there.
+                let (mut n, mut next) = (0u64, offset);
+                record::for_each_record(&records, true, &mut Vec::new(), |r| {
+                    if r.offset as u64 >= offset {
+                        n += 1;
+                        next = r.offset as u64 + 1;
+                    }
+                    ControlFlow::Continue(())
+                })
+                .expect("fetched batches pass their CRC");
                 stats.fetched.fetch_add(n, Ordering::Relaxed);
-                offset = if n == 0 { high_watermark } else { offset + n };
+                offset = if n == 0 { high_watermark } else { next };
             }
             Ok(_) => {}
             Err(e) if e.code() == Some(ErrorCode::UnknownTopic) && i % 100 == 99 => {

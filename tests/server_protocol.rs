@@ -12,9 +12,10 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use minikafka::batch::{self, BatchView, Compression};
 use minikafka::broker::{AppendBatch, Broker, BrokerConfig};
 use minikafka::protocol::{self, ErrorCode, Request, Response};
-use minikafka::record::{self, NewRecord, RecordIter};
+use minikafka::record::{self, NewRecord};
 use minikafka::server::{Server, ServerConfig, ServerError};
 
 /// Every wait in these tests is bounded by this.
@@ -104,18 +105,10 @@ async fn expect_closed(s: &mut TcpStream) {
     .expect("the server closes the connection");
 }
 
+/// `values` as one RecordBatch v2, as a producer sends it.
 fn encoded(values: &[&str]) -> Bytes {
-    let mut buf = Vec::new();
-    for v in values {
-        record::encode(
-            &mut buf,
-            0,
-            &NewRecord::value(v.as_bytes()),
-            record::DEFAULT_MAX_RECORD_BYTES,
-        )
-        .unwrap();
-    }
-    Bytes::from(buf)
+    let records: Vec<_> = values.iter().map(|v| NewRecord::value(v.as_bytes())).collect();
+    Bytes::from(record::build_batch(&records, Compression::None).unwrap())
 }
 
 fn append(topic: &str, partition: u32, values: &[&str]) -> Request {
@@ -138,13 +131,20 @@ async fn create(s: &mut TcpStream, name: &str, partitions: u32) {
     assert!(matches!(resp, Response::TopicCreated { .. }), "{resp:?}");
 }
 
+/// Every record of the whole batches a fetch returned (a fetch from the middle of a batch
+/// brings the whole batch), CRC-checked as a consumer does.
 fn fetched_values(resp: &Response) -> Vec<(u64, String)> {
+    fetched_values_from(resp, 0)
+}
+
+/// The records at `from` and after of the batches a fetch returned, as a consumer hands them out.
+fn fetched_values_from(resp: &Response, from: u64) -> Vec<(u64, String)> {
     let Response::Fetched { records, .. } = resp else { panic!("expected Fetched, got {resp:?}") };
-    RecordIter::new(records, record::DEFAULT_MAX_RECORD_BYTES)
-        .map(|r| {
-            let r = r.expect("the stored CRC checks out on the client");
-            (r.offset, String::from_utf8(r.value.to_vec()).unwrap())
-        })
+    let mut out = Vec::new();
+    record::decode_records(records, from, true, &mut out, &mut Vec::new())
+        .expect("the stored CRC checks out on the client");
+    out.into_iter()
+        .map(|r| (r.offset, String::from_utf8(r.value.expect("a value, not a null")).unwrap()))
         .collect()
 }
 
@@ -278,11 +278,21 @@ async fn malformed_and_unknown_requests_get_errors_and_the_connection_goes_on() 
         },
     )
     .await;
-    // Its first four bytes read as a length far over the record limit.
+    // Not a RecordBatch v2 (its magic byte is not 2): refused as an invalid record.
+    assert!(matches!(resp, Response::Error { code: ErrorCode::InvalidRecord, .. }), "{resp:?}");
+    // A batch over the record limit (1 MiB by default: it bounds a whole batch).
+    let big = "x".repeat(record::DEFAULT_MAX_RECORD_BYTES as usize + 1);
+    let resp = call(&mut s, 80, &append("t", 0, &[&big])).await;
     assert!(matches!(resp, Response::Error { code: ErrorCode::RecordTooLarge, .. }), "{resp:?}");
-    // A record whose value length runs past its end.
+    // A record whose value length runs past its end, in a batch whose CRC-32C is right (so only
+    // the layout is wrong). Record 0 of the batch: length, attributes, timestamp delta, offset
+    // delta, key length (-1), then the value length (zigzag varint: 3 is 0x06) at +5.
     let mut bad = encoded(&["abc"]).to_vec();
-    bad[28..32].copy_from_slice(&100u32.to_le_bytes());
+    let value_len_at = batch::RECORDS_POS + 5;
+    assert_eq!(bad[value_len_at], 0x06, "the value length of \"abc\"");
+    bad[value_len_at] = 100; // zigzag of 50: past the end of the record
+    let crc = BatchView::new(&bad).unwrap().compute_crc();
+    bad[batch::CRC_POS..batch::CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
     let resp = call(
         &mut s,
         80,
@@ -325,10 +335,11 @@ async fn fetch_past_the_end_is_out_of_range_with_the_range() {
             records: Bytes::new()
         }
     );
-    assert_eq!(
-        fetched_values(&call(&mut s, 5, &fetch("t", 1, 0)).await),
-        vec![(1, "b".into()), (2, "c".into())]
-    );
+    // A fetch from the middle of a batch returns the whole batch; the reader skips what it
+    // did not ask for.
+    let resp = call(&mut s, 5, &fetch("t", 1, 0)).await;
+    assert_eq!(fetched_values(&resp).len(), 3, "the whole stored batch");
+    assert_eq!(fetched_values_from(&resp, 1), vec![(1, "b".into()), (2, "c".into())]);
     server.stop().await.unwrap();
 }
 
@@ -597,11 +608,13 @@ async fn continued_fetches_kept_in_flight_read_each_partition_in_order_exactly_o
     };
     assert_eq!(got[0], want(300), "partition 0: every record once, in order");
     assert_eq!(got[1], want(30), "partition 1: every record once, in order");
-    // A fetch from an explicit offset moves where the next continuation starts.
+    // A fetch from an explicit offset moves where the next continuation starts: even with a
+    // one-byte budget it brings the whole batch holding that offset (0..50 here), and the
+    // continuation goes on with the next batch.
     let resp = call(&mut s, 200, &fetch_from(0, 10, 1)).await;
-    assert_eq!(fetched_values(&resp), want(11)[10..].to_vec());
+    assert_eq!(fetched_values_from(&resp, 10), want(50)[10..].to_vec());
     let resp = call(&mut s, 201, &fetch_from(0, protocol::FETCH_CONTINUE, 1)).await;
-    assert_eq!(fetched_values(&resp), want(12)[11..].to_vec());
+    assert_eq!(fetched_values(&resp), want(100)[50..].to_vec());
     server.stop().await.unwrap();
 }
 
