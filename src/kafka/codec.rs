@@ -7,6 +7,7 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
+use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::KafkaError;
@@ -189,6 +190,33 @@ pub(crate) fn encode_response<T: Encodable>(
     correlation_id: i32,
     body: &T,
 ) -> Result<Bytes, KafkaError> {
+    let mut buf = BytesMut::with_capacity(4096);
+    write_response(&mut buf, key, version, correlation_id, body)?;
+    Ok(buf.freeze())
+}
+
+/// [`encode_response`] in parts to write back to back: `fields` (large byte fields of `body`,
+/// such as a Fetch's record batches) become parts of their own instead of being copied.
+pub(crate) fn encode_response_spliced<T: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+    fields: Vec<Bytes>,
+) -> Result<Vec<Bytes>, KafkaError> {
+    let mut buf = crate::kafka::splice::SplicingBuf::new(4096, fields);
+    write_response(&mut buf, key, version, correlation_id, body)?;
+    Ok(buf.into_parts())
+}
+
+/// Writes the size prefix, the response header and `body` into `buf`.
+fn write_response<B: ByteBufMut, T: Encodable>(
+    buf: &mut B,
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<(), KafkaError> {
     // ApiVersions answers always carry a v0 header, whatever the request version (trap 4).
     let header_version =
         if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
@@ -197,11 +225,10 @@ pub(crate) fn encode_response<T: Encodable>(
         |e: &dyn std::fmt::Display| KafkaError::Encode(format!("{key:?} v{version} response: {e}"));
     let size = header.compute_size(header_version).map_err(|e| encode_err(&e))?
         + body.compute_size(version).map_err(|e| encode_err(&e))?;
-    let mut buf = BytesMut::with_capacity(4 + size);
     buf.put_i32(size as i32);
-    header.encode(&mut buf, header_version).map_err(|e| encode_err(&e))?;
-    body.encode(&mut buf, version).map_err(|e| encode_err(&e))?;
-    Ok(buf.freeze())
+    header.encode(buf, header_version).map_err(|e| encode_err(&e))?;
+    body.encode(buf, version).map_err(|e| encode_err(&e))?;
+    Ok(())
 }
 
 /// Our ApiVersions answer body (error code 0 or UNSUPPORTED_VERSION).

@@ -12,6 +12,7 @@ pub(crate) mod group;
 pub(crate) mod handlers;
 pub(crate) mod sasl;
 mod server;
+mod splice;
 
 pub use server::{KafkaConfig, KafkaServer};
 

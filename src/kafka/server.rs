@@ -277,7 +277,7 @@ async fn serve_connection(
             if auth == sasl::State::RawTokenNext {
                 // After a SaslHandshake v0 this frame is the bare PLAIN message, not a request.
                 return Ok(match sasl::raw_token(&body, token, &mut auth) {
-                    sasl::Gate::Reply(frame) => (Some(frame), false),
+                    sasl::Gate::Reply(frame) => (Some(vec![frame]), false),
                     _ => {
                         tracing::warn!(%peer, "Kafka client not authenticated: connection refused");
                         (None, true)
@@ -290,7 +290,7 @@ async fn serve_connection(
                     // with a version we list), so not worth a warning.
                     tracing::debug!(%peer, client_id = client_id.as_deref().unwrap_or("-"),
                         "ApiVersions newer than ours: answered with UNSUPPORTED_VERSION");
-                    Ok((Some(codec::api_versions_too_new(correlation_id)?), false))
+                    Ok((Some(vec![codec::api_versions_too_new(correlation_id)?]), false))
                 }
                 Incoming::Unsupported(u) => {
                     // As Kafka does: no answer (there is no format for one), close.
@@ -307,11 +307,11 @@ async fn serve_connection(
                     // (the answer, whether to close the connection after it)
                     match sasl::gate(&mut req, token, &mut auth)? {
                         sasl::Gate::Pass => handlers::handle(ctx, req).await.map(|r| (r, false)),
-                        sasl::Gate::Reply(frame) => Ok((Some(frame), false)),
+                        sasl::Gate::Reply(frame) => Ok((Some(vec![frame]), false)),
                         sasl::Gate::Refuse(frame) => {
                             tracing::warn!(%peer, api = ?req.key,
                                 "Kafka client not authenticated: connection refused");
-                            Ok((frame, true))
+                            Ok((frame.map(|f| vec![f]), true))
                         }
                     }
                 }
@@ -326,9 +326,12 @@ async fn serve_connection(
             _ = grace => return Ok(()),
         };
         if let Some(frame) = response {
-            wr.write_all(&frame)
-                .await
-                .map_err(|source| KafkaError::Io { op: "write a response", source })?;
+            // A large part (a fetched batch range) bypasses the buffer: written from the mapping.
+            for part in &frame {
+                wr.write_all(part)
+                    .await
+                    .map_err(|source| KafkaError::Io { op: "write a response", source })?;
+            }
             wr.flush().await.map_err(|source| KafkaError::Io { op: "write a response", source })?;
         }
         if close {

@@ -72,8 +72,13 @@ async fn fetch_one(
         .await
     {
         Ok(f) => {
-            // Stored batches are Kafka's: sent as they are.
-            let records = Bytes::copy_from_slice(f.records.bytes());
+            // Stored batches are Kafka's: sent as they are, straight from the segment's mapping
+            // (the response splices them in; see `kafka::splice`).
+            let records = if f.records.is_empty() {
+                Bytes::new()
+            } else {
+                Bytes::from_owner(f.records.clone())
+            };
             PartFetch {
                 error: 0,
                 count: if f.records.is_empty() {

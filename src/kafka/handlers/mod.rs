@@ -122,9 +122,13 @@ impl Ctx {
     }
 }
 
-fn encode<T: Encodable>(req: &DecodedRequest, body: &T) -> Result<Option<Bytes>, KafkaError> {
+/// A response frame, in parts to write back to back (one part, except a Fetch's, whose stored
+/// batches are parts of their own).
+pub(crate) type Frame = Vec<Bytes>;
+
+fn encode<T: Encodable>(req: &DecodedRequest, body: &T) -> Result<Option<Frame>, KafkaError> {
     codec::encode_response(req.key, req.header.request_api_version, req.header.correlation_id, body)
-        .map(Some)
+        .map(|b| Some(vec![b]))
 }
 
 /// The metrics label of a Kafka error code (`unknown_topic_or_partition`).
@@ -137,7 +141,7 @@ fn error_kind(error_code: i16) -> String {
 }
 
 /// Handles one decoded request. `Ok(None)` means no response is due (Produce with acks=0).
-pub(crate) async fn handle(ctx: &Ctx, req: DecodedRequest) -> Result<Option<Bytes>, KafkaError> {
+pub(crate) async fn handle(ctx: &Ctx, req: DecodedRequest) -> Result<Option<Frame>, KafkaError> {
     let metrics = ctx.broker.metrics().clone();
     metrics.record_request(Listener::Kafka, snake_case(&format!("{:?}", req.key)));
     let result = handle_request(ctx, req).await;
@@ -154,7 +158,7 @@ pub(crate) async fn handle(ctx: &Ctx, req: DecodedRequest) -> Result<Option<Byte
     result
 }
 
-async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Bytes>, KafkaError> {
+async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Frame>, KafkaError> {
     let v = req.header.request_api_version;
     match req.key {
         ApiKey::ApiVersions => {
@@ -186,7 +190,20 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Byt
         }
         ApiKey::Fetch => {
             let body = fetch::fetch(ctx, codec::decode_body(&mut req)?).await;
-            encode(&req, &body)
+            let batches = body
+                .responses
+                .iter()
+                .flat_map(|t| t.partitions.iter().filter_map(|p| p.records.clone()))
+                .collect();
+            let h = &req.header;
+            let parts = codec::encode_response_spliced(
+                req.key,
+                h.request_api_version,
+                h.correlation_id,
+                &body,
+                batches,
+            )?;
+            Ok(Some(parts))
         }
         ApiKey::ListOffsets => {
             let body = topics::list_offsets(ctx, codec::decode_body(&mut req)?).await;

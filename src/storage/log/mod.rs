@@ -108,6 +108,13 @@ impl fmt::Debug for ReadSlice {
     }
 }
 
+/// The stored bytes, so a slice can back a `bytes::Bytes` (`Bytes::from_owner`) without a copy.
+impl AsRef<[u8]> for ReadSlice {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
 impl ReadSlice {
     /// The stored batches, exactly as on disk: whole RecordBatch v2s, the first one holding
     /// [`ReadSlice::first_offset`] (it may start before it).
