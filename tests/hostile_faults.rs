@@ -221,8 +221,8 @@ fn payload(seed: u64, i: u64) -> Vec<u8> {
     format!("s{seed}-r{i}-").into_bytes().into_iter().cycle().take(len + 8).collect()
 }
 
-/// What a run acknowledged: offset -> value, and the values of the batch that failed (may or may
-/// not be on disk).
+/// What a run acknowledged: offset -> value, and the values of the batch that failed (on disk
+/// whole or not at all).
 #[derive(Default)]
 struct Acked {
     values: Vec<(u64, Vec<u8>)>,
@@ -288,7 +288,7 @@ fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
         let slice = log.read(at, 4096).unwrap();
         for r in slice.records() {
             let r = r.unwrap();
-            out.push((r.offset, r.value.to_vec()));
+            out.push((r.offset, r.value.expect("appended with a value")));
             at = r.offset + 1;
         }
     }
@@ -297,7 +297,7 @@ fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
 
 /// After a restart: a valid prefix (consecutive offsets from the log start), every acknowledged
 /// record at or after the log start present with its value, and nothing past the acknowledged end
-/// but records of the batch that failed.
+/// but the batch that failed, whole (a batch is atomic: all its records or none).
 fn assert_valid_prefix(dir: &Path, acked: &Acked, what: &str) -> Vec<(u64, Vec<u8>)> {
     let log = Log::open(dir, config(FsyncPolicy::Never))
         .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
@@ -320,14 +320,21 @@ fn assert_valid_prefix(dir: &Path, acked: &Acked, what: &str) -> Vec<(u64, Vec<u
         assert_eq!(by_offset.get(off), Some(&v), "{what}: acknowledged offset {off} lost");
     }
     let acked_end = acked.values.last().map_or(0, |(o, _)| o + 1);
-    for (off, v) in got.iter().filter(|(o, _)| *o >= acked_end) {
-        let k = (off - acked_end) as usize;
+    let past: Vec<&Vec<u8>> = got.iter().filter(|(o, _)| *o >= acked_end).map(|(_, v)| v).collect();
+    for (k, v) in past.iter().enumerate() {
         assert_eq!(
             acked.failed.get(k),
-            Some(v),
-            "{what}: offset {off} holds data that was never appended"
+            Some(*v),
+            "{what}: offset {} holds data that was never appended",
+            acked_end + k as u64
         );
     }
+    assert!(
+        past.is_empty() || past.len() == acked.failed.len(),
+        "{what}: {} of the failed batch's {} records survived: a batch is atomic",
+        past.len(),
+        acked.failed.len()
+    );
     drop(log);
     // Reopening again gives the same log.
     let again = Log::open(dir, config(FsyncPolicy::Never)).unwrap();
@@ -569,7 +576,7 @@ fn broker_reports_every_storage_fault_to_the_producer() {
             .records
             .records()
             .map(|r| r.unwrap())
-            .map(|r| (r.offset, r.value.to_vec()))
+            .map(|r| (r.offset, r.value.expect("appended with a value")))
             .collect();
         assert!(got.len() >= acked.len());
         for (k, (off, _)) in got.iter().enumerate() {
