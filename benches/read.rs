@@ -29,9 +29,9 @@ fn config(segment_bytes: u64) -> LogConfig {
     LogConfig { segment_bytes, fsync: FsyncPolicy::Never, ..LogConfig::default() }
 }
 
-/// Bytes a record takes in a batch besides its value: length (2 bytes from 64 bytes on),
-/// attributes, timestamp delta (0), offset delta (2 bytes from offset delta 64 on), null key,
-/// value length (2 bytes) and header count.
+/// Bytes a record takes in a batch besides its value, about: length (2 bytes from 64 bytes on),
+/// attributes, timestamp delta (0), offset delta (2 bytes from delta 64 on, 3 from 8192), null
+/// key, value length (2 bytes) and header count.
 const RECORD_OVERHEAD: usize = 10;
 /// About the size of the batches `generate` builds: a little below the default
 /// `max_record_bytes` (1 MiB, a whole batch), leaving room for the batch header.
