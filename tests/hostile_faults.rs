@@ -387,6 +387,52 @@ fn crash_at_every_operation_leaves_a_valid_prefix_with_every_ack() {
     }
 }
 
+/// The issue-12 regression: a batch of 50 records whose write the process dies in (a seeded
+/// prefix of it reached the file: torn, as when the disk filled mid-write) is wholly absent after
+/// the restart, never a few of its records; so is one refused at any other operation of the
+/// append (space reservation, a roll). Every operation of the append is tried, with 60 seeds for
+/// the torn length.
+#[test]
+fn a_batch_torn_by_a_crash_is_wholly_absent_after_a_restart() {
+    let mut torn_writes = 0;
+    for seed in 0..60u64 {
+        for k in 0..6u64 {
+            let dir = scratch();
+            let fs = ChaosFs::new(seed);
+            let log =
+                Log::open_with_fs(dir.path(), config(FsyncPolicy::Never), Arc::new(fs.clone()))
+                    .unwrap();
+            let mut acked = Acked::default();
+            for i in 0..20 {
+                let v = payload(seed, i);
+                let r = log.append(&[NewRecord::value(&v)]).unwrap();
+                acked.values.push((r.first, v));
+            }
+            let values: Vec<Vec<u8>> = (20..70).map(|i| payload(seed, i)).collect();
+            let recs: Vec<NewRecord<'_>> = values.iter().map(|v| NewRecord::value(v)).collect();
+            let at = fs.ops() + k;
+            fs.hit_at(at, Mode::Crash);
+            let res = log.append(&recs);
+            drop(log);
+            if fs.kinds().get(at as usize) == Some(&Op::Write) {
+                torn_writes += 1;
+            }
+            let what = format!("seed {seed}, crash at operation {k} of the append");
+            if let Ok(r) = res {
+                // The crash came after the append's last operation: it was acknowledged.
+                for (j, v) in values.iter().enumerate() {
+                    acked.values.push((r.first + j as u64, v.clone()));
+                }
+            } else {
+                acked.failed = values;
+            }
+            let got = assert_valid_prefix(dir.path(), &acked, &what);
+            assert!(got.len() == 20 || got.len() == 70, "{what}: {} records", got.len());
+        }
+    }
+    assert!(torn_writes >= 60, "each seed tore the batch's write ({torn_writes})");
+}
+
 /// One failed operation of each kind (the process lives on): the failed call errs, later appends
 /// either work (write, create, rename...) or are refused as poisoned (failed fsync) — never a
 /// silent loss — and a restart gives a valid prefix with every ack.
