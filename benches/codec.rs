@@ -1,11 +1,12 @@
 //! CPU cost of the codecs on the hot paths, without sockets or disk I/O:
-//! - `record/*`: encoding a producer batch, CRC-checking decode (`RecordIter`, what a consumer
-//!   does), and `assign_offsets` (what the broker does to every appended batch); 100-byte and
-//!   1 KiB values, 1 MiB of records per iteration.
+//! - `record/*`: building a producer's RecordBatch v2 (`record::push_record`), CRC-checking
+//!   decode (`record::for_each_record` with verify, what a consumer does), and validation plus
+//!   `set_base_offset` (what the broker does to every appended batch); 100-byte and 1 KiB
+//!   values, one batch of about 1 MiB per iteration.
 //! - `protocol/*`: encoding and decoding an Append request carrying a 256 KiB batch.
 //! - `fetch/*`: the fetch response path: `Log::read` of 1 MiB from a log in page cache, the
 //!   response head the server writes in front of the mapped bytes, and the client's decode of
-//!   the frame plus its CRC check of every record.
+//!   the frame plus its CRC-32C check of every batch and decode of every record.
 //!
 //! - `batch/*`: the stored format (`minikafka::batch`, Kafka's RecordBatch v2) against the
 //!   kafka-protocol crate's codec: one batch of 1,000 records of 100 B, uncompressed and zstd;
@@ -17,28 +18,47 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use minikafka::batch::{self as mbatch, BatchBuilder as Builder, Compression as Codec};
 use minikafka::protocol::{self, Request, Response};
-use minikafka::record::{self, NewRecord, RecordIter};
+use minikafka::record::{self, NewRecord};
 use minikafka::storage::{FsyncPolicy, Log, LogConfig};
 use std::hint::black_box;
+use std::ops::ControlFlow;
 
-const BATCH_BYTES: usize = 1 << 20;
-const MAX: u32 = record::DEFAULT_MAX_RECORD_BYTES;
+/// Bytes of a fetch, and about the size of the batches built here: a little below the default
+/// `max_record_bytes` (1 MiB, which bounds a whole batch), so the log takes them.
+const BATCH_BYTES: usize = (1 << 20) - 4096;
+/// Bytes a record of these benches takes in a batch besides its value, at most: length (2),
+/// attributes (1), timestamp delta (1: all equal), offset delta (3 below 2^20), null key (1),
+/// value length (2) and header count (1).
+const RECORD_OVERHEAD: usize = 11;
 
-/// About `bytes` of encoded records with `value_len`-byte values; returns the buffer and count.
+/// One uncompressed RecordBatch v2 of about `bytes` with `value_len`-byte values; returns the
+/// batch and its record count.
 fn encoded_batch(value_len: usize, bytes: usize) -> (Vec<u8>, u64) {
     let value = vec![0x5au8; value_len];
-    let rec = NewRecord { timestamp_ms: 1_700_000_000_000, key: None, value: &value, headers: &[] };
-    let n = (bytes / rec.encoded_len()).max(1);
-    let mut buf = Vec::with_capacity(n * rec.encoded_len());
-    for _ in 0..n {
-        record::encode(&mut buf, 0, &rec, MAX).expect("encode");
-    }
-    (buf, n as u64)
+    let rec =
+        NewRecord { timestamp_ms: 1_700_000_000_000, key: None, value: Some(&value), headers: &[] };
+    let n = ((bytes - mbatch::HEADER_LEN) / (value_len + RECORD_OVERHEAD)).max(1);
+    let batch = record::build_batch(&vec![rec; n], Codec::None).expect("build");
+    assert!(batch.len() <= bytes, "{}-byte batch", batch.len());
+    (batch, n as u64)
+}
+
+/// Records of the whole batches in `bytes` from offset `from`, each batch's CRC-32C checked.
+fn count_verified(bytes: &[u8], from: u64, scratch: &mut Vec<u8>) -> u64 {
+    let mut n = 0u64;
+    record::for_each_record(bytes, true, scratch, |r| {
+        n += u64::from(r.offset >= from as i64);
+        ControlFlow::Continue(())
+    })
+    .expect("valid");
+    n
 }
 
 fn bench_record(c: &mut Criterion) {
     let mut group = c.benchmark_group("record");
+    let limits = mbatch::Limits::default();
     for value_len in [100usize, 1024] {
         let (batch, n) = encoded_batch(value_len, BATCH_BYTES);
         group.throughput(Throughput::Elements(n));
@@ -46,26 +66,36 @@ fn bench_record(c: &mut Criterion) {
         let mut buf = Vec::with_capacity(batch.len());
         group.bench_function(format!("encode/{value_len}B"), |b| {
             b.iter(|| {
-                buf.clear();
-                let rec = NewRecord { timestamp_ms: 1, key: None, value: &value, headers: &[] };
+                let rec =
+                    NewRecord { timestamp_ms: 1, key: None, value: Some(&value), headers: &[] };
+                let mut builder = Builder::in_buffer(Codec::None, std::mem::take(&mut buf));
                 for _ in 0..n {
-                    record::encode(&mut buf, 0, black_box(&rec), MAX).expect("encode");
+                    record::push_record(&mut builder, black_box(&rec)).expect("fits");
                 }
+                buf = builder.finish().expect("build");
                 black_box(buf.len())
             })
         });
+        let mut scratch = Vec::new();
         group.bench_function(format!("decode_crc/{value_len}B"), |b| {
             b.iter(|| {
                 let mut sum = 0usize;
-                for v in RecordIter::new(black_box(&batch), MAX) {
-                    sum += v.expect("valid").value.len();
-                }
+                record::for_each_record(black_box(&batch), true, &mut scratch, |r| {
+                    sum += r.value.map_or(0, <[u8]>::len);
+                    ControlFlow::Continue(())
+                })
+                .expect("valid");
                 black_box(sum)
             })
         });
         let mut work = batch.clone();
-        group.bench_function(format!("assign_offsets/{value_len}B"), |b| {
-            b.iter(|| record::assign_offsets(black_box(&mut work), 1000, MAX).expect("valid"))
+        group.bench_function(format!("validate_set_base_offset/{value_len}B"), |b| {
+            b.iter(|| {
+                let s =
+                    mbatch::validate_with(black_box(&work), &limits, &mut scratch).expect("valid");
+                mbatch::set_base_offset(&mut work, 1000).expect("valid");
+                black_box(s.record_count)
+            })
         });
     }
     group.finish();
@@ -104,7 +134,7 @@ fn bench_fetch(c: &mut Criterion) {
     let log = Log::open(dir.path(), config).expect("open");
     let (mut batch, per_batch) = encoded_batch(100, BATCH_BYTES);
     for _ in 0..64 {
-        log.append_encoded(&mut batch).expect("append");
+        log.append_batches(&mut batch).expect("append");
     }
     let end = log.next_offset();
     let mut group = c.benchmark_group("fetch");
@@ -120,7 +150,8 @@ fn bench_fetch(c: &mut Criterion) {
             black_box((head.len(), slice.bytes().len()))
         })
     });
-    // The client side: one response frame as it arrives, decoded and every record CRC-checked.
+    // The client side: one response frame as it arrives, decoded, every batch CRC-checked and
+    // every record decoded.
     let slice = log.read(0, BATCH_BYTES).expect("read");
     let resp = Response::Fetched {
         partition: 0,
@@ -131,15 +162,12 @@ fn bench_fetch(c: &mut Criterion) {
     let mut frame = BytesMut::new();
     protocol::encode_response(&mut frame, 1, &resp);
     let body = frame.freeze().slice(protocol::FRAME_PREFIX_LEN..);
+    let mut scratch = Vec::new();
     group.bench_function("client_decode_verify_1MiB/100B", |b| {
         b.iter(|| {
             let (_, resp) = protocol::decode_response_bytes(black_box(&body)).expect("valid");
             let Response::Fetched { records, .. } = resp else { unreachable!("a Fetched frame") };
-            let mut n = 0u64;
-            for v in RecordIter::new(&records, MAX) {
-                n += v.expect("valid").offset & 1;
-            }
-            black_box(n)
+            black_box(count_verified(&records, 0, &mut scratch))
         })
     });
     group.finish();

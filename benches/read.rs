@@ -1,8 +1,9 @@
 //! Read side of the storage engine, from page cache:
-//! - `replay/*`: sequential replay from offset 0 of a large log (1 GiB by default), every record
-//!   CRC-checked by `Log::read`; 1 KiB records and 100-byte records (encoded size, prefix
-//!   included).
-//! - `random/*`: one record at a random offset (index lookup + short scan + CRC).
+//! - `replay/*`: sequential replay from offset 0 of a large log (1 GiB by default) through
+//!   `Log::read`, which walks batch headers only (every batch's CRC-32C was checked on append and
+//!   at recovery; consumers check it again); records of about 1 KiB and 100 bytes as encoded in
+//!   their RecordBatch v2 (length prefix included), in batches of about 1 MiB.
+//! - `random/*`: the batch holding a random offset (index lookup + short walk of batch headers).
 //! - `open/*`: opening a 10-segment log after a clean shutdown, and after a crash (the last
 //!   segment is scanned). Segment size: 128 MiB by default.
 //!
@@ -13,7 +14,8 @@
 mod support;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use minikafka::record::NewRecord;
+use minikafka::batch::Compression;
+use minikafka::record::{self, NewRecord};
 use minikafka::storage::{FsyncPolicy, Log, LogConfig};
 use std::hint::black_box;
 use std::path::Path;
@@ -27,9 +29,17 @@ fn config(segment_bytes: u64) -> LogConfig {
     LogConfig { segment_bytes, fsync: FsyncPolicy::Never, ..LogConfig::default() }
 }
 
-/// Fills a log in `dir` with records of `encoded_len` bytes, in batches of about 1 MiB, until
-/// it holds `total` bytes or has `max_segments` segments with the last one full; closes it
-/// cleanly. Returns the number of records.
+/// Bytes a record takes in a batch besides its value, about: length (2 bytes from 64 bytes on),
+/// attributes, timestamp delta (0), offset delta (2 bytes from delta 64 on, 3 from 8192), null
+/// key, value length (2 bytes) and header count.
+const RECORD_OVERHEAD: usize = 10;
+/// About the size of the batches `generate` builds: a little below the default
+/// `max_record_bytes` (1 MiB, a whole batch), leaving room for the batch header.
+const BATCH_BYTES: usize = (1 << 20) - 4096;
+
+/// Fills a log in `dir` with records of about `encoded_len` bytes, in batches of about 1 MiB,
+/// until it holds `total` bytes or has `max_segments` segments with the last one full; closes
+/// it cleanly. Returns the number of records.
 fn generate(
     dir: &Path,
     segment_bytes: u64,
@@ -37,11 +47,12 @@ fn generate(
     max_segments: usize,
     encoded_len: usize,
 ) -> u64 {
-    let value = vec![0x5au8; encoded_len - minikafka::record::MIN_RECORD_LEN];
-    let rec = NewRecord { timestamp_ms: 1_700_000_000_000, key: None, value: &value, headers: &[] };
-    assert_eq!(rec.encoded_len(), encoded_len);
-    let batch = vec![rec; (1 << 20) / encoded_len];
-    let batch_bytes = (batch.len() * encoded_len) as u64;
+    let value = vec![0x5au8; encoded_len - RECORD_OVERHEAD];
+    let rec =
+        NewRecord { timestamp_ms: 1_700_000_000_000, key: None, value: Some(&value), headers: &[] };
+    let batch = vec![rec; BATCH_BYTES / encoded_len];
+    let batch_bytes = record::build_batch(&batch, Compression::None).expect("batch").len() as u64;
+    assert!(batch_bytes <= u64::from(record::DEFAULT_MAX_RECORD_BYTES), "{batch_bytes}-byte batch");
     // A segment takes whole batches while header + batches fit in segment_bytes.
     let per_segment = ((segment_bytes - 24) / batch_bytes).max(1);
     let max_batches = per_segment.saturating_mul(max_segments as u64);
@@ -63,6 +74,25 @@ fn replay(log: &Log) -> (u64, u64) {
         let slice = log.read(at, 1 << 20).expect("read");
         bytes += slice.len() as u64;
         records += slice.next_offset() - at;
+        at = slice.next_offset();
+    }
+    (records, bytes)
+}
+
+/// `replay` as a consumer does it: every batch's CRC-32C checked and its records decoded.
+fn replay_verified(log: &Log) -> (u64, u64) {
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut scratch = Vec::new();
+    let mut at = log.log_start_offset();
+    let end = log.next_offset();
+    while at < end {
+        let slice = log.read(at, 1 << 20).expect("read");
+        bytes += slice.len() as u64;
+        record::for_each_record(slice.bytes(), true, &mut scratch, |r| {
+            records += u64::from(r.offset >= at as i64);
+            std::ops::ControlFlow::Continue(())
+        })
+        .expect("stored batches pass their CRC");
         at = slice.next_offset();
     }
     (records, bytes)
@@ -95,6 +125,11 @@ fn bench_replay(c: &mut Criterion) {
                 }
                 support::thread_cpu_time() - start
             })
+        });
+        // And as a consumer reads it: CRC-32C of every batch, every record decoded.
+        assert_eq!(replay_verified(&log).0, n);
+        group.bench_function(format!("{encoded_len}B-records/{records}-records/verified"), |b| {
+            b.iter(|| black_box(replay_verified(&log)))
         });
     }
     group.finish();
@@ -167,22 +202,23 @@ fn bench_open(c: &mut Criterion) {
     group.finish();
 }
 
-/// The ceiling CRC checking puts on replay on this machine: crc32fast over the same bytes,
-/// as one 1 MiB buffer and as 100-byte pieces.
+/// The ceiling CRC checking puts on a consumer (and on append and recovery) on this machine:
+/// CRC-32C (RecordBatch v2's checksum) over the same bytes, as one 1 MiB buffer (a batch) and
+/// as 100-byte pieces.
 fn bench_crc(c: &mut Criterion) {
     let buf = vec![0x5au8; 1 << 20];
-    let mut group = c.benchmark_group("crc32fast");
+    let mut group = c.benchmark_group("crc32c");
     group.throughput(Throughput::Bytes(buf.len() as u64));
-    group.bench_function("1MiB", |b| b.iter(|| crc32fast::hash(black_box(&buf))));
+    group.bench_function("1MiB", |b| b.iter(|| crc32c::crc32c(black_box(&buf))));
     // Far bigger than the CPU caches: the memory-bandwidth ceiling of a CRC-checked replay.
     let big = vec![0x5au8; 1 << 30];
     group.throughput(Throughput::Bytes(big.len() as u64));
     group.sample_size(10);
-    group.bench_function("1GiB-buffer", |b| b.iter(|| crc32fast::hash(black_box(&big))));
+    group.bench_function("1GiB-buffer", |b| b.iter(|| crc32c::crc32c(black_box(&big))));
     drop(big);
     group.throughput(Throughput::Bytes(buf.len() as u64));
     group.bench_function("100B-pieces", |b| {
-        b.iter(|| buf.chunks(100).fold(0u32, |acc, c| acc ^ crc32fast::hash(black_box(c))))
+        b.iter(|| buf.chunks(100).fold(0u32, |acc, c| acc ^ crc32c::crc32c(black_box(c))))
     });
     group.finish();
 }

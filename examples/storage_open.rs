@@ -2,7 +2,8 @@
 //! with the storage layer's debug logs (which split recovery into its phases).
 //!
 //! `cargo run --release --example storage_open -- DIR [SEGMENT_BYTES]`: if DIR holds no log, one
-//! of ten full 1 KiB-record segments is written first (10 GiB with the default segment size).
+//! of ten full segments of 1 KiB records (in RecordBatch v2s of about 1 MiB) is written first
+//! (10 GiB with the default segment size).
 
 use minikafka::record::NewRecord;
 use minikafka::storage::{FsyncPolicy, Log, LogConfig};
@@ -32,11 +33,21 @@ fn main() {
     let fresh = !std::path::Path::new(&dir).exists();
     let log = Log::open(&dir, config.clone()).expect("open");
     if fresh {
-        let value = vec![7u8; 1024 - minikafka::record::MIN_RECORD_LEN];
-        let rec =
-            NewRecord { timestamp_ms: 1_700_000_000_000, key: None, value: &value, headers: &[] };
-        let batch = vec![rec; 1024];
-        let per_segment = (segment_bytes - 24) / (1024 * 1024);
+        // A value that makes a record of about 1 KiB in its batch (10 bytes of record framing),
+        // and batches a little under the default max_record_bytes (1 MiB: a whole batch).
+        let value = vec![7u8; 1024 - 10];
+        let rec = NewRecord {
+            timestamp_ms: 1_700_000_000_000,
+            key: None,
+            value: Some(&value),
+            headers: &[],
+        };
+        let batch = vec![rec; 1020];
+        let batch_bytes =
+            minikafka::record::build_batch(&batch, minikafka::batch::Compression::None)
+                .expect("batch")
+                .len() as u64;
+        let per_segment = ((segment_bytes - 24) / batch_bytes).max(1);
         for _ in 0..per_segment * 10 {
             log.append(&batch).expect("append");
         }

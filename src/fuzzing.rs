@@ -75,7 +75,8 @@ pub fn native_stream(data: &[u8]) -> Outcome {
 
 /// A record set as the log validates one before storing it: each batch through
 /// `batch::validate_with`, then given a base offset (as the log does, outside the CRC) and read
-/// back, which must give as many records as validation counted. (batches valid, batches refused)
+/// back, which must give as many records as validation counted. (records of the valid batches,
+/// batches refused)
 fn validate_and_renumber(data: &[u8]) -> (usize, usize) {
     let (mut ok, mut refused) = (0, 0);
     let limits = batch::Limits::default();
@@ -87,7 +88,7 @@ fn validate_and_renumber(data: &[u8]) -> (usize, usize) {
         };
         match batch::validate_with(view.as_bytes(), &limits, &mut scratch) {
             Ok(summary) => {
-                ok += 1;
+                ok += summary.record_count;
                 let mut owned = view.as_bytes().to_vec();
                 batch::set_base_offset(&mut owned, 42).expect("a validated batch has its header");
                 let mut n = 0;

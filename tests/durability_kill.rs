@@ -100,7 +100,7 @@ fn verify(log: &HashMap<u32, Vec<ConsumedRecord>>, acked: &[Acked]) -> HashMap<u
         let mut last_seq_of_writer: HashMap<u64, u64> = HashMap::new();
         for (i, rec) in records.iter().enumerate() {
             assert_eq!(rec.offset, i as u64, "partition {p}: offsets start at 0 with no gaps");
-            let (w, seq) = parse(&rec.value);
+            let (w, seq) = parse(rec.value.as_deref().expect("written with a value"));
             assert!(seen.insert((w, seq), (p, rec.offset)).is_none(), "w{w}-{seq} stored twice");
             if let Some(prev) = last_seq_of_writer.insert(w, seq) {
                 assert!(prev < seq, "partition {p}: writer {w}'s messages out of order");

@@ -21,7 +21,8 @@ use minikafka::record::NewRecord;
 use minikafka::storage::{FaultyFs, Log, StorageError};
 use storage_support::{append_batch, file_names, replay, tiny_config};
 
-/// 24-byte header + records of 30..80 bytes: a few records per segment.
+/// 24-byte header + one-record batches of 70..130 bytes (61-byte batch header): one to three
+/// records per segment.
 const SEGMENT_BYTES: u64 = 256;
 
 fn open_faulty(dir: &Path, fs: &FaultyFs) -> Log {
@@ -145,7 +146,11 @@ fn trim_inside_a_segment_frees_space_before_writing_its_checkpoint() {
     let log = open_faulty(dir.path(), &fs);
     fill(&log, 40);
     let bases = segment_bases(dir.path());
-    let cut = bases[bases.len() / 2] + 1;
+    // From the middle on, the first sealed segment holding more than one record.
+    let i = (bases.len() / 2..bases.len() - 1)
+        .find(|&i| bases[i + 1] - bases[i] >= 2)
+        .unwrap_or_else(|| panic!("no segment of two records or more: {bases:?}"));
+    let cut = bases[i] + 1;
     assert!(!bases.contains(&cut), "{cut} must be inside a segment: {bases:?}");
     fs.fill_until_remove();
     assert_eq!(log.trim_before(cut).unwrap(), cut);

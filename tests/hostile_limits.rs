@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use minikafka::batch::Compression;
 use minikafka::broker::{Broker, BrokerConfig};
 use minikafka::client::Connection;
 use minikafka::protocol::{self, ErrorCode, Request, Response};
@@ -83,12 +84,25 @@ async fn start() -> Fixture {
     Fixture { addr, root, stop, task, _broker: broker }
 }
 
+/// One uncompressed RecordBatch v2 of `values`, as a producer sends it.
 fn records(values: &[&[u8]]) -> Bytes {
-    let mut buf = Vec::new();
-    for v in values {
-        record::encode(&mut buf, 0, &NewRecord::value(v), u32::MAX).unwrap();
+    let recs: Vec<NewRecord<'_>> = values.iter().map(|v| NewRecord::value(v)).collect();
+    record::build_batch(&recs, Compression::None).unwrap().into()
+}
+
+/// A batch of the record "fine" and one of `fill` bytes, `total` bytes long in all.
+fn batch_of_len(total: usize) -> Bytes {
+    let mut fill = total;
+    for _ in 0..100 {
+        let big = vec![b'r'; fill];
+        let b = records(&[b"fine", &big]);
+        if b.len() == total {
+            return b;
+        }
+        // The varint lengths may change size with the value: step towards the target.
+        fill = if b.len() > total { fill - 1.max((b.len() - total) / 2) } else { fill + 1 };
     }
-    buf.into()
+    panic!("no batch of exactly {total} bytes (a varint length changes size there)");
 }
 
 /// Sends `req`, asserts it is refused with `code` and that the data directory did not change.
@@ -204,15 +218,22 @@ fn hostile_names_and_oversized_requests_are_refused_without_touching_the_disk() 
         let zero = Request::CreateTopic { name: "zero".into(), partitions: 0, if_not_exists: false };
         refused(&f, &conn, zero, ErrorCode::InvalidRequest, &mut cases).await;
 
-        // Max record: one byte over the limit is refused, the batch is not partly stored.
-        let big = vec![b'r'; MAX_RECORD as usize];
+        // Max record (a whole batch, as Kafka's max.message.bytes): one byte over the limit is
+        // refused, the batch is not partly stored; a batch of exactly the limit is taken.
         let req = Request::Append {
             topic: "ok".into(),
             partition: Some(0),
             key_hint: None,
-            records: records(&[b"fine", &big]),
+            records: batch_of_len(MAX_RECORD as usize + 1),
         };
         refused(&f, &conn, req, ErrorCode::RecordTooLarge, &mut cases).await;
+        let req = Request::Append {
+            topic: "ok".into(),
+            partition: Some(0),
+            key_hint: None,
+            records: batch_of_len(MAX_RECORD as usize),
+        };
+        conn.request(&req).await.expect("a batch of exactly max_record_bytes is taken");
         // Unknown partitions.
         let req = Request::Append {
             topic: "ok".into(),

@@ -1,14 +1,18 @@
 //! Model test: random sequences of append / read / reopen (clean or after a crash) / trim on a
-//! log with tiny segments (so it rolls constantly) must agree with a plain in-memory `Vec`.
+//! log with tiny segments (so it rolls constantly) must agree with a plain in-memory `Vec` of
+//! values and of the batches they were appended in (reads return whole batches).
 
-use minikafka::record::NewRecord;
+use minikafka::batch::{self, Compression};
+use minikafka::record::{self, NewRecord};
 use minikafka::storage::{FsyncPolicy, Log, LogConfig, StorageError};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Append one batch with these value lengths.
-    Append(Vec<usize>),
+    /// Append one batch with these value lengths (`None`: a null value), compressed with
+    /// `Compression::ALL[codec]` (0, none, through `Log::append`; the others through
+    /// `Log::append_batches`, as a producer sends them).
+    Append { lens: Vec<Option<usize>>, codec: usize },
     /// Read at a position between the log start and the end (a fraction of the range, in
     /// per-mille, may overshoot to test out-of-range reads) with this `max_bytes`.
     Read { at_permille: u16, max_bytes: usize },
@@ -20,7 +24,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => prop::collection::vec(0usize..120, 1..8).prop_map(Op::Append),
+        4 => (prop::collection::vec(prop::option::weighted(0.9, 0usize..120), 1..8), 0usize..5)
+            .prop_map(|(lens, codec)| Op::Append { lens, codec }),
         4 => (0u16..1100, 1usize..400).prop_map(|(at_permille, max_bytes)| Op::Read { at_permille, max_bytes }),
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
         1 => (0u16..1000).prop_map(|at_permille| Op::Trim { at_permille }),
@@ -31,7 +36,8 @@ fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 300,
         index_interval_bytes: 50,
-        max_record_bytes: 1024,
+        // A whole batch: 8 values of up to 120 bytes and the batch header fit.
+        max_record_bytes: 2048,
         fsync: FsyncPolicy::Never,
         retention_bytes: None,
         retention_ms: None,
@@ -42,10 +48,19 @@ fn value(offset: u64, len: usize) -> Vec<u8> {
     (0..len).map(|i| (offset as usize * 31 + i) as u8).collect()
 }
 
-/// The model: every value ever appended, and the log start.
+/// The model: every value ever appended, the offset range of every batch, and the log start.
 struct Model {
-    values: Vec<Vec<u8>>,
+    values: Vec<Option<Vec<u8>>>,
+    batches: Vec<(u64, u64)>,
     start: u64,
+}
+
+impl Model {
+    /// The batch holding `offset`.
+    fn batch_holding(&self, offset: u64) -> (u64, u64) {
+        let i = self.batches.partition_point(|&(_, next)| next <= offset);
+        self.batches[i]
+    }
 }
 
 fn check_read(log: &Log, model: &Model, offset: u64, max_bytes: usize) {
@@ -59,13 +74,24 @@ fn check_read(log: &Log, model: &Model, offset: u64, max_bytes: usize) {
                 return;
             }
             assert!(!recs.is_empty(), "at least one record at {offset}");
-            assert!(recs.len() == 1 || slice.len() <= max_bytes, "max_bytes respected");
+            // Whole batches as appended, from the one holding `offset`.
+            let stored: Vec<(u64, u64)> = batch::batches(slice.bytes())
+                .map(|b| {
+                    let b = b.unwrap();
+                    (b.base_offset() as u64, b.last_offset() as u64 + 1)
+                })
+                .collect();
+            let first = model.batch_holding(offset);
+            let i = model.batches.iter().position(|&b| b == first).unwrap();
+            assert_eq!(stored, model.batches[i..i + stored.len()], "batches read at {offset}");
+            assert!(stored.len() == 1 || slice.len() <= max_bytes, "max_bytes respected");
             for (i, r) in recs.iter().enumerate() {
                 let o = offset + i as u64;
                 assert_eq!(r.offset, o);
-                assert_eq!(r.value, &model.values[o as usize][..], "value of {o}");
+                assert_eq!(r.value, model.values[o as usize], "value of {o}");
             }
             assert_eq!(slice.next_offset(), offset + recs.len() as u64);
+            assert_eq!(slice.next_offset(), stored.last().unwrap().1);
         }
         Err(StorageError::OffsetOutOfRange { log_start_offset, next_offset, .. }) => {
             assert!(offset < model.start || offset > next, "read {offset} should succeed");
@@ -78,18 +104,28 @@ fn check_read(log: &Log, model: &Model, offset: u64, max_bytes: usize) {
 fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config()).unwrap();
-    let mut model = Model { values: Vec::new(), start: 0 };
+    let mut model = Model { values: Vec::new(), batches: Vec::new(), start: 0 };
     for op in ops {
         let next = model.values.len() as u64;
         let span = next - model.start;
         match op {
-            Op::Append(lens) => {
-                let values: Vec<_> =
-                    lens.iter().enumerate().map(|(i, &l)| value(next + i as u64, l)).collect();
-                let recs: Vec<_> = values.iter().map(|v| NewRecord::value(v)).collect();
-                let r = log.append(&recs).unwrap();
+            Op::Append { lens, codec } => {
+                let values: Vec<_> = lens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| l.map(|l| value(next + i as u64, l)))
+                    .collect();
+                let recs: Vec<_> = values
+                    .iter()
+                    .map(|v| NewRecord { value: v.as_deref(), ..NewRecord::value(b"") })
+                    .collect();
+                let r = match Compression::ALL[codec] {
+                    Compression::None => log.append(&recs).unwrap(),
+                    c => log.append_batches(&mut record::build_batch(&recs, c).unwrap()).unwrap(),
+                };
                 assert_eq!((r.first, r.next), (next, next + values.len() as u64));
                 model.values.extend(values);
+                model.batches.push((r.first, r.next));
             }
             Op::Read { at_permille, max_bytes } => {
                 let offset = model.start + span * u64::from(at_permille) / 1000;
@@ -119,7 +155,7 @@ fn run(ops: Vec<Op>) {
     while at < model.values.len() as u64 {
         let s = log.read(at, 1000).unwrap();
         for r in s.records() {
-            assert_eq!(r.unwrap().value, &model.values[at as usize][..]);
+            assert_eq!(r.unwrap().value, model.values[at as usize]);
             at += 1;
         }
     }

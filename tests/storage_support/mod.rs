@@ -1,9 +1,10 @@
 //! Helpers shared by the storage integration tests: tiny configs, deterministic record contents,
-//! a full replay through `read`, and a parser of the segment files that tells where each record
-//! lies (so a test can compute, independently of the recovery code, which prefix must survive).
+//! a full replay through `read`, and a parser of the segment files that tells where each batch
+//! and record lies (so a test can compute, independently of the recovery code, which prefix must
+//! survive).
 #![allow(dead_code)]
 
-use minikafka::record::{self, NewRecord};
+use minikafka::record::NewRecord;
 use minikafka::storage::{FsyncPolicy, Log, LogConfig, StorageError};
 use std::path::{Path, PathBuf};
 
@@ -46,7 +47,7 @@ pub fn append_batch(log: &Log, count: u64) -> minikafka::storage::OffsetRange {
         .map(|i| NewRecord {
             timestamp_ms: timestamp_for(first + i as u64),
             key: keys[i].as_deref(),
-            value: &values[i],
+            value: Some(&values[i]),
             headers: &[],
         })
         .collect();
@@ -56,17 +57,24 @@ pub fn append_batch(log: &Log, count: u64) -> minikafka::storage::OffsetRange {
 }
 
 /// Reads the whole log from its start, checking each record's contents against what
-/// `append_batch` wrote. Returns the offsets seen, or the first error.
+/// `append_batch` wrote. Returns the offsets seen, or the first error. `read` checks only batch
+/// headers (the broker checked every CRC-32C on append and recovery, consumers check it again);
+/// a batch whose records fail the consumer's check is reported as `Corrupt`, naming the segment
+/// file and the position of the slice that held it, so damage never reads as missing records.
 pub fn replay(log: &Log) -> Result<Vec<u64>, StorageError> {
     let mut seen = Vec::new();
     let mut at = log.log_start_offset();
     while at < log.next_offset() {
         let slice = log.read(at, 256)?;
         for r in slice.records() {
-            let r = r.expect("read() CRC-checked it already");
+            let r = r.map_err(|e| StorageError::Corrupt {
+                path: segment_holding(log.dir(), at),
+                position: slice.file_range().1,
+                reason: format!("record {at}: {e}"),
+            })?;
             assert_eq!(r.offset, at);
-            assert_eq!(r.value, &value_for(at)[..], "value of {at}");
-            assert_eq!(r.key.map(<[u8]>::to_vec), key_for(at), "key of {at}");
+            assert_eq!(r.value, Some(value_for(at)), "value of {at}");
+            assert_eq!(r.key, key_for(at), "key of {at}");
             assert_eq!(r.timestamp_ms, timestamp_for(at));
             seen.push(at);
             at += 1;
@@ -76,17 +84,48 @@ pub fn replay(log: &Log) -> Result<Vec<u64>, StorageError> {
     Ok(seen)
 }
 
-/// A segment file and where its records lie.
+/// The segment log file of `dir` that holds `offset`: the one with the largest base at or below.
+pub fn segment_holding(dir: &Path, offset: u64) -> PathBuf {
+    let base = file_names(dir)
+        .iter()
+        .filter_map(|n| n.strip_suffix(".log")?.parse::<u64>().ok())
+        .filter(|&b| b <= offset)
+        .max()
+        .unwrap_or_else(|| panic!("no segment holds {offset} in {}", dir.display()));
+    dir.join(format!("{base:020}.log"))
+}
+
+/// A segment file and where its batches (and so its records) lie.
 #[derive(Debug, Clone)]
 pub struct SegmentLayout {
     pub path: PathBuf,
     pub base: u64,
-    /// (offset, start, end) of each record, positions in the file.
+    /// (offset, start, end) of each record, where start..end are the file positions of the
+    /// batch holding it: a batch is atomic, so a record survives damage only with its batch.
     pub records: Vec<(u64, usize, usize)>,
+    /// (first offset, next offset, start, end) of each batch, positions in the file.
+    pub batches: Vec<(u64, u64, usize, usize)>,
     pub data_end: usize,
 }
 
-/// Parses every segment of a (healthy) log directory, oldest first.
+/// Position of `baseOffset` (i64 BE) in a RecordBatch v2.
+const BASE_OFFSET: usize = 0;
+/// Position of `batchLength` (i32 BE): bytes after this field.
+const BATCH_LENGTH: usize = 8;
+/// Position of `lastOffsetDelta` (i32 BE).
+const LAST_OFFSET_DELTA: usize = 23;
+
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// Parses every segment of a (healthy) log directory, oldest first. Reads the batch headers by
+/// hand from Kafka's documented layout (not through the crate's reader), so it stays an
+/// independent account of where the data lies.
 pub fn layout(dir: &Path) -> Vec<SegmentLayout> {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -99,13 +138,22 @@ pub fn layout(dir: &Path) -> Vec<SegmentLayout> {
             let base: u64 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
             let bytes = std::fs::read(&path).unwrap();
             let mut pos = HEADER;
+            let mut expected = base;
             let mut records = Vec::new();
-            while pos + 4 <= bytes.len() && bytes[pos..pos + 4] != [0; 4] {
-                let v = record::decode(&bytes[pos..], 4096).unwrap();
-                records.push((v.offset, pos, pos + v.raw.len()));
-                pos += v.raw.len();
+            let mut batches = Vec::new();
+            // A zero batchLength is unwritten space: the end of the data.
+            while pos + BATCH_LENGTH + 4 <= bytes.len() && be_i32(&bytes, pos + BATCH_LENGTH) != 0 {
+                let first = be_i64(&bytes, pos + BASE_OFFSET) as u64;
+                assert_eq!(first, expected, "{}: batch at {pos} out of sequence", path.display());
+                let end = pos + BATCH_LENGTH + 4 + be_i32(&bytes, pos + BATCH_LENGTH) as usize;
+                assert!(end <= bytes.len(), "{}: batch at {pos} truncated", path.display());
+                let next = first + be_i32(&bytes, pos + LAST_OFFSET_DELTA) as u64 + 1;
+                records.extend((first..next).map(|o| (o, pos, end)));
+                batches.push((first, next, pos, end));
+                expected = next;
+                pos = end;
             }
-            SegmentLayout { path, base, records, data_end: pos }
+            SegmentLayout { path, base, records, batches, data_end: pos }
         })
         .collect()
 }
