@@ -2,7 +2,7 @@
 //! limit before anything is allocated), request header decoding, the table of API versions we
 //! accept and advertise, and response encoding. Pure functions on buffers; never does I/O.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
@@ -254,6 +254,7 @@ pub(crate) fn api_versions_too_new(correlation_id: i32) -> Result<Bytes, KafkaEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
     use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
     use kafka_protocol::protocol::StrBytes;
 
