@@ -3,15 +3,18 @@
 # change's effect is not lost in this machine's drift between sittings.
 #
 #   benches/ab.sh OLD_BINARY NEW_BINARY          # ROUNDS=2 by default
+#   SIZE=100 COUNT=2000000 benches/ab.sh OLD NEW # other record sizes (default 1000 B x 400,000)
 #
 # Per binary and round: a fresh broker (--fsync interval=1000) on a temp data dir; 3 topics of
-# 400,000 x 1000 B produced with `perf produce` (1 MiB batches); each replayed twice with `perf
+# COUNT x SIZE B produced with `perf produce` (1 MiB batches); each replayed twice with `perf
 # consume`; then the broker's peak RSS (VmHWM). Prints MB/s of every run. Build the old binary from
 # a worktree, e.g. `git worktree add /tmp/old <commit> && cargo build --release` there.
 set -euo pipefail
 
 [[ $# -eq 2 ]] || { echo "usage: $0 OLD_BINARY NEW_BINARY" >&2; exit 2; }
 ROUNDS=${ROUNDS:-2}
+SIZE=${SIZE:-1000}
+COUNT=${COUNT:-400000}
 STEP_TIMEOUT=${STEP_TIMEOUT:-60}
 WORK=$(mktemp -d /tmp/minikafka-ab.XXXXXX)
 BPID=
@@ -41,10 +44,10 @@ for _ in $(seq "$ROUNDS"); do
             "$bin" topic list --broker "$addr" >/dev/null 2>&1 && break
             sleep 0.1
         done
-        echo -n "$bin produce 1000 B MB/s: "
+        echo -n "$bin produce $SIZE B MB/s: "
         for t in 1 2 3; do
             timeout "$STEP_TIMEOUT" "$bin" perf produce --broker "$addr" --topic "t$t" \
-                --record-size 1000 --num-records 400000 --batch-size 1048576 --json | mbs
+                --record-size "$SIZE" --num-records "$COUNT" --batch-size 1048576 --json | mbs
         done
         echo -n "| replay MB/s: "
         for _ in 1 2; do

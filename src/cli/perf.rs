@@ -302,9 +302,16 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     let conn = common.connect.connect().await?;
     let partitions = ensure_topic(&conn, common).await?;
     drop(conn);
-    // A record's varints and fixed fields take about 8 bytes besides its value.
-    let record_len = common.record_size + 8;
-    let batch_records = (args.batch_size / record_len).max(1) as u64;
+    // One record as a batch holds it, plus 2 bytes for the offset deltas' longer varints past the
+    // first record: batches stay within --batch-size, header included (the broker's batch limit,
+    // Kafka's max.message.bytes, counts the whole batch).
+    let value = payload(common.record_size);
+    let one = NewRecord { timestamp_ms: record::now_ms(), key: None, value: Some(&value), headers: &[] };
+    let single = record::build_batch(&[one], Compression::None)
+        .map_err(|e| encode_err(&common.topic, e))?;
+    let record_len = single.len() - crate::batch::HEADER_LEN + 2;
+    let batch_records =
+        (args.batch_size.saturating_sub(crate::batch::HEADER_LEN) / record_len).max(1) as u64;
     let in_flight = match args.acks {
         Acks::Wait => args.in_flight.max(1),
         Acks::None => FIRE_AND_FORGET_IN_FLIGHT,

@@ -9,7 +9,7 @@
 //! broker is back, a consumer resumes right after the last record it handed out (nothing skipped,
 //! nothing handed out twice), and a producer sends again every batch that was not acknowledged.
 //! That is at-least-once delivery: a batch in flight when the connection died may have been
-//! stored, and is then stored twice (as with Kafka without idempotence). A batch is only ever
+//! stored, and is then stored twice (as with a Kafka client without idempotence). A batch is only ever
 //! reported acknowledged when the broker acknowledged it. Without `reconnect`, a lost connection
 //! is an error, and the caller decides.
 //!
@@ -24,7 +24,8 @@
 //! let mut consumer =
 //!     Consumer::new(conn, "orders", StartFrom::Beginning, ConsumerConfig::default()).await?;
 //! while let Some(record) = consumer.next().await? {
-//!     println!("{}: {}", record.offset, String::from_utf8_lossy(&record.value));
+//!     let value = record.value.as_deref().unwrap_or_default(); // None: a tombstone
+//!     println!("{}: {}", record.offset, String::from_utf8_lossy(value));
 //! }
 //! # let _ = acks; Ok(()) }
 //! ```
