@@ -596,6 +596,12 @@ impl Segment {
         f(&mut guard, &mut times)
     }
 
+    /// A copy of the time index, for tests to look at.
+    #[cfg(test)]
+    pub(crate) fn time_index_snapshot(&self) -> TimeIndex {
+        self.time_index.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn index_lookup(&self, relative_offset: u32) -> Option<IndexEntry> {
         self.index.read().unwrap_or_else(|p| p.into_inner()).lookup(relative_offset)
     }

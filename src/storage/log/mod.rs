@@ -824,3 +824,5 @@ fn is_data_sync_failure(e: &StorageError) -> bool {
 mod retention;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timeindex_tests;
