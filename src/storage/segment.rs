@@ -606,9 +606,12 @@ impl Segment {
         self.index.read().unwrap_or_else(|p| p.into_inner()).lookup(relative_offset)
     }
 
-    /// Replaces the in-memory index and time index with ones built by scanning the committed
-    /// records (up to the first bad one). Under both write locks, so an appender's entries for
-    /// records published later land after them, in order.
+    /// Replaces the in-memory index, and a sealed segment's time index, with ones built by
+    /// scanning the committed records (up to the first bad one). Under both write locks, so an
+    /// appender's entries for records published later land after them, in order. The active
+    /// segment's time index is kept: a batch indexed but not yet published when the scan reads
+    /// the committed bytes would be missing from a rebuilt one, and unlike the sparse offset
+    /// index, its entries and largest timestamp must account for every batch.
     fn rebuild_index(&self, h: &OpenSegment) {
         let mut guard = self.index.write().unwrap_or_else(|p| p.into_inner());
         let mut times_guard = self.time_index.write().unwrap_or_else(|p| p.into_inner());
@@ -616,7 +619,9 @@ impl Segment {
         let (index, times, _) =
             build_indexes(data, self.base_offset, self.index_interval_bytes, false);
         *guard = index;
-        *times_guard = times;
+        if self.is_sealed() {
+            *times_guard = times;
+        }
         h.note_read(data.len());
     }
 
@@ -763,8 +768,9 @@ impl Segment {
 
     /// Where a walk for offsets at or after `from` starts: the offset index entry at or below
     /// `from` or, if later, the time index entry proving that every batch before it is older
-    /// than `ts`. The indexes are hints: an entry that does not point at the batch it names gets
-    /// both rebuilt from the log, and the walk starts at the segment start.
+    /// than `ts`. The indexes are hints: when an entry does not point at the batch it names,
+    /// they are rebuilt from the log (see [`Self::rebuild_index`]) and the walk starts at the
+    /// segment start.
     fn walk_start(&self, h: &OpenSegment, ts: Option<i64>, from: u64) -> (usize, u64) {
         let data = h.data();
         let rel = from.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;

@@ -238,3 +238,35 @@ fn damaged_stale_missing_and_orphan_time_indexes_are_rebuilt_or_swept() {
     let log = Log::open(d, config(2048)).unwrap();
     check_against_model(&log, &model);
 }
+
+#[test]
+fn a_time_index_entry_pointing_at_the_wrong_batch_is_caught_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut model = Model::new();
+    let log = Log::open(d, config(4096)).unwrap();
+    append_mixed(&log, &mut model, 80, 5);
+    log.close().unwrap();
+    let seg0 = log.segments_snapshot()[0].clone();
+    assert!(seg0.is_sealed());
+    let times = seg0.time_index_snapshot();
+    drop(log);
+    // Shift one entry (not at the largest timestamp's batch) by a byte: still ordered and in
+    // bounds, CRC recomputed, so it loads; only the log can tell it is wrong.
+    let max_pos = times.max_batch().unwrap().position;
+    let i = times.entries().iter().position(|e| e.position + 1 < max_pos).unwrap();
+    let path = time_index_path(d, 0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = crate::storage::timeindex::TIME_INDEX_HEADER_LEN
+        + i * crate::storage::timeindex::TIME_ENTRY_LEN
+        + 12;
+    let shifted = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) + 1;
+    bytes[at..at + 4].copy_from_slice(&shifted.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[12..]);
+    bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let log = Log::open(d, config(4096)).unwrap();
+    assert_ne!(log.segments_snapshot()[0].time_index_snapshot(), times, "the bad file loaded");
+    check_against_model(&log, &model);
+    assert_eq!(log.segments_snapshot()[0].time_index_snapshot(), times, "rebuilt from the log");
+}
