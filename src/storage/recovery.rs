@@ -3,7 +3,7 @@
 //! they chain, check each sealed segment cheaply (its index, and the records after the last index
 //! entry parse exactly to the end of the file), and scan the tail of the active (last) segment,
 //! cutting it at the first torn, corrupt or out-of-sequence record. The log is the truth; indexes
-//! are rebuilt when they are missing or disagree. Damage in a sealed segment is reported as
+//! and time indexes (loaded under the same rules) are rebuilt when they are missing or disagree. Damage in a sealed segment is reported as
 //! `StorageError::Corrupt`, never cut or skipped. Never appends records.
 
 use std::path::{Path, PathBuf};

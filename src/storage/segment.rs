@@ -1,7 +1,8 @@
 //! One segment: the log file `{base_offset:020}.log` (a header, then RecordBatch v2s in the format
-//! of `crate::batch`, as producers wrote them), its memory map bounded by the committed length, its in-memory sparse index,
-//! and the operations on it: append at the committed end, scan, find an offset, seal. Never decides
-//! when to roll or what to delete (that is `log.rs`), never repairs a file (that is `recovery.rs`).
+//! of `crate::batch`, as producers wrote them), its memory map bounded by the committed length,
+//! its in-memory sparse index and time index, and the operations on it: append at the committed
+//! end, scan, find an offset or a timestamp, seal. Never decides when to roll or what to delete
+//! (that is `log.rs`), never repairs a file (that is `recovery.rs`).
 //!
 //! # Byte layout of a segment log file (all integers little-endian)
 //!
