@@ -895,6 +895,22 @@ impl Broker {
         })
     }
 
+    /// The (timestamp, offset) of the first visible record with the largest timestamp (Kafka's
+    /// ListOffsets `MAX_TIMESTAMP`), if any record is visible.
+    pub fn max_timestamp_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<(i64, u64)>, BrokerError> {
+        validate_topic_name(topic)?;
+        let p = self.topic(topic)?.partition(partition)?.clone();
+        p.log.max_timestamp_offset().map_err(|source| BrokerError::Storage {
+            topic: topic.to_owned(),
+            partition,
+            source,
+        })
+    }
+
     /// Records `group`'s position in a partition; durable (fsynced) when it returns.
     pub fn commit_offset(
         &self,

@@ -12,20 +12,22 @@
 //! - [`Log::read`] returns a [`ReadSlice`] of the memory map: whole batches from the one holding
 //!   an offset, within one segment, at least one batch.
 //! - [`Log::trim_before`], [`Log::enforce_retention`], [`Log::offset_for_timestamp`],
-//!   [`Log::describe`], [`Log::sync`], [`Log::sync_if_dirty`], [`Log::close`].
+//!   [`Log::max_timestamp_offset`], [`Log::describe`], [`Log::sync`], [`Log::sync_if_dirty`],
+//!   [`Log::close`].
 //!
 //! # Files of a log directory
 //! | name                      | what                                                             |
 //! |---------------------------|------------------------------------------------------------------|
 //! | `{base_offset:020}.log`   | a segment: header + RecordBatch v2s (byte table in `segment.rs`) |
 //! | `{base_offset:020}.index` | its sparse index (byte table in `index.rs`); a hint, rebuilt when missing or wrong |
+//! | `{base_offset:020}.timeindex` | its sparse time index and the batch with its largest timestamp (byte table in `timeindex.rs`); a hint, rebuilt when missing or wrong |
 //! | `log-start-offset`        | checkpoint of the log start after a trim (byte table in `recovery.rs`) |
 //! | `clean-shutdown`          | written by `close()`, removed by open before any write           |
 //! | `*.tmp`                   | a file being written (temp + rename); swept at open              |
 //!
 //! # Module map
 //! `fs.rs` (the file-operation seam, and `FaultyFs` for tests), `mmap.rs` (every `unsafe`),
-//! `index.rs`, `segment.rs`, `recovery.rs` (open), `log.rs` (the `Log`), `handles.rs` (the
+//! `index.rs`, `timeindex.rs`, `segment.rs`, `recovery.rs` (open), `log.rs` (the `Log`), `handles.rs` (the
 //! bound on open sealed segments, the open-file limit).
 //!
 //! # Memory and disk
@@ -62,6 +64,7 @@ mod mmap;
 pub(crate) mod producer_state;
 mod recovery;
 mod segment;
+mod timeindex;
 mod upgrade;
 
 use std::io;

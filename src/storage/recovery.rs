@@ -3,7 +3,7 @@
 //! they chain, check each sealed segment cheaply (its index, and the records after the last index
 //! entry parse exactly to the end of the file), and scan the tail of the active (last) segment,
 //! cutting it at the first torn, corrupt or out-of-sequence record. The log is the truth; indexes
-//! are rebuilt when they are missing or disagree. Damage in a sealed segment is reported as
+//! and time indexes (loaded under the same rules) are rebuilt when they are missing or disagree. Damage in a sealed segment is reported as
 //! `StorageError::Corrupt`, never cut or skipped. Never appends records.
 
 use std::path::{Path, PathBuf};
@@ -14,7 +14,9 @@ use crate::storage::index::{Index, IndexSummary};
 use crate::storage::mmap::CommittedMap;
 use crate::storage::segment::{
     self, INDEX_SUFFIX, IndexCursor, LOG_SUFFIX, SEGMENT_HEADER_LEN, Segment, SegmentParts,
+    TIME_INDEX_SUFFIX,
 };
+use crate::storage::timeindex::TimeIndex;
 use crate::storage::{LogConfig, StorageError};
 
 /// Name of the clean-shutdown marker.
@@ -96,8 +98,9 @@ pub(crate) fn recover(
     bases.sort_unstable();
     let mut swept = false;
     for name in &names {
-        let orphan_index = segment::parse_file_name(name, INDEX_SUFFIX)
-            .is_some_and(|b| bases.binary_search(&b).is_err());
+        let orphan_index = [INDEX_SUFFIX, TIME_INDEX_SUFFIX].iter().any(|suffix| {
+            segment::parse_file_name(name, suffix).is_some_and(|b| bases.binary_search(&b).is_err())
+        });
         if name.ends_with(TMP_SUFFIX) || orphan_index {
             let path = dir.join(name);
             tracing::info!(path = %path.display(), "removing leftover file");
@@ -218,6 +221,44 @@ fn load_index(fs: &dyn FileSystem, path: &Path, base: u64) -> Option<(Index, Ind
     }
 }
 
+/// The time index of a segment whose offset index and tail checked out (`summary`): the file if
+/// it decodes and agrees with the summary, else rebuilt by walking the batch headers of `data`
+/// (written back as a hint when `write_back`). `None` if the walk does not reach exactly the
+/// summary's end: the segment is damaged before its tail, and the caller scans it fully.
+fn time_index_for(
+    fs: &dyn FileSystem,
+    path: &Path,
+    base: u64,
+    summary: IndexSummary,
+    data: &[u8],
+    config: &LogConfig,
+    write_back: bool,
+) -> Option<TimeIndex> {
+    let reason = match fs.read(path) {
+        Ok(bytes) => match TimeIndex::decode(&bytes, base) {
+            Ok((times, s)) if s == summary => return Some(times),
+            Ok(_) => "it disagrees with the segment".to_string(),
+            Err(reason) => reason,
+        },
+        Err(e) => e.to_string(),
+    };
+    tracing::info!(path = %path.display(), %reason, "time index not usable; rebuilding it");
+    let log_len = usize::try_from(summary.log_len).ok().filter(|&l| l <= data.len())?;
+    let (_, times, end) =
+        segment::build_indexes(&data[..log_len], base, config.index_interval_bytes, false);
+    if end.stopped.is_some()
+        || end.position != log_len
+        || end.next_offset != summary.next_offset
+        || end.max_timestamp != summary.max_timestamp
+    {
+        return None;
+    }
+    if write_back {
+        keep_rebuilt_index(path, times.write(fs, path, base, summary, false));
+    }
+    Some(times)
+}
+
 /// The whole file, mapped read-only for the duration of a check (`None` if it is empty).
 fn map_whole(
     file: &dyn FsFile,
@@ -260,6 +301,7 @@ fn open_sealed(
 ) -> Result<Segment, StorageError> {
     let log_path = dir.join(segment::log_file_name(base));
     let index_path = dir.join(segment::index_file_name(base));
+    let time_index_path = dir.join(segment::time_index_file_name(base));
     let file = fs.open(&log_path).map_err(StorageError::io(&log_path, "open segment"))?;
     let (map, len) = map_whole(&*file, &log_path)?;
     let Some(map) = map else {
@@ -274,7 +316,12 @@ fn open_sealed(
     {
         let (pos, at) = tail_start(&index, base);
         let end = segment::scan(data, pos, at, true, |_, _| {});
-        if end.stopped.is_none() && end.position == len && end.next_offset == summary.next_offset {
+        let time_index = (end.stopped.is_none()
+            && end.position == len
+            && end.next_offset == summary.next_offset)
+            .then(|| time_index_for(fs, &time_index_path, base, summary, data, config, true))
+            .flatten();
+        if let Some(time_index) = time_index {
             drop(map);
             return Segment::from_parts(SegmentParts {
                 base_offset: base,
@@ -286,6 +333,7 @@ fn open_sealed(
                 next_offset: summary.next_offset,
                 max_timestamp: summary.max_timestamp,
                 index,
+                time_index,
                 index_interval_bytes: config.index_interval_bytes,
                 sealed: true,
             });
@@ -294,12 +342,8 @@ fn open_sealed(
     }
 
     // Full scan: every record must be whole and in sequence up to the end of the file.
-    let mut index = Index::new();
-    let mut cursor = IndexCursor::new(config.index_interval_bytes, SEGMENT_HEADER_LEN);
-    let end = segment::scan(data, SEGMENT_HEADER_LEN, base, true, |v, pos| {
-        // Relative offsets fit u32: a segment below 4 GiB holds fewer than 2^32 records.
-        cursor.observe(&mut index, (v.base_offset() as u64 - base) as u32, pos);
-    });
+    let (index, time_index, end) =
+        segment::build_indexes(data, base, config.index_interval_bytes, true);
     if end.position != len {
         let reason = end.stopped.unwrap_or_else(|| "zero bytes inside a sealed segment".into());
         return Err(corrupt(&log_path, end.position, reason));
@@ -310,6 +354,10 @@ fn open_sealed(
         max_timestamp: end.max_timestamp,
         log_len: len as u64,
     };
+    keep_rebuilt_index(
+        &time_index_path,
+        time_index.write(fs, &time_index_path, base, summary, false),
+    );
     keep_rebuilt_index(&index_path, index.write(fs, dir, &index_path, base, summary));
     Segment::from_parts(SegmentParts {
         base_offset: base,
@@ -321,6 +369,7 @@ fn open_sealed(
         next_offset: end.next_offset,
         max_timestamp: end.max_timestamp,
         index,
+        time_index,
         index_interval_bytes: config.index_interval_bytes,
         sealed: true,
     })
@@ -338,6 +387,7 @@ fn open_active(
 ) -> Result<(Segment, IndexCursor), StorageError> {
     let log_path = dir.join(segment::log_file_name(base));
     let index_path = dir.join(segment::index_file_name(base));
+    let time_index_path = dir.join(segment::time_index_file_name(base));
     let file = fs.open(&log_path).map_err(StorageError::io(&log_path, "open segment"))?;
     let (map, file_len) = map_whole(&*file, &log_path)?;
     let data: &[u8] = map.as_ref().map_or(&[], |m| m.committed_bytes());
@@ -351,8 +401,11 @@ fn open_active(
             if end.stopped.is_none()
                 && end.position == log_len
                 && end.next_offset == summary.next_offset
+                // The active segment's time index is rewritten at seal and close: not here.
+                && let Some(times) =
+                    time_index_for(fs, &time_index_path, base, summary, data, config, false)
             {
-                found = Some((index, log_len, summary.next_offset, summary.max_timestamp));
+                found = Some((index, times, log_len, summary.next_offset, summary.max_timestamp));
             }
         }
         if found.is_none() {
@@ -361,7 +414,7 @@ fn open_active(
     }
     let mut header_ok = true;
     let trusted = found.is_some();
-    let (index, data_len, next_offset, max_timestamp) = match found {
+    let (index, time_index, data_len, next_offset, max_timestamp) = match found {
         Some(x) => x,
         None => {
             if let Err(reason) = segment::check_header(data, base) {
@@ -369,18 +422,15 @@ fn open_active(
                 // name still says where it starts.
                 tracing::warn!(path = %log_path.display(), %reason, "active segment header damaged; treating the segment as empty");
                 header_ok = false;
-                (Index::new(), SEGMENT_HEADER_LEN, base, i64::MIN)
+                (Index::new(), TimeIndex::new(), SEGMENT_HEADER_LEN, base, i64::MIN)
             } else {
-                let mut index = Index::new();
-                let mut cursor = IndexCursor::new(config.index_interval_bytes, SEGMENT_HEADER_LEN);
-                let end = segment::scan(data, SEGMENT_HEADER_LEN, base, true, |v, pos| {
-                    cursor.observe(&mut index, (v.base_offset() as u64 - base) as u32, pos);
-                });
+                let (index, time_index, end) =
+                    segment::build_indexes(data, base, config.index_interval_bytes, true);
                 if let Some(reason) = &end.stopped {
                     tracing::warn!(path = %log_path.display(), position = end.position, %reason,
                         next_offset = end.next_offset, "cutting the log at a torn or corrupt batch");
                 }
-                (index, end.position, end.next_offset, end.max_timestamp)
+                (index, time_index, end.position, end.next_offset, end.max_timestamp)
             }
         }
     };
@@ -419,6 +469,7 @@ fn open_active(
         next_offset,
         max_timestamp,
         index,
+        time_index,
         index_interval_bytes: config.index_interval_bytes,
         sealed: false,
     })?;

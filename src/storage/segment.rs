@@ -1,7 +1,8 @@
 //! One segment: the log file `{base_offset:020}.log` (a header, then RecordBatch v2s in the format
-//! of `crate::batch`, as producers wrote them), its memory map bounded by the committed length, its in-memory sparse index,
-//! and the operations on it: append at the committed end, scan, find an offset, seal. Never decides
-//! when to roll or what to delete (that is `log.rs`), never repairs a file (that is `recovery.rs`).
+//! of `crate::batch`, as producers wrote them), its memory map bounded by the committed length,
+//! its in-memory sparse index and time index, and the operations on it: append at the committed
+//! end, scan, find an offset or a timestamp, seal. Never decides when to roll or what to delete
+//! (that is `log.rs`), never repairs a file (that is `recovery.rs`).
 //!
 //! # Byte layout of a segment log file (all integers little-endian)
 //!
@@ -37,6 +38,7 @@ use crate::storage::fs::{FileSystem, FsFile};
 use crate::storage::handles;
 use crate::storage::index::{Index, IndexEntry, IndexSummary};
 use crate::storage::mmap::CommittedMap;
+use crate::storage::timeindex::TimeIndex;
 
 /// Magic at the head of a segment log file.
 pub(crate) const SEGMENT_MAGIC: [u8; 4] = *b"MKLG";
@@ -59,6 +61,8 @@ pub(crate) const SEGMENT_HEADER_LEN: usize = 24;
 pub(crate) const LOG_SUFFIX: &str = ".log";
 /// Suffix of index files.
 pub(crate) const INDEX_SUFFIX: &str = ".index";
+/// Suffix of time index files.
+pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
 /// Reads through a segment's mapping between two releases of its pages: bounds what each
 /// segment adds to the broker's resident set, at one `madvise` per this many bytes read.
 const RELEASE_AFTER_BYTES: usize = 1 << 20;
@@ -77,6 +81,11 @@ pub(crate) fn log_file_name(base_offset: u64) -> String {
 /// `{base_offset:020}.index`
 pub(crate) fn index_file_name(base_offset: u64) -> String {
     format!("{base_offset:020}{INDEX_SUFFIX}")
+}
+
+/// `{base_offset:020}.timeindex`
+pub(crate) fn time_index_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}{TIME_INDEX_SUFFIX}")
 }
 
 /// The base offset a file name `{base_offset:020}{suffix}` stands for.
@@ -192,7 +201,8 @@ pub(crate) fn scan(
     ScanEnd { position, next_offset: expected_offset, max_timestamp, stopped }
 }
 
-/// Decides where index entries go: one whenever `interval` bytes have passed since the last one.
+/// Decides where index entries go: one whenever `interval` bytes have passed since the last one;
+/// the time index takes its entries at the same batch starts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IndexCursor {
     interval: u32,
@@ -204,13 +214,24 @@ impl IndexCursor {
         IndexCursor { interval: interval.max(1), last_position }
     }
 
-    /// Called for each batch in order; adds an entry to `index` when one is due.
-    pub(crate) fn observe(&mut self, index: &mut Index, relative_offset: u32, position: usize) {
+    /// Called for each batch in order (with its `maxTimestamp`); adds an entry to `index`, and
+    /// maybe to `times`, when one is due.
+    pub(crate) fn observe(
+        &mut self,
+        index: &mut Index,
+        times: &mut TimeIndex,
+        relative_offset: u32,
+        position: usize,
+        max_timestamp: i64,
+    ) {
+        // Positions fit u32: segment sizes are capped below 4 GiB when the config is checked.
+        let pos = position as u32;
         if position - self.last_position >= self.interval as usize {
-            // Positions fit u32: segment sizes are capped below 4 GiB when the config is checked.
-            index.push(IndexEntry { relative_offset, position: position as u32 });
+            index.push(IndexEntry { relative_offset, position: pos });
+            times.entry_due(relative_offset, pos);
             self.last_position = position;
         }
+        times.observe(relative_offset, pos, max_timestamp);
     }
 }
 
@@ -286,6 +307,7 @@ pub(crate) struct Segment {
     pub(crate) base_offset: u64,
     pub(crate) log_path: PathBuf,
     pub(crate) index_path: PathBuf,
+    pub(crate) time_index_path: PathBuf,
     handle: RwLock<Handle>,
     /// Set by `release` (the file is being deleted): no reader may put a handle to it back into
     /// the cache of open sealed segments, or its space would stay in use.
@@ -298,6 +320,8 @@ pub(crate) struct Segment {
     next_offset: AtomicU64,
     max_timestamp: AtomicI64,
     index: RwLock<Index>,
+    /// Taken after `index` when both are locked.
+    time_index: RwLock<TimeIndex>,
     sealed: AtomicBool,
     /// The first this many bytes of the file have disk space (written or reserved); only the
     /// appender moves it.
@@ -319,6 +343,7 @@ pub(crate) struct SegmentParts {
     pub(crate) next_offset: u64,
     pub(crate) max_timestamp: i64,
     pub(crate) index: Index,
+    pub(crate) time_index: TimeIndex,
     pub(crate) index_interval_bytes: u32,
     pub(crate) sealed: bool,
 }
@@ -367,6 +392,7 @@ impl Segment {
             next_offset: base_offset,
             max_timestamp: i64::MIN,
             index: Index::new(),
+            time_index: TimeIndex::new(),
             index_interval_bytes,
             sealed: false,
         })?;
@@ -384,8 +410,10 @@ impl Segment {
                 .map_err(StorageError::io(&p.log_path, "mmap segment"))?;
             Handle::Pinned(OpenSegment::new(p.file, map))
         };
+        let time_index_path = p.log_path.with_file_name(time_index_file_name(p.base_offset));
         Ok(Segment {
             base_offset: p.base_offset,
+            time_index_path,
             log_path: p.log_path,
             index_path: p.index_path,
             handle: RwLock::new(handle),
@@ -395,6 +423,7 @@ impl Segment {
             next_offset: AtomicU64::new(p.next_offset),
             max_timestamp: AtomicI64::new(p.max_timestamp),
             index: RwLock::new(p.index),
+            time_index: RwLock::new(p.time_index),
             sealed: AtomicBool::new(p.sealed),
             // The data was written, so it has its space; nothing past it is reserved yet.
             reserved: AtomicUsize::new(p.data_len),
@@ -559,32 +588,41 @@ impl Segment {
         Ok(())
     }
 
-    /// Adds index entries for records just written (before they are published).
-    pub(crate) fn with_index<R>(&self, f: impl FnOnce(&mut Index) -> R) -> R {
-        // A panic while holding this lock cannot leave the index inconsistent (push is atomic
-        // with respect to the invariant), so a poisoned lock is still usable.
+    /// Adds index and time index entries for records just written (before they are published).
+    pub(crate) fn with_index<R>(&self, f: impl FnOnce(&mut Index, &mut TimeIndex) -> R) -> R {
+        // A panic while holding these locks cannot leave an index inconsistent (each push is
+        // atomic with respect to the invariant), so a poisoned lock is still usable.
         let mut guard = self.index.write().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
+        let mut times = self.time_index.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard, &mut times)
+    }
+
+    /// A copy of the time index, for tests to look at.
+    #[cfg(test)]
+    pub(crate) fn time_index_snapshot(&self) -> TimeIndex {
+        self.time_index.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn index_lookup(&self, relative_offset: u32) -> Option<IndexEntry> {
         self.index.read().unwrap_or_else(|p| p.into_inner()).lookup(relative_offset)
     }
 
-    /// Replaces the in-memory index with one built by scanning the committed records (up to
-    /// the first bad one). Under the index write lock, so an appender's entries for records
-    /// published later land after it, in order.
+    /// Replaces the in-memory index, and a sealed segment's time index, with ones built by
+    /// scanning the committed records (up to the first bad one). Under both write locks, so an
+    /// appender's entries for records published later land after them, in order. The active
+    /// segment's time index is kept: a batch indexed but not yet published when the scan reads
+    /// the committed bytes would be missing from a rebuilt one, and unlike the sparse offset
+    /// index, its entries and largest timestamp must account for every batch.
     fn rebuild_index(&self, h: &OpenSegment) {
         let mut guard = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let mut times_guard = self.time_index.write().unwrap_or_else(|p| p.into_inner());
         let data = h.data();
-        let mut index = Index::new();
-        let mut cursor = IndexCursor::new(self.index_interval_bytes, SEGMENT_HEADER_LEN);
-        let base = self.base_offset;
-        scan(data, SEGMENT_HEADER_LEN, base, false, |v, pos| {
-            // Relative offsets fit u32: a segment below 4 GiB holds fewer than 2^32 records.
-            cursor.observe(&mut index, (v.base_offset() as u64 - base) as u32, pos);
-        });
+        let (index, times, _) =
+            build_indexes(data, self.base_offset, self.index_interval_bytes, false);
         *guard = index;
+        if self.is_sealed() {
+            *times_guard = times;
+        }
         h.note_read(data.len());
     }
 
@@ -627,6 +665,11 @@ impl Segment {
         self.reserved.store(self.len(), Ordering::Relaxed);
         h.file.sync_data().map_err(StorageError::io(&self.log_path, "fdatasync segment"))?;
         let index = self.index.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let times = self.time_index.read().unwrap_or_else(|p| p.into_inner()).clone();
+        // Synced, renamed, then made durable by the index's directory fsync below.
+        times
+            .write(fs, &self.time_index_path, self.base_offset, self.summary(), true)
+            .map_err(StorageError::io(&self.time_index_path, "write time index"))?;
         index
             .write(fs, dir, &self.index_path, self.base_offset, self.summary())
             .map_err(StorageError::io(&self.index_path, "write index"))
@@ -724,9 +767,38 @@ impl Segment {
         batch_at(&data[pos..], expected).map_err(|reason| self.corrupt(pos, reason))
     }
 
+    /// Where a walk for offsets at or after `from` starts: the offset index entry at or below
+    /// `from` or, if later, the time index entry proving that every batch before it is older
+    /// than `ts`. The indexes are hints: when an entry does not point at the batch it names,
+    /// they are rebuilt from the log (see [`Self::rebuild_index`]) and the walk starts at the
+    /// segment start.
+    fn walk_start(&self, h: &OpenSegment, ts: Option<i64>, from: u64) -> (usize, u64) {
+        let data = h.data();
+        let rel = from.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
+        let by_offset = self.index_lookup(rel).map(|e| (e.position, e.relative_offset));
+        let by_time = ts.and_then(|ts| {
+            let t = self.time_index.read().unwrap_or_else(|p| p.into_inner());
+            t.lookup(ts, data.len()).map(|e| (e.position, e.relative_offset))
+        });
+        let Some((pos, rel)) = by_offset.max(by_time).filter(|&(p, _)| (p as usize) < data.len())
+        else {
+            return (SEGMENT_HEADER_LEN, self.base_offset);
+        };
+        let (pos, at) = (pos as usize, self.base_offset + u64::from(rel));
+        if batch_at(&data[pos..], at).is_err() {
+            tracing::warn!(path = %self.log_path.display(), position = pos,
+                "index entry disagrees with the log; rebuilding the indexes from the log");
+            self.rebuild_index(h);
+            return (SEGMENT_HEADER_LEN, self.base_offset);
+        }
+        (pos, at)
+    }
+
     /// The first offset at or after `from` whose record timestamp is at least `ts`, if any in
-    /// this segment. Batches whose `maxTimestamp` is below `ts` are skipped by their header; only
-    /// the batch holding the answer is decoded (decompressed if it must be).
+    /// this segment. The walk over batch headers starts where the time index proves every
+    /// earlier batch older than `ts` (or at `from`'s index entry, if later); batches whose
+    /// `maxTimestamp` is below `ts` are skipped by their header; only the batch holding the
+    /// answer is decoded (decompressed if it must be).
     pub(crate) fn offset_for_timestamp(
         &self,
         fs: &dyn FileSystem,
@@ -739,8 +811,8 @@ impl Segment {
         let h = self.open(fs)?;
         let data = h.data();
         let next = self.next_offset();
-        let mut pos = SEGMENT_HEADER_LEN;
-        let mut at = self.base_offset;
+        let (mut pos, mut at) = self.walk_start(&h, Some(ts), from);
+        let first = pos;
         let mut scratch = Vec::new();
         while at < next && pos < data.len() {
             let view = self.batch_at(data, pos, at, at)?;
@@ -749,16 +821,138 @@ impl Segment {
                 let found = first_record_at_or_after(&view, from, ts, &mut scratch)
                     .map_err(|e| self.corrupt(pos, e.to_string()))?;
                 if found.is_some() {
-                    h.note_read(pos + view.len());
+                    h.note_read(pos + view.len() - first);
                     return Ok(found);
                 }
             }
             pos += view.len();
             at = last + 1;
         }
-        h.note_read(pos);
+        h.note_read(pos - first);
         Ok(None)
     }
+
+    /// The first record with the largest timestamp among offsets `from..until` of this segment,
+    /// as (timestamp, offset). If the batch the time index names as holding the segment's
+    /// largest timestamp lies wholly in the range (it does unless the log start is inside this
+    /// segment or the batch is not yet visible), only that batch is read; otherwise the headers
+    /// of the range are walked and only the best batch and the (at most two) batches straddling
+    /// the range's ends are decoded.
+    pub(crate) fn max_timestamp_record(
+        &self,
+        fs: &dyn FileSystem,
+        from: u64,
+        until: u64,
+    ) -> Result<Option<(i64, u64)>, StorageError> {
+        let max = self.time_index.read().unwrap_or_else(|p| p.into_inner()).max_batch();
+        let Some(max) = max else { return Ok(None) };
+        let h = self.open(fs)?;
+        let data = h.data();
+        let mut scratch = Vec::new();
+        let pos = max.position as usize;
+        let at = self.base_offset + u64::from(max.relative_offset);
+        if pos < data.len() {
+            match batch_at(&data[pos..], at) {
+                Ok(view) if at >= from && (view.last_offset() as u64) < until => {
+                    h.note_read(view.len());
+                    return self.max_record(&view, pos, from, until, &mut scratch);
+                }
+                Ok(_) => {}
+                Err(reason) => {
+                    tracing::warn!(path = %self.log_path.display(), position = pos, %reason,
+                        "time index disagrees with the log; rebuilding the indexes from the log");
+                    self.rebuild_index(&h);
+                }
+            }
+        }
+        let (mut pos, mut at) = self.walk_start(&h, None, from);
+        let first = pos;
+        let mut best = None;
+        // (maxTimestamp, position, base offset) of the first best batch wholly in the range.
+        let mut best_inside: Option<(i64, usize, u64)> = None;
+        while at < until && pos < data.len() && !is_unwritten(&data[pos..]) {
+            let view = self.batch_at(data, pos, at, at)?;
+            let last = view.last_offset() as u64;
+            if last >= from {
+                if at >= from && last < until {
+                    // Validated on append: a batch's maxTimestamp is its largest record's.
+                    if best_inside.is_none_or(|b| view.max_timestamp() > b.0) {
+                        best_inside = Some((view.max_timestamp(), pos, at));
+                    }
+                } else {
+                    // Only some of its records are in the range.
+                    let r = self.max_record(&view, pos, from, until, &mut scratch)?;
+                    best = better_max(best, r);
+                }
+            }
+            pos += view.len();
+            at = last + 1;
+        }
+        h.note_read(pos - first);
+        if let Some((_, pos, at)) = best_inside {
+            let view = self.batch_at(data, pos, at, at)?;
+            let r = self.max_record(&view, pos, from, until, &mut scratch)?;
+            best = better_max(best, r);
+        }
+        Ok(best)
+    }
+
+    /// The first record of `view` (at `pos`) in `from..until` with the largest timestamp.
+    fn max_record(
+        &self,
+        view: &BatchView<'_>,
+        pos: usize,
+        from: u64,
+        until: u64,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Option<(i64, u64)>, StorageError> {
+        let mut best: Option<(i64, u64)> = None;
+        let mut each = |r: batch::RecordView<'_>| {
+            let o = r.offset as u64;
+            if (from..until).contains(&o) && best.is_none_or(|b| r.timestamp > b.0) {
+                best = Some((r.timestamp, o));
+            }
+        };
+        let res: Result<(), batch::BatchError> = (|| match view.compression()? {
+            batch::Compression::None => view.records()?.try_for_each(|r| r.map(&mut each)),
+            _ => {
+                view.decompress_into(scratch, batch::MAX_DECOMPRESSED_BYTES)?;
+                view.records_in(scratch).try_for_each(|r| r.map(&mut each))
+            }
+        })();
+        res.map_err(|e| self.corrupt(pos, e.to_string()))?;
+        Ok(best)
+    }
+}
+
+/// The better of two (timestamp, offset) answers for the largest timestamp: the larger timestamp,
+/// and on a tie the smaller offset (Kafka's first record with the largest timestamp).
+fn better_max(a: Option<(i64, u64)>, b: Option<(i64, u64)>) -> Option<(i64, u64)> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.0 > x.0 || (y.0 == x.0 && y.1 < x.1) { y } else { x }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// The offset index and time index of the batches of `data` from the segment start, built as
+/// the appender builds them, and where the walk ended (at the end of the data or the first bad
+/// batch; CRCs checked only when `verify`).
+pub(crate) fn build_indexes(
+    data: &[u8],
+    base: u64,
+    interval: u32,
+    verify: bool,
+) -> (Index, TimeIndex, ScanEnd) {
+    let mut index = Index::new();
+    let mut times = TimeIndex::new();
+    let mut cursor = IndexCursor::new(interval, SEGMENT_HEADER_LEN);
+    let end = scan(data, SEGMENT_HEADER_LEN, base, verify, |v, pos| {
+        // Relative offsets fit u32: a segment below 4 GiB holds fewer than 2^32 records.
+        let rel = (v.base_offset() as u64 - base) as u32;
+        cursor.observe(&mut index, &mut times, rel, pos, v.max_timestamp());
+    });
+    (index, times, end)
 }
 
 /// The first record of `view` at or after offset `from` with a timestamp of at least `ts`.

@@ -206,7 +206,7 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Fra
             Ok(Some(parts))
         }
         ApiKey::ListOffsets => {
-            let body = topics::list_offsets(ctx, codec::decode_body(&mut req)?).await;
+            let body = topics::list_offsets(ctx, codec::decode_body(&mut req)?, v).await;
             encode(&req, &body)
         }
         ApiKey::FindCoordinator => {

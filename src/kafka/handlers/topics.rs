@@ -159,14 +159,19 @@ pub(super) async fn delete_topics(ctx: &Ctx, r: DeleteTopicsRequest) -> DeleteTo
     }
 }
 
-pub(super) async fn list_offsets(ctx: &Ctx, r: ListOffsetsRequest) -> ListOffsetsResponse {
+pub(super) async fn list_offsets(
+    ctx: &Ctx,
+    r: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(r.topics.len());
     for t in r.topics.iter() {
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions.iter().take(MAX_PARTITIONS_PER_REQUEST) {
             let res =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-            parts.push(match list_offset(ctx, &t.name, p.partition_index, p.timestamp).await {
+            let listed = list_offset(ctx, &t.name, p.partition_index, p.timestamp, version).await;
+            parts.push(match listed {
                 Ok((offset, ts)) => res.with_offset(offset).with_timestamp(ts),
                 Err(c) => res.with_error_code(c),
             });
@@ -178,12 +183,19 @@ pub(super) async fn list_offsets(ctx: &Ctx, r: ListOffsetsRequest) -> ListOffset
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// (offset, timestamp) for a ListOffsets query: -2 = earliest, -1 = latest, else by timestamp.
+/// ListOffsets' `MAX_TIMESTAMP`: the record with the largest timestamp (KIP-734, from v7).
+const MAX_TIMESTAMP: i64 = -3;
+/// First ListOffsets version that may ask for `MAX_TIMESTAMP`.
+const MAX_TIMESTAMP_VERSION: i16 = 7;
+
+/// (offset, timestamp) for a ListOffsets query: -2 = earliest, -1 = latest, -3 = the record with
+/// the largest timestamp (v7 on), else by timestamp.
 async fn list_offset(
     ctx: &Ctx,
     topic: &str,
     partition: i32,
     timestamp: i64,
+    version: i16,
 ) -> Result<(i64, i64), i16> {
     let d = ctx.broker.describe_topic(topic).map_err(|e| broker_error_code(&e))?;
     if d.offline.is_some() {
@@ -200,6 +212,17 @@ async fn list_offset(
     match timestamp {
         -2 => Ok((p.log_start_offset as i64, -1)),
         -1 => Ok((p.next_offset as i64, -1)),
+        MAX_TIMESTAMP if version < MAX_TIMESTAMP_VERSION => {
+            Err(code(ResponseError::UnsupportedVersion))
+        }
+        MAX_TIMESTAMP => {
+            // Read from the time index (one batch), not by scanning the log.
+            let found = ctx
+                .broker
+                .max_timestamp_offset(topic, partition as u32)
+                .map_err(|e| broker_error_code(&e))?;
+            Ok(found.map_or((-1, -1), |(ts, offset)| (offset as i64, ts)))
+        }
         ts if ts < 0 => Err(code(ResponseError::InvalidRequest)),
         ts => {
             let found = ctx

@@ -482,13 +482,14 @@ impl Log {
         // Index entries at batch starts, and the newest timestamp.
         let mut max_ts = i64::MIN;
         let mut next = first;
-        active.with_index(|index| {
+        active.with_index(|index, times| {
             let mut pos = position;
             for s in summaries {
                 max_ts = max_ts.max(s.max_timestamp);
                 // Relative offsets fit u32: a segment below 4 GiB holds fewer than 2^32 batches
                 // of... records; offsets are numbered densely from the segment's base.
-                app.index_cursor.observe(index, (next - active.base_offset) as u32, pos);
+                let rel = (next - active.base_offset) as u32;
+                app.index_cursor.observe(index, times, rel, pos, s.max_timestamp);
                 next += s.record_count as u64;
                 pos += s.batch_bytes;
             }
@@ -562,6 +563,7 @@ impl Log {
             next_offset: old.base_offset,
             max_timestamp: i64::MIN,
             index: crate::storage::index::Index::new(),
+            time_index: crate::storage::timeindex::TimeIndex::new(),
             index_interval_bytes: self.config.index_interval_bytes,
             sealed: false,
         })?;
@@ -724,6 +726,40 @@ impl Log {
         Ok(None)
     }
 
+    /// The offset and timestamp of the first visible record (at or after the log start, below
+    /// the visible end) with the largest timestamp: what Kafka's ListOffsets answers for
+    /// `MAX_TIMESTAMP` (-3, KIP-734). `None` if no record is visible. Each segment's time index
+    /// names the batch holding its largest timestamp, so this reads one batch; only when that
+    /// batch is below the log start or past the visible end are the segment's headers walked.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, u64)>, StorageError> {
+        let start = self.log_start_offset();
+        let visible = self.visible_end();
+        let mut segs: Vec<_> = self
+            .segments_snapshot()
+            .into_iter()
+            .filter(|s| !s.is_empty() && s.next_offset() > start && s.base_offset < visible)
+            .collect();
+        // Largest first, and the earlier segment first on a tie (Kafka answers the first
+        // record holding the largest timestamp). A segment's `max_timestamp` bounds what its
+        // visible records hold, so the first answer usually ends the search.
+        segs.sort_by_key(|s| (std::cmp::Reverse(s.max_timestamp()), s.base_offset));
+        let mut best: Option<(i64, u64)> = None;
+        for seg in segs {
+            if let Some((ts, offset)) = best
+                && (seg.max_timestamp() < ts
+                    || (seg.max_timestamp() == ts && seg.base_offset > offset))
+            {
+                break;
+            }
+            if let Some((ts, offset)) = seg.max_timestamp_record(&*self.fs, start, visible)?
+                && best.is_none_or(|(bts, bo)| ts > bts || (ts == bts && offset < bo))
+            {
+                best = Some((ts, offset));
+            }
+        }
+        Ok(best)
+    }
+
     /// Syncs everything, writes the active segment's index, cuts its file to its data and leaves
     /// the clean-shutdown marker, so the next open can skip the tail scan. Later appends fail
     /// with `Closed`; reads keep working. Calling it again does nothing.
@@ -795,3 +831,5 @@ fn is_data_sync_failure(e: &StorageError) -> bool {
 mod retention;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timeindex_tests;

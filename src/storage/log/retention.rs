@@ -108,15 +108,19 @@ impl Log {
             // Out of the cache of open segments, so its space is freed when the file goes.
             seg.release();
             tracing::info!(path = %seg.log_path.display(), "deleting segment");
-            // Log file first: an index left alone by a crash is swept at open, a log without
-            // its index gets the index rebuilt.
+            // Log file first: an index or time index left alone by a crash is swept at open, a
+            // log without them gets them rebuilt.
             self.fs
                 .remove_file(&seg.log_path)
                 .map_err(StorageError::io(&seg.log_path, "delete segment"))?;
-            match self.fs.remove_file(&seg.index_path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StorageError::io(&seg.index_path, "delete index")(e)),
+            for (path, op) in
+                [(&seg.index_path, "delete index"), (&seg.time_index_path, "delete time index")]
+            {
+                match self.fs.remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io(path, op)(e)),
+                }
             }
         }
         self.fs.sync_dir(&self.dir).map_err(StorageError::io(&self.dir, "fsync log directory"))

@@ -83,12 +83,14 @@ fn rolls_name_files_by_base_offset_and_reads_cross_them() {
     let log = Log::open(dir.path(), tiny(260)).unwrap();
     append_n(&log, 10);
     // 24-byte header + 78-byte one-record batches: 3 records per 260-byte segment. Each roll
-    // leaves a producer state snapshot at the new base; the newest two are kept.
+    // leaves a producer state snapshot at the new base; the newest two are kept. Sealed segments
+    // have their time index written (the active one's is written at close).
     let mut expected: Vec<_> = [0, 3, 6, 9]
         .iter()
         .flat_map(|b| [format!("{b:020}.index"), format!("{b:020}.log")])
         .collect();
     expected.extend([6, 9].iter().map(|b| format!("{b:020}.snapshot")));
+    expected.extend([0, 3, 6].iter().map(|b| format!("{b:020}.timeindex")));
     expected.sort();
     assert_eq!(names(dir.path()), expected);
     let d = log.describe();
