@@ -155,6 +155,51 @@ fn a_corrupt_or_missing_index_is_rebuilt_and_loses_nothing() {
     }
 }
 
+/// Every record's timestamp looked up through the time indexes, and the largest one: what
+/// ListOffsets by timestamp and with -3 answer.
+fn timestamp_answers(dir: &Path, n: u64) -> Vec<Option<u64>> {
+    let log = Log::open(dir, tiny_config(SEGMENT_BYTES)).unwrap();
+    let mut out: Vec<_> =
+        (0..n).map(|o| log.offset_for_timestamp(timestamp_for(o)).unwrap()).collect();
+    out.push(log.max_timestamp_offset().unwrap().map(|(_, o)| o));
+    out
+}
+
+#[test]
+fn a_corrupt_or_missing_time_index_is_rebuilt_and_answers_the_same() {
+    for seed in 0..SEEDS {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = StdRng::seed_from_u64(3500 + seed);
+        // Closed cleanly: every segment, the active one too, has its time index on disk.
+        let n = write_log(dir.path(), &mut rng, true);
+        let before = timestamp_answers(dir.path(), n);
+        let segs = layout(dir.path());
+        let victim = &segs[rng.random_range(0..segs.len())];
+        let tindex = victim.path.with_extension("timeindex");
+        assert!(tindex.exists(), "seed {seed}: {} written at close", tindex.display());
+        match rng.random_range(0..4) {
+            0 => std::fs::remove_file(&tindex).unwrap(),
+            1 => {
+                let mut b = std::fs::read(&tindex).unwrap();
+                let cut = rng.random_range(0..b.len());
+                b.truncate(cut);
+                std::fs::write(&tindex, b).unwrap();
+            }
+            _ => {
+                let mut b = std::fs::read(&tindex).unwrap();
+                for _ in 0..rng.random_range(1..4) {
+                    let i = rng.random_range(0..b.len());
+                    b[i] ^= rng.random_range(1..=255u8);
+                }
+                std::fs::write(&tindex, b).unwrap();
+            }
+        }
+        let what = format!("seed {seed}, time index {}", tindex.display());
+        assert_eq!(timestamp_answers(dir.path(), n), before, "{what}");
+        assert_recovers_to(dir.path(), n, &what);
+    }
+}
+
 /// Replays the whole log, expecting the damage to surface as a `Corrupt` error naming `path`,
 /// either at open or at a read.
 fn assert_corruption_reported(dir: &Path, path: &Path, what: &str) {

@@ -306,9 +306,10 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     // first record: batches stay within --batch-size, header included (the broker's batch limit,
     // Kafka's max.message.bytes, counts the whole batch).
     let value = payload(common.record_size);
-    let one = NewRecord { timestamp_ms: record::now_ms(), key: None, value: Some(&value), headers: &[] };
-    let single = record::build_batch(&[one], Compression::None)
-        .map_err(|e| encode_err(&common.topic, e))?;
+    let one =
+        NewRecord { timestamp_ms: record::now_ms(), key: None, value: Some(&value), headers: &[] };
+    let single =
+        record::build_batch(&[one], Compression::None).map_err(|e| encode_err(&common.topic, e))?;
     let record_len = single.len() - crate::batch::HEADER_LEN + 2;
     let batch_records =
         (args.batch_size.saturating_sub(crate::batch::HEADER_LEN) / record_len).max(1) as u64;
