@@ -48,8 +48,6 @@ pub struct ConsumerConfig {
     pub fetch_max_bytes: u32,
     /// Longest a fetch waits for new records when a partition is caught up.
     pub max_wait: Duration,
-    /// Largest record accepted when decoding.
-    pub max_record_bytes: u32,
     /// When the connection is lost: reconnect this way and go on reading right after the last
     /// record handed out. `None`: the loss is an error.
     pub reconnect: Option<Reconnect>,
@@ -63,7 +61,6 @@ impl Default for ConsumerConfig {
             stop_at_end: true,
             fetch_max_bytes: 1024 * 1024,
             max_wait: Duration::from_millis(500),
-            max_record_bytes: record::DEFAULT_MAX_RECORD_BYTES,
             reconnect: None,
         }
     }
