@@ -19,10 +19,11 @@ def main(n, size):
         doc = {"id": i, "ts": 1_700_000_000_000 + i * 37, "user": f"user-{rnd.randrange(50_000):05d}",
                "session": "%032x" % rnd.getrandbits(128), "event": rnd.choice(WORDS),
                "amount": round(rnd.uniform(1, 500), 2), "tags": rnd.sample(WORDS, 3), "note": ""}
-        line = json.dumps(doc)
+        length = len(json.dumps(doc))
         note = []
-        while len(line) + sum(len(w) + 1 for w in note) < size:
+        while length < size:
             note.append(rnd.choice(WORDS) if rnd.random() < 0.8 else "%08x" % rnd.getrandbits(32))
+            length += len(note[-1]) + 1
         doc["note"] = " ".join(note)
         print(json.dumps(doc))
 
