@@ -41,6 +41,16 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
+/// The lowest version we advertise for `key` in ApiVersions, which for Produce is below the
+/// lowest we accept. librdkafka before 2.10 (Debian's kcat links 2.0.2) compresses with gzip,
+/// snappy or lz4 only if Produce v0 is in the advertised range, and otherwise silently sends the
+/// batch uncompressed. Apache Kafka 4.0, which removed Produce v0-v2 (KIP-896), advertises min 0
+/// for the same reason (KAFKA-18659) and refuses those versions when they come, as we do
+/// ([`supported_range`] still starts at 3; they would carry magic 0/1 message sets).
+fn advertised_min(key: ApiKey, min: i16) -> i16 {
+    if key == ApiKey::Produce { 0 } else { min }
+}
+
 /// The version range we support for `key`, if we implement it at all.
 pub(crate) fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED_APIS.iter().find(|(k, _, _)| *k == key).map(|&(_, min, max)| (min, max))
@@ -238,7 +248,7 @@ pub(crate) fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
         .map(|&(key, min, max)| {
             ApiVersion::default()
                 .with_api_key(key as i16)
-                .with_min_version(min)
+                .with_min_version(advertised_min(key, min))
                 .with_max_version(max)
         })
         .collect();
@@ -255,7 +265,7 @@ pub(crate) fn api_versions_too_new(correlation_id: i32) -> Result<Bytes, KafkaEr
 mod tests {
     use super::*;
     use bytes::BufMut;
-    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest, ProduceRequest};
     use kafka_protocol::protocol::StrBytes;
 
     fn request_bytes<T: Encodable>(key: ApiKey, version: i16, corr: i32, body: &T) -> Bytes {
@@ -310,7 +320,8 @@ mod tests {
         let body = ApiVersionsResponse::decode(&mut frame, 0).unwrap();
         assert_eq!(body.error_code, 35);
         let produce = body.api_keys.iter().find(|k| k.api_key == 0).unwrap();
-        assert_eq!((produce.min_version, produce.max_version), (3, 9));
+        // Advertised from v0 (see `advertised_min`), accepted from v3.
+        assert_eq!((produce.min_version, produce.max_version), (0, 9));
     }
 
     #[test]
@@ -363,6 +374,33 @@ mod tests {
         let raw = request_bytes(ApiKey::ApiVersions, 2, 1, &body);
         let Incoming::Request(req) = decode_request(raw).unwrap() else { panic!("a request") };
         assert_eq!(client_software(&req), None);
+    }
+
+    #[test]
+    fn produce_is_advertised_from_v0_for_old_librdkafka_but_refused_below_v3() {
+        let body = api_versions_response(0);
+        let produce = body.api_keys.iter().find(|k| k.api_key == ApiKey::Produce as i16).unwrap();
+        assert_eq!((produce.min_version, produce.max_version), (0, 9));
+        for v in 0..3 {
+            // The crate no longer encodes Produce v0-v2: the header alone is what is judged.
+            let mut raw = BytesMut::new();
+            raw.put_i16(ApiKey::Produce as i16);
+            raw.put_i16(v);
+            raw.put_i32(1);
+            let Ok(Incoming::Unsupported(u)) = decode_request(raw.freeze()) else {
+                panic!("v{v} refused")
+            };
+            assert_eq!((u.api_key, u.version), (0, v));
+        }
+        let raw = request_bytes(ApiKey::Produce, 3, 1, &ProduceRequest::default());
+        assert!(matches!(decode_request(raw), Ok(Incoming::Request(_))));
+        // Every other API is advertised exactly as accepted.
+        for k in &body.api_keys {
+            let key = ApiKey::try_from(k.api_key).unwrap();
+            if key != ApiKey::Produce {
+                assert_eq!(Some((k.min_version, k.max_version)), supported_range(key), "{key:?}");
+            }
+        }
     }
 
     #[test]
