@@ -12,5 +12,6 @@ pub mod kafka;
 pub mod metrics;
 pub mod protocol;
 pub mod record;
+mod sendfile;
 pub mod server;
 pub mod storage;

@@ -212,8 +212,8 @@ pub(crate) fn encode_response_spliced<T: Encodable>(
     version: i16,
     correlation_id: i32,
     body: &T,
-    fields: Vec<Bytes>,
-) -> Result<Vec<Bytes>, KafkaError> {
+    fields: Vec<crate::kafka::splice::Field>,
+) -> Result<Vec<crate::kafka::splice::Part>, KafkaError> {
     let mut buf = crate::kafka::splice::SplicingBuf::new(4096, fields);
     write_response(&mut buf, key, version, correlation_id, body)?;
     Ok(buf.into_parts())

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -21,8 +22,10 @@ use super::KafkaError;
 use super::codec::{self, Incoming};
 use super::handlers::{self, Ctx, HandlerConfig};
 use super::sasl;
+use super::splice::Part;
 use crate::broker::Broker;
 use crate::metrics::Listener;
+use crate::sendfile;
 
 /// Buffer reserved up front for a request body; larger bodies grow as their bytes arrive.
 const INITIAL_READ_BYTES: usize = 64 * 1024;
@@ -277,7 +280,7 @@ async fn serve_connection(
             if auth == sasl::State::RawTokenNext {
                 // After a SaslHandshake v0 this frame is the bare PLAIN message, not a request.
                 return Ok(match sasl::raw_token(&body, token, &mut auth) {
-                    sasl::Gate::Reply(frame) => (Some(vec![frame]), false),
+                    sasl::Gate::Reply(frame) => (Some(vec![Part::Bytes(frame)]), false),
                     _ => {
                         tracing::warn!(%peer, "Kafka client not authenticated: connection refused");
                         (None, true)
@@ -290,7 +293,10 @@ async fn serve_connection(
                     // with a version we list), so not worth a warning.
                     tracing::debug!(%peer, client_id = client_id.as_deref().unwrap_or("-"),
                         "ApiVersions newer than ours: answered with UNSUPPORTED_VERSION");
-                    Ok((Some(vec![codec::api_versions_too_new(correlation_id)?]), false))
+                    Ok((
+                        Some(vec![Part::Bytes(codec::api_versions_too_new(correlation_id)?)]),
+                        false,
+                    ))
                 }
                 Incoming::Unsupported(u) => {
                     // As Kafka does: no answer (there is no format for one), close.
@@ -307,11 +313,11 @@ async fn serve_connection(
                     // (the answer, whether to close the connection after it)
                     match sasl::gate(&mut req, token, &mut auth)? {
                         sasl::Gate::Pass => handlers::handle(ctx, req).await.map(|r| (r, false)),
-                        sasl::Gate::Reply(frame) => Ok((Some(vec![frame]), false)),
+                        sasl::Gate::Reply(frame) => Ok((Some(vec![Part::Bytes(frame)]), false)),
                         sasl::Gate::Refuse(frame) => {
                             tracing::warn!(%peer, api = ?req.key,
                                 "Kafka client not authenticated: connection refused");
-                            Ok((frame.map(|f| vec![f]), true))
+                            Ok((frame.map(|f| vec![Part::Bytes(f)]), true))
                         }
                     }
                 }
@@ -326,18 +332,38 @@ async fn serve_connection(
             _ = grace => return Ok(()),
         };
         if let Some(frame) = response {
-            // A large part (a fetched batch range) bypasses the buffer: written from the mapping.
-            for part in &frame {
-                wr.write_all(part)
-                    .await
-                    .map_err(|source| KafkaError::Io { op: "write a response", source })?;
-            }
+            write_frame(&mut wr, &frame)
+                .await
+                .map_err(|source| KafkaError::Io { op: "write a response", source })?;
             wr.flush().await.map_err(|source| KafkaError::Io { op: "write a response", source })?;
         }
         if close {
             return Ok(());
         }
     }
+}
+
+/// Writes a response's parts in order: stored batches of at least [`sendfile::SENDFILE_BYTES`]
+/// go from the segment file with `sendfile` (the buffer flushed first), the rest through the
+/// buffer.
+async fn write_frame(wr: &mut BufWriter<OwnedWriteHalf>, frame: &[Part]) -> std::io::Result<()> {
+    for part in frame {
+        match part {
+            Part::Stored(r) if r.len() >= sendfile::SENDFILE_BYTES => {
+                wr.flush().await?;
+                if let Err((sent, e)) = sendfile::send_slice(wr.get_ref().as_ref(), r, 0).await {
+                    if !sendfile::unsupported(&e) {
+                        return Err(e);
+                    }
+                    // A file system without sendfile: write the rest from the mapping.
+                    wr.write_all(&r.bytes()[sent..]).await?;
+                }
+            }
+            Part::Stored(r) => wr.write_all(r.bytes()).await?,
+            Part::Bytes(b) => wr.write_all(b).await?,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

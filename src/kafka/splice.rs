@@ -1,13 +1,26 @@
 //! Encoding a Kafka response whose large byte fields (a Fetch's stored record batches) are
 //! referenced, not copied: the response is encoded by `kafka-protocol` as usual into a buffer
 //! that, when asked to copy one of the given fields, cuts the buffer there and keeps the field's
-//! own `Bytes` (a slice of the segment's memory map) as the next part instead. The parts are
-//! written to the socket one after the other, so fetched batches go from the page cache to the
-//! socket without passing through a user-space copy. Never decides what a response holds.
+//! stored slice as the next part instead. The parts are written to the socket one after the
+//! other, the stored slices with `sendfile`, so fetched batches go from the page cache to the
+//! socket without a user-space copy. Never decides what a response holds.
 
 use bytes::buf::UninitSlice;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::protocol::buf::ByteBufMut;
+
+use crate::storage::ReadSlice;
+
+/// One part of a response frame.
+#[derive(Debug, Clone)]
+pub(crate) enum Part {
+    Bytes(Bytes),
+    /// Stored batches, sent from the segment file.
+    Stored(ReadSlice),
+}
+
+/// A field to splice in: the `Bytes` the response holds (a view of the slice) and the slice.
+pub(crate) type Field = (Bytes, ReadSlice);
 
 /// Fields smaller than this are copied: a part of their own would cost more than the copy.
 pub(crate) const SPLICE_MIN_BYTES: usize = 4096;
@@ -15,9 +28,9 @@ pub(crate) const SPLICE_MIN_BYTES: usize = 4096;
 /// A response being encoded: the parts cut so far, the part being filled, and the fields to
 /// splice in, in the order the encoder reaches them.
 pub(crate) struct SplicingBuf {
-    parts: Vec<Bytes>,
+    parts: Vec<Part>,
     cur: BytesMut,
-    splice: Vec<Bytes>,
+    splice: Vec<Field>,
     next: usize,
     /// Bytes in `parts`.
     done: usize,
@@ -26,8 +39,8 @@ pub(crate) struct SplicingBuf {
 impl SplicingBuf {
     /// A buffer that splices in `fields` (each at least [`SPLICE_MIN_BYTES`]; smaller ones are
     /// dropped from the list and copied) when the encoder copies exactly their bytes.
-    pub(crate) fn new(capacity: usize, fields: Vec<Bytes>) -> Self {
-        let splice = fields.into_iter().filter(|b| b.len() >= SPLICE_MIN_BYTES).collect();
+    pub(crate) fn new(capacity: usize, fields: Vec<Field>) -> Self {
+        let splice = fields.into_iter().filter(|(b, _)| b.len() >= SPLICE_MIN_BYTES).collect();
         SplicingBuf {
             parts: Vec::new(),
             cur: BytesMut::with_capacity(capacity),
@@ -38,9 +51,9 @@ impl SplicingBuf {
     }
 
     /// The encoded response, in parts to write back to back.
-    pub(crate) fn into_parts(mut self) -> Vec<Bytes> {
+    pub(crate) fn into_parts(mut self) -> Vec<Part> {
         if !self.cur.is_empty() {
-            self.parts.push(self.cur.freeze());
+            self.parts.push(Part::Bytes(self.cur.freeze()));
         }
         self.parts
     }
@@ -63,19 +76,19 @@ unsafe impl BufMut for SplicingBuf {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
-        if let Some(field) = self.splice.get(self.next)
+        if let Some((field, slice)) = self.splice.get(self.next)
             && src.as_ptr() == field.as_ptr()
             && src.len() == field.len()
         {
-            let field = field.clone();
+            let slice = slice.clone();
             self.next += 1;
             if !self.cur.is_empty() {
                 let head = self.cur.split().freeze();
                 self.done += head.len();
-                self.parts.push(head);
+                self.parts.push(Part::Bytes(head));
             }
-            self.done += field.len();
-            self.parts.push(field);
+            self.done += slice.len();
+            self.parts.push(Part::Stored(slice));
             return;
         }
         self.cur.extend_from_slice(src);
@@ -104,7 +117,10 @@ impl ByteBufMut for SplicingBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::Compression;
     use crate::kafka::codec;
+    use crate::record::{self, NewRecord};
+    use crate::storage::{FsyncPolicy, Log, LogConfig};
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::{ApiKey, FetchResponse, TopicName};
     use kafka_protocol::protocol::StrBytes;
@@ -128,24 +144,47 @@ mod tests {
     }
 
     #[test]
-    fn spliced_parts_are_the_same_bytes_with_large_batches_referenced_not_copied() {
-        let big = Bytes::from(vec![7u8; 10_000]);
-        let other = Bytes::from(vec![9u8; 5_000]);
-        let small = Bytes::from_static(b"small batch");
-        let records = [Some(big.clone()), None, Some(small.clone()), Some(other.clone())];
+    fn spliced_parts_are_the_same_bytes_with_large_batches_sent_from_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { fsync: FsyncPolicy::Never, ..LogConfig::default() };
+        let log = Log::open(dir.path(), config).unwrap();
+        for size in [10_000, 20, 5_000] {
+            let v = vec![7u8; size];
+            let mut b = record::build_batch(&[NewRecord::value(&v)], Compression::None).unwrap();
+            log.append_batches(&mut b).unwrap();
+        }
+        let slices: Vec<_> = (0..3).map(|o| log.read(o, 1).unwrap()).collect();
+        let fields: Vec<Field> =
+            slices.iter().map(|s| (Bytes::from_owner(s.clone()), s.clone())).collect();
+        let records: Vec<_> = vec![
+            Some(fields[0].0.clone()),
+            None,
+            Some(fields[1].0.clone()),
+            Some(fields[2].0.clone()),
+        ];
         let body = response(&records);
         for v in 4..=12 {
             let whole = codec::encode_response(ApiKey::Fetch, v, 42, &body).unwrap();
-            let fields = records.iter().flatten().cloned().collect();
-            let parts =
-                codec::encode_response_spliced(ApiKey::Fetch, v, 42, &body, fields).unwrap();
-            assert_eq!(parts.concat(), whole.to_vec(), "v{v}");
-            // The two large batches are parts of their own, pointing at the caller's memory.
-            let referenced: Vec<_> = parts.iter().map(|p| p.as_ptr()).collect();
-            assert!(referenced.contains(&big.as_ptr()) && referenced.contains(&other.as_ptr()));
-            assert!(!referenced.contains(&small.as_ptr()), "small ones are copied");
-            // Head, big, the fields between, other; from v12 (flexible) tagged fields follow.
-            assert_eq!(parts.len(), if v >= 12 { 5 } else { 4 }, "v{v}");
+            let parts = codec::encode_response_spliced(ApiKey::Fetch, v, 42, &body, fields.clone())
+                .unwrap();
+            let bytes: Vec<u8> = parts
+                .iter()
+                .flat_map(|p| match p {
+                    Part::Bytes(b) => b.to_vec(),
+                    Part::Stored(r) => r.bytes().to_vec(),
+                })
+                .collect();
+            assert_eq!(bytes, whole.to_vec(), "v{v}");
+            // The two large batches are parts of their own, sent from the segment; the small one
+            // is copied with the fields around it.
+            let stored: Vec<usize> = parts
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Stored(r) => Some(r.len()),
+                    Part::Bytes(_) => None,
+                })
+                .collect();
+            assert_eq!(stored, [slices[0].len(), slices[2].len()], "v{v}");
         }
     }
 }

@@ -12,13 +12,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use crate::broker::{Broker, FetchResult};
 use crate::protocol::{self, FRAME_PREFIX_LEN, ProtocolError, Request};
+use crate::sendfile::{self, SENDFILE_BYTES, send_file};
 use crate::storage::ReadSlice;
 
 use super::ServerConfig;
@@ -34,9 +35,6 @@ const FLUSH_BYTES: usize = 1024 * 1024;
 const ZERO_COPY_BYTES: usize = 16 * 1024;
 /// Most buffers passed to one vectored write.
 const MAX_IOV: usize = 64;
-/// Fetched slices at least this big go out with `sendfile`; smaller ones are cheaper to copy
-/// along with their neighbours in one vectored write.
-const SENDFILE_BYTES: usize = 64 * 1024;
 
 /// Serves one connection until the peer closes it, it sends an unreadable frame, a write fails,
 /// or the server stops (after finishing the requests already received).
@@ -238,27 +236,6 @@ impl Sink for OwnedWriteHalf {
     }
 }
 
-/// Sends up to `len` bytes of `file` from `pos` to the socket straight from the page cache:
-/// the broker never copies fetched records (the kernel hands the pages to the socket), which
-/// halves the broker's work per byte of a large fetch. Returns the bytes sent.
-async fn send_file(
-    sock: &TcpStream,
-    file: &std::fs::File,
-    pos: u64,
-    len: usize,
-) -> io::Result<usize> {
-    loop {
-        sock.writable().await?;
-        let mut at = pos;
-        match sock.try_io(Interest::WRITABLE, || {
-            rustix::fs::sendfile(sock, file, Some(&mut at), len).map_err(io::Error::from)
-        }) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            other => return other,
-        }
-    }
-}
-
 impl Outbox {
     fn is_empty(&self) -> bool {
         self.chunks.is_empty()
@@ -313,7 +290,7 @@ impl Outbox {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => self.advance(n),
                     // A file system without sendfile support: write from the mapping instead.
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                    Err(e) if sendfile::unsupported(&e) => {
                         tracing::debug!("sendfile unsupported ({e}); writing from the mapping");
                         self.no_sendfile = true;
                     }

@@ -21,14 +21,16 @@
 //! | `{base_offset:020}.log`   | a segment: header + RecordBatch v2s (byte table in `segment.rs`) |
 //! | `{base_offset:020}.index` | its sparse index (byte table in `index.rs`); a hint, rebuilt when missing or wrong |
 //! | `{base_offset:020}.timeindex` | its sparse time index and the batch with its largest timestamp (byte table in `timeindex.rs`); a hint, rebuilt when missing or wrong |
+//! | `{offset:020}.snapshot`   | idempotent producers' state at that offset, written at each roll and at close, the newest two kept (byte table in `producer_state.rs`); a damaged one is removed and the state rebuilt from the log |
 //! | `log-start-offset`        | checkpoint of the log start after a trim (byte table in `recovery.rs`) |
 //! | `clean-shutdown`          | written by `close()`, removed by open before any write           |
 //! | `*.tmp`                   | a file being written (temp + rename); swept at open              |
 //!
 //! # Module map
 //! `fs.rs` (the file-operation seam, and `FaultyFs` for tests), `mmap.rs` (every `unsafe`),
-//! `index.rs`, `timeindex.rs`, `segment.rs`, `recovery.rs` (open), `log.rs` (the `Log`), `handles.rs` (the
-//! bound on open sealed segments, the open-file limit).
+//! `index.rs`, `timeindex.rs`, `segment.rs`, `recovery.rs` (open), `upgrade/` (format 1 to 2 at
+//! open), `producer_state.rs` (idempotent producers), `log/` (the `Log`), `handles.rs` (the bound
+//! on open sealed segments, the open-file limit).
 //!
 //! # Memory and disk
 //! The active segment is grown (sparse) to `segment_bytes` and mapped whole, so readers never

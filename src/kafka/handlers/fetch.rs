@@ -17,7 +17,9 @@ use tokio::task::JoinSet;
 use super::{
     Ctx, MAX_FETCH_WAIT, MAX_PARTITIONS_PER_REQUEST, broker_error_code, code, error_kind, s,
 };
+use crate::kafka::splice::Field;
 use crate::metrics::Listener;
+use crate::storage::ReadSlice;
 
 /// Bytes a response's own fields take per partition, beyond its records and topic name (index,
 /// error, offsets, lengths, tagged fields; about 50), rounded up.
@@ -43,7 +45,10 @@ struct PartFetch {
     count: u64,
     high_watermark: i64,
     log_start_offset: i64,
+    /// A view of `slice`, which the response holds.
     records: Bytes,
+    /// The stored batches, for sending them from the segment file.
+    slice: Option<ReadSlice>,
 }
 
 async fn fetch_one(
@@ -59,6 +64,7 @@ async fn fetch_one(
         high_watermark: -1,
         log_start_offset: -1,
         records: Bytes::new(),
+        slice: None,
     };
     if partition < 0 {
         return fail(code(ResponseError::UnknownTopicOrPartition));
@@ -74,10 +80,10 @@ async fn fetch_one(
         Ok(f) => {
             // Stored batches are Kafka's: sent as they are, straight from the segment's mapping
             // (the response splices them in; see `kafka::splice`).
-            let records = if f.records.is_empty() {
-                Bytes::new()
+            let (records, slice) = if f.records.is_empty() {
+                (Bytes::new(), None)
             } else {
-                Bytes::from_owner(f.records.clone())
+                (Bytes::from_owner(f.records.clone()), Some(f.records.clone()))
             };
             PartFetch {
                 error: 0,
@@ -89,6 +95,7 @@ async fn fetch_one(
                 high_watermark: f.high_watermark as i64,
                 log_start_offset: f.log_start_offset as i64,
                 records,
+                slice,
             }
         }
         Err(e) => fail(broker_error_code(&e)),
@@ -127,7 +134,8 @@ fn record_budget(cap: u32, max_bytes: i32, wanted: &[Wanted]) -> usize {
     if max_bytes <= 0 { cap } else { (max_bytes as usize).min(cap) }
 }
 
-pub(super) async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
+/// The answer, and the stored batches it holds (for sending them from their segment files).
+pub(super) async fn fetch(ctx: &Ctx, r: FetchRequest) -> (FetchResponse, Vec<Field>) {
     let started = Instant::now();
     let wanted = wanted_partitions(&r);
     let budget = record_budget(ctx.broker.config().fetch_max_bytes, r.max_bytes, &wanted);
@@ -183,6 +191,7 @@ pub(super) async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
 
     let metrics = ctx.broker.metrics();
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    let mut fields = Vec::new();
     for (w, res) in wanted.iter().zip(results) {
         let (topic, partition, offset) = (w.topic.as_str(), w.partition, w.offset);
         if res.error == 0 {
@@ -205,7 +214,10 @@ pub(super) async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
             .with_high_watermark(res.high_watermark)
             .with_last_stable_offset(res.high_watermark)
             .with_log_start_offset(res.log_start_offset)
-            .with_records(Some(res.records));
+            .with_records(Some(res.records.clone()));
+        if let Some(slice) = res.slice {
+            fields.push((res.records, slice));
+        }
         match responses.last_mut() {
             Some(t) if t.topic.as_str() == topic => t.partitions.push(pd),
             _ => responses.push(
@@ -216,7 +228,7 @@ pub(super) async fn fetch(ctx: &Ctx, r: FetchRequest) -> FetchResponse {
         }
     }
     metrics.observe_fetch(Listener::Kafka, started.elapsed());
-    FetchResponse::default().with_session_id(0).with_responses(responses)
+    (FetchResponse::default().with_session_id(0).with_responses(responses), fields)
 }
 
 /// Reads one partition into what is left of the response (`room` bytes). The first partition
@@ -227,6 +239,7 @@ async fn read_partition(ctx: &Ctx, w: &Wanted, room: usize, first: bool) -> Part
     let mut res = fetch_one(ctx, &w.topic, w.partition, w.offset, limit.max(1)).await;
     if w.max_bytes == 0 || (!first && (limit == 0 || res.records.len() > room)) {
         res.records = Bytes::new();
+        res.slice = None;
         res.count = 0;
     }
     res

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use crate::kafka::splice::Part;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
@@ -124,11 +124,11 @@ impl Ctx {
 
 /// A response frame, in parts to write back to back (one part, except a Fetch's, whose stored
 /// batches are parts of their own).
-pub(crate) type Frame = Vec<Bytes>;
+pub(crate) type Frame = Vec<Part>;
 
 fn encode<T: Encodable>(req: &DecodedRequest, body: &T) -> Result<Option<Frame>, KafkaError> {
     codec::encode_response(req.key, req.header.request_api_version, req.header.correlation_id, body)
-        .map(|b| Some(vec![b]))
+        .map(|b| Some(vec![Part::Bytes(b)]))
 }
 
 /// The metrics label of a Kafka error code (`unknown_topic_or_partition`).
@@ -189,12 +189,7 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Fra
             if acks == 0 { Ok(None) } else { encode(&req, &body) }
         }
         ApiKey::Fetch => {
-            let body = fetch::fetch(ctx, codec::decode_body(&mut req)?).await;
-            let batches = body
-                .responses
-                .iter()
-                .flat_map(|t| t.partitions.iter().filter_map(|p| p.records.clone()))
-                .collect();
+            let (body, batches) = fetch::fetch(ctx, codec::decode_body(&mut req)?).await;
             let h = &req.header;
             let parts = codec::encode_response_spliced(
                 req.key,
