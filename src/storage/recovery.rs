@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::storage::checked_file::{Format, seal_record, u64_at};
 use crate::storage::fs::{FileSystem, FsFile, TMP_SUFFIX, write_atomic};
 use crate::storage::index::{Index, IndexSummary};
 use crate::storage::mmap::CommittedMap;
@@ -24,10 +25,8 @@ pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
 /// Name of the log start offset checkpoint.
 pub(crate) const LOG_START_FILE: &str = "log-start-offset";
 
-/// Magic of the log start checkpoint.
-const CHECKPOINT_MAGIC: [u8; 4] = *b"MKLS";
-/// Format version of the checkpoint.
-const CHECKPOINT_VERSION: u16 = 1;
+/// Magic and format version of the log start checkpoint.
+const CHECKPOINT_FORMAT: Format = Format { magic: *b"MKLS", version: 1 };
 /// Size of the checkpoint file.
 ///
 /// | position | size | field     | encoding                                   |
@@ -45,22 +44,15 @@ const CHECKPOINT_CRC_POS: usize = 16;
 
 pub(crate) fn encode_checkpoint(offset: u64) -> [u8; CHECKPOINT_LEN] {
     let mut b = [0u8; CHECKPOINT_LEN];
-    b[..4].copy_from_slice(&CHECKPOINT_MAGIC);
-    b[4..6].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+    CHECKPOINT_FORMAT.write_prefix(&mut b);
     b[CHECKPOINT_OFFSET_POS..CHECKPOINT_CRC_POS].copy_from_slice(&offset.to_le_bytes());
-    let crc = crc32fast::hash(&b[..CHECKPOINT_CRC_POS]);
-    b[CHECKPOINT_CRC_POS..].copy_from_slice(&crc.to_le_bytes());
+    seal_record(&mut b);
     b
 }
 
 fn decode_checkpoint(b: &[u8]) -> Option<u64> {
-    if b.len() != CHECKPOINT_LEN || b[..CHECKPOINT_OFFSET_POS] != encode_checkpoint(0)[..8] {
-        return None;
-    }
-    let mut o = [0u8; 8];
-    o.copy_from_slice(&b[CHECKPOINT_OFFSET_POS..CHECKPOINT_CRC_POS]);
-    let offset = u64::from_le_bytes(o);
-    (encode_checkpoint(offset)[..] == b[..]).then_some(offset)
+    CHECKPOINT_FORMAT.check_record(b, CHECKPOINT_LEN).ok()?;
+    Some(u64_at(b, CHECKPOINT_OFFSET_POS))
 }
 
 /// Writes the log start checkpoint durably.
