@@ -110,14 +110,8 @@ impl Index {
     /// Decodes and checks an index file of the segment at `base_offset`. `Err` carries why the
     /// file cannot be trusted (the caller rebuilds the index from the log).
     pub(crate) fn decode(buf: &[u8], base_offset: u64) -> Result<(Index, IndexSummary), String> {
-        INDEX_FORMAT.check(buf, INDEX_HEADER_LEN)?;
-        let count = checked_file::check_entries(
-            buf,
-            u32_at(buf, COUNT_POS) as usize,
-            INDEX_HEADER_LEN,
-            ENTRY_LEN,
-        )?;
-        let summary = read_summary(buf, base_offset)?;
+        let (count, summary) =
+            check_head(buf, INDEX_FORMAT, INDEX_HEADER_LEN, ENTRY_LEN, base_offset)?;
         let mut index = Index { entries: Vec::with_capacity(count) };
         for chunk in buf[INDEX_HEADER_LEN..].chunks_exact(ENTRY_LEN) {
             let e = IndexEntry { relative_offset: u32_at(chunk, 0), position: u32_at(chunk, 4) };
@@ -172,9 +166,19 @@ pub(crate) fn put_summary(buf: &mut Vec<u8>, count: u32, base_offset: u64, summa
     buf.extend_from_slice(&summary.log_len.to_le_bytes());
 }
 
-/// Reads the summary that [`put_summary`] wrote in a checked file at least [`INDEX_HEADER_LEN`]
-/// long, and checks it against the segment's `base_offset` (its file name).
-pub(crate) fn read_summary(buf: &[u8], base_offset: u64) -> Result<IndexSummary, String> {
+/// Checks the head the offset and time index files share (prefix, CRC, `entry_count` against
+/// the length, the summary against the segment's `base_offset`, its file name); returns the
+/// entry count and the summary that [`put_summary`] wrote.
+pub(crate) fn check_head(
+    buf: &[u8],
+    format: Format,
+    header_len: usize,
+    entry_len: usize,
+    base_offset: u64,
+) -> Result<(usize, IndexSummary), String> {
+    format.check(buf, header_len)?;
+    let count =
+        checked_file::check_entries(buf, u32_at(buf, COUNT_POS) as usize, header_len, entry_len)?;
     if u64_at(buf, BASE_POS) != base_offset {
         return Err(format!("base offset {} in a file named {base_offset}", u64_at(buf, BASE_POS)));
     }
@@ -186,7 +190,7 @@ pub(crate) fn read_summary(buf: &[u8], base_offset: u64) -> Result<IndexSummary,
     if summary.next_offset < base_offset {
         return Err("next offset below the base offset".into());
     }
-    Ok(summary)
+    Ok((count, summary))
 }
 
 #[cfg(test)]

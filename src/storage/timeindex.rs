@@ -34,9 +34,9 @@
 //! | 52       | 4     | `max_position`    | `u32`: that batch's file position (0 if none)             |
 //! | 56       | 16·n  | entries           | per entry: `i64` `max_before`, `u32` relative offset, `u32` position |
 
-use crate::storage::checked_file::{self, BODY_POS, Format, u32_at, u64_at};
+use crate::storage::checked_file::{self, Format, u32_at, u64_at};
 use crate::storage::fs::{FileSystem, write_replacing};
-use crate::storage::index::{IndexSummary, put_summary, read_summary};
+use crate::storage::index::{IndexSummary, check_head, put_summary};
 use std::io;
 use std::path::Path;
 
@@ -46,8 +46,6 @@ pub(crate) const TIME_INDEX_MAGIC: [u8; 4] = *b"MKTI";
 pub(crate) const TIME_INDEX_VERSION: u16 = 1;
 /// The magic and version, for [`checked_file`].
 const TIME_INDEX_FORMAT: Format = Format { magic: TIME_INDEX_MAGIC, version: TIME_INDEX_VERSION };
-/// Position of the `entry_count` field (the first byte the CRC covers).
-const COUNT_POS: usize = BODY_POS;
 /// Position of the `max_rel_offset` field.
 const MAX_REL_POS: usize = 48;
 /// Position of the `max_position` field.
@@ -157,14 +155,8 @@ impl TimeIndex {
         buf: &[u8],
         base_offset: u64,
     ) -> Result<(TimeIndex, IndexSummary), String> {
-        TIME_INDEX_FORMAT.check(buf, TIME_INDEX_HEADER_LEN)?;
-        let count = checked_file::check_entries(
-            buf,
-            u32_at(buf, COUNT_POS) as usize,
-            TIME_INDEX_HEADER_LEN,
-            TIME_ENTRY_LEN,
-        )?;
-        let summary = read_summary(buf, base_offset)?;
+        let (count, summary) =
+            check_head(buf, TIME_INDEX_FORMAT, TIME_INDEX_HEADER_LEN, TIME_ENTRY_LEN, base_offset)?;
         // Whether a batch start (relative offset, position) lies inside the segment.
         let inside = |rel: u32, pos: u32| {
             pos >= FIRST_BATCH_POS
