@@ -303,6 +303,7 @@ fn open_sealed(
     segment::check_header(data, base).map_err(|r| corrupt(&log_path, 0, r))?;
 
     // Cheap path: a good index whose summary matches the file, and a tail that parses exactly.
+    let mut trusted = None;
     if let Some((index, summary)) = load_index(fs, &index_path, base)
         && summary.log_len == len as u64
     {
@@ -313,44 +314,42 @@ fn open_sealed(
             && end.next_offset == summary.next_offset)
             .then(|| time_index_for(fs, &time_index_path, base, summary, data, config, true))
             .flatten();
-        if let Some(time_index) = time_index {
-            drop(map);
-            return Segment::from_parts(SegmentParts {
-                base_offset: base,
-                log_path,
-                index_path,
-                file,
-                data_len: len,
-                capacity: len,
-                next_offset: summary.next_offset,
-                max_timestamp: summary.max_timestamp,
-                index,
-                time_index,
-                index_interval_bytes: config.index_interval_bytes,
-                sealed: true,
-            });
+        match time_index {
+            Some(time_index) => trusted = Some((index, time_index, summary)),
+            None => {
+                tracing::warn!(path = %log_path.display(), "sealed segment disagrees with its index; scanning it");
+            }
         }
-        tracing::warn!(path = %log_path.display(), "sealed segment disagrees with its index; scanning it");
     }
 
-    // Full scan: every record must be whole and in sequence up to the end of the file.
-    let (index, time_index, end) =
-        segment::build_indexes(data, base, config.index_interval_bytes, true);
-    if end.position != len {
-        let reason = end.stopped.unwrap_or_else(|| "zero bytes inside a sealed segment".into());
-        return Err(corrupt(&log_path, end.position, reason));
-    }
-    drop(map);
-    let summary = IndexSummary {
-        next_offset: end.next_offset,
-        max_timestamp: end.max_timestamp,
-        log_len: len as u64,
+    let rebuilt = trusted.is_none();
+    let (index, time_index, summary) = match trusted {
+        Some(trusted) => trusted,
+        None => {
+            // Full scan: every record must be whole and in sequence up to the end of the file.
+            let (index, time_index, end) =
+                segment::build_indexes(data, base, config.index_interval_bytes, true);
+            if end.position != len {
+                let reason =
+                    end.stopped.unwrap_or_else(|| "zero bytes inside a sealed segment".into());
+                return Err(corrupt(&log_path, end.position, reason));
+            }
+            let summary = IndexSummary {
+                next_offset: end.next_offset,
+                max_timestamp: end.max_timestamp,
+                log_len: len as u64,
+            };
+            (index, time_index, summary)
+        }
     };
-    keep_rebuilt_index(
-        &time_index_path,
-        time_index.write(fs, &time_index_path, base, summary, false),
-    );
-    keep_rebuilt_index(&index_path, index.write(fs, dir, &index_path, base, summary));
+    drop(map);
+    if rebuilt {
+        keep_rebuilt_index(
+            &time_index_path,
+            time_index.write(fs, &time_index_path, base, summary, false),
+        );
+        keep_rebuilt_index(&index_path, index.write(fs, dir, &index_path, base, summary));
+    }
     Segment::from_parts(SegmentParts {
         base_offset: base,
         log_path,
@@ -358,8 +357,8 @@ fn open_sealed(
         file,
         data_len: len,
         capacity: len,
-        next_offset: end.next_offset,
-        max_timestamp: end.max_timestamp,
+        next_offset: summary.next_offset,
+        max_timestamp: summary.max_timestamp,
         index,
         time_index,
         index_interval_bytes: config.index_interval_bytes,
