@@ -30,7 +30,7 @@
 use std::ops::Range;
 
 /// Position of the CRC in a file of the variable shape.
-pub(crate) const CRC_POS: usize = 8;
+const CRC_POS: usize = 8;
 /// First byte the CRC of the variable shape covers: the body starts here.
 pub(crate) const BODY_POS: usize = 12;
 /// Size of the prefix (magic, version, reserved).
