@@ -92,6 +92,22 @@ pub fn build_batch(
     builder.build()
 }
 
+impl Record {
+    /// An owned copy of a decoded record (a stored record's offset is never negative).
+    pub fn from_view(view: &RecordView<'_>) -> Record {
+        Record {
+            offset: view.offset as u64,
+            timestamp_ms: view.timestamp,
+            key: view.key.map(<[u8]>::to_vec),
+            value: view.value.map(<[u8]>::to_vec),
+            headers: view
+                .headers()
+                .map(|h| Header { key: h.key.to_vec(), value: h.value.map(<[u8]>::to_vec) })
+                .collect(),
+        }
+    }
+}
+
 /// Calls `each` with every record of the whole batches in `bytes` (as a fetch returns them), in
 /// order, until it breaks. With `verify`, each batch's CRC-32C is checked before its records are
 /// read; a compressed batch is decompressed into `scratch`, bounded by
@@ -138,16 +154,7 @@ pub fn decode_records(
 ) -> Result<(), BatchError> {
     for_each_record(bytes, verify, scratch, |r| {
         if r.offset >= from as i64 {
-            out.push(Record {
-                offset: r.offset as u64,
-                timestamp_ms: r.timestamp,
-                key: r.key.map(<[u8]>::to_vec),
-                value: r.value.map(<[u8]>::to_vec),
-                headers: r
-                    .headers()
-                    .map(|h| Header { key: h.key.to_vec(), value: h.value.map(<[u8]>::to_vec) })
-                    .collect(),
-            });
+            out.push(Record::from_view(r));
         }
         ControlFlow::Continue(())
     })

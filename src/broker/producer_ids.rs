@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::storage::FileSystem;
+use crate::storage::checked_file::{Format, seal_record, u64_at};
 
 /// Name of the file, in the data directory's root. `@` is not a topic name character, so no
 /// topic directory can take the name (as for `@groups`).
@@ -20,14 +21,8 @@ pub const PRODUCER_IDS_FILE: &str = "@producer-ids";
 /// Ids reserved per durable write.
 pub const BLOCK_SIZE: i64 = 1000;
 
-/// Magic of the file.
-const MAGIC: [u8; 4] = *b"MKPI";
-/// Format version of the file.
-const VERSION: u16 = 1;
-/// Position of the `version` field.
-const VERSION_POS: usize = 4;
-/// Position of the reserved field.
-const RESERVED_POS: usize = 6;
+/// Magic and format version of the file.
+const FORMAT: Format = Format { magic: *b"MKPI", version: 1 };
 /// Position of the `reserved_end` field.
 const END_POS: usize = 8;
 /// Position of the `crc` field.
@@ -174,37 +169,16 @@ impl ProducerIds {
 
 fn encode(end: i64) -> [u8; FILE_LEN] {
     let mut b = [0u8; FILE_LEN];
-    b[..VERSION_POS].copy_from_slice(&MAGIC);
-    b[VERSION_POS..RESERVED_POS].copy_from_slice(&VERSION.to_le_bytes());
+    FORMAT.write_prefix(&mut b);
     b[END_POS..CRC_POS].copy_from_slice(&end.to_le_bytes());
-    let crc = crc32fast::hash(&b[..CRC_POS]);
-    b[CRC_POS..].copy_from_slice(&crc.to_le_bytes());
+    seal_record(&mut b);
     b
 }
 
 /// The `reserved_end` of a file, or why it cannot be trusted.
 fn decode(b: &[u8]) -> Result<i64, String> {
-    if b.len() != FILE_LEN {
-        return Err(format!("{} bytes, expected {FILE_LEN}", b.len()));
-    }
-    if b[..VERSION_POS] != MAGIC {
-        return Err("bad magic".into());
-    }
-    let version = u16::from_le_bytes([b[VERSION_POS], b[VERSION_POS + 1]]);
-    if version != VERSION {
-        return Err(format!("unknown version {version}"));
-    }
-    if b[RESERVED_POS..END_POS] != [0, 0] {
-        return Err("reserved bytes are not zero".into());
-    }
-    let stored = u32::from_le_bytes([b[CRC_POS], b[CRC_POS + 1], b[CRC_POS + 2], b[CRC_POS + 3]]);
-    let computed = crc32fast::hash(&b[..CRC_POS]);
-    if stored != computed {
-        return Err(format!("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"));
-    }
-    let mut e = [0u8; 8];
-    e.copy_from_slice(&b[END_POS..CRC_POS]);
-    let end = i64::from_le_bytes(e);
+    FORMAT.check_record(b, FILE_LEN)?;
+    let end = u64_at(b, END_POS) as i64;
     if end < 0 {
         return Err(format!("negative end {end}"));
     }

@@ -675,19 +675,14 @@ impl Consumer {
                 max_wait_ms,
                 false,
                 &mut |partition, view: &RecordView<'_>| {
+                    let r = record::Record::from_view(view);
                     buffered.push_back(ConsumedRecord {
                         partition,
-                        offset: view.offset as u64,
-                        timestamp_ms: view.timestamp,
-                        key: view.key.map(<[u8]>::to_vec),
-                        value: view.value.map(<[u8]>::to_vec),
-                        headers: view
-                            .headers()
-                            .map(|h| Header {
-                                key: h.key.to_vec(),
-                                value: h.value.map(<[u8]>::to_vec),
-                            })
-                            .collect(),
+                        offset: r.offset,
+                        timestamp_ms: r.timestamp_ms,
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
                     });
                     Ok::<_, ClientError>(ControlFlow::Continue(()))
                 },

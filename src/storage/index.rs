@@ -19,6 +19,7 @@
 //! | 40       | 8    | `log_len`       | `u64`: length of the segment's log file (header + records)   |
 //! | 48       | 8·n  | entries         | per entry: `u32` base offset of a batch relative to `base_offset`, `u32` its file position |
 
+use crate::storage::checked_file::{self, BODY_POS, Format, u32_at, u64_at};
 use crate::storage::fs::{FileSystem, write_atomic, write_replacing};
 use std::io;
 use std::path::Path;
@@ -29,20 +30,16 @@ pub(crate) const INDEX_MAGIC: [u8; 4] = *b"MKIX";
 /// Version 2 (with segment format 2): positions are batch starts. A version 1 index (record
 /// starts) does not decode and is rebuilt from the log.
 pub(crate) const INDEX_VERSION: u16 = 2;
-/// Position of the `version` field.
-const VERSION_POS: usize = 4;
-/// Position of the reserved field.
-const RESERVED_POS: usize = 6;
-/// Position of the `crc` field.
-const CRC_POS: usize = 8;
+/// The magic and version, for [`checked_file`].
+const INDEX_FORMAT: Format = Format { magic: INDEX_MAGIC, version: INDEX_VERSION };
 /// Position of the `entry_count` field (the first byte the CRC covers).
-const COUNT_POS: usize = 12;
+const COUNT_POS: usize = BODY_POS;
 /// Position of the `base_offset` field.
-const BASE_POS: usize = 16;
+pub(crate) const BASE_POS: usize = 16;
 /// Position of the `next_offset` field.
 const NEXT_POS: usize = 24;
 /// Position of the `max_timestamp` field.
-const MAX_TS_POS: usize = 32;
+pub(crate) const MAX_TS_POS: usize = 32;
 /// Position of the `log_len` field.
 const LOG_LEN_POS: usize = 40;
 /// Size of the index header; entries start here.
@@ -99,65 +96,22 @@ impl Index {
 
     /// Encodes the index file.
     pub(crate) fn encode(&self, base_offset: u64, summary: IndexSummary) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(INDEX_HEADER_LEN + self.entries.len() * ENTRY_LEN);
-        buf.extend_from_slice(&INDEX_MAGIC);
-        buf.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-        buf.extend_from_slice(&0u16.to_le_bytes());
-        buf.extend_from_slice(&0u32.to_le_bytes()); // CRC, filled below
+        let mut buf = INDEX_FORMAT.start(INDEX_HEADER_LEN + self.entries.len() * ENTRY_LEN);
         // An index has at most one entry per index_interval_bytes (>= 1) of a u32-sized segment.
-        buf.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&base_offset.to_le_bytes());
-        buf.extend_from_slice(&summary.next_offset.to_le_bytes());
-        buf.extend_from_slice(&summary.max_timestamp.to_le_bytes());
-        buf.extend_from_slice(&summary.log_len.to_le_bytes());
+        put_summary(&mut buf, self.entries.len() as u32, base_offset, summary);
         for e in &self.entries {
             buf.extend_from_slice(&e.relative_offset.to_le_bytes());
             buf.extend_from_slice(&e.position.to_le_bytes());
         }
-        let crc = crc32fast::hash(&buf[COUNT_POS..]);
-        buf[CRC_POS..COUNT_POS].copy_from_slice(&crc.to_le_bytes());
+        checked_file::seal(&mut buf);
         buf
     }
 
     /// Decodes and checks an index file of the segment at `base_offset`. `Err` carries why the
     /// file cannot be trusted (the caller rebuilds the index from the log).
     pub(crate) fn decode(buf: &[u8], base_offset: u64) -> Result<(Index, IndexSummary), String> {
-        if buf.len() < INDEX_HEADER_LEN {
-            return Err(format!("{} bytes, shorter than the header", buf.len()));
-        }
-        if buf[..VERSION_POS] != INDEX_MAGIC {
-            return Err("bad magic".into());
-        }
-        let version = u16::from_le_bytes([buf[VERSION_POS], buf[VERSION_POS + 1]]);
-        if version != INDEX_VERSION {
-            return Err(format!("unknown version {version}"));
-        }
-        if buf[RESERVED_POS..CRC_POS] != [0, 0] {
-            return Err("reserved bytes are not zero".into());
-        }
-        let stored = u32_at(buf, CRC_POS);
-        let computed = crc32fast::hash(&buf[COUNT_POS..]);
-        if stored != computed {
-            return Err(format!("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"));
-        }
-        let count = u32_at(buf, COUNT_POS) as usize;
-        if buf.len() != INDEX_HEADER_LEN + count * ENTRY_LEN {
-            return Err(format!("{} bytes for {count} entries", buf.len()));
-        }
-        if u64_at(buf, BASE_POS) != base_offset {
-            return Err(format!(
-                "base offset {} in a file named {base_offset}",
-                u64_at(buf, BASE_POS)
-            ));
-        }
-        let summary = IndexSummary {
-            next_offset: u64_at(buf, NEXT_POS),
-            max_timestamp: u64_at(buf, MAX_TS_POS) as i64,
-            log_len: u64_at(buf, LOG_LEN_POS),
-        };
-        if summary.next_offset < base_offset {
-            return Err("next offset below the base offset".into());
-        }
+        let (count, summary) =
+            check_head(buf, INDEX_FORMAT, INDEX_HEADER_LEN, ENTRY_LEN, base_offset)?;
         let mut index = Index { entries: Vec::with_capacity(count) };
         for chunk in buf[INDEX_HEADER_LEN..].chunks_exact(ENTRY_LEN) {
             let e = IndexEntry { relative_offset: u32_at(chunk, 0), position: u32_at(chunk, 4) };
@@ -201,14 +155,42 @@ impl Index {
     }
 }
 
-fn u32_at(buf: &[u8], pos: usize) -> u32 {
-    u32::from_le_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]])
+/// Appends the fields at bytes 12..48 that the offset and time index files share (see the byte
+/// tables): `entry_count`, `base_offset`, then the summary.
+pub(crate) fn put_summary(buf: &mut Vec<u8>, count: u32, base_offset: u64, summary: IndexSummary) {
+    debug_assert_eq!(buf.len(), COUNT_POS);
+    buf.extend_from_slice(&count.to_le_bytes());
+    buf.extend_from_slice(&base_offset.to_le_bytes());
+    buf.extend_from_slice(&summary.next_offset.to_le_bytes());
+    buf.extend_from_slice(&summary.max_timestamp.to_le_bytes());
+    buf.extend_from_slice(&summary.log_len.to_le_bytes());
 }
 
-fn u64_at(buf: &[u8], pos: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&buf[pos..pos + 8]);
-    u64::from_le_bytes(a)
+/// Checks the head the offset and time index files share (prefix, CRC, `entry_count` against
+/// the length, the summary against the segment's `base_offset`, its file name); returns the
+/// entry count and the summary that [`put_summary`] wrote.
+pub(crate) fn check_head(
+    buf: &[u8],
+    format: Format,
+    header_len: usize,
+    entry_len: usize,
+    base_offset: u64,
+) -> Result<(usize, IndexSummary), String> {
+    format.check(buf, header_len)?;
+    let count =
+        checked_file::check_entries(buf, u32_at(buf, COUNT_POS) as usize, header_len, entry_len)?;
+    if u64_at(buf, BASE_POS) != base_offset {
+        return Err(format!("base offset {} in a file named {base_offset}", u64_at(buf, BASE_POS)));
+    }
+    let summary = IndexSummary {
+        next_offset: u64_at(buf, NEXT_POS),
+        max_timestamp: u64_at(buf, MAX_TS_POS) as i64,
+        log_len: u64_at(buf, LOG_LEN_POS),
+    };
+    if summary.next_offset < base_offset {
+        return Err("next offset below the base offset".into());
+    }
+    Ok((count, summary))
 }
 
 #[cfg(test)]

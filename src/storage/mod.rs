@@ -58,6 +58,7 @@
 //! Dropping a `Log` without `close()` is, for the files, the same as a crash: the next open scans
 //! the tail of the last segment.
 
+pub(crate) mod checked_file;
 mod fs;
 mod handles;
 mod index;

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 use crate::batch::{BatchSummary, BatchView};
 use crate::storage::StorageError;
+use crate::storage::checked_file::{self, BODY_POS, Format, u32_at, u64_at};
 use crate::storage::fs::{FileSystem, write_atomic};
 
 /// Batches remembered per producer: a retry of any of them is a duplicate. Kafka's number, and
@@ -46,14 +47,10 @@ pub const SNAPSHOT_SUFFIX: &str = ".snapshot";
 const SNAPSHOT_MAGIC: [u8; 4] = *b"MKPS";
 /// Format version of snapshot files.
 const SNAPSHOT_VERSION: u16 = 1;
-/// Position of the `version` field.
-const VERSION_POS: usize = 4;
-/// Position of the reserved field.
-const RESERVED_POS: usize = 6;
-/// Position of the `crc` field.
-const CRC_POS: usize = 8;
+/// The magic and version, for [`checked_file`].
+const SNAPSHOT_FORMAT: Format = Format { magic: SNAPSHOT_MAGIC, version: SNAPSHOT_VERSION };
 /// Position of the `entry_count` field (the first byte the CRC covers).
-const COUNT_POS: usize = 12;
+const COUNT_POS: usize = BODY_POS;
 /// Position of the `offset` field.
 const OFFSET_POS: usize = 16;
 /// Size of the header; entries start here.
@@ -359,13 +356,8 @@ impl ProducerStates {
         let mut ids: Vec<i64> = self.producers.keys().copied().collect();
         ids.sort_unstable();
         let batches: usize = self.producers.values().map(|e| e.batches.len()).sum();
-        let mut buf = Vec::with_capacity(
-            SNAPSHOT_HEADER_LEN + ids.len() * ENTRY_FIXED_LEN + batches * BATCH_LEN,
-        );
-        buf.extend_from_slice(&SNAPSHOT_MAGIC);
-        buf.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        buf.extend_from_slice(&[0, 0]);
-        buf.extend_from_slice(&[0; 4]); // the CRC, set below
+        let mut buf = SNAPSHOT_FORMAT
+            .start(SNAPSHOT_HEADER_LEN + ids.len() * ENTRY_FIXED_LEN + batches * BATCH_LEN);
         // A partition holds far fewer than 2^32 producers: each takes memory and an InitProducerId.
         buf.extend_from_slice(&(ids.len() as u32).to_le_bytes());
         buf.extend_from_slice(&offset.to_le_bytes());
@@ -384,32 +376,14 @@ impl ProducerStates {
                 buf.extend_from_slice(&b.last_offset.to_le_bytes());
             }
         }
-        let crc = crc32fast::hash(&buf[COUNT_POS..]);
-        buf[CRC_POS..COUNT_POS].copy_from_slice(&crc.to_le_bytes());
+        checked_file::seal(&mut buf);
         buf
     }
 
     /// Decodes and checks a snapshot file named for `offset`. `Err` says why it cannot be
     /// trusted (the caller falls back to an older snapshot, or to the log).
     fn decode(buf: &[u8], offset: u64) -> Result<ProducerStates, String> {
-        if buf.len() < SNAPSHOT_HEADER_LEN {
-            return Err(format!("{} bytes, shorter than the header", buf.len()));
-        }
-        if buf[..VERSION_POS] != SNAPSHOT_MAGIC {
-            return Err("bad magic".into());
-        }
-        let version = u16::from_le_bytes([buf[VERSION_POS], buf[VERSION_POS + 1]]);
-        if version != SNAPSHOT_VERSION {
-            return Err(format!("unknown version {version}"));
-        }
-        if buf[RESERVED_POS..CRC_POS] != [0, 0] {
-            return Err("reserved bytes are not zero".into());
-        }
-        let stored = u32_at(buf, CRC_POS);
-        let computed = crc32fast::hash(&buf[COUNT_POS..]);
-        if stored != computed {
-            return Err(format!("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"));
-        }
+        SNAPSHOT_FORMAT.check(buf, SNAPSHOT_HEADER_LEN)?;
         if u64_at(buf, OFFSET_POS) != offset {
             return Err(format!("offset {} in a file named {offset}", u64_at(buf, OFFSET_POS)));
         }
@@ -569,16 +543,6 @@ fn remove_all(fs: &dyn FileSystem, dir: &Path, offsets: &[u64]) -> Result<usize,
         fs.remove_file(&path).map_err(StorageError::io(&path, "remove snapshot"))?;
     }
     Ok(offsets.len())
-}
-
-fn u32_at(buf: &[u8], pos: usize) -> u32 {
-    u32::from_le_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]])
-}
-
-fn u64_at(buf: &[u8], pos: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&buf[pos..pos + 8]);
-    u64::from_le_bytes(a)
 }
 
 #[cfg(test)]
@@ -878,8 +842,7 @@ mod tests {
 
     /// A file whose CRC is right but whose contents are not (a bug, or a forged file).
     fn resealed(mut buf: Vec<u8>) -> Vec<u8> {
-        let crc = crc32fast::hash(&buf[COUNT_POS..]);
-        buf[CRC_POS..COUNT_POS].copy_from_slice(&crc.to_le_bytes());
+        checked_file::seal(&mut buf);
         buf
     }
 

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::storage::checked_file::{Format, seal_record, u64_at};
 use crate::storage::fs::{FileSystem, FsFile, TMP_SUFFIX, write_atomic};
 use crate::storage::index::{Index, IndexSummary};
 use crate::storage::mmap::CommittedMap;
@@ -24,10 +25,8 @@ pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
 /// Name of the log start offset checkpoint.
 pub(crate) const LOG_START_FILE: &str = "log-start-offset";
 
-/// Magic of the log start checkpoint.
-const CHECKPOINT_MAGIC: [u8; 4] = *b"MKLS";
-/// Format version of the checkpoint.
-const CHECKPOINT_VERSION: u16 = 1;
+/// Magic and format version of the log start checkpoint.
+const CHECKPOINT_FORMAT: Format = Format { magic: *b"MKLS", version: 1 };
 /// Size of the checkpoint file.
 ///
 /// | position | size | field     | encoding                                   |
@@ -45,22 +44,15 @@ const CHECKPOINT_CRC_POS: usize = 16;
 
 pub(crate) fn encode_checkpoint(offset: u64) -> [u8; CHECKPOINT_LEN] {
     let mut b = [0u8; CHECKPOINT_LEN];
-    b[..4].copy_from_slice(&CHECKPOINT_MAGIC);
-    b[4..6].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+    CHECKPOINT_FORMAT.write_prefix(&mut b);
     b[CHECKPOINT_OFFSET_POS..CHECKPOINT_CRC_POS].copy_from_slice(&offset.to_le_bytes());
-    let crc = crc32fast::hash(&b[..CHECKPOINT_CRC_POS]);
-    b[CHECKPOINT_CRC_POS..].copy_from_slice(&crc.to_le_bytes());
+    seal_record(&mut b);
     b
 }
 
 fn decode_checkpoint(b: &[u8]) -> Option<u64> {
-    if b.len() != CHECKPOINT_LEN || b[..CHECKPOINT_OFFSET_POS] != encode_checkpoint(0)[..8] {
-        return None;
-    }
-    let mut o = [0u8; 8];
-    o.copy_from_slice(&b[CHECKPOINT_OFFSET_POS..CHECKPOINT_CRC_POS]);
-    let offset = u64::from_le_bytes(o);
-    (encode_checkpoint(offset)[..] == b[..]).then_some(offset)
+    CHECKPOINT_FORMAT.check_record(b, CHECKPOINT_LEN).ok()?;
+    Some(u64_at(b, CHECKPOINT_OFFSET_POS))
 }
 
 /// Writes the log start checkpoint durably.
@@ -311,6 +303,7 @@ fn open_sealed(
     segment::check_header(data, base).map_err(|r| corrupt(&log_path, 0, r))?;
 
     // Cheap path: a good index whose summary matches the file, and a tail that parses exactly.
+    let mut trusted = None;
     if let Some((index, summary)) = load_index(fs, &index_path, base)
         && summary.log_len == len as u64
     {
@@ -321,44 +314,42 @@ fn open_sealed(
             && end.next_offset == summary.next_offset)
             .then(|| time_index_for(fs, &time_index_path, base, summary, data, config, true))
             .flatten();
-        if let Some(time_index) = time_index {
-            drop(map);
-            return Segment::from_parts(SegmentParts {
-                base_offset: base,
-                log_path,
-                index_path,
-                file,
-                data_len: len,
-                capacity: len,
-                next_offset: summary.next_offset,
-                max_timestamp: summary.max_timestamp,
-                index,
-                time_index,
-                index_interval_bytes: config.index_interval_bytes,
-                sealed: true,
-            });
+        match time_index {
+            Some(time_index) => trusted = Some((index, time_index, summary)),
+            None => {
+                tracing::warn!(path = %log_path.display(), "sealed segment disagrees with its index; scanning it");
+            }
         }
-        tracing::warn!(path = %log_path.display(), "sealed segment disagrees with its index; scanning it");
     }
 
-    // Full scan: every record must be whole and in sequence up to the end of the file.
-    let (index, time_index, end) =
-        segment::build_indexes(data, base, config.index_interval_bytes, true);
-    if end.position != len {
-        let reason = end.stopped.unwrap_or_else(|| "zero bytes inside a sealed segment".into());
-        return Err(corrupt(&log_path, end.position, reason));
-    }
-    drop(map);
-    let summary = IndexSummary {
-        next_offset: end.next_offset,
-        max_timestamp: end.max_timestamp,
-        log_len: len as u64,
+    let rebuilt = trusted.is_none();
+    let (index, time_index, summary) = match trusted {
+        Some(trusted) => trusted,
+        None => {
+            // Full scan: every record must be whole and in sequence up to the end of the file.
+            let (index, time_index, end) =
+                segment::build_indexes(data, base, config.index_interval_bytes, true);
+            if end.position != len {
+                let reason =
+                    end.stopped.unwrap_or_else(|| "zero bytes inside a sealed segment".into());
+                return Err(corrupt(&log_path, end.position, reason));
+            }
+            let summary = IndexSummary {
+                next_offset: end.next_offset,
+                max_timestamp: end.max_timestamp,
+                log_len: len as u64,
+            };
+            (index, time_index, summary)
+        }
     };
-    keep_rebuilt_index(
-        &time_index_path,
-        time_index.write(fs, &time_index_path, base, summary, false),
-    );
-    keep_rebuilt_index(&index_path, index.write(fs, dir, &index_path, base, summary));
+    drop(map);
+    if rebuilt {
+        keep_rebuilt_index(
+            &time_index_path,
+            time_index.write(fs, &time_index_path, base, summary, false),
+        );
+        keep_rebuilt_index(&index_path, index.write(fs, dir, &index_path, base, summary));
+    }
     Segment::from_parts(SegmentParts {
         base_offset: base,
         log_path,
@@ -366,8 +357,8 @@ fn open_sealed(
         file,
         data_len: len,
         capacity: len,
-        next_offset: end.next_offset,
-        max_timestamp: end.max_timestamp,
+        next_offset: summary.next_offset,
+        max_timestamp: summary.max_timestamp,
         index,
         time_index,
         index_interval_bytes: config.index_interval_bytes,

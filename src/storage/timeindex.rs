@@ -34,8 +34,9 @@
 //! | 52       | 4     | `max_position`    | `u32`: that batch's file position (0 if none)             |
 //! | 56       | 16·n  | entries           | per entry: `i64` `max_before`, `u32` relative offset, `u32` position |
 
+use crate::storage::checked_file::{self, Format, u32_at, u64_at};
 use crate::storage::fs::{FileSystem, write_replacing};
-use crate::storage::index::IndexSummary;
+use crate::storage::index::{IndexSummary, check_head, put_summary};
 use std::io;
 use std::path::Path;
 
@@ -43,22 +44,8 @@ use std::path::Path;
 pub(crate) const TIME_INDEX_MAGIC: [u8; 4] = *b"MKTI";
 /// Format version of time index files.
 pub(crate) const TIME_INDEX_VERSION: u16 = 1;
-/// Position of the `version` field.
-const VERSION_POS: usize = 4;
-/// Position of the reserved field.
-const RESERVED_POS: usize = 6;
-/// Position of the `crc` field.
-const CRC_POS: usize = 8;
-/// Position of the `entry_count` field (the first byte the CRC covers).
-const COUNT_POS: usize = 12;
-/// Position of the `base_offset` field.
-const BASE_POS: usize = 16;
-/// Position of the `next_offset` field.
-const NEXT_POS: usize = 24;
-/// Position of the `max_timestamp` field.
-const MAX_TS_POS: usize = 32;
-/// Position of the `log_len` field.
-const LOG_LEN_POS: usize = 40;
+/// The magic and version, for [`checked_file`].
+const TIME_INDEX_FORMAT: Format = Format { magic: TIME_INDEX_MAGIC, version: TIME_INDEX_VERSION };
 /// Position of the `max_rel_offset` field.
 const MAX_REL_POS: usize = 48;
 /// Position of the `max_position` field.
@@ -146,18 +133,10 @@ impl TimeIndex {
     /// Encodes the time index file.
     pub(crate) fn encode(&self, base_offset: u64, summary: IndexSummary) -> Vec<u8> {
         let mut buf =
-            Vec::with_capacity(TIME_INDEX_HEADER_LEN + self.entries.len() * TIME_ENTRY_LEN);
-        buf.extend_from_slice(&TIME_INDEX_MAGIC);
-        buf.extend_from_slice(&TIME_INDEX_VERSION.to_le_bytes());
-        buf.extend_from_slice(&0u16.to_le_bytes());
-        buf.extend_from_slice(&0u32.to_le_bytes()); // CRC, filled below
+            TIME_INDEX_FORMAT.start(TIME_INDEX_HEADER_LEN + self.entries.len() * TIME_ENTRY_LEN);
         // At most one entry per offset-index entry, itself at most one per byte of a u32-sized
         // segment.
-        buf.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&base_offset.to_le_bytes());
-        buf.extend_from_slice(&summary.next_offset.to_le_bytes());
-        buf.extend_from_slice(&summary.max_timestamp.to_le_bytes());
-        buf.extend_from_slice(&summary.log_len.to_le_bytes());
+        put_summary(&mut buf, self.entries.len() as u32, base_offset, summary);
         let (rel, pos) = self.max.map_or((0, 0), |m| (m.relative_offset, m.position));
         buf.extend_from_slice(&rel.to_le_bytes());
         buf.extend_from_slice(&pos.to_le_bytes());
@@ -166,8 +145,7 @@ impl TimeIndex {
             buf.extend_from_slice(&e.relative_offset.to_le_bytes());
             buf.extend_from_slice(&e.position.to_le_bytes());
         }
-        let crc = crc32fast::hash(&buf[COUNT_POS..]);
-        buf[CRC_POS..COUNT_POS].copy_from_slice(&crc.to_le_bytes());
+        checked_file::seal(&mut buf);
         buf
     }
 
@@ -177,42 +155,8 @@ impl TimeIndex {
         buf: &[u8],
         base_offset: u64,
     ) -> Result<(TimeIndex, IndexSummary), String> {
-        if buf.len() < TIME_INDEX_HEADER_LEN {
-            return Err(format!("{} bytes, shorter than the header", buf.len()));
-        }
-        if buf[..VERSION_POS] != TIME_INDEX_MAGIC {
-            return Err("bad magic".into());
-        }
-        let version = u16::from_le_bytes([buf[VERSION_POS], buf[VERSION_POS + 1]]);
-        if version != TIME_INDEX_VERSION {
-            return Err(format!("unknown version {version}"));
-        }
-        if buf[RESERVED_POS..CRC_POS] != [0, 0] {
-            return Err("reserved bytes are not zero".into());
-        }
-        let stored = u32_at(buf, CRC_POS);
-        let computed = crc32fast::hash(&buf[COUNT_POS..]);
-        if stored != computed {
-            return Err(format!("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"));
-        }
-        let count = u32_at(buf, COUNT_POS) as usize;
-        if buf.len() != TIME_INDEX_HEADER_LEN + count * TIME_ENTRY_LEN {
-            return Err(format!("{} bytes for {count} entries", buf.len()));
-        }
-        if u64_at(buf, BASE_POS) != base_offset {
-            return Err(format!(
-                "base offset {} in a file named {base_offset}",
-                u64_at(buf, BASE_POS)
-            ));
-        }
-        let summary = IndexSummary {
-            next_offset: u64_at(buf, NEXT_POS),
-            max_timestamp: u64_at(buf, MAX_TS_POS) as i64,
-            log_len: u64_at(buf, LOG_LEN_POS),
-        };
-        if summary.next_offset < base_offset {
-            return Err("next offset below the base offset".into());
-        }
+        let (count, summary) =
+            check_head(buf, TIME_INDEX_FORMAT, TIME_INDEX_HEADER_LEN, TIME_ENTRY_LEN, base_offset)?;
         // Whether a batch start (relative offset, position) lies inside the segment.
         let inside = |rel: u32, pos: u32| {
             pos >= FIRST_BATCH_POS
@@ -280,19 +224,10 @@ impl TimeIndex {
     }
 }
 
-fn u32_at(buf: &[u8], pos: usize) -> u32 {
-    u32::from_le_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]])
-}
-
-fn u64_at(buf: &[u8], pos: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&buf[pos..pos + 8]);
-    u64::from_le_bytes(a)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::index::{BASE_POS, MAX_TS_POS};
 
     /// Batches of 100 bytes from position 24, one record each, with these max timestamps; an
     /// entry due at every other batch.

@@ -3,7 +3,9 @@ use crate::record::Header;
 use crate::storage::FaultyFs;
 use std::time::Duration;
 
-fn tiny(segment_bytes: u64) -> LogConfig {
+/// A config with small segments and dense index entries, so that tests cross segment and index
+/// boundaries with few records; no fsync. Shared with `timeindex_tests`.
+pub(super) fn tiny(segment_bytes: u64) -> LogConfig {
     LogConfig {
         segment_bytes,
         index_interval_bytes: 64,
@@ -43,7 +45,8 @@ fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
-fn names(dir: &Path) -> Vec<String> {
+/// The names of the files in `dir`, sorted. Shared with `timeindex_tests`.
+pub(super) fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -3,20 +3,10 @@
 //! provably reads only from the time index entry on; damaged, stale, missing and orphan
 //! `.timeindex` files.
 
+use super::tests::{names, tiny};
 use super::*;
 use crate::storage::index::IndexSummary;
 use crate::storage::timeindex::TimeIndex;
-
-fn config(segment_bytes: u64) -> LogConfig {
-    LogConfig {
-        segment_bytes,
-        index_interval_bytes: 64,
-        max_record_bytes: 4096,
-        fsync: FsyncPolicy::Never,
-        retention_bytes: None,
-        retention_ms: None,
-    }
-}
 
 /// Every appended record: (offset, timestamp).
 type Model = Vec<(u64, i64)>;
@@ -80,15 +70,6 @@ fn check_against_model(log: &Log, model: &Model) {
     assert_eq!(log.max_timestamp_offset().unwrap(), model_max(model, start));
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
-}
-
 fn time_index_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.timeindex"))
 }
@@ -101,7 +82,7 @@ fn bases(log: &Log) -> Vec<u64> {
 fn lookups_by_timestamp_and_the_largest_timestamp_agree_with_a_model_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = Model::new();
-    let log = Log::open(dir.path(), config(2048)).unwrap();
+    let log = Log::open(dir.path(), tiny(2048)).unwrap();
     append_mixed(&log, &mut model, 150, 1);
     assert!(bases(&log).len() > 5, "several segments");
     // The time index is used: sealed segments have entries.
@@ -117,12 +98,12 @@ fn lookups_by_timestamp_and_the_largest_timestamp_agree_with_a_model_across_segm
     // After a clean reopen (indexes loaded) and after a crash (the active segment scanned).
     log.close().unwrap();
     drop(log);
-    let log = Log::open(dir.path(), config(2048)).unwrap();
+    let log = Log::open(dir.path(), tiny(2048)).unwrap();
     check_against_model(&log, &model);
     append_mixed(&log, &mut model, 40, 2);
     check_against_model(&log, &model);
     drop(log);
-    let log = Log::open(dir.path(), config(2048)).unwrap();
+    let log = Log::open(dir.path(), tiny(2048)).unwrap();
     check_against_model(&log, &model);
 
     // Trimmed segments took their time index with them; every sealed one has its file.
@@ -144,7 +125,7 @@ fn lookups_by_timestamp_and_the_largest_timestamp_agree_with_a_model_across_segm
 #[test]
 fn the_largest_timestamp_is_the_first_record_holding_it() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
     assert_eq!(log.max_timestamp_offset().unwrap(), None, "an empty log");
     let rec = |t| NewRecord { timestamp_ms: t, key: None, value: Some(b"v"), headers: &[] };
     log.append(&[rec(5), rec(9), rec(7)]).unwrap(); // 0..3
@@ -160,7 +141,7 @@ fn the_largest_timestamp_is_the_first_record_holding_it() {
 #[test]
 fn a_lookup_reads_only_from_the_time_index_entry_on() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
     // One-record batches with timestamps 1000, 1001, ...: an index entry at nearly every batch.
     let positions: Vec<usize> = (0..100)
         .map(|i| {
@@ -179,7 +160,7 @@ fn a_lookup_reads_only_from_the_time_index_entry_on() {
     bytes[positions[10]..positions[10] + 8].copy_from_slice(&77_777i64.to_be_bytes());
     std::fs::write(&seg, &bytes).unwrap();
 
-    let log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
     let entry = log.active().time_index_snapshot().lookup(1050, usize::MAX).unwrap();
     assert!(entry.position as usize > positions[10], "the entry is past the damage");
     assert_eq!(log.offset_for_timestamp(1050).unwrap(), Some(50));
@@ -197,7 +178,7 @@ fn damaged_stale_missing_and_orphan_time_indexes_are_rebuilt_or_swept() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut model = Model::new();
-    let log = Log::open(d, config(2048)).unwrap();
+    let log = Log::open(d, tiny(2048)).unwrap();
     append_mixed(&log, &mut model, 100, 3);
     log.close().unwrap();
     let segs = bases(&log);
@@ -220,7 +201,7 @@ fn damaged_stale_missing_and_orphan_time_indexes_are_rebuilt_or_swept() {
     let orphan = time_index_path(d, 999_999);
     std::fs::write(&orphan, &original[0]).unwrap();
 
-    let log = Log::open(d, config(2048)).unwrap();
+    let log = Log::open(d, tiny(2048)).unwrap();
     assert!(!orphan.exists(), "an orphan time index is swept");
     for (i, &b) in segs[..3].iter().enumerate() {
         assert_eq!(std::fs::read(time_index_path(d, b)).unwrap(), original[i], "segment {b}");
@@ -232,10 +213,10 @@ fn damaged_stale_missing_and_orphan_time_indexes_are_rebuilt_or_swept() {
     drop(log);
 
     // After a crash, a stale time index of the active segment is not trusted.
-    let log = Log::open(d, config(2048)).unwrap();
+    let log = Log::open(d, tiny(2048)).unwrap();
     append_mixed(&log, &mut model, 10, 4);
     drop(log);
-    let log = Log::open(d, config(2048)).unwrap();
+    let log = Log::open(d, tiny(2048)).unwrap();
     check_against_model(&log, &model);
 }
 
@@ -244,7 +225,7 @@ fn a_time_index_entry_pointing_at_the_wrong_batch_is_caught_and_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut model = Model::new();
-    let log = Log::open(d, config(4096)).unwrap();
+    let log = Log::open(d, tiny(4096)).unwrap();
     append_mixed(&log, &mut model, 80, 5);
     log.close().unwrap();
     let seg0 = log.segments_snapshot()[0].clone();
@@ -265,7 +246,7 @@ fn a_time_index_entry_pointing_at_the_wrong_batch_is_caught_and_rebuilt() {
     let crc = crc32fast::hash(&bytes[12..]);
     bytes[8..12].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
-    let log = Log::open(d, config(4096)).unwrap();
+    let log = Log::open(d, tiny(4096)).unwrap();
     assert_ne!(log.segments_snapshot()[0].time_index_snapshot(), times, "the bad file loaded");
     check_against_model(&log, &model);
     assert_eq!(log.segments_snapshot()[0].time_index_snapshot(), times, "rebuilt from the log");
