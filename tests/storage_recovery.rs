@@ -124,6 +124,28 @@ fn zero_filled_tail_is_the_end_of_the_data() {
     }
 }
 
+/// Damages an index or time index file as a crash or a bad disk would: removed (1 in 4), cut at
+/// a random length (1 in 4), or 1-3 random bytes flipped.
+fn damage_hint_file(path: &Path, rng: &mut StdRng) {
+    match rng.random_range(0..4) {
+        0 => std::fs::remove_file(path).unwrap(),
+        1 => {
+            let mut b = std::fs::read(path).unwrap();
+            let cut = rng.random_range(0..b.len());
+            b.truncate(cut);
+            std::fs::write(path, b).unwrap();
+        }
+        _ => {
+            let mut b = std::fs::read(path).unwrap();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..b.len());
+                b[i] ^= rng.random_range(1..=255u8);
+            }
+            std::fs::write(path, b).unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_corrupt_or_missing_index_is_rebuilt_and_loses_nothing() {
     for seed in 0..SEEDS {
@@ -133,23 +155,7 @@ fn a_corrupt_or_missing_index_is_rebuilt_and_loses_nothing() {
         let segs = layout(dir.path());
         let victim = &segs[rng.random_range(0..segs.len())];
         let index = victim.path.with_extension("index");
-        match rng.random_range(0..4) {
-            0 => std::fs::remove_file(&index).unwrap(),
-            1 => {
-                let mut b = std::fs::read(&index).unwrap();
-                let cut = rng.random_range(0..b.len());
-                b.truncate(cut);
-                std::fs::write(&index, b).unwrap();
-            }
-            _ => {
-                let mut b = std::fs::read(&index).unwrap();
-                for _ in 0..rng.random_range(1..4) {
-                    let i = rng.random_range(0..b.len());
-                    b[i] ^= rng.random_range(1..=255u8);
-                }
-                std::fs::write(&index, b).unwrap();
-            }
-        }
+        damage_hint_file(&index, &mut rng);
         assert_recovers_to(dir.path(), n, &format!("seed {seed}, index {}", index.display()));
         assert!(index.exists(), "seed {seed}: index rewritten");
     }
@@ -177,23 +183,7 @@ fn a_corrupt_or_missing_time_index_is_rebuilt_and_answers_the_same() {
         let victim = &segs[rng.random_range(0..segs.len())];
         let tindex = victim.path.with_extension("timeindex");
         assert!(tindex.exists(), "seed {seed}: {} written at close", tindex.display());
-        match rng.random_range(0..4) {
-            0 => std::fs::remove_file(&tindex).unwrap(),
-            1 => {
-                let mut b = std::fs::read(&tindex).unwrap();
-                let cut = rng.random_range(0..b.len());
-                b.truncate(cut);
-                std::fs::write(&tindex, b).unwrap();
-            }
-            _ => {
-                let mut b = std::fs::read(&tindex).unwrap();
-                for _ in 0..rng.random_range(1..4) {
-                    let i = rng.random_range(0..b.len());
-                    b[i] ^= rng.random_range(1..=255u8);
-                }
-                std::fs::write(&tindex, b).unwrap();
-            }
-        }
+        damage_hint_file(&tindex, &mut rng);
         let what = format!("seed {seed}, time index {}", tindex.display());
         assert_eq!(timestamp_answers(dir.path(), n), before, "{what}");
         assert_recovers_to(dir.path(), n, &what);
