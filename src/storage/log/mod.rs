@@ -726,7 +726,7 @@ impl Log {
         Ok(None)
     }
 
-    /// The offset and timestamp of the first visible record (at or after the log start, below
+    /// The (timestamp, offset) of the first visible record (at or after the log start, below
     /// the visible end) with the largest timestamp: what Kafka's ListOffsets answers for
     /// `MAX_TIMESTAMP` (-3, KIP-734). `None` if no record is visible. Each segment's time index
     /// names the batch holding its largest timestamp, so this reads one batch; only when that
