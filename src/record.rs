@@ -127,14 +127,7 @@ pub fn for_each_record(
         if view.is_control() {
             continue;
         }
-        let records = match view.compression()? {
-            Compression::None => view.records()?,
-            _ => {
-                view.decompress_into(scratch, batch::MAX_DECOMPRESSED_BYTES)?;
-                view.records_in(scratch)
-            }
-        };
-        for r in records {
+        for r in view.decoded_records(scratch)? {
             if each(&r?).is_break() {
                 return Ok(());
             }

@@ -176,6 +176,22 @@ impl<'a> BatchView<'a> {
         }
     }
 
+    /// The records, whatever the codec: read in place when uncompressed, else decompressed into
+    /// `scratch` (bounded by [`super::MAX_DECOMPRESSED_BYTES`]; the caller may reuse it across
+    /// batches) and read from there.
+    pub fn decoded_records<'s>(&self, scratch: &'s mut Vec<u8>) -> Result<Records<'s>, BatchError>
+    where
+        'a: 's,
+    {
+        match self.compression()? {
+            Compression::None => Ok(self.records_in(self.records_bytes())),
+            _ => {
+                self.decompress_into(scratch, super::MAX_DECOMPRESSED_BYTES)?;
+                Ok(self.records_in(scratch))
+            }
+        }
+    }
+
     /// Decompresses the records area into `out` (cleared first), refusing to grow it past
     /// `max_bytes` (and never past [`super::MAX_DECOMPRESSED_BYTES`]). An uncompressed batch's
     /// records are copied.

@@ -677,16 +677,12 @@ fn records_of(
     scratch: &mut Vec<u8>,
 ) -> (Vec<ShownRecord>, Option<String>) {
     let max = opts.max_value_bytes;
-    let data: &[u8] = match view.compression() {
-        Ok(batch::Compression::None) => view.records_bytes(),
-        Ok(_) => match view.decompress_into(scratch, batch::MAX_DECOMPRESSED_BYTES) {
-            Ok(()) => scratch,
-            Err(e) => return (Vec::new(), Some(e.to_string())),
-        },
+    let records = match view.decoded_records(scratch) {
+        Ok(r) => r,
         Err(e) => return (Vec::new(), Some(e.to_string())),
     };
     let mut shown = Vec::new();
-    for r in view.records_in(data) {
+    for r in records {
         let r = match r {
             Ok(r) => r,
             Err(e) => return (shown, Some(e.to_string())),

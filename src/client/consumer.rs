@@ -563,14 +563,7 @@ impl Consumer {
             if view.is_control() || (view.last_offset() as u64) < state.fetched_to {
                 continue;
             }
-            let records = match view.compression() {
-                Ok(Compression::None) => view.records(),
-                Ok(_) => view
-                    .decompress_into(&mut scratch, batch::MAX_DECOMPRESSED_BYTES)
-                    .map(|()| view.records_in(&scratch)),
-                Err(e) => Err(e),
-            };
-            let records = match records {
+            let records = match view.decoded_records(&mut scratch) {
                 Ok(r) => r,
                 Err(source) => {
                     self.corrupt = Some(corrupt(state.fetched_to, source));

@@ -239,15 +239,7 @@ pub(crate) async fn records(
             if view.is_control() || view.last_offset() < offset as i64 {
                 continue;
             }
-            let records = match view.compression().map_err(bad)? {
-                crate::batch::Compression::None => view.records().map_err(bad)?,
-                _ => {
-                    view.decompress_into(&mut scratch, crate::batch::MAX_DECOMPRESSED_BYTES)
-                        .map_err(bad)?;
-                    view.records_in(&scratch)
-                }
-            };
-            for r in records {
+            for r in view.decoded_records(&mut scratch).map_err(bad)? {
                 let r = r.map_err(bad)?;
                 if (r.offset as u64) < offset {
                     continue; // a read starts at the batch holding the offset asked for

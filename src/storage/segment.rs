@@ -913,13 +913,8 @@ impl Segment {
                 best = Some((r.timestamp, o));
             }
         };
-        let res: Result<(), batch::BatchError> = (|| match view.compression()? {
-            batch::Compression::None => view.records()?.try_for_each(|r| r.map(&mut each)),
-            _ => {
-                view.decompress_into(scratch, batch::MAX_DECOMPRESSED_BYTES)?;
-                view.records_in(scratch).try_for_each(|r| r.map(&mut each))
-            }
-        })();
+        let res: Result<(), batch::BatchError> =
+            view.decoded_records(scratch).and_then(|mut rs| rs.try_for_each(|r| r.map(&mut each)));
         res.map_err(|e| self.corrupt(pos, e.to_string()))?;
         Ok(best)
     }
@@ -962,14 +957,7 @@ fn first_record_at_or_after(
     ts: i64,
     scratch: &mut Vec<u8>,
 ) -> Result<Option<u64>, batch::BatchError> {
-    let records = match view.compression()? {
-        batch::Compression::None => view.records()?,
-        _ => {
-            view.decompress_into(scratch, batch::MAX_DECOMPRESSED_BYTES)?;
-            view.records_in(scratch)
-        }
-    };
-    for r in records {
+    for r in view.decoded_records(scratch)? {
         let r = r?;
         if r.offset >= from as i64 && r.timestamp >= ts {
             return Ok(Some(r.offset as u64));
