@@ -879,16 +879,17 @@ impl Broker {
         Ok(p.log.log_start_offset())
     }
 
-    /// The first offset whose timestamp is at or after `ts_ms`, if any.
-    pub fn offset_for_timestamp(
+    /// The (timestamp, offset) of the first record whose timestamp is at or after `ts_ms`, if
+    /// any.
+    pub fn record_for_timestamp(
         &self,
         topic: &str,
         partition: u32,
         ts_ms: i64,
-    ) -> Result<Option<u64>, BrokerError> {
+    ) -> Result<Option<(i64, u64)>, BrokerError> {
         validate_topic_name(topic)?;
         let p = self.topic(topic)?.partition(partition)?.clone();
-        p.log.offset_for_timestamp(ts_ms).map_err(|source| BrokerError::Storage {
+        p.log.record_for_timestamp(ts_ms).map_err(|source| BrokerError::Storage {
             topic: topic.to_owned(),
             partition,
             source,

@@ -794,8 +794,8 @@ impl Segment {
         (pos, at)
     }
 
-    /// The first offset at or after `from` whose record timestamp is at least `ts`, if any in
-    /// this segment. The walk over batch headers starts where the time index proves every
+    /// The (timestamp, offset) of the first record at or after `from` whose timestamp is at
+    /// least `ts`, if any in this segment. The walk over batch headers starts where the time index proves every
     /// earlier batch older than `ts` (or at `from`'s index entry, if later); batches whose
     /// `maxTimestamp` is below `ts` are skipped by their header; only the batch holding the
     /// answer is decoded (decompressed if it must be).
@@ -804,7 +804,7 @@ impl Segment {
         fs: &dyn FileSystem,
         ts: i64,
         from: u64,
-    ) -> Result<Option<u64>, StorageError> {
+    ) -> Result<Option<(i64, u64)>, StorageError> {
         if self.max_timestamp() < ts {
             return Ok(None);
         }
@@ -956,11 +956,11 @@ fn first_record_at_or_after(
     from: u64,
     ts: i64,
     scratch: &mut Vec<u8>,
-) -> Result<Option<u64>, batch::BatchError> {
+) -> Result<Option<(i64, u64)>, batch::BatchError> {
     for r in view.decoded_records(scratch)? {
         let r = r?;
         if r.offset >= from as i64 && r.timestamp >= ts {
-            return Ok(Some(r.offset as u64));
+            return Ok(Some((r.timestamp, r.offset as u64)));
         }
     }
     Ok(None)

@@ -1,7 +1,5 @@
 //! Topic administration: CreateTopics, DeleteTopics and ListOffsets.
 
-use std::time::Duration;
-
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -225,23 +223,12 @@ async fn list_offset(
         }
         ts if ts < 0 => Err(code(ResponseError::InvalidRequest)),
         ts => {
+            // Kafka answers with the found record's own timestamp.
             let found = ctx
                 .broker
-                .offset_for_timestamp(topic, partition as u32, ts)
+                .record_for_timestamp(topic, partition as u32, ts)
                 .map_err(|e| broker_error_code(&e))?;
-            let Some(offset) = found else { return Ok((-1, -1)) };
-            // Kafka answers with the found record's own timestamp.
-            let rec_ts = match ctx
-                .broker
-                .fetch(topic, partition as u32, offset, 1, 0, Duration::ZERO)
-                .await
-            {
-                Ok(f) => {
-                    f.records.records().next().and_then(|r| r.ok()).map_or(ts, |r| r.timestamp_ms)
-                }
-                Err(_) => ts,
-            };
-            Ok((offset as i64, rec_ts))
+            Ok(found.map_or((-1, -1), |(rec_ts, offset)| (offset as i64, rec_ts)))
         }
     }
 }

@@ -713,14 +713,20 @@ impl Log {
     /// The first visible offset (at or after the log start, below the visible end) whose
     /// timestamp is at least `ts_ms`, or `None` if every visible record is older.
     pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<u64>, StorageError> {
+        Ok(self.record_for_timestamp(ts_ms)?.map(|(_, offset)| offset))
+    }
+
+    /// [`Log::offset_for_timestamp`] with the found record's own timestamp, as Kafka's
+    /// ListOffsets answers: (timestamp, offset).
+    pub fn record_for_timestamp(&self, ts_ms: i64) -> Result<Option<(i64, u64)>, StorageError> {
         let start = self.log_start_offset();
         let visible = self.visible_end();
         for seg in self.segments_snapshot() {
             if seg.next_offset() <= start {
                 continue;
             }
-            if let Some(o) = seg.offset_for_timestamp(&*self.fs, ts_ms, start)? {
-                return Ok(Some(o).filter(|&o| o < visible));
+            if let Some(found) = seg.offset_for_timestamp(&*self.fs, ts_ms, start)? {
+                return Ok(Some(found).filter(|&(_, o)| o < visible));
             }
         }
         Ok(None)
