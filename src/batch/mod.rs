@@ -60,8 +60,8 @@ pub use compress::{MAX_DECOMPRESSED_BYTES, decompress_into};
 pub use error::BatchError;
 pub use validate::{BatchSummary, Limits, validate, validate_with};
 pub use view::{
-    BatchView, Batches, Header, Headers, RecordView, Records, batches, set_base_offset,
-    set_partition_leader_epoch,
+    BatchView, Batches, Header, Headers, RecordView, Records, any_compressed, batches,
+    set_base_offset, set_partition_leader_epoch,
 };
 
 /// Position of `baseOffset` (i64).

@@ -280,3 +280,16 @@ fn a_decompression_bomb_stops_at_the_cap() {
     );
     validate(&bytes, &Limits::default()).unwrap();
 }
+
+#[test]
+fn any_compressed_looks_at_every_batch_header() {
+    let plain =
+        crate::record::build_batch(&[crate::record::NewRecord::value(b"a")], Compression::None)
+            .unwrap();
+    let zstd =
+        crate::record::build_batch(&[crate::record::NewRecord::value(b"b")], Compression::Zstd)
+            .unwrap();
+    assert!(!super::any_compressed(&plain));
+    assert!(super::any_compressed(&[plain.clone(), zstd].concat()));
+    assert!(!super::any_compressed(b"not a batch"));
+}

@@ -243,6 +243,14 @@ fn set_field(
     Ok(())
 }
 
+/// Whether any batch of `bytes` is compressed (headers only; a malformed set says no, and
+/// validation refuses it later).
+pub fn any_compressed(bytes: &[u8]) -> bool {
+    batches(bytes)
+        .map_while(Result::ok)
+        .any(|v| v.compression().is_ok_and(|c| c != Compression::None))
+}
+
 /// The consecutive batches of `bytes` (a record set: a produce request's, a fetch's, a segment's).
 pub fn batches(bytes: &[u8]) -> Batches<'_> {
     Batches { rest: bytes, position: 0, done: false }

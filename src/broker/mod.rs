@@ -221,7 +221,8 @@ pub struct TopicSummary {
 
 /// One batch for [`Broker::append`], in the form its caller holds it.
 ///
-/// Under `FsyncPolicy::Always` an append blocks on fdatasync. `Owned` (the native server's
+/// An append blocks under `FsyncPolicy::Always` (fdatasync) and when a batch is compressed (it is
+/// decompressed to be checked, up to 256 MiB). Such an `Owned` append (the native server's
 /// request bytes) moves to the blocking pool, so it never stalls an async worker whatever the
 /// runtime; the borrowed forms cannot leave the task, so on a multi-threaded runtime they run in
 /// `block_in_place` (other tasks move to another worker) and on a current-thread runtime inline.
@@ -728,12 +729,18 @@ impl Broker {
         Ok((p, t.partition(p)?.clone()))
     }
 
-    /// Runs an append; under `FsyncPolicy::Always` it blocks on fdatasync, so on a multi-threaded
-    /// runtime it runs in `block_in_place` to keep the worker's other tasks moving. (On a
-    /// current-thread runtime there is no other worker to hand them to; it runs inline.)
-    fn run_append<R>(&self, f: impl FnOnce() -> R) -> R {
+    /// Whether appending `bytes` blocks: an fdatasync (`FsyncPolicy::Always`) or the
+    /// decompression of a compressed batch to check it.
+    fn append_blocks(&self, bytes: &[u8]) -> bool {
+        matches!(self.config.log.fsync, FsyncPolicy::Always) || crate::batch::any_compressed(bytes)
+    }
+
+    /// Runs an append; when it `blocks`, on a multi-threaded runtime it runs in `block_in_place`
+    /// to keep the worker's other tasks moving. (On a current-thread runtime there is no other
+    /// worker to hand them to; it runs inline.)
+    fn run_append<R>(&self, blocks: bool, f: impl FnOnce() -> R) -> R {
         use tokio::runtime::{Handle, RuntimeFlavor};
-        let blocking = matches!(self.config.log.fsync, FsyncPolicy::Always)
+        let blocking = blocks
             && Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
         if blocking { tokio::task::block_in_place(f) } else { f() }
@@ -777,10 +784,15 @@ impl Broker {
         }
         let (pi, p) = self.route(topic, partition, key_hint)?;
         let result = match batch {
-            AppendBatch::Records(records) => self.run_append(|| p.log.append(records)),
-            AppendBatch::Encoded(encoded) => self.run_append(|| p.log.append_batches(encoded)),
+            AppendBatch::Records(records) => {
+                let blocks = matches!(self.config.log.fsync, FsyncPolicy::Always);
+                self.run_append(blocks, || p.log.append(records))
+            }
+            AppendBatch::Encoded(encoded) => {
+                self.run_append(self.append_blocks(encoded), || p.log.append_batches(encoded))
+            }
             AppendBatch::Owned(mut encoded) => {
-                if matches!(self.config.log.fsync, FsyncPolicy::Always) {
+                if self.append_blocks(&encoded) {
                     let log = p.log.clone();
                     let task =
                         tokio::task::spawn_blocking(move || log.append_batches(&mut encoded));
