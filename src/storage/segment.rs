@@ -154,13 +154,18 @@ pub(crate) fn is_unwritten(rest: &[u8]) -> bool {
 /// The batch at `rest`'s start, checked to start at `expected` offset and to hold a sane range.
 pub(crate) fn batch_at(rest: &[u8], expected: u64) -> Result<BatchView<'_>, String> {
     let view = BatchView::new(rest).map_err(|e| e.to_string())?;
-    if view.base_offset() != expected as i64 {
+    if i64::try_from(expected).ok() != Some(view.base_offset()) {
         return Err(format!(
             "batch at offset {} out of sequence, expected {expected}",
             view.base_offset()
         ));
     }
-    if view.last_offset_delta() < 0 || view.records_count() < 0 {
+    // The last offset must fit an offset (so `last_offset() as u64 + 1` cannot wrap for callers).
+    let last = view.base_offset().checked_add(i64::from(view.last_offset_delta()));
+    if view.last_offset_delta() < 0
+        || view.records_count() < 0
+        || last.is_none_or(|l| l == i64::MAX)
+    {
         return Err(format!(
             "batch at offset {expected} has lastOffsetDelta {} and {} records",
             view.last_offset_delta(),
@@ -1055,5 +1060,20 @@ mod tests {
         assert_eq!(end.position, SEGMENT_HEADER_LEN + second);
         assert!(end.stopped.unwrap().contains("CRC"));
         assert_eq!(scan(&data, SEGMENT_HEADER_LEN, 0, false, |_, _| {}).next_offset, 3);
+    }
+
+    #[test]
+    fn a_batch_whose_last_offset_overflows_ends_the_scan_instead_of_wrapping() {
+        let base = i64::MAX as u64 - 1;
+        let recs: Vec<_> = (0..3).map(|_| NewRecord::value(b"x")).collect();
+        let mut b = crate::record::build_batch(&recs, batch::Compression::None).unwrap();
+        batch::set_base_offset(&mut b, base as i64).unwrap();
+        let mut data = encode_header(base).to_vec();
+        data.extend_from_slice(&b);
+        let end = scan(&data, SEGMENT_HEADER_LEN, base, true, |_, _| {});
+        assert_eq!((end.position, end.next_offset), (SEGMENT_HEADER_LEN, base));
+        assert!(end.stopped.is_some());
+        // An offset past i64::MAX can name no batch.
+        assert!(batch_at(&b, u64::MAX).is_err());
     }
 }
