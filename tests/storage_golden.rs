@@ -25,6 +25,7 @@ fn config() -> LogConfig {
         fsync: FsyncPolicy::Never,
         retention_bytes: None,
         retention_ms: None,
+        ..LogConfig::default()
     }
 }
 

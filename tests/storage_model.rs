@@ -41,6 +41,7 @@ fn config() -> LogConfig {
         fsync: FsyncPolicy::Never,
         retention_bytes: None,
         retention_ms: None,
+        ..LogConfig::default()
     }
 }
 

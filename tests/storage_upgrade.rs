@@ -72,6 +72,7 @@ fn golden_config() -> LogConfig {
         fsync: FsyncPolicy::Never,
         retention_bytes: None,
         retention_ms: None,
+        ..LogConfig::default()
     }
 }
 

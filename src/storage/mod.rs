@@ -95,8 +95,59 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// What happens to old data (Kafka's `cleanup.policy`): deleted by retention, compacted to the
+/// latest record per key, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Retention (`retention_ms`, `retention_bytes`) deletes whole old segments.
+    pub delete: bool,
+    /// The cleaner keeps only the latest record of each key in sealed segments.
+    pub compact: bool,
+}
+
+impl Default for CleanupPolicy {
+    fn default() -> Self {
+        CleanupPolicy { delete: true, compact: false }
+    }
+}
+
+/// Which timestamp a batch carries (Kafka's `message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimestampType {
+    /// The producer's timestamps, as produced.
+    #[default]
+    CreateTime,
+    /// The broker stamps each batch with its append time.
+    LogAppendTime,
+}
+
+/// How the cleaner compacts a log (Kafka's names in the field docs; defaults are Kafka's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompactionConfig {
+    /// `delete.retention.ms`: how long a tombstone (null value) survives compaction.
+    pub delete_retention_ms: u64,
+    /// `min.compaction.lag.ms`: records younger than this are never compacted.
+    pub min_compaction_lag_ms: u64,
+    /// `max.compaction.lag.ms`: a record older than this makes its log eligible whatever the
+    /// dirty ratio.
+    pub max_compaction_lag_ms: u64,
+    /// `min.cleanable.dirty.ratio`: compact when at least this share of the log is uncompacted.
+    pub min_cleanable_dirty_ratio: f64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX as u64,
+            min_cleanable_dirty_ratio: 0.5,
+        }
+    }
+}
+
 /// Configuration of one log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// A segment rolls when the next batch would take it past this size (a single larger batch
     /// still fits, in a segment of its own). At least 64 bytes, below 4 GiB.
@@ -110,6 +161,11 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// Delete sealed segments whose newest record is older than this.
     pub retention_ms: Option<u64>,
+    /// Roll the active segment once its first batch is this old (Kafka's `segment.ms`).
+    pub segment_ms: Option<u64>,
+    pub cleanup_policy: CleanupPolicy,
+    pub timestamp_type: TimestampType,
+    pub compaction: CompactionConfig,
 }
 
 impl Default for LogConfig {
@@ -121,6 +177,10 @@ impl Default for LogConfig {
             fsync: FsyncPolicy::Always,
             retention_bytes: None,
             retention_ms: None,
+            segment_ms: None,
+            cleanup_policy: CleanupPolicy::default(),
+            timestamp_type: TimestampType::default(),
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -157,6 +217,13 @@ impl LogConfig {
             && d.is_zero()
         {
             return bad("fsync interval must be positive (use Always)".into());
+        }
+        if self.segment_ms == Some(0) {
+            return bad("segment_ms must be at least 1".into());
+        }
+        let ratio = self.compaction.min_cleanable_dirty_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return bad(format!("min_cleanable_dirty_ratio {ratio} outside 0..=1"));
         }
         Ok(())
     }

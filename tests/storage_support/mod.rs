@@ -19,6 +19,7 @@ pub fn tiny_config(segment_bytes: u64) -> LogConfig {
         fsync: FsyncPolicy::Never,
         retention_bytes: None,
         retention_ms: None,
+        ..LogConfig::default()
     }
 }
 

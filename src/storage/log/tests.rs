@@ -11,8 +11,7 @@ pub(super) fn tiny(segment_bytes: u64) -> LogConfig {
         index_interval_bytes: 64,
         max_record_bytes: 4096,
         fsync: FsyncPolicy::Never,
-        retention_bytes: None,
-        retention_ms: None,
+        ..LogConfig::default()
     }
 }
 
