@@ -558,24 +558,14 @@ async fn replay(
                 end = next;
                 continue;
             }
-            let mut out_of_order = None;
-            record::for_each_record(&records, true, &mut scratch, |view| {
-                let offset = view.offset as u64;
-                if offset < next {
-                    return ControlFlow::Continue(());
-                }
-                if offset >= end {
-                    return ControlFlow::Break(());
-                }
-                if offset != next {
-                    out_of_order = Some(offset);
-                    return ControlFlow::Break(());
-                }
-                next += 1;
-                total += 1;
-                value_bytes += view.value.map_or(0, <[u8]>::len) as u64;
-                ControlFlow::Continue(())
-            })
+            let out_of_order = replay_batches(
+                &records,
+                &mut next,
+                end,
+                &mut scratch,
+                &mut total,
+                &mut value_bytes,
+            )
             .map_err(|source| ClientError::Corrupt {
                 topic: topic.clone(),
                 partition,
@@ -584,7 +574,8 @@ async fn replay(
             })?;
             if let Some(offset) = out_of_order {
                 return Err(CliError::Broker(format!(
-                    "fetch of {topic}/{partition} brought offset {offset} where {next} was due"
+                    "fetch of {topic}/{partition} brought a batch from offset {offset} where \
+                     {next} was due"
                 )));
             }
         }
@@ -592,6 +583,51 @@ async fn replay(
         // answers.
     }
     Ok((total, value_bytes, hist))
+}
+
+/// Counts the records of fetched `records` from `*next` (below `end`), CRC-checking each batch,
+/// and moves `*next` past the last batch read. A compacted log has gaps (removed records, batches
+/// left empty) but its batches still follow each other, so a batch starting past `*next` means
+/// the fetch was not the continuation expected: its base offset is returned.
+fn replay_batches(
+    records: &[u8],
+    next: &mut u64,
+    end: u64,
+    scratch: &mut Vec<u8>,
+    total: &mut u64,
+    value_bytes: &mut u64,
+) -> Result<Option<u64>, BatchError> {
+    for view in crate::batch::batches(records) {
+        let view = view?;
+        view.verify_crc()?;
+        let after = view.last_offset() as u64 + 1;
+        if after <= *next {
+            continue;
+        }
+        if view.base_offset() as u64 > *next {
+            return Ok(Some(view.base_offset() as u64));
+        }
+        if !view.is_control() {
+            for r in view.decoded_records(scratch)? {
+                let r = r?;
+                let offset = r.offset as u64;
+                if offset < *next {
+                    continue;
+                }
+                if offset >= end {
+                    *next = end;
+                    return Ok(None);
+                }
+                *total += 1;
+                *value_bytes += r.value.map_or(0, <[u8]>::len) as u64;
+            }
+        }
+        *next = after.min(end);
+        if *next >= end {
+            return Ok(None);
+        }
+    }
+    Ok(None)
 }
 
 fn now_us() -> u64 {

@@ -361,6 +361,7 @@ pub(crate) fn snapshot(broker: &Broker) -> StateSnapshot {
                 next_offset: p.next_offset,
                 segments: p.segments,
                 size_bytes: p.size_bytes,
+                dirty_ratio: None,
             });
         }
     }
