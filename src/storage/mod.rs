@@ -79,7 +79,7 @@ pub use self::handles::{
     DEFAULT_OPEN_SEALED_SEGMENTS, FileLimits, open_sealed_segments, open_sealed_segments_limit,
     raise_open_file_limit, set_open_sealed_segments_limit,
 };
-pub use self::log::{DEFAULT_PRODUCER_ID_EXPIRATION_MS, Log, ReadSlice};
+pub use self::log::{CompactionStats, DEFAULT_PRODUCER_ID_EXPIRATION_MS, Log, ReadSlice, Throttle};
 
 use crate::batch::BatchError;
 use crate::record;

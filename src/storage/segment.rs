@@ -521,6 +521,18 @@ impl Segment {
         }
     }
 
+    /// Keeps this segment readable after its file is replaced or deleted (compaction swaps a
+    /// cleaned file in under the same name): its current file is opened and pinned, so every
+    /// later `open` of this `Segment` returns that mapping, never whatever file then has its
+    /// name. The mapping goes when the last holder of this `Segment` or of a slice drops it.
+    pub(crate) fn retire(&self, fs: &dyn FileSystem) -> Result<(), StorageError> {
+        let h = self.open(fs)?;
+        self.released.store(true, Ordering::SeqCst);
+        *self.handle.write().unwrap_or_else(|p| p.into_inner()) = Handle::Pinned(h.clone());
+        handles::forget(&h);
+        Ok(())
+    }
+
     /// Committed length of the file.
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
