@@ -572,6 +572,27 @@ mod tests {
     }
 
     #[test]
+    fn log_cleaner_flags_default_to_kafkas_and_are_parsed() {
+        let c = parse(&[]).unwrap().broker_config().unwrap();
+        assert_eq!(c.cleaner, CleanerConfig::default());
+        assert!(c.cleaner.enabled);
+        assert_eq!(c.cleaner.max_bytes_per_sec, None);
+        assert_eq!(c.cleaner.backoff, Duration::from_secs(15));
+        let a = parse(&[
+            "--log-cleaner-enable=false",
+            "--log-cleaner-max-bytes-per-sec=1048576",
+            "--log-cleaner-backoff-ms=100",
+        ])
+        .unwrap();
+        let c = a.broker_config().unwrap().cleaner;
+        assert!(!c.enabled);
+        assert_eq!(c.max_bytes_per_sec, Some(1_048_576));
+        assert_eq!(c.backoff, Duration::from_millis(100));
+        assert!(parse(&["--log-cleaner-max-bytes-per-sec=0"]).is_err());
+        assert!(parse(&["--log-cleaner-backoff-ms=0"]).is_err());
+    }
+
+    #[test]
     fn kafka_flags_default_to_9092_and_can_turn_it_off() {
         let a = parse(&[]).unwrap();
         assert_eq!(a.kafka_listen, "127.0.0.1:9092");
