@@ -167,7 +167,11 @@ impl Broker {
     pub fn dirty_ratios(&self) -> Vec<DirtyRatio> {
         self.compacted_logs()
             .into_iter()
-            .map(|c| DirtyRatio { ratio: c.log.dirty_ratio(), topic: c.topic, partition: c.partition })
+            .map(|c| DirtyRatio {
+                ratio: c.log.dirty_ratio(),
+                topic: c.topic,
+                partition: c.partition,
+            })
             .collect()
     }
 
@@ -184,8 +188,7 @@ impl Broker {
         due.sort_by(|a, b| b.ratio.total_cmp(&a.ratio));
         let mut cleaned = 0;
         for c in due {
-            if signal.is_stopped() || self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
-            {
+            if signal.is_stopped() || self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
                 break;
             }
             if self.compact_one(&c, throttle) {

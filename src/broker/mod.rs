@@ -502,13 +502,13 @@ impl Broker {
                 source,
             })?;
         *lock(&broker.background) = Some(handle);
-        broker.cleaner.start(Arc::downgrade(&broker), &broker.config.cleaner).map_err(|source| {
-            BrokerError::Io {
+        broker.cleaner.start(Arc::downgrade(&broker), &broker.config.cleaner).map_err(
+            |source| BrokerError::Io {
                 path: broker.config.data_dir.clone(),
                 op: "start the log cleaner thread for",
                 source,
-            }
-        })?;
+            },
+        )?;
         Ok(broker)
     }
 
