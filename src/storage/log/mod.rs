@@ -60,7 +60,8 @@ struct SyncState {
 /// The durable log of one partition. `Send + Sync`; share it as `Arc<Log>`.
 pub struct Log {
     dir: PathBuf,
-    config: LogConfig,
+    /// Swapped whole by [`Log::set_config`]; readers clone the `Arc` (one uncontended read lock).
+    config: RwLock<Arc<LogConfig>>,
     fs: Arc<dyn FileSystem>,
     /// Oldest first; the last one is the active segment. Never empty.
     segments: RwLock<Vec<Arc<Segment>>>,
@@ -220,7 +221,7 @@ impl Log {
             durable_end: AtomicU64::new(synced),
             poisoned: AtomicBool::new(poisoned),
             closed: AtomicBool::new(false),
-            config,
+            config: RwLock::new(Arc::new(config)),
         })
     }
 
@@ -229,8 +230,27 @@ impl Log {
         &self.dir
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The config in force now (a cheap shared copy: [`Log::set_config`] may replace it).
+    pub fn config(&self) -> Arc<LogConfig> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the config of the live log (a topic config altered): retention, segment size
+    /// and age, largest batch, timestamp type and compaction settings apply from the next
+    /// append or retention pass. The fsync policy and index interval are the broker's and
+    /// cannot change while the log is open.
+    pub fn set_config(&self, config: LogConfig) -> Result<(), StorageError> {
+        config.validate()?;
+        let mut current = self.config.write().unwrap_or_else(|p| p.into_inner());
+        if config.fsync != current.fsync
+            || config.index_interval_bytes != current.index_interval_bytes
+        {
+            return Err(StorageError::InvalidConfig {
+                reason: "the fsync policy and index interval of an open log cannot change".into(),
+            });
+        }
+        *current = Arc::new(config);
+        Ok(())
     }
 
     /// The first offset that can be read.
@@ -248,7 +268,7 @@ impl Log {
     /// Under `FsyncPolicy::Always` the durable end (every offset below it fdatasynced), otherwise
     /// the written end.
     pub fn visible_end(&self) -> u64 {
-        match self.config.fsync {
+        match self.config().fsync {
             // A syncer may take the active segment's end a moment before the appender stores
             // it in `next_offset`: never report past the written end.
             FsyncPolicy::Always => self.durable_end.load(Ordering::Acquire).min(self.next_offset()),
@@ -357,7 +377,7 @@ impl Log {
     /// Checks every batch of a producer's record set; the summaries in order.
     fn validate_batches(&self, bytes: &[u8]) -> Result<Vec<BatchSummary>, StorageError> {
         let limits = batch::Limits::default();
-        let max = self.config.max_record_bytes;
+        let max = self.config().max_record_bytes;
         let mut summaries = Vec::new();
         let mut scratch = Vec::new();
         let mut pos = 0;
@@ -458,8 +478,11 @@ impl Log {
         }
         let mut active = self.active();
         // A sealed active segment is left by a roll that sealed it but failed to create the next.
+        // `room()` too: a segment_bytes raised by `set_config` is past the active mapping.
         if active.is_sealed()
-            || (!active.is_empty() && active.len() + total > self.config.segment_bytes as usize)
+            || (!active.is_empty()
+                && (active.len() + total > self.config().segment_bytes as usize
+                    || total > active.room()))
         {
             active = self.roll(app, total)?;
         } else if total > active.room() {
@@ -515,13 +538,13 @@ impl Log {
         app.torn_end = 0;
         let base = old.next_offset();
         self.mark_synced(&mut self.sync.lock().unwrap_or_else(|p| p.into_inner()), base);
-        let capacity = (self.config.segment_bytes as usize).max(SEGMENT_HEADER_LEN + batch_bytes);
+        let capacity = (self.config().segment_bytes as usize).max(SEGMENT_HEADER_LEN + batch_bytes);
         let seg = match Segment::create(
             &*self.fs,
             &self.dir,
             base,
             capacity,
-            self.config.index_interval_bytes,
+            self.config().index_interval_bytes,
         ) {
             Ok(s) => Arc::new(s),
             // Nothing was published into the new file: the next append retries the roll (and
@@ -532,7 +555,7 @@ impl Log {
         // Recovery then replays only the batches after it (the active segment).
         self.snapshot_producers(app, base);
         self.segments.write().unwrap_or_else(|p| p.into_inner()).push(seg.clone());
-        app.index_cursor = IndexCursor::new(self.config.index_interval_bytes, SEGMENT_HEADER_LEN);
+        app.index_cursor = IndexCursor::new(self.config().index_interval_bytes, SEGMENT_HEADER_LEN);
         Ok(seg)
     }
 
@@ -564,21 +587,21 @@ impl Log {
             max_timestamp: i64::MIN,
             index: crate::storage::index::Index::new(),
             time_index: crate::storage::timeindex::TimeIndex::new(),
-            index_interval_bytes: self.config.index_interval_bytes,
+            index_interval_bytes: self.config().index_interval_bytes,
             sealed: false,
         })?;
         let seg = Arc::new(seg);
         let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
         let last = segs.len() - 1;
         segs[last] = seg.clone();
-        app.index_cursor = IndexCursor::new(self.config.index_interval_bytes, SEGMENT_HEADER_LEN);
+        app.index_cursor = IndexCursor::new(self.config().index_interval_bytes, SEGMENT_HEADER_LEN);
         Ok(seg)
     }
 
     /// Applies the fsync policy after an append (without the append lock, so appenders can
     /// share one fdatasync).
     fn after_append(&self, range: OffsetRange) -> Result<(), StorageError> {
-        match self.config.fsync {
+        match self.config().fsync {
             FsyncPolicy::Never => Ok(()),
             FsyncPolicy::Always => self.sync_to(range.next),
             FsyncPolicy::Interval(d) => {

@@ -65,15 +65,15 @@ impl Log {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         self.check_open()?;
-        if self.config.retention_bytes.is_none() && self.config.retention_ms.is_none() {
+        if self.config().retention_bytes.is_none() && self.config().retention_ms.is_none() {
             return Ok(0);
         }
         let segs = self.segments_snapshot();
         let mut total: u64 = segs.iter().map(|s| s.len() as u64).sum();
         let mut victims = Vec::new();
         for seg in &segs[..segs.len() - 1] {
-            let too_big = self.config.retention_bytes.is_some_and(|max| total > max);
-            let too_old = self.config.retention_ms.is_some_and(|ms| {
+            let too_big = self.config().retention_bytes.is_some_and(|max| total > max);
+            let too_old = self.config().retention_ms.is_some_and(|ms| {
                 let newest = seg.max_timestamp();
                 newest == i64::MIN || now_ms.saturating_sub(newest) > ms as i64
             });
