@@ -1,7 +1,11 @@
 //! Per-topic configs, topic ids and added partitions through the broker API: what an admin sets
 //! is validated, described with its source, applied to the live logs and kept across restarts;
 //! a data directory of an earlier release opens and gets stable topic ids; an add of partitions
-//! interrupted by a crash leaves the topic with its old count.
+//! interrupted by a crash leaves the topic with its old count. The logs honour the configs: a
+//! compact-only topic is never deleted by retention, a LogAppendTime topic stamps batches (and
+//! the Kafka Produce response says when).
+
+mod common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +15,11 @@ use minikafka::broker::topic_config::{ConfigOp, ConfigSource, TopicConfigs};
 use minikafka::broker::{AppendBatch, Broker, BrokerConfig, BrokerError, format_topic_id};
 use minikafka::record::NewRecord;
 use minikafka::storage::{LogConfig, StorageError};
+
+use common::BrokerProcess;
+use common::kafka::{KafkaConn, s};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 
 fn config(dir: &Path) -> BrokerConfig {
     BrokerConfig {
@@ -264,4 +273,93 @@ fn a_re_created_topic_gets_a_new_id() {
     let text = format_topic_id(&second);
     assert_eq!(text.len(), 36);
     assert_eq!(&text[14..15], "4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compact_only_topic_keeps_its_data_when_retention_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // The broker's flags delete anything older than 1 ms or past 1 byte.
+    let b = Broker::open(BrokerConfig {
+        log: LogConfig {
+            segment_bytes: 256,
+            retention_ms: Some(1),
+            retention_bytes: Some(1),
+            ..LogConfig::default()
+        },
+        ..config(dir.path())
+    })
+    .unwrap();
+    b.create_topic("state", 1, configs(&[("cleanup.policy", "compact")]), false).unwrap();
+    b.create_topic("events", 1, TopicConfigs::default(), false).unwrap();
+    for i in 0..10u8 {
+        append(&b, "state", 0, &[i; 100]).await.unwrap();
+        append(&b, "events", 0, &[i; 100]).await.unwrap();
+    }
+    let removed = b.enforce_retention();
+    assert!(removed > 0, "the delete topic lost its old segments");
+    let state = &b.describe_topic("state").unwrap().partitions[0];
+    assert_eq!(state.log_start_offset, 0, "the compact-only topic lost nothing");
+    assert!(b.describe_topic("events").unwrap().partitions[0].log_start_offset > 0);
+
+    // Switching it to delete (on the live topic) lets retention apply.
+    b.alter_topic_configs("state", &[set("cleanup.policy", "delete")], false, false).unwrap();
+    b.enforce_retention();
+    assert!(b.describe_topic("state").unwrap().partitions[0].log_start_offset > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_append_time_topic_stamps_appends_with_the_broker_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
+    let records = [NewRecord { timestamp_ms: 42, ..NewRecord::value(b"v") }];
+    let r = b.append("t", Some(0), None, AppendBatch::Records(&records)).await.unwrap();
+    assert_eq!(r.log_append_time_ms, None, "CreateTime keeps the producer's time");
+
+    b.alter_topic_configs("t", &[set("message.timestamp.type", "LogAppendTime")], false, false)
+        .unwrap();
+    let before = minikafka::record::now_ms();
+    let r = b.append("t", Some(0), None, AppendBatch::Records(&records)).await.unwrap();
+    let stamped = r.log_append_time_ms.expect("the append time");
+    assert!(stamped >= before);
+    let fetched = b.fetch("t", 0, 0, 1 << 20, 0, Duration::ZERO).await.unwrap();
+    let times: Vec<i64> = fetched.records.records().map(|r| r.unwrap().timestamp_ms).collect();
+    assert_eq!(times, [42, stamped]);
+}
+
+/// Produce v7 of one record to partition 0 of `topic`: its log_append_time_ms.
+fn produce_append_time(c: &mut KafkaConn, topic: &str) -> i64 {
+    let records = [NewRecord { timestamp_ms: 42, ..NewRecord::value(b"v") }];
+    let batch =
+        minikafka::record::build_batch(&records, minikafka::batch::Compression::None).unwrap();
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+        TopicProduceData::default().with_name(TopicName(s(topic))).with_partition_data(vec![
+            PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(bytes::Bytes::from(batch))),
+        ]),
+    ]);
+    let r: ProduceResponse = c.call(ApiKey::Produce, 7, &req);
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 0, "{p:?}");
+    p.log_append_time_ms
+}
+
+#[test]
+fn the_kafka_produce_response_carries_the_log_append_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b =
+        Broker::open(BrokerConfig { data_dir: data.clone(), ..BrokerConfig::default() }).unwrap();
+    let stamped = configs(&[("message.timestamp.type", "LogAppendTime")]);
+    b.create_topic("stamped", 1, stamped, false).unwrap();
+    b.create_topic("plain", 1, TopicConfigs::default(), false).unwrap();
+    b.shutdown().unwrap();
+    drop(b);
+
+    let broker = BrokerProcess::start_with_kafka(&data, &[]);
+    let mut c = KafkaConn::connect(broker.kafka_addr.as_deref().unwrap(), "configs");
+    let before = minikafka::record::now_ms();
+    assert!(produce_append_time(&mut c, "stamped") >= before);
+    assert_eq!(produce_append_time(&mut c, "plain"), -1);
 }

@@ -280,6 +280,9 @@ impl AppendBatch<'_> {
 pub struct AppendResult {
     pub partition: u32,
     pub offsets: OffsetRange,
+    /// The time the broker stamped on the batches (a `message.timestamp.type=LogAppendTime`
+    /// topic); `None` under `CreateTime` and for an idempotent producer's retry.
+    pub log_append_time_ms: Option<i64>,
 }
 
 /// What a fetch found: stored record bytes (a slice of the segment mapping) and the partition's
@@ -962,9 +965,9 @@ impl Broker {
         topic: &str,
         partition: u32,
         p: &Partition,
-        result: Result<OffsetRange, StorageError>,
+        result: Result<(OffsetRange, Option<i64>), StorageError>,
     ) -> Result<AppendResult, BrokerError> {
-        let offsets = result.map_err(|source| match source {
+        let (offsets, log_append_time_ms) = result.map_err(|source| match source {
             StorageError::Closed { .. } if p.is_closed() => {
                 if self.shutting_down.load(Ordering::SeqCst) {
                     BrokerError::ShuttingDown
@@ -976,7 +979,7 @@ impl Broker {
         })?;
         // Under Always the append returned after its fdatasync: its records are visible now.
         p.appended.notify_waiters();
-        Ok(AppendResult { partition, offsets })
+        Ok(AppendResult { partition, offsets, log_append_time_ms })
     }
 
     /// Appends one batch to one partition. `partition: None` picks by murmur2 of `key_hint`
@@ -997,16 +1000,23 @@ impl Broker {
         let result = match batch {
             AppendBatch::Records(records) => {
                 let blocks = matches!(self.config.log.fsync, FsyncPolicy::Always);
-                self.run_append(blocks, || p.log.append(records))
+                let built = crate::record::build_batch(records, crate::batch::Compression::None)
+                    .map_err(|source| BrokerError::Storage {
+                        topic: topic.to_owned(),
+                        partition: pi,
+                        source: StorageError::InvalidBatch { batch: 0, source },
+                    });
+                let mut bytes = built?;
+                self.run_append(blocks, || p.log.append_batches_timed(&mut bytes))
             }
             AppendBatch::Encoded(encoded) => {
-                self.run_append(self.append_blocks(encoded), || p.log.append_batches(encoded))
+                self.run_append(self.append_blocks(encoded), || p.log.append_batches_timed(encoded))
             }
             AppendBatch::Owned(mut encoded) => {
                 if self.append_blocks(&encoded) {
                     let log = p.log.clone();
                     let task =
-                        tokio::task::spawn_blocking(move || log.append_batches(&mut encoded));
+                        tokio::task::spawn_blocking(move || log.append_batches_timed(&mut encoded));
                     match task.await {
                         Ok(r) => r,
                         Err(join) => {
@@ -1018,7 +1028,7 @@ impl Broker {
                         }
                     }
                 } else {
-                    p.log.append_batches(&mut encoded)
+                    p.log.append_batches_timed(&mut encoded)
                 }
             }
         };
@@ -1340,9 +1350,9 @@ fn spawn_background(
                     tracing::info!(producers = expired, "forgot idle idempotent producer ids");
                 }
             }
-            let retention =
-                b.config.log.retention_ms.is_some() || b.config.log.retention_bytes.is_some();
-            if retention && last_retention.elapsed() >= RETENTION_CHECK_INTERVAL {
+            // Every interval, whatever the broker's flags: a topic may set its own retention
+            // (a log without any returns at once).
+            if last_retention.elapsed() >= RETENTION_CHECK_INTERVAL {
                 last_retention = Instant::now();
                 let removed = b.enforce_retention();
                 if removed > 0 {

@@ -252,7 +252,14 @@ async fn append_encoded_assigns_offsets_and_auto_create_is_opt_in() {
     })
     .unwrap();
     let r = b.append("new", Some(1), None, AppendBatch::Encoded(&mut buf)).await.unwrap();
-    assert_eq!(r, AppendResult { partition: 1, offsets: OffsetRange { first: 0, next: 2 } });
+    assert_eq!(
+        r,
+        AppendResult {
+            partition: 1,
+            offsets: OffsetRange { first: 0, next: 2 },
+            log_append_time_ms: None
+        }
+    );
     assert_eq!(b.partition_count("new").unwrap(), 2);
     let got = values(&fetch_all(&b, "new", 1, 0).await);
     assert_eq!(got, vec![(0, b"one".to_vec()), (1, b"two".to_vec())]);
