@@ -363,3 +363,27 @@ fn the_kafka_produce_response_carries_the_log_append_time() {
     assert!(produce_append_time(&mut c, "stamped") >= before);
     assert_eq!(produce_append_time(&mut c, "plain"), -1);
 }
+
+#[test]
+fn a_topic_json_with_a_bad_config_or_id_takes_only_that_topic_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic("good", 1, TopicConfigs::default(), false).unwrap();
+    b.shutdown().unwrap();
+    drop(b);
+    for (name, json) in [
+        ("badconfig", r#"{"partitions": 1, "configs": {"retention.ms": "soon"}}"#),
+        ("unknown", r#"{"partitions": 1, "configs": {"colour": "blue"}}"#),
+        ("badid", r#"{"partitions": 1, "topic_id": "not-a-uuid"}"#),
+    ] {
+        std::fs::create_dir_all(dir.path().join(name).join("0")).unwrap();
+        std::fs::write(dir.path().join(name).join("topic.json"), json).unwrap();
+    }
+    let b = open(dir.path());
+    assert_eq!(b.describe_topic("good").unwrap().offline, None);
+    for (name, why) in [("badconfig", "retention.ms"), ("unknown", "colour"), ("badid", "UUID")] {
+        let reason = b.describe_topic(name).unwrap().offline.expect("offline");
+        assert!(reason.contains("topic.json") && reason.contains(why), "{name}: {reason}");
+        assert!(matches!(b.topic_id(name), Err(BrokerError::TopicOffline { .. })));
+    }
+}

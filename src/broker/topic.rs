@@ -15,7 +15,8 @@
 //! Opening at start-up never re-creates data and never fails the broker: a partition whose
 //! directory is missing or whose log does not open (a damaged segment or checkpoint) is
 //! *offline*, and a `topic.json` that does not parse, claims more partitions than the broker
-//! allows, or disagrees with the partition directories present makes the whole topic offline.
+//! allows, holds an id that is not a UUID or a config Kafka would refuse, or disagrees with the
+//! partition directories present makes the whole topic offline.
 //! Offline parts keep the error (naming the file) that requests to them report; their files are
 //! left untouched for the operator.
 
@@ -360,8 +361,15 @@ impl Topic {
             sweep_interrupted_add(&dir, meta.partitions)?;
             check_partition_dirs(&dir, meta.partitions)?;
             if meta.id_is_new {
-                TopicMeta::new(meta.partitions, &meta.id, &meta.configs).write(&dir)?;
-                tracing::info!(topic = name, id = %format_topic_id(&meta.id), "gave the topic an id");
+                let id = format_topic_id(&meta.id);
+                // A write that fails (say, a full disk) does not take the topic offline: it is
+                // served with this id, and the next start-up makes up another and tries again.
+                match TopicMeta::new(meta.partitions, &meta.id, &meta.configs).write(&dir) {
+                    Ok(()) => tracing::info!(topic = name, id, "gave the topic an id"),
+                    Err(e) => {
+                        tracing::error!(topic = name, id, "cannot keep the topic's new id: {e}")
+                    }
+                }
             }
             Ok(meta)
         });
