@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use minikafka::broker::topic_config::TopicConfigs;
 use minikafka::broker::{Broker, BrokerConfig, CleanerConfig};
 use minikafka::client::{
     Connection, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom,
@@ -26,7 +27,7 @@ use minikafka::kafka::{KafkaConfig, KafkaServer};
 use minikafka::metrics::find_sample;
 use minikafka::record::{self, NewRecord};
 use minikafka::server::{Server, ServerConfig};
-use minikafka::storage::{CleanupPolicy, CompactionConfig, FsyncPolicy, LogConfig};
+use minikafka::storage::{FsyncPolicy, LogConfig};
 
 const TOPIC: &str = "kv";
 const KEYS: usize = 10;
@@ -57,12 +58,12 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::open(BrokerConfig {
             data_dir: dir.path().to_path_buf(),
-            log: compacted_log(segment_bytes),
+            log: LogConfig { fsync: FsyncPolicy::Never, ..LogConfig::default() },
             cleaner: CleanerConfig { backoff: Duration::from_millis(50), ..Default::default() },
             ..Default::default()
         })
         .unwrap();
-        broker.create_topic(TOPIC, 1).unwrap();
+        broker.create_topic(TOPIC, 1, compacted(segment_bytes), false).unwrap();
         let server = Server::bind(
             ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() },
             broker.clone(),
@@ -174,20 +175,19 @@ fn dechunk(body: &str) -> String {
     }
 }
 
-/// The log config of the compacted topic: compaction as soon as anything is dirty, tombstones
-/// kept `DELETE_RETENTION_MS`, no retention by age or size.
-fn compacted_log(segment_bytes: u64) -> LogConfig {
-    LogConfig {
-        segment_bytes,
-        fsync: FsyncPolicy::Never,
-        cleanup_policy: CleanupPolicy { delete: false, compact: true },
-        compaction: CompactionConfig {
-            delete_retention_ms: DELETE_RETENTION_MS,
-            min_cleanable_dirty_ratio: 0.01,
-            ..CompactionConfig::default()
-        },
-        ..LogConfig::default()
-    }
+/// The compacted topic's configs: compaction as soon as anything is dirty, tombstones kept
+/// `DELETE_RETENTION_MS`, segments of `segment_bytes`.
+fn compacted(segment_bytes: u64) -> TopicConfigs {
+    let pairs: Vec<(String, Option<String>)> = [
+        ("cleanup.policy", "compact".to_string()),
+        ("segment.bytes", segment_bytes.to_string()),
+        ("delete.retention.ms", DELETE_RETENTION_MS.to_string()),
+        ("min.cleanable.dirty.ratio", "0.01".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Some(v)))
+    .collect();
+    TopicConfigs::parse(&pairs).unwrap()
 }
 
 /// What a reader sees of one record: its key and value (`None`: a tombstone).
