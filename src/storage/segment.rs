@@ -755,13 +755,18 @@ impl Segment {
         }
         let start = pos;
         let mut end = pos;
-        while end < data.len() && (end == start || end - start < max_bytes) {
+        // Batches emptied by compaction (no records) do not count as the one batch a read
+        // returns whatever `max_bytes`: the slice goes on to the next batch holding a record
+        // (in this segment), so a read in a gap gives the next survivor.
+        let mut has_records = false;
+        while end < data.len() && (!has_records || end - start < max_bytes) {
             // Only batches published when the caller looked are below the committed end, and
             // they are whole (the next offset is published after the bytes).
             let view = self.batch_at(data, end, at, offset)?;
-            if end > start && end - start + view.len() > max_bytes {
+            if has_records && end - start + view.len() > max_bytes {
                 break;
             }
+            has_records |= view.records_count() > 0;
             end += view.len();
             at = view.last_offset() as u64 + 1;
         }
