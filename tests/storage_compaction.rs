@@ -652,3 +652,83 @@ fn measure_compaction_throughput() {
     );
     assert_eq!(stats.records_removed, (total - keys) as u64);
 }
+
+#[test]
+fn compressed_batches_are_rewritten_with_their_codec() {
+    use minikafka::batch::{BatchView, Compression};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), compact_config(200)).unwrap();
+    for round in 0..12 {
+        let values: Vec<String> =
+            (0..6).map(|k| format!("k{k}-r{round}-{}", "z".repeat(40))).collect();
+        // Keys k0..k5, but k5 only in the first round: its record survives inside a batch
+        // whose other records all go.
+        let keys: Vec<String> = (0..6).map(|k| format!("k{k}")).collect();
+        let n = if round == 0 { 6 } else { 5 };
+        let recs: Vec<NewRecord<'_>> = (0..n)
+            .map(|k| NewRecord {
+                timestamp_ms: T0 + round,
+                key: Some(keys[k].as_bytes()),
+                value: Some(values[k].as_bytes()),
+                headers: &[],
+            })
+            .collect();
+        let mut batch = minikafka::record::build_batch(&recs, Compression::Lz4).unwrap();
+        log.append_batches(&mut batch).unwrap();
+    }
+    let before = read_all(&log);
+    assert!(active_base(dir.path()) > 30, "sealed segments to compact");
+    log.compact(NOW, &Throttle::unlimited()).unwrap();
+    let after = read_all(&log);
+    assert_eq!(latest(&after), latest(&before));
+    assert!(after.len() < before.len());
+    // The batch holding the first k5 record now holds only it, still LZ4-compressed.
+    let k5 = after.iter().find(|r| r.key.as_deref() == Some(b"k5")).unwrap();
+    assert_eq!(k5.offset, 5);
+    let slice = log.read(5, 1).unwrap();
+    let view = BatchView::new(slice.bytes()).unwrap();
+    view.verify_crc().unwrap();
+    assert_eq!(view.compression().unwrap(), Compression::Lz4);
+    assert_eq!((view.base_offset(), view.last_offset(), view.records_count()), (0, 5, 1));
+}
+
+#[test]
+fn an_idempotent_producers_last_batch_survives_empty_so_a_retry_is_still_a_duplicate() {
+    use minikafka::batch::{BatchBuilder, Compression, NewRecord as BatchRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), compact_config(300)).unwrap();
+    let batch = |seq: i32, key: &str| {
+        let mut b = BatchBuilder::new(Compression::None).producer(7, 0, seq);
+        b.push(&BatchRecord {
+            timestamp: T0,
+            key: Some(key.as_bytes()),
+            value: Some(b"p"),
+            headers: &[],
+        })
+        .unwrap();
+        b.build().unwrap()
+    };
+    for seq in 0..3 {
+        log.append_batches(&mut batch(seq, "pk")).unwrap();
+    }
+    // Later values of the same key, from a plain producer, supersede all three.
+    fill(&log, 1, 1, 1);
+    put(&log, &[("pk", Some("plain".into()))]);
+    fill(&log, 3, 20, 2);
+    log.compact(NOW, &Throttle::unlimited()).unwrap();
+    let all = read_all(&log);
+    assert!(all.iter().all(|r| r.offset > 2), "the producer's records are compacted away");
+    // Forget the producer state snapshots: the state is rebuilt from the log's batches.
+    drop(log);
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "snapshot") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let log = Log::open(dir.path(), compact_config(300)).unwrap();
+    let next = log.next_offset();
+    let retry = log.append_batches(&mut batch(2, "pk")).unwrap();
+    assert_eq!((retry.first, retry.next), (2, 3), "the retry gets its original offset");
+    assert_eq!(log.next_offset(), next, "nothing written twice");
+}

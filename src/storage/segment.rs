@@ -18,7 +18,9 @@
 //!
 //! Batches are stored byte for byte as produced; only `baseOffset` and `partitionLeaderEpoch`
 //! (outside the CRC-32C) are set by the broker. A compressed batch stays compressed. Offsets
-//! chain: each batch's `baseOffset` is the previous one's last offset plus one.
+//! chain: each batch's `baseOffset` is the previous one's last offset plus one. A compacted
+//! segment (`log/compaction.rs`) keeps the chain with rewritten batches whose records have gaps
+//! between their offsets, and empty batches (no records) covering the offsets it removed.
 //!
 //! The active segment's file is grown (sparse) to its capacity so the mapping never has to move;
 //! the bytes past the committed end are zero, and a zero `batchLength` reads as "end of data".
