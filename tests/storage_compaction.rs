@@ -342,11 +342,17 @@ fn the_throttle_holds_the_cleaner_to_its_rate() {
 struct CrashFs {
     ops: AtomicU64,
     crash_at: AtomicU64,
+    /// Only the operation at `crash_at` fails (an I/O error, not a crash).
+    once: std::sync::atomic::AtomicBool,
 }
 
 impl CrashFs {
     fn new() -> Arc<CrashFs> {
-        Arc::new(CrashFs { ops: AtomicU64::new(0), crash_at: AtomicU64::new(u64::MAX) })
+        Arc::new(CrashFs {
+            ops: AtomicU64::new(0),
+            crash_at: AtomicU64::new(u64::MAX),
+            once: std::sync::atomic::AtomicBool::new(false),
+        })
     }
     fn arm(&self, at: u64) {
         self.ops.store(0, Ordering::SeqCst);
@@ -354,7 +360,8 @@ impl CrashFs {
     }
     fn step(&self) -> io::Result<()> {
         let i = self.ops.fetch_add(1, Ordering::SeqCst);
-        if i >= self.crash_at.load(Ordering::SeqCst) {
+        let at = self.crash_at.load(Ordering::SeqCst);
+        if i == at || (i > at && !self.once.load(Ordering::SeqCst)) {
             return Err(io::Error::other("crashed"));
         }
         Ok(())
@@ -441,11 +448,21 @@ fn crash_fixture(dir: &Path) {
     fill(&log, 6, 10, 2);
 }
 
+/// Copies the files of a log directory (a fixture built once, crashed many times).
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
 #[test]
 fn a_crash_at_any_file_operation_of_a_run_leaves_the_old_or_the_new_log() {
-    // The two acceptable outcomes.
+    let template = tempfile::tempdir().unwrap();
+    crash_fixture(template.path());
+    // The two acceptable outcomes, and how many file operations a run makes.
     let reference = tempfile::tempdir().unwrap();
-    crash_fixture(reference.path());
+    copy_dir(template.path(), reference.path());
     let fs = CrashFs::new();
     let log = Log::open_with_fs(
         reference.path(),
@@ -462,9 +479,10 @@ fn a_crash_at_any_file_operation_of_a_run_leaves_the_old_or_the_new_log() {
     assert_ne!(old, new);
     assert!(total_ops > 10, "{total_ops} operations");
 
+    let (mut rolled_back, mut rolled_forward) = (0, 0);
     for crash_at in 0..total_ops {
         let dir = tempfile::tempdir().unwrap();
-        crash_fixture(dir.path());
+        copy_dir(template.path(), dir.path());
         let fs = CrashFs::new();
         let log =
             Log::open_with_fs(dir.path(), compact_config(400), Arc::new(CrashFsHandle(fs.clone())))
@@ -480,6 +498,11 @@ fn a_crash_at_any_file_operation_of_a_run_leaves_the_old_or_the_new_log() {
         let log = Log::open(dir.path(), compact_config(400)).unwrap();
         let got = summary(&read_all(&log));
         assert!(got == old || got == new, "crash at operation {crash_at}: a mix or a loss");
+        if got == old {
+            rolled_back += 1
+        } else {
+            rolled_forward += 1
+        }
         let leftovers: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -490,4 +513,222 @@ fn a_crash_at_any_file_operation_of_a_run_leaves_the_old_or_the_new_log() {
         log.compact(NOW, &Throttle::unlimited()).unwrap();
         assert_eq!(summary(&read_all(&log)), new, "after a crash at {crash_at}, a run completes");
     }
+    // Both sides of the commit point were hit.
+    assert!(rolled_back > 0 && rolled_forward > 0, "{rolled_back} old, {rolled_forward} new");
+}
+
+#[test]
+fn a_failed_file_operation_at_any_point_of_a_run_loses_nothing() {
+    let template = tempfile::tempdir().unwrap();
+    crash_fixture(template.path());
+    let reference = tempfile::tempdir().unwrap();
+    copy_dir(template.path(), reference.path());
+    let log = Log::open(reference.path(), compact_config(400)).unwrap();
+    let old = summary(&read_all(&log));
+    log.compact(NOW, &Throttle::unlimited()).unwrap();
+    let new = summary(&read_all(&log));
+    drop(log);
+
+    let mut at = 0;
+    loop {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(template.path(), dir.path());
+        let fs = CrashFs::new();
+        let log =
+            Log::open_with_fs(dir.path(), compact_config(400), Arc::new(CrashFsHandle(fs.clone())))
+                .unwrap();
+        fs.once.store(true, Ordering::SeqCst);
+        fs.arm(at);
+        let res = log.compact(NOW, &Throttle::unlimited());
+        if fs.ops.load(Ordering::SeqCst) <= at {
+            res.unwrap();
+            break; // past the last operation of a run
+        }
+        let served = summary(&read_all(&log));
+        assert!(served == old || served == new, "served after a failure at {at}");
+        if res.is_err() {
+            // Retried in place (it works, or the log asks to be reopened), then reopened.
+            if log.compact(NOW, &Throttle::unlimited()).is_ok() {
+                assert_eq!(summary(&read_all(&log)), new, "retry after a failure at {at}");
+            }
+        }
+        drop(log);
+        let log = Log::open(dir.path(), compact_config(400)).unwrap();
+        let got = summary(&read_all(&log));
+        assert!(got == old || got == new, "failure at operation {at}: a mix or a loss");
+        log.compact(NOW, &Throttle::unlimited()).unwrap();
+        assert_eq!(summary(&read_all(&log)), new, "after a failure at {at}, a run completes");
+        at += 1;
+    }
+    assert!(at > 10);
+}
+
+#[test]
+fn appends_and_reads_go_on_while_a_log_is_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), compact_config(600)).unwrap());
+    fill(&log, 8, 30, 2);
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for i in 0..600 {
+                let k = format!("k{}", i % 8);
+                put(&log, &[(k.as_str(), Some(format!("late-{i}")))]);
+            }
+        })
+    };
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                // Every key's value is always there to read, whatever the cleaner does.
+                let all = read_all(&log);
+                assert_eq!(latest(&all).len(), 8);
+            }
+        })
+    };
+    let mut runs = 0;
+    while !writer.is_finished() || runs < 3 {
+        log.compact(NOW, &Throttle::unlimited()).unwrap();
+        runs += 1;
+    }
+    writer.join().unwrap();
+    reader.join().unwrap();
+    log.compact(NOW, &Throttle::unlimited()).unwrap();
+    let all = read_all(&log);
+    let l = latest(&all);
+    for k in 0..8 {
+        let (_, v) = &l[format!("k{k}").as_bytes()];
+        let last = (0..600).filter(|i| i % 8 == k).max().unwrap();
+        assert_eq!(v.as_deref(), Some(format!("late-{last}").as_bytes()), "key k{k}");
+    }
+    assert_eq!(log.next_offset(), 240 + 600, "no offset lost or reused");
+}
+
+/// What compaction costs: 100 MB of 100-byte records, 1% distinct keys, unthrottled.
+/// `cargo test --release --test storage_compaction -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_compaction_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = compact_config(64 << 20);
+    config.max_record_bytes = 1 << 20;
+    let log = Log::open(dir.path(), config).unwrap();
+    let total = 1_000_000usize;
+    let keys = total / 100;
+    let value = vec![b'x'; 80];
+    let key_strings: Vec<String> = (0..keys).map(|k| format!("key{k:08}")).collect();
+    for chunk in (0..total).collect::<Vec<_>>().chunks(500) {
+        let recs: Vec<NewRecord<'_>> = chunk
+            .iter()
+            .map(|&i| NewRecord {
+                timestamp_ms: T0,
+                key: Some(key_strings[i % keys].as_bytes()),
+                value: Some(&value),
+                headers: &[],
+            })
+            .collect();
+        log.append(&recs).unwrap();
+    }
+    // One more batch so that everything above sits in sealed segments.
+    log.append(&[NewRecord {
+        timestamp_ms: T0,
+        key: Some(b"end"),
+        value: Some(b"x"),
+        headers: &[],
+    }])
+    .unwrap();
+    let before = log.describe().size_bytes;
+    let started = std::time::Instant::now();
+    let stats = log.compact(NOW, &Throttle::unlimited()).unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "compacted {:.1} MB ({} segments) to {:.2} MB in {secs:.2} s: {:.0} MB/s; {} records removed; log {before} bytes",
+        stats.bytes_before as f64 / 1e6,
+        stats.segments_cleaned,
+        stats.bytes_after as f64 / 1e6,
+        stats.bytes_before as f64 / 1e6 / secs,
+        stats.records_removed,
+    );
+    assert_eq!(stats.records_removed, (total - keys) as u64);
+}
+
+#[test]
+fn compressed_batches_are_rewritten_with_their_codec() {
+    use minikafka::batch::{BatchView, Compression};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), compact_config(200)).unwrap();
+    for round in 0..12 {
+        let values: Vec<String> =
+            (0..6).map(|k| format!("k{k}-r{round}-{}", "z".repeat(40))).collect();
+        // Keys k0..k5, but k5 only in the first round: its record survives inside a batch
+        // whose other records all go.
+        let keys: Vec<String> = (0..6).map(|k| format!("k{k}")).collect();
+        let n = if round == 0 { 6 } else { 5 };
+        let recs: Vec<NewRecord<'_>> = (0..n)
+            .map(|k| NewRecord {
+                timestamp_ms: T0 + round,
+                key: Some(keys[k].as_bytes()),
+                value: Some(values[k].as_bytes()),
+                headers: &[],
+            })
+            .collect();
+        let mut batch = minikafka::record::build_batch(&recs, Compression::Lz4).unwrap();
+        log.append_batches(&mut batch).unwrap();
+    }
+    let before = read_all(&log);
+    assert!(active_base(dir.path()) > 30, "sealed segments to compact");
+    log.compact(NOW, &Throttle::unlimited()).unwrap();
+    let after = read_all(&log);
+    assert_eq!(latest(&after), latest(&before));
+    assert!(after.len() < before.len());
+    // The batch holding the first k5 record now holds only it, still LZ4-compressed.
+    let k5 = after.iter().find(|r| r.key.as_deref() == Some(b"k5")).unwrap();
+    assert_eq!(k5.offset, 5);
+    let slice = log.read(5, 1).unwrap();
+    let view = BatchView::new(slice.bytes()).unwrap();
+    view.verify_crc().unwrap();
+    assert_eq!(view.compression().unwrap(), Compression::Lz4);
+    assert_eq!((view.base_offset(), view.last_offset(), view.records_count()), (0, 5, 1));
+}
+
+#[test]
+fn an_idempotent_producers_last_batch_survives_empty_so_a_retry_is_still_a_duplicate() {
+    use minikafka::batch::{BatchBuilder, Compression, NewRecord as BatchRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), compact_config(300)).unwrap();
+    let batch = |seq: i32, key: &str| {
+        let mut b = BatchBuilder::new(Compression::None).producer(7, 0, seq);
+        b.push(&BatchRecord {
+            timestamp: T0,
+            key: Some(key.as_bytes()),
+            value: Some(b"p"),
+            headers: &[],
+        })
+        .unwrap();
+        b.build().unwrap()
+    };
+    for seq in 0..3 {
+        log.append_batches(&mut batch(seq, "pk")).unwrap();
+    }
+    // Later values of the same key, from a plain producer, supersede all three.
+    fill(&log, 1, 1, 1);
+    put(&log, &[("pk", Some("plain".into()))]);
+    fill(&log, 3, 20, 2);
+    log.compact(NOW, &Throttle::unlimited()).unwrap();
+    let all = read_all(&log);
+    assert!(all.iter().all(|r| r.offset > 2), "the producer's records are compacted away");
+    // Forget the producer state snapshots: the state is rebuilt from the log's batches.
+    drop(log);
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "snapshot") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let log = Log::open(dir.path(), compact_config(300)).unwrap();
+    let next = log.next_offset();
+    let retry = log.append_batches(&mut batch(2, "pk")).unwrap();
+    assert_eq!((retry.first, retry.next), (2, 3), "the retry gets its original offset");
+    assert_eq!(log.next_offset(), next, "nothing written twice");
 }

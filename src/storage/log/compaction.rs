@@ -217,7 +217,7 @@ impl Log {
         let mut segs = self.segments_snapshot();
         segs.pop(); // the active segment
         let checkpoint = self.cleaner_checkpoint();
-        let lag = i64::try_from(self.config().compaction.min_compaction_lag_ms).unwrap_or(i64::MAX);
+        let lag = i64::try_from(self.config.compaction.min_compaction_lag_ms).unwrap_or(i64::MAX);
         let end = segs
             .iter()
             .position(|s| s.max_timestamp() > now_ms.saturating_sub(lag))
@@ -241,7 +241,7 @@ impl Log {
     /// at least `min_cleanable_dirty_ratio` of the cleanable bytes or the first dirty batch is
     /// older than `max_compaction_lag_ms`.
     pub fn needs_compaction(&self, now_ms: i64) -> bool {
-        if !self.config().cleanup_policy.compact {
+        if !self.config.cleanup_policy.compact {
             return false;
         }
         let plan = self.compaction_plan(now_ms);
@@ -251,7 +251,7 @@ impl Log {
         let bytes = |s: &[Arc<Segment>]| s.iter().map(|s| s.len() as u64).sum::<u64>();
         let total = bytes(&plan.segs[..plan.end]);
         let dirty = bytes(&plan.segs[plan.dirty..plan.end]);
-        let c = &self.config().compaction;
+        let c = &self.config.compaction;
         if total > 0 && dirty as f64 / total as f64 >= c.min_cleanable_dirty_ratio {
             return true;
         }
@@ -277,7 +277,7 @@ impl Log {
         throttle: &Throttle,
     ) -> Result<CompactionStats, StorageError> {
         let mut stats = CompactionStats::default();
-        if !self.config().cleanup_policy.compact {
+        if !self.config.cleanup_policy.compact {
             return Ok(stats);
         }
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
@@ -383,7 +383,7 @@ impl Log {
         stats: &mut CompactionStats,
     ) -> Result<Vec<Cleaned>, StorageError> {
         let retention =
-            i64::try_from(self.config().compaction.delete_retention_ms).unwrap_or(i64::MAX);
+            i64::try_from(self.config.compaction.delete_retention_ms).unwrap_or(i64::MAX);
         let mut done: Vec<Cleaned> = Vec::new();
         let mut out: Option<Output> = None;
         // Next offset the output must cover.
@@ -433,40 +433,55 @@ impl Log {
                     }
                 };
                 let Some(bytes) = rewritten else { continue };
-                if base > covered {
-                    let filler = filler_batch(covered, base);
-                    self.emit(&mut out, &mut done, &filler, covered)?;
-                }
-                self.emit(&mut out, &mut done, bytes, base)?;
+                self.fill_gap(&mut out, &mut done, covered, base)?;
+                self.emit(&mut out, &mut done, bytes)?;
                 covered = at;
             }
             throttle.consume(data.len() as u64);
         }
         let end = old[old.len() - 1].next_offset();
-        if end > covered {
-            let filler = filler_batch(covered, end);
-            self.emit(&mut out, &mut done, &filler, covered)?;
-        }
+        self.fill_gap(&mut out, &mut done, covered, end)?;
         if let Some(o) = out.take() {
             done.push(self.finish_output(o)?);
         }
         Ok(done)
     }
 
-    /// Appends one batch (`base` its base offset, `bytes` possibly several chained fillers) to
-    /// the current output, starting a new `.cleaned` segment when it would pass `segment_bytes`.
+    /// Covers offsets `from..to` (nothing if empty) with filler batches.
+    fn fill_gap(
+        &self,
+        out: &mut Option<Output>,
+        done: &mut Vec<Cleaned>,
+        from: u64,
+        to: u64,
+    ) -> Result<(), StorageError> {
+        let mut at = from;
+        while at < to {
+            let next = to.min(at + i32::MAX as u64);
+            self.emit(out, done, &filler_batch(at, next))?;
+            at = next;
+        }
+        Ok(())
+    }
+
+    /// Appends one whole batch to the current output, starting a new `.cleaned` segment when it
+    /// would pass `segment_bytes`, or span more offsets than a segment's index can name (relative
+    /// offsets are u32; merged segments may span large gaps).
     fn emit(
         &self,
         out: &mut Option<Output>,
         done: &mut Vec<Cleaned>,
         bytes: &[u8],
-        base: u64,
     ) -> Result<(), StorageError> {
+        // Invariant: callers pass one whole batch, built or checked above.
+        let v = batch::BatchView::new(bytes).expect("whole batch");
+        let (base, last) = (v.base_offset() as u64, v.last_offset() as u64);
         if let Some(o) = out
             && o.len > SEGMENT_HEADER_LEN
-            && (o.len + bytes.len()) as u64 > self.config().segment_bytes
+            && ((o.len + bytes.len()) as u64 > self.config.segment_bytes
+                || last - o.base > i32::MAX as u64)
         {
-            // Invariant: just checked to be Some.
+            // Invariant: just matched as Some.
             let o = out.take().expect("output present");
             done.push(self.finish_output(o)?);
         }
@@ -474,17 +489,11 @@ impl Log {
             Some(o) => o,
             None => out.insert(self.start_output(base)?),
         };
-        let mut pos = 0;
-        while pos < bytes.len() {
-            // Invariant: `bytes` are whole batches built or checked above.
-            let v = batch::BatchView::new(&bytes[pos..]).expect("whole batch");
-            let rel = (v.base_offset() as u64 - o.base) as u32;
-            o.cursor.observe(&mut o.index, &mut o.times, rel, o.len, v.max_timestamp());
-            o.max_timestamp = o.max_timestamp.max(v.max_timestamp());
-            o.next_offset = v.last_offset() as u64 + 1;
-            o.len += v.len();
-            pos += v.len();
-        }
+        let rel = (base - o.base) as u32;
+        o.cursor.observe(&mut o.index, &mut o.times, rel, o.len, v.max_timestamp());
+        o.max_timestamp = o.max_timestamp.max(v.max_timestamp());
+        o.next_offset = last + 1;
+        o.len += bytes.len();
         o.buf.extend_from_slice(bytes);
         if o.buf.len() >= WRITE_BUFFER_BYTES {
             flush_output(o)?;
@@ -506,7 +515,7 @@ impl Log {
             max_timestamp: i64::MIN,
             index: Index::new(),
             times: TimeIndex::new(),
-            cursor: Cursor::new(self.config().index_interval_bytes, SEGMENT_HEADER_LEN),
+            cursor: Cursor::new(self.config.index_interval_bytes, SEGMENT_HEADER_LEN),
         })
     }
 
@@ -627,7 +636,7 @@ impl Log {
                     max_timestamp: c.max_timestamp,
                     index: c.index.clone(),
                     time_index: c.times.clone(),
-                    index_interval_bytes: self.config().index_interval_bytes,
+                    index_interval_bytes: self.config.index_interval_bytes,
                     sealed: true,
                 })?));
             }
@@ -773,29 +782,24 @@ fn empty_batch_into(out: &mut Vec<u8>, view: &batch::BatchView<'_>) {
     seal_batch(out);
 }
 
-/// Empty batches covering offsets `from..to` (one per `i32::MAX` offsets), no producer.
+/// An empty batch covering offsets `from..to` (at most `i32::MAX` of them), no producer.
 fn filler_batch(from: u64, to: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut at = from;
-    while at < to {
-        let span = (to - at).min(i32::MAX as u64);
-        let start = out.len();
-        out.extend_from_slice(&(at as i64).to_be_bytes());
-        out.extend_from_slice(&[0; 4]); // batchLength, by seal_batch
-        out.extend_from_slice(&LEADER_EPOCH.to_be_bytes());
-        out.push(batch::MAGIC as u8);
-        out.extend_from_slice(&[0; 4]); // crc, by seal_batch
-        out.extend_from_slice(&0i16.to_be_bytes());
-        out.extend_from_slice(&((span - 1) as i32).to_be_bytes());
-        out.extend_from_slice(&NO_TIMESTAMP.to_be_bytes());
-        out.extend_from_slice(&NO_TIMESTAMP.to_be_bytes());
-        out.extend_from_slice(&batch::NO_PRODUCER_ID.to_be_bytes());
-        out.extend_from_slice(&batch::NO_PRODUCER_EPOCH.to_be_bytes());
-        out.extend_from_slice(&batch::NO_SEQUENCE.to_be_bytes());
-        out.extend_from_slice(&0i32.to_be_bytes());
-        seal_batch(&mut out[start..]);
-        at += span;
-    }
+    debug_assert!(from < to && to - from <= i32::MAX as u64);
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    out.extend_from_slice(&(from as i64).to_be_bytes());
+    out.extend_from_slice(&[0; 4]); // batchLength, by seal_batch
+    out.extend_from_slice(&LEADER_EPOCH.to_be_bytes());
+    out.push(batch::MAGIC as u8);
+    out.extend_from_slice(&[0; 4]); // crc, by seal_batch
+    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&((to - from - 1) as i32).to_be_bytes());
+    out.extend_from_slice(&NO_TIMESTAMP.to_be_bytes());
+    out.extend_from_slice(&NO_TIMESTAMP.to_be_bytes());
+    out.extend_from_slice(&batch::NO_PRODUCER_ID.to_be_bytes());
+    out.extend_from_slice(&batch::NO_PRODUCER_EPOCH.to_be_bytes());
+    out.extend_from_slice(&batch::NO_SEQUENCE.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    seal_batch(&mut out);
     out
 }
 
@@ -818,6 +822,7 @@ mod tests {
     #[test]
     fn a_filler_is_a_valid_empty_batch_spanning_its_offsets() {
         let f = filler_batch(10, 25);
+        assert_eq!(f.len(), HEADER_LEN);
         let v = batch::BatchView::new(&f).unwrap();
         assert_eq!(v.len(), f.len());
         v.verify_crc().unwrap();
