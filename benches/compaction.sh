@@ -50,8 +50,16 @@ probe() { # name
 }
 
 echo "==> filling: $N records of $RECORD B, $KEYS distinct keys, segments of $SEGMENT B (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-start_broker --log-cleaner-enable false
-"$BIN" topic create c --broker "127.0.0.1:$P" --config cleanup.policy=compact >/dev/null
+if "$BIN" topic create --help 2>&1 | grep -q -- '--config'; then
+    start_broker --log-cleaner-enable false
+    "$BIN" topic create c --broker "127.0.0.1:$P" --config cleanup.policy=compact >/dev/null
+else
+    # A binary whose CLI cannot set topic configs: the topic is laid out as the broker keeps it
+    # (topic.json with its configs, one partition directory) before the broker opens it.
+    mkdir -p "$WORK/data/c/0"
+    echo '{"partitions": 1, "configs": {"cleanup.policy": "compact"}}' >"$WORK/data/c/topic.json"
+    start_broker --log-cleaner-enable false
+fi
 "$BIN" perf produce --broker "127.0.0.1:$P" --topic c --record-size "$RECORD" --num-records "$N" \
     --keys "$KEYS" --json >"$WORK/fill.json"
 "$BIN" topic create probe --broker "127.0.0.1:$P" >/dev/null 2>&1 || true
