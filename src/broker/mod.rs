@@ -1,6 +1,7 @@
 //! The data directory: topics (a directory each) and their partitions, topic config, consumer-group
-//! offsets, long-poll wake-ups and the background task (retention, interval fsync). Shared by the
-//! native server and the Kafka adapter as an `Arc<Broker>`. Never touches sockets or wire formats.
+//! offsets, long-poll wake-ups, the background task (retention, interval fsync) and the log
+//! cleaner's thread (compaction, `cleaner.rs`). Shared by the native server and the Kafka adapter
+//! as an `Arc<Broker>`. Never touches sockets or wire formats.
 //!
 //! # Layout
 //! ```text
