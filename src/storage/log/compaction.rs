@@ -217,7 +217,7 @@ impl Log {
         let mut segs = self.segments_snapshot();
         segs.pop(); // the active segment
         let checkpoint = self.cleaner_checkpoint();
-        let lag = i64::try_from(self.config.compaction.min_compaction_lag_ms).unwrap_or(i64::MAX);
+        let lag = i64::try_from(self.config().compaction.min_compaction_lag_ms).unwrap_or(i64::MAX);
         let end = segs
             .iter()
             .position(|s| s.max_timestamp() > now_ms.saturating_sub(lag))
@@ -241,7 +241,7 @@ impl Log {
     /// at least `min_cleanable_dirty_ratio` of the cleanable bytes or the first dirty batch is
     /// older than `max_compaction_lag_ms`.
     pub fn needs_compaction(&self, now_ms: i64) -> bool {
-        if !self.config.cleanup_policy.compact {
+        if !self.config().cleanup_policy.compact {
             return false;
         }
         let plan = self.compaction_plan(now_ms);
@@ -251,7 +251,7 @@ impl Log {
         let bytes = |s: &[Arc<Segment>]| s.iter().map(|s| s.len() as u64).sum::<u64>();
         let total = bytes(&plan.segs[..plan.end]);
         let dirty = bytes(&plan.segs[plan.dirty..plan.end]);
-        let c = &self.config.compaction;
+        let c = &self.config().compaction;
         if total > 0 && dirty as f64 / total as f64 >= c.min_cleanable_dirty_ratio {
             return true;
         }
@@ -277,7 +277,7 @@ impl Log {
         throttle: &Throttle,
     ) -> Result<CompactionStats, StorageError> {
         let mut stats = CompactionStats::default();
-        if !self.config.cleanup_policy.compact {
+        if !self.config().cleanup_policy.compact {
             return Ok(stats);
         }
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
@@ -383,7 +383,7 @@ impl Log {
         stats: &mut CompactionStats,
     ) -> Result<Vec<Cleaned>, StorageError> {
         let retention =
-            i64::try_from(self.config.compaction.delete_retention_ms).unwrap_or(i64::MAX);
+            i64::try_from(self.config().compaction.delete_retention_ms).unwrap_or(i64::MAX);
         let mut done: Vec<Cleaned> = Vec::new();
         let mut out: Option<Output> = None;
         // Next offset the output must cover.
@@ -478,7 +478,7 @@ impl Log {
         let (base, last) = (v.base_offset() as u64, v.last_offset() as u64);
         if let Some(o) = out
             && o.len > SEGMENT_HEADER_LEN
-            && ((o.len + bytes.len()) as u64 > self.config.segment_bytes
+            && ((o.len + bytes.len()) as u64 > self.config().segment_bytes
                 || last - o.base > i32::MAX as u64)
         {
             // Invariant: just matched as Some.
@@ -515,7 +515,7 @@ impl Log {
             max_timestamp: i64::MIN,
             index: Index::new(),
             times: TimeIndex::new(),
-            cursor: Cursor::new(self.config.index_interval_bytes, SEGMENT_HEADER_LEN),
+            cursor: Cursor::new(self.config().index_interval_bytes, SEGMENT_HEADER_LEN),
         })
     }
 
@@ -636,7 +636,7 @@ impl Log {
                     max_timestamp: c.max_timestamp,
                     index: c.index.clone(),
                     time_index: c.times.clone(),
-                    index_interval_bytes: self.config.index_interval_bytes,
+                    index_interval_bytes: self.config().index_interval_bytes,
                     sealed: true,
                 })?));
             }
