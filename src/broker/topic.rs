@@ -332,6 +332,8 @@ impl Topic {
                 })
                 .collect(),
             offline: self.offline.clone(),
+            topic_id: [0; 16],
+            configs: Vec::new(),
         }
     }
 }
