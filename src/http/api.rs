@@ -70,7 +70,8 @@ fn broker_error_status(e: &BrokerError) -> StatusCode {
         | ErrorCode::InvalidRecord
         | ErrorCode::RecordTooLarge
         | ErrorCode::FrameTooLarge
-        | ErrorCode::LimitExceeded => StatusCode::BAD_REQUEST,
+        | ErrorCode::LimitExceeded
+        | ErrorCode::InvalidConfig => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Storage | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
