@@ -570,3 +570,15 @@ fn a_split_append_frame_is_the_whole_frame_in_two_parts() {
     encode_request(&mut list, 9, &Request::ListTopics);
     assert_eq!(other, list);
 }
+
+#[test]
+fn topic_ids_print_as_kafka_prints_them() {
+    // Kafka's Uuid.toString(): URL-safe base64, no padding.
+    assert_eq!(topic_id_text(&[0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+    assert_eq!(topic_id_text(&[0xff; 16]), "_____________________w");
+    let id: [u8; 16] = [
+        0xdc, 0x2b, 0x06, 0xbc, 0xbb, 0x39, 0x41, 0xf4, 0x83, 0x13, 0x59, 0xbe, 0x0d, 0x01, 0x39,
+        0x91,
+    ];
+    assert_eq!(topic_id_text(&id), "3CsGvLs5QfSDE1m-DQE5kQ");
+}
