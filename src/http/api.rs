@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE_BYTES, PAGE_WAIT, RecordJson, RecordsPage};
-use crate::broker::{Broker, BrokerError, GroupLag, PartitionLag, TopicDescription};
+use crate::broker::{
+    Broker, BrokerError, ConfigEntry, ConfigSource, GroupLag, PartitionLag, TopicDescription,
+};
 use crate::metrics::{self, GroupOffsetState, PartitionState, StateSnapshot};
 use crate::protocol::ErrorCode;
 
@@ -92,9 +94,36 @@ pub(crate) struct PartitionView {
     offline: Option<String>,
 }
 
+/// One topic config as the topic page shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct ConfigView {
+    name: String,
+    /// `None` for a sensitive value (never shown) or one with no value.
+    value: Option<String>,
+    /// Where the value comes from: "topic" (set on the topic), "broker" (a broker flag) or
+    /// "default".
+    source: &'static str,
+    read_only: bool,
+}
+
+impl From<ConfigEntry> for ConfigView {
+    fn from(e: ConfigEntry) -> Self {
+        let source = match e.source {
+            ConfigSource::Topic => "topic",
+            ConfigSource::Broker => "broker",
+            ConfigSource::Default => "default",
+        };
+        let value = if e.sensitive { None } else { e.value };
+        ConfigView { name: e.name, value, source, read_only: e.read_only }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct TopicView {
     name: String,
+    /// Kafka's text form of the topic id; absent for an offline topic whose id is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic_id: Option<String>,
     records: u64,
     size_bytes: u64,
     segments: u64,
@@ -102,6 +131,9 @@ pub(crate) struct TopicView {
     /// Why the whole topic is offline (its topic.json is damaged), naming the file.
     #[serde(skip_serializing_if = "Option::is_none")]
     offline: Option<String>,
+    /// Every config with its source: on the one-topic endpoint only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configs: Option<Vec<ConfigView>>,
 }
 
 impl From<TopicDescription> for TopicView {
@@ -120,12 +152,14 @@ impl From<TopicDescription> for TopicView {
             })
             .collect();
         TopicView {
+            topic_id: (d.topic_id != [0; 16]).then(|| crate::protocol::topic_id_text(&d.topic_id)),
             name: d.name,
             records: partitions.iter().map(|p| p.records).sum(),
             size_bytes: partitions.iter().map(|p| p.size_bytes).sum(),
             segments: partitions.iter().map(|p| p.segments).sum(),
             partitions,
             offline: d.offline,
+            configs: None,
         }
     }
 }
@@ -138,7 +172,13 @@ pub(crate) async fn get_topic(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<TopicView> {
-    Ok(Json(s.broker.describe_topic(&name)?.into()))
+    let mut view = TopicView::from(s.broker.describe_topic(&name)?);
+    // An offline topic still has its page; its configs are what could not be read.
+    if view.offline.is_none() {
+        let entries = s.broker.describe_topic_configs(&name)?;
+        view.configs = Some(entries.into_iter().map(ConfigView::from).collect());
+    }
+    Ok(Json(view))
 }
 
 #[derive(Debug, Deserialize)]
