@@ -112,7 +112,7 @@ pub(super) async fn run(args: TopicArgs) -> Result<(), CliError> {
             let with_configs = if d.configs.is_empty() {
                 String::new()
             } else {
-                format!(" and configs {}", config_list(&d.configs))
+                format!(" and configs {}", config_list(&sorted(&d.configs)))
             };
             if existed {
                 writeln!(
@@ -227,6 +227,13 @@ fn config_list(configs: &[(String, String)]) -> String {
     configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
+/// Configs by name, so outputs do not depend on the order they were set in.
+fn sorted(configs: &[(String, String)]) -> Vec<(String, String)> {
+    let mut v = configs.to_vec();
+    v.sort();
+    v
+}
+
 /// An invalid config is the user's input, reported as the broker words it (which config and
 /// why), without the error code's name.
 fn config_error(e: ClientError) -> CliError {
@@ -297,7 +304,8 @@ fn describe_table(topics: &[TopicDescription]) -> String {
     let mut summary: Vec<[String; 4]> =
         vec![["TOPIC".into(), "TOPIC-ID".into(), "PARTITIONS".into(), "CONFIGS".into()]];
     for t in topics {
-        let configs = if t.configs.is_empty() { "-".to_string() } else { config_list(&t.configs) };
+        let configs =
+            if t.configs.is_empty() { "-".to_string() } else { config_list(&sorted(&t.configs)) };
         summary.push([
             t.name.clone(),
             topic_id(t).unwrap_or_else(|| "-".to_string()),
