@@ -17,7 +17,7 @@ fn desc(name: &str, n: u32) -> TopicDescription {
             .collect(),
         offline: None,
         topic_id: [n as u8 + 1; 16],
-        configs: if n % 2 == 0 {
+        configs: if n.is_multiple_of(2) {
             vec![
                 ("cleanup.policy".into(), "compact,delete".into()),
                 ("retention.ms".into(), "1000".into()),
