@@ -469,6 +469,42 @@ mod tests {
     use crate::http::HttpServer;
     use crate::http::browse::MAX_CONCURRENT_PAGES;
 
+    /// A topic's page carries its id (as Kafka prints it) and every config with its source;
+    /// the topic list carries the ids only.
+    #[tokio::test]
+    async fn a_topic_page_shows_its_id_and_every_config_with_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let broker = Broker::open(config).unwrap();
+        let set = [("retention.ms".to_string(), Some("1000".to_string()))];
+        let configs = crate::broker::TopicConfigs::parse(&set).unwrap();
+        broker.create_topic_with("t", 1, configs, false).unwrap();
+        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), broker.clone(), {
+            broker.metrics().clone()
+        })
+        .await
+        .unwrap();
+        let Ok(Json(view)) = get_topic(State(server.state.clone()), Path("t".into())).await else {
+            panic!("the topic has a page")
+        };
+        let v = serde_json::to_value(&view).unwrap();
+        let id = v["topic_id"].as_str().expect("a topic id");
+        assert_eq!(id, crate::protocol::topic_id_text(&broker.topic_id("t").unwrap()));
+        let configs = v["configs"].as_array().expect("every config");
+        let named = |n: &str| configs.iter().find(|c| c["name"] == n).cloned();
+        let retention = named("retention.ms").expect("retention.ms is listed");
+        assert_eq!(retention["value"], "1000");
+        assert_eq!(retention["source"], "topic");
+        let policy = named("cleanup.policy").expect("every known config is listed");
+        assert_ne!(policy["source"], "topic", "{policy}");
+
+        let Json(list) = list_topics(State(server.state.clone())).await;
+        let list = serde_json::to_value(&list).unwrap();
+        assert_eq!(list[0]["topic_id"], id);
+        assert!(list[0].get("configs").is_none(), "the list stays small: {list}");
+        broker.shutdown().unwrap();
+    }
+
     /// Pages past the concurrency bound wait their turn, and answer 503 rather than pile up.
     #[tokio::test]
     async fn record_pages_past_the_concurrency_bound_wait_then_are_refused() {
