@@ -698,7 +698,6 @@ impl Broker {
     ) -> Result<TopicDescription, BrokerError> {
         self.create_topic(name, partitions)
     }
-    pub fn topic_id(&self, topic: &str) -> Result<[u8; 16], BrokerError> { Err(BrokerError::UnknownTopic { name: topic.into() }) }
     pub fn describe_topic_configs(&self, topic: &str) -> Result<Vec<ConfigEntry>, BrokerError> {
         Err(BrokerError::UnknownTopic { name: topic.into() })
     }
