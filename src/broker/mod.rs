@@ -66,8 +66,6 @@ mod groups;
 pub mod partitioner;
 pub(crate) mod producer_ids;
 mod topic;
-pub mod topic_config;
-pub use self::topic_config::{ConfigEntry, ConfigOp, ConfigSource, TopicConfigs};
 
 #[cfg(test)]
 mod tests;
@@ -198,10 +196,6 @@ pub struct TopicDescription {
     /// Why the whole topic is offline (its `topic.json` cannot be used), naming the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline: Option<String>,
-    #[serde(default)]
-    pub topic_id: [u8; 16],
-    #[serde(default)]
-    pub configs: Vec<(String, String)>,
 }
 
 /// One partition as `describe` shows it.
@@ -321,8 +315,6 @@ pub enum BrokerError {
     PartitionOffline { topic: String, partition: u32, reason: String },
     #[error("consumer group {group:?} is offline: {reason}")]
     GroupOffline { group: String, reason: String },
-    #[error("invalid config {name}: {reason}")]
-    InvalidConfig { name: String, reason: String },
     #[error("the broker is shutting down")]
     ShuttingDown,
     #[error(
@@ -689,35 +681,6 @@ impl Broker {
             .collect()
     }
 
-    pub fn create_topic_with(
-        &self,
-        name: &str,
-        partitions: u32,
-        _configs: TopicConfigs,
-        _validate_only: bool,
-    ) -> Result<TopicDescription, BrokerError> {
-        self.create_topic(name, partitions)
-    }
-    pub fn describe_topic_configs(&self, topic: &str) -> Result<Vec<ConfigEntry>, BrokerError> {
-        Err(BrokerError::UnknownTopic { name: topic.into() })
-    }
-    pub fn alter_topic_configs(
-        &self,
-        topic: &str,
-        _ops: &[ConfigOp],
-        _replace_all: bool,
-        _validate_only: bool,
-    ) -> Result<(), BrokerError> {
-        Err(BrokerError::UnknownTopic { name: topic.into() })
-    }
-    pub fn add_partitions(
-        &self,
-        topic: &str,
-        _total: u32,
-        _validate_only: bool,
-    ) -> Result<(), BrokerError> {
-        Err(BrokerError::UnknownTopic { name: topic.into() })
-    }
     pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
         validate_topic_name(name)?;
         Ok(self.topic(name)?.describe())

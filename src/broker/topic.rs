@@ -332,8 +332,6 @@ impl Topic {
                 })
                 .collect(),
             offline: self.offline.clone(),
-            topic_id: [0; 16],
-            configs: Vec::new(),
         }
     }
 }

@@ -63,7 +63,6 @@ pub(crate) fn broker_error_code(e: &BrokerError) -> i16 {
             code(ResponseError::InvalidPartitions)
         }
         BrokerError::TooManyTopics { .. } => code(ResponseError::PolicyViolation),
-        BrokerError::InvalidConfig { .. } => code(ResponseError::InvalidConfig),
         BrokerError::EmptyBatch => code(ResponseError::InvalidRecord),
         BrokerError::Storage { source, .. } => match source {
             StorageError::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),
