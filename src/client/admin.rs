@@ -2,7 +2,8 @@
 //! add partitions) and consumer groups (list, committed offsets).
 
 use super::{ClientError, Connection};
-use crate::broker::{ConfigEntry, TopicDescription};
+use crate::broker::TopicDescription;
+use crate::broker::topic_config::ConfigEntry;
 use crate::protocol::{GroupOffset, Request, Response};
 
 /// Topic administration. Cheap to create; shares the connection it is given.

@@ -13,9 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE_BYTES, PAGE_WAIT, RecordJson, RecordsPage};
-use crate::broker::{
-    Broker, BrokerError, ConfigEntry, ConfigSource, GroupLag, PartitionLag, TopicDescription,
-};
+use crate::broker::topic_config::{ConfigEntry, ConfigSource};
+use crate::broker::{Broker, BrokerError, GroupLag, PartitionLag, TopicDescription};
 use crate::metrics::{self, GroupOffsetState, PartitionState, StateSnapshot};
 use crate::protocol::ErrorCode;
 
@@ -73,7 +72,8 @@ fn broker_error_status(e: &BrokerError) -> StatusCode {
         | ErrorCode::RecordTooLarge
         | ErrorCode::FrameTooLarge
         | ErrorCode::LimitExceeded
-        | ErrorCode::InvalidConfig => StatusCode::BAD_REQUEST,
+        | ErrorCode::InvalidConfig
+        | ErrorCode::InvalidPartitions => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Storage | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -200,11 +200,16 @@ pub(crate) async fn create_topic(
     // Topic creation is synchronous file-system work (directories, fsyncs).
     let broker = s.broker.clone();
     let (name, partitions) = (req.name.clone(), req.partitions);
-    let d = tokio::task::spawn_blocking(move || broker.create_topic(&name, partitions))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("create task: {e}"))
-        })??;
+    let d = tokio::task::spawn_blocking(move || {
+        broker.create_topic(
+            &name,
+            partitions,
+            crate::broker::topic_config::TopicConfigs::default(),
+            false,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("create task: {e}")))??;
     tracing::info!(topic = %req.name, partitions = req.partitions, "topic created from the console");
     Ok((StatusCode::CREATED, Json(d.into())))
 }
@@ -477,8 +482,8 @@ mod tests {
         let config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
         let broker = Broker::open(config).unwrap();
         let set = [("retention.ms".to_string(), Some("1000".to_string()))];
-        let configs = crate::broker::TopicConfigs::parse(&set).unwrap();
-        broker.create_topic_with("t", 1, configs, false).unwrap();
+        let configs = crate::broker::topic_config::TopicConfigs::parse(&set).unwrap();
+        broker.create_topic("t", 1, configs, false).unwrap();
         let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), broker.clone(), {
             broker.metrics().clone()
         })
@@ -511,7 +516,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
         let broker = Broker::open(config).unwrap();
-        broker.create_topic("t", 1).unwrap();
+        broker
+            .create_topic("t", 1, crate::broker::topic_config::TopicConfigs::default(), false)
+            .unwrap();
         let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), broker.clone(), {
             broker.metrics().clone()
         })

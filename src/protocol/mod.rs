@@ -42,6 +42,7 @@
 //! Kafka's topic-level config names (`retention.ms`, `cleanup.policy`...); the broker validates
 //! them and refuses an unknown name or a bad value with [`ErrorCode::InvalidConfig`], changing
 //! nothing. CreateTopic gained its configs at the end (issue 13; older peers cannot decode it).
+//! AddPartitions with a count that does not grow the topic is [`ErrorCode::InvalidPartitions`].
 //!
 //! | request                 | key | fields after the api key                                       |
 //! |-------------------------|-----|----------------------------------------------------------------|
@@ -66,7 +67,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use std::ops::Range;
 
-pub use crate::broker::{ConfigEntry, ConfigSource, PartitionDescription, TopicDescription};
+pub use crate::broker::topic_config::{ConfigEntry, ConfigSource};
+pub use crate::broker::{PartitionDescription, TopicDescription};
 
 /// Default largest frame body: 64 MiB.
 pub const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
@@ -367,6 +369,8 @@ pub enum ErrorCode {
     Internal = 14,
     /// An unknown topic-config name or an invalid value; the message says which and why.
     InvalidConfig = 15,
+    /// A partition count that does not grow the topic (AddPartitions).
+    InvalidPartitions = 16,
 }
 
 impl ErrorCode {
@@ -388,6 +392,7 @@ impl ErrorCode {
             13 => InvalidGroupName,
             14 => Internal,
             15 => InvalidConfig,
+            16 => InvalidPartitions,
             _ => return None,
         })
     }
@@ -411,6 +416,7 @@ impl ErrorCode {
             InvalidGroupName => "invalid_group_name",
             Internal => "internal",
             InvalidConfig => "invalid_config",
+            InvalidPartitions => "invalid_partitions",
         }
     }
 }

@@ -215,7 +215,7 @@ fn every_response_round_trips() {
 
 #[test]
 fn every_error_code_round_trips() {
-    for v in 1..=15u8 {
+    for v in 1..=16u8 {
         let code = ErrorCode::from_u8(v).unwrap();
         assert_eq!(code as u8, v);
         let mut buf = BytesMut::new();
@@ -224,7 +224,7 @@ fn every_error_code_round_trips() {
         assert_eq!(resp, Response::Error { code, message: code.name().into() });
     }
     assert_eq!(ErrorCode::from_u8(0), None);
-    assert_eq!(ErrorCode::from_u8(16), None);
+    assert_eq!(ErrorCode::from_u8(17), None);
 }
 
 #[test]
@@ -548,6 +548,8 @@ fn new_api_keys_and_names() {
     }
     assert_eq!(ErrorCode::InvalidConfig as u8, 15);
     assert_eq!(ErrorCode::InvalidConfig.name(), "invalid_config");
+    assert_eq!(ErrorCode::InvalidPartitions as u8, 16);
+    assert_eq!(ErrorCode::InvalidPartitions.name(), "invalid_partitions");
 }
 
 #[test]

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
-use crate::broker::{AppendBatch, Broker, BrokerError, ConfigOp, FetchResult, TopicConfigs};
+use crate::broker::topic_config::{ConfigOp, TopicConfigs};
+use crate::broker::{AppendBatch, Broker, BrokerError, FetchResult};
 use crate::metrics::Listener;
 use crate::protocol::{ErrorCode, FETCH_CONTINUE, GroupOffset, Request, Response};
 use crate::storage::StorageError;
@@ -37,6 +38,7 @@ pub fn error_code(e: &BrokerError) -> ErrorCode {
         BrokerError::TopicAlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
         BrokerError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
         BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+        BrokerError::PartitionCountNotIncreased { .. } => ErrorCode::InvalidPartitions,
         BrokerError::NoPartitions | BrokerError::EmptyBatch => ErrorCode::InvalidRequest,
         BrokerError::TooManyPartitions { .. } | BrokerError::TooManyTopics { .. } => {
             ErrorCode::LimitExceeded
@@ -170,7 +172,7 @@ async fn run(
                 let pairs: Vec<(String, Option<String>)> =
                     configs.into_iter().map(|(k, v)| (k, Some(v))).collect();
                 let configs = TopicConfigs::parse(&pairs)?;
-                match b.create_topic_with(&name, partitions, configs, false) {
+                match b.create_topic(&name, partitions, configs, false) {
                     Err(BrokerError::TopicAlreadyExists { .. }) if if_not_exists => {
                         b.describe_topic(&name)
                     }
