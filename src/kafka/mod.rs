@@ -8,7 +8,7 @@
 //! and one file per API family), `server` (the tokio listener).
 
 pub(crate) mod codec;
-pub(crate) mod group;
+pub(crate) mod consumer_protocol;
 pub(crate) mod handlers;
 pub(crate) mod sasl;
 mod server;

@@ -44,7 +44,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use std::ops::Range;
 
-pub use crate::broker::{PartitionDescription, TopicDescription};
+pub use crate::broker::{GroupMember, GroupStatus, PartitionDescription, TopicDescription};
 
 /// Default largest frame body: 64 MiB.
 pub const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
@@ -121,11 +121,33 @@ pub enum Request {
         topic: String,
         partition: u32,
     },
-    /// The names of every consumer group with committed offsets.
+    /// The names of every consumer group: with committed offsets or live members.
     ListGroups,
     /// Every committed offset of one group.
     GroupOffsets {
         group: String,
+    },
+    /// Deletes a group's committed offsets; refused (`GroupNotEmpty`) while it has live members,
+    /// `UnknownGroup` when it has neither members nor offsets.
+    DeleteGroup {
+        group: String,
+    },
+    /// A group's state and live members.
+    DescribeGroup {
+        group: String,
+    },
+    /// Sets a group's committed offsets, all or none; refused (`GroupNotEmpty`, naming the
+    /// members) while the group has live members.
+    ResetOffsets {
+        group: String,
+        offsets: Vec<GroupOffset>,
+    },
+    /// The offset of the first record of a partition with a timestamp at or after
+    /// `timestamp_ms` (answered with `Offset`; `None` when there is none).
+    OffsetForTimestamp {
+        topic: String,
+        partition: u32,
+        timestamp_ms: u64,
     },
 }
 
@@ -178,6 +200,10 @@ pub enum Response {
     GroupOffsets {
         offsets: Vec<GroupOffset>,
     },
+    /// A group's state and live members.
+    GroupDescribed {
+        status: GroupStatus,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -200,6 +226,10 @@ pub enum ApiKey {
     FetchOffset = 9,
     ListGroups = 10,
     GroupOffsets = 11,
+    DeleteGroup = 15,
+    DescribeGroup = 16,
+    ResetOffsets = 17,
+    OffsetForTimestamp = 18,
 }
 
 impl ApiKey {
@@ -218,6 +248,10 @@ impl ApiKey {
             9 => FetchOffset,
             10 => ListGroups,
             11 => GroupOffsets,
+            15 => DeleteGroup,
+            16 => DescribeGroup,
+            17 => ResetOffsets,
+            18 => OffsetForTimestamp,
             _ => return None,
         })
     }
@@ -238,6 +272,10 @@ impl ApiKey {
             FetchOffset => "fetch_offset",
             ListGroups => "list_groups",
             GroupOffsets => "group_offsets",
+            DeleteGroup => "delete_group",
+            DescribeGroup => "describe_group",
+            ResetOffsets => "reset_offsets",
+            OffsetForTimestamp => "offset_for_timestamp",
         }
     }
 }
@@ -258,6 +296,10 @@ impl Request {
             Request::FetchOffset { .. } => ApiKey::FetchOffset,
             Request::ListGroups => ApiKey::ListGroups,
             Request::GroupOffsets { .. } => ApiKey::GroupOffsets,
+            Request::DeleteGroup { .. } => ApiKey::DeleteGroup,
+            Request::DescribeGroup { .. } => ApiKey::DescribeGroup,
+            Request::ResetOffsets { .. } => ApiKey::ResetOffsets,
+            Request::OffsetForTimestamp { .. } => ApiKey::OffsetForTimestamp,
         }
     }
 }
@@ -276,6 +318,7 @@ pub enum ResponseKind {
     Offset = 7,
     Groups = 8,
     GroupOffsets = 9,
+    GroupDescribed = 12,
 }
 
 /// The status byte of an error response.
@@ -296,6 +339,10 @@ pub enum ErrorCode {
     LimitExceeded = 12,
     InvalidGroupName = 13,
     Internal = 14,
+    /// The group has live members (their ids are in the message).
+    GroupNotEmpty = 17,
+    /// No group by that name: no members, no committed offsets.
+    UnknownGroup = 18,
 }
 
 impl ErrorCode {
@@ -316,6 +363,8 @@ impl ErrorCode {
             12 => LimitExceeded,
             13 => InvalidGroupName,
             14 => Internal,
+            17 => GroupNotEmpty,
+            18 => UnknownGroup,
             _ => return None,
         })
     }
@@ -338,6 +387,8 @@ impl ErrorCode {
             LimitExceeded => "limit_exceeded",
             InvalidGroupName => "invalid_group_name",
             Internal => "internal",
+            GroupNotEmpty => "group_not_empty",
+            UnknownGroup => "unknown_group",
         }
     }
 }
@@ -521,6 +572,21 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
         }
         Request::ListGroups => {}
         Request::GroupOffsets { group } => put_str(buf, group),
+        Request::DeleteGroup { group } | Request::DescribeGroup { group } => put_str(buf, group),
+        Request::ResetOffsets { group, offsets } => {
+            put_str(buf, group);
+            buf.put_u32_le(offsets.len() as u32);
+            for o in offsets {
+                put_str(buf, &o.topic);
+                buf.put_u32_le(o.partition);
+                buf.put_u64_le(o.offset);
+            }
+        }
+        Request::OffsetForTimestamp { topic, partition, timestamp_ms } => {
+            put_str(buf, topic);
+            buf.put_u32_le(*partition);
+            buf.put_u64_le(*timestamp_ms);
+        }
     }
     finish_frame(buf, at, 0);
 }
@@ -642,6 +708,24 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
                 buf.put_u64_le(o.offset);
             }
         }
+        Response::GroupDescribed { status } => {
+            ok_kind(buf, ResponseKind::GroupDescribed);
+            put_str(buf, &status.state);
+            buf.put_u32_le(status.members.len() as u32);
+            for m in &status.members {
+                put_str(buf, &m.member_id);
+                put_str(buf, &m.client_id);
+                put_str(buf, &m.client_host);
+                buf.put_u32_le(m.assigned.len() as u32);
+                for (topic, partitions) in &m.assigned {
+                    put_str(buf, topic);
+                    buf.put_u32_le(partitions.len() as u32);
+                    for p in partitions {
+                        buf.put_u32_le(*p);
+                    }
+                }
+            }
+        }
         Response::Fetched { .. } => unreachable!("handled above"),
     }
     finish_frame(buf, at, 0);
@@ -757,6 +841,20 @@ impl<'a> Reader<'a> {
             count => Err(ProtocolError::TrailingBytes { count }),
         }
     }
+    /// A list of (topic, partition, offset).
+    fn group_offsets(&mut self) -> Result<Vec<GroupOffset>, ProtocolError> {
+        // The smallest entry is an empty topic name, a partition and an offset.
+        let n = self.count("offset count", 2 + 4 + 8)?;
+        let mut offsets = Vec::with_capacity(n);
+        for _ in 0..n {
+            offsets.push(GroupOffset {
+                topic: self.string("topic name")?,
+                partition: self.u32("partition")?,
+                offset: self.u64("offset")?,
+            });
+        }
+        Ok(offsets)
+    }
     fn description(&mut self) -> Result<TopicDescription, ProtocolError> {
         let name = self.string("topic name")?;
         let n = self.count("partition count", PARTITION_DESCRIPTION_LEN)?;
@@ -842,6 +940,18 @@ fn decode_request_with(
         },
         ApiKey::ListGroups => Request::ListGroups,
         ApiKey::GroupOffsets => Request::GroupOffsets { group: r.string("group name")? },
+        ApiKey::DeleteGroup => Request::DeleteGroup { group: r.string("group name")? },
+        ApiKey::DescribeGroup => Request::DescribeGroup { group: r.string("group name")? },
+        ApiKey::ResetOffsets => {
+            let group = r.string("group name")?;
+            let offsets = r.group_offsets()?;
+            Request::ResetOffsets { group, offsets }
+        }
+        ApiKey::OffsetForTimestamp => Request::OffsetForTimestamp {
+            topic: r.string("topic name")?,
+            partition: r.u32("partition")?,
+            timestamp_ms: r.u64("timestamp")?,
+        },
     };
     r.finish()?;
     Ok((correlation_id, req))
@@ -920,17 +1030,31 @@ fn decode_response_with(
             Response::Groups { names }
         }
         k if k == ResponseKind::GroupOffsets as u8 => {
-            // The smallest entry is an empty topic name, a partition and an offset.
-            let n = r.count("offset count", 2 + 4 + 8)?;
-            let mut offsets = Vec::with_capacity(n);
+            Response::GroupOffsets { offsets: r.group_offsets()? }
+        }
+        k if k == ResponseKind::GroupDescribed as u8 => {
+            let state = r.string("group state")?;
+            // The smallest member: three empty strings and no topics.
+            let n = r.count("member count", 2 + 2 + 2 + 4)?;
+            let mut members = Vec::with_capacity(n);
             for _ in 0..n {
-                offsets.push(GroupOffset {
-                    topic: r.string("topic name")?,
-                    partition: r.u32("partition")?,
-                    offset: r.u64("offset")?,
-                });
+                let member_id = r.string("member id")?;
+                let client_id = r.string("client id")?;
+                let client_host = r.string("client host")?;
+                let topics = r.count("assigned topic count", 2 + 4)?;
+                let mut assigned = Vec::with_capacity(topics);
+                for _ in 0..topics {
+                    let topic = r.string("topic name")?;
+                    let np = r.count("partition count", 4)?;
+                    let mut partitions = Vec::with_capacity(np);
+                    for _ in 0..np {
+                        partitions.push(r.u32("partition")?);
+                    }
+                    assigned.push((topic, partitions));
+                }
+                members.push(GroupMember { member_id, client_id, client_host, assigned });
             }
-            Response::GroupOffsets { offsets }
+            Response::GroupDescribed { status: GroupStatus { state, members } }
         }
         other => return Err(ProtocolError::UnknownResponseKind(other)),
     };
