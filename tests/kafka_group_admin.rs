@@ -23,6 +23,9 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Encodable;
 
+/// (partition, offset, metadata) as OffsetFetch answers.
+type Committed = (i32, i64, String);
+
 const NON_EMPTY_GROUP: i16 = 68;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 const MEMBER_ID_REQUIRED: i16 = 79;
@@ -397,7 +400,7 @@ fn find_coordinator_v4_answers_a_batch_and_offset_fetch_v8_several_groups() {
     ]);
     for v in [8, 9] {
         let r: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, v, &req);
-        let got: Vec<(String, Vec<(i32, i64, String)>)> = r
+        let got: Vec<(String, Vec<Committed>)> = r
             .groups
             .iter()
             .map(|g| {

@@ -561,12 +561,12 @@ pub(super) async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDe
         .flat_map(|d| d.members.iter())
         .flat_map(|m| consumer_protocol::subscribed_topics(&m.metadata))
         .collect();
-    if let Some(d) = &described {
-        if !d.members.is_empty() && d.protocol_type != "consumer" {
-            // Kafka's rule: only a consumer group's subscriptions can be checked.
-            return OffsetDeleteResponse::default()
-                .with_error_code(code(ResponseError::NonEmptyGroup));
-        }
+    if let Some(d) = &described
+        && !d.members.is_empty()
+        && d.protocol_type != "consumer"
+    {
+        // Kafka's rule: only a consumer group's subscriptions can be checked.
+        return OffsetDeleteResponse::default().with_error_code(code(ResponseError::NonEmptyGroup));
     }
     let mut deletable: Vec<(String, u32)> = Vec::new();
     let mut per_topic: Vec<(TopicName, Vec<(i32, i16)>)> = Vec::new();
