@@ -428,3 +428,89 @@ fn find_coordinator_v4_answers_a_batch_and_offset_fetch_v8_several_groups() {
         );
     }
 }
+
+/// GET `path` from the HTTP listener (one request per connection, no chunking expected from a
+/// small JSON answer; a chunked one is joined).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, mut rest) = raw.split_once("\r\n\r\n").expect("a complete response head");
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return (status, rest.to_string());
+    }
+    let mut body = String::new();
+    loop {
+        let (size, tail) = rest.split_once("\r\n").unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            return (status, body);
+        }
+        body.push_str(&tail[..n]);
+        rest = &tail[n + 2..];
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_api_shows_the_state_and_members_a_kafka_consumer_gives_the_group() {
+    use minikafka::broker::{Broker, BrokerConfig};
+    use minikafka::http::HttpServer;
+    use minikafka::kafka::{KafkaConfig, KafkaServer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker =
+        Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() })
+            .unwrap();
+    broker.create_topic("orders", 2).unwrap();
+    broker.commit_offset("billing", "orders", 0, 0).unwrap();
+    let kafka = KafkaServer::bind(KafkaConfig::new("127.0.0.1:0".parse().unwrap()), broker.clone())
+        .await
+        .unwrap();
+    let http =
+        HttpServer::bind("127.0.0.1:0".parse().unwrap(), broker.clone(), broker.metrics().clone())
+            .await
+            .unwrap();
+    let (kafka_addr, http_addr) = (kafka.local_addr().to_string(), http.local_addr());
+    let (stop_k, rx_k) = tokio::sync::oneshot::channel::<()>();
+    let (stop_h, rx_h) = tokio::sync::oneshot::channel::<()>();
+    let tk = tokio::spawn(async move { kafka.run(async move { drop(rx_k.await) }).await.unwrap() });
+    let th = tokio::spawn(async move { http.run(async move { drop(rx_h.await) }).await.unwrap() });
+
+    let (member, group, list) = tokio::task::spawn_blocking(move || {
+        let mut c = KafkaConn::connect(&kafka_addr, "billing-app");
+        let (member, _) = join(&mut c, "billing", "orders", &[0, 1]);
+        let (status, group) = http_get(http_addr, "/api/groups/billing");
+        assert_eq!(status, 200, "{group}");
+        let (status, list) = http_get(http_addr, "/api/groups");
+        assert_eq!(status, 200, "{list}");
+        (member, group, list)
+    })
+    .await
+    .unwrap();
+    let g: serde_json::Value = serde_json::from_str(&group).unwrap();
+    assert_eq!(g["state"], "Stable");
+    assert_eq!(g["members"], serde_json::json!([member]));
+    assert_eq!(
+        g["member_details"],
+        serde_json::json!([{
+            "member_id": member,
+            "client_id": "billing-app",
+            "client_host": "/127.0.0.1",
+            "assigned": [["orders", [0, 1]]],
+        }])
+    );
+    let l: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(
+        (&l[0]["group"], &l[0]["state"], &l[0]["members"]),
+        (&"billing".into(), &"Stable".into(), &1.into())
+    );
+
+    let _ = stop_k.send(());
+    let _ = stop_h.send(());
+    tk.await.unwrap();
+    th.await.unwrap();
+}

@@ -1,6 +1,7 @@
 //! The data directory: topics (a directory each) and their partitions, topic config, consumer-group
-//! offsets, long-poll wake-ups and the background task (retention, interval fsync). Shared by the
-//! native server and the Kafka adapter as an `Arc<Broker>`. Never touches sockets or wire formats.
+//! offsets, long-poll wake-ups and the background task (retention, interval fsync); and the
+//! consumer groups' live membership (`coordinator`, in memory). Shared by the native server, the
+//! Kafka adapter and the console as an `Arc<Broker>`. Never touches sockets or wire formats.
 //!
 //! # Layout
 //! ```text

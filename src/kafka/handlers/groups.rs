@@ -219,11 +219,7 @@ pub(super) fn leave_group(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroup
 
 /// Commits every partition of the request with one write of the group's file, on the blocking
 /// pool: an 8,192-partition commit used to rewrite the file once per partition on an async worker.
-pub(super) async fn offset_commit(
-    ctx: &Ctx,
-    r: OffsetCommitRequest,
-    v: i16,
-) -> OffsetCommitResponse {
+pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_err = match validate_group_name(&r.group_id) {
         Err(e) => broker_error_code(&e),
         Ok(()) => ctx.coordinator().check_commit(
@@ -313,7 +309,6 @@ pub(super) async fn offset_commit(
                 .with_partitions(partitions)
         })
         .collect();
-    let _ = v; // every version answers with the same fields
     OffsetCommitResponse::default().with_topics(topics)
 }
 
@@ -493,10 +488,10 @@ pub(super) fn describe_groups(
             }
             let described = ctx.coordinator().describe(group_id);
             let Some(d) = described else {
-                // Offsets only: Empty; unknown: Dead (error NONE, as Kafka before v6).
+                // Offsets only: Empty (a "simple" group: no protocol type, as ListGroups says);
+                // unknown: Dead (error NONE, as Kafka before v6).
                 let status = ctx.broker.group_status(group_id, |_| Vec::new());
-                let protocol_type = if status.state == "Empty" { "consumer" } else { "" };
-                return g.with_group_state(s(&status.state)).with_protocol_type(s(protocol_type));
+                return g.with_group_state(s(&status.state));
             };
             let members = d
                 .members

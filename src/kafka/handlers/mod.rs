@@ -244,7 +244,7 @@ async fn handle_request(
             encode(&req, &body)
         }
         ApiKey::OffsetCommit => {
-            let body = groups::offset_commit(ctx, codec::decode_body(&mut req)?, v).await;
+            let body = groups::offset_commit(ctx, codec::decode_body(&mut req)?).await;
             encode(&req, &body)
         }
         ApiKey::OffsetFetch => {
