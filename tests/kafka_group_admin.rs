@@ -457,6 +457,7 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_api_shows_the_state_and_members_a_kafka_consumer_gives_the_group() {
+    use minikafka::broker::topic_config::TopicConfigs;
     use minikafka::broker::{Broker, BrokerConfig};
     use minikafka::http::HttpServer;
     use minikafka::kafka::{KafkaConfig, KafkaServer};
@@ -465,7 +466,7 @@ async fn the_console_api_shows_the_state_and_members_a_kafka_consumer_gives_the_
     let broker =
         Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() })
             .unwrap();
-    broker.create_topic("orders", 2).unwrap();
+    broker.create_topic("orders", 2, TopicConfigs::default(), false).unwrap();
     broker.commit_offset("billing", "orders", 0, 0).unwrap();
     let kafka = KafkaServer::bind(KafkaConfig::new("127.0.0.1:0".parse().unwrap()), broker.clone())
         .await
