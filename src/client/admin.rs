@@ -56,7 +56,7 @@ impl Admin {
         }
     }
 
-    /// The names of every consumer group with committed offsets, sorted.
+    /// The names of every consumer group (with committed offsets or live members), sorted.
     pub async fn list_groups(&self) -> Result<Vec<String>, ClientError> {
         match self.conn.request(&Request::ListGroups).await? {
             Response::Groups { names } => Ok(names),
