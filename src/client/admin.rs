@@ -1,9 +1,9 @@
 //! Administration over a [`Connection`]: topics (create, delete, trim, list, describe, configs,
-//! add partitions) and consumer groups (list, committed offsets).
+//! add partitions) and consumer groups (list, committed offsets, describe, delete, reset offsets).
 
 use super::{ClientError, Connection};
-use crate::broker::TopicDescription;
 use crate::broker::topic_config::ConfigEntry;
+use crate::broker::{GroupStatus, TopicDescription};
 use crate::protocol::{GroupOffset, Request, Response};
 
 /// Topic administration. Cheap to create; shares the connection it is given.
@@ -120,7 +120,7 @@ impl Admin {
         }
     }
 
-    /// The names of every consumer group with committed offsets, sorted.
+    /// The names of every consumer group (with committed offsets or live members), sorted.
     pub async fn list_groups(&self) -> Result<Vec<String>, ClientError> {
         match self.conn.request(&Request::ListGroups).await? {
             Response::Groups { names } => Ok(names),
@@ -134,6 +134,52 @@ impl Admin {
         match self.conn.request(&Request::GroupOffsets { group: group.to_string() }).await? {
             Response::GroupOffsets { offsets } => Ok(offsets),
             other => Err(unexpected("GroupOffsets", &other)),
+        }
+    }
+
+    /// A group's state (as Kafka names it; `Dead` for an unknown group) and live members.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupStatus, ClientError> {
+        match self.conn.request(&Request::DescribeGroup { group: group.to_string() }).await? {
+            Response::GroupDescribed { status } => Ok(status),
+            other => Err(unexpected("DescribeGroup", &other)),
+        }
+    }
+
+    /// Deletes a group's committed offsets. Fails with `GroupNotEmpty` while it has live
+    /// members, `UnknownGroup` when there is no such group.
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        match self.conn.request(&Request::DeleteGroup { group: group.to_string() }).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("DeleteGroup", &other)),
+        }
+    }
+
+    /// Sets a group's committed offsets, all or none. Fails with `GroupNotEmpty` (the message
+    /// names the members) while the group has live members.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<GroupOffset>,
+    ) -> Result<(), ClientError> {
+        let req = Request::ResetOffsets { group: group.to_string(), offsets };
+        match self.conn.request(&req).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("ResetOffsets", &other)),
+        }
+    }
+
+    /// The offset of the first record of a partition stamped at or after `timestamp_ms`, `None`
+    /// when every record is older.
+    pub async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: u64,
+    ) -> Result<Option<u64>, ClientError> {
+        let req = Request::OffsetForTimestamp { topic: topic.to_string(), partition, timestamp_ms };
+        match self.conn.request(&req).await? {
+            Response::Offset { offset } => Ok(offset),
+            other => Err(unexpected("OffsetForTimestamp", &other)),
         }
     }
 

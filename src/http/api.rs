@@ -63,7 +63,8 @@ impl From<QueryRejection> for ApiError {
 fn broker_error_status(e: &BrokerError) -> StatusCode {
     match crate::server::error_code(e) {
         ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => StatusCode::NOT_FOUND,
-        ErrorCode::TopicAlreadyExists => StatusCode::CONFLICT,
+        ErrorCode::UnknownGroup => StatusCode::NOT_FOUND,
+        ErrorCode::TopicAlreadyExists | ErrorCode::GroupNotEmpty => StatusCode::CONFLICT,
         ErrorCode::OffsetOutOfRange => StatusCode::RANGE_NOT_SATISFIABLE,
         ErrorCode::InvalidRequest
         | ErrorCode::InvalidTopicName
@@ -310,6 +311,8 @@ pub(crate) async fn records(
 #[derive(Debug, Serialize)]
 pub(crate) struct GroupSummary {
     group: String,
+    /// Kafka's name for the group's state (Empty, Stable, PreparingRebalance, ...).
+    state: String,
     members: usize,
     topics: Vec<String>,
     partitions: usize,
@@ -346,19 +349,25 @@ fn group_view(s: &AppState, ends: &mut LogEnds<'_>, group: &str) -> Result<Group
             PartitionLag::new(topic, partition, committed, end)
         })
         .collect();
-    let members = s.members.as_ref().map(|m| m(group)).unwrap_or_default();
-    Ok(GroupLag::new(group.to_owned(), members, offsets))
+    let status = s.broker.group_status(group, crate::kafka::consumer_protocol::assigned_partitions);
+    let view = GroupLag::new(group.to_owned(), Vec::new(), offsets).with_status(status);
+    Ok(match &s.members {
+        // An embedder's own view of the members replaces the ids.
+        Some(members) => GroupLag { members: members(group), ..view },
+        None => view,
+    })
 }
 
 pub(crate) async fn list_groups(State(s): State<AppState>) -> ApiResult<Vec<GroupSummary>> {
     let mut ends = LogEnds::new(&s.broker);
     let mut out = Vec::new();
-    for g in s.broker.list_groups() {
+    for (g, _, _) in s.broker.list_group_states() {
         let v = group_view(&s, &mut ends, &g)?;
         let mut topics: Vec<String> = v.offsets.iter().map(|o| o.topic.clone()).collect();
         topics.dedup();
         out.push(GroupSummary {
             group: v.group,
+            state: v.state,
             members: v.members.len(),
             topics,
             partitions: v.offsets.len(),
@@ -374,7 +383,7 @@ pub(crate) async fn get_group(
 ) -> ApiResult<GroupLag> {
     // An offline (damaged) group answers its error, naming the file, not "no such group".
     s.broker.group_offsets(&group)?;
-    if !s.broker.list_groups().contains(&group) {
+    if !s.broker.list_group_states().iter().any(|(g, _, _)| *g == group) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no consumer group {group}")));
     }
     let mut ends = LogEnds::new(&s.broker);

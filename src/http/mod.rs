@@ -56,8 +56,8 @@ pub enum HttpError {
     Io { op: &'static str, source: std::io::Error },
 }
 
-/// Looks up the live members of a consumer group (the Kafka listener's coordinator knows them;
-/// native groups have none).
+/// Looks up the live member ids of a consumer group (by default the console asks the broker's
+/// coordinator, which the Kafka listener drives; native groups have none).
 pub type GroupMembers = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
 
 /// What every handler sees.
@@ -109,8 +109,8 @@ impl HttpServer {
         Ok(HttpServer { listener, local_addr, state, limits: HttpLimits::default() })
     }
 
-    /// Shows the members of consumer groups as `members` tells (e.g. the Kafka listener's
-    /// [`crate::kafka::KafkaServer::group_members`]).
+    /// Shows the member ids of consumer groups as `members` tells, instead of the broker's
+    /// coordinator (which the console uses by default), for an embedder with its own view.
     pub fn with_group_members(mut self, members: GroupMembers) -> Self {
         self.state.members = Some(members);
         self

@@ -68,7 +68,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::ops::Range;
 
 pub use crate::broker::topic_config::{ConfigEntry, ConfigSource};
-pub use crate::broker::{PartitionDescription, TopicDescription};
+pub use crate::broker::{GroupMember, GroupStatus, PartitionDescription, TopicDescription};
 
 /// Default largest frame body: 64 MiB.
 pub const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
@@ -153,7 +153,7 @@ pub enum Request {
         topic: String,
         partition: u32,
     },
-    /// The names of every consumer group with committed offsets.
+    /// The names of every consumer group: with committed offsets or live members.
     ListGroups,
     /// Every committed offset of one group.
     GroupOffsets {
@@ -175,6 +175,28 @@ pub enum Request {
     AddPartitions {
         topic: String,
         total: u32,
+    },
+    /// Deletes a group's committed offsets; refused (`GroupNotEmpty`) while it has live members,
+    /// `UnknownGroup` when it has neither members nor offsets.
+    DeleteGroup {
+        group: String,
+    },
+    /// A group's state and live members.
+    DescribeGroup {
+        group: String,
+    },
+    /// Sets a group's committed offsets, all or none; refused (`GroupNotEmpty`, naming the
+    /// members) while the group has live members.
+    ResetOffsets {
+        group: String,
+        offsets: Vec<GroupOffset>,
+    },
+    /// The offset of the first record of a partition with a timestamp at or after
+    /// `timestamp_ms` (answered with `Offset`; `None` when there is none).
+    OffsetForTimestamp {
+        topic: String,
+        partition: u32,
+        timestamp_ms: u64,
     },
 }
 
@@ -235,6 +257,10 @@ pub enum Response {
     PartitionsAdded {
         description: TopicDescription,
     },
+    /// A group's state and live members.
+    GroupDescribed {
+        status: GroupStatus,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -260,6 +286,10 @@ pub enum ApiKey {
     AlterTopicConfigs = 12,
     DescribeTopicConfigs = 13,
     AddPartitions = 14,
+    DeleteGroup = 15,
+    DescribeGroup = 16,
+    ResetOffsets = 17,
+    OffsetForTimestamp = 18,
 }
 
 impl ApiKey {
@@ -281,6 +311,10 @@ impl ApiKey {
             12 => AlterTopicConfigs,
             13 => DescribeTopicConfigs,
             14 => AddPartitions,
+            15 => DeleteGroup,
+            16 => DescribeGroup,
+            17 => ResetOffsets,
+            18 => OffsetForTimestamp,
             _ => return None,
         })
     }
@@ -304,6 +338,10 @@ impl ApiKey {
             AlterTopicConfigs => "alter_topic_configs",
             DescribeTopicConfigs => "describe_topic_configs",
             AddPartitions => "add_partitions",
+            DeleteGroup => "delete_group",
+            DescribeGroup => "describe_group",
+            ResetOffsets => "reset_offsets",
+            OffsetForTimestamp => "offset_for_timestamp",
         }
     }
 }
@@ -327,6 +365,10 @@ impl Request {
             Request::AlterTopicConfigs { .. } => ApiKey::AlterTopicConfigs,
             Request::DescribeTopicConfigs { .. } => ApiKey::DescribeTopicConfigs,
             Request::AddPartitions { .. } => ApiKey::AddPartitions,
+            Request::DeleteGroup { .. } => ApiKey::DeleteGroup,
+            Request::DescribeGroup { .. } => ApiKey::DescribeGroup,
+            Request::ResetOffsets { .. } => ApiKey::ResetOffsets,
+            Request::OffsetForTimestamp { .. } => ApiKey::OffsetForTimestamp,
         }
     }
 }
@@ -347,6 +389,7 @@ pub enum ResponseKind {
     GroupOffsets = 9,
     TopicConfigs = 10,
     PartitionsAdded = 11,
+    GroupDescribed = 12,
 }
 
 /// The status byte of an error response.
@@ -371,6 +414,10 @@ pub enum ErrorCode {
     InvalidConfig = 15,
     /// A partition count that does not grow the topic (AddPartitions).
     InvalidPartitions = 16,
+    /// The group has live members (their ids are in the message).
+    GroupNotEmpty = 17,
+    /// No group by that name: no members, no committed offsets.
+    UnknownGroup = 18,
 }
 
 impl ErrorCode {
@@ -393,6 +440,8 @@ impl ErrorCode {
             14 => Internal,
             15 => InvalidConfig,
             16 => InvalidPartitions,
+            17 => GroupNotEmpty,
+            18 => UnknownGroup,
             _ => return None,
         })
     }
@@ -417,6 +466,8 @@ impl ErrorCode {
             Internal => "internal",
             InvalidConfig => "invalid_config",
             InvalidPartitions => "invalid_partitions",
+            GroupNotEmpty => "group_not_empty",
+            UnknownGroup => "unknown_group",
         }
     }
 }
@@ -663,6 +714,21 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
             put_str(buf, topic);
             buf.put_u32_le(*total);
         }
+        Request::DeleteGroup { group } | Request::DescribeGroup { group } => put_str(buf, group),
+        Request::ResetOffsets { group, offsets } => {
+            put_str(buf, group);
+            buf.put_u32_le(offsets.len() as u32);
+            for o in offsets {
+                put_str(buf, &o.topic);
+                buf.put_u32_le(o.partition);
+                buf.put_u64_le(o.offset);
+            }
+        }
+        Request::OffsetForTimestamp { topic, partition, timestamp_ms } => {
+            put_str(buf, topic);
+            buf.put_u32_le(*partition);
+            buf.put_u64_le(*timestamp_ms);
+        }
     }
     finish_frame(buf, at, 0);
 }
@@ -795,6 +861,24 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
             ok_kind(buf, ResponseKind::PartitionsAdded);
             put_description(buf, description);
         }
+        Response::GroupDescribed { status } => {
+            ok_kind(buf, ResponseKind::GroupDescribed);
+            put_str(buf, &status.state);
+            buf.put_u32_le(status.members.len() as u32);
+            for m in &status.members {
+                put_str(buf, &m.member_id);
+                put_str(buf, &m.client_id);
+                put_str(buf, &m.client_host);
+                buf.put_u32_le(m.assigned.len() as u32);
+                for (topic, partitions) in &m.assigned {
+                    put_str(buf, topic);
+                    buf.put_u32_le(partitions.len() as u32);
+                    for p in partitions {
+                        buf.put_u32_le(*p);
+                    }
+                }
+            }
+        }
         Response::Fetched { .. } => unreachable!("handled above"),
     }
     finish_frame(buf, at, 0);
@@ -909,6 +993,20 @@ impl<'a> Reader<'a> {
             0 => Ok(()),
             count => Err(ProtocolError::TrailingBytes { count }),
         }
+    }
+    /// A list of (topic, partition, offset).
+    fn group_offsets(&mut self) -> Result<Vec<GroupOffset>, ProtocolError> {
+        // The smallest entry is an empty topic name, a partition and an offset.
+        let n = self.count("offset count", 2 + 4 + 8)?;
+        let mut offsets = Vec::with_capacity(n);
+        for _ in 0..n {
+            offsets.push(GroupOffset {
+                topic: self.string("topic name")?,
+                partition: self.u32("partition")?,
+                offset: self.u64("offset")?,
+            });
+        }
+        Ok(offsets)
     }
     fn description(&mut self) -> Result<TopicDescription, ProtocolError> {
         let name = self.string("topic name")?;
@@ -1047,6 +1145,18 @@ fn decode_request_with(
             topic: r.string("topic name")?,
             total: r.u32("partition total")?,
         },
+        ApiKey::DeleteGroup => Request::DeleteGroup { group: r.string("group name")? },
+        ApiKey::DescribeGroup => Request::DescribeGroup { group: r.string("group name")? },
+        ApiKey::ResetOffsets => {
+            let group = r.string("group name")?;
+            let offsets = r.group_offsets()?;
+            Request::ResetOffsets { group, offsets }
+        }
+        ApiKey::OffsetForTimestamp => Request::OffsetForTimestamp {
+            topic: r.string("topic name")?,
+            partition: r.u32("partition")?,
+            timestamp_ms: r.u64("timestamp")?,
+        },
     };
     r.finish()?;
     Ok((correlation_id, req))
@@ -1125,17 +1235,31 @@ fn decode_response_with(
             Response::Groups { names }
         }
         k if k == ResponseKind::GroupOffsets as u8 => {
-            // The smallest entry is an empty topic name, a partition and an offset.
-            let n = r.count("offset count", 2 + 4 + 8)?;
-            let mut offsets = Vec::with_capacity(n);
+            Response::GroupOffsets { offsets: r.group_offsets()? }
+        }
+        k if k == ResponseKind::GroupDescribed as u8 => {
+            let state = r.string("group state")?;
+            // The smallest member: three empty strings and no topics.
+            let n = r.count("member count", 2 + 2 + 2 + 4)?;
+            let mut members = Vec::with_capacity(n);
             for _ in 0..n {
-                offsets.push(GroupOffset {
-                    topic: r.string("topic name")?,
-                    partition: r.u32("partition")?,
-                    offset: r.u64("offset")?,
-                });
+                let member_id = r.string("member id")?;
+                let client_id = r.string("client id")?;
+                let client_host = r.string("client host")?;
+                let topics = r.count("assigned topic count", 2 + 4)?;
+                let mut assigned = Vec::with_capacity(topics);
+                for _ in 0..topics {
+                    let topic = r.string("topic name")?;
+                    let np = r.count("partition count", 4)?;
+                    let mut partitions = Vec::with_capacity(np);
+                    for _ in 0..np {
+                        partitions.push(r.u32("partition")?);
+                    }
+                    assigned.push((topic, partitions));
+                }
+                members.push(GroupMember { member_id, client_id, client_host, assigned });
             }
-            Response::GroupOffsets { offsets }
+            Response::GroupDescribed { status: GroupStatus { state, members } }
         }
         k if k == ResponseKind::TopicConfigs as u8 => {
             let n = r.count("config count", CONFIG_ENTRY_MIN_LEN)?;

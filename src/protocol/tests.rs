@@ -98,6 +98,21 @@ fn all_requests() -> Vec<Request> {
         Request::AlterTopicConfigs { topic: "o".into(), set: vec![], delete: vec![] },
         Request::DescribeTopicConfigs { topic: "orders".into() },
         Request::AddPartitions { topic: "orders".into(), total: 12 },
+        Request::DeleteGroup { group: "g1".into() },
+        Request::DescribeGroup { group: "g1".into() },
+        Request::ResetOffsets {
+            group: "g1".into(),
+            offsets: vec![
+                GroupOffset { topic: "a".into(), partition: 0, offset: 0 },
+                GroupOffset { topic: "b".into(), partition: 3, offset: u64::MAX },
+            ],
+        },
+        Request::ResetOffsets { group: "g1".into(), offsets: vec![] },
+        Request::OffsetForTimestamp {
+            topic: "orders".into(),
+            partition: 1,
+            timestamp_ms: 1_796_040_000_000,
+        },
     ]
 }
 
@@ -175,6 +190,26 @@ fn all_responses() -> Vec<Response> {
             code: ErrorCode::InvalidConfig,
             message: "invalid config retention.ms=abc: not a number".into(),
         },
+        Response::GroupDescribed {
+            status: GroupStatus {
+                state: "Stable".into(),
+                members: vec![
+                    GroupMember {
+                        member_id: "rdkafka-1".into(),
+                        client_id: "rdkafka".into(),
+                        client_host: "/127.0.0.1".into(),
+                        assigned: vec![("orders".into(), vec![0, 2]), ("x".into(), vec![])],
+                    },
+                    GroupMember {
+                        member_id: "m2".into(),
+                        client_id: String::new(),
+                        client_host: "/::1".into(),
+                        assigned: vec![],
+                    },
+                ],
+            },
+        },
+        Response::GroupDescribed { status: GroupStatus { state: "Dead".into(), members: vec![] } },
         Response::Error {
             code: ErrorCode::OffsetOutOfRange,
             message: "offset 9 is out of range 0..5".into(),
@@ -215,7 +250,7 @@ fn every_response_round_trips() {
 
 #[test]
 fn every_error_code_round_trips() {
-    for v in 1..=16u8 {
+    for v in 1..=18u8 {
         let code = ErrorCode::from_u8(v).unwrap();
         assert_eq!(code as u8, v);
         let mut buf = BytesMut::new();
@@ -224,7 +259,7 @@ fn every_error_code_round_trips() {
         assert_eq!(resp, Response::Error { code, message: code.name().into() });
     }
     assert_eq!(ErrorCode::from_u8(0), None);
-    assert_eq!(ErrorCode::from_u8(17), None);
+    assert_eq!(ErrorCode::from_u8(19), None);
 }
 
 #[test]

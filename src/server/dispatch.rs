@@ -62,6 +62,8 @@ pub fn error_code(e: &BrokerError) -> ErrorCode {
         | BrokerError::PartitionOffline { .. }
         | BrokerError::GroupOffline { .. }
         | BrokerError::DataDirInUse { .. } => ErrorCode::Storage,
+        BrokerError::GroupNotEmpty { .. } => ErrorCode::GroupNotEmpty,
+        BrokerError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
         BrokerError::ShuttingDown => ErrorCode::Internal,
     }
 }
@@ -296,7 +298,11 @@ async fn run(
                 broker.committed_offset(&group, &topic, partition).map_err(|e| broker_error(&e))?;
             Response::Offset { offset }.into()
         }
-        Request::ListGroups => Response::Groups { names: broker.list_groups() }.into(),
+        Request::ListGroups => {
+            // Groups with live members too, not only those that committed.
+            let names = broker.list_group_states().into_iter().map(|(g, _, _)| g).collect();
+            Response::Groups { names }.into()
+        }
         Request::GroupOffsets { group } => {
             let mut offsets: Vec<GroupOffset> = broker
                 .group_offsets(&group)
@@ -306,6 +312,27 @@ async fn run(
                 .collect();
             offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
             Response::GroupOffsets { offsets }.into()
+        }
+        Request::DeleteGroup { group } => {
+            blocking(move || b.delete_group(&group)).await?;
+            Response::Ok.into()
+        }
+        Request::DescribeGroup { group } => {
+            crate::broker::validate_group_name(&group).map_err(|e| broker_error(&e))?;
+            let status =
+                broker.group_status(&group, crate::kafka::consumer_protocol::assigned_partitions);
+            Response::GroupDescribed { status }.into()
+        }
+        Request::ResetOffsets { group, offsets } => {
+            let offsets: Vec<(String, u32, u64)> =
+                offsets.into_iter().map(|o| (o.topic, o.partition, o.offset)).collect();
+            blocking(move || b.reset_offsets(&group, &offsets)).await?;
+            Response::Ok.into()
+        }
+        Request::OffsetForTimestamp { topic, partition, timestamp_ms } => {
+            let ts = i64::try_from(timestamp_ms).unwrap_or(i64::MAX);
+            let found = blocking(move || b.record_for_timestamp(&topic, partition, ts)).await?;
+            Response::Offset { offset: found.map(|(_, offset)| offset) }.into()
         }
     };
     Ok(reply)

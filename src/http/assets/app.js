@@ -203,9 +203,17 @@ async function refreshGroups() {
   if (state.selectedGroup && groups.some((g) => g.group === state.selectedGroup)) {
     const d = await api("/api/groups/" + encodeURIComponent(state.selectedGroup));
     $("group-detail-name").textContent = d.group;
-    $("group-detail-members").textContent = d.members.length
-      ? "members: " + d.members.join(", ")
-      : "no live members (offsets only)";
+    $("group-detail-members").textContent = "state: " + d.state + " · " + (d.members.length
+      ? d.members.length + " live member" + (d.members.length === 1 ? "" : "s")
+      : "no live members (offsets only)");
+    const details = d.member_details || [];
+    replaceRows($("group-members-body"), details.map((m) => el("tr", {},
+      el("td", {}, m.member_id),
+      el("td", {}, m.client_id),
+      el("td", {}, m.client_host),
+      el("td", {}, m.assigned.map(([t, ps]) => t + ": " + ps.join(",")).join("; ") || "–"))),
+    "no live members", 4);
+    $("group-members").hidden = details.length === 0;
     replaceRows($("group-detail-body"), d.offsets.map((o) => el("tr", {},
       el("td", {}, o.topic),
       el("td", { class: "num" }, o.partition),
