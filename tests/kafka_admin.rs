@@ -15,7 +15,9 @@ use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
-use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -65,12 +67,19 @@ fn topic(name: &str, partitions: i32, configs: &[(&str, &str)]) -> CreatableTopi
         .with_configs(
             configs
                 .iter()
-                .map(|(k, v)| CreatableTopicConfig::default().with_name(s(k)).with_value(Some(s(v))))
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default().with_name(s(k)).with_value(Some(s(v)))
+                })
                 .collect(),
         )
 }
 
-fn create(c: &mut KafkaConn, v: i16, t: CreatableTopic, validate_only: bool) -> CreatableTopicResult {
+fn create(
+    c: &mut KafkaConn,
+    v: i16,
+    t: CreatableTopic,
+    validate_only: bool,
+) -> CreatableTopicResult {
     let req = CreateTopicsRequest::default()
         .with_topics(vec![t])
         .with_timeout_ms(5000)
@@ -88,7 +97,13 @@ fn metadata(c: &mut KafkaConn, name: &str) -> (i16, usize) {
     (r.topics[0].error_code, r.topics[0].partitions.len())
 }
 
-fn describe(c: &mut KafkaConn, v: i16, resource_type: i8, name: &str, keys: Option<&[&str]>) -> DescribeConfigsResult {
+fn describe(
+    c: &mut KafkaConn,
+    v: i16,
+    resource_type: i8,
+    name: &str,
+    keys: Option<&[&str]>,
+) -> DescribeConfigsResult {
     let req = DescribeConfigsRequest::default()
         .with_resources(vec![
             DescribeConfigsResource::default()
@@ -157,7 +172,9 @@ fn alter(
                 .with_configs(
                     configs
                         .iter()
-                        .map(|(k, v)| AlterableConfig::default().with_name(s(k)).with_value(Some(s(v))))
+                        .map(|(k, v)| {
+                            AlterableConfig::default().with_name(s(k)).with_value(Some(s(v)))
+                        })
                         .collect(),
                 ),
         ])
@@ -171,7 +188,8 @@ fn alter(
 fn batch(values: &[&str]) -> Bytes {
     let mut b = BatchBuilder::new(Compression::None);
     for v in values {
-        let r = NewRecord { timestamp_ms: 1_000, key: None, value: Some(v.as_bytes()), headers: &[] };
+        let r =
+            NewRecord { timestamp_ms: 1_000, key: None, value: Some(v.as_bytes()), headers: &[] };
         record::push_record(&mut b, &r).unwrap();
     }
     Bytes::from(b.build().unwrap())
@@ -181,9 +199,7 @@ fn batch(values: &[&str]) -> Bytes {
 fn produce(c: &mut KafkaConn, topic: &str, partition: i32, values: &[&str]) -> (i16, i64) {
     let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
         TopicProduceData::default().with_name(s(topic).into()).with_partition_data(vec![
-            PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(batch(values))),
+            PartitionProduceData::default().with_index(partition).with_records(Some(batch(values))),
         ]),
     ]);
     let r: ProduceResponse = c.call(ApiKey::Produce, 7, &req);
@@ -199,14 +215,12 @@ fn fetch(c: &mut KafkaConn, topic: &str, partition: i32, offset: i64) -> (i16, i
         .with_min_bytes(1)
         .with_max_bytes(1 << 20)
         .with_topics(vec![
-            fetch_request::FetchTopic::default().with_topic(s(topic).into()).with_partitions(
-                vec![
-                    fetch_request::FetchPartition::default()
-                        .with_partition(partition)
-                        .with_fetch_offset(offset)
-                        .with_partition_max_bytes(1 << 20),
-                ],
-            ),
+            fetch_request::FetchTopic::default().with_topic(s(topic).into()).with_partitions(vec![
+                fetch_request::FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20),
+            ]),
         ]);
     let r: FetchResponse = c.call(ApiKey::Fetch, 11, &req);
     let p = &r.responses[0].partitions[0];
@@ -218,7 +232,9 @@ fn fetch(c: &mut KafkaConn, topic: &str, partition: i32, offset: i64) -> (i16, i
 fn list_offset(c: &mut KafkaConn, topic: &str, partition: i32, timestamp: i64) -> (i16, i64) {
     let req = ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![
         ListOffsetsTopic::default().with_name(s(topic).into()).with_partitions(vec![
-            ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp),
+            ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(timestamp),
         ]),
     ]);
     let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
@@ -249,7 +265,10 @@ fn create_topics_with_configs_then_describe_configs_shows_each_value_and_its_sou
     assert_eq!(config(&mut c, "orders", "cleanup.policy"), ("compact".into(), SOURCE_TOPIC));
     assert_eq!(config(&mut c, "orders", "segment.bytes"), ("1048576".into(), SOURCE_TOPIC));
     assert_eq!(config(&mut c, "orders", "retention.ms"), ("3600000".into(), SOURCE_STATIC_BROKER));
-    assert_eq!(config(&mut c, "orders", "delete.retention.ms"), ("86400000".into(), SOURCE_DEFAULT));
+    assert_eq!(
+        config(&mut c, "orders", "delete.retention.ms"),
+        ("86400000".into(), SOURCE_DEFAULT)
+    );
 
     // All of them when no key is named, with synonyms, types and documentation (v4).
     let all = describe(&mut c, 4, TOPIC, "orders", None);
@@ -281,8 +300,10 @@ fn create_topics_with_configs_then_describe_configs_shows_each_value_and_its_sou
     let retention = all.configs.iter().find(|e| e.name.as_str() == "retention.ms").unwrap();
     assert_eq!(retention.config_type, 5, "LONG");
     assert!(
-        retention.synonyms.iter().any(|s| s.source == SOURCE_STATIC_BROKER
-            && s.value.as_deref() == Some("3600000")),
+        retention
+            .synonyms
+            .iter()
+            .any(|s| s.source == SOURCE_STATIC_BROKER && s.value.as_deref() == Some("3600000")),
         "{retention:?}"
     );
 
@@ -303,14 +324,18 @@ fn create_topics_with_configs_then_describe_configs_shows_each_value_and_its_sou
     assert!(!b.configs.is_empty());
     assert!(b.configs.iter().all(|e| e.read_only), "{b:?}");
     let flag = b.configs.iter().find(|e| e.name.as_str() == "log.retention.ms").unwrap();
-    assert_eq!((flag.value.as_deref(), flag.config_source), (Some("3600000"), SOURCE_STATIC_BROKER));
+    assert_eq!(
+        (flag.value.as_deref(), flag.config_source),
+        (Some("3600000"), SOURCE_STATIC_BROKER)
+    );
     assert_eq!(describe(&mut c, 4, BROKER, "7", None).error_code, INVALID_REQUEST);
 }
 
 #[test]
 fn create_topics_refuses_invalid_configs_and_replication_and_creates_nothing() {
     let (_dir, _broker, mut c) = start();
-    for (name, value) in [("cleanup.policy", "nonsense"), ("no.such.config", "1"), ("retention.ms", "soon")]
+    for (name, value) in
+        [("cleanup.policy", "nonsense"), ("no.such.config", "1"), ("retention.ms", "soon")]
     {
         let r = create(&mut c, 5, topic("bad", 1, &[(name, value)]), false);
         assert_eq!(r.error_code, INVALID_CONFIG, "{name}={value}: {r:?}");
@@ -365,7 +390,10 @@ fn alter_configs_and_incremental_alter_configs_change_what_describe_shows() {
     let ops = [("cleanup.policy", SUBTRACT, Some("compact"))];
     assert_eq!(incremental(&mut c, TOPIC, "events", &ops, false).0, 0);
     assert_eq!(config(&mut c, "events", "cleanup.policy"), ("delete".into(), SOURCE_TOPIC));
-    assert_eq!(incremental(&mut c, TOPIC, "events", &[("cleanup.policy", DELETE, None)], false).0, 0);
+    assert_eq!(
+        incremental(&mut c, TOPIC, "events", &[("cleanup.policy", DELETE, None)], false).0,
+        0
+    );
     assert_eq!(config(&mut c, "events", "cleanup.policy"), ("delete".into(), SOURCE_DEFAULT));
     assert_eq!(config(&mut c, "events", "retention.ms"), ("5000".into(), SOURCE_TOPIC));
 
@@ -379,7 +407,8 @@ fn alter_configs_and_incremental_alter_configs_change_what_describe_shows() {
 
     // An unknown name or a bad value: INVALID_CONFIG saying which and why, and no change.
     for (name, value) in [("cleanup.policy", "nonsense"), ("no.such.config", "1")] {
-        let (code, message) = incremental(&mut c, TOPIC, "events", &[(name, SET, Some(value))], false);
+        let (code, message) =
+            incremental(&mut c, TOPIC, "events", &[(name, SET, Some(value))], false);
         assert_eq!(code, INVALID_CONFIG, "{name}={value}: {message}");
         assert!(message.contains(name), "{message}");
         let (code, message) = alter(&mut c, TOPIC, "events", &[(name, value)], false);
@@ -387,7 +416,8 @@ fn alter_configs_and_incremental_alter_configs_change_what_describe_shows() {
         assert!(message.contains(name), "{message}");
     }
     assert_eq!(config(&mut c, "events", "retention.ms"), ("5000".into(), SOURCE_TOPIC));
-    let (code, _) = incremental(&mut c, TOPIC, "missing", &[("retention.ms", SET, Some("1"))], false);
+    let (code, _) =
+        incremental(&mut c, TOPIC, "missing", &[("retention.ms", SET, Some("1"))], false);
     assert_eq!(code, UNKNOWN_TOPIC_OR_PARTITION);
 
     // The broker's configs are its command-line flags: never altered.
@@ -438,10 +468,13 @@ fn create_partitions_grows_a_topic_and_the_new_partitions_take_records() {
     // Manual assignment of the new partitions: only to this broker.
     let with_assignment = |replicas: Vec<i32>| {
         CreatePartitionsRequest::default().with_topics(vec![
-            CreatePartitionsTopic::default().with_name(s("grow").into()).with_count(4).with_assignments(
-                Some(vec![CreatePartitionsAssignment::default()
-                    .with_broker_ids(replicas.into_iter().map(Into::into).collect())]),
-            ),
+            CreatePartitionsTopic::default()
+                .with_name(s("grow").into())
+                .with_count(4)
+                .with_assignments(Some(vec![
+                    CreatePartitionsAssignment::default()
+                        .with_broker_ids(replicas.into_iter().map(Into::into).collect()),
+                ])),
         ])
     };
     let r: CreatePartitionsResponse =
@@ -463,7 +496,9 @@ fn delete_records_moves_the_log_start_that_list_offsets_and_fetch_see() {
     let delete = |c: &mut KafkaConn, partition: i32, offset: i64| {
         let req = DeleteRecordsRequest::default().with_timeout_ms(5000).with_topics(vec![
             DeleteRecordsTopic::default().with_name(s("trimmed").into()).with_partitions(vec![
-                DeleteRecordsPartition::default().with_partition_index(partition).with_offset(offset),
+                DeleteRecordsPartition::default()
+                    .with_partition_index(partition)
+                    .with_offset(offset),
             ]),
         ]);
         let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
@@ -502,7 +537,10 @@ fn describe_cluster_names_this_broker_as_the_controller_at_its_advertised_addres
         assert_eq!(r.controller_id.0, 0);
         assert_eq!(r.brokers.len(), 1);
         let b = &r.brokers[0];
-        assert_eq!((b.broker_id.0, b.host.as_str(), b.port.to_string()), (0, host, port.to_string()));
+        assert_eq!(
+            (b.broker_id.0, b.host.as_str(), b.port.to_string()),
+            (0, host, port.to_string())
+        );
     }
     // Asking a broker for the controllers (v1+) is the wrong endpoint.
     let r: DescribeClusterResponse = c.call(
@@ -515,10 +553,7 @@ fn describe_cluster_names_this_broker_as_the_controller_at_its_advertised_addres
     // Admin clients check ApiVersions before calling: every admin API is advertised.
     let r: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     let range = |key: ApiKey| {
-        r.api_keys
-            .iter()
-            .find(|k| k.api_key == key as i16)
-            .map(|k| (k.min_version, k.max_version))
+        r.api_keys.iter().find(|k| k.api_key == key as i16).map(|k| (k.min_version, k.max_version))
     };
     assert_eq!(range(ApiKey::DescribeConfigs), Some((1, 4)));
     assert_eq!(range(ApiKey::AlterConfigs), Some((0, 2)));

@@ -12,8 +12,8 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, DeleteRecordsRequest,
-    DeleteRecordsResponse, DescribeClusterRequest, DescribeClusterResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+    DescribeClusterRequest, DescribeClusterResponse,
 };
 
 use super::shim::ShimApi;
@@ -78,7 +78,9 @@ fn grow(
     if index >= MAX_TOPICS_PER_REQUEST {
         return Err((
             code(ResponseError::PolicyViolation),
-            format!("at most {MAX_TOPICS_PER_REQUEST} topics per request; send the rest in another"),
+            format!(
+                "at most {MAX_TOPICS_PER_REQUEST} topics per request; send the rest in another"
+            ),
         ));
     }
     if duplicates.contains(name) {
@@ -88,7 +90,8 @@ fn grow(
         ));
     }
     validate_topic_name(name).map_err(|e| (broker_error_code(&e), e.to_string()))?;
-    let current = broker.partition_count(name).map_err(|e| (broker_error_code(&e), e.to_string()))?;
+    let current =
+        broker.partition_count(name).map_err(|e| (broker_error_code(&e), e.to_string()))?;
     let invalid = |message: String| (code(ResponseError::InvalidPartitions), message);
     let total = u32::try_from(t.count)
         .map_err(|_| invalid(format!("partition count {} must be positive", t.count)))?;
@@ -115,7 +118,8 @@ fn grow(
                 ),
             ));
         }
-        if let Some(a) = assignments.iter().find(|a| a.broker_ids.iter().map(|b| b.0).ne([NODE_ID])) {
+        if let Some(a) = assignments.iter().find(|a| a.broker_ids.iter().map(|b| b.0).ne([NODE_ID]))
+        {
             let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
             return Err((
                 code(ResponseError::InvalidReplicaAssignment),
@@ -202,7 +206,11 @@ fn delete_before(broker: &Broker, topic: &str, partition: i32, offset: i64) -> R
 const ENDPOINT_BROKERS: i8 = 1;
 const FIRST_ENDPOINT_TYPE_VERSION: i16 = 1;
 
-pub(super) fn describe_cluster(ctx: &Ctx, r: DescribeClusterRequest, v: i16) -> DescribeClusterResponse {
+pub(super) fn describe_cluster(
+    ctx: &Ctx,
+    r: DescribeClusterRequest,
+    v: i16,
+) -> DescribeClusterResponse {
     let mut res = DescribeClusterResponse::default()
         .with_cluster_id(s(CLUSTER_ID))
         .with_controller_id(NODE_ID.into())

@@ -215,7 +215,11 @@ fn describe_entry(
     r
 }
 
-fn describe_topic(broker: &Broker, name: &str, w: &Wanted) -> Result<Vec<DescribeConfigsResourceResult>, (i16, Option<StrBytes>)> {
+fn describe_topic(
+    broker: &Broker,
+    name: &str,
+    w: &Wanted,
+) -> Result<Vec<DescribeConfigsResourceResult>, (i16, Option<StrBytes>)> {
     validate_topic_name(name).map_err(|e| broker_error(&e))?;
     let entries = broker.describe_topic_configs(name).map_err(|e| broker_error(&e))?;
     let broker_entries = if w.synonyms { broker.describe_broker_configs() } else { Vec::new() };
@@ -223,14 +227,18 @@ fn describe_topic(broker: &Broker, name: &str, w: &Wanted) -> Result<Vec<Describ
         .iter()
         .filter(|e| w.includes(&e.name))
         .map(|e| {
-            let default = known(&e.name)
-                .and_then(|row| broker_entries.iter().find(|b| b.name == row.1));
+            let default =
+                known(&e.name).and_then(|row| broker_entries.iter().find(|b| b.name == row.1));
             describe_entry(e, default, w)
         })
         .collect())
 }
 
-fn describe_broker(broker: &Broker, name: &str, w: &Wanted) -> Result<Vec<DescribeConfigsResourceResult>, (i16, Option<StrBytes>)> {
+fn describe_broker(
+    broker: &Broker,
+    name: &str,
+    w: &Wanted,
+) -> Result<Vec<DescribeConfigsResourceResult>, (i16, Option<StrBytes>)> {
     check_broker_name(name)?;
     if name.is_empty() {
         // The cluster-wide dynamic defaults: this broker has none.

@@ -53,7 +53,8 @@ impl TopicConfigs {
                 return Err(bad(k, "unknown config"));
             }
             let Some(v) = v else { continue };
-            if k == "cleanup.policy" && !matches!(v.as_str(), "delete" | "compact" | "compact,delete")
+            if k == "cleanup.policy"
+                && !matches!(v.as_str(), "delete" | "compact" | "compact,delete")
             {
                 return Err(bad(k, "bad cleanup.policy"));
             }
@@ -95,8 +96,12 @@ pub trait ShimApi {
         replace_all: bool,
         validate_only: bool,
     ) -> Result<(), BrokerError>;
-    fn add_partitions(&self, topic: &str, total: u32, validate_only: bool)
-    -> Result<(), BrokerError>;
+    fn add_partitions(
+        &self,
+        topic: &str,
+        total: u32,
+        validate_only: bool,
+    ) -> Result<(), BrokerError>;
     fn topic_id(&self, topic: &str) -> Result<[u8; 16], BrokerError>;
 }
 
@@ -154,7 +159,8 @@ impl ShimApi for Broker {
     ) -> Result<(), BrokerError> {
         self.describe_topic(topic)?;
         let mut c = CONFIGS.lock().unwrap();
-        let mut set = if replace_all { BTreeMap::new() } else { c.get(topic).cloned().unwrap_or_default() };
+        let mut set =
+            if replace_all { BTreeMap::new() } else { c.get(topic).cloned().unwrap_or_default() };
         for op in ops {
             match op {
                 ConfigOp::Set(k, v) => {
@@ -175,7 +181,8 @@ impl ShimApi for Broker {
                 }
                 ConfigOp::Subtract(k, v) => {
                     let cur = set.get(k).cloned().unwrap_or_else(|| "delete".into());
-                    let l: Vec<String> = cur.split(',').filter(|x| x != v).map(String::from).collect();
+                    let l: Vec<String> =
+                        cur.split(',').filter(|x| x != v).map(String::from).collect();
                     set.insert(k.clone(), l.join(","));
                 }
             }

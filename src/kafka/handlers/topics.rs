@@ -2,7 +2,9 @@
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -155,7 +157,8 @@ fn create_one(
                 "partitions {indexes:?}: they must be consecutive from 0"
             )));
         }
-        if let Some(a) = t.assignments.iter().find(|a| a.broker_ids.iter().map(|b| b.0).ne([NODE_ID]))
+        if let Some(a) =
+            t.assignments.iter().find(|a| a.broker_ids.iter().map(|b| b.0).ne([NODE_ID]))
         {
             let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
             return Err(invalid_assignment(format!(
@@ -174,11 +177,14 @@ fn create_one(
     let refused = |e: BrokerError| (broker_error_code(&e), e.to_string());
     let configs = TopicConfigs::parse(&pairs).map_err(refused)?;
     let given = configs.clone();
-    let d = broker.create_topic_with(name, partitions as u32, configs, validate_only).map_err(refused)?;
+    let d = broker
+        .create_topic_with(name, partitions as u32, configs, validate_only)
+        .map_err(refused)?;
     if !validate_only {
         tracing::info!(topic = name, partitions, configs = pairs.len(), "topic created over Kafka");
     }
-    let topic_id = if validate_only { [0; 16] } else { broker.topic_id(&d.name).unwrap_or([0; 16]) };
+    let topic_id =
+        if validate_only { [0; 16] } else { broker.topic_id(&d.name).unwrap_or([0; 16]) };
     Ok(Created { partitions, topic_id, given, validate_only })
 }
 
