@@ -16,7 +16,6 @@ use kafka_protocol::messages::{
     DescribeClusterRequest, DescribeClusterResponse,
 };
 
-use super::shim::ShimApi;
 use super::topics::MAX_TOPICS_PER_REQUEST;
 use super::{CLUSTER_ID, Ctx, MAX_PARTITIONS_PER_REQUEST, NODE_ID, broker_error_code, code, s};
 use crate::broker::{Broker, validate_topic_name};

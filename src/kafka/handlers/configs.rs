@@ -18,8 +18,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::shim::{ConfigEntry, ConfigOp, ConfigSource, ShimApi};
 use super::{Ctx, NODE_ID, broker_error_code, code, s};
+use crate::broker::topic_config::{ConfigEntry, ConfigOp, ConfigSource};
 use crate::broker::{Broker, BrokerError, validate_topic_name};
 
 /// Kafka's `ConfigResource.Type` codes this broker answers for.

@@ -23,7 +23,6 @@ mod fetch;
 mod groups;
 mod metadata;
 mod produce;
-mod shim;
 mod topics;
 
 /// Our one broker's node id: we are every partition's leader and every group's coordinator.

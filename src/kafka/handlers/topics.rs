@@ -14,8 +14,8 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse,
 };
 
-use super::shim::{ShimApi, TopicConfigs};
 use super::{Ctx, MAX_PARTITIONS_PER_REQUEST, NODE_ID, broker_error_code, code, s};
+use crate::broker::topic_config::{ConfigEntry, TopicConfigs};
 use crate::broker::{Broker, BrokerError};
 use uuid::Uuid;
 
@@ -80,7 +80,7 @@ fn create_topics_now(
                 create_one(broker, default_partitions, t, r.validate_only)
             };
             match created {
-                Ok(c) => created_result(broker, res, c, v),
+                Ok(c) => created_result(res, c, v),
                 // From v5: counts -1 (the defaults) and null configs for a topic not created, as Kafka.
                 Err((c, msg)) => {
                     let res = res.with_error_code(c).with_error_message(Some(s(&msg)));
@@ -101,10 +101,8 @@ const FIRST_TOPIC_ID_VERSION: i16 = 7;
 struct Created {
     partitions: i32,
     topic_id: [u8; 16],
-    /// The configs it was given, for a validate_only answer (the topic has no configs to
-    /// describe then).
-    given: TopicConfigs,
-    validate_only: bool,
+    /// Every config of the topic with its source, as DescribeConfigs shows them.
+    configs: Vec<ConfigEntry>,
 }
 
 /// Checks one CreatableTopic and creates it; (error code, message) when refused, with nothing
@@ -176,58 +174,40 @@ fn create_one(
         .collect();
     let refused = |e: BrokerError| (broker_error_code(&e), e.to_string());
     let configs = TopicConfigs::parse(&pairs).map_err(refused)?;
-    let given = configs.clone();
-    let d = broker
-        .create_topic_with(name, partitions as u32, configs, validate_only)
-        .map_err(refused)?;
-    if !validate_only {
+    // What the topic would show: its set configs over the broker's defaults. A created topic is
+    // described from the broker (the same, unless it was altered or deleted in between).
+    let would_show = configs.describe(&broker.config().log);
+    let d = broker.create_topic(name, partitions as u32, configs, validate_only).map_err(refused)?;
+    let configs = if validate_only {
+        would_show
+    } else {
         tracing::info!(topic = name, partitions, configs = pairs.len(), "topic created over Kafka");
-    }
-    let topic_id =
-        if validate_only { [0; 16] } else { broker.topic_id(&d.name).unwrap_or([0; 16]) };
-    Ok(Created { partitions, topic_id, given, validate_only })
+        broker.describe_topic_configs(name).unwrap_or(would_show)
+    };
+    // validate_only: a nil id, as Kafka answers for a topic it did not create.
+    Ok(Created { partitions, topic_id: d.topic_id, configs })
 }
 
 /// The result of a created topic: from v5 its counts and every config with its source (as
 /// DescribeConfigs shows them), from v7 its id.
 fn created_result(
-    broker: &Broker,
     mut res: CreatableTopicResult,
     c: Created,
     v: i16,
 ) -> CreatableTopicResult {
     if v >= FIRST_CONFIGS_VERSION {
-        let configs = if c.validate_only {
-            // Nothing to describe yet: what it was given, as it would be set on the topic.
-            c.given
-                .iter()
-                .map(|(name, value)| {
-                    CreatableTopicConfigs::default()
-                        .with_name(s(name))
-                        .with_value(Some(s(value)))
-                        .with_config_source(super::configs::SOURCE_TOPIC)
-                })
-                .collect()
-        } else {
-            match broker.describe_topic_configs(&res.name) {
-                Ok(entries) => entries
-                    .iter()
-                    .map(|e| {
-                        CreatableTopicConfigs::default()
-                            .with_name(s(&e.name))
-                            .with_value(if e.sensitive { None } else { e.value.as_deref().map(s) })
-                            .with_read_only(e.read_only)
-                            .with_config_source(super::configs::source_code(e.source))
-                            .with_is_sensitive(e.sensitive)
-                    })
-                    .collect(),
-                // Deleted in between: the creation itself succeeded.
-                Err(e) => {
-                    tracing::debug!(topic = %res.name.as_str(), "describing a created topic: {e}");
-                    Vec::new()
-                }
-            }
-        };
+        let configs = c
+            .configs
+            .iter()
+            .map(|e| {
+                CreatableTopicConfigs::default()
+                    .with_name(s(&e.name))
+                    .with_value(if e.sensitive { None } else { e.value.as_deref().map(s) })
+                    .with_read_only(e.read_only)
+                    .with_config_source(super::configs::source_code(e.source))
+                    .with_is_sensitive(e.sensitive)
+            })
+            .collect();
         res = res
             .with_num_partitions(c.partitions)
             .with_replication_factor(1)
