@@ -177,7 +177,8 @@ fn create_one(
     // What the topic would show: its set configs over the broker's defaults. A created topic is
     // described from the broker (the same, unless it was altered or deleted in between).
     let would_show = configs.describe(&broker.config().log);
-    let d = broker.create_topic(name, partitions as u32, configs, validate_only).map_err(refused)?;
+    let d =
+        broker.create_topic(name, partitions as u32, configs, validate_only).map_err(refused)?;
     let configs = if validate_only {
         would_show
     } else {
@@ -190,11 +191,7 @@ fn create_one(
 
 /// The result of a created topic: from v5 its counts and every config with its source (as
 /// DescribeConfigs shows them), from v7 its id.
-fn created_result(
-    mut res: CreatableTopicResult,
-    c: Created,
-    v: i16,
-) -> CreatableTopicResult {
+fn created_result(mut res: CreatableTopicResult, c: Created, v: i16) -> CreatableTopicResult {
     if v >= FIRST_CONFIGS_VERSION {
         let configs = c
             .configs
