@@ -323,6 +323,7 @@ fn create_topics_with_configs_then_describe_configs_shows_each_value_and_its_sou
     assert_eq!(b.error_code, 0, "{b:?}");
     assert!(!b.configs.is_empty());
     assert!(b.configs.iter().all(|e| e.read_only), "{b:?}");
+    assert!(b.configs.iter().all(|e| e.config_type != 0), "every type known: {b:?}");
     let flag = b.configs.iter().find(|e| e.name.as_str() == "log.retention.ms").unwrap();
     assert_eq!(
         (flag.value.as_deref(), flag.config_source),

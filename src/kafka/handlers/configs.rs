@@ -48,6 +48,7 @@ pub(super) fn source_code(source: ConfigSource) -> i8 {
 
 /// Kafka's `ConfigType` codes (DescribeConfigs v3+).
 mod config_type {
+    pub const BOOLEAN: i8 = 1;
     pub const STRING: i8 = 2;
     pub const INT: i8 = 3;
     pub const LONG: i8 = 5;
@@ -128,9 +129,30 @@ const TOPIC_CONFIGS: &[(&str, &str, i8, &str)] = &[
     ),
 ];
 
+/// The broker configs that are no topic config's default, with their Kafka types.
+const BROKER_ONLY_CONFIGS: &[(&str, i8)] = &[
+    ("auto.create.topics.enable", config_type::BOOLEAN),
+    ("fetch.max.bytes", config_type::INT),
+    ("log.flush.interval.ms", config_type::LONG),
+    ("log.index.interval.bytes", config_type::INT),
+    ("num.partitions", config_type::INT),
+    ("producer.id.expiration.ms", config_type::INT),
+];
+
 /// The topic-config row of `name`, or of the broker config that is its default.
 fn known(name: &str) -> Option<&'static (&'static str, &'static str, i8, &'static str)> {
     TOPIC_CONFIGS.iter().find(|(topic, broker, _, _)| *topic == name || *broker == name)
+}
+
+/// Kafka's type of a topic or broker config.
+fn type_of(name: &str) -> i8 {
+    match known(name) {
+        Some(row) => row.2,
+        None => BROKER_ONLY_CONFIGS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(config_type::UNKNOWN, |(_, t)| *t),
+    }
 }
 
 fn invalid_request(message: String) -> (i16, Option<StrBytes>) {
@@ -206,10 +228,10 @@ fn describe_entry(
         r = r.with_synonyms(synonyms);
     }
     if w.version >= DOCUMENTATION_VERSION {
-        let row = known(&e.name);
-        r = r.with_config_type(row.map_or(config_type::UNKNOWN, |r| r.2));
+        r = r.with_config_type(type_of(&e.name));
         if w.documentation {
-            r = r.with_documentation(row.map(|r| s(r.3)));
+            // Documented for the topic configs and their broker defaults; null for the rest.
+            r = r.with_documentation(known(&e.name).map(|r| s(r.3)));
         }
     }
     r
