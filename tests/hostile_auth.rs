@@ -79,7 +79,12 @@ fn native_listener_refuses_every_request_until_the_token_is_presented() {
             max_bytes: 1024,
             max_wait_ms: 0,
         },
-        Request::CreateTopic { name: "sneaky".into(), partitions: 1, if_not_exists: false },
+        Request::CreateTopic {
+            name: "sneaky".into(),
+            partitions: 1,
+            if_not_exists: false,
+            configs: vec![],
+        },
     ] {
         let (resps, closed) = raw_exchange(&b.addr, &[first, Request::ListTopics]);
         assert_eq!(resps.len(), 1, "one refusal, then nothing: {resps:?}");
@@ -118,9 +123,14 @@ fn native_listener_refuses_every_request_until_the_token_is_presented() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let c = Connection::connect_with_token(&b.addr, Some(TOKEN)).await.unwrap();
-        c.request(&Request::CreateTopic { name: "t".into(), partitions: 1, if_not_exists: false })
-            .await
-            .unwrap();
+        c.request(&Request::CreateTopic {
+            name: "t".into(),
+            partitions: 1,
+            if_not_exists: false,
+            configs: vec![],
+        })
+        .await
+        .unwrap();
         let bad = Connection::connect_with_token(&b.addr, Some("nope")).await;
         assert!(bad.is_err(), "a wrong token fails the connect");
     });
@@ -440,6 +450,7 @@ fn unauthenticated_peers_cannot_make_either_listener_buffer_a_large_frame() {
             name: "big".into(),
             partitions: 1,
             if_not_exists: false,
+            configs: vec![],
         })
         .await
         .unwrap();

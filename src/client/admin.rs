@@ -1,8 +1,9 @@
-//! Administration over a [`Connection`]: topics (create, delete, trim, list, describe) and
-//! consumer groups (list, committed offsets).
+//! Administration over a [`Connection`]: topics (create, delete, trim, list, describe, configs,
+//! add partitions) and consumer groups (list, committed offsets).
 
 use super::{ClientError, Connection};
 use crate::broker::TopicDescription;
+use crate::broker::topic_config::ConfigEntry;
 use crate::protocol::{GroupOffset, Request, Response};
 
 /// Topic administration. Cheap to create; shares the connection it is given.
@@ -24,10 +25,73 @@ impl Admin {
         partitions: u32,
         if_not_exists: bool,
     ) -> Result<TopicDescription, ClientError> {
-        let req = Request::CreateTopic { name: name.to_string(), partitions, if_not_exists };
+        self.create_topic_with_configs(name, partitions, if_not_exists, &[]).await
+    }
+
+    /// Creates a topic with Kafka topic configs (`retention.ms`, `cleanup.policy`...). An unknown
+    /// name or an invalid value is refused (`ErrorCode::InvalidConfig`, the message says which
+    /// and why) and nothing is created.
+    pub async fn create_topic_with_configs(
+        &self,
+        name: &str,
+        partitions: u32,
+        if_not_exists: bool,
+        configs: &[(String, String)],
+    ) -> Result<TopicDescription, ClientError> {
+        let req = Request::CreateTopic {
+            name: name.to_string(),
+            partitions,
+            if_not_exists,
+            configs: configs.to_vec(),
+        };
         match self.conn.request(&req).await? {
             Response::TopicCreated { description } => Ok(description),
             other => Err(unexpected("CreateTopic", &other)),
+        }
+    }
+
+    /// Sets configs and deletes others (back to their defaults), all or nothing: when one is
+    /// invalid the broker changes none.
+    pub async fn alter_topic_configs(
+        &self,
+        topic: &str,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<(), ClientError> {
+        let req = Request::AlterTopicConfigs {
+            topic: topic.to_string(),
+            set: set.to_vec(),
+            delete: delete.to_vec(),
+        };
+        match self.conn.request(&req).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("AlterTopicConfigs", &other)),
+        }
+    }
+
+    /// Every config the topic has (set on it or not), with each value's source.
+    pub async fn describe_topic_configs(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<ConfigEntry>, ClientError> {
+        let req = Request::DescribeTopicConfigs { topic: topic.to_string() };
+        match self.conn.request(&req).await? {
+            Response::TopicConfigs { entries } => Ok(entries),
+            other => Err(unexpected("DescribeTopicConfigs", &other)),
+        }
+    }
+
+    /// Grows a topic to `total` partitions (the new count, larger than the current one);
+    /// returns the topic as it is now.
+    pub async fn add_partitions(
+        &self,
+        topic: &str,
+        total: u32,
+    ) -> Result<TopicDescription, ClientError> {
+        let req = Request::AddPartitions { topic: topic.to_string(), total };
+        match self.conn.request(&req).await? {
+            Response::PartitionsAdded { description } => Ok(description),
+            other => Err(unexpected("AddPartitions", &other)),
         }
     }
 

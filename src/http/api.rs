@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE_BYTES, PAGE_WAIT, RecordJson, RecordsPage};
+use crate::broker::topic_config::{ConfigEntry, ConfigSource};
 use crate::broker::{Broker, BrokerError, GroupLag, PartitionLag, TopicDescription};
 use crate::metrics::{self, GroupOffsetState, PartitionState, StateSnapshot};
 use crate::protocol::ErrorCode;
@@ -70,7 +71,9 @@ fn broker_error_status(e: &BrokerError) -> StatusCode {
         | ErrorCode::InvalidRecord
         | ErrorCode::RecordTooLarge
         | ErrorCode::FrameTooLarge
-        | ErrorCode::LimitExceeded => StatusCode::BAD_REQUEST,
+        | ErrorCode::LimitExceeded
+        | ErrorCode::InvalidConfig
+        | ErrorCode::InvalidPartitions => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Storage | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -91,9 +94,36 @@ pub(crate) struct PartitionView {
     offline: Option<String>,
 }
 
+/// One topic config as the topic page shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct ConfigView {
+    name: String,
+    /// `None` for a sensitive value (never shown) or one with no value.
+    value: Option<String>,
+    /// Where the value comes from: "topic" (set on the topic), "broker" (a broker flag) or
+    /// "default".
+    source: &'static str,
+    read_only: bool,
+}
+
+impl From<ConfigEntry> for ConfigView {
+    fn from(e: ConfigEntry) -> Self {
+        let source = match e.source {
+            ConfigSource::Topic => "topic",
+            ConfigSource::Broker => "broker",
+            ConfigSource::Default => "default",
+        };
+        let value = if e.sensitive { None } else { e.value };
+        ConfigView { name: e.name, value, source, read_only: e.read_only }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct TopicView {
     name: String,
+    /// Kafka's text form of the topic id; absent for an offline topic whose id is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic_id: Option<String>,
     records: u64,
     size_bytes: u64,
     segments: u64,
@@ -101,6 +131,9 @@ pub(crate) struct TopicView {
     /// Why the whole topic is offline (its topic.json is damaged), naming the file.
     #[serde(skip_serializing_if = "Option::is_none")]
     offline: Option<String>,
+    /// Every config with its source: on the one-topic endpoint only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configs: Option<Vec<ConfigView>>,
 }
 
 impl From<TopicDescription> for TopicView {
@@ -119,12 +152,14 @@ impl From<TopicDescription> for TopicView {
             })
             .collect();
         TopicView {
+            topic_id: (d.topic_id != [0; 16]).then(|| crate::protocol::topic_id_text(&d.topic_id)),
             name: d.name,
             records: partitions.iter().map(|p| p.records).sum(),
             size_bytes: partitions.iter().map(|p| p.size_bytes).sum(),
             segments: partitions.iter().map(|p| p.segments).sum(),
             partitions,
             offline: d.offline,
+            configs: None,
         }
     }
 }
@@ -137,7 +172,13 @@ pub(crate) async fn get_topic(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<TopicView> {
-    Ok(Json(s.broker.describe_topic(&name)?.into()))
+    let mut view = TopicView::from(s.broker.describe_topic(&name)?);
+    // An offline topic still has its page; its configs are what could not be read.
+    if view.offline.is_none() {
+        let entries = s.broker.describe_topic_configs(&name)?;
+        view.configs = Some(entries.into_iter().map(ConfigView::from).collect());
+    }
+    Ok(Json(view))
 }
 
 #[derive(Debug, Deserialize)]
@@ -432,6 +473,42 @@ mod tests {
     use crate::broker::BrokerConfig;
     use crate::http::HttpServer;
     use crate::http::browse::MAX_CONCURRENT_PAGES;
+
+    /// A topic's page carries its id (as Kafka prints it) and every config with its source;
+    /// the topic list carries the ids only.
+    #[tokio::test]
+    async fn a_topic_page_shows_its_id_and_every_config_with_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let broker = Broker::open(config).unwrap();
+        let set = [("retention.ms".to_string(), Some("1000".to_string()))];
+        let configs = crate::broker::topic_config::TopicConfigs::parse(&set).unwrap();
+        broker.create_topic("t", 1, configs, false).unwrap();
+        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), broker.clone(), {
+            broker.metrics().clone()
+        })
+        .await
+        .unwrap();
+        let Ok(Json(view)) = get_topic(State(server.state.clone()), Path("t".into())).await else {
+            panic!("the topic has a page")
+        };
+        let v = serde_json::to_value(&view).unwrap();
+        let id = v["topic_id"].as_str().expect("a topic id");
+        assert_eq!(id, crate::protocol::topic_id_text(&broker.topic_id("t").unwrap()));
+        let configs = v["configs"].as_array().expect("every config");
+        let named = |n: &str| configs.iter().find(|c| c["name"] == n).cloned();
+        let retention = named("retention.ms").expect("retention.ms is listed");
+        assert_eq!(retention["value"], "1000");
+        assert_eq!(retention["source"], "topic");
+        let policy = named("cleanup.policy").expect("every known config is listed");
+        assert_ne!(policy["source"], "topic", "{policy}");
+
+        let Json(list) = list_topics(State(server.state.clone())).await;
+        let list = serde_json::to_value(&list).unwrap();
+        assert_eq!(list[0]["topic_id"], id);
+        assert!(list[0].get("configs").is_none(), "the list stays small: {list}");
+        broker.shutdown().unwrap();
+    }
 
     /// Pages past the concurrency bound wait their turn, and answer 503 rather than pile up.
     #[tokio::test]

@@ -8,7 +8,7 @@
 //! | `/metrics` | GET | the exposition (see `crate::metrics`) |
 //! | `/api/topics` | GET | every topic with its partitions, offsets, sizes and segments |
 //! | `/api/topics` | POST | `{"name": "t", "partitions": 3}` creates a topic: 201 + its description |
-//! | `/api/topics/{name}` | GET | one topic |
+//! | `/api/topics/{name}` | GET | one topic, with its id and every config (name, value, source) |
 //! | `/api/topics/{name}/partitions/{p}/records?offset=&limit=` | GET | up to `limit` records from `offset` |
 //! | `/api/groups` | GET | consumer groups with their total lag |
 //! | `/api/groups/{group}` | GET | a group's committed offset and lag per partition |

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
+use crate::broker::topic_config::{ConfigOp, TopicConfigs};
 use crate::broker::{AppendBatch, Broker, BrokerError, FetchResult};
 use crate::metrics::Listener;
 use crate::protocol::{ErrorCode, FETCH_CONTINUE, GroupOffset, Request, Response};
@@ -36,11 +37,9 @@ pub fn error_code(e: &BrokerError) -> ErrorCode {
         BrokerError::UnknownTopic { .. } => ErrorCode::UnknownTopic,
         BrokerError::TopicAlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
         BrokerError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
-        // No dedicated native code yet: the message says which config and why.
-        BrokerError::NoPartitions
-        | BrokerError::EmptyBatch
-        | BrokerError::InvalidConfig { .. }
-        | BrokerError::PartitionCountNotIncreased { .. } => ErrorCode::InvalidRequest,
+        BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+        BrokerError::PartitionCountNotIncreased { .. } => ErrorCode::InvalidPartitions,
+        BrokerError::NoPartitions | BrokerError::EmptyBatch => ErrorCode::InvalidRequest,
         BrokerError::TooManyPartitions { .. } | BrokerError::TooManyTopics { .. } => {
             ErrorCode::LimitExceeded
         }
@@ -167,14 +166,13 @@ async fn run(
     let b = broker.clone();
     let reply: Reply = match req {
         Request::Authenticate { .. } => Response::Ok.into(),
-        Request::CreateTopic { name, partitions, if_not_exists } => {
+        Request::CreateTopic { name, partitions, if_not_exists, configs } => {
             let description = blocking(move || {
-                match b.create_topic(
-                    &name,
-                    partitions,
-                    crate::broker::topic_config::TopicConfigs::default(),
-                    false,
-                ) {
+                // Validated before anything is created: an invalid config creates nothing.
+                let pairs: Vec<(String, Option<String>)> =
+                    configs.into_iter().map(|(k, v)| (k, Some(v))).collect();
+                let configs = TopicConfigs::parse(&pairs)?;
+                match b.create_topic(&name, partitions, configs, false) {
                     Err(BrokerError::TopicAlreadyExists { .. }) if if_not_exists => {
                         b.describe_topic(&name)
                     }
@@ -183,6 +181,28 @@ async fn run(
             })
             .await?;
             Response::TopicCreated { description }.into()
+        }
+        Request::AlterTopicConfigs { topic, set, delete } => {
+            let ops: Vec<ConfigOp> = set
+                .into_iter()
+                .map(|(k, v)| ConfigOp::Set(k, v))
+                .chain(delete.into_iter().map(ConfigOp::Delete))
+                .collect();
+            // Incremental (only the named configs change), all or nothing.
+            blocking(move || b.alter_topic_configs(&topic, &ops, false, false)).await?;
+            Response::Ok.into()
+        }
+        Request::DescribeTopicConfigs { topic } => {
+            let entries = blocking(move || b.describe_topic_configs(&topic)).await?;
+            Response::TopicConfigs { entries }.into()
+        }
+        Request::AddPartitions { topic, total } => {
+            let description = blocking(move || {
+                b.add_partitions(&topic, total, false)?;
+                b.describe_topic(&topic)
+            })
+            .await?;
+            Response::PartitionsAdded { description }.into()
         }
         Request::DeleteTopic { name } => {
             blocking(move || b.delete_topic(&name)).await?;
