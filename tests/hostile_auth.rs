@@ -557,8 +557,8 @@ fn an_unsupported_kafka_request_is_logged_once_at_warn_with_the_client() {
     // version we lack: no answer, one warning, the connection closed.
     s.write_all(&kafka_frame_from(client, ApiKey::ApiVersions, 3, &av)).unwrap();
     let _ = read_kafka_frame(&mut s);
-    let describe = kafka_protocol::messages::DescribeConfigsRequest::default();
-    s.write_all(&kafka_frame_from(client, ApiKey::DescribeConfigs, 1, &describe)).unwrap();
+    let describe = kafka_protocol::messages::DescribeAclsRequest::default();
+    s.write_all(&kafka_frame_from(client, ApiKey::DescribeAcls, 1, &describe)).unwrap();
     let md = MetadataRequest::default().with_topics(None);
     let _ = s.write_all(&kafka_frame_from(client, ApiKey::Metadata, 12, &md));
     let mut rest = Vec::new();
@@ -580,8 +580,8 @@ fn an_unsupported_kafka_request_is_logged_once_at_warn_with_the_client() {
         "WARN",
         "probe-client",
         "probe-software/9.8.7",
-        "api=DescribeConfigs",
-        "api_key=32",
+        "api=DescribeAcls",
+        "api_key=29",
         "version=1",
         "supported=none",
     ] {

@@ -32,9 +32,17 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::InitProducerId, 0, 4),
+    // Configs and topic administration. DescribeConfigs starts at v1: v0 is gone from Kafka 4.0
+    // and from the crate, and librdkafka 2.0 and kafka-python both send v1 or later.
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeCluster, 0, 2),
     // SASL/PLAIN (see `sasl`). v0 (the credentials then come as a bare size-prefixed frame) must
     // be in range: librdkafka up to at least 2.0 (Debian's kcat) refuses PLAIN without it.
     (ApiKey::SaslHandshake, 0, 1),

@@ -18,6 +18,8 @@ use crate::broker::coordinator::Coordinator;
 use crate::broker::{Broker, BrokerError};
 use crate::metrics::{Listener, snake_case};
 
+mod admin;
+mod configs;
 mod fetch;
 mod groups;
 mod metadata;
@@ -26,6 +28,9 @@ mod topics;
 
 /// Our one broker's node id: we are every partition's leader and every group's coordinator.
 const NODE_ID: i32 = 0;
+/// The cluster id DescribeCluster (and Metadata) report. A broker keeps no id of its own, so
+/// every minikafka has this fixed one; clients only compare it between their own connections.
+const CLUSTER_ID: &str = "minikafka";
 /// Longest a Fetch may long-poll, whatever the client asks.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 /// Most partitions one Fetch/Produce/ListOffsets request may name.
@@ -266,6 +271,31 @@ async fn handle_request(
         }
         ApiKey::OffsetDelete => {
             let body = groups::offset_delete(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        // Configs and topic administration (issue 13).
+        ApiKey::DescribeConfigs => {
+            let body = configs::describe_configs(ctx, codec::decode_body(&mut req)?, v);
+            encode(&req, &body)
+        }
+        ApiKey::AlterConfigs => {
+            let body = configs::alter_configs(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let body = configs::incremental_alter_configs(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::CreatePartitions => {
+            let body = admin::create_partitions(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::DeleteRecords => {
+            let body = admin::delete_records(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::DescribeCluster => {
+            let body = admin::describe_cluster(ctx, codec::decode_body(&mut req)?, v);
             encode(&req, &body)
         }
         other => Err(KafkaError::UnsupportedApi { api_key: other as i16, version: v }),
