@@ -94,7 +94,10 @@ fn latest(records: &[Record]) -> BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)> {
     m
 }
 
-fn summary(records: &[Record]) -> Vec<(u64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+/// (offset, key, value) of each record.
+type Summary = Vec<(u64, Option<Vec<u8>>, Option<Vec<u8>>)>;
+
+fn summary(records: &[Record]) -> Summary {
     records.iter().map(|r| (r.offset, r.key.clone(), r.value.clone())).collect()
 }
 
