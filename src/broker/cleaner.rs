@@ -3,7 +3,8 @@
 //! whose config has `cleanup.policy` with `compact`, takes those that
 //! [`Log::needs_compaction`](crate::storage::Log::needs_compaction) now, and compacts them one at a
 //! time, dirtiest first, all through one shared throttle (Kafka's
-//! `log.cleaner.io.max.bytes.per.second`); it records each run in the metrics. It owns that choice,
+//! `log.cleaner.io.max.bytes.per.second`), at a lower CPU priority than the request threads; it
+//! records each run in the metrics. It owns that choice,
 //! its thread and its stop only: it never compacts a log itself (the storage layer's
 //! `Log::compact` does, crash-safely, without blocking appends or reads), never applies retention
 //! (the broker's background task does, for `compact,delete` as for `delete`), and never holds a
@@ -124,7 +125,17 @@ impl Signal {
     }
 }
 
+/// The cleaner thread's nice value: when the CPUs are busy, the threads serving produce and fetch
+/// requests go first, and compaction takes what they leave (on an idle machine it runs at full
+/// speed all the same).
+const CLEANER_NICE: i32 = 10;
+
 fn run(broker: Weak<Broker>, signal: Arc<Signal>, backoff: Duration, throttle: Throttle) {
+    // On Linux a thread's id names only that thread here, not the process.
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), CLEANER_NICE) {
+        tracing::warn!("log cleaner: cannot lower its priority (it competes with requests): {e}");
+    }
     tracing::info!(backoff_ms = backoff.as_millis() as u64, "log cleaner started");
     loop {
         if signal.sleep(backoff) {
