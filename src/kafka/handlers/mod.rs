@@ -175,7 +175,7 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Fra
             encode(&req, &body)
         }
         ApiKey::DeleteTopics => {
-            let body = topics::delete_topics(ctx, codec::decode_body(&mut req)?).await;
+            let body = topics::delete_topics(ctx, codec::decode_body(&mut req)?, v).await;
             encode(&req, &body)
         }
         ApiKey::InitProducerId => {
@@ -190,7 +190,7 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Fra
             if acks == 0 { Ok(None) } else { encode(&req, &body) }
         }
         ApiKey::Fetch => {
-            let (body, batches) = fetch::fetch(ctx, codec::decode_body(&mut req)?).await;
+            let (body, batches) = fetch::fetch(ctx, codec::decode_body(&mut req)?, v).await;
             let h = &req.header;
             let parts = codec::encode_response_spliced(
                 req.key,
