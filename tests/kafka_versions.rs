@@ -403,3 +403,72 @@ fn every_api_answers_at_the_highest_version_it_advertises() {
     }
     assert!(!b.log().contains("panicked"));
 }
+
+/// A batch as sarama before 1.23 sends it: records with timestamps, `maxTimestamp` left at -1,
+/// the CRC computed over that header.
+fn batch_without_max_timestamp(stamps: &[i64]) -> Vec<u8> {
+    let recs: Vec<NewRecord<'_>> = stamps
+        .iter()
+        .map(|&t| NewRecord {
+            timestamp_ms: t,
+            key: None,
+            value: Some(b"old sarama"),
+            headers: &[],
+        })
+        .collect();
+    let mut b = record::build_batch(&recs, Compression::None).unwrap();
+    set_max_timestamp_and_crc(&mut b, -1);
+    b
+}
+
+fn set_max_timestamp_and_crc(b: &mut [u8], max: i64) {
+    use minikafka::batch::{BatchView, CRC_POS, MAX_TIMESTAMP_POS};
+    b[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&max.to_be_bytes());
+    let crc = BatchView::new(b).unwrap().compute_crc();
+    b[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Produce v3 (sarama 1.22's) of one raw batch; the partition's error code and base offset.
+fn produce_raw(c: &mut KafkaConn, topic: &str, batch: Vec<u8>) -> (i16, i64) {
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+        TopicProduceData::default().with_name(TopicName(s(topic))).with_partition_data(vec![
+            PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(batch))),
+        ]),
+    ]);
+    let r: ProduceResponse = c.call(ApiKey::Produce, 3, &req);
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[test]
+fn a_batch_without_max_timestamp_as_old_sarama_sends_gets_it_like_kafka_sets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(&dir);
+    create(&b, "old-sarama", 1);
+    let mut c = connect(&b);
+
+    // Accepted, and stored with the largest record timestamp as its maxTimestamp: ListOffsets
+    // MAX_TIMESTAMP (from the time index) finds the record that holds it.
+    assert_eq!(
+        produce_raw(&mut c, "old-sarama", batch_without_max_timestamp(&[1000, 3000, 2000])),
+        (0, 0)
+    );
+    assert_eq!(list(&mut c, 7, "old-sarama", -3), (0, 1, 3000));
+    let id = topic_id(&mut c, "old-sarama");
+    let r = fetch_by_id(&mut c, 16, id, 0, 0);
+    let p = &r.responses[0].partitions[0];
+    let set = RecordBatchDecoder::decode(&mut p.records.clone().unwrap()).unwrap();
+    let stamps: Vec<i64> = set.records.iter().map(|r| r.timestamp).collect();
+    assert_eq!(stamps, [1000, 3000, 2000]);
+
+    // A damaged batch is not given a fresh CRC: still CORRUPT_MESSAGE.
+    let mut damaged = batch_without_max_timestamp(&[5000]);
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    assert_eq!(produce_raw(&mut c, "old-sarama", damaged).0, 2);
+    // Any other wrong maxTimestamp is still INVALID_RECORD.
+    let mut wrong = batch_without_max_timestamp(&[5000, 6000]);
+    set_max_timestamp_and_crc(&mut wrong, 5500);
+    assert_eq!(produce_raw(&mut c, "old-sarama", wrong).0, 87);
+    assert_eq!(list(&mut c, 7, "old-sarama", -1).1, 3, "nothing more was stored");
+}
