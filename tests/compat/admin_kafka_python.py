@@ -189,8 +189,9 @@ def assigned(member):
     a = member.get("member_assignment")
     if hasattr(a, "partitions"):
         return sorted((tp.topic, tp.partition) for tp in a.partitions())
-    if isinstance(a, dict):
-        return sorted((t, p) for t, ps in a.get("assigned_partitions", []) for p in ps)
+    if isinstance(a, dict):  # describe_groups decodes it, then to_dict()s it: a list of dicts
+        return sorted((t["topic"], p) for t in a.get("assigned_partitions", [])
+                      for p in t["partitions"])
     return a
 
 
@@ -199,7 +200,8 @@ LIVE = {}
 
 def test_live_group_commit_metadata():
     admin.create_topics({GROUP_TOPIC: {"num_partitions": 2, "replication_factor": 1}})
-    produce(GROUP_TOPIC, 60)
+    produce(GROUP_TOPIC, 30, partition=0)
+    produce(GROUP_TOPIC, 30, partition=1)
     c = group_consumer(GROUP)
     LIVE["c"] = c
     join(c, 2)

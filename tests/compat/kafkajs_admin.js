@@ -229,7 +229,8 @@ const live = {}
 
 async function testLiveGroupCommitMetadata() {
   await admin.createTopics({ topics: [{ topic: GROUP_TOPIC, numPartitions: 2, replicationFactor: 1 }] })
-  await produce(GROUP_TOPIC, 60)
+  await produce(GROUP_TOPIC, 30, 0)
+  await produce(GROUP_TOPIC, 30, 1)
   const c = kafka(CLIENT_ID).consumer({ groupId: GROUP, sessionTimeout: 10000, heartbeatInterval: 1000 })
   live.c = c
   let joined = false
