@@ -22,28 +22,65 @@ const RESET_GROUP = name('kjs-reset')
 const CLIENT_ID = 'kjs-member'
 const META = 'kjs-commit-meta'
 
+// kafkajs's errors go to stderr as JSON lines; the last one is kept for the failure message, and a
+// consumer that crashed for good (the one admin.setOffsets runs inside, say) fails the current
+// check at once: its promise would never settle.
+let lastKafkaError = null
+let onFatalCrash = null
+const logCreator = () => ({ namespace, label, log }) => {
+  const { message, ...extra } = log
+  console.error(JSON.stringify({ level: label, logger: namespace, message, ...extra }))
+  lastKafkaError = `${namespace} ${message}${extra.error ? `: ${extra.error}` : ''}`
+  if (onFatalCrash && /^Crash: KafkaJSNonRetriableError/.test(message)) onFatalCrash(lastKafkaError)
+}
+
 // Few retries: a refused or unsupported call should fail in seconds, not after kafkajs's backoff.
 const kafka = (clientId = 'kjs-admin') =>
   new Kafka({
     clientId,
     brokers: [BOOTSTRAP],
     logLevel: logLevel.ERROR,
+    logCreator,
     retry: { retries: 2, initialRetryTime: 100, maxRetryTime: 1000 },
   })
 const admin = kafka().admin()
 
+// A check is bounded: a kafkajs call whose promise never settles (its internal consumer crashed,
+// say) fails the check instead of stalling the suite.
+const CHECK_TIMEOUT_MS = 90000
 let failed = 0
+let current = null
 async function check(label, fn) {
   const start = Date.now()
+  current = label
+  lastKafkaError = null
+  let timer
   try {
-    await fn()
+    await Promise.race([fn(), new Promise((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer after ${CHECK_TIMEOUT_MS / 1000}s ` +
+        `(kafkajs's last error: ${lastKafkaError})`)), CHECK_TIMEOUT_MS)
+      onFatalCrash = why => reject(new Error(`a kafkajs consumer crashed: ${why}`))
+    })])
+    clearTimeout(timer)
+    onFatalCrash = null
     console.log(`PASS ${label} (${((Date.now() - start) / 1000).toFixed(1)}s)`)
   } catch (e) {
+    clearTimeout(timer)
+    onFatalCrash = null
     failed += 1
     console.log(`FAIL ${label}: ${describeError(e)}`)
     console.error(e)
   }
+  current = null
 }
+
+// Node exits when nothing is pending: a promise that can no longer settle would end the script
+// silently, with status 0, in the middle of a check.
+process.on('beforeExit', () => {
+  if (current === null) return
+  console.log(`FAIL ${current}: kafkajs stopped with the call unsettled (its last error: ${lastKafkaError})`)
+  process.exit(1)
+})
 
 function expect(cond, msg) {
   if (!cond) throw new Error(msg)
@@ -271,6 +308,19 @@ async function testDescribeGroupLive() {
   expect(got === want, `member assignment: expected ${want}, got ${got}`)
 }
 
+async function testResetRefusedWhileActive() {
+  // kafkajs asks DescribeGroups first and refuses to touch a group with live members.
+  let err = null
+  try {
+    await admin.resetOffsets({ groupId: GROUP, topic: GROUP_TOPIC, earliest: true })
+  } catch (e) {
+    err = e
+  }
+  const want = 'The consumer group must have no running instances, current state: Stable'
+  expect(err && err.message === want,
+    `resetOffsets on the live group: expected "${want}", got ${err ? describeError(err) : 'success'}`)
+}
+
 async function testDeleteGroupRefusedWhileActive() {
   await expectRefused(admin.deleteGroups([GROUP]), 'NON_EMPTY_GROUP',
     'deleteGroups with a live member (GROUP_NOT_EMPTY)')
@@ -295,10 +345,14 @@ async function testDeleteGroupAfterLeave() {
   expect(got.every(o => o === '-1'), `committed offsets after delete: expected none (-1), got ${got}`)
 }
 
-async function testResetOffsets() {
-  // A consumer reads everything and commits the ends; with the group empty, resetOffsets to the
-  // earliest makes the group's next consumer start at 0; then setOffsets 10 and 20 makes the one
-  // after start exactly there.
+const offsetsOf = async group => {
+  const offs = await admin.fetchOffsets({ groupId: group, topics: [GROUP_TOPIC] })
+  return JSON.stringify(offs[0].partitions.map(p => [p.partition, p.offset]).sort())
+}
+
+async function testSetOffsets() {
+  // A consumer commits the ends; with the group empty, setOffsets 10 and 20 makes the group's
+  // next consumer start exactly there.
   const ends = await admin.fetchTopicOffsets(GROUP_TOPIC)
   const c = kafka(CLIENT_ID).consumer({ groupId: RESET_GROUP, sessionTimeout: 10000, heartbeatInterval: 1000 })
   let joined = false
@@ -309,21 +363,26 @@ async function testResetOffsets() {
   await waitUntil(() => joined, 60000, 'the consumer to join the group')
   await c.commitOffsets(ends.map(o => ({ topic: GROUP_TOPIC, partition: o.partition, offset: o.high })))
   await c.disconnect()
-
-  await admin.resetOffsets({ groupId: RESET_GROUP, topic: GROUP_TOPIC, earliest: true })
-  let first = await firstOffsets(RESET_GROUP, GROUP_TOPIC, [0, 1])
-  expect(JSON.stringify(first) === JSON.stringify({ 0: 0, 1: 0 }),
-    `after resetOffsets earliest: expected the group's consumer to start at {0:0,1:0}, got ${JSON.stringify(first)}`)
-
   await admin.setOffsets({ groupId: RESET_GROUP, topic: GROUP_TOPIC,
     partitions: [{ partition: 0, offset: '10' }, { partition: 1, offset: '20' }] })
-  const offs = await admin.fetchOffsets({ groupId: RESET_GROUP, topics: [GROUP_TOPIC] })
-  const got = JSON.stringify(offs[0].partitions.map(p => [p.partition, p.offset]).sort())
+  const got = await offsetsOf(RESET_GROUP)
   expect(got === JSON.stringify([[0, '10'], [1, '20']]),
     `fetchOffsets after setOffsets: expected [[0,"10"],[1,"20"]], got ${got}`)
-  first = await firstOffsets(RESET_GROUP, GROUP_TOPIC, [0, 1])
+  const first = await firstOffsets(RESET_GROUP, GROUP_TOPIC, [0, 1])
   expect(JSON.stringify(first) === JSON.stringify({ 0: 10, 1: 20 }),
     `after setOffsets: expected the group's consumer to start at {0:10,1:20}, got ${JSON.stringify(first)}`)
+}
+
+async function testResetOffsetsEarliest() {
+  // kafkajs commits the earliest sentinel (-2) itself and Kafka keeps it as sent (kafkajs's own
+  // resetOffsets tests expect '-2' back); its consumers read -2 as "from the beginning".
+  await admin.resetOffsets({ groupId: RESET_GROUP, topic: GROUP_TOPIC, earliest: true })
+  const got = await offsetsOf(RESET_GROUP)
+  expect(got === JSON.stringify([[0, '-2'], [1, '-2']]),
+    `fetchOffsets after resetOffsets earliest: expected [[0,"-2"],[1,"-2"]] as Kafka keeps them, got ${got}`)
+  const first = await firstOffsets(RESET_GROUP, GROUP_TOPIC, [0, 1])
+  expect(JSON.stringify(first) === JSON.stringify({ 0: 0, 1: 0 }),
+    `after resetOffsets earliest: expected the group's consumer to start at {0:0,1:0}, got ${JSON.stringify(first)}`)
 }
 
 async function main() {
@@ -346,11 +405,14 @@ async function main() {
   await check('kafkajs admin: listGroups shows the live group', testListGroupsLive)
   await check('kafkajs admin: describeGroups: Stable, member client id, host, assignment',
     testDescribeGroupLive)
+  await check('kafkajs admin: resetOffsets refused while the group has a live member (state Stable)',
+    testResetRefusedWhileActive)
   await check('kafkajs admin: deleteGroups refused GROUP_NOT_EMPTY while a member is live',
     testDeleteGroupRefusedWhileActive)
   await check('kafkajs admin: deleteGroups accepted after the member leaves', testDeleteGroupAfterLeave)
-  await check('kafkajs admin: resetOffsets (earliest) and setOffsets, then the group\'s consumer starts there',
-    testResetOffsets)
+  await check('kafkajs admin: setOffsets 10 and 20, then the group\'s consumer starts there', testSetOffsets)
+  await check('kafkajs admin: resetOffsets earliest (-2 kept), then the group\'s consumer starts at 0',
+    testResetOffsetsEarliest)
   if (live.c) await live.c.disconnect()
   await admin.disconnect()
 }
