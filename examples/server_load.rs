@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use minikafka::batch::Compression;
+use minikafka::broker::topic_config::TopicConfigs;
 use minikafka::broker::{Broker, BrokerConfig};
 use minikafka::protocol::{self, Request, Response};
 use minikafka::record::{self, NewRecord};
@@ -60,7 +61,9 @@ async fn main() {
         ..BrokerConfig::default()
     })
     .expect("open the broker");
-    broker.create_topic("load", connections).expect("create the topic");
+    broker
+        .create_topic("load", connections, TopicConfigs::default(), false)
+        .expect("create the topic");
     let server = Server::bind(
         ServerConfig { listen: "127.0.0.1:0".parse().expect("an address"), ..Default::default() },
         broker.clone(),

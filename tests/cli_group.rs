@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use minikafka::broker::topic_config::TopicConfigs;
 use minikafka::broker::{AppendBatch, Broker, BrokerConfig};
 use minikafka::record::NewRecord;
 use minikafka::server::{Server, ServerConfig};
@@ -61,7 +62,7 @@ fn args(addr: &str, a: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_are_listed_and_described_with_their_lag() {
     let r = start().await;
-    r.broker.create_topic("orders", 2).unwrap();
+    r.broker.create_topic("orders", 2, TopicConfigs::default(), false).unwrap();
     let recs: Vec<NewRecord<'_>> = (0..10).map(|_| NewRecord::value(b"x")).collect();
     r.broker.append("orders", Some(0), None, AppendBatch::Records(&recs)).await.unwrap();
     r.broker.append("orders", Some(1), None, AppendBatch::Records(&recs[..4])).await.unwrap();

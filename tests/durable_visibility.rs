@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use minikafka::batch::Compression;
+use minikafka::broker::topic_config::TopicConfigs;
 use minikafka::broker::{AppendBatch, Broker, BrokerConfig};
 use minikafka::client::Connection;
 use minikafka::kafka::{KafkaConfig, KafkaServer};
@@ -262,7 +263,7 @@ fn open_broker(dir: &std::path::Path, fs: &FaultyFs) -> Arc<Broker> {
         ..BrokerConfig::default()
     })
     .unwrap();
-    b.create_topic("t", 1).unwrap();
+    b.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
     b
 }
 

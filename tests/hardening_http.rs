@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use minikafka::broker::topic_config::TopicConfigs;
 use minikafka::broker::{AppendBatch, Broker, BrokerConfig};
 use minikafka::http::HttpServer;
 use minikafka::record::{Header, NewRecord};
@@ -377,7 +378,7 @@ async fn record_pages_are_bounded_however_many_headers_records_carry() {
     let broker =
         Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() })
             .unwrap();
-    broker.create_topic("wide", 1).unwrap();
+    broker.create_topic("wide", 1, TopicConfigs::default(), false).unwrap();
     // 5 records of 20,000 headers each, every header with a 40-byte value: before the bound,
     // one page built 100,000 header views (a ~25 MB answer, more in memory).
     let headers: Vec<Header> = (0..20_000)

@@ -22,6 +22,7 @@ use kafka_protocol::messages::{
     SaslAuthenticateResponse, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use minikafka::broker::topic_config::TopicConfigs;
 use minikafka::broker::{Broker, BrokerConfig};
 use minikafka::client::Connection;
 use minikafka::kafka::{KafkaConfig, KafkaServer};
@@ -231,7 +232,7 @@ fn kafka_listener_requires_sasl_plain_with_the_token() {
         let broker =
             Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() })
                 .unwrap();
-        broker.create_topic("secret-topic", 1).unwrap();
+        broker.create_topic("secret-topic", 1, TopicConfigs::default(), false).unwrap();
         let mut config = KafkaConfig::new("127.0.0.1:0".parse().unwrap());
         config.auth_token = Some(TOKEN.to_string());
         let server = KafkaServer::bind(config, broker.clone()).await.unwrap();

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use minikafka::broker::topic_config::TopicConfigs;
 use minikafka::broker::{AppendBatch, Broker, BrokerConfig, BrokerError};
 use minikafka::record::NewRecord;
 use minikafka::storage::{FileSystem, FsFile, FsyncPolicy, Log, LogConfig, RealFs, StorageError};
@@ -554,7 +555,7 @@ fn broker_reports_every_storage_fault_to_the_producer() {
     let mut faults = Vec::new();
     rt.block_on(async {
         let broker = Broker::open(broker_config(&data, &fs)).unwrap();
-        broker.create_topic("t", 1).unwrap();
+        broker.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
         let mut n = 0u64;
         let mut send = async |broker: &Broker| {
             let v = format!("value-{n}").into_bytes();

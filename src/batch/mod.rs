@@ -61,7 +61,7 @@ pub use error::BatchError;
 pub use validate::{BatchSummary, Limits, validate, validate_with};
 pub use view::{
     BatchView, Batches, Header, Headers, RecordView, Records, any_compressed, batches,
-    set_base_offset, set_partition_leader_epoch,
+    set_base_offset, set_log_append_time, set_partition_leader_epoch,
 };
 
 /// Position of `baseOffset` (i64).

@@ -229,6 +229,21 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) -> Result<(), Ba
     set_field(batch, PARTITION_LEADER_EPOCH_POS, "partitionLeaderEpoch", &epoch.to_be_bytes())
 }
 
+/// Stamps a batch with the broker's append time, as Kafka does for a `LogAppendTime` topic:
+/// sets the timestamp-type attribute bit and `maxTimestamp` to `now_ms` (records keep their
+/// deltas; readers take every record's timestamp from `maxTimestamp`) and recomputes the
+/// CRC-32C, which covers both.
+pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) -> Result<(), BatchError> {
+    let attributes = i16::from_be_bytes([
+        *batch.get(ATTRIBUTES_POS).unwrap_or(&0),
+        *batch.get(ATTRIBUTES_POS + 1).unwrap_or(&0),
+    ]) | TIMESTAMP_TYPE_BIT;
+    set_field(batch, ATTRIBUTES_POS, "attributes", &attributes.to_be_bytes())?;
+    set_field(batch, MAX_TIMESTAMP_POS, "maxTimestamp", &now_ms.to_be_bytes())?;
+    let crc = crc_of(batch);
+    set_field(batch, CRC_POS, "crc", &crc.to_be_bytes())
+}
+
 fn set_field(
     batch: &mut [u8],
     pos: usize,

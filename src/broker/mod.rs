@@ -5,7 +5,8 @@
 //! # Layout
 //! ```text
 //! <data-dir>/
-//!   <topic>/topic.json        {"partitions": N}, written temp + fsync + rename + fsync dir
+//!   <topic>/topic.json        {"partitions": N, "topic_id": UUID, "configs": {name: value}},
+//!                             written temp + fsync + rename + fsync dir
 //!   <topic>/<partition>/      one storage::Log each
 //!   @groups/<group>.json      committed offsets of one consumer group
 //! ```
@@ -66,6 +67,7 @@ mod groups;
 pub mod partitioner;
 pub(crate) mod producer_ids;
 mod topic;
+pub mod topic_config;
 
 #[cfg(test)]
 mod tests;
@@ -87,10 +89,11 @@ use crate::storage::{
 };
 
 use self::groups::Groups;
-use self::topic::{Partition, Topic, TopicMeta};
+use self::topic::{Partition, Slot, Topic, TopicMeta};
+use self::topic_config::{ConfigEntry, ConfigOp, TopicConfigs};
 
 pub use self::groups::GROUPS_DIR;
-pub use self::topic::MAX_NAME_LEN;
+pub use self::topic::{MAX_NAME_LEN, format_topic_id, parse_topic_id};
 
 /// How often the background task applies retention.
 pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -196,6 +199,31 @@ pub struct TopicDescription {
     /// Why the whole topic is offline (its `topic.json` cannot be used), naming the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline: Option<String>,
+    /// The topic's UUID (Kafka's topic id), hyphenated hex in JSON; nil (and left out of JSON)
+    /// when offline or unknown (the native protocol does not carry it yet).
+    #[serde(default, with = "topic_id_json", skip_serializing_if = "topic_id_json::is_nil")]
+    pub topic_id: [u8; 16],
+    /// The configs set on the topic (not the defaults), sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<(String, String)>,
+}
+
+/// A topic id in JSON: the hyphenated hex string.
+mod topic_id_json {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn is_nil(id: &[u8; 16]) -> bool {
+        *id == [0; 16]
+    }
+
+    pub fn serialize<S: Serializer>(id: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_topic_id(id))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_topic_id(&s).ok_or_else(|| D::Error::custom(format!("{s:?} is not a UUID")))
+    }
 }
 
 /// One partition as `describe` shows it.
@@ -252,6 +280,9 @@ impl AppendBatch<'_> {
 pub struct AppendResult {
     pub partition: u32,
     pub offsets: OffsetRange,
+    /// The time the broker stamped on the batches (a `message.timestamp.type=LogAppendTime`
+    /// topic); `None` under `CreateTime` and for an idempotent producer's retry.
+    pub log_append_time_ms: Option<i64>,
 }
 
 /// What a fetch found: stored record bytes (a slice of the segment mapping) and the partition's
@@ -281,6 +312,12 @@ pub enum BrokerError {
     UnknownPartition { topic: String, partition: u32, partitions: u32 },
     #[error("a topic needs at least one partition")]
     NoPartitions,
+    #[error(
+        "topic {topic:?} has {current} partitions; a new count must be greater, not {requested}"
+    )]
+    PartitionCountNotIncreased { topic: String, current: u32, requested: u32 },
+    #[error("invalid config {name:?}: {reason}")]
+    InvalidConfig { name: String, reason: String },
     #[error("{requested} partitions requested; the broker allows at most {max} per topic")]
     TooManyPartitions { requested: u32, max: u32 },
     #[error("cannot create topic {name:?}: the broker already holds its maximum of {max} topics")]
@@ -522,13 +559,18 @@ impl Broker {
         Ok(())
     }
 
-    /// Creates a topic with `partitions` partitions (1..=max_partitions).
+    /// Creates a topic with `partitions` partitions (1..=max_partitions) and `configs` laid over
+    /// the broker's log config. `validate_only` makes every check (name, count, configs, limits)
+    /// and creates nothing: the description it returns has empty partitions and a nil id.
     pub fn create_topic(
         &self,
         name: &str,
         partitions: u32,
+        configs: TopicConfigs,
+        validate_only: bool,
     ) -> Result<TopicDescription, BrokerError> {
         validate_topic_name(name)?;
+        configs.check_over(&self.config.log)?;
         if partitions == 0 {
             return Err(BrokerError::NoPartitions);
         }
@@ -562,6 +604,25 @@ impl Broker {
                     .into(),
             });
         }
+        if validate_only {
+            return Ok(TopicDescription {
+                name: name.to_owned(),
+                partitions: (0..partitions)
+                    .map(|partition| PartitionDescription {
+                        partition,
+                        log_start_offset: 0,
+                        next_offset: 0,
+                        segments: 0,
+                        size_bytes: 0,
+                        offline: None,
+                    })
+                    .collect(),
+                offline: None,
+                topic_id: [0; 16],
+                configs: configs.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            });
+        }
+        let id = topic::new_topic_id()?;
         // Build the topic aside and rename it into place, so a crash never leaves half a topic;
         // a failure removes what was made (and start-up sweeps what a crash leaves).
         let staging = data_dir.join(CREATING_DIR);
@@ -579,7 +640,7 @@ impl Broker {
                     let pdir = staging.join(p.to_string());
                     fs::create_dir(&pdir).map_err(io(&pdir, "create directory"))?;
                 }
-                TopicMeta { partitions }.write(&staging)
+                TopicMeta::new(partitions, &id, &configs).write(&staging)
             })
             .and_then(|()| {
                 fs::rename(&staging, &dir).map_err(io(&dir, "rename staging directory to"))
@@ -696,12 +757,165 @@ impl Broker {
         Ok(self.topic(topic)?.partition_count())
     }
 
+    /// The log config of `t`'s partitions: the broker's, with the topic's configs laid over it.
+    fn topic_log_config(&self, configs: &TopicConfigs) -> LogConfig {
+        configs.apply(&self.config.log)
+    }
+
+    /// Every known topic config of `topic` with its value and source (set on the topic, a broker
+    /// flag, or the built-in default).
+    pub fn describe_topic_configs(&self, topic: &str) -> Result<Vec<ConfigEntry>, BrokerError> {
+        validate_topic_name(topic)?;
+        let t = self.topic(topic)?;
+        t.ensure_online()?;
+        Ok(t.configs.describe(&self.config.log))
+    }
+
+    /// The broker's configs by their Kafka names (the flags it was started with), read-only.
+    pub fn describe_broker_configs(&self) -> Vec<ConfigEntry> {
+        topic_config::describe_broker(&self.config)
+    }
+
+    /// Changes `topic`'s configs: incremental `ops` (Kafka's IncrementalAlterConfigs), or with
+    /// `replace_all` the `Set`s become the whole set (Kafka's AlterConfigs). Any invalid op fails
+    /// the whole call and changes nothing; `validate_only` checks and changes nothing. The new
+    /// configs are durable in `topic.json` before they apply to the live partition logs.
+    pub fn alter_topic_configs(
+        &self,
+        topic: &str,
+        ops: &[ConfigOp],
+        replace_all: bool,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        validate_topic_name(topic)?;
+        let _admin = lock(&self.admin);
+        self.check_open()?;
+        let t = self.topic(topic)?;
+        t.ensure_online()?;
+        let configs = t.configs.altered(ops, replace_all, &self.config.log)?;
+        if validate_only || configs == t.configs {
+            return Ok(());
+        }
+        TopicMeta::new(t.partition_count(), &t.id, &configs).write(&t.dir)?;
+        let log = self.topic_log_config(&configs);
+        let mut failed = None;
+        for (i, p) in t.online() {
+            if let Err(source) = p.log.set_config(log.clone()) {
+                tracing::error!(topic, partition = i, "applying altered configs: {source}");
+                failed.get_or_insert(BrokerError::Storage {
+                    topic: topic.to_owned(),
+                    partition: i as u32,
+                    source,
+                });
+            }
+        }
+        let replaced = Arc::new(t.replaced(configs, t.slots.clone()));
+        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(topic.to_owned(), replaced);
+        tracing::info!(topic, "topic configs altered");
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Grows `topic` to `total` partitions (Kafka's CreatePartitions): `total` must be greater
+    /// than the current count and at most `max_partitions`. Crash-safe: the new (empty)
+    /// partition directories are made durable before `topic.json` gets the new count, and
+    /// start-up removes empty directories past the count, so a crash at any point leaves the
+    /// topic with its old count or its new one.
+    pub fn add_partitions(
+        &self,
+        topic: &str,
+        total: u32,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        validate_topic_name(topic)?;
+        let _admin = lock(&self.admin);
+        self.check_open()?;
+        let t = self.topic(topic)?;
+        t.ensure_online()?;
+        let current = t.partition_count();
+        if total <= current {
+            return Err(BrokerError::PartitionCountNotIncreased {
+                topic: topic.to_owned(),
+                current,
+                requested: total,
+            });
+        }
+        if total > self.config.max_partitions {
+            return Err(BrokerError::TooManyPartitions {
+                requested: total,
+                max: self.config.max_partitions,
+            });
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let io = |path: &Path, op: &'static str| {
+            let path = path.to_path_buf();
+            move |source| BrokerError::Io { path, op, source }
+        };
+        for p in current..total {
+            let pdir = t.dir.join(p.to_string());
+            match fs::create_dir(&pdir) {
+                Ok(()) => {}
+                // An empty one left by an earlier add that failed before topic.json.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let empty = fs::read_dir(&pdir).is_ok_and(|mut d| d.next().is_none());
+                    if !empty {
+                        return Err(BrokerError::CorruptState {
+                            path: pdir,
+                            reason: "a partition directory past the count holds files".into(),
+                        });
+                    }
+                }
+                Err(e) => return Err(io(&pdir, "create directory")(e)),
+            }
+        }
+        fsutil::sync_dir(&t.dir)?;
+        TopicMeta::new(total, &t.id, &t.configs).write(&t.dir)?;
+        let log = self.topic_log_config(&t.configs);
+        let mut slots = t.slots.clone();
+        for p in current..total {
+            match topic::open_log(topic, t.dir.join(p.to_string()), p, &log, &self.fs) {
+                Ok(partition) => slots.push(Slot::Online(Arc::new(partition))),
+                Err(e) => {
+                    // topic.json already has the new count: the partition is offline, as it
+                    // would be at the next start-up.
+                    tracing::error!(topic, partition = p, "new partition offline: {e}");
+                    slots.push(Slot::Offline(e.to_string()));
+                }
+            }
+        }
+        let replaced = Arc::new(t.replaced(t.configs.clone(), slots));
+        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(topic.to_owned(), replaced);
+        tracing::info!(topic, from = current, to = total, "partitions added");
+        Ok(())
+    }
+
+    /// `topic`'s id: a random UUID kept for the topic's life, new when it is re-created.
+    pub fn topic_id(&self, topic: &str) -> Result<[u8; 16], BrokerError> {
+        validate_topic_name(topic)?;
+        let t = self.topic(topic)?;
+        t.ensure_online()?;
+        Ok(t.id)
+    }
+
+    /// The topic whose id is `id`, if any.
+    pub fn topic_by_id(&self, id: [u8; 16]) -> Option<String> {
+        if id == [0; 16] {
+            return None;
+        }
+        self.all_topics()
+            .into_iter()
+            .find(|t| t.offline.is_none() && t.id == id)
+            .map(|t| t.name.clone())
+    }
+
     /// The topic to append to, created first when missing and the broker allows it.
     fn topic_for_append(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         validate_topic_name(name)?;
         match self.topic(name) {
             Err(BrokerError::UnknownTopic { .. }) if self.config.auto_create_topics => {
-                match self.create_topic(name, self.config.default_partitions) {
+                let partitions = self.config.default_partitions;
+                match self.create_topic(name, partitions, TopicConfigs::default(), false) {
                     Ok(_) | Err(BrokerError::TopicAlreadyExists { .. }) => self.topic(name),
                     Err(e) => Err(e),
                 }
@@ -751,9 +965,9 @@ impl Broker {
         topic: &str,
         partition: u32,
         p: &Partition,
-        result: Result<OffsetRange, StorageError>,
+        result: Result<(OffsetRange, Option<i64>), StorageError>,
     ) -> Result<AppendResult, BrokerError> {
-        let offsets = result.map_err(|source| match source {
+        let (offsets, log_append_time_ms) = result.map_err(|source| match source {
             StorageError::Closed { .. } if p.is_closed() => {
                 if self.shutting_down.load(Ordering::SeqCst) {
                     BrokerError::ShuttingDown
@@ -765,7 +979,7 @@ impl Broker {
         })?;
         // Under Always the append returned after its fdatasync: its records are visible now.
         p.appended.notify_waiters();
-        Ok(AppendResult { partition, offsets })
+        Ok(AppendResult { partition, offsets, log_append_time_ms })
     }
 
     /// Appends one batch to one partition. `partition: None` picks by murmur2 of `key_hint`
@@ -786,16 +1000,23 @@ impl Broker {
         let result = match batch {
             AppendBatch::Records(records) => {
                 let blocks = matches!(self.config.log.fsync, FsyncPolicy::Always);
-                self.run_append(blocks, || p.log.append(records))
+                let built = crate::record::build_batch(records, crate::batch::Compression::None)
+                    .map_err(|source| BrokerError::Storage {
+                        topic: topic.to_owned(),
+                        partition: pi,
+                        source: StorageError::InvalidBatch { batch: 0, source },
+                    });
+                let mut bytes = built?;
+                self.run_append(blocks, || p.log.append_batches_timed(&mut bytes))
             }
             AppendBatch::Encoded(encoded) => {
-                self.run_append(self.append_blocks(encoded), || p.log.append_batches(encoded))
+                self.run_append(self.append_blocks(encoded), || p.log.append_batches_timed(encoded))
             }
             AppendBatch::Owned(mut encoded) => {
                 if self.append_blocks(&encoded) {
                     let log = p.log.clone();
                     let task =
-                        tokio::task::spawn_blocking(move || log.append_batches(&mut encoded));
+                        tokio::task::spawn_blocking(move || log.append_batches_timed(&mut encoded));
                     match task.await {
                         Ok(r) => r,
                         Err(join) => {
@@ -807,7 +1028,7 @@ impl Broker {
                         }
                     }
                 } else {
-                    p.log.append_batches(&mut encoded)
+                    p.log.append_batches_timed(&mut encoded)
                 }
             }
         };
@@ -1129,9 +1350,9 @@ fn spawn_background(
                     tracing::info!(producers = expired, "forgot idle idempotent producer ids");
                 }
             }
-            let retention =
-                b.config.log.retention_ms.is_some() || b.config.log.retention_bytes.is_some();
-            if retention && last_retention.elapsed() >= RETENTION_CHECK_INTERVAL {
+            // Every interval, whatever the broker's flags: a topic may set its own retention
+            // (a log without any returns at once).
+            if last_retention.elapsed() >= RETENTION_CHECK_INTERVAL {
                 last_retention = Instant::now();
                 let removed = b.enforce_retention();
                 if removed > 0 {

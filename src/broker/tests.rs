@@ -32,11 +32,11 @@ async fn fetch_all(b: &Broker, topic: &str, partition: u32, offset: u64) -> Fetc
 async fn create_list_describe_delete() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
-    let d = b.create_topic("orders", 3).unwrap();
+    let d = b.create_topic("orders", 3, TopicConfigs::default(), false).unwrap();
     assert_eq!(d.name, "orders");
     assert_eq!(d.partitions.len(), 3);
     assert!(d.partitions.iter().all(|p| p.next_offset == 0 && p.log_start_offset == 0));
-    b.create_topic("audit.log_v-1", 1).unwrap();
+    b.create_topic("audit.log_v-1", 1, TopicConfigs::default(), false).unwrap();
     assert_eq!(
         b.list_topics(),
         vec![
@@ -44,7 +44,10 @@ async fn create_list_describe_delete() {
             TopicSummary { name: "orders".into(), partitions: 3 },
         ]
     );
-    assert!(matches!(b.create_topic("orders", 1), Err(BrokerError::TopicAlreadyExists { .. })));
+    assert!(matches!(
+        b.create_topic("orders", 1, TopicConfigs::default(), false),
+        Err(BrokerError::TopicAlreadyExists { .. })
+    ));
     assert!(dir.path().join("orders/topic.json").is_file());
     assert!(dir.path().join("orders/2").is_dir());
 
@@ -66,7 +69,7 @@ async fn create_list_describe_delete() {
     assert!(matches!(b.describe_topic("orders"), Err(BrokerError::UnknownTopic { .. })));
     assert!(matches!(b.delete_topic("orders"), Err(BrokerError::UnknownTopic { .. })));
     // Re-created under the same name, it starts empty.
-    b.create_topic("orders", 1).unwrap();
+    b.create_topic("orders", 1, TopicConfigs::default(), false).unwrap();
     assert_eq!(b.describe_topic("orders").unwrap().partitions[0].next_offset, 0);
     b.shutdown().unwrap();
 }
@@ -77,7 +80,7 @@ fn bad_names_are_refused_with_a_reason() {
     let b = open(dir.path());
     let long = "x".repeat(250);
     for name in ["", ".", "..", "../x", "a/b", "a\0b", "a b", "@groups", "tópic", long.as_str()] {
-        match b.create_topic(name, 1) {
+        match b.create_topic(name, 1, TopicConfigs::default(), false) {
             Err(BrokerError::InvalidTopicName { reason, .. }) => assert!(!reason.is_empty()),
             other => panic!("{name:?} should be refused, got {other:?}"),
         }
@@ -85,7 +88,7 @@ fn bad_names_are_refused_with_a_reason() {
     }
     // The longest valid name is a real topic on disk, created and deleted.
     let longest = "x".repeat(249);
-    b.create_topic(&longest, 1).unwrap();
+    b.create_topic(&longest, 1, TopicConfigs::default(), false).unwrap();
     assert!(dir.path().join(&longest).join("topic.json").is_file());
     b.delete_topic(&longest).unwrap();
     assert!(validate_topic_name("...").is_ok());
@@ -107,14 +110,20 @@ fn partition_and_topic_limits() {
     let dir = tempfile::tempdir().unwrap();
     let b = Broker::open(BrokerConfig { max_topics: 2, max_partitions: 4, ..config(dir.path()) })
         .unwrap();
-    assert!(matches!(b.create_topic("t", 0), Err(BrokerError::NoPartitions)));
     assert!(matches!(
-        b.create_topic("t", 5),
+        b.create_topic("t", 0, TopicConfigs::default(), false),
+        Err(BrokerError::NoPartitions)
+    ));
+    assert!(matches!(
+        b.create_topic("t", 5, TopicConfigs::default(), false),
         Err(BrokerError::TooManyPartitions { requested: 5, max: 4 })
     ));
-    b.create_topic("a", 4).unwrap();
-    b.create_topic("b", 1).unwrap();
-    assert!(matches!(b.create_topic("c", 1), Err(BrokerError::TooManyTopics { max: 2, .. })));
+    b.create_topic("a", 4, TopicConfigs::default(), false).unwrap();
+    b.create_topic("b", 1, TopicConfigs::default(), false).unwrap();
+    assert!(matches!(
+        b.create_topic("c", 1, TopicConfigs::default(), false),
+        Err(BrokerError::TooManyTopics { max: 2, .. })
+    ));
 }
 
 #[tokio::test]
@@ -122,7 +131,7 @@ async fn topics_and_data_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let b = open(dir.path());
-        b.create_topic("t", 2).unwrap();
+        b.create_topic("t", 2, TopicConfigs::default(), false).unwrap();
         b.append("t", Some(0), None, AppendBatch::Records(&[NewRecord::value(b"x")]))
             .await
             .unwrap();
@@ -158,8 +167,8 @@ async fn group_offsets_are_durable_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let b = open(dir.path());
-        b.create_topic("t", 2).unwrap();
-        b.create_topic("other", 1).unwrap();
+        b.create_topic("t", 2, TopicConfigs::default(), false).unwrap();
+        b.create_topic("other", 1, TopicConfigs::default(), false).unwrap();
         assert_eq!(b.committed_offset("g", "t", 0).unwrap(), None);
         b.commit_offset("g", "t", 0, 5).unwrap();
         b.commit_offset("g", "t", 1, 7).unwrap();
@@ -191,7 +200,7 @@ async fn group_offsets_are_durable_across_reopen() {
 async fn keyed_appends_follow_kafkas_partitioner_and_unkeyed_round_robin() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
-    b.create_topic("t", 4).unwrap();
+    b.create_topic("t", 4, TopicConfigs::default(), false).unwrap();
     for key in [&b"user-1"[..], b"user-2", b"21", b"foobar"] {
         let r = b
             .append("t", None, Some(key), AppendBatch::Records(&[NewRecord::value(b"v")]))
@@ -243,7 +252,14 @@ async fn append_encoded_assigns_offsets_and_auto_create_is_opt_in() {
     })
     .unwrap();
     let r = b.append("new", Some(1), None, AppendBatch::Encoded(&mut buf)).await.unwrap();
-    assert_eq!(r, AppendResult { partition: 1, offsets: OffsetRange { first: 0, next: 2 } });
+    assert_eq!(
+        r,
+        AppendResult {
+            partition: 1,
+            offsets: OffsetRange { first: 0, next: 2 },
+            log_append_time_ms: None
+        }
+    );
     assert_eq!(b.partition_count("new").unwrap(), 2);
     let got = values(&fetch_all(&b, "new", 1, 0).await);
     assert_eq!(got, vec![(0, b"one".to_vec()), (1, b"two".to_vec())]);
@@ -256,7 +272,7 @@ async fn append_encoded_assigns_offsets_and_auto_create_is_opt_in() {
 async fn fetch_reports_bounds_and_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
-    b.create_topic("t", 1).unwrap();
+    b.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
     b.append(
         "t",
         Some(0),
@@ -282,7 +298,7 @@ async fn fetch_reports_bounds_and_out_of_range() {
 async fn trim_moves_the_log_start() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
-    b.create_topic("t", 1).unwrap();
+    b.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
     let recs: Vec<_> = (0..10).map(|_| NewRecord::value(b"v")).collect();
     b.append("t", Some(0), None, AppendBatch::Records(&recs)).await.unwrap();
     assert_eq!(b.trim("t", 0, 4).unwrap(), 4);
@@ -296,7 +312,7 @@ async fn trim_moves_the_log_start() {
 async fn long_poll_wakes_on_append() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
-    b.create_topic("t", 1).unwrap();
+    b.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
     let waiter = {
         let b = b.clone();
         tokio::spawn(async move {
@@ -320,7 +336,7 @@ async fn long_poll_wakes_on_append() {
 async fn long_poll_times_out_without_data() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
-    b.create_topic("t", 1).unwrap();
+    b.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
     let started = std::time::Instant::now();
     let r = b.fetch("t", 0, 0, 1024, 1, Duration::from_millis(200)).await.unwrap();
     assert!(r.records.is_empty());
@@ -332,7 +348,7 @@ async fn long_poll_times_out_without_data() {
 async fn waiting_fetch_returns_when_the_topic_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
-    b.create_topic("t", 1).unwrap();
+    b.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
     let waiter = {
         let b = b.clone();
         tokio::spawn(async move { b.fetch("t", 0, 0, 1024, 1, Duration::from_secs(60)).await })
@@ -352,7 +368,7 @@ async fn waiting_fetch_returns_when_the_topic_is_deleted() {
 async fn shutdown_refuses_further_appends() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
-    b.create_topic("t", 1).unwrap();
+    b.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
     b.shutdown().unwrap();
     b.shutdown().unwrap();
     assert!(matches!(
@@ -374,7 +390,7 @@ async fn retention_removes_whole_old_segments() {
         ..config(dir.path())
     })
     .unwrap();
-    b.create_topic("t", 1).unwrap();
+    b.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
     let value = [7u8; 60];
     for _ in 0..40 {
         b.append("t", Some(0), None, AppendBatch::Records(&[NewRecord::value(&value)]))
@@ -396,7 +412,7 @@ async fn retention_removes_whole_old_segments() {
 async fn append_owned_works_on_a_current_thread_runtime_with_fsync_always() {
     let dir = tempfile::tempdir().unwrap();
     let b = open(dir.path());
-    b.create_topic("t", 1).unwrap();
+    b.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
     let buf = record::build_batch(&[NewRecord::value(b"owned")], Compression::None).unwrap();
     let r = b
         .append("t", Some(0), None, AppendBatch::Owned(bytes::BytesMut::from(&buf[..])))
@@ -414,7 +430,7 @@ async fn append_owned_works_on_a_current_thread_runtime_with_fsync_always() {
 fn a_second_broker_on_the_same_data_dir_is_refused_until_the_first_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let first = open(dir.path());
-    first.create_topic("t", 1).unwrap();
+    first.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
     let err = Broker::open(config(dir.path())).err().expect("the directory is locked");
     assert!(matches!(err, BrokerError::DataDirInUse { .. }), "{err}");
     assert!(err.to_string().contains("in use by another broker"), "{err}");
@@ -445,8 +461,8 @@ async fn a_damaged_topic_json_takes_only_that_topic_offline() {
     let dir = tempfile::tempdir().unwrap();
     {
         let b = open(dir.path());
-        b.create_topic("good", 1).unwrap();
-        b.create_topic("bad", 2).unwrap();
+        b.create_topic("good", 1, TopicConfigs::default(), false).unwrap();
+        b.create_topic("bad", 2, TopicConfigs::default(), false).unwrap();
         fill(&b, "good", 0, 2).await;
         b.shutdown().unwrap();
     }
@@ -471,10 +487,13 @@ async fn a_damaged_topic_json_takes_only_that_topic_offline() {
         assert!(err.to_string().contains("topic.json"), "{err}");
     }
     // It keeps its name (no silent re-creation) and can be deleted to recover.
-    assert!(matches!(b.create_topic("bad", 1), Err(BrokerError::TopicAlreadyExists { .. })));
+    assert!(matches!(
+        b.create_topic("bad", 1, TopicConfigs::default(), false),
+        Err(BrokerError::TopicAlreadyExists { .. })
+    ));
     b.delete_topic("bad").unwrap();
     assert!(!dir.path().join("bad").exists());
-    b.create_topic("bad", 1).unwrap();
+    b.create_topic("bad", 1, TopicConfigs::default(), false).unwrap();
 }
 
 #[tokio::test]
@@ -482,7 +501,7 @@ async fn a_missing_partition_directory_is_offline_and_never_recreated() {
     let dir = tempfile::tempdir().unwrap();
     {
         let b = open(dir.path());
-        b.create_topic("t", 3).unwrap();
+        b.create_topic("t", 3, TopicConfigs::default(), false).unwrap();
         fill(&b, "t", 1, 3).await;
         b.shutdown().unwrap();
     }
@@ -513,7 +532,7 @@ async fn a_partition_count_beyond_the_limit_or_the_directories_is_refused_unallo
     {
         let b = open(dir.path());
         for t in ["many", "huge", "fewer", "more"] {
-            b.create_topic(t, 2).unwrap();
+            b.create_topic(t, 2, TopicConfigs::default(), false).unwrap();
         }
         b.shutdown().unwrap();
     }
@@ -546,8 +565,8 @@ async fn a_damaged_segment_or_checkpoint_takes_only_its_partition_offline() {
     cfg.log.segment_bytes = 4096;
     {
         let b = Broker::open(cfg.clone()).unwrap();
-        b.create_topic("seg", 2).unwrap();
-        b.create_topic("ckpt", 1).unwrap();
+        b.create_topic("seg", 2, TopicConfigs::default(), false).unwrap();
+        b.create_topic("ckpt", 1, TopicConfigs::default(), false).unwrap();
         let big = vec![b'x'; 1000];
         for _ in 0..20 {
             b.append("seg", Some(0), None, AppendBatch::Records(&[NewRecord::value(&big)]))
@@ -593,7 +612,7 @@ async fn a_damaged_group_file_takes_only_that_group_offline() {
     let dir = tempfile::tempdir().unwrap();
     {
         let b = open(dir.path());
-        b.create_topic("t", 1).unwrap();
+        b.create_topic("t", 1, TopicConfigs::default(), false).unwrap();
         b.commit_offset("g1", "t", 0, 1).unwrap();
         b.commit_offset("g2", "t", 0, 2).unwrap();
         b.shutdown().unwrap();
@@ -627,9 +646,9 @@ async fn a_failed_topic_creation_leaves_nothing_behind() {
     let mut cfg = config(dir.path());
     cfg.fs = Some(Arc::new(faulty.clone()));
     let b = Broker::open(cfg).unwrap();
-    b.create_topic("kept", 1).unwrap();
+    b.create_topic("kept", 1, TopicConfigs::default(), false).unwrap();
     faulty.set_no_space(true);
-    let err = b.create_topic("t", 4).unwrap_err();
+    let err = b.create_topic("t", 4, TopicConfigs::default(), false).unwrap_err();
     faulty.set_no_space(false);
     assert!(
         err.to_string().contains("No space left") || err.to_string().contains("os error"),
@@ -643,6 +662,6 @@ async fn a_failed_topic_creation_leaves_nothing_behind() {
     names.sort();
     assert_eq!(names, ["kept"]);
     assert_eq!(b.list_topics().len(), 1);
-    b.create_topic("t", 4).unwrap();
+    b.create_topic("t", 4, TopicConfigs::default(), false).unwrap();
     fill(&b, "t", 3, 1).await;
 }

@@ -1,16 +1,28 @@
-//! One topic: its validated name, its directory, `topic.json` (the partition count) and one
-//! [`Partition`] (a log plus its long-poll wake-up) per partition. Never decides routing or
-//! retention; the broker does.
+//! One topic: its validated name, its directory, `topic.json` (the partition count, the topic id
+//! and the configs set on it) and one [`Partition`] (a log plus its long-poll wake-up) per
+//! partition. Never decides routing or retention; the broker does.
+//!
+//! # Upgrade
+//! A `topic.json` of an earlier release holds only `{"partitions": N}`: opening it gives the topic
+//! a new random id and writes it back (temp + rename), so the id stays the same from then on.
+//!
+//! # Adding partitions
+//! The broker creates the new partition directories (empty) first and writes the new count to
+//! `topic.json` after, so a crash in between leaves empty directories past the count: opening
+//! removes those as an interrupted add, and the topic opens with its old count.
 //!
 //! # Damage
 //! Opening at start-up never re-creates data and never fails the broker: a partition whose
 //! directory is missing or whose log does not open (a damaged segment or checkpoint) is
 //! *offline*, and a `topic.json` that does not parse, claims more partitions than the broker
-//! allows, or disagrees with the partition directories present makes the whole topic offline.
+//! allows, holds an id that is not a UUID or a config Kafka would refuse, or disagrees with the
+//! partition directories present makes the whole topic offline.
 //! Offline parts keep the error (naming the file) that requests to them report; their files are
 //! left untouched for the operator.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -18,14 +30,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::topic_config::TopicConfigs;
 use super::{BrokerError, PartitionDescription, TopicDescription, fsutil};
 use crate::storage::{FileSystem, Log, LogConfig};
 
 /// Name of the file holding a topic's configuration.
 pub(crate) const TOPIC_FILE: &str = "topic.json";
-/// Largest `topic.json` read: it holds one integer, so anything bigger is damage, and reading it
-/// whole must not cost memory.
-const MAX_TOPIC_FILE_BYTES: u64 = 64 * 1024;
+/// Largest `topic.json` read: it holds a count, an id and a dozen short configs, so anything
+/// bigger is damage, and reading it whole must not cost memory.
+const MAX_TOPIC_FILE_BYTES: u64 = 256 * 1024;
 /// Longest topic or group name (Kafka's limit).
 pub const MAX_NAME_LEN: usize = 249;
 
@@ -44,17 +57,93 @@ pub(crate) fn name_problem(name: &str) -> Option<&'static str> {
     }
 }
 
-/// What `topic.json` holds.
+/// A new random topic id: a UUID v4 from the OS's random source, never the nil UUID nor
+/// Kafka's reserved metadata topic id (`0..01`).
+pub(crate) fn new_topic_id() -> Result<[u8; 16], BrokerError> {
+    let path = Path::new("/dev/urandom");
+    let mut id = [0u8; 16];
+    loop {
+        fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut id))
+            .map_err(|source| BrokerError::Io { path: path.to_path_buf(), op: "read", source })?;
+        id[6] = (id[6] & 0x0f) | 0x40; // version 4
+        id[8] = (id[8] & 0x3f) | 0x80; // RFC 4122 variant
+        // With the version bits set neither reserved id can occur; the check documents it.
+        if u128::from_be_bytes(id) > 1 {
+            return Ok(id);
+        }
+    }
+}
+
+/// A topic id as the usual hyphenated lowercase hex (`8-4-4-4-12`).
+pub fn format_topic_id(id: &[u8; 16]) -> String {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// Parses the hyphenated hex form of a topic id.
+pub fn parse_topic_id(s: &str) -> Option<[u8; 16]> {
+    let groups: Vec<&str> = s.split('-').collect();
+    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    if lens != [8, 4, 4, 4, 12] {
+        return None;
+    }
+    let hex: String = groups.concat();
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
+}
+
+/// What `topic.json` holds (`topic_id` and `configs` are absent in files of earlier releases).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TopicMeta {
     pub partitions: u32,
+    /// Hyphenated hex UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<String>,
+    /// The Kafka config names set on the topic and their values.
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A `topic.json` as read and checked: the id (new when the file had none) and parsed configs.
+pub(crate) struct LoadedMeta {
+    pub partitions: u32,
+    pub id: [u8; 16],
+    pub configs: TopicConfigs,
+    /// The file had no id: it must be written back.
+    pub id_is_new: bool,
 }
 
 impl TopicMeta {
+    pub(crate) fn new(partitions: u32, id: &[u8; 16], configs: &TopicConfigs) -> TopicMeta {
+        TopicMeta { partitions, topic_id: Some(format_topic_id(id)), configs: configs.to_map() }
+    }
+
     pub(crate) fn write(&self, dir: &Path) -> Result<(), BrokerError> {
-        // Serializing a struct of one integer cannot fail.
+        // Serializing a struct of an integer, strings and a string map cannot fail.
         let json = serde_json::to_vec_pretty(self).expect("TopicMeta serializes");
         fsutil::write_atomically(&dir.join(TOPIC_FILE), &json)
+    }
+
+    /// Reads `topic.json` and checks every field: the id's form and the configs with Kafka's
+    /// rules (the file is untrusted). A missing id is made up (`id_is_new`).
+    pub(crate) fn load(dir: &Path, max_partitions: u32) -> Result<LoadedMeta, BrokerError> {
+        let meta = TopicMeta::read(dir, max_partitions)?;
+        let path = dir.join(TOPIC_FILE);
+        let corrupt = |reason: String| BrokerError::CorruptState { path: path.clone(), reason };
+        let (id, id_is_new) = match &meta.topic_id {
+            Some(s) => (
+                parse_topic_id(s)
+                    .ok_or_else(|| corrupt(format!("topic_id {s:?} is not a UUID")))?,
+                false,
+            ),
+            None => (new_topic_id()?, true),
+        };
+        let configs = TopicConfigs::from_map(meta.configs).map_err(|e| corrupt(e.to_string()))?;
+        Ok(LoadedMeta { partitions: meta.partitions, id, configs, id_is_new })
     }
 
     /// Reads and checks `topic.json`: the count must be 1..=`max_partitions` (checked before
@@ -89,6 +178,40 @@ impl TopicMeta {
         }
         Ok(meta)
     }
+}
+
+/// Removes the empty partition directories past the count: what an add of partitions that
+/// crashed before writing `topic.json` leaves (see the module doc). A directory past the count
+/// that holds anything is left for [`check_partition_dirs`] to report.
+fn sweep_interrupted_add(dir: &Path, partitions: u32) -> Result<(), BrokerError> {
+    let entries = fs::read_dir(dir).map_err(|source| BrokerError::Io {
+        path: dir.to_path_buf(),
+        op: "list",
+        source,
+    })?;
+    let mut swept = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let past = name
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok().filter(|p| p.to_string() == n))
+            .is_some_and(|p| p >= partitions);
+        let path = entry.path();
+        let empty = path.is_dir() && fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+        if past && empty {
+            tracing::info!(path = %path.display(), "removing a partition directory of an interrupted add");
+            fs::remove_dir(&path).map_err(|source| BrokerError::Io {
+                path: path.clone(),
+                op: "remove",
+                source,
+            })?;
+            swept = true;
+        }
+    }
+    if swept {
+        fsutil::sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Checks that the partition directories of `dir` are exactly `0..partitions`, up to holes
@@ -147,6 +270,7 @@ impl Partition {
 }
 
 /// One partition slot of a topic: its log, or why it could not be opened.
+#[derive(Clone)]
 pub(crate) enum Slot {
     Online(Arc<Partition>),
     /// The error that kept the partition from opening, naming the file.
@@ -156,6 +280,10 @@ pub(crate) enum Slot {
 pub(crate) struct Topic {
     pub(crate) name: String,
     pub(crate) dir: PathBuf,
+    /// The topic's UUID (Kafka's topic id); nil when the whole topic is offline.
+    pub(crate) id: [u8; 16],
+    /// The configs set on the topic.
+    pub(crate) configs: TopicConfigs,
     /// One per partition; empty when the whole topic is offline.
     pub(crate) slots: Vec<Slot>,
     /// Why the whole topic is offline (`topic.json` unusable), naming the file.
@@ -164,7 +292,7 @@ pub(crate) struct Topic {
     pub(crate) next_partition: AtomicU32,
 }
 
-fn open_log(
+pub(crate) fn open_log(
     name: &str,
     pdir: PathBuf,
     p: u32,
@@ -199,7 +327,8 @@ fn offline_reason(e: &BrokerError) -> String {
 
 impl Topic {
     /// Opens a topic just built by `create_topic`: any failure is the creation's failure (the
-    /// caller removes the directory), so nothing half-made stays behind.
+    /// caller removes the directory), so nothing half-made stays behind. `log` is the broker's
+    /// default; the topic's configs are laid over it.
     pub(crate) fn open_new(
         name: &str,
         dir: PathBuf,
@@ -207,18 +336,20 @@ impl Topic {
         fs: &Arc<dyn FileSystem>,
         max_partitions: u32,
     ) -> Result<Topic, BrokerError> {
-        let meta = TopicMeta::read(&dir, max_partitions)?;
+        let meta = TopicMeta::load(&dir, max_partitions)?;
+        let log = meta.configs.apply(log);
         let mut slots = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            let partition = open_log(name, dir.join(p.to_string()), p, log, fs)?;
+            let partition = open_log(name, dir.join(p.to_string()), p, &log, fs)?;
             slots.push(Slot::Online(Arc::new(partition)));
         }
-        Ok(Topic::new(name, dir, slots, None))
+        Ok(Topic::new(name, dir, meta.id, meta.configs, slots, None))
     }
 
     /// Opens a topic found at start-up. Never fails: a damaged `topic.json` makes the topic
     /// offline, a partition that does not open makes that partition offline; each is logged at
-    /// error level with the file it names.
+    /// error level with the file it names. A `topic.json` without an id (an earlier release's)
+    /// gets one written back.
     pub(crate) fn load(
         name: &str,
         dir: PathBuf,
@@ -226,8 +357,22 @@ impl Topic {
         fs: &Arc<dyn FileSystem>,
         max_partitions: u32,
     ) -> Topic {
-        let meta = TopicMeta::read(&dir, max_partitions)
-            .and_then(|meta| check_partition_dirs(&dir, meta.partitions).map(|()| meta));
+        let meta = TopicMeta::load(&dir, max_partitions).and_then(|meta| {
+            sweep_interrupted_add(&dir, meta.partitions)?;
+            check_partition_dirs(&dir, meta.partitions)?;
+            if meta.id_is_new {
+                let id = format_topic_id(&meta.id);
+                // A write that fails (say, a full disk) does not take the topic offline: it is
+                // served with this id, and the next start-up makes up another and tries again.
+                match TopicMeta::new(meta.partitions, &meta.id, &meta.configs).write(&dir) {
+                    Ok(()) => tracing::info!(topic = name, id, "gave the topic an id"),
+                    Err(e) => {
+                        tracing::error!(topic = name, id, "cannot keep the topic's new id: {e}")
+                    }
+                }
+            }
+            Ok(meta)
+        });
         let meta = match meta {
             Ok(meta) => meta,
             Err(e) => {
@@ -235,9 +380,10 @@ impl Topic {
                 return Topic::offline(name, dir, e.to_string());
             }
         };
+        let log = meta.configs.apply(log);
         let mut slots = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            match open_log(name, dir.join(p.to_string()), p, log, fs) {
+            match open_log(name, dir.join(p.to_string()), p, &log, fs) {
                 Ok(partition) => slots.push(Slot::Online(Arc::new(partition))),
                 Err(e) => {
                     tracing::error!(topic = name, partition = p, "partition offline: {e}");
@@ -245,17 +391,40 @@ impl Topic {
                 }
             }
         }
-        Topic::new(name, dir, slots, None)
+        Topic::new(name, dir, meta.id, meta.configs, slots, None)
     }
 
     /// A topic whose `topic.json` cannot be used: listed, described with `reason`, and every
     /// request to it fails with `reason`.
     pub(crate) fn offline(name: &str, dir: PathBuf, reason: String) -> Topic {
-        Topic::new(name, dir, Vec::new(), Some(reason))
+        Topic::new(name, dir, [0; 16], TopicConfigs::default(), Vec::new(), Some(reason))
     }
 
-    fn new(name: &str, dir: PathBuf, slots: Vec<Slot>, offline: Option<String>) -> Topic {
-        Topic { name: name.to_owned(), dir, slots, offline, next_partition: AtomicU32::new(0) }
+    fn new(
+        name: &str,
+        dir: PathBuf,
+        id: [u8; 16],
+        configs: TopicConfigs,
+        slots: Vec<Slot>,
+        offline: Option<String>,
+    ) -> Topic {
+        Topic {
+            name: name.to_owned(),
+            dir,
+            id,
+            configs,
+            slots,
+            offline,
+            next_partition: AtomicU32::new(0),
+        }
+    }
+
+    /// This topic with other configs and partitions (the same logs for the partitions it had):
+    /// what an alter or an add of partitions swaps in.
+    pub(crate) fn replaced(&self, configs: TopicConfigs, slots: Vec<Slot>) -> Topic {
+        let t = Topic::new(&self.name, self.dir.clone(), self.id, configs, slots, None);
+        t.next_partition.store(self.next_partition.load(Ordering::Relaxed), Ordering::Relaxed);
+        t
     }
 
     pub(crate) fn partition_count(&self) -> u32 {
@@ -332,6 +501,8 @@ impl Topic {
                 })
                 .collect(),
             offline: self.offline.clone(),
+            topic_id: self.id,
+            configs: self.configs.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         }
     }
 }

@@ -721,6 +721,8 @@ mod tests {
                                 offline: None,
                             }],
                             offline: None,
+                            topic_id: [0; 16],
+                            configs: Vec::new(),
                         }],
                     },
                     Request::Fetch { .. } => Response::Fetched {

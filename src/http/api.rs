@@ -159,11 +159,16 @@ pub(crate) async fn create_topic(
     // Topic creation is synchronous file-system work (directories, fsyncs).
     let broker = s.broker.clone();
     let (name, partitions) = (req.name.clone(), req.partitions);
-    let d = tokio::task::spawn_blocking(move || broker.create_topic(&name, partitions))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("create task: {e}"))
-        })??;
+    let d = tokio::task::spawn_blocking(move || {
+        broker.create_topic(
+            &name,
+            partitions,
+            crate::broker::topic_config::TopicConfigs::default(),
+            false,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("create task: {e}")))??;
     tracing::info!(topic = %req.name, partitions = req.partitions, "topic created from the console");
     Ok((StatusCode::CREATED, Json(d.into())))
 }
@@ -434,7 +439,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
         let broker = Broker::open(config).unwrap();
-        broker.create_topic("t", 1).unwrap();
+        broker
+            .create_topic("t", 1, crate::broker::topic_config::TopicConfigs::default(), false)
+            .unwrap();
         let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), broker.clone(), {
             broker.metrics().clone()
         })

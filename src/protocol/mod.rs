@@ -772,7 +772,8 @@ impl<'a> Reader<'a> {
             });
         }
         let offline = self.opt_string("topic offline reason")?;
-        Ok(TopicDescription { name, partitions, offline })
+        // The native encoding carries neither the id nor the configs (yet).
+        Ok(TopicDescription { name, partitions, offline, topic_id: [0; 16], configs: Vec::new() })
     }
 }
 

@@ -16,6 +16,8 @@ fn desc(name: &str, n: u32) -> TopicDescription {
             })
             .collect(),
         offline: None,
+        topic_id: [0; 16],
+        configs: Vec::new(),
     }
 }
 
@@ -25,6 +27,8 @@ fn offline_desc(name: &str) -> TopicDescription {
         name: name.to_owned(),
         partitions: Vec::new(),
         offline: Some("corrupt broker state in /d/t/topic.json: EOF".to_owned()),
+        topic_id: [0; 16],
+        configs: Vec::new(),
     }
 }
 

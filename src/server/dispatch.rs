@@ -36,7 +36,11 @@ pub fn error_code(e: &BrokerError) -> ErrorCode {
         BrokerError::UnknownTopic { .. } => ErrorCode::UnknownTopic,
         BrokerError::TopicAlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
         BrokerError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
-        BrokerError::NoPartitions | BrokerError::EmptyBatch => ErrorCode::InvalidRequest,
+        // No dedicated native code yet: the message says which config and why.
+        BrokerError::NoPartitions
+        | BrokerError::EmptyBatch
+        | BrokerError::InvalidConfig { .. }
+        | BrokerError::PartitionCountNotIncreased { .. } => ErrorCode::InvalidRequest,
         BrokerError::TooManyPartitions { .. } | BrokerError::TooManyTopics { .. } => {
             ErrorCode::LimitExceeded
         }
@@ -164,11 +168,18 @@ async fn run(
     let reply: Reply = match req {
         Request::Authenticate { .. } => Response::Ok.into(),
         Request::CreateTopic { name, partitions, if_not_exists } => {
-            let description = blocking(move || match b.create_topic(&name, partitions) {
-                Err(BrokerError::TopicAlreadyExists { .. }) if if_not_exists => {
-                    b.describe_topic(&name)
+            let description = blocking(move || {
+                match b.create_topic(
+                    &name,
+                    partitions,
+                    crate::broker::topic_config::TopicConfigs::default(),
+                    false,
+                ) {
+                    Err(BrokerError::TopicAlreadyExists { .. }) if if_not_exists => {
+                        b.describe_topic(&name)
+                    }
+                    other => other,
                 }
-                other => other,
             })
             .await?;
             Response::TopicCreated { description }.into()

@@ -57,7 +57,8 @@ pub(super) fn metadata(ctx: &Ctx, r: MetadataRequest, v: i16) -> MetadataRespons
                     .with_error_code(broker_error_code(&e));
             }
             if allow_create && ctx.broker.describe_topic(name).is_err() {
-                match ctx.broker.create_topic(name, ctx.config.default_partitions) {
+                let configs = crate::broker::topic_config::TopicConfigs::default();
+                match ctx.broker.create_topic(name, ctx.config.default_partitions, configs, false) {
                     Ok(_) => {
                         tracing::info!(topic = %name, "auto-created topic from Kafka metadata")
                     }

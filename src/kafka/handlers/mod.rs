@@ -59,9 +59,10 @@ pub(crate) fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::TopicAlreadyExists { .. } => code(ResponseError::TopicAlreadyExists),
         BrokerError::InvalidTopicName { .. } => code(ResponseError::InvalidTopicException),
         BrokerError::InvalidGroupName { .. } => code(ResponseError::InvalidGroupId),
-        BrokerError::NoPartitions | BrokerError::TooManyPartitions { .. } => {
-            code(ResponseError::InvalidPartitions)
-        }
+        BrokerError::InvalidConfig { .. } => code(ResponseError::InvalidConfig),
+        BrokerError::NoPartitions
+        | BrokerError::TooManyPartitions { .. }
+        | BrokerError::PartitionCountNotIncreased { .. } => code(ResponseError::InvalidPartitions),
         BrokerError::TooManyTopics { .. } => code(ResponseError::PolicyViolation),
         BrokerError::EmptyBatch => code(ResponseError::InvalidRecord),
         BrokerError::Storage { source, .. } => match source {

@@ -70,7 +70,14 @@ pub(super) async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResp
                 produce_partition(ctx, &topic.name, p.index as u32, p.records.as_ref()).await
             };
             parts.push(match err {
-                Ok(base) => res.with_base_offset(base as i64),
+                Ok((base, append_time)) => {
+                    let res = res.with_base_offset(base as i64);
+                    // log_append_time_ms exists from v2; its default -1 means CreateTime.
+                    match append_time {
+                        Some(t) if v >= 2 => res.with_log_append_time_ms(t),
+                        _ => res,
+                    }
+                }
                 Err((c, message)) => {
                     metrics.record_request_error(Listener::Kafka, error_kind(c));
                     let res = res.with_error_code(c);
@@ -94,7 +101,7 @@ async fn produce_partition(
     topic: &str,
     partition: u32,
     records: Option<&Bytes>,
-) -> Result<u64, (i16, Option<String>)> {
+) -> Result<(u64, Option<i64>), (i16, Option<String>)> {
     let Some(records) = records else {
         return Err((code(ResponseError::InvalidRecord), None));
     };
@@ -118,5 +125,5 @@ async fn produce_partition(
         })?;
     let count = res.offsets.next - res.offsets.first;
     ctx.broker.metrics().record_append(topic, partition, count, stored.len() as u64);
-    Ok(res.offsets.first)
+    Ok((res.offsets.first, res.log_append_time_ms))
 }

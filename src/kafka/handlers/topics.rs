@@ -100,7 +100,12 @@ fn create_topics_now(
                 }
             } else {
                 broker
-                    .create_topic(&name, partitions as u32)
+                    .create_topic(
+                        &name,
+                        partitions as u32,
+                        crate::broker::topic_config::TopicConfigs::default(),
+                        false,
+                    )
                     .map(|_| ())
                     .map_err(|e| (broker_error_code(&e), e.to_string()))
             };

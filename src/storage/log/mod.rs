@@ -23,9 +23,10 @@ use crate::record::{self, NewRecord, Record};
 use crate::storage::fs::{FileSystem, RealFs, write_atomic};
 use crate::storage::producer_state::{self, ProducerBatch, ProducerStates, SeqCheck};
 use crate::storage::recovery::{self, CLEAN_MARKER};
-use crate::storage::segment::{IndexCursor, OpenSegment, SEGMENT_HEADER_LEN, Segment};
+use crate::storage::segment::{self, IndexCursor, OpenSegment, SEGMENT_HEADER_LEN, Segment};
 use crate::storage::{
     FsyncPolicy, LogConfig, LogDescription, MAX_SEGMENT_BYTES, OffsetRange, StorageError,
+    TimestampType,
 };
 
 /// The `partitionLeaderEpoch` a single node stamps on every batch it appends.
@@ -47,6 +48,12 @@ struct Appender {
     /// segment (0: none). They are zeroed before the next write, so a later, shorter batch can
     /// never be followed on disk by stale records that recovery would take for real ones.
     torn_end: usize,
+    /// The active segment's (base offset, first batch's max timestamp), for `segment_ms`; read
+    /// from the segment when the base differs (after open or a roll).
+    first_batch_ts: Option<(u64, i64)>,
+    /// When the active segment was created or the log opened (wall clock, ms): the age
+    /// `segment_ms` counts from when the first batch has no timestamp.
+    active_since_ms: i64,
 }
 
 /// Group-commit state: how far the log is known durable, and whether someone is syncing now.
@@ -60,7 +67,8 @@ struct SyncState {
 /// The durable log of one partition. `Send + Sync`; share it as `Arc<Log>`.
 pub struct Log {
     dir: PathBuf,
-    config: LogConfig,
+    /// Swapped whole by [`Log::set_config`]; readers clone the `Arc` (one uncontended read lock).
+    config: RwLock<Arc<LogConfig>>,
     fs: Arc<dyn FileSystem>,
     /// Oldest first; the last one is the active segment. Never empty.
     segments: RwLock<Vec<Arc<Segment>>>,
@@ -211,6 +219,8 @@ impl Log {
                 producers,
                 index_cursor: rec.index_cursor,
                 torn_end: 0,
+                first_batch_ts: None,
+                active_since_ms: record::now_ms(),
             }),
             admin: Mutex::new(()),
             sync: Mutex::new(SyncState { synced, syncing: false, last_sync: Instant::now() }),
@@ -220,7 +230,7 @@ impl Log {
             durable_end: AtomicU64::new(synced),
             poisoned: AtomicBool::new(poisoned),
             closed: AtomicBool::new(false),
-            config,
+            config: RwLock::new(Arc::new(config)),
         })
     }
 
@@ -229,8 +239,27 @@ impl Log {
         &self.dir
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The config in force now (a cheap shared copy: [`Log::set_config`] may replace it).
+    pub fn config(&self) -> Arc<LogConfig> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the config of the live log (a topic config altered): retention, segment size
+    /// and age, largest batch, timestamp type and compaction settings apply from the next
+    /// append or retention pass. The fsync policy and index interval are the broker's and
+    /// cannot change while the log is open.
+    pub fn set_config(&self, config: LogConfig) -> Result<(), StorageError> {
+        config.validate()?;
+        let mut current = self.config.write().unwrap_or_else(|p| p.into_inner());
+        if config.fsync != current.fsync
+            || config.index_interval_bytes != current.index_interval_bytes
+        {
+            return Err(StorageError::InvalidConfig {
+                reason: "the fsync policy and index interval of an open log cannot change".into(),
+            });
+        }
+        *current = Arc::new(config);
+        Ok(())
     }
 
     /// The first offset that can be read.
@@ -248,7 +277,7 @@ impl Log {
     /// Under `FsyncPolicy::Always` the durable end (every offset below it fdatasynced), otherwise
     /// the written end.
     pub fn visible_end(&self) -> u64 {
-        match self.config.fsync {
+        match self.config().fsync {
             // A syncer may take the active segment's end a moment before the appender stores
             // it in `next_offset`: never report past the written end.
             FsyncPolicy::Always => self.durable_end.load(Ordering::Acquire).min(self.next_offset()),
@@ -287,7 +316,18 @@ impl Log {
     /// gets its `baseOffset` and `partitionLeaderEpoch` in place (outside the CRC) and the bytes
     /// are written as they are. Durable per the fsync policy when it returns.
     pub fn append_batches(&self, bytes: &mut [u8]) -> Result<OffsetRange, StorageError> {
-        let summaries = self.validate_batches(bytes)?;
+        self.append_batches_timed(bytes).map(|(range, _)| range)
+    }
+
+    /// [`Log::append_batches`], also returning the broker's append time when the log stamps
+    /// batches with it ([`TimestampType::LogAppendTime`]: each batch's timestamp type bit and
+    /// `maxTimestamp` set, CRC recomputed, as Kafka does); `None` under `CreateTime` and for an
+    /// idempotent producer's retry (nothing written).
+    pub fn append_batches_timed(
+        &self,
+        bytes: &mut [u8],
+    ) -> Result<(OffsetRange, Option<i64>), StorageError> {
+        let mut summaries = self.validate_batches(bytes)?;
         let idempotent = match summaries.as_slice() {
             [s] => ProducerBatch::from_summary(s),
             many if many.iter().any(|s| s.producer_id >= 0) => {
@@ -308,16 +348,27 @@ impl Log {
             drop(app);
             let range = OffsetRange { first: first_offset, next: last_offset + 1 };
             self.after_append(range)?;
-            return Ok(range);
+            return Ok((range, None));
         }
+        // Taken under the append lock, so append times never go backwards within the log (short
+        // of the wall clock stepping back).
+        let append_time = match self.config().timestamp_type {
+            TimestampType::LogAppendTime => Some(record::now_ms()),
+            TimestampType::CreateTime => None,
+        };
         let first = self.next_offset.load(Ordering::Relaxed);
         let mut pos = 0;
         let mut next = first;
-        for s in &summaries {
+        for s in &mut summaries {
             let b = &mut bytes[pos..pos + s.batch_bytes];
             // Invariant: validated above, so the header is there.
             batch::set_base_offset(b, next as i64).expect("validated batch header");
             batch::set_partition_leader_epoch(b, LEADER_EPOCH).expect("validated batch header");
+            if let Some(now) = append_time {
+                batch::set_log_append_time(b, now).expect("validated batch header");
+                // The time and segment indexes see the stamped time.
+                s.max_timestamp = now;
+            }
             next += s.record_count as u64;
             pos += s.batch_bytes;
         }
@@ -331,7 +382,7 @@ impl Log {
         drop(app);
         let range = res?;
         self.after_append(range)?;
-        Ok(range)
+        Ok((range, append_time))
     }
 
     /// Forgets producer ids idle for longer than `max_idle_ms`; returns how many.
@@ -357,7 +408,7 @@ impl Log {
     /// Checks every batch of a producer's record set; the summaries in order.
     fn validate_batches(&self, bytes: &[u8]) -> Result<Vec<BatchSummary>, StorageError> {
         let limits = batch::Limits::default();
-        let max = self.config.max_record_bytes;
+        let max = self.config().max_record_bytes;
         let mut summaries = Vec::new();
         let mut scratch = Vec::new();
         let mut pos = 0;
@@ -456,10 +507,16 @@ impl Log {
         if total > max_batch {
             return Err(StorageError::BatchTooLarge { size: total as u64, max: max_batch as u64 });
         }
+        let config = self.config();
         let mut active = self.active();
+        let incoming_ts = summaries.iter().map(|s| s.max_timestamp).max().unwrap_or(-1);
         // A sealed active segment is left by a roll that sealed it but failed to create the next.
+        // `room()` too: a segment_bytes raised by `set_config` is past the active mapping.
         if active.is_sealed()
-            || (!active.is_empty() && active.len() + total > self.config.segment_bytes as usize)
+            || (!active.is_empty()
+                && (active.len() + total > config.segment_bytes as usize
+                    || total > active.room()
+                    || self.active_too_old(app, &active, config.segment_ms, incoming_ts)))
         {
             active = self.roll(app, total)?;
         } else if total > active.room() {
@@ -494,9 +551,51 @@ impl Log {
                 pos += s.batch_bytes;
             }
         });
+        if position == SEGMENT_HEADER_LEN {
+            // The first batch of this segment: what `segment_ms` measures its age from.
+            let first_ts = summaries.first().map_or(-1, |s| s.max_timestamp);
+            app.first_batch_ts = Some((active.base_offset, first_ts));
+        }
         active.publish(position + total, next, max_ts);
         self.next_offset.store(next, Ordering::Release);
         Ok(OffsetRange { first, next })
+    }
+
+    /// Whether the active segment is older than `segment_ms` (Kafka's rule): the incoming
+    /// batches' newest timestamp against the segment's first batch's, or, when either has no
+    /// timestamp, the wall clock against when the segment was created (or the log opened).
+    fn active_too_old(
+        &self,
+        app: &mut Appender,
+        active: &Segment,
+        segment_ms: Option<u64>,
+        incoming_ts: i64,
+    ) -> bool {
+        let Some(max_age) = segment_ms else { return false };
+        let first_ts = match app.first_batch_ts {
+            Some((base, ts)) if base == active.base_offset => ts,
+            _ => {
+                let ts = self.read_first_batch_ts(active);
+                app.first_batch_ts = Some((active.base_offset, ts));
+                ts
+            }
+        };
+        let age = if first_ts >= 0 && incoming_ts >= 0 {
+            incoming_ts.saturating_sub(first_ts)
+        } else {
+            record::now_ms().saturating_sub(app.active_since_ms)
+        };
+        age > 0 && age as u64 > max_age
+    }
+
+    /// The max timestamp of the active segment's first batch (-1 when it cannot be read: the
+    /// age then counts from the wall clock).
+    fn read_first_batch_ts(&self, active: &Segment) -> i64 {
+        let Ok(open) = active.open(&*self.fs) else { return -1 };
+        let data = open.data();
+        data.get(SEGMENT_HEADER_LEN..)
+            .and_then(|rest| segment::batch_at(rest, active.base_offset).ok())
+            .map_or(-1, |view| view.max_timestamp())
     }
 
     /// Seals the active segment and starts a new one at the next offset with room for at least
@@ -515,13 +614,13 @@ impl Log {
         app.torn_end = 0;
         let base = old.next_offset();
         self.mark_synced(&mut self.sync.lock().unwrap_or_else(|p| p.into_inner()), base);
-        let capacity = (self.config.segment_bytes as usize).max(SEGMENT_HEADER_LEN + batch_bytes);
+        let capacity = (self.config().segment_bytes as usize).max(SEGMENT_HEADER_LEN + batch_bytes);
         let seg = match Segment::create(
             &*self.fs,
             &self.dir,
             base,
             capacity,
-            self.config.index_interval_bytes,
+            self.config().index_interval_bytes,
         ) {
             Ok(s) => Arc::new(s),
             // Nothing was published into the new file: the next append retries the roll (and
@@ -532,7 +631,8 @@ impl Log {
         // Recovery then replays only the batches after it (the active segment).
         self.snapshot_producers(app, base);
         self.segments.write().unwrap_or_else(|p| p.into_inner()).push(seg.clone());
-        app.index_cursor = IndexCursor::new(self.config.index_interval_bytes, SEGMENT_HEADER_LEN);
+        app.index_cursor = IndexCursor::new(self.config().index_interval_bytes, SEGMENT_HEADER_LEN);
+        app.active_since_ms = record::now_ms();
         Ok(seg)
     }
 
@@ -564,21 +664,21 @@ impl Log {
             max_timestamp: i64::MIN,
             index: crate::storage::index::Index::new(),
             time_index: crate::storage::timeindex::TimeIndex::new(),
-            index_interval_bytes: self.config.index_interval_bytes,
+            index_interval_bytes: self.config().index_interval_bytes,
             sealed: false,
         })?;
         let seg = Arc::new(seg);
         let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
         let last = segs.len() - 1;
         segs[last] = seg.clone();
-        app.index_cursor = IndexCursor::new(self.config.index_interval_bytes, SEGMENT_HEADER_LEN);
+        app.index_cursor = IndexCursor::new(self.config().index_interval_bytes, SEGMENT_HEADER_LEN);
         Ok(seg)
     }
 
     /// Applies the fsync policy after an append (without the append lock, so appenders can
     /// share one fdatasync).
     fn after_append(&self, range: OffsetRange) -> Result<(), StorageError> {
-        match self.config.fsync {
+        match self.config().fsync {
             FsyncPolicy::Never => Ok(()),
             FsyncPolicy::Always => self.sync_to(range.next),
             FsyncPolicy::Interval(d) => {

@@ -65,15 +65,20 @@ impl Log {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         self.check_open()?;
-        if self.config.retention_bytes.is_none() && self.config.retention_ms.is_none() {
+        let config = self.config();
+        // Only `cleanup.policy=delete` deletes by age or size: a compact-only log keeps every
+        // key's latest record however old (deleting it would lose data the topic promises).
+        if !config.cleanup_policy.delete
+            || (config.retention_bytes.is_none() && config.retention_ms.is_none())
+        {
             return Ok(0);
         }
         let segs = self.segments_snapshot();
         let mut total: u64 = segs.iter().map(|s| s.len() as u64).sum();
         let mut victims = Vec::new();
         for seg in &segs[..segs.len() - 1] {
-            let too_big = self.config.retention_bytes.is_some_and(|max| total > max);
-            let too_old = self.config.retention_ms.is_some_and(|ms| {
+            let too_big = config.retention_bytes.is_some_and(|max| total > max);
+            let too_old = config.retention_ms.is_some_and(|ms| {
                 let newest = seg.max_timestamp();
                 newest == i64::MIN || now_ms.saturating_sub(newest) > ms as i64
             });

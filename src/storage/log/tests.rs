@@ -1,6 +1,6 @@
 use super::*;
 use crate::record::Header;
-use crate::storage::FaultyFs;
+use crate::storage::{CleanupPolicy, FaultyFs};
 use std::time::Duration;
 
 /// A config with small segments and dense index entries, so that tests cross segment and index
@@ -568,4 +568,115 @@ fn an_idempotent_retry_gets_its_first_offsets_back_and_is_not_stored_twice_even_
     let snapshots: Vec<_> =
         names(dir.path()).into_iter().filter(|n| n.ends_with(".snapshot")).collect();
     assert!(!snapshots.is_empty() && snapshots.len() <= SNAPSHOTS_KEPT, "{snapshots:?}");
+}
+
+fn at(log: &Log, ts: i64) {
+    let v = value(log.next_offset());
+    let r = NewRecord { timestamp_ms: ts, key: None, value: Some(&v), headers: &[] };
+    log.append(&[r]).unwrap();
+}
+
+#[test]
+fn a_compact_only_log_is_never_deleted_by_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_bytes: Some(1),
+        retention_ms: Some(1),
+        cleanup_policy: CleanupPolicy { delete: false, compact: true },
+        ..tiny(260)
+    };
+    let log = Log::open(dir.path(), cfg.clone()).unwrap();
+    append_n(&log, 12);
+    assert_eq!(log.describe().segments, 4);
+    assert_eq!(log.enforce_retention(i64::MAX).unwrap(), 0, "compact-only keeps every segment");
+    assert_eq!(log.log_start_offset(), 0);
+    // compact,delete (set on the live log) deletes by age and size again.
+    let both = CleanupPolicy { delete: true, compact: true };
+    log.set_config(LogConfig { cleanup_policy: both, ..cfg }).unwrap();
+    assert_eq!(log.enforce_retention(i64::MAX).unwrap(), 3);
+    assert_eq!(log.log_start_offset(), 9);
+}
+
+#[test]
+fn segment_ms_rolls_the_active_segment_once_its_first_batch_is_older() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { segment_ms: Some(100), ..tiny(1 << 20) };
+    let log = Log::open(dir.path(), cfg.clone()).unwrap();
+    at(&log, 1000);
+    at(&log, 1100); // exactly segment_ms later: not older yet
+    assert_eq!(log.describe().segments, 1);
+    at(&log, 1101);
+    assert_eq!(log.describe().segments, 2, "rolled: the first batch (1000) is 101 ms older");
+    at(&log, 1150);
+    assert_eq!(log.describe().segments, 2);
+    // After a reopen the age is measured from the active segment's first batch on disk (1101).
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), cfg).unwrap();
+    at(&log, 1200);
+    assert_eq!(log.describe().segments, 2);
+    at(&log, 1202);
+    assert_eq!(log.describe().segments, 3);
+    let offsets: Vec<u64> = read_all(&log).into_iter().map(|(o, _)| o).collect();
+    assert_eq!(offsets, [0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn set_config_applies_to_the_live_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny(260)).unwrap();
+    append_n(&log, 2);
+    // A larger segment size than the active segment's mapping: the next roll makes room.
+    log.set_config(tiny(1 << 20)).unwrap();
+    append_n(&log, 40);
+    assert_eq!(log.config().segment_bytes, 1 << 20);
+    assert_eq!(read_all(&log).len(), 42);
+    assert_eq!(log.describe().segments, 2);
+    // A smaller max batch size refuses at once.
+    log.set_config(LogConfig { max_record_bytes: 80, ..tiny(1 << 20) }).unwrap();
+    let big = vec![b'x'; 200];
+    let err = log.append(&[NewRecord::value(&big)]).unwrap_err();
+    assert!(matches!(err, StorageError::RecordTooLarge { .. }), "{err}");
+    // The fsync policy is the broker's: refused, the config unchanged.
+    let always = LogConfig { fsync: FsyncPolicy::Always, ..tiny(1 << 20) };
+    assert!(matches!(log.set_config(always), Err(StorageError::InvalidConfig { .. })));
+    assert_eq!(log.config().fsync, FsyncPolicy::Never);
+    assert!(log.set_config(LogConfig { segment_ms: Some(0), ..tiny(1 << 20) }).is_err());
+}
+
+#[test]
+fn log_append_time_stamps_each_batch_and_create_time_keeps_the_producers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..tiny(1 << 20) };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    let before = record::now_ms();
+    let records = [
+        NewRecord { timestamp_ms: 5, ..NewRecord::value(b"a") },
+        NewRecord { timestamp_ms: 7, ..NewRecord::value(b"b") },
+    ];
+    let mut bytes = record::build_batch(&records, Compression::None).unwrap();
+    let (range, stamped) = log.append_batches_timed(&mut bytes).unwrap();
+    assert_eq!(range, OffsetRange { first: 0, next: 2 });
+    let stamped = stamped.expect("a LogAppendTime log returns its append time");
+    assert!(stamped >= before && stamped <= record::now_ms());
+
+    let slice = log.read(0, 1 << 20).unwrap();
+    let view = batch::BatchView::new(slice.bytes()).unwrap();
+    assert_eq!(view.timestamp_type(), batch::TimestampType::LogAppendTime);
+    assert_eq!(view.max_timestamp(), stamped);
+    assert_eq!(view.base_timestamp(), 5, "records keep their deltas");
+    // The CRC was recomputed: the stored batch validates.
+    batch::validate(slice.bytes(), &batch::Limits::default()).unwrap();
+    let times: Vec<i64> = slice.records().map(|r| r.unwrap().timestamp_ms).collect();
+    assert_eq!(times, [stamped, stamped]);
+    // The time index sees the stamped time.
+    assert_eq!(log.max_timestamp_offset().unwrap(), Some((stamped, 0)));
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny(1 << 20)).unwrap();
+    let mut bytes = record::build_batch(&records, Compression::None).unwrap();
+    assert_eq!(log.append_batches_timed(&mut bytes).unwrap().1, None);
+    let times: Vec<i64> =
+        log.read(0, 1 << 20).unwrap().records().map(|r| r.unwrap().timestamp_ms).collect();
+    assert_eq!(times, [5, 7]);
 }
