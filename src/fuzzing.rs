@@ -244,7 +244,19 @@ pub fn sample_native_stream() -> Vec<u8> {
     let records = record::build_batch(&recs, Compression::None).expect("tiny records build");
     let requests = [
         Request::Authenticate { token: "secret".into() },
-        Request::CreateTopic { name: "t".into(), partitions: 3, if_not_exists: true },
+        Request::CreateTopic {
+            name: "t".into(),
+            partitions: 3,
+            if_not_exists: true,
+            configs: vec![("retention.ms".into(), "1000".into())],
+        },
+        Request::AlterTopicConfigs {
+            topic: "t".into(),
+            set: vec![("cleanup.policy".into(), "compact".into())],
+            delete: vec!["retention.ms".into()],
+        },
+        Request::DescribeTopicConfigs { topic: "t".into() },
+        Request::AddPartitions { topic: "t".into(), total: 4 },
         Request::Append {
             topic: "t".into(),
             partition: Some(1),

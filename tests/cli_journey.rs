@@ -43,18 +43,29 @@ fn journey_create_produce_describe_consume_trim_delete() {
     let values = ["first order", "second order", "third order", "fourth order"];
     // Each produce sent its records as one batch.
     let bytes = stored_bytes(&[&values[..2], &values[2..]]);
+    let described = ok(broker.cli(&["topic", "describe", "orders", "--json"]));
+    // The topic id is the broker's (a random UUID, 22 characters as Kafka prints it).
+    let id = serde_json::from_str::<serde_json::Value>(&described).unwrap()["topic_id"]
+        .as_str()
+        .expect("a topic id")
+        .to_string();
+    assert_eq!(id.len(), 22, "{id}");
     assert_eq!(
-        ok(broker.cli(&["topic", "describe", "orders"])),
+        described,
         format!(
-            "TOPIC   PARTITION  LOG-START  NEXT-OFFSET  SEGMENTS  BYTES\n\
-             orders  0          0          4            1         {bytes}\n"
+            "{{\"name\":\"orders\",\"topic_id\":\"{id}\",\"partitions\":[{{\"partition\":0,\
+             \"log_start_offset\":0,\"next_offset\":4,\"segments\":1,\"size_bytes\":{bytes}}}],\
+             \"configs\":{{}}}}\n"
         )
     );
     assert_eq!(
-        ok(broker.cli(&["topic", "describe", "orders", "--json"])),
+        ok(broker.cli(&["topic", "describe", "orders"])),
         format!(
-            "{{\"name\":\"orders\",\"partitions\":[{{\"partition\":0,\"log_start_offset\":0,\
-             \"next_offset\":4,\"segments\":1,\"size_bytes\":{bytes}}}]}}\n"
+            "TOPIC   TOPIC-ID                PARTITIONS  CONFIGS\n\
+             orders  {id}  1           -\n\
+             \n\
+             TOPIC   PARTITION  LOG-START  NEXT-OFFSET  SEGMENTS  BYTES\n\
+             orders  0          0          4            1         {bytes}\n"
         )
     );
 
@@ -285,17 +296,23 @@ fn describe_all_and_non_utf8_values() {
     let broker = BrokerProcess::start(&dir.path().join("data"), &["--fsync", "never"]);
     ok(broker.cli(&["topic", "create", "b", "--partitions", "2"]));
     ok(broker.cli(&["topic", "create", "a"]));
+    let all: serde_json::Value =
+        serde_json::from_str(&ok(broker.cli(&["topic", "describe", "--json"]))).unwrap();
+    let id = |i: usize| all[i]["topic_id"].as_str().expect("a topic id").to_string();
+    let (a, b) = (id(0), id(1));
     assert_eq!(
         ok(broker.cli(&["topic", "describe"])),
         format!(
-            "TOPIC  PARTITION  LOG-START  NEXT-OFFSET  SEGMENTS  BYTES\n\
+            "TOPIC  TOPIC-ID                PARTITIONS  CONFIGS\n\
+             a      {a}  1           -\n\
+             b      {b}  2           -\n\
+             \n\
+             TOPIC  PARTITION  LOG-START  NEXT-OFFSET  SEGMENTS  BYTES\n\
              a      0          0          0            1         {SEGMENT_OVERHEAD}\n\
              b      0          0          0            1         {SEGMENT_OVERHEAD}\n\
              b      1          0          0            1         {SEGMENT_OVERHEAD}\n"
         )
     );
-    let all: serde_json::Value =
-        serde_json::from_str(&ok(broker.cli(&["topic", "describe", "--json"]))).unwrap();
     let names: Vec<&str> =
         all.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["a", "b"]);

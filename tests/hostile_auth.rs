@@ -79,7 +79,12 @@ fn native_listener_refuses_every_request_until_the_token_is_presented() {
             max_bytes: 1024,
             max_wait_ms: 0,
         },
-        Request::CreateTopic { name: "sneaky".into(), partitions: 1, if_not_exists: false },
+        Request::CreateTopic {
+            name: "sneaky".into(),
+            partitions: 1,
+            if_not_exists: false,
+            configs: vec![],
+        },
     ] {
         let (resps, closed) = raw_exchange(&b.addr, &[first, Request::ListTopics]);
         assert_eq!(resps.len(), 1, "one refusal, then nothing: {resps:?}");
@@ -118,9 +123,14 @@ fn native_listener_refuses_every_request_until_the_token_is_presented() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let c = Connection::connect_with_token(&b.addr, Some(TOKEN)).await.unwrap();
-        c.request(&Request::CreateTopic { name: "t".into(), partitions: 1, if_not_exists: false })
-            .await
-            .unwrap();
+        c.request(&Request::CreateTopic {
+            name: "t".into(),
+            partitions: 1,
+            if_not_exists: false,
+            configs: vec![],
+        })
+        .await
+        .unwrap();
         let bad = Connection::connect_with_token(&b.addr, Some("nope")).await;
         assert!(bad.is_err(), "a wrong token fails the connect");
     });
@@ -440,6 +450,7 @@ fn unauthenticated_peers_cannot_make_either_listener_buffer_a_large_frame() {
             name: "big".into(),
             partitions: 1,
             if_not_exists: false,
+            configs: vec![],
         })
         .await
         .unwrap();
@@ -546,8 +557,8 @@ fn an_unsupported_kafka_request_is_logged_once_at_warn_with_the_client() {
     // version we lack: no answer, one warning, the connection closed.
     s.write_all(&kafka_frame_from(client, ApiKey::ApiVersions, 3, &av)).unwrap();
     let _ = read_kafka_frame(&mut s);
-    let describe = kafka_protocol::messages::DescribeConfigsRequest::default();
-    s.write_all(&kafka_frame_from(client, ApiKey::DescribeConfigs, 1, &describe)).unwrap();
+    let describe = kafka_protocol::messages::DescribeAclsRequest::default();
+    s.write_all(&kafka_frame_from(client, ApiKey::DescribeAcls, 1, &describe)).unwrap();
     let md = MetadataRequest::default().with_topics(None);
     let _ = s.write_all(&kafka_frame_from(client, ApiKey::Metadata, 12, &md));
     let mut rest = Vec::new();
@@ -569,8 +580,8 @@ fn an_unsupported_kafka_request_is_logged_once_at_warn_with_the_client() {
         "WARN",
         "probe-client",
         "probe-software/9.8.7",
-        "api=DescribeConfigs",
-        "api_key=32",
+        "api=DescribeAcls",
+        "api_key=29",
         "version=1",
         "supported=none",
     ] {

@@ -141,7 +141,7 @@ fn hostile_names_and_oversized_requests_are_refused_without_touching_the_disk() 
         let f = start().await;
         let conn = Connection::connect(&f.addr).await.unwrap();
         let mut cases = 0u32;
-        conn.request(&Request::CreateTopic { name: "ok".into(), partitions: 2, if_not_exists: false })
+        conn.request(&Request::CreateTopic { name: "ok".into(), partitions: 2, if_not_exists: false, configs: vec![] })
             .await
             .unwrap();
 
@@ -152,7 +152,7 @@ fn hostile_names_and_oversized_requests_are_refused_without_touching_the_disk() 
         ];
         for name in bad_names {
             for req in [
-                Request::CreateTopic { name: name.into(), partitions: 1, if_not_exists: false },
+                Request::CreateTopic { name: name.into(), partitions: 1, if_not_exists: false, configs: vec![] },
                 Request::Append {
                     topic: name.into(),
                     partition: None,
@@ -182,7 +182,7 @@ fn hostile_names_and_oversized_requests_are_refused_without_touching_the_disk() 
         }
         // 249 characters is the longest valid name, and it fits the file system.
         let longest = "b".repeat(249);
-        conn.request(&Request::CreateTopic { name: longest.clone(), partitions: 1, if_not_exists: false })
+        conn.request(&Request::CreateTopic { name: longest.clone(), partitions: 1, if_not_exists: false, configs: vec![] })
             .await
             .expect("a 249-character name is valid");
         conn.request(&Request::DeleteTopic { name: longest }).await.unwrap();
@@ -191,7 +191,7 @@ fn hostile_names_and_oversized_requests_are_refused_without_touching_the_disk() 
         // file system; no metrics namespace where they could collide).
         for (a, b) in [("Foo", "foo"), ("foo.bar", "foo_bar")] {
             for n in [a, b] {
-                conn.request(&Request::CreateTopic { name: n.into(), partitions: 1, if_not_exists: false })
+                conn.request(&Request::CreateTopic { name: n.into(), partitions: 1, if_not_exists: false, configs: vec![] })
                     .await
                     .unwrap_or_else(|e| panic!("{n}: {e}"));
             }
@@ -204,18 +204,18 @@ fn hostile_names_and_oversized_requests_are_refused_without_touching_the_disk() 
 
         // Max topics (3, "ok" is one) and max partitions (8).
         for n in ["t2", "t3"] {
-            conn.request(&Request::CreateTopic { name: n.into(), partitions: 1, if_not_exists: false })
+            conn.request(&Request::CreateTopic { name: n.into(), partitions: 1, if_not_exists: false, configs: vec![] })
                 .await
                 .unwrap();
         }
-        let one_more = Request::CreateTopic { name: "t4".into(), partitions: 1, if_not_exists: false };
+        let one_more = Request::CreateTopic { name: "t4".into(), partitions: 1, if_not_exists: false, configs: vec![] };
         refused(&f, &conn, one_more, ErrorCode::LimitExceeded, &mut cases).await;
         conn.request(&Request::DeleteTopic { name: "t3".into() }).await.unwrap();
         for parts in [9, 1000, u32::MAX] {
-            let req = Request::CreateTopic { name: "wide".into(), partitions: parts, if_not_exists: false };
+            let req = Request::CreateTopic { name: "wide".into(), partitions: parts, if_not_exists: false, configs: vec![] };
             refused(&f, &conn, req, ErrorCode::LimitExceeded, &mut cases).await;
         }
-        let zero = Request::CreateTopic { name: "zero".into(), partitions: 0, if_not_exists: false };
+        let zero = Request::CreateTopic { name: "zero".into(), partitions: 0, if_not_exists: false, configs: vec![] };
         refused(&f, &conn, zero, ErrorCode::InvalidRequest, &mut cases).await;
 
         // Max record (a whole batch, as Kafka's max.message.bytes): one byte over the limit is

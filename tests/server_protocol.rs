@@ -125,9 +125,17 @@ fn fetch(topic: &str, offset: u64, max_wait_ms: u32) -> Request {
 }
 
 async fn create(s: &mut TcpStream, name: &str, partitions: u32) {
-    let resp =
-        call(s, 1, &Request::CreateTopic { name: name.into(), partitions, if_not_exists: false })
-            .await;
+    let resp = call(
+        s,
+        1,
+        &Request::CreateTopic {
+            name: name.into(),
+            partitions,
+            if_not_exists: false,
+            configs: vec![],
+        },
+    )
+    .await;
     assert!(matches!(resp, Response::TopicCreated { .. }), "{resp:?}");
 }
 
@@ -259,7 +267,12 @@ async fn malformed_and_unknown_requests_get_errors_and_the_connection_goes_on() 
     let resp = call(
         &mut s,
         79,
-        &Request::CreateTopic { name: "../x".into(), partitions: 1, if_not_exists: false },
+        &Request::CreateTopic {
+            name: "../x".into(),
+            partitions: 1,
+            if_not_exists: false,
+            configs: vec![],
+        },
     )
     .await;
     let Response::Error { code: ErrorCode::InvalidTopicName, message } = resp else {
@@ -434,9 +447,19 @@ async fn groups_trim_and_delete_over_the_wire() {
     assert_eq!(call(&mut s, 6, &trim).await, Response::Trimmed { log_start_offset: 3 });
     let resp = call(&mut s, 7, &fetch("t", 1, 0)).await;
     assert!(matches!(resp, Response::Error { code: ErrorCode::OffsetOutOfRange, .. }), "{resp:?}");
-    let again = Request::CreateTopic { name: "t".into(), partitions: 1, if_not_exists: true };
+    let again = Request::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        if_not_exists: true,
+        configs: vec![],
+    };
     assert!(matches!(call(&mut s, 8, &again).await, Response::TopicCreated { .. }));
-    let dup = Request::CreateTopic { name: "t".into(), partitions: 1, if_not_exists: false };
+    let dup = Request::CreateTopic {
+        name: "t".into(),
+        partitions: 1,
+        if_not_exists: false,
+        configs: vec![],
+    };
     let resp = call(&mut s, 9, &dup).await;
     assert!(matches!(resp, Response::Error { code: ErrorCode::TopicAlreadyExists, .. }));
     assert_eq!(call(&mut s, 10, &Request::DeleteTopic { name: "t".into() }).await, Response::Ok);

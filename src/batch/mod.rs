@@ -56,6 +56,7 @@ mod varint;
 mod view;
 
 pub use build::{BatchBuilder, NewRecord};
+pub(crate) use compress::compress_into;
 pub use compress::{MAX_DECOMPRESSED_BYTES, decompress_into};
 pub use error::BatchError;
 pub use validate::{BatchSummary, Limits, validate, validate_with};

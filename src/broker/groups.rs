@@ -20,8 +20,30 @@ use super::{BrokerError, fsutil, topic};
 pub const GROUPS_DIR: &str = "@groups";
 const GROUP_SUFFIX: &str = ".json";
 
-type Offsets = BTreeMap<(String, u32), u64>;
+/// A committed position: the offset and the metadata string the consumer committed with it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Committed {
+    pub offset: u64,
+    pub metadata: String,
+}
 
+type Offsets = BTreeMap<(String, u32), Committed>;
+
+/// One group file:
+///
+/// ```text
+/// { "offsets": [ { "topic": "orders", "partition": 0, "offset": 42, "metadata": "..." }, ... ] }
+/// ```
+///
+/// | field       | since       | meaning                                               |
+/// |-------------|-------------|-------------------------------------------------------|
+/// | `topic`     | first       | topic name                                            |
+/// | `partition` | first       | partition index                                       |
+/// | `offset`    | first       | the next offset the group will read                   |
+/// | `metadata`  | issue 13    | the commit's metadata string; absent (old files) = "" |
+///
+/// Files written before `metadata` existed open unchanged, with empty metadata, and are written
+/// back in the new form at the group's next commit.
 #[derive(Serialize, Deserialize)]
 struct GroupFile {
     offsets: Vec<CommittedOffset>,
@@ -32,6 +54,8 @@ struct CommittedOffset {
     topic: String,
     partition: u32,
     offset: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    metadata: String,
 }
 
 pub(crate) struct Groups {
@@ -111,8 +135,13 @@ impl Groups {
                     continue;
                 }
             };
-            let offsets: Offsets =
-                file.offsets.into_iter().map(|c| ((c.topic, c.partition), c.offset)).collect();
+            let offsets: Offsets = file
+                .offsets
+                .into_iter()
+                .map(|c| {
+                    ((c.topic, c.partition), Committed { offset: c.offset, metadata: c.metadata })
+                })
+                .collect();
             groups.insert(group.to_owned(), Arc::new(Mutex::new(offsets)));
         }
         Ok(Groups { dir, groups: Mutex::new(groups), offline })
@@ -146,10 +175,11 @@ impl Groups {
         let file = GroupFile {
             offsets: offsets
                 .iter()
-                .map(|((topic, partition), offset)| CommittedOffset {
+                .map(|((topic, partition), c)| CommittedOffset {
                     topic: topic.clone(),
                     partition: *partition,
-                    offset: *offset,
+                    offset: c.offset,
+                    metadata: c.metadata.clone(),
                 })
                 .collect(),
         };
@@ -170,22 +200,23 @@ impl Groups {
         partition: u32,
         offset: u64,
     ) -> Result<(), BrokerError> {
-        self.commit_many(group, &[(topic.to_owned(), partition, offset)])
+        let c = Committed { offset, metadata: String::new() };
+        self.commit_many(group, [(topic.to_owned(), partition, c)])
     }
 
     /// Records many positions of `group` with one write of its file; durable when it returns.
-    pub(crate) fn commit_many<'a>(
+    pub(crate) fn commit_many(
         &self,
         group: &str,
-        offsets: impl IntoIterator<Item = &'a (String, u32, u64)>,
+        offsets: impl IntoIterator<Item = (String, u32, Committed)>,
     ) -> Result<(), BrokerError> {
         validate_group_name(group)?;
         let entry = self.entry(group);
         let mut current = lock(&entry);
         let mut next = current.clone();
         let mut changed = false;
-        for (topic, partition, offset) in offsets {
-            changed |= next.insert((topic.clone(), *partition), *offset) != Some(*offset);
+        for (topic, partition, c) in offsets {
+            changed |= next.insert((topic, partition), c.clone()).as_ref() != Some(&c);
         }
         if !changed {
             // Nothing new to make durable (an empty or repeated commit): skip the fsyncs.
@@ -201,11 +232,11 @@ impl Groups {
         group: &str,
         topic: &str,
         partition: u32,
-    ) -> Result<Option<u64>, BrokerError> {
+    ) -> Result<Option<Committed>, BrokerError> {
         validate_group_name(group)?;
         self.ensure_online(group)?;
         let entry = lock(&self.groups).get(group).cloned();
-        Ok(entry.and_then(|e| lock(&e).get(&(topic.to_owned(), partition)).copied()))
+        Ok(entry.and_then(|e| lock(&e).get(&(topic.to_owned(), partition)).cloned()))
     }
 
     pub(crate) fn offsets(&self, group: &str) -> Result<Vec<(String, u32, u64)>, BrokerError> {
@@ -213,8 +244,60 @@ impl Groups {
         self.ensure_online(group)?;
         let entry = lock(&self.groups).get(group).cloned();
         Ok(entry
-            .map(|e| lock(&e).iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect())
+            .map(|e| lock(&e).iter().map(|((t, p), c)| (t.clone(), *p, c.offset)).collect())
             .unwrap_or_default())
+    }
+
+    /// Whether the group has a committed offset (or a file that did not load).
+    pub(crate) fn exists(&self, group: &str) -> bool {
+        self.offline.contains_key(group)
+            || lock(&self.groups).get(group).is_some_and(|e| !lock(e).is_empty())
+    }
+
+    /// Deletes every committed offset of a group and its file; durable when it returns.
+    pub(crate) fn delete(&self, group: &str) -> Result<(), BrokerError> {
+        validate_group_name(group)?;
+        self.ensure_online(group)?;
+        let Some(entry) = lock(&self.groups).get(group).cloned() else {
+            return Ok(());
+        };
+        let mut offsets = lock(&entry);
+        let path = self.path(group);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(BrokerError::Io { path, op: "remove", source }),
+        }
+        fsutil::sync_dir(&self.dir)?;
+        // The entry stays (empty, so unlisted): a commit racing with the delete then lands in the
+        // map the next reader sees, never in a detached copy.
+        offsets.clear();
+        Ok(())
+    }
+
+    /// Deletes the group's committed offsets of the named partitions (OffsetDelete); one durable
+    /// write. Partitions without a commit are no error.
+    pub(crate) fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<(), BrokerError> {
+        validate_group_name(group)?;
+        self.ensure_online(group)?;
+        let Some(entry) = lock(&self.groups).get(group).cloned() else {
+            return Ok(());
+        };
+        let mut current = lock(&entry);
+        let mut next = current.clone();
+        for key in partitions {
+            next.remove(key);
+        }
+        if next.len() == current.len() {
+            return Ok(());
+        }
+        self.write(group, &next)?;
+        *current = next;
+        Ok(())
     }
 
     /// Names of the groups that have committed at least once, sorted.
@@ -242,5 +325,65 @@ impl Groups {
             *offsets = next;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(offset: u64, metadata: &str) -> Committed {
+        Committed { offset, metadata: metadata.to_string() }
+    }
+
+    #[test]
+    fn a_group_file_from_before_metadata_opens_with_empty_metadata_and_upgrades_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups_dir = dir.path().join(GROUPS_DIR);
+        fs::create_dir_all(&groups_dir).unwrap();
+        // Exactly what the broker wrote before commit metadata was kept.
+        let old = r#"{
+  "offsets": [
+    { "topic": "orders", "partition": 0, "offset": 42 },
+    { "topic": "orders", "partition": 1, "offset": 7 }
+  ]
+}"#;
+        fs::write(groups_dir.join("billing.json"), old).unwrap();
+
+        let g = Groups::open(dir.path()).unwrap();
+        assert!(g.offline().is_empty(), "the old file is not damage");
+        assert_eq!(g.committed("billing", "orders", 0).unwrap(), Some(meta(42, "")));
+        assert_eq!(
+            g.offsets("billing").unwrap(),
+            vec![("orders".into(), 0, 42), ("orders".into(), 1, 7)]
+        );
+
+        g.commit_many("billing", [("orders".to_string(), 1, meta(8, "host-a"))]).unwrap();
+        drop(g);
+        let g = Groups::open(dir.path()).unwrap();
+        assert_eq!(g.committed("billing", "orders", 0).unwrap(), Some(meta(42, "")));
+        assert_eq!(g.committed("billing", "orders", 1).unwrap(), Some(meta(8, "host-a")));
+    }
+
+    #[test]
+    fn deleting_a_group_or_some_offsets_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Groups::open(dir.path()).unwrap();
+        let entries = [
+            ("a".to_string(), 0, meta(1, "")),
+            ("a".to_string(), 1, meta(2, "")),
+            ("b".to_string(), 0, meta(3, "x")),
+        ];
+        g.commit_many("g1", entries.clone()).unwrap();
+        g.commit_many("g2", entries).unwrap();
+        g.delete_offsets("g1", &[("a".to_string(), 1), ("zz".to_string(), 0)]).unwrap();
+        g.delete("g2").unwrap();
+        assert!(!g.exists("g2"));
+        assert_eq!(g.list(), vec!["g1".to_string()]);
+        drop(g);
+        let g = Groups::open(dir.path()).unwrap();
+        assert_eq!(g.offsets("g1").unwrap(), vec![("a".into(), 0, 1), ("b".into(), 0, 3)]);
+        assert!(!g.exists("g2"));
+        assert!(!dir.path().join(GROUPS_DIR).join("g2.json").exists());
     }
 }

@@ -1,6 +1,7 @@
 //! The data directory: topics (a directory each) and their partitions, topic config, consumer-group
-//! offsets, long-poll wake-ups and the background task (retention, interval fsync). Shared by the
-//! native server and the Kafka adapter as an `Arc<Broker>`. Never touches sockets or wire formats.
+//! offsets, long-poll wake-ups and the background task (retention, interval fsync); and the
+//! consumer groups' live membership (`coordinator`, in memory). Shared by the native server, the
+//! Kafka adapter and the console as an `Arc<Broker>`. Never touches sockets or wire formats.
 //!
 //! # Layout
 //! ```text
@@ -62,6 +63,7 @@
 //! `commit_offset` are synchronous file-system work: async callers should run them with
 //! `spawn_blocking`.
 
+pub(crate) mod coordinator;
 mod fsutil;
 mod groups;
 pub mod partitioner;
@@ -88,7 +90,8 @@ use crate::storage::{
     FileSystem, FsyncPolicy, LogConfig, OffsetRange, ReadSlice, RealFs, StorageError,
 };
 
-use self::groups::Groups;
+use self::coordinator::Coordinator;
+use self::groups::{Committed, Groups};
 use self::topic::{Partition, Slot, Topic, TopicMeta};
 use self::topic_config::{ConfigEntry, ConfigOp, TopicConfigs};
 
@@ -175,10 +178,21 @@ impl PartitionLag {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupLag {
     pub group: String,
-    /// Members of a live Kafka consumer group; native groups have none (offsets only).
+    /// The group's state as Kafka names it (`Stable`, `PreparingRebalance`, ...); `Empty` for a
+    /// group with committed offsets and no members.
+    #[serde(default = "empty_state")]
+    pub state: String,
+    /// Member ids of a live Kafka consumer group; native groups have none (offsets only).
     pub members: Vec<String>,
+    /// The same members with their client, host and assigned partitions.
+    #[serde(default)]
+    pub member_details: Vec<GroupMember>,
     pub total_lag: u64,
     pub offsets: Vec<PartitionLag>,
+}
+
+fn empty_state() -> String {
+    "Empty".to_string()
 }
 
 impl GroupLag {
@@ -186,8 +200,44 @@ impl GroupLag {
     pub fn new(group: String, members: Vec<String>, mut offsets: Vec<PartitionLag>) -> Self {
         offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         let total_lag = offsets.iter().filter_map(|o| o.lag).sum();
-        GroupLag { group, members, total_lag, offsets }
+        GroupLag {
+            group,
+            state: empty_state(),
+            members,
+            member_details: Vec::new(),
+            total_lag,
+            offsets,
+        }
     }
+
+    /// Adds the live state and members (the ids in `members` follow the details).
+    pub fn with_status(mut self, status: GroupStatus) -> Self {
+        self.state = status.state;
+        self.members = status.members.iter().map(|m| m.member_id.clone()).collect();
+        self.member_details = status.members;
+        self
+    }
+}
+
+/// One live member of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    pub member_id: String,
+    pub client_id: String,
+    /// The address of the member's connection.
+    pub client_host: String,
+    /// `(topic, partitions)` the group's leader assigned to it, empty before the assignment or
+    /// when the protocol is not the consumer protocol.
+    pub assigned: Vec<(String, Vec<u32>)>,
+}
+
+/// A consumer group's state and live members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// As Kafka names it: Empty, PreparingRebalance, CompletingRebalance, Stable (Dead for a
+    /// group the broker does not know).
+    pub state: String,
+    pub members: Vec<GroupMember>,
 }
 
 /// One topic as `describe` shows it.
@@ -352,6 +402,10 @@ pub enum BrokerError {
     PartitionOffline { topic: String, partition: u32, reason: String },
     #[error("consumer group {group:?} is offline: {reason}")]
     GroupOffline { group: String, reason: String },
+    #[error("consumer group {group:?} has live members ({}): stop its consumers first", members.join(", "))]
+    GroupNotEmpty { group: String, members: Vec<String> },
+    #[error("no consumer group {group:?} (no members, no committed offsets)")]
+    UnknownGroup { group: String },
     #[error("the broker is shutting down")]
     ShuttingDown,
     #[error(
@@ -400,6 +454,8 @@ pub struct Broker {
     config: BrokerConfig,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     groups: Groups,
+    /// The consumer groups' live membership (Kafka's classic rebalance protocol).
+    coordinator: Mutex<Coordinator>,
     /// Serializes create and delete, so two admins cannot race on one name.
     admin: Mutex<()>,
     shutting_down: AtomicBool,
@@ -516,6 +572,7 @@ impl Broker {
             producer_ids,
             topics: RwLock::new(topics),
             groups,
+            coordinator: Mutex::new(Coordinator::new()),
             admin: Mutex::new(()),
             shutting_down: AtomicBool::new(false),
             stop: Arc::new(Stop::default()),
@@ -1169,15 +1226,30 @@ impl Broker {
         group: &str,
         offsets: &[(String, u32, u64)],
     ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+        let with: Vec<(String, u32, u64, String)> =
+            offsets.iter().map(|(t, p, o)| (t.clone(), *p, *o, String::new())).collect();
+        self.commit_offsets_with_metadata(group, &with)
+    }
+
+    /// [`Broker::commit_offsets`] with each offset's metadata string (Kafka's OffsetCommit),
+    /// kept and returned by [`Broker::committed_offset_with_metadata`].
+    pub fn commit_offsets_with_metadata(
+        &self,
+        group: &str,
+        offsets: &[(String, u32, u64, String)],
+    ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
         validate_group_name(group)?;
         self.check_open()?;
         let checks: Vec<Result<(), BrokerError>> = offsets
             .iter()
-            .map(|(t, p, _)| {
+            .map(|(t, p, _, _)| {
                 validate_topic_name(t).and_then(|()| self.topic(t)?.partition(*p).map(|_| ()))
             })
             .collect();
-        let valid = offsets.iter().zip(&checks).filter(|(_, c)| c.is_ok()).map(|(o, _)| o);
+        let valid =
+            offsets.iter().zip(&checks).filter(|(_, c)| c.is_ok()).map(|((t, p, o, m), _)| {
+                (t.clone(), *p, Committed { offset: *o, metadata: m.clone() })
+            });
         self.groups.commit_many(group, valid)?;
         Ok(checks)
     }
@@ -1189,9 +1261,124 @@ impl Broker {
         topic: &str,
         partition: u32,
     ) -> Result<Option<u64>, BrokerError> {
+        Ok(self.committed_offset_with_metadata(group, topic, partition)?.map(|(o, _)| o))
+    }
+
+    /// `group`'s committed offset in a partition with the metadata committed with it.
+    pub fn committed_offset_with_metadata(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<(u64, String)>, BrokerError> {
         validate_group_name(group)?;
         validate_topic_name(topic)?;
-        self.groups.committed(group, topic, partition)
+        Ok(self.groups.committed(group, topic, partition)?.map(|c| (c.offset, c.metadata)))
+    }
+
+    /// The consumer-group coordinator: live membership, driven by the Kafka listener.
+    pub(crate) fn coordinator(&self) -> std::sync::MutexGuard<'_, Coordinator> {
+        // A panic while holding the lock would be a bug in the state machine; its state is still
+        // the best we have, so keep serving rather than poisoning every group.
+        lock(&self.coordinator)
+    }
+
+    /// The live member ids of a group (empty when it has none).
+    pub fn group_members(&self, group: &str) -> Vec<String> {
+        self.coordinator().members(group)
+    }
+
+    /// A group's state and live members. `assigned` reads a member's assignment bytes (the
+    /// Kafka consumer protocol: the broker does not know the format).
+    pub fn group_status(
+        &self,
+        group: &str,
+        assigned: impl Fn(&[u8]) -> Vec<(String, Vec<u32>)>,
+    ) -> GroupStatus {
+        let described = self.coordinator().describe(group);
+        match described {
+            Some(d) => GroupStatus {
+                state: d.state.name().to_string(),
+                members: d
+                    .members
+                    .into_iter()
+                    .map(|m| GroupMember {
+                        assigned: assigned(&m.assignment),
+                        member_id: m.member_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                    })
+                    .collect(),
+            },
+            None if self.groups.exists(group) => {
+                GroupStatus { state: "Empty".to_string(), members: Vec::new() }
+            }
+            None => GroupStatus { state: "Dead".to_string(), members: Vec::new() },
+        }
+    }
+
+    /// Deletes a group: its committed offsets and what the coordinator remembers. Refused
+    /// (`GroupNotEmpty`, naming the members) while it has live members; `UnknownGroup` when it
+    /// has neither members nor offsets. File work: call it off the async workers.
+    pub fn delete_group(&self, group: &str) -> Result<(), BrokerError> {
+        validate_group_name(group)?;
+        self.check_open()?;
+        // Held across the file work so no member joins between the check and the delete.
+        let mut coordinator = self.coordinator();
+        let members = coordinator.members(group);
+        if !members.is_empty() {
+            return Err(BrokerError::GroupNotEmpty { group: group.to_owned(), members });
+        }
+        let known = coordinator.describe(group).is_some();
+        if !known && !self.groups.exists(group) {
+            return Err(BrokerError::UnknownGroup { group: group.to_owned() });
+        }
+        self.groups.delete(group)?;
+        coordinator.forget(group);
+        Ok(())
+    }
+
+    /// Deletes some of a group's committed offsets (Kafka's OffsetDelete); whether a live member
+    /// still reads them is the caller's check. File work: call it off the async workers.
+    pub fn delete_group_offsets(
+        &self,
+        group: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<(), BrokerError> {
+        validate_group_name(group)?;
+        self.check_open()?;
+        if !self.groups.exists(group) && self.coordinator().describe(group).is_none() {
+            return Err(BrokerError::UnknownGroup { group: group.to_owned() });
+        }
+        self.groups.delete_offsets(group, partitions)
+    }
+
+    /// Sets a group's positions (`minikafka group reset-offsets --execute`): every
+    /// `(topic, partition, offset)` is checked, then all are written with one durable write, or
+    /// none is. Refused with `GroupNotEmpty` while the group has live members, which would
+    /// overwrite the new positions with their own commits. File work: call it off the async
+    /// workers.
+    pub fn reset_offsets(
+        &self,
+        group: &str,
+        offsets: &[(String, u32, u64)],
+    ) -> Result<(), BrokerError> {
+        validate_group_name(group)?;
+        self.check_open()?;
+        for (t, p, _) in offsets {
+            validate_topic_name(t)?;
+            self.topic(t)?.partition(*p)?;
+        }
+        // Held across the write so no member joins between the check and the commit.
+        let coordinator = self.coordinator();
+        let members = coordinator.members(group);
+        if !members.is_empty() {
+            return Err(BrokerError::GroupNotEmpty { group: group.to_owned(), members });
+        }
+        let entries = offsets
+            .iter()
+            .map(|(t, p, o)| (t.clone(), *p, Committed { offset: *o, metadata: String::new() }));
+        self.groups.commit_many(group, entries)
     }
 
     /// Every `(topic, partition, offset)` `group` has committed, sorted.
@@ -1202,6 +1389,22 @@ impl Broker {
     /// Groups that have committed offsets, sorted.
     pub fn list_groups(&self) -> Vec<String> {
         self.groups.list()
+    }
+
+    /// Every group: those with live members (from the coordinator, with their state and
+    /// protocol type) and those with committed offsets only (`Empty`, an empty protocol type, as
+    /// Kafka lists a "simple" group), sorted by name.
+    pub fn list_group_states(&self) -> Vec<(String, String, String)> {
+        let mut all: BTreeMap<String, (String, String)> = self
+            .groups
+            .list()
+            .into_iter()
+            .map(|g| (g, ("Empty".to_string(), String::new())))
+            .collect();
+        for (g, state, protocol_type) in self.coordinator().list() {
+            all.insert(g, (state.name().to_string(), protocol_type));
+        }
+        all.into_iter().map(|(g, (s, p))| (g, s, p)).collect()
     }
 
     /// Groups whose file could not be loaded at start-up, with the error naming the file, sorted.

@@ -390,10 +390,8 @@ pub async fn start_listeners(
                 .with_auth_token(args.token()?)
                 .with_allowed_hosts(&args.http_allowed_hosts)
                 .with_limits(limits);
-            Some(match &kafka {
-                Some(k) => http.with_group_members(Arc::new(k.group_members())),
-                None => http,
-            })
+            // Group members come from the broker's coordinator, which the Kafka listener drives.
+            Some(http)
         }
         None => None,
     };

@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker: serve the data directory over TCP until Ctrl-C or SIGTERM.
     Broker(broker::BrokerArgs),
-    /// Create, list, describe, delete and trim topics.
+    /// Create, list, describe, alter (configs), grow, delete and trim topics.
     Topic(topic::TopicArgs),
     /// Append messages to a topic: the MESSAGE arguments, the lines of --file, or stdin's lines.
     Produce(produce::ProduceArgs),

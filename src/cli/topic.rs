@@ -1,12 +1,16 @@
-//! `minikafka topic create|list|describe|delete|trim`.
+//! `minikafka topic create|list|describe|alter|add-partitions|delete|trim`, with Kafka's meanings
+//! (kafka-topics.sh, kafka-configs.sh) for topic configs and partition growth.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
+use serde::Serialize;
 
 use super::{CliError, ConnectArgs};
-use crate::broker::TopicDescription;
-use crate::client::Admin;
+use crate::broker::{PartitionDescription, TopicDescription};
+use crate::client::{Admin, ClientError};
+use crate::protocol::{ErrorCode, topic_id_text};
 
 #[derive(Debug, Args)]
 pub struct TopicArgs {
@@ -28,17 +32,48 @@ enum TopicCommand {
         /// Succeed (changing nothing) when the topic already exists.
         #[arg(long)]
         if_not_exists: bool,
+        /// A topic config, Kafka's name and value (repeatable): retention.ms, retention.bytes,
+        /// cleanup.policy (delete, compact or compact,delete), segment.bytes, segment.ms,
+        /// max.message.bytes, message.timestamp.type, min.compaction.lag.ms,
+        /// max.compaction.lag.ms, delete.retention.ms, min.cleanable.dirty.ratio,
+        /// min.insync.replicas. Unset configs follow the broker's flags.
+        #[arg(long = "config", value_name = "NAME=VALUE", value_parser = parse_config)]
+        configs: Vec<(String, String)>,
     },
     /// List topic names, one per line.
     List,
-    /// Show each partition's log start offset, next offset, segments and bytes, and a line for
-    /// each partition or topic that is offline (damaged data the broker does not serve).
+    /// Show each topic's id and non-default configs, each partition's log start offset, next
+    /// offset, segments and bytes, and a line for each partition or topic that is offline
+    /// (damaged data the broker does not serve).
     Describe {
         /// The topic to describe (all topics when omitted).
         name: Option<String>,
         /// Print JSON (one object for NAME, an array for all topics) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Change a topic's configs: set some (--config), return others to their defaults
+    /// (--delete-config). All or nothing: an invalid config changes none.
+    #[command(group(ArgGroup::new("change").required(true).multiple(true)))]
+    Alter {
+        /// The topic to change.
+        name: String,
+        /// A config to set, NAME=VALUE (repeatable).
+        #[arg(long = "config", value_name = "NAME=VALUE", value_parser = parse_config, group = "change")]
+        configs: Vec<(String, String)>,
+        /// A config to return to its default, the broker's flag (repeatable).
+        #[arg(long = "delete-config", value_name = "NAME", group = "change")]
+        delete: Vec<String>,
+    },
+    /// Grow a topic to N partitions (the new total; a topic never shrinks). Keys hash to
+    /// partitions by the partition count, so a keyed topic's new records for a key may land in
+    /// another partition than its old ones.
+    AddPartitions {
+        /// The topic to grow.
+        name: String,
+        /// The new total number of partitions, larger than the current one.
+        #[arg(long, value_name = "N")]
+        partitions: u32,
     },
     /// Delete a topic and all its data.
     Delete {
@@ -63,20 +98,68 @@ pub(super) async fn run(args: TopicArgs) -> Result<(), CliError> {
     let admin = Admin::new(args.connect.connect().await?);
     let mut out = std::io::stdout().lock();
     match args.command {
-        TopicCommand::Create { name, partitions, if_not_exists } => {
+        TopicCommand::Create { name, partitions, if_not_exists, configs } => {
             if partitions == 0 {
                 return Err(CliError::Usage("--partitions must be at least 1".to_string()));
             }
             // Told apart only to report honestly whether anything was created.
             let existed = if_not_exists && admin.describe_topic(&name).await.is_ok();
-            let d = admin.create_topic(&name, partitions, if_not_exists).await?;
+            let d = admin
+                .create_topic_with_configs(&name, partitions, if_not_exists, &configs)
+                .await
+                .map_err(config_error)?;
             let n = d.partitions.len();
-            if existed {
-                writeln!(out, "topic {name} already exists with {n} partition{}", plural(n))
+            let with_configs = if d.configs.is_empty() {
+                String::new()
             } else {
-                writeln!(out, "created topic {name} with {n} partition{}", plural(n))
+                format!(" and configs {}", config_list(&sorted(&d.configs)))
+            };
+            if existed {
+                writeln!(
+                    out,
+                    "topic {name} already exists with {n} partition{}{with_configs}",
+                    plural(n)
+                )
+            } else {
+                writeln!(out, "created topic {name} with {n} partition{}{with_configs}", plural(n))
             }
             .map_err(CliError::stdout)?;
+        }
+        TopicCommand::Alter { name, configs, delete } => {
+            if let Some((both, _)) = configs.iter().find(|(k, _)| delete.contains(k)) {
+                return Err(CliError::Usage(format!(
+                    "config {both} is both set (--config) and deleted (--delete-config)"
+                )));
+            }
+            admin.alter_topic_configs(&name, &configs, &delete).await.map_err(config_error)?;
+            let mut changes = Vec::new();
+            if !configs.is_empty() {
+                changes.push(format!("set {}", config_list(&configs)));
+            }
+            if !delete.is_empty() {
+                changes.push(format!("deleted {}", delete.join(",")));
+            }
+            writeln!(out, "altered topic {name}: {}", changes.join("; "))
+                .map_err(CliError::stdout)?;
+        }
+        TopicCommand::AddPartitions { name, partitions } => {
+            // Kafka's refusal, in Kafka's words (the broker refuses too; this names the counts
+            // before anything is sent).
+            let current = admin.describe_topic(&name).await?.partitions.len() as u64;
+            let wanted = u64::from(partitions);
+            if wanted < current {
+                return Err(CliError::Usage(format!(
+                    "Topic currently has {current} partitions, which is higher than the \
+                     requested {wanted}."
+                )));
+            }
+            if wanted == current {
+                return Err(CliError::Usage(format!("Topic already has {current} partitions.")));
+            }
+            let d = admin.add_partitions(&name, partitions).await?;
+            let n = d.partitions.len();
+            writeln!(out, "topic {name} now has {n} partition{} (was {current})", plural(n))
+                .map_err(CliError::stdout)?;
         }
         TopicCommand::List => {
             for name in admin.list_topics().await? {
@@ -86,9 +169,10 @@ pub(super) async fn run(args: TopicArgs) -> Result<(), CliError> {
         TopicCommand::Describe { name, json } => {
             let topics = admin.describe(name.as_deref()).await?;
             let text = if json {
-                let value = match (&name, topics.as_slice()) {
+                let views: Vec<TopicJson> = topics.iter().map(TopicJson::from).collect();
+                let value = match (&name, views.as_slice()) {
                     (Some(_), [one]) => serde_json::to_string(one),
-                    _ => serde_json::to_string(&topics),
+                    _ => serde_json::to_string(&views),
                 };
                 // Serializing plain structs of strings and integers cannot fail.
                 value.map_err(|e| CliError::Usage(format!("cannot encode JSON: {e}")))? + "\n"
@@ -128,8 +212,107 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// A table with one row per partition, columns padded to their widest cell.
+/// `--config NAME=VALUE`: split at the first `=` (a value may hold `=` and `,`).
+fn parse_config(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
+    }
+}
+
+/// `a=1,b=2`, as Kafka's tools print configs.
+fn config_list(configs: &[(String, String)]) -> String {
+    configs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// Configs by name, so outputs do not depend on the order they were set in.
+fn sorted(configs: &[(String, String)]) -> Vec<(String, String)> {
+    let mut v = configs.to_vec();
+    v.sort();
+    v
+}
+
+/// An invalid config is the user's input, reported as the broker words it (which config and
+/// why), without the error code's name.
+fn config_error(e: ClientError) -> CliError {
+    match e {
+        ClientError::Broker { code: ErrorCode::InvalidConfig, message } => CliError::Usage(message),
+        other => CliError::Client(other),
+    }
+}
+
+/// The id as Kafka prints it; `None` for an offline topic whose id could not be read.
+fn topic_id(d: &TopicDescription) -> Option<String> {
+    (d.topic_id != [0; 16]).then(|| topic_id_text(&d.topic_id))
+}
+
+/// `topic describe --json`: the description with the topic id as text and the configs as an
+/// object.
+#[derive(Serialize)]
+struct TopicJson<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic_id: Option<String>,
+    partitions: &'a [PartitionDescription],
+    /// The configs set on the topic (the others follow the broker's flags).
+    configs: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offline: Option<&'a str>,
+}
+
+impl<'a> From<&'a TopicDescription> for TopicJson<'a> {
+    fn from(d: &'a TopicDescription) -> Self {
+        TopicJson {
+            name: &d.name,
+            topic_id: topic_id(d),
+            partitions: &d.partitions,
+            configs: d.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            offline: d.offline.as_deref(),
+        }
+    }
+}
+
+/// Rows as lines, columns padded to their widest cell (the last one not padded).
+fn render_rows<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut s = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 < row.len() {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            } else {
+                line.push_str(cell);
+            }
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+/// Two tables: one row per topic (its id, partition count and the configs set on it), then
+/// one row per partition; then a line for each offline part.
 fn describe_table(topics: &[TopicDescription]) -> String {
+    let mut summary: Vec<[String; 4]> =
+        vec![["TOPIC".into(), "TOPIC-ID".into(), "PARTITIONS".into(), "CONFIGS".into()]];
+    for t in topics {
+        let configs =
+            if t.configs.is_empty() { "-".to_string() } else { config_list(&sorted(&t.configs)) };
+        summary.push([
+            t.name.clone(),
+            topic_id(t).unwrap_or_else(|| "-".to_string()),
+            t.partitions.len().to_string(),
+            configs,
+        ]);
+    }
     let mut rows: Vec<[String; 6]> = vec![[
         "TOPIC".into(),
         "PARTITION".into(),
@@ -163,25 +346,9 @@ fn describe_table(topics: &[TopicDescription]) -> String {
             ]);
         }
     }
-    let mut widths = [0usize; 6];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut s = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 < row.len() {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            } else {
-                line.push_str(cell);
-            }
-        }
-        s.push_str(line.trim_end());
-        s.push('\n');
-    }
+    let mut s = render_rows(&summary);
+    s.push('\n');
+    s.push_str(&render_rows(&rows));
     for line in offline {
         s.push_str(&line);
         s.push('\n');

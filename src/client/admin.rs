@@ -1,8 +1,9 @@
-//! Administration over a [`Connection`]: topics (create, delete, trim, list, describe) and
-//! consumer groups (list, committed offsets).
+//! Administration over a [`Connection`]: topics (create, delete, trim, list, describe, configs,
+//! add partitions) and consumer groups (list, committed offsets, describe, delete, reset offsets).
 
 use super::{ClientError, Connection};
-use crate::broker::TopicDescription;
+use crate::broker::topic_config::ConfigEntry;
+use crate::broker::{GroupStatus, TopicDescription};
 use crate::protocol::{GroupOffset, Request, Response};
 
 /// Topic administration. Cheap to create; shares the connection it is given.
@@ -24,10 +25,73 @@ impl Admin {
         partitions: u32,
         if_not_exists: bool,
     ) -> Result<TopicDescription, ClientError> {
-        let req = Request::CreateTopic { name: name.to_string(), partitions, if_not_exists };
+        self.create_topic_with_configs(name, partitions, if_not_exists, &[]).await
+    }
+
+    /// Creates a topic with Kafka topic configs (`retention.ms`, `cleanup.policy`...). An unknown
+    /// name or an invalid value is refused (`ErrorCode::InvalidConfig`, the message says which
+    /// and why) and nothing is created.
+    pub async fn create_topic_with_configs(
+        &self,
+        name: &str,
+        partitions: u32,
+        if_not_exists: bool,
+        configs: &[(String, String)],
+    ) -> Result<TopicDescription, ClientError> {
+        let req = Request::CreateTopic {
+            name: name.to_string(),
+            partitions,
+            if_not_exists,
+            configs: configs.to_vec(),
+        };
         match self.conn.request(&req).await? {
             Response::TopicCreated { description } => Ok(description),
             other => Err(unexpected("CreateTopic", &other)),
+        }
+    }
+
+    /// Sets configs and deletes others (back to their defaults), all or nothing: when one is
+    /// invalid the broker changes none.
+    pub async fn alter_topic_configs(
+        &self,
+        topic: &str,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<(), ClientError> {
+        let req = Request::AlterTopicConfigs {
+            topic: topic.to_string(),
+            set: set.to_vec(),
+            delete: delete.to_vec(),
+        };
+        match self.conn.request(&req).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("AlterTopicConfigs", &other)),
+        }
+    }
+
+    /// Every config the topic has (set on it or not), with each value's source.
+    pub async fn describe_topic_configs(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<ConfigEntry>, ClientError> {
+        let req = Request::DescribeTopicConfigs { topic: topic.to_string() };
+        match self.conn.request(&req).await? {
+            Response::TopicConfigs { entries } => Ok(entries),
+            other => Err(unexpected("DescribeTopicConfigs", &other)),
+        }
+    }
+
+    /// Grows a topic to `total` partitions (the new count, larger than the current one);
+    /// returns the topic as it is now.
+    pub async fn add_partitions(
+        &self,
+        topic: &str,
+        total: u32,
+    ) -> Result<TopicDescription, ClientError> {
+        let req = Request::AddPartitions { topic: topic.to_string(), total };
+        match self.conn.request(&req).await? {
+            Response::PartitionsAdded { description } => Ok(description),
+            other => Err(unexpected("AddPartitions", &other)),
         }
     }
 
@@ -56,7 +120,7 @@ impl Admin {
         }
     }
 
-    /// The names of every consumer group with committed offsets, sorted.
+    /// The names of every consumer group (with committed offsets or live members), sorted.
     pub async fn list_groups(&self) -> Result<Vec<String>, ClientError> {
         match self.conn.request(&Request::ListGroups).await? {
             Response::Groups { names } => Ok(names),
@@ -70,6 +134,52 @@ impl Admin {
         match self.conn.request(&Request::GroupOffsets { group: group.to_string() }).await? {
             Response::GroupOffsets { offsets } => Ok(offsets),
             other => Err(unexpected("GroupOffsets", &other)),
+        }
+    }
+
+    /// A group's state (as Kafka names it; `Dead` for an unknown group) and live members.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupStatus, ClientError> {
+        match self.conn.request(&Request::DescribeGroup { group: group.to_string() }).await? {
+            Response::GroupDescribed { status } => Ok(status),
+            other => Err(unexpected("DescribeGroup", &other)),
+        }
+    }
+
+    /// Deletes a group's committed offsets. Fails with `GroupNotEmpty` while it has live
+    /// members, `UnknownGroup` when there is no such group.
+    pub async fn delete_group(&self, group: &str) -> Result<(), ClientError> {
+        match self.conn.request(&Request::DeleteGroup { group: group.to_string() }).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("DeleteGroup", &other)),
+        }
+    }
+
+    /// Sets a group's committed offsets, all or none. Fails with `GroupNotEmpty` (the message
+    /// names the members) while the group has live members.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<GroupOffset>,
+    ) -> Result<(), ClientError> {
+        let req = Request::ResetOffsets { group: group.to_string(), offsets };
+        match self.conn.request(&req).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("ResetOffsets", &other)),
+        }
+    }
+
+    /// The offset of the first record of a partition stamped at or after `timestamp_ms`, `None`
+    /// when every record is older.
+    pub async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: u64,
+    ) -> Result<Option<u64>, ClientError> {
+        let req = Request::OffsetForTimestamp { topic: topic.to_string(), partition, timestamp_ms };
+        match self.conn.request(&req).await? {
+            Response::Offset { offset } => Ok(offset),
+            other => Err(unexpected("OffsetForTimestamp", &other)),
         }
     }
 

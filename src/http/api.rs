@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE_BYTES, PAGE_WAIT, RecordJson, RecordsPage};
+use crate::broker::topic_config::{ConfigEntry, ConfigSource};
 use crate::broker::{Broker, BrokerError, GroupLag, PartitionLag, TopicDescription};
 use crate::metrics::{self, GroupOffsetState, PartitionState, StateSnapshot};
 use crate::protocol::ErrorCode;
@@ -62,7 +63,8 @@ impl From<QueryRejection> for ApiError {
 fn broker_error_status(e: &BrokerError) -> StatusCode {
     match crate::server::error_code(e) {
         ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => StatusCode::NOT_FOUND,
-        ErrorCode::TopicAlreadyExists => StatusCode::CONFLICT,
+        ErrorCode::UnknownGroup => StatusCode::NOT_FOUND,
+        ErrorCode::TopicAlreadyExists | ErrorCode::GroupNotEmpty => StatusCode::CONFLICT,
         ErrorCode::OffsetOutOfRange => StatusCode::RANGE_NOT_SATISFIABLE,
         ErrorCode::InvalidRequest
         | ErrorCode::InvalidTopicName
@@ -70,7 +72,9 @@ fn broker_error_status(e: &BrokerError) -> StatusCode {
         | ErrorCode::InvalidRecord
         | ErrorCode::RecordTooLarge
         | ErrorCode::FrameTooLarge
-        | ErrorCode::LimitExceeded => StatusCode::BAD_REQUEST,
+        | ErrorCode::LimitExceeded
+        | ErrorCode::InvalidConfig
+        | ErrorCode::InvalidPartitions => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Storage | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -91,9 +95,36 @@ pub(crate) struct PartitionView {
     offline: Option<String>,
 }
 
+/// One topic config as the topic page shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct ConfigView {
+    name: String,
+    /// `None` for a sensitive value (never shown) or one with no value.
+    value: Option<String>,
+    /// Where the value comes from: "topic" (set on the topic), "broker" (a broker flag) or
+    /// "default".
+    source: &'static str,
+    read_only: bool,
+}
+
+impl From<ConfigEntry> for ConfigView {
+    fn from(e: ConfigEntry) -> Self {
+        let source = match e.source {
+            ConfigSource::Topic => "topic",
+            ConfigSource::Broker => "broker",
+            ConfigSource::Default => "default",
+        };
+        let value = if e.sensitive { None } else { e.value };
+        ConfigView { name: e.name, value, source, read_only: e.read_only }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct TopicView {
     name: String,
+    /// Kafka's text form of the topic id; absent for an offline topic whose id is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic_id: Option<String>,
     records: u64,
     size_bytes: u64,
     segments: u64,
@@ -101,6 +132,9 @@ pub(crate) struct TopicView {
     /// Why the whole topic is offline (its topic.json is damaged), naming the file.
     #[serde(skip_serializing_if = "Option::is_none")]
     offline: Option<String>,
+    /// Every config with its source: on the one-topic endpoint only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configs: Option<Vec<ConfigView>>,
 }
 
 impl From<TopicDescription> for TopicView {
@@ -119,12 +153,14 @@ impl From<TopicDescription> for TopicView {
             })
             .collect();
         TopicView {
+            topic_id: (d.topic_id != [0; 16]).then(|| crate::protocol::topic_id_text(&d.topic_id)),
             name: d.name,
             records: partitions.iter().map(|p| p.records).sum(),
             size_bytes: partitions.iter().map(|p| p.size_bytes).sum(),
             segments: partitions.iter().map(|p| p.segments).sum(),
             partitions,
             offline: d.offline,
+            configs: None,
         }
     }
 }
@@ -137,7 +173,13 @@ pub(crate) async fn get_topic(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<TopicView> {
-    Ok(Json(s.broker.describe_topic(&name)?.into()))
+    let mut view = TopicView::from(s.broker.describe_topic(&name)?);
+    // An offline topic still has its page; its configs are what could not be read.
+    if view.offline.is_none() {
+        let entries = s.broker.describe_topic_configs(&name)?;
+        view.configs = Some(entries.into_iter().map(ConfigView::from).collect());
+    }
+    Ok(Json(view))
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,6 +311,8 @@ pub(crate) async fn records(
 #[derive(Debug, Serialize)]
 pub(crate) struct GroupSummary {
     group: String,
+    /// Kafka's name for the group's state (Empty, Stable, PreparingRebalance, ...).
+    state: String,
     members: usize,
     topics: Vec<String>,
     partitions: usize,
@@ -305,19 +349,25 @@ fn group_view(s: &AppState, ends: &mut LogEnds<'_>, group: &str) -> Result<Group
             PartitionLag::new(topic, partition, committed, end)
         })
         .collect();
-    let members = s.members.as_ref().map(|m| m(group)).unwrap_or_default();
-    Ok(GroupLag::new(group.to_owned(), members, offsets))
+    let status = s.broker.group_status(group, crate::kafka::consumer_protocol::assigned_partitions);
+    let view = GroupLag::new(group.to_owned(), Vec::new(), offsets).with_status(status);
+    Ok(match &s.members {
+        // An embedder's own view of the members replaces the ids.
+        Some(members) => GroupLag { members: members(group), ..view },
+        None => view,
+    })
 }
 
 pub(crate) async fn list_groups(State(s): State<AppState>) -> ApiResult<Vec<GroupSummary>> {
     let mut ends = LogEnds::new(&s.broker);
     let mut out = Vec::new();
-    for g in s.broker.list_groups() {
+    for (g, _, _) in s.broker.list_group_states() {
         let v = group_view(&s, &mut ends, &g)?;
         let mut topics: Vec<String> = v.offsets.iter().map(|o| o.topic.clone()).collect();
         topics.dedup();
         out.push(GroupSummary {
             group: v.group,
+            state: v.state,
             members: v.members.len(),
             topics,
             partitions: v.offsets.len(),
@@ -333,7 +383,7 @@ pub(crate) async fn get_group(
 ) -> ApiResult<GroupLag> {
     // An offline (damaged) group answers its error, naming the file, not "no such group".
     s.broker.group_offsets(&group)?;
-    if !s.broker.list_groups().contains(&group) {
+    if !s.broker.list_group_states().iter().any(|(g, _, _)| *g == group) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no consumer group {group}")));
     }
     let mut ends = LogEnds::new(&s.broker);
@@ -432,6 +482,42 @@ mod tests {
     use crate::broker::BrokerConfig;
     use crate::http::HttpServer;
     use crate::http::browse::MAX_CONCURRENT_PAGES;
+
+    /// A topic's page carries its id (as Kafka prints it) and every config with its source;
+    /// the topic list carries the ids only.
+    #[tokio::test]
+    async fn a_topic_page_shows_its_id_and_every_config_with_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let broker = Broker::open(config).unwrap();
+        let set = [("retention.ms".to_string(), Some("1000".to_string()))];
+        let configs = crate::broker::topic_config::TopicConfigs::parse(&set).unwrap();
+        broker.create_topic("t", 1, configs, false).unwrap();
+        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), broker.clone(), {
+            broker.metrics().clone()
+        })
+        .await
+        .unwrap();
+        let Ok(Json(view)) = get_topic(State(server.state.clone()), Path("t".into())).await else {
+            panic!("the topic has a page")
+        };
+        let v = serde_json::to_value(&view).unwrap();
+        let id = v["topic_id"].as_str().expect("a topic id");
+        assert_eq!(id, crate::protocol::topic_id_text(&broker.topic_id("t").unwrap()));
+        let configs = v["configs"].as_array().expect("every config");
+        let named = |n: &str| configs.iter().find(|c| c["name"] == n).cloned();
+        let retention = named("retention.ms").expect("retention.ms is listed");
+        assert_eq!(retention["value"], "1000");
+        assert_eq!(retention["source"], "topic");
+        let policy = named("cleanup.policy").expect("every known config is listed");
+        assert_ne!(policy["source"], "topic", "{policy}");
+
+        let Json(list) = list_topics(State(server.state.clone())).await;
+        let list = serde_json::to_value(&list).unwrap();
+        assert_eq!(list[0]["topic_id"], id);
+        assert!(list[0].get("configs").is_none(), "the list stays small: {list}");
+        broker.shutdown().unwrap();
+    }
 
     /// Pages past the concurrency bound wait their turn, and answer 503 rather than pile up.
     #[tokio::test]

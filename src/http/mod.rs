@@ -8,7 +8,7 @@
 //! | `/metrics` | GET | the exposition (see `crate::metrics`) |
 //! | `/api/topics` | GET | every topic with its partitions, offsets, sizes and segments |
 //! | `/api/topics` | POST | `{"name": "t", "partitions": 3}` creates a topic: 201 + its description |
-//! | `/api/topics/{name}` | GET | one topic |
+//! | `/api/topics/{name}` | GET | one topic, with its id and every config (name, value, source) |
 //! | `/api/topics/{name}/partitions/{p}/records?offset=&limit=` | GET | up to `limit` records from `offset` |
 //! | `/api/groups` | GET | consumer groups with their total lag |
 //! | `/api/groups/{group}` | GET | a group's committed offset and lag per partition |
@@ -56,8 +56,8 @@ pub enum HttpError {
     Io { op: &'static str, source: std::io::Error },
 }
 
-/// Looks up the live members of a consumer group (the Kafka listener's coordinator knows them;
-/// native groups have none).
+/// Looks up the live member ids of a consumer group (by default the console asks the broker's
+/// coordinator, which the Kafka listener drives; native groups have none).
 pub type GroupMembers = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
 
 /// What every handler sees.
@@ -109,8 +109,8 @@ impl HttpServer {
         Ok(HttpServer { listener, local_addr, state, limits: HttpLimits::default() })
     }
 
-    /// Shows the members of consumer groups as `members` tells (e.g. the Kafka listener's
-    /// [`crate::kafka::KafkaServer::group_members`]).
+    /// Shows the member ids of consumer groups as `members` tells, instead of the broker's
+    /// coordinator (which the console uses by default), for an embedder with its own view.
     pub fn with_group_members(mut self, members: GroupMembers) -> Self {
         self.state.members = Some(members);
         self

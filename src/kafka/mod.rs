@@ -1,14 +1,15 @@
 //! The Kafka wire protocol adapter: a second listener that lets unmodified Kafka clients (kcat,
-//! librdkafka, kafka-python, rskafka) produce and consume. It owns framing, the per-API handlers,
-//! the consumer-group coordinator (record batches pass through as stored: `crate::batch`); it calls the same
-//! `crate::broker::Broker` as the native protocol, and never touches storage details.
+//! librdkafka, kafka-python, rskafka) produce and consume. It owns framing and the per-API
+//! handlers (record batches pass through as stored: `crate::batch`); it calls the same
+//! `crate::broker::Broker` as the native protocol (whose coordinator holds the consumer groups'
+//! membership), and never touches storage details.
 //!
-//! Files: `codec` (frames, headers, API version table),
-//! `group` (the consumer-group rebalance state machine, no sockets), `handlers` (the dispatch,
-//! and one file per API family), `server` (the tokio listener).
+//! Files: `codec` (frames, headers, API version table), `consumer_protocol` (reading a
+//! consumer's subscription and assignment bytes), `handlers` (the dispatch, and one file per API
+//! family), `server` (the tokio listener).
 
 pub(crate) mod codec;
-pub(crate) mod group;
+pub(crate) mod consumer_protocol;
 pub(crate) mod handlers;
 pub(crate) mod sasl;
 mod server;

@@ -107,12 +107,6 @@ impl KafkaServer {
         })
     }
 
-    /// Looks up the live members of a Kafka consumer group (for the web console and `/api/`).
-    pub fn group_members(&self) -> impl Fn(&str) -> Vec<String> + Send + Sync + 'static {
-        let ctx = self.ctx.clone();
-        move |group| ctx.coordinator().members(group)
-    }
-
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         // The listener was bound successfully, so it has an address; fall back to unspecified.
@@ -312,7 +306,9 @@ async fn serve_connection(
                     }
                     // (the answer, whether to close the connection after it)
                     match sasl::gate(&mut req, token, &mut auth)? {
-                        sasl::Gate::Pass => handlers::handle(ctx, req).await.map(|r| (r, false)),
+                        sasl::Gate::Pass => {
+                            handlers::handle(ctx, req, peer).await.map(|r| (r, false))
+                        }
                         sasl::Gate::Reply(frame) => Ok((Some(vec![Part::Bytes(frame)]), false)),
                         sasl::Gate::Refuse(frame) => {
                             tracing::warn!(%peer, api = ?req.key,

@@ -30,10 +30,33 @@
 //! length + bytes; options are a `u8` tag (0 = none, 1 = some) then the value; lists are a `u32`
 //! count then the items. A [`TopicDescription`] is its name, a list of partitions, each
 //! `u32 partition, u64 log_start_offset, u64 next_offset, u64 segments, u64 size_bytes,
-//! option<string> offline`, then `option<string> offline` for the whole topic. (The two
-//! `offline` options, why a damaged partition or topic is not served, came with issue 11; the
-//! protocol has no version field, so clients and brokers from before it cannot decode each
-//! other's descriptions: upgrade both.)
+//! option<string> offline`, then `option<string> offline` for the whole topic, then the topic's
+//! id (16 bytes, a UUID kept for the topic's life) and its non-default configs (a list of
+//! `string name, string value` pairs, set on the topic). (The two `offline` options, why a
+//! damaged partition or topic is not served, came with issue 11, the topic id and configs with
+//! issue 13; the protocol has no version field, so clients and brokers from before either
+//! cannot decode each other's descriptions: upgrade both.)
+//!
+//! # Topic configs (issue 13)
+//!
+//! Kafka's topic-level config names (`retention.ms`, `cleanup.policy`...); the broker validates
+//! them and refuses an unknown name or a bad value with [`ErrorCode::InvalidConfig`], changing
+//! nothing. CreateTopic gained its configs at the end (issue 13; older peers cannot decode it).
+//! AddPartitions with a count that does not grow the topic is [`ErrorCode::InvalidPartitions`].
+//!
+//! | request                 | key | fields after the api key                                       |
+//! |-------------------------|-----|----------------------------------------------------------------|
+//! | `CreateTopic`           | 1   | string name, u32 partitions, u8 if_not_exists, list<(string name, string value)> configs |
+//! | `AlterTopicConfigs`     | 12  | string topic, list<(string name, string value)> set, list<string> delete; all or nothing |
+//! | `DescribeTopicConfigs`  | 13  | string topic                                                   |
+//! | `AddPartitions`         | 14  | string topic, u32 total (the new partition count)              |
+//!
+//! | response          | kind | fields after the kind                                               |
+//! |-------------------|------|---------------------------------------------------------------------|
+//! | `TopicConfigs`    | 10   | list of entries: string name, option<string> value, u8 source (0 = default, 1 = broker flag, 2 = set on the topic), u8 read_only, u8 sensitive |
+//! | `PartitionsAdded` | 11   | the topic's description after the change                           |
+//!
+//! AlterTopicConfigs answers `Ok`; AddPartitions answers `PartitionsAdded`.
 //!
 //! Responses on one connection go out in request order (pipelining is allowed); the correlation
 //! id lets a client check that.
@@ -44,7 +67,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use std::ops::Range;
 
-pub use crate::broker::{PartitionDescription, TopicDescription};
+pub use crate::broker::topic_config::{ConfigEntry, ConfigSource};
+pub use crate::broker::{GroupMember, GroupStatus, PartitionDescription, TopicDescription};
 
 /// Default largest frame body: 64 MiB.
 pub const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
@@ -55,8 +79,13 @@ pub const MIN_BODY_BYTES: usize = 5;
 
 /// Bytes of an encoded [`PartitionDescription`].
 const PARTITION_DESCRIPTION_LEN: usize = 4 + 8 * 4 + 1;
-/// Bytes of the smallest encoded [`TopicDescription`]: an empty name, no partitions, no reason.
-const TOPIC_DESCRIPTION_MIN_LEN: usize = 2 + 4 + 1;
+/// Bytes of the smallest encoded [`TopicDescription`]: an empty name, no partitions, no reason,
+/// a topic id and no configs.
+const TOPIC_DESCRIPTION_MIN_LEN: usize = 2 + 4 + 1 + 16 + 4;
+/// Bytes of the smallest encoded config pair: two empty strings.
+const CONFIG_PAIR_MIN_LEN: usize = 2 + 2;
+/// Bytes of the smallest encoded [`ConfigEntry`]: an empty name, no value, three flag bytes.
+const CONFIG_ENTRY_MIN_LEN: usize = 2 + 1 + 1 + 1 + 1;
 
 /// The `offset` of a Fetch that continues where the previous fetch of the same topic and
 /// partition on this connection ended (the offset after its last record, or its own offset if
@@ -73,10 +102,13 @@ pub enum Request {
     Authenticate {
         token: String,
     },
+    /// `configs` are Kafka topic-config names and values, validated by the broker (an invalid
+    /// one refuses the whole request).
     CreateTopic {
         name: String,
         partitions: u32,
         if_not_exists: bool,
+        configs: Vec<(String, String)>,
     },
     DeleteTopic {
         name: String,
@@ -121,11 +153,50 @@ pub enum Request {
         topic: String,
         partition: u32,
     },
-    /// The names of every consumer group with committed offsets.
+    /// The names of every consumer group: with committed offsets or live members.
     ListGroups,
     /// Every committed offset of one group.
     GroupOffsets {
         group: String,
+    },
+    /// Sets and deletes (back to the default) topic configs: all of them or, when one is
+    /// invalid, none.
+    AlterTopicConfigs {
+        topic: String,
+        set: Vec<(String, String)>,
+        delete: Vec<String>,
+    },
+    /// Every config the topic has, with where its value comes from.
+    DescribeTopicConfigs {
+        topic: String,
+    },
+    /// Grows a topic to `total` partitions (Kafka's CreatePartitions: the new total, which must
+    /// be larger than the current count).
+    AddPartitions {
+        topic: String,
+        total: u32,
+    },
+    /// Deletes a group's committed offsets; refused (`GroupNotEmpty`) while it has live members,
+    /// `UnknownGroup` when it has neither members nor offsets.
+    DeleteGroup {
+        group: String,
+    },
+    /// A group's state and live members.
+    DescribeGroup {
+        group: String,
+    },
+    /// Sets a group's committed offsets, all or none; refused (`GroupNotEmpty`, naming the
+    /// members) while the group has live members.
+    ResetOffsets {
+        group: String,
+        offsets: Vec<GroupOffset>,
+    },
+    /// The offset of the first record of a partition with a timestamp at or after
+    /// `timestamp_ms` (answered with `Offset`; `None` when there is none).
+    OffsetForTimestamp {
+        topic: String,
+        partition: u32,
+        timestamp_ms: u64,
     },
 }
 
@@ -178,6 +249,18 @@ pub enum Response {
     GroupOffsets {
         offsets: Vec<GroupOffset>,
     },
+    /// A topic's configs, every known name, with their sources.
+    TopicConfigs {
+        entries: Vec<ConfigEntry>,
+    },
+    /// The topic after AddPartitions.
+    PartitionsAdded {
+        description: TopicDescription,
+    },
+    /// A group's state and live members.
+    GroupDescribed {
+        status: GroupStatus,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -200,6 +283,13 @@ pub enum ApiKey {
     FetchOffset = 9,
     ListGroups = 10,
     GroupOffsets = 11,
+    AlterTopicConfigs = 12,
+    DescribeTopicConfigs = 13,
+    AddPartitions = 14,
+    DeleteGroup = 15,
+    DescribeGroup = 16,
+    ResetOffsets = 17,
+    OffsetForTimestamp = 18,
 }
 
 impl ApiKey {
@@ -218,6 +308,13 @@ impl ApiKey {
             9 => FetchOffset,
             10 => ListGroups,
             11 => GroupOffsets,
+            12 => AlterTopicConfigs,
+            13 => DescribeTopicConfigs,
+            14 => AddPartitions,
+            15 => DeleteGroup,
+            16 => DescribeGroup,
+            17 => ResetOffsets,
+            18 => OffsetForTimestamp,
             _ => return None,
         })
     }
@@ -238,6 +335,13 @@ impl ApiKey {
             FetchOffset => "fetch_offset",
             ListGroups => "list_groups",
             GroupOffsets => "group_offsets",
+            AlterTopicConfigs => "alter_topic_configs",
+            DescribeTopicConfigs => "describe_topic_configs",
+            AddPartitions => "add_partitions",
+            DeleteGroup => "delete_group",
+            DescribeGroup => "describe_group",
+            ResetOffsets => "reset_offsets",
+            OffsetForTimestamp => "offset_for_timestamp",
         }
     }
 }
@@ -258,6 +362,13 @@ impl Request {
             Request::FetchOffset { .. } => ApiKey::FetchOffset,
             Request::ListGroups => ApiKey::ListGroups,
             Request::GroupOffsets { .. } => ApiKey::GroupOffsets,
+            Request::AlterTopicConfigs { .. } => ApiKey::AlterTopicConfigs,
+            Request::DescribeTopicConfigs { .. } => ApiKey::DescribeTopicConfigs,
+            Request::AddPartitions { .. } => ApiKey::AddPartitions,
+            Request::DeleteGroup { .. } => ApiKey::DeleteGroup,
+            Request::DescribeGroup { .. } => ApiKey::DescribeGroup,
+            Request::ResetOffsets { .. } => ApiKey::ResetOffsets,
+            Request::OffsetForTimestamp { .. } => ApiKey::OffsetForTimestamp,
         }
     }
 }
@@ -276,6 +387,9 @@ pub enum ResponseKind {
     Offset = 7,
     Groups = 8,
     GroupOffsets = 9,
+    TopicConfigs = 10,
+    PartitionsAdded = 11,
+    GroupDescribed = 12,
 }
 
 /// The status byte of an error response.
@@ -296,6 +410,14 @@ pub enum ErrorCode {
     LimitExceeded = 12,
     InvalidGroupName = 13,
     Internal = 14,
+    /// An unknown topic-config name or an invalid value; the message says which and why.
+    InvalidConfig = 15,
+    /// A partition count that does not grow the topic (AddPartitions).
+    InvalidPartitions = 16,
+    /// The group has live members (their ids are in the message).
+    GroupNotEmpty = 17,
+    /// No group by that name: no members, no committed offsets.
+    UnknownGroup = 18,
 }
 
 impl ErrorCode {
@@ -316,6 +438,10 @@ impl ErrorCode {
             12 => LimitExceeded,
             13 => InvalidGroupName,
             14 => Internal,
+            15 => InvalidConfig,
+            16 => InvalidPartitions,
+            17 => GroupNotEmpty,
+            18 => UnknownGroup,
             _ => return None,
         })
     }
@@ -338,6 +464,10 @@ impl ErrorCode {
             LimitExceeded => "limit_exceeded",
             InvalidGroupName => "invalid_group_name",
             Internal => "internal",
+            InvalidConfig => "invalid_config",
+            InvalidPartitions => "invalid_partitions",
+            GroupNotEmpty => "group_not_empty",
+            UnknownGroup => "unknown_group",
         }
     }
 }
@@ -459,6 +589,41 @@ fn put_description(buf: &mut BytesMut, d: &TopicDescription) {
         put_opt_str(buf, p.offline.as_deref());
     }
     put_opt_str(buf, d.offline.as_deref());
+    buf.put_slice(&d.topic_id);
+    put_pairs(buf, &d.configs);
+}
+
+/// A list of (name, value) string pairs: configs.
+fn put_pairs(buf: &mut BytesMut, pairs: &[(String, String)]) {
+    buf.put_u32_le(pairs.len() as u32);
+    for (name, value) in pairs {
+        put_str(buf, name);
+        put_str(buf, value);
+    }
+}
+
+fn put_strs(buf: &mut BytesMut, items: &[String]) {
+    buf.put_u32_le(items.len() as u32);
+    for s in items {
+        put_str(buf, s);
+    }
+}
+
+/// The source byte of a config entry.
+fn source_byte(s: ConfigSource) -> u8 {
+    match s {
+        ConfigSource::Default => 0,
+        ConfigSource::Broker => 1,
+        ConfigSource::Topic => 2,
+    }
+}
+
+fn put_config_entry(buf: &mut BytesMut, e: &ConfigEntry) {
+    put_str(buf, &e.name);
+    put_opt_str(buf, e.value.as_deref());
+    buf.put_u8(source_byte(e.source));
+    buf.put_u8(u8::from(e.read_only));
+    buf.put_u8(u8::from(e.sensitive));
 }
 
 fn put_opt_str(buf: &mut BytesMut, s: Option<&str>) {
@@ -471,6 +636,23 @@ fn put_opt_str(buf: &mut BytesMut, s: Option<&str>) {
     }
 }
 
+/// A topic id as Kafka shows one (`Uuid.toString()`, e.g. in `kafka-topics.sh --describe`):
+/// the 16 bytes in URL-safe base64 without padding, 22 characters.
+pub fn topic_id_text(id: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(22);
+    for chunk in id.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        // 3 bytes make 4 characters; the last chunk (1 byte) makes 2.
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
 /// Appends one request frame (length prefix included) to `buf`.
 pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
     let at = start_frame(buf);
@@ -478,10 +660,11 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
     buf.put_u8(req.api_key() as u8);
     match req {
         Request::Authenticate { token } => put_str(buf, token),
-        Request::CreateTopic { name, partitions, if_not_exists } => {
+        Request::CreateTopic { name, partitions, if_not_exists, configs } => {
             put_str(buf, name);
             buf.put_u32_le(*partitions);
             buf.put_u8(u8::from(*if_not_exists));
+            put_pairs(buf, configs);
         }
         Request::DeleteTopic { name } => put_str(buf, name),
         Request::Trim { topic, partition, before } => {
@@ -521,6 +704,31 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
         }
         Request::ListGroups => {}
         Request::GroupOffsets { group } => put_str(buf, group),
+        Request::AlterTopicConfigs { topic, set, delete } => {
+            put_str(buf, topic);
+            put_pairs(buf, set);
+            put_strs(buf, delete);
+        }
+        Request::DescribeTopicConfigs { topic } => put_str(buf, topic),
+        Request::AddPartitions { topic, total } => {
+            put_str(buf, topic);
+            buf.put_u32_le(*total);
+        }
+        Request::DeleteGroup { group } | Request::DescribeGroup { group } => put_str(buf, group),
+        Request::ResetOffsets { group, offsets } => {
+            put_str(buf, group);
+            buf.put_u32_le(offsets.len() as u32);
+            for o in offsets {
+                put_str(buf, &o.topic);
+                buf.put_u32_le(o.partition);
+                buf.put_u64_le(o.offset);
+            }
+        }
+        Request::OffsetForTimestamp { topic, partition, timestamp_ms } => {
+            put_str(buf, topic);
+            buf.put_u32_le(*partition);
+            buf.put_u64_le(*timestamp_ms);
+        }
     }
     finish_frame(buf, at, 0);
 }
@@ -642,6 +850,35 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
                 buf.put_u64_le(o.offset);
             }
         }
+        Response::TopicConfigs { entries } => {
+            ok_kind(buf, ResponseKind::TopicConfigs);
+            buf.put_u32_le(entries.len() as u32);
+            for e in entries {
+                put_config_entry(buf, e);
+            }
+        }
+        Response::PartitionsAdded { description } => {
+            ok_kind(buf, ResponseKind::PartitionsAdded);
+            put_description(buf, description);
+        }
+        Response::GroupDescribed { status } => {
+            ok_kind(buf, ResponseKind::GroupDescribed);
+            put_str(buf, &status.state);
+            buf.put_u32_le(status.members.len() as u32);
+            for m in &status.members {
+                put_str(buf, &m.member_id);
+                put_str(buf, &m.client_id);
+                put_str(buf, &m.client_host);
+                buf.put_u32_le(m.assigned.len() as u32);
+                for (topic, partitions) in &m.assigned {
+                    put_str(buf, topic);
+                    buf.put_u32_le(partitions.len() as u32);
+                    for p in partitions {
+                        buf.put_u32_le(*p);
+                    }
+                }
+            }
+        }
         Response::Fetched { .. } => unreachable!("handled above"),
     }
     finish_frame(buf, at, 0);
@@ -757,6 +994,20 @@ impl<'a> Reader<'a> {
             count => Err(ProtocolError::TrailingBytes { count }),
         }
     }
+    /// A list of (topic, partition, offset).
+    fn group_offsets(&mut self) -> Result<Vec<GroupOffset>, ProtocolError> {
+        // The smallest entry is an empty topic name, a partition and an offset.
+        let n = self.count("offset count", 2 + 4 + 8)?;
+        let mut offsets = Vec::with_capacity(n);
+        for _ in 0..n {
+            offsets.push(GroupOffset {
+                topic: self.string("topic name")?,
+                partition: self.u32("partition")?,
+                offset: self.u64("offset")?,
+            });
+        }
+        Ok(offsets)
+    }
     fn description(&mut self) -> Result<TopicDescription, ProtocolError> {
         let name = self.string("topic name")?;
         let n = self.count("partition count", PARTITION_DESCRIPTION_LEN)?;
@@ -772,8 +1023,46 @@ impl<'a> Reader<'a> {
             });
         }
         let offline = self.opt_string("topic offline reason")?;
-        // The native encoding carries neither the id nor the configs (yet).
-        Ok(TopicDescription { name, partitions, offline, topic_id: [0; 16], configs: Vec::new() })
+        let topic_id = self.array::<16>("topic id")?;
+        let configs = self.pairs("topic config")?;
+        Ok(TopicDescription { name, partitions, offline, topic_id, configs })
+    }
+    /// A list of (name, value) string pairs.
+    fn pairs(&mut self, field: &'static str) -> Result<Vec<(String, String)>, ProtocolError> {
+        let n = self.count(field, CONFIG_PAIR_MIN_LEN)?;
+        let mut pairs = Vec::with_capacity(n);
+        for _ in 0..n {
+            pairs.push((self.string(field)?, self.string(field)?));
+        }
+        Ok(pairs)
+    }
+    fn strings(&mut self, field: &'static str) -> Result<Vec<String>, ProtocolError> {
+        let n = self.count(field, 2)?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(self.string(field)?);
+        }
+        Ok(items)
+    }
+    fn config_entry(&mut self) -> Result<ConfigEntry, ProtocolError> {
+        let name = self.string("config name")?;
+        let value = self.opt_string("config value")?;
+        let position = self.pos;
+        let source = match self.u8("config source")? {
+            0 => ConfigSource::Default,
+            1 => ConfigSource::Broker,
+            2 => ConfigSource::Topic,
+            tag => {
+                return Err(ProtocolError::InvalidOptionTag {
+                    field: "config source",
+                    position,
+                    tag,
+                });
+            }
+        };
+        let read_only = self.bool("config read_only")?;
+        let sensitive = self.bool("config sensitive")?;
+        Ok(ConfigEntry { name, value, source, read_only, sensitive })
     }
 }
 
@@ -803,6 +1092,7 @@ fn decode_request_with(
             name: r.string("topic name")?,
             partitions: r.u32("partitions")?,
             if_not_exists: r.bool("if_not_exists")?,
+            configs: r.pairs("topic config")?,
         },
         ApiKey::DeleteTopic => Request::DeleteTopic { name: r.string("topic name")? },
         ApiKey::Trim => Request::Trim {
@@ -843,6 +1133,30 @@ fn decode_request_with(
         },
         ApiKey::ListGroups => Request::ListGroups,
         ApiKey::GroupOffsets => Request::GroupOffsets { group: r.string("group name")? },
+        ApiKey::AlterTopicConfigs => Request::AlterTopicConfigs {
+            topic: r.string("topic name")?,
+            set: r.pairs("config to set")?,
+            delete: r.strings("config to delete")?,
+        },
+        ApiKey::DescribeTopicConfigs => {
+            Request::DescribeTopicConfigs { topic: r.string("topic name")? }
+        }
+        ApiKey::AddPartitions => Request::AddPartitions {
+            topic: r.string("topic name")?,
+            total: r.u32("partition total")?,
+        },
+        ApiKey::DeleteGroup => Request::DeleteGroup { group: r.string("group name")? },
+        ApiKey::DescribeGroup => Request::DescribeGroup { group: r.string("group name")? },
+        ApiKey::ResetOffsets => {
+            let group = r.string("group name")?;
+            let offsets = r.group_offsets()?;
+            Request::ResetOffsets { group, offsets }
+        }
+        ApiKey::OffsetForTimestamp => Request::OffsetForTimestamp {
+            topic: r.string("topic name")?,
+            partition: r.u32("partition")?,
+            timestamp_ms: r.u64("timestamp")?,
+        },
     };
     r.finish()?;
     Ok((correlation_id, req))
@@ -921,17 +1235,42 @@ fn decode_response_with(
             Response::Groups { names }
         }
         k if k == ResponseKind::GroupOffsets as u8 => {
-            // The smallest entry is an empty topic name, a partition and an offset.
-            let n = r.count("offset count", 2 + 4 + 8)?;
-            let mut offsets = Vec::with_capacity(n);
+            Response::GroupOffsets { offsets: r.group_offsets()? }
+        }
+        k if k == ResponseKind::GroupDescribed as u8 => {
+            let state = r.string("group state")?;
+            // The smallest member: three empty strings and no topics.
+            let n = r.count("member count", 2 + 2 + 2 + 4)?;
+            let mut members = Vec::with_capacity(n);
             for _ in 0..n {
-                offsets.push(GroupOffset {
-                    topic: r.string("topic name")?,
-                    partition: r.u32("partition")?,
-                    offset: r.u64("offset")?,
-                });
+                let member_id = r.string("member id")?;
+                let client_id = r.string("client id")?;
+                let client_host = r.string("client host")?;
+                let topics = r.count("assigned topic count", 2 + 4)?;
+                let mut assigned = Vec::with_capacity(topics);
+                for _ in 0..topics {
+                    let topic = r.string("topic name")?;
+                    let np = r.count("partition count", 4)?;
+                    let mut partitions = Vec::with_capacity(np);
+                    for _ in 0..np {
+                        partitions.push(r.u32("partition")?);
+                    }
+                    assigned.push((topic, partitions));
+                }
+                members.push(GroupMember { member_id, client_id, client_host, assigned });
             }
-            Response::GroupOffsets { offsets }
+            Response::GroupDescribed { status: GroupStatus { state, members } }
+        }
+        k if k == ResponseKind::TopicConfigs as u8 => {
+            let n = r.count("config count", CONFIG_ENTRY_MIN_LEN)?;
+            let mut entries = Vec::with_capacity(n);
+            for _ in 0..n {
+                entries.push(r.config_entry()?);
+            }
+            Response::TopicConfigs { entries }
+        }
+        k if k == ResponseKind::PartitionsAdded as u8 => {
+            Response::PartitionsAdded { description: r.description()? }
         }
         other => return Err(ProtocolError::UnknownResponseKind(other)),
     };

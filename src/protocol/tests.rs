@@ -16,8 +16,15 @@ fn desc(name: &str, n: u32) -> TopicDescription {
             })
             .collect(),
         offline: None,
-        topic_id: [0; 16],
-        configs: Vec::new(),
+        topic_id: [n as u8 + 1; 16],
+        configs: if n.is_multiple_of(2) {
+            vec![
+                ("cleanup.policy".into(), "compact,delete".into()),
+                ("retention.ms".into(), "1000".into()),
+            ]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -35,8 +42,18 @@ fn offline_desc(name: &str) -> TopicDescription {
 fn all_requests() -> Vec<Request> {
     vec![
         Request::Authenticate { token: "sécret".into() },
-        Request::CreateTopic { name: "orders".into(), partitions: 3, if_not_exists: true },
-        Request::CreateTopic { name: "o".into(), partitions: 0, if_not_exists: false },
+        Request::CreateTopic {
+            name: "orders".into(),
+            partitions: 3,
+            if_not_exists: true,
+            configs: vec![],
+        },
+        Request::CreateTopic {
+            name: "o".into(),
+            partitions: 0,
+            if_not_exists: false,
+            configs: vec![("retention.ms".into(), "abc".into()), ("".into(), "".into())],
+        },
         Request::DeleteTopic { name: "orders".into() },
         Request::Trim { topic: "orders".into(), partition: 2, before: u64::MAX },
         Request::Append {
@@ -70,6 +87,32 @@ fn all_requests() -> Vec<Request> {
         Request::FetchOffset { group: "g1".into(), topic: "orders".into(), partition: 4 },
         Request::ListGroups,
         Request::GroupOffsets { group: "g1".into() },
+        Request::AlterTopicConfigs {
+            topic: "orders".into(),
+            set: vec![
+                ("cleanup.policy".into(), "compact".into()),
+                ("segment.ms".into(), "60000".into()),
+            ],
+            delete: vec!["retention.ms".into()],
+        },
+        Request::AlterTopicConfigs { topic: "o".into(), set: vec![], delete: vec![] },
+        Request::DescribeTopicConfigs { topic: "orders".into() },
+        Request::AddPartitions { topic: "orders".into(), total: 12 },
+        Request::DeleteGroup { group: "g1".into() },
+        Request::DescribeGroup { group: "g1".into() },
+        Request::ResetOffsets {
+            group: "g1".into(),
+            offsets: vec![
+                GroupOffset { topic: "a".into(), partition: 0, offset: 0 },
+                GroupOffset { topic: "b".into(), partition: 3, offset: u64::MAX },
+            ],
+        },
+        Request::ResetOffsets { group: "g1".into(), offsets: vec![] },
+        Request::OffsetForTimestamp {
+            topic: "orders".into(),
+            partition: 1,
+            timestamp_ms: 1_796_040_000_000,
+        },
     ]
 }
 
@@ -108,6 +151,65 @@ fn all_responses() -> Vec<Response> {
             ],
         },
         Response::GroupOffsets { offsets: vec![] },
+        Response::TopicConfigs {
+            entries: vec![
+                ConfigEntry {
+                    name: "retention.ms".into(),
+                    value: Some("1000".into()),
+                    source: ConfigSource::Topic,
+                    read_only: false,
+                    sensitive: false,
+                },
+                ConfigEntry {
+                    name: "segment.bytes".into(),
+                    value: Some("1048576".into()),
+                    source: ConfigSource::Broker,
+                    read_only: false,
+                    sensitive: false,
+                },
+                ConfigEntry {
+                    name: "min.insync.replicas".into(),
+                    value: Some("1".into()),
+                    source: ConfigSource::Default,
+                    read_only: true,
+                    sensitive: false,
+                },
+                ConfigEntry {
+                    name: "secret".into(),
+                    value: None,
+                    source: ConfigSource::Default,
+                    read_only: false,
+                    sensitive: true,
+                },
+            ],
+        },
+        Response::TopicConfigs { entries: vec![] },
+        Response::PartitionsAdded { description: desc("orders", 5) },
+        Response::PartitionsAdded { description: desc("orders", 2) },
+        Response::Error {
+            code: ErrorCode::InvalidConfig,
+            message: "invalid config retention.ms=abc: not a number".into(),
+        },
+        Response::GroupDescribed {
+            status: GroupStatus {
+                state: "Stable".into(),
+                members: vec![
+                    GroupMember {
+                        member_id: "rdkafka-1".into(),
+                        client_id: "rdkafka".into(),
+                        client_host: "/127.0.0.1".into(),
+                        assigned: vec![("orders".into(), vec![0, 2]), ("x".into(), vec![])],
+                    },
+                    GroupMember {
+                        member_id: "m2".into(),
+                        client_id: String::new(),
+                        client_host: "/::1".into(),
+                        assigned: vec![],
+                    },
+                ],
+            },
+        },
+        Response::GroupDescribed { status: GroupStatus { state: "Dead".into(), members: vec![] } },
         Response::Error {
             code: ErrorCode::OffsetOutOfRange,
             message: "offset 9 is out of range 0..5".into(),
@@ -148,7 +250,7 @@ fn every_response_round_trips() {
 
 #[test]
 fn every_error_code_round_trips() {
-    for v in 1..=14u8 {
+    for v in 1..=18u8 {
         let code = ErrorCode::from_u8(v).unwrap();
         assert_eq!(code as u8, v);
         let mut buf = BytesMut::new();
@@ -157,7 +259,7 @@ fn every_error_code_round_trips() {
         assert_eq!(resp, Response::Error { code, message: code.name().into() });
     }
     assert_eq!(ErrorCode::from_u8(0), None);
-    assert_eq!(ErrorCode::from_u8(15), None);
+    assert_eq!(ErrorCode::from_u8(19), None);
 }
 
 #[test]
@@ -356,7 +458,7 @@ mod fuzz {
         }
 
         #[test]
-        fn mutated_requests_never_panic(idx in 0usize..13, pos in any::<usize>(), byte in any::<u8>()) {
+        fn mutated_requests_never_panic(idx in any::<usize>(), pos in any::<usize>(), byte in any::<u8>()) {
             let reqs = all_requests();
             let mut buf = BytesMut::new();
             encode_request(&mut buf, 1, &reqs[idx % reqs.len()]);
@@ -365,7 +467,124 @@ mod fuzz {
             body[p] = byte;
             let _ = decode_request(&body);
         }
+
+        #[test]
+        fn mutated_responses_never_panic(idx in any::<usize>(), pos in any::<usize>(), byte in any::<u8>()) {
+            let resps = all_responses();
+            let mut buf = BytesMut::new();
+            encode_response(&mut buf, 1, &resps[idx % resps.len()]);
+            let mut body = buf[4..].to_vec();
+            let p = pos % body.len();
+            body[p] = byte;
+            let _ = decode_response(&body);
+        }
     }
+}
+
+/// A request body: correlation id 1, the api key, then `fields`.
+fn request_body(key: ApiKey, fields: &[u8]) -> Vec<u8> {
+    let mut body = 1u32.to_le_bytes().to_vec();
+    body.push(key as u8);
+    body.extend_from_slice(fields);
+    body
+}
+
+#[test]
+fn hostile_config_lists_are_refused_before_any_allocation() {
+    // A topic "t", then a claim of 4 billion configs in a few bytes.
+    let mut fields = vec![1, 0, b't'];
+    fields.extend_from_slice(&u32::MAX.to_le_bytes());
+    let body = request_body(ApiKey::AlterTopicConfigs, &fields);
+    assert!(matches!(
+        decode_request(&body),
+        Err(ProtocolError::Truncated { field: "config to set", .. })
+    ));
+
+    // No configs to set, 4 billion names to delete.
+    let mut fields = vec![1, 0, b't', 0, 0, 0, 0];
+    fields.extend_from_slice(&u32::MAX.to_le_bytes());
+    let body = request_body(ApiKey::AlterTopicConfigs, &fields);
+    assert!(matches!(
+        decode_request(&body),
+        Err(ProtocolError::Truncated { field: "config to delete", .. })
+    ));
+
+    // CreateTopic: name, partitions, if_not_exists, then 4 billion configs.
+    let mut fields = vec![1, 0, b't', 1, 0, 0, 0, 0];
+    fields.extend_from_slice(&u32::MAX.to_le_bytes());
+    let body = request_body(ApiKey::CreateTopic, &fields);
+    assert!(matches!(
+        decode_request(&body),
+        Err(ProtocolError::Truncated { field: "topic config", .. })
+    ));
+
+    // A TopicConfigs response claiming 4 billion entries.
+    let mut resp = 1u32.to_le_bytes().to_vec();
+    resp.extend_from_slice(&[0, ResponseKind::TopicConfigs as u8]);
+    resp.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        decode_response(&resp),
+        Err(ProtocolError::Truncated { field: "config count", .. })
+    ));
+}
+
+#[test]
+fn a_config_entry_with_an_unknown_source_is_an_error() {
+    let entry = ConfigEntry {
+        name: "retention.ms".into(),
+        value: Some("1".into()),
+        source: ConfigSource::Topic,
+        read_only: false,
+        sensitive: false,
+    };
+    let mut buf = BytesMut::new();
+    encode_response(&mut buf, 1, &Response::TopicConfigs { entries: vec![entry] });
+    let mut body = buf[4..].to_vec();
+    // The source byte follows the name and the value: 3 flag bytes from the end.
+    let at = body.len() - 3;
+    assert_eq!(body[at], 2, "the source of a topic-set config");
+    body[at] = 9;
+    assert!(matches!(
+        decode_response(&body),
+        Err(ProtocolError::InvalidOptionTag { field: "config source", tag: 9, .. })
+    ));
+    body[at] = 2;
+    body[at + 1] = 7; // read_only must be 0 or 1
+    assert!(matches!(decode_response(&body), Err(ProtocolError::InvalidOptionTag { tag: 7, .. })));
+}
+
+#[test]
+fn a_description_carries_its_topic_id_and_configs() {
+    let d = desc("orders", 2);
+    let mut buf = BytesMut::new();
+    encode_response(&mut buf, 3, &Response::Described { topics: vec![d.clone()] });
+    let (_, resp) = decode_response(&buf[4..]).unwrap();
+    let Response::Described { topics } = resp else { panic!("wrong variant {resp:?}") };
+    assert_eq!(topics[0].topic_id, [3; 16]);
+    assert_eq!(
+        topics[0].configs,
+        vec![
+            ("cleanup.policy".to_string(), "compact,delete".to_string()),
+            ("retention.ms".to_string(), "1000".to_string())
+        ]
+    );
+}
+
+#[test]
+fn new_api_keys_and_names() {
+    for (v, key, name) in [
+        (12, ApiKey::AlterTopicConfigs, "alter_topic_configs"),
+        (13, ApiKey::DescribeTopicConfigs, "describe_topic_configs"),
+        (14, ApiKey::AddPartitions, "add_partitions"),
+    ] {
+        assert_eq!(ApiKey::from_u8(v), Some(key));
+        assert_eq!(key as u8, v);
+        assert_eq!(key.name(), name);
+    }
+    assert_eq!(ErrorCode::InvalidConfig as u8, 15);
+    assert_eq!(ErrorCode::InvalidConfig.name(), "invalid_config");
+    assert_eq!(ErrorCode::InvalidPartitions as u8, 16);
+    assert_eq!(ErrorCode::InvalidPartitions.name(), "invalid_partitions");
 }
 
 #[test]
@@ -387,4 +606,16 @@ fn a_split_append_frame_is_the_whole_frame_in_two_parts() {
     let mut list = BytesMut::new();
     encode_request(&mut list, 9, &Request::ListTopics);
     assert_eq!(other, list);
+}
+
+#[test]
+fn topic_ids_print_as_kafka_prints_them() {
+    // Kafka's Uuid.toString(): URL-safe base64, no padding.
+    assert_eq!(topic_id_text(&[0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+    assert_eq!(topic_id_text(&[0xff; 16]), "_____________________w");
+    let id: [u8; 16] = [
+        0xdc, 0x2b, 0x06, 0xbc, 0xbb, 0x39, 0x41, 0xf4, 0x83, 0x13, 0x59, 0xbe, 0x0d, 0x01, 0x39,
+        0x91,
+    ];
+    assert_eq!(topic_id_text(&id), "3CsGvLs5QfSDE1m-DQE5kQ");
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
+use crate::broker::topic_config::{ConfigOp, TopicConfigs};
 use crate::broker::{AppendBatch, Broker, BrokerError, FetchResult};
 use crate::metrics::Listener;
 use crate::protocol::{ErrorCode, FETCH_CONTINUE, GroupOffset, Request, Response};
@@ -36,11 +37,9 @@ pub fn error_code(e: &BrokerError) -> ErrorCode {
         BrokerError::UnknownTopic { .. } => ErrorCode::UnknownTopic,
         BrokerError::TopicAlreadyExists { .. } => ErrorCode::TopicAlreadyExists,
         BrokerError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
-        // No dedicated native code yet: the message says which config and why.
-        BrokerError::NoPartitions
-        | BrokerError::EmptyBatch
-        | BrokerError::InvalidConfig { .. }
-        | BrokerError::PartitionCountNotIncreased { .. } => ErrorCode::InvalidRequest,
+        BrokerError::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+        BrokerError::PartitionCountNotIncreased { .. } => ErrorCode::InvalidPartitions,
+        BrokerError::NoPartitions | BrokerError::EmptyBatch => ErrorCode::InvalidRequest,
         BrokerError::TooManyPartitions { .. } | BrokerError::TooManyTopics { .. } => {
             ErrorCode::LimitExceeded
         }
@@ -63,6 +62,8 @@ pub fn error_code(e: &BrokerError) -> ErrorCode {
         | BrokerError::PartitionOffline { .. }
         | BrokerError::GroupOffline { .. }
         | BrokerError::DataDirInUse { .. } => ErrorCode::Storage,
+        BrokerError::GroupNotEmpty { .. } => ErrorCode::GroupNotEmpty,
+        BrokerError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
         BrokerError::ShuttingDown => ErrorCode::Internal,
     }
 }
@@ -167,14 +168,13 @@ async fn run(
     let b = broker.clone();
     let reply: Reply = match req {
         Request::Authenticate { .. } => Response::Ok.into(),
-        Request::CreateTopic { name, partitions, if_not_exists } => {
+        Request::CreateTopic { name, partitions, if_not_exists, configs } => {
             let description = blocking(move || {
-                match b.create_topic(
-                    &name,
-                    partitions,
-                    crate::broker::topic_config::TopicConfigs::default(),
-                    false,
-                ) {
+                // Validated before anything is created: an invalid config creates nothing.
+                let pairs: Vec<(String, Option<String>)> =
+                    configs.into_iter().map(|(k, v)| (k, Some(v))).collect();
+                let configs = TopicConfigs::parse(&pairs)?;
+                match b.create_topic(&name, partitions, configs, false) {
                     Err(BrokerError::TopicAlreadyExists { .. }) if if_not_exists => {
                         b.describe_topic(&name)
                     }
@@ -183,6 +183,28 @@ async fn run(
             })
             .await?;
             Response::TopicCreated { description }.into()
+        }
+        Request::AlterTopicConfigs { topic, set, delete } => {
+            let ops: Vec<ConfigOp> = set
+                .into_iter()
+                .map(|(k, v)| ConfigOp::Set(k, v))
+                .chain(delete.into_iter().map(ConfigOp::Delete))
+                .collect();
+            // Incremental (only the named configs change), all or nothing.
+            blocking(move || b.alter_topic_configs(&topic, &ops, false, false)).await?;
+            Response::Ok.into()
+        }
+        Request::DescribeTopicConfigs { topic } => {
+            let entries = blocking(move || b.describe_topic_configs(&topic)).await?;
+            Response::TopicConfigs { entries }.into()
+        }
+        Request::AddPartitions { topic, total } => {
+            let description = blocking(move || {
+                b.add_partitions(&topic, total, false)?;
+                b.describe_topic(&topic)
+            })
+            .await?;
+            Response::PartitionsAdded { description }.into()
         }
         Request::DeleteTopic { name } => {
             blocking(move || b.delete_topic(&name)).await?;
@@ -276,7 +298,11 @@ async fn run(
                 broker.committed_offset(&group, &topic, partition).map_err(|e| broker_error(&e))?;
             Response::Offset { offset }.into()
         }
-        Request::ListGroups => Response::Groups { names: broker.list_groups() }.into(),
+        Request::ListGroups => {
+            // Groups with live members too, not only those that committed.
+            let names = broker.list_group_states().into_iter().map(|(g, _, _)| g).collect();
+            Response::Groups { names }.into()
+        }
         Request::GroupOffsets { group } => {
             let mut offsets: Vec<GroupOffset> = broker
                 .group_offsets(&group)
@@ -286,6 +312,27 @@ async fn run(
                 .collect();
             offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
             Response::GroupOffsets { offsets }.into()
+        }
+        Request::DeleteGroup { group } => {
+            blocking(move || b.delete_group(&group)).await?;
+            Response::Ok.into()
+        }
+        Request::DescribeGroup { group } => {
+            crate::broker::validate_group_name(&group).map_err(|e| broker_error(&e))?;
+            let status =
+                broker.group_status(&group, crate::kafka::consumer_protocol::assigned_partitions);
+            Response::GroupDescribed { status }.into()
+        }
+        Request::ResetOffsets { group, offsets } => {
+            let offsets: Vec<(String, u32, u64)> =
+                offsets.into_iter().map(|o| (o.topic, o.partition, o.offset)).collect();
+            blocking(move || b.reset_offsets(&group, &offsets)).await?;
+            Response::Ok.into()
+        }
+        Request::OffsetForTimestamp { topic, partition, timestamp_ms } => {
+            let ts = i64::try_from(timestamp_ms).unwrap_or(i64::MAX);
+            let found = blocking(move || b.record_for_timestamp(&topic, partition, ts)).await?;
+            Response::Offset { offset: found.map(|(_, offset)| offset) }.into()
         }
     };
     Ok(reply)

@@ -11,6 +11,8 @@
 //!   fdatasync shared by concurrent appenders: group commit).
 //! - [`Log::read`] returns a [`ReadSlice`] of the memory map: whole batches from the one holding
 //!   an offset, within one segment, at least one batch.
+//! - [`Log::compact`] (with [`Log::dirty_ratio`], [`Log::needs_compaction`], a [`Throttle`]):
+//!   Kafka's log compaction of the sealed segments, offsets unchanged.
 //! - [`Log::trim_before`], [`Log::enforce_retention`], [`Log::offset_for_timestamp`],
 //!   [`Log::max_timestamp_offset`], [`Log::describe`], [`Log::sync`], [`Log::sync_if_dirty`],
 //!   [`Log::close`].
@@ -23,14 +25,16 @@
 //! | `{base_offset:020}.timeindex` | its sparse time index and the batch with its largest timestamp (byte table in `timeindex.rs`); a hint, rebuilt when missing or wrong |
 //! | `{offset:020}.snapshot`   | idempotent producers' state at that offset, written at each roll and at close, the newest two kept (byte table in `producer_state.rs`); a damaged one is removed and the state rebuilt from the log |
 //! | `log-start-offset`        | checkpoint of the log start after a trim (byte table in `recovery.rs`) |
+//! | `cleaner-offset-checkpoint` | compaction's checkpoint: offsets below it are compacted (byte table in `log/compaction.rs`) |
+//! | `{base_offset:020}.log.cleaned` / `.log.swap` | a compacted segment before / after the swap commits; open rolls back / completes the swap (`recovery.rs`) |
 //! | `clean-shutdown`          | written by `close()`, removed by open before any write           |
 //! | `*.tmp`                   | a file being written (temp + rename); swept at open              |
 //!
 //! # Module map
 //! `fs.rs` (the file-operation seam, and `FaultyFs` for tests), `mmap.rs` (every `unsafe`),
 //! `index.rs`, `timeindex.rs`, `segment.rs`, `recovery.rs` (open), `upgrade/` (format 1 to 2 at
-//! open), `producer_state.rs` (idempotent producers), `log/` (the `Log`), `handles.rs` (the bound
-//! on open sealed segments, the open-file limit).
+//! open), `producer_state.rs` (idempotent producers), `log/` (the `Log`; `log/compaction.rs`
+//! its compaction), `handles.rs` (the bound on open sealed segments, the open-file limit).
 //!
 //! # Memory and disk
 //! The active segment is grown (sparse) to `segment_bytes` and mapped whole, so readers never
@@ -79,7 +83,7 @@ pub use self::handles::{
     DEFAULT_OPEN_SEALED_SEGMENTS, FileLimits, open_sealed_segments, open_sealed_segments_limit,
     raise_open_file_limit, set_open_sealed_segments_limit,
 };
-pub use self::log::{DEFAULT_PRODUCER_ID_EXPIRATION_MS, Log, ReadSlice};
+pub use self::log::{CompactionStats, DEFAULT_PRODUCER_ID_EXPIRATION_MS, Log, ReadSlice, Throttle};
 
 use crate::batch::BatchError;
 use crate::record;

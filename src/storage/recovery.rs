@@ -84,6 +84,7 @@ pub(crate) fn recover(
     // Segments written by a release before format version 2 are converted first, each one
     // crash-safely (a copy synced, then renamed over it), so everything below reads version 2.
     crate::storage::upgrade::upgrade_log_dir(fs, dir)?;
+    finish_interrupted_swap(fs, dir)?;
     let names = fs.list_dir(dir).map_err(StorageError::io(dir, "list log directory"))?;
     let mut bases: Vec<u64> =
         names.iter().filter_map(|n| segment::parse_file_name(n, LOG_SUFFIX)).collect();
@@ -185,6 +186,74 @@ pub(crate) fn recover(
     tracing::debug!(dir = %dir.display(), clean, segments = segments.len(), segments_us,
         total_us = started.elapsed().as_micros() as u64, "recovered");
     Ok(Recovered { segments, log_start_offset, index_cursor })
+}
+
+/// Suffix of a cleaned segment being written by compaction (`{base:020}.log.cleaned`): not yet
+/// part of the log.
+pub(crate) const CLEANED_SUFFIX: &str = ".log.cleaned";
+/// Suffix of a cleaned segment whose swap is committed (`{base:020}.log.swap`): it replaces the
+/// old segments its offsets cover.
+pub(crate) const SWAP_SUFFIX: &str = ".log.swap";
+
+/// Ends a compaction swap a crash interrupted (the protocol is in `log/compaction.rs`). While any
+/// `.log.cleaned` file exists the swap was not committed: every `.cleaned` and `.swap` file is
+/// removed and the old segments stay. Once only `.swap` files remain it was: the old segments
+/// whose base offset lies in the range the swap files cover are removed (with their indexes),
+/// then each `.swap` is renamed to its `.log` name. Either way the directory then holds the old
+/// segments or the new ones, never a mix.
+fn finish_interrupted_swap(fs: &dyn FileSystem, dir: &Path) -> Result<(), StorageError> {
+    let names = fs.list_dir(dir).map_err(StorageError::io(dir, "list log directory"))?;
+    let cleaned: Vec<&String> = names.iter().filter(|n| n.ends_with(CLEANED_SUFFIX)).collect();
+    let mut swaps: Vec<u64> =
+        names.iter().filter_map(|n| segment::parse_file_name(n, SWAP_SUFFIX)).collect();
+    if cleaned.is_empty() && swaps.is_empty() {
+        return Ok(());
+    }
+    let remove = |path: PathBuf| -> Result<(), StorageError> {
+        match fs.remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(&path, "remove compaction leftover")(e)),
+        }
+    };
+    if !cleaned.is_empty() {
+        tracing::info!(dir = %dir.display(), "rolling back an uncommitted compaction swap");
+        // Swap files first: a crash now must still find a `.cleaned` file and roll back.
+        for &base in &swaps {
+            remove(dir.join(format!("{base:020}{SWAP_SUFFIX}")))?;
+        }
+        fs.sync_dir(dir).map_err(StorageError::io(dir, "fsync log directory"))?;
+        for name in cleaned {
+            remove(dir.join(name))?;
+        }
+        return fs.sync_dir(dir).map_err(StorageError::io(dir, "fsync log directory"));
+    }
+    swaps.sort_unstable();
+    tracing::info!(dir = %dir.display(), segments = swaps.len(), "completing a committed compaction swap");
+    // The swap files cover `first..end` without gaps; `end` is where the last one's batches end.
+    let first = swaps[0];
+    let last = swaps[swaps.len() - 1];
+    let last_path = dir.join(format!("{last:020}{SWAP_SUFFIX}"));
+    let bytes = fs.read(&last_path).map_err(StorageError::io(&last_path, "read swap segment"))?;
+    segment::check_header(&bytes, last).map_err(|r| corrupt(&last_path, 0, r))?;
+    let end = segment::scan(&bytes, SEGMENT_HEADER_LEN, last, true, |_, _| {});
+    if end.stopped.is_some() || end.position != bytes.len() {
+        return Err(corrupt(&last_path, end.position, "committed swap segment is damaged"));
+    }
+    for base in names.iter().filter_map(|n| segment::parse_file_name(n, LOG_SUFFIX)) {
+        if (first..end.next_offset).contains(&base) {
+            remove(dir.join(segment::log_file_name(base)))?;
+            remove(dir.join(segment::index_file_name(base)))?;
+            remove(dir.join(segment::time_index_file_name(base)))?;
+        }
+    }
+    fs.sync_dir(dir).map_err(StorageError::io(dir, "fsync log directory"))?;
+    for base in swaps {
+        let from = dir.join(format!("{base:020}{SWAP_SUFFIX}"));
+        let to = dir.join(segment::log_file_name(base));
+        fs.rename(&from, &to).map_err(StorageError::io(&from, "rename swap segment"))?;
+    }
+    fs.sync_dir(dir).map_err(StorageError::io(dir, "fsync log directory"))
 }
 
 fn corrupt(path: &Path, position: usize, reason: impl Into<String>) -> StorageError {

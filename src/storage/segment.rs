@@ -18,7 +18,9 @@
 //!
 //! Batches are stored byte for byte as produced; only `baseOffset` and `partitionLeaderEpoch`
 //! (outside the CRC-32C) are set by the broker. A compressed batch stays compressed. Offsets
-//! chain: each batch's `baseOffset` is the previous one's last offset plus one.
+//! chain: each batch's `baseOffset` is the previous one's last offset plus one. A compacted
+//! segment (`log/compaction.rs`) keeps the chain with rewritten batches whose records have gaps
+//! between their offsets, and empty batches (no records) covering the offsets it removed.
 //!
 //! The active segment's file is grown (sparse) to its capacity so the mapping never has to move;
 //! the bytes past the committed end are zero, and a zero `batchLength` reads as "end of data".
@@ -521,6 +523,18 @@ impl Segment {
         }
     }
 
+    /// Keeps this segment readable after its file is replaced or deleted (compaction swaps a
+    /// cleaned file in under the same name): its current file is opened and pinned, so every
+    /// later `open` of this `Segment` returns that mapping, never whatever file then has its
+    /// name. The mapping goes when the last holder of this `Segment` or of a slice drops it.
+    pub(crate) fn retire(&self, fs: &dyn FileSystem) -> Result<(), StorageError> {
+        let h = self.open(fs)?;
+        self.released.store(true, Ordering::SeqCst);
+        *self.handle.write().unwrap_or_else(|p| p.into_inner()) = Handle::Pinned(h.clone());
+        handles::forget(&h);
+        Ok(())
+    }
+
     /// Committed length of the file.
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
@@ -743,13 +757,18 @@ impl Segment {
         }
         let start = pos;
         let mut end = pos;
-        while end < data.len() && (end == start || end - start < max_bytes) {
+        // Batches emptied by compaction (no records) do not count as the one batch a read
+        // returns whatever `max_bytes`: the slice goes on to the next batch holding a record
+        // (in this segment), so a read in a gap gives the next survivor.
+        let mut has_records = false;
+        while end < data.len() && (!has_records || end - start < max_bytes) {
             // Only batches published when the caller looked are below the committed end, and
             // they are whole (the next offset is published after the bytes).
             let view = self.batch_at(data, end, at, offset)?;
-            if end > start && end - start + view.len() > max_bytes {
+            if has_records && end - start + view.len() > max_bytes {
                 break;
             }
+            has_records |= view.records_count() > 0;
             end += view.len();
             at = view.last_offset() as u64 + 1;
         }

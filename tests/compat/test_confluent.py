@@ -177,10 +177,49 @@ def test_transactional_producer_refused_at_once():
     expect("transactions are not supported" in err.str(), f"no reason given: {err}")
 
 
+def test_group_admin():
+    """Issue 13: the AdminClient sees an active group (list, describe with its member), cannot
+    delete it while the member is live, and resets and deletes it once the member left."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    group = name("cf-admin")
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": group, "client.id": "cf-admin-app",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c.subscribe([GROUP_TOPIC])
+    deadline = time.time() + 30
+    while not c.assignment() and time.time() < deadline:
+        c.poll(0.2)
+    expect(c.assignment(), "the consumer got partitions")
+    c.commit(offsets=[TopicPartition(GROUP_TOPIC, 0, 1)], asynchronous=False)
+    listed = {g.group_id: g for g in admin.list_consumer_groups().result(timeout=10).valid}
+    expect(group in listed, f"active group listed: {sorted(listed)}")
+    expect(str(listed[group].state) == "ConsumerGroupState.STABLE", f"state {listed[group].state}")
+    d = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    expect(len(d.members) == 1, f"members {d.members}")
+    m = d.members[0]
+    expect(m.client_id == "cf-admin-app" and m.host == "/127.0.0.1", f"member {m.client_id} {m.host}")
+    expect(len(m.assignment.topic_partitions) == 3, f"assignment {m.assignment.topic_partitions}")
+    try:
+        admin.delete_consumer_groups([group])[group].result(timeout=10)
+        raise AssertionError("a group with a live member was deleted")
+    except KafkaException as e:
+        expect(e.args[0].code() == KafkaError.NON_EMPTY_GROUP, f"code: {e}")
+    c.close()
+    admin.alter_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group, [TopicPartition(GROUP_TOPIC, 0, 0)])])[group].result(timeout=10)
+    off = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=10)
+    expect([(tp.partition, tp.offset) for tp in off.topic_partitions] == [(0, 0)],
+           f"offsets {off.topic_partitions}")
+    admin.delete_consumer_groups([group])[group].result(timeout=10)
+    listed = [g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid]
+    expect(group not in listed, f"deleted group still listed: {listed}")
+
+
 if __name__ == "__main__":
     check("confluent: metadata advertises the listener", test_metadata)
     check("confluent: create topic with 3 partitions", test_create_topic)
     check("confluent: 10,000 keyed lz4 acks=all, exact consume by assignment", test_produce_consume_exact)
     check("confluent: group share, leave, takeover, restart resumes", test_group_share_leave_takeover_restart)
     check("confluent: transactional producer fails at once, fatal", test_transactional_producer_refused_at_once)
+    check("confluent: group admin: list, describe, delete refused then done, offsets altered", test_group_admin)
     finish()

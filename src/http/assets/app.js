@@ -152,11 +152,37 @@ function selectTopic(name) {
     syncBrowserSelects();
   }
   renderTopics();
+  refreshTopicDetail().catch(showError);
+}
+
+// The selected topic's id and configs: every config with its value and where it comes from
+// (set on the topic, a broker flag, or the default); the ones set on the topic stand out.
+async function refreshTopicDetail() {
+  const name = state.selectedTopic;
+  if (!name || !state.topics.some((t) => t.name === name)) {
+    $("topic-detail").hidden = true;
+    return;
+  }
+  const t = await api("/api/topics/" + encodeURIComponent(name));
+  if (state.selectedTopic !== name) return; // another topic was chosen meanwhile
+  $("topic-detail-name").textContent = t.name;
+  $("topic-detail-id").textContent = t.topic_id ? "id " + t.topic_id : "";
+  replaceRows($("topic-configs-body"), (t.configs || []).map((c) => el("tr", {
+    "data-config": c.name,
+    "data-source": c.source,
+    class: c.source === "topic" ? "config-set" : "",
+  },
+    el("td", {}, c.name),
+    el("td", {}, c.value === null ? "–" : c.value),
+    el("td", {}, c.source + (c.read_only ? " (read-only)" : "")))),
+  t.offline ? "offline: " + t.offline : "no configs", 3);
+  $("topic-detail").hidden = false;
 }
 
 async function refreshTopics() {
   state.topics = await api("/api/topics");
   renderTopics();
+  await refreshTopicDetail();
 }
 
 // ---- groups --------------------------------------------------------------------------------
@@ -177,9 +203,17 @@ async function refreshGroups() {
   if (state.selectedGroup && groups.some((g) => g.group === state.selectedGroup)) {
     const d = await api("/api/groups/" + encodeURIComponent(state.selectedGroup));
     $("group-detail-name").textContent = d.group;
-    $("group-detail-members").textContent = d.members.length
-      ? "members: " + d.members.join(", ")
-      : "no live members (offsets only)";
+    $("group-detail-members").textContent = "state: " + d.state + " · " + (d.members.length
+      ? d.members.length + " live member" + (d.members.length === 1 ? "" : "s")
+      : "no live members (offsets only)");
+    const details = d.member_details || [];
+    replaceRows($("group-members-body"), details.map((m) => el("tr", {},
+      el("td", {}, m.member_id),
+      el("td", {}, m.client_id),
+      el("td", {}, m.client_host),
+      el("td", {}, m.assigned.map(([t, ps]) => t + ": " + ps.join(",")).join("; ") || "–"))),
+    "no live members", 4);
+    $("group-members").hidden = details.length === 0;
     replaceRows($("group-detail-body"), d.offsets.map((o) => el("tr", {},
       el("td", {}, o.topic),
       el("td", { class: "num" }, o.partition),

@@ -1,6 +1,8 @@
-//! The consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, LeaveGroup, OffsetCommit and
-//! OffsetFetch (Heartbeat is one line in the dispatch).
+//! The consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, LeaveGroup, OffsetCommit,
+//! OffsetFetch (Heartbeat is one line in the dispatch), and their administration: ListGroups,
+//! DescribeGroups, DeleteGroups, OffsetDelete. The coordinator's state lives in the broker.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -8,8 +10,12 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
 
 use super::{Ctx, NODE_ID, TRANSACTIONS_REFUSED, broker_error_code, code, s};
+use crate::broker::coordinator::{JoinOutcome, JoinParams, Reply, SyncOutcome};
 use crate::broker::validate_group_name;
-use crate::kafka::group::{JoinOutcome, JoinParams, Reply, SyncOutcome};
+use crate::kafka::consumer_protocol;
+
+/// Longest metadata string an OffsetCommit may carry (Kafka's offset.metadata.max.bytes).
+const MAX_COMMIT_METADATA_BYTES: usize = 4096;
 
 pub(super) fn find_coordinator(
     ctx: &Ctx,
@@ -71,6 +77,7 @@ pub(super) async fn join_group(
     r: JoinGroupRequest,
     v: i16,
     client_id: String,
+    peer: SocketAddr,
 ) -> JoinGroupResponse {
     let outcome = if let Err(e) = validate_group_name(&r.group_id) {
         JoinOutcome {
@@ -93,6 +100,13 @@ pub(super) async fn join_group(
             group_id: r.group_id.to_string(),
             member_id: r.member_id.to_string(),
             client_id,
+            // As Kafka shows it: "/" and the address of the member's connection.
+            client_host: format!("/{}", peer.ip()),
+            group_instance_id: if v >= 5 {
+                r.group_instance_id.as_ref().map(|i| i.to_string())
+            } else {
+                None
+            },
             session_timeout: session,
             rebalance_timeout: rebalance,
             protocol_type: r.protocol_type.to_string(),
@@ -216,7 +230,7 @@ pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCo
         ),
     };
     // Per partition: an error code decided here, or its index in `batch`.
-    let mut batch: Vec<(String, u32, u64)> = Vec::new();
+    let mut batch: Vec<(String, u32, u64, String)> = Vec::new();
     let slots: Vec<Vec<Result<usize, i16>>> = r
         .topics
         .iter()
@@ -228,11 +242,18 @@ pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCo
                         Err(group_err)
                     } else if p.partition_index < 0 || p.committed_offset < 0 {
                         Err(code(ResponseError::InvalidCommitOffsetSize))
+                    } else if p
+                        .committed_metadata
+                        .as_ref()
+                        .is_some_and(|m| m.len() > MAX_COMMIT_METADATA_BYTES)
+                    {
+                        Err(code(ResponseError::OffsetMetadataTooLarge))
                     } else {
                         batch.push((
                             t.name.to_string(),
                             p.partition_index as u32,
                             p.committed_offset as u64,
+                            p.committed_metadata.as_deref().unwrap_or("").to_string(),
                         ));
                         Ok(batch.len() - 1)
                     }
@@ -245,7 +266,8 @@ pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCo
         Vec::new()
     } else {
         let (broker, group) = (ctx.broker.clone(), r.group_id.to_string());
-        match tokio::task::spawn_blocking(move || broker.commit_offsets(&group, &batch)).await {
+        let commit = move || broker.commit_offsets_with_metadata(&group, &batch);
+        match tokio::task::spawn_blocking(commit).await {
             Ok(Ok(checks)) => {
                 checks.iter().map(|c| c.as_ref().map_or_else(broker_error_code, |()| 0)).collect()
             }
@@ -290,8 +312,10 @@ pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCo
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// One topic's committed offsets: (partition, offset or -1, error code) per partition.
-type TopicOffsets = (String, Vec<(i32, i64, i16)>);
+/// One partition's committed position: (partition, offset or -1, metadata, error code).
+type PartitionOffset = (i32, i64, String, i16);
+/// One topic's committed offsets.
+type TopicOffsets = (String, Vec<PartitionOffset>);
 
 /// The committed offsets of a group: for the named (topic, partitions), or all it has.
 fn committed(
@@ -321,12 +345,18 @@ fn committed(
                 .into_iter()
                 .map(|p| {
                     if p < 0 {
-                        return (p, -1, code(ResponseError::UnknownTopicOrPartition));
+                        return (
+                            p,
+                            -1,
+                            String::new(),
+                            code(ResponseError::UnknownTopicOrPartition),
+                        );
                     }
-                    match ctx.broker.committed_offset(group, &topic, p as u32) {
-                        Ok(o) => (p, o.map_or(-1, |o| o as i64), 0),
+                    match ctx.broker.committed_offset_with_metadata(group, &topic, p as u32) {
+                        Ok(Some((o, m))) => (p, o as i64, m, 0),
+                        Ok(None) => (p, -1, String::new(), 0),
                         // No commit yet for a topic the broker does not know is just "none".
-                        Err(_) => (p, -1, 0),
+                        Err(_) => (p, -1, String::new(), 0),
                     }
                 })
                 .collect();
@@ -355,10 +385,11 @@ pub(super) fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFe
                                     .with_partitions(
                                         parts
                                             .into_iter()
-                                            .map(|(p, o, e)| {
+                                            .map(|(p, o, m, e)| {
                                                 offset_fetch_response::OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
                                                     .with_committed_offset(o)
+                                                    .with_metadata(Some(s(&m)))
                                                     .with_error_code(e)
                                             })
                                             .collect(),
@@ -386,10 +417,11 @@ pub(super) fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFe
                         .with_partitions(
                             parts
                                 .into_iter()
-                                .map(|(p, o, e)| {
+                                .map(|(p, o, m, e)| {
                                     offset_fetch_response::OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(o)
+                                        .with_metadata(Some(s(&m)))
                                         .with_error_code(e)
                                 })
                                 .collect(),
@@ -400,4 +432,191 @@ pub(super) fn offset_fetch(ctx: &Ctx, r: OffsetFetchRequest, v: i16) -> OffsetFe
         Err(c) if v >= 2 => OffsetFetchResponse::default().with_error_code(c),
         Err(_) => OffsetFetchResponse::default(),
     }
+}
+
+pub(super) fn list_groups(ctx: &Ctx, r: ListGroupsRequest, v: i16) -> ListGroupsResponse {
+    // Filters are empty (everything) before the versions that carry them.
+    let states: Vec<String> = if v >= 4 {
+        r.states_filter.iter().map(|f| f.to_lowercase()).collect()
+    } else {
+        Vec::new()
+    };
+    let types: Vec<String> =
+        if v >= 5 { r.types_filter.iter().map(|f| f.to_lowercase()).collect() } else { Vec::new() };
+    // Every group here is a classic group (KIP-848's "consumer" groups are not served).
+    if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+        return ListGroupsResponse::default();
+    }
+    let groups = ctx
+        .broker
+        .list_group_states()
+        .into_iter()
+        .filter(|(_, state, _)| states.is_empty() || states.contains(&state.to_lowercase()))
+        .map(|(group, state, protocol_type)| {
+            let mut g = list_groups_response::ListedGroup::default()
+                .with_group_id(s(&group).into())
+                .with_protocol_type(s(&protocol_type));
+            if v >= 4 {
+                g = g.with_group_state(s(&state));
+            }
+            if v >= 5 {
+                g = g.with_group_type(s("classic"));
+            }
+            g
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub(super) fn describe_groups(
+    ctx: &Ctx,
+    r: DescribeGroupsRequest,
+    v: i16,
+) -> DescribeGroupsResponse {
+    let groups = r
+        .groups
+        .iter()
+        .map(|group_id| {
+            let mut g =
+                describe_groups_response::DescribedGroup::default().with_group_id(group_id.clone());
+            if v >= 3 {
+                // Not asked for (or not known): Kafka's "unset" value.
+                g = g.with_authorized_operations(i32::MIN);
+            }
+            if let Err(e) = validate_group_name(group_id) {
+                return g.with_error_code(broker_error_code(&e)).with_group_state(s("Dead"));
+            }
+            let described = ctx.coordinator().describe(group_id);
+            let Some(d) = described else {
+                // Offsets only: Empty (a "simple" group: no protocol type, as ListGroups says);
+                // unknown: Dead (error NONE, as Kafka before v6).
+                let status = ctx.broker.group_status(group_id, |_| Vec::new());
+                return g.with_group_state(s(&status.state));
+            };
+            let members = d
+                .members
+                .into_iter()
+                .map(|m| {
+                    let mut dm = describe_groups_response::DescribedGroupMember::default()
+                        .with_member_id(s(&m.member_id))
+                        .with_client_id(s(&m.client_id))
+                        .with_client_host(s(&m.client_host))
+                        .with_member_metadata(m.metadata)
+                        .with_member_assignment(m.assignment);
+                    if v >= 4 {
+                        dm = dm.with_group_instance_id(m.group_instance_id.as_deref().map(s));
+                    }
+                    dm
+                })
+                .collect();
+            g.with_group_state(s(d.state.name()))
+                .with_protocol_type(s(&d.protocol_type))
+                .with_protocol_data(s(&d.protocol))
+                .with_members(members)
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub(super) async fn delete_groups(ctx: &Ctx, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(r.groups_names.len());
+    for group in &r.groups_names {
+        let (broker, name) = (ctx.broker.clone(), group.to_string());
+        let err = match tokio::task::spawn_blocking(move || broker.delete_group(&name)).await {
+            Ok(Ok(())) => {
+                tracing::info!(group = group.as_str(), "consumer group deleted");
+                0
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(group = group.as_str(), error = %e, "DeleteGroups refused");
+                broker_error_code(&e)
+            }
+            Err(e) => {
+                tracing::error!(group = group.as_str(), error = %e, "group delete task failed");
+                code(ResponseError::UnknownServerError)
+            }
+        };
+        results.push(
+            delete_groups_response::DeletableGroupResult::default()
+                .with_group_id(group.clone())
+                .with_error_code(err),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+pub(super) async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    if let Err(e) = validate_group_name(&r.group_id) {
+        return OffsetDeleteResponse::default().with_error_code(broker_error_code(&e));
+    }
+    // Topics a live member subscribes to keep their offsets (GROUP_SUBSCRIBED_TO_TOPIC).
+    let described = ctx.coordinator().describe(&r.group_id);
+    let subscribed: Vec<String> = described
+        .iter()
+        .flat_map(|d| d.members.iter())
+        .flat_map(|m| consumer_protocol::subscribed_topics(&m.metadata))
+        .collect();
+    if let Some(d) = &described
+        && !d.members.is_empty()
+        && d.protocol_type != "consumer"
+    {
+        // Kafka's rule: only a consumer group's subscriptions can be checked.
+        return OffsetDeleteResponse::default().with_error_code(code(ResponseError::NonEmptyGroup));
+    }
+    let mut deletable: Vec<(String, u32)> = Vec::new();
+    let mut per_topic: Vec<(TopicName, Vec<(i32, i16)>)> = Vec::new();
+    for t in &r.topics {
+        let busy = subscribed.iter().any(|s| s.as_str() == t.name.as_str());
+        let parts = t
+            .partitions
+            .iter()
+            .map(|p| {
+                let err = if busy {
+                    code(ResponseError::GroupSubscribedToTopic)
+                } else if p.partition_index < 0 {
+                    code(ResponseError::UnknownTopicOrPartition)
+                } else {
+                    deletable.push((t.name.to_string(), p.partition_index as u32));
+                    0
+                };
+                (p.partition_index, err)
+            })
+            .collect();
+        per_topic.push((t.name.clone(), parts));
+    }
+    let (broker, group) = (ctx.broker.clone(), r.group_id.to_string());
+    let outcome =
+        tokio::task::spawn_blocking(move || broker.delete_group_offsets(&group, &deletable)).await;
+    let top = match outcome {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            tracing::debug!(group = r.group_id.as_str(), error = %e, "OffsetDelete refused");
+            broker_error_code(&e)
+        }
+        Err(e) => {
+            tracing::error!(group = r.group_id.as_str(), error = %e, "offset delete task failed");
+            code(ResponseError::UnknownServerError)
+        }
+    };
+    if top != 0 {
+        return OffsetDeleteResponse::default().with_error_code(top);
+    }
+    let topics = per_topic
+        .into_iter()
+        .map(|(name, parts)| {
+            offset_delete_response::OffsetDeleteResponseTopic::default()
+                .with_name(name)
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, e)| {
+                            offset_delete_response::OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_error_code(e)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
 }

@@ -3,7 +3,8 @@
 //! Kafka error codes. Never touches sockets (the server does) or storage internals (the broker
 //! does).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::SocketAddr;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::kafka::splice::Part;
@@ -13,10 +14,12 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::KafkaError;
 use super::codec::{self, DecodedRequest};
-use super::group::Coordinator;
+use crate::broker::coordinator::Coordinator;
 use crate::broker::{Broker, BrokerError};
 use crate::metrics::{Listener, snake_case};
 
+mod admin;
+mod configs;
 mod fetch;
 mod groups;
 mod metadata;
@@ -25,6 +28,9 @@ mod topics;
 
 /// Our one broker's node id: we are every partition's leader and every group's coordinator.
 const NODE_ID: i32 = 0;
+/// The cluster id DescribeCluster (and Metadata) report. A broker keeps no id of its own, so
+/// every minikafka has this fixed one; clients only compare it between their own connections.
+const CLUSTER_ID: &str = "minikafka";
 /// Longest a Fetch may long-poll, whatever the client asks.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 /// Most partitions one Fetch/Produce/ListOffsets request may name.
@@ -91,6 +97,8 @@ pub(crate) fn broker_error_code(e: &BrokerError) -> i16 {
         | BrokerError::PartitionOffline { .. }
         | BrokerError::GroupOffline { .. }
         | BrokerError::DataDirInUse { .. } => code(ResponseError::KafkaStorageError),
+        BrokerError::GroupNotEmpty { .. } => code(ResponseError::NonEmptyGroup),
+        BrokerError::UnknownGroup { .. } => code(ResponseError::GroupIdNotFound),
         BrokerError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
     }
 }
@@ -107,19 +115,17 @@ pub(crate) struct HandlerConfig {
 /// Everything shared by the connections of one Kafka listener.
 pub(crate) struct Ctx {
     pub broker: Arc<Broker>,
-    pub coordinator: Mutex<Coordinator>,
     pub config: HandlerConfig,
 }
 
 impl Ctx {
     pub(crate) fn new(broker: Arc<Broker>, config: HandlerConfig) -> Self {
-        Ctx { broker, coordinator: Mutex::new(Coordinator::new()), config }
+        Ctx { broker, config }
     }
 
+    /// The broker's consumer-group coordinator.
     pub(crate) fn coordinator(&self) -> MutexGuard<'_, Coordinator> {
-        // A panic while holding the lock would be a bug in the state machine; its state is still
-        // the best we have, so keep serving rather than poisoning every group.
-        self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+        self.broker.coordinator()
     }
 }
 
@@ -142,10 +148,15 @@ fn error_kind(error_code: i16) -> String {
 }
 
 /// Handles one decoded request. `Ok(None)` means no response is due (Produce with acks=0).
-pub(crate) async fn handle(ctx: &Ctx, req: DecodedRequest) -> Result<Option<Frame>, KafkaError> {
+/// `peer` is the client's address (DescribeGroups reports it as the member's host).
+pub(crate) async fn handle(
+    ctx: &Ctx,
+    req: DecodedRequest,
+    peer: SocketAddr,
+) -> Result<Option<Frame>, KafkaError> {
     let metrics = ctx.broker.metrics().clone();
     metrics.record_request(Listener::Kafka, snake_case(&format!("{:?}", req.key)));
-    let result = handle_request(ctx, req).await;
+    let result = handle_request(ctx, req, peer).await;
     if let Err(e) = &result {
         let kind = match e {
             KafkaError::FrameTooLarge { .. } => "frame_too_large",
@@ -159,7 +170,11 @@ pub(crate) async fn handle(ctx: &Ctx, req: DecodedRequest) -> Result<Option<Fram
     result
 }
 
-async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Frame>, KafkaError> {
+async fn handle_request(
+    ctx: &Ctx,
+    mut req: DecodedRequest,
+    peer: SocketAddr,
+) -> Result<Option<Frame>, KafkaError> {
     let v = req.header.request_api_version;
     match req.key {
         ApiKey::ApiVersions => {
@@ -212,7 +227,8 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Fra
         }
         ApiKey::JoinGroup => {
             let client_id = req.header.client_id.as_deref().unwrap_or("").to_string();
-            let body = groups::join_group(ctx, codec::decode_body(&mut req)?, v, client_id).await;
+            let body =
+                groups::join_group(ctx, codec::decode_body(&mut req)?, v, client_id, peer).await;
             encode(&req, &body)
         }
         ApiKey::SyncGroup => {
@@ -239,6 +255,47 @@ async fn handle_request(ctx: &Ctx, mut req: DecodedRequest) -> Result<Option<Fra
         }
         ApiKey::OffsetFetch => {
             let body = groups::offset_fetch(ctx, codec::decode_body(&mut req)?, v);
+            encode(&req, &body)
+        }
+        ApiKey::ListGroups => {
+            let body = groups::list_groups(ctx, codec::decode_body(&mut req)?, v);
+            encode(&req, &body)
+        }
+        ApiKey::DescribeGroups => {
+            let body = groups::describe_groups(ctx, codec::decode_body(&mut req)?, v);
+            encode(&req, &body)
+        }
+        ApiKey::DeleteGroups => {
+            let body = groups::delete_groups(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::OffsetDelete => {
+            let body = groups::offset_delete(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        // Configs and topic administration (issue 13).
+        ApiKey::DescribeConfigs => {
+            let body = configs::describe_configs(ctx, codec::decode_body(&mut req)?, v);
+            encode(&req, &body)
+        }
+        ApiKey::AlterConfigs => {
+            let body = configs::alter_configs(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let body = configs::incremental_alter_configs(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::CreatePartitions => {
+            let body = admin::create_partitions(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::DeleteRecords => {
+            let body = admin::delete_records(ctx, codec::decode_body(&mut req)?).await;
+            encode(&req, &body)
+        }
+        ApiKey::DescribeCluster => {
+            let body = admin::describe_cluster(ctx, codec::decode_body(&mut req)?, v);
             encode(&req, &body)
         }
         other => Err(KafkaError::UnsupportedApi { api_key: other as i16, version: v }),

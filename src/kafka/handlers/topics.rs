@@ -1,7 +1,10 @@
 //! Topic administration: CreateTopics, DeleteTopics and ListOffsets.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -11,8 +14,10 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse,
 };
 
-use super::{Ctx, MAX_PARTITIONS_PER_REQUEST, broker_error_code, code, s};
-use crate::broker::{Broker, validate_topic_name};
+use super::{Ctx, MAX_PARTITIONS_PER_REQUEST, NODE_ID, broker_error_code, code, s};
+use crate::broker::topic_config::{ConfigEntry, TopicConfigs};
+use crate::broker::{Broker, BrokerError};
+use uuid::Uuid;
 
 /// Most topics one CreateTopics or DeleteTopics request may name; the rest are refused with
 /// POLICY_VIOLATION. Each topic is a few fsyncs, so this bounds one request's file work.
@@ -68,61 +73,147 @@ fn create_topics_now(
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let name = t.name.to_string();
-            let partitions =
-                if t.num_partitions == -1 { default_partitions as i32 } else { t.num_partitions };
-            let mut res = CreatableTopicResult::default().with_name(t.name.clone());
-            let err: Result<(), (i16, String)> = if i >= MAX_TOPICS_PER_REQUEST {
+            let res = CreatableTopicResult::default().with_name(t.name.clone());
+            let created = if i >= MAX_TOPICS_PER_REQUEST {
                 Err(too_many_topics())
-            } else if partitions <= 0 {
-                Err((
-                    code(ResponseError::InvalidPartitions),
-                    "partition count must be positive".to_string(),
-                ))
-            } else if t.replication_factor != -1 && t.replication_factor != 1 {
-                Err((
-                    code(ResponseError::InvalidReplicationFactor),
-                    "a single broker holds exactly one replica".to_string(),
-                ))
-            } else if !t.assignments.is_empty() {
-                Err((
-                    code(ResponseError::InvalidRequest),
-                    "manual replica assignment is not supported".to_string(),
-                ))
-            } else if r.validate_only {
-                match (validate_topic_name(&name), broker.describe_topic(&name)) {
-                    (Err(e), _) => Err((broker_error_code(&e), e.to_string())),
-                    (Ok(()), Ok(_)) => Err((
-                        code(ResponseError::TopicAlreadyExists),
-                        format!("topic {name} exists"),
-                    )),
-                    (Ok(()), Err(_)) => Ok(()),
-                }
             } else {
-                broker
-                    .create_topic(
-                        &name,
-                        partitions as u32,
-                        crate::broker::topic_config::TopicConfigs::default(),
-                        false,
-                    )
-                    .map(|_| ())
-                    .map_err(|e| (broker_error_code(&e), e.to_string()))
+                create_one(broker, default_partitions, t, r.validate_only)
             };
-            match err {
-                Ok(()) => {
-                    if v >= 5 {
-                        res = res.with_num_partitions(partitions).with_replication_factor(1);
-                    }
-                }
+            match created {
+                Ok(c) => created_result(res, c, v),
+                // From v5: counts -1 (the defaults) and null configs for a topic not created, as Kafka.
                 Err((c, msg)) => {
-                    res = res.with_error_code(c).with_error_message(Some(s(&msg)));
+                    let res = res.with_error_code(c).with_error_message(Some(s(&msg)));
+                    if v >= FIRST_CONFIGS_VERSION { res.with_configs(None) } else { res }
                 }
             }
-            res
         })
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
+}
+
+/// First CreateTopics version whose result carries the counts and configs of the topic.
+const FIRST_CONFIGS_VERSION: i16 = 5;
+/// First CreateTopics version whose result carries the topic id.
+const FIRST_TOPIC_ID_VERSION: i16 = 7;
+
+/// A topic CreateTopics made (or, with validate_only, would make).
+struct Created {
+    partitions: i32,
+    topic_id: [u8; 16],
+    /// Every config of the topic with its source, as DescribeConfigs shows them.
+    configs: Vec<ConfigEntry>,
+}
+
+/// Checks one CreatableTopic and creates it; (error code, message) when refused, with nothing
+/// created.
+fn create_one(
+    broker: &Broker,
+    default_partitions: u32,
+    t: &CreatableTopic,
+    validate_only: bool,
+) -> Result<Created, (i16, String)> {
+    let name = t.name.as_str();
+    let invalid_partitions = |m: String| (code(ResponseError::InvalidPartitions), m);
+    let invalid_assignment = |m: String| (code(ResponseError::InvalidReplicaAssignment), m);
+    let partitions = if t.assignments.is_empty() {
+        match t.replication_factor {
+            -1 | 1 => {}
+            rf => {
+                let m = if rf <= 0 {
+                    format!(
+                        "replication factor {rf}: it must be larger than 0, or -1 for the default"
+                    )
+                } else {
+                    format!("replication factor {rf} is larger than the 1 available broker")
+                };
+                return Err((code(ResponseError::InvalidReplicationFactor), m));
+            }
+        }
+        match t.num_partitions {
+            -1 => default_partitions as i32,
+            n if n <= 0 => {
+                return Err(invalid_partitions(format!(
+                    "partition count {n}: it must be larger than 0, or -1 for the default"
+                )));
+            }
+            n => n,
+        }
+    } else {
+        // Manual replica assignment: the counts come from it, and every replica must be us.
+        if t.num_partitions != -1 || t.replication_factor != -1 {
+            return Err((
+                code(ResponseError::InvalidRequest),
+                "with a replica assignment, num_partitions and replication_factor must be -1"
+                    .to_string(),
+            ));
+        }
+        let mut indexes: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
+        indexes.sort_unstable();
+        if indexes.iter().enumerate().any(|(i, &p)| p != i as i32) {
+            return Err(invalid_assignment(format!(
+                "partitions {indexes:?}: they must be consecutive from 0"
+            )));
+        }
+        if let Some(a) =
+            t.assignments.iter().find(|a| a.broker_ids.iter().map(|b| b.0).ne([NODE_ID]))
+        {
+            let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+            return Err(invalid_assignment(format!(
+                "partition {}: replicas {ids:?}; this single broker ({NODE_ID}) holds every \
+                 partition, so each assignment must be [{NODE_ID}]",
+                a.partition_index
+            )));
+        }
+        t.assignments.len() as i32
+    };
+    let pairs: Vec<(String, Option<String>)> = t
+        .configs
+        .iter()
+        .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+        .collect();
+    let refused = |e: BrokerError| (broker_error_code(&e), e.to_string());
+    let configs = TopicConfigs::parse(&pairs).map_err(refused)?;
+    // What the topic would show: its set configs over the broker's defaults. A created topic is
+    // described from the broker (the same, unless it was altered or deleted in between).
+    let would_show = configs.describe(&broker.config().log);
+    let d =
+        broker.create_topic(name, partitions as u32, configs, validate_only).map_err(refused)?;
+    let configs = if validate_only {
+        would_show
+    } else {
+        tracing::info!(topic = name, partitions, configs = pairs.len(), "topic created over Kafka");
+        broker.describe_topic_configs(name).unwrap_or(would_show)
+    };
+    // validate_only: a nil id, as Kafka answers for a topic it did not create.
+    Ok(Created { partitions, topic_id: d.topic_id, configs })
+}
+
+/// The result of a created topic: from v5 its counts and every config with its source (as
+/// DescribeConfigs shows them), from v7 its id.
+fn created_result(mut res: CreatableTopicResult, c: Created, v: i16) -> CreatableTopicResult {
+    if v >= FIRST_CONFIGS_VERSION {
+        let configs = c
+            .configs
+            .iter()
+            .map(|e| {
+                CreatableTopicConfigs::default()
+                    .with_name(s(&e.name))
+                    .with_value(if e.sensitive { None } else { e.value.as_deref().map(s) })
+                    .with_read_only(e.read_only)
+                    .with_config_source(super::configs::source_code(e.source))
+                    .with_is_sensitive(e.sensitive)
+            })
+            .collect();
+        res = res
+            .with_num_partitions(c.partitions)
+            .with_replication_factor(1)
+            .with_configs(Some(configs));
+    }
+    if v >= FIRST_TOPIC_ID_VERSION {
+        res = res.with_topic_id(Uuid::from_bytes(c.topic_id));
+    }
+    res
 }
 
 /// Deletes the topics off the async workers, at most [`MAX_TOPICS_PER_REQUEST`] of them.

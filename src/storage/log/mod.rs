@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
+pub use self::compaction::{CompactionStats, Throttle};
 use crate::batch::{self, BatchError, BatchSummary, Compression};
 use crate::record::{self, NewRecord, Record};
 use crate::storage::fs::{FileSystem, RealFs, write_atomic};
@@ -934,6 +935,7 @@ fn is_data_sync_failure(e: &StorageError) -> bool {
     matches!(e, StorageError::Io { op, .. } if op.starts_with("fdatasync"))
 }
 
+mod compaction;
 mod retention;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! The consumer-group coordinator: Kafka's classic rebalance protocol (JoinGroup, SyncGroup,
+//! The consumer-group coordinator (owned by the broker; the Kafka listener drives it, the native
+//! server and the console read it): Kafka's classic rebalance protocol (JoinGroup, SyncGroup,
 //! Heartbeat, LeaveGroup) as a state machine with time passed in, so it is tested without sockets
 //! or clocks. It owns group membership, generations and assignments (in memory; a restart makes
 //! every member rejoin, as a coordinator failover would). It never stores offsets: committed
@@ -15,7 +16,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
 /// Session timeouts a member may ask for (Kafka's group.min/max.session.timeout.ms, with a lower
@@ -31,8 +31,22 @@ const MAX_MEMBERS_PER_GROUP: usize = 1_000;
 /// `MAX_SESSION_TIMEOUT`.
 const MAX_PENDING_MEMBERS: usize = 10_000;
 
-fn code(e: ResponseError) -> i16 {
-    e.code()
+/// Why the coordinator refuses a request. Numbered as Kafka's error codes: the classic group
+/// protocol defined them, and the Kafka listener sends them as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i16)]
+pub(crate) enum GroupError {
+    IllegalGeneration = 22,
+    InconsistentGroupProtocol = 23,
+    UnknownMemberId = 25,
+    InvalidSessionTimeout = 26,
+    RebalanceInProgress = 27,
+    GroupMaxSizeReached = 81,
+    MemberIdRequired = 79,
+}
+
+fn code(e: GroupError) -> i16 {
+    e as i16
 }
 
 /// A reply available now, or one that arrives when the group reaches the right state.
@@ -48,6 +62,10 @@ pub(crate) struct JoinParams {
     pub group_id: String,
     pub member_id: String,
     pub client_id: String,
+    /// The address of the member's connection, as DescribeGroups reports it.
+    pub client_host: String,
+    /// JoinGroup v5+ static membership id, kept to be described.
+    pub group_instance_id: Option<String>,
     pub session_timeout: Duration,
     pub rebalance_timeout: Duration,
     pub protocol_type: String,
@@ -71,7 +89,7 @@ pub(crate) struct JoinOutcome {
 }
 
 impl JoinOutcome {
-    fn error(error: ResponseError, member_id: &str) -> Self {
+    fn error(error: GroupError, member_id: &str) -> Self {
         JoinOutcome {
             error_code: code(error),
             generation_id: -1,
@@ -94,7 +112,7 @@ pub(crate) struct SyncOutcome {
 }
 
 impl SyncOutcome {
-    fn error(error: ResponseError) -> Self {
+    fn error(error: GroupError) -> Self {
         SyncOutcome {
             error_code: code(error),
             protocol_type: None,
@@ -112,8 +130,47 @@ pub(crate) enum GroupState {
     Stable,
 }
 
+impl GroupState {
+    /// The state's name as Kafka spells it (ListGroups, DescribeGroups, the console).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+/// One live member as DescribeGroups shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// The member's metadata for the group's chosen protocol (for a consumer: its
+    /// subscription), or for its first protocol before one is chosen.
+    pub metadata: Bytes,
+    /// What the leader assigned it (for a consumer: its partitions); empty until then.
+    pub assignment: Bytes,
+}
+
+/// A group the coordinator knows: its state and live members.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    /// The chosen protocol (the assignor), empty until the first join round completes.
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
 #[derive(Debug)]
 struct Member {
+    client_id: String,
+    client_host: String,
+    group_instance_id: Option<String>,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
@@ -176,7 +233,7 @@ impl Group {
         }
         for m in self.members.values_mut() {
             if let Some(tx) = m.sync_waiter.take() {
-                let _ = tx.send(SyncOutcome::error(ResponseError::RebalanceInProgress));
+                let _ = tx.send(SyncOutcome::error(GroupError::RebalanceInProgress));
             }
         }
         let timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
@@ -184,7 +241,7 @@ impl Group {
         self.rebalance_deadline = now + timeout;
     }
 
-    fn remove_member(&mut self, id: &str, why: ResponseError) {
+    fn remove_member(&mut self, id: &str, why: GroupError) {
         if let Some(mut m) = self.members.remove(id) {
             if let Some(tx) = m.join_waiter.take() {
                 let _ = tx.send(JoinOutcome::error(why, id));
@@ -282,6 +339,66 @@ impl Coordinator {
         self.groups.get(group_id).map(|g| g.members.keys().cloned().collect()).unwrap_or_default()
     }
 
+    /// Whether a group has live members (joined, or waiting in a join round).
+    pub(crate) fn has_members(&self, group_id: &str) -> bool {
+        self.groups.get(group_id).is_some_and(|g| !g.members.is_empty())
+    }
+
+    /// Every group the coordinator knows (with members, or pending member ids), with its state
+    /// and protocol type, sorted by name.
+    pub(crate) fn list(&self) -> Vec<(String, GroupState, String)> {
+        let mut v: Vec<(String, GroupState, String)> = self
+            .groups
+            .iter()
+            .map(|(name, g)| (name.clone(), g.state, g.protocol_type.clone().unwrap_or_default()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// A group's state and members, if the coordinator knows it.
+    pub(crate) fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let g = self.groups.get(group_id)?;
+        let members = g
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let metadata = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| g.protocol.as_ref().is_none_or(|p| p == n))
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default();
+                MemberDescription {
+                    member_id: id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata,
+                    assignment: m.assignment.clone(),
+                }
+            })
+            .collect();
+        Some(GroupDescription {
+            state: g.state,
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: g.protocol.clone().unwrap_or_default(),
+            members,
+        })
+    }
+
+    /// Forgets a group without members (DeleteGroups): its pending member ids go with it.
+    /// Returns false, changing nothing, while it has members.
+    pub(crate) fn forget(&mut self, group_id: &str) -> bool {
+        if self.has_members(group_id) {
+            return false;
+        }
+        if let Some(g) = self.groups.remove(group_id) {
+            self.pending_total = self.pending_total.saturating_sub(g.pending.len());
+        }
+        true
+    }
+
     /// The state of a group, if the coordinator knows it.
     #[cfg(test)]
     pub(crate) fn state(&self, group_id: &str) -> Option<(GroupState, i32, usize)> {
@@ -309,16 +426,10 @@ impl Coordinator {
 
     pub(crate) fn join(&mut self, now: Instant, p: JoinParams) -> Reply<JoinOutcome> {
         if p.session_timeout < MIN_SESSION_TIMEOUT || p.session_timeout > MAX_SESSION_TIMEOUT {
-            return Reply::Now(JoinOutcome::error(
-                ResponseError::InvalidSessionTimeout,
-                &p.member_id,
-            ));
+            return Reply::Now(JoinOutcome::error(GroupError::InvalidSessionTimeout, &p.member_id));
         }
         if !self.groups.contains_key(&p.group_id) && self.groups.len() >= MAX_GROUPS {
-            return Reply::Now(JoinOutcome::error(
-                ResponseError::GroupMaxSizeReached,
-                &p.member_id,
-            ));
+            return Reply::Now(JoinOutcome::error(GroupError::GroupMaxSizeReached, &p.member_id));
         }
         let mut member_id = p.member_id.clone();
         let fresh_id =
@@ -326,7 +437,7 @@ impl Coordinator {
         let group = self.groups.entry(p.group_id.clone()).or_insert_with(|| Group::new(now));
         if !group.compatible(&p.protocol_type, &p.protocols, &member_id) {
             return Reply::Now(JoinOutcome::error(
-                ResponseError::InconsistentGroupProtocol,
+                GroupError::InconsistentGroupProtocol,
                 &member_id,
             ));
         }
@@ -337,11 +448,11 @@ impl Coordinator {
                 {
                     tracing::debug!(group = %p.group_id, pending = self.pending_total,
                         "JoinGroup refused: too many pending member ids");
-                    return Reply::Now(JoinOutcome::error(ResponseError::GroupMaxSizeReached, ""));
+                    return Reply::Now(JoinOutcome::error(GroupError::GroupMaxSizeReached, ""));
                 }
                 group.pending.insert(id.clone(), now + p.session_timeout);
                 self.pending_total += 1;
-                return Reply::Now(JoinOutcome::error(ResponseError::MemberIdRequired, &id));
+                return Reply::Now(JoinOutcome::error(GroupError::MemberIdRequired, &id));
             }
             member_id = id;
             true
@@ -351,16 +462,19 @@ impl Coordinator {
         } else if group.members.contains_key(&member_id) {
             false
         } else {
-            return Reply::Now(JoinOutcome::error(ResponseError::UnknownMemberId, &member_id));
+            return Reply::Now(JoinOutcome::error(GroupError::UnknownMemberId, &member_id));
         };
         if is_new && group.members.len() >= MAX_MEMBERS_PER_GROUP {
-            return Reply::Now(JoinOutcome::error(ResponseError::GroupMaxSizeReached, &member_id));
+            return Reply::Now(JoinOutcome::error(GroupError::GroupMaxSizeReached, &member_id));
         }
         let (tx, rx) = oneshot::channel();
         if is_new {
             group.members.insert(
                 member_id.clone(),
                 Member {
+                    client_id: p.client_id,
+                    client_host: p.client_host,
+                    group_instance_id: p.group_instance_id,
                     session_timeout: p.session_timeout,
                     rebalance_timeout: p.rebalance_timeout,
                     protocols: p.protocols,
@@ -398,8 +512,7 @@ impl Coordinator {
             }
             // A second join while one waits replaces it; the old request is answered as stale.
             if let Some(old) = m.join_waiter.replace(tx) {
-                let _ =
-                    old.send(JoinOutcome::error(ResponseError::RebalanceInProgress, &member_id));
+                let _ = old.send(JoinOutcome::error(GroupError::RebalanceInProgress, &member_id));
             }
             group.prepare_rebalance(now);
         }
@@ -416,20 +529,20 @@ impl Coordinator {
         assignments: Vec<(String, Bytes)>,
     ) -> Reply<SyncOutcome> {
         let Some(group) = self.groups.get_mut(group_id) else {
-            return Reply::Now(SyncOutcome::error(ResponseError::UnknownMemberId));
+            return Reply::Now(SyncOutcome::error(GroupError::UnknownMemberId));
         };
         if !group.members.contains_key(member_id) {
-            return Reply::Now(SyncOutcome::error(ResponseError::UnknownMemberId));
+            return Reply::Now(SyncOutcome::error(GroupError::UnknownMemberId));
         }
         if generation != group.generation {
-            return Reply::Now(SyncOutcome::error(ResponseError::IllegalGeneration));
+            return Reply::Now(SyncOutcome::error(GroupError::IllegalGeneration));
         }
         let protocol_type = group.protocol_type.clone();
         let protocol_name = group.protocol.clone();
         match group.state {
-            GroupState::Empty => Reply::Now(SyncOutcome::error(ResponseError::UnknownMemberId)),
+            GroupState::Empty => Reply::Now(SyncOutcome::error(GroupError::UnknownMemberId)),
             GroupState::PreparingRebalance => {
-                Reply::Now(SyncOutcome::error(ResponseError::RebalanceInProgress))
+                Reply::Now(SyncOutcome::error(GroupError::RebalanceInProgress))
             }
             GroupState::Stable => {
                 let m = group.members.get_mut(member_id).expect("membership checked above");
@@ -477,17 +590,17 @@ impl Coordinator {
         member_id: &str,
     ) -> i16 {
         let Some(group) = self.groups.get_mut(group_id) else {
-            return code(ResponseError::UnknownMemberId);
+            return code(GroupError::UnknownMemberId);
         };
         let Some(m) = group.members.get_mut(member_id) else {
-            return code(ResponseError::UnknownMemberId);
+            return code(GroupError::UnknownMemberId);
         };
         m.last_seen = now;
         if group.state == GroupState::PreparingRebalance {
-            return code(ResponseError::RebalanceInProgress);
+            return code(GroupError::RebalanceInProgress);
         }
         if generation != group.generation {
-            return code(ResponseError::IllegalGeneration);
+            return code(GroupError::IllegalGeneration);
         }
         0
     }
@@ -500,7 +613,7 @@ impl Coordinator {
         member_ids: &[String],
     ) -> Vec<i16> {
         let Some(group) = self.groups.get_mut(group_id) else {
-            return vec![code(ResponseError::UnknownMemberId); member_ids.len()];
+            return vec![code(GroupError::UnknownMemberId); member_ids.len()];
         };
         let mut codes = Vec::with_capacity(member_ids.len());
         let mut removed = false;
@@ -509,11 +622,11 @@ impl Coordinator {
                 self.pending_total = self.pending_total.saturating_sub(1);
                 codes.push(0);
             } else if group.members.contains_key(id) {
-                group.remove_member(id, ResponseError::UnknownMemberId);
+                group.remove_member(id, GroupError::UnknownMemberId);
                 removed = true;
                 codes.push(0);
             } else {
-                codes.push(code(ResponseError::UnknownMemberId));
+                codes.push(code(GroupError::UnknownMemberId));
             }
         }
         if removed {
@@ -533,20 +646,20 @@ impl Coordinator {
         member_id: &str,
     ) -> i16 {
         let Some(group) = self.groups.get_mut(group_id) else {
-            return if generation < 0 { 0 } else { code(ResponseError::IllegalGeneration) };
+            return if generation < 0 { 0 } else { code(GroupError::IllegalGeneration) };
         };
         if generation < 0 && member_id.is_empty() && group.members.is_empty() {
             return 0;
         }
         let Some(m) = group.members.get_mut(member_id) else {
-            return code(ResponseError::UnknownMemberId);
+            return code(GroupError::UnknownMemberId);
         };
         m.last_seen = now;
         if generation != group.generation {
-            return code(ResponseError::IllegalGeneration);
+            return code(GroupError::IllegalGeneration);
         }
         if group.state == GroupState::CompletingRebalance {
-            return code(ResponseError::RebalanceInProgress);
+            return code(GroupError::RebalanceInProgress);
         }
         0
     }
@@ -570,7 +683,7 @@ impl Coordinator {
                 .collect();
             for id in &expired {
                 tracing::info!(member = %id, "consumer group member session expired");
-                group.remove_member(id, ResponseError::UnknownMemberId);
+                group.remove_member(id, GroupError::UnknownMemberId);
             }
             if !expired.is_empty() {
                 group.prepare_rebalance(now);
@@ -583,7 +696,7 @@ impl Coordinator {
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in &late {
-                    group.remove_member(id, ResponseError::UnknownMemberId);
+                    group.remove_member(id, GroupError::UnknownMemberId);
                 }
             }
             group.maybe_complete_join(now);
@@ -610,6 +723,8 @@ mod tests {
             group_id: G.into(),
             member_id: member.into(),
             client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            group_instance_id: None,
             session_timeout: Duration::from_secs(10),
             rebalance_timeout: Duration::from_secs(30),
             protocol_type: "consumer".into(),
@@ -650,7 +765,7 @@ mod tests {
             assert_eq!(now_reply(c.join(t, params("", true))).error_code, 79);
         }
         let full = now_reply(c.join(t, params("", true)));
-        assert_eq!(full.error_code, code(ResponseError::GroupMaxSizeReached));
+        assert_eq!(full.error_code, code(GroupError::GroupMaxSizeReached));
         assert!(full.member_id.is_empty(), "a refused join hands out no id");
         assert_eq!(c.pending_count(), MAX_MEMBERS_PER_GROUP);
         // Many groups: the total is capped.
@@ -659,7 +774,7 @@ mod tests {
             let mut p = params("", true);
             p.group_id = format!("g{}", i % 5_000);
             let out = now_reply(c.join(t, p));
-            if out.error_code == code(ResponseError::GroupMaxSizeReached) {
+            if out.error_code == code(GroupError::GroupMaxSizeReached) {
                 refused += 1;
             } else {
                 assert_eq!(out.error_code, 79);
@@ -883,5 +998,29 @@ mod tests {
         assert_eq!(c.state(G).unwrap().0, GroupState::Empty);
         c.tick(t);
         assert!(c.state(G).is_none());
+    }
+
+    #[test]
+    fn describe_lists_live_members_and_forget_waits_for_them_to_leave() {
+        let mut c = Coordinator::new();
+        let t = Instant::now();
+        let (a, mut ja) = join_new(&mut c, t);
+        ready(&mut ja).unwrap();
+        let mut sa = c.sync(t, G, 1, &a, vec![(a.clone(), Bytes::from_static(b"p0"))]);
+        ready(&mut sa).unwrap();
+        assert_eq!(c.list(), vec![(G.to_string(), GroupState::Stable, "consumer".to_string())]);
+        let d = c.describe(G).expect("the group is known");
+        assert_eq!((d.state.name(), d.protocol.as_str()), ("Stable", "range"));
+        assert_eq!(d.members.len(), 1);
+        let m = &d.members[0];
+        assert_eq!((m.member_id.as_str(), m.client_id.as_str()), (a.as_str(), "c"));
+        assert_eq!(m.client_host, "/127.0.0.1");
+        assert_eq!(m.metadata, Bytes::from_static(b"meta"));
+        assert_eq!(m.assignment, Bytes::from_static(b"p0"));
+        assert!(!c.forget(G), "a group with a live member is not forgotten");
+        assert!(c.has_members(G));
+        c.leave(t, G, &[a]);
+        assert!(c.forget(G));
+        assert!(c.describe(G).is_none());
     }
 }

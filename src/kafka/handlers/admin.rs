@@ -1,0 +1,233 @@
+//! CreatePartitions, DeleteRecords and DescribeCluster: growing a topic, deleting the records
+//! before an offset (what `minikafka topic trim` does natively, through `Broker::trim`), and the
+//! cluster's description (this one broker, its own controller). Never touches files itself; the
+//! broker does.
+
+use std::collections::HashSet;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+    DescribeClusterRequest, DescribeClusterResponse,
+};
+
+use super::topics::MAX_TOPICS_PER_REQUEST;
+use super::{CLUSTER_ID, Ctx, MAX_PARTITIONS_PER_REQUEST, NODE_ID, broker_error_code, code, s};
+use crate::broker::{Broker, validate_topic_name};
+
+/// DeleteRecords' offset meaning "up to the high watermark": every record there is.
+const HIGH_WATERMARK: i64 = -1;
+
+/// Grows each topic to its requested total partition count, off the async workers (each new
+/// partition is directories and a crash-safe `topic.json` rewrite).
+pub(super) async fn create_partitions(
+    ctx: &Ctx,
+    r: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let names: Vec<_> = r.topics.iter().map(|t| t.name.clone()).collect();
+    let broker = ctx.broker.clone();
+    match tokio::task::spawn_blocking(move || create_partitions_now(&broker, &r)).await {
+        Ok(results) => CreatePartitionsResponse::default().with_results(results),
+        Err(e) => {
+            tracing::error!(error = %e, "CreatePartitions task failed");
+            let c = code(ResponseError::UnknownServerError);
+            CreatePartitionsResponse::default().with_results(
+                names
+                    .into_iter()
+                    .map(|n| CreatePartitionsTopicResult::default().with_name(n).with_error_code(c))
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn create_partitions_now(
+    broker: &Broker,
+    r: &CreatePartitionsRequest,
+) -> Vec<CreatePartitionsTopicResult> {
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<&str> =
+        r.topics.iter().map(|t| t.name.as_str()).filter(|n| !seen.insert(*n)).collect();
+    r.topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let res = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            match grow(broker, t, i, &duplicates, r.validate_only) {
+                Ok(()) => res,
+                Err((c, message)) => res.with_error_code(c).with_error_message(Some(s(&message))),
+            }
+        })
+        .collect()
+}
+
+fn grow(
+    broker: &Broker,
+    t: &kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic,
+    index: usize,
+    duplicates: &HashSet<&str>,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    let name = t.name.as_str();
+    if index >= MAX_TOPICS_PER_REQUEST {
+        return Err((
+            code(ResponseError::PolicyViolation),
+            format!(
+                "at most {MAX_TOPICS_PER_REQUEST} topics per request; send the rest in another"
+            ),
+        ));
+    }
+    if duplicates.contains(name) {
+        return Err((
+            code(ResponseError::InvalidRequest),
+            format!("topic {name:?} appears more than once in the request"),
+        ));
+    }
+    validate_topic_name(name).map_err(|e| (broker_error_code(&e), e.to_string()))?;
+    let current =
+        broker.partition_count(name).map_err(|e| (broker_error_code(&e), e.to_string()))?;
+    let invalid = |message: String| (code(ResponseError::InvalidPartitions), message);
+    let total = u32::try_from(t.count)
+        .map_err(|_| invalid(format!("partition count {} must be positive", t.count)))?;
+    if total <= current {
+        // Kafka's words for both cases: a topic never shrinks, and the same count is no change.
+        return Err(invalid(if total == current {
+            format!("topic {name:?} already has {current} partitions")
+        } else {
+            format!(
+                "topic {name:?} currently has {current} partitions, which is higher than the \
+                 requested {total}"
+            )
+        }));
+    }
+    // Null (or empty) assignments: the broker places the new partitions, on itself.
+    if let Some(assignments) = t.assignments.as_ref().filter(|a| !a.is_empty()) {
+        let added = (total - current) as usize;
+        if assignments.len() != added {
+            return Err((
+                code(ResponseError::InvalidReplicaAssignment),
+                format!(
+                    "{} replica assignments given for {added} new partitions",
+                    assignments.len()
+                ),
+            ));
+        }
+        if let Some(a) = assignments.iter().find(|a| a.broker_ids.iter().map(|b| b.0).ne([NODE_ID]))
+        {
+            let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+            return Err((
+                code(ResponseError::InvalidReplicaAssignment),
+                format!("replicas {ids:?}: this single broker ({NODE_ID}) holds every partition"),
+            ));
+        }
+    }
+    broker
+        .add_partitions(name, total, validate_only)
+        .map_err(|e| (broker_error_code(&e), e.to_string()))?;
+    if !validate_only {
+        tracing::info!(topic = name, from = current, to = total, "partitions added");
+    }
+    Ok(())
+}
+
+/// Deletes the records before each requested offset, off the async workers (a trim syncs the log
+/// and deletes segment files).
+pub(super) async fn delete_records(ctx: &Ctx, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let broker = ctx.broker.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let mut budget = MAX_PARTITIONS_PER_REQUEST;
+        r.topics
+            .iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let res = DeleteRecordsPartitionResult::default()
+                            .with_partition_index(p.partition_index)
+                            .with_low_watermark(-1);
+                        if budget == 0 {
+                            return res.with_error_code(code(ResponseError::PolicyViolation));
+                        }
+                        budget -= 1;
+                        match delete_before(&broker, &t.name, p.partition_index, p.offset) {
+                            Ok(low) => res.with_low_watermark(low),
+                            Err(c) => res.with_error_code(c),
+                        }
+                    })
+                    .collect();
+                DeleteRecordsTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions)
+            })
+            .collect()
+    });
+    match work.await {
+        Ok(topics) => DeleteRecordsResponse::default().with_topics(topics),
+        Err(e) => {
+            tracing::error!(error = %e, "DeleteRecords task failed");
+            DeleteRecordsResponse::default()
+        }
+    }
+}
+
+/// Deletes the records of one partition before `offset` (-1: the high watermark); the new low
+/// watermark (log start offset). An offset past the high watermark is OFFSET_OUT_OF_RANGE.
+fn delete_before(broker: &Broker, topic: &str, partition: i32, offset: i64) -> Result<i64, i16> {
+    let partition =
+        u32::try_from(partition).map_err(|_| code(ResponseError::UnknownTopicOrPartition))?;
+    let before = match offset {
+        HIGH_WATERMARK => {
+            let d = broker.describe_topic(topic).map_err(|e| broker_error_code(&e))?;
+            let p = d
+                .partitions
+                .get(partition as usize)
+                .ok_or(code(ResponseError::UnknownTopicOrPartition))?;
+            if p.offline.is_some() {
+                return Err(code(ResponseError::KafkaStorageError));
+            }
+            p.next_offset
+        }
+        o => u64::try_from(o).map_err(|_| code(ResponseError::OffsetOutOfRange))?,
+    };
+    let low = broker.trim(topic, partition, before).map_err(|e| broker_error_code(&e))?;
+    tracing::info!(topic, partition, before, log_start_offset = low, "records deleted");
+    Ok(low as i64)
+}
+
+/// DescribeCluster's `endpoint_type` for brokers (v1+); 2 asks for the controllers, which a
+/// client must not ask a broker for.
+const ENDPOINT_BROKERS: i8 = 1;
+const FIRST_ENDPOINT_TYPE_VERSION: i16 = 1;
+
+pub(super) fn describe_cluster(
+    ctx: &Ctx,
+    r: DescribeClusterRequest,
+    v: i16,
+) -> DescribeClusterResponse {
+    let mut res = DescribeClusterResponse::default()
+        .with_cluster_id(s(CLUSTER_ID))
+        .with_controller_id(NODE_ID.into())
+        .with_brokers(vec![
+            DescribeClusterBroker::default()
+                .with_broker_id(NODE_ID.into())
+                .with_host(s(&ctx.config.advertised_host))
+                .with_port(ctx.config.advertised_port),
+        ]);
+    if v >= FIRST_ENDPOINT_TYPE_VERSION {
+        res = res.with_endpoint_type(ENDPOINT_BROKERS);
+        if r.endpoint_type != ENDPOINT_BROKERS {
+            // Kafka's broker answers a request for controllers this way (KIP-919).
+            res = res
+                .with_error_code(code(ResponseError::MismatchedEndpointType))
+                .with_error_message(Some(s("this endpoint serves brokers, not controllers")))
+                .with_brokers(Vec::new());
+        }
+    }
+    res
+}
