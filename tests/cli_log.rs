@@ -340,6 +340,25 @@ fn verify_passes_a_good_data_dir_with_the_right_counts() {
 }
 
 #[test]
+fn verify_notes_an_interrupted_add_partitions_but_finds_no_damage() {
+    // An add-partitions that crashed before topic.json named the new partition leaves its
+    // directory empty; the broker removes it at start-up, so it is not damage.
+    let f = fixture();
+    fs::create_dir(f.data.join("orders").join("2")).unwrap();
+    let r = verify(&f.data);
+    assert!(r.ok, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_has(&r, "an interrupted add-partitions");
+    assert_has(&r, "no damage");
+    // The same directory holding a segment is a partition topic.json does not know: damage.
+    let stray =
+        batch(0, Compression::None, None, &[Rec { key: None, value: Some(b"x"), headers: &[] }]);
+    write_segment(&f.data.join("orders").join("2"), 0, &[stray], 0);
+    let r = verify(&f.data);
+    assert!(!r.ok, "stdout:\n{}", r.stdout);
+    assert_has(&r, "topic orders has 2 partitions but this directory is partition 2");
+}
+
+#[test]
 fn verify_leaves_the_files_untouched() {
     let f = fixture();
     let before: Vec<(PathBuf, Vec<u8>)> =

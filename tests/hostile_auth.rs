@@ -560,7 +560,7 @@ fn an_unsupported_kafka_request_is_logged_once_at_warn_with_the_client() {
     let describe = kafka_protocol::messages::DescribeAclsRequest::default();
     s.write_all(&kafka_frame_from(client, ApiKey::DescribeAcls, 1, &describe)).unwrap();
     let md = MetadataRequest::default().with_topics(None);
-    let _ = s.write_all(&kafka_frame_from(client, ApiKey::Metadata, 12, &md));
+    let _ = s.write_all(&kafka_frame_from(client, ApiKey::Metadata, 13, &md));
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
     assert!(rest.is_empty(), "no answer to an unsupported request");
@@ -568,7 +568,7 @@ fn an_unsupported_kafka_request_is_logged_once_at_warn_with_the_client() {
     // Another connection: a version out of range, no ApiVersions first.
     let mut s = TcpStream::connect(&b.kafka).unwrap();
     s.set_read_timeout(Some(limit)).unwrap();
-    s.write_all(&kafka_frame_from(Some("second"), ApiKey::Metadata, 12, &md)).unwrap();
+    s.write_all(&kafka_frame_from(Some("second"), ApiKey::Metadata, 13, &md)).unwrap();
     assert!(closed_by_broker(&mut s));
 
     let log = b.log();
@@ -588,7 +588,7 @@ fn an_unsupported_kafka_request_is_logged_once_at_warn_with_the_client() {
         assert!(first.contains(field), "{field} missing in {first}");
     }
     let second = warns[1];
-    for field in ["WARN", "second", "api=Metadata", "version=12", "supported=v0-v9"] {
+    for field in ["WARN", "second", "api=Metadata", "version=13", "supported=v0-v12"] {
         assert!(second.contains(field), "{field} missing in {second}");
     }
 }

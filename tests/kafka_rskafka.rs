@@ -205,7 +205,7 @@ async fn protocol_edges_answer_like_a_real_broker() {
     assert_eq!(ResponseHeader::decode(&mut resp, 0).unwrap().correlation_id, 1);
     let av = ApiVersionsResponse::decode(&mut resp, 0).unwrap();
     assert_eq!(av.error_code, 35);
-    assert!(av.api_keys.iter().any(|k| k.api_key == ApiKey::Fetch as i16 && k.max_version == 12));
+    assert!(av.api_keys.iter().any(|k| k.api_key == ApiKey::Fetch as i16 && k.max_version == 17));
 
     // acks=0 gets no response: the next answer on the connection is the metadata one.
     let produce = ProduceRequest::default().with_acks(0).with_timeout_ms(1000);

@@ -99,7 +99,7 @@ use self::topic_config::{ConfigEntry, ConfigOp, TopicConfigs};
 
 pub use self::cleaner::{CleanerConfig, DEFAULT_CLEANER_BACKOFF, DirtyRatio};
 pub use self::groups::GROUPS_DIR;
-pub use self::topic::{MAX_NAME_LEN, format_topic_id, parse_topic_id};
+pub use self::topic::{MAX_NAME_LEN, format_topic_id, parse_topic_id, topic_id_text};
 
 /// How often the background task applies retention.
 pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -264,7 +264,8 @@ pub struct TopicDescription {
     pub configs: Vec<(String, String)>,
 }
 
-/// A topic id in JSON: the hyphenated hex string.
+/// A topic id in JSON: as Kafka shows it (URL-safe base64, 22 characters); the hyphenated hex
+/// form is read too.
 mod topic_id_json {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
@@ -273,12 +274,14 @@ mod topic_id_json {
     }
 
     pub fn serialize<S: Serializer>(id: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_topic_id(id))
+        s.serialize_str(&super::topic_id_text(id))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
         let s = String::deserialize(d)?;
-        super::parse_topic_id(&s).ok_or_else(|| D::Error::custom(format!("{s:?} is not a UUID")))
+        super::parse_topic_id(&s)
+            .or_else(|| super::topic::parse_topic_id_text(&s))
+            .ok_or_else(|| D::Error::custom(format!("{s:?} is not a topic id")))
     }
 }
 

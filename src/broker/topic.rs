@@ -22,7 +22,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -57,43 +56,40 @@ pub(crate) fn name_problem(name: &str) -> Option<&'static str> {
     }
 }
 
-/// A new random topic id: a UUID v4 from the OS's random source, never the nil UUID nor
-/// Kafka's reserved metadata topic id (`0..01`).
+/// A new random topic id: a UUID v4, never the nil UUID nor Kafka's reserved metadata topic id
+/// (`0..01`): the version bits rule both out.
 pub(crate) fn new_topic_id() -> Result<[u8; 16], BrokerError> {
-    let path = Path::new("/dev/urandom");
-    let mut id = [0u8; 16];
-    loop {
-        fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut id))
-            .map_err(|source| BrokerError::Io { path: path.to_path_buf(), op: "read", source })?;
-        id[6] = (id[6] & 0x0f) | 0x40; // version 4
-        id[8] = (id[8] & 0x3f) | 0x80; // RFC 4122 variant
-        // With the version bits set neither reserved id can occur; the check documents it.
-        if u128::from_be_bytes(id) > 1 {
-            return Ok(id);
-        }
-    }
+    Ok(uuid::Uuid::new_v4().into_bytes())
 }
 
-/// A topic id as the usual hyphenated lowercase hex (`8-4-4-4-12`).
+/// A topic id as the usual hyphenated lowercase hex (`8-4-4-4-12`), as `topic.json` keeps it.
 pub fn format_topic_id(id: &[u8; 16]) -> String {
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    uuid::Uuid::from_bytes(*id).hyphenated().to_string()
 }
 
 /// Parses the hyphenated hex form of a topic id.
 pub fn parse_topic_id(s: &str) -> Option<[u8; 16]> {
-    let groups: Vec<&str> = s.split('-').collect();
-    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    // `try_parse` also takes the simple, braced and URN forms; topic.json only ever holds this one.
+    let lens: Vec<usize> = s.split('-').map(str::len).collect();
     if lens != [8, 4, 4, 4, 12] {
         return None;
     }
-    let hex: String = groups.concat();
-    let mut id = [0u8; 16];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(id)
+    uuid::Uuid::try_parse(s).ok().map(|u| u.into_bytes())
+}
+
+/// A topic id as Kafka shows one (`Uuid.toString()`, e.g. in `kafka-topics.sh --describe`): the
+/// 16 bytes in URL-safe base64 without padding, 22 characters. What users see (CLI, console,
+/// JSON); `topic.json` keeps the hex form.
+pub fn topic_id_text(id: &[u8; 16]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+/// Parses a topic id in the form [`topic_id_text`] prints.
+pub(crate) fn parse_topic_id_text(s: &str) -> Option<[u8; 16]> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?;
+    bytes.try_into().ok()
 }
 
 /// What `topic.json` holds (`topic_id` and `configs` are absent in files of earlier releases).

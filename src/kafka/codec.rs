@@ -17,13 +17,17 @@ pub(crate) const DEFAULT_MAX_FRAME_BYTES: u32 = 100 * 1024 * 1024;
 
 /// The APIs we implement: (key, lowest version accepted, highest version advertised).
 /// Minimums stay at old versions on purpose: librdkafka 2.0 only enables record format v2 and
-/// consumer groups when these exact old versions are in range (KAFKA.md, trap 1); maxima stop
-/// before topic IDs appear (trap 5).
+/// consumer groups when these exact old versions are in range (KAFKA.md, trap 1). Maxima are what
+/// Kafka 3.9 serves (clients such as sarama pick versions from a configured Kafka version instead
+/// of negotiating, trap 16), never past what Kafka 4.0 changed: Produce v12 and InitProducerId v5
+/// (transactions v2), Metadata v13 (a top-level error), ListOffsets v10 (a timeout). Metadata
+/// v10+ and Fetch v13+ carry topic IDs, which librdkafka then fetches by (trap 5): the handlers
+/// serve them end to end.
 pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 0, 9),
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 1, 9),
+    (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::FindCoordinator, 0, 6),
@@ -33,7 +37,7 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 4),
+    (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
     // Configs and topic administration. DescribeConfigs starts at v1: v0 is gone from Kafka 4.0
     // and from the crate, and librdkafka 2.0 and kafka-python both send v1 or later.
@@ -334,15 +338,15 @@ mod tests {
         assert_eq!(body.error_code, 35);
         let produce = body.api_keys.iter().find(|k| k.api_key == 0).unwrap();
         // Advertised from v0 (see `advertised_min`), accepted from v3.
-        assert_eq!((produce.min_version, produce.max_version), (0, 9));
+        assert_eq!((produce.min_version, produce.max_version), (0, 11));
     }
 
     #[test]
     fn advertised_ranges_keep_the_old_minimums_clients_need() {
         let r = |k| supported_range(k).unwrap();
         assert_eq!(r(ApiKey::Produce).0, 3);
-        assert_eq!(r(ApiKey::Fetch), (4, 12));
-        assert!(r(ApiKey::Metadata).0 == 0 && r(ApiKey::Metadata).1 == 9);
+        assert_eq!(r(ApiKey::Fetch), (4, 17));
+        assert_eq!(r(ApiKey::Metadata), (0, 12));
         for k in [ApiKey::FindCoordinator, ApiKey::JoinGroup, ApiKey::SyncGroup, ApiKey::Heartbeat]
         {
             assert_eq!(r(k).0, 0);
@@ -355,13 +359,14 @@ mod tests {
 
     #[test]
     fn unknown_or_out_of_range_requests_are_refused() {
-        let raw = request_bytes(ApiKey::Metadata, 12, 1, &MetadataRequest::default());
+        // Metadata v13 is Kafka 4.0's.
+        let raw = request_bytes(ApiKey::Metadata, 13, 1, &MetadataRequest::default());
         let Ok(Incoming::Unsupported(u)) = decode_request(raw) else { panic!("refused") };
         assert_eq!(
             u,
             Unsupported {
                 api_key: 3,
-                version: 12,
+                version: 13,
                 correlation_id: 1,
                 client_id: Some("test".to_string())
             }
@@ -393,7 +398,7 @@ mod tests {
     fn produce_is_advertised_from_v0_for_old_librdkafka_but_refused_below_v3() {
         let body = api_versions_response(0);
         let produce = body.api_keys.iter().find(|k| k.api_key == ApiKey::Produce as i16).unwrap();
-        assert_eq!((produce.min_version, produce.max_version), (0, 9));
+        assert_eq!((produce.min_version, produce.max_version), (0, 11));
         for v in 0..3 {
             // The crate no longer encodes Produce v0-v2: the header alone is what is judged.
             let mut raw = BytesMut::new();
@@ -414,6 +419,80 @@ mod tests {
                 assert_eq!(Some((k.min_version, k.max_version)), supported_range(key), "{key:?}");
             }
         }
+    }
+
+    /// Encodes the crate's default request of `key` at `v` as a client would, then takes it
+    /// through [`decode_request`] and [`decode_body`] as the server does.
+    fn encode_then_decode(key: ApiKey, v: i16) -> Result<(), String> {
+        macro_rules! table {
+            ($($k:ident => $t:ty),* $(,)?) => {
+                match key {
+                    $(ApiKey::$k => {
+                        let raw = request_bytes(key, v, 5, &<$t>::default());
+                        let Incoming::Request(mut req) =
+                            decode_request(raw).map_err(|e| e.to_string())?
+                        else {
+                            return Err("refused".into());
+                        };
+                        decode_body::<$t>(&mut req).map_err(|e| e.to_string())?;
+                        if req.body.has_remaining() {
+                            return Err(format!("{} bytes left", req.body.remaining()));
+                        }
+                        Ok(())
+                    })*
+                    other => Err(format!("{other:?} is missing from this test's table")),
+                }
+            };
+        }
+        use kafka_protocol::messages::*;
+        table!(
+            Produce => ProduceRequest, Fetch => FetchRequest, ListOffsets => ListOffsetsRequest,
+            Metadata => MetadataRequest, OffsetCommit => OffsetCommitRequest,
+            OffsetFetch => OffsetFetchRequest, FindCoordinator => FindCoordinatorRequest,
+            JoinGroup => JoinGroupRequest, Heartbeat => HeartbeatRequest,
+            LeaveGroup => LeaveGroupRequest, SyncGroup => SyncGroupRequest,
+            DescribeGroups => DescribeGroupsRequest, ListGroups => ListGroupsRequest,
+            SaslHandshake => SaslHandshakeRequest, ApiVersions => ApiVersionsRequest,
+            CreateTopics => CreateTopicsRequest, DeleteTopics => DeleteTopicsRequest,
+            DeleteRecords => DeleteRecordsRequest, InitProducerId => InitProducerIdRequest,
+            DescribeConfigs => DescribeConfigsRequest, AlterConfigs => AlterConfigsRequest,
+            SaslAuthenticate => SaslAuthenticateRequest,
+            CreatePartitions => CreatePartitionsRequest, DeleteGroups => DeleteGroupsRequest,
+            IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+            OffsetDelete => OffsetDeleteRequest, DescribeCluster => DescribeClusterRequest,
+        )
+    }
+
+    #[test]
+    fn every_version_we_accept_decodes_what_the_crate_encodes_at_it() {
+        for &(key, min, max) in SUPPORTED_APIS {
+            for v in min..=max {
+                if let Err(e) = encode_then_decode(key, v) {
+                    panic!("{key:?} v{v}: {e}");
+                }
+            }
+            // One past our maximum is refused (ApiVersions gets its v0-shaped retry answer).
+            let mut past = BytesMut::from(&[0u8; 8][..]);
+            past[0..2].copy_from_slice(&(key as i16).to_be_bytes());
+            past[2..4].copy_from_slice(&(max + 1).to_be_bytes());
+            match decode_request(past.freeze()) {
+                Ok(Incoming::Unsupported(u)) => assert_eq!(u.version, max + 1, "{key:?}"),
+                Ok(Incoming::ApiVersionsTooNew { .. }) => assert_eq!(key, ApiKey::ApiVersions),
+                other => panic!("{key:?} v{}: {other:?}", max + 1),
+            }
+        }
+    }
+
+    #[test]
+    fn maxima_are_those_of_kafka_3_9_within_the_crate() {
+        let r = |k| supported_range(k).unwrap().1;
+        assert_eq!(r(ApiKey::Produce), 11);
+        assert_eq!(r(ApiKey::Fetch), 17);
+        assert_eq!(r(ApiKey::ListOffsets), 9);
+        assert_eq!(r(ApiKey::Metadata), 12);
+        assert_eq!(r(ApiKey::DeleteTopics), 6);
+        assert_eq!(r(ApiKey::InitProducerId), 4);
+        assert_eq!(r(ApiKey::ApiVersions), 3);
     }
 
     #[test]

@@ -125,7 +125,8 @@ mod tests {
     use kafka_protocol::messages::{ApiKey, FetchResponse, TopicName};
     use kafka_protocol::protocol::StrBytes;
 
-    fn response(records: &[Option<Bytes>]) -> FetchResponse {
+    /// A Fetch response of one topic, named as version `v` names it: by ID from v13.
+    fn response(records: &[Option<Bytes>], v: i16) -> FetchResponse {
         let parts = records
             .iter()
             .enumerate()
@@ -136,11 +137,13 @@ mod tests {
                     .with_records(r.clone())
             })
             .collect();
-        FetchResponse::default().with_responses(vec![
-            FetchableTopicResponse::default()
-                .with_topic(TopicName(StrBytes::from_static_str("orders")))
-                .with_partitions(parts),
-        ])
+        let topic = FetchableTopicResponse::default().with_partitions(parts);
+        let topic = if v >= 13 {
+            topic.with_topic_id(uuid::Uuid::from_bytes([7; 16]))
+        } else {
+            topic.with_topic(TopicName(StrBytes::from_static_str("orders")))
+        };
+        FetchResponse::default().with_responses(vec![topic])
     }
 
     #[test]
@@ -162,8 +165,10 @@ mod tests {
             Some(fields[1].0.clone()),
             Some(fields[2].0.clone()),
         ];
-        let body = response(&records);
-        for v in 4..=12 {
+        // Every Fetch version we serve (its encoding changes at v12 and v13).
+        let (min, max) = codec::supported_range(ApiKey::Fetch).expect("Fetch is served");
+        for v in min..=max {
+            let body = response(&records, v);
             let whole = codec::encode_response(ApiKey::Fetch, v, 42, &body).unwrap();
             let parts = codec::encode_response_spliced(ApiKey::Fetch, v, 42, &body, fields.clone())
                 .unwrap();

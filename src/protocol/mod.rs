@@ -68,6 +68,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::ops::Range;
 
 pub use crate::broker::topic_config::{ConfigEntry, ConfigSource};
+pub use crate::broker::topic_id_text;
 pub use crate::broker::{GroupMember, GroupStatus, PartitionDescription, TopicDescription};
 
 /// Default largest frame body: 64 MiB.
@@ -634,23 +635,6 @@ fn put_opt_str(buf: &mut BytesMut, s: Option<&str>) {
         }
         None => buf.put_u8(0),
     }
-}
-
-/// A topic id as Kafka shows one (`Uuid.toString()`, e.g. in `kafka-topics.sh --describe`):
-/// the 16 bytes in URL-safe base64 without padding, 22 characters.
-pub fn topic_id_text(id: &[u8; 16]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(22);
-    for chunk in id.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        // 3 bytes make 4 characters; the last chunk (1 byte) makes 2.
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    out
 }
 
 /// Appends one request frame (length prefix included) to `buf`.

@@ -190,7 +190,7 @@ async fn handle_request(
             encode(&req, &body)
         }
         ApiKey::DeleteTopics => {
-            let body = topics::delete_topics(ctx, codec::decode_body(&mut req)?).await;
+            let body = topics::delete_topics(ctx, codec::decode_body(&mut req)?, v).await;
             encode(&req, &body)
         }
         ApiKey::InitProducerId => {
@@ -205,7 +205,7 @@ async fn handle_request(
             if acks == 0 { Ok(None) } else { encode(&req, &body) }
         }
         ApiKey::Fetch => {
-            let (body, batches) = fetch::fetch(ctx, codec::decode_body(&mut req)?).await;
+            let (body, batches) = fetch::fetch(ctx, codec::decode_body(&mut req)?, v).await;
             let h = &req.header;
             let parts = codec::encode_response_spliced(
                 req.key,

@@ -96,6 +96,54 @@ pub(super) async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResp
     ProduceResponse::default().with_responses(responses)
 }
 
+/// Kafka's "no timestamp" in a batch header.
+const NO_TIMESTAMP: i64 = -1;
+
+/// Sets `maxTimestamp` where a CreateTime batch left it unset (-1) although its records have
+/// timestamps, and recomputes the CRC-32C that covers it, as Kafka's LogValidator rewrites it.
+/// sarama before 1.23 (Debian 12's is 1.22.1) never sets it: without this, every batch it sends
+/// is INVALID_RECORD. Only a batch whose CRC holds as sent is touched (a damaged one must not get
+/// a fresh CRC); anything else is left for the log's validation to judge. Any other wrong
+/// `maxTimestamp` stays refused.
+fn fill_unset_max_timestamps(set: &mut [u8]) {
+    let mut fixes = Vec::new();
+    let mut scratch = Vec::new();
+    for view in crate::batch::batches(set) {
+        let Ok(view) = view else { break };
+        let start = fixes.last().map_or(0, |&(end, _, _)| end);
+        let end = start + view.len();
+        if view.timestamp_type() != crate::batch::TimestampType::CreateTime
+            || view.max_timestamp() != NO_TIMESTAMP
+            || view.verify_crc().is_err()
+        {
+            fixes.push((end, start, None));
+            continue;
+        }
+        // The largest record timestamp; none when a record does not decode (validation says why).
+        let mut max: Option<i64> = None;
+        if let Ok(records) = view.decoded_records(&mut scratch) {
+            for r in records {
+                let Ok(r) = r else {
+                    max = None;
+                    break;
+                };
+                max = Some(max.map_or(r.timestamp, |m| m.max(r.timestamp)));
+            }
+        }
+        fixes.push((end, start, max.filter(|&m| m != NO_TIMESTAMP)));
+    }
+    for (end, start, max) in fixes {
+        let Some(max) = max else { continue };
+        let batch = &mut set[start..end];
+        batch[crate::batch::MAX_TIMESTAMP_POS..crate::batch::MAX_TIMESTAMP_POS + 8]
+            .copy_from_slice(&max.to_be_bytes());
+        // The view was read from these bytes: it spans a whole header.
+        let Ok(view) = crate::batch::BatchView::new(batch) else { continue };
+        let crc = view.compute_crc();
+        batch[crate::batch::CRC_POS..crate::batch::CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
 async fn produce_partition(
     ctx: &Ctx,
     topic: &str,
@@ -108,6 +156,7 @@ async fn produce_partition(
     // The log sets each batch's base offset and leader epoch in place: a private copy of the
     // request's bytes.
     let mut stored = records.to_vec();
+    fill_unset_max_timestamps(&mut stored);
     // An unknown topic is retriable for clients (they refresh metadata); Produce never creates.
     ctx.broker.partition_count(topic).map_err(|e| (broker_error_code(&e), None))?;
     let res = ctx

@@ -1,4 +1,5 @@
-//! Topic administration: CreateTopics, DeleteTopics and ListOffsets.
+//! Topic administration: CreateTopics, DeleteTopics (by name, or from v6 by topic ID) and
+//! ListOffsets.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -14,10 +15,11 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse,
 };
 
+use uuid::Uuid;
+
 use super::{Ctx, MAX_PARTITIONS_PER_REQUEST, NODE_ID, broker_error_code, code, s};
 use crate::broker::topic_config::{ConfigEntry, TopicConfigs};
 use crate::broker::{Broker, BrokerError};
-use uuid::Uuid;
 
 /// Most topics one CreateTopics or DeleteTopics request may name; the rest are refused with
 /// POLICY_VIOLATION. Each topic is a few fsyncs, so this bounds one request's file work.
@@ -216,31 +218,96 @@ fn created_result(mut res: CreatableTopicResult, c: Created, v: i16) -> Creatabl
     res
 }
 
+/// First DeleteTopics version that may name topics by ID (KIP-516).
+const DELETE_BY_ID_VERSION: i16 = 6;
+/// First DeleteTopics version whose results carry an error message.
+const DELETE_MESSAGE_VERSION: i16 = 5;
+
+/// One topic a DeleteTopics request names: by name, or (v6+) by ID.
+#[derive(Debug, Clone)]
+struct ToDelete {
+    name: Option<String>,
+    id: Uuid,
+}
+
+/// Deletes one topic; the deleted topic's name and ID, or the error code and message.
+fn delete_one(broker: &Broker, t: &ToDelete) -> Result<(String, Uuid), (i16, String)> {
+    let name = match (&t.name, t.id.is_nil()) {
+        (Some(_), false) => {
+            return Err((
+                code(ResponseError::InvalidRequest),
+                "name a topic by its name or by its ID, not both".to_string(),
+            ));
+        }
+        (Some(name), true) => name.clone(),
+        (None, false) => broker.topic_by_id(*t.id.as_bytes()).ok_or_else(|| {
+            (code(ResponseError::UnknownTopicId), format!("no topic has the ID {}", t.id))
+        })?,
+        (None, true) => {
+            return Err((
+                code(ResponseError::InvalidRequest),
+                "a topic without a name nor an ID".into(),
+            ));
+        }
+    };
+    let id = broker.topic_id(&name).map_err(|e| (broker_error_code(&e), e.to_string()))?;
+    broker.delete_topic(&name).map_err(|e| (broker_error_code(&e), e.to_string()))?;
+    Ok((name, Uuid::from_bytes(id)))
+}
+
 /// Deletes the topics off the async workers, at most [`MAX_TOPICS_PER_REQUEST`] of them.
-pub(super) async fn delete_topics(ctx: &Ctx, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
-    let names = r.topic_names;
-    if names.len() > MAX_TOPICS_PER_REQUEST {
+pub(super) async fn delete_topics(
+    ctx: &Ctx,
+    r: DeleteTopicsRequest,
+    v: i16,
+) -> DeleteTopicsResponse {
+    // v6 names topics in `topics` (by name or ID), earlier versions in `topic_names`.
+    let wanted: Vec<ToDelete> = if v >= DELETE_BY_ID_VERSION {
+        r.topics
+            .into_iter()
+            .map(|t| ToDelete { name: t.name.map(|n| n.to_string()), id: t.topic_id })
+            .collect()
+    } else {
+        r.topic_names
+            .into_iter()
+            .map(|n| ToDelete { name: Some(n.to_string()), id: Uuid::nil() })
+            .collect()
+    };
+    if wanted.len() > MAX_TOPICS_PER_REQUEST {
         tracing::warn!(
-            topics = names.len(),
+            topics = wanted.len(),
             max = MAX_TOPICS_PER_REQUEST,
             "DeleteTopics names too many topics; the rest are refused"
         );
     }
     let broker = ctx.broker.clone();
     let work = tokio::task::spawn_blocking(move || {
-        names
+        wanted
             .into_iter()
             .enumerate()
-            .map(|(i, name)| {
-                let res = DeletableTopicResult::default().with_name(Some(name.clone()));
-                if i >= MAX_TOPICS_PER_REQUEST {
-                    // DeleteTopics up to v4 has no error message: the code says it.
-                    return res.with_error_code(too_many_topics().0);
+            .map(|(i, t)| {
+                let outcome = if i >= MAX_TOPICS_PER_REQUEST {
+                    Err(too_many_topics())
+                } else {
+                    delete_one(&broker, &t)
+                };
+                // Set only the fields the version has (trap 12): the ID from v6, the message
+                // from v5; before v6 the name is the one the request gave.
+                let (name, id) = match &outcome {
+                    Ok((name, id)) => (Some(name.clone()), *id),
+                    Err(_) => (t.name.clone(), t.id),
+                };
+                let mut res = DeletableTopicResult::default().with_name(name.map(|n| s(&n).into()));
+                if v >= DELETE_BY_ID_VERSION {
+                    res = res.with_topic_id(id);
                 }
-                match broker.delete_topic(&name) {
-                    Ok(()) => res,
-                    Err(e) => res.with_error_code(broker_error_code(&e)),
+                if let Err((c, msg)) = outcome {
+                    res = res.with_error_code(c);
+                    if v >= DELETE_MESSAGE_VERSION {
+                        res = res.with_error_message(Some(s(&msg)));
+                    }
                 }
+                res
             })
             .collect()
     });
@@ -281,9 +348,20 @@ pub(super) async fn list_offsets(
 const MAX_TIMESTAMP: i64 = -3;
 /// First ListOffsets version that may ask for `MAX_TIMESTAMP`.
 const MAX_TIMESTAMP_VERSION: i16 = 7;
+/// `EARLIEST_LOCAL_TIMESTAMP` (KIP-405, from v8): the first offset on local disk. Every record is
+/// local here, so it is the log start offset.
+const EARLIEST_LOCAL: i64 = -4;
+/// First ListOffsets version that may ask for `EARLIEST_LOCAL`.
+const EARLIEST_LOCAL_VERSION: i16 = 8;
+/// `LATEST_TIERED_TIMESTAMP` (KIP-1005, from v9): the last offset in tiered storage. Nothing is
+/// tiered here: Kafka without tiered storage answers offset -1, as we do.
+const LATEST_TIERED: i64 = -5;
+/// First ListOffsets version that may ask for `LATEST_TIERED`.
+const LATEST_TIERED_VERSION: i16 = 9;
 
 /// (offset, timestamp) for a ListOffsets query: -2 = earliest, -1 = latest, -3 = the record with
-/// the largest timestamp (v7 on), else by timestamp.
+/// the largest timestamp (v7 on), -4 = earliest local (v8 on), -5 = latest tiered (v9 on), else
+/// by timestamp.
 async fn list_offset(
     ctx: &Ctx,
     topic: &str,
@@ -309,6 +387,14 @@ async fn list_offset(
         MAX_TIMESTAMP if version < MAX_TIMESTAMP_VERSION => {
             Err(code(ResponseError::UnsupportedVersion))
         }
+        EARLIEST_LOCAL if version < EARLIEST_LOCAL_VERSION => {
+            Err(code(ResponseError::UnsupportedVersion))
+        }
+        LATEST_TIERED if version < LATEST_TIERED_VERSION => {
+            Err(code(ResponseError::UnsupportedVersion))
+        }
+        EARLIEST_LOCAL => Ok((p.log_start_offset as i64, -1)),
+        LATEST_TIERED => Ok((-1, -1)),
         MAX_TIMESTAMP => {
             // Read from the time index (one batch), not by scanning the log.
             let found = ctx
