@@ -94,10 +94,10 @@ fn latest(records: &[Record]) -> BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)> {
     m
 }
 
-/// (offset, key, value) of each record.
-type Summary = Vec<(u64, Option<Vec<u8>>, Option<Vec<u8>>)>;
+/// A record as the tests compare it: offset, key, value.
+type Seen = (u64, Option<Vec<u8>>, Option<Vec<u8>>);
 
-fn summary(records: &[Record]) -> Summary {
+fn summary(records: &[Record]) -> Vec<Seen> {
     records.iter().map(|r| (r.offset, r.key.clone(), r.value.clone())).collect()
 }
 
@@ -308,6 +308,9 @@ fn reads_and_timestamp_lookups_inside_gaps_find_the_next_survivor() {
     }
     assert!(checked > 100);
     assert!(offsets.len() < 100, "most records were compacted away");
+    // ListOffsets MAX_TIMESTAMP: the newest record (each record's timestamp grows with it).
+    let newest = after.last().unwrap();
+    assert_eq!(log.max_timestamp_offset().unwrap(), Some((newest.timestamp_ms, newest.offset)));
 }
 
 #[test]

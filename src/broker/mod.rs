@@ -1,7 +1,8 @@
 //! The data directory: topics (a directory each) and their partitions, topic config, consumer-group
-//! offsets, long-poll wake-ups and the background task (retention, interval fsync); and the
-//! consumer groups' live membership (`coordinator`, in memory). Shared by the native server, the
-//! Kafka adapter and the console as an `Arc<Broker>`. Never touches sockets or wire formats.
+//! offsets, long-poll wake-ups, the background task (retention, interval fsync) and the log
+//! cleaner's thread (compaction, `cleaner.rs`); and the consumer groups' live membership
+//! (`coordinator`, in memory). Shared by the native server, the Kafka adapter and the console as
+//! an `Arc<Broker>`. Never touches sockets or wire formats.
 //!
 //! # Layout
 //! ```text
@@ -63,6 +64,7 @@
 //! `commit_offset` are synchronous file-system work: async callers should run them with
 //! `spawn_blocking`.
 
+mod cleaner;
 pub(crate) mod coordinator;
 mod fsutil;
 mod groups;
@@ -95,6 +97,7 @@ use self::groups::{Committed, Groups};
 use self::topic::{Partition, Slot, Topic, TopicMeta};
 use self::topic_config::{ConfigEntry, ConfigOp, TopicConfigs};
 
+pub use self::cleaner::{CleanerConfig, DEFAULT_CLEANER_BACKOFF, DirtyRatio};
 pub use self::groups::GROUPS_DIR;
 pub use self::topic::{MAX_NAME_LEN, format_topic_id, parse_topic_id, topic_id_text};
 
@@ -132,6 +135,8 @@ pub struct BrokerConfig {
     /// An idempotent producer id idle this long is forgotten by every partition (Kafka's
     /// `producer.id.expiration.ms`).
     pub producer_id_expiration_ms: u64,
+    /// The log cleaner, which compacts topics whose `cleanup.policy` has `compact`.
+    pub cleaner: CleanerConfig,
 }
 
 impl Default for BrokerConfig {
@@ -146,6 +151,7 @@ impl Default for BrokerConfig {
             fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
             fs: None,
             producer_id_expiration_ms: crate::storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+            cleaner: CleanerConfig::default(),
         }
     }
 }
@@ -464,6 +470,8 @@ pub struct Broker {
     shutting_down: AtomicBool,
     stop: Arc<Stop>,
     background: Mutex<Option<JoinHandle<()>>>,
+    /// The log cleaner's thread (compaction).
+    cleaner: cleaner::Cleaner,
     /// Shared with the listeners, which record traffic into it, and the HTTP server.
     metrics: Arc<Metrics>,
     /// Every partition log does its file work through this: the real file system, with each
@@ -580,6 +588,7 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             stop: Arc::new(Stop::default()),
             background: Mutex::new(None),
+            cleaner: cleaner::Cleaner::default(),
             metrics,
             fs,
             _lock: lock_file,
@@ -591,6 +600,13 @@ impl Broker {
                 source,
             })?;
         *lock(&broker.background) = Some(handle);
+        broker.cleaner.start(Arc::downgrade(&broker), &broker.config.cleaner).map_err(
+            |source| BrokerError::Io {
+                path: broker.config.data_dir.clone(),
+                op: "start the log cleaner thread for",
+                source,
+            },
+        )?;
         Ok(broker)
     }
 
@@ -1464,6 +1480,8 @@ impl Broker {
         {
             tracing::error!("the broker's background thread panicked");
         }
+        // Before the logs close: a compaction in progress finishes first.
+        self.cleaner.stop();
         let mut first_error = None;
         for t in self.all_topics() {
             for (i, p) in t.online() {
@@ -1521,6 +1539,7 @@ impl Drop for Broker {
         // Let the background thread notice promptly; it holds only a Weak reference.
         *lock(&self.stop.stopped) = true;
         self.stop.wake.notify_all();
+        self.cleaner.signal_stop();
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::broker::{Broker, BrokerConfig, BrokerError};
+use crate::broker::{Broker, BrokerConfig, BrokerError, CleanerConfig};
 use crate::http::{HttpError, HttpLimits, HttpServer};
 use crate::kafka::{KafkaConfig, KafkaError, KafkaServer};
 use crate::protocol;
@@ -99,6 +99,22 @@ pub struct BrokerArgs {
     /// recognised as a duplicate.
     #[arg(long, value_name = "MS", default_value_t = crate::storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS)]
     pub producer_id_expiration_ms: u64,
+
+    /// Run the log cleaner, which compacts topics with cleanup.policy=compact (Kafka's
+    /// log.cleaner.enable).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_cleaner_enable: bool,
+
+    /// Most bytes per second the log cleaner reads, over every partition it compacts (Kafka's
+    /// log.cleaner.io.max.bytes.per.second; default unlimited).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_cleaner_max_bytes_per_sec: Option<u64>,
+
+    /// How often, in milliseconds, the log cleaner looks for partitions to compact (Kafka's
+    /// log.cleaner.backoff.ms).
+    #[arg(long, value_name = "MS", default_value_t = crate::broker::DEFAULT_CLEANER_BACKOFF.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_cleaner_backoff_ms: u64,
 
     /// Address of the Kafka wire protocol listener (host:port; port 0 picks a free port), or
     /// `off` to serve only the native protocol.
@@ -253,6 +269,11 @@ impl BrokerArgs {
                 .fetch_max_bytes
                 .min(self.max_frame_bytes.max(MIN_KAFKA_FRAME_BYTES)),
             producer_id_expiration_ms: self.producer_id_expiration_ms,
+            cleaner: CleanerConfig {
+                enabled: self.log_cleaner_enable,
+                max_bytes_per_sec: self.log_cleaner_max_bytes_per_sec,
+                backoff: Duration::from_millis(self.log_cleaner_backoff_ms),
+            },
             ..defaults
         })
     }
@@ -546,6 +567,27 @@ mod tests {
         assert_eq!(s.max_frame_bytes, 65536);
         assert_eq!(s.listen.ip().to_string(), "127.0.0.1");
         assert_eq!(parse(&["--fsync", "never"]).unwrap().fsync, FsyncPolicy::Never);
+    }
+
+    #[test]
+    fn log_cleaner_flags_default_to_kafkas_and_are_parsed() {
+        let c = parse(&[]).unwrap().broker_config().unwrap();
+        assert_eq!(c.cleaner, CleanerConfig::default());
+        assert!(c.cleaner.enabled);
+        assert_eq!(c.cleaner.max_bytes_per_sec, None);
+        assert_eq!(c.cleaner.backoff, Duration::from_secs(15));
+        let a = parse(&[
+            "--log-cleaner-enable=false",
+            "--log-cleaner-max-bytes-per-sec=1048576",
+            "--log-cleaner-backoff-ms=100",
+        ])
+        .unwrap();
+        let c = a.broker_config().unwrap().cleaner;
+        assert!(!c.enabled);
+        assert_eq!(c.max_bytes_per_sec, Some(1_048_576));
+        assert_eq!(c.backoff, Duration::from_millis(100));
+        assert!(parse(&["--log-cleaner-max-bytes-per-sec=0"]).is_err());
+        assert!(parse(&["--log-cleaner-backoff-ms=0"]).is_err());
     }
 
     #[test]

@@ -110,6 +110,10 @@ struct ProduceArgs {
     /// Unacknowledged batches per producer with --acks 1.
     #[arg(long, value_name = "N", default_value_t = 8)]
     in_flight: usize,
+    /// Give the records N distinct keys in turn (`key-00000000` ..), a workload for a compacted
+    /// topic; without it records have no key.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    keys: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -306,8 +310,13 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     // first record: batches stay within --batch-size, header included (the broker's batch limit,
     // Kafka's max.message.bytes, counts the whole batch).
     let value = payload(common.record_size);
-    let one =
-        NewRecord { timestamp_ms: record::now_ms(), key: None, value: Some(&value), headers: &[] };
+    let longest_key = args.keys.map(|n| key_of(n.saturating_sub(1)));
+    let one = NewRecord {
+        timestamp_ms: record::now_ms(),
+        key: longest_key.as_deref(),
+        value: Some(&value),
+        headers: &[],
+    };
     let single =
         record::build_batch(&[one], Compression::None).map_err(|e| encode_err(&common.topic, e))?;
     let record_len = single.len() - crate::batch::HEADER_LEN + 2;
@@ -347,6 +356,7 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
             in_flight,
             limit: count,
             started,
+            keys: args.keys.map(|n| (n, i as u64)),
         };
         tasks.push(tokio::spawn(job.run()));
     }
@@ -391,6 +401,21 @@ struct ProduceJob {
     in_flight: usize,
     limit: Limit,
     started: Instant,
+    /// With `--keys N`: N, and where in the keys this producer starts.
+    keys: Option<(u64, u64)>,
+}
+
+/// The key `--keys` gives record number `i`: fixed width, so every record has the same size.
+fn key_of(i: u64) -> Vec<u8> {
+    let mut key = Vec::new();
+    write_key(&mut key, i);
+    key
+}
+
+fn write_key(out: &mut Vec<u8>, i: u64) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "key-{i:08}");
 }
 
 impl ProduceJob {
@@ -410,15 +435,21 @@ impl ProduceJob {
             if n == 0 {
                 break;
             }
-            let buf = self.conn.batch_buffer(n as usize * (self.value.len() + 8) + 64);
-            let rec = NewRecord {
-                timestamp_ms: record::now_ms(),
-                key: None,
-                value: Some(&self.value),
-                headers: &[],
-            };
+            let buf = self.conn.batch_buffer(n as usize * (self.value.len() + 24) + 64);
+            let timestamp_ms = record::now_ms();
             let mut builder = BatchBuilder::in_buffer(Compression::None, buf);
-            for _ in 0..n {
+            let mut key = Vec::new();
+            for i in 0..n {
+                if let Some((keys, first)) = self.keys {
+                    key.clear();
+                    write_key(&mut key, (first + sent + i) % keys);
+                }
+                let rec = NewRecord {
+                    timestamp_ms,
+                    key: self.keys.map(|_| key.as_slice()),
+                    value: Some(&self.value),
+                    headers: &[],
+                };
                 record::push_record(&mut builder, &rec).map_err(|e| encode_err(&self.topic, e))?;
             }
             let buf = builder.finish().map_err(|e| encode_err(&self.topic, e))?;
@@ -558,24 +589,14 @@ async fn replay(
                 end = next;
                 continue;
             }
-            let mut out_of_order = None;
-            record::for_each_record(&records, true, &mut scratch, |view| {
-                let offset = view.offset as u64;
-                if offset < next {
-                    return ControlFlow::Continue(());
-                }
-                if offset >= end {
-                    return ControlFlow::Break(());
-                }
-                if offset != next {
-                    out_of_order = Some(offset);
-                    return ControlFlow::Break(());
-                }
-                next += 1;
-                total += 1;
-                value_bytes += view.value.map_or(0, <[u8]>::len) as u64;
-                ControlFlow::Continue(())
-            })
+            let out_of_order = replay_batches(
+                &records,
+                &mut next,
+                end,
+                &mut scratch,
+                &mut total,
+                &mut value_bytes,
+            )
             .map_err(|source| ClientError::Corrupt {
                 topic: topic.clone(),
                 partition,
@@ -584,7 +605,8 @@ async fn replay(
             })?;
             if let Some(offset) = out_of_order {
                 return Err(CliError::Broker(format!(
-                    "fetch of {topic}/{partition} brought offset {offset} where {next} was due"
+                    "fetch of {topic}/{partition} brought a batch from offset {offset} where \
+                     {next} was due"
                 )));
             }
         }
@@ -592,6 +614,51 @@ async fn replay(
         // answers.
     }
     Ok((total, value_bytes, hist))
+}
+
+/// Counts the records of fetched `records` from `*next` (below `end`), CRC-checking each batch,
+/// and moves `*next` past the last batch read. A compacted log has gaps (removed records, batches
+/// left empty) but its batches still follow each other, so a batch starting past `*next` means
+/// the fetch was not the continuation expected: its base offset is returned.
+fn replay_batches(
+    records: &[u8],
+    next: &mut u64,
+    end: u64,
+    scratch: &mut Vec<u8>,
+    total: &mut u64,
+    value_bytes: &mut u64,
+) -> Result<Option<u64>, BatchError> {
+    for view in crate::batch::batches(records) {
+        let view = view?;
+        view.verify_crc()?;
+        let after = view.last_offset() as u64 + 1;
+        if after <= *next {
+            continue;
+        }
+        if view.base_offset() as u64 > *next {
+            return Ok(Some(view.base_offset() as u64));
+        }
+        if !view.is_control() {
+            for r in view.decoded_records(scratch)? {
+                let r = r?;
+                let offset = r.offset as u64;
+                if offset < *next {
+                    continue;
+                }
+                if offset >= end {
+                    *next = end;
+                    return Ok(None);
+                }
+                *total += 1;
+                *value_bytes += r.value.map_or(0, <[u8]>::len) as u64;
+            }
+        }
+        *next = after.min(end);
+        if *next >= end {
+            return Ok(None);
+        }
+    }
+    Ok(None)
 }
 
 fn now_us() -> u64 {

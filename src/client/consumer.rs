@@ -560,7 +560,13 @@ impl Consumer {
                     return Ok(false);
                 }
             };
-            if view.is_control() || (view.last_offset() as u64) < state.fetched_to {
+            let after_batch = view.last_offset() as u64 + 1;
+            if after_batch <= state.fetched_to {
+                continue;
+            }
+            if view.is_control() {
+                // A transaction marker holds no data, but its offset is passed like any other.
+                state.fetched_to = after_batch;
                 continue;
             }
             let records = match view.decoded_records(&mut scratch) {
@@ -593,6 +599,13 @@ impl Consumer {
                 if each(state.partition, &view).map_err(RoundError::Each)?.is_break() {
                     return Ok(false);
                 }
+            }
+            // Compaction removes records but keeps each batch's offset range (an emptied one
+            // stays as a batch of no records): the batch's last offset, not its last record,
+            // says where reading goes on, so a gap is passed and never fetched again.
+            state.fetched_to = after_batch;
+            if consumed {
+                state.position = state.position.max(after_batch);
             }
         }
         Ok(true)
@@ -748,6 +761,87 @@ mod tests {
             buf.extend_from_slice(&b);
         }
         buf
+    }
+
+    /// Recomputes the CRC-32C of a batch whose header was edited.
+    fn reseal(b: &mut [u8]) {
+        let crc = batch::crc_of(b);
+        b[batch::CRC_POS..batch::CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    /// One batch of `values` at `base` whose offsets reach `last`: what compaction leaves of a
+    /// batch whose later records it removed (the batch keeps its offset range).
+    fn compacted(base: i64, values: &[&[u8]], last: i64) -> Vec<u8> {
+        let records: Vec<NewRecord> = values.iter().map(|v| NewRecord::value(v)).collect();
+        let mut b = record::build_batch(&records, Compression::None).unwrap();
+        batch::set_base_offset(&mut b, base).unwrap();
+        let delta = i32::try_from(last - base).unwrap();
+        b[batch::LAST_OFFSET_DELTA_POS..batch::LAST_OFFSET_DELTA_POS + 4]
+            .copy_from_slice(&delta.to_be_bytes());
+        reseal(&mut b);
+        b
+    }
+
+    /// A batch of no records covering `base..=last`: what compaction leaves where every record
+    /// of a run of offsets was removed.
+    fn emptied(base: i64, last: i64) -> Vec<u8> {
+        let mut b = compacted(base, &[b"gone"], last);
+        b.truncate(batch::HEADER_LEN);
+        let len = i32::try_from(batch::HEADER_LEN - batch::LOG_OVERHEAD).unwrap();
+        b[batch::BATCH_LENGTH_POS..batch::BATCH_LENGTH_POS + 4].copy_from_slice(&len.to_be_bytes());
+        b[batch::RECORDS_COUNT_POS..batch::RECORDS_COUNT_POS + 4].copy_from_slice(&[0; 4]);
+        reseal(&mut b);
+        b
+    }
+
+    /// A compacted log of 9 offsets: `a` at 0 (1-2 removed), `d` at 3, 4-6 emptied, `h` at 7,
+    /// and a last batch whose record at 8 was removed too.
+    fn gapped_log() -> Vec<u8> {
+        let mut log = compacted(0, &[b"a"], 2);
+        log.extend(compacted(3, &[b"d"], 3));
+        log.extend(emptied(4, 6));
+        log.extend(compacted(7, &[b"h"], 7));
+        log.extend(emptied(8, 8));
+        log
+    }
+
+    #[tokio::test]
+    async fn a_compacted_log_reads_to_its_end_across_every_gap() {
+        let addr = fake_broker(gapped_log(), 9).await;
+        let conn = Connection::connect(&addr).await.unwrap();
+        let mut c = Consumer::new(conn, "t", StartFrom::Beginning, ConsumerConfig::default())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(r) = c.next().await.unwrap() {
+            got.push((r.offset, r.value.unwrap()));
+        }
+        // Survivors keep their offsets; the consumer ends although the last offsets hold no
+        // record.
+        assert_eq!(got, vec![(0, b"a".to_vec()), (3, b"d".to_vec()), (7, b"h".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn poll_views_passes_gaps_and_its_position_ends_past_the_last_batch() {
+        let addr = fake_broker(gapped_log(), 9).await;
+        let conn = Connection::connect(&addr).await.unwrap();
+        let mut c = Consumer::new(conn, "t", StartFrom::Offset(1), ConsumerConfig::default())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while c
+            .poll_views(|_, v| {
+                got.push(v.offset);
+                Ok::<_, ClientError>(ControlFlow::Continue(()))
+            })
+            .await
+            .unwrap()
+            .is_some()
+        {}
+        // Starting inside a gap gives the next survivor; a group committing now would resume
+        // past the emptied end, not re-read it.
+        assert_eq!(got, vec![3, 7]);
+        assert_eq!(c.position(0), Some(9));
     }
 
     #[tokio::test]

@@ -398,6 +398,8 @@ pub(crate) async fn rates(State(s): State<AppState>) -> Json<super::rates::Rates
 pub(crate) fn snapshot(broker: &Broker) -> StateSnapshot {
     let mut snap = StateSnapshot::default();
     let mut ends: HashMap<(String, u32), u64> = HashMap::new();
+    let dirty: HashMap<(String, u32), f64> =
+        broker.dirty_ratios().into_iter().map(|d| ((d.topic, d.partition), d.ratio)).collect();
     for d in broker.describe_all() {
         if d.offline.is_some() {
             snap.offline_topics += 1;
@@ -416,6 +418,7 @@ pub(crate) fn snapshot(broker: &Broker) -> StateSnapshot {
                 next_offset: p.next_offset,
                 segments: p.segments,
                 size_bytes: p.size_bytes,
+                dirty_ratio: dirty.get(&(d.name.clone(), p.partition)).copied(),
             });
         }
     }

@@ -17,6 +17,13 @@
 //! - `offline_partitions`, `offline_topics`, `offline_groups` — gauges: damaged data the broker
 //!   found at start-up and does not serve (a partition whose log did not open, a topic whose
 //!   `topic.json` is unusable, a group whose file is); alert when any is above 0.
+//! - `log_cleaner_runs_total`, `log_cleaner_removed_bytes_total`,
+//!   `log_cleaner_records_removed_total`, `log_cleaner_tombstones_removed_total` — counters per
+//!   `topic`, `partition` of the compaction runs that cleaned something;
+//!   `log_cleaner_last_run_timestamp_seconds` — gauge: when the cleaner last finished a run (Unix
+//!   time; absent before the first); `log_cleaner_dirty_ratio` — gauge per `topic`, `partition`
+//!   of every compacted partition, from the snapshot (Kafka's dirty ratio: the share of the sealed
+//!   log not compacted yet).
 //!
 //! [`TimedFs`] wraps the storage engine's file-system seam to time every fsync.
 
@@ -99,6 +106,25 @@ struct PartitionTraffic {
     fetch_bytes: AtomicU64,
 }
 
+/// What the log cleaner removed from one partition since the broker started.
+#[derive(Debug, Default)]
+struct PartitionCleaning {
+    runs: AtomicU64,
+    bytes_removed: AtomicU64,
+    records_removed: AtomicU64,
+    tombstones_removed: AtomicU64,
+}
+
+/// One compaction run of one partition, as the cleaner reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanerRun {
+    /// Bytes of segments before minus after.
+    pub bytes_removed: u64,
+    /// Records removed, tombstones included.
+    pub records_removed: u64,
+    pub tombstones_removed: u64,
+}
+
 /// Totals of one topic (its partitions summed), as the rate sampler reads them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TopicTotals {
@@ -109,7 +135,7 @@ pub struct TopicTotals {
 }
 
 /// One partition's log as the broker describes it, for the scrape-time gauges.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PartitionState {
     pub topic: String,
     pub partition: u32,
@@ -117,6 +143,8 @@ pub struct PartitionState {
     pub next_offset: u64,
     pub segments: u64,
     pub size_bytes: u64,
+    /// The share of the sealed log not compacted yet; `None` when the partition is not compacted.
+    pub dirty_ratio: Option<f64>,
 }
 
 /// One committed consumer-group offset and how far it lags behind the log end.
@@ -130,7 +158,7 @@ pub struct GroupOffsetState {
 }
 
 /// The broker state a scrape reports as gauges.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StateSnapshot {
     /// Online partitions only.
     pub partitions: Vec<PartitionState>,
@@ -157,6 +185,10 @@ pub struct Metrics {
     connections_accepted: Family<ListenerLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_errors: Family<ErrorLabels, Counter>,
+    /// topic -> partition -> what the cleaner removed.
+    cleaning: RwLock<HashMap<String, HashMap<u32, Arc<PartitionCleaning>>>>,
+    /// Unix time in milliseconds of the cleaner's last finished run; 0 before the first.
+    cleaner_last_run_ms: AtomicU64,
 }
 
 fn latency_histogram() -> Histogram {
@@ -227,6 +259,8 @@ impl Metrics {
             connections_accepted,
             requests,
             request_errors,
+            cleaning: RwLock::new(HashMap::new()),
+            cleaner_last_run_ms: AtomicU64::new(0),
         }
     }
 
@@ -283,6 +317,27 @@ impl Metrics {
         self.fsyncs.get()
     }
 
+    /// One compaction run of a partition finished at `now_ms` (Unix milliseconds). A run that
+    /// cleaned nothing moves only the last-run time.
+    pub fn record_cleaner_run(&self, topic: &str, partition: u32, run: CleanerRun, now_ms: i64) {
+        self.cleaner_last_run_ms.fetch_max(u64::try_from(now_ms).unwrap_or(0), Ordering::Relaxed);
+        if run == CleanerRun::default() {
+            return;
+        }
+        let c = {
+            let map = self.cleaning.read().unwrap_or_else(|e| e.into_inner());
+            map.get(topic).and_then(|parts| parts.get(&partition)).cloned()
+        };
+        let c = c.unwrap_or_else(|| {
+            let mut map = self.cleaning.write().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(map.entry(topic.to_owned()).or_default().entry(partition).or_default())
+        });
+        c.runs.fetch_add(1, Ordering::Relaxed);
+        c.bytes_removed.fetch_add(run.bytes_removed, Ordering::Relaxed);
+        c.records_removed.fetch_add(run.records_removed, Ordering::Relaxed);
+        c.tombstones_removed.fetch_add(run.tombstones_removed, Ordering::Relaxed);
+    }
+
     /// One request handled on `listener`; `api` is a snake_case name such as `"append"` (from a
     /// fixed set per protocol, so the series stay few).
     pub fn record_request(&self, listener: Listener, api: impl Into<Cow<'static, str>>) {
@@ -334,6 +389,7 @@ impl Metrics {
     fn encode_into(&self, out: &mut String, state: &StateSnapshot) -> std::fmt::Result {
         encode_registry(out, &self.registry)?;
         encode_registry(out, &self.traffic_registry())?;
+        encode_registry(out, &self.cleaner_registry())?;
         encode_registry(out, &state_registry(state))?;
         encode_eof(out)?;
         Ok(())
@@ -371,6 +427,54 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The log cleaner's counters and last-run time, as a registry built for this scrape.
+    fn cleaner_registry(&self) -> Registry {
+        let mut reg = Registry::with_prefix(PREFIX);
+        let runs = Family::<PartitionLabels, Counter>::default();
+        let bytes = Family::<PartitionLabels, Counter>::default();
+        let records = Family::<PartitionLabels, Counter>::default();
+        let tombstones = Family::<PartitionLabels, Counter>::default();
+        {
+            let map = self.cleaning.read().unwrap_or_else(|e| e.into_inner());
+            for (topic, partition, c) in
+                map.iter().flat_map(|(topic, parts)| parts.iter().map(move |(p, c)| (topic, p, c)))
+            {
+                let l = PartitionLabels { topic: topic.clone(), partition: *partition };
+                runs.get_or_create(&l).inc_by(c.runs.load(Ordering::Relaxed));
+                bytes.get_or_create(&l).inc_by(c.bytes_removed.load(Ordering::Relaxed));
+                records.get_or_create(&l).inc_by(c.records_removed.load(Ordering::Relaxed));
+                tombstones.get_or_create(&l).inc_by(c.tombstones_removed.load(Ordering::Relaxed));
+            }
+        }
+        reg.register("log_cleaner_runs", "Compaction runs that cleaned something", runs);
+        reg.register_with_unit(
+            "log_cleaner_removed",
+            "Bytes of segments compaction removed",
+            Unit::Bytes,
+            bytes,
+        );
+        reg.register(
+            "log_cleaner_records_removed",
+            "Records compaction removed (superseded values and expired tombstones)",
+            records,
+        );
+        reg.register("log_cleaner_tombstones_removed", "Tombstones compaction removed", tombstones);
+        let last = self.cleaner_last_run_ms.load(Ordering::Relaxed);
+        if last > 0 {
+            let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            g.set(last as f64 / 1000.0);
+            reg.register_with_unit(
+                "log_cleaner_last_run_timestamp",
+                "When the log cleaner last finished a compaction run (Unix time)",
+                Unit::Seconds,
+                g,
+            );
+        }
+        reg
+    }
+}
+
 fn gauge_value(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -382,12 +486,16 @@ fn state_registry(state: &StateSnapshot) -> Registry {
     let end = Family::<PartitionLabels, Gauge>::default();
     let size = Family::<PartitionLabels, Gauge>::default();
     let segments = Family::<PartitionLabels, Gauge>::default();
+    let dirty = Family::<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     for p in &state.partitions {
         let l = PartitionLabels { topic: p.topic.clone(), partition: p.partition };
         start.get_or_create(&l).set(gauge_value(p.log_start_offset));
         end.get_or_create(&l).set(gauge_value(p.next_offset));
         size.get_or_create(&l).set(gauge_value(p.size_bytes));
         segments.get_or_create(&l).set(gauge_value(p.segments));
+        if let Some(ratio) = p.dirty_ratio {
+            dirty.get_or_create(&l).set(ratio);
+        }
     }
     let committed = Family::<GroupLabels, Gauge>::default();
     let lag = Family::<GroupLabels, Gauge>::default();
@@ -405,6 +513,11 @@ fn state_registry(state: &StateSnapshot) -> Registry {
     );
     reg.register_with_unit("log_size", "Bytes of segment files on disk", Unit::Bytes, size);
     reg.register("log_segments", "Segment files of the log", segments);
+    reg.register(
+        "log_cleaner_dirty_ratio",
+        "Share of a compacted partition's sealed log not compacted yet",
+        dirty,
+    );
     reg.register("group_committed_offset", "Offset a consumer group committed", committed);
     reg.register("group_lag", "Records between a group's committed offset and the log end", lag);
     let offline = |n: u64| {
@@ -522,6 +635,7 @@ mod tests {
                 next_offset: 42,
                 segments: 3,
                 size_bytes: 4096,
+                dirty_ratio: Some(0.25),
             }],
             group_offsets: vec![GroupOffsetState {
                 group: "g".into(),
@@ -540,6 +654,7 @@ mod tests {
         assert_eq!(find_sample(&text, "minikafka_log_end_offset", l), Some(42.0));
         assert_eq!(find_sample(&text, "minikafka_log_segments", l), Some(3.0));
         assert_eq!(find_sample(&text, "minikafka_log_size_bytes", l), Some(4096.0));
+        assert_eq!(find_sample(&text, "minikafka_log_cleaner_dirty_ratio", l), Some(0.25));
         let g = r#"group="g",topic="t",partition="2""#;
         assert_eq!(find_sample(&text, "minikafka_group_committed_offset", g), Some(30.0));
         assert_eq!(find_sample(&text, "minikafka_group_lag", g), Some(12.0));
@@ -577,6 +692,42 @@ mod tests {
         assert_eq!(find_sample(&text, "minikafka_fsyncs_total", ""), Some(1.0));
         assert_eq!(find_sample(&text, "minikafka_fsync_duration_seconds_count", ""), Some(1.0));
         drop(b);
+    }
+
+    #[test]
+    fn cleaner_runs_add_up_per_partition_and_stamp_the_last_run() {
+        let m = Metrics::new();
+        let text = m.encode(&StateSnapshot::default());
+        assert_eq!(
+            find_sample(&text, "minikafka_log_cleaner_last_run_timestamp_seconds", ""),
+            None
+        );
+        let run = CleanerRun { bytes_removed: 1000, records_removed: 40, tombstones_removed: 3 };
+        m.record_cleaner_run("kv", 0, run, 1_700_000_000_000);
+        m.record_cleaner_run("kv", 0, run, 1_700_000_001_500);
+        // A run with nothing to clean counts only as a run of the cleaner.
+        m.record_cleaner_run("kv", 1, CleanerRun::default(), 1_700_000_002_000);
+        let text = m.encode(&StateSnapshot::default());
+        let p0 = r#"topic="kv",partition="0""#;
+        assert_eq!(find_sample(&text, "minikafka_log_cleaner_runs_total", p0), Some(2.0));
+        assert_eq!(
+            find_sample(&text, "minikafka_log_cleaner_removed_bytes_total", p0),
+            Some(2000.0)
+        );
+        assert_eq!(
+            find_sample(&text, "minikafka_log_cleaner_records_removed_total", p0),
+            Some(80.0)
+        );
+        assert_eq!(
+            find_sample(&text, "minikafka_log_cleaner_tombstones_removed_total", p0),
+            Some(6.0)
+        );
+        let p1 = r#"topic="kv",partition="1""#;
+        assert_eq!(find_sample(&text, "minikafka_log_cleaner_runs_total", p1), None);
+        assert_eq!(
+            find_sample(&text, "minikafka_log_cleaner_last_run_timestamp_seconds", ""),
+            Some(1_700_000_002.0)
+        );
     }
 
     #[test]
