@@ -417,6 +417,59 @@ mod tests {
     }
 
     #[test]
+    fn negative_sentinels_are_kept_as_committed_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Groups::open(dir.path()).unwrap();
+        // kafkajs's resetOffsets commits -2 (earliest) and -1 (latest); any i64 is kept.
+        let sent = [
+            ("orders".to_string(), 0, meta(EARLIEST_SENTINEL, "")),
+            ("orders".to_string(), 1, meta(LATEST_SENTINEL, "")),
+            ("orders".to_string(), 2, meta(i64::MIN, "odd")),
+        ];
+        g.commit_many("reset", sent).unwrap();
+        drop(g);
+        let file = fs::read_to_string(dir.path().join(GROUPS_DIR).join("reset.json")).unwrap();
+        assert!(file.contains(r#""offset": -2"#), "{file}");
+        let g = Groups::open(dir.path()).unwrap();
+        assert!(g.offline().is_empty());
+        assert_eq!(
+            g.offsets("reset").unwrap(),
+            vec![
+                ("orders".into(), 0, -2),
+                ("orders".into(), 1, -1),
+                ("orders".into(), 2, i64::MIN)
+            ]
+        );
+        assert_eq!(g.committed("reset", "orders", 2).unwrap(), Some(meta(i64::MIN, "odd")));
+    }
+
+    #[test]
+    fn an_old_file_with_a_position_past_i64_max_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups_dir = dir.path().join(GROUPS_DIR);
+        fs::create_dir_all(&groups_dir).unwrap();
+        // A native u64 commit could have written this before offsets were i64.
+        let old = r#"{ "offsets": [ { "topic": "t", "partition": 0, "offset": 18446744073709551615 } ] }"#;
+        fs::write(groups_dir.join("far.json"), old).unwrap();
+        let g = Groups::open(dir.path()).unwrap();
+        assert!(g.offline().is_empty(), "{:?}", g.offline());
+        assert_eq!(g.offsets("far").unwrap(), vec![("t".into(), 0, i64::MAX)]);
+    }
+
+    #[test]
+    fn a_committed_offset_resolves_as_a_kafka_consumer_reads_it() {
+        // (committed, log start 3, log end 10) -> position.
+        assert_eq!(resolve_committed(7, 3, 10), Some(7));
+        assert_eq!(resolve_committed(0, 3, 10), Some(0), "a trimmed-away position is kept");
+        assert_eq!(resolve_committed(EARLIEST_SENTINEL, 3, 10), Some(3));
+        assert_eq!(resolve_committed(LATEST_SENTINEL, 3, 10), Some(10));
+        assert_eq!(resolve_committed(-3, 3, 10), None);
+        assert_eq!(resolve_committed(i64::MIN, 3, 10), None);
+        assert_eq!(position_to_committed(u64::MAX), i64::MAX);
+        assert_eq!(position_to_committed(42), 42);
+    }
+
+    #[test]
     fn deleting_a_group_or_some_offsets_is_durable() {
         let dir = tempfile::tempdir().unwrap();
         let g = Groups::open(dir.path()).unwrap();

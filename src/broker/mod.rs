@@ -1388,7 +1388,11 @@ impl Broker {
             return Err(BrokerError::GroupNotEmpty { group: group.to_owned(), members });
         }
         let entries = offsets.iter().map(|(t, p, o)| {
-            (t.clone(), *p, Committed { offset: position_to_committed(*o), metadata: String::new() })
+            (
+                t.clone(),
+                *p,
+                Committed { offset: position_to_committed(*o), metadata: String::new() },
+            )
         });
         self.groups.commit_many(group, entries)
     }

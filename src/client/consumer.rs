@@ -164,8 +164,11 @@ impl Consumer {
         if start == StartFrom::Committed {
             let group = config.group.clone().unwrap_or_default();
             for (slot, &partition) in fetched.iter_mut().zip(&chosen) {
-                let req =
-                    Request::FetchOffset { group: group.clone(), topic: topic.to_string(), partition };
+                let req = Request::FetchOffset {
+                    group: group.clone(),
+                    topic: topic.to_string(),
+                    partition,
+                };
                 match conn.request(&req).await? {
                     Response::Offset { offset } => *slot = offset,
                     other => return Err(unexpected("FetchOffset", &other)),
