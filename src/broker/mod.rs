@@ -156,6 +156,8 @@ impl Default for BrokerConfig {
 pub struct PartitionLag {
     pub topic: String,
     pub partition: u32,
+    /// The committed offset as a read position: a Kafka sentinel commit resolved (-2 the log
+    /// start, -1 the log end), see [`Broker::group_offsets`].
     pub committed_offset: u64,
     /// `None` when the topic or partition no longer exists (its lag is then unknown).
     pub log_end_offset: Option<u64>,
@@ -1263,7 +1265,7 @@ impl Broker {
 
     /// `group`'s position in a partition: its committed offset resolved as a Kafka consumer
     /// reads it (a committed -2 is the log start now, -1 the log end now, see
-    /// [`Broker::resolve_committed`]); `None` when it has none.
+    /// `Broker::resolve_committed`); `None` when it has none.
     pub fn committed_offset(
         &self,
         group: &str,
@@ -1398,7 +1400,7 @@ impl Broker {
     }
 
     /// Every `(topic, partition, position)` of `group`, sorted: its committed offsets resolved
-    /// as a Kafka consumer reads them (see [`Broker::resolve_committed`]). A partition whose
+    /// as a Kafka consumer reads them (see `Broker::resolve_committed`). A partition whose
     /// commit resolves to no position is left out, as if it had none.
     pub fn group_offsets(&self, group: &str) -> Result<Vec<(String, u32, u64)>, BrokerError> {
         Ok(self

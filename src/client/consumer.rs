@@ -30,7 +30,8 @@ pub enum StartFrom {
     /// This offset in every partition read.
     Offset(u64),
     /// The group's committed offset, or the log start when the group has none (or when its
-    /// offset has been trimmed away since).
+    /// offset has been trimmed away since). A Kafka client's sentinel commit starts where a
+    /// Kafka consumer would: -2 at the log start, -1 at the log end.
     Committed,
 }
 
