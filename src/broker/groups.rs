@@ -67,7 +67,7 @@ type Offsets = BTreeMap<(String, u32), Committed>;
 /// |-------------|-------------|-------------------------------------------------------|
 /// | `topic`     | first       | topic name                                            |
 /// | `partition` | first       | partition index                                       |
-/// | `offset`    | first       | the offset as committed, a JSON integer in i64's range: |
+/// | `offset`    | first       | the offset as committed, a JSON integer (i64 range):  |
 /// |             |             | the next offset the group will read, or (since issue  |
 /// |             |             | 13) a negative Kafka sentinel kept as sent: -2 reads  |
 /// |             |             | as the log start, -1 as the log end, any other        |
