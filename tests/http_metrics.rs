@@ -384,6 +384,51 @@ async fn the_json_api_shows_what_was_produced() {
     drop(idle);
 }
 
+/// A Kafka client's sentinel commits (kafkajs's resetOffsets: -2 earliest, -1 latest) show in
+/// the console and `/metrics` at the position a consumer would start from, with its lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_and_metrics_read_sentinel_commits_as_log_start_and_end() {
+    let stack = Stack::start().await;
+    let conn = stack.connect().await;
+    Admin::new(conn.clone()).create_topic(TOPIC, 2, false).await.unwrap();
+    let producer = Producer::new(conn.clone(), TOPIC, ProducerConfig::default()).await.unwrap();
+    produce(&producer, 0, 0, 2, 10).await;
+    produce(&producer, 1, 0, 1, 6).await;
+    assert_eq!(stack.broker.trim(TOPIC, 0, 5).unwrap(), 5);
+    // What the Kafka listener stores for OffsetCommit: the offsets as sent.
+    let sent =
+        [(TOPIC.to_string(), 0, -2, String::new()), (TOPIC.to_string(), 1, -1, String::new())];
+    let checks = stack.broker.commit_offsets_with_metadata("reset", &sent).unwrap();
+    assert!(checks.iter().all(Result::is_ok), "{checks:?}");
+
+    let g = stack.json("/api/groups/reset").await;
+    assert_eq!(g["offsets"][0]["committed_offset"], 5, "-2: the log start");
+    assert_eq!(g["offsets"][0]["lag"], 15);
+    assert_eq!(g["offsets"][1]["committed_offset"], 6, "-1: the log end");
+    assert_eq!(g["offsets"][1]["lag"], 0);
+    assert_eq!(g["total_lag"], 15);
+    let groups = stack.json("/api/groups").await;
+    assert_eq!(
+        (groups[0]["group"].clone(), groups[0]["total_lag"].clone()),
+        ("reset".into(), 15.into())
+    );
+
+    let m = stack.metrics().await;
+    let p0 = r#"group="reset",topic="orders",partition="0""#;
+    let p1 = r#"group="reset",topic="orders",partition="1""#;
+    assert_eq!(find_sample(&m, "minikafka_group_committed_offset", p0), Some(5.0), "{m}");
+    assert_eq!(find_sample(&m, "minikafka_group_lag", p0), Some(15.0));
+    assert_eq!(find_sample(&m, "minikafka_group_committed_offset", p1), Some(6.0));
+    assert_eq!(find_sample(&m, "minikafka_group_lag", p1), Some(0.0));
+    // The raw commit is untouched: Kafka's OffsetFetch still answers -2 and -1.
+    assert_eq!(
+        stack.broker.committed_offset_with_metadata("reset", TOPIC, 0).unwrap(),
+        Some((-2, String::new()))
+    );
+    drop((producer, conn));
+    stack.stop().await;
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -20,11 +20,39 @@ use super::{BrokerError, fsutil, topic};
 pub const GROUPS_DIR: &str = "@groups";
 const GROUP_SUFFIX: &str = ".json";
 
-/// A committed position: the offset and the metadata string the consumer committed with it.
+/// A commit as the consumer sent it: the offset and the metadata string committed with it.
+///
+/// The offset is Kafka's i64, kept as sent: usually the next offset to read, but a Kafka client
+/// may commit a negative sentinel (kafkajs's `resetOffsets` commits -2 for "earliest" and -1 for
+/// "latest"). Readers that need a position resolve it with [`resolve_committed`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Committed {
-    pub offset: u64,
+    pub offset: i64,
     pub metadata: String,
+}
+
+/// The committed offset a Kafka consumer reads as "from the log start".
+pub const EARLIEST_SENTINEL: i64 = -2;
+/// The committed offset a Kafka consumer reads as "from the log end".
+pub const LATEST_SENTINEL: i64 = -1;
+
+/// What a committed offset means as a read position, given the partition's log start and end
+/// offsets: a non-negative one is itself, [`EARLIEST_SENTINEL`] the log start, [`LATEST_SENTINEL`]
+/// the log end, and any other negative one no position at all (as if nothing were committed),
+/// the way Kafka consumers read them.
+pub(crate) fn resolve_committed(offset: i64, log_start: u64, log_end: u64) -> Option<u64> {
+    match offset {
+        EARLIEST_SENTINEL => Some(log_start),
+        LATEST_SENTINEL => Some(log_end),
+        // Negative: the conversion fails, and that is "no committed offset".
+        o => u64::try_from(o).ok(),
+    }
+}
+
+/// A position as the i64 Kafka stores. Offsets past `i64::MAX` (only the native protocol's u64
+/// can carry one, and no log reaches it) are kept as `i64::MAX`: still past every log end.
+pub(crate) fn position_to_committed(position: u64) -> i64 {
+    i64::try_from(position).unwrap_or(i64::MAX)
 }
 
 type Offsets = BTreeMap<(String, u32), Committed>;
@@ -39,11 +67,17 @@ type Offsets = BTreeMap<(String, u32), Committed>;
 /// |-------------|-------------|-------------------------------------------------------|
 /// | `topic`     | first       | topic name                                            |
 /// | `partition` | first       | partition index                                       |
-/// | `offset`    | first       | the next offset the group will read                   |
+/// | `offset`    | first       | the offset as committed, a JSON integer (i64 range):  |
+/// |             |             | the next offset the group will read, or (since issue  |
+/// |             |             | 13) a negative Kafka sentinel kept as sent: -2 reads  |
+/// |             |             | as the log start, -1 as the log end, any other        |
+/// |             |             | negative as no committed offset                       |
 /// | `metadata`  | issue 13    | the commit's metadata string; absent (old files) = "" |
 ///
 /// Files written before `metadata` existed open unchanged, with empty metadata, and are written
-/// back in the new form at the group's next commit.
+/// back in the new form at the group's next commit. Their offsets are non-negative integers and
+/// read as the same i64 (one past `i64::MAX`, which only a native u64 commit could have written,
+/// reads as `i64::MAX`: still past every log end).
 #[derive(Serialize, Deserialize)]
 struct GroupFile {
     offsets: Vec<CommittedOffset>,
@@ -53,9 +87,25 @@ struct GroupFile {
 struct CommittedOffset {
     topic: String,
     partition: u32,
-    offset: u64,
+    #[serde(deserialize_with = "offset_from_json")]
+    offset: i64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     metadata: String,
+}
+
+/// An `offset` field: any JSON integer of i64's range, or a larger one an older release wrote as
+/// a u64 (saturated, see [`position_to_committed`]).
+fn offset_from_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Offset {
+        Signed(i64),
+        Unsigned(u64),
+    }
+    Ok(match Offset::deserialize(d)? {
+        Offset::Signed(o) => o,
+        Offset::Unsigned(o) => position_to_committed(o),
+    })
 }
 
 pub(crate) struct Groups {
@@ -198,7 +248,7 @@ impl Groups {
         group: &str,
         topic: &str,
         partition: u32,
-        offset: u64,
+        offset: i64,
     ) -> Result<(), BrokerError> {
         let c = Committed { offset, metadata: String::new() };
         self.commit_many(group, [(topic.to_owned(), partition, c)])
@@ -239,7 +289,8 @@ impl Groups {
         Ok(entry.and_then(|e| lock(&e).get(&(topic.to_owned(), partition)).cloned()))
     }
 
-    pub(crate) fn offsets(&self, group: &str) -> Result<Vec<(String, u32, u64)>, BrokerError> {
+    /// Every `(topic, partition, offset as committed)` of the group, sorted.
+    pub(crate) fn offsets(&self, group: &str) -> Result<Vec<(String, u32, i64)>, BrokerError> {
         validate_group_name(group)?;
         self.ensure_online(group)?;
         let entry = lock(&self.groups).get(group).cloned();
@@ -332,7 +383,7 @@ impl Groups {
 mod tests {
     use super::*;
 
-    fn meta(offset: u64, metadata: &str) -> Committed {
+    fn meta(offset: i64, metadata: &str) -> Committed {
         Committed { offset, metadata: metadata.to_string() }
     }
 
@@ -363,6 +414,59 @@ mod tests {
         let g = Groups::open(dir.path()).unwrap();
         assert_eq!(g.committed("billing", "orders", 0).unwrap(), Some(meta(42, "")));
         assert_eq!(g.committed("billing", "orders", 1).unwrap(), Some(meta(8, "host-a")));
+    }
+
+    #[test]
+    fn negative_sentinels_are_kept_as_committed_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Groups::open(dir.path()).unwrap();
+        // kafkajs's resetOffsets commits -2 (earliest) and -1 (latest); any i64 is kept.
+        let sent = [
+            ("orders".to_string(), 0, meta(EARLIEST_SENTINEL, "")),
+            ("orders".to_string(), 1, meta(LATEST_SENTINEL, "")),
+            ("orders".to_string(), 2, meta(i64::MIN, "odd")),
+        ];
+        g.commit_many("reset", sent).unwrap();
+        drop(g);
+        let file = fs::read_to_string(dir.path().join(GROUPS_DIR).join("reset.json")).unwrap();
+        assert!(file.contains(r#""offset": -2"#), "{file}");
+        let g = Groups::open(dir.path()).unwrap();
+        assert!(g.offline().is_empty());
+        assert_eq!(
+            g.offsets("reset").unwrap(),
+            vec![
+                ("orders".into(), 0, -2),
+                ("orders".into(), 1, -1),
+                ("orders".into(), 2, i64::MIN)
+            ]
+        );
+        assert_eq!(g.committed("reset", "orders", 2).unwrap(), Some(meta(i64::MIN, "odd")));
+    }
+
+    #[test]
+    fn an_old_file_with_a_position_past_i64_max_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups_dir = dir.path().join(GROUPS_DIR);
+        fs::create_dir_all(&groups_dir).unwrap();
+        // A native u64 commit could have written this before offsets were i64.
+        let old = r#"{ "offsets": [ { "topic": "t", "partition": 0, "offset": 18446744073709551615 } ] }"#;
+        fs::write(groups_dir.join("far.json"), old).unwrap();
+        let g = Groups::open(dir.path()).unwrap();
+        assert!(g.offline().is_empty(), "{:?}", g.offline());
+        assert_eq!(g.offsets("far").unwrap(), vec![("t".into(), 0, i64::MAX)]);
+    }
+
+    #[test]
+    fn a_committed_offset_resolves_as_a_kafka_consumer_reads_it() {
+        // (committed, log start 3, log end 10) -> position.
+        assert_eq!(resolve_committed(7, 3, 10), Some(7));
+        assert_eq!(resolve_committed(0, 3, 10), Some(0), "a trimmed-away position is kept");
+        assert_eq!(resolve_committed(EARLIEST_SENTINEL, 3, 10), Some(3));
+        assert_eq!(resolve_committed(LATEST_SENTINEL, 3, 10), Some(10));
+        assert_eq!(resolve_committed(-3, 3, 10), None);
+        assert_eq!(resolve_committed(i64::MIN, 3, 10), None);
+        assert_eq!(position_to_committed(u64::MAX), i64::MAX);
+        assert_eq!(position_to_committed(42), 42);
     }
 
     #[test]

@@ -93,7 +93,8 @@ use crate::storage::{
 };
 
 use self::coordinator::Coordinator;
-use self::groups::{Committed, Groups};
+use self::groups::{Committed, Groups, position_to_committed, resolve_committed};
+pub use self::groups::{EARLIEST_SENTINEL, LATEST_SENTINEL};
 use self::topic::{Partition, Slot, Topic, TopicMeta};
 use self::topic_config::{ConfigEntry, ConfigOp, TopicConfigs};
 
@@ -161,6 +162,8 @@ impl Default for BrokerConfig {
 pub struct PartitionLag {
     pub topic: String,
     pub partition: u32,
+    /// The committed offset as a read position: a Kafka sentinel commit resolved (-2 the log
+    /// start, -1 the log end), see [`Broker::group_offsets`].
     pub committed_offset: u64,
     /// `None` when the topic or partition no longer exists (its lag is then unknown).
     pub log_end_offset: Option<u64>,
@@ -1233,7 +1236,7 @@ impl Broker {
         validate_topic_name(topic)?;
         self.check_open()?;
         self.topic(topic)?.partition(partition)?;
-        self.groups.commit(group, topic, partition, offset)
+        self.groups.commit(group, topic, partition, position_to_committed(offset))
     }
 
     /// Records many of `group`'s positions with one durable write of the group's file. Each
@@ -1245,17 +1248,20 @@ impl Broker {
         group: &str,
         offsets: &[(String, u32, u64)],
     ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
-        let with: Vec<(String, u32, u64, String)> =
-            offsets.iter().map(|(t, p, o)| (t.clone(), *p, *o, String::new())).collect();
+        let with: Vec<(String, u32, i64, String)> = offsets
+            .iter()
+            .map(|(t, p, o)| (t.clone(), *p, position_to_committed(*o), String::new()))
+            .collect();
         self.commit_offsets_with_metadata(group, &with)
     }
 
-    /// [`Broker::commit_offsets`] with each offset's metadata string (Kafka's OffsetCommit),
-    /// kept and returned by [`Broker::committed_offset_with_metadata`].
+    /// [`Broker::commit_offsets`] as Kafka's OffsetCommit does it: each offset is an i64 kept as
+    /// sent (a negative sentinel too, see [`EARLIEST_SENTINEL`]) with its metadata string, both
+    /// returned unchanged by [`Broker::committed_offset_with_metadata`].
     pub fn commit_offsets_with_metadata(
         &self,
         group: &str,
-        offsets: &[(String, u32, u64, String)],
+        offsets: &[(String, u32, i64, String)],
     ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
         validate_group_name(group)?;
         self.check_open()?;
@@ -1273,23 +1279,28 @@ impl Broker {
         Ok(checks)
     }
 
-    /// `group`'s committed offset in a partition, `None` when it has none.
+    /// `group`'s position in a partition: its committed offset resolved as a Kafka consumer
+    /// reads it (a committed -2 is the log start now, -1 the log end now, see
+    /// `Broker::resolve_committed`); `None` when it has none.
     pub fn committed_offset(
         &self,
         group: &str,
         topic: &str,
         partition: u32,
     ) -> Result<Option<u64>, BrokerError> {
-        Ok(self.committed_offset_with_metadata(group, topic, partition)?.map(|(o, _)| o))
+        Ok(self
+            .committed_offset_with_metadata(group, topic, partition)?
+            .and_then(|(o, _)| self.resolve_committed(topic, partition, o)))
     }
 
-    /// `group`'s committed offset in a partition with the metadata committed with it.
+    /// `group`'s committed offset in a partition exactly as committed (a negative sentinel
+    /// too), with the metadata committed with it: what Kafka's OffsetFetch returns.
     pub fn committed_offset_with_metadata(
         &self,
         group: &str,
         topic: &str,
         partition: u32,
-    ) -> Result<Option<(u64, String)>, BrokerError> {
+    ) -> Result<Option<(i64, String)>, BrokerError> {
         validate_group_name(group)?;
         validate_topic_name(topic)?;
         Ok(self.groups.committed(group, topic, partition)?.map(|c| (c.offset, c.metadata)))
@@ -1394,15 +1405,54 @@ impl Broker {
         if !members.is_empty() {
             return Err(BrokerError::GroupNotEmpty { group: group.to_owned(), members });
         }
-        let entries = offsets
-            .iter()
-            .map(|(t, p, o)| (t.clone(), *p, Committed { offset: *o, metadata: String::new() }));
+        let entries = offsets.iter().map(|(t, p, o)| {
+            (
+                t.clone(),
+                *p,
+                Committed { offset: position_to_committed(*o), metadata: String::new() },
+            )
+        });
         self.groups.commit_many(group, entries)
     }
 
-    /// Every `(topic, partition, offset)` `group` has committed, sorted.
+    /// Every `(topic, partition, position)` of `group`, sorted: its committed offsets resolved
+    /// as a Kafka consumer reads them (see `Broker::resolve_committed`). A partition whose
+    /// commit resolves to no position is left out, as if it had none.
     pub fn group_offsets(&self, group: &str) -> Result<Vec<(String, u32, u64)>, BrokerError> {
+        Ok(self
+            .groups
+            .offsets(group)?
+            .into_iter()
+            .filter_map(|(t, p, o)| self.resolve_committed(&t, p, o).map(|pos| (t, p, pos)))
+            .collect())
+    }
+
+    /// Every `(topic, partition, offset)` `group` has committed, exactly as committed (negative
+    /// sentinels too), sorted: what Kafka's OffsetFetch of all partitions returns.
+    pub fn group_offsets_as_committed(
+        &self,
+        group: &str,
+    ) -> Result<Vec<(String, u32, i64)>, BrokerError> {
         self.groups.offsets(group)
+    }
+
+    /// The one place a committed offset becomes a read position, the way Kafka consumers read
+    /// one: a non-negative offset is itself, [`EARLIEST_SENTINEL`] (-2) the partition's log
+    /// start now, [`LATEST_SENTINEL`] (-1) its log end now, and any other negative offset no
+    /// position (as if nothing were committed). A sentinel of a partition that is unknown or
+    /// offline has no position either: its log is not there to resolve it against.
+    fn resolve_committed(&self, topic: &str, partition: u32, committed: i64) -> Option<u64> {
+        if committed >= 0 {
+            return resolve_committed(committed, 0, 0);
+        }
+        let p = match self.topic(topic).and_then(|t| t.partition(partition).cloned()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(topic, partition, committed, "committed sentinel unresolved: {e}");
+                return None;
+            }
+        };
+        resolve_committed(committed, p.log.log_start_offset(), p.log.next_offset())
     }
 
     /// Groups that have committed offsets, sorted.

@@ -123,7 +123,9 @@ pub(super) async fn run(args: GroupArgs) -> Result<(), CliError> {
         GroupCommand::ResetOffsets(args) => reset_offsets(&admin, args).await?,
         GroupCommand::Describe { group, json } => {
             let v = group_view(&admin, &mut LogEnds::default(), &group).await?;
-            if v.offsets.is_empty() && v.members.is_empty() {
+            // "Dead" is the broker's "no such group"; a group whose only commits resolve to no
+            // position (a negative offset other than Kafka's -2/-1) still exists, with none.
+            if v.offsets.is_empty() && v.members.is_empty() && v.state == "Dead" {
                 return Err(CliError::Usage(format!(
                     "no consumer group {group} (no committed offsets under that name)"
                 )));

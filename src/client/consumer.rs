@@ -30,7 +30,8 @@ pub enum StartFrom {
     /// This offset in every partition read.
     Offset(u64),
     /// The group's committed offset, or the log start when the group has none (or when its
-    /// offset has been trimmed away since).
+    /// offset has been trimmed away since). A Kafka client's sentinel commit starts where a
+    /// Kafka consumer would: -2 at the log start, -1 at the log end.
     Committed,
 }
 
@@ -143,7 +144,8 @@ impl Consumer {
                 "starting from a committed offset needs a consumer group".to_string(),
             ));
         }
-        let description = Admin::new(conn.clone()).describe_topic(topic).await?;
+        let admin = Admin::new(conn.clone());
+        let mut description = admin.describe_topic(topic).await?;
         // Damaged data the broker does not serve: an error, not an empty read.
         let offline = |what: String, reason: &str| ClientError::Broker {
             code: ErrorCode::Storage,
@@ -156,8 +158,33 @@ impl Consumer {
             Some(list) => list.clone(),
             None => description.partitions.iter().map(|p| p.partition).collect(),
         };
+        // The group's positions (the broker resolves Kafka's -2/-1 sentinels to the log start and
+        // end as it reads them). A -1 read after the describe may be past the end it saw when
+        // records arrived in between; ends only grow, so describing again sees it.
+        let mut fetched: Vec<Option<u64>> = vec![None; chosen.len()];
+        if start == StartFrom::Committed {
+            let group = config.group.clone().unwrap_or_default();
+            for (slot, &partition) in fetched.iter_mut().zip(&chosen) {
+                let req = Request::FetchOffset {
+                    group: group.clone(),
+                    topic: topic.to_string(),
+                    partition,
+                };
+                match conn.request(&req).await? {
+                    Response::Offset { offset } => *slot = offset,
+                    other => return Err(unexpected("FetchOffset", &other)),
+                }
+            }
+            let past_end = fetched.iter().zip(&chosen).any(|(o, p)| {
+                let end = description.partitions.iter().find(|d| d.partition == *p);
+                matches!((o, end), (Some(o), Some(d)) if *o > d.next_offset)
+            });
+            if past_end {
+                description = admin.describe_topic(topic).await?;
+            }
+        }
         let mut partitions = Vec::with_capacity(chosen.len());
-        for partition in chosen {
+        for (partition, fetched) in chosen.into_iter().zip(fetched) {
             let Some(d) = description.partitions.iter().find(|d| d.partition == partition) else {
                 return Err(ClientError::InvalidArgument(format!(
                     "topic {topic} has {} partitions; partition {partition} does not exist",
@@ -173,30 +200,23 @@ impl Consumer {
                 StartFrom::End => d.next_offset,
                 StartFrom::Offset(n) => *n,
                 StartFrom::Committed => {
-                    let group = config.group.clone().unwrap_or_default();
-                    let req = Request::FetchOffset { group, topic: topic.to_string(), partition };
-                    match conn.request(&req).await? {
-                        Response::Offset { offset } => {
-                            committed = offset;
-                            match offset {
-                                // Retention or a trim removed records the group never read;
-                                // they are gone, so the group goes on from the oldest left
-                                // (Kafka's auto.offset.reset=earliest).
-                                Some(o) if o < d.log_start_offset => {
-                                    tracing::warn!(
-                                        topic,
-                                        partition,
-                                        committed = o,
-                                        log_start_offset = d.log_start_offset,
-                                        "committed offset was trimmed away; resuming at the log start"
-                                    );
-                                    d.log_start_offset
-                                }
-                                Some(o) => o,
-                                None => d.log_start_offset,
-                            }
+                    committed = fetched;
+                    match fetched {
+                        // Retention or a trim removed records the group never read; they are
+                        // gone, so the group goes on from the oldest left (Kafka's
+                        // auto.offset.reset=earliest).
+                        Some(o) if o < d.log_start_offset => {
+                            tracing::warn!(
+                                topic,
+                                partition,
+                                committed = o,
+                                log_start_offset = d.log_start_offset,
+                                "committed offset was trimmed away; resuming at the log start"
+                            );
+                            d.log_start_offset
                         }
-                        other => return Err(unexpected("FetchOffset", &other)),
+                        Some(o) => o,
+                        None => d.log_start_offset,
                     }
                 }
             };

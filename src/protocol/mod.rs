@@ -201,7 +201,9 @@ pub enum Request {
     },
 }
 
-/// One committed offset of a consumer group.
+/// One committed offset of a consumer group, as a read position: a Kafka client's sentinel
+/// commit is resolved by the broker (-2 the log start, -1 the log end; other negatives are left
+/// out, as no commit).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GroupOffset {
     pub topic: String,
@@ -238,7 +240,8 @@ pub enum Response {
     Trimmed {
         log_start_offset: u64,
     },
-    /// A group's committed offset, `None` when it has none.
+    /// A group's committed offset as a read position (sentinels resolved as for
+    /// [`GroupOffset`]), `None` when it has none; also a record's offset by timestamp.
     Offset {
         offset: Option<u64>,
     },

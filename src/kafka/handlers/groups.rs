@@ -230,7 +230,7 @@ pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCo
         ),
     };
     // Per partition: an error code decided here, or its index in `batch`.
-    let mut batch: Vec<(String, u32, u64, String)> = Vec::new();
+    let mut batch: Vec<(String, u32, i64, String)> = Vec::new();
     let slots: Vec<Vec<Result<usize, i16>>> = r
         .topics
         .iter()
@@ -240,7 +240,9 @@ pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCo
                 .map(|p| {
                     if group_err != 0 {
                         Err(group_err)
-                    } else if p.partition_index < 0 || p.committed_offset < 0 {
+                    } else if p.partition_index < 0 {
+                        // The offset itself is kept as sent, as Kafka keeps it: kafkajs's
+                        // resetOffsets commits -2 (earliest) and -1 (latest) sentinels.
                         Err(code(ResponseError::InvalidCommitOffsetSize))
                     } else if p
                         .committed_metadata
@@ -252,7 +254,7 @@ pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCo
                         batch.push((
                             t.name.to_string(),
                             p.partition_index as u32,
-                            p.committed_offset as u64,
+                            p.committed_offset,
                             p.committed_metadata.as_deref().unwrap_or("").to_string(),
                         ));
                         Ok(batch.len() - 1)
@@ -327,7 +329,8 @@ fn committed(
     let wanted = match wanted {
         Some(w) => w,
         None => {
-            let all = ctx.broker.group_offsets(group).map_err(|e| broker_error_code(&e))?;
+            let all =
+                ctx.broker.group_offsets_as_committed(group).map_err(|e| broker_error_code(&e))?;
             let mut by_topic: Vec<(String, Vec<i32>)> = Vec::new();
             for (topic, partition, _) in all {
                 match by_topic.last_mut() {
@@ -353,7 +356,7 @@ fn committed(
                         );
                     }
                     match ctx.broker.committed_offset_with_metadata(group, &topic, p as u32) {
-                        Ok(Some((o, m))) => (p, o as i64, m, 0),
+                        Ok(Some((o, m))) => (p, o, m, 0),
                         Ok(None) => (p, -1, String::new(), 0),
                         // No commit yet for a topic the broker does not know is just "none".
                         Err(_) => (p, -1, String::new(), 0),
