@@ -39,9 +39,10 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
-    // Configs and topic administration. DescribeConfigs starts at v1: v0 is gone from Kafka 4.0
-    // and from the crate, and librdkafka 2.0 and kafka-python both send v1 or later.
-    (ApiKey::DescribeConfigs, 1, 4),
+    // Configs and topic administration. DescribeConfigs from v0, although Kafka 4.0 dropped it:
+    // sarama before 1.23 (Debian's 1.22) sends v0 for every ListTopics (the vendored crate is
+    // patched for it).
+    (ApiKey::DescribeConfigs, 0, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
