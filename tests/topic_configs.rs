@@ -71,6 +71,18 @@ async fn append(b: &Broker, topic: &str, partition: u32, value: &[u8]) -> Result
     Ok(r.offsets.first)
 }
 
+/// Appends one record with `key` (compacted topics refuse records without one).
+async fn append_keyed(
+    b: &Broker,
+    topic: &str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<u64, BrokerError> {
+    let records = [NewRecord { key: Some(key), ..NewRecord::value(value) }];
+    let r = b.append(topic, Some(0), None, AppendBatch::Records(&records)).await?;
+    Ok(r.offsets.first)
+}
+
 #[test]
 fn a_topic_created_with_configs_describes_them_and_keeps_them_and_its_id_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,6 +288,21 @@ fn a_re_created_topic_gets_a_new_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_topic_refuses_records_without_a_key_as_kafka_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(dir.path());
+    b.create_topic("state", 1, configs(&[("cleanup.policy", "compact,delete")]), false).unwrap();
+    let err = append(&b, "state", 0, b"no key").await.unwrap_err();
+    assert!(err.to_string().contains("a record without a key"), "{err}");
+    assert_eq!(b.describe_topic("state").unwrap().partitions[0].next_offset, 0, "nothing written");
+    assert_eq!(append_keyed(&b, "state", b"k", b"v").await.unwrap(), 0);
+
+    // Once the topic no longer compacts, keyless records are welcome again.
+    b.alter_topic_configs("state", &[set("cleanup.policy", "delete")], false, false).unwrap();
+    assert_eq!(append(&b, "state", 0, b"no key").await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compact_only_topic_keeps_its_data_when_retention_runs() {
     let dir = tempfile::tempdir().unwrap();
     // The broker's flags delete anything older than 1 ms or past 1 byte.
@@ -292,7 +319,7 @@ async fn a_compact_only_topic_keeps_its_data_when_retention_runs() {
     b.create_topic("state", 1, configs(&[("cleanup.policy", "compact")]), false).unwrap();
     b.create_topic("events", 1, TopicConfigs::default(), false).unwrap();
     for i in 0..10u8 {
-        append(&b, "state", 0, &[i; 100]).await.unwrap();
+        append_keyed(&b, "state", &[i % 3], &[i; 100]).await.unwrap();
         append(&b, "events", 0, &[i; 100]).await.unwrap();
     }
     let removed = b.enforce_retention();

@@ -44,6 +44,8 @@ pub struct BatchSummary {
     pub records_bytes: usize,
     /// Offset deltas are exactly 0, 1, 2, ... (as a producer writes them; compaction leaves gaps).
     pub contiguous_offsets: bool,
+    /// Records with a null key (a compacted topic refuses them, as Kafka does).
+    pub keyless_records: usize,
 }
 
 /// Validates `bytes`, which must be exactly one batch. See [`validate_with`].
@@ -108,6 +110,7 @@ pub fn validate_with(
     let mut previous: Option<i32> = None;
     let mut largest: Option<i64> = None;
     let mut contiguous = true;
+    let mut keyless = 0usize;
     let mut index = 0usize;
     loop {
         let position = records.position();
@@ -124,6 +127,7 @@ pub fn validate_with(
             });
         }
         contiguous &= delta as usize == index;
+        keyless += usize::from(r.key.is_none());
         previous = Some(delta);
         if create_time {
             if r.timestamp > max_timestamp {
@@ -160,5 +164,6 @@ pub fn validate_with(
         batch_bytes: view.len(),
         records_bytes: data.len(),
         contiguous_offsets: contiguous,
+        keyless_records: keyless,
     })
 }

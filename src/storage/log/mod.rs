@@ -409,7 +409,8 @@ impl Log {
     /// Checks every batch of a producer's record set; the summaries in order.
     fn validate_batches(&self, bytes: &[u8]) -> Result<Vec<BatchSummary>, StorageError> {
         let limits = batch::Limits::default();
-        let max = self.config().max_record_bytes;
+        let config = self.config();
+        let max = config.max_record_bytes;
         let mut summaries = Vec::new();
         let mut scratch = Vec::new();
         let mut pos = 0;
@@ -437,6 +438,14 @@ impl Log {
             }
             if !s.contiguous_offsets || s.last_offset_delta as usize + 1 != s.record_count {
                 return refuse("offset deltas other than 0, 1, 2, ... (as producers write them)");
+            }
+            if config.cleanup_policy.compact && s.keyless_records > 0 {
+                // Kafka's rule: compaction keeps the latest record of each key, so a record
+                // without one could never be superseded nor deleted.
+                return refuse(
+                    "a record without a key: a compacted topic (cleanup.policy=compact) keeps the \
+                     latest record of each key, so every record needs one",
+                );
             }
             summaries.push(s);
             pos += view.len();

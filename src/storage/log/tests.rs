@@ -583,10 +583,21 @@ fn a_compact_only_log_is_never_deleted_by_retention() {
         retention_bytes: Some(1),
         retention_ms: Some(1),
         cleanup_policy: CleanupPolicy { delete: false, compact: true },
-        ..tiny(260)
+        // One byte more than `append_n`'s records need per batch: these have a one-byte key.
+        ..tiny(263)
     };
     let log = Log::open(dir.path(), cfg.clone()).unwrap();
-    append_n(&log, 12);
+    for i in 0..12u64 {
+        // A compacted log takes only records with a key.
+        let v = value(i);
+        let r = NewRecord {
+            timestamp_ms: 1000 + i as i64,
+            key: Some(b"k"),
+            value: Some(&v),
+            headers: &[],
+        };
+        log.append(&[r]).unwrap();
+    }
     assert_eq!(log.describe().segments, 4);
     assert_eq!(log.enforce_retention(i64::MAX).unwrap(), 0, "compact-only keeps every segment");
     assert_eq!(log.log_start_offset(), 0);
