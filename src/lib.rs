@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod protocol;
 pub mod record;
+pub mod replication;
 mod sendfile;
 pub mod server;
 pub mod storage;
