@@ -20,6 +20,14 @@
 //! never leaves half a topic. A creation that fails (say, out of file descriptors while its logs
 //! open) removes what it made before it returns the error.
 //!
+//! # Topic configs
+//! A topic's configs (Kafka names, [`topic_config`]) are validated when set, kept in its
+//! `topic.json` and laid over the broker's [`BrokerConfig::log`] to give each partition log its
+//! [`LogConfig`]. An alter writes `topic.json` (durably) before it applies the new config to the
+//! live logs ([`crate::storage::Log::set_config`]); adding partitions makes the new directories
+//! durable before `topic.json` gets the new count (start-up sweeps empty directories past the
+//! count). Each topic has a random UUID (its Kafka topic id), new when a topic is re-created.
+//!
 //! # Damage
 //! Open never fails for one damaged topic or group, and never re-creates data: a partition whose
 //! log does not open (a damaged segment or checkpoint, a missing directory) is offline, a topic

@@ -70,6 +70,10 @@ pub struct Log {
     dir: PathBuf,
     /// Swapped whole by [`Log::set_config`]; readers clone the `Arc` (one uncontended read lock).
     config: RwLock<Arc<LogConfig>>,
+    /// `config.fsync` and `config.index_interval_bytes`, which never change while the log is
+    /// open: read without the lock on every read and append.
+    fsync: FsyncPolicy,
+    index_interval_bytes: u32,
     fs: Arc<dyn FileSystem>,
     /// Oldest first; the last one is the active segment. Never empty.
     segments: RwLock<Vec<Arc<Segment>>>,
@@ -231,6 +235,8 @@ impl Log {
             durable_end: AtomicU64::new(synced),
             poisoned: AtomicBool::new(poisoned),
             closed: AtomicBool::new(false),
+            fsync: config.fsync,
+            index_interval_bytes: config.index_interval_bytes,
             config: RwLock::new(Arc::new(config)),
         })
     }
@@ -278,7 +284,7 @@ impl Log {
     /// Under `FsyncPolicy::Always` the durable end (every offset below it fdatasynced), otherwise
     /// the written end.
     pub fn visible_end(&self) -> u64 {
-        match self.config().fsync {
+        match self.fsync {
             // A syncer may take the active segment's end a moment before the appender stores
             // it in `next_offset`: never report past the written end.
             FsyncPolicy::Always => self.durable_end.load(Ordering::Acquire).min(self.next_offset()),
@@ -630,7 +636,7 @@ impl Log {
             &self.dir,
             base,
             capacity,
-            self.config().index_interval_bytes,
+            self.index_interval_bytes,
         ) {
             Ok(s) => Arc::new(s),
             // Nothing was published into the new file: the next append retries the roll (and
@@ -641,7 +647,7 @@ impl Log {
         // Recovery then replays only the batches after it (the active segment).
         self.snapshot_producers(app, base);
         self.segments.write().unwrap_or_else(|p| p.into_inner()).push(seg.clone());
-        app.index_cursor = IndexCursor::new(self.config().index_interval_bytes, SEGMENT_HEADER_LEN);
+        app.index_cursor = IndexCursor::new(self.index_interval_bytes, SEGMENT_HEADER_LEN);
         app.active_since_ms = record::now_ms();
         Ok(seg)
     }
@@ -674,21 +680,21 @@ impl Log {
             max_timestamp: i64::MIN,
             index: crate::storage::index::Index::new(),
             time_index: crate::storage::timeindex::TimeIndex::new(),
-            index_interval_bytes: self.config().index_interval_bytes,
+            index_interval_bytes: self.index_interval_bytes,
             sealed: false,
         })?;
         let seg = Arc::new(seg);
         let mut segs = self.segments.write().unwrap_or_else(|p| p.into_inner());
         let last = segs.len() - 1;
         segs[last] = seg.clone();
-        app.index_cursor = IndexCursor::new(self.config().index_interval_bytes, SEGMENT_HEADER_LEN);
+        app.index_cursor = IndexCursor::new(self.index_interval_bytes, SEGMENT_HEADER_LEN);
         Ok(seg)
     }
 
     /// Applies the fsync policy after an append (without the append lock, so appenders can
     /// share one fdatasync).
     fn after_append(&self, range: OffsetRange) -> Result<(), StorageError> {
-        match self.config().fsync {
+        match self.fsync {
             FsyncPolicy::Never => Ok(()),
             FsyncPolicy::Always => self.sync_to(range.next),
             FsyncPolicy::Interval(d) => {
