@@ -8,9 +8,6 @@ mod common;
 use bytes::{BufMut, Bytes, BytesMut};
 use common::kafka::{KafkaConn, s};
 use common::{BrokerProcess, fails, ok};
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Encodable;
@@ -47,23 +44,8 @@ fn produce(c: &mut KafkaConn, topic: &str, partition: i32, stamps: &[i64]) {
 
 /// Commits (partition, offset) of one topic as a standalone consumer.
 fn commit(c: &mut KafkaConn, group: &str, topic: &str, offsets: &[(i32, i64)]) {
-    let req = OffsetCommitRequest::default()
-        .with_group_id(GroupId(s(group)))
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![
-            OffsetCommitRequestTopic::default().with_name(TopicName(s(topic))).with_partitions(
-                offsets
-                    .iter()
-                    .map(|(p, o)| {
-                        OffsetCommitRequestPartition::default()
-                            .with_partition_index(*p)
-                            .with_committed_offset(*o)
-                    })
-                    .collect(),
-            ),
-        ]);
-    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 8, &req);
-    assert!(r.topics[0].partitions.iter().all(|p| p.error_code == 0), "{r:?}");
+    let codes = common::kafka::commit_standalone(c, 8, group, topic, offsets);
+    assert!(codes.iter().all(|&e| e == 0), "{codes:?}");
 }
 
 /// A lone Kafka consumer joined to `group`, assigned partition 0 of `topic`; its member id.

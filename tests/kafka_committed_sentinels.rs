@@ -6,11 +6,8 @@
 
 mod common;
 
-use common::kafka::{KafkaConn, s};
+use common::kafka::{KafkaConn, commit_standalone, s};
 use common::{BrokerProcess, ok};
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
 use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic,
 };
@@ -26,34 +23,6 @@ fn start() -> (BrokerProcess, tempfile::TempDir) {
 
 fn connect(broker: &BrokerProcess) -> KafkaConn {
     KafkaConn::connect(broker.kafka_addr.as_deref().expect("Kafka listener on"), "kafkajs")
-}
-
-/// OffsetCommit at `version` of (partition, offset) of `topic` as a standalone client (what
-/// kafkajs's admin does): the error code of each partition.
-fn commit(
-    c: &mut KafkaConn,
-    version: i16,
-    group: &str,
-    topic: &str,
-    offsets: &[(i32, i64)],
-) -> Vec<i16> {
-    let req = OffsetCommitRequest::default()
-        .with_group_id(GroupId(s(group)))
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![
-            OffsetCommitRequestTopic::default().with_name(TopicName(s(topic))).with_partitions(
-                offsets
-                    .iter()
-                    .map(|(p, o)| {
-                        OffsetCommitRequestPartition::default()
-                            .with_partition_index(*p)
-                            .with_committed_offset(*o)
-                    })
-                    .collect(),
-            ),
-        ]);
-    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, version, &req);
-    r.topics[0].partitions.iter().map(|p| p.error_code).collect()
 }
 
 /// OffsetFetch at a version before 8 (one group) of `partitions` of `topic`: (partition, offset).
@@ -137,11 +106,14 @@ fn sentinel_commits_come_back_from_offset_fetch_as_sent_and_survive_a_restart() 
     let mut c = connect(&broker);
 
     // kafkajs's resetOffsets: earliest commits -2, latest -1; any i64 is kept as Kafka keeps it.
-    assert_eq!(commit(&mut c, 2, "early", "orders", &[(0, -2), (1, -2)]), [0, 0]);
-    assert_eq!(commit(&mut c, 9, "late", "orders", &[(0, -1), (1, -1)]), [0, 0]);
-    assert_eq!(commit(&mut c, 7, "odd", "orders", &[(0, -7)]), [0]);
+    assert_eq!(commit_standalone(&mut c, 2, "early", "orders", &[(0, -2), (1, -2)]), [0, 0]);
+    assert_eq!(commit_standalone(&mut c, 9, "late", "orders", &[(0, -1), (1, -1)]), [0, 0]);
+    assert_eq!(commit_standalone(&mut c, 7, "odd", "orders", &[(0, -7)]), [0]);
     // What Kafka refuses stays refused: a negative partition index.
-    assert_eq!(commit(&mut c, 8, "odd", "orders", &[(-1, 5)]), [INVALID_COMMIT_OFFSET_SIZE]);
+    assert_eq!(
+        commit_standalone(&mut c, 8, "odd", "orders", &[(-1, 5)]),
+        [INVALID_COMMIT_OFFSET_SIZE]
+    );
 
     let expect_all = vec![
         vec![("orders".to_string(), 0, -2), ("orders".to_string(), 1, -2)],
@@ -167,7 +139,7 @@ fn sentinel_commits_come_back_from_offset_fetch_as_sent_and_survive_a_restart() 
     check(&mut c);
 
     // A sentinel is replaced by a position like any commit.
-    assert_eq!(commit(&mut c, 8, "early", "orders", &[(0, 0)]), [0]);
+    assert_eq!(commit_standalone(&mut c, 8, "early", "orders", &[(0, 0)]), [0]);
     assert_eq!(fetch(&mut c, 5, "early", "orders", &[0, 1]), [(0, 0), (1, -2)]);
 }
 
@@ -184,10 +156,10 @@ fn native_tools_read_minus_two_as_the_log_start_and_minus_one_as_the_log_end() {
     ok(broker.cli(&["topic", "trim", "orders", "--partition", "0", "--before", "3"]));
 
     let mut c = connect(&broker);
-    assert_eq!(commit(&mut c, 8, "early", "orders", &[(0, -2), (1, -2)]), [0, 0]);
-    assert_eq!(commit(&mut c, 8, "late", "orders", &[(0, -1), (1, -1)]), [0, 0]);
-    assert_eq!(commit(&mut c, 8, "odd", "orders", &[(0, -5)]), [0]);
-    assert_eq!(commit(&mut c, 8, "shift", "orders", &[(0, -2), (1, -1)]), [0, 0]);
+    assert_eq!(commit_standalone(&mut c, 8, "early", "orders", &[(0, -2), (1, -2)]), [0, 0]);
+    assert_eq!(commit_standalone(&mut c, 8, "late", "orders", &[(0, -1), (1, -1)]), [0, 0]);
+    assert_eq!(commit_standalone(&mut c, 8, "odd", "orders", &[(0, -5)]), [0]);
+    assert_eq!(commit_standalone(&mut c, 8, "shift", "orders", &[(0, -2), (1, -1)]), [0, 0]);
 
     // Lag counts from the resolved positions: -2 from the log start, -1 from the log end.
     assert_eq!(described(&broker, "early"), (vec![(0, 3, 10, 7), (1, 0, 4, 4)], 11));

@@ -80,3 +80,35 @@ pub fn read_response<R: Decodable>(s: &mut TcpStream, key: ApiKey, v: i16) -> (R
     assert_eq!(header.correlation_id, CORRELATION_ID);
     (R::decode(&mut b, v).expect("the response decodes"), len as usize)
 }
+
+/// OffsetCommit at `version` of (partition, offset) of one topic as a standalone client (no
+/// member, generation -1: what admin tools and kafkajs's `setOffsets` send): each partition's
+/// error code.
+pub fn commit_standalone(
+    c: &mut KafkaConn,
+    version: i16,
+    group: &str,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> Vec<i16> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, OffsetCommitResponse, TopicName};
+    let partitions = offsets
+        .iter()
+        .map(|&(p, o)| {
+            OffsetCommitRequestPartition::default().with_partition_index(p).with_committed_offset(o)
+        })
+        .collect();
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(partitions),
+        ]);
+    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, version, &req);
+    r.topics[0].partitions.iter().map(|p| p.error_code).collect()
+}
