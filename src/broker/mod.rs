@@ -620,7 +620,7 @@ impl Broker {
                 configs: configs.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
             });
         }
-        let id = topic::new_topic_id()?;
+        let id = topic::new_topic_id();
         // Build the topic aside and rename it into place, so a crash never leaves half a topic;
         // a failure removes what was made (and start-up sweeps what a crash leaves).
         let staging = data_dir.join(CREATING_DIR);

@@ -58,8 +58,8 @@ pub(crate) fn name_problem(name: &str) -> Option<&'static str> {
 
 /// A new random topic id: a UUID v4, never the nil UUID nor Kafka's reserved metadata topic id
 /// (`0..01`): the version bits rule both out.
-pub(crate) fn new_topic_id() -> Result<[u8; 16], BrokerError> {
-    Ok(uuid::Uuid::new_v4().into_bytes())
+pub(crate) fn new_topic_id() -> [u8; 16] {
+    uuid::Uuid::new_v4().into_bytes()
 }
 
 /// A topic id as the usual hyphenated lowercase hex (`8-4-4-4-12`), as `topic.json` keeps it.
@@ -136,7 +136,7 @@ impl TopicMeta {
                     .ok_or_else(|| corrupt(format!("topic_id {s:?} is not a UUID")))?,
                 false,
             ),
-            None => (new_topic_id()?, true),
+            None => (new_topic_id(), true),
         };
         let configs = TopicConfigs::from_map(meta.configs).map_err(|e| corrupt(e.to_string()))?;
         Ok(LoadedMeta { partitions: meta.partitions, id, configs, id_is_new })
