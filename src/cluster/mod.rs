@@ -25,8 +25,11 @@ use crate::broker::{
     AppendBatch, AppendResult, Broker, BrokerError, FetchResult, TopicDescription,
 };
 
+pub mod config;
 #[cfg(test)]
 mod single_tests;
+
+pub use self::config::ClusterConfig;
 
 /// The node id of a single-node broker (Kafka's broker id in Metadata, FindCoordinator...).
 pub const SINGLE_NODE_ID: i32 = 0;

@@ -31,14 +31,12 @@ async fn every_acks_value_appends_and_fetch_reads_it_back() {
     assert_eq!(c.node_id(), 0);
     c.create_topic("t", 2, None, TopicConfigs::default(), false).await.unwrap();
     let t = Duration::from_secs(5);
-    let mut next = 0;
-    for acks in [Acks::None, Acks::Leader, Acks::All] {
+    for (next, acks) in [Acks::None, Acks::Leader, Acks::All].into_iter().enumerate() {
         let r = c
             .produce("t", Some(1), None, AppendBatch::Records(&[NewRecord::value(b"v")]), acks, t)
             .await
             .unwrap();
-        assert_eq!((r.partition, r.offsets.first), (1, next));
-        next += 1;
+        assert_eq!((r.partition, r.offsets.first), (1, next as u64));
     }
     assert_eq!(c.high_watermark("t", 1).unwrap(), 3);
     assert_eq!(c.high_watermark("t", 0).unwrap(), 0);
