@@ -608,3 +608,7 @@ pub fn assign_replicas(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[path = "metadata_tests.rs"]
+mod tests;
