@@ -11,10 +11,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::broker::{Broker, BrokerConfig, BrokerError, CleanerConfig};
-use crate::cluster::config::{
-    DEFAULT_BROKER_SESSION_TIMEOUT, DEFAULT_REPLICA_LAG_TIME, parse_controllers,
-};
-use crate::cluster::{Cluster, ClusterConfig};
 use crate::http::{HttpError, HttpLimits, HttpServer};
 use crate::kafka::{KafkaConfig, KafkaError, KafkaServer};
 use crate::protocol;
@@ -150,44 +146,6 @@ pub struct BrokerArgs {
     /// with no token refuses to listen anywhere but 127.0.0.1/::1.
     #[arg(long)]
     pub allow_unauthenticated_remote: bool,
-
-    /// This broker's id in a cluster: unique, never reused. Required with --controllers.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
-    pub node_id: Option<u64>,
-
-    /// Address of the broker-to-broker listener (Raft and replica fetches). A controller
-    /// defaults to its own --controllers entry; other brokers must set it. Without a token it
-    /// binds only to loopback unless --allow-unauthenticated-remote.
-    #[arg(long, value_name = "ADDR")]
-    pub cluster_listen: Option<String>,
-
-    /// Run as part of a cluster whose metadata voters are these brokers
-    /// (`ID@HOST:PORT,...`, their --cluster-listen addresses; 3 or 5 of them). A broker not
-    /// in the list follows the metadata as a learner. Without it the broker is a single node.
-    #[arg(long, value_name = "ID@HOST:PORT,...")]
-    pub controllers: Option<String>,
-
-    /// The HOST:PORT that native clients are told to connect to for this broker; defaults to
-    /// the native listener's bound address.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub advertised_addr: Option<String>,
-
-    /// Replicas of a topic created without a replication factor (default: 3, or the number of
-    /// controllers when fewer).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub default_replication_factor: Option<u16>,
-
-    /// A broker whose heartbeats stop for this long is fenced and its partitions get new
-    /// leaders (Kafka's broker.session.timeout.ms).
-    #[arg(long, value_name = "MS", default_value_t = DEFAULT_BROKER_SESSION_TIMEOUT.as_millis() as u64,
-        value_parser = clap::value_parser!(u64).range(100..))]
-    pub broker_session_timeout_ms: u64,
-
-    /// A follower that has not caught up with its leader for this long leaves the in-sync
-    /// replicas (Kafka's replica.lag.time.max.ms).
-    #[arg(long, value_name = "MS", default_value_t = DEFAULT_REPLICA_LAG_TIME.as_millis() as u64,
-        value_parser = clap::value_parser!(u64).range(1..))]
-    pub replica_lag_time_max_ms: u64,
 }
 
 impl BrokerArgs {
@@ -270,8 +228,6 @@ pub enum BrokerCommandError {
     Http(#[from] HttpError),
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-    #[error("cluster: {0}")]
-    Cluster(#[from] crate::cluster::ClusterError),
     #[error("shutting down the broker: {0}")]
     Shutdown(#[source] BrokerError),
     #[error("internal error: {0}")]
@@ -371,7 +327,14 @@ impl BrokerArgs {
             return Ok(None);
         }
         if let Some(a) = &self.advertised_kafka_addr {
-            check_host_port("--advertised-kafka-addr", a)?;
+            let port_ok =
+                a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(BrokerCommandError::Config {
+                    flag: "--advertised-kafka-addr",
+                    reason: format!("{a:?} is not HOST:PORT"),
+                });
+            }
         }
         let listen = resolve(&self.kafka_listen)?;
         self.check_exposure("--kafka-listen", listen)?;
@@ -381,71 +344,6 @@ impl BrokerArgs {
         config.max_connections = self.max_connections;
         config.max_frame_bytes = self.max_frame_bytes.max(MIN_KAFKA_FRAME_BYTES);
         Ok(Some(config))
-    }
-}
-
-impl BrokerArgs {
-    /// The cluster this broker joins, or `None` for a single node (no --controllers).
-    pub fn cluster_config(&self) -> Result<Option<ClusterConfig>, BrokerCommandError> {
-        let Some(list) = &self.controllers else {
-            let stray = [
-                ("--node-id", self.node_id.is_some()),
-                ("--cluster-listen", self.cluster_listen.is_some()),
-                ("--default-replication-factor", self.default_replication_factor.is_some()),
-            ];
-            if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
-                return Err(BrokerCommandError::Config {
-                    flag,
-                    reason: "only applies to a cluster: set --controllers too".into(),
-                });
-            }
-            return Ok(None);
-        };
-        let controllers = parse_controllers(list).map_err(|e| BrokerCommandError::Config {
-            flag: "--controllers",
-            reason: e.to_string(),
-        })?;
-        let node_id = self.node_id.ok_or_else(|| BrokerCommandError::Config {
-            flag: "--node-id",
-            reason: "a cluster member needs its node id".into(),
-        })?;
-        let listen = match (&self.cluster_listen, controllers.get(&node_id)) {
-            (Some(addr), _) => addr.clone(),
-            (None, Some(addr)) => addr.clone(),
-            (None, None) => {
-                return Err(BrokerCommandError::Config {
-                    flag: "--cluster-listen",
-                    reason: format!(
-                        "node {node_id} is not one of the controllers, so it needs its own address"
-                    ),
-                });
-            }
-        };
-        let cluster_listen = resolve(&listen)?;
-        self.check_exposure("--cluster-listen", cluster_listen)?;
-        if let Some(a) = &self.advertised_addr {
-            check_host_port("--advertised-addr", a)?;
-        }
-        let mut config = ClusterConfig::new(node_id, cluster_listen, controllers);
-        config.advertised_addr = self.advertised_addr.clone();
-        config.advertised_kafka_addr = self.advertised_kafka_addr.clone();
-        if let Some(rf) = self.default_replication_factor {
-            config.default_replication_factor = rf;
-        }
-        config.broker_session_timeout = Duration::from_millis(self.broker_session_timeout_ms);
-        config.replica_lag_time = Duration::from_millis(self.replica_lag_time_max_ms);
-        config.token = self.token()?;
-        config.allow_remote = self.allow_unauthenticated_remote;
-        Ok(Some(config))
-    }
-}
-
-fn check_host_port(flag: &'static str, a: &str) -> Result<(), BrokerCommandError> {
-    let ok = a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(BrokerCommandError::Config { flag, reason: format!("{a:?} is not HOST:PORT") })
     }
 }
 
@@ -495,13 +393,11 @@ impl Listeners {
     }
 }
 
-/// Binds every listener the flags ask for, and tells `cluster` the addresses clients reach them
-/// at.
+/// Binds every listener the flags ask for.
 pub async fn start_listeners(
     args: &BrokerArgs,
-    cluster: &Arc<Cluster>,
+    broker: Arc<Broker>,
 ) -> Result<Listeners, BrokerCommandError> {
-    let broker = cluster.broker().clone();
     let kafka = match args.kafka_config()? {
         Some(config) => Some(KafkaServer::bind(config, broker.clone()).await?),
         None => None,
@@ -521,11 +417,6 @@ pub async fn start_listeners(
         None => None,
     };
     let native = Server::bind(args.server_config()?, broker).await?;
-    let kafka_addr = kafka
-        .as_ref()
-        .map(|k| args.advertised_kafka_addr.clone().unwrap_or_else(|| k.local_addr().to_string()));
-    let native_addr = args.advertised_addr.clone().unwrap_or_else(|| native.local_addr().to_string());
-    cluster.set_advertised(Some(native_addr), kafka_addr);
     Ok(Listeners { native, kafka, http })
 }
 
@@ -550,7 +441,6 @@ pub async fn run_until(
     args.server_config()?;
     args.http_addr()?;
     args.kafka_config()?;
-    let cluster_config = args.cluster_config()?;
     let path = config.data_dir.clone();
     crate::storage::raise_open_file_limit(); // every partition holds its active segment open
     // Opening recovers every partition: file I/O, kept off the async workers.
@@ -558,19 +448,7 @@ pub async fn run_until(
         .await
         .map_err(|e| BrokerCommandError::Internal(e.to_string()))?
         .map_err(|source| BrokerCommandError::Open { path, source })?;
-    let cluster = match cluster_config {
-        Some(config) => Cluster::start(broker.clone(), config).await,
-        None => Ok(Cluster::single(broker.clone())),
-    };
-    let cluster = match cluster {
-        Ok(c) => c,
-        Err(e) => {
-            // The data directory was opened: close it cleanly before reporting.
-            let _ = tokio::task::spawn_blocking(move || broker.shutdown()).await;
-            return Err(e.into());
-        }
-    };
-    let result = match start_listeners(&args, &cluster).await {
+    let result = match start_listeners(&args, broker.clone()).await {
         Ok(listeners) => {
             let (stop_tx, stop_rx) = watch::channel(false);
             let serving = listeners.serve(stop_rx);
@@ -579,9 +457,6 @@ pub async fn run_until(
                 r = &mut serving => r,
                 _ = shutdown => {
                     tracing::info!("shutdown requested");
-                    // Controlled shutdown: leadership moves to other brokers while the
-                    // listeners still answer (NOT_LEADER_OR_FOLLOWER sends clients there).
-                    cluster.shutdown().await;
                     let _ = stop_tx.send(true);
                     match tokio::time::timeout(SHUTDOWN_DEADLINE, serving).await {
                         Ok(r) => r,
@@ -598,9 +473,6 @@ pub async fn run_until(
         }
         Err(e) => Err(e),
     };
-    // Idempotent: after a listener failure the cluster still leaves in order.
-    cluster.shutdown().await;
-    drop(cluster);
     let closed = tokio::task::spawn_blocking(move || broker.shutdown())
         .await
         .map_err(|e| BrokerCommandError::Internal(e.to_string()))?;
@@ -758,71 +630,6 @@ mod tests {
         assert!(allowed.unwrap().http_addr().unwrap().is_some());
         let token = parse(&["--http-listen=0.0.0.0:0", "--auth-token=t"]).unwrap();
         assert!(token.http_addr().unwrap().is_some());
-    }
-
-    #[test]
-    fn without_controllers_the_broker_is_a_single_node() {
-        assert_eq!(parse(&[]).unwrap().cluster_config().unwrap(), None);
-        for stray in ["--node-id=1", "--cluster-listen=127.0.0.1:7080", "--default-replication-factor=3"]
-        {
-            let err = parse(&[stray]).unwrap().cluster_config().unwrap_err().to_string();
-            assert!(err.contains("--controllers"), "{stray}: {err}");
-        }
-    }
-
-    #[test]
-    fn cluster_flags_are_parsed_and_checked() {
-        let controllers = "--controllers=1@127.0.0.1:7080,2@127.0.0.1:7081,3@127.0.0.1:7082";
-        let a = parse(&["--node-id=2", controllers, "--broker-session-timeout-ms=2000"]).unwrap();
-        let c = a.cluster_config().unwrap().unwrap();
-        assert_eq!(c.node_id, 2);
-        assert_eq!(c.cluster_listen, "127.0.0.1:7081".parse().unwrap(), "its controllers entry");
-        assert_eq!(c.controllers.len(), 3);
-        assert_eq!(c.default_replication_factor, 3);
-        assert_eq!(c.broker_session_timeout, Duration::from_secs(2));
-        assert_eq!(c.replica_lag_time, Duration::from_secs(30));
-        assert_eq!(c.token, None);
-        let a = parse(&[
-            "--node-id=4",
-            controllers,
-            "--cluster-listen=127.0.0.1:7083",
-            "--advertised-addr=b4.local:7070",
-            "--advertised-kafka-addr=b4.local:9092",
-            "--default-replication-factor=2",
-            "--replica-lag-time-max-ms=5000",
-        ])
-        .unwrap();
-        let c = a.cluster_config().unwrap().unwrap();
-        assert!(!c.is_voter());
-        assert_eq!(c.advertised_addr.as_deref(), Some("b4.local:7070"));
-        assert_eq!(c.advertised_kafka_addr.as_deref(), Some("b4.local:9092"));
-        assert_eq!(c.default_replication_factor, 2);
-        assert_eq!(c.replica_lag_time, Duration::from_secs(5));
-        let refused = |argv: &[&str], flag: &str| {
-            let err = parse(argv).unwrap().cluster_config().unwrap_err().to_string();
-            assert!(err.contains(flag), "{argv:?}: {err}");
-        };
-        refused(&[controllers], "--node-id");
-        refused(&["--node-id=4", controllers], "--cluster-listen");
-        refused(&["--node-id=1", "--controllers=1@nohost"], "--controllers");
-        refused(&["--node-id=1", "--controllers=1@h:1,1@h:2"], "--controllers");
-        refused(&["--node-id=1", controllers, "--advertised-addr=nohost"], "--advertised-addr");
-        assert!(parse(&["--node-id=0"]).is_err(), "node ids start at 1");
-        assert!(parse(&["--default-replication-factor=0"]).is_err());
-    }
-
-    #[test]
-    fn a_remote_cluster_listener_needs_a_token_like_the_others() {
-        let argv = ["--node-id=1", "--controllers=1@0.0.0.0:7080"];
-        let err = parse(&argv).unwrap().cluster_config().unwrap_err().to_string();
-        assert!(err.contains("--cluster-listen"), "{err}");
-        let mut allowed = argv.to_vec();
-        allowed.push("--allow-unauthenticated-remote");
-        assert!(parse(&allowed).unwrap().cluster_config().unwrap().unwrap().allow_remote);
-        let mut token = argv.to_vec();
-        token.push("--auth-token=t");
-        let c = parse(&token).unwrap().cluster_config().unwrap().unwrap();
-        assert_eq!(c.token.as_deref(), Some("t"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
