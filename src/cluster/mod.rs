@@ -26,7 +26,9 @@ use crate::broker::{
 };
 
 pub mod config;
+pub mod heartbeat;
 pub mod metadata;
+pub mod reconcile;
 #[cfg(test)]
 mod single_tests;
 
