@@ -26,6 +26,7 @@ use crate::broker::{
 };
 
 pub mod config;
+pub mod metadata;
 #[cfg(test)]
 mod single_tests;
 

@@ -5,5 +5,7 @@
 //! sockets and no consensus: the cluster module decides leaders and ISRs (through openraft), the
 //! storage layer keeps the bytes; this room only computes from what they report.
 
-pub mod epoch_cache;
+/// The leader-epoch cache lives in storage, which persists it (layers never reach up).
+pub use crate::storage::EpochCache;
+pub use crate::storage::epoch_cache;
 pub mod high_watermark;
