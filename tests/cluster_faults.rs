@@ -68,8 +68,11 @@ fn read(partition: i32, offset: i64, v: String) -> Event {
     Event { at_ms: 0, op: Op::Read { reader: 0, partition, offset, value: v } }
 }
 
+/// Each partition's log as read at the end: (offset, value).
+type Finals = BTreeMap<i32, Vec<(i64, String)>>;
+
 /// Two writers on one partition, then a read of some of it: a correct history.
-fn good_history() -> (Vec<Event>, BTreeMap<i32, Vec<(i64, String)>>) {
+fn good_history() -> (Vec<Event>, Finals) {
     let events = vec![
         ack(0, 0, 0, 0..3),
         ack(1, 0, 3, 0..2),
@@ -183,6 +186,49 @@ fn checker_fails_gaps_phantoms_and_unexpected_errors() {
     assert!(report.contains("offsets not consecutive: index 6 holds offset 8"), "{report}");
     assert!(report.contains("phantom: \"w2-p0-0000000\""), "{report}");
     assert!(report.contains("unexpected error kafka error 45"), "{report}");
+}
+
+// --- The client, against one broker -------------------------------------------------------------
+
+/// The harness's own Kafka client against a single-node broker: CreateTopics, Metadata,
+/// InitProducerId, an idempotent acks=all produce sent twice (stored once, the first offset
+/// back), Fetch of everything back; the checker passes the history.
+#[test]
+fn the_cluster_client_produces_idempotently_and_reads_back_on_one_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::BrokerProcess::start_with_kafka(&dir.path().join("data"), &[]);
+    let addrs = vec![broker.kafka_addr.clone().unwrap()];
+    let mut admin = ClusterClient::new(&addrs, "solo", "admin");
+    assert_eq!(admin.create_topic(2, 1).unwrap(), NONE);
+    admin.wait_healthy(2, 1, Duration::from_secs(30)).unwrap();
+    let mut producer =
+        IdempotentProducer::new(ClusterClient::new(&addrs, "solo", "w0"), Duration::from_secs(30))
+            .unwrap();
+    let history = History::new();
+    for p in 0..2 {
+        for round in 0..3u64 {
+            let values: Vec<String> = (round * 2..round * 2 + 2).map(|s| value(0, p, s)).collect();
+            let batch = producer.batch(p, &values);
+            let Attempt::Acked(first) = producer.attempt(p, &batch) else {
+                panic!("not acknowledged")
+            };
+            // A retry of the same batch: de-duplicated, the same offsets back.
+            let Attempt::Acked(again) = producer.attempt(p, &batch) else {
+                panic!("retry refused")
+            };
+            assert!(again.is_none() || again == first, "{again:?} after {first:?}");
+            history.push(Op::Ack { writer: 0, partition: p, base_offset: first, values });
+            producer.acked(p, 2);
+        }
+    }
+    let finals: BTreeMap<i32, Vec<(i64, String)>> =
+        (0..2).map(|p| (p, admin.read_all(p, Duration::from_secs(30)).unwrap())).collect();
+    assert_eq!(
+        finals[&1].iter().map(|r| r.1.as_str()).collect::<Vec<_>>()[..2],
+        ["w0-p1-0000000", "w0-p1-0000001"]
+    );
+    let s = checker::check(&history.events(), &finals).unwrap();
+    assert_eq!((s.acked, s.final_records), (12, 12));
 }
 
 // --- The namespace lab ------------------------------------------------------------------------
