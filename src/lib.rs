@@ -5,6 +5,7 @@ pub mod batch;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
