@@ -28,6 +28,7 @@ use crate::broker::{
 pub mod config;
 pub mod heartbeat;
 pub mod metadata;
+pub mod raft;
 pub mod reconcile;
 #[cfg(test)]
 mod single_tests;
