@@ -430,4 +430,109 @@ mod tests {
             "{all:?}"
         );
     }
+
+    /// A step of the model test: who heartbeats, who restarts, how much time passes, and
+    /// optionally a leader's ISR change (`mask` picks the replicas to keep or take back in).
+    #[derive(Clone, Debug)]
+    struct Step {
+        beating: u8,
+        restart: u8,
+        advance_ms: u64,
+        alter: Option<(bool, u32, u8)>,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        (
+            any::<u8>(),
+            prop_oneof![6 => Just(0u8), 1 => 1u8..16],
+            prop_oneof![Just(0u64), 0..4000u64, 8000..12000u64, 12000..40000u64],
+            proptest::option::of((any::<bool>(), 0..3u32, any::<u8>())),
+        )
+            .prop_map(|(beating, restart, advance_ms, alter)| Step {
+                beating,
+                restart,
+                advance_ms,
+                alter,
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// The controller and the metadata together, over random heartbeats, restarts, pauses and
+        /// ISR changes: after each round of decisions the image holds every invariant, a second
+        /// round finds nothing to do, unfenced brokers are exactly those with a live session, and
+        /// so every partition with a live in-sync replica has a leader.
+        #[test]
+        fn fences_and_unfences_follow_the_heartbeats(steps in proptest::collection::vec(step(), 1..60)) {
+            use crate::cluster::metadata::{assign_replicas, tests::check_image};
+            const N: u64 = 4;
+            let t0 = Instant::now();
+            let mut now = t0;
+            let index = std::cell::Cell::new(0u64);
+            let mut img = MetadataImage::default();
+            let apply = |img: &mut MetadataImage, cmd: &MetadataCommand| {
+                index.set(index.get() + 1);
+                img.apply(cmd, index.get())
+            };
+            for id in 1..=N {
+                let cmd = MetadataCommand::RegisterBroker { id, cluster_addr: format!("h{id}"), native_addr: None, kafka_addr: None };
+                apply(&mut img, &cmd);
+                let incarnation = img.brokers[&id].incarnation;
+                apply(&mut img, &MetadataCommand::UnfenceBroker { id, incarnation });
+            }
+            for (name, parts, rf) in [("a", 3, 3), ("b", 3, 2)] {
+                let replicas = assign_replicas(&img, parts, rf, parts as usize).unwrap();
+                let cmd = MetadataCommand::CreateTopic { name: name.into(), id: [rf as u8; 16], replicas, configs: BTreeMap::new() };
+                proptest::prop_assert_eq!(apply(&mut img, &cmd), ApplyResult::Done);
+            }
+            let mut h = Heartbeats::new();
+            h.grant_sessions(&img, now);
+            for s in steps {
+                for id in 1..=N {
+                    if s.restart & (1 << (id - 1)) != 0 {
+                        let cmd = MetadataCommand::RegisterBroker { id, cluster_addr: format!("h{id}"), native_addr: None, kafka_addr: None };
+                        apply(&mut img, &cmd);
+                    }
+                }
+                for id in 1..=N {
+                    if s.beating & (1 << (id - 1)) != 0 {
+                        let beat = BrokerHeartbeat { id, incarnation: img.brokers[&id].incarnation, applied_index: index.get(), want_shutdown: false };
+                        h.record(beat, now);
+                    }
+                }
+                if let Some((b, p, mask)) = s.alter {
+                    let topic = if b { "a" } else { "b" };
+                    let rec = img.partition(topic, p).unwrap().clone();
+                    if let Some(leader) = rec.leader {
+                        let isr = rec.replicas.iter().enumerate()
+                            .filter(|(i, r)| **r == leader || (mask & (1 << i) != 0 && img.is_live(**r)))
+                            .map(|(_, r)| *r).collect();
+                        let cmd = MetadataCommand::AlterPartition { topic: topic.into(), partition: p, leader, leader_epoch: rec.leader_epoch, partition_epoch: rec.partition_epoch, isr };
+                        proptest::prop_assert_eq!(apply(&mut img, &cmd), ApplyResult::Done);
+                    }
+                }
+                now += Duration::from_millis(s.advance_ms);
+                h.grant_missing(&img, now);
+                for cmd in decide(now, &h, &img, TIMEOUT) {
+                    let r = apply(&mut img, &cmd);
+                    proptest::prop_assert_eq!(r, ApplyResult::Done, "{:?}", cmd);
+                }
+                check_image(&img)?;
+                let again = decide(now, &h, &img, TIMEOUT);
+                proptest::prop_assert!(again.is_empty(), "not a fixpoint: {:?}", again);
+                for b in img.brokers.values() {
+                    let s = h.session(b.id).unwrap();
+                    let fresh = now.saturating_duration_since(s.last) <= TIMEOUT;
+                    let heard = s.heard.as_ref().is_some_and(|x| x.incarnation == b.incarnation);
+                    if b.fenced {
+                        proptest::prop_assert!(!(fresh && heard), "broker {} heartbeats but stays fenced", b.id);
+                    } else {
+                        proptest::prop_assert!(fresh, "broker {} silent but unfenced", b.id);
+                    }
+                }
+            }
+        }
+    }
 }
