@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod peer;
 pub mod protocol;
 pub mod record;
 pub mod replication;
