@@ -611,4 +611,4 @@ pub fn assign_replicas(
 
 #[cfg(test)]
 #[path = "metadata_tests.rs"]
-mod tests;
+pub(crate) mod tests;

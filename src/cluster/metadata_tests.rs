@@ -524,8 +524,8 @@ fn concretize(img: &MetadataImage, op: &Op, next_id: &mut u8) -> (MetadataComman
     }
 }
 
-/// The invariants every image must hold.
-fn check_image(img: &MetadataImage) -> Result<(), TestCaseError> {
+/// The invariants every image must hold (the controller's model test checks them too).
+pub(crate) fn check_image(img: &MetadataImage) -> Result<(), TestCaseError> {
     for (name, t) in &img.topics {
         prop_assert_eq!(&t.name, name);
         let floor = img.epoch_floor.get(name).copied();

@@ -26,6 +26,7 @@ use crate::broker::{
 };
 
 pub mod config;
+pub mod controller;
 pub mod heartbeat;
 pub mod metadata;
 pub mod raft;
