@@ -351,7 +351,7 @@ fn malformed_replica_batches_are_refused_and_change_nothing() {
             "{what}: {e}"
         );
         assert_eq!(follower.next_offset(), 0, "{what}");
-        assert_eq!(follower.latest_epoch(), None, "{what}");
+        assert_eq!(follower.epoch_cache().entries(), &[(0, 0)], "{what}");
         assert_eq!(snapshot(fd.path()), before, "{what}: files changed");
     }
     // An epoch older than one the follower has is refused too.
@@ -515,4 +515,37 @@ fn a_crash_anywhere_in_a_truncation_never_brings_back_records_past_the_cut() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
     assert!(finished, "the truncation never completed within the budgets tried");
+}
+
+#[test]
+fn compaction_keeps_each_epochs_start_in_the_stored_batches() {
+    use minikafka::storage::{CleanupPolicy, Throttle};
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        cleanup_policy: CleanupPolicy { delete: false, compact: true },
+        ..tiny_config(300)
+    };
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    let append_keyed = |log: &Log, n: u64, key: &str| {
+        for i in 0..n {
+            let v = format!("{key}{i}").into_bytes();
+            let r = NewRecord { timestamp_ms: 10, key: Some(key.as_bytes()), value: Some(&v), headers: &[] };
+            log.append(&[r]).unwrap();
+        }
+    };
+    // Epoch 2's records are all superseded by epoch 5's: compaction replaces them by fillers.
+    append_keyed(&log, 4, "a");
+    log.set_leader_epoch(2).unwrap();
+    append_keyed(&log, 4, "b");
+    log.set_leader_epoch(5).unwrap();
+    append_keyed(&log, 4, "b");
+    append_keyed(&log, 6, "c");
+    let want = log.epoch_cache();
+    assert_eq!(want.entries(), &[(0, 0), (2, 4), (5, 8)]);
+    let stats = log.compact(i64::MAX / 2, &Throttle::unlimited()).unwrap();
+    assert!(stats.records_removed > 0, "{stats:?}");
+    drop(log);
+    std::fs::remove_file(dir.path().join("leader-epoch-checkpoint")).unwrap();
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.epoch_cache(), want, "rebuilt from the compacted batches");
 }

@@ -115,3 +115,58 @@ impl Broker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn open(dir: &Path) -> Arc<Broker> {
+        Broker::open(BrokerConfig { data_dir: dir.to_path_buf(), ..BrokerConfig::default() })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_topic_created_with_the_clusters_id_replicates_and_wakes_long_polls() {
+        let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (leader, follower) = (open(ld.path()), open(fd.path()));
+        let id = [7u8; 16];
+        let d = leader.create_topic_with_id("t", id, 2, TopicConfigs::default()).unwrap();
+        assert_eq!((d.topic_id, d.partitions.len()), (id, 2));
+        follower.create_topic_with_id("t", id, 2, TopicConfigs::default()).unwrap();
+        // Applying the same metadata again is not an error; another id under the name is.
+        follower.create_topic_with_id("t", id, 2, TopicConfigs::default()).unwrap();
+        let other = follower.create_topic_with_id("t", [8; 16], 2, TopicConfigs::default());
+        assert!(matches!(other, Err(BrokerError::TopicAlreadyExists { .. })));
+
+        let log = leader.partition_log("t", 1).unwrap();
+        log.set_leader_epoch(4).unwrap();
+        log.append(&[NewRecord::value(b"hello")]).unwrap();
+        let slice = log.read(0, 1 << 20).unwrap();
+
+        // A long poll on the follower is woken by the replica append.
+        let waiting = {
+            let follower = follower.clone();
+            tokio::spawn(async move {
+                follower.fetch("t", 1, 0, 1 << 20, 1, Duration::from_secs(30)).await.unwrap()
+            })
+        };
+        let woken = follower.partition_appended("t", 1).unwrap();
+        tokio::task::yield_now().await;
+        follower.append_replica("t", 1, slice.bytes()).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap();
+        let values: Vec<_> = got.records.records().map(|r| r.unwrap().value).collect();
+        assert_eq!(values, vec![Some(b"hello".to_vec())]);
+        let flog = follower.partition_log("t", 1).unwrap();
+        assert_eq!(flog.latest_epoch(), Some(4));
+        drop(woken);
+
+        follower.truncate_partition("t", 1, 0).unwrap();
+        assert_eq!(flog.next_offset(), 0);
+        assert!(matches!(
+            follower.partition_log("t", 2),
+            Err(BrokerError::UnknownPartition { .. })
+        ));
+        assert!(matches!(follower.partition_log("u", 0), Err(BrokerError::UnknownTopic { .. })));
+    }
+}

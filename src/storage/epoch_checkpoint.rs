@@ -106,7 +106,12 @@ pub(crate) fn load(
             }
         }
     }
-    let cache = rebuild(fs, segments)?;
+    let mut cache = rebuild(fs, segments)?;
+    if cache.latest().is_none() {
+        // A log without a stamped batch: epoch 0 (what a single node stamps) starts at its end,
+        // written now so that appends do not have to.
+        cache.assign(0, next);
+    }
     if let Err(e) = write(fs, dir, &cache) {
         // Not fatal: the next open rebuilds it again; appends write it when an epoch is new.
         tracing::warn!(dir = %dir.display(), error = %e, "cannot write the rebuilt leader-epoch checkpoint");

@@ -13,6 +13,12 @@
 //!   an offset, within one segment, at least one batch.
 //! - [`Log::compact`] (with [`Log::dirty_ratio`], [`Log::needs_compaction`], a [`Throttle`]):
 //!   Kafka's log compaction of the sealed segments, offsets unchanged.
+//! - Replication (`log/replica.rs`, `log/truncate.rs`): [`Log::set_leader_epoch`] (the
+//!   `partitionLeaderEpoch` appends stamp, kept with each epoch's start offset in the
+//!   leader-epoch cache, [`EpochCache`]), [`Log::epoch_end_offset`] (OffsetsForLeaderEpoch),
+//!   [`Log::append_replica`] (a follower's append of its leader's stored bytes, unchanged),
+//!   [`Log::truncate_to`] (crash-safe, copy-on-truncate so readers' slices stay valid) and
+//!   [`Log::read_bounded`] (a read that stops at a high watermark).
 //! - [`Log::trim_before`], [`Log::enforce_retention`], [`Log::offset_for_timestamp`],
 //!   [`Log::max_timestamp_offset`], [`Log::describe`], [`Log::sync`], [`Log::sync_if_dirty`],
 //!   [`Log::close`].
@@ -35,8 +41,9 @@
 //! # Module map
 //! `fs.rs` (the file-operation seam, and `FaultyFs` for tests), `mmap.rs` (every `unsafe`),
 //! `index.rs`, `timeindex.rs`, `segment.rs`, `recovery.rs` (open), `upgrade/` (format 1 to 2 at
-//! open), `producer_state.rs` (idempotent producers), `log/` (the `Log`; `log/compaction.rs`
-//! its compaction), `handles.rs` (the bound on open sealed segments, the open-file limit).
+//! open), `producer_state.rs` (idempotent producers), `epoch_cache.rs` (the leader-epoch cache,
+//! pure) and `epoch_checkpoint.rs` (its file), `log/` (the `Log`; `log/compaction.rs` its
+//! compaction, `log/replica.rs` and `log/truncate.rs` what replication needs), `handles.rs` (the bound on open sealed segments, the open-file limit).
 //!
 //! # Memory and disk
 //! The active segment is grown (sparse) to `segment_bytes` and mapped whole, so readers never

@@ -1,15 +1,17 @@
 //! The `Log`: the list of segments of one partition and everything done across them — the append
 //! path (one write per batch, roll, fsync policy with group commit, poisoning), the read path
 //! (find the segment, hand back a slice of its mapping), trim, retention, describe and close.
-//! Never parses or repairs files itself (`segment.rs`, `recovery.rs` do).
+//! Never parses or repairs files itself (`segment.rs`, `recovery.rs` do). Leader epochs and a
+//! follower's append are in `replica.rs`, truncation in `truncate.rs`.
 //!
 //! Visibility: readers see records up to the *visible end*. Under `FsyncPolicy::Always` that is
 //! the durable end (advanced only after an fdatasync covering the records succeeded), so no
 //! reader sees a record its producer has not been acknowledged for, nor one a failed fdatasync
 //! may have lost; under `Interval` and `Never` it is the written end.
 //!
-//! Locks, always taken in this order: `admin` (trim/retention) → `appender` → `segments` (held
-//! only to look up or swap the list) and `sync` (group commit state). Readers take only a brief
+//! Locks, always taken in this order: `admin` (trim/retention/truncation) → `appender` →
+//! `epochs` (the leader-epoch cache), `segments` (held only to look up or swap the list) and
+//! `sync` (group commit state). Readers take only a brief
 //! read lock on `segments`, then work on an `Arc<Segment>` bounded by its committed length.
 
 use std::fmt;

@@ -115,6 +115,11 @@ impl Log {
     /// checkpoint once if any was added. Holds the append lock (the caller's).
     pub(super) fn note_epochs(&self, epochs: &[(i32, u64)]) -> Result<(), StorageError> {
         let mut cache = self.lock_epochs();
+        let latest = cache.latest();
+        if epochs.iter().all(|&(e, _)| latest.is_some_and(|l| e <= l)) {
+            // The append path's usual case: no new epoch, nothing to write.
+            return Ok(());
+        }
         let mut next = cache.clone();
         for &(epoch, start) in epochs {
             if next.latest().is_none_or(|l| epoch > l) {

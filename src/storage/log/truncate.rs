@@ -147,20 +147,22 @@ impl Log {
         let res = self.cut_files(app, cut);
         let mut st = self.sync.lock().unwrap_or_else(|p| p.into_inner());
         st.syncing = false;
-        if res.is_ok() && st.synced > cut {
+        if let Ok(true) = res {
             // Everything below the cut is durable: sealed segments, and the fdatasynced copy.
             st.synced = cut;
             self.durable_end.store(cut, Ordering::Release);
         }
         drop(st);
         self.synced_cv.notify_all();
-        res
+        res.map(|_| ())
     }
 
-    fn cut_files(&self, app: &mut Appender, cut: u64) -> Result<(), StorageError> {
+    /// The file work of `apply_truncation`; whether records were removed.
+    fn cut_files(&self, app: &mut Appender, cut: u64) -> Result<bool, StorageError> {
         let fs = &*self.fs;
         self.truncations.fetch_add(1, Ordering::AcqRel);
-        if cut < self.next_offset() {
+        let cutting = cut < self.next_offset();
+        if cutting {
             let segs = self.segments_snapshot();
             let i = segs.partition_point(|s| s.base_offset <= cut).saturating_sub(1);
             for seg in segs[i + 1..].iter().rev() {
@@ -210,7 +212,7 @@ impl Log {
         // Durable before any later append: a stale intent would cut the new records at open.
         fs.sync_dir(&self.dir).map_err(StorageError::io(&self.dir, "fsync log directory"))?;
         tracing::info!(dir = %self.dir.display(), cut, "log truncated");
-        Ok(())
+        Ok(cutting)
     }
 
     /// Replaces `seg` (holding `cut`) by a new active segment of the same name holding its bytes
