@@ -150,14 +150,17 @@ impl ReplicaLog for MemLog {
     }
 }
 
+/// A partition's log and its appended Notify.
+type Part = (Arc<MemLog>, Arc<Notify>);
+
 /// One broker's partitions.
 #[derive(Default)]
 struct MemLogs {
-    parts: Mutex<HashMap<(String, u32), (Arc<MemLog>, Arc<Notify>)>>,
+    parts: Mutex<HashMap<(String, u32), Part>>,
 }
 
 impl MemLogs {
-    fn get(&self, topic: &str, p: u32) -> (Arc<MemLog>, Arc<Notify>) {
+    fn get(&self, topic: &str, p: u32) -> Part {
         self.parts.lock().unwrap().entry((topic.into(), p)).or_default().clone()
     }
 }
@@ -177,7 +180,7 @@ struct Node {
     id: NodeId,
     logs: Arc<MemLogs>,
     rm: Arc<ReplicaManager>,
-    isr_rx: Mutex<mpsc::UnboundedReceiver<IsrChange>>,
+    isr_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<IsrChange>>,
 }
 
 impl Node {
@@ -205,7 +208,7 @@ fn cluster(n: u64, lag_time: Duration) -> (Arc<LocalNetwork>, Vec<Node>) {
             let rm =
                 ReplicaManager::with_parts(logs.clone(), id, net.transport(id), lag_time, fetch);
             net.register(id, &rm);
-            let isr_rx = Mutex::new(rm.take_isr_requests());
+            let isr_rx = tokio::sync::Mutex::new(rm.take_isr_requests());
             Node { id, logs, rm, isr_rx }
         })
         .collect();
@@ -235,10 +238,8 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 /// The next ISR request a node's leader made, within 10 s.
 async fn next_isr_request(node: &Node) -> IsrChange {
-    let mut rx = node.isr_rx.lock().unwrap();
-    // The receiver is only used by one test task at a time.
-    let fut = rx.recv();
-    tokio::time::timeout(Duration::from_secs(10), fut).await.expect("an ISR request").unwrap()
+    let mut rx = node.isr_rx.lock().await;
+    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an ISR request").unwrap()
 }
 
 /// Samples the leader's watermark in the background; fails if it ever goes back.
