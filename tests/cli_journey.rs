@@ -54,7 +54,8 @@ fn journey_create_produce_describe_consume_trim_delete() {
         described,
         format!(
             "{{\"name\":\"orders\",\"topic_id\":\"{id}\",\"partitions\":[{{\"partition\":0,\
-             \"log_start_offset\":0,\"next_offset\":4,\"segments\":1,\"size_bytes\":{bytes}}}],\
+             \"log_start_offset\":0,\"next_offset\":4,\"segments\":1,\"size_bytes\":{bytes},\
+             \"leader\":0,\"leader_epoch\":0,\"replicas\":[0],\"isr\":[0]}}],\
              \"configs\":{{}}}}\n"
         )
     );
@@ -64,8 +65,8 @@ fn journey_create_produce_describe_consume_trim_delete() {
             "TOPIC   TOPIC-ID                PARTITIONS  CONFIGS\n\
              orders  {id}  1           -\n\
              \n\
-             TOPIC   PARTITION  LOG-START  NEXT-OFFSET  SEGMENTS  BYTES\n\
-             orders  0          0          4            1         {bytes}\n"
+             TOPIC   PARTITION  LOG-START  NEXT-OFFSET  SEGMENTS  BYTES  LEADER  REPLICAS  ISR\n\
+             orders  0          0          4            1         {bytes}    0       [0]       [0]\n"
         )
     );
 
@@ -307,10 +308,10 @@ fn describe_all_and_non_utf8_values() {
              a      {a}  1           -\n\
              b      {b}  2           -\n\
              \n\
-             TOPIC  PARTITION  LOG-START  NEXT-OFFSET  SEGMENTS  BYTES\n\
-             a      0          0          0            1         {SEGMENT_OVERHEAD}\n\
-             b      0          0          0            1         {SEGMENT_OVERHEAD}\n\
-             b      1          0          0            1         {SEGMENT_OVERHEAD}\n"
+             TOPIC  PARTITION  LOG-START  NEXT-OFFSET  SEGMENTS  BYTES  LEADER  REPLICAS  ISR\n\
+             a      0          0          0            1         {SEGMENT_OVERHEAD}     0       [0]       [0]\n\
+             b      0          0          0            1         {SEGMENT_OVERHEAD}     0       [0]       [0]\n\
+             b      1          0          0            1         {SEGMENT_OVERHEAD}     0       [0]       [0]\n"
         )
     );
     let names: Vec<&str> =

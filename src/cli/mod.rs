@@ -3,6 +3,7 @@
 //! in the broker (for `minikafka broker`) and in `crate::client` (for everything else).
 
 pub mod broker;
+mod cluster;
 mod completions;
 mod consume;
 mod group;
@@ -42,6 +43,8 @@ pub enum Command {
     Consume(consume::ConsumeArgs),
     /// List consumer groups, or show one group's committed offsets and lag per partition.
     Group(group::GroupArgs),
+    /// Show the cluster: its brokers, controller, and under-replicated or offline partitions.
+    Cluster(cluster::ClusterArgs),
     /// Print a shell completion script: `minikafka completions bash > /etc/bash_completion.d/minikafka`.
     Completions(completions::CompletionsArgs),
     /// Measure a running broker: produce, consume and produce-to-consume latency load tests.
@@ -54,7 +57,8 @@ pub enum Command {
 /// How to reach the broker; shared by every client subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
-    /// The broker's address (host:port).
+    /// The broker's address (host:port), or several brokers of a cluster, comma-separated: the
+    /// first that answers is asked, and requests for a partition go to its leader.
     #[arg(long, global = true, env = "MINIKAFKA_BROKER", default_value = "127.0.0.1:7070")]
     pub broker: String,
 
@@ -139,6 +143,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Group(args) => group::run(args).await,
+        Command::Cluster(args) => cluster::run(args).await,
         Command::Completions(args) => completions::run(args),
         Command::Perf(args) => perf::run(args).await,
         Command::Log(args) => log::run(args).await,

@@ -10,7 +10,28 @@ use serde::Serialize;
 use super::{CliError, ConnectArgs};
 use crate::broker::{PartitionDescription, TopicDescription};
 use crate::client::{Admin, ClientError};
-use crate::protocol::{ErrorCode, topic_id_text};
+use crate::protocol::{ErrorCode, PartitionState, topic_id_text};
+
+/// Each partition's leadership by (topic, partition).
+type Leadership = BTreeMap<(String, u32), PartitionState>;
+
+/// The partitions' leaders, replicas and ISR; empty from a broker from before clusters (it does
+/// not know the request), whose columns then show `-`.
+async fn leadership(admin: &Admin, topic: Option<&str>) -> Result<Leadership, CliError> {
+    match admin.describe_partitions(topic).await {
+        Ok((_, partitions)) => {
+            Ok(partitions.into_iter().map(|p| ((p.topic.clone(), p.partition), p)).collect())
+        }
+        Err(e) if e.code() == Some(ErrorCode::InvalidRequest) => Ok(Leadership::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `[1,2,3]`, as Kafka's tools print replica lists (without spaces, so a column stays one word).
+pub(super) fn id_list(ids: &[i32]) -> String {
+    let ids: Vec<String> = ids.iter().map(i32::to_string).collect();
+    format!("[{}]", ids.join(","))
+}
 
 #[derive(Debug, Args)]
 pub struct TopicArgs {
@@ -29,6 +50,10 @@ enum TopicCommand {
         /// Number of partitions.
         #[arg(long, value_name = "N", default_value_t = 1)]
         partitions: u32,
+        /// Copies of each partition, on as many brokers (a cluster's default when omitted; a
+        /// single broker has 1).
+        #[arg(long, value_name = "N")]
+        replication_factor: Option<u16>,
         /// Succeed (changing nothing) when the topic already exists.
         #[arg(long)]
         if_not_exists: bool,
@@ -43,8 +68,8 @@ enum TopicCommand {
     /// List topic names, one per line.
     List,
     /// Show each topic's id and non-default configs, each partition's log start offset, next
-    /// offset, segments and bytes, and a line for each partition or topic that is offline
-    /// (damaged data the broker does not serve).
+    /// offset, segments, bytes, leader, replicas and in-sync replicas (ISR), and a line for each
+    /// partition or topic that is offline (damaged data the broker does not serve).
     Describe {
         /// The topic to describe (all topics when omitted).
         name: Option<String>,
@@ -98,14 +123,23 @@ pub(super) async fn run(args: TopicArgs) -> Result<(), CliError> {
     let admin = Admin::new(args.connect.connect().await?);
     let mut out = std::io::stdout().lock();
     match args.command {
-        TopicCommand::Create { name, partitions, if_not_exists, configs } => {
+        TopicCommand::Create { name, partitions, replication_factor, if_not_exists, configs } => {
             if partitions == 0 {
                 return Err(CliError::Usage("--partitions must be at least 1".to_string()));
             }
             // Told apart only to report honestly whether anything was created.
             let existed = if_not_exists && admin.describe_topic(&name).await.is_ok();
+            if replication_factor == Some(0) {
+                return Err(CliError::Usage("--replication-factor must be at least 1".to_string()));
+            }
             let d = admin
-                .create_topic_with_configs(&name, partitions, if_not_exists, &configs)
+                .create_replicated_topic(
+                    &name,
+                    partitions,
+                    replication_factor,
+                    if_not_exists,
+                    &configs,
+                )
                 .await
                 .map_err(config_error)?;
             let n = d.partitions.len();
@@ -168,8 +202,10 @@ pub(super) async fn run(args: TopicArgs) -> Result<(), CliError> {
         }
         TopicCommand::Describe { name, json } => {
             let topics = admin.describe(name.as_deref()).await?;
+            let leadership = leadership(&admin, name.as_deref()).await?;
             let text = if json {
-                let views: Vec<TopicJson> = topics.iter().map(TopicJson::from).collect();
+                let views: Vec<TopicJson> =
+                    topics.iter().map(|t| TopicJson::new(t, &leadership)).collect();
                 let value = match (&name, views.as_slice()) {
                     (Some(_), [one]) => serde_json::to_string(one),
                     _ => serde_json::to_string(&views),
@@ -177,7 +213,7 @@ pub(super) async fn run(args: TopicArgs) -> Result<(), CliError> {
                 // Serializing plain structs of strings and integers cannot fail.
                 value.map_err(|e| CliError::Usage(format!("cannot encode JSON: {e}")))? + "\n"
             } else {
-                describe_table(&topics)
+                describe_table(&topics, &leadership)
             };
             out.write_all(text.as_bytes()).map_err(CliError::stdout)?;
         }
@@ -255,19 +291,49 @@ struct TopicJson<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     topic_id: Option<String>,
-    partitions: &'a [PartitionDescription],
+    partitions: Vec<PartitionJson<'a>>,
     /// The configs set on the topic (the others follow the broker's flags).
     configs: BTreeMap<&'a str, &'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     offline: Option<&'a str>,
 }
 
-impl<'a> From<&'a TopicDescription> for TopicJson<'a> {
-    fn from(d: &'a TopicDescription) -> Self {
+/// A partition in `topic describe --json`: its description, then its leader (null when it has
+/// none), leader epoch, replicas and ISR (all absent from a broker from before clusters).
+#[derive(Serialize)]
+struct PartitionJson<'a> {
+    #[serde(flatten)]
+    description: &'a PartitionDescription,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader: Option<Option<i32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader_epoch: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<&'a [i32]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    isr: Option<&'a [i32]>,
+}
+
+impl<'a> TopicJson<'a> {
+    fn new(d: &'a TopicDescription, leadership: &'a Leadership) -> Self {
+        let partitions = d
+            .partitions
+            .iter()
+            .map(|p| {
+                let l = leadership.get(&(d.name.clone(), p.partition));
+                PartitionJson {
+                    description: p,
+                    leader: l.map(|l| l.leader),
+                    leader_epoch: l.map(|l| l.leader_epoch),
+                    replicas: l.map(|l| l.replicas.as_slice()),
+                    isr: l.map(|l| l.isr.as_slice()),
+                }
+            })
+            .collect();
         TopicJson {
             name: &d.name,
             topic_id: topic_id(d),
-            partitions: &d.partitions,
+            partitions,
             configs: d.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
             offline: d.offline.as_deref(),
         }
@@ -300,7 +366,7 @@ fn render_rows<const N: usize>(rows: &[[String; N]]) -> String {
 
 /// Two tables: one row per topic (its id, partition count and the configs set on it), then
 /// one row per partition; then a line for each offline part.
-fn describe_table(topics: &[TopicDescription]) -> String {
+fn describe_table(topics: &[TopicDescription], leadership: &Leadership) -> String {
     let mut summary: Vec<[String; 4]> =
         vec![["TOPIC".into(), "TOPIC-ID".into(), "PARTITIONS".into(), "CONFIGS".into()]];
     for t in topics {
@@ -313,13 +379,16 @@ fn describe_table(topics: &[TopicDescription]) -> String {
             configs,
         ]);
     }
-    let mut rows: Vec<[String; 6]> = vec![[
+    let mut rows: Vec<[String; 9]> = vec![[
         "TOPIC".into(),
         "PARTITION".into(),
         "LOG-START".into(),
         "NEXT-OFFSET".into(),
         "SEGMENTS".into(),
         "BYTES".into(),
+        "LEADER".into(),
+        "REPLICAS".into(),
+        "ISR".into(),
     ]];
     // Damaged data the broker does not serve: a line each under the table, naming the file.
     let mut offline = Vec::new();
@@ -328,12 +397,30 @@ fn describe_table(topics: &[TopicDescription]) -> String {
             offline.push(format!("topic {} offline: {reason}", t.name));
         }
         for p in &t.partitions {
+            let unknown = || "-".to_string();
+            let [leader, replicas, isr] = match leadership.get(&(t.name.clone(), p.partition)) {
+                Some(l) => [
+                    l.leader.map_or_else(|| "none".to_string(), |id| id.to_string()),
+                    id_list(&l.replicas),
+                    id_list(&l.isr),
+                ],
+                None => [unknown(), unknown(), unknown()],
+            };
             if let Some(reason) = &p.offline {
                 offline
                     .push(format!("topic {} partition {} offline: {reason}", t.name, p.partition));
-                let unknown = || "-".to_string();
                 let (name, partition) = (t.name.clone(), p.partition.to_string());
-                rows.push([name, partition, unknown(), unknown(), unknown(), unknown()]);
+                rows.push([
+                    name,
+                    partition,
+                    unknown(),
+                    unknown(),
+                    unknown(),
+                    unknown(),
+                    leader,
+                    replicas,
+                    isr,
+                ]);
                 continue;
             }
             rows.push([
@@ -343,6 +430,9 @@ fn describe_table(topics: &[TopicDescription]) -> String {
                 p.next_offset.to_string(),
                 p.segments.to_string(),
                 p.size_bytes.to_string(),
+                leader,
+                replicas,
+                isr,
             ]);
         }
     }

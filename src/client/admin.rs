@@ -4,7 +4,7 @@
 use super::{ClientError, Connection};
 use crate::broker::topic_config::ConfigEntry;
 use crate::broker::{GroupStatus, TopicDescription};
-use crate::protocol::{GroupOffset, Request, Response};
+use crate::protocol::{BrokerInfo, ClusterInfo, GroupOffset, PartitionState, Request, Response};
 
 /// Topic administration. Cheap to create; shares the connection it is given.
 #[derive(Clone)]
@@ -47,6 +47,56 @@ impl Admin {
         match self.conn.request(&req).await? {
             Response::TopicCreated { description } => Ok(description),
             other => Err(unexpected("CreateTopic", &other)),
+        }
+    }
+
+    /// Creates a topic with `replication_factor` copies of each partition (`None`: the broker's
+    /// default). A factor larger than the live brokers is refused
+    /// (`ErrorCode::InvalidReplicationFactor`); a broker from before clusters refuses any
+    /// factor (it does not know the request).
+    pub async fn create_replicated_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: Option<u16>,
+        if_not_exists: bool,
+        configs: &[(String, String)],
+    ) -> Result<TopicDescription, ClientError> {
+        let Some(replication_factor) = replication_factor else {
+            return self.create_topic_with_configs(name, partitions, if_not_exists, configs).await;
+        };
+        let req = Request::CreateReplicatedTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            if_not_exists,
+            configs: configs.to_vec(),
+        };
+        match self.conn.request(&req).await? {
+            Response::TopicCreated { description } => Ok(description),
+            other => Err(unexpected("CreateReplicatedTopic", &other)),
+        }
+    }
+
+    /// The cluster as the broker sees it: brokers, controller, under-replicated and offline
+    /// partitions.
+    pub async fn cluster_status(&self) -> Result<ClusterInfo, ClientError> {
+        match self.conn.request(&Request::ClusterStatus).await? {
+            Response::ClusterStatus { status } => Ok(status),
+            other => Err(unexpected("ClusterStatus", &other)),
+        }
+    }
+
+    /// The brokers and each partition's leader, replicas and in-sync replicas, for one topic
+    /// (`Some`) or all of them.
+    pub async fn describe_partitions(
+        &self,
+        topic: Option<&str>,
+    ) -> Result<(Vec<BrokerInfo>, Vec<PartitionState>), ClientError> {
+        let req = Request::DescribePartitions { topic: topic.map(str::to_string) };
+        match self.conn.request(&req).await? {
+            Response::Partitions { brokers, partitions } => Ok((brokers, partitions)),
+            other => Err(unexpected("DescribePartitions", &other)),
         }
     }
 

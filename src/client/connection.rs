@@ -3,8 +3,18 @@
 //! its caller by correlation id. A request either gets its response or an error, never a retry;
 //! after a failure, [`Connection::reconnect`] opens a fresh link (authenticating again) for the
 //! requests that follow, and the caller decides what to send again.
+//!
+//! A cluster: the connection is given one or more brokers (`a:7070,b:7070`) and opens its main
+//! link to the first that answers. Once a broker has said it does not lead a partition
+//! ([`ErrorCode::is_retriable`]), the caller asks [`Connection::refresh_routes`]: the brokers'
+//! partition leaders are learnt (`DescribePartitions`), and from then on every request for one
+//! partition (append, fetch, trim, offset by time) goes to its leader over a link of its own,
+//! opened when first needed. Everything else, and everything while no routes are known (a single
+//! broker never refuses as a non-leader, so it never pays for any of this), goes over the main
+//! link.
 
-use std::collections::VecDeque;
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -15,8 +25,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ClientError, Reconnect, ReconnectEvent};
-use crate::protocol::{self, MAX_FRAME_BYTES, Request, Response};
+use super::{ClientError, Reconnect, ReconnectEvent, partition_for_key};
+use crate::protocol::{self, ErrorCode, MAX_FRAME_BYTES, Request, Response};
 
 /// How many requests may wait to be written before `request` itself waits (back-pressure).
 const WRITE_QUEUE: usize = 256;
@@ -48,7 +58,10 @@ pub struct Connection {
 }
 
 struct Inner {
+    /// The address (or comma-separated addresses) the connection was opened with.
     addr: String,
+    /// The brokers to bootstrap from, in the order given.
+    bootstrap: Vec<String>,
     /// Sent first on every link, so a reconnect authenticates again.
     token: Option<String>,
     next_correlation_id: AtomicU32,
@@ -57,6 +70,25 @@ struct Inner {
     /// One reconnect at a time: clones that see the same failure reconnect once.
     reconnecting: tokio::sync::Mutex<()>,
     spares: Spares,
+    /// Partition leaders, once learnt (`refresh_routes`).
+    routes: RwLock<Option<Arc<Routes>>>,
+    /// Links to partition leaders other than the main link, by address.
+    leader_links: Mutex<HashMap<String, Arc<Link>>>,
+    /// Spreads appends without key or partition over the partitions when routing.
+    round_robin: AtomicU32,
+}
+
+/// Where each partition's requests go, as a broker last described the cluster.
+#[derive(Debug, Default)]
+struct Routes {
+    /// The native address of each partition's leader (partitions without a leader, or whose
+    /// leader has no native listener, are absent: their requests go over the main link and are
+    /// refused there as retriable).
+    leaders: HashMap<(String, u32), String>,
+    /// Each topic's partition count, to pick a partition for an append that names none.
+    partition_counts: HashMap<String, u32>,
+    /// Every live broker's native address: where to bootstrap again.
+    brokers: Vec<String>,
 }
 
 /// One TCP connection's write queue and, once it has failed, why.
@@ -114,20 +146,49 @@ impl Connection {
     /// Connects and, when `token` is set, authenticates with it before returning: a broker run
     /// with `--auth-token-file` answers nothing else first (and closes the connection). The
     /// token is sent again on every reconnect.
+    ///
+    /// `addr` may list several brokers of a cluster, comma-separated: the first that accepts the
+    /// connection is used, and the others are tried again when it is lost.
     pub async fn connect_with_token(
         addr: &str,
         token: Option<&str>,
     ) -> Result<Connection, ClientError> {
+        let bootstrap: Vec<String> =
+            addr.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect();
+        let Some(first) = bootstrap.first().cloned() else {
+            return Err(ClientError::InvalidArgument(format!("no broker address in {addr:?}")));
+        };
         let spares = Spares::default();
-        let link = Link::open(addr, &spares).await?;
+        let mut last_error = None;
+        let mut opened = None;
+        for candidate in &bootstrap {
+            match Link::open(candidate, &spares).await {
+                Ok(link) => {
+                    opened = Some(link);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let Some(link) = opened else {
+            // Every candidate refused: the last error names its address.
+            return Err(last_error.unwrap_or_else(|| ClientError::Closed {
+                addr: first,
+                reason: "no broker answered".to_string(),
+            }));
+        };
         let conn = Connection {
             inner: Arc::new(Inner {
                 addr: addr.to_string(),
+                bootstrap,
                 token: token.map(str::to_string),
                 next_correlation_id: AtomicU32::new(1),
                 link: RwLock::new(link.clone()),
                 reconnecting: tokio::sync::Mutex::new(()),
                 spares,
+                routes: RwLock::new(None),
+                leader_links: Mutex::new(HashMap::new()),
+                round_robin: AtomicU32::new(0),
             }),
         };
         conn.authenticate(&link).await?;
@@ -149,8 +210,143 @@ impl Connection {
     /// to await its response later; this is how a producer keeps several batches in flight while
     /// preserving their order.
     pub(crate) async fn start(&self, req: &Request) -> Result<Pending, ClientError> {
-        let link = self.inner.link.read().unwrap_or_else(|p| p.into_inner()).clone();
-        self.start_on(link, req).await
+        let routed = self.routes().and_then(|routes| self.route(&routes, req));
+        match routed {
+            Some((addr, req)) => {
+                let link = self.leader_link(&addr).await?;
+                self.start_on(link, &req).await
+            }
+            None => self.start_on(self.main_link(), req).await,
+        }
+    }
+
+    fn main_link(&self) -> Arc<Link> {
+        self.inner.link.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn routes(&self) -> Option<Arc<Routes>> {
+        self.inner.routes.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether requests are routed to partition leaders (a broker of a cluster refused one as a
+    /// non-leader, and the leaders were learnt).
+    pub fn is_routing(&self) -> bool {
+        self.routes().is_some()
+    }
+
+    /// The leader's address for a request about one partition, and the request to send there:
+    /// an append that names no partition gets one here (by its key hint, as the broker would
+    /// pick it, else round-robin), since only the partition's leader may take it.
+    fn route<'r>(&self, routes: &Routes, req: &'r Request) -> Option<(String, Cow<'r, Request>)> {
+        let (topic, partition) = match req {
+            Request::Append { topic, partition: Some(p), .. }
+            | Request::Fetch { topic, partition: p, .. }
+            | Request::Trim { topic, partition: p, .. }
+            | Request::OffsetForTimestamp { topic, partition: p, .. } => (topic, *p),
+            Request::Append { topic, partition: None, key_hint, records } => {
+                let n = *routes.partition_counts.get(topic)?;
+                if n == 0 {
+                    return None;
+                }
+                let p = match key_hint {
+                    Some(key) => partition_for_key(key, n),
+                    None => self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % n,
+                };
+                let addr = routes.leaders.get(&(topic.clone(), p))?.clone();
+                let req = Request::Append {
+                    topic: topic.clone(),
+                    partition: Some(p),
+                    key_hint: None,
+                    records: records.clone(),
+                };
+                return Some((addr, Cow::Owned(req)));
+            }
+            _ => return None,
+        };
+        let addr = routes.leaders.get(&(topic.clone(), partition))?.clone();
+        Some((addr, Cow::Borrowed(req)))
+    }
+
+    /// A working link to `addr`: the main link when it goes there, else one of the leader
+    /// links, opened (and authenticated) when there is none that works.
+    async fn leader_link(&self, addr: &str) -> Result<Arc<Link>, ClientError> {
+        let main = self.main_link();
+        if main.addr == addr && main.failure().is_none() {
+            return Ok(main);
+        }
+        if let Some(link) = lock(&self.inner.leader_links).get(addr)
+            && link.failure().is_none()
+        {
+            return Ok(link.clone());
+        }
+        let link = tokio::time::timeout(ATTEMPT_TIMEOUT, self.open_link_to(addr)).await.map_err(
+            |_| ClientError::Closed { addr: addr.to_string(), reason: "no answer".to_string() },
+        )??;
+        lock(&self.inner.leader_links).insert(addr.to_string(), link.clone());
+        Ok(link)
+    }
+
+    /// Learns every partition's leader from a broker (the main link's, or, when that is lost,
+    /// the first other known broker that answers) and routes by them from now on. A broker
+    /// from before clusters (it does not know the request) leaves routing off.
+    pub async fn refresh_routes(&self) -> Result<(), ClientError> {
+        let req = Request::DescribePartitions { topic: None };
+        let mut answer = self.start_on(self.main_link(), &req).await?.wait().await;
+        if matches!(&answer, Err(e) if e.is_disconnect()) {
+            for addr in self.candidates() {
+                let Ok(Ok(link)) =
+                    tokio::time::timeout(ATTEMPT_TIMEOUT, self.open_link_to(&addr)).await
+                else {
+                    continue;
+                };
+                answer = self.start_on(link.clone(), &req).await?.wait().await;
+                if answer.is_ok() {
+                    // This broker answers: requests that are not routed go to it from now on.
+                    *self.inner.link.write().unwrap_or_else(|p| p.into_inner()) = link;
+                    break;
+                }
+            }
+        }
+        let (brokers, partitions) = match answer {
+            Ok(Response::Partitions { brokers, partitions }) => (brokers, partitions),
+            Ok(other) => return Err(super::admin::unexpected("DescribePartitions", &other)),
+            Err(ClientError::Broker { code: ErrorCode::InvalidRequest, .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let addrs: HashMap<i32, String> = brokers
+            .iter()
+            .filter(|b| !b.fenced)
+            .filter_map(|b| Some((b.id, b.native_addr.clone()?)))
+            .collect();
+        let mut routes = Routes { brokers: addrs.values().cloned().collect(), ..Routes::default() };
+        routes.brokers.sort();
+        for p in partitions {
+            let count = routes.partition_counts.entry(p.topic.clone()).or_default();
+            *count = (*count).max(p.partition + 1);
+            if let Some(addr) = p.leader.and_then(|id| addrs.get(&id)) {
+                routes.leaders.insert((p.topic, p.partition), addr.clone());
+            }
+        }
+        tracing::debug!(
+            brokers = routes.brokers.len(),
+            partitions = routes.leaders.len(),
+            "learnt the partition leaders"
+        );
+        *self.inner.routes.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(routes));
+        Ok(())
+    }
+
+    /// Every broker address known: the bootstrap list, then the brokers last described.
+    fn candidates(&self) -> Vec<String> {
+        let mut all = self.inner.bootstrap.clone();
+        if let Some(routes) = self.routes() {
+            for b in &routes.brokers {
+                if !all.contains(b) {
+                    all.push(b.clone());
+                }
+            }
+        }
+        all
     }
 
     async fn start_on(&self, link: Arc<Link>, req: &Request) -> Result<Pending, ClientError> {
@@ -180,11 +376,28 @@ impl Connection {
     /// at once when the connection in use has not failed (another clone already reconnected).
     /// Fails with [`ClientError::Unavailable`] after `policy.give_up_after`, or with the
     /// broker's answer when it refuses the token.
+    ///
+    /// Routing to partition leaders, a lost leader link is forgotten and the leaders are learnt
+    /// again (after `policy.initial_backoff`, so that a caller whose next attempt fails at once
+    /// does not spin); a lost main link is replaced by one to whichever known broker answers.
     pub async fn reconnect(&self, policy: &Reconnect) -> Result<(), ClientError> {
         let _one_at_a_time = self.inner.reconnecting.lock().await;
+        lock(&self.inner.leader_links).retain(|_, link| link.failure().is_none());
         let current = self.inner.link.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(lost) = current.failure() else { return Ok(()) };
+        let Some(lost) = current.failure() else {
+            if self.is_routing() {
+                tokio::time::sleep(policy.initial_backoff).await;
+                return match self.refresh_routes().await {
+                    Err(e) if !e.is_disconnect() => Err(e),
+                    // A lost main link is for the next call to replace.
+                    _ => Ok(()),
+                };
+            }
+            return Ok(());
+        };
         let addr = self.inner.addr.as_str();
+        let candidates = self.candidates();
+        let mut attempt = 0usize;
         let since = Instant::now();
         let deadline = policy.give_up_after.map(|d| since + d);
         let mut waits = policy.backoff();
@@ -207,13 +420,23 @@ impl Connection {
             }
             let limit = Instant::now() + ATTEMPT_TIMEOUT;
             let limit = deadline.map_or(limit, |d| d.min(limit));
-            match tokio::time::timeout_at(limit.into(), self.open_link()).await {
+            // Several brokers: each attempt tries the next one.
+            let target =
+                candidates.get(attempt % candidates.len().max(1)).map_or(addr, String::as_str);
+            attempt += 1;
+            match tokio::time::timeout_at(limit.into(), self.open_link_to(target)).await {
                 Ok(Ok(link)) => {
                     *self.inner.link.write().unwrap_or_else(|p| p.into_inner()) = link;
                     if !announced {
                         policy.notify(&ReconnectEvent::Unavailable { addr, reason: &reason });
                     }
                     policy.notify(&ReconnectEvent::Reconnected { addr, after: since.elapsed() });
+                    if self.is_routing()
+                        && let Err(e) = self.refresh_routes().await
+                    {
+                        // The requests that follow fail and bring the caller back here.
+                        tracing::debug!("learning the partition leaders again failed: {e}");
+                    }
                     return Ok(());
                 }
                 Ok(Err(e)) if !e.is_disconnect() => return Err(e),
@@ -227,9 +450,9 @@ impl Connection {
         }
     }
 
-    /// One attempt: a new link, authenticated.
-    async fn open_link(&self) -> Result<Arc<Link>, ClientError> {
-        let link = Link::open(&self.inner.addr, &self.inner.spares).await?;
+    /// One attempt: a new link to `addr`, authenticated.
+    async fn open_link_to(&self, addr: &str) -> Result<Arc<Link>, ClientError> {
+        let link = Link::open(addr, &self.inner.spares).await?;
         self.authenticate(&link).await?;
         Ok(link)
     }

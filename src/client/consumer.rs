@@ -2,11 +2,14 @@
 //! records, checks the CRC-32C of every fetched batch (the bytes the producer wrote, stored as
 //! they came), decompresses what is compressed, and commits its position for a consumer group. Never skips a record it
 //! could not verify: a corrupt record is an error. With `reconnect`, a lost connection is reopened
-//! and reading goes on right after the last record handed out.
+//! and reading goes on right after the last record handed out. In a cluster, a fetch refused
+//! with a retriable code (the partition's leader moved) is made again at the partition's
+//! leader once the leaders are learnt again, waiting between tries as the reconnect policy (or
+//! [`Reconnect::default`]) says.
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::admin::unexpected;
 use super::connection::Pending;
@@ -128,6 +131,9 @@ pub struct Consumer {
     /// Fetches sent and not yet handed out, in the order the broker answers them (the index of
     /// their partition state with each).
     in_flight: VecDeque<(usize, Pending)>,
+    /// Since when fetches have been refused with retriable codes, and how many times: the
+    /// backoff and when to give up.
+    retrying: Option<(Instant, u32)>,
 }
 
 impl Consumer {
@@ -246,6 +252,7 @@ impl Consumer {
             buffered: VecDeque::new(),
             corrupt: None,
             in_flight: VecDeque::new(),
+            retrying: None,
         })
     }
 
@@ -374,7 +381,10 @@ impl Consumer {
             }
             let mut seen = 0;
             match self.poll_views_round(&mut each, &mut seen).await {
-                Ok(()) => return Ok(Some(seen)),
+                Ok(()) => {
+                    self.retrying = None;
+                    return Ok(Some(seen));
+                }
                 Err(RoundError::Each(e)) => return Err(e),
                 // What was handed out before the loss stays handed out; the rest is fetched
                 // again from right after it.
@@ -413,12 +423,37 @@ impl Consumer {
     /// After `err`: when the connection was lost and `reconnect` is set, reconnects (the next
     /// round fetches from right after what was handed out); otherwise returns `err`.
     async fn recover(&mut self, err: ClientError) -> Result<(), ClientError> {
+        if err.code().is_some_and(ErrorCode::is_retriable) {
+            return self.retry(err).await;
+        }
         let Some(policy) = self.config.reconnect.as_ref().filter(|_| err.is_disconnect()) else {
             return Err(err);
         };
         // Fetches sent on the lost connection will never be answered.
         self.in_flight.clear();
         self.conn.reconnect(policy).await
+    }
+
+    /// After a retriable refusal (the partition's leader moved): waits, learns the leaders
+    /// again, and lets the next round fetch from the new leader, right after what was handed
+    /// out; gives up with `err` once the policy's time has passed since the first refusal.
+    async fn retry(&mut self, err: ClientError) -> Result<(), ClientError> {
+        self.in_flight.clear();
+        let policy = self.config.reconnect.clone().unwrap_or_default();
+        let (since, tries) = *self.retrying.get_or_insert_with(|| (Instant::now(), 0));
+        if policy.give_up_after.is_some_and(|limit| since.elapsed() >= limit) {
+            return Err(err);
+        }
+        self.retrying = Some((since, tries.saturating_add(1)));
+        let wait = policy.backoff().nth(tries as usize).unwrap_or(policy.max_backoff);
+        tracing::debug!(topic = %self.topic, error = %err, ?wait, "fetch refused; retrying");
+        tokio::time::sleep(wait).await;
+        match self.conn.refresh_routes().await {
+            Err(e) if e.is_disconnect() && self.config.reconnect.is_some() => {
+                self.conn.reconnect(&policy).await
+            }
+            other => other,
+        }
     }
 
     /// Records buffered by `next`/`poll`, handed to a `poll_views` callback. Rare (only when a
@@ -677,7 +712,10 @@ impl Consumer {
         match self.fetch_round_once().await {
             // `next` and `poll` go on from what was buffered before the loss.
             Err(e) => self.recover(e).await,
-            ok => ok,
+            ok => {
+                self.retrying = None;
+                ok
+            }
         }
     }
 

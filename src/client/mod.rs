@@ -36,6 +36,8 @@ mod consumer;
 mod producer;
 mod reconnect;
 #[cfg(test)]
+mod routing_tests;
+#[cfg(test)]
 mod stand_in;
 
 /// Kafka's default partitioner, the very function the broker uses, so a keyed record lands in the

@@ -4,6 +4,13 @@
 //! refused is never sent again. A batch whose connection was lost is sent again only when
 //! `reconnect` is set, once the broker is back: the broker may have stored it already, so it may be
 //! stored twice (at-least-once); a batch is reported acknowledged only once the broker said so.
+//!
+//! In a cluster, a batch refused with a retriable code (its partition's leader moved, the
+//! replicas are behind: [`ErrorCode::is_retriable`]) is sent again to the partition's leader once
+//! the leaders are learnt again, waiting between tries as `reconnect` (or, without it,
+//! [`Reconnect::default`]) says and giving up after its `give_up_after`. Codes that say the
+//! batch may have been stored (`NotEnoughReplicasAfterAppend`, `RequestTimedOut`) make that
+//! at-least-once too, as a lost connection does.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -125,6 +132,8 @@ pub struct Producer {
     /// `give_up_after` counts from here, across reconnects, so a batch whose every sending
     /// kills the connection fails in the end instead of being sent again forever.
     outage_since: Option<Instant>,
+    /// Tries of the oldest batch refused with a retriable code, for the backoff.
+    retries: u32,
 }
 
 impl Producer {
@@ -152,6 +161,7 @@ impl Producer {
             since_linger_check: 0,
             linger_check_due: false,
             outage_since: None,
+            retries: 0,
         })
     }
 
@@ -371,7 +381,45 @@ impl Producer {
     ) -> Result<(), ClientError> {
         match result {
             Err(e) if e.is_disconnect() && self.config.reconnect.is_some() => self.recover(e).await,
+            Err(e) if e.code().is_some_and(ErrorCode::is_retriable) => self.retry_front(e).await,
             result => self.acknowledge_front(result),
+        }
+    }
+
+    /// The oldest batch was refused with a retriable code: waits, learns the leaders again and
+    /// sends it again (to its partition's leader), unless the retry policy's time is up since
+    /// batches stopped being acknowledged. The batches behind it are left in flight: those
+    /// refused too come back here in their turn.
+    async fn retry_front(&mut self, err: ClientError) -> Result<(), ClientError> {
+        let policy = self.config.reconnect.clone().unwrap_or_default();
+        let since = *self.outage_since.get_or_insert_with(Instant::now);
+        if policy.give_up_after.is_some_and(|limit| since.elapsed() >= limit) {
+            return Err(err);
+        }
+        let wait = policy.backoff().nth(self.retries as usize).unwrap_or(policy.max_backoff);
+        self.retries = self.retries.saturating_add(1);
+        tracing::debug!(topic = %self.topic, error = %err, ?wait, "batch refused; retrying");
+        tokio::time::sleep(wait).await;
+        if let Err(e) = self.conn.refresh_routes().await {
+            if !(e.is_disconnect() && self.config.reconnect.is_some()) {
+                return Err(e);
+            }
+            // The broker asked is gone too: the batch stays unsent for `recover` to handle.
+            return self.recover(e).await;
+        }
+        let started = match self.in_flight.front() {
+            Some(front) => self.conn.start(&front.req).await,
+            None => return Ok(()),
+        };
+        match started {
+            Ok(pending) => {
+                if let Some(front) = self.in_flight.front_mut() {
+                    front.pending = Some(pending);
+                }
+                Ok(())
+            }
+            Err(e) if e.is_disconnect() && self.config.reconnect.is_some() => self.recover(e).await,
+            Err(e) => Err(e),
         }
     }
 
@@ -384,6 +432,7 @@ impl Producer {
         let done = self.in_flight.pop_front();
         self.acks.push(to_ack(result)?);
         self.outage_since = None;
+        self.retries = 0;
         if let Some(InFlight { req: Request::Append { records, .. }, .. }) = done {
             self.conn.recycle(records);
         }

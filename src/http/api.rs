@@ -74,8 +74,16 @@ fn broker_error_status(e: &BrokerError) -> StatusCode {
         | ErrorCode::FrameTooLarge
         | ErrorCode::LimitExceeded
         | ErrorCode::InvalidConfig
-        | ErrorCode::InvalidPartitions => StatusCode::BAD_REQUEST,
+        | ErrorCode::InvalidPartitions
+        | ErrorCode::InvalidReplicationFactor => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        // Leadership elsewhere or moving, replicas behind: the client may try again (or
+        // another broker).
+        ErrorCode::NotLeader
+        | ErrorCode::LeaderNotAvailable
+        | ErrorCode::NotEnoughReplicas
+        | ErrorCode::NotEnoughReplicasAfterAppend => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::RequestTimedOut => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::Storage | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

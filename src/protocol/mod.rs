@@ -58,6 +58,30 @@
 //!
 //! AlterTopicConfigs answers `Ok`; AddPartitions answers `PartitionsAdded`.
 //!
+//! # Cluster (issue 14)
+//!
+//! A broker may be one of several: each partition has a leader, which alone takes appends and
+//! serves fetches; a client learns the leaders with `DescribePartitions` and sends each request
+//! to its partition's leader, refreshing and retrying on the retriable codes
+//! ([`ErrorCode::is_retriable`]). A single broker answers as the leader of everything (node 0).
+//! Old requests and responses are unchanged; the keys, kinds and codes below are new (an older
+//! broker answers a new key with `InvalidRequest`).
+//!
+//! | request                  | key | fields after the api key                                 |
+//! |--------------------------|-----|----------------------------------------------------------|
+//! | `ClusterStatus`          | 19  | none                                                     |
+//! | `DescribePartitions`     | 20  | option<string> topic (none: every topic)                 |
+//! | `CreateReplicatedTopic`  | 21  | as `CreateTopic`, then u16 replication_factor            |
+//!
+//! | response         | kind | fields after the kind                                         |
+//! |------------------|------|---------------------------------------------------------------|
+//! | `ClusterStatus`  | 13   | i32 node_id (the answering broker), u8 clustered, option<i32> controller, list<broker>, list<partition> under_replicated, list<partition> offline |
+//! | `Partitions`     | 14   | list<broker>, list<partition>                                 |
+//!
+//! A broker ([`BrokerInfo`]) is `i32 id, option<string> native_addr, option<string>
+//! kafka_addr, u8 fenced`; a partition ([`PartitionState`]) is `string topic, u32 partition,
+//! option<i32> leader, i32 leader_epoch, list<i32> replicas, list<i32> isr`.
+//!
 //! Responses on one connection go out in request order (pipelining is allowed); the correlation
 //! id lets a client check that.
 //!
@@ -83,6 +107,11 @@ const PARTITION_DESCRIPTION_LEN: usize = 4 + 8 * 4 + 1;
 /// Bytes of the smallest encoded [`TopicDescription`]: an empty name, no partitions, no reason,
 /// a topic id and no configs.
 const TOPIC_DESCRIPTION_MIN_LEN: usize = 2 + 4 + 1 + 16 + 4;
+/// Bytes of the smallest encoded [`BrokerInfo`]: an id, two absent addresses, a flag.
+const BROKER_INFO_MIN_LEN: usize = 4 + 1 + 1 + 1;
+/// Bytes of the smallest encoded [`PartitionState`]: an empty topic name, a partition, no
+/// leader, an epoch and two empty lists.
+const PARTITION_STATE_MIN_LEN: usize = 2 + 4 + 1 + 4 + 4 + 4;
 /// Bytes of the smallest encoded config pair: two empty strings.
 const CONFIG_PAIR_MIN_LEN: usize = 2 + 2;
 /// Bytes of the smallest encoded [`ConfigEntry`]: an empty name, no value, three flag bytes.
@@ -199,6 +228,68 @@ pub enum Request {
         partition: u32,
         timestamp_ms: u64,
     },
+    /// The cluster's brokers, controller and the partitions that are under-replicated or
+    /// offline (answered with `ClusterStatus`).
+    ClusterStatus,
+    /// Every broker and, per partition of `topic` (or of every topic), its leader, replicas
+    /// and in-sync replicas: what a client routes by (answered with `Partitions`).
+    DescribePartitions {
+        topic: Option<String>,
+    },
+    /// `CreateTopic` with a replication factor (a separate key so that `CreateTopic`'s bytes
+    /// stay what older brokers decode).
+    CreateReplicatedTopic {
+        name: String,
+        partitions: u32,
+        replication_factor: u16,
+        if_not_exists: bool,
+        configs: Vec<(String, String)>,
+    },
+}
+
+/// A broker of the cluster, as clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BrokerInfo {
+    pub id: i32,
+    /// Where native clients reach it (`host:port`), when it has a native listener.
+    pub native_addr: Option<String>,
+    /// Where Kafka clients reach it, when it has a Kafka listener.
+    pub kafka_addr: Option<String>,
+    /// Fenced by the controller (missed its heartbeats): it leads nothing.
+    pub fenced: bool,
+}
+
+/// One partition's leadership: who leads it (none: offline), in which epoch, its replicas and
+/// which of them are in sync.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionState {
+    pub topic: String,
+    pub partition: u32,
+    pub leader: Option<i32>,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+impl PartitionState {
+    /// Fewer replicas in sync than assigned.
+    pub fn under_replicated(&self) -> bool {
+        self.isr.len() < self.replicas.len()
+    }
+}
+
+/// The cluster as one broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterInfo {
+    /// The broker that answered.
+    pub node_id: i32,
+    /// False for a single broker (no `--controllers`).
+    pub clustered: bool,
+    /// The broker leading the metadata (Raft) group, when one does.
+    pub controller: Option<i32>,
+    pub brokers: Vec<BrokerInfo>,
+    pub under_replicated: Vec<PartitionState>,
+    pub offline: Vec<PartitionState>,
 }
 
 /// One committed offset of a consumer group, as a read position: a Kafka client's sentinel
@@ -265,6 +356,14 @@ pub enum Response {
     GroupDescribed {
         status: GroupStatus,
     },
+    ClusterStatus {
+        status: ClusterInfo,
+    },
+    /// The brokers and the partitions' leadership.
+    Partitions {
+        brokers: Vec<BrokerInfo>,
+        partitions: Vec<PartitionState>,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -294,6 +393,9 @@ pub enum ApiKey {
     DescribeGroup = 16,
     ResetOffsets = 17,
     OffsetForTimestamp = 18,
+    ClusterStatus = 19,
+    DescribePartitions = 20,
+    CreateReplicatedTopic = 21,
 }
 
 impl ApiKey {
@@ -319,6 +421,9 @@ impl ApiKey {
             16 => DescribeGroup,
             17 => ResetOffsets,
             18 => OffsetForTimestamp,
+            19 => ClusterStatus,
+            20 => DescribePartitions,
+            21 => CreateReplicatedTopic,
             _ => return None,
         })
     }
@@ -346,6 +451,9 @@ impl ApiKey {
             DescribeGroup => "describe_group",
             ResetOffsets => "reset_offsets",
             OffsetForTimestamp => "offset_for_timestamp",
+            ClusterStatus => "cluster_status",
+            DescribePartitions => "describe_partitions",
+            CreateReplicatedTopic => "create_replicated_topic",
         }
     }
 }
@@ -373,6 +481,9 @@ impl Request {
             Request::DescribeGroup { .. } => ApiKey::DescribeGroup,
             Request::ResetOffsets { .. } => ApiKey::ResetOffsets,
             Request::OffsetForTimestamp { .. } => ApiKey::OffsetForTimestamp,
+            Request::ClusterStatus => ApiKey::ClusterStatus,
+            Request::DescribePartitions { .. } => ApiKey::DescribePartitions,
+            Request::CreateReplicatedTopic { .. } => ApiKey::CreateReplicatedTopic,
         }
     }
 }
@@ -394,6 +505,8 @@ pub enum ResponseKind {
     TopicConfigs = 10,
     PartitionsAdded = 11,
     GroupDescribed = 12,
+    ClusterStatus = 13,
+    Partitions = 14,
 }
 
 /// The status byte of an error response.
@@ -422,6 +535,21 @@ pub enum ErrorCode {
     GroupNotEmpty = 17,
     /// No group by that name: no members, no committed offsets.
     UnknownGroup = 18,
+    /// This broker does not lead the partition (the message names the leader when known):
+    /// refresh the leaders and send it there.
+    NotLeader = 19,
+    /// The partition has no leader right now (an election is under way, or every in-sync
+    /// replica is down): retry after a moment.
+    LeaderNotAvailable = 20,
+    /// Fewer replicas are in sync than the topic's `min.insync.replicas`: nothing was appended.
+    NotEnoughReplicas = 21,
+    /// The append was written by the leader but the in-sync replicas shrank below
+    /// `min.insync.replicas` before they all had it: it may or may not be kept.
+    NotEnoughReplicasAfterAppend = 22,
+    /// The replicas did not confirm the append in time: it may or may not be kept.
+    RequestTimedOut = 23,
+    /// A replication factor larger than the live brokers, or zero.
+    InvalidReplicationFactor = 24,
 }
 
 impl ErrorCode {
@@ -446,6 +574,12 @@ impl ErrorCode {
             16 => InvalidPartitions,
             17 => GroupNotEmpty,
             18 => UnknownGroup,
+            19 => NotLeader,
+            20 => LeaderNotAvailable,
+            21 => NotEnoughReplicas,
+            22 => NotEnoughReplicasAfterAppend,
+            23 => RequestTimedOut,
+            24 => InvalidReplicationFactor,
             _ => return None,
         })
     }
@@ -472,7 +606,27 @@ impl ErrorCode {
             InvalidPartitions => "invalid_partitions",
             GroupNotEmpty => "group_not_empty",
             UnknownGroup => "unknown_group",
+            NotLeader => "not_leader",
+            LeaderNotAvailable => "leader_not_available",
+            NotEnoughReplicas => "not_enough_replicas",
+            NotEnoughReplicasAfterAppend => "not_enough_replicas_after_append",
+            RequestTimedOut => "request_timed_out",
+            InvalidReplicationFactor => "invalid_replication_factor",
         }
+    }
+
+    /// A cluster's passing state (leadership moving, replicas catching up): the same request
+    /// may succeed after refreshing the leaders and waiting a little.
+    pub fn is_retriable(self) -> bool {
+        use ErrorCode::*;
+        matches!(
+            self,
+            NotLeader
+                | LeaderNotAvailable
+                | NotEnoughReplicas
+                | NotEnoughReplicasAfterAppend
+                | RequestTimedOut
+        )
     }
 }
 
@@ -630,6 +784,45 @@ fn put_config_entry(buf: &mut BytesMut, e: &ConfigEntry) {
     buf.put_u8(u8::from(e.sensitive));
 }
 
+fn put_opt_i32(buf: &mut BytesMut, v: Option<i32>) {
+    match v {
+        Some(v) => {
+            buf.put_u8(1);
+            buf.put_i32_le(v);
+        }
+        None => buf.put_u8(0),
+    }
+}
+
+fn put_i32s(buf: &mut BytesMut, items: &[i32]) {
+    buf.put_u32_le(items.len() as u32);
+    for v in items {
+        buf.put_i32_le(*v);
+    }
+}
+
+fn put_brokers(buf: &mut BytesMut, brokers: &[BrokerInfo]) {
+    buf.put_u32_le(brokers.len() as u32);
+    for b in brokers {
+        buf.put_i32_le(b.id);
+        put_opt_str(buf, b.native_addr.as_deref());
+        put_opt_str(buf, b.kafka_addr.as_deref());
+        buf.put_u8(u8::from(b.fenced));
+    }
+}
+
+fn put_partition_states(buf: &mut BytesMut, partitions: &[PartitionState]) {
+    buf.put_u32_le(partitions.len() as u32);
+    for p in partitions {
+        put_str(buf, &p.topic);
+        buf.put_u32_le(p.partition);
+        put_opt_i32(buf, p.leader);
+        buf.put_i32_le(p.leader_epoch);
+        put_i32s(buf, &p.replicas);
+        put_i32s(buf, &p.isr);
+    }
+}
+
 fn put_opt_str(buf: &mut BytesMut, s: Option<&str>) {
     match s {
         Some(s) => {
@@ -715,6 +908,21 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
             put_str(buf, topic);
             buf.put_u32_le(*partition);
             buf.put_u64_le(*timestamp_ms);
+        }
+        Request::ClusterStatus => {}
+        Request::DescribePartitions { topic } => put_opt_str(buf, topic.as_deref()),
+        Request::CreateReplicatedTopic {
+            name,
+            partitions,
+            replication_factor,
+            if_not_exists,
+            configs,
+        } => {
+            put_str(buf, name);
+            buf.put_u32_le(*partitions);
+            buf.put_u8(u8::from(*if_not_exists));
+            put_pairs(buf, configs);
+            buf.put_u16_le(*replication_factor);
         }
     }
     finish_frame(buf, at, 0);
@@ -866,6 +1074,20 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
                 }
             }
         }
+        Response::ClusterStatus { status } => {
+            ok_kind(buf, ResponseKind::ClusterStatus);
+            buf.put_i32_le(status.node_id);
+            buf.put_u8(u8::from(status.clustered));
+            put_opt_i32(buf, status.controller);
+            put_brokers(buf, &status.brokers);
+            put_partition_states(buf, &status.under_replicated);
+            put_partition_states(buf, &status.offline);
+        }
+        Response::Partitions { brokers, partitions } => {
+            ok_kind(buf, ResponseKind::Partitions);
+            put_brokers(buf, brokers);
+            put_partition_states(buf, partitions);
+        }
         Response::Fetched { .. } => unreachable!("handled above"),
     }
     finish_frame(buf, at, 0);
@@ -954,6 +1176,48 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(&self.buf[r])
             .map(str::to_owned)
             .map_err(|_| ProtocolError::InvalidUtf8 { field, position })
+    }
+    fn i32(&mut self, field: &'static str) -> Result<i32, ProtocolError> {
+        Ok(i32::from_le_bytes(self.array(field)?))
+    }
+    fn opt_i32(&mut self, field: &'static str) -> Result<Option<i32>, ProtocolError> {
+        if self.bool(field)? { self.i32(field).map(Some) } else { Ok(None) }
+    }
+    fn i32s(&mut self, field: &'static str) -> Result<Vec<i32>, ProtocolError> {
+        let n = self.count(field, 4)?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(self.i32(field)?);
+        }
+        Ok(items)
+    }
+    fn brokers(&mut self) -> Result<Vec<BrokerInfo>, ProtocolError> {
+        let n = self.count("broker count", BROKER_INFO_MIN_LEN)?;
+        let mut brokers = Vec::with_capacity(n);
+        for _ in 0..n {
+            brokers.push(BrokerInfo {
+                id: self.i32("broker id")?,
+                native_addr: self.opt_string("broker native address")?,
+                kafka_addr: self.opt_string("broker kafka address")?,
+                fenced: self.bool("broker fenced")?,
+            });
+        }
+        Ok(brokers)
+    }
+    fn partition_states(&mut self) -> Result<Vec<PartitionState>, ProtocolError> {
+        let n = self.count("partition count", PARTITION_STATE_MIN_LEN)?;
+        let mut partitions = Vec::with_capacity(n);
+        for _ in 0..n {
+            partitions.push(PartitionState {
+                topic: self.string("topic name")?,
+                partition: self.u32("partition")?,
+                leader: self.opt_i32("leader")?,
+                leader_epoch: self.i32("leader epoch")?,
+                replicas: self.i32s("replicas")?,
+                isr: self.i32s("in-sync replicas")?,
+            });
+        }
+        Ok(partitions)
     }
     fn opt_string(&mut self, field: &'static str) -> Result<Option<String>, ProtocolError> {
         if self.bool(field)? { self.string(field).map(Some) } else { Ok(None) }
@@ -1144,6 +1408,24 @@ fn decode_request_with(
             partition: r.u32("partition")?,
             timestamp_ms: r.u64("timestamp")?,
         },
+        ApiKey::ClusterStatus => Request::ClusterStatus,
+        ApiKey::DescribePartitions => {
+            Request::DescribePartitions { topic: r.opt_string("topic name")? }
+        }
+        ApiKey::CreateReplicatedTopic => {
+            let name = r.string("topic name")?;
+            let partitions = r.u32("partitions")?;
+            let if_not_exists = r.bool("if_not_exists")?;
+            let configs = r.pairs("topic config")?;
+            let replication_factor = r.u16("replication factor")?;
+            Request::CreateReplicatedTopic {
+                name,
+                partitions,
+                replication_factor,
+                if_not_exists,
+                configs,
+            }
+        }
     };
     r.finish()?;
     Ok((correlation_id, req))
@@ -1258,6 +1540,19 @@ fn decode_response_with(
         }
         k if k == ResponseKind::PartitionsAdded as u8 => {
             Response::PartitionsAdded { description: r.description()? }
+        }
+        k if k == ResponseKind::ClusterStatus as u8 => Response::ClusterStatus {
+            status: ClusterInfo {
+                node_id: r.i32("node id")?,
+                clustered: r.bool("clustered")?,
+                controller: r.opt_i32("controller")?,
+                brokers: r.brokers()?,
+                under_replicated: r.partition_states()?,
+                offline: r.partition_states()?,
+            },
+        },
+        k if k == ResponseKind::Partitions as u8 => {
+            Response::Partitions { brokers: r.brokers()?, partitions: r.partition_states()? }
         }
         other => return Err(ProtocolError::UnknownResponseKind(other)),
     };

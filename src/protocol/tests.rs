@@ -113,6 +113,49 @@ fn all_requests() -> Vec<Request> {
             partition: 1,
             timestamp_ms: 1_796_040_000_000,
         },
+        Request::ClusterStatus,
+        Request::DescribePartitions { topic: Some("orders".into()) },
+        Request::DescribePartitions { topic: None },
+        Request::CreateReplicatedTopic {
+            name: "orders".into(),
+            partitions: 6,
+            replication_factor: 3,
+            if_not_exists: true,
+            configs: vec![("min.insync.replicas".into(), "2".into())],
+        },
+    ]
+}
+
+fn broker_infos() -> Vec<BrokerInfo> {
+    vec![
+        BrokerInfo {
+            id: 1,
+            native_addr: Some("127.0.0.1:7070".into()),
+            kafka_addr: Some("127.0.0.1:9092".into()),
+            fenced: false,
+        },
+        BrokerInfo { id: 2, native_addr: None, kafka_addr: None, fenced: true },
+    ]
+}
+
+fn partition_states() -> Vec<PartitionState> {
+    vec![
+        PartitionState {
+            topic: "orders".into(),
+            partition: 0,
+            leader: Some(1),
+            leader_epoch: 7,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 3],
+        },
+        PartitionState {
+            topic: "orders".into(),
+            partition: 1,
+            leader: None,
+            leader_epoch: 2,
+            replicas: vec![2],
+            isr: vec![2],
+        },
     ]
 }
 
@@ -210,6 +253,29 @@ fn all_responses() -> Vec<Response> {
             },
         },
         Response::GroupDescribed { status: GroupStatus { state: "Dead".into(), members: vec![] } },
+        Response::ClusterStatus {
+            status: ClusterInfo {
+                node_id: 1,
+                clustered: true,
+                controller: Some(2),
+                brokers: broker_infos(),
+                under_replicated: partition_states()[..1].to_vec(),
+                offline: partition_states()[1..].to_vec(),
+            },
+        },
+        Response::ClusterStatus {
+            status: ClusterInfo {
+                node_id: 0,
+                clustered: false,
+                controller: None,
+                brokers: vec![],
+                under_replicated: vec![],
+                offline: vec![],
+            },
+        },
+        Response::Partitions { brokers: broker_infos(), partitions: partition_states() },
+        Response::Partitions { brokers: vec![], partitions: vec![] },
+        Response::Error { code: ErrorCode::NotLeader, message: "leader is broker 2".into() },
         Response::Error {
             code: ErrorCode::OffsetOutOfRange,
             message: "offset 9 is out of range 0..5".into(),
@@ -250,7 +316,7 @@ fn every_response_round_trips() {
 
 #[test]
 fn every_error_code_round_trips() {
-    for v in 1..=18u8 {
+    for v in 1..=24u8 {
         let code = ErrorCode::from_u8(v).unwrap();
         assert_eq!(code as u8, v);
         let mut buf = BytesMut::new();
@@ -259,7 +325,7 @@ fn every_error_code_round_trips() {
         assert_eq!(resp, Response::Error { code, message: code.name().into() });
     }
     assert_eq!(ErrorCode::from_u8(0), None);
-    assert_eq!(ErrorCode::from_u8(19), None);
+    assert_eq!(ErrorCode::from_u8(25), None);
 }
 
 #[test]
@@ -618,4 +684,125 @@ fn topic_ids_print_as_kafka_prints_them() {
         0x91,
     ];
     assert_eq!(topic_id_text(&id), "3CsGvLs5QfSDE1m-DQE5kQ");
+}
+
+#[test]
+fn cluster_api_keys_codes_and_kinds_come_after_the_old_ones() {
+    for (v, key, name) in [
+        (19, ApiKey::ClusterStatus, "cluster_status"),
+        (20, ApiKey::DescribePartitions, "describe_partitions"),
+        (21, ApiKey::CreateReplicatedTopic, "create_replicated_topic"),
+    ] {
+        assert_eq!(ApiKey::from_u8(v), Some(key));
+        assert_eq!(key as u8, v);
+        assert_eq!(key.name(), name);
+    }
+    assert_eq!(ResponseKind::ClusterStatus as u8, 13);
+    assert_eq!(ResponseKind::Partitions as u8, 14);
+    for (v, code, retriable) in [
+        (19, ErrorCode::NotLeader, true),
+        (20, ErrorCode::LeaderNotAvailable, true),
+        (21, ErrorCode::NotEnoughReplicas, true),
+        (22, ErrorCode::NotEnoughReplicasAfterAppend, true),
+        (23, ErrorCode::RequestTimedOut, true),
+        (24, ErrorCode::InvalidReplicationFactor, false),
+    ] {
+        assert_eq!(code as u8, v);
+        assert_eq!(code.is_retriable(), retriable, "{code}");
+    }
+    for v in 1..=18u8 {
+        assert!(!ErrorCode::from_u8(v).unwrap().is_retriable(), "old code {v}");
+    }
+}
+
+/// Frames an older client or broker sends, byte for byte: they still decode to the same
+/// messages, and encoding those messages gives the same bytes (the cluster changed no old
+/// layout).
+#[test]
+fn old_frames_keep_their_bytes() {
+    // CreateTopic "t", 2 partitions, if_not_exists, no configs (as issue 13 wrote it).
+    let old_create: &[u8] = &[
+        7, 0, 0, 0, 1, // correlation id, api key
+        1, 0, b't', 2, 0, 0, 0, 1, 0, 0, 0, 0,
+    ];
+    let (id, req) = decode_request(old_create).unwrap();
+    let want = Request::CreateTopic {
+        name: "t".into(),
+        partitions: 2,
+        if_not_exists: true,
+        configs: vec![],
+    };
+    assert_eq!((id, &req), (7, &want));
+    let mut buf = BytesMut::new();
+    encode_request(&mut buf, 7, &want);
+    assert_eq!(body_of(&buf), old_create);
+
+    // Appended { partition 1, offsets 5..9 }.
+    let old_appended: &[u8] = &[
+        9, 0, 0, 0, 0, 2, // correlation id, ok, kind
+        1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let want = Response::Appended { partition: 1, first_offset: 5, next_offset: 9 };
+    assert_eq!(decode_response(old_appended).unwrap(), (9, want.clone()));
+    let mut buf = BytesMut::new();
+    encode_response(&mut buf, 9, &want);
+    assert_eq!(body_of(&buf), old_appended);
+
+    // An old error code keeps its byte.
+    let old_error: &[u8] = &[3, 0, 0, 0, 3, 1, 0, b'x'];
+    assert_eq!(
+        decode_response(old_error).unwrap(),
+        (3, Response::Error { code: ErrorCode::UnknownTopic, message: "x".into() })
+    );
+}
+
+/// A replicated create is the old create's bytes plus the factor: an old broker refuses the new
+/// key instead of creating a topic without replicas.
+#[test]
+fn a_replicated_create_is_a_create_plus_its_factor() {
+    let configs = vec![("retention.ms".to_string(), "1000".to_string())];
+    let mut old = BytesMut::new();
+    encode_request(
+        &mut old,
+        1,
+        &Request::CreateTopic {
+            name: "t".into(),
+            partitions: 6,
+            if_not_exists: false,
+            configs: configs.clone(),
+        },
+    );
+    let mut new = BytesMut::new();
+    encode_request(
+        &mut new,
+        1,
+        &Request::CreateReplicatedTopic {
+            name: "t".into(),
+            partitions: 6,
+            replication_factor: 3,
+            if_not_exists: false,
+            configs,
+        },
+    );
+    let (old, new) = (body_of(&old), body_of(&new));
+    assert_eq!(new[4], ApiKey::CreateReplicatedTopic as u8);
+    assert_eq!(&new[5..new.len() - 2], &old[5..]);
+    assert_eq!(&new[new.len() - 2..], &3u16.to_le_bytes());
+}
+
+#[test]
+fn hostile_broker_and_replica_lists_are_refused_before_any_allocation() {
+    // Partitions: no brokers, then 4 billion partitions in a few bytes.
+    let mut body = vec![1, 0, 0, 0, 0, ResponseKind::Partitions as u8];
+    body.extend_from_slice(&0u32.to_le_bytes());
+    body.extend_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(decode_response(&body), Err(ProtocolError::Truncated { .. })));
+    // One partition claiming 4 billion replicas.
+    let mut body = vec![1, 0, 0, 0, 0, ResponseKind::Partitions as u8];
+    body.extend_from_slice(&0u32.to_le_bytes());
+    body.extend_from_slice(&1u32.to_le_bytes());
+    body.extend_from_slice(&[1, 0, b't', 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    body.extend_from_slice(&u32::MAX.to_le_bytes());
+    body.extend_from_slice(&[0; 8]);
+    assert!(matches!(decode_response(&body), Err(ProtocolError::Truncated { .. })));
 }

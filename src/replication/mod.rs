@@ -18,7 +18,9 @@
 //! the stored batches from there (up to the leader's log end, not the watermark), the watermark
 //! and the log start, after a long poll of up to `max_wait` when nothing is new.
 
-pub mod epoch_cache;
+/// The leader-epoch cache lives in storage, which persists it (layers never reach up).
+pub use crate::storage::EpochCache;
+pub use crate::storage::epoch_cache;
 pub mod fetch_protocol;
 pub mod follower;
 pub mod high_watermark;

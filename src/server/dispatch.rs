@@ -12,7 +12,10 @@ use tokio::sync::watch;
 use crate::broker::topic_config::{ConfigOp, TopicConfigs};
 use crate::broker::{AppendBatch, Broker, BrokerError, FetchResult};
 use crate::metrics::Listener;
-use crate::protocol::{ErrorCode, FETCH_CONTINUE, GroupOffset, Request, Response};
+use crate::protocol::{
+    BrokerInfo, ClusterInfo, ErrorCode, FETCH_CONTINUE, GroupOffset, PartitionState, Request,
+    Response,
+};
 use crate::storage::StorageError;
 
 use super::ServerConfig;
@@ -169,19 +172,20 @@ async fn run(
     let reply: Reply = match req {
         Request::Authenticate { .. } => Response::Ok.into(),
         Request::CreateTopic { name, partitions, if_not_exists, configs } => {
-            let description = blocking(move || {
-                // Validated before anything is created: an invalid config creates nothing.
-                let pairs: Vec<(String, Option<String>)> =
-                    configs.into_iter().map(|(k, v)| (k, Some(v))).collect();
-                let configs = TopicConfigs::parse(&pairs)?;
-                match b.create_topic(&name, partitions, configs, false) {
-                    Err(BrokerError::TopicAlreadyExists { .. }) if if_not_exists => {
-                        b.describe_topic(&name)
-                    }
-                    other => other,
-                }
-            })
-            .await?;
+            let description =
+                create_topic(b, name, partitions, None, if_not_exists, configs).await?;
+            Response::TopicCreated { description }.into()
+        }
+        Request::CreateReplicatedTopic {
+            name,
+            partitions,
+            replication_factor,
+            if_not_exists,
+            configs,
+        } => {
+            let description =
+                create_topic(b, name, partitions, Some(replication_factor), if_not_exists, configs)
+                    .await?;
             Response::TopicCreated { description }.into()
         }
         Request::AlterTopicConfigs { topic, set, delete } => {
@@ -329,6 +333,37 @@ async fn run(
             blocking(move || b.reset_offsets(&group, &offsets)).await?;
             Response::Ok.into()
         }
+        Request::ClusterStatus => {
+            let status = ClusterInfo {
+                node_id: 0,
+                clustered: false,
+                controller: Some(0),
+                brokers: vec![single_broker(config)],
+                under_replicated: Vec::new(),
+                offline: Vec::new(),
+            };
+            Response::ClusterStatus { status }.into()
+        }
+        Request::DescribePartitions { topic } => {
+            let topics = match topic {
+                Some(name) => vec![broker.describe_topic(&name).map_err(|e| broker_error(&e))?],
+                None => broker.describe_all(),
+            };
+            let partitions = topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(|p| PartitionState {
+                        topic: t.name.clone(),
+                        partition: p.partition,
+                        leader: Some(0),
+                        leader_epoch: 0,
+                        replicas: vec![0],
+                        isr: vec![0],
+                    })
+                })
+                .collect();
+            Response::Partitions { brokers: vec![single_broker(config)], partitions }.into()
+        }
         Request::OffsetForTimestamp { topic, partition, timestamp_ms } => {
             let ts = i64::try_from(timestamp_ms).unwrap_or(i64::MAX);
             let found = blocking(move || b.record_for_timestamp(&topic, partition, ts)).await?;
@@ -336,6 +371,45 @@ async fn run(
         }
     };
     Ok(reply)
+}
+
+/// Creates a topic (validating its configs first: an invalid one creates nothing); with
+/// `if_not_exists`, an existing topic is described as it is.
+async fn create_topic(
+    b: Arc<Broker>,
+    name: String,
+    partitions: u32,
+    replication_factor: Option<u16>,
+    if_not_exists: bool,
+    configs: Vec<(String, String)>,
+) -> Result<crate::broker::TopicDescription, Response> {
+    if let Some(rf) = replication_factor
+        && rf != 1
+    {
+        return Err(error_response(
+            ErrorCode::InvalidReplicationFactor,
+            format!("replication factor {rf} is not possible with 1 broker"),
+        ));
+    }
+    blocking(move || {
+        let pairs: Vec<(String, Option<String>)> =
+            configs.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        let configs = TopicConfigs::parse(&pairs)?;
+        match b.create_topic(&name, partitions, configs, false) {
+            Err(BrokerError::TopicAlreadyExists { .. }) if if_not_exists => b.describe_topic(&name),
+            other => other,
+        }
+    })
+    .await
+}
+
+fn single_broker(config: &ServerConfig) -> BrokerInfo {
+    BrokerInfo {
+        id: 0,
+        native_addr: config.advertised_addr.clone(),
+        kafka_addr: None,
+        fenced: false,
+    }
 }
 
 /// The append's records as a mutable buffer: the request body's own allocation when nothing

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub max_wait: Duration,
     /// When set, a connection must `Authenticate` with this token before anything else.
     pub auth_token: Option<String>,
+    /// Where clients reach this listener (`host:port`), as brokers list themselves to clients;
+    /// `None`: the address bound.
+    pub advertised_addr: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             max_frame_bytes: protocol::MAX_FRAME_BYTES,
             max_wait: DEFAULT_MAX_WAIT,
             auth_token: None,
+            advertised_addr: None,
         }
     }
 }
@@ -133,7 +137,8 @@ impl Server {
     /// Like [`Server::run`] but leaves the broker open: for a process running several listeners
     /// on one broker, which shuts the broker down once all of them have drained.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let Server { listener, local_addr, config, broker } = self;
+        let Server { listener, local_addr, mut config, broker } = self;
+        config.advertised_addr.get_or_insert_with(|| local_addr.to_string());
         tracing::info!(
             addr = %local_addr,
             data_dir = %broker.config().data_dir.display(),

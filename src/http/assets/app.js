@@ -102,6 +102,14 @@ function replaceRows(tbody, rows, emptyText, cols) {
 
 // ---- topics --------------------------------------------------------------------------------
 
+// Who leads a partition and which replicas are in sync ("leader 1 · replicas [1,2,3] · isr [1,3]").
+function leadership(p) {
+  if (p.replicas === undefined) return "";
+  const list = (ids) => "[" + ids.join(",") + "]";
+  const leader = p.leader === null ? "no leader" : "leader " + p.leader;
+  return leader + " · replicas " + list(p.replicas) + " · isr " + list(p.isr);
+}
+
 function renderTopics() {
   const rows = [];
   for (const t of state.topics) {
@@ -134,7 +142,7 @@ function renderTopics() {
           el("td", { class: "num" }, fmtNum(p.records)),
           el("td", { class: "num" }, fmtBytes(p.size_bytes)),
           el("td", { class: "num" }, p.segments),
-          el("td", {}, ""), el("td", {}, "")));
+          el("td", { colspan: 2, class: "leadership" }, leadership(p))));
       }
     }
   }

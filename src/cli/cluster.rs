@@ -1,0 +1,167 @@
+//! `minikafka cluster status [--json]`: the brokers (id, addresses, alive or fenced), the
+//! controller, and the partitions that are under-replicated or offline, as the broker asked
+//! sees them. Owns the output format only; the facts come from the broker (`ClusterStatus`).
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+
+use super::topic::id_list;
+use super::{CliError, ConnectArgs};
+use crate::client::Admin;
+use crate::protocol::{ClusterInfo, PartitionState};
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Show the brokers (id, native and Kafka addresses, alive or fenced), the controller
+    /// (the broker leading the metadata quorum) and every partition that is under-replicated
+    /// (fewer replicas in sync than assigned) or offline (no leader).
+    Status {
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
+    let admin = Admin::new(args.connect.connect().await?);
+    match args.command {
+        ClusterCommand::Status { json } => {
+            let status = admin.cluster_status().await?;
+            let text = if json {
+                // Plain structs of strings, integers and lists: encoding cannot fail.
+                serde_json::to_string(&status)
+                    .map_err(|e| CliError::Usage(format!("cannot encode JSON: {e}")))?
+                    + "\n"
+            } else {
+                status_text(&status)
+            };
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).map_err(CliError::stdout)?;
+            out.flush().map_err(CliError::stdout)
+        }
+    }
+}
+
+/// The brokers as a table, the controller, then the troubled partitions (or a line saying
+/// there are none).
+fn status_text(s: &ClusterInfo) -> String {
+    let mut brokers: Vec<[String; 4]> =
+        vec![["BROKER".into(), "ADDRESS".into(), "KAFKA-ADDRESS".into(), "STATE".into()]];
+    for b in &s.brokers {
+        let id = if b.id == s.node_id { format!("{} (this)", b.id) } else { b.id.to_string() };
+        brokers.push([
+            id,
+            b.native_addr.clone().unwrap_or_else(|| "-".into()),
+            b.kafka_addr.clone().unwrap_or_else(|| "-".into()),
+            if b.fenced { "fenced" } else { "alive" }.into(),
+        ]);
+    }
+    let mut text = render(&brokers);
+    let controller = s.controller.map_or_else(|| "none".to_string(), |c| c.to_string());
+    text.push_str(&format!("\ncontroller: {controller}\n"));
+    text.push_str(&partitions_text("under-replicated partitions", &s.under_replicated));
+    text.push_str(&partitions_text("offline partitions", &s.offline));
+    text
+}
+
+fn partitions_text(title: &str, partitions: &[PartitionState]) -> String {
+    if partitions.is_empty() {
+        return format!("{title}: none\n");
+    }
+    let mut rows: Vec<[String; 5]> = vec![[
+        "TOPIC".into(),
+        "PARTITION".into(),
+        "LEADER".into(),
+        "REPLICAS".into(),
+        "ISR".into(),
+    ]];
+    for p in partitions {
+        rows.push([
+            p.topic.clone(),
+            p.partition.to_string(),
+            p.leader.map_or_else(|| "none".to_string(), |l| l.to_string()),
+            id_list(&p.replicas),
+            id_list(&p.isr),
+        ]);
+    }
+    format!("\n{title}: {}\n{}", partitions.len(), render(&rows))
+}
+
+/// Rows as lines, columns padded to their widest cell (the last one not padded).
+fn render<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut s = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 < row.len() {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            } else {
+                line.push_str(cell);
+            }
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::BrokerInfo;
+
+    #[test]
+    fn a_status_with_a_fenced_broker_and_troubled_partitions_reads_as_tables() {
+        let status = ClusterInfo {
+            node_id: 1,
+            clustered: true,
+            controller: Some(2),
+            brokers: vec![
+                BrokerInfo {
+                    id: 1,
+                    native_addr: Some("127.0.0.1:7070".into()),
+                    kafka_addr: Some("127.0.0.1:9092".into()),
+                    fenced: false,
+                },
+                BrokerInfo { id: 2, native_addr: None, kafka_addr: None, fenced: true },
+            ],
+            under_replicated: vec![PartitionState {
+                topic: "orders".into(),
+                partition: 3,
+                leader: Some(1),
+                leader_epoch: 4,
+                replicas: vec![1, 2],
+                isr: vec![1],
+            }],
+            offline: vec![],
+        };
+        assert_eq!(
+            status_text(&status),
+            "BROKER    ADDRESS         KAFKA-ADDRESS   STATE\n\
+             1 (this)  127.0.0.1:7070  127.0.0.1:9092  alive\n\
+             2         -               -               fenced\n\
+             \n\
+             controller: 2\n\
+             \n\
+             under-replicated partitions: 1\n\
+             TOPIC   PARTITION  LEADER  REPLICAS  ISR\n\
+             orders  3          1       [1,2]     [1]\n\
+             offline partitions: none\n"
+        );
+    }
+}
