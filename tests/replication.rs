@@ -150,14 +150,17 @@ impl ReplicaLog for MemLog {
     }
 }
 
+/// A partition's log and its appended Notify.
+type Part = (Arc<MemLog>, Arc<Notify>);
+
 /// One broker's partitions.
 #[derive(Default)]
 struct MemLogs {
-    parts: Mutex<HashMap<(String, u32), (Arc<MemLog>, Arc<Notify>)>>,
+    parts: Mutex<HashMap<(String, u32), Part>>,
 }
 
 impl MemLogs {
-    fn get(&self, topic: &str, p: u32) -> (Arc<MemLog>, Arc<Notify>) {
+    fn get(&self, topic: &str, p: u32) -> Part {
         self.parts.lock().unwrap().entry((topic.into(), p)).or_default().clone()
     }
 }
@@ -177,7 +180,7 @@ struct Node {
     id: NodeId,
     logs: Arc<MemLogs>,
     rm: Arc<ReplicaManager>,
-    isr_rx: Mutex<mpsc::UnboundedReceiver<IsrChange>>,
+    isr_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<IsrChange>>,
 }
 
 impl Node {
@@ -205,7 +208,7 @@ fn cluster(n: u64, lag_time: Duration) -> (Arc<LocalNetwork>, Vec<Node>) {
             let rm =
                 ReplicaManager::with_parts(logs.clone(), id, net.transport(id), lag_time, fetch);
             net.register(id, &rm);
-            let isr_rx = Mutex::new(rm.take_isr_requests());
+            let isr_rx = tokio::sync::Mutex::new(rm.take_isr_requests());
             Node { id, logs, rm, isr_rx }
         })
         .collect();
@@ -235,10 +238,8 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 /// The next ISR request a node's leader made, within 10 s.
 async fn next_isr_request(node: &Node) -> IsrChange {
-    let mut rx = node.isr_rx.lock().unwrap();
-    // The receiver is only used by one test task at a time.
-    let fut = rx.recv();
-    tokio::time::timeout(Duration::from_secs(10), fut).await.expect("an ISR request").unwrap()
+    let mut rx = node.isr_rx.lock().await;
+    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an ISR request").unwrap()
 }
 
 /// Samples the leader's watermark in the background; fails if it ever goes back.
@@ -525,4 +526,216 @@ async fn a_leader_alone_in_its_isr_acknowledges_at_its_own_end_and_long_polls_wa
     // Node 2 fetched at the end, so it is caught up: the leader asks it back into the ISR.
     let change = next_isr_request(&nodes[0]).await;
     assert_eq!(change.isr, vec![1, 2]);
+}
+
+// ---- The same rules over real brokers: each a data directory in a tempdir, its partition
+// ---- logs the storage layer's, followers appending through `Log::append_replica`.
+
+mod real {
+    use super::*;
+    use minikafka::broker::topic_config::TopicConfigs;
+    use minikafka::broker::{AppendBatch, Broker, BrokerConfig};
+    use minikafka::peer::{PeerError, PeerHandler, PeerServer, REPLICA_FETCH};
+    use minikafka::record::NewRecord as Rec;
+    use minikafka::storage::Log;
+    use std::future::Future;
+    use std::pin::Pin;
+
+    const ID: [u8; 16] = *b"orders-topic-id!";
+
+    pub struct BNode {
+        pub id: NodeId,
+        pub broker: Arc<Broker>,
+        pub rm: Arc<ReplicaManager>,
+        pub isr_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<IsrChange>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl BNode {
+        fn open(id: NodeId) -> (Arc<Broker>, tempfile::TempDir) {
+            let dir = tempfile::tempdir().unwrap();
+            let broker = Broker::open(BrokerConfig {
+                data_dir: dir.path().to_path_buf(),
+                ..Default::default()
+            })
+            .unwrap();
+            broker.create_topic_with_id(T, ID, 1, TopicConfigs::default()).unwrap();
+            let _ = id;
+            (broker, dir)
+        }
+        pub fn log(&self) -> Arc<Log> {
+            self.broker.partition_log(T, 0).unwrap()
+        }
+        /// A leader's append of `n` records through the broker (stamped with its epoch).
+        pub async fn produce(&self, n: usize) -> u64 {
+            let values: Vec<String> =
+                (0..n).map(|i| format!("value {i} from {}", self.id)).collect();
+            let recs: Vec<Rec<'_>> = values.iter().map(|v| Rec::value(v.as_bytes())).collect();
+            self.broker
+                .append(T, Some(0), None, AppendBatch::Records(&recs))
+                .await
+                .unwrap()
+                .offsets
+                .next
+        }
+        /// Every stored byte of the partition, and each batch's (base offset, leader epoch).
+        pub fn contents(&self) -> (Vec<u8>, Vec<(u64, i32)>) {
+            let log = self.log();
+            let (mut bytes, mut batches, mut off) = (Vec::new(), Vec::new(), 0);
+            loop {
+                let s = log.read(off, 1 << 20).unwrap();
+                if s.is_empty() {
+                    break;
+                }
+                let mut b = s.bytes();
+                while !b.is_empty() {
+                    let v = BatchView::new(b).unwrap();
+                    batches.push((v.base_offset() as u64, v.partition_leader_epoch()));
+                    b = &b[v.len()..];
+                }
+                bytes.extend_from_slice(s.bytes());
+                off = s.next_offset();
+            }
+            (bytes, batches)
+        }
+    }
+
+    /// Three brokers whose followers fetch over the in-memory transport.
+    pub fn brokers(n: u64, lag: Duration) -> (Arc<LocalNetwork>, Vec<BNode>) {
+        let net = LocalNetwork::new();
+        let fetch = FetchConfig { max_wait: Duration::from_millis(200), ..FetchConfig::default() };
+        let nodes = (1..=n)
+            .map(|id| {
+                let (broker, dir) = BNode::open(id);
+                let rm =
+                    ReplicaManager::with_parts(broker.clone(), id, net.transport(id), lag, fetch);
+                net.register(id, &rm);
+                let isr_rx = tokio::sync::Mutex::new(rm.take_isr_requests());
+                BNode { id, broker, rm, isr_rx, _dir: dir }
+            })
+            .collect();
+        (net, nodes)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn real_logs_end_byte_identical_and_a_deposed_leaders_tail_is_truncated() {
+        let (net, nodes) = brokers(3, Duration::from_secs(30));
+        nodes[0].rm.become_leader(T, 0, 1, 0, vec![1, 2, 3], vec![1, 2, 3]).unwrap();
+        for f in &nodes[1..] {
+            f.rm.become_follower(T, 0, 1, 1, "n1".into()).unwrap();
+        }
+        let mut committed = 0;
+        for i in 0..20 {
+            committed = nodes[0].produce(1 + i % 4).await;
+            nodes[0].rm.wait_for_hw(T, 0, committed, Duration::from_secs(10)).await.unwrap();
+            for f in &nodes[1..] {
+                assert!(f.log().next_offset() >= committed);
+            }
+        }
+        let (want, batches) = nodes[0].contents();
+        assert!(batches.iter().all(|&(_, e)| e == 1), "leader appends carry epoch 1");
+        for f in &nodes[1..] {
+            assert_eq!(f.contents().0, want, "node {} differs from the leader", f.id);
+        }
+
+        // The leader is cut off and takes two more batches alone.
+        net.isolate(1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        nodes[0].produce(3).await;
+        let tail = nodes[0].produce(2).await;
+        assert_eq!(tail, committed + 5);
+
+        // Node 2 leads at epoch 2 with node 3; the old leader follows once it hears.
+        nodes[1].rm.become_leader(T, 0, 2, 1, vec![2, 3], vec![1, 2, 3]).unwrap();
+        nodes[2].rm.become_follower(T, 0, 2, 2, "n2".into()).unwrap();
+        let new_end = nodes[1].produce(4).await;
+        assert_eq!(new_end, committed + 4);
+        nodes[1].rm.wait_for_hw(T, 0, new_end, Duration::from_secs(10)).await.unwrap();
+        nodes[0].rm.become_follower(T, 0, 2, 2, "n2".into()).unwrap();
+        net.heal(1);
+        let (want2, batches2) = nodes[1].contents();
+        eventually("the old leader matches the new one", || nodes[0].contents().0 == want2).await;
+        assert!(want2.starts_with(&want), "records below the old watermark were lost");
+        assert_eq!(batches2.last().map(|b| b.1), Some(2));
+        assert_eq!(nodes[0].log().epoch_end_offset(1), (1, Some(committed)));
+        assert_eq!(nodes[2].contents().0, want2);
+        let change = tokio::time::timeout(Duration::from_secs(10), async {
+            nodes[1].isr_rx.lock().await.recv().await.unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!((change.leader_epoch, change.isr), (2, vec![1, 2, 3]));
+    }
+
+    /// Dispatches REPLICA_FETCH to the manager, as the cluster glue's handler does.
+    struct Handler(Arc<ReplicaManager>);
+
+    impl PeerHandler for Handler {
+        fn handle(
+            &self,
+            from: u64,
+            kind: u8,
+            payload: Bytes,
+        ) -> Pin<Box<dyn Future<Output = Result<Bytes, PeerError>> + Send + '_>> {
+            Box::pin(async move {
+                match kind {
+                    REPLICA_FETCH => self.0.handle_fetch(from, payload).await,
+                    kind => Err(PeerError::UnknownKind { from, kind }),
+                }
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn followers_fetch_over_the_cluster_listener_with_the_token_and_a_stranger_gets_nothing()
+    {
+        let token = Some("s3cret".to_string());
+        let (b1, _d1) = BNode::open(1);
+        let (b2, _d2) = BNode::open(2);
+        let (b3, _d3) = BNode::open(3);
+        let lag = Duration::from_secs(30);
+        let leader = ReplicaManager::new(b1.clone(), 1, token.clone(), lag);
+        let follower = ReplicaManager::new(b2.clone(), 2, token.clone(), lag);
+        // Node 3 is a replica too, but its broker was given the wrong token.
+        let stranger = ReplicaManager::new(b3.clone(), 3, Some("guess".into()), lag);
+        let server =
+            PeerServer::bind("127.0.0.1:0".parse().unwrap(), token.clone(), false).await.unwrap();
+        let addr = server.local_addr().to_string();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(Arc::new(Handler(leader.clone())), async move {
+            let _ = stop_rx.await;
+        }));
+
+        leader.become_leader(T, 0, 4, 0, vec![1, 2], vec![1, 2, 3]).unwrap();
+        follower.become_follower(T, 0, 4, 1, addr.clone()).unwrap();
+        stranger.become_follower(T, 0, 4, 1, addr.clone()).unwrap();
+        let mut end = 0;
+        for _ in 0..10 {
+            let recs = [Rec { key: Some(b"k"), ..Rec::value(b"v") }];
+            end = b1
+                .append(T, Some(0), None, AppendBatch::Records(&recs))
+                .await
+                .unwrap()
+                .offsets
+                .next;
+            leader.wait_for_hw(T, 0, end, Duration::from_secs(10)).await.unwrap();
+        }
+        let read_all = |b: &Arc<Broker>| {
+            let s = b.partition_log(T, 0).unwrap().read(0, 1 << 20).unwrap();
+            s.bytes().to_vec()
+        };
+        eventually("the follower holds everything", || {
+            b2.partition_log(T, 0).unwrap().next_offset() == end
+        })
+        .await;
+        assert_eq!(read_all(&b2), read_all(&b1));
+        // The stranger never authenticated: it has nothing and the leader never counted it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(b3.partition_log(T, 0).unwrap().next_offset(), 0);
+        assert_eq!(leader.leader_state(T, 0).unwrap().isr, vec![1, 2]);
+        let _ = stop_tx.send(());
+        follower.shutdown();
+        stranger.shutdown();
+        serving.await.unwrap().unwrap();
+    }
 }

@@ -168,7 +168,11 @@ impl FollowerTask {
             });
             return match r {
                 None => Step::Stale,
-                Some(Ok(())) => Step::Progress,
+                Some(Ok(())) => {
+                    // Long polls on this partition read again.
+                    self.appended.notify_waiters();
+                    Step::Progress
+                }
                 Some(Err(e)) => {
                     tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "truncation failed");
                     Step::Error

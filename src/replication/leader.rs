@@ -299,7 +299,7 @@ impl PartitionLeader {
             .filter(|&m| m != self.node_id)
             .filter(|m| match inner.followers.get(m) {
                 Some(f) => {
-                    !f.end.is_some_and(|e| e >= own)
+                    f.end.is_none_or(|e| e < own)
                         && now.duration_since(f.last_caught_up) > self.lag_time
                 }
                 None => false,

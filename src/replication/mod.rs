@@ -21,10 +21,12 @@
 /// The leader-epoch cache lives in storage, which persists it (layers never reach up).
 pub use crate::storage::EpochCache;
 pub use crate::storage::epoch_cache;
+mod broker_log;
 pub mod fetch_protocol;
 pub mod follower;
 pub mod high_watermark;
 pub mod leader;
+pub mod peer_transport;
 pub mod replica_log;
 pub mod transport;
 
@@ -35,6 +37,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+
+use crate::peer::PeerError;
 use tokio::task::JoinHandle;
 
 use fetch_protocol::{FetchDecodeError, FetchErrorCode, FetchRequest, FetchResponse};
@@ -198,6 +202,18 @@ impl ReplicaManager {
             slots: Mutex::new(HashMap::new()),
             isr_sink: Arc::new(Mutex::new(tx)),
         })
+    }
+
+    /// The broker's manager: partitions are the broker's logs, followers fetch over the
+    /// broker-to-broker listener (authenticating with `token`), Kafka's fetch defaults.
+    pub fn new(
+        broker: Arc<crate::broker::Broker>,
+        node_id: NodeId,
+        token: Option<String>,
+        lag_time: Duration,
+    ) -> Arc<ReplicaManager> {
+        let transport = Arc::new(peer_transport::PeerTransport::new(node_id, token));
+        ReplicaManager::with_parts(broker, node_id, transport, lag_time, FetchConfig::default())
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -481,6 +497,12 @@ impl ReplicaManager {
             });
         };
         leader.wait_for_hw(end, min_isr, timeout).await
+    }
+
+    /// The REPLICA_FETCH handler of the broker-to-broker listener (leader side): see
+    /// [`ReplicaManager::handle_fetch_frame`]; a malformed frame is answered with an ERROR frame.
+    pub async fn handle_fetch(&self, from: NodeId, payload: Bytes) -> Result<Bytes, PeerError> {
+        self.handle_fetch_frame(from, payload).await.map_err(|e| PeerError::handler(e.to_string()))
     }
 
     /// Answers a REPLICA_FETCH frame from node `from` (authenticated by the transport). Refusals

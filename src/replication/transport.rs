@@ -68,6 +68,11 @@ impl LocalNetwork {
     pub fn heal(&self, id: NodeId) {
         lock(&self.isolated).remove(&id);
     }
+
+    fn cut(&self, a: NodeId, b: NodeId) -> bool {
+        let iso = lock(&self.isolated);
+        iso.contains(&a) || iso.contains(&b)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -94,11 +99,7 @@ impl FetchTransport for LocalTransport {
                 addr: addr.to_owned(),
                 reason: reason.to_owned(),
             };
-            let cut = {
-                let iso = lock(&self.net.isolated);
-                iso.contains(&self.me) || iso.contains(&leader)
-            };
-            if cut {
+            if self.net.cut(self.me, leader) {
                 // A dropped packet looks like silence, not a refusal: wait a little, as a timed
                 // out request would, so a follower's retry loop does not spin.
                 tokio::time::sleep(timeout.min(Duration::from_millis(50))).await;
@@ -107,6 +108,8 @@ impl FetchTransport for LocalTransport {
             let target = lock(&self.net.nodes).get(&leader).and_then(Weak::upgrade);
             let Some(target) = target else { return Err(fail("no such node")) };
             match tokio::time::timeout(timeout, target.handle_fetch_frame(self.me, request)).await {
+                // A link cut while the request was held (a long poll) loses the answer too.
+                Ok(Ok(_)) if self.net.cut(self.me, leader) => Err(fail("link cut")),
                 Ok(Ok(resp)) => Ok(resp),
                 Ok(Err(e)) => Err(fail(&e.to_string())),
                 Err(_) => Err(fail("timed out")),
