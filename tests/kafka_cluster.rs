@@ -198,6 +198,26 @@ async fn list_offset(addr: &str, topic: &str, p: i32, timestamp: i64, epoch: i32
     (p.error_code, p.offset)
 }
 
+/// OffsetForLeaderEpoch v3 of one partition for `epoch`, naming `current` as the current leader
+/// epoch: (error code, epoch, end offset).
+async fn epoch_end(addr: &str, topic: &str, p: i32, current: i32, epoch: i32) -> (i16, i32, i64) {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let req =
+        OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+            OffsetForLeaderTopic::default().with_topic(TopicName(s(topic))).with_partitions(vec![
+                OffsetForLeaderPartition::default()
+                    .with_partition(p)
+                    .with_current_leader_epoch(current)
+                    .with_leader_epoch(epoch),
+            ]),
+        ]);
+    let r: OffsetForLeaderEpochResponse = call(addr, ApiKey::OffsetForLeaderEpoch, 3, req).await;
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.leader_epoch, p.end_offset)
+}
+
 /// One partition of a Metadata answer as (leader, leader epoch, replicas, isr, offline).
 fn leadership(
     p: &metadata_response::MetadataResponsePartition,
@@ -279,5 +299,11 @@ async fn a_single_node_checks_the_clients_leader_epoch_on_fetch_and_list_offsets
     assert_eq!(list_offset(&node.addr, "events", 0, -1, 4).await.0, UNKNOWN_LEADER_EPOCH);
     // A partition the topic does not have is no leadership question.
     assert_ne!(list_offset(&node.addr, "events", 7, -1, 0).await.0, NOT_LEADER_OR_FOLLOWER);
+
+    // Every record was written at epoch 0, the current one: it ends at the log end. An epoch
+    // newer than any is undefined (-1, -1); a client ahead of the broker is told so.
+    assert_eq!(epoch_end(&node.addr, "events", 0, 0, 0).await, (0, 0, 5));
+    assert_eq!(epoch_end(&node.addr, "events", 0, -1, 3).await, (0, -1, -1));
+    assert_eq!(epoch_end(&node.addr, "events", 0, 2, 0).await.0, UNKNOWN_LEADER_EPOCH);
     node.stop().await;
 }

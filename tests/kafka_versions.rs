@@ -371,6 +371,7 @@ fn default_round_trip(b: &BrokerProcess, key: ApiKey, v: i16) -> Option<String> 
         IncrementalAlterConfigs => IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse;
         OffsetDelete => OffsetDeleteRequest, OffsetDeleteResponse;
         DescribeCluster => DescribeClusterRequest, DescribeClusterResponse;
+        OffsetForLeaderEpoch => OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse;
     )
 }
 

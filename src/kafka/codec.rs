@@ -39,6 +39,9 @@ pub(crate) const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
+    // Leader epochs (KIP-320): consumers check their position after a leader change. The crate
+    // speaks v2 (the first with the client's current leader epoch) to v4.
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     // Configs and topic administration. DescribeConfigs from v0, although Kafka 4.0 dropped it:
     // sarama before 1.23 (Debian's 1.22) sends v0 for every ListTopics (the vendored crate is
     // patched for it).
@@ -461,6 +464,7 @@ mod tests {
             CreatePartitions => CreatePartitionsRequest, DeleteGroups => DeleteGroupsRequest,
             IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
             OffsetDelete => OffsetDeleteRequest, DescribeCluster => DescribeClusterRequest,
+            OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
         )
     }
 

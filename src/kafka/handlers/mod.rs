@@ -24,6 +24,7 @@ mod admin;
 mod configs;
 mod fetch;
 mod groups;
+mod leader_epochs;
 mod metadata;
 mod produce;
 mod topics;
@@ -297,6 +298,10 @@ async fn handle_request(
         }
         ApiKey::ListOffsets => {
             let body = topics::list_offsets(ctx, codec::decode_body(&mut req)?, v).await;
+            encode(&req, &body)
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let body = leader_epochs::offset_for_leader_epoch(ctx, codec::decode_body(&mut req)?);
             encode(&req, &body)
         }
         ApiKey::FindCoordinator => {

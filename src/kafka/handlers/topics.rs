@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::{Ctx, MAX_PARTITIONS_PER_REQUEST, broker_error_code, cluster_error_code, code, s};
 use crate::broker::BrokerError;
 use crate::broker::topic_config::{ConfigEntry, TopicConfigs};
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::{Cluster, ClusterError, PartitionView};
 
 /// Most topics one CreateTopics or DeleteTopics request may name; the rest are refused with
 /// POLICY_VIOLATION. Each topic is a few fsyncs, so this bounds one request's file work.
@@ -423,12 +423,12 @@ async fn list_offset(
 /// elsewhere, LEADER_NOT_AVAILABLE without a leader, and for a client naming a leader epoch,
 /// FENCED_LEADER_EPOCH when it is older than the leader's and UNKNOWN_LEADER_EPOCH when newer
 /// (KIP-320): the client refreshes its metadata and asks again.
-fn check_leader(
+pub(super) fn check_leader(
     ctx: &Ctx,
     topic: &str,
     partition: u32,
     current_leader_epoch: Option<i32>,
-) -> Result<(), i16> {
+) -> Result<PartitionView, i16> {
     let view = ctx
         .cluster
         .partition_view(topic, partition)
@@ -441,6 +441,6 @@ fn check_leader(
     match current_leader_epoch {
         Some(e) if e < view.leader_epoch => Err(code(ResponseError::FencedLeaderEpoch)),
         Some(e) if e > view.leader_epoch => Err(code(ResponseError::UnknownLeaderEpoch)),
-        _ => Ok(()),
+        _ => Ok(view),
     }
 }
