@@ -5,11 +5,13 @@ pub mod batch;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod peer;
 pub mod protocol;
 pub mod record;
 pub mod replication;

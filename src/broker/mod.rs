@@ -80,6 +80,7 @@ mod fsutil;
 mod groups;
 pub mod partitioner;
 pub(crate) mod producer_ids;
+mod replica_access;
 mod topic;
 mod topic_admin;
 pub mod topic_config;
@@ -106,7 +107,7 @@ use crate::storage::{
 use self::coordinator::Coordinator;
 use self::groups::{Committed, Groups, position_to_committed, resolve_committed};
 pub use self::groups::{EARLIEST_SENTINEL, LATEST_SENTINEL};
-use self::topic::{Partition, Slot, Topic, TopicMeta};
+use self::topic::{Partition, Slot, Topic};
 use self::topic_config::TopicConfigs;
 
 pub use self::cleaner::{CleanerConfig, DEFAULT_CLEANER_BACKOFF, DirtyRatio};
@@ -567,109 +568,7 @@ impl Broker {
         configs: TopicConfigs,
         validate_only: bool,
     ) -> Result<TopicDescription, BrokerError> {
-        validate_topic_name(name)?;
-        configs.check_over(&self.config.log)?;
-        if partitions == 0 {
-            return Err(BrokerError::NoPartitions);
-        }
-        if partitions > self.config.max_partitions {
-            return Err(BrokerError::TooManyPartitions {
-                requested: partitions,
-                max: self.config.max_partitions,
-            });
-        }
-        let _admin = lock(&self.admin);
-        self.check_open()?;
-        {
-            let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-            if topics.contains_key(name) {
-                return Err(BrokerError::TopicAlreadyExists { name: name.to_owned() });
-            }
-            if topics.len() >= self.config.max_topics {
-                return Err(BrokerError::TooManyTopics {
-                    name: name.to_owned(),
-                    max: self.config.max_topics,
-                });
-            }
-        }
-        let data_dir = &self.config.data_dir;
-        let dir = data_dir.join(name);
-        if dir.exists() {
-            // A directory the broker did not load (no topic.json): never overwrite it.
-            return Err(BrokerError::CorruptState {
-                path: dir,
-                reason: "a directory of this name exists but is not a topic; remove it first"
-                    .into(),
-            });
-        }
-        if validate_only {
-            return Ok(TopicDescription {
-                name: name.to_owned(),
-                partitions: (0..partitions)
-                    .map(|partition| PartitionDescription {
-                        partition,
-                        log_start_offset: 0,
-                        next_offset: 0,
-                        segments: 0,
-                        size_bytes: 0,
-                        offline: None,
-                    })
-                    .collect(),
-                offline: None,
-                topic_id: [0; 16],
-                configs: configs.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-            });
-        }
-        let id = topic::new_topic_id();
-        // Build the topic aside and rename it into place, so a crash never leaves half a topic;
-        // a failure removes what was made (and start-up sweeps what a crash leaves).
-        let staging = data_dir.join(CREATING_DIR);
-        let io = |path: &Path, op: &'static str| {
-            let path = path.to_path_buf();
-            move |source| BrokerError::Io { path, op, source }
-        };
-        if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(io(&staging, "remove"))?;
-        }
-        let built = fs::create_dir(&staging)
-            .map_err(io(&staging, "create directory"))
-            .and_then(|()| {
-                for p in 0..partitions {
-                    let pdir = staging.join(p.to_string());
-                    fs::create_dir(&pdir).map_err(io(&pdir, "create directory"))?;
-                }
-                TopicMeta::new(partitions, &id, &configs).write(&staging)
-            })
-            .and_then(|()| {
-                fs::rename(&staging, &dir).map_err(io(&dir, "rename staging directory to"))
-            });
-        if let Err(e) = built {
-            if let Err(rm) = fs::remove_dir_all(&staging) {
-                tracing::warn!(path = %staging.display(), "removing a failed topic: {rm}");
-            }
-            return Err(e);
-        }
-        let opened = fsutil::sync_dir(data_dir).and_then(|()| {
-            Topic::open_new(
-                name,
-                dir.clone(),
-                &self.config.log,
-                &self.fs,
-                self.config.max_partitions,
-            )
-        });
-        let t = match opened {
-            Ok(t) => Arc::new(t),
-            Err(e) => {
-                tracing::warn!(topic = name, "creating the topic failed, removing it: {e}");
-                self.discard_dir(&dir);
-                return Err(e);
-            }
-        };
-        let description = t.describe();
-        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), t);
-        tracing::info!(topic = name, partitions, "topic created");
-        Ok(description)
+        self.create_topic_as(name, None, partitions, configs, validate_only)
     }
 
     /// Removes the directory of a topic whose creation failed, best effort: it is renamed to

@@ -249,7 +249,7 @@ fn check_partition_dirs(dir: &Path, partitions: u32) -> Result<(), BrokerError> 
 pub(crate) struct Partition {
     pub(crate) log: Arc<Log>,
     /// Signalled after every append (and when the partition closes).
-    pub(crate) appended: Notify,
+    pub(crate) appended: Arc<Notify>,
     /// Set when the topic is deleted or the broker shuts down; waiting fetches return.
     pub(crate) closed: AtomicBool,
 }
@@ -305,7 +305,11 @@ pub(crate) fn open_log(
         });
     }
     let log = Log::open_with_fs(pdir, log.clone(), fs.clone()).map_err(storage)?;
-    Ok(Partition { log: Arc::new(log), appended: Notify::new(), closed: AtomicBool::new(false) })
+    Ok(Partition {
+        log: Arc::new(log),
+        appended: Arc::new(Notify::new()),
+        closed: AtomicBool::new(false),
+    })
 }
 
 /// Why a partition that failed to open is offline, without the topic and partition (the

@@ -1,6 +1,6 @@
-//! The broker's topic administration beyond create and delete: a topic's configs (describe,
-//! alter, and the log config they make), the broker's own configs, adding partitions, and topic
-//! ids. Never decides what a config means (`topic_config`) nor how a log applies it (`storage`).
+//! The broker's topic administration beyond delete: creating a topic (with a new id, or the
+//! one a cluster gave it), a topic's configs (describe, alter, and the log config they make),
+//! the broker's own configs, adding partitions, and topic ids. Never decides what a config means (`topic_config`) nor how a log applies it (`storage`).
 
 use std::sync::Arc;
 
@@ -9,6 +9,120 @@ use super::topic_config::{ConfigEntry, ConfigOp, TopicConfigs};
 use super::*;
 
 impl Broker {
+    /// [`Broker::create_topic`], with the topic id given (a cluster's) or a new one (`None`).
+    pub(super) fn create_topic_as(
+        &self,
+        name: &str,
+        id: Option<[u8; 16]>,
+        partitions: u32,
+        configs: TopicConfigs,
+        validate_only: bool,
+    ) -> Result<TopicDescription, BrokerError> {
+        validate_topic_name(name)?;
+        configs.check_over(&self.config.log)?;
+        if partitions == 0 {
+            return Err(BrokerError::NoPartitions);
+        }
+        if partitions > self.config.max_partitions {
+            return Err(BrokerError::TooManyPartitions {
+                requested: partitions,
+                max: self.config.max_partitions,
+            });
+        }
+        let _admin = lock(&self.admin);
+        self.check_open()?;
+        {
+            let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+            if topics.contains_key(name) {
+                return Err(BrokerError::TopicAlreadyExists { name: name.to_owned() });
+            }
+            if topics.len() >= self.config.max_topics {
+                return Err(BrokerError::TooManyTopics {
+                    name: name.to_owned(),
+                    max: self.config.max_topics,
+                });
+            }
+        }
+        let data_dir = &self.config.data_dir;
+        let dir = data_dir.join(name);
+        if dir.exists() {
+            // A directory the broker did not load (no topic.json): never overwrite it.
+            return Err(BrokerError::CorruptState {
+                path: dir,
+                reason: "a directory of this name exists but is not a topic; remove it first"
+                    .into(),
+            });
+        }
+        if validate_only {
+            return Ok(TopicDescription {
+                name: name.to_owned(),
+                partitions: (0..partitions)
+                    .map(|partition| PartitionDescription {
+                        partition,
+                        log_start_offset: 0,
+                        next_offset: 0,
+                        segments: 0,
+                        size_bytes: 0,
+                        offline: None,
+                    })
+                    .collect(),
+                offline: None,
+                topic_id: [0; 16],
+                configs: configs.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            });
+        }
+        let id = id.unwrap_or_else(topic::new_topic_id);
+        // Build the topic aside and rename it into place, so a crash never leaves half a topic;
+        // a failure removes what was made (and start-up sweeps what a crash leaves).
+        let staging = data_dir.join(CREATING_DIR);
+        let io = |path: &Path, op: &'static str| {
+            let path = path.to_path_buf();
+            move |source| BrokerError::Io { path, op, source }
+        };
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(io(&staging, "remove"))?;
+        }
+        let built = fs::create_dir(&staging)
+            .map_err(io(&staging, "create directory"))
+            .and_then(|()| {
+                for p in 0..partitions {
+                    let pdir = staging.join(p.to_string());
+                    fs::create_dir(&pdir).map_err(io(&pdir, "create directory"))?;
+                }
+                TopicMeta::new(partitions, &id, &configs).write(&staging)
+            })
+            .and_then(|()| {
+                fs::rename(&staging, &dir).map_err(io(&dir, "rename staging directory to"))
+            });
+        if let Err(e) = built {
+            if let Err(rm) = fs::remove_dir_all(&staging) {
+                tracing::warn!(path = %staging.display(), "removing a failed topic: {rm}");
+            }
+            return Err(e);
+        }
+        let opened = fsutil::sync_dir(data_dir).and_then(|()| {
+            Topic::open_new(
+                name,
+                dir.clone(),
+                &self.config.log,
+                &self.fs,
+                self.config.max_partitions,
+            )
+        });
+        let t = match opened {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                tracing::warn!(topic = name, "creating the topic failed, removing it: {e}");
+                self.discard_dir(&dir);
+                return Err(e);
+            }
+        };
+        let description = t.describe();
+        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_owned(), t);
+        tracing::info!(topic = name, partitions, "topic created");
+        Ok(description)
+    }
+
     /// The log config of `t`'s partitions: the broker's, with the topic's configs laid over it.
     fn topic_log_config(&self, configs: &TopicConfigs) -> LogConfig {
         configs.apply(&self.config.log)

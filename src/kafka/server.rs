@@ -24,6 +24,7 @@ use super::handlers::{self, Ctx, HandlerConfig};
 use super::sasl;
 use super::splice::Part;
 use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::metrics::Listener;
 use crate::sendfile;
 
@@ -68,7 +69,7 @@ pub struct KafkaServer {
 }
 
 /// Splits `host:port` (the port is the part after the last colon, so IPv6 in brackets works).
-fn split_host_port(addr: &str) -> Result<(String, i32), KafkaError> {
+pub(crate) fn split_host_port(addr: &str) -> Result<(String, i32), KafkaError> {
     let bad = || KafkaError::Malformed(format!("advertised address {addr:?} is not HOST:PORT"));
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
@@ -79,8 +80,20 @@ fn split_host_port(addr: &str) -> Result<(String, i32), KafkaError> {
 }
 
 impl KafkaServer {
-    /// Binds the listener. Metadata advertises `advertised_addr`, or the bound address.
+    /// Binds the listener of a single-node broker (a cluster of one). Metadata advertises
+    /// `advertised_addr`, or the bound address.
     pub async fn bind(config: KafkaConfig, broker: Arc<Broker>) -> Result<KafkaServer, KafkaError> {
+        Self::bind_cluster(config, Cluster::single(broker)).await
+    }
+
+    /// Binds the listener of a broker in `cluster`: partitions are served with the cluster's
+    /// leadership, and Metadata lists every live broker. This broker is advertised at
+    /// `advertised_addr`, or the bound address.
+    pub async fn bind_cluster(
+        config: KafkaConfig,
+        cluster: Arc<Cluster>,
+    ) -> Result<KafkaServer, KafkaError> {
+        let broker = cluster.broker().clone();
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| KafkaError::Io { op: "bind the Kafka listener", source })?;
@@ -91,6 +104,10 @@ impl KafkaServer {
             Some(a) => split_host_port(a)?,
             None => (local.ip().to_string(), i32::from(local.port())),
         };
+        // The other brokers learn our Kafka address from the cluster (Metadata lists it).
+        let advertised =
+            if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        cluster.set_advertised(None, Some(advertised));
         let handler_config = HandlerConfig {
             advertised_host: host,
             advertised_port: port,
@@ -100,7 +117,7 @@ impl KafkaServer {
         };
         Ok(KafkaServer {
             listener,
-            ctx: Arc::new(Ctx::new(broker, handler_config)),
+            ctx: Arc::new(Ctx::new(cluster, handler_config)),
             max_frame_bytes: config.max_frame_bytes,
             max_connections: config.max_connections.max(1),
             auth_token: config.auth_token.map(Arc::from),

@@ -1,9 +1,523 @@
-//! Kafka's in-sync-replica rules for partition data (see shared CLUSTER.md, "The rules"): the
-//! high watermark over the ISR and the leader-epoch cache that finds where a follower's log
-//! diverges from its leader's. Pure functions and small state machines over offsets and epochs,
-//! so that every rule is proven by model tests before any network carries it. Owns no files, no
-//! sockets and no consensus: the cluster module decides leaders and ISRs (through openraft), the
-//! storage layer keeps the bytes; this room only computes from what they report.
+//! Kafka's in-sync-replica data path (see shared CLUSTER.md, "The rules"). For each partition
+//! this broker is a replica of, [`ReplicaManager`] holds its role as the metadata names it:
+//! leader (follower positions, the high watermark over the ISR, acks=all waiters, ISR change
+//! requests; [`leader`]) or follower (the fetch loop and truncation by leader epoch;
+//! [`follower`]). Followers reach leaders through a [`transport::FetchTransport`] carrying
+//! [`fetch_protocol`] frames. The pure rules ([`high_watermark`], [`epoch_cache`], the divergence
+//! and truncation points) are model-tested on their own.
+//!
+//! Owns no consensus and no files: the cluster glue tells it, from committed metadata, who leads
+//! each partition at which epoch and what the ISR is, and proposes the ISR changes it asks for;
+//! the storage layer keeps the bytes ([`replica_log::ReplicaLog`]).
+//!
+//! The leader's rules for a follower's fetch: the leader epoch the follower believes in must be
+//! the leader's (older: FENCED_LEADER_EPOCH, newer: UNKNOWN_LEADER_EPOCH; NOT_LEADER_OR_FOLLOWER
+//! when not leading); if the follower's last fetched epoch ends on the leader before its fetch
+//! offset, the answer is that diverging `{epoch, end_offset}` (Kafka's Fetch v12+); otherwise the
+//! fetch offset is the follower's durable end, counted in the watermark, and the answer carries
+//! the stored batches from there (up to the leader's log end, not the watermark), the watermark
+//! and the log start, after a long poll of up to `max_wait` when nothing is new.
 
-pub mod epoch_cache;
+/// The leader-epoch cache lives in storage, which persists it (layers never reach up).
+pub use crate::storage::EpochCache;
+pub use crate::storage::epoch_cache;
+pub mod fetch_protocol;
+pub mod follower;
 pub mod high_watermark;
+pub mod leader;
+pub mod replica_log;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use fetch_protocol::{FetchDecodeError, FetchErrorCode, FetchRequest, FetchResponse};
+pub use follower::FetchConfig;
+use follower::FollowerTask;
+use leader::{IsrSink, LeaderParams, PartitionLeader};
+use replica_log::PartitionLogs;
+use transport::FetchTransport;
+
+/// A broker's id (the Kafka broker id, an i32 on Kafka's wire).
+pub type NodeId = u64;
+
+/// What a partition's leader knows now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderInfo {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    pub high_watermark: u64,
+}
+
+/// An ISR change a leader asks the controller for (compare-and-set on `partition_epoch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub topic: String,
+    pub partition: u32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// The whole new ISR, sorted.
+    pub isr: Vec<NodeId>,
+}
+
+/// Errors of the replication layer; each names the partition and node involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("node {node} does not lead topic {topic:?} partition {partition}")]
+    NotLeader { topic: String, partition: u32, node: NodeId },
+    #[error(
+        "topic {topic:?} partition {partition}: written, but the ISR shrank to {isr} (fewer than \
+         min.insync.replicas {min}) before it was replicated"
+    )]
+    NotEnoughReplicasAfterAppend { topic: String, partition: u32, isr: usize, min: usize },
+    #[error(
+        "topic {topic:?} partition {partition}: the high watermark ({high_watermark}) did not reach \
+         {end} in time"
+    )]
+    Timeout { topic: String, partition: u32, end: u64, high_watermark: u64 },
+    #[error(
+        "topic {topic:?} partition {partition}: leader epoch {requested} is older than {current}"
+    )]
+    StaleEpoch { topic: String, partition: u32, requested: i32, current: i32 },
+    #[error("topic {topic:?} partition {partition}: {reason}")]
+    InvalidAssignment { topic: String, partition: u32, reason: String },
+    #[error("topic {topic:?} partition {partition}: {source}")]
+    Storage {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: crate::storage::StorageError,
+    },
+    #[error("topic {topic:?} partition {partition}: {source}")]
+    Broker {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: crate::broker::BrokerError,
+    },
+    #[error("replica fetch from node {node}: {source}")]
+    Protocol {
+        node: NodeId,
+        #[source]
+        source: FetchDecodeError,
+    },
+    #[error("replication needs a tokio runtime (called outside one)")]
+    NoRuntime,
+}
+
+/// A partition's role here.
+enum Role {
+    Leader { leader: Arc<PartitionLeader>, task: JoinHandle<()> },
+    Follower { epoch: i32, leader: NodeId, addr: String, task: JoinHandle<()> },
+}
+
+impl Role {
+    /// Ends the role: its tasks are aborted, waiters and long polls return.
+    fn end(self) -> Option<u64> {
+        match self {
+            Role::Leader { leader, task } => {
+                task.abort();
+                leader.stop();
+                Some(leader.refresh())
+            }
+            Role::Follower { task, .. } => {
+                task.abort();
+                None
+            }
+        }
+    }
+}
+
+/// One partition this broker is a replica of.
+struct Slot {
+    /// The role generation, bumped on every change under this lock; a fetch loop touches the log
+    /// only under it and only while its generation is current.
+    ops: Arc<Mutex<u64>>,
+    role: Option<Role>,
+    /// Highest leader epoch applied here: epochs never go back.
+    epoch: i32,
+    /// The high watermark as last known (from the leader, while following): what a new leader
+    /// here starts from.
+    known_hw: Arc<AtomicU64>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(r) = self.role.take() {
+            r.end();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves its map consistent before anything can panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The replicas of this broker: which partitions it leads or follows, at which epoch.
+pub struct ReplicaManager {
+    logs: Arc<dyn PartitionLogs>,
+    node_id: NodeId,
+    transport: Arc<dyn FetchTransport>,
+    lag_time: Duration,
+    fetch: FetchConfig,
+    /// This broker's registration (broker epoch), sent with every fetch.
+    incarnation: Arc<AtomicU64>,
+    slots: Mutex<HashMap<(String, u32), Slot>>,
+    isr_sink: IsrSink,
+}
+
+impl ReplicaManager {
+    /// A manager over `logs`, fetching through `transport`; `lag_time` is Kafka's
+    /// `replica.lag.time.max.ms`.
+    pub fn with_parts(
+        logs: Arc<dyn PartitionLogs>,
+        node_id: NodeId,
+        transport: Arc<dyn FetchTransport>,
+        lag_time: Duration,
+        fetch: FetchConfig,
+    ) -> Arc<ReplicaManager> {
+        // Nobody listens until the glue takes the receiver; requests made before are dropped
+        // and asked again (an unapplied request is repeated).
+        let (tx, _) = mpsc::unbounded_channel();
+        Arc::new(ReplicaManager {
+            logs,
+            node_id,
+            transport,
+            lag_time,
+            fetch,
+            incarnation: Arc::new(AtomicU64::new(0)),
+            slots: Mutex::new(HashMap::new()),
+            isr_sink: Arc::new(Mutex::new(tx)),
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// This broker's registration in the metadata (its broker epoch), sent with its fetches so a
+    /// leader refuses an older process of the same id.
+    pub fn set_incarnation(&self, incarnation: u64) {
+        self.incarnation.store(incarnation, Ordering::Release);
+    }
+
+    fn check_ids(
+        &self,
+        topic: &str,
+        partition: u32,
+        ids: &[NodeId],
+    ) -> Result<(), ReplicationError> {
+        match ids.iter().find(|&&n| i32::try_from(n).is_err()) {
+            Some(n) => Err(ReplicationError::InvalidAssignment {
+                topic: topic.to_owned(),
+                partition,
+                reason: format!("node id {n} does not fit Kafka's i32 broker ids"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn spawn(
+        &self,
+        fut: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<JoinHandle<()>, ReplicationError> {
+        let h = tokio::runtime::Handle::try_current().map_err(|_| ReplicationError::NoRuntime)?;
+        Ok(h.spawn(fut))
+    }
+
+    /// Leads `topic`/`partition` at `leader_epoch` (the metadata committed it): stamps the log
+    /// with the epoch, and serves follower fetches from now on. The same epoch again only
+    /// updates the ISR, partition epoch and replicas.
+    pub fn become_leader(
+        &self,
+        topic: &str,
+        partition: u32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<NodeId>,
+        replicas: Vec<NodeId>,
+    ) -> Result<(), ReplicationError> {
+        self.check_ids(topic, partition, &isr)?;
+        self.check_ids(topic, partition, &replicas)?;
+        self.check_ids(topic, partition, &[self.node_id])?;
+        let mut slots = lock(&self.slots);
+        let key = (topic.to_owned(), partition);
+        if let Some(slot) = slots.get(&key) {
+            if leader_epoch < slot.epoch {
+                return Err(ReplicationError::StaleEpoch {
+                    topic: topic.to_owned(),
+                    partition,
+                    requested: leader_epoch,
+                    current: slot.epoch,
+                });
+            }
+            if let Some(Role::Leader { leader, .. }) = &slot.role
+                && leader.leader_epoch() == leader_epoch
+            {
+                leader.update_replicas(replicas);
+                leader.update_isr(isr, partition_epoch);
+                return Ok(());
+            }
+        }
+        let (log, appended) = self.logs.partition(topic, partition)?;
+        let slot = slots.entry(key).or_insert_with(|| Slot {
+            ops: Arc::new(Mutex::new(0)),
+            role: None,
+            epoch: leader_epoch,
+            known_hw: Arc::new(AtomicU64::new(0)),
+        });
+        {
+            let mut generation = lock(&slot.ops);
+            *generation += 1;
+            if let Some(old) = slot.role.take()
+                && let Some(hw) = old.end()
+            {
+                slot.known_hw.fetch_max(hw, Ordering::AcqRel);
+            }
+            slot.epoch = leader_epoch;
+            log.set_leader_epoch(leader_epoch).map_err(|source| ReplicationError::Storage {
+                topic: topic.to_owned(),
+                partition,
+                source,
+            })?;
+        }
+        let leader = Arc::new(PartitionLeader::new(LeaderParams {
+            topic: topic.to_owned(),
+            partition,
+            node_id: self.node_id,
+            log,
+            appended,
+            lag_time: self.lag_time,
+            leader_epoch,
+            partition_epoch,
+            replicas,
+            isr,
+            hw_start: slot.known_hw.load(Ordering::Acquire),
+            isr_sink: self.isr_sink.clone(),
+        }));
+        // Kafka checks for lagging followers every half lag time.
+        let tick = (self.lag_time / 2).max(Duration::from_millis(10));
+        let weak = Arc::downgrade(&leader);
+        let task = self.spawn(async move {
+            let mut every = tokio::time::interval(tick);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                match weak.upgrade() {
+                    Some(l) if !l.is_stopped() => l.check_isr(tokio::time::Instant::now()),
+                    _ => return,
+                }
+            }
+        })?;
+        tracing::info!(topic, partition, leader_epoch, partition_epoch, "leading");
+        slot.role = Some(Role::Leader { leader, task });
+        Ok(())
+    }
+
+    /// Follows `leader` (at `leader_cluster_addr`) for `topic`/`partition` at `leader_epoch`: a
+    /// fetch loop runs until the next role change. The same epoch and leader again is a no-op.
+    pub fn become_follower(
+        &self,
+        topic: &str,
+        partition: u32,
+        leader_epoch: i32,
+        leader: NodeId,
+        leader_cluster_addr: String,
+    ) -> Result<(), ReplicationError> {
+        if leader == self.node_id {
+            return Err(ReplicationError::InvalidAssignment {
+                topic: topic.to_owned(),
+                partition,
+                reason: format!("node {leader} cannot follow itself"),
+            });
+        }
+        let mut slots = lock(&self.slots);
+        let key = (topic.to_owned(), partition);
+        if let Some(slot) = slots.get(&key) {
+            if leader_epoch < slot.epoch {
+                return Err(ReplicationError::StaleEpoch {
+                    topic: topic.to_owned(),
+                    partition,
+                    requested: leader_epoch,
+                    current: slot.epoch,
+                });
+            }
+            if let Some(Role::Follower { epoch, leader: l, addr, .. }) = &slot.role
+                && *epoch == leader_epoch
+                && *l == leader
+                && *addr == leader_cluster_addr
+            {
+                return Ok(());
+            }
+        }
+        let (log, appended) = self.logs.partition(topic, partition)?;
+        let slot = slots.entry(key).or_insert_with(|| Slot {
+            ops: Arc::new(Mutex::new(0)),
+            role: None,
+            epoch: leader_epoch,
+            known_hw: Arc::new(AtomicU64::new(0)),
+        });
+        let generation = {
+            let mut generation = lock(&slot.ops);
+            *generation += 1;
+            if let Some(old) = slot.role.take()
+                && let Some(hw) = old.end()
+            {
+                slot.known_hw.fetch_max(hw, Ordering::AcqRel);
+            }
+            slot.epoch = leader_epoch;
+            *generation
+        };
+        let task = FollowerTask {
+            topic: topic.to_owned(),
+            partition,
+            node_id: self.node_id,
+            incarnation: self.incarnation.clone(),
+            leader,
+            leader_addr: leader_cluster_addr.clone(),
+            leader_epoch,
+            log,
+            appended,
+            transport: self.transport.clone(),
+            config: self.fetch,
+            ops: slot.ops.clone(),
+            generation,
+            known_hw: slot.known_hw.clone(),
+        };
+        let task = self.spawn(task.run())?;
+        tracing::info!(topic, partition, leader_epoch, leader, "following");
+        slot.role =
+            Some(Role::Follower { epoch: leader_epoch, leader, addr: leader_cluster_addr, task });
+        Ok(())
+    }
+
+    /// Not a replica any more, or the partition is offline: ends whatever role it had here.
+    pub fn stop(&self, topic: &str, partition: u32) {
+        let slot = lock(&self.slots).remove(&(topic.to_owned(), partition));
+        if let Some(mut slot) = slot {
+            let mut generation = lock(&slot.ops);
+            *generation += 1;
+            if let Some(r) = slot.role.take() {
+                r.end();
+            }
+        }
+    }
+
+    /// Ends every role (broker shutdown).
+    pub fn shutdown(&self) {
+        let all: Vec<_> = lock(&self.slots).drain().collect();
+        for (_, mut slot) in all {
+            let mut generation = lock(&slot.ops);
+            *generation += 1;
+            if let Some(r) = slot.role.take() {
+                r.end();
+            }
+        }
+    }
+
+    fn leader(&self, topic: &str, partition: u32) -> Option<Arc<PartitionLeader>> {
+        match lock(&self.slots).get(&(topic.to_owned(), partition))?.role.as_ref()? {
+            Role::Leader { leader, .. } => Some(leader.clone()),
+            Role::Follower { .. } => None,
+        }
+    }
+
+    /// The leader's view of a partition led here.
+    pub fn leader_state(&self, topic: &str, partition: u32) -> Option<LeaderInfo> {
+        self.leader(topic, partition).map(|l| l.info())
+    }
+
+    /// The high watermark of a partition led here.
+    pub fn high_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.leader(topic, partition).map(|l| l.refresh())
+    }
+
+    /// The high watermark as this replica knows it, leading or following (a follower's is the
+    /// leader's as last fetched, never past its own log end).
+    pub fn known_high_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
+        if let Some(hw) = self.high_watermark(topic, partition) {
+            return Some(hw);
+        }
+        lock(&self.slots)
+            .get(&(topic.to_owned(), partition))
+            .map(|s| s.known_hw.load(Ordering::Acquire))
+    }
+
+    /// acks=all: after the local append, waits until the high watermark reaches `end`.
+    pub async fn wait_for_hw(
+        &self,
+        topic: &str,
+        partition: u32,
+        end: u64,
+        timeout: Duration,
+    ) -> Result<(), ReplicationError> {
+        self.wait_for_acks(topic, partition, end, 1, timeout).await
+    }
+
+    /// [`ReplicaManager::wait_for_hw`], answering NotEnoughReplicasAfterAppend when the ISR is
+    /// smaller than `min_isr` once the watermark passed `end` (Kafka's check at completion).
+    pub async fn wait_for_acks(
+        &self,
+        topic: &str,
+        partition: u32,
+        end: u64,
+        min_isr: usize,
+        timeout: Duration,
+    ) -> Result<(), ReplicationError> {
+        let Some(leader) = self.leader(topic, partition) else {
+            return Err(ReplicationError::NotLeader {
+                topic: topic.to_owned(),
+                partition,
+                node: self.node_id,
+            });
+        };
+        leader.wait_for_hw(end, min_isr, timeout).await
+    }
+
+    /// Answers a REPLICA_FETCH frame from node `from` (authenticated by the transport). Refusals
+    /// (not leader, epochs, divergence) are answers; only a malformed frame is an error.
+    pub async fn handle_fetch_frame(
+        &self,
+        from: NodeId,
+        payload: Bytes,
+    ) -> Result<Bytes, ReplicationError> {
+        let req = FetchRequest::decode(&payload)
+            .map_err(|source| ReplicationError::Protocol { node: from, source })?;
+        let resp = match self.leader(&req.topic, req.partition) {
+            Some(leader) => leader.handle_fetch(from, &req).await,
+            None => FetchResponse::error(FetchErrorCode::NotLeaderOrFollower, -1),
+        };
+        Ok(resp.encode())
+    }
+
+    /// Hands the cluster glue the ISR changes leaders here ask for; it proposes AlterPartition
+    /// for each and calls [`ReplicaManager::update_isr`] once applied. A later call replaces the
+    /// earlier receiver.
+    pub fn take_isr_requests(&self) -> mpsc::UnboundedReceiver<IsrChange> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *lock(&self.isr_sink) = tx;
+        rx
+    }
+
+    /// The controller committed `isr` at `partition_epoch` for a partition led here.
+    pub fn update_isr(&self, topic: &str, partition: u32, isr: Vec<NodeId>, partition_epoch: i32) {
+        if let Some(l) = self.leader(topic, partition) {
+            l.update_isr(isr, partition_epoch);
+        }
+    }
+}
+
+impl Drop for ReplicaManager {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -27,6 +27,8 @@
 //! | `log-start-offset`        | checkpoint of the log start after a trim (byte table in `recovery.rs`) |
 //! | `cleaner-offset-checkpoint` | compaction's checkpoint: offsets below it are compacted (byte table in `log/compaction.rs`) |
 //! | `{base_offset:020}.log.cleaned` / `.log.swap` | a compacted segment before / after the swap commits; open rolls back / completes the swap (`recovery.rs`) |
+//! | `leader-epoch-checkpoint` | each leader epoch that wrote records and its start offset (byte table in `epoch_checkpoint.rs`); rebuilt from the batch headers when missing or damaged |
+//! | `truncation-pending`      | the offset a truncation is cutting the log to, written before it removes anything and removed once it is done; open finishes it (byte table in `log/truncate.rs`) |
 //! | `clean-shutdown`          | written by `close()`, removed by open before any write           |
 //! | `*.tmp`                   | a file being written (temp + rename); swept at open              |
 //!
@@ -63,6 +65,8 @@
 //! the tail of the last segment.
 
 pub(crate) mod checked_file;
+pub mod epoch_cache;
+mod epoch_checkpoint;
 mod fs;
 mod handles;
 mod index;
@@ -78,6 +82,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use self::epoch_cache::{EpochCache, UNDEFINED_EPOCH};
 pub use self::fs::{FaultyFs, FileSystem, FsFile, RealFs};
 pub use self::handles::{
     DEFAULT_OPEN_SEALED_SEGMENTS, FileLimits, open_sealed_segments, open_sealed_segments_limit,
@@ -299,6 +304,16 @@ pub enum StorageError {
     InvalidConfig { reason: String },
     #[error("batch of {size} bytes is larger than a segment can hold ({max} bytes)")]
     BatchTooLarge { size: u64, max: u64 },
+    /// A replica's batches do not continue the log: their first base offset is not the log's
+    /// next offset, or they do not chain; nothing written.
+    #[error("replica batch {batch} starts at offset {found}, expected {expected}")]
+    ReplicaOutOfSequence { batch: usize, expected: u64, found: i64 },
+    /// A leader epoch older than one the log already has (epochs never go back); nothing changed.
+    #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
+    EpochRegression { epoch: i32, latest: i32 },
+    /// Records were removed by a truncation before they became durable: never acknowledged.
+    #[error("log {} was truncated to offset {offset} before offset {target} became durable", path.display())]
+    Truncated { path: PathBuf, offset: u64, target: u64 },
 }
 
 impl StorageError {

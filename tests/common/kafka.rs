@@ -1,8 +1,8 @@
 //! Raw Kafka requests for the end-to-end tests: frames hand-built with `kafka-protocol` types, for
 //! the requests no client library would send (hostile sizes, refused features, pipelined floods).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -47,6 +47,44 @@ impl KafkaConn {
         let mut out = (buf.len() as i32).to_be_bytes().to_vec();
         out.extend_from_slice(&buf);
         out
+    }
+
+    /// `connect` for brokers a test kills, pauses or cuts off: errors instead of panics, and
+    /// gives up on a connect or an answer after `timeout`.
+    pub fn try_connect(addr: &str, client_id: &str, timeout: Duration) -> io::Result<KafkaConn> {
+        let sa = addr.to_socket_addrs()?.next().ok_or_else(|| io::Error::other("no address"))?;
+        let s = TcpStream::connect_timeout(&sa, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        s.set_nodelay(true)?;
+        Ok(KafkaConn { s, client_id: client_id.to_string() })
+    }
+
+    /// `call` that errors instead of panicking (a dead connection, a timeout, a bad answer).
+    pub fn try_call<T: Encodable, R: Decodable>(
+        &mut self,
+        key: ApiKey,
+        v: i16,
+        body: &T,
+    ) -> io::Result<R> {
+        let frame = self.frame(key, v, body);
+        self.s.write_all(&frame)?;
+        let mut len = [0u8; 4];
+        self.s.read_exact(&mut len)?;
+        let len = i32::from_be_bytes(len);
+        // A test talks to its own brokers; still, never trust a length before checking it.
+        if !(0..=256 << 20).contains(&len) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame length {len}")));
+        }
+        let mut body = vec![0u8; len as usize];
+        self.s.read_exact(&mut body)?;
+        let mut b = Bytes::from(body);
+        let bad = |e: anyhow::Error| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+        let header = ResponseHeader::decode(&mut b, key.response_header_version(v)).map_err(bad)?;
+        if header.correlation_id != CORRELATION_ID {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "wrong correlation id"));
+        }
+        R::decode(&mut b, v).map_err(bad)
     }
 
     /// Sends one request and reads its response.

@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod checker;
+pub mod cluster;
+pub mod cluster_client;
 pub mod kafka;
+pub mod netns;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_minikafka");
 

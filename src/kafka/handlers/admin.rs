@@ -1,7 +1,7 @@
 //! CreatePartitions, DeleteRecords and DescribeCluster: growing a topic, deleting the records
-//! before an offset (what `minikafka topic trim` does natively, through `Broker::trim`), and the
-//! cluster's description (this one broker, its own controller). Never touches files itself; the
-//! broker does.
+//! before an offset (what `minikafka topic trim` does natively, through `Broker::trim`, on the
+//! partition's leader), and the cluster's description (its live brokers and controller). Never
+//! touches files itself; the broker does.
 
 use std::collections::HashSet;
 
@@ -17,8 +17,11 @@ use kafka_protocol::messages::{
 };
 
 use super::topics::MAX_TOPICS_PER_REQUEST;
-use super::{CLUSTER_ID, Ctx, MAX_PARTITIONS_PER_REQUEST, NODE_ID, broker_error_code, code, s};
+use super::{
+    CLUSTER_ID, Ctx, MAX_PARTITIONS_PER_REQUEST, broker_error_code, cluster_error_code, code, s,
+};
 use crate::broker::{Broker, validate_topic_name};
+use crate::cluster::Cluster;
 
 /// DeleteRecords' offset meaning "up to the high watermark": every record there is.
 const HIGH_WATERMARK: i64 = -1;
@@ -30,8 +33,23 @@ pub(super) async fn create_partitions(
     r: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let names: Vec<_> = r.topics.iter().map(|t| t.name.clone()).collect();
-    let broker = ctx.broker.clone();
-    match tokio::task::spawn_blocking(move || create_partitions_now(&broker, &r)).await {
+    if ctx.cluster.is_clustered() {
+        // The cluster's metadata has no partition growth yet: growing one broker's copy alone
+        // would leave the other brokers without the new partitions.
+        let message = s("adding partitions is not supported in a cluster yet");
+        let results = names
+            .into_iter()
+            .map(|n| {
+                CreatePartitionsTopicResult::default()
+                    .with_name(n)
+                    .with_error_code(code(ResponseError::InvalidRequest))
+                    .with_error_message(Some(message.clone()))
+            })
+            .collect();
+        return CreatePartitionsResponse::default().with_results(results);
+    }
+    let (broker, me) = (ctx.broker.clone(), ctx.node_id());
+    match tokio::task::spawn_blocking(move || create_partitions_now(&broker, me, &r)).await {
         Ok(results) => CreatePartitionsResponse::default().with_results(results),
         Err(e) => {
             tracing::error!(error = %e, "CreatePartitions task failed");
@@ -48,6 +66,7 @@ pub(super) async fn create_partitions(
 
 fn create_partitions_now(
     broker: &Broker,
+    me: i32,
     r: &CreatePartitionsRequest,
 ) -> Vec<CreatePartitionsTopicResult> {
     let mut seen = HashSet::new();
@@ -58,7 +77,7 @@ fn create_partitions_now(
         .enumerate()
         .map(|(i, t)| {
             let res = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            match grow(broker, t, i, &duplicates, r.validate_only) {
+            match grow(broker, me, t, i, &duplicates, r.validate_only) {
                 Ok(()) => res,
                 Err((c, message)) => res.with_error_code(c).with_error_message(Some(s(&message))),
             }
@@ -68,6 +87,7 @@ fn create_partitions_now(
 
 fn grow(
     broker: &Broker,
+    me: i32,
     t: &kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic,
     index: usize,
     duplicates: &HashSet<&str>,
@@ -117,12 +137,11 @@ fn grow(
                 ),
             ));
         }
-        if let Some(a) = assignments.iter().find(|a| a.broker_ids.iter().map(|b| b.0).ne([NODE_ID]))
-        {
+        if let Some(a) = assignments.iter().find(|a| a.broker_ids.iter().map(|b| b.0).ne([me])) {
             let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
             return Err((
                 code(ResponseError::InvalidReplicaAssignment),
-                format!("replicas {ids:?}: this single broker ({NODE_ID}) holds every partition"),
+                format!("replicas {ids:?}: this single broker ({me}) holds every partition"),
             ));
         }
     }
@@ -138,7 +157,7 @@ fn grow(
 /// Deletes the records before each requested offset, off the async workers (a trim syncs the log
 /// and deletes segment files).
 pub(super) async fn delete_records(ctx: &Ctx, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    let broker = ctx.broker.clone();
+    let cluster = ctx.cluster.clone();
     let work = tokio::task::spawn_blocking(move || {
         let mut budget = MAX_PARTITIONS_PER_REQUEST;
         r.topics
@@ -155,7 +174,7 @@ pub(super) async fn delete_records(ctx: &Ctx, r: DeleteRecordsRequest) -> Delete
                             return res.with_error_code(code(ResponseError::PolicyViolation));
                         }
                         budget -= 1;
-                        match delete_before(&broker, &t.name, p.partition_index, p.offset) {
+                        match delete_before(&cluster, &t.name, p.partition_index, p.offset) {
                             Ok(low) => res.with_low_watermark(low),
                             Err(c) => res.with_error_code(c),
                         }
@@ -177,23 +196,28 @@ pub(super) async fn delete_records(ctx: &Ctx, r: DeleteRecordsRequest) -> Delete
 }
 
 /// Deletes the records of one partition before `offset` (-1: the high watermark); the new low
-/// watermark (log start offset). An offset past the high watermark is OFFSET_OUT_OF_RANGE.
-fn delete_before(broker: &Broker, topic: &str, partition: i32, offset: i64) -> Result<i64, i16> {
+/// watermark (log start offset). An offset past the high watermark is OFFSET_OUT_OF_RANGE. Only
+/// the partition's leader deletes (NOT_LEADER_OR_FOLLOWER elsewhere, as Kafka).
+fn delete_before(cluster: &Cluster, topic: &str, partition: i32, offset: i64) -> Result<i64, i16> {
+    let broker = cluster.broker();
     let partition =
         u32::try_from(partition).map_err(|_| code(ResponseError::UnknownTopicOrPartition))?;
+    let d = broker.describe_topic(topic).map_err(|e| broker_error_code(&e))?;
+    let p =
+        d.partitions.get(partition as usize).ok_or(code(ResponseError::UnknownTopicOrPartition))?;
+    if p.offline.is_some() {
+        return Err(code(ResponseError::KafkaStorageError));
+    }
+    let hw = cluster.high_watermark(topic, partition).map_err(|e| cluster_error_code(&e))?;
     let before = match offset {
-        HIGH_WATERMARK => {
-            let d = broker.describe_topic(topic).map_err(|e| broker_error_code(&e))?;
-            let p = d
-                .partitions
-                .get(partition as usize)
-                .ok_or(code(ResponseError::UnknownTopicOrPartition))?;
-            if p.offline.is_some() {
-                return Err(code(ResponseError::KafkaStorageError));
+        HIGH_WATERMARK => hw,
+        o => {
+            let o = u64::try_from(o).map_err(|_| code(ResponseError::OffsetOutOfRange))?;
+            if o > hw {
+                return Err(code(ResponseError::OffsetOutOfRange));
             }
-            p.next_offset
+            o
         }
-        o => u64::try_from(o).map_err(|_| code(ResponseError::OffsetOutOfRange))?,
     };
     let low = broker.trim(topic, partition, before).map_err(|e| broker_error_code(&e))?;
     tracing::info!(topic, partition, before, log_start_offset = low, "records deleted");
@@ -210,15 +234,20 @@ pub(super) fn describe_cluster(
     r: DescribeClusterRequest,
     v: i16,
 ) -> DescribeClusterResponse {
+    let brokers = ctx
+        .endpoints()
+        .into_iter()
+        .map(|e| {
+            DescribeClusterBroker::default()
+                .with_broker_id(e.node_id.into())
+                .with_host(s(&e.host))
+                .with_port(e.port)
+        })
+        .collect();
     let mut res = DescribeClusterResponse::default()
         .with_cluster_id(s(CLUSTER_ID))
-        .with_controller_id(NODE_ID.into())
-        .with_brokers(vec![
-            DescribeClusterBroker::default()
-                .with_broker_id(NODE_ID.into())
-                .with_host(s(&ctx.config.advertised_host))
-                .with_port(ctx.config.advertised_port),
-        ]);
+        .with_controller_id(ctx.cluster.controller().unwrap_or(-1).into())
+        .with_brokers(brokers);
     if v >= FIRST_ENDPOINT_TYPE_VERSION {
         res = res.with_endpoint_type(ENDPOINT_BROKERS);
         if r.endpoint_type != ENDPOINT_BROKERS {

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{Ctx, NODE_ID, broker_error_code, code, s};
+use super::{Ctx, broker_error_code, code, s};
 use crate::broker::topic_config::{ConfigEntry, ConfigOp, ConfigSource};
 use crate::broker::{Broker, BrokerError, validate_topic_name};
 
@@ -159,13 +159,13 @@ fn invalid_request(message: String) -> (i16, Option<StrBytes>) {
     (code(ResponseError::InvalidRequest), Some(StrBytes::from_string(message)))
 }
 
-/// Whether `name` names this broker ("" is the cluster-wide default, which has no dynamic
+/// Whether `name` names this broker, `me` ("" is the cluster-wide default, which has no dynamic
 /// configs here). Kafka answers INVALID_REQUEST for any other id.
-fn check_broker_name(name: &str) -> Result<(), (i16, Option<StrBytes>)> {
-    if name.is_empty() || name == NODE_ID.to_string() {
+fn check_broker_name(name: &str, me: i32) -> Result<(), (i16, Option<StrBytes>)> {
+    if name.is_empty() || name == me.to_string() {
         Ok(())
     } else {
-        Err(invalid_request(format!("unexpected broker id {name:?}: this broker is {NODE_ID}")))
+        Err(invalid_request(format!("unexpected broker id {name:?}: this broker is {me}")))
     }
 }
 
@@ -258,10 +258,11 @@ fn describe_topic(
 
 fn describe_broker(
     broker: &Broker,
+    me: i32,
     name: &str,
     w: &Wanted,
 ) -> Result<Vec<DescribeConfigsResourceResult>, (i16, Option<StrBytes>)> {
-    check_broker_name(name)?;
+    check_broker_name(name, me)?;
     if name.is_empty() {
         // The cluster-wide dynamic defaults: this broker has none.
         return Ok(Vec::new());
@@ -301,7 +302,7 @@ pub(super) fn describe_configs(
             } else {
                 match res.resource_type {
                     RESOURCE_TOPIC => describe_topic(&ctx.broker, &name, &w),
-                    RESOURCE_BROKER => describe_broker(&ctx.broker, &name, &w),
+                    RESOURCE_BROKER => describe_broker(&ctx.broker, ctx.node_id(), &name, &w),
                     other => Err(unsupported_resource(other)),
                 }
             };
@@ -329,9 +330,9 @@ fn too_many_resources() -> (i16, Option<StrBytes>) {
 /// Why a broker resource is not altered. Kafka answers INVALID_REQUEST ("Cannot update these
 /// configs dynamically") for a config that is not dynamically updatable; every config of this
 /// broker is a command-line flag, so that holds for all of them.
-fn broker_is_static(names: &[String]) -> (i16, Option<StrBytes>) {
+fn broker_is_static(names: &[String], me: i32) -> (i16, Option<StrBytes>) {
     invalid_request(format!(
-        "cannot update these configs dynamically: {}; broker {NODE_ID}'s configs are its \
+        "cannot update these configs dynamically: {}; broker {me}'s configs are its \
          command-line flags (restart it with other flags to change them)",
         names.join(", ")
     ))
@@ -355,14 +356,14 @@ async fn alter(
     replace_all: bool,
     validate_only: bool,
 ) -> Vec<(i8, StrBytes, i16, Option<StrBytes>)> {
-    let broker = ctx.broker.clone();
+    let (broker, me) = (ctx.broker.clone(), ctx.node_id());
     let keys: Vec<_> = alterations.iter().map(|a| (a.resource_type, a.name.clone())).collect();
     let work = tokio::task::spawn_blocking(move || {
         alterations
             .into_iter()
             .enumerate()
             .map(|(i, a)| {
-                let outcome = alter_one(&broker, &a, i, replace_all, validate_only);
+                let outcome = alter_one(&broker, me, &a, i, replace_all, validate_only);
                 let (c, message) = outcome.err().unwrap_or((0, None));
                 (a.resource_type, a.name, c, message)
             })
@@ -380,6 +381,7 @@ async fn alter(
 
 fn alter_one(
     broker: &Broker,
+    me: i32,
     a: &Alteration,
     index: usize,
     replace_all: bool,
@@ -401,9 +403,9 @@ fn alter_one(
             Ok(())
         }
         RESOURCE_BROKER => {
-            check_broker_name(&a.name)?;
+            check_broker_name(&a.name, me)?;
             // Nothing to change is no change; anything else would change a static flag.
-            if a.names.is_empty() { Ok(()) } else { Err(broker_is_static(&a.names)) }
+            if a.names.is_empty() { Ok(()) } else { Err(broker_is_static(&a.names, me)) }
         }
         other => Err(unsupported_resource(other)),
     }

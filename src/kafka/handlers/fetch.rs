@@ -5,6 +5,8 @@
 //! received records, so its cost follows the appends, not the partitions named times wake-ups.
 //! From v13 topics are named by ID (an unknown ID is UNKNOWN_TOPIC_ID, which makes clients refresh
 //! their metadata); fetch sessions are not kept: every answer is a full one with session id 0.
+//! Reads go through the cluster: only the partition's leader answers, only below the high
+//! watermark, and (v9+) only for a client that names the current leader epoch, or none.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -18,7 +20,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::{
-    Ctx, MAX_FETCH_WAIT, MAX_PARTITIONS_PER_REQUEST, broker_error_code, code, error_kind, s,
+    Ctx, MAX_FETCH_WAIT, MAX_PARTITIONS_PER_REQUEST, cluster_error_code, code, error_kind, s,
 };
 use crate::kafka::splice::Field;
 use crate::metrics::Listener;
@@ -34,6 +36,8 @@ const MAX_RESPONSE_BYTES: usize = 1 << 30;
 
 /// First Fetch version that names topics by ID (KIP-516).
 const TOPIC_ID_VERSION: i16 = 13;
+/// First Fetch version whose partitions carry the client's current leader epoch (KIP-320).
+const LEADER_EPOCH_VERSION: i16 = 9;
 
 /// One partition a Fetch asks for.
 struct Wanted {
@@ -47,6 +51,8 @@ struct Wanted {
     offset: i64,
     /// The partition's own byte limit.
     max_bytes: usize,
+    /// The leader epoch the client believes current (v9+; -1 or older versions: none).
+    leader_epoch: Option<i32>,
 }
 
 /// One partition's fetch outcome.
@@ -75,23 +81,18 @@ impl PartFetch {
     }
 }
 
-async fn fetch_one(
-    ctx: &Ctx,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    max_bytes: usize,
-) -> PartFetch {
+async fn fetch_one(ctx: &Ctx, w: &Wanted, max_bytes: usize) -> PartFetch {
     let fail = PartFetch::failed;
-    if partition < 0 {
+    if w.partition < 0 {
         return fail(code(ResponseError::UnknownTopicOrPartition));
     }
-    if offset < 0 {
+    if w.offset < 0 {
         return fail(code(ResponseError::OffsetOutOfRange));
     }
+    let (partition, offset) = (w.partition as u32, w.offset as u64);
     match ctx
-        .broker
-        .fetch(topic, partition as u32, offset as u64, max_bytes.max(1), 0, Duration::ZERO)
+        .cluster
+        .fetch(&w.topic, partition, offset, max_bytes.max(1), 0, Duration::ZERO, w.leader_epoch)
         .await
     {
         Ok(f) => {
@@ -115,7 +116,7 @@ async fn fetch_one(
                 slice,
             }
         }
-        Err(e) => fail(broker_error_code(&e)),
+        Err(e) => fail(cluster_error_code(&e)),
     }
 }
 
@@ -146,6 +147,8 @@ fn wanted_partitions(ctx: &Ctx, r: &FetchRequest, v: i16) -> Vec<Wanted> {
                     partition: p.partition,
                     offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes.max(0) as usize,
+                    leader_epoch: (v >= LEADER_EPOCH_VERSION && p.current_leader_epoch >= 0)
+                        .then_some(p.current_leader_epoch),
                 });
             }
         }
@@ -182,15 +185,16 @@ pub(super) async fn fetch(ctx: &Ctx, r: FetchRequest, v: i16) -> (FetchResponse,
             if !results[i].records.is_empty() || w.unknown_id || w.partition < 0 || w.offset < 0 {
                 continue;
             }
-            let (broker, topic, partition, offset, tx) = (
-                ctx.broker.clone(),
+            let (cluster, topic, partition, offset, epoch, tx) = (
+                ctx.cluster.clone(),
                 w.topic.clone(),
                 w.partition as u32,
                 w.offset as u64,
+                w.leader_epoch,
                 tx.clone(),
             );
             waits.spawn(async move {
-                let res = broker.fetch(&topic, partition, offset, 1, 1, max_wait).await;
+                let res = cluster.fetch(&topic, partition, offset, 1, 1, max_wait, epoch).await;
                 if res.is_ok_and(|f| !f.records.is_empty()) {
                     let _ = tx.send(i);
                 }
@@ -274,7 +278,7 @@ async fn read_partition(ctx: &Ctx, w: &Wanted, room: usize, first: bool) -> Part
         return PartFetch::failed(code(ResponseError::UnknownTopicId));
     }
     let limit = w.max_bytes.min(room);
-    let mut res = fetch_one(ctx, &w.topic, w.partition, w.offset, limit.max(1)).await;
+    let mut res = fetch_one(ctx, w, limit.max(1)).await;
     if w.max_bytes == 0 || (!first && (limit == 0 || res.records.len() > room)) {
         res.records = Bytes::new();
         res.slice = None;

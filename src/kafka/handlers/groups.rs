@@ -1,6 +1,8 @@
 //! The consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, LeaveGroup, OffsetCommit,
 //! OffsetFetch (Heartbeat is one line in the dispatch), and their administration: ListGroups,
-//! DescribeGroups, DeleteGroups, OffsetDelete. The coordinator's state lives in the broker.
+//! DescribeGroups, DeleteGroups, OffsetDelete. The coordinator's state lives in the broker; in a
+//! cluster each group has one coordinating broker (`Cluster::coordinator_for`), and a group
+//! request reaching any other is answered NOT_COORDINATOR, so the client finds it again.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -8,8 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
 
-use super::{Ctx, NODE_ID, TRANSACTIONS_REFUSED, broker_error_code, code, s};
+use super::{Ctx, TRANSACTIONS_REFUSED, broker_error_code, code, s};
 use crate::broker::coordinator::{JoinOutcome, JoinParams, Reply, SyncOutcome};
 use crate::broker::validate_group_name;
 use crate::kafka::consumer_protocol;
@@ -17,14 +20,27 @@ use crate::kafka::consumer_protocol;
 /// Longest metadata string an OffsetCommit may carry (Kafka's offset.metadata.max.bytes).
 const MAX_COMMIT_METADATA_BYTES: usize = 4096;
 
+/// NOT_COORDINATOR when this broker does not coordinate `group`, else 0.
+fn not_coordinator(ctx: &Ctx, group: &str) -> i16 {
+    if ctx.coordinates(group) { 0 } else { code(ResponseError::NotCoordinator) }
+}
+
+/// The broker coordinating `group`: (node id, host, port, error code). A coordinator that is not
+/// (or no longer) live is COORDINATOR_NOT_AVAILABLE, which clients retry.
+fn coordinator_of(ctx: &Ctx, group: &str) -> (i32, StrBytes, i32, i16) {
+    let id = ctx.cluster.coordinator_for(group);
+    match ctx.endpoint(id) {
+        Some(e) => (e.node_id, s(&e.host), e.port, 0),
+        None => (-1, s(""), -1, code(ResponseError::CoordinatorNotAvailable)),
+    }
+}
+
 pub(super) fn find_coordinator(
     ctx: &Ctx,
     r: FindCoordinatorRequest,
     v: i16,
     client_id: &str,
 ) -> FindCoordinatorResponse {
-    let host = s(&ctx.config.advertised_host);
-    let port = ctx.config.advertised_port;
     // key_type 1 asks for a transaction coordinator: we have none, and never will while
     // transactions are out of scope. COORDINATOR_NOT_AVAILABLE would be retried until the client's
     // own timeout; TRANSACTIONAL_ID_AUTHORIZATION_FAILED fails it at once (see
@@ -55,7 +71,8 @@ pub(super) fn find_coordinator(
                         .with_node_id((-1).into())
                         .with_port(-1)
                 } else {
-                    c.with_node_id(NODE_ID.into()).with_host(host.clone()).with_port(port)
+                    let (id, host, port, error) = coordinator_of(ctx, k);
+                    c.with_node_id(id.into()).with_host(host).with_port(port).with_error_code(error)
                 }
             })
             .collect();
@@ -69,7 +86,12 @@ pub(super) fn find_coordinator(
             .with_node_id((-1).into())
             .with_port(-1);
     }
-    FindCoordinatorResponse::default().with_node_id(NODE_ID.into()).with_host(host).with_port(port)
+    let (id, host, port, error) = coordinator_of(ctx, &r.key);
+    FindCoordinatorResponse::default()
+        .with_node_id(id.into())
+        .with_host(host)
+        .with_port(port)
+        .with_error_code(error)
 }
 
 pub(super) async fn join_group(
@@ -79,9 +101,13 @@ pub(super) async fn join_group(
     client_id: String,
     peer: SocketAddr,
 ) -> JoinGroupResponse {
-    let outcome = if let Err(e) = validate_group_name(&r.group_id) {
+    let refused = match validate_group_name(&r.group_id) {
+        Err(e) => broker_error_code(&e),
+        Ok(()) => not_coordinator(ctx, &r.group_id),
+    };
+    let outcome = if refused != 0 {
         JoinOutcome {
-            error_code: broker_error_code(&e),
+            error_code: refused,
             generation_id: -1,
             protocol_type: None,
             protocol_name: None,
@@ -161,6 +187,10 @@ pub(super) async fn join_group(
 }
 
 pub(super) async fn sync_group(ctx: &Ctx, r: SyncGroupRequest, v: i16) -> SyncGroupResponse {
+    let refused = not_coordinator(ctx, &r.group_id);
+    if refused != 0 {
+        return SyncGroupResponse::default().with_error_code(refused);
+    }
     let assignments =
         r.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
     let reply = ctx.coordinator().sync(
@@ -198,7 +228,12 @@ pub(super) fn leave_group(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroup
     } else {
         vec![r.member_id.to_string()]
     };
-    let codes = ctx.coordinator().leave(Instant::now(), &r.group_id, &ids);
+    let refused = not_coordinator(ctx, &r.group_id);
+    let codes = if refused != 0 {
+        vec![refused; ids.len()]
+    } else {
+        ctx.coordinator().leave(Instant::now(), &r.group_id, &ids)
+    };
     if v >= 3 {
         let members = r
             .members
@@ -222,6 +257,7 @@ pub(super) fn leave_group(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroup
 pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_err = match validate_group_name(&r.group_id) {
         Err(e) => broker_error_code(&e),
+        Ok(()) if !ctx.coordinates(&r.group_id) => code(ResponseError::NotCoordinator),
         Ok(()) => ctx.coordinator().check_commit(
             Instant::now(),
             &r.group_id,
@@ -326,6 +362,9 @@ fn committed(
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Vec<TopicOffsets>, i16> {
     validate_group_name(group).map_err(|e| broker_error_code(&e))?;
+    if !ctx.coordinates(group) {
+        return Err(code(ResponseError::NotCoordinator));
+    }
     let wanted = match wanted {
         Some(w) => w,
         None => {
@@ -489,6 +528,9 @@ pub(super) fn describe_groups(
             if let Err(e) = validate_group_name(group_id) {
                 return g.with_error_code(broker_error_code(&e)).with_group_state(s("Dead"));
             }
+            if !ctx.coordinates(group_id) {
+                return g.with_error_code(code(ResponseError::NotCoordinator));
+            }
             let described = ctx.coordinator().describe(group_id);
             let Some(d) = described else {
                 // Offsets only: Empty (a "simple" group: no protocol type, as ListGroups says);
@@ -525,18 +567,22 @@ pub(super) async fn delete_groups(ctx: &Ctx, r: DeleteGroupsRequest) -> DeleteGr
     let mut results = Vec::with_capacity(r.groups_names.len());
     for group in &r.groups_names {
         let (broker, name) = (ctx.broker.clone(), group.to_string());
-        let err = match tokio::task::spawn_blocking(move || broker.delete_group(&name)).await {
-            Ok(Ok(())) => {
-                tracing::info!(group = group.as_str(), "consumer group deleted");
-                0
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(group = group.as_str(), error = %e, "DeleteGroups refused");
-                broker_error_code(&e)
-            }
-            Err(e) => {
-                tracing::error!(group = group.as_str(), error = %e, "group delete task failed");
-                code(ResponseError::UnknownServerError)
+        let err = if !ctx.coordinates(group) {
+            code(ResponseError::NotCoordinator)
+        } else {
+            match tokio::task::spawn_blocking(move || broker.delete_group(&name)).await {
+                Ok(Ok(())) => {
+                    tracing::info!(group = group.as_str(), "consumer group deleted");
+                    0
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(group = group.as_str(), error = %e, "DeleteGroups refused");
+                    broker_error_code(&e)
+                }
+                Err(e) => {
+                    tracing::error!(group = group.as_str(), error = %e, "group delete task failed");
+                    code(ResponseError::UnknownServerError)
+                }
             }
         };
         results.push(
@@ -551,6 +597,10 @@ pub(super) async fn delete_groups(ctx: &Ctx, r: DeleteGroupsRequest) -> DeleteGr
 pub(super) async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDeleteResponse {
     if let Err(e) = validate_group_name(&r.group_id) {
         return OffsetDeleteResponse::default().with_error_code(broker_error_code(&e));
+    }
+    if !ctx.coordinates(&r.group_id) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(code(ResponseError::NotCoordinator));
     }
     // Topics a live member subscribes to keep their offsets (GROUP_SUBSCRIBED_TO_TOPIC).
     let described = ctx.coordinator().describe(&r.group_id);

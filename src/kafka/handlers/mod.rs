@@ -1,7 +1,8 @@
 //! One handler per Kafka API key: decode the request with the `kafka-protocol` crate, call the
-//! broker (or the group coordinator), build the response. Owns the mapping from broker errors to
-//! Kafka error codes. Never touches sockets (the server does) or storage internals (the broker
-//! does).
+//! cluster (partitions' data, leadership, topics, producer ids) or this node's broker (configs,
+//! the group coordinator's local state), build the response. Owns the mapping from broker and
+//! cluster errors to Kafka error codes. Never touches sockets (the server does) or storage
+//! internals (the broker does).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, MutexGuard};
@@ -16,6 +17,7 @@ use super::KafkaError;
 use super::codec::{self, DecodedRequest};
 use crate::broker::coordinator::Coordinator;
 use crate::broker::{Broker, BrokerError};
+use crate::cluster::{Cluster, ClusterError};
 use crate::metrics::{Listener, snake_case};
 
 mod admin;
@@ -26,8 +28,6 @@ mod metadata;
 mod produce;
 mod topics;
 
-/// Our one broker's node id: we are every partition's leader and every group's coordinator.
-const NODE_ID: i32 = 0;
 /// The cluster id DescribeCluster (and Metadata) report. A broker keeps no id of its own, so
 /// every minikafka has this fixed one; clients only compare it between their own connections.
 const CLUSTER_ID: &str = "minikafka";
@@ -103,6 +103,32 @@ pub(crate) fn broker_error_code(e: &BrokerError) -> i16 {
     }
 }
 
+/// The Kafka error code for a cluster-layer error: what a Kafka broker sends in the same case, so
+/// clients refresh their metadata and retry where Kafka's would.
+pub(crate) fn cluster_error_code(e: &ClusterError) -> i16 {
+    match e {
+        ClusterError::NotLeader { .. } => code(ResponseError::NotLeaderOrFollower),
+        ClusterError::LeaderNotAvailable { .. } => code(ResponseError::LeaderNotAvailable),
+        ClusterError::NotEnoughReplicas { .. } => code(ResponseError::NotEnoughReplicas),
+        ClusterError::NotEnoughReplicasAfterAppend { .. } => {
+            code(ResponseError::NotEnoughReplicasAfterAppend)
+        }
+        ClusterError::Timeout { .. } => code(ResponseError::RequestTimedOut),
+        ClusterError::FencedLeaderEpoch { .. } => code(ResponseError::FencedLeaderEpoch),
+        ClusterError::UnknownLeaderEpoch { .. } => code(ResponseError::UnknownLeaderEpoch),
+        ClusterError::InvalidReplicationFactor { .. } => {
+            code(ResponseError::InvalidReplicationFactor)
+        }
+        ClusterError::NotController => code(ResponseError::NotController),
+        ClusterError::Broker(e) => broker_error_code(e),
+        // The metadata quorum did not answer: retriable, as Kafka's own timeout is.
+        ClusterError::Raft(_) => code(ResponseError::RequestTimedOut),
+        // Leadership moves away at shutdown: the client finds the new leader.
+        ClusterError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
+        ClusterError::Internal(_) => code(ResponseError::UnknownServerError),
+    }
+}
+
 /// Settings the handlers need.
 #[derive(Debug, Clone)]
 pub(crate) struct HandlerConfig {
@@ -114,13 +140,65 @@ pub(crate) struct HandlerConfig {
 
 /// Everything shared by the connections of one Kafka listener.
 pub(crate) struct Ctx {
+    /// The cluster this broker is part of (a cluster of one without `--controllers`).
+    pub cluster: Arc<Cluster>,
+    /// `cluster.broker()`: this node's own broker, for what stays local.
     pub broker: Arc<Broker>,
     pub config: HandlerConfig,
 }
 
+/// A broker as Metadata, FindCoordinator and DescribeCluster show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
 impl Ctx {
-    pub(crate) fn new(broker: Arc<Broker>, config: HandlerConfig) -> Self {
-        Ctx { broker, config }
+    pub(crate) fn new(cluster: Arc<Cluster>, config: HandlerConfig) -> Self {
+        Ctx { broker: cluster.broker().clone(), cluster, config }
+    }
+
+    /// This broker's node id (0 on a single node).
+    pub(crate) fn node_id(&self) -> i32 {
+        self.cluster.node_id()
+    }
+
+    /// The live brokers clients may connect to, by id: this one at the address this listener
+    /// advertises, the others at the Kafka address they registered (a broker without one serves
+    /// no Kafka clients, so it is left out).
+    pub(crate) fn endpoints(&self) -> Vec<Endpoint> {
+        let me = self.node_id();
+        let mut out = vec![Endpoint {
+            node_id: me,
+            host: self.config.advertised_host.clone(),
+            port: self.config.advertised_port,
+        }];
+        for b in self.cluster.brokers() {
+            let id = b.id;
+            if id == me || b.fenced {
+                continue;
+            }
+            let Some(addr) = b.kafka_addr.as_deref() else { continue };
+            match super::server::split_host_port(addr) {
+                Ok((host, port)) => out.push(Endpoint { node_id: id, host, port }),
+                Err(e) => tracing::warn!(broker = id, error = %e, "a broker's Kafka address"),
+            }
+        }
+        out.sort_by_key(|e| e.node_id);
+        out
+    }
+
+    /// The endpoint of broker `id`, if it is live and serves Kafka clients.
+    pub(crate) fn endpoint(&self, id: i32) -> Option<Endpoint> {
+        self.endpoints().into_iter().find(|e| e.node_id == id)
+    }
+
+    /// Whether this broker coordinates `group`: a group request reaching another broker is
+    /// answered NOT_COORDINATOR, so the client finds the coordinator again.
+    pub(crate) fn coordinates(&self, group: &str) -> bool {
+        self.cluster.coordinator_for(group) == self.node_id()
     }
 
     /// The broker's consumer-group coordinator.
@@ -182,7 +260,7 @@ async fn handle_request(
             encode(&req, &codec::api_versions_response(0))
         }
         ApiKey::Metadata => {
-            let body = metadata::metadata(ctx, codec::decode_body(&mut req)?, v);
+            let body = metadata::metadata(ctx, codec::decode_body(&mut req)?, v).await;
             encode(&req, &body)
         }
         ApiKey::CreateTopics => {
@@ -195,7 +273,8 @@ async fn handle_request(
         }
         ApiKey::InitProducerId => {
             let client_id = req.header.client_id.as_deref().unwrap_or("").to_string();
-            let body = produce::init_producer_id(ctx, codec::decode_body(&mut req)?, &client_id);
+            let body =
+                produce::init_producer_id(ctx, codec::decode_body(&mut req)?, &client_id).await;
             encode(&req, &body)
         }
         ApiKey::Produce => {
@@ -237,12 +316,16 @@ async fn handle_request(
         }
         ApiKey::Heartbeat => {
             let r: HeartbeatRequest = codec::decode_body(&mut req)?;
-            let err = ctx.coordinator().heartbeat(
-                Instant::now(),
-                &r.group_id,
-                r.generation_id,
-                &r.member_id,
-            );
+            let err = if ctx.coordinates(&r.group_id) {
+                ctx.coordinator().heartbeat(
+                    Instant::now(),
+                    &r.group_id,
+                    r.generation_id,
+                    &r.member_id,
+                )
+            } else {
+                code(ResponseError::NotCoordinator)
+            };
             encode(&req, &HeartbeatResponse::default().with_error_code(err))
         }
         ApiKey::LeaveGroup => {

@@ -1,7 +1,8 @@
 //! Produce and InitProducerId: Kafka batches appended as produced (the log validates them and
-//! assigns their offsets in place).
+//! assigns their offsets in place) through the cluster, which appends only as the partition's
+//! leader and waits for the replicas `acks` asks for; producer ids come from the cluster.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -11,12 +12,14 @@ use kafka_protocol::messages::{
 };
 
 use super::{
-    Ctx, MAX_PARTITIONS_PER_REQUEST, TRANSACTIONS_REFUSED, broker_error_code, code, error_kind, s,
+    Ctx, MAX_PARTITIONS_PER_REQUEST, TRANSACTIONS_REFUSED, broker_error_code, cluster_error_code,
+    code, error_kind, s,
 };
 use crate::broker::AppendBatch;
+use crate::cluster::{Acks, ClusterError};
 use crate::metrics::Listener;
 
-pub(super) fn init_producer_id(
+pub(super) async fn init_producer_id(
     ctx: &Ctx,
     r: InitProducerIdRequest,
     client_id: &str,
@@ -36,8 +39,9 @@ pub(super) fn init_producer_id(
             .with_producer_epoch(-1);
     }
     // A fresh id with epoch 0, as Kafka gives a producer without a transactional id. The id is
-    // reserved durably (a small fsync once per 1,000 ids) so no restart ever hands it out again.
-    match ctx.broker.next_producer_id() {
+    // reserved durably (by the cluster's metadata, or on a single node a small fsync once per
+    // 1,000 ids) so no restart and no other broker ever hands it out again.
+    match ctx.cluster.next_producer_id().await {
         Ok(id) => {
             InitProducerIdResponse::default().with_producer_id(id.into()).with_producer_epoch(0)
         }
@@ -51,10 +55,14 @@ pub(super) fn init_producer_id(
     }
 }
 
+/// Longest a Produce waits for its replicas, whatever the client asks.
+const MAX_PRODUCE_TIMEOUT: Duration = Duration::from_secs(300);
+
 pub(super) async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResponse {
     let started = Instant::now();
     let metrics = ctx.broker.metrics();
-    let acks_ok = matches!(r.acks, -1..=1);
+    let acks = Acks::from_kafka(r.acks);
+    let timeout = Duration::from_millis(r.timeout_ms.max(0) as u64).min(MAX_PRODUCE_TIMEOUT);
     let mut seen = 0usize;
     let mut responses = Vec::with_capacity(r.topic_data.len());
     for topic in &r.topic_data {
@@ -62,12 +70,15 @@ pub(super) async fn produce(ctx: &Ctx, r: ProduceRequest, v: i16) -> ProduceResp
         for p in &topic.partition_data {
             seen += 1;
             let res = PartitionProduceResponse::default().with_index(p.index);
-            let err = if !acks_ok {
-                Err((code(ResponseError::InvalidRequiredAcks), None))
-            } else if seen > MAX_PARTITIONS_PER_REQUEST || p.index < 0 {
-                Err((code(ResponseError::UnknownTopicOrPartition), None))
-            } else {
-                produce_partition(ctx, &topic.name, p.index as u32, p.records.as_ref()).await
+            let err = match acks {
+                None => Err((code(ResponseError::InvalidRequiredAcks), None)),
+                Some(_) if seen > MAX_PARTITIONS_PER_REQUEST || p.index < 0 => {
+                    Err((code(ResponseError::UnknownTopicOrPartition), None))
+                }
+                Some(acks) => {
+                    let (name, index, records) = (&topic.name, p.index as u32, p.records.as_ref());
+                    produce_partition(ctx, name, index, records, acks, timeout).await
+                }
             };
             parts.push(match err {
                 Ok((base, append_time)) => {
@@ -149,6 +160,8 @@ async fn produce_partition(
     topic: &str,
     partition: u32,
     records: Option<&Bytes>,
+    acks: Acks,
+    timeout: Duration,
 ) -> Result<(u64, Option<i64>), (i16, Option<String>)> {
     let Some(records) = records else {
         return Err((code(ResponseError::InvalidRecord), None));
@@ -160,15 +173,18 @@ async fn produce_partition(
     // An unknown topic is retriable for clients (they refresh metadata); Produce never creates.
     ctx.broker.partition_count(topic).map_err(|e| (broker_error_code(&e), None))?;
     let res = ctx
-        .broker
-        .append(topic, Some(partition), None, AppendBatch::Encoded(&mut stored))
+        .cluster
+        .produce(topic, Some(partition), None, AppendBatch::Encoded(&mut stored), acks, timeout)
         .await
         .map_err(|e| {
-            let c = broker_error_code(&e);
+            let c = cluster_error_code(&e);
             if c == code(ResponseError::InvalidRecord) || c == code(ResponseError::CorruptMessage) {
                 tracing::debug!(topic, partition, error = %e, "refused a produced batch");
-            } else {
+            } else if matches!(e, ClusterError::Broker(_)) {
                 tracing::warn!(topic, partition, error = %e, "Kafka produce failed");
+            } else {
+                // Leadership and replication answers: the client refreshes and retries.
+                tracing::debug!(topic, partition, error = %e, "Kafka produce refused");
             }
             (c, Some(e.to_string()))
         })?;

@@ -1,5 +1,6 @@
-//! Topic administration: CreateTopics, DeleteTopics (by name, or from v6 by topic ID) and
-//! ListOffsets.
+//! Topic administration: CreateTopics (with a replication factor), DeleteTopics (by name, or from
+//! v6 by topic ID), through the cluster's metadata; and ListOffsets, answered by the partition's
+//! leader (latest = the high watermark).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -17,9 +18,10 @@ use kafka_protocol::messages::{
 
 use uuid::Uuid;
 
-use super::{Ctx, MAX_PARTITIONS_PER_REQUEST, NODE_ID, broker_error_code, code, s};
+use super::{Ctx, MAX_PARTITIONS_PER_REQUEST, broker_error_code, cluster_error_code, code, s};
+use crate::broker::BrokerError;
 use crate::broker::topic_config::{ConfigEntry, TopicConfigs};
-use crate::broker::{Broker, BrokerError};
+use crate::cluster::{Cluster, ClusterError};
 
 /// Most topics one CreateTopics or DeleteTopics request may name; the rest are refused with
 /// POLICY_VIOLATION. Each topic is a few fsyncs, so this bounds one request's file work.
@@ -32,65 +34,37 @@ fn too_many_topics() -> (i16, String) {
     )
 }
 
-/// Creates the topics off the async workers: topic creation is file-system work.
+/// Creates the topics one after the other (the cluster does the file work off the async
+/// workers and, in a cluster, waits for the metadata quorum).
 pub(super) async fn create_topics(
     ctx: &Ctx,
     r: CreateTopicsRequest,
     v: i16,
 ) -> CreateTopicsResponse {
-    let names: Vec<_> = r.topics.iter().map(|t| t.name.clone()).collect();
-    if names.len() > MAX_TOPICS_PER_REQUEST {
+    if r.topics.len() > MAX_TOPICS_PER_REQUEST {
         tracing::warn!(
-            topics = names.len(),
+            topics = r.topics.len(),
             max = MAX_TOPICS_PER_REQUEST,
             "CreateTopics names too many topics; the rest are refused"
         );
     }
-    let (broker, default_partitions) = (ctx.broker.clone(), ctx.config.default_partitions);
-    match tokio::task::spawn_blocking(move || create_topics_now(&broker, default_partitions, &r, v))
-        .await
-    {
-        Ok(res) => res,
-        Err(e) => {
-            tracing::error!(error = %e, "CreateTopics task failed");
-            let c = code(ResponseError::UnknownServerError);
-            CreateTopicsResponse::default().with_topics(
-                names
-                    .into_iter()
-                    .map(|n| CreatableTopicResult::default().with_name(n).with_error_code(c))
-                    .collect(),
-            )
-        }
-    }
-}
-
-fn create_topics_now(
-    broker: &Broker,
-    default_partitions: u32,
-    r: &CreateTopicsRequest,
-    v: i16,
-) -> CreateTopicsResponse {
-    let topics = r
-        .topics
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let res = CreatableTopicResult::default().with_name(t.name.clone());
-            let created = if i >= MAX_TOPICS_PER_REQUEST {
-                Err(too_many_topics())
-            } else {
-                create_one(broker, default_partitions, t, r.validate_only)
-            };
-            match created {
-                Ok(c) => created_result(res, c, v),
-                // From v5: counts -1 (the defaults) and null configs for a topic not created, as Kafka.
-                Err((c, msg)) => {
-                    let res = res.with_error_code(c).with_error_message(Some(s(&msg)));
-                    if v >= FIRST_CONFIGS_VERSION { res.with_configs(None) } else { res }
-                }
+    let mut topics = Vec::with_capacity(r.topics.len());
+    for (i, t) in r.topics.iter().enumerate() {
+        let res = CreatableTopicResult::default().with_name(t.name.clone());
+        let created = if i >= MAX_TOPICS_PER_REQUEST {
+            Err(too_many_topics())
+        } else {
+            create_one(&ctx.cluster, ctx.config.default_partitions, t, r.validate_only).await
+        };
+        topics.push(match created {
+            Ok(c) => created_result(res, c, v),
+            // From v5: counts -1 (the defaults) and null configs for a topic not created, as Kafka.
+            Err((c, msg)) => {
+                let res = res.with_error_code(c).with_error_message(Some(s(&msg)));
+                if v >= FIRST_CONFIGS_VERSION { res.with_configs(None) } else { res }
             }
-        })
-        .collect();
+        });
+    }
     CreateTopicsResponse::default().with_topics(topics)
 }
 
@@ -102,6 +76,7 @@ const FIRST_TOPIC_ID_VERSION: i16 = 7;
 /// A topic CreateTopics made (or, with validate_only, would make).
 struct Created {
     partitions: i32,
+    replication_factor: i16,
     topic_id: [u8; 16],
     /// Every config of the topic with its source, as DescribeConfigs shows them.
     configs: Vec<ConfigEntry>,
@@ -109,27 +84,35 @@ struct Created {
 
 /// Checks one CreatableTopic and creates it; (error code, message) when refused, with nothing
 /// created.
-fn create_one(
-    broker: &Broker,
+async fn create_one(
+    cluster: &Cluster,
     default_partitions: u32,
     t: &CreatableTopic,
     validate_only: bool,
 ) -> Result<Created, (i16, String)> {
     let name = t.name.as_str();
+    let me = cluster.node_id();
     let invalid_partitions = |m: String| (code(ResponseError::InvalidPartitions), m);
     let invalid_assignment = |m: String| (code(ResponseError::InvalidReplicaAssignment), m);
+    let invalid_rf = |m: String| (code(ResponseError::InvalidReplicationFactor), m);
+    let mut replication_factor = None;
     let partitions = if t.assignments.is_empty() {
         match t.replication_factor {
-            -1 | 1 => {}
+            -1 => {}
+            rf if rf <= 0 => {
+                return Err(invalid_rf(format!(
+                    "replication factor {rf}: it must be larger than 0, or -1 for the default"
+                )));
+            }
             rf => {
-                let m = if rf <= 0 {
-                    format!(
-                        "replication factor {rf}: it must be larger than 0, or -1 for the default"
-                    )
-                } else {
-                    format!("replication factor {rf} is larger than the 1 available broker")
-                };
-                return Err((code(ResponseError::InvalidReplicationFactor), m));
+                let live = cluster.brokers().iter().filter(|b| !b.fenced).count().max(1);
+                if rf as usize > live {
+                    let s = if live == 1 { "" } else { "s" };
+                    return Err(invalid_rf(format!(
+                        "replication factor {rf} is larger than the {live} available broker{s}"
+                    )));
+                }
+                replication_factor = Some(rf as u16);
             }
         }
         match t.num_partitions {
@@ -142,7 +125,15 @@ fn create_one(
             n => n,
         }
     } else {
-        // Manual replica assignment: the counts come from it, and every replica must be us.
+        // Manual replica assignment: the counts come from it, and every replica must be us (a
+        // cluster places replicas itself).
+        if cluster.is_clustered() {
+            return Err(invalid_assignment(
+                "manual replica assignment is not supported: give num_partitions and \
+                 replication_factor, and the cluster places the replicas"
+                    .to_string(),
+            ));
+        }
         if t.num_partitions != -1 || t.replication_factor != -1 {
             return Err((
                 code(ResponseError::InvalidRequest),
@@ -157,13 +148,11 @@ fn create_one(
                 "partitions {indexes:?}: they must be consecutive from 0"
             )));
         }
-        if let Some(a) =
-            t.assignments.iter().find(|a| a.broker_ids.iter().map(|b| b.0).ne([NODE_ID]))
-        {
+        if let Some(a) = t.assignments.iter().find(|a| a.broker_ids.iter().map(|b| b.0).ne([me])) {
             let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
             return Err(invalid_assignment(format!(
-                "partition {}: replicas {ids:?}; this single broker ({NODE_ID}) holds every \
-                 partition, so each assignment must be [{NODE_ID}]",
+                "partition {}: replicas {ids:?}; this single broker ({me}) holds every \
+                 partition, so each assignment must be [{me}]",
                 a.partition_index
             )));
         }
@@ -178,17 +167,27 @@ fn create_one(
     let configs = TopicConfigs::parse(&pairs).map_err(refused)?;
     // What the topic would show: its set configs over the broker's defaults. A created topic is
     // described from the broker (the same, unless it was altered or deleted in between).
+    let broker = cluster.broker();
     let would_show = configs.describe(&broker.config().log);
-    let d =
-        broker.create_topic(name, partitions as u32, configs, validate_only).map_err(refused)?;
+    let d = cluster
+        .create_topic(name, partitions as u32, replication_factor, configs, validate_only)
+        .await
+        .map_err(|e: ClusterError| (cluster_error_code(&e), e.to_string()))?;
     let configs = if validate_only {
         would_show
     } else {
         tracing::info!(topic = name, partitions, configs = pairs.len(), "topic created over Kafka");
         broker.describe_topic_configs(name).unwrap_or(would_show)
     };
+    // The replicas the cluster placed; before they are known here, what was asked for.
+    let replication_factor = cluster
+        .partition_view(name, 0)
+        .map(|p| p.replicas.len() as i16)
+        .filter(|&n| n > 0 && !validate_only)
+        .or(replication_factor.map(|rf| rf as i16))
+        .unwrap_or(1);
     // validate_only: a nil id, as Kafka answers for a topic it did not create.
-    Ok(Created { partitions, topic_id: d.topic_id, configs })
+    Ok(Created { partitions, replication_factor, topic_id: d.topic_id, configs })
 }
 
 /// The result of a created topic: from v5 its counts and every config with its source (as
@@ -209,7 +208,7 @@ fn created_result(mut res: CreatableTopicResult, c: Created, v: i16) -> Creatabl
             .collect();
         res = res
             .with_num_partitions(c.partitions)
-            .with_replication_factor(1)
+            .with_replication_factor(c.replication_factor)
             .with_configs(Some(configs));
     }
     if v >= FIRST_TOPIC_ID_VERSION {
@@ -231,7 +230,8 @@ struct ToDelete {
 }
 
 /// Deletes one topic; the deleted topic's name and ID, or the error code and message.
-fn delete_one(broker: &Broker, t: &ToDelete) -> Result<(String, Uuid), (i16, String)> {
+async fn delete_one(cluster: &Cluster, t: &ToDelete) -> Result<(String, Uuid), (i16, String)> {
+    let broker = cluster.broker();
     let name = match (&t.name, t.id.is_nil()) {
         (Some(_), false) => {
             return Err((
@@ -251,11 +251,12 @@ fn delete_one(broker: &Broker, t: &ToDelete) -> Result<(String, Uuid), (i16, Str
         }
     };
     let id = broker.topic_id(&name).map_err(|e| (broker_error_code(&e), e.to_string()))?;
-    broker.delete_topic(&name).map_err(|e| (broker_error_code(&e), e.to_string()))?;
+    cluster.delete_topic(&name).await.map_err(|e| (cluster_error_code(&e), e.to_string()))?;
     Ok((name, Uuid::from_bytes(id)))
 }
 
-/// Deletes the topics off the async workers, at most [`MAX_TOPICS_PER_REQUEST`] of them.
+/// Deletes the topics one after the other (the cluster does the file work off the async
+/// workers), at most [`MAX_TOPICS_PER_REQUEST`] of them.
 pub(super) async fn delete_topics(
     ctx: &Ctx,
     r: DeleteTopicsRequest,
@@ -280,44 +281,32 @@ pub(super) async fn delete_topics(
             "DeleteTopics names too many topics; the rest are refused"
         );
     }
-    let broker = ctx.broker.clone();
-    let work = tokio::task::spawn_blocking(move || {
-        wanted
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let outcome = if i >= MAX_TOPICS_PER_REQUEST {
-                    Err(too_many_topics())
-                } else {
-                    delete_one(&broker, &t)
-                };
-                // Set only the fields the version has (trap 12): the ID from v6, the message
-                // from v5; before v6 the name is the one the request gave.
-                let (name, id) = match &outcome {
-                    Ok((name, id)) => (Some(name.clone()), *id),
-                    Err(_) => (t.name.clone(), t.id),
-                };
-                let mut res = DeletableTopicResult::default().with_name(name.map(|n| s(&n).into()));
-                if v >= DELETE_BY_ID_VERSION {
-                    res = res.with_topic_id(id);
-                }
-                if let Err((c, msg)) = outcome {
-                    res = res.with_error_code(c);
-                    if v >= DELETE_MESSAGE_VERSION {
-                        res = res.with_error_message(Some(s(&msg)));
-                    }
-                }
-                res
-            })
-            .collect()
-    });
-    match work.await {
-        Ok(responses) => DeleteTopicsResponse::default().with_responses(responses),
-        Err(e) => {
-            tracing::error!(error = %e, "DeleteTopics task failed");
-            DeleteTopicsResponse::default()
+    let mut responses = Vec::with_capacity(wanted.len());
+    for (i, t) in wanted.into_iter().enumerate() {
+        let outcome = if i >= MAX_TOPICS_PER_REQUEST {
+            Err(too_many_topics())
+        } else {
+            delete_one(&ctx.cluster, &t).await
+        };
+        // Set only the fields the version has (trap 12): the ID from v6, the message from v5;
+        // before v6 the name is the one the request gave.
+        let (name, id) = match &outcome {
+            Ok((name, id)) => (Some(name.clone()), *id),
+            Err(_) => (t.name.clone(), t.id),
+        };
+        let mut res = DeletableTopicResult::default().with_name(name.map(|n| s(&n).into()));
+        if v >= DELETE_BY_ID_VERSION {
+            res = res.with_topic_id(id);
         }
+        if let Err((c, msg)) = outcome {
+            res = res.with_error_code(c);
+            if v >= DELETE_MESSAGE_VERSION {
+                res = res.with_error_message(Some(s(&msg)));
+            }
+        }
+        responses.push(res);
     }
+    DeleteTopicsResponse::default().with_responses(responses)
 }
 
 pub(super) async fn list_offsets(
@@ -331,7 +320,11 @@ pub(super) async fn list_offsets(
         for p in t.partitions.iter().take(MAX_PARTITIONS_PER_REQUEST) {
             let res =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-            let listed = list_offset(ctx, &t.name, p.partition_index, p.timestamp, version).await;
+            // The client's current leader epoch exists from v4 (-1: none).
+            let epoch = (version >= LEADER_EPOCH_VERSION && p.current_leader_epoch >= 0)
+                .then_some(p.current_leader_epoch);
+            let listed =
+                list_offset(ctx, &t.name, p.partition_index, p.timestamp, version, epoch).await;
             parts.push(match listed {
                 Ok((offset, ts)) => res.with_offset(offset).with_timestamp(ts),
                 Err(c) => res.with_error_code(c),
@@ -344,6 +337,8 @@ pub(super) async fn list_offsets(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
+/// First ListOffsets version whose partitions carry the client's current leader epoch.
+const LEADER_EPOCH_VERSION: i16 = 4;
 /// ListOffsets' `MAX_TIMESTAMP`: the record with the largest timestamp (KIP-734, from v7).
 const MAX_TIMESTAMP: i64 = -3;
 /// First ListOffsets version that may ask for `MAX_TIMESTAMP`.
@@ -368,6 +363,7 @@ async fn list_offset(
     partition: i32,
     timestamp: i64,
     version: i16,
+    current_leader_epoch: Option<i32>,
 ) -> Result<(i64, i64), i16> {
     let d = ctx.broker.describe_topic(topic).map_err(|e| broker_error_code(&e))?;
     if d.offline.is_some() {
@@ -377,13 +373,21 @@ async fn list_offset(
         .ok()
         .and_then(|i| d.partitions.get(i))
         .ok_or(code(ResponseError::UnknownTopicOrPartition))?;
+    check_leader(ctx, topic, p.partition, current_leader_epoch)?;
     // A damaged (offline) partition has no offsets to tell.
     if p.offline.is_some() {
         return Err(code(ResponseError::KafkaStorageError));
     }
     match timestamp {
         -2 => Ok((p.log_start_offset as i64, -1)),
-        -1 => Ok((p.next_offset as i64, -1)),
+        // The high watermark: what consumers can read (on a single node, the log's end).
+        -1 => {
+            let hw = ctx
+                .cluster
+                .high_watermark(topic, p.partition)
+                .map_err(|e| cluster_error_code(&e))?;
+            Ok((hw as i64, -1))
+        }
         MAX_TIMESTAMP if version < MAX_TIMESTAMP_VERSION => {
             Err(code(ResponseError::UnsupportedVersion))
         }
@@ -412,5 +416,31 @@ async fn list_offset(
                 .map_err(|e| broker_error_code(&e))?;
             Ok(found.map_or((-1, -1), |(rec_ts, offset)| (offset as i64, rec_ts)))
         }
+    }
+}
+
+/// Offsets are answered by the partition's leader only, as Kafka does: NOT_LEADER_OR_FOLLOWER
+/// elsewhere, LEADER_NOT_AVAILABLE without a leader, and for a client naming a leader epoch,
+/// FENCED_LEADER_EPOCH when it is older than the leader's and UNKNOWN_LEADER_EPOCH when newer
+/// (KIP-320): the client refreshes its metadata and asks again.
+fn check_leader(
+    ctx: &Ctx,
+    topic: &str,
+    partition: u32,
+    current_leader_epoch: Option<i32>,
+) -> Result<(), i16> {
+    let view = ctx
+        .cluster
+        .partition_view(topic, partition)
+        .ok_or(code(ResponseError::LeaderNotAvailable))?;
+    match view.leader {
+        None => return Err(code(ResponseError::LeaderNotAvailable)),
+        Some(l) if l != ctx.node_id() => return Err(code(ResponseError::NotLeaderOrFollower)),
+        Some(_) => {}
+    }
+    match current_leader_epoch {
+        Some(e) if e < view.leader_epoch => Err(code(ResponseError::FencedLeaderEpoch)),
+        Some(e) if e > view.leader_epoch => Err(code(ResponseError::UnknownLeaderEpoch)),
+        _ => Ok(()),
     }
 }

@@ -153,7 +153,7 @@ impl Throttle {
     }
 }
 
-fn encode_cleaner_checkpoint(offset: u64) -> [u8; CHECKPOINT_LEN] {
+pub(super) fn encode_cleaner_checkpoint(offset: u64) -> [u8; CHECKPOINT_LEN] {
     let mut b = [0u8; CHECKPOINT_LEN];
     CHECKPOINT_FORMAT.write_prefix(&mut b);
     b[CHECKPOINT_OFFSET_POS..CHECKPOINT_OFFSET_POS + 8].copy_from_slice(&offset.to_le_bytes());
@@ -201,7 +201,7 @@ struct Cleaned {
 
 impl Log {
     /// The cleaner checkpoint: every offset below it has been compacted (0 when there is none).
-    fn cleaner_checkpoint(&self) -> u64 {
+    pub(super) fn cleaner_checkpoint(&self) -> u64 {
         let path = self.dir.join(CLEANER_CHECKPOINT_FILE);
         match self.fs.read(&path) {
             Ok(b) => decode_cleaner_checkpoint(&b).unwrap_or_else(|| {
@@ -388,6 +388,10 @@ impl Log {
         let mut out: Option<Output> = None;
         // Next offset the output must cover.
         let mut covered = old[0].base_offset;
+        // The leader epoch of the removed batches since `covered`: a filler covering them carries
+        // it (a gap spanning epochs gets one filler per epoch), so an epoch cache rebuilt from
+        // the headers still sees where each epoch started.
+        let mut gap_epoch: Option<i32> = None;
         let mut scratch = Vec::new();
         let mut kept = Vec::new();
         let mut batch_buf = Vec::new();
@@ -402,6 +406,7 @@ impl Log {
                 pos += view.len();
                 at = view.last_offset() as u64 + 1;
                 let base = view.base_offset() as u64;
+                let epoch = view.partition_leader_epoch();
                 let rewritten = if view.is_control() {
                     Some(view.as_bytes())
                 } else {
@@ -432,33 +437,43 @@ impl Log {
                         }
                     }
                 };
-                let Some(bytes) = rewritten else { continue };
-                self.fill_gap(&mut out, &mut done, covered, base)?;
+                let Some(bytes) = rewritten else {
+                    if let Some(e) = gap_epoch.filter(|&e| e != epoch) {
+                        self.fill_gap(&mut out, &mut done, covered, base, e)?;
+                        covered = base;
+                    }
+                    gap_epoch = Some(epoch);
+                    continue;
+                };
+                self.fill_gap(&mut out, &mut done, covered, base, gap_epoch.unwrap_or(epoch))?;
+                gap_epoch = None;
                 self.emit(&mut out, &mut done, bytes)?;
                 covered = at;
             }
             throttle.consume(data.len() as u64);
         }
         let end = old[old.len() - 1].next_offset();
-        self.fill_gap(&mut out, &mut done, covered, end)?;
+        self.fill_gap(&mut out, &mut done, covered, end, gap_epoch.unwrap_or(0))?;
         if let Some(o) = out.take() {
             done.push(self.finish_output(o)?);
         }
         Ok(done)
     }
 
-    /// Covers offsets `from..to` (nothing if empty) with filler batches.
+    /// Covers offsets `from..to` (nothing if empty) with filler batches stamped `epoch` (the
+    /// leader epoch of the batches they replace).
     fn fill_gap(
         &self,
         out: &mut Option<Output>,
         done: &mut Vec<Cleaned>,
         from: u64,
         to: u64,
+        epoch: i32,
     ) -> Result<(), StorageError> {
         let mut at = from;
         while at < to {
             let next = to.min(at + i32::MAX as u64);
-            self.emit(out, done, &filler_batch(at, next))?;
+            self.emit(out, done, &filler_batch(at, next, epoch))?;
             at = next;
         }
         Ok(())
@@ -782,13 +797,14 @@ fn empty_batch_into(out: &mut Vec<u8>, view: &batch::BatchView<'_>) {
     seal_batch(out);
 }
 
-/// An empty batch covering offsets `from..to` (at most `i32::MAX` of them), no producer.
-fn filler_batch(from: u64, to: u64) -> Vec<u8> {
+/// An empty batch covering offsets `from..to` (at most `i32::MAX` of them), no producer, stamped
+/// with leader epoch `epoch`.
+fn filler_batch(from: u64, to: u64, epoch: i32) -> Vec<u8> {
     debug_assert!(from < to && to - from <= i32::MAX as u64);
     let mut out = Vec::with_capacity(HEADER_LEN);
     out.extend_from_slice(&(from as i64).to_be_bytes());
     out.extend_from_slice(&[0; 4]); // batchLength, by seal_batch
-    out.extend_from_slice(&LEADER_EPOCH.to_be_bytes());
+    out.extend_from_slice(&epoch.to_be_bytes());
     out.push(batch::MAGIC as u8);
     out.extend_from_slice(&[0; 4]); // crc, by seal_batch
     out.extend_from_slice(&0i16.to_be_bytes());
@@ -821,12 +837,13 @@ mod tests {
 
     #[test]
     fn a_filler_is_a_valid_empty_batch_spanning_its_offsets() {
-        let f = filler_batch(10, 25);
+        let f = filler_batch(10, 25, 3);
         assert_eq!(f.len(), HEADER_LEN);
         let v = batch::BatchView::new(&f).unwrap();
         assert_eq!(v.len(), f.len());
         v.verify_crc().unwrap();
         assert_eq!((v.base_offset(), v.last_offset(), v.records_count()), (10, 24, 0));
+        assert_eq!(v.partition_leader_epoch(), 3);
         assert_eq!(v.records().unwrap().count(), 0);
     }
 }

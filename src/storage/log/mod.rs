@@ -14,13 +14,15 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 pub use self::compaction::{CompactionStats, Throttle};
 use crate::batch::{self, BatchError, BatchSummary, Compression};
 use crate::record::{self, NewRecord, Record};
+use crate::storage::epoch_cache::EpochCache;
+use crate::storage::epoch_checkpoint;
 use crate::storage::fs::{FileSystem, RealFs, write_atomic};
 use crate::storage::producer_state::{self, ProducerBatch, ProducerStates, SeqCheck};
 use crate::storage::recovery::{self, CLEAN_MARKER};
@@ -30,8 +32,6 @@ use crate::storage::{
     TimestampType,
 };
 
-/// The `partitionLeaderEpoch` a single node stamps on every batch it appends.
-const LEADER_EPOCH: i32 = 0;
 /// Producer state snapshots kept (one per roll and one at close; the newest ones suffice).
 const SNAPSHOTS_KEPT: usize = 2;
 /// Default time after which an idle producer id is forgotten (Kafka's
@@ -65,6 +65,25 @@ struct SyncState {
     last_sync: Instant,
 }
 
+/// One batch about to be written: what the indexes and the next offset need from it.
+struct Placed {
+    batch_bytes: usize,
+    /// Offsets it spans: `lastOffsetDelta + 1` (a compacted batch may hold fewer records).
+    offsets: u64,
+    max_timestamp: i64,
+}
+
+impl Placed {
+    /// A producer's batch: its records are numbered densely (checked by `validate_batches`).
+    fn of_summary(s: &BatchSummary) -> Placed {
+        Placed {
+            batch_bytes: s.batch_bytes,
+            offsets: s.record_count as u64,
+            max_timestamp: s.max_timestamp,
+        }
+    }
+}
+
 /// The durable log of one partition. `Send + Sync`; share it as `Arc<Log>`.
 pub struct Log {
     dir: PathBuf,
@@ -82,12 +101,20 @@ pub struct Log {
     sync: Mutex<SyncState>,
     synced_cv: Condvar,
     log_start: AtomicU64,
+    /// The `partitionLeaderEpoch` leader appends stamp (`replica.rs`); never goes back.
+    leader_epoch: AtomicI32,
+    /// Each leader epoch that wrote records and where it started, as in `leader-epoch-checkpoint`
+    /// (persisted before the records of a new epoch are written). Locked after `appender`.
+    epochs: Mutex<EpochCache>,
     /// Published (Release) after the active segment's committed length and next offset.
     next_offset: AtomicU64,
     /// `SyncState::synced`, published (Release) for readers after each successful fdatasync.
     durable_end: AtomicU64,
     poisoned: AtomicBool,
     closed: AtomicBool,
+    /// Truncations so far (changed under the append lock): an append made before one is never
+    /// acknowledged after it.
+    truncations: AtomicU64,
 }
 
 impl fmt::Debug for Log {
@@ -213,10 +240,12 @@ impl Log {
             }
         }
         let producers = load_producer_state(&*fs, &dir, &rec.segments, rec.log_start_offset, next)?;
+        let epochs = epoch_checkpoint::load(&*fs, &dir, &rec.segments, next)?;
+        let pending_cut = truncate::pending(&*fs, &dir)?;
         tracing::debug!(dir = %dir.display(), segments = rec.segments.len(),
             log_start = rec.log_start_offset, next_offset = next, producers = producers.len(),
             elapsed_us = started.elapsed().as_micros() as u64, "log opened");
-        Ok(Log {
+        let log = Log {
             dir,
             fs,
             segments: RwLock::new(rec.segments),
@@ -231,14 +260,22 @@ impl Log {
             sync: Mutex::new(SyncState { synced, syncing: false, last_sync: Instant::now() }),
             synced_cv: Condvar::new(),
             log_start: AtomicU64::new(rec.log_start_offset),
+            leader_epoch: AtomicI32::new(epochs.latest().unwrap_or(0).max(0)),
+            epochs: Mutex::new(epochs),
             next_offset: AtomicU64::new(next),
             durable_end: AtomicU64::new(synced),
             poisoned: AtomicBool::new(poisoned),
             closed: AtomicBool::new(false),
+            truncations: AtomicU64::new(0),
             fsync: config.fsync,
             index_interval_bytes: config.index_interval_bytes,
             config: RwLock::new(Arc::new(config)),
-        })
+        };
+        if let Some(cut) = pending_cut {
+            // A truncation a crash interrupted: finish it before anyone reads past its point.
+            log.finish_pending_truncation(cut)?;
+        }
+        Ok(log)
     }
 
     /// The directory of this log.
@@ -346,6 +383,7 @@ impl Log {
             _ => None,
         };
         let mut app = self.lock_appender()?;
+        let generation = self.truncations.load(Ordering::Acquire);
         if let Some(pb) = &idempotent
             && let SeqCheck::Duplicate { first_offset, last_offset } =
                 app.producers.check_batch(pb)?
@@ -354,7 +392,7 @@ impl Log {
             // Always it is acknowledged only once durable (the original may still be syncing).
             drop(app);
             let range = OffsetRange { first: first_offset, next: last_offset + 1 };
-            self.after_append(range)?;
+            self.after_append(range, generation)?;
             return Ok((range, None));
         }
         // Taken under the append lock, so append times never go backwards within the log (short
@@ -364,13 +402,16 @@ impl Log {
             TimestampType::CreateTime => None,
         };
         let first = self.next_offset.load(Ordering::Relaxed);
+        let epoch = self.leader_epoch.load(Ordering::Acquire);
+        // The checkpoint names a new epoch before its first records are on disk.
+        self.note_epochs(&[(epoch, first)])?;
         let mut pos = 0;
         let mut next = first;
         for s in &mut summaries {
             let b = &mut bytes[pos..pos + s.batch_bytes];
             // Invariant: validated above, so the header is there.
             batch::set_base_offset(b, next as i64).expect("validated batch header");
-            batch::set_partition_leader_epoch(b, LEADER_EPOCH).expect("validated batch header");
+            batch::set_partition_leader_epoch(b, epoch).expect("validated batch header");
             if let Some(now) = append_time {
                 batch::set_log_append_time(b, now).expect("validated batch header");
                 // The time and segment indexes see the stamped time.
@@ -379,7 +420,8 @@ impl Log {
             next += s.record_count as u64;
             pos += s.batch_bytes;
         }
-        let res = self.write_batches(&mut app, bytes, first, &summaries);
+        let plans: Vec<Placed> = summaries.iter().map(Placed::of_summary).collect();
+        let res = self.write_batches(&mut app, bytes, first, &plans);
         if let (Ok(range), Some(pb)) = (&res, &idempotent) {
             // Before the lock is released: a retry arriving now must find it.
             let now = record::now_ms();
@@ -388,7 +430,7 @@ impl Log {
         }
         drop(app);
         let range = res?;
-        self.after_append(range)?;
+        self.after_append(range, generation)?;
         Ok((range, append_time))
     }
 
@@ -516,7 +558,7 @@ impl Log {
         app: &mut Appender,
         bytes: &[u8],
         first: u64,
-        summaries: &[BatchSummary],
+        summaries: &[Placed],
     ) -> Result<OffsetRange, StorageError> {
         let total = bytes.len();
         let max_batch = MAX_SEGMENT_BYTES as usize - SEGMENT_HEADER_LEN;
@@ -563,7 +605,7 @@ impl Log {
                 // of... records; offsets are numbered densely from the segment's base.
                 let rel = (next - active.base_offset) as u32;
                 app.index_cursor.observe(index, times, rel, pos, s.max_timestamp);
-                next += s.record_count as u64;
+                next += s.offsets;
                 pos += s.batch_bytes;
             }
         });
@@ -692,8 +734,23 @@ impl Log {
     }
 
     /// Applies the fsync policy after an append (without the append lock, so appenders can
-    /// share one fdatasync).
-    fn after_append(&self, range: OffsetRange) -> Result<(), StorageError> {
+    /// share one fdatasync). `generation` is [`Log::truncations`] when the append was made: a
+    /// truncation since then may have removed its records (and later ones taken their offsets),
+    /// so it is never reported durable.
+    fn after_append(&self, range: OffsetRange, generation: u64) -> Result<(), StorageError> {
+        self.apply_fsync_policy(range)?;
+        if self.truncations.load(Ordering::Acquire) != generation {
+            let offset = self.next_offset();
+            return Err(StorageError::Truncated {
+                path: self.dir.clone(),
+                offset,
+                target: range.next,
+            });
+        }
+        Ok(())
+    }
+
+    fn apply_fsync_policy(&self, range: OffsetRange) -> Result<(), StorageError> {
         match self.fsync {
             FsyncPolicy::Never => Ok(()),
             FsyncPolicy::Always => self.sync_to(range.next),
@@ -715,6 +772,15 @@ impl Log {
                     return Ok(());
                 }
                 self.check_poisoned()?;
+                let next = self.next_offset();
+                if target > next {
+                    // Appended, then cut off by `truncate_to` before an fdatasync covered it.
+                    return Err(StorageError::Truncated {
+                        path: self.dir.clone(),
+                        offset: next,
+                        target,
+                    });
+                }
                 if !st.syncing {
                     break;
                 }
@@ -767,7 +833,27 @@ impl Log {
     /// visible end (up to `next_offset()`) gives an empty slice: a record written but not yet
     /// durable under `Always` is waited for, not refused.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadSlice, StorageError> {
-        let visible = self.visible_end();
+        self.read_upto(offset, max_bytes, u64::MAX)
+    }
+
+    /// [`Log::read`] stopping before `end` too (a high watermark: consumers never see past it).
+    /// An offset between `end` and the visible end gives an empty slice.
+    pub fn read_bounded(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        end: u64,
+    ) -> Result<ReadSlice, StorageError> {
+        self.read_upto(offset, max_bytes, end)
+    }
+
+    fn read_upto(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        end: u64,
+    ) -> Result<ReadSlice, StorageError> {
+        let visible = self.visible_end().min(end);
         // Loaded after `visible`, so never below it.
         let next = self.next_offset();
         let start = self.log_start_offset();
@@ -951,8 +1037,10 @@ fn is_data_sync_failure(e: &StorageError) -> bool {
 }
 
 mod compaction;
+mod replica;
 mod retention;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod timeindex_tests;
+mod truncate;

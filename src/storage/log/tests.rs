@@ -93,6 +93,7 @@ fn rolls_name_files_by_base_offset_and_reads_cross_them() {
         .collect();
     expected.extend([6, 9].iter().map(|b| format!("{b:020}.snapshot")));
     expected.extend([0, 3, 6].iter().map(|b| format!("{b:020}.timeindex")));
+    expected.push("leader-epoch-checkpoint".into());
     expected.sort();
     assert_eq!(names(dir.path()), expected);
     let d = log.describe();

@@ -2,7 +2,9 @@
 //! wrote records, the offset of its first record. It answers OffsetsForLeaderEpoch ("where does
 //! epoch E end in your log?"), which a follower uses after a leader change to find where its log
 //! diverges from the new leader's and truncate there, never to its own high watermark
-//! (KIP-101, KIP-279). In memory; persisting it is the storage layer's job.
+//! (KIP-101, KIP-279). Pure and in memory: `Log` keeps one per partition and persists it as the
+//! `leader-epoch-checkpoint` (`epoch_checkpoint.rs`); the replication layer re-exports it for its
+//! rules. Never does I/O.
 
 /// Kafka's "no epoch" (-1), in OffsetsForLeaderEpoch answers.
 pub const UNDEFINED_EPOCH: i32 = -1;
@@ -27,6 +29,11 @@ impl EpochCache {
             }
         }
         self.entries.push((epoch, start));
+    }
+
+    /// The `(epoch, start offset)` entries, oldest first.
+    pub fn entries(&self) -> &[(i32, u64)] {
+        &self.entries
     }
 
     /// The latest epoch that wrote records, if any.

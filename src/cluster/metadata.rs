@@ -1,0 +1,614 @@
+//! The cluster's metadata as a deterministic state machine: the brokers and whether each is fenced,
+//! the topics with, per partition, its replicas, leader, leader epoch, partition epoch and ISR, the
+//! producer-id blocks and the committed group offsets. Every node applies the same committed
+//! [`MetadataCommand`]s in the same order (the openraft log) and so holds the same
+//! [`MetadataImage`]; the leadership rules (election only from the ISR, only of an unfenced broker,
+//! epoch + 1, no unclean election; ISR changes as compare-and-set) live here, in one function.
+//!
+//! Plain serde types and pure code: never any I/O, clock, randomness or openraft type. A rejected
+//! command leaves the image untouched, so a replica that rejects it stays identical to the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// A broker's id, never reused; Kafka's broker id (an `i32` on the wire) is the same number.
+pub type NodeId = u64;
+
+/// The whole replicated metadata, as of one applied raft log index.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataImage {
+    pub brokers: BTreeMap<NodeId, BrokerRecord>,
+    pub topics: BTreeMap<String, TopicRecord>,
+    /// Highest leader epoch a topic name ever had: a re-created topic starts above it, so clients
+    /// that cached the old topic's epochs never see one go backwards (librdkafka ignores those).
+    pub epoch_floor: BTreeMap<String, i32>,
+    /// Producer-id blocks are handed out from here.
+    pub next_producer_id: i64,
+    /// Committed offsets per group, one entry per (topic, partition), sorted by it.
+    pub group_offsets: BTreeMap<String, Vec<GroupOffset>>,
+}
+
+/// A registered broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    pub id: NodeId,
+    /// Raft log index of its latest registration: the broker epoch. Heartbeats, unfencing and
+    /// controlled shutdown name it, so a message from an older incarnation changes nothing.
+    pub incarnation: u64,
+    /// Broker-to-broker address (raft and replica fetches).
+    pub cluster_addr: String,
+    pub native_addr: Option<String>,
+    pub kafka_addr: Option<String>,
+    /// A fenced broker leads nothing and is in no ISR (except as the last member of an offline
+    /// partition's ISR). Registration starts fenced; the controller unfences on a heartbeat.
+    pub fenced: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub id: [u8; 16],
+    pub configs: BTreeMap<String, String>,
+    /// Indexed by partition number.
+    pub partitions: Vec<PartitionRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    /// Assigned replicas, preferred leader first.
+    pub replicas: Vec<NodeId>,
+    /// `None`: offline (no ISR member is alive; no unclean election).
+    pub leader: Option<NodeId>,
+    /// Rises on every change of leader (to none included) and never goes back.
+    pub leader_epoch: i32,
+    /// Rises on every change of leader or ISR: the compare-and-set token of `AlterPartition`.
+    pub partition_epoch: i32,
+    /// In-sync replicas: never empty, a subset of `replicas`, holds the leader when there is one.
+    pub isr: Vec<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub metadata: Option<String>,
+}
+
+/// A change to the metadata, proposed through raft and applied by [`MetadataImage::apply`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataCommand {
+    /// A broker (re)starting. It is fenced until the controller unfences it. A re-registration
+    /// (a restart) first takes away what the previous incarnation held, like `FenceBroker`: its
+    /// log may have lost what it had not synced, so it rejoins the ISRs only by catching up.
+    RegisterBroker {
+        id: NodeId,
+        cluster_addr: String,
+        native_addr: Option<String>,
+        kafka_addr: Option<String>,
+    },
+    /// The registered incarnation `incarnation` of `id` heartbeats: it may lead and follow again.
+    /// It becomes leader of every offline partition whose ISR holds it.
+    UnfenceBroker {
+        id: NodeId,
+        incarnation: u64,
+    },
+    /// Fences `id` and, in the same step, elects a new leader (from the ISR, unfenced only, in
+    /// replica order, epoch + 1) for every partition it led, and removes it from every ISR it is
+    /// in (unless it is the last member: then the partition is offline, leader None, ISR kept — no
+    /// unclean election).
+    FenceBroker {
+        id: NodeId,
+    },
+    /// Controlled shutdown: like `FenceBroker`, asked for by the broker itself.
+    ShutdownBroker {
+        id: NodeId,
+        incarnation: u64,
+    },
+    CreateTopic {
+        name: String,
+        id: [u8; 16],
+        /// One replica list per partition.
+        replicas: Vec<Vec<NodeId>>,
+        configs: BTreeMap<String, String>,
+    },
+    /// Removes the topic and the offsets groups committed for it; its name keeps its epoch floor.
+    DeleteTopic {
+        name: String,
+    },
+    /// Replaces the topic's whole config map.
+    AlterTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// Appends partitions (one replica list each) to an existing topic.
+    AddPartitions {
+        name: String,
+        replicas: Vec<Vec<NodeId>>,
+    },
+    /// The leader's ISR change: applied only if (leader, leader_epoch, partition_epoch) match
+    /// (compare-and-set); partition_epoch + 1.
+    AlterPartition {
+        topic: String,
+        partition: u32,
+        leader: NodeId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<NodeId>,
+    },
+    /// A block of `count` fresh producer ids: `first..first + count`.
+    AllocateProducerIds {
+        count: i64,
+    },
+    /// Upserts the group's committed offsets; every (topic, partition) must exist.
+    CommitOffsets {
+        group: String,
+        offsets: Vec<GroupOffset>,
+    },
+    DeleteGroup {
+        group: String,
+    },
+}
+
+/// What applying a command did, returned to the proposer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApplyResult {
+    Done,
+    ProducerIds {
+        first: i64,
+    },
+    /// Not applied (the image is unchanged), with the reason.
+    Rejected(String),
+}
+
+fn reject(reason: impl Into<String>) -> ApplyResult {
+    ApplyResult::Rejected(reason.into())
+}
+
+impl MetadataImage {
+    /// Applies one committed command. Deterministic (same result and image on every node): the
+    /// state machine calls it with the command's raft `log_index`.
+    pub fn apply(&mut self, cmd: &MetadataCommand, log_index: u64) -> ApplyResult {
+        use MetadataCommand as C;
+        match cmd {
+            C::RegisterBroker { id, cluster_addr, native_addr, kafka_addr } => {
+                if self.brokers.contains_key(id) {
+                    self.take_away(*id);
+                }
+                self.brokers.insert(
+                    *id,
+                    BrokerRecord {
+                        id: *id,
+                        incarnation: log_index,
+                        cluster_addr: cluster_addr.clone(),
+                        native_addr: native_addr.clone(),
+                        kafka_addr: kafka_addr.clone(),
+                        fenced: true,
+                    },
+                );
+                ApplyResult::Done
+            }
+            C::UnfenceBroker { id, incarnation } => {
+                match self.brokers.get(id) {
+                    None => return reject(format!("unknown broker {id}")),
+                    Some(b) if b.incarnation != *incarnation => {
+                        return reject(format!(
+                            "broker {id} incarnation {incarnation} is stale (registered {})",
+                            b.incarnation
+                        ));
+                    }
+                    Some(b) if !b.fenced => return ApplyResult::Done,
+                    Some(_) => {}
+                }
+                self.set_fenced(*id, false);
+                self.unfence_elect(*id);
+                ApplyResult::Done
+            }
+            C::FenceBroker { id } => {
+                if !self.brokers.contains_key(id) {
+                    return reject(format!("unknown broker {id}"));
+                }
+                self.set_fenced(*id, true);
+                self.take_away(*id);
+                ApplyResult::Done
+            }
+            C::ShutdownBroker { id, incarnation } => {
+                match self.brokers.get(id) {
+                    None => return reject(format!("unknown broker {id}")),
+                    Some(b) if b.incarnation != *incarnation => {
+                        return reject(format!(
+                            "broker {id} incarnation {incarnation} is stale (registered {})",
+                            b.incarnation
+                        ));
+                    }
+                    Some(_) => {}
+                }
+                self.set_fenced(*id, true);
+                self.take_away(*id);
+                ApplyResult::Done
+            }
+            C::CreateTopic { name, id, replicas, configs } => {
+                if name.is_empty() {
+                    return reject("empty topic name");
+                }
+                if self.topics.contains_key(name) {
+                    return reject(format!("topic {name} already exists"));
+                }
+                if let Some(other) = self.topics.values().find(|t| t.id == *id) {
+                    return reject(format!("topic id already used by {}", other.name));
+                }
+                if replicas.is_empty() {
+                    return reject("a topic needs at least one partition");
+                }
+                if let Err(e) = self.check_assignment(replicas, None) {
+                    return reject(e);
+                }
+                let partitions = self.new_partitions(name, replicas);
+                self.topics.insert(
+                    name.clone(),
+                    TopicRecord {
+                        name: name.clone(),
+                        id: *id,
+                        configs: configs.clone(),
+                        partitions,
+                    },
+                );
+                ApplyResult::Done
+            }
+            C::DeleteTopic { name } => {
+                if self.topics.remove(name).is_none() {
+                    return reject(format!("unknown topic {name}"));
+                }
+                // A topic re-created under this name must not inherit the old one's positions.
+                self.group_offsets.retain(|_, offsets| {
+                    offsets.retain(|o| o.topic != *name);
+                    !offsets.is_empty()
+                });
+                ApplyResult::Done
+            }
+            C::AlterTopicConfigs { name, configs } => match self.topics.get_mut(name) {
+                None => reject(format!("unknown topic {name}")),
+                Some(t) => {
+                    t.configs = configs.clone();
+                    ApplyResult::Done
+                }
+            },
+            C::AddPartitions { name, replicas } => {
+                let Some(t) = self.topics.get(name) else {
+                    return reject(format!("unknown topic {name}"));
+                };
+                if replicas.is_empty() {
+                    return reject("no partitions to add");
+                }
+                let rf = t.partitions.first().map(|p| p.replicas.len());
+                if (t.partitions.len() as u64).saturating_add(replicas.len() as u64)
+                    > u32::MAX as u64
+                {
+                    return reject("too many partitions");
+                }
+                if let Err(e) = self.check_assignment(replicas, rf) {
+                    return reject(e);
+                }
+                let mut added = self.new_partitions(name, replicas);
+                // Checked above: the topic exists.
+                let t = self.topics.get_mut(name).expect("topic checked above");
+                t.partitions.append(&mut added);
+                ApplyResult::Done
+            }
+            C::AlterPartition { topic, partition, leader, leader_epoch, partition_epoch, isr } => {
+                self.alter_partition(
+                    topic,
+                    *partition,
+                    *leader,
+                    *leader_epoch,
+                    *partition_epoch,
+                    isr,
+                )
+            }
+            C::AllocateProducerIds { count } => {
+                if *count <= 0 {
+                    return reject(format!("producer id count {count} must be positive"));
+                }
+                let first = self.next_producer_id;
+                let Some(next) = first.checked_add(*count) else {
+                    return reject("producer ids exhausted");
+                };
+                self.next_producer_id = next;
+                ApplyResult::ProducerIds { first }
+            }
+            C::CommitOffsets { group, offsets } => {
+                if group.is_empty() {
+                    return reject("empty group id");
+                }
+                for o in offsets {
+                    if self.partition(&o.topic, o.partition).is_none() {
+                        return reject(format!("unknown partition {}-{}", o.topic, o.partition));
+                    }
+                }
+                if offsets.is_empty() {
+                    return ApplyResult::Done;
+                }
+                let stored = self.group_offsets.entry(group.clone()).or_default();
+                for o in offsets {
+                    let key = (o.topic.as_str(), o.partition);
+                    match stored.binary_search_by(|s| (s.topic.as_str(), s.partition).cmp(&key)) {
+                        Ok(i) => stored[i] = o.clone(),
+                        Err(i) => stored.insert(i, o.clone()),
+                    }
+                }
+                ApplyResult::Done
+            }
+            C::DeleteGroup { group } => {
+                if self.group_offsets.remove(group).is_none() {
+                    return reject(format!("unknown group {group}"));
+                }
+                ApplyResult::Done
+            }
+        }
+    }
+
+    /// The partition's record, if the topic and partition exist.
+    pub fn partition(&self, topic: &str, p: u32) -> Option<&PartitionRecord> {
+        self.topics.get(topic)?.partitions.get(p as usize)
+    }
+
+    /// Registered, unfenced brokers, by id.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRecord> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Whether `id` is registered and not fenced.
+    pub fn is_live(&self, id: NodeId) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
+    /// Partitions that have a leader but fewer in-sync replicas than replicas, sorted.
+    pub fn under_replicated(&self) -> Vec<(String, u32)> {
+        self.partitions_where(|p| p.leader.is_some() && p.isr.len() < p.replicas.len())
+    }
+
+    /// Partitions without a leader, sorted.
+    pub fn offline(&self) -> Vec<(String, u32)> {
+        self.partitions_where(|p| p.leader.is_none())
+    }
+
+    /// The committed offset of `group` for a partition.
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Option<&GroupOffset> {
+        let offsets = self.group_offsets.get(group)?;
+        offsets
+            .binary_search_by(|s| (s.topic.as_str(), s.partition).cmp(&(topic, partition)))
+            .ok()
+            .map(|i| &offsets[i])
+    }
+
+    fn partitions_where(&self, f: impl Fn(&PartitionRecord) -> bool) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for (name, t) in &self.topics {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if f(p) {
+                    out.push((name.clone(), i as u32));
+                }
+            }
+        }
+        out
+    }
+
+    fn set_fenced(&mut self, id: NodeId, fenced: bool) {
+        if let Some(b) = self.brokers.get_mut(&id) {
+            b.fenced = fenced;
+        }
+    }
+
+    /// Every replica list names registered brokers, once each, at least one of them live (it
+    /// becomes the leader); all lists have the same length (and `rf` when given).
+    fn check_assignment(&self, replicas: &[Vec<NodeId>], rf: Option<usize>) -> Result<(), String> {
+        let rf = rf.unwrap_or_else(|| replicas.first().map_or(0, Vec::len));
+        for (i, list) in replicas.iter().enumerate() {
+            if list.is_empty() {
+                return Err(format!("partition {i}: empty replica list"));
+            }
+            if list.len() != rf {
+                return Err(format!(
+                    "partition {i}: {} replicas where the others have {rf}",
+                    list.len()
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            for r in list {
+                if !seen.insert(*r) {
+                    return Err(format!("partition {i}: broker {r} listed twice"));
+                }
+                if !self.brokers.contains_key(r) {
+                    return Err(format!("partition {i}: unknown broker {r}"));
+                }
+            }
+            if !list.iter().any(|r| self.is_live(*r)) {
+                return Err(format!("partition {i}: every replica is fenced"));
+            }
+        }
+        Ok(())
+    }
+
+    /// New partitions for `name` (assignment already checked): leader the first live replica,
+    /// ISR the live replicas (all start empty, so all live ones are in sync), leader epoch one
+    /// above anything the name ever had.
+    fn new_partitions(&mut self, name: &str, replicas: &[Vec<NodeId>]) -> Vec<PartitionRecord> {
+        let floor = self.epoch_floor.get(name).copied().unwrap_or(-1);
+        let epoch = floor.saturating_add(1);
+        let parts: Vec<PartitionRecord> = replicas
+            .iter()
+            .map(|list| {
+                let isr: Vec<NodeId> = list.iter().copied().filter(|r| self.is_live(*r)).collect();
+                PartitionRecord {
+                    replicas: list.clone(),
+                    leader: isr.first().copied(),
+                    leader_epoch: epoch,
+                    partition_epoch: 0,
+                    isr,
+                }
+            })
+            .collect();
+        self.epoch_floor.insert(name.to_string(), epoch.max(floor));
+        parts
+    }
+
+    /// `id` is fenced, shutting down or restarted: a new leader (from the ISR, unfenced, replica
+    /// order) for what it led, and out of every ISR unless it is the last member.
+    fn take_away(&mut self, id: NodeId) {
+        let MetadataImage { brokers, topics, epoch_floor, .. } = self;
+        let live = |r: NodeId| r != id && brokers.get(&r).is_some_and(|b| !b.fenced);
+        for (name, t) in topics.iter_mut() {
+            for p in t.partitions.iter_mut() {
+                let in_isr = p.isr.contains(&id);
+                let led = p.leader == Some(id);
+                let shrink = in_isr && p.isr.len() > 1;
+                if !shrink && !led {
+                    // Not here, or the last ISR member of an offline partition: kept.
+                    continue;
+                }
+                if shrink {
+                    p.isr.retain(|&r| r != id);
+                }
+                if led {
+                    let next = p.replicas.iter().copied().find(|&r| p.isr.contains(&r) && live(r));
+                    set_leader(p, next, name, epoch_floor);
+                }
+                p.partition_epoch = p.partition_epoch.saturating_add(1);
+            }
+        }
+    }
+
+    /// `id` was unfenced: it leads every offline partition whose ISR holds it.
+    fn unfence_elect(&mut self, id: NodeId) {
+        let MetadataImage { topics, epoch_floor, .. } = self;
+        for (name, t) in topics.iter_mut() {
+            for p in t.partitions.iter_mut() {
+                if p.leader.is_none() && p.isr.contains(&id) {
+                    set_leader(p, Some(id), name, epoch_floor);
+                    p.partition_epoch = p.partition_epoch.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    fn alter_partition(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        leader: NodeId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: &[NodeId],
+    ) -> ApplyResult {
+        let Some(p) = self.partition(topic, partition) else {
+            return reject(format!("unknown partition {topic}-{partition}"));
+        };
+        if p.leader != Some(leader) {
+            return reject(format!(
+                "{topic}-{partition}: broker {leader} is not the leader ({:?} is)",
+                p.leader
+            ));
+        }
+        if p.leader_epoch != leader_epoch {
+            return reject(format!(
+                "{topic}-{partition}: leader epoch {leader_epoch} is stale (now {})",
+                p.leader_epoch
+            ));
+        }
+        if p.partition_epoch != partition_epoch {
+            return reject(format!(
+                "{topic}-{partition}: partition epoch {partition_epoch} is stale (now {})",
+                p.partition_epoch
+            ));
+        }
+        if !isr.contains(&leader) {
+            return reject(format!("{topic}-{partition}: the new ISR lacks the leader {leader}"));
+        }
+        let mut seen = BTreeSet::new();
+        for r in isr {
+            if !seen.insert(*r) {
+                return reject(format!("{topic}-{partition}: broker {r} twice in the ISR"));
+            }
+            if !p.replicas.contains(r) {
+                return reject(format!("{topic}-{partition}: broker {r} is not a replica"));
+            }
+            // Kafka's KIP-841: a fenced broker may not join (it may have lost its log).
+            if !self.is_live(*r) {
+                return reject(format!("{topic}-{partition}: broker {r} is fenced"));
+            }
+        }
+        // Checked above: the partition exists.
+        let p = self
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(partition as usize))
+            .expect("partition checked above");
+        p.isr = isr.to_vec();
+        p.partition_epoch = p.partition_epoch.saturating_add(1);
+        ApplyResult::Done
+    }
+}
+
+/// A leader change (to none included): epoch + 1, and the name's epoch floor follows.
+fn set_leader(
+    p: &mut PartitionRecord,
+    leader: Option<NodeId>,
+    name: &str,
+    epoch_floor: &mut BTreeMap<String, i32>,
+) {
+    p.leader = leader;
+    p.leader_epoch = p.leader_epoch.saturating_add(1);
+    let floor = epoch_floor.entry(name.to_string()).or_insert(p.leader_epoch);
+    *floor = (*floor).max(p.leader_epoch);
+}
+
+/// Replica placement for a new topic: round-robin over live brokers (sorted by id), like Kafka's
+/// rack-unaware assignment. Partition `p`'s first replica is broker `(start + p) % n`; the
+/// followers come after it, shifted by one more every `n` partitions so that the followers of a
+/// leader are spread too. `start` lets callers spread the leaders of many topics.
+pub fn assign_replicas(
+    image: &MetadataImage,
+    partitions: u32,
+    rf: u16,
+    start: usize,
+) -> Result<Vec<Vec<NodeId>>, String> {
+    let brokers: Vec<NodeId> = image.live_brokers().map(|b| b.id).collect();
+    let n = brokers.len();
+    let rf = rf as usize;
+    if rf == 0 {
+        return Err("replication factor must be at least 1".into());
+    }
+    if rf > n {
+        return Err(format!("replication factor {rf} is larger than the {n} live brokers"));
+    }
+    if partitions == 0 {
+        return Err("a topic needs at least one partition".into());
+    }
+    let start = start % n;
+    let mut shift = start;
+    let mut out = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions as usize {
+        if p > 0 && p % n == 0 {
+            shift += 1;
+        }
+        let first = (start + p) % n;
+        let mut list = Vec::with_capacity(rf);
+        list.push(brokers[first]);
+        for j in 0..rf - 1 {
+            // n > 1 here: rf >= 2 and rf <= n.
+            list.push(brokers[(first + 1 + (shift + j) % (n - 1)) % n]);
+        }
+        out.push(list);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "metadata_tests.rs"]
+mod tests;

@@ -1,0 +1,705 @@
+//! Tests of the metadata rules: scenarios a user would recognise (a leader dies, the last ISR
+//! member dies, a topic is re-created) and model tests over random command sequences that check
+//! the safety invariants after every step.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn register(img: &mut MetadataImage, id: NodeId, index: u64) {
+    let cmd = MetadataCommand::RegisterBroker {
+        id,
+        cluster_addr: format!("127.0.0.1:{}", 7080 + id),
+        native_addr: Some(format!("127.0.0.1:{}", 7070 + id)),
+        kafka_addr: None,
+    };
+    assert_eq!(img.apply(&cmd, index), ApplyResult::Done);
+}
+
+fn unfence(img: &mut MetadataImage, id: NodeId) -> ApplyResult {
+    let incarnation = img.brokers[&id].incarnation;
+    img.apply(&MetadataCommand::UnfenceBroker { id, incarnation }, 0)
+}
+
+fn fence(img: &mut MetadataImage, id: NodeId) -> ApplyResult {
+    img.apply(&MetadataCommand::FenceBroker { id }, 0)
+}
+
+/// `n` registered, unfenced brokers 1..=n.
+fn cluster(n: u64) -> MetadataImage {
+    let mut img = MetadataImage::default();
+    for id in 1..=n {
+        register(&mut img, id, id);
+        assert_eq!(unfence(&mut img, id), ApplyResult::Done);
+    }
+    img
+}
+
+fn create(img: &mut MetadataImage, name: &str, id: u8, replicas: Vec<Vec<NodeId>>) -> ApplyResult {
+    img.apply(
+        &MetadataCommand::CreateTopic {
+            name: name.into(),
+            id: [id; 16],
+            replicas,
+            configs: BTreeMap::new(),
+        },
+        0,
+    )
+}
+
+fn alter(img: &MetadataImage, topic: &str, p: u32, isr: Vec<NodeId>) -> MetadataCommand {
+    let rec = img.partition(topic, p).unwrap();
+    MetadataCommand::AlterPartition {
+        topic: topic.into(),
+        partition: p,
+        leader: rec.leader.unwrap(),
+        leader_epoch: rec.leader_epoch,
+        partition_epoch: rec.partition_epoch,
+        isr,
+    }
+}
+
+#[test]
+fn a_new_partition_is_led_by_its_first_replica_with_every_live_replica_in_sync() {
+    let mut img = cluster(3);
+    assert_eq!(create(&mut img, "t", 1, vec![vec![2, 3, 1], vec![3, 1, 2]]), ApplyResult::Done);
+    let p0 = img.partition("t", 0).unwrap();
+    assert_eq!((p0.leader, p0.leader_epoch, p0.partition_epoch), (Some(2), 0, 0));
+    assert_eq!(p0.isr, vec![2, 3, 1]);
+    assert_eq!(img.partition("t", 1).unwrap().leader, Some(3));
+    assert!(img.under_replicated().is_empty());
+    assert!(img.offline().is_empty());
+
+    // A fenced first replica: the first live one leads, the fenced one is not in sync.
+    assert_eq!(fence(&mut img, 1), ApplyResult::Done);
+    assert_eq!(create(&mut img, "u", 2, vec![vec![1, 2, 3]]), ApplyResult::Done);
+    let p = img.partition("u", 0).unwrap();
+    assert_eq!((p.leader, p.isr.clone()), (Some(2), vec![2, 3]));
+    assert_eq!(
+        img.under_replicated(),
+        vec![("t".to_string(), 0), ("t".into(), 1), ("u".into(), 0)]
+    );
+}
+
+#[test]
+fn fencing_a_leader_elects_the_next_in_sync_replica_with_a_higher_epoch() {
+    let mut img = cluster(3);
+    create(&mut img, "t", 1, vec![vec![1, 2, 3]]);
+    assert_eq!(fence(&mut img, 1), ApplyResult::Done);
+    let p = img.partition("t", 0).unwrap();
+    assert_eq!(p.leader, Some(2));
+    assert_eq!(p.leader_epoch, 1);
+    assert_eq!(p.partition_epoch, 1);
+    assert_eq!(p.isr, vec![2, 3]);
+    assert!(img.brokers[&1].fenced);
+    assert_eq!(img.live_brokers().map(|b| b.id).collect::<Vec<_>>(), vec![2, 3]);
+
+    // A follower fenced: out of the ISR, leader kept, only the partition epoch moves.
+    assert_eq!(fence(&mut img, 3), ApplyResult::Done);
+    let p = img.partition("t", 0).unwrap();
+    assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (Some(2), 1, 2));
+    assert_eq!(p.isr, vec![2]);
+}
+
+#[test]
+fn the_last_in_sync_replica_dying_leaves_the_partition_offline_until_it_returns() {
+    let mut img = cluster(3);
+    create(&mut img, "t", 1, vec![vec![1, 2, 3]]);
+    // The ISR shrinks to the leader alone (followers lagging).
+    let cmd = alter(&img, "t", 0, vec![1]);
+    assert_eq!(img.apply(&cmd, 0), ApplyResult::Done);
+    assert_eq!(fence(&mut img, 1), ApplyResult::Done);
+    let p = img.partition("t", 0).unwrap().clone();
+    assert_eq!(p.leader, None);
+    assert_eq!(p.isr, vec![1], "the ISR is kept: no unclean election");
+    assert_eq!(p.leader_epoch, 1);
+    assert_eq!(img.offline(), vec![("t".to_string(), 0)]);
+
+    // The out-of-sync replicas stay followers of nobody: no unclean election.
+    assert_eq!(fence(&mut img, 2), ApplyResult::Done);
+    assert_eq!(unfence(&mut img, 2), ApplyResult::Done);
+    assert_eq!(img.partition("t", 0).unwrap().leader, None);
+
+    // The last in-sync replica comes back: it leads again, with a higher epoch.
+    assert_eq!(unfence(&mut img, 1), ApplyResult::Done);
+    let p = img.partition("t", 0).unwrap();
+    assert_eq!((p.leader, p.leader_epoch), (Some(1), 2));
+    assert!(img.offline().is_empty());
+    assert_eq!(img.under_replicated(), vec![("t".to_string(), 0)]);
+}
+
+#[test]
+fn a_re_created_topic_starts_above_every_epoch_its_name_ever_had() {
+    let mut img = cluster(3);
+    create(&mut img, "t", 1, vec![vec![1, 2, 3], vec![2, 3, 1]]);
+    fence(&mut img, 1);
+    unfence(&mut img, 1);
+    fence(&mut img, 2);
+    assert_eq!(img.partition("t", 0).unwrap().leader_epoch, 2);
+    assert_eq!(img.epoch_floor["t"], 2);
+    assert_eq!(img.apply(&MetadataCommand::DeleteTopic { name: "t".into() }, 0), ApplyResult::Done);
+    assert!(img.partition("t", 0).is_none());
+    unfence(&mut img, 2);
+    assert_eq!(create(&mut img, "t", 2, vec![vec![1, 2, 3]]), ApplyResult::Done);
+    assert_eq!(img.partition("t", 0).unwrap().leader_epoch, 3);
+    // Added partitions start above the floor too.
+    let add = MetadataCommand::AddPartitions { name: "t".into(), replicas: vec![vec![3, 1, 2]] };
+    assert_eq!(img.apply(&add, 0), ApplyResult::Done);
+    let p1 = img.partition("t", 1).unwrap();
+    assert_eq!((p1.leader, p1.leader_epoch), (Some(3), 4));
+}
+
+#[test]
+fn alter_partition_is_a_compare_and_set_on_leader_and_epochs() {
+    let mut img = cluster(3);
+    create(&mut img, "t", 1, vec![vec![1, 2, 3]]);
+    let shrink = alter(&img, "t", 0, vec![1, 2]);
+    assert_eq!(img.apply(&shrink, 0), ApplyResult::Done);
+    let p = img.partition("t", 0).unwrap();
+    assert_eq!((p.isr.clone(), p.partition_epoch, p.leader_epoch), (vec![1, 2], 1, 0));
+
+    // The same request again carries a stale partition epoch.
+    let r = img.apply(&shrink, 0);
+    assert!(matches!(&r, ApplyResult::Rejected(m) if m.contains("partition epoch")), "{r:?}");
+
+    // A deposed leader's request is refused.
+    let stale = alter(&img, "t", 0, vec![1]);
+    fence(&mut img, 1);
+    let r = img.apply(&stale, 0);
+    assert!(matches!(r, ApplyResult::Rejected(_)), "{r:?}");
+    unfence(&mut img, 1);
+
+    let bad = |isr: Vec<NodeId>, img: &mut MetadataImage| {
+        let before = img.clone();
+        let cmd = alter(img, "t", 0, isr);
+        let r = img.apply(&cmd, 0);
+        assert_eq!(*img, before, "a rejected command changes nothing");
+        r
+    };
+    // Leader is now 2, ISR [2].
+    assert!(
+        matches!(bad(vec![3], &mut img), ApplyResult::Rejected(m) if m.contains("lacks the leader"))
+    );
+    assert!(matches!(bad(vec![2, 4], &mut img), ApplyResult::Rejected(_)));
+    assert!(matches!(bad(vec![2, 2], &mut img), ApplyResult::Rejected(_)));
+    assert!(matches!(bad(vec![], &mut img), ApplyResult::Rejected(_)));
+    fence(&mut img, 3);
+    assert!(matches!(bad(vec![2, 3], &mut img), ApplyResult::Rejected(m) if m.contains("fenced")));
+    let grow = alter(&img, "t", 0, vec![2, 1]);
+    assert_eq!(img.apply(&grow, 0), ApplyResult::Done);
+}
+
+#[test]
+fn create_topic_refuses_bad_names_and_replica_lists() {
+    let mut img = cluster(3);
+    register(&mut img, 4, 10); // registered, still fenced
+    assert_eq!(create(&mut img, "t", 1, vec![vec![1, 2]]), ApplyResult::Done);
+    let before = img.clone();
+    for (name, id, replicas) in [
+        ("t", 2, vec![vec![1, 2]]),          // existing name
+        ("u", 1, vec![vec![1, 2]]),          // existing id
+        ("u", 2, vec![vec![1, 9]]),          // unknown broker
+        ("u", 2, vec![vec![1, 1]]),          // duplicate
+        ("u", 2, vec![vec![]]),              // empty list
+        ("u", 2, vec![]),                    // no partitions
+        ("u", 2, vec![vec![1, 2], vec![3]]), // uneven replication factor
+        ("u", 2, vec![vec![4]]),             // every replica fenced
+        ("", 2, vec![vec![1]]),              // empty name
+    ] {
+        let r = create(&mut img, name, id, replicas.clone());
+        assert!(matches!(r, ApplyResult::Rejected(_)), "{name} {replicas:?}: {r:?}");
+    }
+    let add = MetadataCommand::AddPartitions { name: "t".into(), replicas: vec![vec![3]] };
+    assert!(matches!(img.apply(&add, 0), ApplyResult::Rejected(_)), "rf must match the topic's");
+    assert_eq!(img, before);
+}
+
+#[test]
+fn producer_id_blocks_never_overlap() {
+    let mut img = MetadataImage::default();
+    let alloc = |img: &mut MetadataImage, count| {
+        img.apply(&MetadataCommand::AllocateProducerIds { count }, 0)
+    };
+    assert_eq!(alloc(&mut img, 1000), ApplyResult::ProducerIds { first: 0 });
+    assert_eq!(alloc(&mut img, 10), ApplyResult::ProducerIds { first: 1000 });
+    assert!(matches!(alloc(&mut img, 0), ApplyResult::Rejected(_)));
+    assert!(matches!(alloc(&mut img, i64::MAX), ApplyResult::Rejected(_)));
+    assert_eq!(alloc(&mut img, 1), ApplyResult::ProducerIds { first: 1010 });
+}
+
+#[test]
+fn committed_offsets_are_kept_per_group_and_dropped_with_their_topic_or_group() {
+    let mut img = cluster(1);
+    create(&mut img, "a", 1, vec![vec![1], vec![1]]);
+    create(&mut img, "b", 2, vec![vec![1]]);
+    let off = |topic: &str, partition, offset| GroupOffset {
+        topic: topic.into(),
+        partition,
+        offset,
+        metadata: None,
+    };
+    let commit =
+        |group: &str, offsets| MetadataCommand::CommitOffsets { group: group.into(), offsets };
+    assert_eq!(img.apply(&commit("g", vec![off("b", 0, 5), off("a", 1, 7)]), 0), ApplyResult::Done);
+    assert_eq!(img.apply(&commit("g", vec![off("a", 1, 9), off("a", 0, 1)]), 0), ApplyResult::Done);
+    assert_eq!(img.committed_offset("g", "a", 1).map(|o| o.offset), Some(9));
+    assert_eq!(img.group_offsets["g"].len(), 3);
+    let r = img.apply(&commit("g", vec![off("a", 2, 1)]), 0);
+    assert!(matches!(r, ApplyResult::Rejected(_)), "unknown partition: {r:?}");
+    assert_eq!(img.committed_offset("g", "a", 0).map(|o| o.offset), Some(1));
+
+    img.apply(&commit("h", vec![off("a", 0, 3)]), 0);
+    img.apply(&MetadataCommand::DeleteTopic { name: "a".into() }, 0);
+    assert_eq!(img.group_offsets["g"], vec![off("b", 0, 5)]);
+    assert!(!img.group_offsets.contains_key("h"), "a group left with no offsets is gone");
+    assert_eq!(
+        img.apply(&MetadataCommand::DeleteGroup { group: "g".into() }, 0),
+        ApplyResult::Done
+    );
+    assert!(img.group_offsets.is_empty());
+    let r = img.apply(&MetadataCommand::DeleteGroup { group: "g".into() }, 0);
+    assert!(matches!(r, ApplyResult::Rejected(_)));
+}
+
+#[test]
+fn a_restarted_broker_registers_fenced_with_a_new_incarnation_and_loses_its_leadership() {
+    let mut img = cluster(3);
+    create(&mut img, "t", 1, vec![vec![1, 2, 3]]);
+    let old = img.brokers[&1].incarnation;
+    register(&mut img, 1, 50);
+    let b = &img.brokers[&1];
+    assert_eq!((b.incarnation, b.fenced), (50, true));
+    let p = img.partition("t", 0).unwrap();
+    assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (Some(2), vec![2, 3], 1));
+    // Messages from the old incarnation change nothing.
+    let r = img.apply(&MetadataCommand::UnfenceBroker { id: 1, incarnation: old }, 0);
+    assert!(matches!(r, ApplyResult::Rejected(_)));
+    let r = img.apply(&MetadataCommand::ShutdownBroker { id: 2, incarnation: 99 }, 0);
+    assert!(matches!(r, ApplyResult::Rejected(_)));
+    assert_eq!(unfence(&mut img, 1), ApplyResult::Done);
+    // Not in the ISR: it follows until the leader lets it back in.
+    assert_eq!(img.partition("t", 0).unwrap().leader, Some(2));
+
+    // Controlled shutdown of the leader moves leadership like a fence.
+    let inc = img.brokers[&2].incarnation;
+    let r = img.apply(&MetadataCommand::ShutdownBroker { id: 2, incarnation: inc }, 0);
+    assert_eq!(r, ApplyResult::Done);
+    let p = img.partition("t", 0).unwrap();
+    assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (Some(3), vec![3], 2));
+    assert!(img.brokers[&2].fenced);
+}
+
+#[test]
+fn replicas_are_spread_round_robin_over_live_brokers() {
+    let mut img = cluster(4);
+    fence(&mut img, 4);
+    let a = assign_replicas(&img, 6, 3, 0).unwrap();
+    assert_eq!(a.len(), 6);
+    for list in &a {
+        let mut s = list.clone();
+        s.sort();
+        s.dedup();
+        assert_eq!(s.len(), 3, "{list:?}");
+        assert!(!list.contains(&4), "fenced broker 4 got a replica: {list:?}");
+    }
+    let leaders: Vec<_> = a.iter().map(|l| l[0]).collect();
+    assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
+    assert_eq!(assign_replicas(&img, 1, 1, 5).unwrap(), vec![vec![3]]);
+    assert!(assign_replicas(&img, 3, 4, 0).is_err());
+    assert!(assign_replicas(&img, 3, 0, 0).is_err());
+    assert!(assign_replicas(&MetadataImage::default(), 1, 1, 0).is_err());
+    assert_eq!(create(&mut img, "t", 1, a), ApplyResult::Done);
+}
+
+// ---- model tests ----
+
+/// A command in terms of the image it will meet, so that most of them are meaningful.
+#[derive(Clone, Debug)]
+enum Op {
+    Register(NodeId),
+    Unfence(NodeId),
+    UnfenceStale(NodeId),
+    Fence(NodeId),
+    Shutdown(NodeId),
+    Create {
+        topic: usize,
+        partitions: u32,
+        rf: u16,
+        start: usize,
+    },
+    CreateRaw {
+        topic: usize,
+        replicas: Vec<Vec<NodeId>>,
+    },
+    Delete(usize),
+    AddPartitions {
+        topic: usize,
+        count: u32,
+        start: usize,
+    },
+    /// `mask` picks the new ISR among the replicas; the leader is always put in.
+    Alter {
+        topic: usize,
+        partition: u32,
+        mask: u8,
+    },
+    /// Like `Alter` with any of the leader, leader epoch or partition epoch wrong.
+    AlterStale {
+        topic: usize,
+        partition: u32,
+        mask: u8,
+        which: u8,
+        by: i32,
+    },
+    AlterAny {
+        topic: usize,
+        partition: u32,
+        leader: NodeId,
+        isr: Vec<NodeId>,
+    },
+    Allocate(i64),
+    Commit {
+        group: u8,
+        topic: usize,
+        partition: u32,
+        offset: i64,
+    },
+    DeleteGroup(u8),
+}
+
+const TOPICS: [&str; 3] = ["a", "b", "c"];
+const MAX_BROKER: NodeId = 5;
+
+fn op() -> impl Strategy<Value = Op> {
+    let id = 1..=MAX_BROKER;
+    let topic = 0..TOPICS.len();
+    prop_oneof![
+        2 => id.clone().prop_map(Op::Register),
+        4 => id.clone().prop_map(Op::Unfence),
+        1 => id.clone().prop_map(Op::UnfenceStale),
+        4 => id.clone().prop_map(Op::Fence),
+        1 => id.clone().prop_map(Op::Shutdown),
+        3 => (topic.clone(), 1..4u32, 1..4u16, 0..10usize)
+            .prop_map(|(topic, partitions, rf, start)| Op::Create { topic, partitions, rf, start }),
+        1 => (topic.clone(), prop::collection::vec(prop::collection::vec(0..=MAX_BROKER + 1, 0..4), 0..3))
+            .prop_map(|(topic, replicas)| Op::CreateRaw { topic, replicas }),
+        2 => topic.clone().prop_map(Op::Delete),
+        1 => (topic.clone(), 1..3u32, 0..10usize)
+            .prop_map(|(topic, count, start)| Op::AddPartitions { topic, count, start }),
+        5 => (topic.clone(), 0..4u32, any::<u8>())
+            .prop_map(|(topic, partition, mask)| Op::Alter { topic, partition, mask }),
+        2 => (topic.clone(), 0..4u32, any::<u8>(), 0..3u8, prop_oneof![Just(-1), Just(1), Just(2)])
+            .prop_map(|(topic, partition, mask, which, by)| Op::AlterStale { topic, partition, mask, which, by }),
+        1 => (topic.clone(), 0..4u32, 0..=MAX_BROKER, prop::collection::vec(0..=MAX_BROKER, 0..4))
+            .prop_map(|(topic, partition, leader, isr)| Op::AlterAny { topic, partition, leader, isr }),
+        1 => (-2..2000i64).prop_map(Op::Allocate),
+        2 => (0..3u8, topic.clone(), 0..4u32, 0..1000i64)
+            .prop_map(|(group, topic, partition, offset)| Op::Commit { group, topic, partition, offset }),
+        1 => (0..3u8).prop_map(Op::DeleteGroup),
+    ]
+}
+
+/// The command `op` stands for against `img`, and whether it must be rejected.
+fn concretize(img: &MetadataImage, op: &Op, next_id: &mut u8) -> (MetadataCommand, bool) {
+    use MetadataCommand as C;
+    let inc = |id: NodeId| img.brokers.get(&id).map_or(0, |b| b.incarnation);
+    let isr_from = |p: &PartitionRecord, leader: NodeId, mask: u8| {
+        let mut isr: Vec<NodeId> = p
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| **r == leader || mask & (1 << i) != 0)
+            .map(|(_, r)| *r)
+            .collect();
+        if mask & 0x80 != 0 {
+            isr.reverse(); // order is free
+        }
+        isr
+    };
+    match op {
+        Op::Register(id) => (
+            C::RegisterBroker {
+                id: *id,
+                cluster_addr: format!("h:{id}"),
+                native_addr: None,
+                kafka_addr: Some(format!("k:{id}")),
+            },
+            false,
+        ),
+        Op::Unfence(id) => (C::UnfenceBroker { id: *id, incarnation: inc(*id) }, false),
+        Op::UnfenceStale(id) => (C::UnfenceBroker { id: *id, incarnation: inc(*id) + 1 }, true),
+        Op::Fence(id) => (C::FenceBroker { id: *id }, false),
+        Op::Shutdown(id) => (C::ShutdownBroker { id: *id, incarnation: inc(*id) }, false),
+        Op::Create { topic, partitions, rf, start } => {
+            *next_id += 1;
+            let replicas = assign_replicas(img, *partitions, *rf, *start).unwrap_or_default();
+            let name = TOPICS[*topic].to_string();
+            (C::CreateTopic { name, id: [*next_id; 16], replicas, configs: BTreeMap::new() }, false)
+        }
+        Op::CreateRaw { topic, replicas } => {
+            *next_id += 1;
+            let name = TOPICS[*topic].to_string();
+            let cmd = C::CreateTopic {
+                name,
+                id: [*next_id; 16],
+                replicas: replicas.clone(),
+                configs: BTreeMap::new(),
+            };
+            (cmd, false)
+        }
+        Op::Delete(t) => (C::DeleteTopic { name: TOPICS[*t].into() }, false),
+        Op::AddPartitions { topic, count, start } => {
+            let name = TOPICS[*topic];
+            let rf = img.partition(name, 0).map_or(1, |p| p.replicas.len() as u16);
+            let replicas = assign_replicas(img, *count, rf, *start).unwrap_or_default();
+            (C::AddPartitions { name: name.into(), replicas }, false)
+        }
+        Op::Alter { topic, partition, mask } | Op::AlterStale { topic, partition, mask, .. } => {
+            let name = TOPICS[*topic];
+            let Some(p) = img.partition(name, *partition) else {
+                return (
+                    C::AlterPartition {
+                        topic: name.into(),
+                        partition: *partition,
+                        leader: 1,
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                        isr: vec![1],
+                    },
+                    true,
+                );
+            };
+            let leader = p.leader.unwrap_or(1);
+            let mut cmd = C::AlterPartition {
+                topic: name.into(),
+                partition: *partition,
+                leader,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: isr_from(p, leader, *mask),
+            };
+            let mut must_reject = p.leader.is_none();
+            if let (
+                Op::AlterStale { which, by, .. },
+                C::AlterPartition { leader, leader_epoch, partition_epoch, .. },
+            ) = (op, &mut cmd)
+            {
+                match which {
+                    0 => *leader = leader.wrapping_add(*by as NodeId), // another broker, or an unknown one
+                    1 => *leader_epoch += by,
+                    _ => *partition_epoch += by,
+                }
+                must_reject = true;
+            }
+            (cmd, must_reject)
+        }
+        Op::AlterAny { topic, partition, leader, isr } => {
+            let name = TOPICS[*topic];
+            let (le, pe) = img
+                .partition(name, *partition)
+                .map_or((0, 0), |p| (p.leader_epoch, p.partition_epoch));
+            let cmd = C::AlterPartition {
+                topic: name.into(),
+                partition: *partition,
+                leader: *leader,
+                leader_epoch: le,
+                partition_epoch: pe,
+                isr: isr.clone(),
+            };
+            (cmd, false)
+        }
+        Op::Allocate(count) => (C::AllocateProducerIds { count: *count }, *count <= 0),
+        Op::Commit { group, topic, partition, offset } => {
+            let offsets = vec![GroupOffset {
+                topic: TOPICS[*topic].into(),
+                partition: *partition,
+                offset: *offset,
+                metadata: Some("m".into()),
+            }];
+            (C::CommitOffsets { group: format!("g{group}"), offsets }, false)
+        }
+        Op::DeleteGroup(g) => (C::DeleteGroup { group: format!("g{g}") }, false),
+    }
+}
+
+/// The invariants every image must hold.
+fn check_image(img: &MetadataImage) -> Result<(), TestCaseError> {
+    for (name, t) in &img.topics {
+        prop_assert_eq!(&t.name, name);
+        let floor = img.epoch_floor.get(name).copied();
+        for (i, p) in t.partitions.iter().enumerate() {
+            let at = format!("{name}-{i}: {p:?}");
+            prop_assert!(!p.isr.is_empty(), "empty ISR {}", at);
+            prop_assert!(
+                p.isr.iter().all(|r| p.replicas.contains(r)),
+                "ISR not within replicas {}",
+                at
+            );
+            let mut isr = p.isr.clone();
+            isr.sort();
+            isr.dedup();
+            prop_assert_eq!(isr.len(), p.isr.len(), "duplicate in ISR {}", at);
+            prop_assert!(
+                p.replicas.iter().all(|r| img.brokers.contains_key(r)),
+                "unknown replica {}",
+                at
+            );
+            prop_assert!(
+                floor.is_some_and(|f| f >= p.leader_epoch),
+                "epoch above the floor {}",
+                at
+            );
+            match p.leader {
+                Some(l) => {
+                    prop_assert!(p.isr.contains(&l), "leader outside the ISR {}", at);
+                    prop_assert!(img.is_live(l), "fenced leader {}", at);
+                    // A fenced broker never stays in a led partition's ISR.
+                    prop_assert!(p.isr.iter().all(|r| img.is_live(*r)), "fenced ISR member {}", at);
+                }
+                None => {
+                    // Offline only while no ISR member is alive.
+                    prop_assert!(
+                        p.isr.iter().all(|r| !img.is_live(*r)),
+                        "offline with a live ISR member {}",
+                        at
+                    );
+                }
+            }
+        }
+    }
+    for offsets in img.group_offsets.values() {
+        prop_assert!(!offsets.is_empty());
+        for o in offsets {
+            prop_assert!(
+                img.partition(&o.topic, o.partition).is_some(),
+                "offset for a missing partition"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What may change between two images across one command.
+fn check_step(
+    before: &MetadataImage,
+    after: &MetadataImage,
+    seen: &mut BTreeMap<String, i32>,
+) -> Result<(), TestCaseError> {
+    prop_assert!(after.next_producer_id >= before.next_producer_id);
+    for (name, t) in &after.topics {
+        let old = before.topics.get(name).filter(|o| o.id == t.id);
+        let max_before = seen.get(name).copied();
+        for (i, p) in t.partitions.iter().enumerate() {
+            match old.and_then(|o| o.partitions.get(i)) {
+                Some(q) => {
+                    prop_assert!(
+                        p.leader_epoch >= q.leader_epoch,
+                        "epoch went back {} {:?} -> {:?}",
+                        name,
+                        q,
+                        p
+                    );
+                    prop_assert!(p.partition_epoch >= q.partition_epoch);
+                    if p.leader != q.leader {
+                        prop_assert!(
+                            p.leader_epoch > q.leader_epoch,
+                            "leader changed without an epoch {:?} -> {:?}",
+                            q,
+                            p
+                        );
+                        if let Some(l) = p.leader {
+                            prop_assert!(
+                                q.isr.contains(&l),
+                                "elected outside the ISR {:?} -> {:?}",
+                                q,
+                                p
+                            );
+                        }
+                    }
+                    if p.leader != q.leader || p.isr != q.isr {
+                        prop_assert!(
+                            p.partition_epoch > q.partition_epoch,
+                            "change without a partition epoch {:?} -> {:?}",
+                            q,
+                            p
+                        );
+                    }
+                    prop_assert_eq!(&p.replicas, &q.replicas);
+                }
+                None => {
+                    // A new partition (new topic, re-created name or added): above all the name had.
+                    if let Some(m) = max_before {
+                        prop_assert!(
+                            p.leader_epoch > m,
+                            "new {}-{} epoch {} not above {}",
+                            name,
+                            i,
+                            p.leader_epoch,
+                            m
+                        );
+                    }
+                    prop_assert_eq!(p.partition_epoch, 0);
+                    prop_assert_eq!(p.leader, p.isr.first().copied());
+                }
+            }
+        }
+    }
+    for (name, t) in &after.topics {
+        for p in &t.partitions {
+            let e = seen.entry(name.clone()).or_insert(p.leader_epoch);
+            *e = (*e).max(p.leader_epoch);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_command_sequences_keep_the_leadership_invariants(ops in prop::collection::vec(op(), 1..120)) {
+        let mut img = MetadataImage::default();
+        let mut twin = MetadataImage::default();
+        let mut next_id = 0u8;
+        let mut seen = BTreeMap::new();
+        let mut producer_blocks = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let (cmd, must_reject) = concretize(&img, op, &mut next_id);
+            let before = img.clone();
+            let index = i as u64 + 1;
+            let r = img.apply(&cmd, index);
+            prop_assert_eq!(&twin.apply(&cmd, index), &r, "same command, same answer");
+            prop_assert_eq!(&twin, &img, "same commands, same image");
+            match &r {
+                ApplyResult::Rejected(_) => prop_assert_eq!(&img, &before, "a rejection changed the image: {:?}", cmd),
+                _ => prop_assert!(!must_reject, "accepted {:?} -> {:?}", cmd, r),
+            }
+            if let ApplyResult::ProducerIds { first } = r {
+                producer_blocks.push((first, img.next_producer_id));
+            }
+            check_image(&img)?;
+            check_step(&before, &img, &mut seen)?;
+        }
+        for w in producer_blocks.windows(2) {
+            prop_assert!(w[0].1 <= w[1].0, "overlapping producer id blocks {:?}", w);
+        }
+        let json = serde_json::to_string(&img).unwrap();
+        let back: MetadataImage = serde_json::from_str(&json).unwrap();
+        prop_assert_eq!(back, img);
+    }
+
+    #[test]
+    fn commands_survive_a_serde_round_trip(ops in prop::collection::vec(op(), 1..40)) {
+        let mut img = MetadataImage::default();
+        let mut next_id = 0u8;
+        for (i, op) in ops.iter().enumerate() {
+            let (cmd, _) = concretize(&img, op, &mut next_id);
+            let json = serde_json::to_vec(&cmd).unwrap();
+            let back: MetadataCommand = serde_json::from_slice(&json).unwrap();
+            prop_assert_eq!(&back, &cmd);
+            img.apply(&back, i as u64 + 1);
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! Kafka's in-sync-replica data path, in process: two or three brokers' ReplicaManagers over
+//! in-memory partition logs, followers reaching the leader through the in-memory transport (whose
+//! links the tests cut and heal). The cluster glue's part (electing, committing ISR changes) is
+//! played by the test. Asserts what a user relies on: replicas end byte-identical, the high
+//! watermark is the ISR's minimum and never goes back, acks=all answers only after the followers
+//! hold the batch, a stalled follower leaves the ISR and rejoins, a deposed leader's unreplicated
+//! tail is truncated without losing anything below the old watermark, stale epochs are refused.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use minikafka::batch::{BatchBuilder, BatchView, Compression, LOG_OVERHEAD, NewRecord};
+use minikafka::replication::epoch_cache::EpochCache;
+use minikafka::replication::fetch_protocol::{FetchErrorCode, FetchRequest, FetchResponse};
+use minikafka::replication::replica_log::{PartitionLogs, ReplicaLog};
+use minikafka::replication::transport::LocalNetwork;
+use minikafka::replication::{FetchConfig, IsrChange, NodeId, ReplicaManager, ReplicationError};
+use minikafka::storage::{OffsetRange, StorageError};
+use tokio::sync::{Notify, mpsc};
+
+const T: &str = "orders";
+
+/// A partition log in memory: whole batches as appended, and the epoch cache.
+#[derive(Default)]
+struct MemLog {
+    inner: Mutex<MemInner>,
+}
+
+#[derive(Default)]
+struct MemInner {
+    /// (base offset, next offset, bytes), contiguous.
+    batches: Vec<(u64, u64, Vec<u8>)>,
+    end: u64,
+    leader_epoch: i32,
+    cache: EpochCache,
+}
+
+fn bad(reason: &str) -> StorageError {
+    StorageError::Corrupt { path: "mem".into(), position: 0, reason: reason.into() }
+}
+
+impl MemLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemInner> {
+        self.inner.lock().unwrap()
+    }
+
+    /// A leader's append of `n` records (values "v{offset}"), stamped with its epoch.
+    fn append_leader(&self, n: usize) -> OffsetRange {
+        let mut g = self.lock();
+        let base = g.end;
+        let mut b = BatchBuilder::new(Compression::None)
+            .base_offset(base as i64)
+            .partition_leader_epoch(g.leader_epoch);
+        let values: Vec<String> = (0..n).map(|i| format!("v{}", base + i as u64)).collect();
+        for v in &values {
+            b.push(&NewRecord { timestamp: 0, key: None, value: Some(v.as_bytes()), headers: &[] })
+                .unwrap();
+        }
+        let bytes = b.build().unwrap();
+        let next = base + n as u64;
+        let e = g.leader_epoch;
+        g.cache.assign(e, base);
+        g.batches.push((base, next, bytes));
+        g.end = next;
+        OffsetRange { first: base, next }
+    }
+
+    /// Every stored byte, in order.
+    fn all_bytes(&self) -> Vec<u8> {
+        self.lock().batches.iter().flat_map(|b| b.2.clone()).collect()
+    }
+
+    /// Each offset's leader epoch.
+    fn epochs(&self) -> Vec<i32> {
+        let g = self.lock();
+        let mut out = Vec::new();
+        for (base, next, bytes) in &g.batches {
+            let e = BatchView::new(bytes).unwrap().partition_leader_epoch();
+            out.extend(std::iter::repeat_n(e, (next - base) as usize));
+        }
+        out
+    }
+}
+
+impl ReplicaLog for MemLog {
+    fn log_start(&self) -> u64 {
+        0
+    }
+    fn log_end(&self) -> u64 {
+        self.lock().end
+    }
+    fn visible_end(&self) -> u64 {
+        self.lock().end
+    }
+    fn set_leader_epoch(&self, epoch: i32) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        if epoch > g.leader_epoch || g.cache.latest().is_none() {
+            g.leader_epoch = epoch;
+            let end = g.end;
+            g.cache.assign(epoch, end);
+        }
+        Ok(())
+    }
+    fn latest_epoch(&self) -> Option<i32> {
+        self.lock().cache.latest()
+    }
+    fn epoch_end_offset(&self, epoch: i32) -> (i32, Option<u64>) {
+        let g = self.lock();
+        g.cache.end_offset_for(epoch, g.end)
+    }
+    fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes, StorageError> {
+        let g = self.lock();
+        let mut out = Vec::new();
+        for (_, next, bytes) in g.batches.iter().filter(|b| b.1 > offset) {
+            if !out.is_empty() && out.len() + bytes.len() > max_bytes {
+                break;
+            }
+            out.extend_from_slice(bytes);
+            let _ = next;
+        }
+        Ok(Bytes::from(out))
+    }
+    fn append_replica(&self, mut bytes: &[u8]) -> Result<u64, StorageError> {
+        let mut g = self.lock();
+        while !bytes.is_empty() {
+            let v = BatchView::new(bytes).map_err(|_| bad("not a batch"))?;
+            let base = v.base_offset() as u64;
+            if base != g.end {
+                return Err(bad("not contiguous"));
+            }
+            let next = v.last_offset() as u64 + 1;
+            g.cache.assign(v.partition_leader_epoch(), base);
+            g.batches.push((base, next, v.as_bytes().to_vec()));
+            g.end = next;
+            bytes = &bytes[v.len()..];
+            assert!(v.len() >= LOG_OVERHEAD);
+        }
+        Ok(g.end)
+    }
+    fn truncate_to(&self, offset: u64) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        g.batches.retain(|b| b.1 <= offset);
+        let end = g.batches.last().map_or(0, |b| b.1);
+        g.end = end;
+        g.cache.truncate_to(end);
+        Ok(())
+    }
+}
+
+/// One broker's partitions.
+#[derive(Default)]
+struct MemLogs {
+    parts: Mutex<HashMap<(String, u32), (Arc<MemLog>, Arc<Notify>)>>,
+}
+
+impl MemLogs {
+    fn get(&self, topic: &str, p: u32) -> (Arc<MemLog>, Arc<Notify>) {
+        self.parts.lock().unwrap().entry((topic.into(), p)).or_default().clone()
+    }
+}
+
+impl PartitionLogs for MemLogs {
+    fn partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(Arc<dyn ReplicaLog>, Arc<Notify>), ReplicationError> {
+        let (l, n) = self.get(topic, partition);
+        Ok((l, n))
+    }
+}
+
+struct Node {
+    id: NodeId,
+    logs: Arc<MemLogs>,
+    rm: Arc<ReplicaManager>,
+    isr_rx: Mutex<mpsc::UnboundedReceiver<IsrChange>>,
+}
+
+impl Node {
+    fn log(&self) -> Arc<MemLog> {
+        self.logs.get(T, 0).0
+    }
+    /// A leader append (acks=1 part): `n` records, followers woken.
+    fn produce(&self, n: usize) -> OffsetRange {
+        let (log, notify) = self.logs.get(T, 0);
+        let r = log.append_leader(n);
+        notify.notify_waiters();
+        r
+    }
+    fn hw(&self) -> u64 {
+        self.rm.high_watermark(T, 0).expect("leading")
+    }
+}
+
+fn cluster(n: u64, lag_time: Duration) -> (Arc<LocalNetwork>, Vec<Node>) {
+    let net = LocalNetwork::new();
+    let fetch = FetchConfig { max_wait: Duration::from_millis(200), ..FetchConfig::default() };
+    let nodes = (1..=n)
+        .map(|id| {
+            let logs = Arc::new(MemLogs::default());
+            let rm =
+                ReplicaManager::with_parts(logs.clone(), id, net.transport(id), lag_time, fetch);
+            net.register(id, &rm);
+            let isr_rx = Mutex::new(rm.take_isr_requests());
+            Node { id, logs, rm, isr_rx }
+        })
+        .collect();
+    (net, nodes)
+}
+
+/// `leader` leads at `epoch` with `isr`; every other node in `followers` follows it.
+fn elect(nodes: &[Node], leader: usize, epoch: i32, isr: &[NodeId], followers: &[usize]) {
+    let all: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
+    nodes[leader].rm.become_leader(T, 0, epoch, 0, isr.to_vec(), all).unwrap();
+    for &f in followers {
+        nodes[f]
+            .rm
+            .become_follower(T, 0, epoch, nodes[leader].id, format!("node{}", nodes[leader].id))
+            .unwrap();
+    }
+}
+
+/// Polls `f` until true, for at most 10 s (liveness, with a generous bound).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The next ISR request a node's leader made, within 10 s.
+async fn next_isr_request(node: &Node) -> IsrChange {
+    let mut rx = node.isr_rx.lock().unwrap();
+    // The receiver is only used by one test task at a time.
+    let fut = rx.recv();
+    tokio::time::timeout(Duration::from_secs(10), fut).await.expect("an ISR request").unwrap()
+}
+
+/// Samples the leader's watermark in the background; fails if it ever goes back.
+fn watch_hw(rm: Arc<ReplicaManager>) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut last = 0;
+        let mut samples = 0;
+        while !s.load(Ordering::Relaxed) {
+            if let Some(hw) = rm.high_watermark(T, 0) {
+                assert!(hw >= last, "the high watermark went back from {last} to {hw}");
+                last = hw;
+                samples += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        samples
+    });
+    (stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_end_byte_identical_and_acks_all_resolves_once_replicated() {
+    let (_net, nodes) = cluster(3, Duration::from_secs(30));
+    elect(&nodes, 0, 1, &[1, 2, 3], &[1, 2]);
+    let (stop, sampler) = watch_hw(nodes[0].rm.clone());
+    let mut end = 0;
+    for i in 0..40 {
+        end = nodes[0].produce(1 + i % 5).next;
+        nodes[0].rm.wait_for_hw(T, 0, end, Duration::from_secs(10)).await.unwrap();
+        // acks=all answered: every ISR member holds the batch.
+        for f in &nodes[1..] {
+            assert!(f.log().log_end() >= end, "node {} lacks offsets below {end}", f.id);
+        }
+    }
+    assert_eq!(nodes[0].hw(), end);
+    let want = nodes[0].log().all_bytes();
+    for f in &nodes[1..] {
+        assert_eq!(f.log().all_bytes(), want, "node {} differs from the leader", f.id);
+        assert!(f.log().epochs().iter().all(|&e| e == 1));
+    }
+    // Followers learn the watermark from the leader's answers.
+    eventually("followers know the high watermark", || {
+        nodes[1..].iter().all(|f| f.rm.known_high_watermark(T, 0) == Some(end))
+    })
+    .await;
+    let info = nodes[0].rm.leader_state(T, 0).unwrap();
+    assert_eq!((info.leader_epoch, info.isr, info.high_watermark), (1, vec![1, 2, 3], end));
+    stop.store(true, Ordering::Relaxed);
+    assert!(sampler.await.unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watermark_is_the_slowest_in_sync_replica_and_acks_all_waits_for_it() {
+    let (net, nodes) = cluster(3, Duration::from_secs(30));
+    elect(&nodes, 0, 1, &[1, 2, 3], &[1, 2]);
+    let (stop, sampler) = watch_hw(nodes[0].rm.clone());
+    let first = nodes[0].produce(5).next;
+    nodes[0].rm.wait_for_hw(T, 0, first, Duration::from_secs(10)).await.unwrap();
+
+    // Node 3 stops fetching; node 2 keeps up. The watermark stays at what node 3 holds.
+    net.isolate(3);
+    let end = nodes[0].produce(7).next;
+    eventually("node 2 replicated", || nodes[1].log().log_end() == end).await;
+    let err = nodes[0].rm.wait_for_hw(T, 0, end, Duration::from_millis(300)).await.unwrap_err();
+    assert!(
+        matches!(err, ReplicationError::Timeout { high_watermark, .. } if high_watermark == first),
+        "{err}"
+    );
+    assert_eq!(nodes[0].hw(), first);
+    assert!(nodes[0].hw() <= nodes[2].log().log_end());
+
+    // An acks=all waiter resolves only once node 3 is back and has fetched past the batch.
+    let rm = nodes[0].rm.clone();
+    let waiter =
+        tokio::spawn(async move { rm.wait_for_hw(T, 0, end, Duration::from_secs(10)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "acks=all answered while an ISR member lacks the batch");
+    net.heal(3);
+    waiter.await.unwrap().unwrap();
+    assert!(nodes[2].log().log_end() >= end);
+    assert_eq!(nodes[2].log().all_bytes(), nodes[0].log().all_bytes());
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_follower_leaves_the_isr_after_the_lag_time_and_rejoins_when_caught_up() {
+    let lag = Duration::from_millis(300);
+    let (net, nodes) = cluster(3, lag);
+    let t0 = tokio::time::Instant::now();
+    elect(&nodes, 0, 1, &[1, 2, 3], &[1, 2]);
+    let (stop, sampler) = watch_hw(nodes[0].rm.clone());
+    nodes[0].produce(3);
+    net.isolate(3);
+    let end = nodes[0].produce(3).next;
+
+    // The leader asks for node 3's removal (after the lag time: node 3 was caught up just
+    // before), and meanwhile acks=all waits.
+    let change = next_isr_request(&nodes[0]).await;
+    assert!(t0.elapsed() > lag, "asked out before it could have lagged");
+    assert_eq!(
+        change,
+        IsrChange {
+            topic: T.into(),
+            partition: 0,
+            leader_epoch: 1,
+            partition_epoch: 0,
+            isr: vec![1, 2]
+        }
+    );
+    assert!(nodes[0].hw() < end, "the ISR that counts changes only once committed");
+    // The controller commits it; the watermark then moves without node 3.
+    nodes[0].rm.update_isr(T, 0, change.isr.clone(), 1);
+    nodes[0].rm.wait_for_hw(T, 0, end, Duration::from_secs(10)).await.unwrap();
+    // And min.insync.replicas = 3 is not met any more: written, but under-replicated.
+    let err = nodes[0].rm.wait_for_acks(T, 0, end, 3, Duration::from_secs(1)).await.unwrap_err();
+    assert!(
+        matches!(err, ReplicationError::NotEnoughReplicasAfterAppend { isr: 2, min: 3, .. }),
+        "{err}"
+    );
+
+    // Node 3 comes back, catches up, and is asked back in.
+    net.heal(3);
+    let change = loop {
+        // (A repeat of the removal request may be queued ahead of it.)
+        let c = next_isr_request(&nodes[0]).await;
+        if c.isr != vec![1, 2] {
+            break c;
+        }
+    };
+    assert_eq!(change.isr, vec![1, 2, 3]);
+    assert_eq!(change.partition_epoch, 1);
+    assert!(nodes[2].log().log_end() >= nodes[0].hw());
+    nodes[0].rm.update_isr(T, 0, change.isr, 2);
+    let end = nodes[0].produce(2).next;
+    nodes[0].rm.wait_for_acks(T, 0, end, 3, Duration::from_secs(10)).await.unwrap();
+    assert!(nodes[2].log().log_end() >= end);
+    assert_eq!(nodes[0].rm.leader_state(T, 0).unwrap().isr, vec![1, 2, 3]);
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_unreplicated_tail_is_truncated_and_nothing_below_the_watermark_is_lost()
+{
+    let (net, nodes) = cluster(3, Duration::from_secs(30));
+    elect(&nodes, 0, 1, &[1, 2, 3], &[1, 2]);
+    let committed = nodes[0].produce(10).next;
+    nodes[0].rm.wait_for_hw(T, 0, committed, Duration::from_secs(10)).await.unwrap();
+    let committed_bytes = nodes[0].log().all_bytes();
+
+    // Node 1 is cut off and still takes writes (acks=1): a tail nobody else has.
+    net.isolate(1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let tail = nodes[0].produce(4).next;
+    assert_eq!(tail, committed + 4);
+
+    // The controller fences node 1 and elects node 2 at epoch 2 from the ISR; node 2 writes.
+    nodes[1].rm.become_leader(T, 0, 2, 1, vec![2, 3], vec![1, 2, 3]).unwrap();
+    nodes[2].rm.become_follower(T, 0, 2, 2, "node2".into()).unwrap();
+    let new_end = nodes[1].produce(3).next;
+    nodes[1].rm.wait_for_hw(T, 0, new_end, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(new_end, committed + 3);
+
+    // The old leader learns of epoch 2: it follows node 2 and truncates its tail.
+    assert!(matches!(
+        nodes[0].rm.wait_for_hw(T, 0, tail, Duration::from_millis(10)).await,
+        Err(ReplicationError::Timeout { .. })
+    ));
+    nodes[0].rm.become_follower(T, 0, 2, 2, "node2".into()).unwrap();
+    assert!(matches!(
+        nodes[0].rm.wait_for_hw(T, 0, tail, Duration::from_millis(10)).await,
+        Err(ReplicationError::NotLeader { .. })
+    ));
+    net.heal(1);
+    let want = nodes[1].log().all_bytes();
+    eventually("the old leader matches the new one", || nodes[0].log().all_bytes() == want).await;
+    let epochs = nodes[0].log().epochs();
+    assert_eq!(&epochs[..committed as usize], &[1; 10][..]);
+    assert_eq!(&epochs[committed as usize..], &[2; 3][..], "the epoch-1 tail is gone");
+    assert!(want.starts_with(&committed_bytes), "records below the old watermark were lost");
+    assert_eq!(nodes[2].log().all_bytes(), want);
+
+    // Node 1 rejoins the ISR once caught up.
+    let change = next_isr_request(&nodes[1]).await;
+    assert_eq!((change.leader_epoch, change.isr), (2, vec![1, 2, 3]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_and_future_epochs_and_strangers_are_refused() {
+    let (_net, nodes) = cluster(3, Duration::from_secs(30));
+    // Nodes 1 and 2 of a 2-replica partition; node 3 is not a replica.
+    nodes[0].rm.become_leader(T, 0, 3, 0, vec![1, 2], vec![1, 2]).unwrap();
+    nodes[0].produce(2);
+    let req = |epoch: i32, replica: NodeId| FetchRequest {
+        replica_id: replica,
+        broker_incarnation: 1,
+        leader_epoch: epoch,
+        last_fetched_epoch: -1,
+        fetch_offset: 0,
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+        partition: 0,
+        topic: T.into(),
+    };
+    let ask = |from: NodeId, r: FetchRequest| {
+        let rm = nodes[0].rm.clone();
+        async move {
+            let frame = rm.handle_fetch_frame(from, r.encode()).await.unwrap();
+            FetchResponse::decode(&frame).unwrap()
+        }
+    };
+    assert_eq!(ask(2, req(2, 2)).await.error, FetchErrorCode::FencedLeaderEpoch);
+    assert_eq!(ask(2, req(4, 2)).await.error, FetchErrorCode::UnknownLeaderEpoch);
+    assert_eq!(ask(3, req(3, 3)).await.error, FetchErrorCode::ReplicaNotAvailable);
+    assert_eq!(ask(3, req(3, 2)).await.error, FetchErrorCode::ReplicaNotAvailable, "posing as 2");
+    let ok = ask(2, req(3, 2)).await;
+    assert_eq!((ok.error, ok.leader_epoch, ok.diverging), (FetchErrorCode::None, 3, None));
+    assert_eq!(ok.records, Bytes::from(nodes[0].log().all_bytes()));
+    // An older process of node 2 (lower incarnation) is a zombie.
+    assert_eq!(
+        ask(2, FetchRequest { broker_incarnation: 0, ..req(3, 2) }).await.error,
+        FetchErrorCode::StaleBrokerEpoch
+    );
+    // A node that does not lead answers NOT_LEADER_OR_FOLLOWER.
+    let frame = nodes[1].rm.handle_fetch_frame(1, req(3, 1).encode()).await.unwrap();
+    assert_eq!(FetchResponse::decode(&frame).unwrap().error, FetchErrorCode::NotLeaderOrFollower);
+    // A malformed frame is an error, not a panic.
+    assert!(matches!(
+        nodes[0].rm.handle_fetch_frame(2, Bytes::from_static(b"\0\0")).await,
+        Err(ReplicationError::Protocol { node: 2, .. })
+    ));
+    // Epochs never go back.
+    assert!(matches!(
+        nodes[0].rm.become_leader(T, 0, 2, 0, vec![1], vec![1, 2]),
+        Err(ReplicationError::StaleEpoch { requested: 2, current: 3, .. })
+    ));
+    assert!(matches!(
+        nodes[1].rm.become_follower(T, 0, 2, 1, "node1".into()).and(nodes[1].rm.become_follower(
+            T,
+            0,
+            1,
+            1,
+            "node1".into()
+        )),
+        Err(ReplicationError::StaleEpoch { requested: 1, current: 2, .. })
+    ));
+    // A follower ahead of the leader in the leader's epoch is told to cut back to its end.
+    let ahead = FetchRequest { last_fetched_epoch: 3, fetch_offset: 9, ..req(3, 2) };
+    assert_eq!(ask(2, ahead).await.diverging, Some((3, 2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_alone_in_its_isr_acknowledges_at_its_own_end_and_long_polls_wake_on_append() {
+    let (_net, nodes) = cluster(2, Duration::from_secs(30));
+    nodes[0].rm.become_leader(T, 0, 0, 0, vec![1], vec![1, 2]).unwrap();
+    let end = nodes[0].produce(3).next;
+    nodes[0].rm.wait_for_hw(T, 0, end, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(nodes[0].hw(), end);
+    // A follower at the end waits for the next append instead of spinning.
+    let rm = nodes[0].rm.clone();
+    let poll = tokio::spawn(async move {
+        let r = FetchRequest {
+            replica_id: 2,
+            broker_incarnation: 0,
+            leader_epoch: 0,
+            last_fetched_epoch: 0,
+            fetch_offset: end,
+            max_bytes: 1 << 20,
+            max_wait_ms: 10_000,
+            partition: 0,
+            topic: T.into(),
+        };
+        FetchResponse::decode(&rm.handle_fetch_frame(2, r.encode()).await.unwrap()).unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!poll.is_finished());
+    nodes[0].produce(1);
+    let resp = tokio::time::timeout(Duration::from_secs(5), poll).await.unwrap().unwrap();
+    assert_eq!(resp.error, FetchErrorCode::None);
+    assert!(!resp.records.is_empty());
+    // Node 2 fetched at the end, so it is caught up: the leader asks it back into the ISR.
+    let change = next_isr_request(&nodes[0]).await;
+    assert_eq!(change.isr, vec![1, 2]);
+}
