@@ -299,7 +299,10 @@ impl Connection {
                 else {
                     continue;
                 };
-                answer = self.start_on(link.clone(), &req).await?.wait().await;
+                answer = match self.start_on(link.clone(), &req).await {
+                    Ok(pending) => pending.wait().await,
+                    Err(e) => Err(e),
+                };
                 if answer.is_ok() {
                     // This broker answers: requests that are not routed go to it from now on.
                     *self.inner.link.write().unwrap_or_else(|p| p.into_inner()) = link;
