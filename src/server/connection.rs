@@ -17,7 +17,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
-use crate::broker::{Broker, FetchResult};
+use crate::broker::FetchResult;
+use crate::cluster::Cluster;
 use crate::protocol::{self, FRAME_PREFIX_LEN, ProtocolError, Request};
 use crate::sendfile::{self, SENDFILE_BYTES, send_file};
 use crate::storage::ReadSlice;
@@ -41,12 +42,12 @@ const MAX_IOV: usize = 64;
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    broker: Arc<Broker>,
+    cluster: Arc<Cluster>,
     config: Arc<ServerConfig>,
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::debug!(%peer, "connection opened");
-    let _open = broker.metrics().connection_opened(crate::metrics::Listener::Native);
+    let _open = cluster.broker().metrics().connection_opened(crate::metrics::Listener::Native);
     let (mut rd, mut wr) = stream.into_split();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Outbox::default();
@@ -60,7 +61,7 @@ pub(crate) async fn serve(
                         drop(body); // so an append's records are the sole owner of their bytes
                         let long_poll = matches!(req, Request::Fetch { max_wait_ms: 1.., .. });
                         let reply =
-                            dispatch::handle(req, &broker, &config, &mut session, &mut stop);
+                            dispatch::handle(req, &cluster, &config, &mut session, &mut stop);
                         let reply = if long_poll {
                             match watching_peer(reply, &mut rd, &mut inbuf).await {
                                 Some(reply) => reply,

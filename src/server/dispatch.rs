@@ -1,6 +1,8 @@
-//! One request in, one response out: translates native requests into broker calls and broker
-//! errors into error codes. Blocking broker work (topic admin, commits) runs on the blocking
-//! pool. Never reads or writes sockets.
+//! One request in, one response out: translates native requests into cluster and broker calls,
+//! and their errors into error codes. Produce, fetch, topic creation and deletion, and the
+//! leadership answers go through the [`Cluster`] (so in a cluster they honour leadership and the
+//! high watermark); what stays local to this broker (configs, trims, groups) goes to the broker.
+//! Blocking broker work runs on the blocking pool. Never reads or writes sockets.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +12,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use crate::broker::topic_config::{ConfigOp, TopicConfigs};
-use crate::broker::{AppendBatch, Broker, BrokerError, FetchResult};
+use crate::broker::{AppendBatch, BrokerError, FetchResult};
+use crate::cluster::{Acks, BrokerView, Cluster, ClusterError, PartitionView};
 use crate::metrics::Listener;
 use crate::protocol::{
     BrokerInfo, ClusterInfo, ErrorCode, FETCH_CONTINUE, GroupOffset, PartitionState, Request,
@@ -18,7 +21,7 @@ use crate::protocol::{
 };
 use crate::storage::StorageError;
 
-use super::ServerConfig;
+use super::{PRODUCE_TIMEOUT, ServerConfig};
 
 /// What a request produced: a plain response, or fetched records to send from the mapping.
 pub(crate) enum Reply {
@@ -71,12 +74,47 @@ pub fn error_code(e: &BrokerError) -> ErrorCode {
     }
 }
 
+/// The error code a cluster error is reported with. Leadership that is elsewhere, moving or
+/// behind maps to the retriable codes, so a client refreshes its leaders and tries again.
+pub fn cluster_error_code(e: &ClusterError) -> ErrorCode {
+    match e {
+        ClusterError::NotLeader { .. } => ErrorCode::NotLeader,
+        ClusterError::LeaderNotAvailable { .. } => ErrorCode::LeaderNotAvailable,
+        ClusterError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+        ClusterError::NotEnoughReplicasAfterAppend { .. } => {
+            ErrorCode::NotEnoughReplicasAfterAppend
+        }
+        ClusterError::Timeout { .. } => ErrorCode::RequestTimedOut,
+        ClusterError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
+        ClusterError::Broker(e) => error_code(e),
+        // Native requests carry no leader epoch; these only come from a leadership change
+        // racing the request: learn the leaders again.
+        ClusterError::FencedLeaderEpoch { .. } => ErrorCode::NotLeader,
+        ClusterError::UnknownLeaderEpoch { .. } => ErrorCode::LeaderNotAvailable,
+        // The metadata group has no leader right now (an election is under way): retry later.
+        ClusterError::NotController => ErrorCode::LeaderNotAvailable,
+        // The metadata quorum did not answer in time: the change may or may not be committed.
+        ClusterError::Raft(_) => ErrorCode::RequestTimedOut,
+        // Leadership moves away at shutdown: the client finds the new leader.
+        ClusterError::ShuttingDown => ErrorCode::NotLeader,
+        ClusterError::Internal(_) => ErrorCode::Internal,
+    }
+}
+
 pub(crate) fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error { code, message: message.into() }
 }
 
 fn broker_error(e: &BrokerError) -> Response {
     let code = error_code(e);
+    if matches!(code, ErrorCode::Storage | ErrorCode::Internal) {
+        tracing::warn!("request failed: {e}");
+    }
+    error_response(code, e.to_string())
+}
+
+fn cluster_error(e: &ClusterError) -> Response {
+    let code = cluster_error_code(e);
     if matches!(code, ErrorCode::Storage | ErrorCode::Internal) {
         tracing::warn!("request failed: {e}");
     }
@@ -116,14 +154,14 @@ impl Session {
 /// Handles one decoded request.
 pub(crate) async fn handle(
     req: Request,
-    broker: &Arc<Broker>,
+    cluster: &Arc<Cluster>,
     config: &ServerConfig,
     session: &mut Session,
     stop: &mut watch::Receiver<bool>,
 ) -> Reply {
-    let metrics = broker.metrics().clone();
+    let metrics = cluster.broker().metrics().clone();
     metrics.record_request(Listener::Native, req.api_key().name());
-    let reply = handle_request(req, broker, config, session, stop).await;
+    let reply = handle_request(req, cluster, config, session, stop).await;
     if let Reply::Response(Response::Error { code, .. }) = &reply {
         metrics.record_request_error(Listener::Native, code.name());
     }
@@ -132,7 +170,7 @@ pub(crate) async fn handle(
 
 async fn handle_request(
     req: Request,
-    broker: &Arc<Broker>,
+    cluster: &Arc<Cluster>,
     config: &ServerConfig,
     session: &mut Session,
     stop: &mut watch::Receiver<bool>,
@@ -155,7 +193,7 @@ async fn handle_request(
         session.close = true;
         return error_response(ErrorCode::Unauthorized, "authenticate first").into();
     }
-    match run(req, broker, config, session, stop).await {
+    match run(req, cluster, config, session, stop).await {
         Ok(reply) => reply,
         Err(resp) => resp.into(),
     }
@@ -163,17 +201,18 @@ async fn handle_request(
 
 async fn run(
     req: Request,
-    broker: &Arc<Broker>,
+    cluster: &Arc<Cluster>,
     config: &ServerConfig,
     session: &mut Session,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Reply, Response> {
+    let broker = cluster.broker();
     let b = broker.clone();
     let reply: Reply = match req {
         Request::Authenticate { .. } => Response::Ok.into(),
         Request::CreateTopic { name, partitions, if_not_exists, configs } => {
             let description =
-                create_topic(b, name, partitions, None, if_not_exists, configs).await?;
+                create_topic(cluster, name, partitions, None, if_not_exists, configs).await?;
             Response::TopicCreated { description }.into()
         }
         Request::CreateReplicatedTopic {
@@ -183,9 +222,9 @@ async fn run(
             if_not_exists,
             configs,
         } => {
+            let rf = Some(replication_factor);
             let description =
-                create_topic(b, name, partitions, Some(replication_factor), if_not_exists, configs)
-                    .await?;
+                create_topic(cluster, name, partitions, rf, if_not_exists, configs).await?;
             Response::TopicCreated { description }.into()
         }
         Request::AlterTopicConfigs { topic, set, delete } => {
@@ -211,7 +250,7 @@ async fn run(
             Response::PartitionsAdded { description }.into()
         }
         Request::DeleteTopic { name } => {
-            blocking(move || b.delete_topic(&name)).await?;
+            cluster.delete_topic(&name).await.map_err(|e| cluster_error(&e))?;
             Response::Ok.into()
         }
         Request::Trim { topic, partition, before } => {
@@ -222,10 +261,12 @@ async fn run(
             let started = Instant::now();
             let records = into_mut(records);
             let bytes = records.len() as u64;
-            let r = broker
-                .append(&topic, partition, key_hint.as_deref(), AppendBatch::Owned(records))
+            let batch = AppendBatch::Owned(records);
+            // A native append is acknowledged once every in-sync replica has it (acks=all).
+            let r = cluster
+                .produce(&topic, partition, key_hint.as_deref(), batch, Acks::All, PRODUCE_TIMEOUT)
                 .await
-                .map_err(|e| broker_error(&e))?;
+                .map_err(|e| cluster_error(&e))?;
             let metrics = broker.metrics();
             let count = r.offsets.next - r.offsets.first;
             metrics.record_append(&topic, r.partition, count, bytes);
@@ -258,18 +299,18 @@ async fn run(
             // Leave room for the response head within the frame limit the client enforces.
             let max_bytes = (max_bytes as usize).min(config.max_frame_bytes as usize / 2);
             let max_wait = Duration::from_millis(u64::from(max_wait_ms)).min(config.max_wait);
+            // Native fetches carry no leader epoch; the cluster checks leadership itself.
+            let fetch = |wait| cluster.fetch(topic, partition, offset, max_bytes, 1, wait, None);
             let fetched = if *stop.borrow() {
-                broker.fetch(topic, partition, offset, max_bytes, 1, Duration::ZERO).await
+                fetch(Duration::ZERO).await
             } else {
                 tokio::select! {
-                    r = broker.fetch(topic, partition, offset, max_bytes, 1, max_wait) => r,
+                    r = fetch(max_wait) => r,
                     // Shutting down: answer now with whatever is there.
-                    _ = stop.changed() => {
-                        broker.fetch(topic, partition, offset, max_bytes, 1, Duration::ZERO).await
-                    }
+                    _ = stop.changed() => fetch(Duration::ZERO).await,
                 }
             };
-            let fetched = fetched.map_err(|e| broker_error(&e))?;
+            let fetched = fetched.map_err(|e| cluster_error(&e))?;
             let (records, next) = if fetched.records.is_empty() {
                 (0, offset)
             } else {
@@ -334,35 +375,38 @@ async fn run(
             Response::Ok.into()
         }
         Request::ClusterStatus => {
+            let s = cluster.status();
             let status = ClusterInfo {
-                node_id: 0,
-                clustered: false,
-                controller: Some(0),
-                brokers: vec![single_broker(config)],
-                under_replicated: Vec::new(),
-                offline: Vec::new(),
+                node_id: s.node_id,
+                clustered: s.clustered,
+                controller: s.controller,
+                brokers: s.brokers.into_iter().map(broker_info).collect(),
+                under_replicated: s.under_replicated.into_iter().map(partition_state).collect(),
+                offline: s.offline.into_iter().map(partition_state).collect(),
             };
             Response::ClusterStatus { status }.into()
         }
         Request::DescribePartitions { topic } => {
-            let topics = match topic {
-                Some(name) => vec![broker.describe_topic(&name).map_err(|e| broker_error(&e))?],
-                None => broker.describe_all(),
+            let partitions = match topic {
+                Some(name) => {
+                    let view = cluster.topic_view(&name);
+                    if view.is_empty() {
+                        // Say why, as Describe would: a bad name, or no such topic.
+                        crate::broker::validate_topic_name(&name)
+                            .map_err(|e| broker_error(&e))?;
+                        return Err(broker_error(&BrokerError::UnknownTopic { name }));
+                    }
+                    view
+                }
+                // Every broker of a cluster holds every topic (the metadata creates them all
+                // everywhere), so the local list is the cluster's.
+                None => {
+                    broker.list_topics().iter().flat_map(|t| cluster.topic_view(&t.name)).collect()
+                }
             };
-            let partitions = topics
-                .iter()
-                .flat_map(|t| {
-                    t.partitions.iter().map(|p| PartitionState {
-                        topic: t.name.clone(),
-                        partition: p.partition,
-                        leader: Some(0),
-                        leader_epoch: 0,
-                        replicas: vec![0],
-                        isr: vec![0],
-                    })
-                })
-                .collect();
-            Response::Partitions { brokers: vec![single_broker(config)], partitions }.into()
+            let brokers = cluster.brokers().into_iter().map(broker_info).collect();
+            let partitions = partitions.into_iter().map(partition_state).collect();
+            Response::Partitions { brokers, partitions }.into()
         }
         Request::OffsetForTimestamp { topic, partition, timestamp_ms } => {
             let ts = i64::try_from(timestamp_ms).unwrap_or(i64::MAX);
@@ -373,42 +417,41 @@ async fn run(
     Ok(reply)
 }
 
-/// Creates a topic (validating its configs first: an invalid one creates nothing); with
-/// `if_not_exists`, an existing topic is described as it is.
+/// Creates a topic through the cluster (validating its configs first: an invalid one creates
+/// nothing); with `if_not_exists`, an existing topic is described as it is.
 async fn create_topic(
-    b: Arc<Broker>,
+    cluster: &Cluster,
     name: String,
     partitions: u32,
     replication_factor: Option<u16>,
     if_not_exists: bool,
     configs: Vec<(String, String)>,
 ) -> Result<crate::broker::TopicDescription, Response> {
-    if let Some(rf) = replication_factor
-        && rf != 1
-    {
-        return Err(error_response(
-            ErrorCode::InvalidReplicationFactor,
-            format!("replication factor {rf} is not possible with 1 broker"),
-        ));
-    }
-    blocking(move || {
-        let pairs: Vec<(String, Option<String>)> =
-            configs.into_iter().map(|(k, v)| (k, Some(v))).collect();
-        let configs = TopicConfigs::parse(&pairs)?;
-        match b.create_topic(&name, partitions, configs, false) {
-            Err(BrokerError::TopicAlreadyExists { .. }) if if_not_exists => b.describe_topic(&name),
-            other => other,
+    let pairs: Vec<(String, Option<String>)> =
+        configs.into_iter().map(|(k, v)| (k, Some(v))).collect();
+    let configs = TopicConfigs::parse(&pairs).map_err(|e| broker_error(&e))?;
+    match cluster.create_topic(&name, partitions, replication_factor, configs, false).await {
+        Ok(description) => Ok(description),
+        Err(ClusterError::Broker(BrokerError::TopicAlreadyExists { .. })) if if_not_exists => {
+            let b = cluster.broker().clone();
+            blocking(move || b.describe_topic(&name)).await
         }
-    })
-    .await
+        Err(e) => Err(cluster_error(&e)),
+    }
 }
 
-fn single_broker(config: &ServerConfig) -> BrokerInfo {
-    BrokerInfo {
-        id: 0,
-        native_addr: config.advertised_addr.clone(),
-        kafka_addr: None,
-        fenced: false,
+fn broker_info(b: BrokerView) -> BrokerInfo {
+    BrokerInfo { id: b.id, native_addr: b.native_addr, kafka_addr: b.kafka_addr, fenced: b.fenced }
+}
+
+fn partition_state(p: PartitionView) -> PartitionState {
+    PartitionState {
+        topic: p.topic,
+        partition: p.partition,
+        leader: p.leader,
+        leader_epoch: p.leader_epoch,
+        replicas: p.replicas,
+        isr: p.isr,
     }
 }
 

@@ -1,8 +1,9 @@
 //! The native protocol's TCP server: accepts connections (up to `max_connections`), reads
 //! length-prefixed frames (size checked before allocating), dispatches each request to the
-//! broker and writes responses in request order, fetched records straight from the segment
-//! mapping (vectored write, no copy). Shuts down gracefully: stop accepting, finish in-flight
-//! requests, `broker.shutdown()`. Never touches storage details or file paths.
+//! cluster (a cluster of one on a single node: produce and fetch only where this broker leads)
+//! and writes responses in request order, fetched records straight from the segment mapping
+//! (vectored write, no copy). Shuts down gracefully: stop accepting, finish in-flight requests,
+//! `broker.shutdown()`. Never touches storage details or file paths.
 
 mod connection;
 mod dispatch;
@@ -20,9 +21,10 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::broker::{Broker, BrokerError};
+use crate::cluster::Cluster;
 use crate::protocol::{self, ErrorCode, Response};
 
-pub use dispatch::error_code;
+pub use dispatch::{cluster_error_code, error_code};
 
 /// Largest frame accepted before authentication, on the native and the Kafka listener alike: an
 /// Authenticate request, ApiVersions, SaslHandshake and a PLAIN message are a few hundred bytes.
@@ -44,6 +46,9 @@ pub(crate) fn frame_limit(token_required: bool, authenticated: bool, max_frame_b
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default cap on a fetch's `max_wait_ms`, so a request cannot pin a connection for ever.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
+/// How long a native append waits for every in-sync replica (it is `acks=all`) before it is
+/// answered `RequestTimedOut`; the batch may still be kept, as with Kafka's `request.timeout.ms`.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for connections to finish their in-flight requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -58,8 +63,8 @@ pub struct ServerConfig {
     pub max_wait: Duration,
     /// When set, a connection must `Authenticate` with this token before anything else.
     pub auth_token: Option<String>,
-    /// Where clients reach this listener (`host:port`), as brokers list themselves to clients;
-    /// `None`: the address bound.
+    /// Where clients reach this listener (`host:port`), as brokers list themselves to clients
+    /// (told to the cluster once bound); `None`: the address bound.
     pub advertised_addr: Option<String>,
 }
 
@@ -100,18 +105,32 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     config: ServerConfig,
-    broker: Arc<Broker>,
+    cluster: Arc<Cluster>,
 }
 
 impl Server {
-    /// Binds the listening socket (port 0 picks a free port; see [`Server::local_addr`]).
+    /// Binds the listening socket of a single-node broker, a cluster of one (port 0 picks a
+    /// free port; see [`Server::local_addr`]).
     pub async fn bind(config: ServerConfig, broker: Arc<Broker>) -> Result<Server, ServerError> {
+        Self::bind_cluster(config, Cluster::single(broker)).await
+    }
+
+    /// Binds the listening socket of a broker in `cluster`: appends and fetches are served only
+    /// for partitions this broker leads, and `ClusterStatus` / `DescribePartitions` answer with
+    /// the cluster's view. The cluster learns this listener's address (`advertised_addr`, else
+    /// the address bound) so that every broker lists it to native clients.
+    pub async fn bind_cluster(
+        mut config: ServerConfig,
+        cluster: Arc<Cluster>,
+    ) -> Result<Server, ServerError> {
         let addr = config.listen;
         let listener =
             TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
         let local_addr =
             listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(Server { listener, local_addr, config, broker })
+        let advertised = config.advertised_addr.get_or_insert_with(|| local_addr.to_string());
+        cluster.set_advertised(Some(advertised.clone()), None);
+        Ok(Server { listener, local_addr, config, cluster })
     }
 
     /// The address actually bound.
@@ -120,11 +139,13 @@ impl Server {
     }
 
     /// Serves connections until `shutdown` completes, then stops accepting, lets every
-    /// connection finish its in-flight request (up to [`SHUTDOWN_GRACE`]) and shuts the broker
-    /// down (sync + clean-shutdown markers).
+    /// connection finish its in-flight request (up to [`SHUTDOWN_GRACE`]), leaves the cluster
+    /// ([`Cluster::shutdown`]) and shuts the broker down (sync + clean-shutdown markers).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let broker = self.broker.clone();
+        let cluster = self.cluster.clone();
+        let broker = cluster.broker().clone();
         let served = self.serve(shutdown).await;
+        cluster.shutdown().await;
         let closed = tokio::task::spawn_blocking(move || broker.shutdown()).await;
         match closed {
             Ok(Ok(())) => {}
@@ -137,11 +158,11 @@ impl Server {
     /// Like [`Server::run`] but leaves the broker open: for a process running several listeners
     /// on one broker, which shuts the broker down once all of them have drained.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let Server { listener, local_addr, mut config, broker } = self;
-        config.advertised_addr.get_or_insert_with(|| local_addr.to_string());
+        let Server { listener, local_addr, config, cluster } = self;
         tracing::info!(
             addr = %local_addr,
-            data_dir = %broker.config().data_dir.display(),
+            node_id = cluster.node_id(),
+            data_dir = %cluster.broker().config().data_dir.display(),
             "minikafka native server listening"
         );
         let config = Arc::new(config);
@@ -167,13 +188,13 @@ impl Server {
                     let _ = stream.set_nodelay(true);
                     match permits.clone().try_acquire_owned() {
                         Ok(permit) => {
-                            let broker = broker.clone();
+                            let cluster = cluster.clone();
                             let config = config.clone();
                             let stop = stop_rx.clone();
                             let span = tracing::info_span!("connection", %peer);
                             connections.spawn(
                                 async move {
-                                    connection::serve(stream, peer, broker, config, stop).await;
+                                    connection::serve(stream, peer, cluster, config, stop).await;
                                     drop(permit);
                                 }
                                 .instrument(span),
