@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use minikafka::batch::Compression;
 use minikafka::broker::{Broker, BrokerConfig};
+use minikafka::cluster::Cluster;
 use minikafka::client::{
     Admin, Connection, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom,
 };
@@ -39,15 +40,17 @@ impl Stack {
         let broker =
             Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() })
                 .unwrap();
-        let server = Server::bind(
+        // Both listeners share the broker's cluster (of one), as the broker command wires them.
+        let cluster = Cluster::single(broker.clone());
+        let server = Server::bind_cluster(
             ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() },
-            broker.clone(),
+            cluster.clone(),
         )
         .await
         .unwrap();
-        let http = HttpServer::bind(
+        let http = HttpServer::bind_cluster(
             "127.0.0.1:0".parse().unwrap(),
-            broker.clone(),
+            cluster,
             broker.metrics().clone(),
         )
         .await
@@ -524,7 +527,7 @@ async fn an_auth_token_guards_the_api_and_metrics() {
         let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
         (status, raw)
     }
-    for path in ["/metrics", "/api/topics", "/api/groups", "/api/rates"] {
+    for path in ["/metrics", "/api/topics", "/api/groups", "/api/rates", "/api/cluster"] {
         assert_eq!(get(addr, path, None).await.0, 401, "{path} without a token");
         assert_eq!(get(addr, path, Some("Bearer wrong")).await.0, 401, "{path} wrong token");
         assert_eq!(get(addr, path, Some("Bearer s3cret")).await.0, 200, "{path} with the token");
@@ -538,4 +541,46 @@ async fn an_auth_token_guards_the_api_and_metrics() {
     let _ = tx.send(());
     tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
     broker.shutdown().unwrap();
+}
+
+/// An operator opens the console of a broker started without `--controllers`: it is a healthy
+/// cluster of one, its own controller, listed at the address native clients use, with nothing
+/// under-replicated or offline, and a topic created from the console is led by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_a_single_broker_as_a_cluster_of_one() {
+    let stack = Stack::start().await;
+    let (status, body) =
+        http(stack.http, "POST", "/api/topics", Some(r#"{"name": "orders", "partitions": 2}"#))
+            .await;
+    assert_eq!(status, 201, "{body}");
+
+    let cluster = stack.json("/api/cluster").await;
+    let native = stack.native.to_string();
+    assert_eq!(
+        cluster,
+        serde_json::json!({
+            "node_id": 0,
+            "clustered": false,
+            "controller": 0,
+            "brokers": [{
+                "id": 0,
+                "native_addr": native,
+                "kafka_addr": null,
+                "cluster_addr": null,
+                "fenced": false,
+            }],
+            "under_replicated": [],
+            "offline": [],
+        })
+    );
+
+    let (brokers, partitions) = Admin::new(stack.connect().await)
+        .describe_partitions(Some("orders"))
+        .await
+        .expect("the native listener describes the partitions");
+    let listed: Vec<_> = brokers.iter().map(|b| (b.id, b.native_addr.clone())).collect();
+    assert_eq!(listed, vec![(0, Some(native))]);
+    let leaders: Vec<_> = partitions.iter().map(|p| (p.partition, p.leader)).collect();
+    assert_eq!(leaders, vec![(0, Some(0)), (1, Some(0))]);
+    stack.stop().await;
 }

@@ -15,6 +15,7 @@ use super::AppState;
 use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE_BYTES, PAGE_WAIT, RecordJson, RecordsPage};
 use crate::broker::topic_config::{ConfigEntry, ConfigSource};
 use crate::broker::{Broker, BrokerError, GroupLag, PartitionLag, TopicDescription};
+use crate::cluster::{ClusterError, ClusterStatus};
 use crate::metrics::{self, GroupOffsetState, PartitionState, StateSnapshot};
 use crate::protocol::ErrorCode;
 
@@ -43,7 +44,13 @@ impl IntoResponse for ApiError {
 
 impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
-        ApiError::new(broker_error_status(&e), e.to_string())
+        ApiError::new(code_status(crate::server::error_code(&e)), e.to_string())
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        ApiError::new(code_status(crate::server::cluster_error_code(&e)), e.to_string())
     }
 }
 
@@ -59,9 +66,10 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// The status for a broker error, from the same classification the native protocol reports.
-fn broker_error_status(e: &BrokerError) -> StatusCode {
-    match crate::server::error_code(e) {
+/// The status for a broker or cluster error, from the same classification the native protocol
+/// reports.
+fn code_status(code: ErrorCode) -> StatusCode {
+    match code {
         ErrorCode::UnknownTopic | ErrorCode::UnknownPartition => StatusCode::NOT_FOUND,
         ErrorCode::UnknownGroup => StatusCode::NOT_FOUND,
         ErrorCode::TopicAlreadyExists | ErrorCode::GroupNotEmpty => StatusCode::CONFLICT,
@@ -206,19 +214,10 @@ pub(crate) async fn create_topic(
     body: Result<Json<CreateTopic>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TopicView>), ApiError> {
     let Json(req) = body?;
-    // Topic creation is synchronous file-system work (directories, fsyncs).
-    let broker = s.broker.clone();
-    let (name, partitions) = (req.name.clone(), req.partitions);
-    let d = tokio::task::spawn_blocking(move || {
-        broker.create_topic(
-            &name,
-            partitions,
-            crate::broker::topic_config::TopicConfigs::default(),
-            false,
-        )
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("create task: {e}")))??;
+    // Through the cluster: in a cluster the topic is created everywhere, with the default
+    // replication factor.
+    let configs = crate::broker::topic_config::TopicConfigs::default();
+    let d = s.cluster.create_topic(&req.name, req.partitions, None, configs, false).await?;
     tracing::info!(topic = %req.name, partitions = req.partitions, "topic created from the console");
     Ok((StatusCode::CREATED, Json(d.into())))
 }
@@ -396,6 +395,10 @@ pub(crate) async fn get_group(
     }
     let mut ends = LogEnds::new(&s.broker);
     Ok(Json(group_view(&s, &mut ends, &group)?))
+}
+
+pub(crate) async fn cluster(State(s): State<AppState>) -> Json<ClusterStatus> {
+    Json(s.cluster.status())
 }
 
 pub(crate) async fn rates(State(s): State<AppState>) -> Json<super::rates::RatesView> {

@@ -1,7 +1,8 @@
 //! The HTTP listener (axum): `/metrics` in the Prometheus/OpenMetrics text format, the JSON API
 //! under `/api/` that the console uses, and the console itself at `/` (assets embedded in the
-//! binary, no external network). Reads broker state through the `Broker` API only; never touches
-//! storage or the wire protocols.
+//! binary, no external network). Reads broker state through the `Broker` API, and the cluster's
+//! (leadership, brokers, topic creation) through the `Cluster`; never touches storage or the wire
+//! protocols.
 //!
 //! | route | method | answer |
 //! |---|---|---|
@@ -13,6 +14,7 @@
 //! | `/api/groups` | GET | consumer groups with their total lag |
 //! | `/api/groups/{group}` | GET | a group's committed offset and lag per partition |
 //! | `/api/rates` | GET | per-second produce/consume rates per topic over the last 5 minutes |
+//! | `/api/cluster` | GET | `cluster status` as JSON: this node's id, whether it is clustered, the controller, every broker (addresses, fenced) and the under-replicated and offline partitions |
 //!
 //! With an auth token (the broker's `--auth-token` or `--auth-token-file`), `/metrics` and
 //! `/api/*` answer 401 unless the request carries `Authorization: Bearer <token>`; the console
@@ -43,6 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use host::HostPolicy;
 use rates::RateHistory;
@@ -63,7 +66,10 @@ pub type GroupMembers = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
 /// What every handler sees.
 #[derive(Clone)]
 pub(crate) struct AppState {
+    /// `cluster.broker()`, for what the console reads from this node's own data.
     pub broker: Arc<Broker>,
+    /// The cluster this broker is part of (a cluster of one on a single node).
+    pub cluster: Arc<Cluster>,
     pub metrics: Arc<Metrics>,
     pub rates: Arc<RateHistory>,
     pub members: Option<GroupMembers>,
@@ -86,10 +92,21 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `addr` (port 0 picks a free port: read it back with [`HttpServer::local_addr`]).
+    /// Binds `addr` for a single-node broker, a cluster of one (port 0 picks a free port: read
+    /// it back with [`HttpServer::local_addr`]).
     pub async fn bind(
         addr: SocketAddr,
         broker: Arc<Broker>,
+        metrics: Arc<Metrics>,
+    ) -> Result<HttpServer, HttpError> {
+        Self::bind_cluster(addr, Cluster::single(broker), metrics).await
+    }
+
+    /// Binds `addr` for a broker in `cluster`: topics are created through the cluster and
+    /// `/api/cluster` shows its status.
+    pub async fn bind_cluster(
+        addr: SocketAddr,
+        cluster: Arc<Cluster>,
         metrics: Arc<Metrics>,
     ) -> Result<HttpServer, HttpError> {
         let listener =
@@ -98,7 +115,8 @@ impl HttpServer {
             listener.local_addr().map_err(|source| HttpError::Io { op: "local_addr", source })?;
         let rates = Arc::new(RateHistory::new(&metrics, rates::MAX_SAMPLES, Instant::now()));
         let state = AppState {
-            broker,
+            broker: cluster.broker().clone(),
+            cluster,
             metrics,
             rates,
             members: None,
@@ -166,6 +184,7 @@ fn router(state: AppState) -> Router {
         .route("/api/groups", get(api::list_groups))
         .route("/api/groups/{group}", get(api::get_group))
         .route("/api/rates", get(api::rates))
+        .route("/api/cluster", get(api::cluster))
         .route_layer(middleware::from_fn_with_state(state.clone(), api::require_token));
     Router::new()
         .route("/", get(assets::index))
