@@ -89,8 +89,11 @@ struct PartitionState {
     position: u64,
     /// Offset after the last record fetched into the buffer.
     fetched_to: u64,
-    /// The log end at creation (used when `stop_at_end`).
+    /// The log end at creation (used when `stop_at_end`), raised once to the high watermark the
+    /// partition's leader first answers with (`end_from_leader`).
     end: u64,
+    /// Whether `end` has been checked against the leader's high watermark.
+    end_from_leader: bool,
     /// The position last committed for the group.
     committed: Option<u64>,
     /// The last fetch came back (nearly) full: more is likely waiting, so several fetches of
@@ -99,9 +102,25 @@ struct PartitionState {
 }
 
 impl PartitionState {
-    /// Nothing is left to fetch: a consumer that stops at the end has reached the end it saw.
+    /// Nothing is left to fetch: a consumer that stops at the end has reached the end it saw,
+    /// the leader's included (so every partition is fetched at least once).
     fn finished(&self, stop_at_end: bool) -> bool {
-        stop_at_end && self.fetched_to >= self.end
+        stop_at_end && self.at_end()
+    }
+
+    fn at_end(&self) -> bool {
+        self.end_from_leader && self.fetched_to >= self.end
+    }
+
+    /// Takes the first high watermark the partition's leader answers with as the end, when it is
+    /// further: in a cluster the broker described at creation may be a follower that has not yet
+    /// copied records the leader already acknowledged, and those must be read too. Only once, so
+    /// the end stays what was there when the consumer started.
+    fn learn_end(&mut self, high_watermark: u64) {
+        if !self.end_from_leader {
+            self.end = self.end.max(high_watermark);
+            self.end_from_leader = true;
+        }
     }
 }
 
@@ -240,6 +259,7 @@ impl Consumer {
                 position,
                 fetched_to: position,
                 end: d.next_offset,
+                end_from_leader: false,
                 committed,
                 behind: false,
             });
@@ -545,7 +565,10 @@ impl Consumer {
         for _ in 0..self.in_flight.len() {
             let Some((i, req)) = self.in_flight.pop_front() else { break };
             let records = match req.wait().await? {
-                Response::Fetched { records, .. } => records,
+                Response::Fetched { records, high_watermark, .. } => {
+                    self.partitions[i].learn_end(high_watermark);
+                    records
+                }
                 other => return Err(unexpected("Fetch", &other).into()),
             };
             // Before handing these out, so the broker reads on meanwhile.
@@ -702,7 +725,7 @@ impl Consumer {
     }
 
     fn at_end(&self) -> bool {
-        self.partitions.iter().all(|p| p.fetched_to >= p.end)
+        self.partitions.iter().all(PartitionState::at_end)
     }
 
     /// One fetch per partition that still has something to read, pipelined on the connection.

@@ -253,3 +253,25 @@ async fn producing_and_consuming_go_on_after_the_leaders_broker_disappears() {
     let first = consumer.next().await.unwrap().unwrap();
     assert_eq!((first.offset, first.value.as_deref()), (0, Some(&b"1"[..])));
 }
+
+#[tokio::test]
+async fn a_consumer_that_stops_at_the_end_reads_to_the_leaders_end_not_a_lagging_brokers() {
+    let world = Arc::new(World::default());
+    *world.leaders.lock().unwrap() = vec![2];
+    // Broker 2 leads and holds 3 records; broker 1 has copied none yet (it describes the
+    // partition as empty, as every stand-in broker does).
+    *world.ends.lock().unwrap() = vec![3];
+    let a = stand_in_broker(world.clone(), 1, Arc::new(AtomicBool::new(true))).await;
+    stand_in_broker(world.clone(), 2, Arc::new(AtomicBool::new(true))).await;
+
+    let conn = Connection::connect(&a).await.unwrap();
+    let config = ConsumerConfig { reconnect: Some(quick_retries()), ..ConsumerConfig::default() };
+    assert!(config.stop_at_end);
+    let mut consumer = Consumer::new(conn, "t", StartFrom::Beginning, config).await.unwrap();
+    let mut offsets = Vec::new();
+    while let Some(r) = consumer.next().await.unwrap() {
+        assert_eq!(r.value.as_deref(), Some(&b"2"[..]), "read from the leader");
+        offsets.push(r.offset);
+    }
+    assert_eq!(offsets, [0, 1, 2], "every record the leader has, though broker 1 had none");
+}
