@@ -228,6 +228,7 @@ async fn run(
             Response::TopicCreated { description }.into()
         }
         Request::AlterTopicConfigs { topic, set, delete } => {
+            not_in_a_cluster(cluster, "changing topic configs")?;
             let ops: Vec<ConfigOp> = set
                 .into_iter()
                 .map(|(k, v)| ConfigOp::Set(k, v))
@@ -242,6 +243,7 @@ async fn run(
             Response::TopicConfigs { entries }.into()
         }
         Request::AddPartitions { topic, total } => {
+            not_in_a_cluster(cluster, "adding partitions")?;
             let description = blocking(move || {
                 b.add_partitions(&topic, total, false)?;
                 b.describe_topic(&topic)
@@ -438,6 +440,18 @@ async fn create_topic(
         }
         Err(e) => Err(cluster_error(&e)),
     }
+}
+
+/// Refuses a change the cluster's metadata cannot carry yet: made on this broker alone, it would
+/// leave the other brokers with a different topic.
+fn not_in_a_cluster(cluster: &Cluster, what: &str) -> Result<(), Response> {
+    if cluster.is_clustered() {
+        return Err(error_response(
+            ErrorCode::InvalidRequest,
+            format!("{what} is not supported in a cluster yet"),
+        ));
+    }
+    Ok(())
 }
 
 fn broker_info(b: BrokerView) -> BrokerInfo {
