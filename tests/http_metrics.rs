@@ -13,10 +13,10 @@ use tokio::sync::oneshot;
 
 use minikafka::batch::Compression;
 use minikafka::broker::{Broker, BrokerConfig};
-use minikafka::cluster::Cluster;
 use minikafka::client::{
     Admin, Connection, Consumer, ConsumerConfig, Producer, ProducerConfig, StartFrom,
 };
+use minikafka::cluster::Cluster;
 use minikafka::http::HttpServer;
 use minikafka::metrics::find_sample;
 use minikafka::record::{self, Header, NewRecord};

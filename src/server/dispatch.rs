@@ -394,8 +394,7 @@ async fn run(
                     let view = cluster.topic_view(&name);
                     if view.is_empty() {
                         // Say why, as Describe would: a bad name, or no such topic.
-                        crate::broker::validate_topic_name(&name)
-                            .map_err(|e| broker_error(&e))?;
+                        crate::broker::validate_topic_name(&name).map_err(|e| broker_error(&e))?;
                         return Err(broker_error(&BrokerError::UnknownTopic { name }));
                     }
                     view
