@@ -64,6 +64,9 @@
 //! serves fetches; a client learns the leaders with `DescribePartitions` and sends each request
 //! to its partition's leader, refreshing and retrying on the retriable codes
 //! ([`ErrorCode::is_retriable`]). A single broker answers as the leader of everything (node 0).
+//! An `Append` is answered once every in-sync replica has the batch (Kafka's `acks=all`), or
+//! `RequestTimedOut` after the broker's 30 s; a `Fetch` reads only below the high watermark (what
+//! every in-sync replica has).
 //! Old requests and responses are unchanged; the keys, kinds and codes below are new (an older
 //! broker answers a new key with `InvalidRequest`).
 //!
