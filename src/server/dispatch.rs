@@ -487,3 +487,55 @@ pub(crate) fn constant_time_eq(expected: &[u8], presented: &[u8]) -> bool {
     }
     diff == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever moved or stalled leadership, a native client is told to learn the leaders again
+    /// and retry; a request that can never succeed is not retried.
+    #[test]
+    fn leadership_errors_are_retriable_and_bad_requests_are_not() {
+        let (topic, partition) = ("t".to_string(), 0);
+        let moving = [
+            ClusterError::NotLeader { topic: topic.clone(), partition, leader: Some(2) },
+            ClusterError::LeaderNotAvailable { topic: topic.clone(), partition },
+            ClusterError::FencedLeaderEpoch {
+                topic: topic.clone(),
+                partition,
+                requested: 1,
+                current: 2,
+            },
+            ClusterError::UnknownLeaderEpoch {
+                topic: topic.clone(),
+                partition,
+                requested: 3,
+                current: 2,
+            },
+            ClusterError::NotEnoughReplicas { topic: topic.clone(), partition, isr: 1, min: 2 },
+            ClusterError::NotEnoughReplicasAfterAppend { topic: topic.clone(), partition },
+            ClusterError::Timeout { topic: topic.clone(), partition, timeout: PRODUCE_TIMEOUT },
+            ClusterError::NotController,
+            ClusterError::Raft("no quorum".into()),
+            ClusterError::ShuttingDown,
+        ];
+        for e in &moving {
+            assert!(cluster_error_code(e).is_retriable(), "{e}: {:?}", cluster_error_code(e));
+        }
+        let final_ = [
+            (
+                ClusterError::InvalidReplicationFactor { requested: 3, brokers: 1 },
+                ErrorCode::InvalidReplicationFactor,
+            ),
+            (
+                ClusterError::Broker(BrokerError::UnknownTopic { name: topic }),
+                ErrorCode::UnknownTopic,
+            ),
+            (ClusterError::Internal("bug".into()), ErrorCode::Internal),
+        ];
+        for (e, code) in &final_ {
+            assert_eq!(cluster_error_code(e), *code, "{e}");
+            assert!(!code.is_retriable());
+        }
+    }
+}

@@ -138,14 +138,20 @@ impl Server {
         self.local_addr
     }
 
-    /// Serves connections until `shutdown` completes, then stops accepting, lets every
-    /// connection finish its in-flight request (up to [`SHUTDOWN_GRACE`]), leaves the cluster
-    /// ([`Cluster::shutdown`]) and shuts the broker down (sync + clean-shutdown markers).
+    /// Serves connections until `shutdown` completes, then leaves the cluster
+    /// ([`Cluster::shutdown`]), stops accepting, lets every connection finish its in-flight
+    /// request (up to [`SHUTDOWN_GRACE`]) and shuts the broker down (sync + clean-shutdown
+    /// markers).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let cluster = self.cluster.clone();
         let broker = cluster.broker().clone();
-        let served = self.serve(shutdown).await;
-        cluster.shutdown().await;
+        // Leadership moves away while the listener still answers, so clients meet retriable
+        // refusals (and find the new leaders) rather than closed connections.
+        let leave = async {
+            shutdown.await;
+            cluster.shutdown().await;
+        };
+        let served = self.serve(leave).await;
         let closed = tokio::task::spawn_blocking(move || broker.shutdown()).await;
         match closed {
             Ok(Ok(())) => {}
