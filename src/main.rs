@@ -11,8 +11,9 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The broker says where it listens at info; client commands stay quiet unless asked.
+    // openraft narrates every vote and append at info: only its warnings by default.
     let default_filter = match cli.command {
-        Command::Broker(_) => "info",
+        Command::Broker(_) => "info,openraft=warn",
         _ => "warn",
     };
     tracing_subscriber::fmt()
