@@ -564,12 +564,36 @@ pub async fn run_until(
     let result = match start_listeners(&args, cluster.clone()).await {
         Ok(listeners) => {
             cluster.register();
+            // Clients connecting meanwhile wait in the listeners' backlogs: nothing is answered
+            // from metadata this broker has not caught up with.
+            tokio::pin!(shutdown);
+            let stopped_early = {
+                let waiting = async {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        tracing::info!(
+                            "waiting to join the cluster (a majority of the controllers must be up)"
+                        );
+                    }
+                };
+                tokio::select! {
+                    _ = cluster.ready() => false,
+                    _ = waiting => unreachable!("the wait loop never ends"),
+                    _ = &mut shutdown => true,
+                }
+            };
+            if cluster.is_clustered() && !stopped_early {
+                tracing::info!(node = cluster.node_id(), "joined the cluster; serving");
+            }
             let (stop_tx, stop_rx) = watch::channel(false);
+            if stopped_early {
+                let _ = stop_tx.send(true);
+            }
             let serving = listeners.serve(stop_rx);
             tokio::pin!(serving);
             tokio::select! {
                 r = &mut serving => r,
-                _ = shutdown => {
+                _ = &mut shutdown, if !stopped_early => {
                     tracing::info!("shutdown requested");
                     // Leadership moves away while the listeners still answer, so clients are
                     // told where to go (retriable errors only).

@@ -219,6 +219,15 @@ impl Cluster {
         }
     }
 
+    /// Completes once this broker may serve: at once on a single node; in a cluster, once it is
+    /// registered and unfenced (it has caught up with the metadata), as a Kafka broker opens its
+    /// listeners only then.
+    pub async fn ready(&self) {
+        if let Mode::Node(n) = &self.mode {
+            n.ready().await;
+        }
+    }
+
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
     }
@@ -593,11 +602,11 @@ impl Cluster {
         if partitions > max {
             return Err(BrokerError::TooManyPartitions { requested: partitions, max }.into());
         }
-        let image = n.image();
+        let rf = replication_factor.unwrap_or(n.config().default_replication_factor);
+        let image = self.enough_brokers(n, rf).await;
         if image.topics.contains_key(name) {
             return Err(BrokerError::TopicAlreadyExists { name: name.to_owned() }.into());
         }
-        let rf = replication_factor.unwrap_or(n.config().default_replication_factor);
         let live = image.live_brokers().count();
         if rf == 0 || usize::from(rf) > live {
             return Err(ClusterError::InvalidReplicationFactor {
@@ -625,6 +634,26 @@ impl Cluster {
         }
         self.wait_local(n, name, |b, name| b.topic_id(name).is_ok_and(|t| t == id)).await?;
         Ok(self.broker.describe_topic(name)?)
+    }
+
+    /// The metadata once `rf` brokers are live, or as it is when that cannot be soon: brokers
+    /// that are known (registered, or named controllers) but not live yet — a cluster that is
+    /// starting — get a bounded wait, so a topic created right after start-up is not refused.
+    async fn enough_brokers(&self, n: &Node, rf: u16) -> Arc<MetadataImage> {
+        let rf = usize::from(rf);
+        let mut images = n.subscribe();
+        let deadline = tokio::time::Instant::now() + LOCAL_APPLY_WAIT;
+        loop {
+            let image = images.borrow_and_update().clone();
+            let known = image.brokers.len().max(n.config().controllers.len());
+            if image.live_brokers().count() >= rf
+                || rf > known
+                || tokio::time::Instant::now() >= deadline
+            {
+                return image;
+            }
+            let _ = tokio::time::timeout_at(deadline, images.changed()).await;
+        }
     }
 
     /// Waits (bounded) until reconciliation brought this broker's disk to `done`.

@@ -283,6 +283,19 @@ impl Node {
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(task);
     }
 
+    /// Completes once this process is registered and unfenced: it may lead and follow.
+    pub(super) async fn ready(&self) {
+        let mut images = self.subscribe();
+        let me = self.id();
+        let _ = images
+            .wait_for(|img| {
+                let mine = self.incarnation.load(Ordering::Acquire);
+                mine != 0
+                    && img.brokers.get(&me).is_some_and(|b| b.incarnation == mine && !b.fenced)
+            })
+            .await;
+    }
+
     async fn register_now(&self, advertised: Advertised) {
         let me = self.id();
         if !self.cfg.is_voter() {
