@@ -529,7 +529,12 @@ fn compaction_keeps_each_epochs_start_in_the_stored_batches() {
     let append_keyed = |log: &Log, n: u64, key: &str| {
         for i in 0..n {
             let v = format!("{key}{i}").into_bytes();
-            let r = NewRecord { timestamp_ms: 10, key: Some(key.as_bytes()), value: Some(&v), headers: &[] };
+            let r = NewRecord {
+                timestamp_ms: 10,
+                key: Some(key.as_bytes()),
+                value: Some(&v),
+                headers: &[],
+            };
             log.append(&[r]).unwrap();
         }
     };
