@@ -598,7 +598,10 @@ impl Node {
     /// leadership away (ShutdownBroker), wait until the image shows it, then stop replicating,
     /// stop Raft and the listener.
     pub(super) async fn shutdown(&self) {
-        self.want_shutdown.store(true, Ordering::Release);
+        // Once: the listeners and the broker command may each ask.
+        if self.want_shutdown.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let incarnation = self.incarnation.load(Ordering::Acquire);
         if incarnation != 0 && !*self.stop.borrow() {
             self.heartbeat().await;
