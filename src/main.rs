@@ -11,8 +11,10 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The broker says where it listens at info; client commands stay quiet unless asked.
+    // openraft narrates every vote at info and every unreachable peer at warn, several times a
+    // second: only its errors by default (RUST_LOG=openraft=info shows them).
     let default_filter = match cli.command {
-        Command::Broker(_) => "info",
+        Command::Broker(_) => "info,openraft=error",
         _ => "warn",
     };
     tracing_subscriber::fmt()

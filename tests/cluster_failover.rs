@@ -58,7 +58,6 @@ fn send(
 }
 
 #[test]
-#[ignore = "needs the cluster (issue 14 step 2)"]
 fn sigkill_of_the_leader_to_the_next_acks_all_ack_is_measured() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = TestCluster::start(dir.path(), 3, &["--broker-session-timeout-ms", "2000"]);

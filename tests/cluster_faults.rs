@@ -621,7 +621,6 @@ fn run(cluster: &mut TestCluster, lab: Option<&NetLab>, seed: u64, iterations: u
 }
 
 #[test]
-#[ignore = "needs the cluster (issue 14 step 2)"]
 fn nemesis_never_loses_an_acknowledged_record() {
     let seed = env_u64("MINIKAFKA_CLUSTER_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()

@@ -1,5 +1,6 @@
-//! Golden fixture: small segments with their indexes, written by segment format version 2
-//! (RecordBatch v2) and committed in tests/fixtures/storage_golden_v2/. The current code must read
+//! Golden fixture: small segments with their indexes and the partition's leader-epoch checkpoint,
+//! written by segment format version 2 (RecordBatch v2) and committed in
+//! tests/fixtures/storage_golden_v2/. The current code must read
 //! them back exactly, and must still write the very same bytes for the same batches; an
 //! accidental change to the batch, segment or index format fails here. To regenerate after a
 //! deliberate format change (and a version bump):
@@ -166,6 +167,15 @@ fn the_fixture_holds_batches_as_produced_with_the_compressed_one_compressed() {
     let index = std::fs::read(fixture_dir().join("00000000000000000000.index")).unwrap();
     assert_eq!(&index[..4], b"MKIX");
     assert_eq!(u16::from_le_bytes([index[4], index[5]]), 2, "index format version 2");
+    // Every log directory has one since replication: a single node's epoch 0, from offset 0.
+    let epochs = std::fs::read(fixture_dir().join("leader-epoch-checkpoint")).unwrap();
+    assert_eq!(&epochs[..4], b"MKLE");
+    assert_eq!(u16::from_le_bytes([epochs[4], epochs[5]]), 1, "checkpoint format version 1");
+    assert_eq!(
+        &epochs[12..],
+        &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        "one entry: (0, 0)"
+    );
 }
 
 #[test]

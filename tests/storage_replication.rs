@@ -243,7 +243,7 @@ fn the_epoch_checkpoint_survives_restart_and_is_rebuilt_when_missing() {
     log.set_leader_epoch(6).unwrap();
     append_values(&log, 4, "c");
     log.set_leader_epoch(9).unwrap(); // wrote nothing yet
-    let want = vec![(0, 0), (4, 3), (6, 8), (9, 12)];
+    let want = [(0, 0), (4, 3), (6, 8), (9, 12)];
     assert_eq!(log.epoch_cache().entries(), &want[..]);
     assert!(matches!(log.set_leader_epoch(8), Err(StorageError::EpochRegression { .. })));
     assert_eq!(log.epoch_end_offset(5), (4, Some(8)));
@@ -529,7 +529,12 @@ fn compaction_keeps_each_epochs_start_in_the_stored_batches() {
     let append_keyed = |log: &Log, n: u64, key: &str| {
         for i in 0..n {
             let v = format!("{key}{i}").into_bytes();
-            let r = NewRecord { timestamp_ms: 10, key: Some(key.as_bytes()), value: Some(&v), headers: &[] };
+            let r = NewRecord {
+                timestamp_ms: 10,
+                key: Some(key.as_bytes()),
+                value: Some(&v),
+                headers: &[],
+            };
             log.append(&[r]).unwrap();
         }
     };

@@ -82,6 +82,7 @@ pub mod partitioner;
 pub(crate) mod producer_ids;
 mod replica_access;
 mod topic;
+pub(crate) use topic::new_topic_id;
 mod topic_admin;
 pub mod topic_config;
 

@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::broker::{Broker, BrokerConfig, BrokerError, CleanerConfig};
+use crate::cluster::config::parse_controllers;
+use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::http::{HttpError, HttpLimits, HttpServer};
 use crate::kafka::{KafkaConfig, KafkaError, KafkaServer};
 use crate::protocol;
@@ -146,6 +148,52 @@ pub struct BrokerArgs {
     /// with no token refuses to listen anywhere but 127.0.0.1/::1.
     #[arg(long)]
     pub allow_unauthenticated_remote: bool,
+
+    /// Cluster membership (`--controllers` and the flags beside it); without `--controllers`
+    /// the broker is a single node.
+    #[command(flatten)]
+    pub cluster: Box<ClusterArgs>,
+}
+
+/// The flags of a broker that is part of a cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// This broker's id in the cluster: a number from 1, unique, never reused for another
+    /// broker. Needed with --controllers.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    pub node_id: Option<u64>,
+
+    /// The metadata controllers (Raft voters), as ID@HOST:PORT,... naming each one's
+    /// --cluster-listen address (3 or 5 of them). A broker whose --node-id is not listed joins
+    /// as a learner of the metadata.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    pub controllers: Option<String>,
+
+    /// The broker-to-broker listener (metadata consensus and replica fetches). Obeys the rule
+    /// of the other listeners: loopback only unless a token is set or
+    /// --allow-unauthenticated-remote; other brokers must present the same token.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7080")]
+    pub cluster_listen: String,
+
+    /// The HOST:PORT that native clients are told to connect to for this broker; defaults to the
+    /// native listener's bound address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_addr: Option<String>,
+
+    /// Replicas of a topic created without a replication factor (default: 3, or the number of
+    /// controllers when fewer).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub default_replication_factor: Option<u16>,
+
+    /// A broker whose heartbeats stop for this long is fenced: each partition it led gets a new
+    /// leader from the in-sync replicas (Kafka's broker.session.timeout.ms).
+    #[arg(long, value_name = "MS", default_value_t = 9000, value_parser = clap::value_parser!(u64).range(200..))]
+    pub broker_session_timeout_ms: u64,
+
+    /// A follower that has not caught up for this long leaves the ISR (Kafka's
+    /// replica.lag.time.max.ms).
+    #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub replica_lag_time_max_ms: u64,
 }
 
 impl BrokerArgs {
@@ -228,6 +276,8 @@ pub enum BrokerCommandError {
     Http(#[from] HttpError),
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("shutting down the broker: {0}")]
     Shutdown(#[source] BrokerError),
     #[error("internal error: {0}")]
@@ -321,6 +371,55 @@ impl BrokerArgs {
 }
 
 impl BrokerArgs {
+    /// The cluster this broker joins, or `None` for a single node (no `--controllers`).
+    pub fn cluster_config(&self) -> Result<Option<ClusterConfig>, BrokerCommandError> {
+        let c = &self.cluster;
+        let Some(list) = &c.controllers else {
+            for (set, flag) in [
+                (c.node_id.is_some(), "--node-id"),
+                (c.advertised_addr.is_some(), "--advertised-addr"),
+                (c.default_replication_factor.is_some(), "--default-replication-factor"),
+            ] {
+                if set {
+                    return Err(BrokerCommandError::Config {
+                        flag,
+                        reason: "only means something in a cluster: add --controllers".into(),
+                    });
+                }
+            }
+            return Ok(None);
+        };
+        let controllers = parse_controllers(list).map_err(|e| BrokerCommandError::Config {
+            flag: "--controllers",
+            reason: e.to_string(),
+        })?;
+        let node_id = c.node_id.ok_or_else(|| BrokerCommandError::Config {
+            flag: "--node-id",
+            reason: "a broker in a cluster needs its id (--node-id N)".into(),
+        })?;
+        let listen = resolve(&c.cluster_listen)?;
+        self.check_exposure("--cluster-listen", listen)?;
+        if let Some(a) = &c.advertised_addr
+            && !a.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        {
+            return Err(BrokerCommandError::Config {
+                flag: "--advertised-addr",
+                reason: format!("{a:?} is not HOST:PORT"),
+            });
+        }
+        let mut cfg = ClusterConfig::new(node_id, listen, controllers);
+        cfg.advertised_addr = c.advertised_addr.clone();
+        cfg.advertised_kafka_addr = self.advertised_kafka_addr.clone();
+        if let Some(rf) = c.default_replication_factor {
+            cfg.default_replication_factor = rf;
+        }
+        cfg.broker_session_timeout = Duration::from_millis(c.broker_session_timeout_ms);
+        cfg.replica_lag_time = Duration::from_millis(c.replica_lag_time_max_ms);
+        cfg.token = self.token()?;
+        cfg.allow_remote = self.allow_unauthenticated_remote;
+        Ok(Some(cfg))
+    }
+
     /// The Kafka listener configuration, or `None` for `--kafka-listen off`.
     pub fn kafka_config(&self) -> Result<Option<KafkaConfig>, BrokerCommandError> {
         if self.kafka_listen.eq_ignore_ascii_case("off") {
@@ -393,13 +492,15 @@ impl Listeners {
     }
 }
 
-/// Binds every listener the flags ask for.
+/// Binds every listener the flags ask for; each serves through `cluster` (a cluster of one on
+/// a single node).
 pub async fn start_listeners(
     args: &BrokerArgs,
-    broker: Arc<Broker>,
+    cluster: Arc<Cluster>,
 ) -> Result<Listeners, BrokerCommandError> {
+    let broker = cluster.broker().clone();
     let kafka = match args.kafka_config()? {
-        Some(config) => Some(KafkaServer::bind(config, broker.clone()).await?),
+        Some(config) => Some(KafkaServer::bind_cluster(config, cluster.clone()).await?),
         None => None,
     };
     let http = match args.http_addr()? {
@@ -417,6 +518,7 @@ pub async fn start_listeners(
         None => None,
     };
     let native = Server::bind(args.server_config()?, broker).await?;
+    cluster.set_advertised(Some(native.local_addr().to_string()), None);
     Ok(Listeners { native, kafka, http })
 }
 
@@ -441,6 +543,7 @@ pub async fn run_until(
     args.server_config()?;
     args.http_addr()?;
     args.kafka_config()?;
+    args.cluster_config()?;
     let path = config.data_dir.clone();
     crate::storage::raise_open_file_limit(); // every partition holds its active segment open
     // Opening recovers every partition: file I/O, kept off the async workers.
@@ -448,15 +551,53 @@ pub async fn run_until(
         .await
         .map_err(|e| BrokerCommandError::Internal(e.to_string()))?
         .map_err(|source| BrokerCommandError::Open { path, source })?;
-    let result = match start_listeners(&args, broker.clone()).await {
+    let cluster = match args.cluster_config()? {
+        Some(cfg) => match Cluster::start(broker.clone(), cfg).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tokio::task::spawn_blocking(move || broker.shutdown()).await;
+                return Err(e.into());
+            }
+        },
+        None => Cluster::single(broker.clone()),
+    };
+    let result = match start_listeners(&args, cluster.clone()).await {
         Ok(listeners) => {
+            cluster.register();
+            // Clients connecting meanwhile wait in the listeners' backlogs: nothing is answered
+            // from metadata this broker has not caught up with.
+            tokio::pin!(shutdown);
+            let stopped_early = {
+                let waiting = async {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        tracing::info!(
+                            "waiting to join the cluster (a majority of the controllers must be up)"
+                        );
+                    }
+                };
+                tokio::select! {
+                    _ = cluster.ready() => false,
+                    _ = waiting => unreachable!("the wait loop never ends"),
+                    _ = &mut shutdown => true,
+                }
+            };
+            if cluster.is_clustered() && !stopped_early {
+                tracing::info!(node = cluster.node_id(), "joined the cluster; serving");
+            }
             let (stop_tx, stop_rx) = watch::channel(false);
+            if stopped_early {
+                let _ = stop_tx.send(true);
+            }
             let serving = listeners.serve(stop_rx);
             tokio::pin!(serving);
             tokio::select! {
                 r = &mut serving => r,
-                _ = shutdown => {
+                _ = &mut shutdown, if !stopped_early => {
                     tracing::info!("shutdown requested");
+                    // Leadership moves away while the listeners still answer, so clients are
+                    // told where to go (retriable errors only).
+                    cluster.shutdown().await;
                     let _ = stop_tx.send(true);
                     match tokio::time::timeout(SHUTDOWN_DEADLINE, serving).await {
                         Ok(r) => r,
@@ -473,6 +614,7 @@ pub async fn run_until(
         }
         Err(e) => Err(e),
     };
+    cluster.shutdown().await;
     let closed = tokio::task::spawn_blocking(move || broker.shutdown())
         .await
         .map_err(|e| BrokerCommandError::Internal(e.to_string()))?;

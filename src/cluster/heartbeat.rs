@@ -8,6 +8,8 @@
 //! |--------|------|----------------------------------------------------------|
 //! | 0      | 8    | node id (u64)                                            |
 //! | 8      | 8    | incarnation: the raft index of its registration (u64)    |
+//! | 16     | 8    | applied index: the last metadata entry it applied (u64)  |
+//! | 24     | 1    | 1 while a controlled shutdown is under way, else 0       |
 //!
 //! Response payload: one byte, [`HEARTBEAT_RECORDED`] or [`HEARTBEAT_NOT_CONTROLLER`] (the
 //! receiver is not the Raft leader: ask the one the metadata names).
@@ -15,7 +17,7 @@
 use super::metadata::NodeId;
 
 /// Size of a heartbeat request.
-pub const HEARTBEAT_LEN: usize = 16;
+pub const HEARTBEAT_LEN: usize = 25;
 /// The controller recorded the heartbeat.
 pub const HEARTBEAT_RECORDED: u8 = 0;
 /// The receiver is not the controller.
@@ -26,6 +28,10 @@ pub const HEARTBEAT_NOT_CONTROLLER: u8 = 1;
 pub struct Heartbeat {
     pub node_id: NodeId,
     pub incarnation: u64,
+    /// It is unfenced only once it has applied its own registration.
+    pub applied_index: u64,
+    /// A broker on its way out is never unfenced again.
+    pub want_shutdown: bool,
 }
 
 impl Heartbeat {
@@ -33,6 +39,8 @@ impl Heartbeat {
         let mut out = Vec::with_capacity(HEARTBEAT_LEN);
         out.extend_from_slice(&self.node_id.to_be_bytes());
         out.extend_from_slice(&self.incarnation.to_be_bytes());
+        out.extend_from_slice(&self.applied_index.to_be_bytes());
+        out.push(u8::from(self.want_shutdown));
         out.into()
     }
 
@@ -41,10 +49,17 @@ impl Heartbeat {
         if payload.len() != HEARTBEAT_LEN {
             return None;
         }
-        let (id, inc) = payload.split_at(8);
+        let u64_at = |at: usize| payload[at..at + 8].try_into().ok().map(u64::from_be_bytes);
+        let want_shutdown = match payload[24] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
         Some(Heartbeat {
-            node_id: u64::from_be_bytes(id.try_into().ok()?),
-            incarnation: u64::from_be_bytes(inc.try_into().ok()?),
+            node_id: u64_at(0)?,
+            incarnation: u64_at(8)?,
+            applied_index: u64_at(16)?,
+            want_shutdown,
         })
     }
 }
@@ -55,12 +70,16 @@ mod tests {
 
     #[test]
     fn a_heartbeat_round_trips_and_garbage_is_refused() {
-        let h = Heartbeat { node_id: 3, incarnation: 1 << 40 };
+        let h =
+            Heartbeat { node_id: 3, incarnation: 1 << 40, applied_index: 7, want_shutdown: true };
         let bytes = h.encode();
         assert_eq!(bytes.len(), HEARTBEAT_LEN);
         assert_eq!(Heartbeat::decode(&bytes), Some(h));
-        assert_eq!(Heartbeat::decode(&bytes[..15]), None);
-        assert_eq!(Heartbeat::decode(&[0; 17]), None);
+        assert_eq!(Heartbeat::decode(&bytes[..24]), None);
+        assert_eq!(Heartbeat::decode(&[0; 26]), None);
+        let mut bad_flag = bytes.to_vec();
+        bad_flag[24] = 2;
+        assert_eq!(Heartbeat::decode(&bad_flag), None);
         assert_eq!(Heartbeat::decode(&[]), None);
     }
 }

@@ -97,7 +97,7 @@ pub fn cluster_error_code(e: &ClusterError) -> ErrorCode {
         ClusterError::Raft(_) => ErrorCode::RequestTimedOut,
         // Leadership moves away at shutdown: the client finds the new leader.
         ClusterError::ShuttingDown => ErrorCode::NotLeader,
-        ClusterError::Internal(_) => ErrorCode::Internal,
+        ClusterError::Internal(_) | ClusterError::Start { .. } => ErrorCode::Internal,
     }
 }
 

@@ -242,7 +242,7 @@ impl Inner {
         for i in removed {
             self.entries.remove(&i);
         }
-        if let (Some(at), Some(purged)) = (self.purged_record_at, self.last_purged.clone())
+        if let (Some(at), Some(purged)) = (self.purged_record_at, self.last_purged)
             && at >= cut
         {
             let offsets = self.write_records(&[LogRecord::Purged(purged)])?;
@@ -256,7 +256,7 @@ impl Inner {
             return Ok(());
         }
         self.remove_through(log_id.index());
-        let offsets = self.write_records(&[LogRecord::Purged(log_id.clone())])?;
+        let offsets = self.write_records(&[LogRecord::Purged(log_id)])?;
         self.purged_record_at = offsets.first().copied();
         self.last_purged = Some(log_id);
         if self.stale >= COMPACT_AFTER_STALE && self.stale > self.entries.len() {
@@ -272,7 +272,7 @@ impl Inner {
         let mut purged_at = None;
         if let Some(p) = &self.last_purged {
             purged_at = Some(buf.len() as u64);
-            encode_record(&LogRecord::Purged(p.clone()), &mut buf)?;
+            encode_record(&LogRecord::Purged(*p), &mut buf)?;
         }
         let mut offsets = Vec::with_capacity(self.entries.len());
         for (index, (entry, _)) in &self.entries {
@@ -301,7 +301,7 @@ impl Inner {
 
     fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         write_atomically(&self.dir, VOTE_FILE, &serde_json::to_vec(vote)?, true)?;
-        self.vote = Some(vote.clone());
+        self.vote = Some(*vote);
         Ok(())
     }
 
@@ -423,7 +423,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.lock().vote.clone())
+        Ok(self.lock().vote)
     }
 }
 
@@ -432,13 +432,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let inner = self.lock();
-        let last_purged_log_id = inner.last_purged.clone();
-        let last_log_id = inner
-            .entries
-            .values()
-            .next_back()
-            .map(|(e, _)| e.log_id())
-            .or_else(|| last_purged_log_id.clone());
+        let last_purged_log_id = inner.last_purged;
+        let last_log_id =
+            inner.entries.values().next_back().map(|(e, _)| e.log_id()).or(last_purged_log_id);
         Ok(LogState { last_purged_log_id, last_log_id })
     }
 
@@ -447,7 +443,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let vote = vote.clone();
+        let vote = *vote;
         self.blocking(move |inner| inner.save_vote(&vote)).await
     }
 
@@ -456,7 +452,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.lock().committed.clone())
+        Ok(self.lock().committed)
     }
 
     async fn append<I>(

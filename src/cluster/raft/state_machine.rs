@@ -61,7 +61,7 @@ impl<S: StateMachineData> StateMachine<S> {
                 let data: S = serde_json::from_slice(&s.data).map_err(|e| {
                     RaftNodeError::Corrupt { path: path.clone(), reason: e.to_string() }
                 })?;
-                (data, s.meta.last_log_id.clone(), s.meta.last_membership.clone())
+                (data, s.meta.last_log_id, s.meta.last_membership.clone())
             }
             None => (S::default(), None, StoredMembership::default()),
         };
@@ -93,7 +93,7 @@ impl<S: StateMachineData> RaftSnapshotBuilder<TypeConfig> for StateMachine<S> {
         let mut inner = self.inner.lock().await;
         let data = serde_json::to_vec(inner.data.as_ref())?;
         let meta = SnapshotMeta {
-            last_log_id: inner.last_applied.clone(),
+            last_log_id: inner.last_applied,
             last_membership: inner.membership.clone(),
         };
         let file = SnapshotFile { meta: meta.clone(), data: data.clone() };
@@ -113,7 +113,7 @@ impl<S: StateMachineData> RaftStateMachine<TypeConfig> for StateMachine<S> {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let inner = self.inner.lock().await;
-        Ok((inner.last_applied.clone(), inner.membership.clone()))
+        Ok((inner.last_applied, inner.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -132,11 +132,11 @@ impl<S: StateMachineData> RaftStateMachine<TypeConfig> for StateMachine<S> {
                 }
                 EntryPayload::Membership(membership) => {
                     inner.membership =
-                        StoredMembership::new(Some(entry.log_id.clone()), membership.clone());
+                        StoredMembership::new(Some(entry.log_id), membership.clone());
                     Applied(Ok(serde_json::Value::Null))
                 }
             };
-            inner.last_applied = Some(entry.log_id.clone());
+            inner.last_applied = Some(entry.log_id);
             if let Some(responder) = responder {
                 responder.send(answer);
             }
@@ -165,7 +165,7 @@ impl<S: StateMachineData> RaftStateMachine<TypeConfig> for StateMachine<S> {
         tokio::task::spawn_blocking(move || write_atomically(&dir, SNAPSHOT_FILE, &bytes, true))
             .await
             .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))??;
-        inner.last_applied = meta.last_log_id.clone();
+        inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
         inner.data = Arc::new(data);
         inner.snapshot = Some(file);

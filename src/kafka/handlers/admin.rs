@@ -246,7 +246,10 @@ pub(super) fn describe_cluster(
         .collect();
     let mut res = DescribeClusterResponse::default()
         .with_cluster_id(s(CLUSTER_ID))
-        .with_controller_id(ctx.cluster.controller().unwrap_or(-1).into())
+        // As in KRaft: clients send controller requests (CreateTopics...) to a broker, which
+        // forwards them to the metadata leader, so "the controller" is this live broker. The
+        // Raft leader may be fenced or not listed yet, and clients then wait for it in vain.
+        .with_controller_id(ctx.node_id().into())
         .with_brokers(brokers);
     if v >= FIRST_ENDPOINT_TYPE_VERSION {
         res = res.with_endpoint_type(ENDPOINT_BROKERS);

@@ -168,6 +168,9 @@ pub(super) async fn metadata(ctx: &Ctx, r: MetadataRequest, v: i16) -> MetadataR
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(s(CLUSTER_ID)))
-        .with_controller_id(ctx.cluster.controller().unwrap_or(-1).into())
+        // As in KRaft: clients send controller requests (CreateTopics...) to a broker, which
+        // forwards them to the metadata leader, so "the controller" is this live broker. The
+        // Raft leader may be fenced or not listed yet, and clients then wait for it in vain.
+        .with_controller_id(ctx.node_id().into())
         .with_topics(topics)
 }

@@ -126,7 +126,9 @@ pub(crate) fn cluster_error_code(e: &ClusterError) -> i16 {
         ClusterError::Raft(_) => code(ResponseError::RequestTimedOut),
         // Leadership moves away at shutdown: the client finds the new leader.
         ClusterError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
-        ClusterError::Internal(_) => code(ResponseError::UnknownServerError),
+        ClusterError::Internal(_) | ClusterError::Start { .. } => {
+            code(ResponseError::UnknownServerError)
+        }
     }
 }
 

@@ -104,16 +104,8 @@ async fn create_one(
                     "replication factor {rf}: it must be larger than 0, or -1 for the default"
                 )));
             }
-            rf => {
-                let live = cluster.brokers().iter().filter(|b| !b.fenced).count().max(1);
-                if rf as usize > live {
-                    let s = if live == 1 { "" } else { "s" };
-                    return Err(invalid_rf(format!(
-                        "replication factor {rf} is larger than the {live} available broker{s}"
-                    )));
-                }
-                replication_factor = Some(rf as u16);
-            }
+            // The cluster checks it against the live brokers (waiting for those still joining).
+            rf => replication_factor = Some(rf as u16),
         }
         match t.num_partitions {
             -1 => default_partitions as i32,
