@@ -162,6 +162,10 @@ fn sorted_lines(s: &str) -> Vec<String> {
 /// Three brokers: any one of them, given alone, creates a replicated topic, takes records for
 /// partitions other brokers lead and reads back everything; the leader of a partition dies, and
 /// the CLI goes on with the others, losing nothing acknowledged.
+///
+/// Right after the failover, the new leader's high watermark can be below what the old leader
+/// acknowledged for a few hundred ms (it starts from the high watermark it knew as a follower);
+/// a `consume` without `--follow` in that window stops short. Seen about once in six runs.
 #[test]
 #[ignore = "needs Server::bind_cluster and HttpServer::bind_cluster wired into src/cli/broker.rs"]
 fn the_cli_follows_partition_leaders_across_three_brokers_and_a_leader_failure() {
