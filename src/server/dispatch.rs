@@ -399,11 +399,8 @@ async fn run(
                     }
                     view
                 }
-                // Every broker of a cluster holds every topic (the metadata creates them all
-                // everywhere), so the local list is the cluster's.
-                None => {
-                    broker.list_topics().iter().flat_map(|t| cluster.topic_view(&t.name)).collect()
-                }
+                // The cluster's topics, also those this broker has not created on disk yet.
+                None => cluster.topic_names().iter().flat_map(|t| cluster.topic_view(t)).collect(),
             };
             let brokers = cluster.brokers().into_iter().map(broker_info).collect();
             let partitions = partitions.into_iter().map(partition_state).collect();
