@@ -167,7 +167,6 @@ fn sorted_lines(s: &str) -> Vec<String> {
 /// acknowledged for a few hundred ms (it starts from the high watermark it knew as a follower);
 /// a `consume` without `--follow` in that window stops short. Seen about once in six runs.
 #[test]
-#[ignore = "needs Server::bind_cluster and HttpServer::bind_cluster wired into src/cli/broker.rs"]
 fn the_cli_follows_partition_leaders_across_three_brokers_and_a_leader_failure() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = TestCluster::start(dir.path(), 3, &["--fsync", "never"]);

@@ -365,6 +365,7 @@ impl BrokerArgs {
             max_connections: self.max_connections,
             max_frame_bytes: self.max_frame_bytes,
             auth_token: self.token()?,
+            advertised_addr: self.cluster.advertised_addr.clone(),
             ..ServerConfig::default()
         })
     }
@@ -377,7 +378,6 @@ impl BrokerArgs {
         let Some(list) = &c.controllers else {
             for (set, flag) in [
                 (c.node_id.is_some(), "--node-id"),
-                (c.advertised_addr.is_some(), "--advertised-addr"),
                 (c.default_replication_factor.is_some(), "--default-replication-factor"),
             ] {
                 if set {
@@ -507,7 +507,7 @@ pub async fn start_listeners(
         Some(addr) => {
             let limits =
                 HttpLimits { max_connections: args.http_max_connections, ..HttpLimits::default() };
-            let http = HttpServer::bind(addr, broker.clone(), broker.metrics().clone())
+            let http = HttpServer::bind_cluster(addr, cluster.clone(), broker.metrics().clone())
                 .await?
                 .with_auth_token(args.token()?)
                 .with_allowed_hosts(&args.http_allowed_hosts)
@@ -517,8 +517,7 @@ pub async fn start_listeners(
         }
         None => None,
     };
-    let native = Server::bind(args.server_config()?, broker).await?;
-    cluster.set_advertised(Some(native.local_addr().to_string()), None);
+    let native = Server::bind_cluster(args.server_config()?, cluster).await?;
     Ok(Listeners { native, kafka, http })
 }
 

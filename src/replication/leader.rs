@@ -55,6 +55,10 @@ struct Follower {
     last_fetch_leader_end: u64,
     /// Highest broker incarnation seen from it: an older one is a zombie process.
     incarnation: u64,
+    /// The watermark last sent to it: an in-sync follower's long poll returns as soon as the
+    /// watermark passes it, so it knows the watermark promptly (a new leader starts from the one
+    /// it knew; consumers of a new leader would otherwise see less than was acknowledged).
+    sent_hw: u64,
 }
 
 struct Inner {
@@ -125,6 +129,7 @@ impl PartitionLeader {
                     last_fetch: None,
                     last_fetch_leader_end: log_end,
                     incarnation: 0,
+                    sent_hw: 0,
                 };
                 (r, f)
             })
@@ -248,6 +253,7 @@ impl PartitionLeader {
                     last_fetch: None,
                     last_fetch_leader_end: end,
                     incarnation: 0,
+                    sent_hw: 0,
                 });
             }
         }
@@ -366,6 +372,7 @@ impl PartitionLeader {
             };
         }
         self.record_position(from, req.fetch_offset);
+        let mut hw_moves = self.hw_tx.subscribe();
         loop {
             // Registered before the read, so an append landing in between still wakes us.
             let appended = self.appended.notified();
@@ -373,6 +380,7 @@ impl PartitionLeader {
             tokio::pin!(appended, stopping);
             appended.as_mut().enable();
             stopping.as_mut().enable();
+            hw_moves.borrow_and_update();
             let records = match self.log.read(req.fetch_offset, req.max_bytes as usize) {
                 Ok(r) => r,
                 Err(e) => {
@@ -386,11 +394,16 @@ impl PartitionLeader {
             if self.is_stopped() {
                 return FetchResponse::error(FetchErrorCode::NotLeaderOrFollower, -1);
             }
-            if !records.is_empty() || Instant::now() >= deadline {
+            let hw = self.refresh();
+            let news = !records.is_empty() || self.owes_watermark(from, hw);
+            if news || Instant::now() >= deadline {
+                if let Some(f) = lock(&self.inner).followers.get_mut(&from) {
+                    f.sent_hw = hw;
+                }
                 return FetchResponse {
                     error: FetchErrorCode::None,
                     leader_epoch: epoch,
-                    high_watermark: self.refresh(),
+                    high_watermark: hw,
                     log_start_offset: self.log.log_start(),
                     diverging: None,
                     records,
@@ -399,9 +412,17 @@ impl PartitionLeader {
             tokio::select! {
                 _ = appended => {}
                 _ = stopping => {}
+                _ = hw_moves.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
+    }
+
+    /// An in-sync follower (any of them may be the next leader, starting from the watermark it
+    /// knows) has not been told the watermark `hw` yet.
+    fn owes_watermark(&self, from: NodeId, hw: u64) -> bool {
+        let inner = lock(&self.inner);
+        inner.isr.contains(&from) && inner.followers.get(&from).is_some_and(|f| hw > f.sent_hw)
     }
 
     fn divergence(&self, req: &FetchRequest, log_end: u64) -> Option<(i32, u64)> {
