@@ -393,9 +393,10 @@ async fn run(
                 Some(name) => {
                     let view = cluster.topic_view(&name);
                     if view.is_empty() {
-                        // Say why, as Describe would: a bad name, or no such topic.
-                        crate::broker::validate_topic_name(&name).map_err(|e| broker_error(&e))?;
-                        return Err(broker_error(&BrokerError::UnknownTopic { name }));
+                        // Say why, as Describe would: a bad name, or no such topic. A topic that
+                        // is offline here (its topic.json damaged) has no partitions to show:
+                        // Describe says why.
+                        broker.describe_topic(&name).map_err(|e| broker_error(&e))?;
                     }
                     view
                 }
