@@ -75,7 +75,7 @@ impl ConnectArgs {
     }
 
     /// The token from --auth-token-file, else from the env MINIKAFKA_TOKEN, if any.
-    fn token(&self) -> Result<Option<String>, CliError> {
+    pub(super) fn token(&self) -> Result<Option<String>, CliError> {
         if let Some(path) = &self.auth_token_file {
             let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
                 what: format!("reading --auth-token-file {}", path.display()),

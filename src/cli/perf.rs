@@ -269,6 +269,39 @@ fn build_report(
     }
 }
 
+/// The native address of each partition's leader, in partition order, in a cluster of several
+/// brokers; `None` on a single node.
+async fn partition_leaders(common: &CommonArgs) -> Result<Option<Vec<String>>, CliError> {
+    let conn = common.connect.connect().await?;
+    let (brokers, partitions) = Admin::new(conn).describe_partitions(Some(&common.topic)).await?;
+    let mut addrs = Vec::with_capacity(partitions.len());
+    for p in &partitions {
+        let addr = p
+            .leader
+            .and_then(|l| brokers.iter().find(|b| b.id == l))
+            .and_then(|b| b.native_addr.clone())
+            .ok_or_else(|| {
+                CliError::Broker(format!(
+                    "{} partition {} has no leader with a native address right now",
+                    common.topic, p.partition
+                ))
+            })?;
+        addrs.push(addr);
+    }
+    Ok((brokers.len() > 1).then_some(addrs))
+}
+
+/// A connection to `addr`, or to the `--broker` list when there is no leader list.
+async fn connect_to(common: &CommonArgs, addr: Option<&String>) -> Result<Connection, CliError> {
+    match addr {
+        Some(addr) => {
+            let token = common.connect.token()?;
+            Ok(Connection::connect_with_token(addr, token.as_deref()).await?)
+        }
+        None => common.connect.connect().await,
+    }
+}
+
 /// Creates the topic if it is missing; returns its partition count.
 async fn ensure_topic(conn: &Connection, common: &CommonArgs) -> Result<u32, CliError> {
     if common.partitions == 0 {
@@ -331,9 +364,12 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         (_, Some(_)) => return Err(CliError::Usage("--duration must be positive".to_string())),
         (n, None) => Limit::Count(n.unwrap_or(1_000_000)),
     };
+    // In a cluster, partitions have different leaders: producer i then writes only partition
+    // i mod N, on a connection to that partition's leader (an append anywhere else is refused).
+    let leaders = partition_leaders(common).await?;
     let mut conns = Vec::with_capacity(args.producers);
-    for _ in 0..args.producers {
-        conns.push(common.connect.connect().await?);
+    for i in 0..args.producers {
+        conns.push(connect_to(common, leaders.as_ref().map(|a| &a[i % a.len()])).await?);
     }
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.producers);
@@ -352,6 +388,7 @@ async fn produce(args: ProduceArgs) -> Result<(), CliError> {
             value: payload(common.record_size),
             partitions,
             first_partition: i as u32,
+            pinned: leaders.is_some(),
             batch_records,
             in_flight,
             limit: count,
@@ -397,6 +434,8 @@ struct ProduceJob {
     value: Vec<u8>,
     partitions: u32,
     first_partition: u32,
+    /// Always `first_partition` (mod the count) instead of each partition in turn.
+    pinned: bool,
     batch_records: u64,
     in_flight: usize,
     limit: Limit,
@@ -454,7 +493,9 @@ impl ProduceJob {
             }
             let buf = builder.finish().map_err(|e| encode_err(&self.topic, e))?;
             let partition = (self.first_partition + batch_no) % self.partitions;
-            batch_no = batch_no.wrapping_add(1);
+            if !self.pinned {
+                batch_no = batch_no.wrapping_add(1);
+            }
             let req = Request::Append {
                 topic: self.topic.clone(),
                 partition: Some(partition),
@@ -678,13 +719,23 @@ async fn latency(args: LatencyArgs) -> Result<(), CliError> {
     let conn = common.connect.connect().await?;
     let partitions = ensure_topic(&conn, common).await?;
     let description = Admin::new(conn.clone()).describe_topic(&common.topic).await?;
+    // In a cluster each partition is written and followed on its leader.
+    let leaders = partition_leaders(common).await?;
+    let mut producers = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions as usize {
+        producers.push(match &leaders {
+            Some(addrs) => connect_to(common, addrs.get(p)).await?,
+            None => conn.clone(),
+        });
+    }
     let duration = Duration::from_secs_f64(args.duration);
     let expected = (args.rate as f64 * args.duration).round() as u64;
     // Followers start at the log end, on their own connection, before anything is produced.
     let mut followers = Vec::new();
     let seen_total = Arc::new(AtomicU64::new(0));
     for p in &description.partitions {
-        let fconn = common.connect.connect().await?;
+        let leader = leaders.as_ref().and_then(|a| a.get(p.partition as usize));
+        let fconn = connect_to(common, leader).await?;
         let topic = common.topic.clone();
         let (partition, start) = (p.partition, p.next_offset);
         let deadline = Instant::now() + duration + Duration::from_secs(10);
@@ -722,14 +773,15 @@ async fn latency(args: LatencyArgs) -> Result<(), CliError> {
             record::push_record(&mut builder, &rec).map_err(|e| encode_err(&common.topic, e))?;
         }
         let buf = builder.finish().map_err(|e| encode_err(&common.topic, e))?;
+        let partition = batch_no % partitions;
         let req = Request::Append {
             topic: common.topic.clone(),
-            partition: Some(batch_no % partitions),
+            partition: Some(partition),
             key_hint: None,
             records: bytes::Bytes::from(buf),
         };
         batch_no = batch_no.wrapping_add(1);
-        pending.push_back(conn.start(&req).await?);
+        pending.push_back(producers[partition as usize].start(&req).await?);
         sent += n as u64;
         // Collect acknowledgements without waiting, so a slow ack never delays the schedule.
         while let Some(front) = pending.front_mut() {
