@@ -363,11 +363,31 @@ impl Cluster {
         acks: Acks,
         timeout: Duration,
     ) -> Result<AppendResult, ClusterError> {
+        let (result, acked) = self.append(topic, partition, key_hint, batch, acks, timeout).await?;
+        if let Some(acked) = acked {
+            acked.await?;
+        }
+        Ok(result)
+    }
+
+    /// [`Cluster::produce`] in two steps: the leader's append now, and what is left to wait
+    /// for (the in-sync replicas, with `acks=all` in a cluster) as a future of its own, so that
+    /// a connection can append its next request while earlier ones replicate, answering them
+    /// in order.
+    pub async fn append(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        key_hint: Option<&[u8]>,
+        batch: AppendBatch<'_>,
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<(AppendResult, Option<AckWait>), ClusterError> {
         let n = match &self.mode {
             // A cluster of one: the local append, durable per the fsync policy, is every
             // replica's, so every `acks` value is met when it returns.
             Mode::Single => {
-                return Ok(self.broker.append(topic, partition, key_hint, batch).await?);
+                return Ok((self.broker.append(topic, partition, key_hint, batch).await?, None));
             }
             Mode::Node(n) => n,
         };
@@ -397,13 +417,17 @@ impl Cluster {
             });
         }
         let result = self.broker.append(topic, Some(p), key_hint, batch).await?;
-        if acks == Acks::All {
-            n.replicas
-                .wait_for_acks(topic, p, result.offsets.next, min_isr, timeout)
-                .await
-                .map_err(|e| replication_error(topic, p, timeout, e))?;
+        if acks != Acks::All {
+            return Ok((result, None));
         }
-        Ok(result)
+        let (replicas, topic, end) = (n.replicas.clone(), topic.to_owned(), result.offsets.next);
+        let acked: AckWait = Box::pin(async move {
+            replicas
+                .wait_for_acks(&topic, p, end, min_isr, timeout)
+                .await
+                .map_err(|e| replication_error(&topic, p, timeout, e))
+        });
+        Ok((result, Some(acked)))
     }
 
     /// A partition for a record without one: murmur2 of the key over every partition (so a key
@@ -813,6 +837,10 @@ fn planned_description(
         configs: configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }
+
+/// An appended batch's wait for its replicas (see [`Cluster::append`]).
+pub type AckWait =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ClusterError>> + Send>>;
 
 /// How long a long poll waits before looking at the high watermark again.
 const HW_POLL: Duration = Duration::from_millis(5);

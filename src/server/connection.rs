@@ -24,7 +24,7 @@ use crate::sendfile::{self, SENDFILE_BYTES, send_file};
 use crate::storage::ReadSlice;
 
 use super::ServerConfig;
-use super::dispatch::{self, Reply, Session};
+use super::dispatch::{self, PendingReply, Reply, Session};
 
 /// Bytes asked of the socket per read when no large frame is pending.
 const READ_CHUNK: usize = 64 * 1024;
@@ -51,6 +51,8 @@ pub(crate) async fn serve(
     let (mut rd, mut wr) = stream.into_split();
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Outbox::default();
+    // Replies waiting for replicas, in request order; replies behind one wait their turn.
+    let mut pending: VecDeque<(u32, PendingReply)> = VecDeque::new();
     let mut session = Session::new();
     let reason = loop {
         let limit = frame_limit(&config, &session);
@@ -78,7 +80,14 @@ pub(crate) async fn serve(
                         (id, Reply::Response(dispatch::error_response(e.code(), e.to_string())))
                     }
                 };
-                out.push(correlation_id, reply);
+                match reply {
+                    Reply::Pending(f) => pending.push_back((correlation_id, f)),
+                    ready if !pending.is_empty() => {
+                        pending.push_back((correlation_id, Box::pin(std::future::ready(ready))))
+                    }
+                    ready => out.push(correlation_id, ready),
+                }
+                move_ready(&mut pending, &mut out).await;
                 if session.close {
                     tracing::warn!(%peer, "authentication failed: connection refused");
                     let _ = out.flush(&mut wr).await;
@@ -109,6 +118,11 @@ pub(crate) async fn serve(
             break "write failed";
         }
         if *stop.borrow() {
+            // Requests already appended get their answers before the connection closes.
+            while let Some((id, f)) = pending.pop_front() {
+                out.push(id, f.await);
+            }
+            let _ = out.flush(&mut wr).await;
             break "server stopping";
         }
         reserve_for_next_frame(&mut inbuf);
@@ -118,11 +132,39 @@ pub(crate) async fn serve(
                 Ok(_) => {}
                 Err(_) => break "read failed",
             },
+            reply = next_pending(&mut pending), if !pending.is_empty() => {
+                if let Some((id, _)) = pending.pop_front() {
+                    out.push(id, reply);
+                }
+                move_ready(&mut pending, &mut out).await;
+            }
             _ = stop.changed() => {}
         }
     };
     let _ = wr.shutdown().await;
     tracing::debug!(%peer, reason, "connection closed");
+}
+
+/// Moves the replies at the front of `pending` that are ready to the outbox, in order.
+async fn move_ready(pending: &mut VecDeque<(u32, PendingReply)>, out: &mut Outbox) {
+    while let Some((_, f)) = pending.front_mut() {
+        match futures::future::poll_immediate(f.as_mut()).await {
+            Some(reply) => {
+                if let Some((id, _)) = pending.pop_front() {
+                    out.push(id, reply);
+                }
+            }
+            None => return,
+        }
+    }
+}
+
+/// Waits for the oldest pending reply (which stays queued until the caller pops it).
+async fn next_pending(pending: &mut VecDeque<(u32, PendingReply)>) -> Reply {
+    match pending.front_mut() {
+        Some((_, f)) => f.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The frame limit for this connection now (`super::frame_limit`).
@@ -249,6 +291,16 @@ impl Outbox {
                 self.push_scratch();
             }
             Reply::Fetched(f) => self.push_fetched(correlation_id, f),
+            // The connection resolves pending replies before queueing them; answer rather than
+            // lose the request if one ever arrives here.
+            Reply::Pending(_) => {
+                let resp = dispatch::error_response(
+                    protocol::ErrorCode::Internal,
+                    "a reply was queued before it was ready".to_string(),
+                );
+                protocol::encode_response(&mut self.scratch, correlation_id, &resp);
+                self.push_scratch();
+            }
         }
     }
 

@@ -27,7 +27,13 @@ use super::{PRODUCE_TIMEOUT, ServerConfig};
 pub(crate) enum Reply {
     Response(Response),
     Fetched(FetchResult),
+    /// Appended, waiting for the in-sync replicas: the connection goes on with its next
+    /// requests and sends this reply, in order, once the future resolves.
+    Pending(PendingReply),
 }
+
+/// A reply that is ready once its future resolves.
+pub(crate) type PendingReply = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
 
 impl From<Response> for Reply {
     fn from(r: Response) -> Reply {
@@ -162,10 +168,22 @@ pub(crate) async fn handle(
     let metrics = cluster.broker().metrics().clone();
     metrics.record_request(Listener::Native, req.api_key().name());
     let reply = handle_request(req, cluster, config, session, stop).await;
-    if let Reply::Response(Response::Error { code, .. }) = &reply {
-        metrics.record_request_error(Listener::Native, code.name());
+    let count_error = move |reply: &Reply| {
+        if let Reply::Response(Response::Error { code, .. }) = reply {
+            metrics.record_request_error(Listener::Native, code.name());
+        }
+    };
+    match reply {
+        Reply::Pending(pending) => Reply::Pending(Box::pin(async move {
+            let reply = pending.await;
+            count_error(&reply);
+            reply
+        })),
+        reply => {
+            count_error(&reply);
+            reply
+        }
     }
-    reply
 }
 
 async fn handle_request(
@@ -265,20 +283,33 @@ async fn run(
             let bytes = records.len() as u64;
             let batch = AppendBatch::Owned(records);
             // A native append is acknowledged once every in-sync replica has it (acks=all).
-            let r = cluster
-                .produce(&topic, partition, key_hint.as_deref(), batch, Acks::All, PRODUCE_TIMEOUT)
+            let (r, acked) = cluster
+                .append(&topic, partition, key_hint.as_deref(), batch, Acks::All, PRODUCE_TIMEOUT)
                 .await
                 .map_err(|e| cluster_error(&e))?;
-            let metrics = broker.metrics();
+            let metrics = broker.metrics().clone();
             let count = r.offsets.next - r.offsets.first;
             metrics.record_append(&topic, r.partition, count, bytes);
-            metrics.observe_produce(Listener::Native, started.elapsed());
-            Response::Appended {
+            let appended = Response::Appended {
                 partition: r.partition,
                 first_offset: r.offsets.first,
                 next_offset: r.offsets.next,
+            };
+            match acked {
+                None => {
+                    metrics.observe_produce(Listener::Native, started.elapsed());
+                    appended.into()
+                }
+                Some(acked) => Reply::Pending(Box::pin(async move {
+                    match acked.await {
+                        Ok(()) => {
+                            metrics.observe_produce(Listener::Native, started.elapsed());
+                            appended.into()
+                        }
+                        Err(e) => cluster_error(&e).into(),
+                    }
+                })),
             }
-            .into()
         }
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
             let started = Instant::now();
