@@ -100,6 +100,45 @@ impl Cluster {
             .unwrap_or_default())
     }
 
+    /// Deletes the group's offsets and recorded membership; false when the metadata has
+    /// neither. Whether it still has members is the coordinator's check, made before.
+    pub(crate) async fn delete_group(&self, group: &str) -> Result<bool, ClusterError> {
+        let n = self.clustered_node()?;
+        match n.propose(MetadataCommand::DeleteGroup { group: group.to_owned() }).await? {
+            ApplyResult::Rejected(_) => Ok(false),
+            _ => {
+                wait_local(n, |img| {
+                    !img.group_offsets.contains_key(group) && !img.groups.contains_key(group)
+                })
+                .await;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Deletes some of the group's committed offsets; false when it has none at all.
+    pub(crate) async fn delete_group_offsets(
+        &self,
+        group: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<bool, ClusterError> {
+        let n = self.clustered_node()?;
+        let cmd = MetadataCommand::DeleteOffsets {
+            group: group.to_owned(),
+            partitions: partitions.to_vec(),
+        };
+        match n.propose(cmd).await? {
+            ApplyResult::Rejected(_) => Ok(false),
+            _ => {
+                wait_local(n, |img| {
+                    partitions.iter().all(|(t, p)| img.committed_offset(group, t, *p).is_none())
+                })
+                .await;
+                Ok(true)
+            }
+        }
+    }
+
     /// Records a group as its last completed rebalance (or its emptying) settled it. A newer
     /// generation recorded meanwhile (the group moved on elsewhere) wins: refused, and fine.
     pub(crate) async fn record_group(

@@ -162,6 +162,9 @@ pub enum MetadataCommand {
     CommitOffsets { group: String, offsets: Vec<GroupOffset> },
     /// Removes the group's committed offsets and recorded membership.
     DeleteGroup { group: String },
+    /// Removes some of the group's committed offsets (Kafka's OffsetDelete); ones it does not
+    /// have are no error.
+    DeleteOffsets { group: String, partitions: Vec<(String, u32)> },
     /// Records the group's membership after a completed rebalance (or its emptying). Refused
     /// when older than the recorded generation: a coordinator that lost the group to another
     /// must not take it back in time.
@@ -361,6 +364,18 @@ impl MetadataImage {
                 let members = self.groups.remove(group).is_some();
                 if !offsets && !members {
                     return reject(format!("unknown group {group}"));
+                }
+                ApplyResult::Done
+            }
+            C::DeleteOffsets { group, partitions } => {
+                let Some(stored) = self.group_offsets.get_mut(group) else {
+                    return reject(format!("unknown group {group}"));
+                };
+                stored.retain(|o| {
+                    !partitions.iter().any(|(t, p)| *t == o.topic && *p == o.partition)
+                });
+                if stored.is_empty() {
+                    self.group_offsets.remove(group);
                 }
                 ApplyResult::Done
             }

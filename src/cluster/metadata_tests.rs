@@ -360,6 +360,26 @@ fn deleting_a_group_removes_its_membership_and_offsets() {
 }
 
 #[test]
+fn deleting_some_offsets_keeps_the_others() {
+    let mut img = cluster(1);
+    create(&mut img, "t", 1, vec![vec![1], vec![1]]);
+    let off =
+        |partition, offset| GroupOffset { topic: "t".into(), partition, offset, metadata: None };
+    let commit =
+        MetadataCommand::CommitOffsets { group: "g".into(), offsets: vec![off(0, 5), off(1, 7)] };
+    assert_eq!(img.apply(&commit, 0), ApplyResult::Done);
+    let delete = |partitions: Vec<(String, u32)>| MetadataCommand::DeleteOffsets {
+        group: "g".into(),
+        partitions,
+    };
+    assert_eq!(img.apply(&delete(vec![("t".into(), 0), ("u".into(), 3)]), 0), ApplyResult::Done);
+    assert_eq!(img.group_offsets["g"], vec![off(1, 7)]);
+    assert_eq!(img.apply(&delete(vec![("t".into(), 1)]), 0), ApplyResult::Done);
+    assert!(img.group_offsets.is_empty(), "a group left with no offsets is gone");
+    assert!(matches!(img.apply(&delete(vec![]), 0), ApplyResult::Rejected(_)));
+}
+
+#[test]
 fn an_image_from_before_group_memberships_still_loads() {
     let mut img = cluster(1);
     create(&mut img, "t", 1, vec![vec![1]]);

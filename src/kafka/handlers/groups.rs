@@ -661,8 +661,10 @@ pub(super) async fn delete_groups(ctx: &Ctx, r: DeleteGroupsRequest) -> DeleteGr
     let mut results = Vec::with_capacity(r.groups_names.len());
     for group in &r.groups_names {
         let (broker, name) = (ctx.broker.clone(), group.to_string());
-        let err = if !ctx.coordinates(group) {
+        let err = if validate_group_name(group).is_ok() && not_coordinator(ctx, group) != 0 {
             code(ResponseError::NotCoordinator)
+        } else if ctx.cluster.is_clustered() {
+            delete_clustered(ctx, group).await
         } else {
             match tokio::task::spawn_blocking(move || broker.delete_group(&name)).await {
                 Ok(Ok(())) => {
@@ -692,7 +694,7 @@ pub(super) async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDe
     if let Err(e) = validate_group_name(&r.group_id) {
         return OffsetDeleteResponse::default().with_error_code(broker_error_code(&e));
     }
-    if !ctx.coordinates(&r.group_id) {
+    if not_coordinator(ctx, &r.group_id) != 0 {
         return OffsetDeleteResponse::default()
             .with_error_code(code(ResponseError::NotCoordinator));
     }
@@ -731,19 +733,19 @@ pub(super) async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDe
             .collect();
         per_topic.push((t.name.clone(), parts));
     }
-    let (broker, group) = (ctx.broker.clone(), r.group_id.to_string());
-    let outcome =
-        tokio::task::spawn_blocking(move || broker.delete_group_offsets(&group, &deletable)).await;
-    let top = match outcome {
-        Ok(Ok(())) => 0,
-        Ok(Err(e)) => {
-            tracing::debug!(group = r.group_id.as_str(), error = %e, "OffsetDelete refused");
-            broker_error_code(&e)
+    let top = if ctx.cluster.is_clustered() {
+        match ctx.cluster.delete_group_offsets(&r.group_id, &deletable).await {
+            Ok(true) => 0,
+            // No offsets in the metadata: fine for a group this coordinator knows.
+            Ok(false) if described.is_some() => 0,
+            Ok(false) => code(ResponseError::GroupIdNotFound),
+            Err(e) => {
+                tracing::warn!(group = r.group_id.as_str(), error = %e, "OffsetDelete failed");
+                code(ResponseError::CoordinatorNotAvailable)
+            }
         }
-        Err(e) => {
-            tracing::error!(group = r.group_id.as_str(), error = %e, "offset delete task failed");
-            code(ResponseError::UnknownServerError)
-        }
+    } else {
+        offset_delete_local(ctx, &r.group_id, deletable).await
     };
     if top != 0 {
         return OffsetDeleteResponse::default().with_error_code(top);
@@ -766,4 +768,46 @@ pub(super) async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDe
         })
         .collect();
     OffsetDeleteResponse::default().with_topics(topics)
+}
+
+/// A single node's OffsetDelete: the group's offset file, off the async workers.
+async fn offset_delete_local(ctx: &Ctx, group: &str, deletable: Vec<(String, u32)>) -> i16 {
+    let (broker, name) = (ctx.broker.clone(), group.to_string());
+    let outcome =
+        tokio::task::spawn_blocking(move || broker.delete_group_offsets(&name, &deletable)).await;
+    match outcome {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            tracing::debug!(group, error = %e, "OffsetDelete refused");
+            broker_error_code(&e)
+        }
+        Err(e) => {
+            tracing::error!(group, error = %e, "offset delete task failed");
+            code(ResponseError::UnknownServerError)
+        }
+    }
+}
+
+/// DeleteGroups in a cluster: refused while the group has members here; else its offsets and
+/// recorded membership leave the metadata, and this coordinator forgets it.
+async fn delete_clustered(ctx: &Ctx, group: &str) -> i16 {
+    if let Err(e) = validate_group_name(group) {
+        return broker_error_code(&e);
+    }
+    if ctx.coordinator().has_members(group) {
+        return code(ResponseError::NonEmptyGroup);
+    }
+    let known_here = ctx.coordinator().describe(group).is_some();
+    match ctx.cluster.delete_group(group).await {
+        Ok(deleted) if deleted || known_here => {
+            ctx.coordinator().forget(group);
+            tracing::info!(group, "consumer group deleted");
+            0
+        }
+        Ok(_) => code(ResponseError::GroupIdNotFound),
+        Err(e) => {
+            tracing::warn!(group, error = %e, "DeleteGroups failed");
+            code(ResponseError::CoordinatorNotAvailable)
+        }
+    }
 }
