@@ -3,7 +3,8 @@
 //! partitions of an RF-3 topic and commits. Its coordinator's broker is SIGKILLed: FindCoordinator
 //! names another live broker, which accepts the member's commits and heartbeats at the generation
 //! it already had (no rejoin), and answers the committed offsets. When the killed broker comes
-//! back the group may move again; the member's generation still holds there.
+//! back the group may move again; the member's generation still holds there. Leaving and
+//! deleting the group then removes its offsets from the cluster.
 
 mod common;
 
@@ -299,4 +300,16 @@ fn a_member_keeps_committing_at_its_generation_after_its_coordinator_is_killed()
         [12, 22, 32],
     );
     assert_eq!(fetch_offsets(&mut client, &addr).unwrap(), vec![12, 22, 32]);
+
+    // The member leaves and the group is deleted: its offsets are gone from the cluster.
+    let leave = LeaveGroupRequest::default().with_group_id(GroupId(s(GROUP))).with_members(vec![
+        leave_group_request::MemberIdentity::default().with_member_id(s(&member)),
+    ]);
+    let left: LeaveGroupResponse = client.call(&addr, ApiKey::LeaveGroup, 3, &leave).unwrap();
+    assert_eq!(left.members.iter().map(|m| m.error_code).collect::<Vec<_>>(), vec![NONE]);
+    let delete = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(GROUP))]);
+    let deleted: DeleteGroupsResponse =
+        client.call(&addr, ApiKey::DeleteGroups, 2, &delete).unwrap();
+    assert_eq!(deleted.results.iter().map(|r| r.error_code).collect::<Vec<_>>(), vec![NONE]);
+    assert_eq!(fetch_offsets(&mut client, &addr).unwrap(), vec![-1, -1, -1]);
 }
