@@ -629,6 +629,14 @@ pub(super) fn describe_groups(
             let Some(d) = described else {
                 // Offsets only: Empty (a "simple" group: no protocol type, as ListGroups says);
                 // unknown: Dead (error NONE, as Kafka before v6).
+                if ctx.cluster.is_clustered() {
+                    let offsets = ctx.cluster.group_offsets(group_id).unwrap_or_default();
+                    return g.with_group_state(s(if offsets.is_empty() {
+                        "Dead"
+                    } else {
+                        "Empty"
+                    }));
+                }
                 let status = ctx.broker.group_status(group_id, |_| Vec::new());
                 return g.with_group_state(s(&status.state));
             };
