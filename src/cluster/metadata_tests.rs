@@ -493,6 +493,12 @@ enum Op {
         offset: i64,
     },
     DeleteGroup(u8),
+    /// A group settled at `generation` with `members` members (0: emptied).
+    Record {
+        group: u8,
+        generation: i32,
+        members: u8,
+    },
 }
 
 const TOPICS: [&str; 3] = ["a", "b", "c"];
@@ -524,6 +530,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..3u8, topic.clone(), 0..4u32, 0..1000i64)
             .prop_map(|(group, topic, partition, offset)| Op::Commit { group, topic, partition, offset }),
         1 => (0..3u8).prop_map(Op::DeleteGroup),
+        2 => (0..3u8, -1..6i32, 0..3u8)
+            .prop_map(|(group, generation, members)| Op::Record { group, generation, members }),
     ]
 }
 
@@ -647,6 +655,18 @@ fn concretize(img: &MetadataImage, op: &Op, next_id: &mut u8) -> (MetadataComman
             (C::CommitOffsets { group: format!("g{group}"), offsets }, false)
         }
         Op::DeleteGroup(g) => (C::DeleteGroup { group: format!("g{g}") }, false),
+        Op::Record { group, generation, members } => {
+            let group = format!("g{group}");
+            let members: Vec<GroupMemberRecord> =
+                (0..*members).map(|i| member(&format!("m{i}"), &[i])).collect();
+            let leader = members.first().map(|m| m.member_id.clone()).unwrap_or_default();
+            let older = img.groups.get(&group).is_some_and(|g| g.generation > *generation);
+            let must_reject = *generation < 0 || older;
+            (
+                C::RecordGroup { group, membership: membership(*generation, &leader, members) },
+                must_reject,
+            )
+        }
     }
 }
 
@@ -695,6 +715,14 @@ pub(crate) fn check_image(img: &MetadataImage) -> Result<(), TestCaseError> {
             }
         }
     }
+    for (group, m) in &img.groups {
+        prop_assert!(m.generation >= 0, "negative generation of {}", group);
+        prop_assert!(
+            m.members.is_empty() || m.members.iter().any(|x| x.member_id == m.leader),
+            "leader outside the members of {}",
+            group
+        );
+    }
     for offsets in img.group_offsets.values() {
         prop_assert!(!offsets.is_empty());
         for o in offsets {
@@ -714,6 +742,11 @@ fn check_step(
     seen: &mut BTreeMap<String, i32>,
 ) -> Result<(), TestCaseError> {
     prop_assert!(after.next_producer_id >= before.next_producer_id);
+    for (group, m) in &after.groups {
+        if let Some(old) = before.groups.get(group) {
+            prop_assert!(m.generation >= old.generation, "generation of {} went back", group);
+        }
+    }
     for (name, t) in &after.topics {
         let old = before.topics.get(name).filter(|o| o.id == t.id);
         let max_before = seen.get(name).copied();
