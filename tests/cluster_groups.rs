@@ -284,6 +284,15 @@ fn a_member_keeps_committing_at_its_generation_after_its_coordinator_is_killed()
         "the member heartbeats at its generation without rejoining"
     );
     assert_eq!(fetch_offsets(&mut client, &new_addr).unwrap(), vec![11, 21, 31]);
+    let listed: ListGroupsResponse =
+        client.call(&new_addr, ApiKey::ListGroups, 4, &ListGroupsRequest::default()).unwrap();
+    let states: Vec<(String, String)> =
+        listed.groups.iter().map(|g| (g.group_id.to_string(), g.group_state.to_string())).collect();
+    assert_eq!(
+        states,
+        vec![(GROUP.to_string(), "Stable".to_string())],
+        "the new coordinator lists it"
+    );
 
     // The killed broker comes back with an empty memory; wherever the group is coordinated now,
     // the member's generation and the committed offsets hold.

@@ -139,6 +139,30 @@ impl Cluster {
         }
     }
 
+    /// Every group the metadata knows (recorded or with committed offsets) that this broker
+    /// coordinates, as last recorded: (name, state, protocol type), sorted. A group this broker
+    /// holds live is better described by its coordinator.
+    pub(crate) fn coordinated_groups(&self) -> Vec<(String, String, String)> {
+        let Mode::Node(n) = &self.mode else {
+            return Vec::new();
+        };
+        let image = n.image();
+        let mut all: std::collections::BTreeMap<String, (String, String)> = image
+            .group_offsets
+            .keys()
+            .map(|g| (g.clone(), ("Empty".to_owned(), String::new())))
+            .collect();
+        for (g, m) in &image.groups {
+            let state = if m.members.is_empty() { "Empty" } else { "Stable" };
+            all.insert(g.clone(), (state.to_owned(), m.protocol_type.clone()));
+        }
+        let me = self.node_id();
+        all.into_iter()
+            .filter(|(g, _)| self.coordinator_for(g) == me)
+            .map(|(g, (state, protocol_type))| (g, state, protocol_type))
+            .collect()
+    }
+
     /// Records a group as its last completed rebalance (or its emptying) settled it. A newer
     /// generation recorded meanwhile (the group moved on elsewhere) wins: refused, and fine.
     pub(crate) async fn record_group(

@@ -583,9 +583,26 @@ pub(super) fn list_groups(ctx: &Ctx, r: ListGroupsRequest, v: i16) -> ListGroups
     if !types.is_empty() && !types.iter().any(|t| t == "classic") {
         return ListGroupsResponse::default();
     }
-    let groups = ctx
-        .broker
-        .list_group_states()
+    let listed = if ctx.cluster.is_clustered() {
+        // The groups the metadata knows that this broker coordinates, as its coordinator sees
+        // them when it holds them live.
+        let mut all: std::collections::BTreeMap<String, (String, String)> = ctx
+            .cluster
+            .coordinated_groups()
+            .into_iter()
+            .map(|(g, state, protocol_type)| (g, (state, protocol_type)))
+            .collect();
+        let live = ctx.coordinator().list();
+        for (g, state, protocol_type) in live {
+            if ctx.coordinates(&g) {
+                all.insert(g, (state.name().to_owned(), protocol_type));
+            }
+        }
+        all.into_iter().map(|(g, (state, protocol_type))| (g, state, protocol_type)).collect()
+    } else {
+        ctx.broker.list_group_states()
+    };
+    let groups = listed
         .into_iter()
         .filter(|(_, state, _)| states.is_empty() || states.contains(&state.to_lowercase()))
         .map(|(group, state, protocol_type)| {
