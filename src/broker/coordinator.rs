@@ -166,6 +166,32 @@ pub(crate) struct GroupDescription {
     pub members: Vec<MemberDescription>,
 }
 
+/// A group as a completed rebalance left it (Stable), or emptied: what a cluster records so that
+/// another coordinator can resume it with [`Coordinator::install`] at the same generation, its
+/// members keeping their ids and assignments.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SettledGroup {
+    pub generation: i32,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub leader: String,
+    /// Sorted by member id; empty for an Empty group.
+    pub members: Vec<SettledMember>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SettledMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    /// Its metadata for the chosen protocol.
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
 #[derive(Debug)]
 struct Member {
     client_id: String,
@@ -396,6 +422,106 @@ impl Coordinator {
         if let Some(g) = self.groups.remove(group_id) {
             self.pending_total = self.pending_total.saturating_sub(g.pending.len());
         }
+        true
+    }
+
+    /// The group's generation, if the coordinator knows it.
+    pub(crate) fn generation(&self, group_id: &str) -> Option<i32> {
+        self.groups.get(group_id).map(|g| g.generation)
+    }
+
+    /// The group as settled, when it is Stable or Empty (mid-rebalance there is nothing settled
+    /// to hand over: its members rejoin wherever the group goes).
+    pub(crate) fn settled(&self, group_id: &str) -> Option<SettledGroup> {
+        let g = self.groups.get(group_id)?;
+        if !matches!(g.state, GroupState::Stable | GroupState::Empty) {
+            return None;
+        }
+        let members = if g.state == GroupState::Empty {
+            Vec::new()
+        } else {
+            g.members
+                .iter()
+                .map(|(id, m)| SettledMember {
+                    member_id: id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout: m.session_timeout,
+                    rebalance_timeout: m.rebalance_timeout,
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| g.protocol.as_ref() == Some(n))
+                        .map(|(_, md)| md.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect()
+        };
+        Some(SettledGroup {
+            generation: g.generation,
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: g.protocol.clone().unwrap_or_default(),
+            leader: if members.is_empty() {
+                String::new()
+            } else {
+                g.leader.clone().unwrap_or_default()
+            },
+            members,
+        })
+    }
+
+    /// Takes over a group another coordinator settled (it moved here, or this broker restarted):
+    /// Stable at that generation with those members, each with a fresh session, or Empty at that
+    /// generation. A group known here at the same or a newer generation is kept as it is; one
+    /// known at an older generation is stale (the group went on elsewhere) and is replaced, its
+    /// waiting requests answered REBALANCE_IN_PROGRESS. Returns whether it installed.
+    pub(crate) fn install(&mut self, now: Instant, group_id: &str, settled: SettledGroup) -> bool {
+        match self.groups.get(group_id) {
+            Some(g) if g.generation >= settled.generation => return false,
+            Some(_) => {}
+            None if self.groups.len() >= MAX_GROUPS => return false,
+            None => {}
+        }
+        if settled.members.len() > MAX_MEMBERS_PER_GROUP {
+            return false;
+        }
+        if let Some(mut old) = self.groups.remove(group_id) {
+            let ids: Vec<String> = old.members.keys().cloned().collect();
+            for id in &ids {
+                old.remove_member(id, GroupError::RebalanceInProgress);
+            }
+            self.pending_total = self.pending_total.saturating_sub(old.pending.len());
+        }
+        let mut group = Group::new(now);
+        group.generation = settled.generation;
+        if !settled.members.is_empty() {
+            group.state = GroupState::Stable;
+            group.protocol_type = Some(settled.protocol_type);
+            group.protocol = Some(settled.protocol.clone());
+            group.leader = Some(settled.leader);
+            for m in settled.members {
+                group.members.insert(
+                    m.member_id,
+                    Member {
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        group_instance_id: m.group_instance_id,
+                        session_timeout: m
+                            .session_timeout
+                            .clamp(MIN_SESSION_TIMEOUT, MAX_SESSION_TIMEOUT),
+                        rebalance_timeout: m.rebalance_timeout,
+                        protocols: vec![(settled.protocol.clone(), m.metadata)],
+                        last_seen: now,
+                        join_waiter: None,
+                        sync_waiter: None,
+                        assignment: m.assignment,
+                    },
+                );
+            }
+        }
+        self.groups.insert(group_id.to_string(), group);
         true
     }
 
@@ -998,6 +1124,75 @@ mod tests {
         assert_eq!(c.state(G).unwrap().0, GroupState::Empty);
         c.tick(t);
         assert!(c.state(G).is_none());
+    }
+
+    #[test]
+    fn a_settled_group_resumes_on_another_coordinator_at_its_generation() {
+        let t = Instant::now();
+        let mut old = Coordinator::new();
+        let (a, mut ja) = join_new(&mut old, t);
+        ready(&mut ja).unwrap();
+        let (b, mut jb) = join_new(&mut old, t);
+        let mut ja = old.join(t, params(&a, true));
+        ready(&mut ja).unwrap();
+        ready(&mut jb).unwrap();
+        assert!(old.settled(G).is_none(), "mid-rebalance nothing is settled");
+        let mut sb = old.sync(t, G, 2, &b, vec![]);
+        let assignments =
+            vec![(a.clone(), Bytes::from_static(b"p0")), (b.clone(), Bytes::from_static(b"p1"))];
+        let mut sa = old.sync(t, G, 2, &a, assignments);
+        ready(&mut sa).unwrap();
+        ready(&mut sb).unwrap();
+        let settled = old.settled(G).expect("a Stable group is settled");
+        assert_eq!((settled.generation, settled.leader.as_str()), (2, a.as_str()));
+        assert_eq!(settled.members.len(), 2);
+
+        // The coordinator moves: the new one takes the group over and the members carry on.
+        let later = t + Duration::from_secs(60);
+        let mut new = Coordinator::new();
+        assert!(new.install(later, G, settled.clone()));
+        assert_eq!(new.state(G), Some((GroupState::Stable, 2, 2)));
+        assert_eq!(new.check_commit(later, G, 2, &a), 0, "a commits at its generation");
+        assert_eq!(new.heartbeat(later, G, 2, &b), 0);
+        assert_eq!(
+            now_reply(new.sync(later, G, 2, &b, vec![])).assignment,
+            Bytes::from_static(b"p1")
+        );
+        assert_eq!(new.check_commit(later, G, 1, &a), 22, "an older generation is still refused");
+        let d = new.describe(G).unwrap();
+        assert_eq!((d.protocol_type.as_str(), d.protocol.as_str()), ("consumer", "range"));
+        assert_eq!(d.members[0].metadata, Bytes::from_static(b"meta"));
+        // A rejoin with the same subscription is a rebalance that goes on at generation 3.
+        let mut ja = new.join(later, params(&a, true));
+        let mut jb = new.join(later, params(&b, true));
+        assert_eq!(ready(&mut ja).unwrap().generation_id, 3);
+        assert_eq!(ready(&mut jb).unwrap().generation_id, 3);
+
+        // The same generation again, or an older one, changes nothing here.
+        assert!(!new.install(later, G, settled.clone()));
+        assert_eq!(new.state(G).unwrap().1, 3);
+        // A newer one replaces a stale group.
+        let newer = SettledGroup { generation: 5, ..settled };
+        assert!(new.install(later, G, newer));
+        assert_eq!(new.state(G), Some((GroupState::Stable, 5, 2)));
+    }
+
+    #[test]
+    fn an_emptied_group_resumes_empty_and_counts_generations_on() {
+        let t = Instant::now();
+        let mut c = Coordinator::new();
+        let empty = SettledGroup {
+            generation: 7,
+            protocol_type: String::new(),
+            protocol: String::new(),
+            leader: String::new(),
+            members: Vec::new(),
+        };
+        assert!(c.install(t, G, empty));
+        assert_eq!(c.state(G), Some((GroupState::Empty, 7, 0)));
+        assert_eq!(c.settled(G).unwrap().generation, 7);
+        let (_a, mut ja) = join_new(&mut c, t);
+        assert_eq!(ready(&mut ja).unwrap().generation_id, 8);
     }
 
     #[test]

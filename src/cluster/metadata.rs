@@ -27,6 +27,10 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// Committed offsets per group, one entry per (topic, partition), sorted by it.
     pub group_offsets: BTreeMap<String, Vec<GroupOffset>>,
+    /// Each group's membership as of its last completed rebalance, so that a new coordinator
+    /// resumes the group at that generation. Absent from images written before it existed.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupMembership>,
 }
 
 /// A registered broker.
@@ -76,6 +80,37 @@ pub struct GroupOffset {
     pub metadata: Option<String>,
 }
 
+/// A consumer group as its coordinator last settled it: the generation and, for a Stable group,
+/// every member with what it subscribed to and what it was assigned. No members: the group is
+/// Empty, and only its generation is kept (generations never go back).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMembership {
+    pub generation: i32,
+    pub protocol_type: String,
+    /// The chosen protocol (the assignor).
+    pub protocol: String,
+    pub leader: String,
+    /// Sorted by member id.
+    pub members: Vec<GroupMemberRecord>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMemberRecord {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u32,
+    pub rebalance_timeout_ms: u32,
+    /// The member's metadata for the chosen protocol (a consumer's subscription).
+    pub metadata: Vec<u8>,
+    /// What the leader assigned it.
+    pub assignment: Vec<u8>,
+}
+
+/// Most members a recorded group may hold (the coordinator's own limit).
+pub const MAX_RECORDED_MEMBERS: usize = 1_000;
+
 /// A change to the metadata, proposed through raft and applied by [`MetadataImage::apply`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
@@ -90,22 +125,14 @@ pub enum MetadataCommand {
     },
     /// The registered incarnation `incarnation` of `id` heartbeats: it may lead and follow again.
     /// It becomes leader of every offline partition whose ISR holds it.
-    UnfenceBroker {
-        id: NodeId,
-        incarnation: u64,
-    },
+    UnfenceBroker { id: NodeId, incarnation: u64 },
     /// Fences `id` and, in the same step, elects a new leader (from the ISR, unfenced only, in
     /// replica order, epoch + 1) for every partition it led, and removes it from every ISR it is
     /// in (unless it is the last member: then the partition is offline, leader None, ISR kept — no
     /// unclean election).
-    FenceBroker {
-        id: NodeId,
-    },
+    FenceBroker { id: NodeId },
     /// Controlled shutdown: like `FenceBroker`, asked for by the broker itself.
-    ShutdownBroker {
-        id: NodeId,
-        incarnation: u64,
-    },
+    ShutdownBroker { id: NodeId, incarnation: u64 },
     CreateTopic {
         name: String,
         id: [u8; 16],
@@ -114,19 +141,11 @@ pub enum MetadataCommand {
         configs: BTreeMap<String, String>,
     },
     /// Removes the topic and the offsets groups committed for it; its name keeps its epoch floor.
-    DeleteTopic {
-        name: String,
-    },
+    DeleteTopic { name: String },
     /// Replaces the topic's whole config map.
-    AlterTopicConfigs {
-        name: String,
-        configs: BTreeMap<String, String>,
-    },
+    AlterTopicConfigs { name: String, configs: BTreeMap<String, String> },
     /// Appends partitions (one replica list each) to an existing topic.
-    AddPartitions {
-        name: String,
-        replicas: Vec<Vec<NodeId>>,
-    },
+    AddPartitions { name: String, replicas: Vec<Vec<NodeId>> },
     /// The leader's ISR change: applied only if (leader, leader_epoch, partition_epoch) match
     /// (compare-and-set); partition_epoch + 1.
     AlterPartition {
@@ -138,17 +157,18 @@ pub enum MetadataCommand {
         isr: Vec<NodeId>,
     },
     /// A block of `count` fresh producer ids: `first..first + count`.
-    AllocateProducerIds {
-        count: i64,
-    },
+    AllocateProducerIds { count: i64 },
     /// Upserts the group's committed offsets; every (topic, partition) must exist.
-    CommitOffsets {
-        group: String,
-        offsets: Vec<GroupOffset>,
-    },
-    DeleteGroup {
-        group: String,
-    },
+    CommitOffsets { group: String, offsets: Vec<GroupOffset> },
+    /// Removes the group's committed offsets and recorded membership.
+    DeleteGroup { group: String },
+    /// Removes some of the group's committed offsets (Kafka's OffsetDelete); ones it does not
+    /// have are no error.
+    DeleteOffsets { group: String, partitions: Vec<(String, u32)> },
+    /// Records the group's membership after a completed rebalance (or its emptying). Refused
+    /// when older than the recorded generation: a coordinator that lost the group to another
+    /// must not take it back in time.
+    RecordGroup { group: String, membership: GroupMembership },
 }
 
 /// What applying a command did, returned to the proposer.
@@ -340,9 +360,38 @@ impl MetadataImage {
                 ApplyResult::Done
             }
             C::DeleteGroup { group } => {
-                if self.group_offsets.remove(group).is_none() {
+                let offsets = self.group_offsets.remove(group).is_some();
+                let members = self.groups.remove(group).is_some();
+                if !offsets && !members {
                     return reject(format!("unknown group {group}"));
                 }
+                ApplyResult::Done
+            }
+            C::DeleteOffsets { group, partitions } => {
+                let Some(stored) = self.group_offsets.get_mut(group) else {
+                    return reject(format!("unknown group {group}"));
+                };
+                stored.retain(|o| {
+                    !partitions.iter().any(|(t, p)| *t == o.topic && *p == o.partition)
+                });
+                if stored.is_empty() {
+                    self.group_offsets.remove(group);
+                }
+                ApplyResult::Done
+            }
+            C::RecordGroup { group, membership } => {
+                if let Err(e) = check_membership(group, membership) {
+                    return reject(e);
+                }
+                if let Some(old) = self.groups.get(group)
+                    && old.generation > membership.generation
+                {
+                    return reject(format!(
+                        "group {group}: generation {} is older than the recorded {}",
+                        membership.generation, old.generation
+                    ));
+                }
+                self.groups.insert(group.clone(), membership.clone());
                 ApplyResult::Done
             }
         }
@@ -553,6 +602,33 @@ impl MetadataImage {
         p.partition_epoch = p.partition_epoch.saturating_add(1);
         ApplyResult::Done
     }
+}
+
+/// A recorded membership names its group, has a generation, members sorted by id and unique, at
+/// most [`MAX_RECORDED_MEMBERS`] of them, and a leader among them (when it has members).
+fn check_membership(group: &str, m: &GroupMembership) -> Result<(), String> {
+    if group.is_empty() {
+        return Err("empty group id".into());
+    }
+    if m.generation < 0 {
+        return Err(format!("group {group}: negative generation {}", m.generation));
+    }
+    if m.members.len() > MAX_RECORDED_MEMBERS {
+        return Err(format!(
+            "group {group}: {} members, at most {MAX_RECORDED_MEMBERS}",
+            m.members.len()
+        ));
+    }
+    if m.members.windows(2).any(|w| w[0].member_id >= w[1].member_id) {
+        return Err(format!("group {group}: member ids not sorted and unique"));
+    }
+    if m.members.iter().any(|x| x.member_id.is_empty()) {
+        return Err(format!("group {group}: a member without an id"));
+    }
+    if !m.members.is_empty() && !m.members.iter().any(|x| x.member_id == m.leader) {
+        return Err(format!("group {group}: leader {:?} is not a member", m.leader));
+    }
+    Ok(())
 }
 
 /// A leader change (to none included): epoch + 1, and the name's epoch floor follows.

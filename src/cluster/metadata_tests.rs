@@ -263,6 +263,132 @@ fn committed_offsets_are_kept_per_group_and_dropped_with_their_topic_or_group() 
     assert!(matches!(r, ApplyResult::Rejected(_)));
 }
 
+fn member(id: &str, assignment: &[u8]) -> GroupMemberRecord {
+    GroupMemberRecord {
+        member_id: id.into(),
+        group_instance_id: None,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 30_000,
+        rebalance_timeout_ms: 60_000,
+        metadata: b"sub".to_vec(),
+        assignment: assignment.to_vec(),
+    }
+}
+
+fn membership(generation: i32, leader: &str, members: Vec<GroupMemberRecord>) -> GroupMembership {
+    GroupMembership {
+        generation,
+        protocol_type: "consumer".into(),
+        protocol: "range".into(),
+        leader: leader.into(),
+        members,
+    }
+}
+
+fn record(img: &mut MetadataImage, group: &str, m: GroupMembership) -> ApplyResult {
+    img.apply(&MetadataCommand::RecordGroup { group: group.into(), membership: m }, 0)
+}
+
+#[test]
+fn a_group_membership_is_recorded_per_generation_and_never_goes_back() {
+    let mut img = cluster(3);
+    let two = membership(2, "a", vec![member("a", b"p0"), member("b", b"p1p2")]);
+    assert_eq!(record(&mut img, "g", two.clone()), ApplyResult::Done);
+    assert_eq!(img.groups["g"], two);
+
+    // A coordinator that lost the group cannot take it back to an older generation.
+    let r = record(&mut img, "g", membership(1, "a", vec![member("a", b"all")]));
+    assert!(matches!(r, ApplyResult::Rejected(_)), "older generation: {r:?}");
+    assert_eq!(img.groups["g"], two);
+
+    // The next generation replaces it; an emptied group keeps only its generation.
+    let three = membership(3, "b", vec![member("b", b"p0p1p2")]);
+    assert_eq!(record(&mut img, "g", three.clone()), ApplyResult::Done);
+    assert_eq!(img.groups["g"], three);
+    let empty = membership(4, "", vec![]);
+    assert_eq!(record(&mut img, "g", empty.clone()), ApplyResult::Done);
+    assert_eq!(img.groups["g"], empty);
+}
+
+#[test]
+fn a_malformed_membership_is_refused_and_changes_nothing() {
+    let mut img = cluster(1);
+    let before = img.clone();
+    let bad = [
+        ("", membership(1, "a", vec![member("a", b"")])),
+        ("g", membership(-1, "a", vec![member("a", b"")])),
+        ("g", membership(1, "z", vec![member("a", b"")])),
+        ("g", membership(1, "a", vec![member("b", b""), member("a", b"")])),
+        ("g", membership(1, "a", vec![member("a", b""), member("a", b"")])),
+        ("g", membership(1, "", vec![member("", b"")])),
+        (
+            "g",
+            membership(
+                1,
+                "m0",
+                (0..=MAX_RECORDED_MEMBERS).map(|i| member(&format!("m{i:05}"), b"")).collect(),
+            ),
+        ),
+    ];
+    for (group, m) in bad {
+        let r = record(&mut img, group, m.clone());
+        assert!(matches!(r, ApplyResult::Rejected(_)), "{group:?} {:?}: {r:?}", m.leader);
+    }
+    assert_eq!(img, before);
+}
+
+#[test]
+fn deleting_a_group_removes_its_membership_and_offsets() {
+    let mut img = cluster(1);
+    create(&mut img, "t", 1, vec![vec![1]]);
+    assert_eq!(
+        record(&mut img, "g", membership(1, "a", vec![member("a", b"")])),
+        ApplyResult::Done
+    );
+    assert_eq!(
+        img.apply(&MetadataCommand::DeleteGroup { group: "g".into() }, 0),
+        ApplyResult::Done,
+        "a group with a membership and no offsets can be deleted"
+    );
+    assert!(img.groups.is_empty());
+    // Re-created, it starts again from generation 1.
+    assert_eq!(
+        record(&mut img, "g", membership(1, "a", vec![member("a", b"")])),
+        ApplyResult::Done
+    );
+}
+
+#[test]
+fn deleting_some_offsets_keeps_the_others() {
+    let mut img = cluster(1);
+    create(&mut img, "t", 1, vec![vec![1], vec![1]]);
+    let off =
+        |partition, offset| GroupOffset { topic: "t".into(), partition, offset, metadata: None };
+    let commit =
+        MetadataCommand::CommitOffsets { group: "g".into(), offsets: vec![off(0, 5), off(1, 7)] };
+    assert_eq!(img.apply(&commit, 0), ApplyResult::Done);
+    let delete = |partitions: Vec<(String, u32)>| MetadataCommand::DeleteOffsets {
+        group: "g".into(),
+        partitions,
+    };
+    assert_eq!(img.apply(&delete(vec![("t".into(), 0), ("u".into(), 3)]), 0), ApplyResult::Done);
+    assert_eq!(img.group_offsets["g"], vec![off(1, 7)]);
+    assert_eq!(img.apply(&delete(vec![("t".into(), 1)]), 0), ApplyResult::Done);
+    assert!(img.group_offsets.is_empty(), "a group left with no offsets is gone");
+    assert!(matches!(img.apply(&delete(vec![]), 0), ApplyResult::Rejected(_)));
+}
+
+#[test]
+fn an_image_from_before_group_memberships_still_loads() {
+    let mut img = cluster(1);
+    create(&mut img, "t", 1, vec![vec![1]]);
+    let mut json = serde_json::to_value(&img).expect("encodes");
+    json.as_object_mut().expect("an object").remove("groups");
+    let back: MetadataImage = serde_json::from_value(json).expect("decodes without groups");
+    assert_eq!(back, img);
+}
+
 #[test]
 fn a_restarted_broker_registers_fenced_with_a_new_incarnation_and_loses_its_leadership() {
     let mut img = cluster(3);
@@ -367,6 +493,12 @@ enum Op {
         offset: i64,
     },
     DeleteGroup(u8),
+    /// A group settled at `generation` with `members` members (0: emptied).
+    Record {
+        group: u8,
+        generation: i32,
+        members: u8,
+    },
 }
 
 const TOPICS: [&str; 3] = ["a", "b", "c"];
@@ -398,6 +530,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..3u8, topic.clone(), 0..4u32, 0..1000i64)
             .prop_map(|(group, topic, partition, offset)| Op::Commit { group, topic, partition, offset }),
         1 => (0..3u8).prop_map(Op::DeleteGroup),
+        2 => (0..3u8, -1..6i32, 0..3u8)
+            .prop_map(|(group, generation, members)| Op::Record { group, generation, members }),
     ]
 }
 
@@ -521,6 +655,18 @@ fn concretize(img: &MetadataImage, op: &Op, next_id: &mut u8) -> (MetadataComman
             (C::CommitOffsets { group: format!("g{group}"), offsets }, false)
         }
         Op::DeleteGroup(g) => (C::DeleteGroup { group: format!("g{g}") }, false),
+        Op::Record { group, generation, members } => {
+            let group = format!("g{group}");
+            let members: Vec<GroupMemberRecord> =
+                (0..*members).map(|i| member(&format!("m{i}"), &[i])).collect();
+            let leader = members.first().map(|m| m.member_id.clone()).unwrap_or_default();
+            let older = img.groups.get(&group).is_some_and(|g| g.generation > *generation);
+            let must_reject = *generation < 0 || older;
+            (
+                C::RecordGroup { group, membership: membership(*generation, &leader, members) },
+                must_reject,
+            )
+        }
     }
 }
 
@@ -569,6 +715,14 @@ pub(crate) fn check_image(img: &MetadataImage) -> Result<(), TestCaseError> {
             }
         }
     }
+    for (group, m) in &img.groups {
+        prop_assert!(m.generation >= 0, "negative generation of {}", group);
+        prop_assert!(
+            m.members.is_empty() || m.members.iter().any(|x| x.member_id == m.leader),
+            "leader outside the members of {}",
+            group
+        );
+    }
     for offsets in img.group_offsets.values() {
         prop_assert!(!offsets.is_empty());
         for o in offsets {
@@ -588,6 +742,11 @@ fn check_step(
     seen: &mut BTreeMap<String, i32>,
 ) -> Result<(), TestCaseError> {
     prop_assert!(after.next_producer_id >= before.next_producer_id);
+    for (group, m) in &after.groups {
+        if let Some(old) = before.groups.get(group) {
+            prop_assert!(m.generation >= old.generation, "generation of {} went back", group);
+        }
+    }
     for (name, t) in &after.topics {
         let old = before.topics.get(name).filter(|o| o.id == t.id);
         let max_before = seen.get(name).copied();

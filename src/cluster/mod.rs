@@ -27,6 +27,7 @@ use crate::broker::{
 
 pub mod config;
 pub mod controller;
+mod groups;
 pub mod heartbeat;
 pub mod metadata;
 mod node;

@@ -3,6 +3,11 @@
 //! DescribeGroups, DeleteGroups, OffsetDelete. The coordinator's state lives in the broker; in a
 //! cluster each group has one coordinating broker (`Cluster::coordinator_for`), and a group
 //! request reaching any other is answered NOT_COORDINATOR, so the client finds it again.
+//!
+//! In a cluster, committed offsets and each group's settled membership live in the replicated
+//! metadata: a coordinator commits and reads offsets there, records the group after every
+//! completed rebalance, and resumes a group it does not know (or knows only at an older
+//! generation) from there, so members keep their generation when the coordinator moves.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,7 +17,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use super::{Ctx, TRANSACTIONS_REFUSED, broker_error_code, code, s};
+use super::{Ctx, TRANSACTIONS_REFUSED, broker_error_code, cluster_error_code, code, s};
 use crate::broker::coordinator::{JoinOutcome, JoinParams, Reply, SyncOutcome};
 use crate::broker::validate_group_name;
 use crate::kafka::consumer_protocol;
@@ -20,9 +25,58 @@ use crate::kafka::consumer_protocol;
 /// Longest metadata string an OffsetCommit may carry (Kafka's offset.metadata.max.bytes).
 const MAX_COMMIT_METADATA_BYTES: usize = 4096;
 
-/// NOT_COORDINATOR when this broker does not coordinate `group`, else 0.
+/// How long a coordinator waits for a group's membership to be recorded before it answers the
+/// leader's SyncGroup anyway (the group works here; only a later move would lose it).
+const RECORD_WAIT: Duration = Duration::from_secs(5);
+
+/// NOT_COORDINATOR when this broker does not coordinate `group`, else 0. In a cluster, a group
+/// it coordinates is first resumed from the metadata when the metadata knows it better.
 fn not_coordinator(ctx: &Ctx, group: &str) -> i16 {
-    if ctx.coordinates(group) { 0 } else { code(ResponseError::NotCoordinator) }
+    if !ctx.coordinates(group) {
+        return code(ResponseError::NotCoordinator);
+    }
+    resume(ctx, group);
+    0
+}
+
+/// In a cluster: installs the group as the metadata last recorded it when this coordinator does
+/// not know it, or knows it only at an older generation (it moved here, this broker restarted,
+/// or it moved away and back while it went on elsewhere).
+fn resume(ctx: &Ctx, group: &str) {
+    if !ctx.cluster.is_clustered() {
+        return;
+    }
+    let known = ctx.coordinator().generation(group);
+    if let Some(settled) = ctx.cluster.recorded_group(group, known) {
+        let (generation, members) = (settled.generation, settled.members.len());
+        if ctx.coordinator().install(Instant::now(), group, settled) {
+            tracing::info!(group, generation, members, "consumer group resumed from the metadata");
+        }
+    }
+}
+
+/// In a cluster: records the group as it is now settled (Stable or Empty) in the metadata,
+/// bounded by [`RECORD_WAIT`].
+async fn record(ctx: &Ctx, group: &str) {
+    if !ctx.cluster.is_clustered() {
+        return;
+    }
+    let Some(settled) = ctx.coordinator().settled(group) else { return };
+    let generation = settled.generation;
+    match tokio::time::timeout(RECORD_WAIT, ctx.cluster.record_group(group, &settled)).await {
+        Ok(Ok(())) => tracing::debug!(group, generation, "consumer group recorded"),
+        Ok(Err(e)) => tracing::warn!(group, generation, error = %e, "recording the group failed"),
+        Err(_) => tracing::warn!(group, generation, "recording the group timed out"),
+    }
+}
+
+/// Heartbeat: 0 to carry on, else the error code.
+pub(super) fn heartbeat(ctx: &Ctx, r: &HeartbeatRequest) -> i16 {
+    let refused = not_coordinator(ctx, &r.group_id);
+    if refused != 0 {
+        return refused;
+    }
+    ctx.coordinator().heartbeat(Instant::now(), &r.group_id, r.generation_id, &r.member_id)
 }
 
 /// The broker coordinating `group`: (node id, host, port, error code). A coordinator that is not
@@ -209,6 +263,17 @@ pub(super) async fn sync_group(ctx: &Ctx, r: SyncGroupRequest, v: i16) -> SyncGr
             assignment: Bytes::new(),
         }),
     };
+    if outcome.error_code == 0 {
+        let settled_by_this_leader = ctx
+            .coordinator()
+            .settled(&r.group_id)
+            .is_some_and(|g| g.generation == r.generation_id && g.leader == r.member_id.as_str());
+        // The leader's SyncGroup completed the generation: record it before answering, so a
+        // coordinator that takes over knows the generation the members commit with.
+        if settled_by_this_leader {
+            record(ctx, &r.group_id).await;
+        }
+    }
     tracing::debug!(group = r.group_id.as_str(), member = %r.member_id, error = outcome.error_code,
         assignment_bytes = outcome.assignment.len(), "SyncGroup answered");
     let mut res = SyncGroupResponse::default()
@@ -222,7 +287,7 @@ pub(super) async fn sync_group(ctx: &Ctx, r: SyncGroupRequest, v: i16) -> SyncGr
     res
 }
 
-pub(super) fn leave_group(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroupResponse {
+pub(super) async fn leave_group(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroupResponse {
     let ids: Vec<String> = if v >= 3 {
         r.members.iter().map(|m| m.member_id.to_string()).collect()
     } else {
@@ -232,7 +297,13 @@ pub(super) fn leave_group(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroup
     let codes = if refused != 0 {
         vec![refused; ids.len()]
     } else {
-        ctx.coordinator().leave(Instant::now(), &r.group_id, &ids)
+        let codes = ctx.coordinator().leave(Instant::now(), &r.group_id, &ids);
+        // The last member gone: the group is Empty, and a new coordinator must not resume
+        // members that left.
+        if ctx.coordinator().describe(&r.group_id).is_some_and(|d| d.members.is_empty()) {
+            record(ctx, &r.group_id).await;
+        }
+        codes
     };
     if v >= 3 {
         let members = r
@@ -257,7 +328,7 @@ pub(super) fn leave_group(ctx: &Ctx, r: LeaveGroupRequest, v: i16) -> LeaveGroup
 pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_err = match validate_group_name(&r.group_id) {
         Err(e) => broker_error_code(&e),
-        Ok(()) if !ctx.coordinates(&r.group_id) => code(ResponseError::NotCoordinator),
+        Ok(()) if not_coordinator(ctx, &r.group_id) != 0 => code(ResponseError::NotCoordinator),
         Ok(()) => ctx.coordinator().check_commit(
             Instant::now(),
             &r.group_id,
@@ -302,6 +373,18 @@ pub(super) async fn offset_commit(ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCo
     let n = batch.len();
     let codes: Vec<i16> = if batch.is_empty() {
         Vec::new()
+    } else if ctx.cluster.is_clustered() {
+        match ctx.cluster.commit_group_offsets(&r.group_id, &batch).await {
+            Ok(known) => known
+                .into_iter()
+                .map(|k| if k { 0 } else { code(ResponseError::UnknownTopicOrPartition) })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(group = r.group_id.as_str(), error = %e, "offset commit failed");
+                // Retriable: the client finds the coordinator again and commits the same offsets.
+                vec![code(ResponseError::CoordinatorNotAvailable); n]
+            }
+        }
     } else {
         let (broker, group) = (ctx.broker.clone(), r.group_id.to_string());
         let commit = move || broker.commit_offsets_with_metadata(&group, &batch);
@@ -365,11 +448,15 @@ fn committed(
     if !ctx.coordinates(group) {
         return Err(code(ResponseError::NotCoordinator));
     }
+    let clustered = ctx.cluster.is_clustered();
     let wanted = match wanted {
         Some(w) => w,
         None => {
-            let all =
-                ctx.broker.group_offsets_as_committed(group).map_err(|e| broker_error_code(&e))?;
+            let all = if clustered {
+                ctx.cluster.group_offsets(group).map_err(|e| cluster_error_code(&e))?
+            } else {
+                ctx.broker.group_offsets_as_committed(group).map_err(|e| broker_error_code(&e))?
+            };
             let mut by_topic: Vec<(String, Vec<i32>)> = Vec::new();
             for (topic, partition, _) in all {
                 match by_topic.last_mut() {
@@ -394,7 +481,14 @@ fn committed(
                             code(ResponseError::UnknownTopicOrPartition),
                         );
                     }
-                    match ctx.broker.committed_offset_with_metadata(group, &topic, p as u32) {
+                    let found = if clustered {
+                        ctx.cluster.group_offset(group, &topic, p as u32).map_err(|e| e.to_string())
+                    } else {
+                        ctx.broker
+                            .committed_offset_with_metadata(group, &topic, p as u32)
+                            .map_err(|e| e.to_string())
+                    };
+                    match found {
                         Ok(Some((o, m))) => (p, o, m, 0),
                         Ok(None) => (p, -1, String::new(), 0),
                         // No commit yet for a topic the broker does not know is just "none".
@@ -489,9 +583,26 @@ pub(super) fn list_groups(ctx: &Ctx, r: ListGroupsRequest, v: i16) -> ListGroups
     if !types.is_empty() && !types.iter().any(|t| t == "classic") {
         return ListGroupsResponse::default();
     }
-    let groups = ctx
-        .broker
-        .list_group_states()
+    let listed = if ctx.cluster.is_clustered() {
+        // The groups the metadata knows that this broker coordinates, as its coordinator sees
+        // them when it holds them live.
+        let mut all: std::collections::BTreeMap<String, (String, String)> = ctx
+            .cluster
+            .coordinated_groups()
+            .into_iter()
+            .map(|(g, state, protocol_type)| (g, (state, protocol_type)))
+            .collect();
+        let live = ctx.coordinator().list();
+        for (g, state, protocol_type) in live {
+            if ctx.coordinates(&g) {
+                all.insert(g, (state.name().to_owned(), protocol_type));
+            }
+        }
+        all.into_iter().map(|(g, (state, protocol_type))| (g, state, protocol_type)).collect()
+    } else {
+        ctx.broker.list_group_states()
+    };
+    let groups = listed
         .into_iter()
         .filter(|(_, state, _)| states.is_empty() || states.contains(&state.to_lowercase()))
         .map(|(group, state, protocol_type)| {
@@ -528,13 +639,21 @@ pub(super) fn describe_groups(
             if let Err(e) = validate_group_name(group_id) {
                 return g.with_error_code(broker_error_code(&e)).with_group_state(s("Dead"));
             }
-            if !ctx.coordinates(group_id) {
+            if not_coordinator(ctx, group_id) != 0 {
                 return g.with_error_code(code(ResponseError::NotCoordinator));
             }
             let described = ctx.coordinator().describe(group_id);
             let Some(d) = described else {
                 // Offsets only: Empty (a "simple" group: no protocol type, as ListGroups says);
                 // unknown: Dead (error NONE, as Kafka before v6).
+                if ctx.cluster.is_clustered() {
+                    let offsets = ctx.cluster.group_offsets(group_id).unwrap_or_default();
+                    return g.with_group_state(s(if offsets.is_empty() {
+                        "Dead"
+                    } else {
+                        "Empty"
+                    }));
+                }
                 let status = ctx.broker.group_status(group_id, |_| Vec::new());
                 return g.with_group_state(s(&status.state));
             };
@@ -567,8 +686,10 @@ pub(super) async fn delete_groups(ctx: &Ctx, r: DeleteGroupsRequest) -> DeleteGr
     let mut results = Vec::with_capacity(r.groups_names.len());
     for group in &r.groups_names {
         let (broker, name) = (ctx.broker.clone(), group.to_string());
-        let err = if !ctx.coordinates(group) {
+        let err = if validate_group_name(group).is_ok() && not_coordinator(ctx, group) != 0 {
             code(ResponseError::NotCoordinator)
+        } else if ctx.cluster.is_clustered() {
+            delete_clustered(ctx, group).await
         } else {
             match tokio::task::spawn_blocking(move || broker.delete_group(&name)).await {
                 Ok(Ok(())) => {
@@ -598,7 +719,7 @@ pub(super) async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDe
     if let Err(e) = validate_group_name(&r.group_id) {
         return OffsetDeleteResponse::default().with_error_code(broker_error_code(&e));
     }
-    if !ctx.coordinates(&r.group_id) {
+    if not_coordinator(ctx, &r.group_id) != 0 {
         return OffsetDeleteResponse::default()
             .with_error_code(code(ResponseError::NotCoordinator));
     }
@@ -637,19 +758,19 @@ pub(super) async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDe
             .collect();
         per_topic.push((t.name.clone(), parts));
     }
-    let (broker, group) = (ctx.broker.clone(), r.group_id.to_string());
-    let outcome =
-        tokio::task::spawn_blocking(move || broker.delete_group_offsets(&group, &deletable)).await;
-    let top = match outcome {
-        Ok(Ok(())) => 0,
-        Ok(Err(e)) => {
-            tracing::debug!(group = r.group_id.as_str(), error = %e, "OffsetDelete refused");
-            broker_error_code(&e)
+    let top = if ctx.cluster.is_clustered() {
+        match ctx.cluster.delete_group_offsets(&r.group_id, &deletable).await {
+            Ok(true) => 0,
+            // No offsets in the metadata: fine for a group this coordinator knows.
+            Ok(false) if described.is_some() => 0,
+            Ok(false) => code(ResponseError::GroupIdNotFound),
+            Err(e) => {
+                tracing::warn!(group = r.group_id.as_str(), error = %e, "OffsetDelete failed");
+                code(ResponseError::CoordinatorNotAvailable)
+            }
         }
-        Err(e) => {
-            tracing::error!(group = r.group_id.as_str(), error = %e, "offset delete task failed");
-            code(ResponseError::UnknownServerError)
-        }
+    } else {
+        offset_delete_local(ctx, &r.group_id, deletable).await
     };
     if top != 0 {
         return OffsetDeleteResponse::default().with_error_code(top);
@@ -672,4 +793,46 @@ pub(super) async fn offset_delete(ctx: &Ctx, r: OffsetDeleteRequest) -> OffsetDe
         })
         .collect();
     OffsetDeleteResponse::default().with_topics(topics)
+}
+
+/// A single node's OffsetDelete: the group's offset file, off the async workers.
+async fn offset_delete_local(ctx: &Ctx, group: &str, deletable: Vec<(String, u32)>) -> i16 {
+    let (broker, name) = (ctx.broker.clone(), group.to_string());
+    let outcome =
+        tokio::task::spawn_blocking(move || broker.delete_group_offsets(&name, &deletable)).await;
+    match outcome {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            tracing::debug!(group, error = %e, "OffsetDelete refused");
+            broker_error_code(&e)
+        }
+        Err(e) => {
+            tracing::error!(group, error = %e, "offset delete task failed");
+            code(ResponseError::UnknownServerError)
+        }
+    }
+}
+
+/// DeleteGroups in a cluster: refused while the group has members here; else its offsets and
+/// recorded membership leave the metadata, and this coordinator forgets it.
+async fn delete_clustered(ctx: &Ctx, group: &str) -> i16 {
+    if let Err(e) = validate_group_name(group) {
+        return broker_error_code(&e);
+    }
+    if ctx.coordinator().has_members(group) {
+        return code(ResponseError::NonEmptyGroup);
+    }
+    let known_here = ctx.coordinator().describe(group).is_some();
+    match ctx.cluster.delete_group(group).await {
+        Ok(deleted) if deleted || known_here => {
+            ctx.coordinator().forget(group);
+            tracing::info!(group, "consumer group deleted");
+            0
+        }
+        Ok(_) => code(ResponseError::GroupIdNotFound),
+        Err(e) => {
+            tracing::warn!(group, error = %e, "DeleteGroups failed");
+            code(ResponseError::CoordinatorNotAvailable)
+        }
+    }
 }

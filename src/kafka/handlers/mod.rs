@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::kafka::splice::Part;
 use kafka_protocol::ResponseError;
@@ -323,20 +323,11 @@ async fn handle_request(
         }
         ApiKey::Heartbeat => {
             let r: HeartbeatRequest = codec::decode_body(&mut req)?;
-            let err = if ctx.coordinates(&r.group_id) {
-                ctx.coordinator().heartbeat(
-                    Instant::now(),
-                    &r.group_id,
-                    r.generation_id,
-                    &r.member_id,
-                )
-            } else {
-                code(ResponseError::NotCoordinator)
-            };
+            let err = groups::heartbeat(ctx, &r);
             encode(&req, &HeartbeatResponse::default().with_error_code(err))
         }
         ApiKey::LeaveGroup => {
-            let body = groups::leave_group(ctx, codec::decode_body(&mut req)?, v);
+            let body = groups::leave_group(ctx, codec::decode_body(&mut req)?, v).await;
             encode(&req, &body)
         }
         ApiKey::OffsetCommit => {
