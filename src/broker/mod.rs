@@ -188,6 +188,28 @@ pub struct TopicDescription {
     pub configs: Vec<(String, String)>,
 }
 
+impl TopicDescription {
+    /// What a validate-only creation describes: the topic as it would be, empty, without an id.
+    pub fn planned(name: &str, partitions: u32, configs: &TopicConfigs) -> TopicDescription {
+        TopicDescription {
+            name: name.to_owned(),
+            partitions: (0..partitions)
+                .map(|partition| PartitionDescription {
+                    partition,
+                    log_start_offset: 0,
+                    next_offset: 0,
+                    segments: 0,
+                    size_bytes: 0,
+                    offline: None,
+                })
+                .collect(),
+            offline: None,
+            topic_id: [0; 16],
+            configs: configs.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        }
+    }
+}
+
 /// A topic id in JSON: as Kafka shows it (URL-safe base64, 22 characters); the hyphenated hex
 /// form is read too.
 mod topic_id_json {

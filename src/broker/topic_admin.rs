@@ -54,22 +54,7 @@ impl Broker {
             });
         }
         if validate_only {
-            return Ok(TopicDescription {
-                name: name.to_owned(),
-                partitions: (0..partitions)
-                    .map(|partition| PartitionDescription {
-                        partition,
-                        log_start_offset: 0,
-                        next_offset: 0,
-                        segments: 0,
-                        size_bytes: 0,
-                        offline: None,
-                    })
-                    .collect(),
-                offline: None,
-                topic_id: [0; 16],
-                configs: configs.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-            });
+            return Ok(TopicDescription::planned(name, partitions, &configs));
         }
         let id = id.unwrap_or_else(topic::new_topic_id);
         // Build the topic aside and rename it into place, so a crash never leaves half a topic;

@@ -639,15 +639,15 @@ impl Cluster {
                 brokers: live,
             });
         }
-        let configs = configs_map(&configs);
         // Spread the first replicas of successive topics over the brokers.
         let start = image.topics.len();
         let replicas = metadata::assign_replicas(&image, partitions, rf, start).map_err(|_| {
             ClusterError::InvalidReplicationFactor { requested: rf.into(), brokers: live }
         })?;
         if validate_only {
-            return Ok(planned_description(name, partitions, &configs));
+            return Ok(TopicDescription::planned(name, partitions, &configs));
         }
+        let configs = configs_map(&configs);
         let id = crate::broker::new_topic_id();
         let cmd = MetadataCommand::CreateTopic { name: name.to_owned(), id, replicas, configs };
         match n.propose(cmd).await? {
@@ -812,30 +812,6 @@ impl Cluster {
             Mode::Single => {}
             Mode::Node(n) => n.shutdown().await,
         }
-    }
-}
-
-/// What a validate-only creation describes: the topic as it would be, empty.
-fn planned_description(
-    name: &str,
-    partitions: u32,
-    configs: &BTreeMap<String, String>,
-) -> TopicDescription {
-    TopicDescription {
-        name: name.to_owned(),
-        partitions: (0..partitions)
-            .map(|partition| crate::broker::PartitionDescription {
-                partition,
-                log_start_offset: 0,
-                next_offset: 0,
-                segments: 0,
-                size_bytes: 0,
-                offline: None,
-            })
-            .collect(),
-        offline: None,
-        topic_id: [0; 16],
-        configs: configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }
 
