@@ -143,6 +143,29 @@ impl TestCluster {
         c
     }
 
+    /// Starts one more broker on loopback, not among the controllers: it follows the metadata
+    /// as a learner. Returns its index in `nodes`.
+    pub fn add_broker(&mut self, dir: &Path) -> usize {
+        let id = self.nodes.len() as u64 + 1;
+        let port = || format!("127.0.0.1:{}", free_port());
+        self.nodes.push(Node {
+            id,
+            native_addr: port(),
+            kafka_addr: port(),
+            cluster_addr: port(),
+            data_dir: dir.join(format!("broker{id}")),
+            log: dir.join(format!("broker{id}.log")),
+            netns: None,
+            child: None,
+            paused: false,
+            starts: 0,
+        });
+        let i = self.nodes.len() - 1;
+        self.spawn(i);
+        self.wait_listening(i);
+        i
+    }
+
     pub fn kafka_addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.kafka_addr.clone()).collect()
     }
