@@ -68,6 +68,23 @@ fn free_port() -> u16 {
     l.local_addr().expect("local address of a bound listener").port()
 }
 
+/// Broker `id` on loopback ports, its data and log under `dir`; not started.
+fn loopback_node(dir: &Path, id: u64) -> Node {
+    let port = || format!("127.0.0.1:{}", free_port());
+    Node {
+        id,
+        native_addr: port(),
+        kafka_addr: port(),
+        cluster_addr: port(),
+        data_dir: dir.join(format!("broker{id}")),
+        log: dir.join(format!("broker{id}.log")),
+        netns: None,
+        child: None,
+        paused: false,
+        starts: 0,
+    }
+}
+
 fn connects(addr: &str) -> bool {
     let Some(sa) = addr.to_socket_addrs().ok().and_then(|mut a| a.next()) else { return false };
     TcpStream::connect_timeout(&sa, Duration::from_millis(500)).is_ok()
@@ -77,22 +94,7 @@ impl TestCluster {
     /// `size` brokers on loopback, data under `dir`, each with the flags `extra` too (e.g.
     /// `--broker-session-timeout-ms 2000`). Returns once every broker listens.
     pub fn start(dir: &Path, size: usize, extra: &[&str]) -> TestCluster {
-        let mut nodes = Vec::new();
-        for id in 1..=size as u64 {
-            let port = || format!("127.0.0.1:{}", free_port());
-            nodes.push(Node {
-                id,
-                native_addr: port(),
-                kafka_addr: port(),
-                cluster_addr: port(),
-                data_dir: dir.join(format!("broker{id}")),
-                log: dir.join(format!("broker{id}.log")),
-                netns: None,
-                child: None,
-                paused: false,
-                starts: 0,
-            });
-        }
+        let nodes = (1..=size as u64).map(|id| loopback_node(dir, id)).collect();
         Self::launch(nodes, extra)
     }
 
@@ -147,19 +149,7 @@ impl TestCluster {
     /// as a learner. Returns its index in `nodes`.
     pub fn add_broker(&mut self, dir: &Path) -> usize {
         let id = self.nodes.len() as u64 + 1;
-        let port = || format!("127.0.0.1:{}", free_port());
-        self.nodes.push(Node {
-            id,
-            native_addr: port(),
-            kafka_addr: port(),
-            cluster_addr: port(),
-            data_dir: dir.join(format!("broker{id}")),
-            log: dir.join(format!("broker{id}.log")),
-            netns: None,
-            child: None,
-            paused: false,
-            starts: 0,
-        });
+        self.nodes.push(loopback_node(dir, id));
         let i = self.nodes.len() - 1;
         self.spawn(i);
         self.wait_listening(i);
