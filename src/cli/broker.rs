@@ -186,7 +186,8 @@ pub struct ClusterArgs {
     pub default_replication_factor: Option<u16>,
 
     /// A broker whose heartbeats stop for this long is fenced: each partition it led gets a new
-    /// leader from the in-sync replicas (Kafka's broker.session.timeout.ms).
+    /// leader from the in-sync replicas (Kafka's broker.session.timeout.ms). It also paces the
+    /// controllers: a dead controller is replaced within half of it.
     #[arg(long, value_name = "MS", default_value_t = 9000, value_parser = clap::value_parser!(u64).range(200..))]
     pub broker_session_timeout_ms: u64,
 

@@ -72,6 +72,21 @@ impl ClusterConfig {
         (self.broker_session_timeout / 4).max(Duration::from_millis(50))
     }
 
+    /// The metadata Raft's election timeout range (ms): an eighth to a quarter of the session
+    /// timeout, at most Raft's usual 1-2 s. openraft's followers wait out the leader's lease (the
+    /// maximum) before their own timeout, so a dead controller is replaced within half a session
+    /// and a broker that died with it is still fenced on time (see `Heartbeats::grant_sessions`).
+    pub fn raft_election_timeout_ms(&self) -> (u64, u64) {
+        let session = self.broker_session_timeout.as_millis() as u64;
+        ((session / 8).clamp(100, 1000), (session / 4).clamp(200, 2000))
+    }
+
+    /// The Raft leader's heartbeat (ms): a quarter of the shortest election timeout, so a few
+    /// lost ones never start an election.
+    pub fn raft_heartbeat_ms(&self) -> u64 {
+        (self.raft_election_timeout_ms().0 / 4).max(30)
+    }
+
     /// The address other brokers reach this one's cluster listener at: its controllers entry
     /// when it is a voter, else the bound address.
     pub fn cluster_addr(&self, bound: SocketAddr) -> String {
@@ -159,6 +174,12 @@ mod tests {
         assert_eq!(c.default_replication_factor, 3);
         assert_eq!(c.broker_session_timeout, Duration::from_secs(9));
         assert_eq!(c.heartbeat_interval(), Duration::from_millis(2250));
+        assert_eq!(c.raft_election_timeout_ms(), (1000, 2000));
+        assert_eq!(c.raft_heartbeat_ms(), 250);
+        let mut fast = c.clone();
+        fast.broker_session_timeout = Duration::from_millis(2000);
+        assert_eq!(fast.raft_election_timeout_ms(), (250, 500));
+        assert_eq!(fast.raft_heartbeat_ms(), 62);
         assert_eq!(c.cluster_addr("127.0.0.1:9".parse().unwrap()), "127.0.0.1:9");
         let one = ClusterConfig::new(
             1,

@@ -41,13 +41,14 @@ pub struct BrokerHeartbeat {
 /// A broker's session as the controller sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
-    /// The last heartbeat, or the moment this controller granted a session.
+    /// The last heartbeat, or the moment this controller granted a session (at most half a
+    /// session before it took over).
     pub last: Instant,
-    /// The last heartbeat heard while this controller leads; `None` for a granted session.
+    /// The last heartbeat heard by this voter; `None` for a granted session.
     pub heard: Option<BrokerHeartbeat>,
 }
 
-/// The last heartbeat per broker. In memory on every node; only the leader's counts.
+/// The last heartbeat per broker. In memory on every voter; only the leader's decides.
 #[derive(Clone, Debug, Default)]
 pub struct Heartbeats {
     sessions: BTreeMap<NodeId, Session>,
@@ -67,13 +68,26 @@ impl Heartbeats {
         self.sessions.get(&id)
     }
 
-    /// On becoming leader: every registered broker gets a fresh session from `now`, so a new
-    /// controller (which may not have heard anyone yet) does not fence everyone at once. What was
-    /// heard under an earlier leadership is forgotten: unfencing needs a heartbeat heard now.
-    pub fn grant_sessions(&mut self, image: &MetadataImage, now: Instant) {
-        self.sessions.clear();
+    /// On becoming leader. Brokers heartbeat to every voter, so this one usually heard each of
+    /// them moments ago: a broker keeps its last heartbeat, and one that died with the old
+    /// controller is fenced a session after it went silent, not a session after the election.
+    /// Still, a broker heard long ago (this voter itself was paused or cut off) gets half a
+    /// session from `now`, and one never heard here (this voter just started) a whole one:
+    /// nobody is fenced at once for this voter's own blind spot.
+    pub fn grant_sessions(
+        &mut self,
+        image: &MetadataImage,
+        now: Instant,
+        session_timeout: Duration,
+    ) {
+        let floor = now.checked_sub(session_timeout / 2).unwrap_or(now);
+        self.sessions.retain(|id, _| image.brokers.contains_key(id));
         for id in image.brokers.keys() {
-            self.sessions.insert(*id, Session { last: now, heard: None });
+            let s = self.sessions.entry(*id).or_insert(Session { last: now, heard: None });
+            if s.last < floor {
+                // Too old to unfence on: a fenced broker must be heard again.
+                *s = Session { last: floor, heard: None };
+            }
         }
     }
 
@@ -172,9 +186,9 @@ pub async fn run_controller<E: Display>(
             if !leading {
                 tracing::info!(
                     brokers = img.brokers.len(),
-                    "controller: raft leader, granting every broker a fresh session"
+                    "controller: raft leader, taking over the brokers' sessions"
                 );
-                hb.grant_sessions(&img, now);
+                hb.grant_sessions(&img, now, session_timeout);
                 leading = true;
             } else {
                 hb.grant_missing(&img, now);
@@ -301,25 +315,47 @@ mod tests {
     }
 
     #[test]
-    fn a_new_controller_grants_sessions_instead_of_fencing_everyone() {
+    fn a_new_controller_keeps_recent_heartbeats_and_grants_half_a_session_to_the_rest() {
         let t0 = Instant::now();
-        let img = image(&[(1, false), (2, false), (3, true)]);
+        let img = image(&[(1, false), (2, false), (3, true), (4, false)]);
         let mut h = Heartbeats::new();
-        // Heard long ago, under an earlier leadership of this node.
+        // Heard long ago (this voter was cut off), never heard, and heard just now.
         h.record(hb(1, 10), t0);
         h.record(hb(3, 12), t0);
         let now = t0 + TIMEOUT * 3;
+        h.record(hb(4, 13), now - TIMEOUT * 4 / 10);
         assert_eq!(decide(now, &h, &img, TIMEOUT), vec![MetadataCommand::FenceBroker { id: 1 }]);
 
-        h.grant_sessions(&img, now);
+        h.grant_sessions(&img, now, TIMEOUT);
         assert!(
             decide(now, &h, &img, TIMEOUT).is_empty(),
-            "no fence, and no unfence of 3 on an old heartbeat"
+            "no fence at the takeover, and no unfence of 3 on an old heartbeat"
+        );
+        let ms = Duration::from_millis(1);
+        assert_eq!(
+            decide(now + TIMEOUT / 2 + ms, &h, &img, TIMEOUT),
+            vec![MetadataCommand::FenceBroker { id: 1 }],
+            "a broker heard long ago gets half a session from the takeover"
         );
         assert_eq!(
-            decide(now + TIMEOUT + Duration::from_millis(1), &h, &img, TIMEOUT),
-            vec![MetadataCommand::FenceBroker { id: 1 }, MetadataCommand::FenceBroker { id: 2 }],
-            "a granted session still runs out"
+            decide(now + TIMEOUT * 6 / 10 + ms, &h, &img, TIMEOUT),
+            vec![MetadataCommand::FenceBroker { id: 1 }, MetadataCommand::FenceBroker { id: 4 }],
+            "one heard under the old controller is fenced a session after its last heartbeat"
+        );
+        assert_eq!(
+            decide(now + TIMEOUT + ms, &h, &img, TIMEOUT),
+            vec![
+                MetadataCommand::FenceBroker { id: 1 },
+                MetadataCommand::FenceBroker { id: 2 },
+                MetadataCommand::FenceBroker { id: 4 }
+            ],
+            "one never heard here gets a whole session"
+        );
+        h.record(hb(3, 12), now);
+        assert_eq!(
+            decide(now, &h, &img, TIMEOUT),
+            vec![MetadataCommand::UnfenceBroker { id: 3, incarnation: 12 }],
+            "a fenced broker heard again is unfenced"
         );
 
         // A broker unfenced by a command this controller has only now applied gets a session.
@@ -488,7 +524,7 @@ mod tests {
                 proptest::prop_assert_eq!(apply(&mut img, &cmd), ApplyResult::Done);
             }
             let mut h = Heartbeats::new();
-            h.grant_sessions(&img, now);
+            h.grant_sessions(&img, now, TIMEOUT);
             for s in steps {
                 for id in 1..=N {
                     if s.restart & (1 << (id - 1)) != 0 {

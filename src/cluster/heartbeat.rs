@@ -1,5 +1,6 @@
-//! The BROKER_HEARTBEAT peer request: a broker tells the controller (the metadata Raft leader)
-//! that its registered incarnation is alive. Owns the frame layout only; the controller decides
+//! The BROKER_HEARTBEAT peer request: a broker tells every controller voter (the metadata Raft
+//! leader acts on it; the others keep it for when one of them leads) that its registered
+//! incarnation is alive. Owns the frame layout only; the controller decides
 //! what a heartbeat (or its absence) means, and the node sends them.
 //!
 //! Request payload (big-endian):
@@ -12,7 +13,7 @@
 //! | 24     | 1    | 1 while a controlled shutdown is under way, else 0       |
 //!
 //! Response payload: one byte, [`HEARTBEAT_RECORDED`] or [`HEARTBEAT_NOT_CONTROLLER`] (the
-//! receiver is not the Raft leader: ask the one the metadata names).
+//! receiver is not the Raft leader: it kept the heartbeat, the controller is another voter).
 
 use super::metadata::NodeId;
 

@@ -88,12 +88,12 @@ impl PeerHandler for Dispatch {
                             hb.node_id
                         )));
                     }
-                    let leading = self.raft.get().is_some_and(|r| r.is_leader());
-                    if !leading {
-                        return Ok(Bytes::from_static(&[HEARTBEAT_NOT_CONTROLLER]));
-                    }
+                    // Every voter keeps the times: the one elected next knows who is silent.
                     record(&self.heartbeats, hb);
-                    Ok(Bytes::from_static(&[HEARTBEAT_RECORDED]))
+                    let leading = self.raft.get().is_some_and(|r| r.is_leader());
+                    let answer =
+                        if leading { HEARTBEAT_RECORDED } else { HEARTBEAT_NOT_CONTROLLER };
+                    Ok(Bytes::copy_from_slice(&[answer]))
                 }
                 _ => match self.raft.get() {
                     Some(raft) => raft.handle_peer(kind, payload).await,
@@ -170,12 +170,14 @@ impl Node {
                 tracing::error!("cluster listener failed: {e}");
             }
         }));
-        let raft_cfg = RaftConfig::new(
+        let mut raft_cfg = RaftConfig::new(
             me,
             broker.config().data_dir.join(CLUSTER_DIR),
             cfg.controllers.clone(),
             cfg.token.clone(),
         );
+        raft_cfg.election_timeout_ms = cfg.raft_election_timeout_ms();
+        raft_cfg.heartbeat_ms = cfg.raft_heartbeat_ms();
         let raft = match RaftNode::<MetadataImage>::start(raft_cfg).await {
             Ok(r) => r,
             Err(e) => {
@@ -350,7 +352,10 @@ impl Node {
         }
     }
 
-    /// One heartbeat to the controller (recorded here when this node is it).
+    /// One heartbeat to every voter (recorded here when this node is one), so that whichever
+    /// voter is elected controller next already knows how long each broker has been silent: a
+    /// broker that dies with the controller is fenced one session after its last heartbeat, not
+    /// one session after the election.
     async fn heartbeat(&self) {
         let hb = Heartbeat {
             node_id: self.id(),
@@ -361,30 +366,35 @@ impl Node {
         if hb.incarnation == 0 {
             return;
         }
-        let Some(leader) = self.raft.leader() else { return };
-        if leader == self.id() {
-            record(&self.heartbeats, hb);
-            return;
-        }
-        let addr = match self.cfg.controllers.get(&leader) {
-            Some(a) => a.clone(),
-            None => match self.image().brokers.get(&leader) {
-                Some(b) => b.cluster_addr.clone(),
-                None => return,
-            },
-        };
-        let client = self
-            .clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(addr.clone())
-            .or_insert_with(|| PeerClient::new(self.id(), addr.clone(), self.cfg.token.clone()))
-            .clone();
+        let leader = self.raft.leader();
         let timeout = self.cfg.heartbeat_interval().max(Duration::from_millis(200));
-        match client.call(peer::BROKER_HEARTBEAT, hb.encode(), timeout).await {
-            Ok(reply) if reply.first() == Some(&HEARTBEAT_RECORDED) => {}
-            Ok(_) => tracing::debug!(leader, "heartbeat: not the controller (yet)"),
-            Err(e) => tracing::debug!(leader, "heartbeat failed: {e}"),
+        let mut calls = Vec::new();
+        for (&voter, addr) in &self.cfg.controllers {
+            if voter == self.id() {
+                record(&self.heartbeats, hb);
+                continue;
+            }
+            let client = self
+                .clients
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(addr.clone())
+                .or_insert_with(|| PeerClient::new(self.id(), addr.clone(), self.cfg.token.clone()))
+                .clone();
+            calls.push(async move {
+                let reply = client.call(peer::BROKER_HEARTBEAT, hb.encode(), timeout).await;
+                (voter, reply)
+            });
+        }
+        for (voter, reply) in futures::future::join_all(calls).await {
+            match reply {
+                Ok(r) if r.first() == Some(&HEARTBEAT_RECORDED) => {}
+                Ok(_) if Some(voter) == leader => {
+                    tracing::debug!(voter, "heartbeat: not the controller (yet)")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(voter, "heartbeat failed: {e}"),
+            }
         }
     }
 

@@ -331,6 +331,23 @@ impl TestCluster {
         }
     }
 
+    /// The controller (the metadata Raft leader) as `minikafka cluster status --json` on the
+    /// running brokers reports it; `None` while none is known.
+    pub fn controller(&mut self) -> Option<u64> {
+        let mut running = Vec::new();
+        for i in 0..self.nodes.len() {
+            if self.alive(i) && !self.nodes[i].paused {
+                running.push(self.nodes[i].native_addr.clone());
+            }
+        }
+        let out = Command::new(BIN)
+            .args(["cluster", "status", "--json", "--broker", &running.join(",")])
+            .output()
+            .ok()?;
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        status.get("controller")?.as_u64()
+    }
+
     /// The last `lines` lines of broker `i`'s log (all its starts).
     pub fn log_tail(&self, i: usize, lines: usize) -> String {
         let log = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
