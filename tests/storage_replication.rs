@@ -157,6 +157,30 @@ fn truncating_then_appending_different_data_reads_back_the_new_data() {
 }
 
 #[test]
+fn a_truncation_at_the_end_drops_an_epoch_that_wrote_nothing() {
+    // This replica led epoch 3 for a moment and wrote nothing; the new leader never had epoch 3.
+    // Told to truncate at its own end, it keeps its records but forgets epoch 3, so its next
+    // fetch names epoch 0 and matches the leader's log.
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny_config(1 << 20)).unwrap();
+    append_values(&log, 4, "a");
+    log.set_leader_epoch(3).unwrap();
+    assert_eq!(log.epoch_cache().entries(), &[(0, 0), (3, 4)]);
+    log.truncate_to(4).unwrap();
+    assert_eq!(log.epoch_cache().entries(), &[(0, 0)]);
+    assert_eq!(log.latest_epoch(), Some(0));
+    assert_eq!(log.next_offset(), 4);
+    let want: Vec<(u64, String)> = (0..4).map(|o| (o, format!("a-{o:05}"))).collect();
+    assert_eq!(all_values(&log), want);
+    drop(log);
+    let log = Log::open(dir.path(), tiny_config(1 << 20)).unwrap();
+    assert_eq!(log.epoch_cache().entries(), &[(0, 0)], "the checkpoint was rewritten");
+    // Following epoch 5 next, it records where that epoch starts as usual.
+    log.set_leader_epoch(5).unwrap();
+    assert_eq!(log.epoch_cache().entries(), &[(0, 0), (5, 4)]);
+}
+
+#[test]
 fn truncation_crosses_segment_boundaries_and_readers_keep_their_slices() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), tiny_config(300)).unwrap();

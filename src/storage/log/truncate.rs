@@ -92,7 +92,10 @@ impl Log {
         let mut app = self.lock_appender()?;
         let next = self.next_offset();
         if offset >= next {
-            return Ok(());
+            // No record goes, but an epoch this replica started as leader and wrote nothing in
+            // (it lost leadership first) does, as in Kafka: kept, its fetches would keep naming
+            // an epoch the new leader never had, and the leader's answer would never move it.
+            return self.drop_epochs_from(next);
         }
         let cut = self.batch_start(offset.max(self.log_start_offset()))?;
         let path = self.dir.join(TRUNCATION_FILE);
@@ -104,6 +107,20 @@ impl Log {
             // The files are part way: reopening finishes the truncation from the intent file.
             Err(e) => self.poison(e),
         }
+    }
+
+    /// Drops the leader epochs that start at or past `end` from the cache and its checkpoint.
+    fn drop_epochs_from(&self, end: u64) -> Result<(), StorageError> {
+        let mut cache = self.lock_epochs();
+        let mut kept = cache.clone();
+        kept.truncate_to(end);
+        if kept != *cache {
+            epoch_checkpoint::write(&*self.fs, &self.dir, &kept)?;
+            tracing::info!(dir = %self.dir.display(), end, dropped = ?&cache.entries()[kept.entries().len()..],
+                "dropped leader epochs that wrote nothing here");
+            *cache = kept;
+        }
+        Ok(())
     }
 
     /// Open's half: finishes a truncation to `cut` that a crash interrupted.
