@@ -270,3 +270,65 @@ fn a_broker_outside_the_controllers_joins_as_a_learner_and_takes_replicas() {
     read.dedup();
     assert_eq!(read, values, "read through broker 1");
 }
+
+/// Consumer groups belong to the cluster, not to the broker asked: a group's position committed
+/// by `consume --group` through one broker is listed, described and reset through the others,
+/// survives the loss of a broker, and is deleted through any of them.
+#[test]
+fn a_groups_offsets_are_the_clusters_through_any_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(dir.path(), 3, &["--fsync", "never"]);
+    let all = cluster.native_addrs();
+    let one: Vec<String> = all.split(',').map(str::to_string).collect();
+    wait_healthy(&cluster, &all, 3);
+    let limit = Duration::from_secs(120);
+    let create = ["topic", "create", "events", "--partitions", "2", "--replication-factor", "3"];
+    ok_within(&cluster, &one[0], &create, limit);
+    wait_healthy(&cluster, &all, 3);
+    let records: Vec<String> = (0..10).map(|i| format!("event-{i:02}")).collect();
+    let args: Vec<&str> =
+        ["produce", "events"].into_iter().chain(records.iter().map(String::as_str)).collect();
+    ok(run_cli(&all, &args, None));
+
+    // A reader in group "readers" reads everything through broker 1 and commits as it goes.
+    let read = ok(run_cli(&one[0], &["consume", "events", "--group", "readers"], None));
+    assert_eq!(sorted_lines(&read), records);
+
+    // Brokers 2 and 3 know the group and its position: nothing left to read.
+    let describe = |addr: &str| -> serde_json::Value {
+        let out = ok(run_cli(addr, &["group", "describe", "readers", "--json"], None));
+        serde_json::from_str(&out).unwrap()
+    };
+    for addr in &one[1..] {
+        let list = ok(run_cli(addr, &["group", "list"], None));
+        assert!(list.contains("readers"), "group list through {addr}:\n{list}");
+        let d = describe(addr);
+        let committed: u64 = d["offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["committed_offset"].as_u64().unwrap())
+            .sum();
+        assert_eq!(committed, 10, "through {addr}: {d}");
+        assert_eq!(d["total_lag"], 0, "through {addr}: {d}");
+    }
+    let again = ok(run_cli(&one[2], &["consume", "events", "--group", "readers"], None));
+    assert_eq!(again, "", "the group's position is the cluster's");
+
+    // Reset to the start through broker 2; broker 1 dies; the group reads it all again.
+    let reset =
+        ["group", "reset-offsets", "readers", "--topic", "events", "--to-earliest", "--execute"];
+    ok(run_cli(&one[1], &reset, None));
+    cluster.kill(0);
+    let live = format!("{},{}", one[1], one[2]);
+    let read = ok_within(&cluster, &live, &["consume", "events", "--group", "readers"], limit);
+    assert_eq!(sorted_lines(&read), records, "after the reset and a broker's loss");
+    assert_eq!(describe(&one[2])["total_lag"], 0);
+
+    // Deleted through broker 3, it is gone through broker 2 too.
+    ok(run_cli(&one[2], &["group", "delete", "readers"], None));
+    let list = ok(run_cli(&one[1], &["group", "list"], None));
+    assert!(!list.contains("readers"), "deleted, yet listed:\n{list}");
+    let out = run_cli(&one[1], &["group", "describe", "readers"], None);
+    assert!(!out.status.success(), "a deleted group is not described: {}", stdout(&out));
+}

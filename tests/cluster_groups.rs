@@ -52,6 +52,15 @@ fn consumer_bytes(f: impl FnOnce(&mut BytesMut)) -> bytes::Bytes {
 
 /// Joins `GROUP` alone at `addr` and takes all three partitions: (member id, generation).
 fn join_and_sync(client: &mut ClusterClient, addr: &str) -> Result<(String, i32), CallError> {
+    join_and_sync_for(client, addr, 30_000)
+}
+
+/// [`join_and_sync`] with a session timeout of `session_ms`.
+fn join_and_sync_for(
+    client: &mut ClusterClient,
+    addr: &str,
+    session_ms: i32,
+) -> Result<(String, i32), CallError> {
     let sub = consumer_bytes(|b| {
         ConsumerProtocolSubscription::default()
             .with_topics(vec![s(TOPIC)])
@@ -61,7 +70,7 @@ fn join_and_sync(client: &mut ClusterClient, addr: &str) -> Result<(String, i32)
     let req = |member: &str| {
         JoinGroupRequest::default()
             .with_group_id(GroupId(s(GROUP)))
-            .with_session_timeout_ms(30_000)
+            .with_session_timeout_ms(session_ms)
             .with_rebalance_timeout_ms(30_000)
             .with_member_id(s(member))
             .with_protocol_type(s("consumer"))
@@ -321,4 +330,78 @@ fn a_member_keeps_committing_at_its_generation_after_its_coordinator_is_killed()
         client.call(&addr, ApiKey::DeleteGroups, 2, &delete).unwrap();
     assert_eq!(deleted.results.iter().map(|r| r.error_code).collect::<Vec<_>>(), vec![NONE]);
     assert_eq!(fetch_offsets(&mut client, &addr).unwrap(), vec![-1, -1, -1]);
+}
+
+/// `group describe GROUP --json` through the native listener at `addr`.
+fn describe_natively(addr: &str) -> Option<serde_json::Value> {
+    let out = common::run_cli(addr, &["group", "describe", GROUP, "--json"], None);
+    out.status.success().then(|| serde_json::from_str(&common::stdout(&out)).ok()).flatten()
+}
+
+/// A member that vanishes without leaving, together with its coordinator's broker, is expired
+/// by the next coordinator (which resumes the group from the metadata) and recorded gone: any
+/// broker then describes the group without members and deletes it. While it was a member, the
+/// group could not be deleted through another broker.
+#[test]
+fn a_vanished_member_is_expired_by_the_next_coordinator_and_the_group_deleted_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(dir.path(), 3, &["--broker-session-timeout-ms", "2000"]);
+    let addrs = cluster.kafka_addrs();
+    let native: Vec<String> = cluster.native_addrs().split(',').map(str::to_string).collect();
+    let mut client = ClusterClient::new(&addrs, TOPIC, "cluster-groups-expiry");
+    let deadline = Instant::now() + STEP_LIMIT;
+    loop {
+        match client.create_topic(3, 3) {
+            Ok(NONE | TOPIC_ALREADY_EXISTS) => break,
+            other if Instant::now() > deadline => panic!("CreateTopics: {other:?}"),
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+    client.wait_healthy(3, 3, STEP_LIMIT).unwrap();
+    let deadline = Instant::now() + STEP_LIMIT;
+    let (coordinator, member, generation) = loop {
+        if let Some((id, addr)) = find_coordinator(&mut client, &addrs)
+            && let Ok((member, generation)) = join_and_sync_for(&mut client, &addr, 4_000)
+        {
+            break (id, member, generation);
+        }
+        assert!(Instant::now() < deadline, "the consumer never joined\n{}", cluster.logs_tail(40));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    commit_through_the_coordinator(
+        &cluster,
+        &mut client,
+        &addrs,
+        None,
+        &member,
+        generation,
+        [1, 2, 3],
+    );
+    let killed = cluster.index(coordinator);
+    let other = &native[(killed + 1) % native.len()];
+    let d = describe_natively(other).expect("the group is described through another broker");
+    assert_eq!(d["members"].as_array().map(Vec::len), Some(1), "{d}");
+    let refused = common::run_cli(other, &["group", "delete", GROUP], None);
+    assert!(!refused.status.success(), "a group with a member is not deleted");
+    assert!(common::stderr(&refused).contains(&member), "{}", common::stderr(&refused));
+
+    // The member and its coordinator's broker vanish together.
+    cluster.kill(killed);
+    let deadline = Instant::now() + STEP_LIMIT;
+    loop {
+        let d = describe_natively(other);
+        let members = d.as_ref().and_then(|d| d["members"].as_array().map(Vec::len));
+        if members == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the vanished member is still listed: {d:?}\n{}",
+            cluster.logs_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    common::ok(common::run_cli(other, &["group", "delete", GROUP], None));
+    let d = describe_natively(other);
+    assert!(d.is_none(), "deleted, yet described: {d:?}");
 }

@@ -317,7 +317,12 @@ impl Broker {
     /// start now, [`LATEST_SENTINEL`] (-1) its log end now, and any other negative offset no
     /// position (as if nothing were committed). A sentinel of a partition that is unknown or
     /// offline has no position either: its log is not there to resolve it against.
-    fn resolve_committed(&self, topic: &str, partition: u32, committed: i64) -> Option<u64> {
+    pub(crate) fn resolve_committed(
+        &self,
+        topic: &str,
+        partition: u32,
+        committed: i64,
+    ) -> Option<u64> {
         if committed >= 0 {
             return resolve_committed(committed, 0, 0);
         }

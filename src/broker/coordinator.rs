@@ -791,8 +791,10 @@ impl Coordinator {
     }
 
     /// Advances time: expires members whose session lapsed and ends join rounds past their
-    /// deadline. The server calls it a few times a second.
-    pub(crate) fn tick(&mut self, now: Instant) {
+    /// deadline. The server calls it a few times a second. Returns the groups this emptied and
+    /// forgot, as they settled (Empty, at their new generation): a cluster records them, as it
+    /// records every settled rebalance.
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<(String, SettledGroup)> {
         for group in self.groups.values_mut() {
             group.pending.retain(|_, until| *until > now);
             // A member parked in JoinGroup or SyncGroup is waiting on us, not silent: only the
@@ -827,8 +829,20 @@ impl Coordinator {
             }
             group.maybe_complete_join(now);
         }
+        let forgotten: Vec<String> = self
+            .groups
+            .iter()
+            // Generation 0 never settled: only pending ids that never joined.
+            .filter(|(_, g)| {
+                g.state == GroupState::Empty && g.pending.is_empty() && g.generation > 0
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let emptied = forgotten.iter().filter_map(|id| Some((id.clone(), self.settled(id)?)));
+        let emptied = emptied.collect();
         self.groups.retain(|_, g| g.state != GroupState::Empty || !g.pending.is_empty());
         self.pending_total = self.groups.values().map(|g| g.pending.len()).sum();
+        emptied
     }
 
     /// Pending member ids over all groups.

@@ -211,6 +211,24 @@ fn a_silent_member_expires_and_the_group_rebalances_without_it() {
 }
 
 #[test]
+fn a_group_whose_last_member_expires_is_reported_emptied_at_its_next_generation() {
+    let mut c = Coordinator::new();
+    let t = Instant::now();
+    let (a, mut ja) = join_new(&mut c, t);
+    ready(&mut ja).unwrap();
+    let mut sa = c.sync(t, G, 1, &a, vec![]);
+    ready(&mut sa).unwrap();
+    assert!(c.tick(t + Duration::from_secs(5)).is_empty(), "a is still within its session");
+    let emptied = c.tick(t + Duration::from_secs(11));
+    assert_eq!(emptied.len(), 1, "a expired and the group emptied");
+    let (group, settled) = &emptied[0];
+    assert_eq!(group, G);
+    assert_eq!(settled.generation, 2);
+    assert!(settled.members.is_empty());
+    assert!(c.tick(t + Duration::from_secs(12)).is_empty(), "reported once");
+}
+
+#[test]
 fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_deadline() {
     let mut c = Coordinator::new();
     let t = Instant::now();

@@ -106,7 +106,8 @@ use crate::storage::{
 };
 
 use self::coordinator::Coordinator;
-use self::groups::{Committed, Groups, position_to_committed, resolve_committed};
+pub(crate) use self::groups::position_to_committed;
+use self::groups::{Committed, Groups, resolve_committed};
 pub use self::groups::{EARLIEST_SENTINEL, LATEST_SENTINEL};
 use self::topic::{Partition, Slot, Topic};
 use self::topic_config::TopicConfigs;

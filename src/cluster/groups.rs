@@ -163,6 +163,29 @@ impl Cluster {
             .collect()
     }
 
+    /// Every group the metadata records with members, sorted (empty on a single node).
+    pub(crate) fn recorded_groups_with_members(&self) -> Vec<String> {
+        let Mode::Node(n) = &self.mode else {
+            return Vec::new();
+        };
+        let image = n.image();
+        image.groups.iter().filter(|(_, m)| !m.members.is_empty()).map(|(g, _)| g.clone()).collect()
+    }
+
+    /// Every group the metadata knows (with committed offsets or a recorded membership),
+    /// sorted; empty on a single node.
+    pub(crate) fn known_groups(&self) -> Vec<String> {
+        let Mode::Node(n) = &self.mode else {
+            return Vec::new();
+        };
+        let image = n.image();
+        let mut all: Vec<String> =
+            image.group_offsets.keys().chain(image.groups.keys()).cloned().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// Records a group as its last completed rebalance (or its emptying) settled it. A newer
     /// generation recorded meanwhile (the group moved on elsewhere) wins: refused, and fine.
     pub(crate) async fn record_group(

@@ -141,7 +141,7 @@ impl KafkaServer {
             let mut every = tokio::time::interval(Duration::from_millis(200));
             loop {
                 tokio::select! {
-                    _ = every.tick() => ticker_ctx.coordinator().tick(Instant::now()),
+                    _ = every.tick() => handlers::tick_groups(&ticker_ctx, Instant::now()).await,
                     _ = ticker_stop.changed() => break,
                 }
             }

@@ -1,7 +1,7 @@
 //! One request in, one response out: translates native requests into cluster and broker calls,
 //! and their errors into error codes. Produce, fetch, topic creation and deletion, and the
 //! leadership answers go through the [`Cluster`] (so in a cluster they honour leadership and the
-//! high watermark); what stays local to this broker (configs, trims, groups) goes to the broker.
+//! high watermark); consumer groups go to groups.rs; what stays local to this broker (trims) goes to the broker.
 //! Blocking broker work runs on the blocking pool. Never reads or writes sockets.
 
 use std::collections::HashMap;
@@ -16,12 +16,11 @@ use crate::broker::{AppendBatch, BrokerError, FetchResult};
 use crate::cluster::{Acks, BrokerView, Cluster, ClusterError, PartitionView};
 use crate::metrics::Listener;
 use crate::protocol::{
-    BrokerInfo, ClusterInfo, ErrorCode, FETCH_CONTINUE, GroupOffset, PartitionState, Request,
-    Response,
+    BrokerInfo, ClusterInfo, ErrorCode, FETCH_CONTINUE, PartitionState, Request, Response,
 };
 use crate::storage::StorageError;
 
-use super::{PRODUCE_TIMEOUT, ServerConfig};
+use super::{PRODUCE_TIMEOUT, ServerConfig, groups};
 
 /// What a request produced: a plain response, or fetched records to send from the mapping.
 pub(crate) enum Reply {
@@ -111,7 +110,7 @@ pub(crate) fn error_response(code: ErrorCode, message: impl Into<String>) -> Res
     Response::Error { code, message: message.into() }
 }
 
-fn broker_error(e: &BrokerError) -> Response {
+pub(super) fn broker_error(e: &BrokerError) -> Response {
     let code = error_code(e);
     if matches!(code, ErrorCode::Storage | ErrorCode::Internal) {
         tracing::warn!("request failed: {e}");
@@ -119,7 +118,7 @@ fn broker_error(e: &BrokerError) -> Response {
     error_response(code, e.to_string())
 }
 
-fn cluster_error(e: &ClusterError) -> Response {
+pub(super) fn cluster_error(e: &ClusterError) -> Response {
     let code = cluster_error_code(e);
     if matches!(code, ErrorCode::Storage | ErrorCode::Internal) {
         tracing::warn!("request failed: {e}");
@@ -128,7 +127,7 @@ fn cluster_error(e: &ClusterError) -> Response {
 }
 
 /// Runs synchronous broker work on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BrokerError> + Send + 'static,
 ) -> Result<T, Response> {
     match tokio::task::spawn_blocking(f).await {
@@ -368,44 +367,18 @@ async fn run(
                 .into()
         }
         Request::CommitOffset { group, topic, partition, offset } => {
-            blocking(move || b.commit_offset(&group, &topic, partition, offset)).await?;
-            Response::Ok.into()
+            groups::commit_offset(cluster, group, topic, partition, offset).await?.into()
         }
         Request::FetchOffset { group, topic, partition } => {
-            let offset =
-                broker.committed_offset(&group, &topic, partition).map_err(|e| broker_error(&e))?;
-            Response::Offset { offset }.into()
+            groups::fetch_offset(cluster, &group, &topic, partition)?.into()
         }
-        Request::ListGroups => {
-            // Groups with live members too, not only those that committed.
-            let names = broker.list_group_states().into_iter().map(|(g, _, _)| g).collect();
-            Response::Groups { names }.into()
-        }
-        Request::GroupOffsets { group } => {
-            let mut offsets: Vec<GroupOffset> = broker
-                .group_offsets(&group)
-                .map_err(|e| broker_error(&e))?
-                .into_iter()
-                .map(|(topic, partition, offset)| GroupOffset { topic, partition, offset })
-                .collect();
-            offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-            Response::GroupOffsets { offsets }.into()
-        }
-        Request::DeleteGroup { group } => {
-            blocking(move || b.delete_group(&group)).await?;
-            Response::Ok.into()
-        }
-        Request::DescribeGroup { group } => {
-            crate::broker::validate_group_name(&group).map_err(|e| broker_error(&e))?;
-            let status =
-                broker.group_status(&group, crate::kafka::consumer_protocol::assigned_partitions);
-            Response::GroupDescribed { status }.into()
-        }
+        Request::ListGroups => groups::list_groups(cluster)?.into(),
+        Request::GroupOffsets { group } => groups::group_offsets(cluster, &group)?.into(),
+        Request::DeleteGroup { group } => groups::delete_group(cluster, group).await?.into(),
+        Request::DescribeGroup { group } => groups::describe_group(cluster, &group)?.into(),
         Request::ResetOffsets { group, offsets } => {
-            let offsets: Vec<(String, u32, u64)> =
-                offsets.into_iter().map(|o| (o.topic, o.partition, o.offset)).collect();
-            blocking(move || b.reset_offsets(&group, &offsets)).await?;
-            Response::Ok.into()
+            let offsets = offsets.into_iter().map(|o| (o.topic, o.partition, o.offset)).collect();
+            groups::reset_offsets(cluster, group, offsets).await?.into()
         }
         Request::ClusterStatus => {
             let s = cluster.status();

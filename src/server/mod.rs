@@ -7,6 +7,7 @@
 
 mod connection;
 mod dispatch;
+mod groups;
 
 pub(crate) use dispatch::constant_time_eq as tokens_equal;
 

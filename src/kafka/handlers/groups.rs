@@ -70,6 +70,33 @@ async fn record(ctx: &Ctx, group: &str) {
     }
 }
 
+/// The coordinator's clock, a few times a second: expires silent members. In a cluster, a group
+/// that emptied that way is recorded (as a rebalance's outcome is), and each group the metadata
+/// records with members that this broker coordinates but does not hold (it restarted, or the
+/// group moved here while nobody asked) is resumed, so that its members' sessions run here and
+/// a member that never comes back is expired and recorded gone, not listed forever.
+pub(crate) async fn tick(ctx: &Ctx, now: Instant) {
+    let emptied = ctx.coordinator().tick(now);
+    if !ctx.cluster.is_clustered() {
+        return;
+    }
+    for (group, settled) in emptied {
+        let generation = settled.generation;
+        match tokio::time::timeout(RECORD_WAIT, ctx.cluster.record_group(&group, &settled)).await {
+            Ok(Ok(())) => tracing::info!(group, generation, "consumer group emptied, recorded"),
+            Ok(Err(e)) => {
+                tracing::warn!(group, generation, error = %e, "recording the group failed")
+            }
+            Err(_) => tracing::warn!(group, generation, "recording the group timed out"),
+        }
+    }
+    for group in ctx.cluster.recorded_groups_with_members() {
+        if ctx.coordinates(&group) {
+            resume(ctx, &group);
+        }
+    }
+}
+
 /// Heartbeat: 0 to carry on, else the error code.
 pub(super) fn heartbeat(ctx: &Ctx, r: &HeartbeatRequest) -> i16 {
     let refused = not_coordinator(ctx, &r.group_id);

@@ -24,6 +24,7 @@ mod admin;
 mod configs;
 mod fetch;
 mod groups;
+pub(crate) use groups::tick as tick_groups;
 mod leader_epochs;
 mod metadata;
 mod produce;
