@@ -33,6 +33,7 @@ struct MemLog {
 struct MemInner {
     /// (base offset, next offset, bytes), contiguous.
     batches: Vec<(u64, u64, Vec<u8>)>,
+    start: u64,
     end: u64,
     leader_epoch: i32,
     cache: EpochCache,
@@ -87,7 +88,7 @@ impl MemLog {
 
 impl ReplicaLog for MemLog {
     fn log_start(&self) -> u64 {
-        0
+        self.lock().start
     }
     fn log_end(&self) -> u64 {
         self.lock().end
@@ -146,6 +147,13 @@ impl ReplicaLog for MemLog {
         let end = g.batches.last().map_or(0, |b| b.1);
         g.end = end;
         g.cache.truncate_to(end);
+        Ok(())
+    }
+    fn advance_log_start(&self, offset: u64) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        g.start = g.start.max(offset.min(g.end));
+        let start = g.start;
+        g.batches.retain(|b| b.1 > start);
         Ok(())
     }
 }
@@ -665,6 +673,34 @@ mod real {
         .await
         .unwrap();
         assert_eq!((change.leader_epoch, change.isr), (2, vec![1, 2, 3]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_deleted_on_the_leader_are_deleted_on_its_followers_too() {
+        let (_net, nodes) = brokers(3, Duration::from_secs(30));
+        nodes[0].rm.become_leader(T, 0, 1, 0, vec![1, 2, 3], vec![1, 2, 3]).unwrap();
+        for f in &nodes[1..] {
+            f.rm.become_follower(T, 0, 1, 1, "n1".into()).unwrap();
+        }
+        let mut end = 0;
+        for _ in 0..5 {
+            end = nodes[0].produce(4).await;
+        }
+        nodes[0].rm.wait_for_hw(T, 0, end, Duration::from_secs(10)).await.unwrap();
+        // DeleteRecords below offset 12 on the leader (Kafka's admin API does this).
+        assert_eq!(nodes[0].broker.trim(T, 0, 12).unwrap(), 12);
+        // The followers learn the new log start with their next fetch.
+        end = nodes[0].produce(1).await;
+        nodes[0].rm.wait_for_hw(T, 0, end, Duration::from_secs(10)).await.unwrap();
+        for f in &nodes[1..] {
+            eventually("the follower's log starts where the leader's does", || {
+                f.log().log_start_offset() == 12
+            })
+            .await;
+        }
+        // Were a follower to lead now, the deleted records would stay deleted.
+        nodes[1].rm.become_leader(T, 0, 2, 1, vec![2, 3], vec![1, 2, 3]).unwrap();
+        assert!(nodes[1].log().read(0, 1 << 20).is_err(), "offset 0 is below the log start");
     }
 
     /// Dispatches REPLICA_FETCH to the manager, as the cluster glue's handler does.

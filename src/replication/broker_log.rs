@@ -40,6 +40,9 @@ impl ReplicaLog for Log {
     fn truncate_to(&self, offset: u64) -> Result<(), StorageError> {
         Log::truncate_to(self, offset)
     }
+    fn advance_log_start(&self, offset: u64) -> Result<(), StorageError> {
+        Log::trim_before(self, offset).map(|_| ())
+    }
 }
 
 impl PartitionLogs for Broker {

@@ -198,6 +198,19 @@ impl FollowerTask {
         }
         let hw = resp.high_watermark.min(self.log.log_end());
         self.known_hw.fetch_max(hw, Ordering::AcqRel);
+        // Records the leader deleted (DeleteRecords, retention) go here too, up to what is
+        // committed: a later leader must not bring them back.
+        let start = resp.log_start_offset.min(hw);
+        if start > self.log.log_start() {
+            match self.with_log(|log| log.advance_log_start(start)) {
+                None => return Step::Stale,
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::warn!(
+                    topic = %self.topic, partition = self.partition, log_start = start,
+                    error = %e, "following the leader's log start failed"
+                ),
+            }
+        }
         step
     }
 

@@ -35,6 +35,9 @@ pub trait ReplicaLog: Send + Sync + 'static {
     fn append_replica(&self, bytes: &[u8]) -> Result<u64, StorageError>;
     /// Removes every record at or past `offset` (to a batch boundary); durable on return.
     fn truncate_to(&self, offset: u64) -> Result<(), StorageError>;
+    /// Moves the log start up to `offset` (a follower following its leader's DeleteRecords or
+    /// retention); never back.
+    fn advance_log_start(&self, offset: u64) -> Result<(), StorageError>;
 }
 
 /// Where the partitions' logs are: the broker, or a test's in-memory set.
