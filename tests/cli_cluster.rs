@@ -332,3 +332,90 @@ fn a_groups_offsets_are_the_clusters_through_any_broker() {
     let out = run_cli(&one[1], &["group", "describe", "readers"], None);
     assert!(!out.status.success(), "a deleted group is not described: {}", stdout(&out));
 }
+
+/// Partition `p` of `topic` as `topic describe --json` through `addr` shows it: (leader,
+/// preferred replica, in-sync replica count).
+fn leadership(addr: &str, topic: &str, p: usize) -> Option<(i64, i64, usize)> {
+    let out = run_cli(addr, &["topic", "describe", topic, "--json"], None);
+    let d: serde_json::Value = serde_json::from_str(&stdout(&out)).ok()?;
+    let part = &d["partitions"][p];
+    Some((part["leader"].as_i64()?, part["replicas"][0].as_i64()?, part["isr"].as_array()?.len()))
+}
+
+/// Kills the leader of `topic`'s partition 0 (its preferred replica), waits for another to
+/// lead it, restarts the killed broker and waits for it to be in sync again. Returns the
+/// preferred replica's id.
+fn fail_over_and_back(cluster: &mut TestCluster, all: &str, topic: &str) -> i64 {
+    let limit = Duration::from_secs(120);
+    let create = ["topic", "create", topic, "--partitions", "3", "--replication-factor", "3"];
+    ok_within(cluster, all, &create, limit);
+    wait_healthy(cluster, all, 3);
+    let (leader, preferred, _) = leadership(all, topic, 0).expect("partition 0 is described");
+    assert_eq!(leader, preferred, "a new topic is led by its preferred replicas");
+    let i = cluster.index(preferred as i32);
+    cluster.kill(i);
+    let start = Instant::now();
+    while leadership(all, topic, 0).is_none_or(|(l, _, _)| l == preferred) {
+        assert!(start.elapsed() < limit, "no failover\n{}", cluster.logs_tail(40));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    cluster.restart(i);
+    wait_healthy(cluster, all, 3);
+    preferred
+}
+
+/// With the automatic check off, leadership stays where failover put it until an operator
+/// runs `cluster elect-leaders`, which moves it back to the returned preferred replica.
+#[test]
+fn elect_leaders_moves_leadership_back_to_the_preferred_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--broker-session-timeout-ms", "2000", "--leader-imbalance-check-interval-ms", "0"];
+    let mut cluster = TestCluster::start(dir.path(), 3, &flags);
+    let all = cluster.native_addrs();
+    wait_healthy(&cluster, &all, 3);
+    let preferred = fail_over_and_back(&mut cluster, &all, "ledger");
+    std::thread::sleep(Duration::from_secs(2));
+    let (leader, _, _) = leadership(&all, "ledger", 0).unwrap();
+    assert_ne!(leader, preferred, "nothing moves leadership back on its own");
+
+    let out = ok(run_cli(&all, &["cluster", "elect-leaders", "--json"], None));
+    let elections: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p0 = elections
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["topic"] == "ledger" && e["partition"] == 0)
+        .unwrap_or_else(|| panic!("partition 0 was not elected: {out}"));
+    assert_eq!(p0["elected"], true, "{out}");
+    assert_eq!(p0["leader"], preferred, "{out}");
+    let (leader, _, isr) = leadership(&all, "ledger", 0).unwrap();
+    assert_eq!((leader, isr), (preferred, 3));
+    let again = ok(run_cli(&all, &["cluster", "elect-leaders", "--topic", "ledger"], None));
+    assert_eq!(again, "every partition is led by its preferred replica\n");
+    // What was produced is still all there, through the preferred leaders.
+    ok(run_cli(&all, &["produce", "ledger", "after-election"], None));
+    let read = ok(run_cli(&all, &["consume", "ledger", "--from-beginning"], None));
+    assert_eq!(read, "after-election\n");
+}
+
+/// By default the brokers move leadership back on their own once the preferred replica is in
+/// sync again (here checked every second).
+#[test]
+fn leadership_returns_to_a_restarted_preferred_replica_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags =
+        ["--broker-session-timeout-ms", "2000", "--leader-imbalance-check-interval-ms", "1000"];
+    let mut cluster = TestCluster::start(dir.path(), 3, &flags);
+    let all = cluster.native_addrs();
+    wait_healthy(&cluster, &all, 3);
+    let preferred = fail_over_and_back(&mut cluster, &all, "ledger");
+    let start = Instant::now();
+    while leadership(&all, "ledger", 0).is_none_or(|(l, _, _)| l != preferred) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "leadership did not return to broker {preferred}\n{}",
+            cluster.logs_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

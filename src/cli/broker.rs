@@ -191,6 +191,12 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "MS", default_value_t = 9000, value_parser = clap::value_parser!(u64).range(200..))]
     pub broker_session_timeout_ms: u64,
 
+    /// How often leadership moves back to each partition's preferred (first) replica once it is
+    /// live and in sync again (Kafka's auto leader rebalance); 0 turns it off (then only
+    /// `minikafka cluster elect-leaders` moves it).
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub leader_imbalance_check_interval_ms: u64,
+
     /// A follower that has not caught up for this long leaves the ISR (Kafka's
     /// replica.lag.time.max.ms).
     #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
@@ -416,6 +422,10 @@ impl BrokerArgs {
         }
         cfg.broker_session_timeout = Duration::from_millis(c.broker_session_timeout_ms);
         cfg.replica_lag_time = Duration::from_millis(c.replica_lag_time_max_ms);
+        cfg.leader_imbalance_check_interval = match c.leader_imbalance_check_interval_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
         cfg.token = self.token()?;
         cfg.allow_remote = self.allow_unauthenticated_remote;
         Ok(Some(cfg))

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use super::topic::id_list;
 use super::{CliError, ConnectArgs};
 use crate::client::Admin;
-use crate::protocol::{ClusterInfo, PartitionState};
+use crate::protocol::{ClusterInfo, LeaderElection, PartitionState};
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -29,6 +29,17 @@ enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move leadership back to each partition's preferred (first) replica where it is live and
+    /// in sync (Kafka's preferred leader election; the brokers also do it on their own every
+    /// --leader-imbalance-check-interval-ms).
+    ElectLeaders {
+        /// Only this topic's partitions (default: every topic).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
@@ -44,11 +55,56 @@ pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
             } else {
                 status_text(&status)
             };
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes()).map_err(CliError::stdout)?;
-            out.flush().map_err(CliError::stdout)
+            write_out(&text)
+        }
+        ClusterCommand::ElectLeaders { topic, json } => {
+            let elections = admin.elect_leaders(topic.as_deref()).await?;
+            let text = if json {
+                // Plain structs of strings, integers and booleans: encoding cannot fail.
+                serde_json::to_string(&elections)
+                    .map_err(|e| CliError::Usage(format!("cannot encode JSON: {e}")))?
+                    + "\n"
+            } else {
+                elections_text(&elections)
+            };
+            write_out(&text)
         }
     }
+}
+
+fn write_out(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).map_err(CliError::stdout)?;
+    out.flush().map_err(CliError::stdout)
+}
+
+/// One row per partition the election looked at, or a line saying none needed it.
+fn elections_text(elections: &[LeaderElection]) -> String {
+    if elections.is_empty() {
+        return "every partition is led by its preferred replica\n".to_string();
+    }
+    let mut rows: Vec<[String; 5]> = vec![[
+        "TOPIC".into(),
+        "PARTITION".into(),
+        "PREFERRED".into(),
+        "LEADER".into(),
+        "RESULT".into(),
+    ]];
+    for e in elections {
+        let result = if e.elected {
+            "elected".to_string()
+        } else {
+            format!("not moved: replica {} is not live and in sync", e.preferred)
+        };
+        rows.push([
+            e.topic.clone(),
+            e.partition.to_string(),
+            e.preferred.to_string(),
+            e.leader.map_or_else(|| "none".to_string(), |l| l.to_string()),
+            result,
+        ]);
+    }
+    render(&rows)
 }
 
 /// The brokers as a table, the controller, then the troubled partitions (or a line saying
@@ -124,6 +180,24 @@ fn render<const N: usize>(rows: &[[String; N]]) -> String {
 mod tests {
     use super::*;
     use crate::protocol::BrokerInfo;
+
+    #[test]
+    fn an_election_reads_as_a_table_or_says_nothing_needed_it() {
+        assert_eq!(elections_text(&[]), "every partition is led by its preferred replica\n");
+        let e = |partition, leader, elected| LeaderElection {
+            topic: "orders".into(),
+            partition,
+            preferred: 1,
+            leader,
+            elected,
+        };
+        assert_eq!(
+            elections_text(&[e(0, Some(1), true), e(2, Some(3), false)]),
+            "TOPIC   PARTITION  PREFERRED  LEADER  RESULT\n\
+             orders  0          1          1       elected\n\
+             orders  2          1          3       not moved: replica 1 is not live and in sync\n"
+        );
+    }
 
     #[test]
     fn a_status_with_a_fenced_broker_and_troubled_partitions_reads_as_tables() {

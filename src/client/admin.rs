@@ -4,7 +4,9 @@
 use super::{ClientError, Connection};
 use crate::broker::topic_config::ConfigEntry;
 use crate::broker::{GroupStatus, TopicDescription};
-use crate::protocol::{BrokerInfo, ClusterInfo, GroupOffset, PartitionState, Request, Response};
+use crate::protocol::{
+    BrokerInfo, ClusterInfo, GroupOffset, LeaderElection, PartitionState, Request, Response,
+};
 
 /// Topic administration. Cheap to create; shares the connection it is given.
 #[derive(Clone)]
@@ -84,6 +86,19 @@ impl Admin {
         match self.conn.request(&Request::ClusterStatus).await? {
             Response::ClusterStatus { status } => Ok(status),
             other => Err(unexpected("ClusterStatus", &other)),
+        }
+    }
+
+    /// Preferred leader election for `topic` (or every topic): the partitions that were not
+    /// led by their first replica, each with its leader afterwards.
+    pub async fn elect_leaders(
+        &self,
+        topic: Option<&str>,
+    ) -> Result<Vec<LeaderElection>, ClientError> {
+        let req = Request::ElectLeaders { topic: topic.map(str::to_string) };
+        match self.conn.request(&req).await? {
+            Response::LeadersElected { elections } => Ok(elections),
+            other => Err(unexpected("ElectLeaders", &other)),
         }
     }
 

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 /// Kafka's `broker.session.timeout.ms` default: a broker silent this long is fenced.
 pub const DEFAULT_BROKER_SESSION_TIMEOUT: Duration = Duration::from_millis(9000);
+/// How often leadership goes back to preferred replicas: Kafka checks every 300 s; a tenth of
+/// that brings a restarted broker its partitions back within half a minute.
+pub const DEFAULT_LEADER_IMBALANCE_CHECK: Duration = Duration::from_secs(30);
 /// Kafka's `replica.lag.time.max.ms` default: a follower this far behind leaves the ISR.
 pub const DEFAULT_REPLICA_LAG_TIME: Duration = Duration::from_millis(30_000);
 
@@ -32,6 +35,9 @@ pub struct ClusterConfig {
     pub broker_session_timeout: Duration,
     /// A follower lagging this long leaves the ISR.
     pub replica_lag_time: Duration,
+    /// How often the controller moves leadership back to preferred replicas in sync again
+    /// (Kafka's auto leader rebalance); `None`: never on its own.
+    pub leader_imbalance_check_interval: Option<Duration>,
     /// The shared secret brokers present to each other (`--auth-token`).
     pub token: Option<String>,
     /// Allow a non-loopback cluster listener without a token.
@@ -56,6 +62,7 @@ impl ClusterConfig {
             default_replication_factor: rf,
             broker_session_timeout: DEFAULT_BROKER_SESSION_TIMEOUT,
             replica_lag_time: DEFAULT_REPLICA_LAG_TIME,
+            leader_imbalance_check_interval: Some(DEFAULT_LEADER_IMBALANCE_CHECK),
             token: None,
             allow_remote: false,
         }

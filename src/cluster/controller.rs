@@ -1,7 +1,8 @@
 //! The controller's decisions, made on the raft leader only: which brokers to fence (no heartbeat
 //! for longer than the broker session timeout) and which to unfence (a registered, fenced broker
 //! whose current incarnation heartbeats again, has applied its own registration and does not want
-//! to shut down); and which live broker coordinates a consumer group.
+//! to shut down); which live broker coordinates a consumer group; and, every so often, moving
+//! leadership back to preferred replicas that are in sync again.
 //!
 //! The decisions are pure functions of an explicit `now`, the heartbeats seen and the metadata
 //! image, so they are tested without clocks; [`run_controller`] is the small loop that applies them
@@ -160,12 +161,14 @@ pub async fn run_controller<E: Display>(
     heartbeats: Arc<Mutex<Heartbeats>>,
     propose: impl Fn(MetadataCommand) -> ProposeFuture<E>,
     session_timeout: Duration,
+    preferred_check: Option<Duration>,
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading = false;
+    let mut last_check = Instant::now();
     loop {
         tokio::select! {
             _ = &mut stop => return,
@@ -190,11 +193,28 @@ pub async fn run_controller<E: Display>(
                 );
                 hb.grant_sessions(&img, now, session_timeout);
                 leading = true;
+                last_check = now;
             } else {
                 hb.grant_missing(&img, now);
             }
             decide(now, &hb, &img, session_timeout)
         };
+        // Kafka's auto leader rebalance: leadership goes back to each partition's first replica
+        // once it is live and in sync again (checked every `preferred_check`).
+        let mut cmds = cmds;
+        if let Some(every) = preferred_check
+            && now.saturating_duration_since(last_check) >= every
+        {
+            last_check = now;
+            let due = img.preferred_elections();
+            if !due.is_empty() {
+                tracing::info!(
+                    partitions = due.len(),
+                    "controller: moving leadership back to preferred replicas"
+                );
+                cmds.push(MetadataCommand::ElectPreferredLeaders { partitions: due });
+            }
+        }
         for cmd in cmds {
             if !is_leader() {
                 break;
@@ -422,6 +442,7 @@ mod tests {
             heartbeats.clone(),
             propose,
             Duration::from_millis(200),
+            None,
             async move {
                 let _ = stop_rx.await;
             },

@@ -169,6 +169,10 @@ pub enum MetadataCommand {
     /// when older than the recorded generation: a coordinator that lost the group to another
     /// must not take it back in time.
     RecordGroup { group: String, membership: GroupMembership },
+    /// Preferred leader election (Kafka's): each listed partition whose first replica is live,
+    /// in the ISR and not already its leader gets it as leader (leader epoch + 1); the others
+    /// stay as they are (never a leader from outside the ISR). Rejected when none can move.
+    ElectPreferredLeaders { partitions: Vec<(String, u32)> },
 }
 
 /// What applying a command did, returned to the proposer.
@@ -394,7 +398,47 @@ impl MetadataImage {
                 self.groups.insert(group.clone(), membership.clone());
                 ApplyResult::Done
             }
+            C::ElectPreferredLeaders { partitions } => {
+                let electable: Vec<&(String, u32)> =
+                    partitions.iter().filter(|(t, p)| self.preferred_electable(t, *p)).collect();
+                if electable.is_empty() {
+                    return reject("no listed partition can move to its preferred leader");
+                }
+                let MetadataImage { topics, epoch_floor, .. } = self;
+                for (topic, partition) in electable {
+                    // Checked by preferred_electable: the partition exists.
+                    let p = &mut topics.get_mut(topic).expect("electable").partitions
+                        [*partition as usize];
+                    let preferred = p.replicas[0];
+                    set_leader(p, Some(preferred), topic, epoch_floor);
+                    p.partition_epoch = p.partition_epoch.saturating_add(1);
+                }
+                ApplyResult::Done
+            }
         }
+    }
+
+    /// Whether the partition is online, led by another than its first (preferred) replica, and
+    /// that replica is live and in sync: a preferred leader election would move it.
+    pub fn preferred_electable(&self, topic: &str, partition: u32) -> bool {
+        let Some(p) = self.partition(topic, partition) else { return false };
+        let Some(&preferred) = p.replicas.first() else { return false };
+        p.leader.is_some_and(|l| l != preferred)
+            && p.isr.contains(&preferred)
+            && self.is_live(preferred)
+    }
+
+    /// Every partition a preferred leader election would move, sorted.
+    pub fn preferred_elections(&self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for (name, t) in &self.topics {
+            for i in 0..t.partitions.len() as u32 {
+                if self.preferred_electable(name, i) {
+                    out.push((name.clone(), i));
+                }
+            }
+        }
+        out
     }
 
     /// The partition's record, if the topic and partition exist.

@@ -104,6 +104,37 @@ fn fencing_a_leader_elects_the_next_in_sync_replica_with_a_higher_epoch() {
 }
 
 #[test]
+fn leadership_returns_to_the_preferred_replica_once_it_is_back_in_sync() {
+    let mut img = cluster(3);
+    create(&mut img, "t", 1, vec![vec![1, 2, 3], vec![2, 3, 1]]);
+    assert!(img.preferred_elections().is_empty(), "a new topic is led by its preferred replicas");
+    fence(&mut img, 1);
+    assert_eq!(img.partition("t", 0).unwrap().leader, Some(2));
+    let elect = MetadataCommand::ElectPreferredLeaders { partitions: vec![("t".into(), 0)] };
+    assert!(
+        matches!(img.apply(&elect, 0), ApplyResult::Rejected(_)),
+        "broker 1 is fenced: nothing moves"
+    );
+    // Back, but not in sync yet: still nothing.
+    unfence(&mut img, 1);
+    assert!(img.preferred_elections().is_empty());
+    assert!(matches!(img.apply(&elect, 0), ApplyResult::Rejected(_)));
+    // Caught up: the leader (2) takes it back into the ISR; now it is electable.
+    let grow = alter(&img, "t", 0, vec![1, 2, 3]);
+    assert_eq!(img.apply(&grow, 0), ApplyResult::Done);
+    assert_eq!(img.preferred_elections(), vec![("t".to_string(), 0)]);
+    let before = img.partition("t", 0).unwrap().clone();
+    assert_eq!(img.apply(&elect, 0), ApplyResult::Done);
+    let p = img.partition("t", 0).unwrap();
+    assert_eq!(p.leader, Some(1));
+    assert_eq!(p.leader_epoch, before.leader_epoch + 1);
+    assert_eq!(p.partition_epoch, before.partition_epoch + 1);
+    assert_eq!(p.isr, before.isr, "the ISR is unchanged");
+    assert!(img.preferred_elections().is_empty());
+    assert!(matches!(img.apply(&elect, 0), ApplyResult::Rejected(_)), "already preferred");
+}
+
+#[test]
 fn the_last_in_sync_replica_dying_leaves_the_partition_offline_until_it_returns() {
     let mut img = cluster(3);
     create(&mut img, "t", 1, vec![vec![1, 2, 3]]);
@@ -499,6 +530,10 @@ enum Op {
         generation: i32,
         members: u8,
     },
+    ElectPreferred {
+        topic: usize,
+        partition: u32,
+    },
 }
 
 const TOPICS: [&str; 3] = ["a", "b", "c"];
@@ -532,6 +567,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3u8).prop_map(Op::DeleteGroup),
         2 => (0..3u8, -1..6i32, 0..3u8)
             .prop_map(|(group, generation, members)| Op::Record { group, generation, members }),
+        2 => (topic.clone(), 0..4u32)
+            .prop_map(|(topic, partition)| Op::ElectPreferred { topic, partition }),
     ]
 }
 
@@ -666,6 +703,11 @@ fn concretize(img: &MetadataImage, op: &Op, next_id: &mut u8) -> (MetadataComman
                 C::RecordGroup { group, membership: membership(*generation, &leader, members) },
                 must_reject,
             )
+        }
+        Op::ElectPreferred { topic, partition } => {
+            let t = TOPICS[*topic];
+            let cmd = C::ElectPreferredLeaders { partitions: vec![(t.into(), *partition)] };
+            (cmd, !img.preferred_electable(t, *partition))
         }
     }
 }

@@ -119,6 +119,19 @@ pub struct ClusterStatus {
     pub offline: Vec<PartitionView>,
 }
 
+/// One partition of a preferred leader election.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderElection {
+    pub topic: String,
+    pub partition: u32,
+    /// Its first replica.
+    pub preferred: i32,
+    /// Its leader after the election (`None`: offline).
+    pub leader: Option<i32>,
+    /// Whether the preferred replica leads it now.
+    pub elected: bool,
+}
+
 /// Why a cluster operation failed; each names the topic, partition or node involved.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -724,6 +737,78 @@ impl Cluster {
                 self.wait_local(n, name, |b, name| b.topic_id(name).is_err()).await
             }
         }
+    }
+
+    /// Preferred leader election (Kafka's `kafka-leader-election.sh --election-type preferred`)
+    /// for every partition of `topic`, or of every topic: each partition not led by its first
+    /// replica moves to it when that replica is live and in sync. Returns those partitions,
+    /// each with its leader afterwards. A single node leads everything itself: nothing to move.
+    pub async fn elect_preferred_leaders(
+        &self,
+        topic: Option<&str>,
+    ) -> Result<Vec<LeaderElection>, ClusterError> {
+        let n = match &self.mode {
+            Mode::Single => {
+                if let Some(t) = topic {
+                    self.broker.partition_count(t)?;
+                }
+                return Ok(Vec::new());
+            }
+            Mode::Node(n) => n,
+        };
+        let image = n.image();
+        if let Some(t) = topic
+            && !image.topics.contains_key(t)
+        {
+            return Err(BrokerError::UnknownTopic { name: t.to_owned() }.into());
+        }
+        let mut misplaced = Vec::new();
+        for (name, t) in &image.topics {
+            if topic.is_some_and(|want| want != name) {
+                continue;
+            }
+            for (i, p) in t.partitions.iter().enumerate() {
+                if let Some(&preferred) = p.replicas.first()
+                    && p.leader != Some(preferred)
+                {
+                    misplaced.push((name.clone(), i as u32, preferred));
+                }
+            }
+        }
+        let electable: Vec<(String, u32)> = misplaced
+            .iter()
+            .filter(|(t, p, _)| image.preferred_electable(t, *p))
+            .map(|(t, p, _)| (t.clone(), *p))
+            .collect();
+        if !electable.is_empty() {
+            let cmd = MetadataCommand::ElectPreferredLeaders { partitions: electable.clone() };
+            if let ApplyResult::Rejected(reason) = n.propose(cmd).await? {
+                // The image moved meanwhile (a broker fenced): the results below say what holds.
+                tracing::debug!(%reason, "preferred leader election refused");
+            }
+            // Answer from this broker's own image once it has the outcome.
+            let mut images = n.subscribe();
+            let deadline = tokio::time::Instant::now() + LOCAL_APPLY_WAIT;
+            while electable.iter().any(|(t, p)| images.borrow().preferred_electable(t, *p))
+                && tokio::time::Instant::now() < deadline
+            {
+                let _ = tokio::time::timeout_at(deadline, images.changed()).await;
+            }
+        }
+        let after = n.image();
+        Ok(misplaced
+            .into_iter()
+            .map(|(topic, partition, preferred)| {
+                let leader = after.partition(&topic, partition).and_then(|p| p.leader);
+                LeaderElection {
+                    leader: leader.map(|l| l as i32),
+                    elected: leader == Some(preferred),
+                    preferred: preferred as i32,
+                    topic,
+                    partition,
+                }
+            })
+            .collect())
     }
 
     /// A producer id never handed out before (in the whole cluster).

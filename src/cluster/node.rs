@@ -414,6 +414,7 @@ impl Node {
             self.heartbeats.clone(),
             propose,
             self.cfg.broker_session_timeout,
+            self.cfg.leader_imbalance_check_interval,
             stopped(stop),
         )
         .await;

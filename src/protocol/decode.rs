@@ -293,6 +293,7 @@ fn decode_request_with(
         ApiKey::DescribePartitions => {
             Request::DescribePartitions { topic: r.opt_string("topic name")? }
         }
+        ApiKey::ElectLeaders => Request::ElectLeaders { topic: r.opt_string("topic name")? },
         ApiKey::CreateReplicatedTopic => {
             let name = r.string("topic name")?;
             let partitions = r.u32("partitions")?;
@@ -434,6 +435,20 @@ fn decode_response_with(
         },
         k if k == ResponseKind::Partitions as u8 => {
             Response::Partitions { brokers: r.brokers()?, partitions: r.partition_states()? }
+        }
+        k if k == ResponseKind::LeadersElected as u8 => {
+            let n = r.count("election count", LEADER_ELECTION_MIN_LEN)?;
+            let mut elections = Vec::with_capacity(n);
+            for _ in 0..n {
+                elections.push(LeaderElection {
+                    topic: r.string("topic name")?,
+                    partition: r.u32("partition")?,
+                    preferred: r.i32("preferred replica")?,
+                    leader: r.opt_i32("leader")?,
+                    elected: r.bool("elected")?,
+                });
+            }
+            Response::LeadersElected { elections }
         }
         other => return Err(ProtocolError::UnknownResponseKind(other)),
     };

@@ -220,7 +220,9 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
             buf.put_u64_le(*timestamp_ms);
         }
         Request::ClusterStatus => {}
-        Request::DescribePartitions { topic } => put_opt_str(buf, topic.as_deref()),
+        Request::DescribePartitions { topic } | Request::ElectLeaders { topic } => {
+            put_opt_str(buf, topic.as_deref())
+        }
         Request::CreateReplicatedTopic {
             name,
             partitions,
@@ -397,6 +399,17 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
             ok_kind(buf, ResponseKind::Partitions);
             put_brokers(buf, brokers);
             put_partition_states(buf, partitions);
+        }
+        Response::LeadersElected { elections } => {
+            ok_kind(buf, ResponseKind::LeadersElected);
+            buf.put_u32_le(elections.len() as u32);
+            for e in elections {
+                put_str(buf, &e.topic);
+                buf.put_u32_le(e.partition);
+                buf.put_i32_le(e.preferred);
+                put_opt_i32(buf, e.leader);
+                buf.put_u8(u8::from(e.elected));
+            }
         }
         Response::Fetched { .. } => unreachable!("handled above"),
     }

@@ -75,11 +75,13 @@
 //! | `ClusterStatus`          | 19  | none                                                     |
 //! | `DescribePartitions`     | 20  | option<string> topic (none: every topic)                 |
 //! | `CreateReplicatedTopic`  | 21  | as `CreateTopic`, then u16 replication_factor            |
+//! | `ElectLeaders`           | 22  | option<string> topic (none: every topic)                 |
 //!
 //! | response         | kind | fields after the kind                                         |
 //! |------------------|------|---------------------------------------------------------------|
 //! | `ClusterStatus`  | 13   | i32 node_id (the answering broker), u8 clustered, option<i32> controller, list<broker>, list<partition> under_replicated, list<partition> offline |
 //! | `Partitions`     | 14   | list<broker>, list<partition>                                 |
+//! | `LeadersElected` | 15   | list<election>: string topic, u32 partition, i32 preferred, option<i32> leader, u8 elected |
 //!
 //! A broker ([`BrokerInfo`]) is `i32 id, option<string> native_addr, option<string>
 //! kafka_addr, u8 fenced`; a partition ([`PartitionState`]) is `string topic, u32 partition,
@@ -121,6 +123,8 @@ const BROKER_INFO_MIN_LEN: usize = 4 + 1 + 1 + 1;
 /// Bytes of the smallest encoded [`PartitionState`]: an empty topic name, a partition, no
 /// leader, an epoch and two empty lists.
 const PARTITION_STATE_MIN_LEN: usize = 2 + 4 + 1 + 4 + 4 + 4;
+/// The smallest encoded election: empty topic, partition, preferred, no leader, elected.
+const LEADER_ELECTION_MIN_LEN: usize = 2 + 4 + 4 + 1 + 1;
 /// Bytes of the smallest encoded config pair: two empty strings.
 const CONFIG_PAIR_MIN_LEN: usize = 2 + 2;
 /// Bytes of the smallest encoded [`ConfigEntry`]: an empty name, no value, three flag bytes.
@@ -245,6 +249,11 @@ pub enum Request {
     DescribePartitions {
         topic: Option<String>,
     },
+    /// Preferred leader election for every partition of `topic` (or of every topic) not led by
+    /// its first replica (answered with `LeadersElected`).
+    ElectLeaders {
+        topic: Option<String>,
+    },
     /// `CreateTopic` with a replication factor (a separate key so that `CreateTopic`'s bytes
     /// stay what older brokers decode).
     CreateReplicatedTopic {
@@ -266,6 +275,17 @@ pub struct BrokerInfo {
     pub kafka_addr: Option<String>,
     /// Fenced by the controller (missed its heartbeats): it leads nothing.
     pub fenced: bool,
+}
+
+/// One partition of a preferred leader election: its first (preferred) replica, its leader
+/// afterwards (none: offline), and whether the preferred replica leads it now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaderElection {
+    pub topic: String,
+    pub partition: u32,
+    pub preferred: i32,
+    pub leader: Option<i32>,
+    pub elected: bool,
 }
 
 /// One partition's leadership: who leads it (none: offline), in which epoch, its replicas and
@@ -373,6 +393,11 @@ pub enum Response {
         brokers: Vec<BrokerInfo>,
         partitions: Vec<PartitionState>,
     },
+    /// The partitions a preferred leader election looked at (those not led by their preferred
+    /// replica before it).
+    LeadersElected {
+        elections: Vec<LeaderElection>,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -405,6 +430,7 @@ pub enum ApiKey {
     ClusterStatus = 19,
     DescribePartitions = 20,
     CreateReplicatedTopic = 21,
+    ElectLeaders = 22,
 }
 
 impl ApiKey {
@@ -433,6 +459,7 @@ impl ApiKey {
             19 => ClusterStatus,
             20 => DescribePartitions,
             21 => CreateReplicatedTopic,
+            22 => ElectLeaders,
             _ => return None,
         })
     }
@@ -463,6 +490,7 @@ impl ApiKey {
             ClusterStatus => "cluster_status",
             DescribePartitions => "describe_partitions",
             CreateReplicatedTopic => "create_replicated_topic",
+            ElectLeaders => "elect_leaders",
         }
     }
 }
@@ -493,6 +521,7 @@ impl Request {
             Request::ClusterStatus => ApiKey::ClusterStatus,
             Request::DescribePartitions { .. } => ApiKey::DescribePartitions,
             Request::CreateReplicatedTopic { .. } => ApiKey::CreateReplicatedTopic,
+            Request::ElectLeaders { .. } => ApiKey::ElectLeaders,
         }
     }
 }
@@ -516,6 +545,7 @@ pub enum ResponseKind {
     GroupDescribed = 12,
     ClusterStatus = 13,
     Partitions = 14,
+    LeadersElected = 15,
 }
 
 /// The status byte of an error response.

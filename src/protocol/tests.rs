@@ -116,6 +116,8 @@ fn all_requests() -> Vec<Request> {
         Request::ClusterStatus,
         Request::DescribePartitions { topic: Some("orders".into()) },
         Request::DescribePartitions { topic: None },
+        Request::ElectLeaders { topic: Some("orders".into()) },
+        Request::ElectLeaders { topic: None },
         Request::CreateReplicatedTopic {
             name: "orders".into(),
             partitions: 6,
@@ -273,6 +275,25 @@ fn all_responses() -> Vec<Response> {
                 offline: vec![],
             },
         },
+        Response::LeadersElected {
+            elections: vec![
+                LeaderElection {
+                    topic: "orders".into(),
+                    partition: 0,
+                    preferred: 1,
+                    leader: Some(1),
+                    elected: true,
+                },
+                LeaderElection {
+                    topic: "orders".into(),
+                    partition: 2,
+                    preferred: 3,
+                    leader: None,
+                    elected: false,
+                },
+            ],
+        },
+        Response::LeadersElected { elections: vec![] },
         Response::Partitions { brokers: broker_infos(), partitions: partition_states() },
         Response::Partitions { brokers: vec![], partitions: vec![] },
         Response::Error { code: ErrorCode::NotLeader, message: "leader is broker 2".into() },
@@ -692,6 +713,7 @@ fn cluster_api_keys_codes_and_kinds_come_after_the_old_ones() {
         (19, ApiKey::ClusterStatus, "cluster_status"),
         (20, ApiKey::DescribePartitions, "describe_partitions"),
         (21, ApiKey::CreateReplicatedTopic, "create_replicated_topic"),
+        (22, ApiKey::ElectLeaders, "elect_leaders"),
     ] {
         assert_eq!(ApiKey::from_u8(v), Some(key));
         assert_eq!(key as u8, v);
@@ -699,6 +721,7 @@ fn cluster_api_keys_codes_and_kinds_come_after_the_old_ones() {
     }
     assert_eq!(ResponseKind::ClusterStatus as u8, 13);
     assert_eq!(ResponseKind::Partitions as u8, 14);
+    assert_eq!(ResponseKind::LeadersElected as u8, 15);
     for (v, code, retriable) in [
         (19, ErrorCode::NotLeader, true),
         (20, ErrorCode::LeaderNotAvailable, true),

@@ -16,7 +16,8 @@ use crate::broker::{AppendBatch, BrokerError, FetchResult};
 use crate::cluster::{Acks, BrokerView, Cluster, ClusterError, PartitionView};
 use crate::metrics::Listener;
 use crate::protocol::{
-    BrokerInfo, ClusterInfo, ErrorCode, FETCH_CONTINUE, PartitionState, Request, Response,
+    BrokerInfo, ClusterInfo, ErrorCode, FETCH_CONTINUE, LeaderElection, PartitionState, Request,
+    Response,
 };
 use crate::storage::StorageError;
 
@@ -379,6 +380,22 @@ async fn run(
         Request::ResetOffsets { group, offsets } => {
             let offsets = offsets.into_iter().map(|o| (o.topic, o.partition, o.offset)).collect();
             groups::reset_offsets(cluster, group, offsets).await?.into()
+        }
+        Request::ElectLeaders { topic } => {
+            let elections = cluster
+                .elect_preferred_leaders(topic.as_deref())
+                .await
+                .map_err(|e| cluster_error(&e))?
+                .into_iter()
+                .map(|e| LeaderElection {
+                    topic: e.topic,
+                    partition: e.partition,
+                    preferred: e.preferred,
+                    leader: e.leader,
+                    elected: e.elected,
+                })
+                .collect();
+            Response::LeadersElected { elections }.into()
         }
         Request::ClusterStatus => {
             let s = cluster.status();
