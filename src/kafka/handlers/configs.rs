@@ -127,7 +127,7 @@ const TOPIC_CONFIGS: &[(&str, &str, i8, &str)] = &[
         "min.insync.replicas",
         "min.insync.replicas",
         config_type::INT,
-        "Replicas that must acknowledge an acks=all write (stored; this broker is one replica)",
+        "In-sync replicas an acks=all write needs (a single node is its only replica)",
     ),
 ];
 
