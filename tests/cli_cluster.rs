@@ -1,7 +1,8 @@
 //! `minikafka cluster status`, `topic create --replication-factor`, `topic describe`'s
 //! leadership columns and the comma-separated `--broker` list, against a single broker: a
 //! cluster of one, which leads every partition itself (broker 0); and the same commands against
-//! three brokers, through a leader's failure.
+//! three brokers, through a leader's failure, and `topic alter` and `topic add-partitions`
+//! changing the topic on all three.
 
 mod common;
 
@@ -369,7 +370,8 @@ fn fail_over_and_back(cluster: &mut TestCluster, all: &str, topic: &str) -> i64 
 #[test]
 fn elect_leaders_moves_leadership_back_to_the_preferred_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let flags = ["--broker-session-timeout-ms", "2000", "--leader-imbalance-check-interval-ms", "0"];
+    let flags =
+        ["--broker-session-timeout-ms", "2000", "--leader-imbalance-check-interval-ms", "0"];
     let mut cluster = TestCluster::start(dir.path(), 3, &flags);
     let all = cluster.native_addrs();
     wait_healthy(&cluster, &all, 3);
@@ -417,5 +419,52 @@ fn leadership_returns_to_a_restarted_preferred_replica_on_its_own() {
             cluster.logs_tail(40)
         );
         std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `topic alter` and `topic add-partitions` given the three brokers change the topic on every
+/// one of them: each broker, asked alone, describes the new configs and partitions, every new
+/// partition replicated on all three.
+#[test]
+fn topic_alter_and_add_partitions_change_every_broker_of_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = TestCluster::start(dir.path(), 3, &["--fsync", "never"]);
+    let all = cluster.native_addrs();
+    let one: Vec<String> = all.split(',').map(str::to_string).collect();
+    wait_healthy(&cluster, &all, 3);
+
+    let limit = Duration::from_secs(120);
+    let create = ["topic", "create", "events", "--partitions", "1", "--replication-factor", "3"];
+    ok_within(&cluster, &all, &create, limit);
+    let alter = ["topic", "alter", "events", "--config", "retention.ms=60000"];
+    assert_eq!(
+        ok_within(&cluster, &all, &alter, limit),
+        "altered topic events: set retention.ms=60000\n"
+    );
+    let grow = ["topic", "add-partitions", "events", "--partitions", "3"];
+    assert_eq!(
+        ok_within(&cluster, &all, &grow, limit),
+        "topic events now has 3 partitions (was 1)\n"
+    );
+
+    let start = Instant::now();
+    for addr in &one {
+        loop {
+            let out = run_cli(addr, &["topic", "describe", "events", "--json"], None);
+            let d: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_default();
+            let parts = d["partitions"].as_array().cloned().unwrap_or_default();
+            let converged = d["configs"] == serde_json::json!({"retention.ms": "60000"})
+                && parts.len() == 3
+                && parts.iter().all(|p| p["replicas"].as_array().is_some_and(|r| r.len() == 3));
+            if converged {
+                break;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "broker {addr} still describes {d}\n{}",
+                cluster.logs_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 }

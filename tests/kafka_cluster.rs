@@ -3,6 +3,9 @@
 //! epoch 0, its only replica and ISR, and Fetch and ListOffsets check a client's leader epoch
 //! against it (KIP-320). Brokers run in the test process on ephemeral ports; requests are raw
 //! frames built with `kafka-protocol` (what a client sends, field by field, at a chosen version).
+//! Three real broker processes then show that the admin requests sent to any one of them change
+//! the topic on every broker: CreatePartitions, and IncrementalAlterConfigs seen by DescribeConfigs
+//! everywhere, across a restart.
 
 mod common;
 
@@ -10,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::cluster::TestCluster;
+use common::cluster_client::{CallError, ClusterClient, NONE, TOPIC_ALREADY_EXISTS, retriable};
 use common::kafka::{KafkaConn, s};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -29,6 +34,17 @@ const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const INVALID_REQUIRED_ACKS: i16 = 21;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
 const UNKNOWN_LEADER_EPOCH: i16 = 75;
+const INVALID_PARTITIONS: i16 = 37;
+const INVALID_CONFIG: i16 = 40;
+
+/// DescribeConfigs' resource type of a topic, and the source of a value set on it.
+const RESOURCE_TOPIC: i8 = 2;
+const SOURCE_TOPIC: i8 = 1;
+/// IncrementalAlterConfigs operations.
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+/// Each step of the cluster tests converges well within this (a debug build, a busy machine).
+const STEP_LIMIT: Duration = Duration::from_secs(120);
 
 /// One broker in the test process: its cluster and a Kafka listener on an ephemeral port.
 struct Node {
@@ -306,4 +322,249 @@ async fn a_single_node_checks_the_clients_leader_epoch_on_fetch_and_list_offsets
     assert_eq!(epoch_end(&node.addr, "events", 0, -1, 3).await, (0, -1, -1));
     assert_eq!(epoch_end(&node.addr, "events", 0, 2, 0).await.0, UNKNOWN_LEADER_EPOCH);
     node.stop().await;
+}
+
+/// Retries `step` until it returns `Some`, for at most `STEP_LIMIT`; panics with `what`, the last
+/// failure and the brokers' logs.
+#[track_caller]
+fn within<T>(cluster: &TestCluster, what: &str, mut step: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + STEP_LIMIT;
+    loop {
+        match step() {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("{what}: still failing after {STEP_LIMIT:?}: {e}\n{}", cluster.logs_tail(40))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Three brokers with one RF-3 topic of `partitions` partitions, every one led and fully in
+/// sync; the client's metadata is fresh.
+fn cluster_with_topic(
+    dir: &std::path::Path,
+    topic: &str,
+    partitions: i32,
+) -> (TestCluster, ClusterClient) {
+    let cluster = TestCluster::start(dir, 3, &["--fsync", "never"]);
+    let mut client = ClusterClient::new(&cluster.kafka_addrs(), topic, "kafka-cluster");
+    within(&cluster, "create the topic", || match client.create_topic(partitions, 3) {
+        Ok(NONE | TOPIC_ALREADY_EXISTS) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    client.wait_healthy(partitions, 3, STEP_LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    (cluster, client)
+}
+
+/// CreatePartitions v3 of `topic` to `count` partitions through `addr`: (error, message).
+fn create_partitions(
+    client: &mut ClusterClient,
+    addr: &str,
+    topic: &str,
+    count: i32,
+) -> Result<(i16, String), CallError> {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    let req = CreatePartitionsRequest::default()
+        .with_topics(vec![
+            CreatePartitionsTopic::default().with_name(TopicName(s(topic))).with_count(count),
+        ])
+        .with_timeout_ms(30_000);
+    let r: CreatePartitionsResponse = client.call(addr, ApiKey::CreatePartitions, 3, &req)?;
+    let t = &r.results[0];
+    Ok((t.error_code, t.error_message.as_deref().unwrap_or("").to_string()))
+}
+
+/// IncrementalAlterConfigs v1 of one topic through `addr`: (error, message).
+fn alter_configs(
+    client: &mut ClusterClient,
+    addr: &str,
+    topic: &str,
+    ops: &[(&str, i8, Option<&str>)],
+) -> Result<(i16, String), CallError> {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let configs = ops
+        .iter()
+        .map(|(k, op, v)| {
+            AlterableConfig::default()
+                .with_name(s(k))
+                .with_config_operation(*op)
+                .with_value(v.map(s))
+        })
+        .collect();
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(s(topic))
+            .with_configs(configs),
+    ]);
+    let r: IncrementalAlterConfigsResponse =
+        client.call(addr, ApiKey::IncrementalAlterConfigs, 1, &req)?;
+    let res = &r.responses[0];
+    Ok((res.error_code, res.error_message.as_deref().unwrap_or("").to_string()))
+}
+
+/// DescribeConfigs v1 of `keys` of one topic through `addr`: (name, value, set on the topic).
+fn describe_configs(
+    client: &mut ClusterClient,
+    addr: &str,
+    topic: &str,
+    keys: &[&str],
+) -> Result<Vec<(String, String, bool)>, CallError> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(s(topic))
+            .with_configuration_keys(Some(keys.iter().map(|k| s(k)).collect())),
+    ]);
+    let r: DescribeConfigsResponse = client.call(addr, ApiKey::DescribeConfigs, 1, &req)?;
+    let res = &r.results[0];
+    if res.error_code != NONE {
+        return Err(CallError::Kafka(res.error_code));
+    }
+    let mut configs: Vec<_> = res
+        .configs
+        .iter()
+        .map(|c| {
+            let value = c.value.as_deref().unwrap_or("<null>").to_string();
+            (c.name.to_string(), value, c.config_source == SOURCE_TOPIC)
+        })
+        .collect();
+    configs.sort();
+    Ok(configs)
+}
+
+/// A topic created with one partition grows to three through one broker's CreatePartitions:
+/// every broker's Metadata then shows three partitions, each led and in sync on all three
+/// brokers, and a record produced to the new partition 2 is read back.
+#[test]
+fn create_partitions_on_one_broker_grows_the_topic_on_every_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, mut client) = cluster_with_topic(dir.path(), "growing", 1);
+    let addrs = cluster.kafka_addrs();
+
+    let mut tried = false;
+    within(&cluster, "grow the topic to 3 partitions", || {
+        match create_partitions(&mut client, &addrs[0], "growing", 3) {
+            Ok((NONE, _)) => Ok(()),
+            // An earlier attempt that timed out was applied after all.
+            Ok((INVALID_PARTITIONS, m)) if tried && m.contains("already has 3") => Ok(()),
+            Ok((code, m)) if !retriable(code) => panic!("CreatePartitions refused: {code} {m}"),
+            other => {
+                tried = true;
+                Err(format!("{other:?}"))
+            }
+        }
+    });
+
+    for addr in &addrs {
+        within(&cluster, &format!("3 led, in-sync partitions in {addr}'s metadata"), || {
+            let m = client.metadata_from(addr).map_err(|e| e.to_string())?;
+            let parts: Vec<_> = m.partitions.values().collect();
+            let healthy = parts.len() == 3
+                && parts.iter().all(|p| {
+                    p.error == NONE && p.leader >= 0 && p.replicas.len() == 3 && p.isr.len() == 3
+                });
+            if healthy { Ok(()) } else { Err(format!("{:?}", m.partitions)) }
+        });
+    }
+
+    client.refresh().unwrap();
+    within(&cluster, "produce to partition 2", || {
+        client.produce(2, batch("new", 1)).map_err(|e| {
+            let _ = client.refresh();
+            e.to_string()
+        })
+    });
+    let read = client.read_all(2, STEP_LIMIT).unwrap_or_else(|e| panic!("{e}"));
+    let values: Vec<&str> = read.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(values, ["new-0"]);
+
+    // A topic never shrinks, whichever broker is asked.
+    let (code, message) = create_partitions(&mut client, &addrs[1], "growing", 2).unwrap();
+    assert_eq!(code, INVALID_PARTITIONS, "{message}");
+    assert!(message.contains("currently has 3 partitions"), "{message}");
+}
+
+/// Configs changed through broker 1 are what DescribeConfigs shows on brokers 2 and 3 (they
+/// converge in moments), and still after broker 3 restarts; an unknown config name is refused
+/// and changes nothing anywhere; a config deleted through broker 2 is back at its default
+/// everywhere.
+#[test]
+fn configs_altered_through_one_broker_are_seen_on_every_broker_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, mut client) = cluster_with_topic(dir.path(), "settings", 1);
+    let addrs = cluster.kafka_addrs();
+    let keys = ["cleanup.policy", "max.message.bytes", "retention.ms"];
+    let altered = vec![
+        ("cleanup.policy".to_string(), "compact".to_string(), true),
+        ("max.message.bytes".to_string(), "65536".to_string(), true),
+        ("retention.ms".to_string(), "3600000".to_string(), true),
+    ];
+    let sees = |client: &mut ClusterClient, addr: &str, expected: &[(String, String, bool)]| {
+        let seen = describe_configs(client, addr, "settings", &keys).map_err(|e| e.to_string())?;
+        if seen == expected { Ok(()) } else { Err(format!("{addr} shows {seen:?}")) }
+    };
+
+    let ops = [
+        ("retention.ms", SET, Some("3600000")),
+        ("max.message.bytes", SET, Some("65536")),
+        ("cleanup.policy", SET, Some("compact")),
+    ];
+    within(&cluster, "alter the configs through broker 1", || {
+        match alter_configs(&mut client, &addrs[0], "settings", &ops) {
+            Ok((NONE, _)) => Ok(()),
+            Ok((code, m)) if !retriable(code) => panic!("alter refused: {code} {m}"),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    // The broker asked answers once its own copy has them.
+    sees(&mut client, &addrs[0], &altered).unwrap();
+    for addr in &addrs[1..] {
+        within(&cluster, "the others converge", || sees(&mut client, addr, &altered));
+    }
+
+    cluster.kill(2);
+    cluster.restart(2);
+    within(&cluster, "broker 3 after its restart", || sees(&mut client, &addrs[2], &altered));
+
+    // An unknown name fails the whole alteration: the valid change beside it is not made.
+    let (code, message) = alter_configs(
+        &mut client,
+        &addrs[0],
+        "settings",
+        &[("retention.ms", SET, Some("1000")), ("retention.forever", SET, Some("1"))],
+    )
+    .unwrap();
+    assert_eq!(code, INVALID_CONFIG, "{message}");
+    assert!(message.contains("retention.forever"), "{message}");
+    for addr in &addrs {
+        sees(&mut client, addr, &altered).unwrap();
+    }
+
+    // Deleted through broker 2: back at the broker default on every broker.
+    within(&cluster, "delete max.message.bytes through broker 2", || {
+        match alter_configs(
+            &mut client,
+            &addrs[1],
+            "settings",
+            &[("max.message.bytes", DELETE, None)],
+        ) {
+            Ok((NONE, _)) => Ok(()),
+            Ok((code, m)) if !retriable(code) => panic!("delete refused: {code} {m}"),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let default = describe_configs(&mut client, &addrs[1], "settings", &["max.message.bytes"])
+        .unwrap()
+        .remove(0);
+    assert!(!default.2, "max.message.bytes is no longer set on the topic: {default:?}");
+    let mut deleted = altered.clone();
+    deleted[1] = default;
+    for addr in &addrs {
+        within(&cluster, "the deletion converges", || sees(&mut client, addr, &deleted));
+    }
 }

@@ -122,6 +122,15 @@ impl Broker {
         Ok(t.configs.describe(&self.config.log))
     }
 
+    /// The configs set on `topic` (what its `topic.json` holds), for a cluster to compare with
+    /// the metadata's.
+    pub fn topic_configs(&self, topic: &str) -> Result<TopicConfigs, BrokerError> {
+        validate_topic_name(topic)?;
+        let t = self.topic(topic)?;
+        t.ensure_online()?;
+        Ok(t.configs.clone())
+    }
+
     /// The broker's configs by their Kafka names (the flags it was started with), read-only.
     pub fn describe_broker_configs(&self) -> Vec<ConfigEntry> {
         topic_config::describe_broker(&self.config)

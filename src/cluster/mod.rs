@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::broker::topic_config::TopicConfigs;
+use crate::broker::topic_config::{ConfigOp, TopicConfigs};
 use crate::broker::{
     AppendBatch, AppendResult, Broker, BrokerError, FetchResult, TopicDescription,
 };
@@ -166,6 +166,8 @@ pub enum ClusterError {
     Raft(String),
     #[error("replication factor {requested} is larger than the {brokers} available broker(s)")]
     InvalidReplicationFactor { requested: i32, brokers: usize },
+    #[error("topic {topic:?}: invalid replica assignment: {reason}")]
+    InvalidReplicaAssignment { topic: String, reason: String },
     #[error("the cluster is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]
@@ -706,8 +708,8 @@ impl Cluster {
         while !done(&self.broker, name) {
             if tokio::time::Instant::now() >= deadline {
                 return Err(ClusterError::Internal(format!(
-                    "topic {name:?} was committed but is not on this broker after \
-                     {LOCAL_APPLY_WAIT:?}"
+                    "a change to topic {name:?} was committed but this broker has not applied \
+                     it after {LOCAL_APPLY_WAIT:?}"
                 )));
             }
             let _ = tokio::time::timeout(Duration::from_millis(20), images.changed()).await;
@@ -811,6 +813,211 @@ impl Cluster {
             .collect())
     }
 
+    /// Changes `topic`'s configs: incremental `ops` (Kafka's IncrementalAlterConfigs), or with
+    /// `replace_all` the `Set`s become the whole set (Kafka's AlterConfigs). Any invalid op fails
+    /// the whole call and changes nothing; `validate_only` checks and changes nothing.
+    ///
+    /// In a cluster the new configs are computed from the metadata's with the broker's own rules
+    /// (so the same names and values are refused, with the same errors), committed to the
+    /// metadata, and this returns once this broker's copy has them; the others follow.
+    pub async fn alter_topic_configs(
+        &self,
+        topic: &str,
+        ops: Vec<ConfigOp>,
+        replace_all: bool,
+        validate_only: bool,
+    ) -> Result<(), ClusterError> {
+        let n = match &self.mode {
+            Mode::Single => {
+                let broker = self.broker.clone();
+                let topic = topic.to_owned();
+                return blocking(move || {
+                    broker.alter_topic_configs(&topic, &ops, replace_all, validate_only)
+                })
+                .await;
+            }
+            Mode::Node(n) => n,
+        };
+        crate::broker::validate_topic_name(topic)?;
+        let image = n.image();
+        let Some(t) = image.topics.get(topic) else {
+            return Err(BrokerError::UnknownTopic { name: topic.to_owned() }.into());
+        };
+        let current = TopicConfigs::from_map(t.configs.clone()).map_err(|e| {
+            ClusterError::Internal(format!("the metadata's configs of topic {topic:?}: {e}"))
+        })?;
+        let altered = current.altered(&ops, replace_all, &self.broker.config().log)?;
+        if validate_only {
+            return Ok(());
+        }
+        let before = t.configs.clone();
+        let wanted = configs_map(&altered);
+        if wanted != before {
+            let cmd = MetadataCommand::AlterTopicConfigs {
+                name: topic.to_owned(),
+                configs: wanted.clone(),
+            };
+            match n.propose(cmd).await? {
+                ApplyResult::Rejected(reason) if reason.starts_with("unknown topic") => {
+                    return Err(BrokerError::UnknownTopic { name: topic.to_owned() }.into());
+                }
+                ApplyResult::Rejected(reason) => return Err(ClusterError::Raft(reason)),
+                _ => {}
+            }
+        }
+        // Done when this broker has ours, or a later change (another alter committed after
+        // ours) that the image has too; a deleted topic has nothing left to wait for.
+        self.wait_local(n, topic, |b, name| {
+            let local = b.topic_configs(name).map(|c| configs_map(&c)).ok();
+            match n.image().topics.get(name) {
+                None => true,
+                Some(t) => {
+                    local.as_ref() == Some(&wanted)
+                        || (t.configs != before && local.as_ref() == Some(&t.configs))
+                }
+            }
+        })
+        .await
+    }
+
+    /// Grows `topic` to `total` partitions (Kafka's CreatePartitions). `assignments`, when
+    /// given, names the replicas of each new partition (one list per partition added); else
+    /// they are placed like a new topic's, over the live brokers, with the topic's replication
+    /// factor. A count that does not grow the topic, or above `max_partitions`, is refused.
+    ///
+    /// On a single node every replica must be this broker. In a cluster the new partitions are
+    /// committed to the metadata (their leaders elected there), and this returns once this
+    /// broker has them on disk.
+    pub async fn add_partitions(
+        &self,
+        topic: &str,
+        total: u32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<(), ClusterError> {
+        crate::broker::validate_topic_name(topic)?;
+        let n = match &self.mode {
+            Mode::Single => {
+                let current = self.broker.partition_count(topic)?;
+                not_grown(topic, current, total)?;
+                if let Some(a) = &assignments {
+                    check_assignment_count(topic, a, current, total)?;
+                    if let Some(list) = a.iter().find(|l| **l != [SINGLE_NODE_ID]) {
+                        return Err(ClusterError::InvalidReplicaAssignment {
+                            topic: topic.to_owned(),
+                            reason: format!(
+                                "replicas {list:?}: this single broker ({SINGLE_NODE_ID}) holds \
+                                 every partition"
+                            ),
+                        });
+                    }
+                }
+                let broker = self.broker.clone();
+                let topic = topic.to_owned();
+                return blocking(move || broker.add_partitions(&topic, total, validate_only)).await;
+            }
+            Mode::Node(n) => n,
+        };
+        let Some(t) = n.image().topics.get(topic).cloned() else {
+            return Err(BrokerError::UnknownTopic { name: topic.to_owned() }.into());
+        };
+        let current = t.partitions.len() as u32;
+        not_grown(topic, current, total)?;
+        let max = self.broker.config().max_partitions;
+        if total > max {
+            return Err(BrokerError::TooManyPartitions { requested: total, max }.into());
+        }
+        let rf = t.partitions.first().map_or(1, |p| p.replicas.len());
+        let replicas = match assignments {
+            Some(a) => {
+                check_assignment_count(topic, &a, current, total)?;
+                self.check_new_replicas(&n.image(), topic, a, rf)?
+            }
+            None => {
+                let rf = u16::try_from(rf).unwrap_or(u16::MAX);
+                let image = self.enough_brokers(n, rf).await;
+                let live: Vec<NodeId> = image.live_brokers().map(|b| b.id).collect();
+                // Continue the topic's round-robin: the next leader after its partitions'.
+                let first = t.partitions.first().and_then(|p| p.replicas.first());
+                let start = first.and_then(|f| live.iter().position(|b| b == f)).unwrap_or(0)
+                    + current as usize;
+                metadata::assign_replicas(&image, total - current, rf, start).map_err(|_| {
+                    ClusterError::InvalidReplicationFactor {
+                        requested: rf.into(),
+                        brokers: live.len(),
+                    }
+                })?
+            }
+        };
+        if validate_only {
+            return Ok(());
+        }
+        let cmd = MetadataCommand::AddPartitions { name: topic.to_owned(), replicas };
+        match n.propose(cmd).await? {
+            ApplyResult::Rejected(reason) if reason.starts_with("unknown topic") => {
+                return Err(BrokerError::UnknownTopic { name: topic.to_owned() }.into());
+            }
+            // The checks above passed on an older image: a broker fenced meanwhile.
+            ApplyResult::Rejected(reason) => {
+                return Err(ClusterError::InvalidReplicaAssignment {
+                    topic: topic.to_owned(),
+                    reason,
+                });
+            }
+            _ => {}
+        }
+        let id = t.id;
+        self.wait_local(n, topic, |b, name| {
+            b.topic_id(name).is_ok_and(|l| l == id)
+                && b.partition_count(name).is_ok_and(|c| c >= total)
+        })
+        .await
+    }
+
+    /// The replicas given for new partitions as node ids, each list `rf` distinct registered
+    /// brokers, at least one of them live (it becomes the leader).
+    fn check_new_replicas(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        lists: Vec<Vec<i32>>,
+        rf: usize,
+    ) -> Result<Vec<Vec<NodeId>>, ClusterError> {
+        let invalid = |reason: String| ClusterError::InvalidReplicaAssignment {
+            topic: topic.to_owned(),
+            reason,
+        };
+        lists
+            .into_iter()
+            .map(|list| {
+                if list.len() != rf {
+                    return Err(invalid(format!(
+                        "replicas {list:?}: the topic's replication factor is {rf}"
+                    )));
+                }
+                let mut ids = Vec::with_capacity(list.len());
+                for &b in &list {
+                    let id = NodeId::try_from(b)
+                        .ok()
+                        .filter(|id| image.brokers.contains_key(id))
+                        .ok_or_else(|| {
+                        invalid(format!("replicas {list:?}: broker {b} is not registered"))
+                    })?;
+                    if ids.contains(&id) {
+                        return Err(invalid(format!("replicas {list:?}: broker {b} twice")));
+                    }
+                    ids.push(id);
+                }
+                if !ids.iter().any(|id| image.is_live(*id)) {
+                    return Err(invalid(format!(
+                        "replicas {list:?}: every one of them is fenced, none could lead"
+                    )));
+                }
+                Ok(ids)
+            })
+            .collect()
+    }
+
     /// A producer id never handed out before (in the whole cluster).
     pub async fn next_producer_id(&self) -> Result<i64, ClusterError> {
         match &self.mode {
@@ -906,7 +1113,8 @@ pub type AckWait =
 
 /// How long a long poll waits before looking at the high watermark again.
 const HW_POLL: Duration = Duration::from_millis(5);
-/// How long topic creation and deletion wait for this broker's disk to follow the metadata.
+/// How long a topic change (creation, deletion, configs, partitions) waits for this broker's
+/// disk to follow the metadata.
 const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(10);
 
 /// A node id as Kafka's i32 broker id. Ids are checked to fit when the flags are parsed.
@@ -1010,6 +1218,36 @@ fn pick_by_hash(key: &str, ids: &[i32]) -> Option<i32> {
     sorted.sort_unstable();
     let h = crate::broker::partitioner::murmur2(key.as_bytes()) & 0x7fff_ffff;
     Some(sorted[h as usize % sorted.len()])
+}
+
+/// A topic never shrinks, and the same count is no change (the broker's own refusal).
+fn not_grown(topic: &str, current: u32, total: u32) -> Result<(), ClusterError> {
+    if total <= current {
+        return Err(BrokerError::PartitionCountNotIncreased {
+            topic: topic.to_owned(),
+            current,
+            requested: total,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// One replica list per partition added, no more and no fewer.
+fn check_assignment_count(
+    topic: &str,
+    lists: &[Vec<i32>],
+    current: u32,
+    total: u32,
+) -> Result<(), ClusterError> {
+    let added = total.saturating_sub(current) as usize;
+    if lists.len() != added {
+        return Err(ClusterError::InvalidReplicaAssignment {
+            topic: topic.to_owned(),
+            reason: format!("{} replica assignments given for {added} new partitions", lists.len()),
+        });
+    }
+    Ok(())
 }
 
 /// Runs synchronous broker file work off the async workers.

@@ -25,7 +25,7 @@ use super::raft::{RaftConfig, RaftNode, RaftNodeError, StateMachineData};
 use super::reconcile::{self, Action, LocalTopic, Role};
 use super::{Advertised, ClusterError};
 use crate::broker::Broker;
-use crate::broker::topic_config::TopicConfigs;
+use crate::broker::topic_config::{ConfigOp, TopicConfigs};
 use crate::peer::{self, PeerClient, PeerError, PeerHandler, PeerServer};
 use crate::replication::ReplicaManager;
 
@@ -488,7 +488,8 @@ impl Node {
                 .into_iter()
                 .filter_map(|t| {
                     let id = broker.topic_id(&t.name).ok()?;
-                    Some((t.name, LocalTopic { id, partitions: t.partitions }))
+                    let configs = super::configs_map(&broker.topic_configs(&t.name).ok()?);
+                    Some((t.name, LocalTopic { id, partitions: t.partitions, configs }))
                 })
                 .collect()
         })
@@ -531,6 +532,14 @@ impl Node {
             Action::AddPartitions { name, total } => {
                 let broker = self.broker.clone();
                 super::blocking(move || broker.add_partitions(&name, total, false)).await
+            }
+            Action::AlterConfigs { name, configs } => {
+                // Every name the metadata has, set, and nothing else (`replace_all`): the topic's
+                // configs become exactly the metadata's, a name it lacks back at its default.
+                let ops: Vec<ConfigOp> =
+                    configs.into_iter().map(|(k, v)| ConfigOp::Set(k, v)).collect();
+                let broker = self.broker.clone();
+                super::blocking(move || broker.alter_topic_configs(&name, &ops, true, false)).await
             }
             Action::BecomeLeader {
                 topic,

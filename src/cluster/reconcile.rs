@@ -1,6 +1,6 @@
 //! What this broker must do so that its local topics and partition roles match the applied
-//! metadata image: a pure plan (topics to create, re-create or delete, partitions to add, and
-//! per partition: become leader, become follower, update the ISR, stop). The node executes the
+//! metadata image: a pure plan (topics to create, re-create or delete, partitions to add, configs
+//! to replace, and per partition: become leader, become follower, update the ISR, stop). The node executes the
 //! plan and records the roles it took, so the next plan holds only what changed. Never performs
 //! an action itself and never decides a leader or an ISR (the image says; Raft committed it).
 
@@ -13,6 +13,8 @@ use super::metadata::{MetadataImage, NodeId, PartitionRecord};
 pub struct LocalTopic {
     pub id: [u8; 16],
     pub partitions: u32,
+    /// The configs set on it, in the metadata's form ([`super::configs_map`]).
+    pub configs: BTreeMap<String, String>,
 }
 
 /// The role this broker has taken for one partition (what the replica manager was told).
@@ -38,6 +40,11 @@ pub enum Action {
     AddPartitions {
         name: String,
         total: u32,
+    },
+    /// The topic's configs differ from the metadata's: these become its whole set.
+    AlterConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
     },
     BecomeLeader {
         topic: String,
@@ -94,6 +101,12 @@ pub fn plan(
             Some(l) if l.id == t.id => {
                 if l.partitions < count {
                     actions.push(Action::AddPartitions { name: name.clone(), total: count });
+                }
+                if l.configs != t.configs {
+                    actions.push(Action::AlterConfigs {
+                        name: name.clone(),
+                        configs: t.configs.clone(),
+                    });
                 }
             }
             _ => actions.push(Action::CreateTopic {
@@ -217,7 +230,8 @@ pub fn role_after(action: &Action) -> Option<((String, u32), Option<Role>)> {
         Action::UpdateIsr { .. }
         | Action::DeleteTopic { .. }
         | Action::CreateTopic { .. }
-        | Action::AddPartitions { .. } => None,
+        | Action::AddPartitions { .. }
+        | Action::AlterConfigs { .. } => None,
     }
 }
 
@@ -253,6 +267,11 @@ mod tests {
         assert_eq!(img.apply(&cmd, 100), crate::cluster::metadata::ApplyResult::Done);
     }
 
+    /// A one-partition topic on disk with no configs set.
+    fn local_topic(id: u8) -> LocalTopic {
+        LocalTopic { id: [id; 16], partitions: 1, configs: BTreeMap::new() }
+    }
+
     /// Executes a plan against the records (the way the node does after each action succeeds).
     fn run(
         me: NodeId,
@@ -267,11 +286,18 @@ mod tests {
                     local.remove(name);
                     roles.retain(|(t, _), _| t != name);
                 }
-                Action::CreateTopic { name, id, partitions, .. } => {
-                    local.insert(name.clone(), LocalTopic { id: *id, partitions: *partitions });
+                Action::CreateTopic { name, id, partitions, configs } => {
+                    let configs = configs.clone();
+                    local.insert(
+                        name.clone(),
+                        LocalTopic { id: *id, partitions: *partitions, configs },
+                    );
                 }
                 Action::AddPartitions { name, total } => {
                     local.get_mut(name).unwrap().partitions = *total;
+                }
+                Action::AlterConfigs { name, configs } => {
+                    local.get_mut(name).unwrap().configs = configs.clone();
                 }
                 other => {
                     if let Some((key, role)) = role_after(other) {
@@ -359,8 +385,8 @@ mod tests {
         let mut img = image_with_brokers(&[1]);
         create(&mut img, "t", 7, vec![vec![1]]);
         let mut local = BTreeMap::from([
-            ("t".to_string(), LocalTopic { id: [7; 16], partitions: 1 }),
-            ("mine".to_string(), LocalTopic { id: [9; 16], partitions: 1 }),
+            ("t".to_string(), local_topic(7)),
+            ("mine".to_string(), local_topic(9)),
         ]);
         let mut roles = BTreeMap::new();
         let first = run(1, &img, &mut local, &mut roles);
@@ -371,7 +397,7 @@ mod tests {
         assert!(deleted.contains(&Action::Stop { topic: "t".into(), partition: 0 }));
         assert!(local.contains_key("mine"), "a topic the cluster never knew stays");
         create(&mut img, "t", 8, vec![vec![1]]);
-        local.insert("t".into(), LocalTopic { id: [7; 16], partitions: 1 });
+        local.insert("t".into(), local_topic(7));
         let recreated = run(1, &img, &mut local, &mut roles);
         assert_eq!(recreated[0], Action::DeleteTopic { name: "t".into() });
         assert!(matches!(&recreated[1], Action::CreateTopic { id, .. } if *id == [8; 16]));
@@ -398,5 +424,39 @@ mod tests {
         );
         let a = run(1, &img, &mut local, &mut roles);
         assert_eq!(a, vec![Action::AddPartitions { name: "t".into(), total: 2 }]);
+    }
+
+    #[test]
+    fn altered_configs_are_applied_once_and_equal_ones_are_left_alone() {
+        let mut img = image_with_brokers(&[1, 2]);
+        let configs = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        let cmd = MetadataCommand::CreateTopic {
+            name: "t".into(),
+            id: [7; 16],
+            replicas: vec![vec![1, 2]],
+            configs: configs.clone(),
+        };
+        img.apply(&cmd, 500);
+        let (mut local, mut roles) = (BTreeMap::new(), BTreeMap::new());
+        run(2, &img, &mut local, &mut roles);
+        assert_eq!(local["t"].configs, configs, "a new topic is made with its configs");
+        assert!(run(2, &img, &mut local, &mut roles).is_empty(), "equal configs: nothing to do");
+
+        // Another broker changed them: the whole map replaces this broker's, defaults included.
+        let altered = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        let cmd = MetadataCommand::AlterTopicConfigs { name: "t".into(), configs: altered.clone() };
+        img.apply(&cmd, 501);
+        assert_eq!(
+            run(2, &img, &mut local, &mut roles),
+            vec![Action::AlterConfigs { name: "t".into(), configs: altered.clone() }]
+        );
+        assert!(run(2, &img, &mut local, &mut roles).is_empty(), "applied once");
+
+        // A topic on disk that drifted (altered on this broker alone) is brought back too.
+        local.get_mut("t").unwrap().configs.insert("retention.ms".into(), "5".into());
+        assert_eq!(
+            run(2, &img, &mut local, &mut roles),
+            vec![Action::AlterConfigs { name: "t".into(), configs: altered }]
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! One request in, one response out: translates native requests into cluster and broker calls,
-//! and their errors into error codes. Produce, fetch, topic creation and deletion, and the
-//! leadership answers go through the [`Cluster`] (so in a cluster they honour leadership and the
-//! high watermark); consumer groups go to groups.rs; what stays local to this broker (trims) goes to the broker.
+//! and their errors into error codes. Produce, fetch, topic creation, deletion, config changes and
+//! added partitions, and the leadership answers go through the [`Cluster`] (so in a cluster they
+//! honour leadership and the high watermark, and change every broker); consumer groups go to
+//! groups.rs; what stays local to this broker (describing configs, trims) goes to the broker.
 //! Blocking broker work runs on the blocking pool. Never reads or writes sockets.
 
 use std::collections::HashMap;
@@ -92,6 +93,9 @@ pub fn cluster_error_code(e: &ClusterError) -> ErrorCode {
         }
         ClusterError::Timeout { .. } => ErrorCode::RequestTimedOut,
         ClusterError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
+        // The native protocol has no code of its own for it (its AddPartitions names no
+        // replicas, so only a broker fenced while it is placed gets here); the message says why.
+        ClusterError::InvalidReplicaAssignment { .. } => ErrorCode::InvalidRequest,
         ClusterError::Broker(e) => error_code(e),
         // Native requests carry no leader epoch; these only come from a leadership change
         // racing the request: learn the leaders again.
@@ -246,14 +250,16 @@ async fn run(
             Response::TopicCreated { description }.into()
         }
         Request::AlterTopicConfigs { topic, set, delete } => {
-            not_in_a_cluster(cluster, "changing topic configs")?;
             let ops: Vec<ConfigOp> = set
                 .into_iter()
                 .map(|(k, v)| ConfigOp::Set(k, v))
                 .chain(delete.into_iter().map(ConfigOp::Delete))
                 .collect();
             // Incremental (only the named configs change), all or nothing.
-            blocking(move || b.alter_topic_configs(&topic, &ops, false, false)).await?;
+            cluster
+                .alter_topic_configs(&topic, ops, false, false)
+                .await
+                .map_err(|e| cluster_error(&e))?;
             Response::Ok.into()
         }
         Request::DescribeTopicConfigs { topic } => {
@@ -261,12 +267,11 @@ async fn run(
             Response::TopicConfigs { entries }.into()
         }
         Request::AddPartitions { topic, total } => {
-            not_in_a_cluster(cluster, "adding partitions")?;
-            let description = blocking(move || {
-                b.add_partitions(&topic, total, false)?;
-                b.describe_topic(&topic)
-            })
-            .await?;
+            cluster
+                .add_partitions(&topic, total, None, false)
+                .await
+                .map_err(|e| cluster_error(&e))?;
+            let description = blocking(move || b.describe_topic(&topic)).await?;
             Response::PartitionsAdded { description }.into()
         }
         Request::DeleteTopic { name } => {
@@ -458,18 +463,6 @@ async fn create_topic(
         }
         Err(e) => Err(cluster_error(&e)),
     }
-}
-
-/// Refuses a change the cluster's metadata cannot carry yet: made on this broker alone, it would
-/// leave the other brokers with a different topic.
-fn not_in_a_cluster(cluster: &Cluster, what: &str) -> Result<(), Response> {
-    if cluster.is_clustered() {
-        return Err(error_response(
-            ErrorCode::InvalidRequest,
-            format!("{what} is not supported in a cluster yet"),
-        ));
-    }
-    Ok(())
 }
 
 fn broker_info(b: BrokerView) -> BrokerInfo {

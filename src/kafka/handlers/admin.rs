@@ -1,7 +1,7 @@
 //! CreatePartitions, DeleteRecords and DescribeCluster: growing a topic, deleting the records
 //! before an offset (what `minikafka topic trim` does natively, through `Broker::trim`, on the
 //! partition's leader), and the cluster's description (its live brokers and controller). Never
-//! touches files itself; the broker does.
+//! touches files itself; the cluster and the broker do.
 
 use std::collections::HashSet;
 
@@ -20,74 +20,35 @@ use super::topics::MAX_TOPICS_PER_REQUEST;
 use super::{
     CLUSTER_ID, Ctx, MAX_PARTITIONS_PER_REQUEST, broker_error_code, cluster_error_code, code, s,
 };
-use crate::broker::{Broker, validate_topic_name};
-use crate::cluster::Cluster;
+use crate::broker::{BrokerError, validate_topic_name};
+use crate::cluster::{Cluster, ClusterError};
 
 /// DeleteRecords' offset meaning "up to the high watermark": every record there is.
 const HIGH_WATERMARK: i64 = -1;
 
-/// Grows each topic to its requested total partition count, off the async workers (each new
-/// partition is directories and a crash-safe `topic.json` rewrite).
+/// Grows each topic to its requested total partition count, one after the other, through the
+/// cluster (on a single node each new partition is directories and a crash-safe `topic.json`
+/// rewrite; in a cluster a metadata commit every broker follows).
 pub(super) async fn create_partitions(
     ctx: &Ctx,
     r: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let names: Vec<_> = r.topics.iter().map(|t| t.name.clone()).collect();
-    if ctx.cluster.is_clustered() {
-        // The cluster's metadata has no partition growth yet: growing one broker's copy alone
-        // would leave the other brokers without the new partitions.
-        let message = s("adding partitions is not supported in a cluster yet");
-        let results = names
-            .into_iter()
-            .map(|n| {
-                CreatePartitionsTopicResult::default()
-                    .with_name(n)
-                    .with_error_code(code(ResponseError::InvalidRequest))
-                    .with_error_message(Some(message.clone()))
-            })
-            .collect();
-        return CreatePartitionsResponse::default().with_results(results);
-    }
-    let (broker, me) = (ctx.broker.clone(), ctx.node_id());
-    match tokio::task::spawn_blocking(move || create_partitions_now(&broker, me, &r)).await {
-        Ok(results) => CreatePartitionsResponse::default().with_results(results),
-        Err(e) => {
-            tracing::error!(error = %e, "CreatePartitions task failed");
-            let c = code(ResponseError::UnknownServerError);
-            CreatePartitionsResponse::default().with_results(
-                names
-                    .into_iter()
-                    .map(|n| CreatePartitionsTopicResult::default().with_name(n).with_error_code(c))
-                    .collect(),
-            )
-        }
-    }
-}
-
-fn create_partitions_now(
-    broker: &Broker,
-    me: i32,
-    r: &CreatePartitionsRequest,
-) -> Vec<CreatePartitionsTopicResult> {
     let mut seen = HashSet::new();
     let duplicates: HashSet<&str> =
         r.topics.iter().map(|t| t.name.as_str()).filter(|n| !seen.insert(*n)).collect();
-    r.topics
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let res = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            match grow(broker, me, t, i, &duplicates, r.validate_only) {
-                Ok(()) => res,
-                Err((c, message)) => res.with_error_code(c).with_error_message(Some(s(&message))),
-            }
-        })
-        .collect()
+    let mut results = Vec::with_capacity(r.topics.len());
+    for (i, t) in r.topics.iter().enumerate() {
+        let res = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        results.push(match grow(&ctx.cluster, t, i, &duplicates, r.validate_only).await {
+            Ok(()) => res,
+            Err((c, message)) => res.with_error_code(c).with_error_message(Some(s(&message))),
+        });
+    }
+    CreatePartitionsResponse::default().with_results(results)
 }
 
-fn grow(
-    broker: &Broker,
-    me: i32,
+async fn grow(
+    cluster: &Cluster,
     t: &kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic,
     index: usize,
     duplicates: &HashSet<&str>,
@@ -109,47 +70,37 @@ fn grow(
         ));
     }
     validate_topic_name(name).map_err(|e| (broker_error_code(&e), e.to_string()))?;
-    let current =
-        broker.partition_count(name).map_err(|e| (broker_error_code(&e), e.to_string()))?;
     let invalid = |message: String| (code(ResponseError::InvalidPartitions), message);
     let total = u32::try_from(t.count)
         .map_err(|_| invalid(format!("partition count {} must be positive", t.count)))?;
-    if total <= current {
-        // Kafka's words for both cases: a topic never shrinks, and the same count is no change.
-        return Err(invalid(if total == current {
-            format!("topic {name:?} already has {current} partitions")
-        } else {
-            format!(
-                "topic {name:?} currently has {current} partitions, which is higher than the \
-                 requested {total}"
-            )
-        }));
-    }
-    // Null (or empty) assignments: the broker places the new partitions, on itself.
-    if let Some(assignments) = t.assignments.as_ref().filter(|a| !a.is_empty()) {
-        let added = (total - current) as usize;
-        if assignments.len() != added {
-            return Err((
-                code(ResponseError::InvalidReplicaAssignment),
+    // Null (or empty) assignments: the cluster places the new partitions.
+    let assignments = t
+        .assignments
+        .as_ref()
+        .filter(|a| !a.is_empty())
+        .map(|a| a.iter().map(|x| x.broker_ids.iter().map(|b| b.0).collect()).collect());
+    match cluster.add_partitions(name, total, assignments, validate_only).await {
+        Ok(()) => {}
+        Err(ClusterError::Broker(BrokerError::PartitionCountNotIncreased {
+            current,
+            requested,
+            ..
+        })) => {
+            // Kafka's words for both cases: a topic never shrinks, and the same count is no
+            // change.
+            return Err(invalid(if requested == current {
+                format!("topic {name:?} already has {current} partitions")
+            } else {
                 format!(
-                    "{} replica assignments given for {added} new partitions",
-                    assignments.len()
-                ),
-            ));
+                    "topic {name:?} currently has {current} partitions, which is higher than the \
+                     requested {requested}"
+                )
+            }));
         }
-        if let Some(a) = assignments.iter().find(|a| a.broker_ids.iter().map(|b| b.0).ne([me])) {
-            let ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
-            return Err((
-                code(ResponseError::InvalidReplicaAssignment),
-                format!("replicas {ids:?}: this single broker ({me}) holds every partition"),
-            ));
-        }
+        Err(e) => return Err((cluster_error_code(&e), e.to_string())),
     }
-    broker
-        .add_partitions(name, total, validate_only)
-        .map_err(|e| (broker_error_code(&e), e.to_string()))?;
     if !validate_only {
-        tracing::info!(topic = name, from = current, to = total, "partitions added");
+        tracing::info!(topic = name, partitions = total, "partitions added");
     }
     Ok(())
 }

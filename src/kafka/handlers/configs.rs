@@ -1,8 +1,9 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: a topic resource maps onto the
-//! broker's topic configs; the broker resource (our node id, "0") is described from the broker's
+//! topic's configs (described from this broker's copy, altered through the cluster, so every
+//! broker changes); the broker resource (our node id, "0") is described from the broker's
 //! flags and never altered, since they are static. Owns the Kafka wire meaning of a config (its
 //! source and type codes, synonyms, documentation); never judges a name or a value itself: the
-//! broker layer does, and its message goes back to the client as it is.
+//! broker's rules do, and their message goes back to the client as it is.
 
 use std::collections::HashSet;
 
@@ -18,9 +19,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{Ctx, broker_error_code, code, s};
+use super::{Ctx, broker_error_code, cluster_error_code, code, s};
 use crate::broker::topic_config::{ConfigEntry, ConfigOp, ConfigSource};
 use crate::broker::{Broker, BrokerError, validate_topic_name};
+use crate::cluster::{Cluster, ClusterError};
 
 /// Kafka's `ConfigResource.Type` codes this broker answers for.
 pub(super) const RESOURCE_TOPIC: i8 = 2;
@@ -125,7 +127,7 @@ const TOPIC_CONFIGS: &[(&str, &str, i8, &str)] = &[
         "min.insync.replicas",
         "min.insync.replicas",
         config_type::INT,
-        "Replicas that must acknowledge an acks=all write (stored; this broker is one replica)",
+        "In-sync replicas an acks=all write needs (a single node is its only replica)",
     ),
 ];
 
@@ -178,6 +180,10 @@ fn unsupported_resource(resource_type: i8) -> (i16, Option<StrBytes>) {
 
 fn broker_error(e: &BrokerError) -> (i16, Option<StrBytes>) {
     (broker_error_code(e), Some(s(&e.to_string())))
+}
+
+fn cluster_error(e: &ClusterError) -> (i16, Option<StrBytes>) {
+    (cluster_error_code(e), Some(s(&e.to_string())))
 }
 
 /// What a DescribeConfigs request asks for, besides the resources.
@@ -348,39 +354,27 @@ struct Alteration {
     names: Vec<String>,
 }
 
-/// Applies the alterations off the async workers (each is a crash-safe file write) and returns
-/// each resource's (error code, message).
+/// Applies the alterations one after the other through the cluster (on a single node each is a
+/// crash-safe file write; in a cluster a metadata commit) and returns each resource's (error
+/// code, message).
 async fn alter(
     ctx: &Ctx,
     alterations: Vec<Alteration>,
     replace_all: bool,
     validate_only: bool,
 ) -> Vec<(i8, StrBytes, i16, Option<StrBytes>)> {
-    let (broker, me) = (ctx.broker.clone(), ctx.node_id());
-    let keys: Vec<_> = alterations.iter().map(|a| (a.resource_type, a.name.clone())).collect();
-    let work = tokio::task::spawn_blocking(move || {
-        alterations
-            .into_iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let outcome = alter_one(&broker, me, &a, i, replace_all, validate_only);
-                let (c, message) = outcome.err().unwrap_or((0, None));
-                (a.resource_type, a.name, c, message)
-            })
-            .collect()
-    });
-    match work.await {
-        Ok(results) => results,
-        Err(e) => {
-            tracing::error!(error = %e, "config alteration task failed");
-            let c = code(ResponseError::UnknownServerError);
-            keys.into_iter().map(|(t, n)| (t, n, c, None)).collect()
-        }
+    let me = ctx.node_id();
+    let mut results = Vec::with_capacity(alterations.len());
+    for (i, a) in alterations.into_iter().enumerate() {
+        let outcome = alter_one(&ctx.cluster, me, &a, i, replace_all, validate_only).await;
+        let (c, message) = outcome.err().unwrap_or((0, None));
+        results.push((a.resource_type, a.name, c, message));
     }
+    results
 }
 
-fn alter_one(
-    broker: &Broker,
+async fn alter_one(
+    cluster: &Cluster,
     me: i32,
     a: &Alteration,
     index: usize,
@@ -394,9 +388,10 @@ fn alter_one(
     match a.resource_type {
         RESOURCE_TOPIC => {
             validate_topic_name(&a.name).map_err(|e| broker_error(&e))?;
-            broker
-                .alter_topic_configs(&a.name, ops, replace_all, validate_only)
-                .map_err(|e| broker_error(&e))?;
+            cluster
+                .alter_topic_configs(&a.name, ops.clone(), replace_all, validate_only)
+                .await
+                .map_err(|e| cluster_error(&e))?;
             if !validate_only {
                 tracing::info!(topic = %a.name, configs = ?a.names, replace_all, "topic configs altered");
             }
