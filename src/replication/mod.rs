@@ -487,17 +487,15 @@ impl ReplicaManager {
                 _ => None,
             })
             .collect();
-        let mut follower_lags: Vec<FollowerLag> = leaders
-            .into_iter()
-            .flat_map(|((topic, partition), leader)| {
-                leader.follower_lags().into_iter().map(move |(replica, lag_records)| FollowerLag {
-                    topic: topic.clone(),
-                    partition,
-                    replica,
-                    lag_records,
+        let mut follower_lags: Vec<FollowerLag> =
+            leaders
+                .into_iter()
+                .flat_map(|((topic, partition), leader)| {
+                    leader.follower_lags().into_iter().map(move |(replica, lag_records)| {
+                        FollowerLag { topic: topic.clone(), partition, replica, lag_records }
+                    })
                 })
-            })
-            .collect();
+                .collect();
         follower_lags.sort_unstable();
         ReplicationStats {
             isr_shrinks: self.isr_counters.shrinks.load(Ordering::Relaxed),
