@@ -545,7 +545,8 @@ async fn an_auth_token_guards_the_api_and_metrics() {
 
 /// An operator opens the console of a broker started without `--controllers`: it is a healthy
 /// cluster of one, its own controller, listed at the address native clients use, with nothing
-/// under-replicated or offline, and a topic created from the console is led by it.
+/// under-replicated or offline, and a topic created from the console is led by it. Its metrics
+/// carry the cluster series with a cluster of one's values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_a_single_broker_as_a_cluster_of_one() {
     let stack = Stack::start().await;
@@ -571,8 +572,27 @@ async fn the_console_shows_a_single_broker_as_a_cluster_of_one() {
             }],
             "under_replicated": [],
             "offline": [],
+            "partitions": [
+                { "topic": "orders", "partition": 0, "leader": 0, "leader_epoch": 0,
+                  "replicas": [0], "isr": [0], "offline_replicas": [] },
+                { "topic": "orders", "partition": 1, "leader": 0, "leader_epoch": 0,
+                  "replicas": [0], "isr": [0], "offline_replicas": [] },
+            ],
         })
     );
+    let m = stack.metrics().await;
+    for (series, value) in [
+        ("minikafka_controller_leader", 1.0),
+        ("minikafka_raft_commit_index", 0.0),
+        ("minikafka_under_replicated_partitions", 0.0),
+        ("minikafka_offline_partitions", 0.0),
+        ("minikafka_isr_shrinks_total", 0.0),
+        ("minikafka_isr_expands_total", 0.0),
+    ] {
+        assert_eq!(find_sample(&m, series, ""), Some(value), "{series} in:\n{m}");
+    }
+    // No followers: no lag samples (an empty family is not written at all).
+    assert!(!m.contains("minikafka_replica_lag_records"), "{m}");
 
     let (brokers, partitions) = Admin::new(stack.connect().await)
         .describe_partitions(Some("orders"))

@@ -392,6 +392,38 @@ async fn a_stalled_follower_leaves_the_isr_after_the_lag_time_and_rejoins_when_c
     sampler.await.unwrap();
 }
 
+/// What the leader's metrics read: each follower's lag behind its log end, and the committed ISR
+/// changes it saw; a follower reports no lags (it leads nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_reports_each_followers_lag_and_counts_committed_isr_changes() {
+    let (net, nodes) = cluster(3, Duration::from_secs(30));
+    elect(&nodes, 0, 1, &[1, 2, 3], &[1, 2]);
+    let first = nodes[0].produce(5).next;
+    nodes[0].rm.wait_for_hw(T, 0, first, Duration::from_secs(10)).await.unwrap();
+    let lags = |rm: &ReplicaManager| -> Vec<(NodeId, u64)> {
+        rm.stats().follower_lags.iter().map(|l| (l.replica, l.lag_records)).collect()
+    };
+    eventually("both followers report no lag", || lags(&nodes[0].rm) == [(2, 0), (3, 0)]).await;
+
+    // Node 3 stops fetching: its lag is what the leader appended since.
+    net.isolate(3);
+    let end = nodes[0].produce(7).next;
+    eventually("node 2 replicated", || nodes[1].log().log_end() == end).await;
+    eventually("node 3 lags by 7", || lags(&nodes[0].rm) == [(2, 0), (3, 7)]).await;
+    assert!(nodes[1].rm.stats().follower_lags.is_empty(), "a follower leads nothing");
+
+    // The controller commits node 3's removal, then (once back) its return.
+    assert_eq!((nodes[0].rm.stats().isr_shrinks, nodes[0].rm.stats().isr_expands), (0, 0));
+    nodes[0].rm.update_isr(T, 0, vec![1, 2], 1);
+    nodes[0].rm.update_isr(T, 0, vec![1, 2], 1); // the same ISR applied again changes nothing
+    net.heal(3);
+    eventually("node 3 caught up", || lags(&nodes[0].rm) == [(2, 0), (3, 0)]).await;
+    nodes[0].rm.update_isr(T, 0, vec![1, 2, 3], 2);
+    let stats = nodes[0].rm.stats();
+    assert_eq!((stats.isr_shrinks, stats.isr_expands), (1, 1));
+    assert_eq!(nodes[1].rm.stats().isr_shrinks, 0, "counted only where the ISR is led");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leaders_unreplicated_tail_is_truncated_and_nothing_below_the_watermark_is_lost()
 {

@@ -132,6 +132,26 @@ pub struct LeaderElection {
     pub elected: bool,
 }
 
+/// This broker's part in the cluster as its metrics report it, read at scrape time: the metrics
+/// layer never reads the cluster itself, the HTTP glue hands it this.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterHealth {
+    /// `false` on a single node.
+    pub clustered: bool,
+    /// This broker is the active controller (a single node is its own).
+    pub controller: bool,
+    /// The newest metadata entry this broker knows to be committed (0 on a single node).
+    pub commit_index: u64,
+    /// Partitions this broker leads whose ISR is smaller than their replica set.
+    pub under_replicated_led: u64,
+    /// Partitions without a leader in the metadata, counted by the active controller only
+    /// (Kafka's OfflinePartitionsCount); `None` on the other brokers and on a single node (whose
+    /// offline partitions are its damaged ones, which the broker counts).
+    pub offline: Option<u64>,
+    /// ISR counters and follower lags of the partitions led here (empty on a single node).
+    pub replication: crate::replication::ReplicationStats,
+}
+
 /// Why a cluster operation failed; each names the topic, partition or node involved.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -351,6 +371,44 @@ impl Cluster {
                         .collect(),
                     None => Vec::new(),
                 }
+            }
+        }
+    }
+
+    /// Every partition of every topic, sorted by topic and partition. On a single node a
+    /// partition whose data did not open has no leader (as in [`Cluster::status`]).
+    pub fn partitions(&self) -> Vec<PartitionView> {
+        match &self.mode {
+            Mode::Single => self
+                .broker
+                .describe_all()
+                .into_iter()
+                .flat_map(|t| {
+                    let name = t.name;
+                    let whole = t.offline.is_some();
+                    t.partitions.into_iter().map(move |p| {
+                        let view = single_view(&name, p.partition);
+                        if whole || p.offline.is_some() {
+                            PartitionView { leader: None, ..view }
+                        } else {
+                            view
+                        }
+                    })
+                })
+                .collect(),
+            Mode::Node(n) => {
+                let image = n.image();
+                image
+                    .topics
+                    .iter()
+                    .flat_map(|(name, t)| {
+                        let image = &image;
+                        t.partitions
+                            .iter()
+                            .enumerate()
+                            .map(move |(i, rec)| node_view(image, name, i as u32, rec))
+                    })
+                    .collect()
             }
         }
     }
@@ -1083,6 +1141,32 @@ impl Cluster {
                     brokers: self.brokers(),
                     under_replicated: views(image.under_replicated()),
                     offline: views(image.offline()),
+                }
+            }
+        }
+    }
+
+    /// What the metrics report of this broker's part in the cluster (see [`ClusterHealth`]).
+    pub fn health(&self) -> ClusterHealth {
+        match &self.mode {
+            Mode::Single => ClusterHealth { controller: true, ..ClusterHealth::default() },
+            Mode::Node(n) => {
+                let image = n.image();
+                let me = n.id();
+                let controller = n.is_controller();
+                let under_replicated_led = image
+                    .topics
+                    .values()
+                    .flat_map(|t| &t.partitions)
+                    .filter(|p| p.leader == Some(me) && p.isr.len() < p.replicas.len())
+                    .count() as u64;
+                ClusterHealth {
+                    clustered: true,
+                    controller,
+                    commit_index: n.commit_index(),
+                    under_replicated_led,
+                    offline: controller.then(|| image.offline().len() as u64),
+                    replication: n.replicas.stats(),
                 }
             }
         }

@@ -231,6 +231,11 @@ impl Node {
         self.raft.leader()
     }
 
+    /// Whether this node is the metadata Raft leader (the active controller) now.
+    pub(super) fn is_controller(&self) -> bool {
+        self.raft.is_leader()
+    }
+
     pub(super) fn commit_index(&self) -> u64 {
         self.raft.commit_index()
     }

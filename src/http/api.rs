@@ -15,8 +15,10 @@ use super::AppState;
 use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE_BYTES, PAGE_WAIT, RecordJson, RecordsPage};
 use crate::broker::topic_config::{ConfigEntry, ConfigSource};
 use crate::broker::{Broker, BrokerError, GroupLag, PartitionLag, TopicDescription};
-use crate::cluster::{ClusterError, ClusterStatus};
-use crate::metrics::{self, GroupOffsetState, PartitionState, StateSnapshot};
+use crate::cluster::{Cluster, ClusterError, ClusterStatus, PartitionView as Leadership};
+use crate::metrics::{
+    self, ClusterState, GroupOffsetState, PartitionState, ReplicaLagState, StateSnapshot,
+};
 use crate::protocol::ErrorCode;
 
 /// Bytes asked of the log per fetch while filling one browser page.
@@ -397,16 +399,26 @@ pub(crate) async fn get_group(
     Ok(Json(group_view(&s, &mut ends, &group)?))
 }
 
-pub(crate) async fn cluster(State(s): State<AppState>) -> Json<ClusterStatus> {
-    Json(s.cluster.status())
+/// `/api/cluster`: `cluster status`, and every partition's leader, replicas and ISR (what the
+/// console's cluster page shows per broker).
+#[derive(Debug, Serialize)]
+pub(crate) struct ClusterView {
+    #[serde(flatten)]
+    status: ClusterStatus,
+    partitions: Vec<Leadership>,
+}
+
+pub(crate) async fn cluster(State(s): State<AppState>) -> Json<ClusterView> {
+    Json(ClusterView { status: s.cluster.status(), partitions: s.cluster.partitions() })
 }
 
 pub(crate) async fn rates(State(s): State<AppState>) -> Json<super::rates::RatesView> {
     Json(s.rates.view())
 }
 
-/// The broker state the scrape reports as gauges.
-pub(crate) fn snapshot(broker: &Broker) -> StateSnapshot {
+/// The broker and cluster state the scrape reports as gauges.
+pub(crate) fn snapshot(cluster: &Cluster) -> StateSnapshot {
+    let broker = cluster.broker();
     let mut snap = StateSnapshot::default();
     let mut ends: HashMap<(String, u32), u64> = HashMap::new();
     let dirty: HashMap<(String, u32), f64> =
@@ -448,11 +460,34 @@ pub(crate) fn snapshot(broker: &Broker) -> StateSnapshot {
             });
         }
     }
+    let health = cluster.health();
+    if health.clustered {
+        // Kafka's convention: the controller counts the partitions without a leader.
+        snap.offline_partitions = health.offline.unwrap_or(0);
+    }
+    let r = health.replication;
+    snap.cluster = ClusterState {
+        controller: health.controller,
+        commit_index: health.commit_index,
+        under_replicated_partitions: health.under_replicated_led,
+        isr_shrinks: r.isr_shrinks,
+        isr_expands: r.isr_expands,
+        replica_lags: r
+            .follower_lags
+            .into_iter()
+            .map(|l| ReplicaLagState {
+                topic: l.topic,
+                partition: l.partition,
+                replica: i32::try_from(l.replica).unwrap_or(i32::MAX),
+                lag_records: l.lag_records,
+            })
+            .collect(),
+    };
     snap
 }
 
 pub(crate) async fn metrics(State(s): State<AppState>) -> Response {
-    let body = s.metrics.encode(&snapshot(&s.broker));
+    let body = s.metrics.encode(&snapshot(&s.cluster));
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }
 

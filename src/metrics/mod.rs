@@ -16,7 +16,18 @@
 //! - `group_committed_offset`, `group_lag` — gauges per `group`, `topic`, `partition`.
 //! - `offline_partitions`, `offline_topics`, `offline_groups` — gauges: damaged data the broker
 //!   found at start-up and does not serve (a partition whose log did not open, a topic whose
-//!   `topic.json` is unusable, a group whose file is); alert when any is above 0.
+//!   `topic.json` is unusable, a group whose file is); alert when any is above 0. In a cluster,
+//!   `offline_partitions` is instead Kafka's OfflinePartitionsCount: partitions the metadata has
+//!   no leader for, reported by the active controller only (0 on the other brokers).
+//! - Cluster series, from the snapshot's [`ClusterState`]: `under_replicated_partitions` (gauge:
+//!   partitions this broker leads whose ISR is smaller than their replicas),
+//!   `isr_shrinks_total` / `isr_expands_total` (counters: committed ISR changes of partitions led
+//!   here), `replica_lag_records` (gauge per `topic`, `partition`, `replica`: each follower of a
+//!   partition led here, the leader's log end minus the follower's fetched end),
+//!   `controller_leader` (gauge: 1 on the active controller, else 0), `raft_commit_index`
+//!   (gauge: the newest committed metadata entry this broker knows). A single node reports them
+//!   all as the cluster of one it is: no lag samples, 0 counts and commit index, and
+//!   `controller_leader` 1 (it is its own controller, as `/api/cluster` says).
 //! - `log_cleaner_runs_total`, `log_cleaner_removed_bytes_total`,
 //!   `log_cleaner_records_removed_total`, `log_cleaner_tombstones_removed_total` — counters per
 //!   `topic`, `partition` of the compaction runs that cleaned something;
@@ -157,17 +168,41 @@ pub struct GroupOffsetState {
     pub lag: u64,
 }
 
+/// How far one follower of a partition led here is behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaLagState {
+    pub topic: String,
+    pub partition: u32,
+    /// The follower's broker id.
+    pub replica: i32,
+    pub lag_records: u64,
+}
+
+/// This broker's part in the cluster, for the cluster series (see the module doc). The default
+/// is a broker that is not the controller and leads nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    pub controller: bool,
+    pub commit_index: u64,
+    pub under_replicated_partitions: u64,
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
+    pub replica_lags: Vec<ReplicaLagState>,
+}
+
 /// The broker state a scrape reports as gauges.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StateSnapshot {
     /// Online partitions only.
     pub partitions: Vec<PartitionState>,
     pub group_offsets: Vec<GroupOffsetState>,
-    /// Partitions of otherwise served topics that are offline.
+    /// Partitions of otherwise served topics that are offline (in a cluster: partitions without
+    /// a leader, on the active controller).
     pub offline_partitions: u64,
     /// Topics offline as a whole.
     pub offline_topics: u64,
     pub offline_groups: u64,
+    pub cluster: ClusterState,
 }
 
 /// The broker's metrics. Recording methods are lock-free on the hot path except for a read lock on
@@ -391,6 +426,7 @@ impl Metrics {
         encode_registry(out, &self.traffic_registry())?;
         encode_registry(out, &self.cleaner_registry())?;
         encode_registry(out, &state_registry(state))?;
+        encode_registry(out, &cluster_registry(&state.cluster))?;
         encode_eof(out)?;
         Ok(())
     }
@@ -527,7 +563,10 @@ fn state_registry(state: &StateSnapshot) -> Registry {
     };
     reg.register(
         "offline_partitions",
-        "Partitions not served because their data is damaged or missing",
+        "Partitions without a leader: on a single node, the ones not served because their data \
+         is damaged or missing; in a cluster, the ones the metadata has no leader for, reported \
+         by the active controller only (0 on the other brokers), as Kafka's \
+         OfflinePartitionsCount",
         offline(state.offline_partitions),
     );
     reg.register(
@@ -539,6 +578,66 @@ fn state_registry(state: &StateSnapshot) -> Registry {
         "offline_groups",
         "Consumer groups not served because their offsets file is damaged",
         offline(state.offline_groups),
+    );
+    reg
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReplicaLabels {
+    topic: String,
+    partition: u32,
+    replica: i32,
+}
+
+/// The cluster series for one scrape.
+fn cluster_registry(c: &ClusterState) -> Registry {
+    let mut reg = Registry::with_prefix(PREFIX);
+    let gauge = |v: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(gauge_value(v));
+        g
+    };
+    let counter = |v: u64| {
+        let n = Counter::<u64>::default();
+        n.inc_by(v);
+        n
+    };
+    reg.register(
+        "under_replicated_partitions",
+        "Partitions this broker leads whose in-sync replicas are fewer than their replicas",
+        gauge(c.under_replicated_partitions),
+    );
+    reg.register(
+        "isr_shrinks",
+        "Committed shrinks of the ISR of partitions this broker leads",
+        counter(c.isr_shrinks),
+    );
+    reg.register(
+        "isr_expands",
+        "Committed expansions of the ISR of partitions this broker leads",
+        counter(c.isr_expands),
+    );
+    let lag = Family::<ReplicaLabels, Gauge>::default();
+    for l in &c.replica_lags {
+        let labels =
+            ReplicaLabels { topic: l.topic.clone(), partition: l.partition, replica: l.replica };
+        lag.get_or_create(&labels).set(gauge_value(l.lag_records));
+    }
+    reg.register(
+        "replica_lag_records",
+        "Records a follower of a partition this broker leads is behind the leader's log end \
+         (followers that have not fetched since this broker took the lead are left out)",
+        lag,
+    );
+    reg.register(
+        "controller_leader",
+        "1 on the active controller (the metadata Raft leader; a single node is its own), else 0",
+        gauge(u64::from(c.controller)),
+    );
+    reg.register(
+        "raft_commit_index",
+        "Newest metadata Raft entry this broker knows to be committed (0 on a single node)",
+        gauge(c.commit_index),
     );
     reg
 }
@@ -647,6 +746,7 @@ mod tests {
             offline_partitions: 2,
             offline_topics: 1,
             offline_groups: 3,
+            cluster: ClusterState::default(),
         };
         let text = m.encode(&state);
         let l = r#"topic="t",partition="2""#;
@@ -728,6 +828,36 @@ mod tests {
             find_sample(&text, "minikafka_log_cleaner_last_run_timestamp_seconds", ""),
             Some(1_700_000_002.0)
         );
+    }
+
+    #[test]
+    fn cluster_series_come_from_the_snapshot() {
+        let m = Metrics::new();
+        let state = StateSnapshot {
+            cluster: ClusterState {
+                controller: true,
+                commit_index: 42,
+                under_replicated_partitions: 2,
+                isr_shrinks: 3,
+                isr_expands: 1,
+                replica_lags: vec![ReplicaLagState {
+                    topic: "t".into(),
+                    partition: 1,
+                    replica: 3,
+                    lag_records: 17,
+                }],
+            },
+            ..StateSnapshot::default()
+        };
+        let text = m.encode(&state);
+        assert_eq!(find_sample(&text, "minikafka_under_replicated_partitions", ""), Some(2.0));
+        assert_eq!(find_sample(&text, "minikafka_isr_shrinks_total", ""), Some(3.0));
+        assert_eq!(find_sample(&text, "minikafka_isr_expands_total", ""), Some(1.0));
+        assert_eq!(find_sample(&text, "minikafka_controller_leader", ""), Some(1.0));
+        assert_eq!(find_sample(&text, "minikafka_raft_commit_index", ""), Some(42.0));
+        let l = r#"topic="t",partition="1",replica="3""#;
+        assert_eq!(find_sample(&text, "minikafka_replica_lag_records", l), Some(17.0));
+        assert!(text.contains("# HELP minikafka_offline_partitions Partitions without a leader"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! Never talks to the controller or the network itself.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +34,14 @@ pub struct HwState {
 
 /// The shared sink of ISR change requests (its receiver is handed to the cluster glue).
 pub type IsrSink = Arc<Mutex<mpsc::UnboundedSender<IsrChange>>>;
+
+/// Committed ISR changes of the partitions a broker leads, counted since it started (Kafka's
+/// IsrShrinksPerSec / IsrExpandsPerSec), shared by all of its partition leaders.
+#[derive(Debug, Default)]
+pub struct IsrCounters {
+    pub shrinks: AtomicU64,
+    pub expands: AtomicU64,
+}
 
 /// Node ids are i32 on Kafka's wire; [`super::ReplicaManager::become_leader`] refuses larger ones,
 /// so this never maps two replicas to one key. -1 (never a real id) for anything else.
@@ -89,6 +98,7 @@ pub struct PartitionLeader {
     /// Wakes long-polling fetches when leadership ends.
     stopping: Notify,
     isr_sink: IsrSink,
+    isr_counters: Arc<IsrCounters>,
 }
 
 /// What [`PartitionLeader::new`] needs.
@@ -106,6 +116,8 @@ pub struct LeaderParams {
     /// The watermark it inherits (what it knew as a follower; the log start after a restart).
     pub hw_start: u64,
     pub isr_sink: IsrSink,
+    /// Where committed shrinks and expands of this ISR are counted.
+    pub isr_counters: Arc<IsrCounters>,
 }
 
 impl PartitionLeader {
@@ -156,6 +168,7 @@ impl PartitionLeader {
             hw_tx: watch::Sender::new(state),
             stopping: Notify::new(),
             isr_sink: p.isr_sink,
+            isr_counters: p.isr_counters,
         }
     }
 
@@ -223,6 +236,13 @@ impl PartitionLeader {
             return;
         }
         let inner = &mut *inner;
+        // A committed change may both drop and add members (a replaced replica): each counts.
+        if inner.isr.iter().any(|m| !isr.contains(m)) {
+            self.isr_counters.shrinks.fetch_add(1, Ordering::Relaxed);
+        }
+        if isr.iter().any(|m| !inner.isr.contains(m)) {
+            self.isr_counters.expands.fetch_add(1, Ordering::Relaxed);
+        }
         for &m in &isr {
             if !inner.isr.contains(&m)
                 && let Some(f) = inner.followers.get_mut(&m)
@@ -237,6 +257,21 @@ impl PartitionLeader {
         inner.hw.update(rid(self.node_id), own);
         inner.hw.set_isr(isr.iter().map(|&n| rid(n)).collect());
         self.publish(inner);
+    }
+
+    /// Each follower's lag in records (this log's end minus the end the follower last fetched
+    /// from), by follower id; a follower that has not fetched since this leadership began is
+    /// left out: its position is unknown.
+    pub fn follower_lags(&self) -> Vec<(NodeId, u64)> {
+        let end = self.log.log_end();
+        let inner = lock(&self.inner);
+        let mut lags: Vec<(NodeId, u64)> = inner
+            .followers
+            .iter()
+            .filter_map(|(&id, f)| f.end.map(|e| (id, end.saturating_sub(e))))
+            .collect();
+        lags.sort_unstable();
+        lags
     }
 
     /// A new set of replicas for the same epoch (reassignment); followers not known get a fresh

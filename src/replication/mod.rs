@@ -44,7 +44,7 @@ use tokio::task::JoinHandle;
 use fetch_protocol::{FetchDecodeError, FetchErrorCode, FetchRequest, FetchResponse};
 pub use follower::FetchConfig;
 use follower::FollowerTask;
-use leader::{IsrSink, LeaderParams, PartitionLeader};
+use leader::{IsrCounters, IsrSink, LeaderParams, PartitionLeader};
 use replica_log::PartitionLogs;
 use transport::FetchTransport;
 
@@ -59,6 +59,28 @@ pub struct LeaderInfo {
     pub replicas: Vec<NodeId>,
     pub isr: Vec<NodeId>,
     pub high_watermark: u64,
+}
+
+/// This broker's replication as its metrics report it (see [`ReplicaManager::stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicationStats {
+    /// Committed ISR shrinks of partitions led here, since start.
+    pub isr_shrinks: u64,
+    /// Committed ISR expands of partitions led here, since start.
+    pub isr_expands: u64,
+    /// Every follower of every partition led here (and only those: the series stay bounded by
+    /// what this broker leads), sorted.
+    pub follower_lags: Vec<FollowerLag>,
+}
+
+/// How far one follower is behind the leader here.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FollowerLag {
+    pub topic: String,
+    pub partition: u32,
+    pub replica: NodeId,
+    /// The leader's log end minus the end the follower last fetched from.
+    pub lag_records: u64,
 }
 
 /// An ISR change a leader asks the controller for (compare-and-set on `partition_epoch`).
@@ -177,6 +199,7 @@ pub struct ReplicaManager {
     incarnation: Arc<AtomicU64>,
     slots: Mutex<HashMap<(String, u32), Slot>>,
     isr_sink: IsrSink,
+    isr_counters: Arc<IsrCounters>,
 }
 
 impl ReplicaManager {
@@ -201,6 +224,7 @@ impl ReplicaManager {
             incarnation: Arc::new(AtomicU64::new(0)),
             slots: Mutex::new(HashMap::new()),
             isr_sink: Arc::new(Mutex::new(tx)),
+            isr_counters: Arc::default(),
         })
     }
 
@@ -319,6 +343,7 @@ impl ReplicaManager {
             isr,
             hw_start: slot.known_hw.load(Ordering::Acquire),
             isr_sink: self.isr_sink.clone(),
+            isr_counters: self.isr_counters.clone(),
         }));
         // Kafka checks for lagging followers every half lag time.
         let tick = (self.lag_time / 2).max(Duration::from_millis(10));
@@ -450,6 +475,33 @@ impl ReplicaManager {
     /// The leader's view of a partition led here.
     pub fn leader_state(&self, topic: &str, partition: u32) -> Option<LeaderInfo> {
         self.leader(topic, partition).map(|l| l.info())
+    }
+
+    /// The ISR counters and the followers' lags, for a metrics scrape.
+    pub fn stats(&self) -> ReplicationStats {
+        // Collected first, so no partition's lock is taken under the slots lock.
+        let leaders: Vec<((String, u32), Arc<PartitionLeader>)> = lock(&self.slots)
+            .iter()
+            .filter_map(|(key, slot)| match &slot.role {
+                Some(Role::Leader { leader, .. }) => Some((key.clone(), leader.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut follower_lags: Vec<FollowerLag> =
+            leaders
+                .into_iter()
+                .flat_map(|((topic, partition), leader)| {
+                    leader.follower_lags().into_iter().map(move |(replica, lag_records)| {
+                        FollowerLag { topic: topic.clone(), partition, replica, lag_records }
+                    })
+                })
+                .collect();
+        follower_lags.sort_unstable();
+        ReplicationStats {
+            isr_shrinks: self.isr_counters.shrinks.load(Ordering::Relaxed),
+            isr_expands: self.isr_counters.expands.load(Ordering::Relaxed),
+            follower_lags,
+        }
     }
 
     /// The high watermark of a partition led here.

@@ -3,8 +3,11 @@
 Starts `minikafka broker` on a temporary data directory with ephemeral ports (read back from its
 log), fills a topic through the CLI, then checks what a user sees in the console: the topic in the
 list, its id and configs (with their sources) once selected, its first records in the message
-browser, a topic created from the page, and the rate chart moving while a producer runs. Saves a screenshot, prints `N passed, M failed`, exits non-zero on
-any failure. Every process it starts is stopped before it exits; every wait has a deadline.
+browser, a topic created from the page, the rate chart moving while a producer runs, and the cluster
+card saying it is a single broker. Then starts a three-broker cluster (`--controllers`), SIGKILLs
+one broker and checks the cluster card: the controller marked once, the killed broker fenced, the
+under-replicated and offline partitions highlighted. Saves screenshots, prints `N passed, M failed`,
+exits non-zero on any failure. Every process it starts is stopped before it exits; every wait has a deadline.
 
 Usage: console_test.py BINARY SCREENSHOT_PATH
 """
@@ -12,6 +15,7 @@ Usage: console_test.py BINARY SCREENSHOT_PATH
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -97,6 +101,46 @@ class Broker:
                 self.proc.wait(5)
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """Three brokers forming one cluster on loopback: node ids 1..3, each one's cluster listener
+    on a free port named in everyone's `--controllers`, the other listeners on ephemeral ports."""
+
+    def __init__(self, binary, data_dir, size=3):
+        self.binary = binary
+        ports = {i: free_port() for i in range(1, size + 1)}
+        controllers = ",".join(f"{i}@127.0.0.1:{p}" for i, p in ports.items())
+        self.brokers = {}
+        for i, port in ports.items():
+            self.brokers[i] = Broker(binary, os.path.join(data_dir, f"broker{i}"), [
+                "--node-id", str(i), "--cluster-listen", f"127.0.0.1:{port}",
+                "--controllers", controllers, "--broker-session-timeout-ms", "2000"])
+
+    def wait_ready(self):
+        for b in self.brokers.values():
+            b.wait_ready()
+
+    def natives(self, exclude=()):
+        return ",".join(b.native for i, b in self.brokers.items() if i not in exclude)
+
+    def kill(self, i):
+        b = self.brokers[i]
+        b.proc.kill()
+        b.proc.wait(15)
+
+    def stop(self):
+        for b in self.brokers.values():
+            b.stop()
+
+    def log_tail(self):
+        return "".join(f"--- broker {i}\n" + "".join(b.log[-15:]) for i, b in self.brokers.items())
+
+
 def cli(binary, broker, *args, stdin=None):
     out = subprocess.run([binary, *args, "--broker", broker], input=stdin, capture_output=True,
                          text=True, timeout=60)
@@ -175,6 +219,25 @@ def main():
                 assert cells[2].strip() == "20", f"records cell: {cells}"
 
             check("console lists the test topic with its partitions and records", topic_listed)
+
+            def single_broker_cluster_card():
+                page.locator("#cluster-single").wait_for()
+                summary = page.inner_text("#cluster-summary")
+                assert summary == "single broker", summary
+                rows = page.locator("#cluster-brokers-body tr")
+                assert rows.count() == 1, f"{rows.count()} broker rows"
+                row = page.locator('#cluster-brokers-body tr[data-broker="0"]')
+                assert row.get_attribute("data-controller") == "true"
+                assert row.get_attribute("data-state") == "alive"
+                leads = row.locator('td[data-count="leads"]').inner_text().strip()
+                assert leads == "2", f"leads {leads!r}"
+                assert f"{TOPIC}/0" in row.locator("td.plist").inner_text()
+                assert page.locator("#cluster-attention-body tr.empty").count() == 1
+                assert not page.locator("#cluster-reassignments").is_visible(), \
+                    "no reassignments are reported: the section stays hidden"
+
+            check("the cluster card says it is a single broker leading every partition",
+                  single_broker_cluster_card)
 
             def topic_configs_shown():
                 row = page.locator(f'#topics-body tr[data-topic="{TOPIC}"]')
@@ -293,6 +356,73 @@ def main():
                     shutil.rmtree(data_dir + "-secured", ignore_errors=True)
 
             check("a broker with an auth token gets it from the user once", token_is_asked_once_and_used)
+
+            def cluster_card_shows_a_killed_broker():
+                cluster = Cluster(binary, data_dir + "-cluster")
+                try:
+                    cluster.wait_ready()
+                    # Three replicas of each partition, and one partition with a single replica
+                    # per broker: the killed broker's goes offline.
+                    deadline = time.monotonic() + STARTUP_DEADLINE_S
+                    while True:
+                        try:
+                            cli(binary, cluster.natives(), "topic", "create", "replicated",
+                                "--partitions", "3", "--replication-factor", "3")
+                            cli(binary, cluster.natives(), "topic", "create", "solo",
+                                "--partitions", "3", "--replication-factor", "1")
+                            break
+                        except RuntimeError:
+                            if time.monotonic() > deadline:
+                                raise
+                            time.sleep(1)
+                    p3 = browser.new_page(viewport={"width": 1280, "height": 1000})
+                    p3.set_default_timeout(UI_TIMEOUT_MS)
+                    p3.goto(f"http://{cluster.brokers[1].http}/")
+                    p3.wait_for_function(
+                        "() => { const c = window.consoleState.cluster; return c && c.clustered &&"
+                        " c.controller !== null && c.brokers.length === 3 &&"
+                        " c.brokers.every(b => !b.fenced) && c.partitions.length === 6 &&"
+                        " c.under_replicated.length === 0 }", timeout=60_000)
+                    assert p3.locator("#cluster-single").is_hidden()
+                    marked = p3.locator('#cluster-brokers-body tr[data-controller="true"]')
+                    assert marked.count() == 1, f"{marked.count()} controllers marked"
+                    controller = int(marked.get_attribute("data-broker"))
+                    assert p3.locator(".badge").count() == 1
+                    # Kill a broker that is neither the controller nor the one serving the page.
+                    victim = next(i for i in (2, 3) if i != controller)
+                    cluster.kill(victim)
+                    row = p3.locator(f'#cluster-brokers-body tr[data-broker="{victim}"]')
+                    p3.wait_for_function(
+                        f"() => document.querySelector('#cluster-brokers-body"
+                        f" tr[data-broker=\"{victim}\"]').dataset.state === 'fenced'",
+                        timeout=60_000)
+                    assert row.locator("td.state-fenced").inner_text() == "fenced"
+                    p3.locator('#cluster-attention-body tr[data-state="under-replicated"]'
+                               '[data-topic="replicated"]').first.wait_for()
+                    offline = p3.locator('#cluster-attention-body tr[data-state="offline"]')
+                    offline.first.wait_for()
+                    assert offline.count() == 1, f"{offline.count()} offline rows"
+                    cells = [c.strip() for c in offline.locator("td").all_inner_texts()]
+                    assert cells[0] == "solo" and cells[2] == "offline" and cells[3] == "none", cells
+                    assert cells[4] == f"[{victim}]", cells
+                    under = p3.locator('#cluster-attention-body tr.under-replicated')
+                    assert under.count() == 3, f"{under.count()} under-replicated rows"
+                    assert under.first.evaluate(
+                        "r => getComputedStyle(r.cells[0]).backgroundColor") != "rgba(0, 0, 0, 0)"
+                    # Its replicated partition moved to a survivor, its solo partition has no leader.
+                    leads = row.locator('td[data-count="leads"]').inner_text().strip()
+                    assert leads == "0", f"the fenced broker leads {leads}"
+                    assert not p3.locator("#cluster-reassignments").is_visible()
+                    p3.screenshot(path=screenshot.replace(".png", "-cluster.png"), full_page=True)
+                    p3.close()
+                except Exception as e:
+                    raise RuntimeError(f"{e}\n{cluster.log_tail()}") from e
+                finally:
+                    cluster.stop()
+                    shutil.rmtree(data_dir + "-cluster", ignore_errors=True)
+
+            check("the cluster card marks the controller, a killed broker and its partitions",
+                  cluster_card_shows_a_killed_broker)
             browser.close()
     except Exception as e:  # noqa: BLE001
         results.append(("setup", e))

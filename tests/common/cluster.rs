@@ -23,6 +23,8 @@ pub struct Node {
     pub native_addr: String,
     pub kafka_addr: String,
     pub cluster_addr: String,
+    /// Its console and `/metrics` listener; `None`: started with `--http-listen off`.
+    pub http_addr: Option<String>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     /// The network namespace it runs in, with a `NetLab`.
@@ -76,6 +78,7 @@ fn loopback_node(dir: &Path, id: u64) -> Node {
         native_addr: port(),
         kafka_addr: port(),
         cluster_addr: port(),
+        http_addr: None,
         data_dir: dir.join(format!("broker{id}")),
         log: dir.join(format!("broker{id}.log")),
         netns: None,
@@ -98,6 +101,18 @@ impl TestCluster {
         Self::launch(nodes, extra)
     }
 
+    /// [`TestCluster::start`], each broker with its HTTP listener (console and `/metrics`) on a
+    /// free loopback port too.
+    pub fn start_with_http(dir: &Path, size: usize, extra: &[&str]) -> TestCluster {
+        let nodes = (1..=size as u64)
+            .map(|id| Node {
+                http_addr: Some(format!("127.0.0.1:{}", free_port())),
+                ..loopback_node(dir, id)
+            })
+            .collect();
+        Self::launch(nodes, extra)
+    }
+
     /// `size` brokers, broker i in the lab's namespace i at 10.213.1.i (fixed ports: each has
     /// its own namespace). The caller must be in the lab's client namespace to reach them.
     pub fn start_in(lab: &NetLab, dir: &Path, size: usize, extra: &[&str]) -> TestCluster {
@@ -109,6 +124,7 @@ impl TestCluster {
                 native_addr: format!("{ip}:7070"),
                 kafka_addr: format!("{ip}:9092"),
                 cluster_addr: format!("{ip}:7080"),
+                http_addr: None,
                 data_dir: dir.join(format!("broker{i}")),
                 log: dir.join(format!("broker{i}.log")),
                 netns: Some(lab.node_ns(i)),
@@ -202,7 +218,7 @@ impl TestCluster {
             .args(["--kafka-listen", &n.kafka_addr])
             .args(["--cluster-listen", &n.cluster_addr])
             .args(["--controllers", &controllers])
-            .args(["--http-listen", "off"])
+            .args(["--http-listen", n.http_addr.as_deref().unwrap_or("off")])
             .args(&extra)
             .env("RUST_LOG", std::env::var("MINIKAFKA_CLUSTER_LOG").unwrap_or("info".into()))
             .stdin(Stdio::null())

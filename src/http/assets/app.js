@@ -14,6 +14,7 @@ const state = {
   selectedGroup: null,
   lastPage: null,
   colors: {},
+  cluster: null,
 };
 window.consoleState = state; // for the browser test and for curious operators
 
@@ -279,6 +280,99 @@ async function refreshRates() {
   renderTopics();
 }
 
+// ---- cluster -------------------------------------------------------------------------------
+
+const partName = (p) => p.topic + "/" + p.partition;
+const idList = (ids) => "[" + ids.join(",") + "]";
+
+// A broker's partitions, "leads a/0, a/1 · follows a/2, b/0": the ones it follows out of sync
+// stand out; long lists are cut.
+function brokerPartitions(id, leads, follows) {
+  const MAX = 24;
+  const out = [];
+  const list = (label, parts, outOfSync) => {
+    if (!parts.length) return;
+    if (out.length) out.push(" · ");
+    out.push(label + " ");
+    parts.slice(0, MAX).forEach((p, i) => {
+      if (i) out.push(", ");
+      const lagging = outOfSync(p);
+      out.push(el("span", lagging ? { class: "out-of-sync", title: "not in sync" } : {},
+        partName(p) + (lagging ? " (out of sync)" : "")));
+    });
+    if (parts.length > MAX) out.push(" … " + (parts.length - MAX) + " more");
+  };
+  list("leads", leads, () => false);
+  list("follows", follows, (p) => !p.isr.includes(id));
+  return out.length ? out : ["–"];
+}
+
+function brokerAddresses(b) {
+  const lines = [["native", b.native_addr], ["kafka", b.kafka_addr], ["cluster", b.cluster_addr]]
+    .filter(([, a]) => a)
+    .map(([name, a]) => el("div", {}, name + " " + a));
+  return lines.length ? lines : ["–"];
+}
+
+function attentionRow(p, what) {
+  return el("tr", { class: what, "data-topic": p.topic, "data-partition": p.partition, "data-state": what },
+    el("td", {}, p.topic),
+    el("td", { class: "num" }, p.partition),
+    el("td", {}, what),
+    el("td", {}, p.leader === null ? "none" : p.leader),
+    el("td", {}, idList(p.replicas)),
+    el("td", {}, idList(p.isr)));
+}
+
+// A move in progress, as the API will report it (it reports none yet: the section stays hidden).
+function reassignmentRow(r) {
+  const total = Number(r.bytes_total) || 0;
+  const done = Number(r.bytes_done) || 0;
+  return el("tr", { "data-topic": r.topic, "data-partition": r.partition },
+    el("td", {}, r.topic),
+    el("td", { class: "num" }, r.partition),
+    el("td", {}, Array.isArray(r.replicas) ? idList(r.replicas) : "–"),
+    el("td", {}, total > 0
+      ? el("span", {}, el("progress", { max: total, value: Math.min(done, total) }),
+        " " + fmtBytes(done) + " of " + fmtBytes(total))
+      : "–"));
+}
+
+async function refreshCluster() {
+  const c = await api("/api/cluster");
+  state.cluster = c;
+  const brokers = [...c.brokers].sort((a, b) => a.id - b.id);
+  const parts = c.partitions || [];
+  $("cluster-single").hidden = c.clustered;
+  $("cluster-summary").textContent = c.clustered
+    ? brokers.length + " broker" + (brokers.length === 1 ? "" : "s") + " · controller " +
+      (c.controller === null ? "unknown" : c.controller) + " · this console is broker " + c.node_id
+    : "single broker";
+  replaceRows($("cluster-brokers-body"), brokers.map((b) => {
+    const leads = parts.filter((p) => p.leader === b.id);
+    const follows = parts.filter((p) => p.leader !== null && p.leader !== b.id && p.replicas.includes(b.id));
+    const controller = c.controller === b.id;
+    return el("tr", {
+      "data-broker": b.id,
+      "data-state": b.fenced ? "fenced" : "alive",
+      "data-controller": String(controller),
+    },
+      el("td", {}, String(b.id), controller ? el("span", { class: "badge" }, "controller") : null),
+      el("td", { class: "addrs" }, ...brokerAddresses(b)),
+      el("td", { class: b.fenced ? "state-fenced" : "state-alive" }, b.fenced ? "fenced" : "alive"),
+      el("td", { class: "num", "data-count": "leads" }, leads.length),
+      el("td", { class: "num", "data-count": "follows" }, follows.length),
+      el("td", { class: "plist" }, ...brokerPartitions(b.id, leads, follows)));
+  }), "no brokers registered yet", 6);
+  replaceRows($("cluster-attention-body"), [
+    ...c.offline.map((p) => attentionRow(p, "offline")),
+    ...c.under_replicated.map((p) => attentionRow(p, "under-replicated")),
+  ], "every partition has a leader and all its replicas in sync", 6);
+  const moves = Array.isArray(c.reassignments) ? c.reassignments : [];
+  replaceRows($("cluster-reassignments-body"), moves.map(reassignmentRow), "", 4);
+  $("cluster-reassignments").hidden = moves.length === 0;
+}
+
 // ---- message browser -----------------------------------------------------------------------
 
 function syncBrowserSelects() {
@@ -408,3 +502,4 @@ window.addEventListener("resize", () => refreshRates().catch(showError));
 poll(refreshTopics, 2000);
 poll(refreshGroups, 3000);
 poll(refreshRates, 1000);
+poll(refreshCluster, 2000);
