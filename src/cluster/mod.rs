@@ -32,11 +32,13 @@ pub mod heartbeat;
 pub mod metadata;
 mod node;
 pub mod raft;
+mod reassign;
 pub mod reconcile;
 #[cfg(test)]
 mod single_tests;
 
 pub use self::config::ClusterConfig;
+pub use self::reassign::ReassignmentView;
 pub use self::node::CLUSTER_DIR;
 
 use self::metadata::{ApplyResult, MetadataCommand, MetadataImage, NodeId, PartitionRecord};
@@ -166,6 +168,8 @@ pub enum ClusterError {
     Raft(String),
     #[error("replication factor {requested} is larger than the {brokers} available broker(s)")]
     InvalidReplicationFactor { requested: i32, brokers: usize },
+    #[error("{topic:?} partition {partition}: cannot reassign: {reason}")]
+    Reassignment { topic: String, partition: u32, reason: String },
     #[error("the cluster is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]
