@@ -25,6 +25,7 @@ use crate::broker::{
     AppendBatch, AppendResult, Broker, BrokerError, FetchResult, TopicDescription,
 };
 
+pub mod balance;
 pub mod config;
 pub mod controller;
 mod groups;
