@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 use super::topic::id_list;
 use super::{CliError, ConnectArgs};
 use crate::client::Admin;
-use crate::protocol::{ClusterInfo, LeaderElection, PartitionState};
+use crate::cluster::balance;
+use crate::protocol::{ClusterInfo, LeaderElection, PartitionMove, PartitionState};
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -28,6 +29,21 @@ enum ClusterCommand {
         /// Print one JSON object instead of tables.
         #[arg(long)]
         json: bool,
+    },
+    /// Plan moves that even out replicas and preferred leaders over the live brokers (Kafka's
+    /// reassignment JSON, which `topic reassign --plan` takes); with --execute, start them.
+    Rebalance {
+        /// Start the moves instead of printing the plan.
+        #[arg(long)]
+        execute: bool,
+    },
+    /// Move every replica off broker ID (to the least loaded other brokers), refused when the
+    /// others cannot hold a partition's replication factor. Stop the broker once
+    /// `topic reassignments` shows no move left.
+    Decommission {
+        /// The broker to empty.
+        #[arg(value_name = "ID")]
+        broker: i32,
     },
     /// Move leadership back to each partition's preferred (first) replica where it is live and
     /// in sync (Kafka's preferred leader election; the brokers also do it on their own every
@@ -57,6 +73,29 @@ pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
             };
             write_out(&text)
         }
+        ClusterCommand::Rebalance { execute } => {
+            let (live, placements) = placements(&admin).await?;
+            let moves = balance::plan_rebalance(&live, &placements);
+            if !execute {
+                return write_out(&plan_json(&moves));
+            }
+            write_out(&start(&admin, moves).await?)
+        }
+        ClusterCommand::Decommission { broker } => {
+            let (live, placements) = placements(&admin).await?;
+            if !live.contains(&broker) {
+                return Err(CliError::Usage(format!("broker {broker} is not a live broker")));
+            }
+            let moves = balance::plan_decommission(&live, &placements, broker).map_err(|why| {
+                CliError::Usage(format!("cannot decommission broker {broker}: {why}"))
+            })?;
+            let mut text = start(&admin, moves).await?;
+            text.push_str(&format!(
+                "broker {broker} holds no replica once these moves finish \
+                 (`minikafka topic reassignments`); then stop it\n"
+            ));
+            write_out(&text)
+        }
         ClusterCommand::ElectLeaders { topic, json } => {
             let elections = admin.elect_leaders(topic.as_deref()).await?;
             let text = if json {
@@ -70,6 +109,45 @@ pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
             write_out(&text)
         }
     }
+}
+
+/// The live brokers and every partition's replicas, leaving out partitions already moving.
+async fn placements(admin: &Admin) -> Result<(Vec<i32>, Vec<balance::Placement>), CliError> {
+    let (brokers, partitions) = admin.describe_partitions(None).await?;
+    let moving = admin.reassignments().await?;
+    let live: Vec<i32> = brokers.iter().filter(|b| !b.fenced).map(|b| b.id).collect();
+    let placements = partitions
+        .into_iter()
+        .filter(|p| !moving.iter().any(|m| m.topic == p.topic && m.partition == p.partition))
+        .map(|p| (p.topic, p.partition, p.replicas))
+        .collect();
+    Ok((live, placements))
+}
+
+/// Kafka's reassignment JSON for `moves`.
+fn plan_json(moves: &[balance::Placement]) -> String {
+    let partitions: Vec<serde_json::Value> = moves
+        .iter()
+        .map(|(t, p, r)| serde_json::json!({"topic": t, "partition": p, "replicas": r}))
+        .collect();
+    serde_json::json!({"version": 1, "partitions": partitions}).to_string() + "\n"
+}
+
+/// Starts `moves`; one line each.
+async fn start(admin: &Admin, moves: Vec<balance::Placement>) -> Result<String, CliError> {
+    if moves.is_empty() {
+        return Ok("nothing to move\n".into());
+    }
+    let list: Vec<PartitionMove> = moves
+        .iter()
+        .map(|(topic, partition, replicas)| PartitionMove {
+            topic: topic.clone(),
+            partition: *partition,
+            replicas: replicas.clone(),
+        })
+        .collect();
+    admin.reassign(list).await?;
+    Ok(moves.iter().map(|(t, p, r)| format!("moving {t}-{p} to {}\n", id_list(r))).collect())
 }
 
 fn write_out(text: &str) -> Result<(), CliError> {

@@ -10,6 +10,7 @@ mod group;
 mod log;
 mod perf;
 mod produce;
+mod reassign;
 mod topic;
 
 use std::io;

@@ -1,4 +1,4 @@
-//! `minikafka topic create|list|describe|alter|add-partitions|delete|trim`, with Kafka's meanings
+//! `minikafka topic create|list|describe|alter|add-partitions|reassign|reassignments|delete|trim`, with Kafka's meanings
 //! (kafka-topics.sh, kafka-configs.sh) for topic configs and partition growth.
 
 use std::collections::BTreeMap;
@@ -99,6 +99,16 @@ enum TopicCommand {
         /// The new total number of partitions, larger than the current one.
         #[arg(long, value_name = "N")]
         partitions: u32,
+    },
+    /// Move a partition's replicas to other brokers (Kafka's kafka-reassign-partitions.sh):
+    /// the new replicas copy the partition and join the in-sync replicas, then the old ones are
+    /// dropped (and the leader moves if it was one). Clients keep producing and consuming.
+    Reassign(super::reassign::ReassignArgs),
+    /// List the partition moves under way, with how far each new replica still has to copy.
+    Reassignments {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a topic and all its data.
     Delete {
@@ -215,6 +225,14 @@ pub(super) async fn run(args: TopicArgs) -> Result<(), CliError> {
             } else {
                 describe_table(&topics, &leadership)
             };
+            out.write_all(text.as_bytes()).map_err(CliError::stdout)?;
+        }
+        TopicCommand::Reassign(r) => {
+            let text = super::reassign::reassign(&admin, r).await?;
+            out.write_all(text.as_bytes()).map_err(CliError::stdout)?;
+        }
+        TopicCommand::Reassignments { json } => {
+            let text = super::reassign::reassignments(&admin, &args.connect, json).await?;
             out.write_all(text.as_bytes()).map_err(CliError::stdout)?;
         }
         TopicCommand::Delete { name } => {

@@ -5,7 +5,8 @@ use super::{ClientError, Connection};
 use crate::broker::topic_config::ConfigEntry;
 use crate::broker::{GroupStatus, TopicDescription};
 use crate::protocol::{
-    BrokerInfo, ClusterInfo, GroupOffset, LeaderElection, PartitionState, Request, Response,
+    BrokerInfo, ClusterInfo, GroupOffset, LeaderElection, PartitionMove, PartitionState,
+    Reassignment, Request, Response,
 };
 
 /// Topic administration. Cheap to create; shares the connection it is given.
@@ -99,6 +100,24 @@ impl Admin {
         match self.conn.request(&req).await? {
             Response::LeadersElected { elections } => Ok(elections),
             other => Err(unexpected("ElectLeaders", &other)),
+        }
+    }
+
+    /// Starts the partition moves (an empty target cancels that partition's move under way);
+    /// Ok once every one is committed. They are committed one by one: on an error, the moves
+    /// before the one it names are under way.
+    pub async fn reassign(&self, moves: Vec<PartitionMove>) -> Result<(), ClientError> {
+        match self.conn.request(&Request::ReassignPartitions { moves }).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("ReassignPartitions", &other)),
+        }
+    }
+
+    /// The partition moves under way, with copy progress for those the answering broker leads.
+    pub async fn reassignments(&self) -> Result<Vec<Reassignment>, ClientError> {
+        match self.conn.request(&Request::ListReassignments).await? {
+            Response::Reassignments { reassignments } => Ok(reassignments),
+            other => Err(unexpected("ListReassignments", &other)),
         }
     }
 

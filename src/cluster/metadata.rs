@@ -70,6 +70,26 @@ pub struct PartitionRecord {
     pub partition_epoch: i32,
     /// In-sync replicas: never empty, a subset of `replicas`, holds the leader when there is one.
     pub isr: Vec<NodeId>,
+    /// A reassignment under way (Kafka's KIP-455): replicas being added, which catch up as
+    /// followers. `replicas` is the target followed by `removing` until every target replica is
+    /// in sync; then `replicas` becomes the target. Absent from images before reassignments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<NodeId>,
+    /// Replicas the reassignment under way drops once the target is in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<NodeId>,
+}
+
+impl PartitionRecord {
+    /// Whether a reassignment is under way.
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas it will have: the target of the reassignment under way, or its replicas.
+    pub fn target(&self) -> Vec<NodeId> {
+        self.replicas.iter().copied().filter(|r| !self.removing.contains(r)).collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +193,14 @@ pub enum MetadataCommand {
     /// in the ISR and not already its leader gets it as leader (leader epoch + 1); the others
     /// stay as they are (never a leader from outside the ISR). Rejected when none can move.
     ElectPreferredLeaders { partitions: Vec<(String, u32)> },
+    /// Moves a partition to `target` replicas (the first is its preferred leader). Replicas not
+    /// in the current set are added and catch up as followers; once every target replica is in
+    /// sync, the others are dropped (and the leader moves if it is one of them). Refused while
+    /// another reassignment of the partition is under way. A target that only reorders the
+    /// replicas (or only drops some) takes effect at once.
+    ReassignPartition { topic: String, partition: u32, target: Vec<NodeId> },
+    /// Cancels the reassignment under way: the added replicas are dropped again.
+    CancelReassignment { topic: String, partition: u32 },
 }
 
 /// What applying a command did, returned to the proposer.
@@ -398,6 +426,12 @@ impl MetadataImage {
                 self.groups.insert(group.clone(), membership.clone());
                 ApplyResult::Done
             }
+            C::ReassignPartition { topic, partition, target } => {
+                self.reassign(topic, *partition, target)
+            }
+            C::CancelReassignment { topic, partition } => {
+                self.cancel_reassignment(topic, *partition)
+            }
             C::ElectPreferredLeaders { partitions } => {
                 let electable: Vec<&(String, u32)> =
                     partitions.iter().filter(|(t, p)| self.preferred_electable(t, *p)).collect();
@@ -544,6 +578,8 @@ impl MetadataImage {
                     leader_epoch: epoch,
                     partition_epoch: 0,
                     isr,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
                 }
             })
             .collect();
@@ -644,7 +680,114 @@ impl MetadataImage {
             .expect("partition checked above");
         p.isr = isr.to_vec();
         p.partition_epoch = p.partition_epoch.saturating_add(1);
+        self.maybe_complete_reassignment(topic, partition);
         ApplyResult::Done
+    }
+
+    fn reassign(&mut self, topic: &str, partition: u32, target: &[NodeId]) -> ApplyResult {
+        let Some(p) = self.partition(topic, partition) else {
+            return reject(format!("unknown partition {topic}-{partition}"));
+        };
+        if p.reassigning() {
+            return reject(format!(
+                "{topic}-{partition}: a reassignment to {:?} is under way (cancel it first)",
+                p.target()
+            ));
+        }
+        if target.is_empty() {
+            return reject(format!("{topic}-{partition}: the target has no replicas"));
+        }
+        let mut seen = BTreeSet::new();
+        for r in target {
+            if !seen.insert(*r) {
+                return reject(format!("{topic}-{partition}: broker {r} listed twice"));
+            }
+            if !self.brokers.contains_key(r) {
+                return reject(format!("{topic}-{partition}: unknown broker {r}"));
+            }
+        }
+        if target == p.replicas.as_slice() {
+            return reject(format!("{topic}-{partition}: already on {target:?}"));
+        }
+        let adding: Vec<NodeId> =
+            target.iter().copied().filter(|r| !p.replicas.contains(r)).collect();
+        let removing: Vec<NodeId> =
+            p.replicas.iter().copied().filter(|r| !target.contains(r)).collect();
+        if adding.iter().any(|r| !self.is_live(*r)) {
+            return reject(format!("{topic}-{partition}: a replica to add is fenced"));
+        }
+        // Checked above: the partition exists.
+        let p = self.partition_mut(topic, partition).expect("partition checked above");
+        p.replicas = target.iter().chain(&removing).copied().collect();
+        p.adding = adding;
+        p.removing = removing;
+        p.partition_epoch = p.partition_epoch.saturating_add(1);
+        self.maybe_complete_reassignment(topic, partition);
+        ApplyResult::Done
+    }
+
+    fn cancel_reassignment(&mut self, topic: &str, partition: u32) -> ApplyResult {
+        let Some(p) = self.partition(topic, partition) else {
+            return reject(format!("unknown partition {topic}-{partition}"));
+        };
+        if !p.reassigning() {
+            return reject(format!("{topic}-{partition}: no reassignment under way"));
+        }
+        let isr: Vec<NodeId> = p.isr.iter().copied().filter(|r| !p.adding.contains(r)).collect();
+        if isr.is_empty() {
+            return reject(format!(
+                "{topic}-{partition}: only added replicas are in sync; cancelling would leave \
+                 it without one"
+            ));
+        }
+        let MetadataImage { brokers, topics, epoch_floor, .. } = self;
+        // Checked above: the partition exists.
+        let p = &mut topics.get_mut(topic).expect("checked").partitions[partition as usize];
+        let live = |r: NodeId| brokers.get(&r).is_some_and(|b| !b.fenced);
+        p.replicas.retain(|r| !p.adding.contains(r));
+        p.isr = isr;
+        p.adding.clear();
+        p.removing.clear();
+        if p.leader.is_some_and(|l| !p.replicas.contains(&l)) {
+            let next = p.replicas.iter().copied().find(|&r| p.isr.contains(&r) && live(r));
+            set_leader(p, next, topic, epoch_floor);
+        }
+        p.partition_epoch = p.partition_epoch.saturating_add(1);
+        ApplyResult::Done
+    }
+
+    /// Ends the reassignment of a partition whose every target replica is in sync: the
+    /// replicas become the target, the ISR keeps only target replicas, and a leader that is no
+    /// longer a replica hands over to the first live in-sync target replica (epoch + 1).
+    fn maybe_complete_reassignment(&mut self, topic: &str, partition: u32) {
+        let MetadataImage { brokers, topics, epoch_floor, .. } = self;
+        let Some(p) = topics.get_mut(topic).and_then(|t| t.partitions.get_mut(partition as usize))
+        else {
+            return;
+        };
+        let target = p.target();
+        if !p.reassigning() || !target.iter().all(|r| p.isr.contains(r)) {
+            return;
+        }
+        let live = |r: NodeId| brokers.get(&r).is_some_and(|b| !b.fenced);
+        p.replicas = target;
+        p.isr.retain(|r| p.replicas.contains(r));
+        p.adding.clear();
+        p.removing.clear();
+        if p.leader.is_some_and(|l| !p.replicas.contains(&l)) {
+            let next = p.replicas.iter().copied().find(|&r| p.isr.contains(&r) && live(r));
+            set_leader(p, next, topic, epoch_floor);
+        }
+        p.partition_epoch = p.partition_epoch.saturating_add(1);
+    }
+
+    fn partition_mut(&mut self, topic: &str, p: u32) -> Option<&mut PartitionRecord> {
+        self.topics.get_mut(topic)?.partitions.get_mut(p as usize)
+    }
+
+    /// Partitions with a reassignment under way, sorted.
+    pub fn reassignments(&self) -> Vec<(String, u32)> {
+        self.partitions_where(PartitionRecord::reassigning)
     }
 }
 

@@ -135,6 +135,63 @@ fn leadership_returns_to_the_preferred_replica_once_it_is_back_in_sync() {
 }
 
 #[test]
+fn a_reassignment_adds_replicas_and_drops_the_old_ones_once_the_new_are_in_sync() {
+    let mut img = cluster(4);
+    create(&mut img, "t", 1, vec![vec![1, 2, 3]]);
+    let move_to = |target: Vec<NodeId>| MetadataCommand::ReassignPartition {
+        topic: "t".into(),
+        partition: 0,
+        target,
+    };
+    assert!(matches!(img.apply(&move_to(vec![2, 3, 4]), 0), ApplyResult::Done));
+    let p = img.partition("t", 0).unwrap().clone();
+    assert_eq!(p.replicas, vec![2, 3, 4, 1], "the target, then the replicas it drops");
+    assert_eq!((p.adding.clone(), p.removing.clone()), (vec![4], vec![1]));
+    assert_eq!(p.leader, Some(1), "the old leader leads until the new replicas are in sync");
+    assert!(
+        matches!(img.apply(&move_to(vec![1, 2, 4]), 0), ApplyResult::Rejected(_)),
+        "one reassignment at a time"
+    );
+    assert_eq!(img.reassignments(), vec![("t".to_string(), 0)]);
+
+    // Broker 4 catches up and the leader takes it into the ISR: the move completes.
+    assert_eq!(img.apply(&alter(&img, "t", 0, vec![1, 2, 3, 4]), 0), ApplyResult::Done);
+    let q = img.partition("t", 0).unwrap().clone();
+    assert_eq!(q.replicas, vec![2, 3, 4]);
+    assert_eq!(q.isr, vec![2, 3, 4]);
+    assert!(q.adding.is_empty() && q.removing.is_empty());
+    assert_eq!(q.leader, Some(2), "the leader was dropped: the first in-sync target replica leads");
+    assert_eq!(q.leader_epoch, p.leader_epoch + 1);
+    assert!(img.reassignments().is_empty());
+
+    // A move can be cancelled: the added replica goes again, the old set stays.
+    assert!(matches!(img.apply(&move_to(vec![1, 3, 4]), 0), ApplyResult::Done));
+    let cancel = MetadataCommand::CancelReassignment { topic: "t".into(), partition: 0 };
+    assert_eq!(img.apply(&cancel, 0), ApplyResult::Done);
+    let r = img.partition("t", 0).unwrap();
+    assert_eq!(r.replicas, vec![3, 4, 2], "the added broker 1 is gone");
+    assert!(!r.reassigning());
+    assert!(matches!(img.apply(&cancel, 0), ApplyResult::Rejected(_)), "nothing to cancel");
+
+    // Unknown brokers and duplicates are refused, and change nothing.
+    let before = img.clone();
+    assert!(matches!(img.apply(&move_to(vec![3, 9]), 0), ApplyResult::Rejected(_)));
+    assert!(matches!(img.apply(&move_to(vec![3, 3]), 0), ApplyResult::Rejected(_)));
+    assert!(matches!(img.apply(&move_to(vec![]), 0), ApplyResult::Rejected(_)));
+    assert_eq!(img, before);
+}
+
+#[test]
+fn an_image_from_before_reassignments_still_loads() {
+    let mut img = cluster(1);
+    create(&mut img, "t", 1, vec![vec![1]]);
+    let json = serde_json::to_string(&img).expect("encodes");
+    assert!(!json.contains("adding"), "nothing under way: nothing written");
+    let back: MetadataImage = serde_json::from_str(&json).expect("decodes");
+    assert_eq!(back, img);
+}
+
+#[test]
 fn the_last_in_sync_replica_dying_leaves_the_partition_offline_until_it_returns() {
     let mut img = cluster(3);
     create(&mut img, "t", 1, vec![vec![1, 2, 3]]);
@@ -534,6 +591,15 @@ enum Op {
         topic: usize,
         partition: u32,
     },
+    Reassign {
+        topic: usize,
+        partition: u32,
+        target: Vec<NodeId>,
+    },
+    Cancel {
+        topic: usize,
+        partition: u32,
+    },
 }
 
 const TOPICS: [&str; 3] = ["a", "b", "c"];
@@ -569,6 +635,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(group, generation, members)| Op::Record { group, generation, members }),
         2 => (topic.clone(), 0..4u32)
             .prop_map(|(topic, partition)| Op::ElectPreferred { topic, partition }),
+        3 => (topic.clone(), 0..4u32, prop::collection::vec(1..=MAX_BROKER, 0..4))
+            .prop_map(|(topic, partition, target)| Op::Reassign { topic, partition, target }),
+        1 => (topic.clone(), 0..4u32).prop_map(|(topic, partition)| Op::Cancel { topic, partition }),
     ]
 }
 
@@ -709,6 +778,28 @@ fn concretize(img: &MetadataImage, op: &Op, next_id: &mut u8) -> (MetadataComman
             let cmd = C::ElectPreferredLeaders { partitions: vec![(t.into(), *partition)] };
             (cmd, !img.preferred_electable(t, *partition))
         }
+        Op::Reassign { topic, partition, target } => {
+            let t = TOPICS[*topic];
+            let p = img.partition(t, *partition);
+            let mut distinct = target.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let must_reject = p.is_none_or(|p| p.reassigning() || p.replicas == *target)
+                || target.is_empty()
+                || distinct.len() != target.len()
+                || target.iter().any(|r| !img.brokers.contains_key(r));
+            let cmd = C::ReassignPartition {
+                topic: t.into(),
+                partition: *partition,
+                target: target.clone(),
+            };
+            (cmd, must_reject)
+        }
+        Op::Cancel { topic, partition } => {
+            let t = TOPICS[*topic];
+            let idle = img.partition(t, *partition).is_none_or(|p| !p.reassigning());
+            (C::CancelReassignment { topic: t.into(), partition: *partition }, idle)
+        }
     }
 }
 
@@ -732,6 +823,21 @@ pub(crate) fn check_image(img: &MetadataImage) -> Result<(), TestCaseError> {
             prop_assert!(
                 p.replicas.iter().all(|r| img.brokers.contains_key(r)),
                 "unknown replica {}",
+                at
+            );
+            prop_assert!(
+                p.adding.iter().chain(&p.removing).all(|r| p.replicas.contains(r)),
+                "a reassignment names a broker that is not a replica {}",
+                at
+            );
+            prop_assert!(
+                p.adding.iter().all(|r| !p.removing.contains(r)),
+                "added and removed at once {}",
+                at
+            );
+            prop_assert!(
+                !p.reassigning() || !p.target().iter().all(|r| p.isr.contains(r)),
+                "a reassignment whose target is in sync is not complete {}",
                 at
             );
             prop_assert!(
@@ -819,7 +925,7 @@ fn check_step(
                             );
                         }
                     }
-                    if p.leader != q.leader || p.isr != q.isr {
+                    if p.leader != q.leader || p.isr != q.isr || p.replicas != q.replicas {
                         prop_assert!(
                             p.partition_epoch > q.partition_epoch,
                             "change without a partition epoch {:?} -> {:?}",
@@ -827,7 +933,20 @@ fn check_step(
                             p
                         );
                     }
-                    prop_assert_eq!(&p.replicas, &q.replicas);
+                    // A reassignment ends by completing (the replicas become its target, all in
+                    // sync) or by being cancelled (the added replicas go again).
+                    if q.reassigning() && !p.reassigning() {
+                        let cancelled: Vec<NodeId> =
+                            q.replicas.iter().copied().filter(|r| !q.adding.contains(r)).collect();
+                        let completed = p.replicas == q.target()
+                            && p.replicas.iter().all(|r| p.isr.contains(r) || p.leader.is_none());
+                        prop_assert!(
+                            completed || p.replicas == cancelled,
+                            "a reassignment ended neither completed nor cancelled {:?} -> {:?}",
+                            q,
+                            p
+                        );
+                    }
                 }
                 None => {
                     // A new partition (new topic, re-created name or added): above all the name had.

@@ -25,6 +25,7 @@ use crate::broker::{
     AppendBatch, AppendResult, Broker, BrokerError, FetchResult, TopicDescription,
 };
 
+pub mod balance;
 pub mod config;
 pub mod controller;
 mod groups;
@@ -32,12 +33,14 @@ pub mod heartbeat;
 pub mod metadata;
 mod node;
 pub mod raft;
+mod reassign;
 pub mod reconcile;
 #[cfg(test)]
 mod single_tests;
 
 pub use self::config::ClusterConfig;
 pub use self::node::CLUSTER_DIR;
+pub use self::reassign::ReassignmentView;
 
 use self::metadata::{ApplyResult, MetadataCommand, MetadataImage, NodeId, PartitionRecord};
 use self::node::Node;
@@ -188,6 +191,8 @@ pub enum ClusterError {
     InvalidReplicationFactor { requested: i32, brokers: usize },
     #[error("topic {topic:?}: invalid replica assignment: {reason}")]
     InvalidReplicaAssignment { topic: String, reason: String },
+    #[error("{topic:?} partition {partition}: cannot reassign: {reason}")]
+    Reassignment { topic: String, partition: u32, reason: String },
     #[error("the cluster is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]

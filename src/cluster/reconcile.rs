@@ -20,7 +20,7 @@ pub struct LocalTopic {
 /// The role this broker has taken for one partition (what the replica manager was told).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
-    Leader { leader_epoch: i32, partition_epoch: i32, isr: Vec<NodeId> },
+    Leader { leader_epoch: i32, partition_epoch: i32, isr: Vec<NodeId>, replicas: Vec<NodeId> },
     Follower { leader_epoch: i32, leader: NodeId, leader_addr: String },
 }
 
@@ -164,8 +164,10 @@ fn role_action(
     match p.leader {
         None => None, // offline: stopped above if it had a role
         Some(l) if l == me => match current {
-            Some(Role::Leader { leader_epoch, partition_epoch, isr })
-                if *leader_epoch == p.leader_epoch =>
+            // Same epoch, same replicas: only the ISR moved. New replicas (a reassignment) are
+            // taken as a leadership of the same epoch, which updates the followers it serves.
+            Some(Role::Leader { leader_epoch, partition_epoch, isr, replicas })
+                if *leader_epoch == p.leader_epoch && *replicas == p.replicas =>
             {
                 (*partition_epoch != p.partition_epoch || *isr != p.isr).then(|| {
                     Action::UpdateIsr {
@@ -208,13 +210,14 @@ fn role_action(
 /// The role an executed action leaves the partition in (`None`: no role), for the record.
 pub fn role_after(action: &Action) -> Option<((String, u32), Option<Role>)> {
     match action {
-        Action::BecomeLeader { topic, partition, leader_epoch, partition_epoch, isr, .. } => {
+        Action::BecomeLeader { topic, partition, leader_epoch, partition_epoch, isr, replicas } => {
             Some((
                 (topic.clone(), *partition),
                 Some(Role::Leader {
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
                     isr: isr.clone(),
+                    replicas: replicas.clone(),
                 }),
             ))
         }

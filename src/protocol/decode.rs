@@ -294,6 +294,19 @@ fn decode_request_with(
             Request::DescribePartitions { topic: r.opt_string("topic name")? }
         }
         ApiKey::ElectLeaders => Request::ElectLeaders { topic: r.opt_string("topic name")? },
+        ApiKey::ReassignPartitions => {
+            let n = r.count("move count", PARTITION_MOVE_MIN_LEN)?;
+            let mut moves = Vec::with_capacity(n);
+            for _ in 0..n {
+                moves.push(PartitionMove {
+                    topic: r.string("topic name")?,
+                    partition: r.u32("partition")?,
+                    replicas: r.i32s("target replicas")?,
+                });
+            }
+            Request::ReassignPartitions { moves }
+        }
+        ApiKey::ListReassignments => Request::ListReassignments,
         ApiKey::CreateReplicatedTopic => {
             let name = r.string("topic name")?;
             let partitions = r.u32("partitions")?;
@@ -435,6 +448,35 @@ fn decode_response_with(
         },
         k if k == ResponseKind::Partitions as u8 => {
             Response::Partitions { brokers: r.brokers()?, partitions: r.partition_states()? }
+        }
+        k if k == ResponseKind::Reassignments as u8 => {
+            let n = r.count("reassignment count", REASSIGNMENT_MIN_LEN)?;
+            let mut reassignments = Vec::with_capacity(n);
+            for _ in 0..n {
+                let topic = r.string("topic name")?;
+                let partition = r.u32("partition")?;
+                let target = r.i32s("target replicas")?;
+                let adding = r.i32s("adding replicas")?;
+                let removing = r.i32s("removing replicas")?;
+                let isr = r.i32s("in-sync replicas")?;
+                let leader = r.opt_i32("leader")?;
+                let m = r.count("behind count", 12)?;
+                let mut behind = Vec::with_capacity(m);
+                for _ in 0..m {
+                    behind.push((r.i32("replica")?, r.u64("records behind")?));
+                }
+                reassignments.push(Reassignment {
+                    topic,
+                    partition,
+                    target,
+                    adding,
+                    removing,
+                    isr,
+                    leader,
+                    behind,
+                });
+            }
+            Response::Reassignments { reassignments }
         }
         k if k == ResponseKind::LeadersElected as u8 => {
             let n = r.count("election count", LEADER_ELECTION_MIN_LEN)?;

@@ -219,7 +219,15 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
             buf.put_u32_le(*partition);
             buf.put_u64_le(*timestamp_ms);
         }
-        Request::ClusterStatus => {}
+        Request::ClusterStatus | Request::ListReassignments => {}
+        Request::ReassignPartitions { moves } => {
+            buf.put_u32_le(moves.len() as u32);
+            for m in moves {
+                put_str(buf, &m.topic);
+                buf.put_u32_le(m.partition);
+                put_i32s(buf, &m.replicas);
+            }
+        }
         Request::DescribePartitions { topic } | Request::ElectLeaders { topic } => {
             put_opt_str(buf, topic.as_deref())
         }
@@ -399,6 +407,24 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
             ok_kind(buf, ResponseKind::Partitions);
             put_brokers(buf, brokers);
             put_partition_states(buf, partitions);
+        }
+        Response::Reassignments { reassignments } => {
+            ok_kind(buf, ResponseKind::Reassignments);
+            buf.put_u32_le(reassignments.len() as u32);
+            for r in reassignments {
+                put_str(buf, &r.topic);
+                buf.put_u32_le(r.partition);
+                put_i32s(buf, &r.target);
+                put_i32s(buf, &r.adding);
+                put_i32s(buf, &r.removing);
+                put_i32s(buf, &r.isr);
+                put_opt_i32(buf, r.leader);
+                buf.put_u32_le(r.behind.len() as u32);
+                for (replica, records) in &r.behind {
+                    buf.put_i32_le(*replica);
+                    buf.put_u64_le(*records);
+                }
+            }
         }
         Response::LeadersElected { elections } => {
             ok_kind(buf, ResponseKind::LeadersElected);

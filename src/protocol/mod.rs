@@ -76,12 +76,18 @@
 //! | `DescribePartitions`     | 20  | option<string> topic (none: every topic)                 |
 //! | `CreateReplicatedTopic`  | 21  | as `CreateTopic`, then u16 replication_factor            |
 //! | `ElectLeaders`           | 22  | option<string> topic (none: every topic)                 |
+//! | `ReassignPartitions`     | 23  | list<(string topic, u32 partition, list<i32> target)>; an empty target cancels the move under way |
+//! | `ListReassignments`      | 24  | none                                                     |
 //!
 //! | response         | kind | fields after the kind                                         |
 //! |------------------|------|---------------------------------------------------------------|
 //! | `ClusterStatus`  | 13   | i32 node_id (the answering broker), u8 clustered, option<i32> controller, list<broker>, list<partition> under_replicated, list<partition> offline |
 //! | `Partitions`     | 14   | list<broker>, list<partition>                                 |
 //! | `LeadersElected` | 15   | list<election>: string topic, u32 partition, i32 preferred, option<i32> leader, u8 elected |
+//! | `Reassignments`  | 16   | list<reassignment>: string topic, u32 partition, list<i32> target, list<i32> adding, list<i32> removing, list<i32> isr, option<i32> leader, list<(i32 replica, u64 records behind)> |
+//!
+//! `ReassignPartitions` answers `Ok` once every move is committed (they are committed one by
+//! one: on an error, the moves before the one named are under way).
 //!
 //! A broker ([`BrokerInfo`]) is `i32 id, option<string> native_addr, option<string>
 //! kafka_addr, u8 fenced`; a partition ([`PartitionState`]) is `string topic, u32 partition,
@@ -125,6 +131,10 @@ const BROKER_INFO_MIN_LEN: usize = 4 + 1 + 1 + 1;
 const PARTITION_STATE_MIN_LEN: usize = 2 + 4 + 1 + 4 + 4 + 4;
 /// The smallest encoded election: empty topic, partition, preferred, no leader, elected.
 const LEADER_ELECTION_MIN_LEN: usize = 2 + 4 + 4 + 1 + 1;
+/// The smallest encoded move: empty topic, partition, empty target.
+const PARTITION_MOVE_MIN_LEN: usize = 2 + 4 + 4;
+/// The smallest encoded reassignment: empty topic, partition, five empty lists, no leader.
+const REASSIGNMENT_MIN_LEN: usize = 2 + 4 + 4 * 4 + 1 + 4;
 /// Bytes of the smallest encoded config pair: two empty strings.
 const CONFIG_PAIR_MIN_LEN: usize = 2 + 2;
 /// Bytes of the smallest encoded [`ConfigEntry`]: an empty name, no value, three flag bytes.
@@ -254,6 +264,12 @@ pub enum Request {
     ElectLeaders {
         topic: Option<String>,
     },
+    /// Starts (or, with an empty target, cancels) partition moves (answered with `Ok`).
+    ReassignPartitions {
+        moves: Vec<PartitionMove>,
+    },
+    /// The partition moves under way (answered with `Reassignments`).
+    ListReassignments,
     /// `CreateTopic` with a replication factor (a separate key so that `CreateTopic`'s bytes
     /// stay what older brokers decode).
     CreateReplicatedTopic {
@@ -286,6 +302,29 @@ pub struct LeaderElection {
     pub preferred: i32,
     pub leader: Option<i32>,
     pub elected: bool,
+}
+
+/// One partition move asked for: its target replicas (empty: cancel the move under way).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionMove {
+    pub topic: String,
+    pub partition: u32,
+    pub replicas: Vec<i32>,
+}
+
+/// A partition move under way: where it goes, what is being added and dropped, the ISR and
+/// leader now, and per added replica not yet in sync the records it still has to copy (known
+/// by the partition's leader only).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: u32,
+    pub target: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: Option<i32>,
+    pub behind: Vec<(i32, u64)>,
 }
 
 /// One partition's leadership: who leads it (none: offline), in which epoch, its replicas and
@@ -398,6 +437,9 @@ pub enum Response {
     LeadersElected {
         elections: Vec<LeaderElection>,
     },
+    Reassignments {
+        reassignments: Vec<Reassignment>,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -431,6 +473,8 @@ pub enum ApiKey {
     DescribePartitions = 20,
     CreateReplicatedTopic = 21,
     ElectLeaders = 22,
+    ReassignPartitions = 23,
+    ListReassignments = 24,
 }
 
 impl ApiKey {
@@ -460,6 +504,8 @@ impl ApiKey {
             20 => DescribePartitions,
             21 => CreateReplicatedTopic,
             22 => ElectLeaders,
+            23 => ReassignPartitions,
+            24 => ListReassignments,
             _ => return None,
         })
     }
@@ -491,6 +537,8 @@ impl ApiKey {
             DescribePartitions => "describe_partitions",
             CreateReplicatedTopic => "create_replicated_topic",
             ElectLeaders => "elect_leaders",
+            ReassignPartitions => "reassign_partitions",
+            ListReassignments => "list_reassignments",
         }
     }
 }
@@ -522,6 +570,8 @@ impl Request {
             Request::DescribePartitions { .. } => ApiKey::DescribePartitions,
             Request::CreateReplicatedTopic { .. } => ApiKey::CreateReplicatedTopic,
             Request::ElectLeaders { .. } => ApiKey::ElectLeaders,
+            Request::ReassignPartitions { .. } => ApiKey::ReassignPartitions,
+            Request::ListReassignments => ApiKey::ListReassignments,
         }
     }
 }
@@ -546,6 +596,7 @@ pub enum ResponseKind {
     ClusterStatus = 13,
     Partitions = 14,
     LeadersElected = 15,
+    Reassignments = 16,
 }
 
 /// The status byte of an error response.

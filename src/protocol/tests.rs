@@ -118,6 +118,14 @@ fn all_requests() -> Vec<Request> {
         Request::DescribePartitions { topic: None },
         Request::ElectLeaders { topic: Some("orders".into()) },
         Request::ElectLeaders { topic: None },
+        Request::ReassignPartitions {
+            moves: vec![
+                PartitionMove { topic: "orders".into(), partition: 0, replicas: vec![2, 3, 4] },
+                PartitionMove { topic: "orders".into(), partition: 1, replicas: vec![] },
+            ],
+        },
+        Request::ReassignPartitions { moves: vec![] },
+        Request::ListReassignments,
         Request::CreateReplicatedTopic {
             name: "orders".into(),
             partitions: 6,
@@ -294,6 +302,19 @@ fn all_responses() -> Vec<Response> {
             ],
         },
         Response::LeadersElected { elections: vec![] },
+        Response::Reassignments {
+            reassignments: vec![Reassignment {
+                topic: "orders".into(),
+                partition: 0,
+                target: vec![2, 3, 4],
+                adding: vec![4],
+                removing: vec![1],
+                isr: vec![1, 2, 3],
+                leader: Some(1),
+                behind: vec![(4, 1_234)],
+            }],
+        },
+        Response::Reassignments { reassignments: vec![] },
         Response::Partitions { brokers: broker_infos(), partitions: partition_states() },
         Response::Partitions { brokers: vec![], partitions: vec![] },
         Response::Error { code: ErrorCode::NotLeader, message: "leader is broker 2".into() },
@@ -714,6 +735,8 @@ fn cluster_api_keys_codes_and_kinds_come_after_the_old_ones() {
         (20, ApiKey::DescribePartitions, "describe_partitions"),
         (21, ApiKey::CreateReplicatedTopic, "create_replicated_topic"),
         (22, ApiKey::ElectLeaders, "elect_leaders"),
+        (23, ApiKey::ReassignPartitions, "reassign_partitions"),
+        (24, ApiKey::ListReassignments, "list_reassignments"),
     ] {
         assert_eq!(ApiKey::from_u8(v), Some(key));
         assert_eq!(key as u8, v);
@@ -722,6 +745,7 @@ fn cluster_api_keys_codes_and_kinds_come_after_the_old_ones() {
     assert_eq!(ResponseKind::ClusterStatus as u8, 13);
     assert_eq!(ResponseKind::Partitions as u8, 14);
     assert_eq!(ResponseKind::LeadersElected as u8, 15);
+    assert_eq!(ResponseKind::Reassignments as u8, 16);
     for (v, code, retriable) in [
         (19, ErrorCode::NotLeader, true),
         (20, ErrorCode::LeaderNotAvailable, true),

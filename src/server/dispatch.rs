@@ -17,8 +17,8 @@ use crate::broker::{AppendBatch, BrokerError, FetchResult};
 use crate::cluster::{Acks, BrokerView, Cluster, ClusterError, PartitionView};
 use crate::metrics::Listener;
 use crate::protocol::{
-    BrokerInfo, ClusterInfo, ErrorCode, FETCH_CONTINUE, LeaderElection, PartitionState, Request,
-    Response,
+    BrokerInfo, ClusterInfo, ErrorCode, FETCH_CONTINUE, LeaderElection, PartitionState,
+    Reassignment, Request, Response,
 };
 use crate::storage::StorageError;
 
@@ -96,6 +96,7 @@ pub fn cluster_error_code(e: &ClusterError) -> ErrorCode {
         // The native protocol has no code of its own for it (its AddPartitions names no
         // replicas, so only a broker fenced while it is placed gets here); the message says why.
         ClusterError::InvalidReplicaAssignment { .. } => ErrorCode::InvalidRequest,
+        ClusterError::Reassignment { .. } => ErrorCode::InvalidRequest,
         ClusterError::Broker(e) => error_code(e),
         // Native requests carry no leader epoch; these only come from a leadership change
         // racing the request: learn the leaders again.
@@ -401,6 +402,34 @@ async fn run(
                 })
                 .collect();
             Response::LeadersElected { elections }.into()
+        }
+        Request::ReassignPartitions { moves } => {
+            for m in moves {
+                let r = if m.replicas.is_empty() {
+                    cluster.cancel_reassignment(&m.topic, m.partition).await
+                } else {
+                    cluster.reassign_partition(&m.topic, m.partition, &m.replicas).await
+                };
+                r.map_err(|e| cluster_error(&e))?;
+            }
+            Response::Ok.into()
+        }
+        Request::ListReassignments => {
+            let reassignments = cluster
+                .reassignments()
+                .into_iter()
+                .map(|r| Reassignment {
+                    topic: r.topic,
+                    partition: r.partition,
+                    target: r.target,
+                    adding: r.adding,
+                    removing: r.removing,
+                    isr: r.isr,
+                    leader: r.leader,
+                    behind: r.behind,
+                })
+                .collect();
+            Response::Reassignments { reassignments }.into()
         }
         Request::ClusterStatus => {
             let s = cluster.status();

@@ -124,6 +124,7 @@ pub(crate) fn cluster_error_code(e: &ClusterError) -> i16 {
         ClusterError::InvalidReplicaAssignment { .. } => {
             code(ResponseError::InvalidReplicaAssignment)
         }
+        ClusterError::Reassignment { .. } => code(ResponseError::InvalidReplicaAssignment),
         ClusterError::NotController => code(ResponseError::NotController),
         ClusterError::Broker(e) => broker_error_code(e),
         // The metadata quorum did not answer: retriable, as Kafka's own timeout is.

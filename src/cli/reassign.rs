@@ -1,0 +1,245 @@
+//! `minikafka topic reassign` and `topic reassignments`: moving partitions' replicas between
+//! brokers (one partition from the flags, or a plan in the JSON that Kafka's
+//! `kafka-reassign-partitions.sh` reads), cancelling a move, and listing the moves under way with
+//! how many records each new replica still has to copy. Owns the flags, the plan format and the
+//! output; the brokers do the moving.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Deserialize;
+
+use super::topic::id_list;
+use super::{CliError, ConnectArgs};
+use crate::client::{Admin, Connection};
+use crate::protocol::{PartitionMove, Reassignment};
+
+#[derive(Debug, Args)]
+pub(super) struct ReassignArgs {
+    /// The topic whose partition moves (with --partition and --replicas or --cancel).
+    #[arg(required_unless_present = "plan", requires = "partition")]
+    topic: Option<String>,
+    /// The partition to move.
+    #[arg(long, value_name = "P")]
+    partition: Option<u32>,
+    /// Its new replicas, comma-separated; the first is its preferred leader.
+    #[arg(long, value_name = "ID,...", value_delimiter = ',', required_unless_present_any = ["plan", "cancel"])]
+    replicas: Vec<i32>,
+    /// Cancel the partition's move under way instead (the added replicas are dropped again).
+    #[arg(long, conflicts_with_all = ["replicas", "plan"])]
+    cancel: bool,
+    /// Moves from a file in Kafka's reassignment JSON:
+    /// {"version":1,"partitions":[{"topic":"T","partition":0,"replicas":[1,2,4]}]}.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["topic", "replicas"])]
+    plan: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Plan {
+    #[serde(default = "one")]
+    version: u32,
+    partitions: Vec<PlanEntry>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+struct PlanEntry {
+    topic: String,
+    partition: u32,
+    replicas: Vec<i32>,
+}
+
+/// The moves a plan file asks for; a clear error for a file that is not one.
+fn read_plan(path: &PathBuf) -> Result<Vec<PartitionMove>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+        what: format!("reading --plan {}", path.display()),
+        source,
+    })?;
+    let plan: Plan = serde_json::from_str(&text).map_err(|e| {
+        CliError::Usage(format!("--plan {}: not a reassignment plan: {e}", path.display()))
+    })?;
+    if plan.version != 1 {
+        return Err(CliError::Usage(format!(
+            "--plan {}: version {} (only version 1 is known)",
+            path.display(),
+            plan.version
+        )));
+    }
+    if plan.partitions.is_empty() {
+        return Err(CliError::Usage(format!("--plan {}: no partitions to move", path.display())));
+    }
+    if let Some(e) = plan.partitions.iter().find(|e| e.replicas.is_empty()) {
+        return Err(CliError::Usage(format!(
+            "--plan {}: {}-{} has no replicas",
+            path.display(),
+            e.topic,
+            e.partition
+        )));
+    }
+    Ok(plan
+        .partitions
+        .into_iter()
+        .map(|e| PartitionMove { topic: e.topic, partition: e.partition, replicas: e.replicas })
+        .collect())
+}
+
+pub(super) async fn reassign(admin: &Admin, args: ReassignArgs) -> Result<String, CliError> {
+    let moves = match (&args.plan, &args.topic, args.partition) {
+        (Some(path), _, _) => read_plan(path)?,
+        (None, Some(topic), Some(partition)) => {
+            // Cancelling is an empty target on the wire.
+            let replicas = if args.cancel { Vec::new() } else { args.replicas.clone() };
+            vec![PartitionMove { topic: topic.clone(), partition, replicas }]
+        }
+        _ => return Err(CliError::Usage("give TOPIC --partition P, or --plan FILE".into())),
+    };
+    admin.reassign(moves.clone()).await?;
+    let mut out = String::new();
+    for m in &moves {
+        if m.replicas.is_empty() {
+            out.push_str(&format!("cancelled the move of {}-{}\n", m.topic, m.partition));
+        } else {
+            out.push_str(&format!(
+                "moving {}-{} to {} (see `minikafka topic reassignments`)\n",
+                m.topic,
+                m.partition,
+                id_list(&m.replicas)
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The moves under way. Copy progress is known by each partition's leader: a partition led by
+/// another broker than the one asked gets its progress from that leader.
+pub(super) async fn reassignments(
+    admin: &Admin,
+    connect: &ConnectArgs,
+    json: bool,
+) -> Result<String, CliError> {
+    let mut list = admin.reassignments().await?;
+    let (brokers, _) = admin.describe_partitions(None).await?;
+    let token = connect.token()?;
+    for r in list
+        .iter_mut()
+        .filter(|r| r.behind.is_empty() && r.adding.iter().any(|a| !r.isr.contains(a)))
+    {
+        let addr = r
+            .leader
+            .and_then(|l| brokers.iter().find(|b| b.id == l))
+            .and_then(|b| b.native_addr.clone());
+        let Some(addr) = addr else { continue };
+        // Best effort: a leader that cannot be asked leaves the progress unknown.
+        if let Ok(conn) = Connection::connect_with_token(&addr, token.as_deref()).await
+            && let Ok(theirs) = Admin::new(conn).reassignments().await
+            && let Some(t) =
+                theirs.iter().find(|t| t.topic == r.topic && t.partition == r.partition)
+        {
+            r.behind = t.behind.clone();
+        }
+    }
+    if json {
+        // Plain structs of strings and integers: encoding cannot fail.
+        return Ok(serde_json::to_string(&list)
+            .map_err(|e| CliError::Usage(format!("cannot encode JSON: {e}")))?
+            + "\n");
+    }
+    Ok(table(&list))
+}
+
+fn progress(r: &Reassignment) -> String {
+    let waiting: Vec<String> = r
+        .adding
+        .iter()
+        .filter(|a| !r.isr.contains(a))
+        .map(|a| match r.behind.iter().find(|(b, _)| b == a) {
+            Some((_, n)) => format!("broker {a}: {n} records to copy"),
+            None => format!("broker {a}: catching up"),
+        })
+        .collect();
+    if waiting.is_empty() { "dropping old replicas".into() } else { waiting.join(", ") }
+}
+
+fn table(list: &[Reassignment]) -> String {
+    if list.is_empty() {
+        return "no reassignment under way\n".into();
+    }
+    let mut rows: Vec<[String; 6]> = vec![[
+        "TOPIC".into(),
+        "PARTITION".into(),
+        "TARGET".into(),
+        "ISR".into(),
+        "LEADER".into(),
+        "PROGRESS".into(),
+    ]];
+    for r in list {
+        rows.push([
+            r.topic.clone(),
+            r.partition.to_string(),
+            id_list(&r.target),
+            id_list(&r.isr),
+            r.leader.map_or_else(|| "none".into(), |l| l.to_string()),
+            progress(r),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> =
+                row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            cells.join("  ").trim_end().to_string() + "\n"
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kafka_plan_file_is_read_and_a_bad_one_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        std::fs::write(
+            &path,
+            r#"{"version":1,"partitions":[{"topic":"orders","partition":2,"replicas":[2,3,4],"log_dirs":["any","any","any"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            read_plan(&path).unwrap(),
+            vec![PartitionMove { topic: "orders".into(), partition: 2, replicas: vec![2, 3, 4] }]
+        );
+        std::fs::write(&path, r#"{"version":1,"partitions":[]}"#).unwrap();
+        assert!(read_plan(&path).unwrap_err().to_string().contains("no partitions"));
+        std::fs::write(&path, "not json").unwrap();
+        assert!(read_plan(&path).unwrap_err().to_string().contains("not a reassignment plan"));
+    }
+
+    #[test]
+    fn moves_under_way_read_as_a_table_with_their_progress() {
+        let r = Reassignment {
+            topic: "orders".into(),
+            partition: 0,
+            target: vec![2, 3, 4],
+            adding: vec![4],
+            removing: vec![1],
+            isr: vec![1, 2, 3],
+            leader: Some(1),
+            behind: vec![(4, 1200)],
+        };
+        assert_eq!(
+            table(&[r]),
+            "TOPIC   PARTITION  TARGET   ISR      LEADER  PROGRESS\n\
+             orders  0          [2,3,4]  [1,2,3]  1       broker 4: 1200 records to copy\n"
+        );
+        assert_eq!(table(&[]), "no reassignment under way\n");
+    }
+}

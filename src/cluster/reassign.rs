@@ -1,0 +1,156 @@
+//! Moving a partition's replicas (Kafka's `kafka-reassign-partitions.sh`, KIP-455): starting a
+//! move to a target replica list, cancelling one, and listing the moves under way with how far
+//! each added replica still has to copy. The rules (add, catch up, join the ISR, then drop the
+//! old replicas and move the leader) are the metadata's ([`MetadataImage::apply`]); this file
+//! only checks a request, proposes it and reports. Never touches logs or the network itself.
+//!
+//! [`MetadataImage::apply`]: super::metadata::MetadataImage::apply
+
+use serde::{Deserialize, Serialize};
+
+use super::metadata::{ApplyResult, MetadataCommand, NodeId};
+use super::{Cluster, ClusterError, Mode};
+use crate::broker::BrokerError;
+
+/// A partition move under way, as this broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReassignmentView {
+    pub topic: String,
+    pub partition: u32,
+    /// Where it is going (the first is the preferred leader).
+    pub target: Vec<i32>,
+    /// Replicas being added (catching up) and dropped once they are in sync.
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: Option<i32>,
+    /// Per added replica not yet in sync: the records it still has to copy, as the leader
+    /// counts them (empty when this broker does not lead the partition).
+    pub behind: Vec<(i32, u64)>,
+}
+
+impl Cluster {
+    /// Starts moving `topic`'s `partition` to the `target` replicas. Returns once the move is
+    /// committed (not done: the new replicas catch up in the background; see
+    /// [`Cluster::reassignments`]).
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        target: &[i32],
+    ) -> Result<(), ClusterError> {
+        let invalid = |reason: String| ClusterError::Reassignment {
+            topic: topic.to_owned(),
+            partition,
+            reason,
+        };
+        let n = match &self.mode {
+            Mode::Single => {
+                self.broker.partition_count(topic)?;
+                return Err(invalid(
+                    "a single broker holds every partition itself: start brokers with \
+                     --controllers to move replicas"
+                        .into(),
+                ));
+            }
+            Mode::Node(n) => n,
+        };
+        let image = n.image();
+        let Some(t) = image.topics.get(topic) else {
+            return Err(BrokerError::UnknownTopic { name: topic.to_owned() }.into());
+        };
+        if partition as usize >= t.partitions.len() {
+            return Err(BrokerError::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions: t.partitions.len() as u32,
+            }
+            .into());
+        }
+        let mut ids = Vec::with_capacity(target.len());
+        for &r in target {
+            let id = NodeId::try_from(r)
+                .ok()
+                .filter(|id| image.brokers.contains_key(id))
+                .ok_or_else(|| invalid(format!("broker {r} is not in the cluster")))?;
+            ids.push(id);
+        }
+        let cmd =
+            MetadataCommand::ReassignPartition { topic: topic.to_owned(), partition, target: ids };
+        match n.propose(cmd).await? {
+            ApplyResult::Rejected(reason) => Err(invalid(reason)),
+            _ => {
+                tracing::info!(topic, partition, ?target, "partition reassignment started");
+                Ok(())
+            }
+        }
+    }
+
+    /// Cancels the move of `topic`'s `partition` under way: the added replicas are dropped.
+    pub async fn cancel_reassignment(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(), ClusterError> {
+        let n = match &self.mode {
+            Mode::Single => {
+                self.broker.partition_count(topic)?;
+                return Err(ClusterError::Reassignment {
+                    topic: topic.to_owned(),
+                    partition,
+                    reason: "no reassignment under way".into(),
+                });
+            }
+            Mode::Node(n) => n,
+        };
+        let cmd = MetadataCommand::CancelReassignment { topic: topic.to_owned(), partition };
+        match n.propose(cmd).await? {
+            ApplyResult::Rejected(reason) => {
+                Err(ClusterError::Reassignment { topic: topic.to_owned(), partition, reason })
+            }
+            _ => {
+                tracing::info!(topic, partition, "partition reassignment cancelled");
+                Ok(())
+            }
+        }
+    }
+
+    /// Every move under way, sorted; with copy progress for the partitions this broker leads.
+    pub fn reassignments(&self) -> Vec<ReassignmentView> {
+        let Mode::Node(n) = &self.mode else {
+            return Vec::new();
+        };
+        let image = n.image();
+        let lags = n.replicas.stats().follower_lags;
+        let ids = |v: &[NodeId]| v.iter().map(|&r| r as i32).collect::<Vec<i32>>();
+        image
+            .reassignments()
+            .into_iter()
+            .filter_map(|(topic, partition)| {
+                let p = image.partition(&topic, partition)?;
+                let behind = p
+                    .adding
+                    .iter()
+                    .filter(|r| !p.isr.contains(r))
+                    .filter_map(|&r| {
+                        lags.iter()
+                            .find(|l| {
+                                l.topic == topic && l.partition == partition && l.replica == r
+                            })
+                            .map(|l| (r as i32, l.lag_records))
+                    })
+                    .collect();
+                Some(ReassignmentView {
+                    target: ids(&p.target()),
+                    adding: ids(&p.adding),
+                    removing: ids(&p.removing),
+                    isr: ids(&p.isr),
+                    leader: p.leader.map(|l| l as i32),
+                    behind,
+                    topic,
+                    partition,
+                })
+            })
+            .collect()
+    }
+}
