@@ -572,3 +572,174 @@ fn a_partition_moves_to_another_broker_while_records_keep_coming() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("broker 9 is not in the cluster"), "{}", stderr(&out));
 }
+
+/// Waits until no partition move is under way; returns every partition's replicas.
+#[track_caller]
+fn moves_done(cluster: &TestCluster, all: &str, topic: &str) -> Vec<Vec<i64>> {
+    let start = Instant::now();
+    loop {
+        let pending = ok(run_cli(all, &["topic", "reassignments"], None));
+        if pending == "no reassignment under way\n" {
+            let d: serde_json::Value = serde_json::from_str(&ok(run_cli(
+                all,
+                &["topic", "describe", topic, "--json"],
+                None,
+            )))
+            .unwrap();
+            return d["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    p["replicas"].as_array().unwrap().iter().filter_map(|r| r.as_i64()).collect()
+                })
+                .collect();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "moves still under way:\n{pending}\n{}",
+            cluster.logs_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A cluster grows from three brokers to four and shrinks back, under a producer: `cluster
+/// rebalance` plans moves onto the newcomer (a dry run changes nothing), `--execute` carries them
+/// out, `cluster decommission 1` empties broker 1 (refused while the others could not hold the
+/// replication factor), and every acknowledged record is read back.
+#[test]
+fn a_cluster_grows_by_a_broker_and_decommissions_one_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(dir.path(), 3, &["--fsync", "never"]);
+    let three = cluster.native_addrs();
+    wait_healthy(&cluster, &three, 3);
+    let limit = Duration::from_secs(120);
+    let create = ["topic", "create", "spread", "--partitions", "6", "--replication-factor", "3"];
+    ok_within(&cluster, &three, &create, limit);
+    wait_healthy(&cluster, &three, 3);
+    let refused = run_cli(&three, &["cluster", "decommission", "1"], None);
+    assert!(!refused.status.success(), "3 replicas cannot live on 2 brokers");
+    assert!(stderr(&refused).contains("only 2 other live broker"), "{}", stderr(&refused));
+
+    // A producer runs throughout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, all) = (stop.clone(), three.clone());
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = format!("r-{i:05}");
+                if run_cli(&all, &["produce", "spread", &v], None).status.success() {
+                    acked.push(v);
+                }
+                i += 1;
+            }
+            acked
+        })
+    };
+
+    cluster.add_broker(dir.path());
+    let all = cluster.native_addrs();
+    wait_healthy(&cluster, &all, 4);
+    let plan: serde_json::Value =
+        serde_json::from_str(&ok(run_cli(&all, &["cluster", "rebalance"], None))).unwrap();
+    let planned = plan["partitions"].as_array().unwrap().len();
+    assert!(planned > 0, "the newcomer holds nothing yet: {plan}");
+    assert_eq!(
+        moves_done(&cluster, &all, "spread").iter().flatten().filter(|&&r| r == 4).count(),
+        0,
+        "a dry run moves nothing"
+    );
+    let started = ok(run_cli(&all, &["cluster", "rebalance", "--execute"], None));
+    assert_eq!(started.lines().count(), planned, "{started}");
+    let replicas = moves_done(&cluster, &all, "spread");
+    let on = |b: i64| replicas.iter().flatten().filter(|&&r| r == b).count();
+    assert!((4..=5).contains(&on(4)), "18 replicas over 4 brokers: {replicas:?}");
+    assert_eq!(
+        ok(run_cli(&all, &["cluster", "rebalance"], None)),
+        "{\"partitions\":[],\"version\":1}\n"
+    );
+
+    let out = ok(run_cli(&all, &["cluster", "decommission", "1"], None));
+    assert!(out.contains("broker 1 holds no replica once these moves finish"), "{out}");
+    let replicas = moves_done(&cluster, &all, "spread");
+    assert!(replicas.iter().all(|r| !r.contains(&1) && r.len() == 3), "{replicas:?}");
+    wait_healthy(&cluster, &all, 4);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    assert!(!acked.is_empty());
+    let mut read =
+        sorted_lines(&ok(run_cli(&all, &["consume", "spread", "--from-beginning"], None)));
+    read.dedup();
+    for v in &acked {
+        assert!(read.binary_search(v).is_ok(), "{v} was acknowledged but is not in the log");
+    }
+}
+
+/// The broker a partition is moving to dies in the middle of the move: the move waits (the
+/// partition keeps its old replicas in sync and serving) and finishes once the broker is back;
+/// a second move is cancelled cleanly instead.
+#[test]
+fn a_move_whose_target_dies_finishes_when_it_returns_or_is_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--fsync", "never", "--broker-session-timeout-ms", "2000"];
+    let mut cluster = TestCluster::start(dir.path(), 3, &flags);
+    wait_healthy(&cluster, &cluster.native_addrs(), 3);
+    let fourth = cluster.add_broker(dir.path());
+    let all = cluster.native_addrs();
+    wait_healthy(&cluster, &all, 4);
+    let limit = Duration::from_secs(120);
+    let create = ["topic", "create", "target", "--partitions", "1", "--replication-factor", "3"];
+    ok_within(&cluster, &all, &create, limit);
+    let values: Vec<String> = (0..2000).map(|i| format!("v-{i:05}")).collect();
+    let mut input = values.join("\n");
+    input.push('\n');
+    ok(run_cli(&all, &["produce", "target"], Some(input.as_bytes())));
+    let d: serde_json::Value =
+        serde_json::from_str(&ok(run_cli(&all, &["topic", "describe", "target", "--json"], None)))
+            .unwrap();
+    let old: Vec<i64> = d["partitions"][0]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_i64())
+        .collect();
+    let newcomer = (1..=4).find(|b| !old.contains(b)).unwrap();
+    let target: Vec<String> =
+        std::iter::once(newcomer).chain(old[1..].iter().copied()).map(|b| b.to_string()).collect();
+    let reassign =
+        ["topic", "reassign", "target", "--partition", "0", "--replicas", &target.join(",")];
+
+    let i = cluster.index(newcomer as i32);
+    cluster.kill(i);
+    ok_within(&cluster, &all, &reassign, limit);
+    std::thread::sleep(Duration::from_secs(3));
+    let pending = ok(run_cli(&all, &["topic", "reassignments"], None));
+    assert!(
+        pending.contains(&format!("broker {newcomer}")),
+        "the move waits for {newcomer}:\n{pending}"
+    );
+    let read = sorted_lines(&ok(run_cli(&all, &["consume", "target", "--from-beginning"], None)));
+    assert_eq!(read.len(), values.len(), "the old replicas keep serving");
+    cluster.restart(i);
+    let replicas = moves_done(&cluster, &all, "target");
+    let want: Vec<i64> = target.iter().map(|b| b.parse().unwrap()).collect();
+    assert_eq!(replicas, vec![want.clone()], "the move finished once broker {newcomer} returned");
+
+    // Another move, cancelled while its target is down: the old replicas stay, nothing lost.
+    let back: Vec<String> = old.iter().map(i64::to_string).collect();
+    cluster.kill(i);
+    let undo = ["topic", "reassign", "target", "--partition", "0", "--replicas", &back.join(",")];
+    ok_within(&cluster, &all, &undo, limit);
+    let cancel = ["topic", "reassign", "target", "--partition", "0", "--cancel"];
+    let out = ok(run_cli(&all, &cancel, None));
+    assert_eq!(out, "cancelled the move of target-0\n");
+    let replicas = moves_done(&cluster, &all, "target");
+    assert_eq!(replicas, vec![want], "cancelled: the replicas before it");
+    let read = sorted_lines(&ok(run_cli(&all, &["consume", "target", "--from-beginning"], None)));
+    assert_eq!(read, values);
+    let _ = fourth;
+}

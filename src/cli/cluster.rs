@@ -43,7 +43,7 @@ enum ClusterCommand {
     Decommission {
         /// The broker to empty.
         #[arg(value_name = "ID")]
-        broker: i32,
+        id: i32,
     },
     /// Move leadership back to each partition's preferred (first) replica where it is live and
     /// in sync (Kafka's preferred leader election; the brokers also do it on their own every
@@ -81,7 +81,7 @@ pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
             }
             write_out(&start(&admin, moves).await?)
         }
-        ClusterCommand::Decommission { broker } => {
+        ClusterCommand::Decommission { id: broker } => {
             let (live, placements) = placements(&admin).await?;
             if !live.contains(&broker) {
                 return Err(CliError::Usage(format!("broker {broker} is not a live broker")));

@@ -78,6 +78,9 @@ pub struct PartitionRecord {
     /// Replicas the reassignment under way drops once the target is in sync.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removing: Vec<NodeId>,
+    /// The replicas before the reassignment under way, in their order: what a cancel restores.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub original: Vec<NodeId>,
 }
 
 impl PartitionRecord {
@@ -580,6 +583,7 @@ impl MetadataImage {
                     isr,
                     adding: Vec::new(),
                     removing: Vec::new(),
+                    original: Vec::new(),
                 }
             })
             .collect();
@@ -718,9 +722,14 @@ impl MetadataImage {
         }
         // Checked above: the partition exists.
         let p = self.partition_mut(topic, partition).expect("partition checked above");
+        p.original = std::mem::take(&mut p.replicas);
         p.replicas = target.iter().chain(&removing).copied().collect();
         p.adding = adding;
         p.removing = removing;
+        if !p.reassigning() {
+            // Only reordered: done at once, nothing to cancel.
+            p.original.clear();
+        }
         p.partition_epoch = p.partition_epoch.saturating_add(1);
         self.maybe_complete_reassignment(topic, partition);
         ApplyResult::Done
@@ -744,7 +753,7 @@ impl MetadataImage {
         // Checked above: the partition exists.
         let p = &mut topics.get_mut(topic).expect("checked").partitions[partition as usize];
         let live = |r: NodeId| brokers.get(&r).is_some_and(|b| !b.fenced);
-        p.replicas.retain(|r| !p.adding.contains(r));
+        p.replicas = std::mem::take(&mut p.original);
         p.isr = isr;
         p.adding.clear();
         p.removing.clear();
@@ -774,6 +783,7 @@ impl MetadataImage {
         p.isr.retain(|r| p.replicas.contains(r));
         p.adding.clear();
         p.removing.clear();
+        p.original.clear();
         if p.leader.is_some_and(|l| !p.replicas.contains(&l)) {
             let next = p.replicas.iter().copied().find(|&r| p.isr.contains(&r) && live(r));
             set_leader(p, next, topic, epoch_floor);

@@ -169,7 +169,7 @@ fn a_reassignment_adds_replicas_and_drops_the_old_ones_once_the_new_are_in_sync(
     let cancel = MetadataCommand::CancelReassignment { topic: "t".into(), partition: 0 };
     assert_eq!(img.apply(&cancel, 0), ApplyResult::Done);
     let r = img.partition("t", 0).unwrap();
-    assert_eq!(r.replicas, vec![3, 4, 2], "the added broker 1 is gone");
+    assert_eq!(r.replicas, vec![2, 3, 4], "the replicas before the move, in their order");
     assert!(!r.reassigning());
     assert!(matches!(img.apply(&cancel, 0), ApplyResult::Rejected(_)), "nothing to cancel");
 
@@ -835,6 +835,12 @@ pub(crate) fn check_image(img: &MetadataImage) -> Result<(), TestCaseError> {
                 "added and removed at once {}",
                 at
             );
+            prop_assert_eq!(
+                p.reassigning(),
+                !p.original.is_empty(),
+                "the replicas before a move are kept exactly while it is under way {}",
+                at
+            );
             prop_assert!(
                 !p.reassigning() || !p.target().iter().all(|r| p.isr.contains(r)),
                 "a reassignment whose target is in sync is not complete {}",
@@ -936,8 +942,7 @@ fn check_step(
                     // A reassignment ends by completing (the replicas become its target, all in
                     // sync) or by being cancelled (the added replicas go again).
                     if q.reassigning() && !p.reassigning() {
-                        let cancelled: Vec<NodeId> =
-                            q.replicas.iter().copied().filter(|r| !q.adding.contains(r)).collect();
+                        let cancelled = q.original.clone();
                         let completed = p.replicas == q.target()
                             && p.replicas.iter().all(|r| p.isr.contains(r) || p.leader.is_none());
                         prop_assert!(
