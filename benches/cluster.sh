@@ -22,19 +22,8 @@ FSYNC=${FSYNC:-always}
 RATE=${RATE:-10000}
 STEP_TIMEOUT=${STEP_TIMEOUT:-120}
 WORK=$(mktemp -d /tmp/minikafka-cluster-bench.XXXXXX)
-PIDS=()
-stop_all() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
-}
-cleanup() { stop_all; rm -rf "$WORK"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=benches/cluster-lib.sh
+source "$(dirname "$0")/cluster-lib.sh"
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
 
 produce() { # $1 broker list, $2 topic
@@ -92,7 +81,6 @@ for round in $(seq "$ROUNDS"); do
         "$round" "$s" "$c" "$ratio" "$RATE" "$l"
     single+=("$s") clustered+=("$c") p99+=("$l")
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
 ms=$(median "${single[@]}") mc=$(median "${clustered[@]}") ml=$(median "${p99[@]}")
 printf 'median of %s rounds (%s B records, %s producers, %s partitions, --fsync %s): single node %.0f rec/s, cluster %.0f rec/s = %s%% of single; p99 at %s msg/s %s us\n' \
     "$ROUNDS" "$SIZE" "$PRODUCERS" "$PARTITIONS" "$FSYNC" "$ms" "$mc" \

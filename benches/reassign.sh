@@ -14,19 +14,8 @@ SIZE_MB=${SIZE_MB:-1024}
 FSYNC=${FSYNC:-never}
 RECORD=1000
 WORK=$(mktemp -d /tmp/minikafka-reassign-bench.XXXXXX)
-PIDS=()
-stop_all() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
-}
-cleanup() { stop_all; rm -rf "$WORK"; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=benches/cluster-lib.sh
+source "$(dirname "$0")/cluster-lib.sh"
 alive() { # $1 broker list
     "$BIN" cluster status --json --broker "$1" 2>/dev/null |
         python3 -c 'import json,sys; print(sum(not b["fenced"] for b in json.load(sys.stdin)["brokers"]))' 2>/dev/null || echo 0
@@ -84,6 +73,5 @@ for round in $(seq "$ROUNDS"); do
         "$round" "$((bytes / 1000000))" "$old" "$target" "$(python3 -c "print($t1 - $t0)")" "$rate"
     rates+=("$rate")
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
 echo "median of $ROUNDS rounds ($SIZE_MB MiB partition, --fsync $FSYNC): $(median "${rates[@]}") MB/s"
 echo "load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%MZ)"

@@ -232,12 +232,8 @@ fn commit_through_the_coordinator(
     );
 }
 
-#[test]
-fn a_member_keeps_committing_at_its_generation_after_its_coordinator_is_killed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = TestCluster::start(dir.path(), 3, &["--broker-session-timeout-ms", "2000"]);
-    let addrs = cluster.kafka_addrs();
-    let mut client = ClusterClient::new(&addrs, TOPIC, "cluster-groups-test");
+/// Creates `TOPIC` with 3 partitions x 3 replicas and waits until every partition is in sync.
+fn create_topic(client: &mut ClusterClient) {
     let deadline = Instant::now() + STEP_LIMIT;
     loop {
         match client.create_topic(3, 3) {
@@ -247,6 +243,15 @@ fn a_member_keeps_committing_at_its_generation_after_its_coordinator_is_killed()
         }
     }
     client.wait_healthy(3, 3, STEP_LIMIT).unwrap();
+}
+
+#[test]
+fn a_member_keeps_committing_at_its_generation_after_its_coordinator_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(dir.path(), 3, &["--broker-session-timeout-ms", "2000"]);
+    let addrs = cluster.kafka_addrs();
+    let mut client = ClusterClient::new(&addrs, TOPIC, "cluster-groups-test");
+    create_topic(&mut client);
 
     // A consumer joins, takes every partition and commits.
     let deadline = Instant::now() + STEP_LIMIT;
@@ -349,15 +354,7 @@ fn a_vanished_member_is_expired_by_the_next_coordinator_and_the_group_deleted_an
     let addrs = cluster.kafka_addrs();
     let native: Vec<String> = cluster.native_addrs().split(',').map(str::to_string).collect();
     let mut client = ClusterClient::new(&addrs, TOPIC, "cluster-groups-expiry");
-    let deadline = Instant::now() + STEP_LIMIT;
-    loop {
-        match client.create_topic(3, 3) {
-            Ok(NONE | TOPIC_ALREADY_EXISTS) => break,
-            other if Instant::now() > deadline => panic!("CreateTopics: {other:?}"),
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-    client.wait_healthy(3, 3, STEP_LIMIT).unwrap();
+    create_topic(&mut client);
     let deadline = Instant::now() + STEP_LIMIT;
     let (coordinator, member, generation) = loop {
         if let Some((id, addr)) = find_coordinator(&mut client, &addrs)
