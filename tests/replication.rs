@@ -156,6 +156,13 @@ impl ReplicaLog for MemLog {
         g.batches.retain(|b| b.1 > start);
         Ok(())
     }
+    fn restart_at(&self, offset: u64) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        g.batches.clear();
+        (g.start, g.end) = (offset, offset);
+        g.cache = Default::default();
+        Ok(())
+    }
 }
 
 /// A partition's log and its appended Notify.
@@ -733,6 +740,33 @@ mod real {
         // Were a follower to lead now, the deleted records would stay deleted.
         nodes[1].rm.become_leader(T, 0, 2, 1, vec![2, 3], vec![1, 2, 3]).unwrap();
         assert!(nodes[1].log().read(0, 1 << 20).is_err(), "offset 0 is below the log start");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_behind_the_leaders_log_start_starts_over_there_and_catches_up() {
+        let (_net, nodes) = brokers(3, Duration::from_secs(30));
+        // Broker 3 is away: the ISR is 1 and 2 while records come and the first ones are deleted.
+        nodes[0].rm.become_leader(T, 0, 1, 0, vec![1, 2], vec![1, 2, 3]).unwrap();
+        nodes[1].rm.become_follower(T, 0, 1, 1, "n1".into()).unwrap();
+        let mut end = 0;
+        for _ in 0..5 {
+            end = nodes[0].produce(4).await;
+        }
+        nodes[0].rm.wait_for_hw(T, 0, end, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(nodes[0].broker.trim(T, 0, 12).unwrap(), 12);
+        // Broker 3 returns with an empty log: everything it lacks below 12 is gone on the leader.
+        nodes[2].rm.become_follower(T, 0, 1, 1, "n1".into()).unwrap();
+        eventually("broker 3 starts over at the leader's log start and catches up", || {
+            let log = nodes[2].log();
+            log.log_start_offset() == 12 && log.next_offset() == end
+        })
+        .await;
+        let theirs = nodes[2].log().read(12, 1 << 20).unwrap();
+        let ours = nodes[0].log().read(12, 1 << 20).unwrap();
+        assert_eq!(theirs.bytes(), ours.bytes(), "the same batches, byte for byte");
+        // And it goes on following.
+        end = nodes[0].produce(3).await;
+        eventually("broker 3 keeps up", || nodes[2].log().next_offset() == end).await;
     }
 
     /// Dispatches REPLICA_FETCH to the manager, as the cluster glue's handler does.

@@ -181,6 +181,37 @@ fn a_truncation_at_the_end_drops_an_epoch_that_wrote_nothing() {
 }
 
 #[test]
+fn a_log_starts_over_empty_at_a_later_offset_and_stays_there_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny_config(300)).unwrap();
+    append_values(&log, 10, "old");
+    log.set_leader_epoch(2).unwrap();
+    append_values(&log, 3, "old");
+    let held = log.read(0, 1 << 20).unwrap();
+    assert!(
+        matches!(log.restart_at(13), Err(StorageError::OffsetOutOfRange { .. })),
+        "not past the end"
+    );
+    log.restart_at(100).unwrap();
+    assert_eq!((log.log_start_offset(), log.next_offset(), log.visible_end()), (100, 100, 100));
+    assert!(matches!(log.read(50, 100), Err(StorageError::OffsetOutOfRange { .. })));
+    assert_eq!(log.latest_epoch(), None, "no epoch wrote anything here");
+    assert!(held.records().all(|r| r.is_ok()), "a slice read before is still readable");
+    append_values(&log, 2, "new");
+    let want = vec![(100, "new-00100".to_string()), (101, "new-00101".to_string())];
+    assert_eq!(all_values(&log), want);
+    drop(log);
+    let log = Log::open(dir.path(), tiny_config(300)).unwrap();
+    assert_eq!(log.log_start_offset(), 100);
+    assert_eq!(all_values(&log), want);
+    let names = file_names(dir.path());
+    assert!(
+        !names.iter().any(|n| n.starts_with("00000000000000000000")),
+        "old segments gone: {names:?}"
+    );
+}
+
+#[test]
 fn truncation_crosses_segment_boundaries_and_readers_keep_their_slices() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), tiny_config(300)).unwrap();

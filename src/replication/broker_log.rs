@@ -43,6 +43,9 @@ impl ReplicaLog for Log {
     fn advance_log_start(&self, offset: u64) -> Result<(), StorageError> {
         Log::trim_before(self, offset).map(|_| ())
     }
+    fn restart_at(&self, offset: u64) -> Result<(), StorageError> {
+        Log::restart_at(self, offset)
+    }
 }
 
 impl PartitionLogs for Broker {

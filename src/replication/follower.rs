@@ -137,15 +137,25 @@ impl FollowerTask {
         match resp.error {
             FetchErrorCode::None => {}
             FetchErrorCode::OffsetOutOfRange => {
-                // Behind the leader's log start (retention ran while this replica was away):
-                // catching up needs the log restarted at the leader's start, which the storage
-                // layer does not offer yet. Keep asking; the operator sees the warning.
-                tracing::warn!(
+                // Behind the leader's log start (retention or DeleteRecords ran there while this
+                // replica was away, or it is a new replica): nothing here is worth keeping, so
+                // the log starts over, empty, at the leader's start (Kafka does the same).
+                let start = resp.log_start_offset;
+                if start <= self.log.log_end() {
+                    return Step::Error;
+                }
+                tracing::info!(
                     topic = %self.topic, partition = self.partition, fetch_offset = req.fetch_offset,
-                    leader_log_start = resp.log_start_offset,
-                    "this replica is behind the leader's log start and cannot catch up"
+                    leader_log_start = start, "behind the leader's log start: starting over there"
                 );
-                return Step::Error;
+                return match self.with_log(|log| log.restart_at(start)) {
+                    None => Step::Stale,
+                    Some(Ok(())) => Step::Progress,
+                    Some(Err(e)) => {
+                        tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "starting the log over failed");
+                        Step::Error
+                    }
+                };
             }
             code => {
                 // Epoch mismatch or not leader: the metadata is moving; the manager restarts

@@ -38,6 +38,9 @@ pub trait ReplicaLog: Send + Sync + 'static {
     /// Moves the log start up to `offset` (a follower following its leader's DeleteRecords or
     /// retention); never back.
     fn advance_log_start(&self, offset: u64) -> Result<(), StorageError>;
+    /// Drops every record and starts the log over, empty, at `offset` (past its end): a follower
+    /// whose whole log lies below its leader's log start.
+    fn restart_at(&self, offset: u64) -> Result<(), StorageError>;
 }
 
 /// Where the partitions' logs are: the broker, or a test's in-memory set.

@@ -48,6 +48,7 @@ use crate::storage::checked_file::{Format, seal_record, u64_at};
 use crate::storage::epoch_checkpoint;
 use crate::storage::fs::{FileSystem, tmp_path, write_atomic};
 use crate::storage::index::IndexSummary;
+use crate::storage::producer_state::{self, ProducerStates};
 use crate::storage::recovery;
 use crate::storage::segment::{self, IndexCursor, SEGMENT_HEADER_LEN, Segment, SegmentParts};
 
@@ -107,6 +108,83 @@ impl Log {
             // The files are part way: reopening finishes the truncation from the intent file.
             Err(e) => self.poison(e),
         }
+    }
+
+    /// Empties the log and starts it over at `offset`, past its end (Kafka's
+    /// `truncateFullyAndStartAt`): a follower whose whole log lies below its leader's log start
+    /// (retention or DeleteRecords ran there while it was away) can only keep nothing and fetch
+    /// from there. Crash-safe at every step: the log start checkpoint is written first (a crash
+    /// then reopens the old records, the start clamped to their end), segments go oldest first
+    /// (what is left is contiguous), and a directory left with the checkpoint alone opens empty
+    /// at `offset`. Readers holding slices keep them (the segments are retired, not unmapped).
+    pub fn restart_at(&self, offset: u64) -> Result<(), StorageError> {
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        let mut app = self.lock_appender()?;
+        let next = self.next_offset();
+        if offset <= next {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset(),
+                next_offset: next,
+            });
+        }
+        // No fdatasync may publish an old end meanwhile: claim the syncer's slot.
+        {
+            let mut st = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+            while st.syncing {
+                st = self.synced_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            st.syncing = true;
+        }
+        let res = self.restart_files(&mut app, offset);
+        let mut st = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        st.syncing = false;
+        if res.is_ok() {
+            st.synced = offset;
+            self.durable_end.store(offset, Ordering::Release);
+        }
+        drop(st);
+        self.synced_cv.notify_all();
+        match res {
+            Ok(()) => {
+                tracing::info!(dir = %self.dir.display(), offset, old_next_offset = next,
+                    "log emptied and restarted at the leader's log start");
+                Ok(())
+            }
+            // Files part way: reopening finishes from what is on disk (see above).
+            Err(e) => self.poison(e),
+        }
+    }
+
+    fn restart_files(&self, app: &mut Appender, offset: u64) -> Result<(), StorageError> {
+        let fs = &*self.fs;
+        recovery::write_checkpoint(fs, &self.dir, offset)?;
+        self.truncations.fetch_add(1, Ordering::AcqRel);
+        for seg in self.segments_snapshot() {
+            seg.retire(fs)?;
+            for path in [&seg.log_path, &seg.index_path, &seg.time_index_path] {
+                remove_if_there(fs, path)?;
+            }
+            fs.sync_dir(&self.dir).map_err(StorageError::io(&self.dir, "fsync log directory"))?;
+        }
+        // Nothing below `offset` is left to describe: producers, epochs and the cleaner start over.
+        producer_state::keep_newest_snapshots(fs, &self.dir, 0)?;
+        app.producers = ProducerStates::new();
+        for name in [epoch_checkpoint::EPOCH_CHECKPOINT_FILE, CLEANER_CHECKPOINT_FILE] {
+            remove_if_there(fs, &self.dir.join(name))?;
+        }
+        *self.lock_epochs() = Default::default();
+        let capacity = self.config().segment_bytes as usize;
+        let seg =
+            Arc::new(Segment::create(fs, &self.dir, offset, capacity, self.index_interval_bytes)?);
+        fs.sync_dir(&self.dir).map_err(StorageError::io(&self.dir, "fsync log directory"))?;
+        *self.segments.write().unwrap_or_else(|p| p.into_inner()) = vec![seg];
+        self.log_start.store(offset, Ordering::Release);
+        self.next_offset.store(offset, Ordering::Release);
+        app.index_cursor = IndexCursor::new(self.index_interval_bytes, SEGMENT_HEADER_LEN);
+        app.torn_end = 0;
+        app.first_batch_ts = None;
+        Ok(())
     }
 
     /// Drops the leader epochs that start at or past `end` from the cache and its checkpoint.
