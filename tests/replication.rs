@@ -308,6 +308,32 @@ async fn followers_end_byte_identical_and_acks_all_resolves_once_replicated() {
     assert!(sampler.await.unwrap() > 0);
 }
 
+/// Kafka's maximal ISR (KIP-497): once the leader asks for a caught-up follower to join the
+/// ISR, the watermark waits for that follower too, before the change is committed. Committed,
+/// the follower may be elected (or made leader by a finishing reassignment) before this leader
+/// hears of it: nothing it lacks may have been acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_asked_into_the_isr_holds_the_watermark_before_the_change_is_committed() {
+    let (net, nodes) = cluster(3, Duration::from_secs(30));
+    elect(&nodes, 0, 1, &[1, 2], &[1, 2]);
+    let first = nodes[0].produce(5).next;
+    nodes[0].rm.wait_for_hw(T, 0, first, Duration::from_secs(10)).await.unwrap();
+    let asked = next_isr_request(&nodes[0]).await;
+    assert_eq!(asked.isr, vec![1, 2, 3], "node 3 caught up: the leader asks it in");
+
+    // Not committed yet, node 3 stops fetching: the watermark waits for it.
+    net.isolate(3);
+    let end = nodes[0].produce(7).next;
+    eventually("node 2 replicated", || nodes[1].log().log_end() == end).await;
+    let err = nodes[0].rm.wait_for_hw(T, 0, end, Duration::from_millis(300)).await.unwrap_err();
+    assert!(matches!(err, ReplicationError::Timeout { .. }), "{err}");
+    assert!(nodes[0].hw() <= nodes[2].log().log_end(), "nothing node 3 lacks is below the watermark");
+
+    // The controller refuses the change: the watermark follows the committed ISR again.
+    nodes[0].rm.isr_change_refused(T, 0, &[1, 2, 3]);
+    nodes[0].rm.wait_for_hw(T, 0, end, Duration::from_secs(10)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watermark_is_the_slowest_in_sync_replica_and_acks_all_waits_for_it() {
     let (net, nodes) = cluster(3, Duration::from_secs(30));

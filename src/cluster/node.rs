@@ -593,6 +593,11 @@ impl Node {
                 match self.raft.propose(cmd.clone()).await {
                     Ok(ApplyResult::Rejected(reason)) => {
                         tracing::debug!(?change, %reason, "ISR change refused");
+                        self.replicas.isr_change_refused(
+                            &change.topic,
+                            change.partition,
+                            &change.isr,
+                        );
                         break;
                     }
                     Ok(_) => {

@@ -23,6 +23,8 @@ use super::{IsrChange, LeaderInfo, NodeId, ReplicationError};
 pub const MAX_FETCH_WAIT: Duration = Duration::from_secs(10);
 /// An ISR change asked for and neither applied nor refused is asked for again after this.
 const ISR_REQUEST_RETRY: Duration = Duration::from_secs(2);
+/// How long an ISR change nobody answered keeps counting toward the high watermark.
+const PENDING_ISR_EXPIRY: Duration = Duration::from_secs(20);
 
 /// Where acks=all waiters look: the watermark, the ISR size, and whether this is still leading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,7 +321,41 @@ impl PartitionLeader {
         );
         // A closed receiver means the glue is gone (shutting down): nothing to ask.
         let _ = lock(&self.isr_sink).send(change);
+        // Kafka's maximal ISR (KIP-497): a replica asked into the ISR counts toward the high
+        // watermark from now on. Once the change is committed it may be elected (or made leader
+        // by a finishing reassignment) before this leader hears of the commit, so nothing it
+        // lacks may be acknowledged meanwhile. A replica asked out counts until committed.
+        let mut maximal: Vec<NodeId> = inner.isr.iter().chain(&isr).copied().collect();
+        maximal.sort_unstable();
+        maximal.dedup();
+        inner.hw.set_isr(maximal.into_iter().map(rid).collect());
         inner.pending = Some((isr, now));
+    }
+
+    /// The controller refused the ISR change `isr` (the broker asked in was fenced meanwhile,
+    /// say): the watermark follows the committed ISR again.
+    pub fn isr_change_refused(&self, isr: &[NodeId]) {
+        let mut inner = lock(&self.inner);
+        if inner.pending.as_ref().is_some_and(|(asked, _)| asked == isr) {
+            inner.pending = None;
+            let committed = inner.isr.iter().map(|&n| rid(n)).collect();
+            inner.hw.set_isr(committed);
+            self.publish(&inner);
+        }
+    }
+
+    /// A backstop for an answer that never came: an ISR change asked for long ago stops
+    /// counting toward the watermark (it is asked again if it still holds).
+    fn expire_pending(&self, inner: &mut Inner, now: Instant) {
+        if inner
+            .pending
+            .as_ref()
+            .is_some_and(|(_, at)| now.duration_since(*at) >= PENDING_ISR_EXPIRY)
+        {
+            inner.pending = None;
+            let isr = inner.isr.iter().map(|&n| rid(n)).collect();
+            inner.hw.set_isr(isr);
+        }
     }
 
     /// The periodic ISR check: followers not caught up to the leader's end for longer than the
@@ -331,6 +367,7 @@ impl PartitionLeader {
         if inner.stopped {
             return;
         }
+        self.expire_pending(&mut inner, now);
         inner.hw.update(rid(self.node_id), own);
         self.publish(&inner);
         let lagging: Vec<NodeId> = inner

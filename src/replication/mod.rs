@@ -583,6 +583,13 @@ impl ReplicaManager {
     }
 
     /// The controller committed `isr` at `partition_epoch` for a partition led here.
+    /// The controller refused the ISR change this broker's leader of the partition asked for.
+    pub fn isr_change_refused(&self, topic: &str, partition: u32, isr: &[NodeId]) {
+        if let Some(l) = self.leader(topic, partition) {
+            l.isr_change_refused(isr);
+        }
+    }
+
     pub fn update_isr(&self, topic: &str, partition: u32, isr: Vec<NodeId>, partition_epoch: i32) {
         if let Some(l) = self.leader(topic, partition) {
             l.update_isr(isr, partition_epoch);
