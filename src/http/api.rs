@@ -580,6 +580,31 @@ mod tests {
     use crate::http::HttpServer;
     use crate::http::browse::MAX_CONCURRENT_PAGES;
 
+    /// The console reads a move's copy progress by name: broker 4 still has 1234 records to copy,
+    /// broker 5 fetched nothing yet (no count: "catching up").
+    #[test]
+    fn a_move_shows_the_records_each_added_replica_still_has_to_copy() {
+        let view = ReassignmentView {
+            topic: "orders".into(),
+            partition: 2,
+            target: vec![1, 4, 5],
+            adding: vec![4, 5],
+            removing: vec![3],
+            isr: vec![1, 3],
+            leader: Some(1),
+            behind: vec![(4, 1234)],
+        };
+        let json = serde_json::to_value(ReassignmentJson::from(view)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "topic": "orders", "partition": 2, "target": [1, 4, 5], "adding": [4, 5],
+                "removing": [3], "isr": [1, 3], "leader": 1,
+                "behind": [{"replica": 4, "records": 1234}],
+            })
+        );
+    }
+
     /// A topic's page carries its id (as Kafka prints it) and every config with its source;
     /// the topic list carries the ids only.
     #[tokio::test]
