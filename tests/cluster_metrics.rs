@@ -4,7 +4,8 @@
 //! the survivors count the partitions they lead as under-replicated and the ISR shrinks they
 //! committed, the leader shows how far the dead follower falls behind, and the controller alone
 //! counts the partition that lost its only replica as offline; after the restart every count
-//! returns to 0 and the ISR expansions are counted.
+//! returns to 0 and the ISR expansions are counted. And what the console's `/api/cluster` says
+//! of a partition moved to a broker that is down, until the move finishes.
 
 mod common;
 
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::cluster_client::{Attempt, ClusterClient, IdempotentProducer, NONE};
+use common::{ok, run_cli};
 use minikafka::metrics::find_sample;
 
 /// Liveness bound for every wait (a debug build on a busy 2-core machine).
@@ -24,16 +26,26 @@ const REPLICATED: &str = "replicated";
 /// One replica per partition, one partition per broker: the killed broker's goes offline.
 const SOLO: &str = "solo";
 
-/// GET `/metrics` of broker `i`: `None` when it does not answer.
-fn scrape(cluster: &TestCluster, i: usize) -> Option<String> {
+/// GET `path` of broker `i`'s HTTP listener: the body of a 200, `None` otherwise.
+fn get(cluster: &TestCluster, i: usize, path: &str) -> Option<String> {
     let addr = cluster.nodes[i].http_addr.as_deref().expect("started with HTTP");
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// GET `/metrics` of broker `i`: `None` when it does not answer.
+fn scrape(cluster: &TestCluster, i: usize) -> Option<String> {
+    get(cluster, i, "/metrics")
+}
+
+/// GET `/api/cluster` of broker `i`: `None` when it does not answer.
+fn cluster_json(cluster: &TestCluster, i: usize) -> Option<serde_json::Value> {
+    serde_json::from_str(&get(cluster, i, "/api/cluster")?).ok()
 }
 
 /// One sample of broker `i`'s exposition (`labels` as written there, empty for none).
@@ -185,4 +197,75 @@ fn cluster_health_shows_in_every_brokers_metrics_through_a_follower_kill_and_res
     let controllers: f64 =
         all.iter().filter_map(|&i| sample(&cluster, i, "minikafka_controller_leader", "")).sum();
     assert_eq!(controllers, 1.0, "exactly one controller after the restart");
+}
+
+/// An operator moves a partition to a broker that is down: the console of every live broker
+/// lists the move, with the new replica being added and not yet in sync; the leader, which alone
+/// knows the copy progress, has none for a replica that never fetched. Once the broker is back,
+/// it catches up, the move finishes, and no console lists it any more.
+#[test]
+fn the_console_lists_a_partition_move_until_it_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start_with_http(dir.path(), 3, &["--fsync", "never"]);
+    let moving = create(&cluster, "moving", 1, 1);
+    let from = moving.meta.partitions[&0].replicas[0];
+    let controller = loop {
+        if let Some(c) = cluster.controller() {
+            break c as i32;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Not the controller: the move is proposed at once, without waiting for an election.
+    let to = (1..=3).find(|&b| b != from && b != controller).unwrap();
+    let all = cluster.native_addrs();
+    let values: String = (0..100).map(|i| format!("v-{i}\n")).collect();
+    ok(run_cli(&all, &["produce", "moving"], Some(values.as_bytes())));
+
+    let t = cluster.index(to);
+    cluster.kill(t);
+    let reassign =
+        ["topic", "reassign", "moving", "--partition", "0", "--replicas", &to.to_string()];
+    // Asked within the killed broker's session (9 s by default): once fenced, it could not be
+    // added.
+    ok(run_cli(&all, &reassign, None));
+    let pending = serde_json::json!([{
+        "topic": "moving",
+        "partition": 0,
+        "target": [to],
+        "adding": [to],
+        "removing": [from],
+        "isr": [from],
+        "leader": from,
+        "behind": [],
+    }]);
+    let live: Vec<usize> = (0..3).filter(|&i| i != t).collect();
+    eventually(&cluster, "every live console lists the move", || {
+        live.iter()
+            .all(|&i| cluster_json(&cluster, i).is_some_and(|c| c["reassignments"] == pending))
+    });
+    // Still there a few seconds later: it waits for its target.
+    std::thread::sleep(Duration::from_secs(3));
+    let c = cluster_json(&cluster, cluster.index(from)).expect("the leader's console answers");
+    assert_eq!(c["reassignments"], pending, "{c}");
+
+    cluster.restart(t);
+    eventually(
+        &cluster,
+        "the move finished: no console lists it, the partition is on its target",
+        || {
+            (0..3).all(|i| {
+                cluster_json(&cluster, i).is_some_and(|c| {
+                    let p = c["partitions"]
+                        .as_array()
+                        .and_then(|ps| ps.iter().find(|p| p["topic"] == "moving"));
+                    c["reassignments"] == serde_json::json!([])
+                        && p.is_some_and(|p| {
+                            p["replicas"] == serde_json::json!([to]) && p["leader"] == to
+                        })
+                })
+            })
+        },
+    );
+    let read = ok(run_cli(&all, &["consume", "moving", "--from-beginning"], None));
+    assert_eq!(read, values, "the moved partition holds every record");
 }

@@ -545,7 +545,7 @@ async fn an_auth_token_guards_the_api_and_metrics() {
 
 /// An operator opens the console of a broker started without `--controllers`: it is a healthy
 /// cluster of one, its own controller, listed at the address native clients use, with nothing
-/// under-replicated or offline, and a topic created from the console is led by it. Its metrics
+/// under-replicated, offline or moving, and a topic created from the console is led by it. Its metrics
 /// carry the cluster series with a cluster of one's values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_a_single_broker_as_a_cluster_of_one() {
@@ -578,6 +578,7 @@ async fn the_console_shows_a_single_broker_as_a_cluster_of_one() {
                 { "topic": "orders", "partition": 1, "leader": 0, "leader_epoch": 0,
                   "replicas": [0], "isr": [0], "offline_replicas": [] },
             ],
+            "reassignments": [],
         })
     );
     let m = stack.metrics().await;

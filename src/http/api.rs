@@ -15,7 +15,9 @@ use super::AppState;
 use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE_BYTES, PAGE_WAIT, RecordJson, RecordsPage};
 use crate::broker::topic_config::{ConfigEntry, ConfigSource};
 use crate::broker::{Broker, BrokerError, GroupLag, PartitionLag, TopicDescription};
-use crate::cluster::{Cluster, ClusterError, ClusterStatus, PartitionView as Leadership};
+use crate::cluster::{
+    Cluster, ClusterError, ClusterStatus, PartitionView as Leadership, ReassignmentView,
+};
 use crate::metrics::{
     self, ClusterState, GroupOffsetState, PartitionState, ReplicaLagState, StateSnapshot,
 };
@@ -399,17 +401,63 @@ pub(crate) async fn get_group(
     Ok(Json(group_view(&s, &mut ends, &group)?))
 }
 
-/// `/api/cluster`: `cluster status`, and every partition's leader, replicas and ISR (what the
-/// console's cluster page shows per broker).
+/// `/api/cluster`: `cluster status`, every partition's leader, replicas and ISR (what the
+/// console's cluster page shows per broker), and the partition moves under way.
 #[derive(Debug, Serialize)]
 pub(crate) struct ClusterView {
     #[serde(flatten)]
     status: ClusterStatus,
     partitions: Vec<Leadership>,
+    reassignments: Vec<ReassignmentJson>,
+}
+
+/// A partition move under way, as `topic reassignments --json` has it but with the copy
+/// progress as named fields for the page.
+#[derive(Debug, Serialize)]
+pub(crate) struct ReassignmentJson {
+    topic: String,
+    partition: u32,
+    target: Vec<i32>,
+    adding: Vec<i32>,
+    removing: Vec<i32>,
+    isr: Vec<i32>,
+    leader: Option<i32>,
+    /// Known only when this broker leads the partition: empty elsewhere.
+    behind: Vec<ReplicaBehind>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ReplicaBehind {
+    replica: i32,
+    /// Records the added replica still has to copy from the leader.
+    records: u64,
+}
+
+impl From<ReassignmentView> for ReassignmentJson {
+    fn from(r: ReassignmentView) -> Self {
+        ReassignmentJson {
+            topic: r.topic,
+            partition: r.partition,
+            target: r.target,
+            adding: r.adding,
+            removing: r.removing,
+            isr: r.isr,
+            leader: r.leader,
+            behind: r
+                .behind
+                .into_iter()
+                .map(|(replica, records)| ReplicaBehind { replica, records })
+                .collect(),
+        }
+    }
 }
 
 pub(crate) async fn cluster(State(s): State<AppState>) -> Json<ClusterView> {
-    Json(ClusterView { status: s.cluster.status(), partitions: s.cluster.partitions() })
+    Json(ClusterView {
+        status: s.cluster.status(),
+        partitions: s.cluster.partitions(),
+        reassignments: s.cluster.reassignments().into_iter().map(Into::into).collect(),
+    })
 }
 
 pub(crate) async fn rates(State(s): State<AppState>) -> Json<super::rates::RatesView> {
@@ -531,6 +579,31 @@ mod tests {
     use crate::broker::BrokerConfig;
     use crate::http::HttpServer;
     use crate::http::browse::MAX_CONCURRENT_PAGES;
+
+    /// The console reads a move's copy progress by name: broker 4 still has 1234 records to copy,
+    /// broker 5 fetched nothing yet (no count: "catching up").
+    #[test]
+    fn a_move_shows_the_records_each_added_replica_still_has_to_copy() {
+        let view = ReassignmentView {
+            topic: "orders".into(),
+            partition: 2,
+            target: vec![1, 4, 5],
+            adding: vec![4, 5],
+            removing: vec![3],
+            isr: vec![1, 3],
+            leader: Some(1),
+            behind: vec![(4, 1234)],
+        };
+        let json = serde_json::to_value(ReassignmentJson::from(view)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "topic": "orders", "partition": 2, "target": [1, 4, 5], "adding": [4, 5],
+                "removing": [3], "isr": [1, 3], "leader": 1,
+                "behind": [{"replica": 4, "records": 1234}],
+            })
+        );
+    }
 
     /// A topic's page carries its id (as Kafka prints it) and every config with its source;
     /// the topic list carries the ids only.

@@ -324,18 +324,27 @@ function attentionRow(p, what) {
     el("td", {}, idList(p.isr)));
 }
 
-// A move in progress, as the API will report it (it reports none yet: the section stays hidden).
+// What each added replica not yet in sync still has to copy. Only the partition's leader counts
+// the records: served by another broker, the page can only say the replica is catching up.
+function reassignmentProgress(r) {
+  const waiting = r.adding.filter((a) => !r.isr.includes(a));
+  if (!waiting.length) return [el("div", {}, "dropping old replicas")];
+  return waiting.map((a) => {
+    const b = r.behind.find((x) => x.replica === a);
+    return el("div", { "data-replica": a },
+      "broker " + a + ": " + (b ? b.records.toLocaleString("en-US") + " records to copy" : "catching up"));
+  });
+}
+
+// A move under way (`minikafka topic reassign`).
 function reassignmentRow(r) {
-  const total = Number(r.bytes_total) || 0;
-  const done = Number(r.bytes_done) || 0;
   return el("tr", { "data-topic": r.topic, "data-partition": r.partition },
     el("td", {}, r.topic),
     el("td", { class: "num" }, r.partition),
-    el("td", {}, Array.isArray(r.replicas) ? idList(r.replicas) : "–"),
-    el("td", {}, total > 0
-      ? el("span", {}, el("progress", { max: total, value: Math.min(done, total) }),
-        " " + fmtBytes(done) + " of " + fmtBytes(total))
-      : "–"));
+    el("td", { title: "adding " + idList(r.adding) + ", removing " + idList(r.removing) }, idList(r.target)),
+    el("td", {}, idList(r.isr)),
+    el("td", {}, r.leader === null ? "none" : r.leader),
+    el("td", { class: "plist" }, ...reassignmentProgress(r)));
 }
 
 async function refreshCluster() {
@@ -368,8 +377,8 @@ async function refreshCluster() {
     ...c.offline.map((p) => attentionRow(p, "offline")),
     ...c.under_replicated.map((p) => attentionRow(p, "under-replicated")),
   ], "every partition has a leader and all its replicas in sync", 6);
-  const moves = Array.isArray(c.reassignments) ? c.reassignments : [];
-  replaceRows($("cluster-reassignments-body"), moves.map(reassignmentRow), "", 4);
+  const moves = c.reassignments || [];
+  replaceRows($("cluster-reassignments-body"), moves.map(reassignmentRow), "", 6);
   $("cluster-reassignments").hidden = moves.length === 0;
 }
 
