@@ -327,7 +327,10 @@ async fn a_replica_asked_into_the_isr_holds_the_watermark_before_the_change_is_c
     eventually("node 2 replicated", || nodes[1].log().log_end() == end).await;
     let err = nodes[0].rm.wait_for_hw(T, 0, end, Duration::from_millis(300)).await.unwrap_err();
     assert!(matches!(err, ReplicationError::Timeout { .. }), "{err}");
-    assert!(nodes[0].hw() <= nodes[2].log().log_end(), "nothing node 3 lacks is below the watermark");
+    assert!(
+        nodes[0].hw() <= nodes[2].log().log_end(),
+        "nothing node 3 lacks is below the watermark"
+    );
 
     // The controller refuses the change: the watermark follows the committed ISR again.
     nodes[0].rm.isr_change_refused(T, 0, &[1, 2, 3]);

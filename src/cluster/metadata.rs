@@ -717,9 +717,8 @@ impl MetadataImage {
             target.iter().copied().filter(|r| !p.replicas.contains(r)).collect();
         let removing: Vec<NodeId> =
             p.replicas.iter().copied().filter(|r| !target.contains(r)).collect();
-        if adding.iter().any(|r| !self.is_live(*r)) {
-            return reject(format!("{topic}-{partition}: a replica to add is fenced"));
-        }
+        // A fenced (registered) broker may be added, as in Kafka: the move waits for it to
+        // return and catch up, or is cancelled.
         // Checked above: the partition exists.
         let p = self.partition_mut(topic, partition).expect("partition checked above");
         p.original = std::mem::take(&mut p.replicas);
