@@ -293,16 +293,9 @@ pub struct BrokerInfo {
     pub fenced: bool,
 }
 
-/// One partition of a preferred leader election: its first (preferred) replica, its leader
-/// afterwards (none: offline), and whether the preferred replica leads it now.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct LeaderElection {
-    pub topic: String,
-    pub partition: u32,
-    pub preferred: i32,
-    pub leader: Option<i32>,
-    pub elected: bool,
-}
+/// The cluster's own answers travel as they are: a preferred leader election's outcome per
+/// partition, and a partition move under way (its copy progress known by the leader only).
+pub use crate::cluster::{LeaderElection, ReassignmentView as Reassignment};
 
 /// One partition move asked for: its target replicas (empty: cancel the move under way).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -310,21 +303,6 @@ pub struct PartitionMove {
     pub topic: String,
     pub partition: u32,
     pub replicas: Vec<i32>,
-}
-
-/// A partition move under way: where it goes, what is being added and dropped, the ISR and
-/// leader now, and per added replica not yet in sync the records it still has to copy (known
-/// by the partition's leader only).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Reassignment {
-    pub topic: String,
-    pub partition: u32,
-    pub target: Vec<i32>,
-    pub adding: Vec<i32>,
-    pub removing: Vec<i32>,
-    pub isr: Vec<i32>,
-    pub leader: Option<i32>,
-    pub behind: Vec<(i32, u64)>,
 }
 
 /// One partition's leadership: who leads it (none: offline), in which epoch, its replicas and

@@ -17,8 +17,7 @@ use crate::broker::{AppendBatch, BrokerError, FetchResult};
 use crate::cluster::{Acks, BrokerView, Cluster, ClusterError, PartitionView};
 use crate::metrics::Listener;
 use crate::protocol::{
-    BrokerInfo, ClusterInfo, ErrorCode, FETCH_CONTINUE, LeaderElection, PartitionState,
-    Reassignment, Request, Response,
+    BrokerInfo, ClusterInfo, ErrorCode, FETCH_CONTINUE, PartitionState, Request, Response,
 };
 use crate::storage::StorageError;
 
@@ -391,16 +390,7 @@ async fn run(
             let elections = cluster
                 .elect_preferred_leaders(topic.as_deref())
                 .await
-                .map_err(|e| cluster_error(&e))?
-                .into_iter()
-                .map(|e| LeaderElection {
-                    topic: e.topic,
-                    partition: e.partition,
-                    preferred: e.preferred,
-                    leader: e.leader,
-                    elected: e.elected,
-                })
-                .collect();
+                .map_err(|e| cluster_error(&e))?;
             Response::LeadersElected { elections }.into()
         }
         Request::ReassignPartitions { moves } => {
@@ -415,21 +405,7 @@ async fn run(
             Response::Ok.into()
         }
         Request::ListReassignments => {
-            let reassignments = cluster
-                .reassignments()
-                .into_iter()
-                .map(|r| Reassignment {
-                    topic: r.topic,
-                    partition: r.partition,
-                    target: r.target,
-                    adding: r.adding,
-                    removing: r.removing,
-                    isr: r.isr,
-                    leader: r.leader,
-                    behind: r.behind,
-                })
-                .collect();
-            Response::Reassignments { reassignments }.into()
+            Response::Reassignments { reassignments: cluster.reassignments() }.into()
         }
         Request::ClusterStatus => {
             let s = cluster.status();
