@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::broker::BrokerConfig;
+use crate::broker::topic_config::TopicConfigs;
 use crate::record::NewRecord;
 
 fn open(dir: &std::path::Path) -> Arc<Cluster> {
