@@ -923,8 +923,12 @@ fn check_step(
                             p
                         );
                         if let Some(l) = p.leader {
+                            // Or a move finished by the ISR change that took `l` in (the old
+                            // leader counted `l` toward the watermark once it asked: KIP-497).
+                            let took_over =
+                                q.reassigning() && q.adding.contains(&l) && p.isr.contains(&l);
                             prop_assert!(
-                                q.isr.contains(&l),
+                                q.isr.contains(&l) || took_over,
                                 "elected outside the ISR {:?} -> {:?}",
                                 q,
                                 p
