@@ -154,6 +154,53 @@ fn wait_healthy(cluster: &TestCluster, addr: &str, brokers: usize) {
     }
 }
 
+/// A CLI producer writing `prefix-NNNNN` records to a topic, one `produce` at a time, until
+/// stopped; it keeps the records that were acknowledged.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Writer {
+    fn start(brokers: &str, topic: &str, prefix: &str) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, brokers, topic, prefix) =
+            (stop.clone(), brokers.to_string(), topic.to_string(), prefix.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = format!("{prefix}-{i:05}");
+                if run_cli(&brokers, &["produce", &topic, &v], None).status.success() {
+                    acked.push(v);
+                }
+                i += 1;
+            }
+            acked
+        });
+        Writer { stop, thread }
+    }
+
+    /// Stops it; the acknowledged records.
+    fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the writer thread")
+    }
+}
+
+/// Asserts every acknowledged record is in `topic`, read from the beginning through `brokers`
+/// (a produce retried after a timeout may have landed twice; nothing acknowledged is missing).
+#[track_caller]
+fn assert_all_read(brokers: &str, topic: &str, acked: &[String]) {
+    assert!(!acked.is_empty(), "nothing was acknowledged");
+    let mut read =
+        sorted_lines(&ok(run_cli(brokers, &["consume", topic, "--from-beginning"], None)));
+    read.dedup();
+    for v in acked {
+        assert!(read.binary_search(v).is_ok(), "{v} was acknowledged but is not in the log");
+    }
+}
+
 fn sorted_lines(s: &str) -> Vec<String> {
     let mut lines: Vec<String> = s.lines().map(str::to_string).collect();
     lines.sort();
@@ -507,22 +554,7 @@ fn a_partition_moves_to_another_broker_while_records_keep_coming() {
     ok(run_cli(&all, &args, None));
 
     // A producer keeps going through the move.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (stop, all) = (stop.clone(), all.clone());
-        std::thread::spawn(move || {
-            let mut acked = Vec::new();
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let v = format!("during-{i:04}");
-                if run_cli(&all, &["produce", "moving", &v], None).status.success() {
-                    acked.push(v);
-                }
-                i += 1;
-            }
-            acked
-        })
-    };
+    let writer = Writer::start(&all, "moving", "during");
     let list: Vec<String> = target.iter().map(i64::to_string).collect();
     let moved = ok(run_cli(
         &all,
@@ -542,26 +574,14 @@ fn a_partition_moves_to_another_broker_while_records_keep_coming() {
         std::thread::sleep(Duration::from_millis(300));
     }
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let during = writer.join().unwrap();
+    let during = writer.stop();
     assert!(!during.is_empty(), "the producer got nothing acknowledged during the move");
     assert_eq!(ok(run_cli(&all, &["topic", "reassignments"], None)), "no reassignment under way\n");
 
     // Everything acknowledged is there, read through the newcomer, which leads now.
     let newcomer_addr = cluster.nodes[cluster.index(newcomer as i32)].native_addr.clone();
-    let read = sorted_lines(&ok(run_cli(
-        &newcomer_addr,
-        &["consume", "moving", "--from-beginning"],
-        None,
-    )));
-    let mut want: Vec<String> = before.iter().chain(&during).cloned().collect();
-    want.sort();
-    let mut unique = read.clone();
-    unique.dedup();
-    // A produce retried after a timeout may have landed twice; nothing acknowledged is missing.
-    for v in &want {
-        assert!(unique.binary_search(v).is_ok(), "{v} was acknowledged but is not in the log");
-    }
+    let want: Vec<String> = before.iter().chain(&during).cloned().collect();
+    assert_all_read(&newcomer_addr, "moving", &want);
 
     // A bad target is refused with the reason, and changes nothing.
     let out = run_cli(
@@ -623,22 +643,7 @@ fn a_cluster_grows_by_a_broker_and_decommissions_one_under_load() {
     assert!(stderr(&refused).contains("only 2 other live broker"), "{}", stderr(&refused));
 
     // A producer runs throughout.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (stop, all) = (stop.clone(), three.clone());
-        std::thread::spawn(move || {
-            let mut acked = Vec::new();
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let v = format!("r-{i:05}");
-                if run_cli(&all, &["produce", "spread", &v], None).status.success() {
-                    acked.push(v);
-                }
-                i += 1;
-            }
-            acked
-        })
-    };
+    let writer = Writer::start(&three, "spread", "r");
 
     cluster.add_broker(dir.path());
     let all = cluster.native_addrs();
@@ -668,15 +673,7 @@ fn a_cluster_grows_by_a_broker_and_decommissions_one_under_load() {
     assert!(replicas.iter().all(|r| !r.contains(&1) && r.len() == 3), "{replicas:?}");
     wait_healthy(&cluster, &all, 4);
 
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acked = writer.join().unwrap();
-    assert!(!acked.is_empty());
-    let mut read =
-        sorted_lines(&ok(run_cli(&all, &["consume", "spread", "--from-beginning"], None)));
-    read.dedup();
-    for v in &acked {
-        assert!(read.binary_search(v).is_ok(), "{v} was acknowledged but is not in the log");
-    }
+    assert_all_read(&all, "spread", &writer.stop());
 }
 
 /// The broker a partition is moving to dies in the middle of the move: the move waits (the
@@ -757,22 +754,7 @@ fn a_rolling_restart_under_load_loses_nothing_and_leaves_no_partition_offline() 
     let create = ["topic", "create", "rolling", "--partitions", "3", "--replication-factor", "3"];
     ok_within(&cluster, &all, &create, limit);
     wait_healthy(&cluster, &all, 3);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (stop, all) = (stop.clone(), all.clone());
-        std::thread::spawn(move || {
-            let mut acked = Vec::new();
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let v = format!("r-{i:05}");
-                if run_cli(&all, &["produce", "rolling", &v], None).status.success() {
-                    acked.push(v);
-                }
-                i += 1;
-            }
-            acked
-        })
-    };
+    let writer = Writer::start(&all, "rolling", "r");
     for i in 0..3 {
         assert!(cluster.terminate(i), "broker {} exits cleanly on SIGTERM", i + 1);
         // The others lead everything while it is down: nothing offline.
@@ -781,13 +763,5 @@ fn a_rolling_restart_under_load_loses_nothing_and_leaves_no_partition_offline() 
         cluster.restart(i);
         wait_healthy(&cluster, &all, 3);
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acked = writer.join().unwrap();
-    assert!(!acked.is_empty());
-    let mut read =
-        sorted_lines(&ok(run_cli(&all, &["consume", "rolling", "--from-beginning"], None)));
-    read.dedup();
-    for v in &acked {
-        assert!(read.binary_search(v).is_ok(), "{v} was acknowledged but is not in the log");
-    }
+    assert_all_read(&all, "rolling", &writer.stop());
 }
