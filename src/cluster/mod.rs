@@ -690,21 +690,8 @@ impl Cluster {
             // One replica per partition: nothing is ever under-replicated, and a partition
             // whose log did not open is offline.
             Mode::Single => {
-                let offline = self
-                    .broker
-                    .describe_all()
-                    .into_iter()
-                    .flat_map(|t| {
-                        let name = t.name;
-                        let whole = t.offline.is_some();
-                        t.partitions.into_iter().filter(move |p| whole || p.offline.is_some()).map(
-                            move |p| PartitionView {
-                                leader: None,
-                                ..single_view(&name, p.partition)
-                            },
-                        )
-                    })
-                    .collect();
+                let offline =
+                    self.partitions().into_iter().filter(PartitionView::offline).collect();
                 ClusterStatus {
                     node_id: SINGLE_NODE_ID,
                     clustered: false,
