@@ -20,8 +20,8 @@ fn a_single_broker_is_a_healthy_cluster_of_one() {
     assert_eq!(
         ok(broker.cli(&["cluster", "status"])),
         format!(
-            "BROKER    {:<w$}  KAFKA-ADDRESS  STATE\n\
-             0 (this)  {:<w$}  -              alive\n\
+            "BROKER    {:<w$}  KAFKA-ADDRESS  STATE  ROLE\n\
+             0 (this)  {:<w$}  -              alive  controller\n\
              \n\
              controller: 0\n\
              under-replicated partitions: none\n\
@@ -40,6 +40,8 @@ fn a_single_broker_is_a_healthy_cluster_of_one() {
             "brokers": [{"id": 0, "native_addr": addr, "kafka_addr": null, "fenced": false}],
             "under_replicated": [],
             "offline": [],
+            "voters": [0],
+            "decommissioned": [],
         })
     );
 }
@@ -668,12 +670,103 @@ fn a_cluster_grows_by_a_broker_and_decommissions_one_under_load() {
     );
 
     let out = ok(run_cli(&all, &["cluster", "decommission", "1"], None));
-    assert!(out.contains("broker 1 holds no replica once these moves finish"), "{out}");
+    assert!(out.contains("broker 1 is fenced once it holds no replica"), "{out}");
+    assert!(out.contains("cluster remove-voter 1"), "broker 1 is a controller: {out}");
     let replicas = moves_done(&cluster, &all, "spread");
     assert!(replicas.iter().all(|r| !r.contains(&1) && r.len() == 3), "{replicas:?}");
+    // Emptied, it is fenced and stays out: three brokers serve, new topics avoid it.
+    wait_healthy(&cluster, &all, 3);
+    let text = ok(run_cli(&all, &["cluster", "status"], None));
+    let line = text.lines().find(|l| l.starts_with("1 ")).unwrap_or_default();
+    assert!(line.contains("decommissioned"), "{text}");
+    let create = ["topic", "create", "later", "--partitions", "3", "--replication-factor", "3"];
+    ok_within(&cluster, &all, &create, limit);
+    assert!(moves_done(&cluster, &all, "later").iter().all(|r| !r.contains(&1)));
+    // A restart does not bring it back: it answers, fenced and empty, until taken back.
+    let one = cluster.index(1);
+    cluster.kill(one);
+    cluster.restart(one);
+    let text = ok_within(&cluster, &cluster.nodes[one].native_addr, &["cluster", "status"], limit);
+    let line = text.lines().find(|l| l.starts_with("1 ")).unwrap_or_default();
+    assert!(line.contains("decommissioned"), "{text}");
+    let out = ok(run_cli(&all, &["cluster", "decommission", "1", "--cancel"], None));
+    assert_eq!(out, "broker 1 takes replicas again\n");
     wait_healthy(&cluster, &all, 4);
 
     assert_all_read(&all, "spread", &writer.stop());
+}
+
+/// A controller's machine is retired: a fourth broker joins and `cluster add-voter 4` makes it
+/// a controller, `cluster remove-voter 1` takes broker 1 out of the quorum, and with brokers 1
+/// and 2 then killed (a majority of the original controllers) the metadata still commits on
+/// voters 3 and 4. A change that would lose the quorum is refused, and restarted brokers keep
+/// their new parts.
+#[test]
+fn a_controller_is_replaced_through_voter_changes_and_the_quorum_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--fsync", "never", "--broker-session-timeout-ms", "2000"];
+    let mut cluster = TestCluster::start(dir.path(), 3, &flags);
+    wait_healthy(&cluster, &cluster.native_addrs(), 3);
+    let fourth = cluster.add_broker(dir.path());
+    let all = cluster.native_addrs();
+    wait_healthy(&cluster, &all, 4);
+    let voters = |addr: &str| status(addr).map(|s| s["voters"].clone()).unwrap_or_default();
+    assert_eq!(voters(&all), serde_json::json!([1, 2, 3]));
+
+    let refused = run_cli(&all, &["cluster", "remove-voter", "4"], None);
+    assert!(stderr(&refused).contains("node 4 is not a voter"), "{}", stderr(&refused));
+    assert!(
+        stderr(&run_cli(&all, &["cluster", "add-voter", "9"], None)).contains("not in the cluster")
+    );
+    assert_eq!(ok(run_cli(&all, &["cluster", "add-voter", "4"], None)), "broker 4 is a voter\n");
+    assert_eq!(voters(&all), serde_json::json!([1, 2, 3, 4]));
+    let out = ok(run_cli(&all, &["cluster", "remove-voter", "1"], None));
+    assert_eq!(out, "broker 1 is no longer a voter\n");
+    assert_eq!(voters(&all), serde_json::json!([2, 3, 4]));
+    let text = ok(run_cli(&all, &["cluster", "status"], None));
+    let role = |id: &str| {
+        let line = text.lines().find(|l| l.starts_with(id)).unwrap_or_default();
+        line.split_whitespace().last().unwrap_or_default().to_string()
+    };
+    assert_eq!(role("1 "), "broker", "{text}");
+    assert!(["voter", "controller"].contains(&role("4 ").as_str()), "{text}");
+
+    // Brokers 1 and 2 die: of the original controllers only 3 is left, yet voters 3 and 4
+    // make a quorum and the metadata still changes.
+    cluster.kill(cluster.index(1));
+    cluster.kill(cluster.index(2));
+    let survivors = format!(
+        "{},{}",
+        cluster.nodes[cluster.index(3)].native_addr,
+        cluster.nodes[fourth].native_addr
+    );
+    // Fenced once their sessions run out: the new voters' controller saw them go.
+    wait_healthy(&cluster, &survivors, 2);
+    let limit = Duration::from_secs(60);
+    let create = ["topic", "create", "after", "--partitions", "2", "--replication-factor", "2"];
+    ok_within(&cluster, &survivors, &create, limit);
+    ok_within(&cluster, &survivors, &["produce", "after", "a", "b", "c"], limit);
+    let mut read =
+        sorted_lines(&ok(run_cli(&survivors, &["consume", "after", "--from-beginning"], None)));
+    read.dedup();
+    assert_eq!(read, ["a", "b", "c"]);
+
+    // Removing voter 3 would leave voter 2 (dead) and 4: no quorum. Refused, nothing changes.
+    let refused = run_cli(&survivors, &["cluster", "remove-voter", "3"], None);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("would lose the quorum"), "{}", stderr(&refused));
+    assert_eq!(voters(&survivors), serde_json::json!([2, 3, 4]));
+
+    // The killed brokers return with their old --controllers flags, broker 4 restarts without
+    // itself in them: each keeps the part the membership gave it.
+    cluster.restart(cluster.index(1));
+    cluster.restart(cluster.index(2));
+    wait_healthy(&cluster, &all, 4);
+    cluster.kill(fourth);
+    cluster.restart(fourth);
+    wait_healthy(&cluster, &all, 4);
+    assert_eq!(voters(&all), serde_json::json!([2, 3, 4]));
+    ok_within(&cluster, &all, &["produce", "after", "d"], limit);
 }
 
 /// The broker a partition is moving to dies in the middle of the move: the move waits (the

@@ -1,6 +1,8 @@
-//! `minikafka cluster status [--json]`: the brokers (id, addresses, alive or fenced), the
-//! controller, and the partitions that are under-replicated or offline, as the broker asked
-//! sees them. Owns the output format only; the facts come from the broker (`ClusterStatus`).
+//! `minikafka cluster status|rebalance|decommission|elect-leaders|add-voter|remove-voter`:
+//! status shows the brokers (id, addresses, alive, fenced or decommissioned, their part in the
+//! metadata quorum), the controller, and the partitions that are under-replicated or offline, as
+//! the broker asked sees them; the others plan and start moves or change membership through the
+//! broker. Owns the output and the plans' shape; the facts and rules are the broker's.
 
 use std::io::Write;
 
@@ -10,7 +12,7 @@ use super::topic::id_list;
 use super::{CliError, ConnectArgs};
 use crate::client::Admin;
 use crate::cluster::balance;
-use crate::protocol::{ClusterInfo, LeaderElection, PartitionMove, PartitionState};
+use crate::protocol::{ClusterInfo, LeaderElection, Membership, PartitionMove, PartitionState};
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -37,11 +39,31 @@ enum ClusterCommand {
         #[arg(long)]
         execute: bool,
     },
-    /// Move every replica off broker ID (to the least loaded other brokers), refused when the
-    /// others cannot hold a partition's replication factor. Stop the broker once
-    /// `topic reassignments` shows no move left.
+    /// Move every replica off broker ID (to the least loaded other brokers; a dead broker's
+    /// replicas are copied from the partitions' leaders) and fence it once it holds none: it
+    /// takes no new replica from now on and stays fenced across restarts. Refused when the
+    /// others cannot hold a partition's replication factor. `topic reassignments` shows the
+    /// moves; `cluster status` shows it "decommissioned" once they are done.
     Decommission {
         /// The broker to empty.
+        #[arg(value_name = "ID")]
+        id: i32,
+        /// Take the decommission back: the broker takes replicas again (moves already under way
+        /// go on; `topic reassign --cancel` stops them).
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Make broker ID a metadata voter (a controller) through Raft's joint-consensus membership
+    /// change. The broker must be running and joined (started with --controllers naming the
+    /// voters). Refused when the voters answering the controller would not make a quorum.
+    AddVoter {
+        #[arg(value_name = "ID")]
+        id: i32,
+    },
+    /// Turn voter ID back into a plain broker (a learner of the metadata), e.g. before
+    /// retiring its machine. Refused for the last voter and when the voters left answering the
+    /// controller would not make a quorum.
+    RemoveVoter {
         #[arg(value_name = "ID")]
         id: i32,
     },
@@ -63,13 +85,21 @@ pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
     match args.command {
         ClusterCommand::Status { json } => {
             let status = admin.cluster_status().await?;
+            let membership = admin.membership().await?;
             let text = if json {
+                #[derive(serde::Serialize)]
+                struct Out<'a> {
+                    #[serde(flatten)]
+                    status: &'a ClusterInfo,
+                    #[serde(flatten)]
+                    membership: &'a Membership,
+                }
                 // Plain structs of strings, integers and lists: encoding cannot fail.
-                serde_json::to_string(&status)
+                serde_json::to_string(&Out { status: &status, membership: &membership })
                     .map_err(|e| CliError::Usage(format!("cannot encode JSON: {e}")))?
                     + "\n"
             } else {
-                status_text(&status)
+                status_text(&status, &membership)
             };
             write_out(&text)
         }
@@ -81,20 +111,42 @@ pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
             }
             write_out(&start(&admin, moves).await?)
         }
-        ClusterCommand::Decommission { id: broker } => {
-            let (live, placements) = placements(&admin).await?;
-            if !live.contains(&broker) {
-                return Err(CliError::Usage(format!("broker {broker} is not a live broker")));
+        ClusterCommand::Decommission { id: broker, cancel: true } => {
+            admin.decommission(broker, true).await?;
+            write_out(&format!("broker {broker} takes replicas again\n"))
+        }
+        ClusterCommand::Decommission { id: broker, cancel: false } => {
+            let status = admin.cluster_status().await?;
+            let voters = admin.membership().await?.voters;
+            if !status.brokers.iter().any(|b| b.id == broker) {
+                return Err(CliError::Usage(format!("broker {broker} is not in the cluster")));
             }
+            let (live, placements) = placements(&admin).await?;
             let moves = balance::plan_decommission(&live, &placements, broker).map_err(|why| {
                 CliError::Usage(format!("cannot decommission broker {broker}: {why}"))
             })?;
+            // Marked first, so that no new replica lands on it while its own move away.
+            admin.decommission(broker, false).await?;
             let mut text = start(&admin, moves).await?;
             text.push_str(&format!(
-                "broker {broker} holds no replica once these moves finish \
-                 (`minikafka topic reassignments`); then stop it\n"
+                "broker {broker} is fenced once it holds no replica (`minikafka topic \
+                 reassignments` lists the moves left)\n"
             ));
+            if voters.contains(&broker) {
+                text.push_str(&format!(
+                    "broker {broker} is a controller: `minikafka cluster remove-voter {broker}` \
+                     before retiring it\n"
+                ));
+            }
             write_out(&text)
+        }
+        ClusterCommand::AddVoter { id } => {
+            admin.change_voter(id, true).await?;
+            write_out(&format!("broker {id} is a voter\n"))
+        }
+        ClusterCommand::RemoveVoter { id } => {
+            admin.change_voter(id, false).await?;
+            write_out(&format!("broker {id} is no longer a voter\n"))
         }
         ClusterCommand::ElectLeaders { topic, json } => {
             let elections = admin.elect_leaders(topic.as_deref()).await?;
@@ -111,11 +163,17 @@ pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
     }
 }
 
-/// The live brokers and every partition's replicas, leaving out partitions already moving.
+/// The live brokers that take replicas (not decommissioned) and every partition's replicas,
+/// leaving out partitions already moving.
 async fn placements(admin: &Admin) -> Result<(Vec<i32>, Vec<balance::Placement>), CliError> {
     let (brokers, partitions) = admin.describe_partitions(None).await?;
+    let decommissioned = admin.membership().await?.decommissioned;
     let moving = admin.reassignments().await?;
-    let live: Vec<i32> = brokers.iter().filter(|b| !b.fenced).map(|b| b.id).collect();
+    let live: Vec<i32> = brokers
+        .iter()
+        .filter(|b| !b.fenced && !decommissioned.contains(&b.id))
+        .map(|b| b.id)
+        .collect();
     let placements = partitions
         .into_iter()
         .filter(|p| !moving.iter().any(|m| m.topic == p.topic && m.partition == p.partition))
@@ -187,16 +245,35 @@ fn elections_text(elections: &[LeaderElection]) -> String {
 
 /// The brokers as a table, the controller, then the troubled partitions (or a line saying
 /// there are none).
-fn status_text(s: &ClusterInfo) -> String {
-    let mut brokers: Vec<[String; 4]> =
-        vec![["BROKER".into(), "ADDRESS".into(), "KAFKA-ADDRESS".into(), "STATE".into()]];
+fn status_text(s: &ClusterInfo, m: &Membership) -> String {
+    let mut brokers: Vec<[String; 5]> = vec![[
+        "BROKER".into(),
+        "ADDRESS".into(),
+        "KAFKA-ADDRESS".into(),
+        "STATE".into(),
+        "ROLE".into(),
+    ]];
     for b in &s.brokers {
         let id = if b.id == s.node_id { format!("{} (this)", b.id) } else { b.id.to_string() };
+        let state = match (b.fenced, m.decommissioned.contains(&b.id)) {
+            (false, false) => "alive",
+            (true, false) => "fenced",
+            (false, true) => "decommissioning",
+            (true, true) => "decommissioned",
+        };
+        let role = if s.controller == Some(b.id) {
+            "controller"
+        } else if m.voters.contains(&b.id) {
+            "voter"
+        } else {
+            "broker"
+        };
         brokers.push([
             id,
             b.native_addr.clone().unwrap_or_else(|| "-".into()),
             b.kafka_addr.clone().unwrap_or_else(|| "-".into()),
-            if b.fenced { "fenced" } else { "alive" }.into(),
+            state.into(),
+            role.into(),
         ]);
     }
     let mut text = render(&brokers);
@@ -291,7 +368,10 @@ mod tests {
                     fenced: false,
                 },
                 BrokerInfo { id: 2, native_addr: None, kafka_addr: None, fenced: true },
+                BrokerInfo { id: 3, native_addr: None, kafka_addr: None, fenced: false },
+                BrokerInfo { id: 4, native_addr: None, kafka_addr: None, fenced: true },
             ],
+
             under_replicated: vec![PartitionState {
                 topic: "orders".into(),
                 partition: 3,
@@ -302,11 +382,14 @@ mod tests {
             }],
             offline: vec![],
         };
+        let membership = Membership { voters: vec![1, 2, 3], decommissioned: vec![3, 4] };
         assert_eq!(
-            status_text(&status),
-            "BROKER    ADDRESS         KAFKA-ADDRESS   STATE\n\
-             1 (this)  127.0.0.1:7070  127.0.0.1:9092  alive\n\
-             2         -               -               fenced\n\
+            status_text(&status, &membership),
+            "BROKER    ADDRESS         KAFKA-ADDRESS   STATE            ROLE\n\
+             1 (this)  127.0.0.1:7070  127.0.0.1:9092  alive            voter\n\
+             2         -               -               fenced           controller\n\
+             3         -               -               decommissioning  voter\n\
+             4         -               -               decommissioned   broker\n\
              \n\
              controller: 2\n\
              \n\

@@ -5,8 +5,8 @@ use super::{ClientError, Connection};
 use crate::broker::topic_config::ConfigEntry;
 use crate::broker::{GroupStatus, TopicDescription};
 use crate::protocol::{
-    BrokerInfo, ClusterInfo, GroupOffset, LeaderElection, PartitionMove, PartitionState,
-    Reassignment, Request, Response,
+    BrokerInfo, ClusterInfo, ErrorCode, GroupOffset, LeaderElection, Membership, PartitionMove,
+    PartitionState, Reassignment, Request, Response,
 };
 
 /// Topic administration. Cheap to create; shares the connection it is given.
@@ -110,6 +110,38 @@ impl Admin {
         match self.conn.request(&Request::ReassignPartitions { moves }).await? {
             Response::Ok => Ok(()),
             other => Err(unexpected("ReassignPartitions", &other)),
+        }
+    }
+
+    /// Marks `broker` decommissioned (it takes no new replica and is fenced once it holds
+    /// none), or with `cancel` takes that back. Moving its replicas away is separate
+    /// ([`Admin::reassign`]).
+    pub async fn decommission(&self, broker: i32, cancel: bool) -> Result<(), ClientError> {
+        match self.conn.request(&Request::DecommissionBroker { broker, cancel }).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("DecommissionBroker", &other)),
+        }
+    }
+
+    /// Makes `broker` a metadata voter (`add`) or a learner again; refused when the change
+    /// would lose the controllers' quorum.
+    pub async fn change_voter(&self, broker: i32, add: bool) -> Result<(), ClientError> {
+        match self.conn.request(&Request::ChangeVoter { broker, add }).await? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("ChangeVoter", &other)),
+        }
+    }
+
+    /// The metadata voters and the decommissioned brokers. A broker older than the request
+    /// knows neither: none.
+    pub async fn membership(&self) -> Result<Membership, ClientError> {
+        match self.conn.request(&Request::DescribeMembership).await {
+            Ok(Response::Membership { membership }) => Ok(membership),
+            Err(ClientError::Broker { code: ErrorCode::InvalidRequest, .. }) => {
+                Ok(Membership::default())
+            }
+            Ok(other) => Err(unexpected("DescribeMembership", &other)),
+            Err(e) => Err(e),
         }
     }
 

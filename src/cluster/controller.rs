@@ -122,6 +122,10 @@ pub fn decide(
             }
             continue;
         }
+        if b.decommissioned && !image.holds_replicas(b.id) {
+            // Decommissioned and drained: fenced for good, however it heartbeats.
+            continue;
+        }
         let ready = s.heard.as_ref().is_some_and(|h| {
             h.incarnation == b.incarnation && h.applied_index >= b.incarnation && !h.want_shutdown
         });
@@ -287,6 +291,23 @@ mod tests {
             decide(t0, &h, &img, TIMEOUT)
                 .iter()
                 .all(|c| !matches!(c, MetadataCommand::FenceBroker { id: 2 }))
+        );
+    }
+
+    #[test]
+    fn a_decommissioned_broker_that_holds_nothing_stays_fenced_however_it_heartbeats() {
+        let t0 = Instant::now();
+        let mut img = image(&[(1, false), (2, false)]);
+        img.apply(&MetadataCommand::DecommissionBroker { id: 2 }, 0);
+        assert!(img.brokers[&2].fenced);
+        let mut h = Heartbeats::new();
+        h.record(hb(1, 10), t0);
+        h.record(hb(2, 11), t0);
+        assert!(decide(t0, &h, &img, TIMEOUT).is_empty(), "no unfence proposed for broker 2");
+        img.apply(&MetadataCommand::RecommissionBroker { id: 2 }, 0);
+        assert_eq!(
+            decide(t0, &h, &img, TIMEOUT),
+            vec![MetadataCommand::UnfenceBroker { id: 2, incarnation: 11 }]
         );
     }
 

@@ -47,6 +47,11 @@ pub struct BrokerRecord {
     /// A fenced broker leads nothing and is in no ISR (except as the last member of an offline
     /// partition's ISR). Registration starts fenced; the controller unfences on a heartbeat.
     pub fenced: bool,
+    /// Being decommissioned (`cluster decommission`): no new replica is placed on it, and once
+    /// it holds none it is fenced for good (until recommissioned), a restart included. Absent
+    /// from images written before it existed.
+    #[serde(default)]
+    pub decommissioned: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +209,13 @@ pub enum MetadataCommand {
     ReassignPartition { topic: String, partition: u32, target: Vec<NodeId> },
     /// Cancels the reassignment under way: the added replicas are dropped again.
     CancelReassignment { topic: String, partition: u32 },
+    /// Marks `id` decommissioned: no new replica goes to it, and it is fenced (and stays so) as
+    /// soon as it holds no replica. Refused while a move under way adds it somewhere. Marking a
+    /// marked broker again changes nothing.
+    DecommissionBroker { id: NodeId },
+    /// Takes a decommission back: the broker takes replicas again and the controller unfences it
+    /// on its next heartbeat.
+    RecommissionBroker { id: NodeId },
 }
 
 /// What applying a command did, returned to the proposer.
@@ -225,9 +237,39 @@ impl MetadataImage {
     /// Applies one committed command. Deterministic (same result and image on every node): the
     /// state machine calls it with the command's raft `log_index`.
     pub fn apply(&mut self, cmd: &MetadataCommand, log_index: u64) -> ApplyResult {
+        let result = self.apply_command(cmd, log_index);
+        if matches!(result, ApplyResult::Done) {
+            self.fence_drained();
+        }
+        result
+    }
+
+    /// A decommissioned broker that holds no replica any more (its last move finished, or it
+    /// held none) is fenced: it leads and follows nothing, and `UnfenceBroker` refuses it.
+    fn fence_drained(&mut self) {
+        let drained: Vec<NodeId> = self
+            .brokers
+            .values()
+            .filter(|b| b.decommissioned && !b.fenced)
+            .map(|b| b.id)
+            .filter(|&id| !self.holds_replicas(id))
+            .collect();
+        for id in drained {
+            self.set_fenced(id, true);
+            self.take_away(id);
+        }
+    }
+
+    /// Whether `id` is a replica (or a replica being added or dropped) of any partition.
+    pub fn holds_replicas(&self, id: NodeId) -> bool {
+        self.topics.values().flat_map(|t| &t.partitions).any(|p| p.replicas.contains(&id))
+    }
+
+    fn apply_command(&mut self, cmd: &MetadataCommand, log_index: u64) -> ApplyResult {
         use MetadataCommand as C;
         match cmd {
             C::RegisterBroker { id, cluster_addr, native_addr, kafka_addr } => {
+                let decommissioned = self.brokers.get(id).is_some_and(|b| b.decommissioned);
                 if self.brokers.contains_key(id) {
                     self.take_away(*id);
                 }
@@ -240,6 +282,7 @@ impl MetadataImage {
                         native_addr: native_addr.clone(),
                         kafka_addr: kafka_addr.clone(),
                         fenced: true,
+                        decommissioned,
                     },
                 );
                 ApplyResult::Done
@@ -254,6 +297,9 @@ impl MetadataImage {
                         ));
                     }
                     Some(b) if !b.fenced => return ApplyResult::Done,
+                    Some(b) if b.decommissioned && !self.holds_replicas(*id) => {
+                        return reject(format!("broker {id} is decommissioned"));
+                    }
                     Some(_) => {}
                 }
                 self.set_fenced(*id, false);
@@ -435,6 +481,31 @@ impl MetadataImage {
             C::CancelReassignment { topic, partition } => {
                 self.cancel_reassignment(topic, *partition)
             }
+            C::DecommissionBroker { id } => {
+                if !self.brokers.contains_key(id) {
+                    return reject(format!("unknown broker {id}"));
+                }
+                let moving_in = self.partitions_where(|p| p.adding.contains(id));
+                if let Some((t, p)) = moving_in.first() {
+                    return reject(format!(
+                        "a move under way adds broker {id} to {t}-{p}: cancel it or let it \
+                         finish first"
+                    ));
+                }
+                // Checked above: the broker is registered.
+                self.brokers.get_mut(id).expect("checked above").decommissioned = true;
+                ApplyResult::Done
+            }
+            C::RecommissionBroker { id } => match self.brokers.get_mut(id) {
+                None => reject(format!("unknown broker {id}")),
+                Some(b) if !b.decommissioned => {
+                    reject(format!("broker {id} is not decommissioned"))
+                }
+                Some(b) => {
+                    b.decommissioned = false;
+                    ApplyResult::Done
+                }
+            },
             C::ElectPreferredLeaders { partitions } => {
                 let electable: Vec<&(String, u32)> =
                     partitions.iter().filter(|(t, p)| self.preferred_electable(t, *p)).collect();
@@ -488,6 +559,11 @@ impl MetadataImage {
         self.brokers.values().filter(|b| !b.fenced)
     }
 
+    /// Live brokers that take new replicas (not being decommissioned), by id.
+    pub fn placeable_brokers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.live_brokers().filter(|b| !b.decommissioned).map(|b| b.id)
+    }
+
     /// Whether `id` is registered and not fenced.
     pub fn is_live(&self, id: NodeId) -> bool {
         self.brokers.get(&id).is_some_and(|b| !b.fenced)
@@ -535,8 +611,9 @@ impl MetadataImage {
         }
     }
 
-    /// Every replica list names registered brokers, once each, at least one of them live (it
-    /// becomes the leader); all lists have the same length (and `rf` when given).
+    /// Every replica list names registered brokers that are not decommissioned, once each, at
+    /// least one of them live (it becomes the leader); all lists have the same length (and `rf`
+    /// when given).
     fn check_assignment(&self, replicas: &[Vec<NodeId>], rf: Option<usize>) -> Result<(), String> {
         let rf = rf.unwrap_or_else(|| replicas.first().map_or(0, Vec::len));
         for (i, list) in replicas.iter().enumerate() {
@@ -554,8 +631,12 @@ impl MetadataImage {
                 if !seen.insert(*r) {
                     return Err(format!("partition {i}: broker {r} listed twice"));
                 }
-                if !self.brokers.contains_key(r) {
-                    return Err(format!("partition {i}: unknown broker {r}"));
+                match self.brokers.get(r) {
+                    None => return Err(format!("partition {i}: unknown broker {r}")),
+                    Some(b) if b.decommissioned => {
+                        return Err(format!("partition {i}: broker {r} is decommissioned"));
+                    }
+                    Some(_) => {}
                 }
             }
             if !list.iter().any(|r| self.is_live(*r)) {
@@ -715,6 +796,11 @@ impl MetadataImage {
         }
         let adding: Vec<NodeId> =
             target.iter().copied().filter(|r| !p.replicas.contains(r)).collect();
+        if let Some(r) =
+            adding.iter().find(|r| self.brokers.get(r).is_some_and(|b| b.decommissioned))
+        {
+            return reject(format!("{topic}-{partition}: broker {r} is being decommissioned"));
+        }
         let removing: Vec<NodeId> =
             p.replicas.iter().copied().filter(|r| !target.contains(r)).collect();
         // A fenced (registered) broker may be added, as in Kafka: the move waits for it to
@@ -850,7 +936,7 @@ pub fn assign_replicas(
     rf: u16,
     start: usize,
 ) -> Result<Vec<Vec<NodeId>>, String> {
-    let brokers: Vec<NodeId> = image.live_brokers().map(|b| b.id).collect();
+    let brokers: Vec<NodeId> = image.placeable_brokers().collect();
     let n = brokers.len();
     let rf = rf as usize;
     if rf == 0 {

@@ -182,6 +182,81 @@ fn a_reassignment_adds_replicas_and_drops_the_old_ones_once_the_new_are_in_sync(
 }
 
 #[test]
+fn a_decommissioned_broker_takes_no_new_replica_and_is_fenced_for_good_once_emptied() {
+    let mut img = cluster(4);
+    create(&mut img, "t", 1, vec![vec![1, 2, 3]]);
+    let decommission = MetadataCommand::DecommissionBroker { id: 1 };
+    assert_eq!(img.apply(&decommission, 0), ApplyResult::Done);
+    assert!(!img.brokers[&1].fenced, "it still holds a replica: it keeps serving it");
+    assert_eq!(img.placeable_brokers().collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert!(
+        assign_replicas(&img, 4, 3, 0).unwrap().iter().all(|r| !r.contains(&1)),
+        "new topics are placed on the others"
+    );
+    assert!(matches!(create(&mut img, "u", 2, vec![vec![1, 2]]), ApplyResult::Rejected(_)));
+    let onto = |target: Vec<NodeId>| MetadataCommand::ReassignPartition {
+        topic: "t".into(),
+        partition: 0,
+        target,
+    };
+
+    // Its replica moves to broker 4; once 4 is in sync the move ends and 1 is fenced.
+    assert_eq!(img.apply(&onto(vec![4, 2, 3]), 0), ApplyResult::Done);
+    assert_eq!(img.apply(&alter(&img, "t", 0, vec![1, 2, 3, 4]), 0), ApplyResult::Done);
+    let p = img.partition("t", 0).unwrap();
+    assert_eq!((p.replicas.clone(), p.leader), (vec![4, 2, 3], Some(4)));
+    assert!(img.brokers[&1].fenced, "emptied: fenced");
+
+    // A restart does not bring it back; its heartbeats do not unfence it.
+    register(&mut img, 1, 50);
+    assert!(img.brokers[&1].decommissioned && img.brokers[&1].fenced);
+    assert!(matches!(unfence(&mut img, 1), ApplyResult::Rejected(_)));
+    assert!(matches!(img.apply(&onto(vec![1, 2, 3]), 0), ApplyResult::Rejected(_)));
+
+    // Taken back, it is unfenced as any broker and takes replicas again.
+    let recommission = MetadataCommand::RecommissionBroker { id: 1 };
+    assert_eq!(img.apply(&recommission, 0), ApplyResult::Done);
+    assert_eq!(unfence(&mut img, 1), ApplyResult::Done);
+    assert_eq!(img.placeable_brokers().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert!(matches!(img.apply(&recommission, 0), ApplyResult::Rejected(_)));
+}
+
+#[test]
+fn a_broker_a_move_is_adding_cannot_be_decommissioned_and_an_empty_one_is_fenced_at_once() {
+    let mut img = cluster(4);
+    create(&mut img, "t", 1, vec![vec![1, 2, 3]]);
+    let onto = MetadataCommand::ReassignPartition {
+        topic: "t".into(),
+        partition: 0,
+        target: vec![1, 2, 4],
+    };
+    assert_eq!(img.apply(&onto, 0), ApplyResult::Done);
+    let before = img.clone();
+    let refused = img.apply(&MetadataCommand::DecommissionBroker { id: 4 }, 0);
+    assert!(matches!(&refused, ApplyResult::Rejected(r) if r.contains("t-0")), "{refused:?}");
+    assert_eq!(img, before);
+    assert!(matches!(
+        img.apply(&MetadataCommand::DecommissionBroker { id: 9 }, 0),
+        ApplyResult::Rejected(_)
+    ));
+
+    let mut empty = cluster(3);
+    assert_eq!(empty.apply(&MetadataCommand::DecommissionBroker { id: 2 }, 0), ApplyResult::Done);
+    assert!(empty.brokers[&2].fenced, "it holds nothing: fenced at once");
+}
+
+#[test]
+fn an_image_from_before_decommissions_still_loads() {
+    let img = cluster(2);
+    let mut json: serde_json::Value = serde_json::to_value(&img).unwrap();
+    for b in json["brokers"].as_object_mut().unwrap().values_mut() {
+        b.as_object_mut().unwrap().remove("decommissioned");
+    }
+    let back: MetadataImage = serde_json::from_value(json).unwrap();
+    assert_eq!(back, img);
+}
+
+#[test]
 fn an_image_from_before_reassignments_still_loads() {
     let mut img = cluster(1);
     create(&mut img, "t", 1, vec![vec![1]]);
@@ -600,6 +675,8 @@ enum Op {
         topic: usize,
         partition: u32,
     },
+    Decommission(NodeId),
+    Recommission(NodeId),
 }
 
 const TOPICS: [&str; 3] = ["a", "b", "c"];
@@ -638,6 +715,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (topic.clone(), 0..4u32, prop::collection::vec(1..=MAX_BROKER, 0..4))
             .prop_map(|(topic, partition, target)| Op::Reassign { topic, partition, target }),
         1 => (topic.clone(), 0..4u32).prop_map(|(topic, partition)| Op::Cancel { topic, partition }),
+        1 => id.clone().prop_map(Op::Decommission),
+        1 => id.clone().prop_map(Op::Recommission),
     ]
 }
 
@@ -784,8 +863,12 @@ fn concretize(img: &MetadataImage, op: &Op, next_id: &mut u8) -> (MetadataComman
             let mut distinct = target.clone();
             distinct.sort_unstable();
             distinct.dedup();
-            let must_reject = p.is_none_or(|p| p.reassigning() || p.replicas == *target)
-                || target.is_empty()
+            let decommissioned = |r: &NodeId| img.brokers.get(r).is_some_and(|b| b.decommissioned);
+            let must_reject = p.is_none_or(|p| {
+                p.reassigning()
+                    || p.replicas == *target
+                    || target.iter().any(|r| !p.replicas.contains(r) && decommissioned(r))
+            }) || target.is_empty()
                 || distinct.len() != target.len()
                 || target.iter().any(|r| !img.brokers.contains_key(r));
             let cmd = C::ReassignPartition {
@@ -800,11 +883,27 @@ fn concretize(img: &MetadataImage, op: &Op, next_id: &mut u8) -> (MetadataComman
             let idle = img.partition(t, *partition).is_none_or(|p| !p.reassigning());
             (C::CancelReassignment { topic: t.into(), partition: *partition }, idle)
         }
+        Op::Decommission(id) => {
+            let moving_in =
+                img.topics.values().flat_map(|t| &t.partitions).any(|p| p.adding.contains(id));
+            (C::DecommissionBroker { id: *id }, !img.brokers.contains_key(id) || moving_in)
+        }
+        Op::Recommission(id) => {
+            let marked = img.brokers.get(id).is_some_and(|b| b.decommissioned);
+            (C::RecommissionBroker { id: *id }, !marked)
+        }
     }
 }
 
 /// The invariants every image must hold (the controller's model test checks them too).
 pub(crate) fn check_image(img: &MetadataImage) -> Result<(), TestCaseError> {
+    for b in img.brokers.values() {
+        prop_assert!(
+            !b.decommissioned || b.fenced || img.holds_replicas(b.id),
+            "decommissioned broker {} holds nothing and is not fenced",
+            b.id
+        );
+    }
     for (name, t) in &img.topics {
         prop_assert_eq!(&t.name, name);
         let floor = img.epoch_floor.get(name).copied();

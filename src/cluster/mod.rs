@@ -26,6 +26,7 @@ pub mod config;
 pub mod controller;
 mod groups;
 pub mod heartbeat;
+mod membership;
 pub mod metadata;
 mod node;
 pub mod raft;
@@ -81,6 +82,10 @@ pub struct BrokerView {
     pub cluster_addr: Option<String>,
     /// Fenced: missed its heartbeats (or shut down); it leads nothing until it is back.
     pub fenced: bool,
+    /// Decommissioned (`cluster decommission`): takes no new replica; fenced once emptied.
+    pub decommissioned: bool,
+    /// A metadata voter (a controller).
+    pub voter: bool,
 }
 
 /// One partition's leadership as clients are told about it (Kafka Metadata).
@@ -191,6 +196,8 @@ pub enum ClusterError {
     InvalidReplicaAssignment { topic: String, reason: String },
     #[error("{topic:?} partition {partition}: cannot reassign: {reason}")]
     Reassignment { topic: String, partition: u32, reason: String },
+    #[error("cannot change the cluster's members: {0}")]
+    Membership(String),
     #[error("the cluster is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]
@@ -317,20 +324,26 @@ impl Cluster {
                     kafka_addr: a.kafka,
                     cluster_addr: None,
                     fenced: false,
+                    decommissioned: false,
+                    voter: true,
                 }]
             }
-            Mode::Node(n) => n
-                .image()
-                .brokers
-                .values()
-                .map(|b| BrokerView {
-                    id: kafka_id(b.id),
-                    native_addr: b.native_addr.clone(),
-                    kafka_addr: b.kafka_addr.clone(),
-                    cluster_addr: Some(b.cluster_addr.clone()),
-                    fenced: b.fenced,
-                })
-                .collect(),
+            Mode::Node(n) => {
+                let voters = n.voters();
+                n.image()
+                    .brokers
+                    .values()
+                    .map(|b| BrokerView {
+                        id: kafka_id(b.id),
+                        native_addr: b.native_addr.clone(),
+                        kafka_addr: b.kafka_addr.clone(),
+                        cluster_addr: Some(b.cluster_addr.clone()),
+                        fenced: b.fenced,
+                        decommissioned: b.decommissioned,
+                        voter: voters.contains(&b.id),
+                    })
+                    .collect()
+            }
         }
     }
 

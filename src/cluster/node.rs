@@ -248,6 +248,21 @@ impl Node {
         Ok(self.raft.propose(cmd).await?)
     }
 
+    /// The metadata voters (controllers) now, by id.
+    pub(super) fn voters(&self) -> Vec<NodeId> {
+        self.raft.voters().into_keys().collect()
+    }
+
+    /// Makes broker `id` a voter or a learner again (see [`RaftNode::change_voter`]); a refusal
+    /// says why.
+    pub(super) async fn change_voter(&self, id: NodeId, add: bool) -> Result<(), ClusterError> {
+        match self.raft.change_voter(id, add).await {
+            Ok(()) => Ok(()),
+            Err(RaftNodeError::Rejected { reason, .. }) => Err(ClusterError::Membership(reason)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A fresh producer id from this broker's block, taking a new block from the metadata when
     /// it is used up (ids are never handed out twice in the cluster).
     pub(super) async fn next_producer_id(&self) -> Result<i64, ClusterError> {
@@ -290,22 +305,36 @@ impl Node {
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner).push(task);
     }
 
-    /// Completes once this process is registered and unfenced: it may lead and follow.
+    /// Completes once this process is registered and unfenced: it may lead and follow. A
+    /// decommissioned broker that holds nothing stays fenced: it is ready to answer clients
+    /// (pointing them at the others) as soon as it is registered.
     pub(super) async fn ready(&self) {
         let mut images = self.subscribe();
         let me = self.id();
+        let mut drained = false;
         let _ = images
             .wait_for(|img| {
                 let mine = self.incarnation.load(Ordering::Acquire);
-                mine != 0
-                    && img.brokers.get(&me).is_some_and(|b| b.incarnation == mine && !b.fenced)
+                let Some(b) = img.brokers.get(&me).filter(|b| mine != 0 && b.incarnation == mine)
+                else {
+                    return false;
+                };
+                drained = b.decommissioned && !img.holds_replicas(me);
+                !b.fenced || drained
             })
             .await;
+        if drained {
+            tracing::warn!(
+                node = me,
+                "this broker is decommissioned: it holds no replica and stays fenced \
+                 (`minikafka cluster decommission {me} --cancel` takes it back)"
+            );
+        }
     }
 
     async fn register_now(&self, advertised: Advertised) {
         let me = self.id();
-        if !self.cfg.is_voter() {
+        if !self.raft.voters().contains_key(&me) {
             // A learner must be in the Raft membership before it receives the log.
             while let Err(e) = self.raft.add_learner(me, self.cluster_addr.clone()).await {
                 tracing::warn!(node = me, "joining the metadata as a learner: {e}; retrying");
@@ -374,7 +403,8 @@ impl Node {
         let leader = self.raft.leader();
         let timeout = self.cfg.heartbeat_interval().max(Duration::from_millis(200));
         let mut calls = Vec::new();
-        for (&voter, addr) in &self.cfg.controllers {
+        // The voters now, not the --controllers list: voters change (`cluster add-voter`).
+        for (voter, addr) in self.raft.voters() {
             if voter == self.id() {
                 record(&self.heartbeats, hb);
                 continue;
@@ -384,7 +414,7 @@ impl Node {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .entry(addr.clone())
-                .or_insert_with(|| PeerClient::new(self.id(), addr.clone(), self.cfg.token.clone()))
+                .or_insert_with(|| PeerClient::new(self.id(), addr, self.cfg.token.clone()))
                 .clone();
             calls.push(async move {
                 let reply = client.call(peer::BROKER_HEARTBEAT, hb.encode(), timeout).await;

@@ -78,6 +78,8 @@ async fn views_show_this_node_leading_everything_at_its_advertised_addresses() {
             kafka_addr: Some("h:9092".into()),
             cluster_addr: None,
             fenced: false,
+            decommissioned: false,
+            voter: true,
         }]
     );
     assert_eq!(c.controller(), Some(0));

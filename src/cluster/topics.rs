@@ -59,7 +59,7 @@ impl Cluster {
         if image.topics.contains_key(name) {
             return Err(BrokerError::TopicAlreadyExists { name: name.to_owned() }.into());
         }
-        let live = image.live_brokers().count();
+        let live = image.placeable_brokers().count();
         if rf == 0 || usize::from(rf) > live {
             return Err(ClusterError::InvalidReplicationFactor {
                 requested: rf.into(),
@@ -98,7 +98,7 @@ impl Cluster {
         loop {
             let image = images.borrow_and_update().clone();
             let known = image.brokers.len().max(n.config().controllers.len());
-            if image.live_brokers().count() >= rf
+            if image.placeable_brokers().count() >= rf
                 || rf > known
                 || tokio::time::Instant::now() >= deadline
             {
@@ -348,7 +348,7 @@ impl Cluster {
             None => {
                 let rf = u16::try_from(rf).unwrap_or(u16::MAX);
                 let image = self.enough_brokers(n, rf).await;
-                let live: Vec<NodeId> = image.live_brokers().map(|b| b.id).collect();
+                let live: Vec<NodeId> = image.placeable_brokers().collect();
                 // Continue the topic's round-robin: the next leader after its partitions'.
                 let first = t.partitions.first().and_then(|p| p.replicas.first());
                 let start = first.and_then(|f| live.iter().position(|b| b == f)).unwrap_or(0)

@@ -307,6 +307,13 @@ fn decode_request_with(
             Request::ReassignPartitions { moves }
         }
         ApiKey::ListReassignments => Request::ListReassignments,
+        ApiKey::DescribeMembership => Request::DescribeMembership,
+        ApiKey::DecommissionBroker => {
+            Request::DecommissionBroker { broker: r.i32("broker id")?, cancel: r.bool("cancel")? }
+        }
+        ApiKey::ChangeVoter => {
+            Request::ChangeVoter { broker: r.i32("broker id")?, add: r.bool("add")? }
+        }
         ApiKey::CreateReplicatedTopic => {
             let name = r.string("topic name")?;
             let partitions = r.u32("partitions")?;
@@ -449,6 +456,12 @@ fn decode_response_with(
         k if k == ResponseKind::Partitions as u8 => {
             Response::Partitions { brokers: r.brokers()?, partitions: r.partition_states()? }
         }
+        k if k == ResponseKind::Membership as u8 => Response::Membership {
+            membership: Membership {
+                voters: r.i32s("voters")?,
+                decommissioned: r.i32s("decommissioned")?,
+            },
+        },
         k if k == ResponseKind::Reassignments as u8 => {
             let n = r.count("reassignment count", REASSIGNMENT_MIN_LEN)?;
             let mut reassignments = Vec::with_capacity(n);

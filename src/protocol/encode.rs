@@ -219,7 +219,12 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
             buf.put_u32_le(*partition);
             buf.put_u64_le(*timestamp_ms);
         }
-        Request::ClusterStatus | Request::ListReassignments => {}
+        Request::ClusterStatus | Request::ListReassignments | Request::DescribeMembership => {}
+        Request::DecommissionBroker { broker, cancel: flag }
+        | Request::ChangeVoter { broker, add: flag } => {
+            buf.put_i32_le(*broker);
+            buf.put_u8(u8::from(*flag));
+        }
         Request::ReassignPartitions { moves } => {
             buf.put_u32_le(moves.len() as u32);
             for m in moves {
@@ -402,6 +407,11 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
             put_brokers(buf, &status.brokers);
             put_partition_states(buf, &status.under_replicated);
             put_partition_states(buf, &status.offline);
+        }
+        Response::Membership { membership } => {
+            ok_kind(buf, ResponseKind::Membership);
+            put_i32s(buf, &membership.voters);
+            put_i32s(buf, &membership.decommissioned);
         }
         Response::Partitions { brokers, partitions } => {
             ok_kind(buf, ResponseKind::Partitions);

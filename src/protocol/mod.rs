@@ -78,16 +78,21 @@
 //! | `ElectLeaders`           | 22  | option<string> topic (none: every topic)                 |
 //! | `ReassignPartitions`     | 23  | list<(string topic, u32 partition, list<i32> target)>; an empty target cancels the move under way |
 //! | `ListReassignments`      | 24  | none                                                     |
+//! | `DecommissionBroker`     | 25  | i32 broker, u8 cancel                                    |
+//! | `ChangeVoter`            | 26  | i32 broker, u8 add (0: back to a learner)                |
+//! | `DescribeMembership`     | 27  | none                                                     |
 //!
 //! | response         | kind | fields after the kind                                         |
 //! |------------------|------|---------------------------------------------------------------|
 //! | `ClusterStatus`  | 13   | i32 node_id (the answering broker), u8 clustered, option<i32> controller, list<broker>, list<partition> under_replicated, list<partition> offline |
 //! | `Partitions`     | 14   | list<broker>, list<partition>                                 |
 //! | `LeadersElected` | 15   | list<election>: string topic, u32 partition, i32 preferred, option<i32> leader, u8 elected |
+//! | `Membership`     | 17   | list<i32> voters, list<i32> decommissioned                    |
 //! | `Reassignments`  | 16   | list<reassignment>: string topic, u32 partition, list<i32> target, list<i32> adding, list<i32> removing, list<i32> isr, option<i32> leader, list<(i32 replica, u64 records behind)> |
 //!
 //! `ReassignPartitions` answers `Ok` once every move is committed (they are committed one by
-//! one: on an error, the moves before the one named are under way).
+//! one: on an error, the moves before the one named are under way). `DecommissionBroker` and
+//! `ChangeVoter` answer `Ok` once the change is committed.
 //!
 //! A broker ([`BrokerInfo`]) is `i32 id, option<string> native_addr, option<string>
 //! kafka_addr, u8 fenced`; a partition ([`PartitionState`]) is `string topic, u32 partition,
@@ -270,6 +275,18 @@ pub enum Request {
     },
     /// The partition moves under way (answered with `Reassignments`).
     ListReassignments,
+    /// Marks a broker decommissioned, or (`cancel`) takes that back (answered with `Ok`).
+    DecommissionBroker {
+        broker: i32,
+        cancel: bool,
+    },
+    /// Makes a broker a metadata voter (`add`) or a learner again (answered with `Ok`).
+    ChangeVoter {
+        broker: i32,
+        add: bool,
+    },
+    /// The voters and the decommissioned brokers (answered with `Membership`).
+    DescribeMembership,
     /// `CreateTopic` with a replication factor (a separate key so that `CreateTopic`'s bytes
     /// stay what older brokers decode).
     CreateReplicatedTopic {
@@ -336,6 +353,15 @@ pub struct ClusterInfo {
     pub brokers: Vec<BrokerInfo>,
     pub under_replicated: Vec<PartitionState>,
     pub offline: Vec<PartitionState>,
+}
+
+/// Who takes part in the cluster how (answer to `DescribeMembership`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Membership {
+    /// The metadata voters (the controllers).
+    pub voters: Vec<i32>,
+    /// Brokers decommissioned (`cluster decommission`), emptied or still being emptied.
+    pub decommissioned: Vec<i32>,
 }
 
 /// One committed offset of a consumer group, as a read position: a Kafka client's sentinel
@@ -418,6 +444,9 @@ pub enum Response {
     Reassignments {
         reassignments: Vec<Reassignment>,
     },
+    Membership {
+        membership: Membership,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -453,6 +482,9 @@ pub enum ApiKey {
     ElectLeaders = 22,
     ReassignPartitions = 23,
     ListReassignments = 24,
+    DecommissionBroker = 25,
+    ChangeVoter = 26,
+    DescribeMembership = 27,
 }
 
 impl ApiKey {
@@ -484,6 +516,9 @@ impl ApiKey {
             22 => ElectLeaders,
             23 => ReassignPartitions,
             24 => ListReassignments,
+            25 => DecommissionBroker,
+            26 => ChangeVoter,
+            27 => DescribeMembership,
             _ => return None,
         })
     }
@@ -517,6 +552,9 @@ impl ApiKey {
             ElectLeaders => "elect_leaders",
             ReassignPartitions => "reassign_partitions",
             ListReassignments => "list_reassignments",
+            DecommissionBroker => "decommission_broker",
+            ChangeVoter => "change_voter",
+            DescribeMembership => "describe_membership",
         }
     }
 }
@@ -550,6 +588,9 @@ impl Request {
             Request::ElectLeaders { .. } => ApiKey::ElectLeaders,
             Request::ReassignPartitions { .. } => ApiKey::ReassignPartitions,
             Request::ListReassignments => ApiKey::ListReassignments,
+            Request::DecommissionBroker { .. } => ApiKey::DecommissionBroker,
+            Request::ChangeVoter { .. } => ApiKey::ChangeVoter,
+            Request::DescribeMembership => ApiKey::DescribeMembership,
         }
     }
 }
@@ -575,6 +616,7 @@ pub enum ResponseKind {
     Partitions = 14,
     LeadersElected = 15,
     Reassignments = 16,
+    Membership = 17,
 }
 
 /// The status byte of an error response.

@@ -126,6 +126,11 @@ fn all_requests() -> Vec<Request> {
         },
         Request::ReassignPartitions { moves: vec![] },
         Request::ListReassignments,
+        Request::DecommissionBroker { broker: 4, cancel: false },
+        Request::DecommissionBroker { broker: 4, cancel: true },
+        Request::ChangeVoter { broker: 4, add: true },
+        Request::ChangeVoter { broker: 1, add: false },
+        Request::DescribeMembership,
         Request::CreateReplicatedTopic {
             name: "orders".into(),
             partitions: 6,
@@ -315,6 +320,10 @@ fn all_responses() -> Vec<Response> {
             }],
         },
         Response::Reassignments { reassignments: vec![] },
+        Response::Membership {
+            membership: Membership { voters: vec![1, 2, 4], decommissioned: vec![3] },
+        },
+        Response::Membership { membership: Membership::default() },
         Response::Partitions { brokers: broker_infos(), partitions: partition_states() },
         Response::Partitions { brokers: vec![], partitions: vec![] },
         Response::Error { code: ErrorCode::NotLeader, message: "leader is broker 2".into() },
@@ -737,6 +746,9 @@ fn cluster_api_keys_codes_and_kinds_come_after_the_old_ones() {
         (22, ApiKey::ElectLeaders, "elect_leaders"),
         (23, ApiKey::ReassignPartitions, "reassign_partitions"),
         (24, ApiKey::ListReassignments, "list_reassignments"),
+        (25, ApiKey::DecommissionBroker, "decommission_broker"),
+        (26, ApiKey::ChangeVoter, "change_voter"),
+        (27, ApiKey::DescribeMembership, "describe_membership"),
     ] {
         assert_eq!(ApiKey::from_u8(v), Some(key));
         assert_eq!(key as u8, v);
@@ -746,6 +758,7 @@ fn cluster_api_keys_codes_and_kinds_come_after_the_old_ones() {
     assert_eq!(ResponseKind::Partitions as u8, 14);
     assert_eq!(ResponseKind::LeadersElected as u8, 15);
     assert_eq!(ResponseKind::Reassignments as u8, 16);
+    assert_eq!(ResponseKind::Membership as u8, 17);
     for (v, code, retriable) in [
         (19, ErrorCode::NotLeader, true),
         (20, ErrorCode::LeaderNotAvailable, true),

@@ -17,7 +17,8 @@ use crate::broker::{AppendBatch, BrokerError, FetchResult};
 use crate::cluster::{Acks, BrokerView, Cluster, ClusterError, PartitionView};
 use crate::metrics::Listener;
 use crate::protocol::{
-    BrokerInfo, ClusterInfo, ErrorCode, FETCH_CONTINUE, PartitionState, Request, Response,
+    BrokerInfo, ClusterInfo, ErrorCode, FETCH_CONTINUE, Membership, PartitionState, Request,
+    Response,
 };
 use crate::storage::StorageError;
 
@@ -95,7 +96,9 @@ pub fn cluster_error_code(e: &ClusterError) -> ErrorCode {
         // The native protocol has no code of its own for it (its AddPartitions names no
         // replicas, so only a broker fenced while it is placed gets here); the message says why.
         ClusterError::InvalidReplicaAssignment { .. } => ErrorCode::InvalidRequest,
-        ClusterError::Reassignment { .. } => ErrorCode::InvalidRequest,
+        ClusterError::Reassignment { .. } | ClusterError::Membership(_) => {
+            ErrorCode::InvalidRequest
+        }
         ClusterError::Broker(e) => error_code(e),
         // Native requests carry no leader epoch; these only come from a leadership change
         // racing the request: learn the leaders again.
@@ -406,6 +409,23 @@ async fn run(
         }
         Request::ListReassignments => {
             Response::Reassignments { reassignments: cluster.reassignments() }.into()
+        }
+        Request::DecommissionBroker { broker, cancel } => {
+            cluster.decommission_broker(broker, cancel).await.map_err(|e| cluster_error(&e))?;
+            Response::Ok.into()
+        }
+        Request::ChangeVoter { broker, add } => {
+            cluster.change_voter(broker, add).await.map_err(|e| cluster_error(&e))?;
+            Response::Ok.into()
+        }
+        Request::DescribeMembership => {
+            let brokers = cluster.brokers();
+            let ids = |pick: fn(&BrokerView) -> bool| {
+                brokers.iter().filter(|b| pick(b)).map(|b| b.id).collect()
+            };
+            let membership =
+                Membership { voters: ids(|b| b.voter), decommissioned: ids(|b| b.decommissioned) };
+            Response::Membership { membership }.into()
         }
         Request::ClusterStatus => {
             let s = cluster.status();

@@ -3,14 +3,14 @@
 //! to the leader over FORWARD_COMMAND when this node is not it), and answers the peer requests
 //! openraft and other nodes send. Never blocks forever: every wait is bounded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, InitializeError, RaftError};
-use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, Instant, Raft, SnapshotPolicy};
 use tokio::sync::watch;
 
 use super::log_store::LogStore;
@@ -33,6 +33,9 @@ pub struct RaftNode<S: StateMachineData> {
     raft: Raft<TypeConfig, StateMachine<S>>,
     applied: watch::Receiver<Arc<S>>,
     voters: BTreeMap<u64, String>,
+    /// A node whose last answer to the leader is older than this counts as unreachable when a
+    /// voter change checks the quorum (the longest election timeout: several heartbeats).
+    reach_window: Duration,
     token: Option<String>,
     /// Forwarding clients by address, made on first use.
     clients: std::sync::Mutex<BTreeMap<String, PeerClient>>,
@@ -85,6 +88,7 @@ impl<S: StateMachineData> RaftNode<S> {
             raft,
             applied,
             voters: cfg.voters,
+            reach_window: Duration::from_millis(cfg.election_timeout_ms.1),
             token: cfg.token,
             clients: std::sync::Mutex::new(BTreeMap::new()),
         }))
@@ -152,6 +156,82 @@ impl<S: StateMachineData> RaftNode<S> {
         self.submit(ForwardRequest::AddLearner { id, addr }).await.map(|_| ())
     }
 
+    /// The voters (the controllers) as this node's membership says, with their cluster
+    /// addresses; the `--controllers` list until it has seen a membership.
+    pub fn voters(&self) -> BTreeMap<u64, String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeMap<u64, String> = membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
+            .collect();
+        if voters.is_empty() { self.voters.clone() } else { voters }
+    }
+
+    /// Makes node `id` a voter (`add`: it must be a learner, a broker that joined) or turns a
+    /// voter back into a learner, through openraft's joint-consensus membership change, one
+    /// change at a time. Refused when the voters answering the leader would not make a quorum
+    /// of the current set and of the new one, or when an added node does not answer.
+    pub async fn change_voter(&self, id: u64, add: bool) -> Result<(), RaftNodeError> {
+        self.submit(ForwardRequest::ChangeVoter { id, add }).await.map(|_| ())
+    }
+
+    /// The membership change for [`RaftNode::change_voter`], checked on the leader.
+    fn voter_change(&self, id: u64, add: bool) -> Result<ChangeMembers<u64, BasicNode>, String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let membership = metrics.membership_config.membership();
+        if membership.get_joint_config().len() > 1 {
+            return Err("a voter change is under way: try again once it is done".into());
+        }
+        let current: BTreeSet<u64> = membership.voter_ids().collect();
+        let answers = |node: u64| {
+            node == self.id
+                || metrics
+                    .heartbeat
+                    .as_ref()
+                    .and_then(|h| h.get(&node).copied().flatten())
+                    .is_some_and(|at| at.elapsed() <= self.reach_window)
+        };
+        let mut new = current.clone();
+        if add {
+            if current.contains(&id) {
+                return Err(format!("node {id} is a voter already"));
+            }
+            if membership.get_node(&id).is_none() {
+                return Err(format!(
+                    "node {id} is not in the cluster: start it with --controllers naming the \
+                     voters, then add it"
+                ));
+            }
+            if !answers(id) {
+                return Err(format!("node {id} does not answer the controller: is it running?"));
+            }
+            new.insert(id);
+        } else {
+            if !current.contains(&id) {
+                return Err(format!("node {id} is not a voter (the voters are {current:?})"));
+            }
+            if current.len() == 1 {
+                return Err(format!("node {id} is the last voter"));
+            }
+            new.remove(&id);
+        }
+        for (which, set) in [("current", &current), ("new", &new)] {
+            let up: Vec<u64> = set.iter().copied().filter(|v| answers(*v)).collect();
+            let need = set.len() / 2 + 1;
+            if up.len() < need {
+                return Err(format!(
+                    "only {up:?} of the {which} voters {set:?} answer the controller and {need} \
+                     are needed: the change would lose the quorum"
+                ));
+            }
+        }
+        let ids = BTreeSet::from([id]);
+        Ok(if add { ChangeMembers::AddVoterIds(ids) } else { ChangeMembers::RemoveVoters(ids) })
+    }
+
     /// Runs `request` on the leader: here if this node leads, else forwarded.
     async fn submit(&self, request: ForwardRequest) -> Result<Option<Applied>, RaftNodeError> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
@@ -188,6 +268,9 @@ impl<S: StateMachineData> RaftNode<S> {
                 ForwardReply::Failed(reason) => {
                     return Err(RaftNodeError::Raft { node: self.id, reason });
                 }
+                ForwardReply::Refused(reason) => {
+                    return Err(RaftNodeError::Rejected { node: self.id, reason });
+                }
                 ForwardReply::NotLeader { leader } => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(RaftNodeError::NoLeader { node: self.id, waited: LEADER_WAIT });
@@ -208,11 +291,23 @@ impl<S: StateMachineData> RaftNode<S> {
             ForwardRequest::AddLearner { id, addr } => {
                 self.raft.add_learner(*id, BasicNode::new(addr), false).await
             }
+            ForwardRequest::ChangeVoter { id, add } => {
+                if !self.raft.is_leader() {
+                    return ForwardReply::NotLeader { leader: self.leader() };
+                }
+                match self.voter_change(*id, *add) {
+                    // Removed voters stay learners: they are still brokers.
+                    Ok(change) => self.raft.change_membership(change, true).await,
+                    Err(reason) => return ForwardReply::Refused(reason),
+                }
+            }
         };
         match result {
             Ok(response) => match request {
                 ForwardRequest::Propose(_) => ForwardReply::Applied(response.data),
-                ForwardRequest::AddLearner { .. } => ForwardReply::Done,
+                ForwardRequest::AddLearner { .. } | ForwardRequest::ChangeVoter { .. } => {
+                    ForwardReply::Done
+                }
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 ForwardReply::NotLeader { leader: f.leader_id }

@@ -59,7 +59,15 @@ pub(crate) struct SnapshotMessage {
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ForwardRequest {
     Propose(serde_json::Value),
-    AddLearner { id: u64, addr: String },
+    AddLearner {
+        id: u64,
+        addr: String,
+    },
+    /// Makes learner `id` a voter (`add`), or a voter a learner again.
+    ChangeVoter {
+        id: u64,
+        add: bool,
+    },
 }
 
 /// The answer to a FORWARD_COMMAND.
@@ -75,4 +83,6 @@ pub(crate) enum ForwardReply {
     Ambiguous(String),
     /// Refused for another reason (fatal Raft error, membership change in progress, ...).
     Failed(String),
+    /// Refused before anything was appended, with the reason for the operator.
+    Refused(String),
 }
