@@ -96,6 +96,17 @@ class Cluster:
         p.send_signal(signal.SIGKILL)
         p.wait()
 
+    def terminate(self, i, timeout=30):
+        """SIGTERM, as an operator stops a broker; returns its exit code."""
+        p = self.nodes[i]["proc"]
+        p.send_signal(signal.SIGTERM)
+        try:
+            return p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise AssertionError(f"broker {i} did not exit within {timeout} s of SIGTERM") from None
+
     def restart(self, i):
         self.spawn(i)
         self.wait_listening(i)
