@@ -34,8 +34,8 @@ class Load:
     """An idempotent acks=all producer writing "0", "1", ... over every partition of `topic`
     (`rate` records a second), and one member of a consumer group reading them, committing
     synchronously after every batch so that nothing it has read is handed to it again. Both run
-    in threads from start to check_exactly_once. `earlier` are values acknowledged before it
-    started, which the consumer must read once too."""
+    in threads from construction to check_exactly_once. `earlier` are values acknowledged before
+    the load started, which the consumer must read once too."""
 
     def __init__(self, c, topic, earlier=(), rate=300):
         self.topic, self.rate, self.earlier = topic, rate, list(earlier)
