@@ -1,7 +1,6 @@
 """Unmodified Kafka clients against a three-broker minikafka cluster (issue 14), run by
-scripts/cluster-compat: the script starts the brokers itself (the binary in MINIKAFKA_BIN, data
-under WORK_DIR, free loopback ports, --broker-session-timeout-ms 2000) so that it can SIGKILL and
-restart them.
+scripts/cluster-compat: the script starts the brokers itself (cluster_common.Cluster) so that it
+can SIGKILL and restart them.
 
 - kcat -L lists every broker and, per partition, the leader and three in-sync replicas.
 - confluent-kafka, idempotent with acks=all, keeps producing while its partition's leader is
@@ -13,145 +12,18 @@ restart them.
 
 Prints `PASS name` / `FAIL name: why` lines (common.check); every wait is bounded.
 """
-import collections
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
-os.environ.setdefault("KAFKA_BOOTSTRAP", "unused")  # common.py wants it; the cluster sets its own
-from common import check, expect, finish, name, wait_until  # noqa: E402
+from cluster_common import (Cluster, admin, create_topic, exactly_once, kcat_read_all,
+                            leader_of, wait_healthy)
+from common import check, expect, finish, name
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-
-BIN = os.environ["MINIKAFKA_BIN"]
-WORK = os.environ["WORK_DIR"]
-SESSION_MS = 2000
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Cluster:
-    """Three `minikafka broker` processes, node ids 1-3, killed on exit."""
-
-    def __init__(self, size=3):
-        self.nodes = {}
-        for i in range(1, size + 1):
-            self.nodes[i] = {"native": free_port(), "kafka": free_port(), "cluster": free_port(),
-                             "proc": None, "log": os.path.join(WORK, f"cluster-broker{i}.log")}
-        self.controllers = ",".join(f"{i}@127.0.0.1:{n['cluster']}" for i, n in self.nodes.items())
-        for i in self.nodes:
-            self.spawn(i)
-        for i in self.nodes:
-            self.wait_listening(i)
-
-    def spawn(self, i):
-        n = self.nodes[i]
-        log = open(n["log"], "ab")
-        n["proc"] = subprocess.Popen(
-            [BIN, "broker", "--node-id", str(i), "--data-dir", os.path.join(WORK, f"cluster{i}"),
-             "--listen", f"127.0.0.1:{n['native']}", "--kafka-listen", f"127.0.0.1:{n['kafka']}",
-             "--cluster-listen", f"127.0.0.1:{n['cluster']}", "--controllers", self.controllers,
-             "--http-listen", "off", "--broker-session-timeout-ms", str(SESSION_MS)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-            env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info")))
-
-    def wait_listening(self, i, timeout=60):
-        n = self.nodes[i]
-
-        def up():
-            if n["proc"].poll() is not None:
-                raise AssertionError(f"broker {i} exited: {open(n['log']).read()[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", n["kafka"]), 0.2).close()
-                return True
-            except OSError:
-                return False
-        wait_until(up, timeout, f"broker {i} listening")
-
-    def ensure_running(self):
-        """Restarts any broker a failed check left dead, and waits for it."""
-        for i, n in self.nodes.items():
-            if n["proc"].poll() is not None:
-                self.restart(i)
-
-    def kill(self, i):
-        p = self.nodes[i]["proc"]
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-
-    def restart(self, i):
-        self.spawn(i)
-        self.wait_listening(i)
-
-    def bootstrap(self, exclude=()):
-        return ",".join(f"127.0.0.1:{n['kafka']}" for i, n in self.nodes.items() if i not in exclude)
-
-    def shutdown(self):
-        for n in self.nodes.values():
-            if n["proc"] and n["proc"].poll() is None:
-                n["proc"].kill()
-                n["proc"].wait()
-
-    def panicked(self):
-        return [i for i, n in self.nodes.items() if "panicked" in open(n["log"], errors="replace").read()]
-
-
-def admin(c):
-    return AdminClient({"bootstrap.servers": c.bootstrap()})
-
-
-def create_topic(c, topic, partitions):
-    c.ensure_running()
-    a = admin(c)  # kept alive until the future resolves: a dropped client cancels it
-    fs = a.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=3)],
-                         operation_timeout=30)
-    fs[topic].result(60)
-    wait_healthy(c, topic, partitions)
-
-
-def wait_healthy(c, topic, partitions, timeout=120):
-    """Until metadata shows every partition with a leader and three in-sync replicas."""
-    def healthy():
-        try:
-            md = admin(c).list_topics(topic, timeout=5).topics[topic]
-        except KafkaException:
-            return False
-        return (md.error is None and len(md.partitions) == partitions
-                and all(p.leader >= 0 and len(p.isrs) == 3 for p in md.partitions.values()))
-    wait_until(healthy, timeout, f"{topic}: a leader and 3 in-sync replicas for every partition")
-
-
-def leader_of(c, topic, partition):
-    return admin(c).list_topics(topic, timeout=10).topics[topic].partitions[partition].leader
-
-
-def kcat_read_all(c, topic, expect_n, timeout=120):
-    """Every value of every partition of `topic`, read from the beginning with kcat."""
-    out = subprocess.run(["kcat", "-b", c.bootstrap(), "-C", "-t", topic, "-o", "beginning", "-e",
-                          "-q", "-f", "%s\n"], capture_output=True, timeout=timeout, text=True)
-    expect(out.returncode == 0, f"kcat -C failed: {out.stderr[-500:]}")
-    return out.stdout.splitlines()
-
-
-def exactly_once(values, n):
-    counts = collections.Counter(values)
-    missing = [i for i in range(n) if counts.get(str(i), 0) == 0]
-    dups = {v: k for v, k in counts.items() if k > 1}
-    expect(not missing and not dups and len(values) == n,
-           f"{len(values)} read, {len(missing)} missing (first {missing[:5]}), {len(dups)} duplicated"
-           f" (first {list(dups.items())[:5]})")
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 
 def kill_leader_when(c, topic, progress, at, restart_after=3.0):

@@ -41,12 +41,12 @@ def messages(n, prefix):
     return [(f"key-{i % 97}".encode(), f"{prefix}-value-{i:06d}".encode()) for i in range(n)]
 
 
-def wait_until(pred, timeout, what):
+def wait_until(pred, timeout, what, interval=0.1):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if pred():
             return
-        time.sleep(0.1)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
