@@ -7,7 +7,8 @@ group consumer (committing after every batch) run on a topic,
 - the target of a partition move is SIGKILLed in the middle of the move: the move waits and
   finishes once the broker is back; another move whose target is killed is cancelled, and the
   partition keeps its replicas;
-- `cluster decommission 1` moves every replica off broker 1, which is then stopped.
+- `cluster decommission 1` moves every replica off broker 1, which is fenced once emptied and
+  then stopped.
 
 Each time the producer ends with no delivery error and the consumer has read every acknowledged
 record exactly once. Prints `PASS name` / `FAIL name: why` lines (common.check); every wait is
@@ -307,7 +308,7 @@ def a_broker_is_decommissioned(c):
 
     def decommission(load):
         out = cli_ok(c, "cluster", "decommission", "1")
-        expect("broker 1 holds no replica once these moves finish" in out, out)
+        expect("broker 1 is fenced once it holds no replica" in out, out)
         moves_done(c)
         left = [(t["name"], p["partition"]) for t in cli_json(c, "topic", "describe")
                 for p in t["partitions"] if 1 in p["replicas"]]
@@ -316,12 +317,19 @@ def a_broker_is_decommissioned(c):
         on_1 = [(t, p) for t, m in md.items() for p, pm in m.partitions.items() if 1 in pm.replicas]
         expect(not on_1, f"Kafka metadata still places replicas on broker 1: {on_1}")
         wait_healthy(c, topic, 4)
-        # What the CLI says to do next: stop it. The clients go on without it.
+        # Emptied, it is fenced: the clients go on without it, then it is stopped.
+        def fenced():
+            status = cli_json(c, "cluster", "status")
+            return any(b["id"] == 1 and b["fenced"] for b in status["brokers"]) and \
+                1 in status["decommissioned"]
+        wait_until(fenced, 30, "broker 1 fenced and listed as decommissioned")
+        load.wait_flowing()
         code = c.terminate(1)
         expect(code == 0, f"broker 1 exited {code} on SIGTERM")
         load.wait_flowing()
-        return (f"broker 1 decommissioned ({len(out.splitlines()) - 1} moves, no replica left on"
-                f" it) and stopped")
+        moves = sum(line.startswith("moving") for line in out.splitlines())
+        return (f"broker 1 decommissioned ({moves} moves, no replica left on"
+                f" it), fenced, and stopped")
     under_load(c, topic, 4, decommission)
 
 
@@ -336,7 +344,7 @@ def main():
         check("a move's target SIGKILLed mid-move: the move finishes once it returns (another is"
               " cancelled cleanly), under the same clients: every acknowledged record consumed"
               " once", lambda: a_move_whose_target_is_killed(c))
-        check("`cluster decommission 1` moves every replica off broker 1, then it is stopped,"
+        check("`cluster decommission 1` moves every replica off broker 1 and fences it, then it is stopped,"
               " under the same clients: every acknowledged record consumed once",
               lambda: a_broker_is_decommissioned(c))
         check("no broker log shows a panic",
