@@ -584,6 +584,13 @@ fn a_partition_moves_to_another_broker_while_records_keep_coming() {
     let newcomer_addr = cluster.nodes[cluster.index(newcomer as i32)].native_addr.clone();
     let want: Vec<String> = before.iter().chain(&during).cloned().collect();
     assert_all_read(&newcomer_addr, "moving", &want);
+    // The dropped replica's records leave its broker's disk, as Kafka deletes such a replica.
+    let dropped = cluster.index(leader as i32);
+    let start = Instant::now();
+    while !cluster.log(dropped).contains("not a replica here any more: records discarded") {
+        assert!(start.elapsed() < limit, "{}", cluster.log_tail(dropped, 40));
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A bad target is refused with the reason, and changes nothing.
     let out = run_cli(

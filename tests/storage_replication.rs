@@ -211,6 +211,29 @@ fn a_log_starts_over_empty_at_a_later_offset_and_stays_there_after_a_restart() {
     );
 }
 
+/// A replica moved away from this broker: every record goes and the log is as new, at 0, also
+/// after a restart; added back, it would copy the partition again from the leader.
+#[test]
+fn a_discarded_replica_log_is_empty_at_zero_and_stays_so_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), tiny_config(300)).unwrap();
+    log.set_leader_epoch(3).unwrap();
+    append_values(&log, 20, "old");
+    assert!(segment_files(dir.path()).len() >= 5);
+    let held = log.read(0, 1 << 20).unwrap();
+    log.discard_all().unwrap();
+    assert_eq!((log.log_start_offset(), log.next_offset(), log.visible_end()), (0, 0, 0));
+    assert_eq!(log.latest_epoch(), None);
+    assert!(all_values(&log).is_empty());
+    assert!(held.records().all(|r| r.is_ok()), "a slice read before is still readable");
+    assert_eq!(segment_files(dir.path()).len(), 1, "one empty segment left");
+    drop(log);
+    let log = Log::open(dir.path(), tiny_config(300)).unwrap();
+    assert_eq!((log.log_start_offset(), log.next_offset()), (0, 0));
+    append_values(&log, 2, "new");
+    assert_eq!(all_values(&log), vec![(0, "new-00000".to_string()), (1, "new-00001".to_string())]);
+}
+
 #[test]
 fn truncation_crosses_segment_boundaries_and_readers_keep_their_slices() {
     let dir = tempfile::tempdir().unwrap();

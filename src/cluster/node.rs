@@ -524,7 +524,15 @@ impl Node {
                 .filter_map(|t| {
                     let id = broker.topic_id(&t.name).ok()?;
                     let configs = super::configs_map(&broker.topic_configs(&t.name).ok()?);
-                    Some((t.name, LocalTopic { id, partitions: t.partitions, configs }))
+                    let holding = (0..t.partitions)
+                        .filter(|&p| {
+                            broker
+                                .partition_log(&t.name, p)
+                                .is_ok_and(|log| log.next_offset() > log.log_start_offset())
+                        })
+                        .collect();
+                    let local = LocalTopic { id, partitions: t.partitions, configs, holding };
+                    Some((t.name, local))
                 })
                 .collect()
         })
@@ -596,6 +604,20 @@ impl Node {
             Action::Stop { topic, partition } => {
                 r.stop(&topic, partition);
                 Ok(())
+            }
+            Action::DiscardReplica { topic, partition } => {
+                let broker = self.broker.clone();
+                super::blocking(move || {
+                    let log = broker.partition_log(&topic, partition)?;
+                    log.discard_all().map_err(|source| crate::broker::BrokerError::Storage {
+                        topic: topic.clone(),
+                        partition,
+                        source,
+                    })?;
+                    tracing::info!(%topic, partition, "not a replica here any more: records discarded");
+                    Ok(())
+                })
+                .await
             }
         }
     }

@@ -4,7 +4,7 @@
 //! plan and records the roles it took, so the next plan holds only what changed. Never performs
 //! an action itself and never decides a leader or an ISR (the image says; Raft committed it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::metadata::{MetadataImage, NodeId, PartitionRecord};
 
@@ -15,6 +15,8 @@ pub struct LocalTopic {
     pub partitions: u32,
     /// The configs set on it, in the metadata's form ([`super::configs_map`]).
     pub configs: BTreeMap<String, String>,
+    /// Its partitions whose log here holds records.
+    pub holding: BTreeSet<u32>,
 }
 
 /// The role this broker has taken for one partition (what the replica manager was told).
@@ -72,6 +74,12 @@ pub enum Action {
         topic: String,
         partition: u32,
     },
+    /// Records of a partition this broker is not a replica of (a move took it away): they go,
+    /// as Kafka deletes such a replica. Listed after the partition's `Stop`.
+    DiscardReplica {
+        topic: String,
+        partition: u32,
+    },
 }
 
 /// The actions that bring `local` and `roles` to what `image` says for broker `me`.
@@ -125,6 +133,18 @@ pub fn plan(
             && local_matches(image, local, topic);
         if !serving {
             actions.push(Action::Stop { topic: topic.clone(), partition: *partition });
+        }
+    }
+    // Only the committed image's word that this broker is no replica (a move done or cancelled
+    // without it) lets its records go: the new replicas are in sync by then.
+    for (name, t) in &image.topics {
+        let Some(l) = local.get(name).filter(|l| l.id == t.id) else { continue };
+        for &partition in &l.holding {
+            let held =
+                t.partitions.get(partition as usize).is_some_and(|p| p.replicas.contains(&me));
+            if !held && (partition as usize) < t.partitions.len() {
+                actions.push(Action::DiscardReplica { topic: name.clone(), partition });
+            }
         }
     }
     for (name, t) in &image.topics {
@@ -234,7 +254,8 @@ pub fn role_after(action: &Action) -> Option<((String, u32), Option<Role>)> {
         | Action::DeleteTopic { .. }
         | Action::CreateTopic { .. }
         | Action::AddPartitions { .. }
-        | Action::AlterConfigs { .. } => None,
+        | Action::AlterConfigs { .. }
+        | Action::DiscardReplica { .. } => None,
     }
 }
 
@@ -272,7 +293,12 @@ mod tests {
 
     /// A one-partition topic on disk with no configs set.
     fn local_topic(id: u8) -> LocalTopic {
-        LocalTopic { id: [id; 16], partitions: 1, configs: BTreeMap::new() }
+        LocalTopic {
+            id: [id; 16],
+            partitions: 1,
+            configs: BTreeMap::new(),
+            holding: BTreeSet::new(),
+        }
     }
 
     /// Executes a plan against the records (the way the node does after each action succeeds).
@@ -291,9 +317,10 @@ mod tests {
                 }
                 Action::CreateTopic { name, id, partitions, configs } => {
                     let configs = configs.clone();
+                    let holding = BTreeSet::new();
                     local.insert(
                         name.clone(),
-                        LocalTopic { id: *id, partitions: *partitions, configs },
+                        LocalTopic { id: *id, partitions: *partitions, configs, holding },
                     );
                 }
                 Action::AddPartitions { name, total } => {
@@ -301,6 +328,9 @@ mod tests {
                 }
                 Action::AlterConfigs { name, configs } => {
                     local.get_mut(name).unwrap().configs = configs.clone();
+                }
+                Action::DiscardReplica { topic, partition } => {
+                    local.get_mut(topic).unwrap().holding.remove(partition);
                 }
                 other => {
                     if let Some((key, role)) = role_after(other) {
@@ -427,6 +457,50 @@ mod tests {
         );
         let a = run(1, &img, &mut local, &mut roles);
         assert_eq!(a, vec![Action::AddPartitions { name: "t".into(), total: 2 }]);
+    }
+
+    #[test]
+    fn a_replica_moved_away_is_stopped_then_discarded_but_one_still_held_is_kept() {
+        let mut img = image_with_brokers(&[1, 2, 3]);
+        create(&mut img, "t", 7, vec![vec![1, 2], vec![1, 3]]);
+        let (mut local, mut roles) = (BTreeMap::new(), BTreeMap::new());
+        run(1, &img, &mut local, &mut roles);
+        local.get_mut("t").unwrap().holding = BTreeSet::from([0, 1]);
+        // Partition 0 moves to 2 and 3; once 3 is in sync broker 1 is no replica of it.
+        let onto = MetadataCommand::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            target: vec![2, 3],
+        };
+        img.apply(&onto, 500);
+        assert!(
+            run(1, &img, &mut local, &mut roles)
+                .iter()
+                .all(|a| !matches!(a, Action::DiscardReplica { .. }))
+        );
+        let p = img.partition("t", 0).unwrap().clone();
+        let isr = MetadataCommand::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1, 2, 3],
+        };
+        img.apply(&isr, 501);
+        assert_eq!(
+            run(1, &img, &mut local, &mut roles),
+            vec![
+                Action::Stop { topic: "t".into(), partition: 0 },
+                Action::DiscardReplica { topic: "t".into(), partition: 0 },
+            ]
+        );
+        assert!(run(1, &img, &mut local, &mut roles).is_empty(), "once");
+        // Broker 1 fenced: partition 1 goes to broker 3, still with 1 as a replica; kept.
+        img.apply(&MetadataCommand::FenceBroker { id: 1 }, 502);
+        let a = run(1, &img, &mut local, &mut roles);
+        assert!(a.iter().all(|a| !matches!(a, Action::DiscardReplica { .. })), "{a:?}");
+        assert_eq!(local["t"].holding, BTreeSet::from([1]));
     }
 
     #[test]

@@ -25,6 +25,8 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// One forwarded command's time budget, commit included.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long a leader that left the voters waits for its successor (within FORWARD_TIMEOUT).
+const HANDOVER_WAIT: Duration = Duration::from_secs(5);
 /// A snapshot every this many applied entries; the log before it is purged.
 const SNAPSHOT_EVERY: u64 = 1000;
 
@@ -232,6 +234,21 @@ impl<S: StateMachineData> RaftNode<S> {
         Ok(if add { ChangeMembers::AddVoterIds(ids) } else { ChangeMembers::RemoveVoters(ids) })
     }
 
+    /// A leader that removed itself from the voters hands leadership to a voter shortly after
+    /// (openraft's `removed_leader_step_down`): waits for that, bounded, so whoever asked sees
+    /// a voter lead when the answer comes.
+    async fn await_handover(&self) {
+        let me = self.id;
+        let moved = self
+            .raft
+            .wait(Some(HANDOVER_WAIT))
+            .metrics(move |m| m.current_leader.is_some_and(|l| l != me), "leadership handed over")
+            .await;
+        if let Err(e) = moved {
+            tracing::warn!(node = me, "still leading after leaving the voters: {e}");
+        }
+    }
+
     /// Runs `request` on the leader: here if this node leads, else forwarded.
     async fn submit(&self, request: ForwardRequest) -> Result<Option<Applied>, RaftNodeError> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
@@ -297,7 +314,13 @@ impl<S: StateMachineData> RaftNode<S> {
                 }
                 match self.voter_change(*id, *add) {
                     // Removed voters stay learners: they are still brokers.
-                    Ok(change) => self.raft.change_membership(change, true).await,
+                    Ok(change) => {
+                        let r = self.raft.change_membership(change, true).await;
+                        if r.is_ok() && !*add && *id == self.id {
+                            self.await_handover().await;
+                        }
+                        r
+                    }
                     Err(reason) => return ForwardReply::Refused(reason),
                 }
             }

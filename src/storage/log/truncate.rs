@@ -118,10 +118,23 @@ impl Log {
     /// (what is left is contiguous), and a directory left with the checkpoint alone opens empty
     /// at `offset`. Readers holding slices keep them (the segments are retired, not unmapped).
     pub fn restart_at(&self, offset: u64) -> Result<(), StorageError> {
+        self.start_over(offset, |next| offset > next)
+    }
+
+    /// Drops every record: the log starts over empty at offset 0, as a new replica's does. For a
+    /// replica this broker no longer holds (Kafka deletes its directory); were it added again,
+    /// it would copy the partition from the leader's log start. Crash-safe as
+    /// [`Log::restart_at`]: a crash part way reopens the records left, to be dropped again.
+    pub fn discard_all(&self) -> Result<(), StorageError> {
+        self.start_over(0, |_| true)
+    }
+
+    /// Empties the log and starts it at `offset` when `allowed(next_offset)`.
+    fn start_over(&self, offset: u64, allowed: impl Fn(u64) -> bool) -> Result<(), StorageError> {
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
         let mut app = self.lock_appender()?;
         let next = self.next_offset();
-        if offset <= next {
+        if !allowed(next) {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start_offset: self.log_start_offset(),
@@ -148,7 +161,7 @@ impl Log {
         match res {
             Ok(()) => {
                 tracing::info!(dir = %self.dir.display(), offset, old_next_offset = next,
-                    "log emptied and restarted at the leader's log start");
+                    "log emptied and started over");
                 Ok(())
             }
             // Files part way: reopening finishes from what is on disk (see above).
