@@ -704,10 +704,10 @@ fn a_cluster_grows_by_a_broker_and_decommissions_one_under_load() {
 }
 
 /// A controller's machine is retired: a fourth broker joins and `cluster add-voter 4` makes it
-/// a controller, `cluster remove-voter 1` takes broker 1 out of the quorum, and with brokers 1
-/// and 2 then killed (a majority of the original controllers) the metadata still commits on
-/// voters 3 and 4. A change that would lose the quorum is refused, and restarted brokers keep
-/// their new parts.
+/// a controller, `cluster remove-voter` takes the active controller out of the quorum (it hands
+/// leadership to a voter before the command returns), and with it and a second original
+/// controller killed the metadata still commits on the two voters left. A change that would
+/// lose the quorum is refused, and restarted brokers keep their new parts.
 #[test]
 fn a_controller_is_replaced_through_voter_changes_and_the_quorum_follows() {
     let dir = tempfile::tempdir().unwrap();
@@ -727,24 +727,37 @@ fn a_controller_is_replaced_through_voter_changes_and_the_quorum_follows() {
     );
     assert_eq!(ok(run_cli(&all, &["cluster", "add-voter", "4"], None)), "broker 4 is a voter\n");
     assert_eq!(voters(&all), serde_json::json!([1, 2, 3, 4]));
-    let out = ok(run_cli(&all, &["cluster", "remove-voter", "1"], None));
-    assert_eq!(out, "broker 1 is no longer a voter\n");
-    assert_eq!(voters(&all), serde_json::json!([2, 3, 4]));
+
+    // The active controller leaves the voters: a voter leads once the command returns.
+    let retired = status(&all).unwrap()["controller"].as_i64().unwrap();
+    assert!((1..=3).contains(&retired), "an original controller leads");
+    let id = retired.to_string();
+    let out = ok(run_cli(&all, &["cluster", "remove-voter", &id], None));
+    assert_eq!(out, format!("broker {retired} is no longer a voter\n"));
+    let left: Vec<i64> = (1..=4).filter(|&v| v != retired).collect();
+    assert_eq!(voters(&all), serde_json::json!(left));
+    let s = status(&all).unwrap();
+    assert!(
+        left.contains(&s["controller"].as_i64().unwrap_or(0)),
+        "a voter leads: {s}\n{}",
+        cluster.logs_tail(80)
+    );
     let text = ok(run_cli(&all, &["cluster", "status"], None));
-    let role = |id: &str| {
-        let line = text.lines().find(|l| l.starts_with(id)).unwrap_or_default();
+    let role = |id: i64| {
+        let line = text.lines().find(|l| l.starts_with(&format!("{id} "))).unwrap_or_default();
         line.split_whitespace().last().unwrap_or_default().to_string()
     };
-    assert_eq!(role("1 "), "broker", "{text}");
-    assert!(["voter", "controller"].contains(&role("4 ").as_str()), "{text}");
+    assert_eq!(role(retired), "broker", "{text}");
+    assert!(["voter", "controller"].contains(&role(4).as_str()), "{text}");
 
-    // Brokers 1 and 2 die: of the original controllers only 3 is left, yet voters 3 and 4
-    // make a quorum and the metadata still changes.
-    cluster.kill(cluster.index(1));
-    cluster.kill(cluster.index(2));
+    // The retired controller and a second original one die: of the original controllers only
+    // one is left, yet with broker 4 it makes a quorum and the metadata still changes.
+    let (second, third) = (left[0], left[1]);
+    cluster.kill(cluster.index(retired as i32));
+    cluster.kill(cluster.index(second as i32));
     let survivors = format!(
         "{},{}",
-        cluster.nodes[cluster.index(3)].native_addr,
+        cluster.nodes[cluster.index(third as i32)].native_addr,
         cluster.nodes[fourth].native_addr
     );
     // Fenced once their sessions run out: the new voters' controller saw them go.
@@ -758,21 +771,21 @@ fn a_controller_is_replaced_through_voter_changes_and_the_quorum_follows() {
     read.dedup();
     assert_eq!(read, ["a", "b", "c"]);
 
-    // Removing voter 3 would leave voter 2 (dead) and 4: no quorum. Refused, nothing changes.
-    let refused = run_cli(&survivors, &["cluster", "remove-voter", "3"], None);
+    // Removing another voter would leave the dead one and one live: no quorum. Refused.
+    let refused = run_cli(&survivors, &["cluster", "remove-voter", &third.to_string()], None);
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("would lose the quorum"), "{}", stderr(&refused));
-    assert_eq!(voters(&survivors), serde_json::json!([2, 3, 4]));
+    assert_eq!(voters(&survivors), serde_json::json!(left));
 
     // The killed brokers return with their old --controllers flags, broker 4 restarts without
     // itself in them: each keeps the part the membership gave it.
-    cluster.restart(cluster.index(1));
-    cluster.restart(cluster.index(2));
+    cluster.restart(cluster.index(retired as i32));
+    cluster.restart(cluster.index(second as i32));
     wait_healthy(&cluster, &all, 4);
     cluster.kill(fourth);
     cluster.restart(fourth);
     wait_healthy(&cluster, &all, 4);
-    assert_eq!(voters(&all), serde_json::json!([2, 3, 4]));
+    assert_eq!(voters(&all), serde_json::json!(left));
     ok_within(&cluster, &all, &["produce", "after", "d"], limit);
 }
 

@@ -311,18 +311,28 @@ impl Node {
     pub(super) async fn ready(&self) {
         let mut images = self.subscribe();
         let me = self.id();
-        let mut drained = false;
-        let _ = images
-            .wait_for(|img| {
+        let drained = loop {
+            // Looked at again on every image and every moment: the incarnation is learnt after
+            // the image that holds it, and a drained broker gets no image after that.
+            let (ready, drained) = {
+                let img = images.borrow_and_update();
                 let mine = self.incarnation.load(Ordering::Acquire);
-                let Some(b) = img.brokers.get(&me).filter(|b| mine != 0 && b.incarnation == mine)
-                else {
-                    return false;
-                };
-                drained = b.decommissioned && !img.holds_replicas(me);
-                !b.fenced || drained
-            })
-            .await;
+                match img.brokers.get(&me).filter(|b| mine != 0 && b.incarnation == mine) {
+                    Some(b) => {
+                        let drained = b.decommissioned && !img.holds_replicas(me);
+                        (!b.fenced || drained, drained)
+                    }
+                    None => (false, false),
+                }
+            };
+            if ready {
+                break drained;
+            }
+            tokio::select! {
+                changed = images.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(RETRY_PAUSE) => {}
+            }
+        };
         if drained {
             tracing::warn!(
                 node = me,

@@ -31,5 +31,7 @@ pub const FORWARD_COMMAND: u8 = 4;
 pub const BROKER_HEARTBEAT: u8 = 5;
 /// A follower's fetch of partition data from the partition leader.
 pub const REPLICA_FETCH: u8 = 6;
+/// openraft's TransferLeader: a leader hands over (it left the voters) (payload: JSON).
+pub const RAFT_TRANSFER: u8 = 7;
 /// The answer to a request the server could not serve: the payload is a UTF-8 message.
 pub const ERROR: u8 = 255;

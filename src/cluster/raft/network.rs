@@ -1,5 +1,5 @@
-//! openraft's network over the peer transport: AppendEntries, votes and snapshots as JSON in
-//! RAFT_APPEND / RAFT_VOTE / RAFT_SNAPSHOT frames, one [`PeerClient`] per target node. The
+//! openraft's network over the peer transport: AppendEntries, votes, snapshots and leadership
+//! transfers as JSON in RAFT_APPEND / RAFT_VOTE / RAFT_SNAPSHOT / RAFT_TRANSFER frames, one [`PeerClient`] per target node. The
 //! receiving side is [`serve`], which hands each request to the local Raft. Never retries on
 //! its own: openraft does, with its backoff.
 
@@ -14,13 +14,14 @@ use openraft::errors::{
 };
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::types::{SnapshotMessage, TypeConfig, Vote, VoteMessage};
-use crate::peer::{PeerClient, PeerError, RAFT_APPEND, RAFT_SNAPSHOT, RAFT_VOTE};
+use crate::peer::{PeerClient, PeerError, RAFT_APPEND, RAFT_SNAPSHOT, RAFT_TRANSFER, RAFT_VOTE};
 
 type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 
@@ -111,6 +112,16 @@ impl RaftNetworkV2<TypeConfig> for Network {
             .await
     }
 
+    /// A leader that left the voters hands over to the most up-to-date voter this way (else the
+    /// others would wait out its lease and it would keep leading meanwhile).
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.request(RAFT_TRANSFER, &req, option.soft_ttl()).await
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: Vote,
@@ -168,6 +179,12 @@ where
             let snapshot = Snapshot { meta: message.meta, snapshot: message.data };
             let answer: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
                 raft.install_full_snapshot(message.vote, snapshot).await.map_err(RaftError::Fatal);
+            encode(&answer)
+        }
+        RAFT_TRANSFER => {
+            let request: TransferLeaderRequest<TypeConfig> = decode(payload, "TransferLeader")?;
+            let answer: Result<TransferLeaderResponse<TypeConfig>, RaftError<TypeConfig>> =
+                raft.handle_transfer_leader(request).await.map_err(RaftError::Fatal);
             encode(&answer)
         }
         other => Err(PeerError::handler(format!("not a raft request kind: {other}"))),

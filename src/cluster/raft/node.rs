@@ -18,7 +18,9 @@ use super::network::{self, NetworkFactory};
 use super::state_machine::StateMachine;
 use super::types::{Applied, ForwardReply, ForwardRequest, Proposal, TypeConfig};
 use super::{RaftConfig, RaftNodeError, StateMachineData};
-use crate::peer::{FORWARD_COMMAND, PeerClient, PeerError, RAFT_APPEND, RAFT_SNAPSHOT, RAFT_VOTE};
+use crate::peer::{
+    FORWARD_COMMAND, PeerClient, PeerError, RAFT_APPEND, RAFT_SNAPSHOT, RAFT_TRANSFER, RAFT_VOTE,
+};
 
 /// How long `propose` keeps looking for a leader (an election takes one or two timeouts).
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -115,8 +117,14 @@ impl<S: StateMachineData> RaftNode<S> {
         self.raft.metrics().borrow_watched().current_leader
     }
 
+    /// Whether this node leads the metadata and is a voter: a leader that has just left the
+    /// voters (and hands over within moments) no longer acts as the controller.
     pub fn is_leader(&self) -> bool {
-        self.raft.is_leader()
+        self.raft.is_leader() && {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            metrics.membership_config.membership().voter_ids().any(|v| v == self.id)
+        }
     }
 
     /// The index of the newest committed entry this node knows of (0 before any).
@@ -234,11 +242,25 @@ impl<S: StateMachineData> RaftNode<S> {
         Ok(if add { ChangeMembers::AddVoterIds(ids) } else { ChangeMembers::RemoveVoters(ids) })
     }
 
-    /// A leader that removed itself from the voters hands leadership to a voter shortly after
-    /// (openraft's `removed_leader_step_down`): waits for that, bounded, so whoever asked sees
-    /// a voter lead when the answer comes.
-    async fn await_handover(&self) {
+    /// A leader that removed itself from the voters hands leadership to the most up-to-date
+    /// voter (openraft steps down on its own only a leader gone from the membership, and this
+    /// one stays a learner), and waits for it, bounded, so whoever asked sees a voter lead when
+    /// the answer comes.
+    async fn hand_over(&self) {
         let me = self.id;
+        let target = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let matched =
+                |id: &u64| metrics.replication.as_ref().and_then(|r| r.get(id).cloned().flatten());
+            metrics.membership_config.membership().voter_ids().max_by_key(matched)
+        };
+        let Some(to) = target else { return };
+        tracing::info!(node = me, to, "left the voters: handing leadership over");
+        if let Err(e) = self.raft.trigger().transfer_leader(to).await {
+            tracing::warn!(node = me, to, "handing leadership over: {e}");
+            return;
+        }
         let moved = self
             .raft
             .wait(Some(HANDOVER_WAIT))
@@ -317,7 +339,7 @@ impl<S: StateMachineData> RaftNode<S> {
                     Ok(change) => {
                         let r = self.raft.change_membership(change, true).await;
                         if r.is_ok() && !*add && *id == self.id {
-                            self.await_handover().await;
+                            self.hand_over().await;
                         }
                         r
                     }
@@ -390,10 +412,10 @@ impl<S: StateMachineData> RaftNode<S> {
         metrics.membership_config.get_node(&node).map(|n| n.addr.clone())
     }
 
-    /// Answers a peer's RAFT_APPEND, RAFT_VOTE, RAFT_SNAPSHOT or FORWARD_COMMAND.
+    /// Answers a peer's RAFT_APPEND, RAFT_VOTE, RAFT_SNAPSHOT, RAFT_TRANSFER or FORWARD_COMMAND.
     pub async fn handle_peer(&self, kind: u8, payload: Bytes) -> Result<Bytes, PeerError> {
         match kind {
-            RAFT_APPEND | RAFT_VOTE | RAFT_SNAPSHOT => {
+            RAFT_APPEND | RAFT_VOTE | RAFT_SNAPSHOT | RAFT_TRANSFER => {
                 network::serve(&self.raft, kind, &payload).await
             }
             FORWARD_COMMAND => {
