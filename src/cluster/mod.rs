@@ -191,6 +191,8 @@ pub enum ClusterError {
     InvalidReplicaAssignment { topic: String, reason: String },
     #[error("{topic:?} partition {partition}: cannot reassign: {reason}")]
     Reassignment { topic: String, partition: u32, reason: String },
+    #[error("cannot set the reassignment throttle: {reason}")]
+    Throttle { reason: String },
     #[error("the cluster is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]

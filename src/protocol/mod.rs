@@ -78,6 +78,13 @@
 //! | `ElectLeaders`           | 22  | option<string> topic (none: every topic)                 |
 //! | `ReassignPartitions`     | 23  | list<(string topic, u32 partition, list<i32> target)>; an empty target cancels the move under way |
 //! | `ListReassignments`      | 24  | none                                                     |
+//! | `ThrottledReassignPartitions` | 25 | as `ReassignPartitions`, then u64 throttle_bytes_per_s (issue 15) |
+//!
+//! A `ReassignPartitions` request carrying a throttle is sent with key 25, so that key 23 keeps
+//! the bytes older brokers decode and an older broker refuses a throttled move instead of
+//! starting it unthrottled. The throttle (bytes per second per broker, for the replicas being
+//! added) is set in the same step as the first move; with no move, it changes the throttle of
+//! the moves under way. Likewise a `Reassignments` answer with a throttle in force is kind 17.
 //!
 //! | response         | kind | fields after the kind                                         |
 //! |------------------|------|---------------------------------------------------------------|
@@ -85,6 +92,7 @@
 //! | `Partitions`     | 14   | list<broker>, list<partition>                                 |
 //! | `LeadersElected` | 15   | list<election>: string topic, u32 partition, i32 preferred, option<i32> leader, u8 elected |
 //! | `Reassignments`  | 16   | list<reassignment>: string topic, u32 partition, list<i32> target, list<i32> adding, list<i32> removing, list<i32> isr, option<i32> leader, list<(i32 replica, u64 records behind)> |
+//! | `ThrottledReassignments` | 17 | as `Reassignments`, then u64 throttle_bytes_per_s (the throttle in force) |
 //!
 //! `ReassignPartitions` answers `Ok` once every move is committed (they are committed one by
 //! one: on an error, the moves before the one named are under way).
@@ -264,9 +272,12 @@ pub enum Request {
     ElectLeaders {
         topic: Option<String>,
     },
-    /// Starts (or, with an empty target, cancels) partition moves (answered with `Ok`).
+    /// Starts (or, with an empty target, cancels) partition moves (answered with `Ok`). With a
+    /// throttle (bytes/s per broker), it is sent as `ThrottledReassignPartitions` and sets the
+    /// cluster's reassignment throttle with the first move (without moves: for those under way).
     ReassignPartitions {
         moves: Vec<PartitionMove>,
+        throttle_bytes_per_s: Option<u64>,
     },
     /// The partition moves under way (answered with `Reassignments`).
     ListReassignments,
@@ -415,8 +426,10 @@ pub enum Response {
     LeadersElected {
         elections: Vec<LeaderElection>,
     },
+    /// The moves under way and the throttle in force (kind `ThrottledReassignments` when set).
     Reassignments {
         reassignments: Vec<Reassignment>,
+        throttle_bytes_per_s: Option<u64>,
     },
     Error {
         code: ErrorCode,
@@ -453,6 +466,7 @@ pub enum ApiKey {
     ElectLeaders = 22,
     ReassignPartitions = 23,
     ListReassignments = 24,
+    ThrottledReassignPartitions = 25,
 }
 
 impl ApiKey {
@@ -484,6 +498,7 @@ impl ApiKey {
             22 => ElectLeaders,
             23 => ReassignPartitions,
             24 => ListReassignments,
+            25 => ThrottledReassignPartitions,
             _ => return None,
         })
     }
@@ -517,6 +532,7 @@ impl ApiKey {
             ElectLeaders => "elect_leaders",
             ReassignPartitions => "reassign_partitions",
             ListReassignments => "list_reassignments",
+            ThrottledReassignPartitions => "throttled_reassign_partitions",
         }
     }
 }
@@ -548,7 +564,12 @@ impl Request {
             Request::DescribePartitions { .. } => ApiKey::DescribePartitions,
             Request::CreateReplicatedTopic { .. } => ApiKey::CreateReplicatedTopic,
             Request::ElectLeaders { .. } => ApiKey::ElectLeaders,
-            Request::ReassignPartitions { .. } => ApiKey::ReassignPartitions,
+            Request::ReassignPartitions { throttle_bytes_per_s: None, .. } => {
+                ApiKey::ReassignPartitions
+            }
+            Request::ReassignPartitions { throttle_bytes_per_s: Some(_), .. } => {
+                ApiKey::ThrottledReassignPartitions
+            }
             Request::ListReassignments => ApiKey::ListReassignments,
         }
     }
@@ -575,6 +596,7 @@ pub enum ResponseKind {
     Partitions = 14,
     LeadersElected = 15,
     Reassignments = 16,
+    ThrottledReassignments = 17,
 }
 
 /// The status byte of an error response.
