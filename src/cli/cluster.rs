@@ -6,6 +6,7 @@ use std::io::Write;
 
 use clap::{Args, Subcommand};
 
+use super::reassign::ThrottleArgs;
 use super::topic::id_list;
 use super::{CliError, ConnectArgs};
 use crate::client::Admin;
@@ -36,6 +37,8 @@ enum ClusterCommand {
         /// Start the moves instead of printing the plan.
         #[arg(long)]
         execute: bool,
+        #[command(flatten)]
+        throttle: ThrottleArgs,
     },
     /// Move every replica off broker ID (to the least loaded other brokers), refused when the
     /// others cannot hold a partition's replication factor. Stop the broker once
@@ -44,6 +47,8 @@ enum ClusterCommand {
         /// The broker to empty.
         #[arg(value_name = "ID")]
         id: i32,
+        #[command(flatten)]
+        throttle: ThrottleArgs,
     },
     /// Move leadership back to each partition's preferred (first) replica where it is live and
     /// in sync (Kafka's preferred leader election; the brokers also do it on their own every
@@ -73,15 +78,20 @@ pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
             };
             write_out(&text)
         }
-        ClusterCommand::Rebalance { execute } => {
+        ClusterCommand::Rebalance { execute, throttle } => {
+            if !execute && throttle.bytes_per_s().is_some() {
+                return Err(CliError::Usage(
+                    "--throttle-mb-per-s applies to the moves --execute starts".into(),
+                ));
+            }
             let (live, placements) = placements(&admin).await?;
             let moves = balance::plan_rebalance(&live, &placements);
             if !execute {
                 return write_out(&plan_json(&moves));
             }
-            write_out(&start(&admin, moves).await?)
+            write_out(&start(&admin, moves, &throttle).await?)
         }
-        ClusterCommand::Decommission { id: broker } => {
+        ClusterCommand::Decommission { id: broker, throttle } => {
             let (live, placements) = placements(&admin).await?;
             if !live.contains(&broker) {
                 return Err(CliError::Usage(format!("broker {broker} is not a live broker")));
@@ -89,7 +99,7 @@ pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
             let moves = balance::plan_decommission(&live, &placements, broker).map_err(|why| {
                 CliError::Usage(format!("cannot decommission broker {broker}: {why}"))
             })?;
-            let mut text = start(&admin, moves).await?;
+            let mut text = start(&admin, moves, &throttle).await?;
             text.push_str(&format!(
                 "broker {broker} holds no replica once these moves finish \
                  (`minikafka topic reassignments`); then stop it\n"
@@ -133,8 +143,12 @@ fn plan_json(moves: &[balance::Placement]) -> String {
     serde_json::json!({"version": 1, "partitions": partitions}).to_string() + "\n"
 }
 
-/// Starts `moves`; one line each.
-async fn start(admin: &Admin, moves: Vec<balance::Placement>) -> Result<String, CliError> {
+/// Starts `moves` (under the throttle, if one is given); one line each.
+async fn start(
+    admin: &Admin,
+    moves: Vec<balance::Placement>,
+    throttle: &ThrottleArgs,
+) -> Result<String, CliError> {
     if moves.is_empty() {
         return Ok("nothing to move\n".into());
     }
@@ -146,8 +160,10 @@ async fn start(admin: &Admin, moves: Vec<balance::Placement>) -> Result<String, 
             replicas: replicas.clone(),
         })
         .collect();
-    admin.reassign(list).await?;
-    Ok(moves.iter().map(|(t, p, r)| format!("moving {t}-{p} to {}\n", id_list(r))).collect())
+    admin.reassign_throttled(list, throttle.bytes_per_s()).await?;
+    let lines: String =
+        moves.iter().map(|(t, p, r)| format!("moving {t}-{p} to {}\n", id_list(r))).collect();
+    Ok(lines + &throttle.note())
 }
 
 fn write_out(text: &str) -> Result<(), CliError> {
