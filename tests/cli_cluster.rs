@@ -610,8 +610,7 @@ fn a_throttled_move_copies_at_its_rate_and_the_throttle_goes_with_it() {
     ok_within(&cluster, &all, &create, limit);
     wait_healthy(&cluster, &all, 4);
     // 4,000 records of 1,000 bytes: 4 MB to copy.
-    let bulk: Vec<String> =
-        (0..4000).map(|i| format!("bulk-{i:05}-{}", "x".repeat(989))).collect();
+    let bulk: Vec<String> = (0..4000).map(|i| format!("bulk-{i:05}-{}", "x".repeat(989))).collect();
     let mut input = bulk.join("\n");
     input.push('\n');
     ok(run_cli(&all, &["produce", "slow"], Some(input.as_bytes())));

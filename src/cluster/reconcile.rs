@@ -452,14 +452,13 @@ mod tests {
     fn only_replicas_being_added_and_not_yet_in_sync_are_throttled() {
         let mut img = image_with_brokers(&[1, 2, 3, 4]);
         create(&mut img, "t", 7, vec![vec![1, 2, 3], vec![1, 2, 3]]);
-        let reassign = |partition, target: Vec<NodeId>, throttle| {
-            MetadataCommand::ReassignPartition {
+        let reassign =
+            |partition, target: Vec<NodeId>, throttle| MetadataCommand::ReassignPartition {
                 topic: "t".into(),
                 partition,
                 target,
                 throttle_bytes_per_s: throttle,
-            }
-        };
+            };
         // Without a throttle nothing is throttled, moves or not.
         img.apply(&reassign(0, vec![2, 3, 4], None), 600);
         assert!(throttled_partitions(4, &img).is_empty());

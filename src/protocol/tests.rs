@@ -834,8 +834,7 @@ fn old_frames_keep_their_bytes() {
 /// a list of moves with no throttle in force).
 #[test]
 fn a_throttled_reassignment_is_the_old_request_plus_its_throttle() {
-    let moves =
-        vec![PartitionMove { topic: "t".into(), partition: 1, replicas: vec![2, 3] }];
+    let moves = vec![PartitionMove { topic: "t".into(), partition: 1, replicas: vec![2, 3] }];
     let old: &[u8] = &[
         4, 0, 0, 0, 23, // correlation id, api key ReassignPartitions
         1, 0, 0, 0, 1, 0, b't', 1, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0,
@@ -846,8 +845,7 @@ fn a_throttled_reassignment_is_the_old_request_plus_its_throttle() {
     encode_request(&mut buf, 4, &plain);
     assert_eq!(body_of(&buf), old);
 
-    let throttled =
-        Request::ReassignPartitions { moves, throttle_bytes_per_s: Some(50_000_000) };
+    let throttled = Request::ReassignPartitions { moves, throttle_bytes_per_s: Some(50_000_000) };
     let mut buf = BytesMut::new();
     encode_request(&mut buf, 4, &throttled);
     let mut want = old.to_vec();

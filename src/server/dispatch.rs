@@ -404,7 +404,12 @@ async fn run(
                     cluster.cancel_reassignment(&m.topic, m.partition).await
                 } else {
                     cluster
-                        .reassign_partition(&m.topic, m.partition, &m.replicas, throttle_bytes_per_s)
+                        .reassign_partition(
+                            &m.topic,
+                            m.partition,
+                            &m.replicas,
+                            throttle_bytes_per_s,
+                        )
                         .await
                 };
                 r.map_err(|e| cluster_error(&e))?;
