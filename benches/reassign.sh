@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Issue 15's copy-rate target, measured: a partition of SIZE_MB MiB on brokers 1-3 is moved so
+# Issue 15's copy-rate targets, measured: a partition of SIZE_MB MiB on brokers 1-3 is moved so
 # that broker 4 (which holds nothing) replaces one of its replicas; the time from
-# `topic reassign` to the end of the move (`topic reassignments` empty) gives MB/s. No throttle
-# exists yet, so this is the unthrottled rate (target: at least 500 MB/s on this machine).
+# `topic reassign` to the end of the move (`topic reassignments` empty) gives MB/s (1 MB =
+# 10^6 bytes, the unit of --throttle-mb-per-s). Unthrottled (target: at least 500 MB/s on this
+# machine), or with THROTTLE_MB=N, passed as `topic reassign --throttle-mb-per-s N` (target:
+# within 10% of N).
 #
 #   benches/reassign.sh [BINARY]          # default target/release/minikafka, ROUNDS=3
 #   SIZE_MB=1024 FSYNC=never benches/reassign.sh
+#   THROTTLE_MB=50 SIZE_MB=512 benches/reassign.sh
 set -euo pipefail
 
 BIN=${1:-target/release/minikafka}
 ROUNDS=${ROUNDS:-3}
 SIZE_MB=${SIZE_MB:-1024}
 FSYNC=${FSYNC:-never}
+THROTTLE_MB=${THROTTLE_MB:-}
+throttle=()
+[[ -n $THROTTLE_MB ]] && throttle=(--throttle-mb-per-s "$THROTTLE_MB")
 RECORD=1000
 WORK=$(mktemp -d /tmp/minikafka-reassign-bench.XXXXXX)
 # shellcheck source=benches/cluster-lib.sh
@@ -62,7 +68,8 @@ for round in $(seq "$ROUNDS"); do
         python3 -c 'import json,sys; print(",".join(map(str, json.load(sys.stdin)["partitions"][0]["replicas"])))')
     target="4,${old#*,}"
     t0=$(date +%s.%N)
-    "$BIN" topic reassign moving --partition 0 --replicas "$target" --broker "$all" >/dev/null
+    "$BIN" topic reassign moving --partition 0 --replicas "$target" "${throttle[@]}" \
+        --broker "$all" >/dev/null
     until [[ $("$BIN" topic reassignments --broker "$all") == "no reassignment under way" ]]; do
         sleep 0.05
     done
@@ -73,5 +80,5 @@ for round in $(seq "$ROUNDS"); do
         "$round" "$((bytes / 1000000))" "$old" "$target" "$(python3 -c "print($t1 - $t0)")" "$rate"
     rates+=("$rate")
 done
-echo "median of $ROUNDS rounds ($SIZE_MB MiB partition, --fsync $FSYNC): $(median "${rates[@]}") MB/s"
+echo "median of $ROUNDS rounds ($SIZE_MB MiB partition, --fsync $FSYNC, throttle ${THROTTLE_MB:-none} MB/s): $(median "${rates[@]}") MB/s"
 echo "load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%MZ)"

@@ -602,6 +602,112 @@ fn a_partition_moves_to_another_broker_while_records_keep_coming() {
     assert!(stderr(&out).contains("broker 9 is not in the cluster"), "{}", stderr(&out));
 }
 
+/// An operator moves a partition onto a new broker under a throttle of 1 MB/s: while the
+/// newcomer copies the 4 MB already there, `topic reassignments --json` shows the throttle, a
+/// producer keeps going, the move finishes, every record is read back through the new replica
+/// set, and the throttle is gone with the move.
+#[test]
+fn a_throttled_move_copies_at_its_rate_and_the_throttle_goes_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(dir.path(), 3, &["--fsync", "never"]);
+    wait_healthy(&cluster, &cluster.native_addrs(), 3);
+    cluster.add_broker(dir.path());
+    let all = cluster.native_addrs();
+    wait_healthy(&cluster, &all, 4);
+    let limit = Duration::from_secs(120);
+    let create = ["topic", "create", "slow", "--partitions", "1", "--replication-factor", "3"];
+    ok_within(&cluster, &all, &create, limit);
+    wait_healthy(&cluster, &all, 4);
+    // 4,000 records of 1,000 bytes: 4 MB to copy.
+    let bulk: Vec<String> = (0..4000).map(|i| format!("bulk-{i:05}-{}", "x".repeat(989))).collect();
+    let mut input = bulk.join("\n");
+    input.push('\n');
+    ok(run_cli(&all, &["produce", "slow"], Some(input.as_bytes())));
+    let d: serde_json::Value =
+        serde_json::from_str(&ok(run_cli(&all, &["topic", "describe", "slow", "--json"], None)))
+            .unwrap();
+    let replicas: Vec<i64> = d["partitions"][0]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_i64())
+        .collect();
+    let leader = d["partitions"][0]["leader"].as_i64().unwrap();
+    let newcomer = (1..=4).find(|b| !replicas.contains(b)).unwrap();
+    let target: Vec<i64> = std::iter::once(newcomer)
+        .chain(replicas.iter().copied().filter(|&r| r != leader))
+        .collect();
+    let list: Vec<String> = target.iter().map(i64::to_string).collect();
+
+    let writer = Writer::start(&all, "slow", "during");
+    let started = Instant::now();
+    let moved = ok(run_cli(
+        &all,
+        &[
+            "topic",
+            "reassign",
+            "slow",
+            "--partition",
+            "0",
+            "--replicas",
+            &list.join(","),
+            "--throttle-mb-per-s",
+            "1",
+        ],
+        None,
+    ));
+    assert!(moved.contains("throttled to 1 MB/s per broker"), "{moved}");
+
+    // While it copies, the moves listed carry the throttle (every broker applies it once it
+    // has the metadata, so ask until the one answering has).
+    let under_way = loop {
+        let out = ok(run_cli(&all, &["topic", "reassignments", "--json"], None));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if v["reassignments"].as_array().is_some_and(|l| !l.is_empty()) {
+            break v;
+        }
+        assert!(started.elapsed() < limit, "the move never showed: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(under_way["throttle_bytes_per_s"], 1_000_000, "{under_way}");
+    assert_eq!(under_way["reassignments"][0]["topic"], "slow", "{under_way}");
+    assert_eq!(under_way["reassignments"][0]["adding"], serde_json::json!([newcomer]));
+    let text = ok(run_cli(&all, &["topic", "reassignments"], None));
+    assert!(text.contains("throttle: 1 MB/s per broker"), "{text}");
+
+    let after = moves_done(&cluster, &all, "slow");
+    // 4 MB at 1 MB/s cannot take less than about 4 s, whatever the machine's load (a loaded
+    // machine only makes it slower); unthrottled, it takes a fraction of a second here.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2), "4 MB moved in {took:?} under 1 MB/s");
+    assert_eq!(after, vec![target.clone()], "the partition is on its new replicas");
+    let gone = ok(run_cli(&all, &["topic", "reassignments", "--json"], None));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&gone).unwrap(),
+        serde_json::json!({"throttle_bytes_per_s": null, "reassignments": []}),
+        "the throttle ended with the last move"
+    );
+    assert_eq!(ok(run_cli(&all, &["topic", "reassignments"], None)), "no reassignment under way\n");
+    let during = writer.stop();
+
+    // Everything is there, read through the newcomer, which leads the new replica set now.
+    let newcomer_addr = cluster.nodes[cluster.index(newcomer as i32)].native_addr.clone();
+    let want: Vec<String> = bulk.iter().chain(&during).cloned().collect();
+    assert_all_read(&newcomer_addr, "slow", &want);
+
+    // A rate of zero would never finish: refused before anything is asked.
+    let zero = run_cli(
+        &all,
+        &["topic", "reassign", "slow", "--partition", "0", "--replicas", "1,2,3"]
+            .into_iter()
+            .chain(["--throttle-mb-per-s", "0"])
+            .collect::<Vec<_>>(),
+        None,
+    );
+    assert!(!zero.status.success());
+    assert!(stderr(&zero).contains("--throttle-mb-per-s"), "{}", stderr(&zero));
+}
+
 /// Waits until no partition move is under way; returns every partition's replicas.
 #[track_caller]
 fn moves_done(cluster: &TestCluster, all: &str, topic: &str) -> Vec<Vec<i64>> {

@@ -8,6 +8,7 @@ use std::io::Write;
 
 use clap::{Args, Subcommand};
 
+use super::reassign::ThrottleArgs;
 use super::topic::id_list;
 use super::{CliError, ConnectArgs};
 use crate::client::Admin;
@@ -38,6 +39,8 @@ enum ClusterCommand {
         /// Start the moves instead of printing the plan.
         #[arg(long)]
         execute: bool,
+        #[command(flatten)]
+        throttle: ThrottleArgs,
     },
     /// Move every replica off broker ID (to the least loaded other brokers; a dead broker's
     /// replicas are copied from the partitions' leaders) and fence it once it holds none: it
@@ -48,6 +51,8 @@ enum ClusterCommand {
         /// The broker to empty.
         #[arg(value_name = "ID")]
         id: i32,
+        #[command(flatten)]
+        throttle: ThrottleArgs,
         /// Take the decommission back: the broker takes replicas again (moves already under way
         /// go on; `topic reassign --cancel` stops them).
         #[arg(long)]
@@ -103,19 +108,29 @@ pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
             };
             write_out(&text)
         }
-        ClusterCommand::Rebalance { execute } => {
+        ClusterCommand::Rebalance { execute, throttle } => {
+            if !execute && throttle.bytes_per_s().is_some() {
+                return Err(CliError::Usage(
+                    "--throttle-mb-per-s applies to the moves --execute starts".into(),
+                ));
+            }
             let (live, placements) = placements(&admin).await?;
             let moves = balance::plan_rebalance(&live, &placements);
             if !execute {
                 return write_out(&plan_json(&moves));
             }
-            write_out(&start(&admin, moves).await?)
+            write_out(&start(&admin, moves, &throttle).await?)
         }
-        ClusterCommand::Decommission { id: broker, cancel: true } => {
+        ClusterCommand::Decommission { id: broker, cancel: true, throttle } => {
+            if throttle.bytes_per_s().is_some() {
+                return Err(CliError::Usage(
+                    "--throttle-mb-per-s starts moves: not with --cancel".into(),
+                ));
+            }
             admin.decommission(broker, true).await?;
             write_out(&format!("broker {broker} takes replicas again\n"))
         }
-        ClusterCommand::Decommission { id: broker, cancel: false } => {
+        ClusterCommand::Decommission { id: broker, cancel: false, throttle } => {
             let status = admin.cluster_status().await?;
             let voters = admin.membership().await?.voters;
             if !status.brokers.iter().any(|b| b.id == broker) {
@@ -127,7 +142,7 @@ pub(super) async fn run(args: ClusterArgs) -> Result<(), CliError> {
             })?;
             // Marked first, so that no new replica lands on it while its own move away.
             admin.decommission(broker, false).await?;
-            let mut text = start(&admin, moves).await?;
+            let mut text = start(&admin, moves, &throttle).await?;
             text.push_str(&format!(
                 "broker {broker} is fenced once it holds no replica (`minikafka topic \
                  reassignments` lists the moves left)\n"
@@ -191,8 +206,12 @@ fn plan_json(moves: &[balance::Placement]) -> String {
     serde_json::json!({"version": 1, "partitions": partitions}).to_string() + "\n"
 }
 
-/// Starts `moves`; one line each.
-async fn start(admin: &Admin, moves: Vec<balance::Placement>) -> Result<String, CliError> {
+/// Starts `moves` (under the throttle, if one is given); one line each.
+async fn start(
+    admin: &Admin,
+    moves: Vec<balance::Placement>,
+    throttle: &ThrottleArgs,
+) -> Result<String, CliError> {
     if moves.is_empty() {
         return Ok("nothing to move\n".into());
     }
@@ -204,8 +223,10 @@ async fn start(admin: &Admin, moves: Vec<balance::Placement>) -> Result<String, 
             replicas: replicas.clone(),
         })
         .collect();
-    admin.reassign(list).await?;
-    Ok(moves.iter().map(|(t, p, r)| format!("moving {t}-{p} to {}\n", id_list(r))).collect())
+    admin.reassign_throttled(list, throttle.bytes_per_s()).await?;
+    let lines: String =
+        moves.iter().map(|(t, p, r)| format!("moving {t}-{p} to {}\n", id_list(r))).collect();
+    Ok(lines + &throttle.note())
 }
 
 fn write_out(text: &str) -> Result<(), CliError> {

@@ -1,13 +1,14 @@
 //! `minikafka topic reassign` and `topic reassignments`: moving partitions' replicas between
 //! brokers (one partition from the flags, or a plan in the JSON that Kafka's
 //! `kafka-reassign-partitions.sh` reads), cancelling a move, and listing the moves under way with
-//! how many records each new replica still has to copy. Owns the flags, the plan format and the
-//! output; the brokers do the moving.
+//! how many records each new replica still has to copy, and the replication throttle of moves
+//! (`--throttle-mb-per-s`, also taken by `cluster rebalance --execute` and `cluster
+//! decommission`). Owns the flags, the plan format and the output; the brokers do the moving.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::topic::id_list;
 use super::{CliError, ConnectArgs};
@@ -32,6 +33,36 @@ pub(super) struct ReassignArgs {
     /// {"version":1,"partitions":[{"topic":"T","partition":0,"replicas":[1,2,4]}]}.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["topic", "replicas"])]
     plan: Option<PathBuf>,
+    #[command(flatten)]
+    throttle: ThrottleArgs,
+}
+
+/// Bytes in the MB of `--throttle-mb-per-s`: 10^6, the unit `benches/reassign.sh` reports.
+const MB: u64 = 1_000_000;
+
+/// The replication throttle of partition moves.
+#[derive(Debug, Args)]
+pub(super) struct ThrottleArgs {
+    /// Limit the copying of the new replicas to N MB/s (1 MB = 1,000,000 bytes) per receiving
+    /// broker, over all its moves together; in-sync replicas are never slowed. It applies to
+    /// every move under way and is lifted when the last one ends.
+    #[arg(long = "throttle-mb-per-s", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=u64::MAX / MB))]
+    mb_per_s: Option<u64>,
+}
+
+impl ThrottleArgs {
+    pub(super) fn bytes_per_s(&self) -> Option<u64> {
+        // The parser keeps N * MB within u64.
+        self.mb_per_s.map(|mb| mb * MB)
+    }
+
+    /// The line saying the throttle is set, empty when none was asked for.
+    pub(super) fn note(&self) -> String {
+        self.mb_per_s.map_or_else(String::new, |mb| {
+            format!("throttled to {mb} MB/s per broker until the last move ends\n")
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,7 +127,10 @@ pub(super) async fn reassign(admin: &Admin, args: ReassignArgs) -> Result<String
         }
         _ => return Err(CliError::Usage("give TOPIC --partition P, or --plan FILE".into())),
     };
-    admin.reassign(moves.clone()).await?;
+    if args.cancel && args.throttle.mb_per_s.is_some() {
+        return Err(CliError::Usage("--throttle-mb-per-s starts moves; --cancel ends one".into()));
+    }
+    admin.reassign_throttled(moves.clone(), args.throttle.bytes_per_s()).await?;
     let mut out = String::new();
     for m in &moves {
         if m.replicas.is_empty() {
@@ -110,7 +144,16 @@ pub(super) async fn reassign(admin: &Admin, args: ReassignArgs) -> Result<String
             ));
         }
     }
+    out.push_str(&args.throttle.note());
     Ok(out)
+}
+
+/// What `topic reassignments --json` prints.
+#[derive(Serialize)]
+struct ReassignmentsJson<'a> {
+    /// Bytes per second per receiving broker; null when no throttle is in force.
+    throttle_bytes_per_s: Option<u64>,
+    reassignments: &'a [Reassignment],
 }
 
 /// The moves under way. Copy progress is known by each partition's leader: a partition led by
@@ -120,7 +163,7 @@ pub(super) async fn reassignments(
     connect: &ConnectArgs,
     json: bool,
 ) -> Result<String, CliError> {
-    let mut list = admin.reassignments().await?;
+    let (mut list, throttle) = admin.reassignments_and_throttle().await?;
     let (brokers, _) = admin.describe_partitions(None).await?;
     let token = connect.token()?;
     for r in list
@@ -143,11 +186,20 @@ pub(super) async fn reassignments(
     }
     if json {
         // Plain structs of strings and integers: encoding cannot fail.
-        return Ok(serde_json::to_string(&list)
+        let out = ReassignmentsJson { throttle_bytes_per_s: throttle, reassignments: &list };
+        return Ok(serde_json::to_string(&out)
             .map_err(|e| CliError::Usage(format!("cannot encode JSON: {e}")))?
             + "\n");
     }
-    Ok(table(&list))
+    Ok(table(&list) + &throttle_line(throttle))
+}
+
+fn throttle_line(throttle: Option<u64>) -> String {
+    match throttle {
+        None => String::new(),
+        Some(b) if b % MB == 0 => format!("throttle: {} MB/s per broker\n", b / MB),
+        Some(b) => format!("throttle: {b} bytes/s per broker\n"),
+    }
 }
 
 fn progress(r: &Reassignment) -> String {
@@ -241,5 +293,8 @@ mod tests {
              orders  0          [2,3,4]  [1,2,3]  1       broker 4: 1200 records to copy\n"
         );
         assert_eq!(table(&[]), "no reassignment under way\n");
+        assert_eq!(throttle_line(Some(50_000_000)), "throttle: 50 MB/s per broker\n");
+        assert_eq!(throttle_line(Some(1_500)), "throttle: 1500 bytes/s per broker\n");
+        assert_eq!(throttle_line(None), "");
     }
 }

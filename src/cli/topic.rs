@@ -104,9 +104,11 @@ enum TopicCommand {
     /// the new replicas copy the partition and join the in-sync replicas, then the old ones are
     /// dropped (and the leader moves if it was one). Clients keep producing and consuming.
     Reassign(super::reassign::ReassignArgs),
-    /// List the partition moves under way, with how far each new replica still has to copy.
+    /// List the partition moves under way, with how far each new replica still has to copy,
+    /// and the replication throttle in force.
     Reassignments {
-        /// Print a JSON array instead of a table.
+        /// Print a JSON object instead of a table:
+        /// {"throttle_bytes_per_s": N or null, "reassignments": [...]}.
         #[arg(long)]
         json: bool,
     },

@@ -107,7 +107,21 @@ impl Admin {
     /// Ok once every one is committed. They are committed one by one: on an error, the moves
     /// before the one it names are under way.
     pub async fn reassign(&self, moves: Vec<PartitionMove>) -> Result<(), ClientError> {
-        match self.conn.request(&Request::ReassignPartitions { moves }).await? {
+        self.reassign_throttled(moves, None).await
+    }
+
+    /// [`Admin::reassign`] under a replication throttle: the brokers' replicas being added fetch
+    /// at most `throttle_bytes_per_s` bytes per second per broker until the last move under way
+    /// ends (then the throttle is lifted by itself). Without moves, it changes the throttle of
+    /// the moves under way (refused when there are none). Brokers from before the throttle
+    /// refuse it.
+    pub async fn reassign_throttled(
+        &self,
+        moves: Vec<PartitionMove>,
+        throttle_bytes_per_s: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let req = Request::ReassignPartitions { moves, throttle_bytes_per_s };
+        match self.conn.request(&req).await? {
             Response::Ok => Ok(()),
             other => Err(unexpected("ReassignPartitions", &other)),
         }
@@ -147,8 +161,17 @@ impl Admin {
 
     /// The partition moves under way, with copy progress for those the answering broker leads.
     pub async fn reassignments(&self) -> Result<Vec<Reassignment>, ClientError> {
+        Ok(self.reassignments_and_throttle().await?.0)
+    }
+
+    /// The partition moves under way and the reassignment throttle in force (bytes/s).
+    pub async fn reassignments_and_throttle(
+        &self,
+    ) -> Result<(Vec<Reassignment>, Option<u64>), ClientError> {
         match self.conn.request(&Request::ListReassignments).await? {
-            Response::Reassignments { reassignments } => Ok(reassignments),
+            Response::Reassignments { reassignments, throttle_bytes_per_s } => {
+                Ok((reassignments, throttle_bytes_per_s))
+            }
             other => Err(unexpected("ListReassignments", &other)),
         }
     }

@@ -31,6 +31,12 @@ pub struct MetadataImage {
     /// resumes the group at that generation. Absent from images written before it existed.
     #[serde(default)]
     pub groups: BTreeMap<String, GroupMembership>,
+    /// The replication throttle of partition moves, in bytes per second per broker: what a
+    /// broker's replicas being added (and not yet in sync) may fetch, together. Set only while a
+    /// move is under way, and cleared by the command that ends the last one, so that a forgotten
+    /// throttle never slows a later catch-up. Absent from images written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassignment_throttle: Option<u64>,
 }
 
 /// A registered broker.
@@ -205,8 +211,16 @@ pub enum MetadataCommand {
     /// in the current set are added and catch up as followers; once every target replica is in
     /// sync, the others are dropped (and the leader moves if it is one of them). Refused while
     /// another reassignment of the partition is under way. A target that only reorders the
-    /// replicas (or only drops some) takes effect at once.
-    ReassignPartition { topic: String, partition: u32, target: Vec<NodeId> },
+    /// replicas (or only drops some) takes effect at once. `throttle_bytes_per_s` (when given)
+    /// becomes the [`MetadataImage::reassignment_throttle`] in the same step, so that no move
+    /// ending in between can clear it before this one starts (absent from older commands).
+    ReassignPartition {
+        topic: String,
+        partition: u32,
+        target: Vec<NodeId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        throttle_bytes_per_s: Option<u64>,
+    },
     /// Cancels the reassignment under way: the added replicas are dropped again.
     CancelReassignment { topic: String, partition: u32 },
     /// Marks `id` decommissioned: no new replica goes to it, and it is fenced (and stays so) as
@@ -216,6 +230,9 @@ pub enum MetadataCommand {
     /// Takes a decommission back: the broker takes replicas again and the controller unfences it
     /// on its next heartbeat.
     RecommissionBroker { id: NodeId },
+    /// Changes the throttle of the moves under way (`None` lifts it). Refused for a rate of zero,
+    /// and for a rate when no move is under way (nothing would ever clear it).
+    SetReassignmentThrottle { bytes_per_s: Option<u64> },
 }
 
 /// What applying a command did, returned to the proposer.
@@ -240,6 +257,11 @@ impl MetadataImage {
         let result = self.apply_command(cmd, log_index);
         if matches!(result, ApplyResult::Done) {
             self.fence_drained();
+        }
+        // Whatever ended the last move (its completion, a cancel, the topic's deletion) lifts the
+        // throttle with it. A rejected command changed nothing, so this changes nothing either.
+        if self.reassignment_throttle.is_some() && !self.any_reassigning() {
+            self.reassignment_throttle = None;
         }
         result
     }
@@ -475,9 +497,26 @@ impl MetadataImage {
                 self.groups.insert(group.clone(), membership.clone());
                 ApplyResult::Done
             }
-            C::ReassignPartition { topic, partition, target } => {
-                self.reassign(topic, *partition, target)
+            C::ReassignPartition { topic, partition, target, throttle_bytes_per_s } => {
+                if *throttle_bytes_per_s == Some(0) {
+                    return reject("a reassignment throttle of 0 bytes/s would never finish");
+                }
+                let r = self.reassign(topic, *partition, target);
+                if r == ApplyResult::Done && throttle_bytes_per_s.is_some() {
+                    self.reassignment_throttle = *throttle_bytes_per_s;
+                }
+                r
             }
+            C::SetReassignmentThrottle { bytes_per_s } => match bytes_per_s {
+                Some(0) => reject("a reassignment throttle of 0 bytes/s would never finish"),
+                Some(_) if !self.any_reassigning() => {
+                    reject("no reassignment under way to throttle")
+                }
+                _ => {
+                    self.reassignment_throttle = *bytes_per_s;
+                    ApplyResult::Done
+                }
+            },
             C::CancelReassignment { topic, partition } => {
                 self.cancel_reassignment(topic, *partition)
             }
@@ -883,6 +922,11 @@ impl MetadataImage {
     /// Partitions with a reassignment under way, sorted.
     pub fn reassignments(&self) -> Vec<(String, u32)> {
         self.partitions_where(PartitionRecord::reassigning)
+    }
+
+    /// Whether any reassignment is under way.
+    pub fn any_reassigning(&self) -> bool {
+        self.topics.values().any(|t| t.partitions.iter().any(PartitionRecord::reassigning))
     }
 }
 

@@ -142,6 +142,7 @@ fn a_reassignment_adds_replicas_and_drops_the_old_ones_once_the_new_are_in_sync(
         topic: "t".into(),
         partition: 0,
         target,
+        throttle_bytes_per_s: None,
     };
     assert!(matches!(img.apply(&move_to(vec![2, 3, 4]), 0), ApplyResult::Done));
     let p = img.partition("t", 0).unwrap().clone();
@@ -181,6 +182,82 @@ fn a_reassignment_adds_replicas_and_drops_the_old_ones_once_the_new_are_in_sync(
     assert_eq!(img, before);
 }
 
+/// An operator starts two moves under a throttle: it stays while either copies, and goes with the
+/// end of the last one (completed or cancelled), so no later catch-up runs throttled.
+#[test]
+fn the_reassignment_throttle_lasts_exactly_as_long_as_the_moves() {
+    let mut img = cluster(4);
+    create(&mut img, "t", 1, vec![vec![1, 2, 3], vec![1, 2, 3]]);
+    let move_to = |partition: u32, target: Vec<NodeId>, throttle: Option<u64>| {
+        MetadataCommand::ReassignPartition {
+            topic: "t".into(),
+            partition,
+            target,
+            throttle_bytes_per_s: throttle,
+        }
+    };
+    let set = |bytes_per_s| MetadataCommand::SetReassignmentThrottle { bytes_per_s };
+
+    // Nothing moves: a throttle would never be lifted, so it is refused, and so is zero.
+    assert!(matches!(img.apply(&set(Some(50_000_000)), 0), ApplyResult::Rejected(_)));
+    let before = img.clone();
+    let r = img.apply(&move_to(0, vec![2, 3, 4], Some(0)), 0);
+    assert!(matches!(r, ApplyResult::Rejected(ref why) if why.contains("0 bytes/s")), "{r:?}");
+    assert_eq!(img, before, "a refused move changes nothing");
+
+    // The first move starts with the throttle; the second (no throttle given) keeps it.
+    assert_eq!(img.apply(&move_to(0, vec![2, 3, 4], Some(50_000_000)), 0), ApplyResult::Done);
+    assert_eq!(img.reassignment_throttle, Some(50_000_000));
+    assert_eq!(img.apply(&move_to(1, vec![4, 2, 3], None), 0), ApplyResult::Done);
+    assert_eq!(img.reassignment_throttle, Some(50_000_000));
+    assert!(matches!(img.apply(&set(Some(0)), 0), ApplyResult::Rejected(_)), "zero refused");
+    assert_eq!(img.apply(&set(Some(20_000_000)), 0), ApplyResult::Done, "changed while moving");
+    assert_eq!(img.reassignment_throttle, Some(20_000_000));
+
+    // Partition 0's new replica catches up: its move ends, partition 1's still copies.
+    assert_eq!(img.apply(&alter(&img, "t", 0, vec![1, 2, 3, 4]), 0), ApplyResult::Done);
+    assert!(!img.partition("t", 0).unwrap().reassigning());
+    assert_eq!(img.reassignment_throttle, Some(20_000_000), "kept while a move runs");
+
+    // Cancelling the last move lifts it.
+    let cancel = MetadataCommand::CancelReassignment { topic: "t".into(), partition: 1 };
+    assert_eq!(img.apply(&cancel, 0), ApplyResult::Done);
+    assert_eq!(img.reassignment_throttle, None, "gone with the last move");
+
+    // A move that completes at once (a reorder) leaves no throttle behind; one that finishes
+    // by catching up takes it along.
+    assert_eq!(img.apply(&move_to(0, vec![3, 2, 4], Some(1_000)), 0), ApplyResult::Done);
+    assert_eq!(img.reassignment_throttle, None, "nothing to copy: no throttle");
+    assert_eq!(img.apply(&move_to(0, vec![3, 2, 1], Some(1_000)), 0), ApplyResult::Done);
+    assert_eq!(img.reassignment_throttle, Some(1_000));
+    assert_eq!(img.apply(&alter(&img, "t", 0, vec![1, 2, 3, 4]), 0), ApplyResult::Done);
+    assert_eq!(img.reassignment_throttle, None, "gone once the last move completed");
+    // Lifting it by hand is always accepted.
+    assert_eq!(img.apply(&set(None), 0), ApplyResult::Done);
+}
+
+#[test]
+fn an_image_and_a_move_from_before_the_throttle_still_load() {
+    let mut img = cluster(1);
+    create(&mut img, "t", 1, vec![vec![1]]);
+    let json = serde_json::to_string(&img).expect("encodes");
+    assert!(!json.contains("throttle"), "no throttle: nothing written");
+    let back: MetadataImage = serde_json::from_str(&json).expect("decodes");
+    assert_eq!(back.reassignment_throttle, None);
+    // A command in an older raft log, written before moves carried a throttle.
+    let old = r#"{"ReassignPartition":{"topic":"t","partition":0,"target":[1]}}"#;
+    let cmd: MetadataCommand = serde_json::from_str(old).expect("decodes");
+    assert_eq!(
+        cmd,
+        MetadataCommand::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            target: vec![1],
+            throttle_bytes_per_s: None,
+        }
+    );
+}
+
 #[test]
 fn a_decommissioned_broker_takes_no_new_replica_and_is_fenced_for_good_once_emptied() {
     let mut img = cluster(4);
@@ -198,6 +275,7 @@ fn a_decommissioned_broker_takes_no_new_replica_and_is_fenced_for_good_once_empt
         topic: "t".into(),
         partition: 0,
         target,
+        throttle_bytes_per_s: None,
     };
 
     // Its replica moves to broker 4; once 4 is in sync the move ends and 1 is fenced.
@@ -229,6 +307,7 @@ fn a_broker_a_move_is_adding_cannot_be_decommissioned_and_an_empty_one_is_fenced
         topic: "t".into(),
         partition: 0,
         target: vec![1, 2, 4],
+        throttle_bytes_per_s: None,
     };
     assert_eq!(img.apply(&onto, 0), ApplyResult::Done);
     let before = img.clone();
@@ -670,6 +749,8 @@ enum Op {
         topic: usize,
         partition: u32,
         target: Vec<NodeId>,
+        /// 0 must be refused.
+        throttle: Option<u64>,
     },
     Cancel {
         topic: usize,
@@ -677,6 +758,8 @@ enum Op {
     },
     Decommission(NodeId),
     Recommission(NodeId),
+    /// 0 must be refused, and any rate while nothing moves.
+    Throttle(Option<u64>),
 }
 
 const TOPICS: [&str; 3] = ["a", "b", "c"];
@@ -712,11 +795,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(group, generation, members)| Op::Record { group, generation, members }),
         2 => (topic.clone(), 0..4u32)
             .prop_map(|(topic, partition)| Op::ElectPreferred { topic, partition }),
-        3 => (topic.clone(), 0..4u32, prop::collection::vec(1..=MAX_BROKER, 0..4))
-            .prop_map(|(topic, partition, target)| Op::Reassign { topic, partition, target }),
+        3 => (topic.clone(), 0..4u32, prop::collection::vec(1..=MAX_BROKER, 0..4), prop::option::of(0..3u64))
+            .prop_map(|(topic, partition, target, throttle)| Op::Reassign { topic, partition, target, throttle }),
         1 => (topic.clone(), 0..4u32).prop_map(|(topic, partition)| Op::Cancel { topic, partition }),
         1 => id.clone().prop_map(Op::Decommission),
         1 => id.clone().prop_map(Op::Recommission),
+        1 => prop::option::of(0..3u64).prop_map(Op::Throttle),
     ]
 }
 
@@ -857,7 +941,7 @@ fn concretize(img: &MetadataImage, op: &Op, next_id: &mut u8) -> (MetadataComman
             let cmd = C::ElectPreferredLeaders { partitions: vec![(t.into(), *partition)] };
             (cmd, !img.preferred_electable(t, *partition))
         }
-        Op::Reassign { topic, partition, target } => {
+        Op::Reassign { topic, partition, target, throttle } => {
             let t = TOPICS[*topic];
             let p = img.partition(t, *partition);
             let mut distinct = target.clone();
@@ -870,13 +954,19 @@ fn concretize(img: &MetadataImage, op: &Op, next_id: &mut u8) -> (MetadataComman
                     || target.iter().any(|r| !p.replicas.contains(r) && decommissioned(r))
             }) || target.is_empty()
                 || distinct.len() != target.len()
-                || target.iter().any(|r| !img.brokers.contains_key(r));
+                || target.iter().any(|r| !img.brokers.contains_key(r))
+                || *throttle == Some(0);
             let cmd = C::ReassignPartition {
                 topic: t.into(),
                 partition: *partition,
                 target: target.clone(),
+                throttle_bytes_per_s: *throttle,
             };
             (cmd, must_reject)
+        }
+        Op::Throttle(rate) => {
+            let must_reject = *rate == Some(0) || (rate.is_some() && !img.any_reassigning());
+            (C::SetReassignmentThrottle { bytes_per_s: *rate }, must_reject)
         }
         Op::Cancel { topic, partition } => {
             let t = TOPICS[*topic];
@@ -976,6 +1066,12 @@ pub(crate) fn check_image(img: &MetadataImage) -> Result<(), TestCaseError> {
             group
         );
     }
+    prop_assert!(
+        img.reassignment_throttle.is_none() || img.any_reassigning(),
+        "a throttle outlived the last move: {:?}",
+        img.reassignment_throttle
+    );
+    prop_assert_ne!(img.reassignment_throttle, Some(0), "a throttle of zero");
     for offsets in img.group_offsets.values() {
         prop_assert!(!offsets.is_empty());
         for o in offsets {

@@ -198,6 +198,8 @@ pub enum ClusterError {
     Reassignment { topic: String, partition: u32, reason: String },
     #[error("cannot change the cluster's members: {0}")]
     Membership(String),
+    #[error("cannot set the reassignment throttle: {reason}")]
+    Throttle { reason: String },
     #[error("the cluster is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]

@@ -503,6 +503,11 @@ impl Node {
         roles: &mut BTreeMap<(String, u32), Role>,
     ) -> bool {
         let local = self.local_topics().await;
+        // Before the roles: a fetch loop started below begins throttled when it must.
+        self.replicas.set_reassignment_throttle(
+            image.reassignment_throttle,
+            reconcile::throttled_partitions(self.id(), image),
+        );
         let actions = reconcile::plan(self.id(), image, &local, roles);
         let mut ok = true;
         for action in actions {

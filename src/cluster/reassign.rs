@@ -30,14 +30,16 @@ pub struct ReassignmentView {
 }
 
 impl Cluster {
-    /// Starts moving `topic`'s `partition` to the `target` replicas. Returns once the move is
-    /// committed (not done: the new replicas catch up in the background; see
+    /// Starts moving `topic`'s `partition` to the `target` replicas, setting the cluster's
+    /// reassignment throttle (bytes/s per broker) in the same step when one is given. Returns
+    /// once the move is committed (not done: the new replicas catch up in the background; see
     /// [`Cluster::reassignments`]).
     pub async fn reassign_partition(
         &self,
         topic: &str,
         partition: u32,
         target: &[i32],
+        throttle_bytes_per_s: Option<u64>,
     ) -> Result<(), ClusterError> {
         let invalid = |reason: String| ClusterError::Reassignment {
             topic: topic.to_owned(),
@@ -75,14 +77,54 @@ impl Cluster {
                 .ok_or_else(|| invalid(format!("broker {r} is not in the cluster")))?;
             ids.push(id);
         }
-        let cmd =
-            MetadataCommand::ReassignPartition { topic: topic.to_owned(), partition, target: ids };
+        let cmd = MetadataCommand::ReassignPartition {
+            topic: topic.to_owned(),
+            partition,
+            target: ids,
+            throttle_bytes_per_s,
+        };
         match n.propose(cmd).await? {
             ApplyResult::Rejected(reason) => Err(invalid(reason)),
             _ => {
-                tracing::info!(topic, partition, ?target, "partition reassignment started");
+                tracing::info!(
+                    topic,
+                    partition,
+                    ?target,
+                    ?throttle_bytes_per_s,
+                    "partition reassignment started"
+                );
                 Ok(())
             }
+        }
+    }
+
+    /// Changes the throttle of the moves under way (`None` lifts it); refused when nothing
+    /// moves (the end of the last move lifts it by itself).
+    pub async fn set_reassignment_throttle(
+        &self,
+        bytes_per_s: Option<u64>,
+    ) -> Result<(), ClusterError> {
+        let refused = |reason: String| ClusterError::Throttle { reason };
+        let n = match &self.mode {
+            Mode::Single => {
+                return Err(refused("a single broker moves no replicas to throttle".into()));
+            }
+            Mode::Node(n) => n,
+        };
+        match n.propose(MetadataCommand::SetReassignmentThrottle { bytes_per_s }).await? {
+            ApplyResult::Rejected(reason) => Err(refused(reason)),
+            _ => {
+                tracing::info!(?bytes_per_s, "reassignment throttle set");
+                Ok(())
+            }
+        }
+    }
+
+    /// The reassignment throttle in force (bytes/s per broker), if any.
+    pub fn reassignment_throttle(&self) -> Option<u64> {
+        match &self.mode {
+            Mode::Single => None,
+            Mode::Node(n) => n.image().reassignment_throttle,
         }
     }
 

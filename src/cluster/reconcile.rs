@@ -227,6 +227,25 @@ fn role_action(
     }
 }
 
+/// The partitions whose fetches on broker `me` go through the reassignment throttle: those a
+/// move under way is adding `me` to and whose ISR does not hold `me` yet. An in-sync replica
+/// (an ordinary follower, or an added one that caught up) is never slowed down. Empty when no
+/// throttle is in force.
+pub fn throttled_partitions(me: NodeId, image: &MetadataImage) -> BTreeSet<(String, u32)> {
+    if image.reassignment_throttle.is_none() {
+        return BTreeSet::new();
+    }
+    let mut out = BTreeSet::new();
+    for (name, t) in &image.topics {
+        for (i, p) in t.partitions.iter().enumerate() {
+            if p.adding.contains(&me) && !p.isr.contains(&me) {
+                out.insert((name.clone(), i as u32));
+            }
+        }
+    }
+    out
+}
+
 /// The role an executed action leaves the partition in (`None`: no role), for the record.
 pub fn role_after(action: &Action) -> Option<((String, u32), Option<Role>)> {
     match action {
@@ -471,6 +490,7 @@ mod tests {
             topic: "t".into(),
             partition: 0,
             target: vec![2, 3],
+            throttle_bytes_per_s: None,
         };
         img.apply(&onto, 500);
         assert!(
@@ -501,6 +521,41 @@ mod tests {
         let a = run(1, &img, &mut local, &mut roles);
         assert!(a.iter().all(|a| !matches!(a, Action::DiscardReplica { .. })), "{a:?}");
         assert_eq!(local["t"].holding, BTreeSet::from([1]));
+    }
+
+    #[test]
+    fn only_replicas_being_added_and_not_yet_in_sync_are_throttled() {
+        let mut img = image_with_brokers(&[1, 2, 3, 4]);
+        create(&mut img, "t", 7, vec![vec![1, 2, 3], vec![1, 2, 3]]);
+        let reassign =
+            |partition, target: Vec<NodeId>, throttle| MetadataCommand::ReassignPartition {
+                topic: "t".into(),
+                partition,
+                target,
+                throttle_bytes_per_s: throttle,
+            };
+        // Without a throttle nothing is throttled, moves or not.
+        img.apply(&reassign(0, vec![2, 3, 4], None), 600);
+        assert!(throttled_partitions(4, &img).is_empty());
+        img.apply(&reassign(1, vec![4, 2, 3], Some(50_000_000)), 601);
+        let t1 = BTreeSet::from([("t".to_string(), 1)]);
+        let both = BTreeSet::from([("t".to_string(), 0), ("t".to_string(), 1)]);
+        assert_eq!(throttled_partitions(4, &img), both, "broker 4 is being added to both");
+        for in_sync in [1, 2, 3] {
+            assert!(throttled_partitions(in_sync, &img).is_empty(), "broker {in_sync}");
+        }
+        // Partition 0's new replica caught up: its fetches go at full speed again.
+        let p = img.partition("t", 0).unwrap().clone();
+        let alter = MetadataCommand::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1, 2, 3, 4],
+        };
+        assert_eq!(img.apply(&alter, 602), crate::cluster::metadata::ApplyResult::Done);
+        assert_eq!(throttled_partitions(4, &img), t1);
     }
 
     #[test]

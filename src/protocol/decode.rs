@@ -294,7 +294,7 @@ fn decode_request_with(
             Request::DescribePartitions { topic: r.opt_string("topic name")? }
         }
         ApiKey::ElectLeaders => Request::ElectLeaders { topic: r.opt_string("topic name")? },
-        ApiKey::ReassignPartitions => {
+        ApiKey::ReassignPartitions | ApiKey::ThrottledReassignPartitions => {
             let n = r.count("move count", PARTITION_MOVE_MIN_LEN)?;
             let mut moves = Vec::with_capacity(n);
             for _ in 0..n {
@@ -304,7 +304,11 @@ fn decode_request_with(
                     replicas: r.i32s("target replicas")?,
                 });
             }
-            Request::ReassignPartitions { moves }
+            let throttle_bytes_per_s = match key {
+                ApiKey::ThrottledReassignPartitions => Some(r.u64("throttle bytes/s")?),
+                _ => None,
+            };
+            Request::ReassignPartitions { moves, throttle_bytes_per_s }
         }
         ApiKey::ListReassignments => Request::ListReassignments,
         ApiKey::DescribeMembership => Request::DescribeMembership,
@@ -462,7 +466,9 @@ fn decode_response_with(
                 decommissioned: r.i32s("decommissioned")?,
             },
         },
-        k if k == ResponseKind::Reassignments as u8 => {
+        k if k == ResponseKind::Reassignments as u8
+            || k == ResponseKind::ThrottledReassignments as u8 =>
+        {
             let n = r.count("reassignment count", REASSIGNMENT_MIN_LEN)?;
             let mut reassignments = Vec::with_capacity(n);
             for _ in 0..n {
@@ -489,7 +495,12 @@ fn decode_response_with(
                     behind,
                 });
             }
-            Response::Reassignments { reassignments }
+            let throttle_bytes_per_s = if k == ResponseKind::ThrottledReassignments as u8 {
+                Some(r.u64("throttle bytes/s")?)
+            } else {
+                None
+            };
+            Response::Reassignments { reassignments, throttle_bytes_per_s }
         }
         k if k == ResponseKind::LeadersElected as u8 => {
             let n = r.count("election count", LEADER_ELECTION_MIN_LEN)?;

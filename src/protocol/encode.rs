@@ -225,12 +225,16 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
             buf.put_i32_le(*broker);
             buf.put_u8(u8::from(*flag));
         }
-        Request::ReassignPartitions { moves } => {
+        Request::ReassignPartitions { moves, throttle_bytes_per_s } => {
             buf.put_u32_le(moves.len() as u32);
             for m in moves {
                 put_str(buf, &m.topic);
                 buf.put_u32_le(m.partition);
                 put_i32s(buf, &m.replicas);
+            }
+            // Its presence is the api key (ThrottledReassignPartitions).
+            if let Some(t) = throttle_bytes_per_s {
+                buf.put_u64_le(*t);
             }
         }
         Request::DescribePartitions { topic } | Request::ElectLeaders { topic } => {
@@ -418,8 +422,14 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
             put_brokers(buf, brokers);
             put_partition_states(buf, partitions);
         }
-        Response::Reassignments { reassignments } => {
-            ok_kind(buf, ResponseKind::Reassignments);
+        Response::Reassignments { reassignments, throttle_bytes_per_s } => {
+            ok_kind(
+                buf,
+                match throttle_bytes_per_s {
+                    None => ResponseKind::Reassignments,
+                    Some(_) => ResponseKind::ThrottledReassignments,
+                },
+            );
             buf.put_u32_le(reassignments.len() as u32);
             for r in reassignments {
                 put_str(buf, &r.topic);
@@ -434,6 +444,10 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
                     buf.put_i32_le(*replica);
                     buf.put_u64_le(*records);
                 }
+            }
+            // Its presence is the kind (ThrottledReassignments).
+            if let Some(t) = throttle_bytes_per_s {
+                buf.put_u64_le(*t);
             }
         }
         Response::LeadersElected { elections } => {

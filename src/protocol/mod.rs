@@ -78,17 +78,25 @@
 //! | `ElectLeaders`           | 22  | option<string> topic (none: every topic)                 |
 //! | `ReassignPartitions`     | 23  | list<(string topic, u32 partition, list<i32> target)>; an empty target cancels the move under way |
 //! | `ListReassignments`      | 24  | none                                                     |
-//! | `DecommissionBroker`     | 25  | i32 broker, u8 cancel                                    |
-//! | `ChangeVoter`            | 26  | i32 broker, u8 add (0: back to a learner)                |
-//! | `DescribeMembership`     | 27  | none                                                     |
+//! | `ThrottledReassignPartitions` | 25 | as `ReassignPartitions`, then u64 throttle_bytes_per_s (issue 15) |
+//! | `DecommissionBroker`     | 26  | i32 broker, u8 cancel                                    |
+//! | `ChangeVoter`            | 27  | i32 broker, u8 add (0: back to a learner)                |
+//! | `DescribeMembership`     | 28  | none                                                     |
+//!
+//! A `ReassignPartitions` request carrying a throttle is sent with key 25, so that key 23 keeps
+//! the bytes older brokers decode and an older broker refuses a throttled move instead of
+//! starting it unthrottled. The throttle (bytes per second per broker, for the replicas being
+//! added) is set in the same step as the first move; with no move, it changes the throttle of
+//! the moves under way. Likewise a `Reassignments` answer with a throttle in force is kind 17.
 //!
 //! | response         | kind | fields after the kind                                         |
 //! |------------------|------|---------------------------------------------------------------|
 //! | `ClusterStatus`  | 13   | i32 node_id (the answering broker), u8 clustered, option<i32> controller, list<broker>, list<partition> under_replicated, list<partition> offline |
 //! | `Partitions`     | 14   | list<broker>, list<partition>                                 |
 //! | `LeadersElected` | 15   | list<election>: string topic, u32 partition, i32 preferred, option<i32> leader, u8 elected |
-//! | `Membership`     | 17   | list<i32> voters, list<i32> decommissioned                    |
+//! | `Membership`     | 18   | list<i32> voters, list<i32> decommissioned                    |
 //! | `Reassignments`  | 16   | list<reassignment>: string topic, u32 partition, list<i32> target, list<i32> adding, list<i32> removing, list<i32> isr, option<i32> leader, list<(i32 replica, u64 records behind)> |
+//! | `ThrottledReassignments` | 17 | as `Reassignments`, then u64 throttle_bytes_per_s (the throttle in force) |
 //!
 //! `ReassignPartitions` answers `Ok` once every move is committed (they are committed one by
 //! one: on an error, the moves before the one named are under way). `DecommissionBroker` and
@@ -269,9 +277,12 @@ pub enum Request {
     ElectLeaders {
         topic: Option<String>,
     },
-    /// Starts (or, with an empty target, cancels) partition moves (answered with `Ok`).
+    /// Starts (or, with an empty target, cancels) partition moves (answered with `Ok`). With a
+    /// throttle (bytes/s per broker), it is sent as `ThrottledReassignPartitions` and sets the
+    /// cluster's reassignment throttle with the first move (without moves: for those under way).
     ReassignPartitions {
         moves: Vec<PartitionMove>,
+        throttle_bytes_per_s: Option<u64>,
     },
     /// The partition moves under way (answered with `Reassignments`).
     ListReassignments,
@@ -441,8 +452,10 @@ pub enum Response {
     LeadersElected {
         elections: Vec<LeaderElection>,
     },
+    /// The moves under way and the throttle in force (kind `ThrottledReassignments` when set).
     Reassignments {
         reassignments: Vec<Reassignment>,
+        throttle_bytes_per_s: Option<u64>,
     },
     Membership {
         membership: Membership,
@@ -482,9 +495,10 @@ pub enum ApiKey {
     ElectLeaders = 22,
     ReassignPartitions = 23,
     ListReassignments = 24,
-    DecommissionBroker = 25,
-    ChangeVoter = 26,
-    DescribeMembership = 27,
+    ThrottledReassignPartitions = 25,
+    DecommissionBroker = 26,
+    ChangeVoter = 27,
+    DescribeMembership = 28,
 }
 
 impl ApiKey {
@@ -516,9 +530,10 @@ impl ApiKey {
             22 => ElectLeaders,
             23 => ReassignPartitions,
             24 => ListReassignments,
-            25 => DecommissionBroker,
-            26 => ChangeVoter,
-            27 => DescribeMembership,
+            25 => ThrottledReassignPartitions,
+            26 => DecommissionBroker,
+            27 => ChangeVoter,
+            28 => DescribeMembership,
             _ => return None,
         })
     }
@@ -552,6 +567,7 @@ impl ApiKey {
             ElectLeaders => "elect_leaders",
             ReassignPartitions => "reassign_partitions",
             ListReassignments => "list_reassignments",
+            ThrottledReassignPartitions => "throttled_reassign_partitions",
             DecommissionBroker => "decommission_broker",
             ChangeVoter => "change_voter",
             DescribeMembership => "describe_membership",
@@ -586,7 +602,12 @@ impl Request {
             Request::DescribePartitions { .. } => ApiKey::DescribePartitions,
             Request::CreateReplicatedTopic { .. } => ApiKey::CreateReplicatedTopic,
             Request::ElectLeaders { .. } => ApiKey::ElectLeaders,
-            Request::ReassignPartitions { .. } => ApiKey::ReassignPartitions,
+            Request::ReassignPartitions { throttle_bytes_per_s: None, .. } => {
+                ApiKey::ReassignPartitions
+            }
+            Request::ReassignPartitions { throttle_bytes_per_s: Some(_), .. } => {
+                ApiKey::ThrottledReassignPartitions
+            }
             Request::ListReassignments => ApiKey::ListReassignments,
             Request::DecommissionBroker { .. } => ApiKey::DecommissionBroker,
             Request::ChangeVoter { .. } => ApiKey::ChangeVoter,
@@ -616,7 +637,8 @@ pub enum ResponseKind {
     Partitions = 14,
     LeadersElected = 15,
     Reassignments = 16,
-    Membership = 17,
+    ThrottledReassignments = 17,
+    Membership = 18,
 }
 
 /// The status byte of an error response.

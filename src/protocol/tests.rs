@@ -123,8 +123,18 @@ fn all_requests() -> Vec<Request> {
                 PartitionMove { topic: "orders".into(), partition: 0, replicas: vec![2, 3, 4] },
                 PartitionMove { topic: "orders".into(), partition: 1, replicas: vec![] },
             ],
+            throttle_bytes_per_s: None,
         },
-        Request::ReassignPartitions { moves: vec![] },
+        Request::ReassignPartitions { moves: vec![], throttle_bytes_per_s: None },
+        Request::ReassignPartitions {
+            moves: vec![PartitionMove {
+                topic: "orders".into(),
+                partition: 0,
+                replicas: vec![2, 3, 4],
+            }],
+            throttle_bytes_per_s: Some(50_000_000),
+        },
+        Request::ReassignPartitions { moves: vec![], throttle_bytes_per_s: Some(1) },
         Request::ListReassignments,
         Request::DecommissionBroker { broker: 4, cancel: false },
         Request::DecommissionBroker { broker: 4, cancel: true },
@@ -318,8 +328,23 @@ fn all_responses() -> Vec<Response> {
                 leader: Some(1),
                 behind: vec![(4, 1_234)],
             }],
+            throttle_bytes_per_s: None,
         },
-        Response::Reassignments { reassignments: vec![] },
+        Response::Reassignments { reassignments: vec![], throttle_bytes_per_s: None },
+        Response::Reassignments {
+            reassignments: vec![Reassignment {
+                topic: "orders".into(),
+                partition: 0,
+                target: vec![2, 3, 4],
+                adding: vec![4],
+                removing: vec![1],
+                isr: vec![1, 2, 3],
+                leader: Some(1),
+                behind: vec![],
+            }],
+            throttle_bytes_per_s: Some(50_000_000),
+        },
+        Response::Reassignments { reassignments: vec![], throttle_bytes_per_s: None },
         Response::Membership {
             membership: Membership { voters: vec![1, 2, 4], decommissioned: vec![3] },
         },
@@ -746,9 +771,10 @@ fn cluster_api_keys_codes_and_kinds_come_after_the_old_ones() {
         (22, ApiKey::ElectLeaders, "elect_leaders"),
         (23, ApiKey::ReassignPartitions, "reassign_partitions"),
         (24, ApiKey::ListReassignments, "list_reassignments"),
-        (25, ApiKey::DecommissionBroker, "decommission_broker"),
-        (26, ApiKey::ChangeVoter, "change_voter"),
-        (27, ApiKey::DescribeMembership, "describe_membership"),
+        (25, ApiKey::ThrottledReassignPartitions, "throttled_reassign_partitions"),
+        (26, ApiKey::DecommissionBroker, "decommission_broker"),
+        (27, ApiKey::ChangeVoter, "change_voter"),
+        (28, ApiKey::DescribeMembership, "describe_membership"),
     ] {
         assert_eq!(ApiKey::from_u8(v), Some(key));
         assert_eq!(key as u8, v);
@@ -758,7 +784,8 @@ fn cluster_api_keys_codes_and_kinds_come_after_the_old_ones() {
     assert_eq!(ResponseKind::Partitions as u8, 14);
     assert_eq!(ResponseKind::LeadersElected as u8, 15);
     assert_eq!(ResponseKind::Reassignments as u8, 16);
-    assert_eq!(ResponseKind::Membership as u8, 17);
+    assert_eq!(ResponseKind::ThrottledReassignments as u8, 17);
+    assert_eq!(ResponseKind::Membership as u8, 18);
     for (v, code, retriable) in [
         (19, ErrorCode::NotLeader, true),
         (20, ErrorCode::LeaderNotAvailable, true),
@@ -814,6 +841,35 @@ fn old_frames_keep_their_bytes() {
         decode_response(old_error).unwrap(),
         (3, Response::Error { code: ErrorCode::UnknownTopic, message: "x".into() })
     );
+}
+
+/// A throttled move is the old move's bytes under a new key, plus the throttle: an older broker
+/// refuses it instead of moving unthrottled, and an unthrottled move keeps the old bytes (as does
+/// a list of moves with no throttle in force).
+#[test]
+fn a_throttled_reassignment_is_the_old_request_plus_its_throttle() {
+    let moves = vec![PartitionMove { topic: "t".into(), partition: 1, replicas: vec![2, 3] }];
+    let old: &[u8] = &[
+        4, 0, 0, 0, 23, // correlation id, api key ReassignPartitions
+        1, 0, 0, 0, 1, 0, b't', 1, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0,
+    ];
+    let plain = Request::ReassignPartitions { moves: moves.clone(), throttle_bytes_per_s: None };
+    assert_eq!(decode_request(old).unwrap(), (4, plain.clone()));
+    let mut buf = BytesMut::new();
+    encode_request(&mut buf, 4, &plain);
+    assert_eq!(body_of(&buf), old);
+
+    let throttled = Request::ReassignPartitions { moves, throttle_bytes_per_s: Some(50_000_000) };
+    let mut buf = BytesMut::new();
+    encode_request(&mut buf, 4, &throttled);
+    let mut want = old.to_vec();
+    want[4] = 25;
+    want.extend_from_slice(&50_000_000u64.to_le_bytes());
+    assert_eq!(body_of(&buf), &want[..]);
+
+    let old_list: &[u8] = &[4, 0, 0, 0, 0, 16, 0, 0, 0, 0];
+    let none = Response::Reassignments { reassignments: vec![], throttle_bytes_per_s: None };
+    assert_eq!(decode_response(old_list).unwrap(), (4, none));
 }
 
 /// A replicated create is the old create's bytes plus the factor: an old broker refuses the new

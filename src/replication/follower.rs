@@ -5,7 +5,7 @@
 //! the task, and a generation checked under the partition's log lock keeps a stale loop from
 //! touching the log after the change returned). Never decides who leads.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use super::NodeId;
 use super::epoch_cache::UNDEFINED_EPOCH;
 use super::fetch_protocol::{FetchErrorCode, FetchRequest, FetchResponse};
 use super::replica_log::ReplicaLog;
+use super::throttle::ReplicationThrottle;
 use super::transport::FetchTransport;
 
 /// How a follower fetches.
@@ -72,6 +73,10 @@ pub struct FollowerTask {
     pub generation: u64,
     /// The leader's high watermark as last heard (never past this log's end).
     pub known_hw: Arc<AtomicU64>,
+    /// Whether this replica is being added by a move under a throttle: then every fetch takes
+    /// a grant from `throttle` first and asks for no more than it.
+    pub throttled: Arc<AtomicBool>,
+    pub throttle: Arc<ReplicationThrottle>,
 }
 
 /// What one fetch round did.
@@ -113,14 +118,24 @@ impl FollowerTask {
     }
 
     async fn step(&self) -> Step {
-        let req = self.request();
+        // One relaxed load is all an unthrottled follower pays.
+        let grant = match self.throttled.load(Ordering::Relaxed) {
+            true => Some(self.throttle.acquire(self.config.max_bytes).await),
+            false => None,
+        };
+        let mut req = self.request();
+        if let Some(g) = grant {
+            req.max_bytes = g;
+        }
         // The leader holds the fetch up to max_wait; allow it that and a margin.
         let timeout = self.config.max_wait + Duration::from_secs(5);
-        let frame = match self
-            .transport
-            .fetch(self.leader, &self.leader_addr, req.encode(), timeout)
-            .await
-        {
+        let fetched =
+            self.transport.fetch(self.leader, &self.leader_addr, req.encode(), timeout).await;
+        if let Some(g) = grant {
+            let received = fetched.as_ref().map_or(0, |f| f.len() as u64);
+            self.throttle.settle(g, received);
+        }
+        let frame = match fetched {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(topic = %self.topic, partition = self.partition, error = %e, "replica fetch failed");

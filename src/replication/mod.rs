@@ -28,10 +28,11 @@ pub mod high_watermark;
 pub mod leader;
 pub mod peer_transport;
 pub mod replica_log;
+pub mod throttle;
 pub mod transport;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ pub use follower::FetchConfig;
 use follower::FollowerTask;
 use leader::{IsrCounters, IsrSink, LeaderParams, PartitionLeader};
 use replica_log::PartitionLogs;
+use throttle::ReplicationThrottle;
 use transport::FetchTransport;
 
 /// A broker's id (the Kafka broker id, an i32 on Kafka's wire).
@@ -173,6 +175,21 @@ struct Slot {
     /// The high watermark as last known (from the leader, while following): what a new leader
     /// here starts from.
     known_hw: Arc<AtomicU64>,
+    /// Whether its fetches go through the reassignment throttle (a replica being added here by
+    /// a move, not in sync yet, while a throttle is in force); read by the fetch loop.
+    throttled: Arc<AtomicBool>,
+}
+
+impl Slot {
+    fn new(epoch: i32, throttled: bool) -> Slot {
+        Slot {
+            ops: Arc::new(Mutex::new(0)),
+            role: None,
+            epoch,
+            known_hw: Arc::new(AtomicU64::new(0)),
+            throttled: Arc::new(AtomicBool::new(throttled)),
+        }
+    }
 }
 
 impl Drop for Slot {
@@ -200,6 +217,11 @@ pub struct ReplicaManager {
     slots: Mutex<HashMap<(String, u32), Slot>>,
     isr_sink: IsrSink,
     isr_counters: Arc<IsrCounters>,
+    /// The reassignment throttle, shared by the fetches of every throttled slot.
+    throttle: Arc<ReplicationThrottle>,
+    /// The partitions whose fetches are throttled, as the metadata last said (taken after the
+    /// slots lock, never before it).
+    throttled: Mutex<BTreeSet<(String, u32)>>,
 }
 
 impl ReplicaManager {
@@ -225,6 +247,8 @@ impl ReplicaManager {
             slots: Mutex::new(HashMap::new()),
             isr_sink: Arc::new(Mutex::new(tx)),
             isr_counters: Arc::default(),
+            throttle: Arc::default(),
+            throttled: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -248,6 +272,28 @@ impl ReplicaManager {
     /// leader refuses an older process of the same id.
     pub fn set_incarnation(&self, incarnation: u64) {
         self.incarnation.store(incarnation, Ordering::Release);
+    }
+
+    /// The reassignment throttle (bytes/s for this broker, `None`: none) and the partitions it
+    /// applies to: those whose replica here is being added by a move and is not in sync yet.
+    /// In-sync followers are never throttled. Called with every metadata image; does nothing
+    /// when neither changed.
+    pub fn set_reassignment_throttle(
+        &self,
+        rate_bytes_per_s: Option<u64>,
+        adding: BTreeSet<(String, u32)>,
+    ) {
+        let adding = if rate_bytes_per_s.is_some() { adding } else { BTreeSet::new() };
+        if self.throttle.rate() == rate_bytes_per_s && *lock(&self.throttled) == adding {
+            return;
+        }
+        self.throttle.set_rate(rate_bytes_per_s);
+        let slots = lock(&self.slots);
+        for (key, slot) in slots.iter() {
+            slot.throttled.store(adding.contains(key), Ordering::Relaxed);
+        }
+        tracing::info!(?rate_bytes_per_s, partitions = adding.len(), "reassignment throttle");
+        *lock(&self.throttled) = adding;
     }
 
     fn check_ids(
@@ -309,12 +355,8 @@ impl ReplicaManager {
             }
         }
         let (log, appended) = self.logs.partition(topic, partition)?;
-        let slot = slots.entry(key).or_insert_with(|| Slot {
-            ops: Arc::new(Mutex::new(0)),
-            role: None,
-            epoch: leader_epoch,
-            known_hw: Arc::new(AtomicU64::new(0)),
-        });
+        let throttled = lock(&self.throttled).contains(&key);
+        let slot = slots.entry(key).or_insert_with(|| Slot::new(leader_epoch, throttled));
         {
             let mut generation = lock(&slot.ops);
             *generation += 1;
@@ -401,12 +443,8 @@ impl ReplicaManager {
             }
         }
         let (log, appended) = self.logs.partition(topic, partition)?;
-        let slot = slots.entry(key).or_insert_with(|| Slot {
-            ops: Arc::new(Mutex::new(0)),
-            role: None,
-            epoch: leader_epoch,
-            known_hw: Arc::new(AtomicU64::new(0)),
-        });
+        let throttled = lock(&self.throttled).contains(&key);
+        let slot = slots.entry(key).or_insert_with(|| Slot::new(leader_epoch, throttled));
         let generation = {
             let mut generation = lock(&slot.ops);
             *generation += 1;
@@ -433,6 +471,8 @@ impl ReplicaManager {
             ops: slot.ops.clone(),
             generation,
             known_hw: slot.known_hw.clone(),
+            throttled: slot.throttled.clone(),
+            throttle: self.throttle.clone(),
         };
         let task = self.spawn(task.run())?;
         tracing::info!(topic, partition, leader_epoch, leader, "following");

@@ -96,9 +96,9 @@ pub fn cluster_error_code(e: &ClusterError) -> ErrorCode {
         // The native protocol has no code of its own for it (its AddPartitions names no
         // replicas, so only a broker fenced while it is placed gets here); the message says why.
         ClusterError::InvalidReplicaAssignment { .. } => ErrorCode::InvalidRequest,
-        ClusterError::Reassignment { .. } | ClusterError::Membership(_) => {
-            ErrorCode::InvalidRequest
-        }
+        ClusterError::Reassignment { .. }
+        | ClusterError::Membership(_)
+        | ClusterError::Throttle { .. } => ErrorCode::InvalidRequest,
         ClusterError::Broker(e) => error_code(e),
         // Native requests carry no leader epoch; these only come from a leadership change
         // racing the request: learn the leaders again.
@@ -396,20 +396,35 @@ async fn run(
                 .map_err(|e| cluster_error(&e))?;
             Response::LeadersElected { elections }.into()
         }
-        Request::ReassignPartitions { moves } => {
+        Request::ReassignPartitions { moves, throttle_bytes_per_s } => {
+            let starts = moves.iter().any(|m| !m.replicas.is_empty());
             for m in moves {
+                // Every start carries the throttle: a move ending between two starts may have
+                // lifted it, and each start sets it again in the same step.
                 let r = if m.replicas.is_empty() {
                     cluster.cancel_reassignment(&m.topic, m.partition).await
                 } else {
-                    cluster.reassign_partition(&m.topic, m.partition, &m.replicas).await
+                    cluster
+                        .reassign_partition(
+                            &m.topic,
+                            m.partition,
+                            &m.replicas,
+                            throttle_bytes_per_s,
+                        )
+                        .await
                 };
                 r.map_err(|e| cluster_error(&e))?;
             }
+            if !starts && let Some(t) = throttle_bytes_per_s {
+                cluster.set_reassignment_throttle(Some(t)).await.map_err(|e| cluster_error(&e))?;
+            }
             Response::Ok.into()
         }
-        Request::ListReassignments => {
-            Response::Reassignments { reassignments: cluster.reassignments() }.into()
+        Request::ListReassignments => Response::Reassignments {
+            reassignments: cluster.reassignments(),
+            throttle_bytes_per_s: cluster.reassignment_throttle(),
         }
+        .into(),
         Request::DecommissionBroker { broker, cancel } => {
             cluster.decommission_broker(broker, cancel).await.map_err(|e| cluster_error(&e))?;
             Response::Ok.into()

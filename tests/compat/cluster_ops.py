@@ -181,12 +181,17 @@ def replicas(c, topic):
     return {p["partition"]: p["replicas"] for p in d["partitions"]}
 
 
+def moves(c):
+    """The moves under way (`topic reassignments --json` also names the throttle in force)."""
+    return cli_json(c, "topic", "reassignments")["reassignments"]
+
+
 def moves_done(c, timeout=MOVES_TIMEOUT):
     """Until `topic reassignments` lists no move; every wait for it is bounded."""
     last = []
 
     def done():
-        last[:] = cli_json(c, "topic", "reassignments")
+        last[:] = moves(c)
         return not last
     try:
         wait_until(done, timeout, "the moves to finish")
@@ -268,7 +273,7 @@ def a_move_whose_target_is_killed(c):
                    interval=0.002)
         c.kill(target_broker)
         copied[partition] = log_bytes(c, target_broker, topic, partition) / max(total, 1)
-        pending = [r for r in cli_json(c, "topic", "reassignments")
+        pending = [r for r in moves(c)
                    if r["topic"] == topic and r["partition"] == partition]
         expect(pending and target_broker not in pending[0]["isr"],
                f"the move of {topic}-{partition} finished before its target was killed: {pending}")
@@ -280,7 +285,7 @@ def a_move_whose_target_is_killed(c):
         old0, target0, killed0 = move_and_kill(0)
         time.sleep(SESSION_MS / 1000 + 1)  # fenced by now: the move must wait, the partition serve
         load.wait_flowing(100)
-        pending = cli_json(c, "topic", "reassignments")
+        pending = moves(c)
         expect(any(r["partition"] == 0 for r in pending), f"the move gave up: {pending}")
         c.restart(killed0)
         moves_done(c)

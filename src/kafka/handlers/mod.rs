@@ -126,6 +126,7 @@ pub(crate) fn cluster_error_code(e: &ClusterError) -> i16 {
         }
         ClusterError::Reassignment { .. } => code(ResponseError::InvalidReplicaAssignment),
         ClusterError::Membership(_) => code(ResponseError::InvalidRequest),
+        ClusterError::Throttle { .. } => code(ResponseError::InvalidRequest),
         ClusterError::NotController => code(ResponseError::NotController),
         ClusterError::Broker(e) => broker_error_code(e),
         // The metadata quorum did not answer: retriable, as Kafka's own timeout is.
