@@ -448,8 +448,8 @@ def main():
                     cluster.stop()
                     shutil.rmtree(data_dir + "-cluster", ignore_errors=True)
 
-            check("the cluster card marks the controller, a killed broker, its partitions and a "
-                  "move waiting for it",
+            check("the cluster card marks the controller, each broker's role, a killed broker, its "
+                  "partitions and a throttled move waiting for it",
                   cluster_card_shows_a_killed_broker)
             browser.close()
     except Exception as e:  # noqa: BLE001
