@@ -201,8 +201,9 @@ fn cluster_health_shows_in_every_brokers_metrics_through_a_follower_kill_and_res
 
 /// An operator moves a partition to a broker that is down: the console of every live broker
 /// lists the move, with the new replica being added and not yet in sync; the leader, which alone
-/// knows the copy progress, has none for a replica that never fetched. Once the broker is back,
-/// it catches up, the move finishes, and no console lists it any more.
+/// knows the copy progress, has none for a replica that never fetched; the throttle asked for
+/// shows beside it. Once the broker is back, it catches up, the move finishes, and no console
+/// lists it, or a throttle, any more.
 #[test]
 fn the_console_lists_a_partition_move_until_it_finishes() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,8 +224,18 @@ fn the_console_lists_a_partition_move_until_it_finishes() {
 
     let t = cluster.index(to);
     cluster.kill(t);
-    let reassign =
-        ["topic", "reassign", "moving", "--partition", "0", "--replicas", &to.to_string()];
+    let to_s = to.to_string();
+    let reassign = [
+        "topic",
+        "reassign",
+        "moving",
+        "--partition",
+        "0",
+        "--replicas",
+        &to_s,
+        "--throttle-mb-per-s",
+        "5",
+    ];
     // Asked within the killed broker's session (9 s by default): once fenced, it could not be
     // added.
     ok(run_cli(&all, &reassign, None));
@@ -239,14 +250,18 @@ fn the_console_lists_a_partition_move_until_it_finishes() {
         "behind": [],
     }]);
     let live: Vec<usize> = (0..3).filter(|&i| i != t).collect();
-    eventually(&cluster, "every live console lists the move", || {
-        live.iter()
-            .all(|&i| cluster_json(&cluster, i).is_some_and(|c| c["reassignments"] == pending))
+    eventually(&cluster, "every live console lists the move and its throttle", || {
+        live.iter().all(|&i| {
+            cluster_json(&cluster, i).is_some_and(|c| {
+                c["reassignments"] == pending && c["throttle_bytes_per_s"] == 5_000_000
+            })
+        })
     });
     // Still there a few seconds later: it waits for its target.
     std::thread::sleep(Duration::from_secs(3));
     let c = cluster_json(&cluster, cluster.index(from)).expect("the leader's console answers");
     assert_eq!(c["reassignments"], pending, "{c}");
+    assert_eq!(c["throttle_bytes_per_s"], 5_000_000, "{c}");
 
     cluster.restart(t);
     eventually(
@@ -259,6 +274,7 @@ fn the_console_lists_a_partition_move_until_it_finishes() {
                         .as_array()
                         .and_then(|ps| ps.iter().find(|p| p["topic"] == "moving"));
                     c["reassignments"] == serde_json::json!([])
+                        && c["throttle_bytes_per_s"].is_null()
                         && p.is_some_and(|p| {
                             p["replicas"] == serde_json::json!([to]) && p["leader"] == to
                         })
@@ -268,4 +284,64 @@ fn the_console_lists_a_partition_move_until_it_finishes() {
     );
     let read = ok(run_cli(&all, &["consume", "moving", "--from-beginning"], None));
     assert_eq!(read, values, "the moved partition holds every record");
+}
+
+/// An operator retires a broker and watches the console: every broker's console names the
+/// controller "controller" and the other voters "voter"; a fourth broker joins as a plain
+/// "broker", alive. It holds no replica, so `cluster decommission 4` fences it at once, and
+/// every console shows it decommissioned (still a broker, no longer taking replicas).
+#[test]
+fn the_console_shows_each_brokers_role_and_a_decommissioned_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start_with_http(dir.path(), 3, &["--fsync", "never"]);
+    let consoles: Vec<usize> = (0..3).collect();
+    // (state, role) of each broker as console `i` lists them, by id.
+    let brokers = |cluster: &TestCluster, i: usize| -> Option<BTreeMap<i64, (String, String)>> {
+        let c = cluster_json(cluster, i)?;
+        c["brokers"]
+            .as_array()?
+            .iter()
+            .map(|b| {
+                let text = |k: &str| b[k].as_str().map(str::to_owned);
+                Some((b["id"].as_i64()?, (text("state")?, text("role")?)))
+            })
+            .collect()
+    };
+    let controller = loop {
+        if let Some(c) = cluster.controller() {
+            break c as i64;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let fourth = cluster.add_broker(dir.path());
+    assert_eq!(cluster.nodes[fourth].id, 4);
+    let want = |four: &str| -> BTreeMap<i64, (String, String)> {
+        (1..=4)
+            .map(|id| {
+                let role = match id {
+                    4 => "broker",
+                    id if id == controller => "controller",
+                    _ => "voter",
+                };
+                let state = if id == 4 { four } else { "alive" };
+                (id, (state.to_owned(), role.to_owned()))
+            })
+            .collect()
+    };
+    let alive = want("alive");
+    eventually(&cluster, "every console lists the newcomer alive and each broker's role", || {
+        consoles.iter().all(|&i| brokers(&cluster, i).as_ref() == Some(&alive))
+    });
+
+    let out = ok(run_cli(&cluster.native_addrs(), &["cluster", "decommission", "4"], None));
+    assert!(out.starts_with("nothing to move\n"), "it holds no replica: {out}");
+    let retired = want("decommissioned");
+    eventually(&cluster, "every console shows broker 4 decommissioned", || {
+        consoles.iter().all(|&i| brokers(&cluster, i).as_ref() == Some(&retired))
+    });
+    let c = cluster_json(&cluster, 0).expect("broker 1's console answers");
+    let four = c["brokers"].as_array().and_then(|bs| bs.iter().find(|b| b["id"] == 4)).cloned();
+    let four = four.expect("broker 4 is listed");
+    assert_eq!(four["fenced"], true, "emptied, it is fenced: {c}");
+    assert_eq!(four["decommissioned"], true, "{c}");
 }

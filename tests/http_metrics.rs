@@ -544,9 +544,10 @@ async fn an_auth_token_guards_the_api_and_metrics() {
 }
 
 /// An operator opens the console of a broker started without `--controllers`: it is a healthy
-/// cluster of one, its own controller, listed at the address native clients use, with nothing
-/// under-replicated, offline or moving, and a topic created from the console is led by it. Its metrics
-/// carry the cluster series with a cluster of one's values.
+/// cluster of one, its own controller (alive, the only voter), listed at the address native
+/// clients use, with nothing under-replicated, offline or moving (and no throttle), and a topic
+/// created from the console is led by it. Its metrics carry the cluster series with a cluster of
+/// one's values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_a_single_broker_as_a_cluster_of_one() {
     let stack = Stack::start().await;
@@ -569,6 +570,10 @@ async fn the_console_shows_a_single_broker_as_a_cluster_of_one() {
                 "kafka_addr": null,
                 "cluster_addr": null,
                 "fenced": false,
+                "decommissioned": false,
+                "voter": true,
+                "state": "alive",
+                "role": "controller",
             }],
             "under_replicated": [],
             "offline": [],
@@ -579,6 +584,7 @@ async fn the_console_shows_a_single_broker_as_a_cluster_of_one() {
                   "replicas": [0], "isr": [0], "offline_replicas": [] },
             ],
             "reassignments": [],
+            "throttle_bytes_per_s": null,
         })
     );
     let m = stack.metrics().await;

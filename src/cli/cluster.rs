@@ -12,7 +12,7 @@ use super::reassign::ThrottleArgs;
 use super::topic::id_list;
 use super::{CliError, ConnectArgs};
 use crate::client::Admin;
-use crate::cluster::balance;
+use crate::cluster::{BrokerRole, BrokerState, balance};
 use crate::protocol::{ClusterInfo, LeaderElection, Membership, PartitionMove, PartitionState};
 
 #[derive(Debug, Args)]
@@ -276,25 +276,14 @@ fn status_text(s: &ClusterInfo, m: &Membership) -> String {
     ]];
     for b in &s.brokers {
         let id = if b.id == s.node_id { format!("{} (this)", b.id) } else { b.id.to_string() };
-        let state = match (b.fenced, m.decommissioned.contains(&b.id)) {
-            (false, false) => "alive",
-            (true, false) => "fenced",
-            (false, true) => "decommissioning",
-            (true, true) => "decommissioned",
-        };
-        let role = if s.controller == Some(b.id) {
-            "controller"
-        } else if m.voters.contains(&b.id) {
-            "voter"
-        } else {
-            "broker"
-        };
+        let state = BrokerState::of(b.fenced, m.decommissioned.contains(&b.id));
+        let role = BrokerRole::of(b.id, s.controller, m.voters.contains(&b.id));
         brokers.push([
             id,
             b.native_addr.clone().unwrap_or_else(|| "-".into()),
             b.kafka_addr.clone().unwrap_or_else(|| "-".into()),
-            state.into(),
-            role.into(),
+            state.as_str().into(),
+            role.as_str().into(),
         ]);
     }
     let mut text = render(&brokers);

@@ -88,6 +88,75 @@ pub struct BrokerView {
     pub voter: bool,
 }
 
+/// A broker's state as `cluster status` and the console name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerState {
+    /// Registered, heartbeating, taking replicas.
+    Alive,
+    /// Missed its heartbeats or shut down; back once it heartbeats again.
+    Fenced,
+    /// Decommissioned but still holding replicas: they are being moved away.
+    Decommissioning,
+    /// Decommissioned and emptied: fenced for good (until `decommission --cancel`).
+    Decommissioned,
+}
+
+impl BrokerState {
+    /// The state of a broker from its fenced and decommissioned flags.
+    pub fn of(fenced: bool, decommissioned: bool) -> BrokerState {
+        match (fenced, decommissioned) {
+            (false, false) => BrokerState::Alive,
+            (true, false) => BrokerState::Fenced,
+            (false, true) => BrokerState::Decommissioning,
+            (true, true) => BrokerState::Decommissioned,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerState::Alive => "alive",
+            BrokerState::Fenced => "fenced",
+            BrokerState::Decommissioning => "decommissioning",
+            BrokerState::Decommissioned => "decommissioned",
+        }
+    }
+}
+
+/// A broker's part in the metadata quorum as `cluster status` and the console name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerRole {
+    /// The active controller (the metadata Raft leader).
+    Controller,
+    /// A metadata voter that does not lead: a controller candidate.
+    Voter,
+    /// A learner of the metadata only.
+    Broker,
+}
+
+impl BrokerRole {
+    /// The role of broker `id` when `controller` leads the metadata and `voter` says whether
+    /// `id` votes.
+    pub fn of(id: i32, controller: Option<i32>, voter: bool) -> BrokerRole {
+        if controller == Some(id) {
+            BrokerRole::Controller
+        } else if voter {
+            BrokerRole::Voter
+        } else {
+            BrokerRole::Broker
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerRole::Controller => "controller",
+            BrokerRole::Voter => "voter",
+            BrokerRole::Broker => "broker",
+        }
+    }
+}
+
 /// One partition's leadership as clients are told about it (Kafka Metadata).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionView {

@@ -16,7 +16,8 @@ use super::browse::{DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE_BYTES, PAGE_WAIT, RecordJ
 use crate::broker::topic_config::{ConfigEntry, ConfigSource};
 use crate::broker::{Broker, BrokerError, GroupLag, PartitionLag, TopicDescription};
 use crate::cluster::{
-    Cluster, ClusterError, ClusterStatus, PartitionView as Leadership, ReassignmentView,
+    BrokerRole, BrokerState, BrokerView, Cluster, ClusterError, ClusterStatus,
+    PartitionView as Leadership, ReassignmentView,
 };
 use crate::metrics::{
     self, ClusterState, GroupOffsetState, PartitionState, ReplicaLagState, StateSnapshot,
@@ -401,14 +402,63 @@ pub(crate) async fn get_group(
     Ok(Json(group_view(&s, &mut ends, &group)?))
 }
 
-/// `/api/cluster`: `cluster status`, every partition's leader, replicas and ISR (what the
-/// console's cluster page shows per broker), and the partition moves under way.
+/// `/api/cluster`: `cluster status` (each broker with its state and role as the CLI names
+/// them), every partition's leader, replicas and ISR (what the console's cluster page shows per
+/// broker), the partition moves under way and the throttle they copy under.
 #[derive(Debug, Serialize)]
 pub(crate) struct ClusterView {
-    #[serde(flatten)]
-    status: ClusterStatus,
+    node_id: i32,
+    clustered: bool,
+    controller: Option<i32>,
+    brokers: Vec<BrokerJson>,
+    under_replicated: Vec<Leadership>,
+    offline: Vec<Leadership>,
     partitions: Vec<Leadership>,
     reassignments: Vec<ReassignmentJson>,
+    /// Bytes per second each receiving broker may copy for the moves; `None`: unthrottled (there
+    /// is no throttle once no move is under way).
+    throttle_bytes_per_s: Option<u64>,
+}
+
+/// One broker as the cluster card shows it: its view, plus the state and role `cluster status`
+/// prints, worked out by the same rule.
+#[derive(Debug, Serialize)]
+pub(crate) struct BrokerJson {
+    #[serde(flatten)]
+    view: BrokerView,
+    state: BrokerState,
+    role: BrokerRole,
+}
+
+impl BrokerJson {
+    fn new(view: BrokerView, controller: Option<i32>) -> Self {
+        let state = BrokerState::of(view.fenced, view.decommissioned);
+        let role = BrokerRole::of(view.id, controller, view.voter);
+        BrokerJson { view, state, role }
+    }
+}
+
+impl ClusterView {
+    fn new(
+        status: ClusterStatus,
+        partitions: Vec<Leadership>,
+        reassignments: Vec<ReassignmentView>,
+        throttle_bytes_per_s: Option<u64>,
+    ) -> Self {
+        let ClusterStatus { node_id, clustered, controller, brokers, under_replicated, offline } =
+            status;
+        ClusterView {
+            node_id,
+            clustered,
+            controller,
+            brokers: brokers.into_iter().map(|b| BrokerJson::new(b, controller)).collect(),
+            under_replicated,
+            offline,
+            partitions,
+            reassignments: reassignments.into_iter().map(Into::into).collect(),
+            throttle_bytes_per_s,
+        }
+    }
 }
 
 /// A partition move under way, as `topic reassignments --json` has it but with the copy
@@ -453,11 +503,8 @@ impl From<ReassignmentView> for ReassignmentJson {
 }
 
 pub(crate) async fn cluster(State(s): State<AppState>) -> Json<ClusterView> {
-    Json(ClusterView {
-        status: s.cluster.status(),
-        partitions: s.cluster.partitions(),
-        reassignments: s.cluster.reassignments().into_iter().map(Into::into).collect(),
-    })
+    let c = &s.cluster;
+    Json(ClusterView::new(c.status(), c.partitions(), c.reassignments(), c.reassignment_throttle()))
 }
 
 pub(crate) async fn rates(State(s): State<AppState>) -> Json<super::rates::RatesView> {
@@ -603,6 +650,61 @@ mod tests {
                 "behind": [{"replica": 4, "records": 1234}],
             })
         );
+    }
+
+    /// The cluster card reads each broker's state and role as `cluster status` prints them, and
+    /// the throttle the moves copy under.
+    #[test]
+    fn a_broker_being_emptied_reads_as_decommissioning_next_to_the_throttle() {
+        let broker = |id, fenced, decommissioned, voter| BrokerView {
+            id,
+            native_addr: None,
+            kafka_addr: None,
+            cluster_addr: None,
+            fenced,
+            decommissioned,
+            voter,
+        };
+        let status = ClusterStatus {
+            node_id: 1,
+            clustered: true,
+            controller: Some(2),
+            brokers: vec![
+                broker(1, false, false, true),
+                broker(2, false, false, true),
+                broker(3, false, true, true),
+                broker(4, true, true, false),
+                broker(5, true, false, false),
+            ],
+            under_replicated: vec![],
+            offline: vec![],
+        };
+        let json = serde_json::to_value(ClusterView::new(status, vec![], vec![], Some(50_000_000)))
+            .unwrap();
+        let seen: Vec<(i64, &str, &str)> = json["brokers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["id"].as_i64().unwrap(),
+                    b["state"].as_str().unwrap(),
+                    b["role"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (1, "alive", "voter"),
+                (2, "alive", "controller"),
+                (3, "decommissioning", "voter"),
+                (4, "decommissioned", "broker"),
+                (5, "fenced", "broker"),
+            ]
+        );
+        assert_eq!(json["brokers"][2]["decommissioned"], true, "the flags stay: {json}");
+        assert_eq!(json["throttle_bytes_per_s"], 50_000_000);
     }
 
     /// A topic's page carries its id (as Kafka prints it) and every config with its source;

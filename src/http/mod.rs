@@ -14,7 +14,7 @@
 //! | `/api/groups` | GET | consumer groups with their total lag |
 //! | `/api/groups/{group}` | GET | a group's committed offset and lag per partition |
 //! | `/api/rates` | GET | per-second produce/consume rates per topic over the last 5 minutes |
-//! | `/api/cluster` | GET | `cluster status` as JSON: this node's id, whether it is clustered, the controller, every broker (addresses, fenced), the under-replicated and offline partitions, every partition's leader, replicas and ISR, and the partition moves under way with their copy progress where this broker leads (the console's cluster card) |
+//! | `/api/cluster` | GET | `cluster status` as JSON: this node's id, whether it is clustered, the controller, every broker (addresses, state and role as `cluster status` names them), the under-replicated and offline partitions, every partition's leader, replicas and ISR, and the partition moves under way with their copy progress where this broker leads and their throttle (the console's cluster card) |
 //!
 //! With an auth token (the broker's `--auth-token` or `--auth-token-file`), `/metrics` and
 //! `/api/*` answer 401 unless the request carries `Authorization: Bearer <token>`; the console

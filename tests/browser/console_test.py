@@ -5,8 +5,8 @@ log), fills a topic through the CLI, then checks what a user sees in the console
 list, its id and configs (with their sources) once selected, its first records in the message
 browser, a topic created from the page, the rate chart moving while a producer runs, and the cluster
 card saying it is a single broker. Then starts a three-broker cluster (`--controllers`), SIGKILLs
-one broker and checks the cluster card: the controller marked once, the killed broker fenced, the
-under-replicated and offline partitions highlighted. Saves screenshots, prints `N passed, M failed`,
+one broker and checks the cluster card: the controller marked once, each broker's role, the killed
+broker fenced, the under-replicated and offline partitions highlighted, a move and its throttle. Saves screenshots, prints `N passed, M failed`,
 exits non-zero on any failure. Every process it starts is stopped before it exits; every wait has a deadline.
 
 Usage: console_test.py BINARY SCREENSHOT_PATH
@@ -229,6 +229,7 @@ def main():
                 row = page.locator('#cluster-brokers-body tr[data-broker="0"]')
                 assert row.get_attribute("data-controller") == "true"
                 assert row.get_attribute("data-state") == "alive"
+                assert row.locator("td.role").inner_text() == "controller"
                 leads = row.locator('td[data-count="leads"]').inner_text().strip()
                 assert leads == "2", f"leads {leads!r}"
                 assert f"{TOPIC}/0" in row.locator("td.plist").inner_text()
@@ -388,6 +389,11 @@ def main():
                     assert marked.count() == 1, f"{marked.count()} controllers marked"
                     controller = int(marked.get_attribute("data-broker"))
                     assert p3.locator(".badge").count() == 1
+                    # The role column: the controller, and the two other metadata voters.
+                    roles = {int(r.get_attribute("data-broker")): r.locator("td.role").inner_text()
+                             for r in p3.locator("#cluster-brokers-body tr").all()}
+                    assert roles == {i: "controller" if i == controller else "voter"
+                                     for i in (1, 2, 3)}, roles
                     # Kill a broker that is neither the controller nor the one serving the page.
                     victim = next(i for i in (2, 3) if i != controller)
                     moved = next(q["partition"] for q in p3.evaluate("window.consoleState.cluster")
@@ -396,7 +402,8 @@ def main():
                     # Moving broker 1's solo partition there, asked before the dead broker's session
                     # ends (a fenced broker cannot be added): the move waits for it.
                     cli(binary, cluster.natives(exclude=(victim,)), "topic", "reassign", "solo",
-                        "--partition", str(moved), "--replicas", str(victim))
+                        "--partition", str(moved), "--replicas", str(victim),
+                        "--throttle-mb-per-s", "5")
                     row = p3.locator(f'#cluster-brokers-body tr[data-broker="{victim}"]')
                     p3.wait_for_function(
                         f"() => document.querySelector('#cluster-brokers-body"
@@ -426,6 +433,10 @@ def main():
                     move.wait_for()
                     assert p3.locator("#cluster-reassignments").is_visible()
                     assert p3.locator("#cluster-reassignments-body tr").count() == 1
+                    throttle = p3.locator("#cluster-throttle")
+                    throttle.wait_for()
+                    assert throttle.inner_text() == "throttled to 5 MB/s per broker", \
+                        throttle.inner_text()
                     cells = [c.strip() for c in move.locator("td").all_inner_texts()]
                     assert cells == ["solo", str(moved), f"[{victim}]", "[1]", "1",
                                      f"broker {victim}: catching up"], cells
@@ -437,8 +448,8 @@ def main():
                     cluster.stop()
                     shutil.rmtree(data_dir + "-cluster", ignore_errors=True)
 
-            check("the cluster card marks the controller, a killed broker, its partitions and a "
-                  "move waiting for it",
+            check("the cluster card marks the controller, each broker's role, a killed broker, its "
+                  "partitions and a throttled move waiting for it",
                   cluster_card_shows_a_killed_broker)
             browser.close()
     except Exception as e:  # noqa: BLE001

@@ -283,6 +283,21 @@ async function refreshRates() {
 // ---- cluster -------------------------------------------------------------------------------
 
 const partName = (p) => p.topic + "/" + p.partition;
+// The throttle in MB/s, 1 MB = 1,000,000 bytes as `--throttle-mb-per-s` counts them.
+const fmtMB = (bytes) => (bytes / 1e6).toLocaleString("en-US", { maximumFractionDigits: 2 });
+
+// What `cluster status` means by each state and role, for the cells' tooltips.
+const STATE_HINTS = {
+  alive: "heartbeating, takes replicas",
+  fenced: "missed its heartbeats or shut down: leads nothing until it is back",
+  decommissioning: "decommissioned: its replicas are being moved away, then it is fenced",
+  decommissioned: "decommissioned and emptied: fenced for good (until --cancel)",
+};
+const ROLE_HINTS = {
+  controller: "the active controller: leads the metadata quorum",
+  voter: "a metadata voter: a controller candidate",
+  broker: "follows the metadata, takes no part in electing the controller",
+};
 const idList = (ids) => "[" + ids.join(",") + "]";
 
 // A broker's partitions, "leads a/0, a/1 · follows a/2, b/0": the ones it follows out of sync
@@ -363,23 +378,29 @@ async function refreshCluster() {
     const controller = c.controller === b.id;
     return el("tr", {
       "data-broker": b.id,
-      "data-state": b.fenced ? "fenced" : "alive",
+      "data-state": b.state,
+      "data-role": b.role,
       "data-controller": String(controller),
     },
       el("td", {}, String(b.id), controller ? el("span", { class: "badge" }, "controller") : null),
       el("td", { class: "addrs" }, ...brokerAddresses(b)),
-      el("td", { class: b.fenced ? "state-fenced" : "state-alive" }, b.fenced ? "fenced" : "alive"),
+      el("td", { class: "state state-" + b.state, title: STATE_HINTS[b.state] || "" }, b.state),
+      el("td", { class: "role", title: ROLE_HINTS[b.role] || "" }, b.role),
       el("td", { class: "num", "data-count": "leads" }, leads.length),
       el("td", { class: "num", "data-count": "follows" }, follows.length),
       el("td", { class: "plist" }, ...brokerPartitions(b.id, leads, follows)));
-  }), "no brokers registered yet", 6);
+  }), "no brokers registered yet", 7);
   replaceRows($("cluster-attention-body"), [
     ...c.offline.map((p) => attentionRow(p, "offline")),
     ...c.under_replicated.map((p) => attentionRow(p, "under-replicated")),
   ], "every partition has a leader and all its replicas in sync", 6);
   const moves = c.reassignments || [];
   replaceRows($("cluster-reassignments-body"), moves.map(reassignmentRow), "", 6);
-  $("cluster-reassignments").hidden = moves.length === 0;
+  const throttle = c.throttle_bytes_per_s;
+  $("cluster-throttle").hidden = throttle === null || throttle === undefined;
+  $("cluster-throttle").textContent = $("cluster-throttle").hidden ? "" :
+    "throttled to " + fmtMB(throttle) + " MB/s per broker";
+  $("cluster-reassignments").hidden = moves.length === 0 && $("cluster-throttle").hidden;
 }
 
 // ---- message browser -----------------------------------------------------------------------
