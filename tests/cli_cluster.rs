@@ -518,21 +518,28 @@ fn topic_alter_and_add_partitions_change_every_broker_of_a_cluster() {
     }
 }
 
+/// Three brokers and a fourth that joined, all healthy, and `topic` with one partition on three
+/// of them; the cluster and every broker's address.
+fn four_brokers_and_a_topic(dir: &std::path::Path, topic: &str) -> (TestCluster, String) {
+    let mut cluster = TestCluster::start(dir, 3, &["--fsync", "never"]);
+    wait_healthy(&cluster, &cluster.native_addrs(), 3);
+    cluster.add_broker(dir);
+    let all = cluster.native_addrs();
+    wait_healthy(&cluster, &all, 4);
+    let create = ["topic", "create", topic, "--partitions", "1", "--replication-factor", "3"];
+    ok_within(&cluster, &all, &create, Duration::from_secs(120));
+    wait_healthy(&cluster, &all, 4);
+    (cluster, all)
+}
+
 /// A partition moves to the broker that does not hold it while a producer keeps writing: the
 /// newcomer copies it, joins the in-sync replicas, the dropped broker (its leader) hands over
 /// to it, and every acknowledged record is read back through the newcomer, now the leader.
 #[test]
 fn a_partition_moves_to_another_broker_while_records_keep_coming() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = TestCluster::start(dir.path(), 3, &["--fsync", "never"]);
-    wait_healthy(&cluster, &cluster.native_addrs(), 3);
-    cluster.add_broker(dir.path());
-    let all = cluster.native_addrs();
-    wait_healthy(&cluster, &all, 4);
+    let (cluster, all) = four_brokers_and_a_topic(dir.path(), "moving");
     let limit = Duration::from_secs(120);
-    let create = ["topic", "create", "moving", "--partitions", "1", "--replication-factor", "3"];
-    ok_within(&cluster, &all, &create, limit);
-    wait_healthy(&cluster, &all, 4);
     let describe = || -> serde_json::Value {
         serde_json::from_str(&ok(run_cli(&all, &["topic", "describe", "moving", "--json"], None)))
             .unwrap()
@@ -609,15 +616,8 @@ fn a_partition_moves_to_another_broker_while_records_keep_coming() {
 #[test]
 fn a_throttled_move_copies_at_its_rate_and_the_throttle_goes_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = TestCluster::start(dir.path(), 3, &["--fsync", "never"]);
-    wait_healthy(&cluster, &cluster.native_addrs(), 3);
-    cluster.add_broker(dir.path());
-    let all = cluster.native_addrs();
-    wait_healthy(&cluster, &all, 4);
+    let (cluster, all) = four_brokers_and_a_topic(dir.path(), "slow");
     let limit = Duration::from_secs(120);
-    let create = ["topic", "create", "slow", "--partitions", "1", "--replication-factor", "3"];
-    ok_within(&cluster, &all, &create, limit);
-    wait_healthy(&cluster, &all, 4);
     // 4,000 records of 1,000 bytes: 4 MB to copy.
     let bulk: Vec<String> = (0..4000).map(|i| format!("bulk-{i:05}-{}", "x".repeat(989))).collect();
     let mut input = bulk.join("\n");

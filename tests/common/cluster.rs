@@ -5,13 +5,13 @@
 //! in a file: its tail is printed when a test fails. Dropping the cluster kills every process
 //! (continuing paused ones first). It knows nothing of topics or records; see cluster_client.rs.
 
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::BIN;
 use super::netns::NetLab;
+use super::{BIN, free_port};
 
 /// How long a broker may take to start listening (debug build, busy 2-core machine).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,12 +62,6 @@ pub struct TestCluster {
     pub nodes: Vec<Node>,
     controllers: String,
     extra: Vec<String>,
-}
-
-/// A free loopback port: bind port 0, read it back, release it.
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
-    l.local_addr().expect("local address of a bound listener").port()
 }
 
 /// Broker `id` on loopback ports, its data and log under `dir`; not started.

@@ -32,9 +32,33 @@ pub struct BrokerProcess {
 
 /// A free loopback port: bind port 0, read it back, release it. Another process could take it
 /// before the broker binds, so `start` retries with a fresh port when the broker fails to start.
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
-    l.local_addr().expect("local address of a bound listener").port()
+/// A free loopback port below the kernel's ephemeral range, never handed out twice by this test
+/// process: a port from that range can be taken meanwhile by any outgoing connection, and a
+/// restarted broker must get its listeners back.
+pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = u32::from(ephemeral_start.saturating_sub(10_001).max(1000));
+    // A different start per process, so parallel test binaries rarely probe the same ports.
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    for i in 0..span {
+        let port = 10_000 + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        if handed.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.push(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range");
 }
 
 impl BrokerProcess {

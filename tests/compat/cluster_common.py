@@ -6,6 +6,7 @@ minikafka CLI against them, and the exactly-once check of what was read.
 import collections
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,12 +22,36 @@ WORK = os.environ["WORK_DIR"]
 SESSION_MS = 2000
 
 
+_HANDED_OUT = set()
+
+
+def _ephemeral_start():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A free port below the kernel's ephemeral range, never handed out twice here: a port from
+    that range can be taken meanwhile by any outgoing connection (the clients' own), and a
+    restarted broker must get its listener back."""
+    hi = max(_ephemeral_start() - 1, 11000)
+    for _ in range(10000):
+        port = random.randint(10000, hi)
+        if port in _HANDED_OUT:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class Cluster:
