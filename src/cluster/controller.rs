@@ -544,7 +544,7 @@ mod tests {
         /// so every partition with a live in-sync replica has a leader.
         #[test]
         fn fences_and_unfences_follow_the_heartbeats(steps in proptest::collection::vec(step(), 1..60)) {
-            use crate::cluster::metadata::{assign_replicas, tests::check_image};
+            use crate::cluster::metadata::{assign_replicas, model_tests::check_image};
             const N: u64 = 4;
             let t0 = Instant::now();
             let mut now = t0;

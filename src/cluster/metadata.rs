@@ -1014,3 +1014,7 @@ pub fn assign_replicas(
 #[cfg(test)]
 #[path = "metadata_tests.rs"]
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "metadata_model_tests.rs"]
+pub(crate) mod model_tests;
