@@ -532,6 +532,25 @@ fn four_brokers_and_a_topic(dir: &std::path::Path, topic: &str) -> (TestCluster,
     (cluster, all)
 }
 
+/// Partition 0 of `topic` as `topic describe --json` gives it: its replicas, its leader, and
+/// the broker of 1-4 that holds no replica of it (the one a move brings in).
+fn partition_zero(all: &str, topic: &str) -> (Vec<i64>, i64, i64) {
+    let d: serde_json::Value =
+        serde_json::from_str(&ok(run_cli(all, &["topic", "describe", topic, "--json"], None)))
+            .unwrap();
+    let p = &d["partitions"][0];
+    let replicas: Vec<i64> =
+        p["replicas"].as_array().unwrap().iter().filter_map(|r| r.as_i64()).collect();
+    let leader = p["leader"].as_i64().expect("partition 0 has a leader");
+    let newcomer = (1..=4).find(|b| !replicas.contains(b)).expect("a broker without a replica");
+    (replicas, leader, newcomer)
+}
+
+/// The target that drops the leader and puts the newcomer first (it leads once in sync).
+fn leader_replaced_by(newcomer: i64, replicas: &[i64], leader: i64) -> Vec<i64> {
+    std::iter::once(newcomer).chain(replicas.iter().copied().filter(|&r| r != leader)).collect()
+}
+
 /// A partition moves to the broker that does not hold it while a producer keeps writing: the
 /// newcomer copies it, joins the in-sync replicas, the dropped broker (its leader) hands over
 /// to it, and every acknowledged record is read back through the newcomer, now the leader.
@@ -544,19 +563,8 @@ fn a_partition_moves_to_another_broker_while_records_keep_coming() {
         serde_json::from_str(&ok(run_cli(&all, &["topic", "describe", "moving", "--json"], None)))
             .unwrap()
     };
-    let d = describe();
-    let replicas: Vec<i64> = d["partitions"][0]["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.as_i64())
-        .collect();
-    let leader = d["partitions"][0]["leader"].as_i64().unwrap();
-    let newcomer = (1..=4).find(|b| !replicas.contains(b)).unwrap();
-    // The leader is dropped; the newcomer comes first (it will lead).
-    let target: Vec<i64> = std::iter::once(newcomer)
-        .chain(replicas.iter().copied().filter(|&r| r != leader))
-        .collect();
+    let (replicas, leader, newcomer) = partition_zero(&all, "moving");
+    let target = leader_replaced_by(newcomer, &replicas, leader);
     let before: Vec<String> = (0..200).map(|i| format!("before-{i:03}")).collect();
     let args: Vec<&str> =
         ["produce", "moving"].into_iter().chain(before.iter().map(String::as_str)).collect();
@@ -623,20 +631,8 @@ fn a_throttled_move_copies_at_its_rate_and_the_throttle_goes_with_it() {
     let mut input = bulk.join("\n");
     input.push('\n');
     ok(run_cli(&all, &["produce", "slow"], Some(input.as_bytes())));
-    let d: serde_json::Value =
-        serde_json::from_str(&ok(run_cli(&all, &["topic", "describe", "slow", "--json"], None)))
-            .unwrap();
-    let replicas: Vec<i64> = d["partitions"][0]["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.as_i64())
-        .collect();
-    let leader = d["partitions"][0]["leader"].as_i64().unwrap();
-    let newcomer = (1..=4).find(|b| !replicas.contains(b)).unwrap();
-    let target: Vec<i64> = std::iter::once(newcomer)
-        .chain(replicas.iter().copied().filter(|&r| r != leader))
-        .collect();
+    let (replicas, leader, newcomer) = partition_zero(&all, "slow");
+    let target = leader_replaced_by(newcomer, &replicas, leader);
     let list: Vec<String> = target.iter().map(i64::to_string).collect();
 
     let writer = Writer::start(&all, "slow", "during");
@@ -914,16 +910,7 @@ fn a_move_whose_target_dies_finishes_when_it_returns_or_is_cancelled() {
     let mut input = values.join("\n");
     input.push('\n');
     ok(run_cli(&all, &["produce", "target"], Some(input.as_bytes())));
-    let d: serde_json::Value =
-        serde_json::from_str(&ok(run_cli(&all, &["topic", "describe", "target", "--json"], None)))
-            .unwrap();
-    let old: Vec<i64> = d["partitions"][0]["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.as_i64())
-        .collect();
-    let newcomer = (1..=4).find(|b| !old.contains(b)).unwrap();
+    let (old, _, newcomer) = partition_zero(&all, "target");
     let target: Vec<String> =
         std::iter::once(newcomer).chain(old[1..].iter().copied()).map(|b| b.to_string()).collect();
     let reassign =

@@ -47,7 +47,8 @@ fn create(img: &mut MetadataImage, name: &str, id: u8, replicas: Vec<Vec<NodeId>
     )
 }
 
-fn alter(img: &MetadataImage, topic: &str, p: u32, isr: Vec<NodeId>) -> MetadataCommand {
+/// The partition leader's ISR change to `isr`, at the partition's current epochs.
+pub(crate) fn alter(img: &MetadataImage, topic: &str, p: u32, isr: Vec<NodeId>) -> MetadataCommand {
     let rec = img.partition(topic, p).unwrap();
     MetadataCommand::AlterPartition {
         topic: topic.into(),

@@ -282,6 +282,7 @@ pub fn role_after(action: &Action) -> Option<((String, u32), Option<Role>)> {
 mod tests {
     use super::*;
     use crate::cluster::metadata::MetadataCommand;
+    use crate::cluster::metadata::tests::alter;
 
     fn image_with_brokers(ids: &[NodeId]) -> MetadataImage {
         let mut img = MetadataImage::default();
@@ -498,16 +499,7 @@ mod tests {
                 .iter()
                 .all(|a| !matches!(a, Action::DiscardReplica { .. }))
         );
-        let p = img.partition("t", 0).unwrap().clone();
-        let isr = MetadataCommand::AlterPartition {
-            topic: "t".into(),
-            partition: 0,
-            leader: 1,
-            leader_epoch: p.leader_epoch,
-            partition_epoch: p.partition_epoch,
-            isr: vec![1, 2, 3],
-        };
-        img.apply(&isr, 501);
+        img.apply(&alter(&img, "t", 0, vec![1, 2, 3]), 501);
         assert_eq!(
             run(1, &img, &mut local, &mut roles),
             vec![
@@ -545,16 +537,8 @@ mod tests {
             assert!(throttled_partitions(in_sync, &img).is_empty(), "broker {in_sync}");
         }
         // Partition 0's new replica caught up: its fetches go at full speed again.
-        let p = img.partition("t", 0).unwrap().clone();
-        let alter = MetadataCommand::AlterPartition {
-            topic: "t".into(),
-            partition: 0,
-            leader: 1,
-            leader_epoch: p.leader_epoch,
-            partition_epoch: p.partition_epoch,
-            isr: vec![1, 2, 3, 4],
-        };
-        assert_eq!(img.apply(&alter, 602), crate::cluster::metadata::ApplyResult::Done);
+        let caught_up = alter(&img, "t", 0, vec![1, 2, 3, 4]);
+        assert_eq!(img.apply(&caught_up, 602), crate::cluster::metadata::ApplyResult::Done);
         assert_eq!(throttled_partitions(4, &img), t1);
     }
 
