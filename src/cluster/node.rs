@@ -250,7 +250,7 @@ impl Node {
 
     /// The metadata voters (controllers) now, by id.
     pub(super) fn voters(&self) -> Vec<NodeId> {
-        self.raft.voters().into_keys().collect()
+        self.raft.voter_ids()
     }
 
     /// Makes broker `id` a voter or a learner again (see [`RaftNode::change_voter`]); a refusal
@@ -344,7 +344,7 @@ impl Node {
 
     async fn register_now(&self, advertised: Advertised) {
         let me = self.id();
-        if !self.raft.voters().contains_key(&me) {
+        if !self.raft.voter_ids().contains(&me) {
             // A learner must be in the Raft membership before it receives the log.
             while let Err(e) = self.raft.add_learner(me, self.cluster_addr.clone()).await {
                 tracing::warn!(node = me, "joining the metadata as a learner: {e}; retrying");

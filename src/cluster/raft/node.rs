@@ -179,6 +179,15 @@ impl<S: StateMachineData> RaftNode<S> {
         if voters.is_empty() { self.voters.clone() } else { voters }
     }
 
+    /// The voters' ids, as [`RaftNode::voters`] without the addresses (no string copies: the
+    /// brokers' view asks it on every call, group coordinator lookups included).
+    pub fn voter_ids(&self) -> Vec<u64> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let ids: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+        if ids.is_empty() { self.voters.keys().copied().collect() } else { ids }
+    }
+
     /// Makes node `id` a voter (`add`: it must be a learner, a broker that joined) or turns a
     /// voter back into a learner, through openraft's joint-consensus membership change, one
     /// change at a time. Refused when the voters answering the leader would not make a quorum
