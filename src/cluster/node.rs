@@ -126,6 +126,8 @@ pub(super) struct Node {
     cluster_addr: String,
     /// The raft index of this process's registration (its broker epoch); 0 until applied.
     incarnation: AtomicU64,
+    /// Signalled once `incarnation` is set.
+    registered: tokio::sync::Notify,
     /// Set when registration starts, so it happens once.
     registering: AtomicBool,
     want_shutdown: AtomicBool,
@@ -195,6 +197,7 @@ impl Node {
             heartbeats,
             cluster_addr,
             incarnation: AtomicU64::new(0),
+            registered: tokio::sync::Notify::new(),
             registering: AtomicBool::new(false),
             want_shutdown: AtomicBool::new(false),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
@@ -309,30 +312,28 @@ impl Node {
     /// decommissioned broker that holds nothing stays fenced: it is ready to answer clients
     /// (pointing them at the others) as soon as it is registered.
     pub(super) async fn ready(&self) {
-        let mut images = self.subscribe();
         let me = self.id();
-        let drained = loop {
-            // Looked at again on every image and every moment: the incarnation is learnt after
-            // the image that holds it, and a drained broker gets no image after that.
-            let (ready, drained) = {
-                let img = images.borrow_and_update();
-                let mine = self.incarnation.load(Ordering::Acquire);
-                match img.brokers.get(&me).filter(|b| mine != 0 && b.incarnation == mine) {
-                    Some(b) => {
-                        let drained = b.decommissioned && !img.holds_replicas(me);
-                        (!b.fenced || drained, drained)
-                    }
-                    None => (false, false),
-                }
-            };
-            if ready {
-                break drained;
+        // The incarnation is learnt after the image that holds it: wait for it first, then
+        // look at the images (the current one first), so none is missed.
+        let mine = loop {
+            let registered = self.registered.notified();
+            let mine = self.incarnation.load(Ordering::Acquire);
+            if mine != 0 {
+                break mine;
             }
-            tokio::select! {
-                changed = images.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(RETRY_PAUSE) => {}
-            }
+            registered.await;
         };
+        let mut images = self.subscribe();
+        let mut drained = false;
+        let _ = images
+            .wait_for(|img| {
+                let Some(b) = img.brokers.get(&me).filter(|b| b.incarnation == mine) else {
+                    return false;
+                };
+                drained = b.decommissioned && !img.holds_replicas(me);
+                !b.fenced || drained
+            })
+            .await;
         if drained {
             tracing::warn!(
                 node = me,
@@ -384,6 +385,7 @@ impl Node {
         };
         self.replicas.set_incarnation(incarnation);
         self.incarnation.store(incarnation, Ordering::Release);
+        self.registered.notify_waiters();
         tracing::info!(node = me, incarnation, "registered with the cluster");
     }
 
