@@ -501,10 +501,10 @@ impl Node {
     /// Executes one plan; `false` when an action failed (it is planned again next time).
     async fn reconcile(
         &self,
-        image: &MetadataImage,
+        image: &Arc<MetadataImage>,
         roles: &mut BTreeMap<(String, u32), Role>,
     ) -> bool {
-        let local = self.local_topics().await;
+        let local = self.local_topics(Arc::clone(image)).await;
         // Before the roles: a fetch loop started below begins throttled when it must.
         self.replicas.set_reassignment_throttle(
             image.reassignment_throttle,
@@ -532,8 +532,11 @@ impl Node {
         ok
     }
 
-    async fn local_topics(&self) -> BTreeMap<String, LocalTopic> {
+    /// The topics on disk here. Whether a partition's log holds records is looked at only where
+    /// `image` names this broker no replica of it (what a `DiscardReplica` needs).
+    async fn local_topics(&self, image: Arc<MetadataImage>) -> BTreeMap<String, LocalTopic> {
         let broker = self.broker.clone();
+        let me = self.id();
         tokio::task::spawn_blocking(move || {
             broker
                 .list_topics()
@@ -541,11 +544,15 @@ impl Node {
                 .filter_map(|t| {
                     let id = broker.topic_id(&t.name).ok()?;
                     let configs = super::configs_map(&broker.topic_configs(&t.name).ok()?);
+                    let elsewhere = |p: u32| {
+                        image.partition(&t.name, p).is_some_and(|r| !r.replicas.contains(&me))
+                    };
                     let holding = (0..t.partitions)
                         .filter(|&p| {
-                            broker
-                                .partition_log(&t.name, p)
-                                .is_ok_and(|log| log.next_offset() > log.log_start_offset())
+                            elsewhere(p)
+                                && broker
+                                    .partition_log(&t.name, p)
+                                    .is_ok_and(|log| log.next_offset() > log.log_start_offset())
                         })
                         .collect();
                     let local = LocalTopic { id, partitions: t.partitions, configs, holding };

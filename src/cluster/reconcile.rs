@@ -15,7 +15,8 @@ pub struct LocalTopic {
     pub partitions: u32,
     /// The configs set on it, in the metadata's form ([`super::configs_map`]).
     pub configs: BTreeMap<String, String>,
-    /// Its partitions whose log here holds records.
+    /// Its partitions whose log here holds records (the node looks only at those the image
+    /// names this broker no replica of; the plan checks that again).
     pub holding: BTreeSet<u32>,
 }
 
