@@ -305,7 +305,41 @@ fn failed_write_publishes_nothing_and_the_next_append_heals() {
 }
 
 #[test]
-fn concurrent_appenders_share_fsyncs_and_readers_see_only_whole_batches() {
+fn appenders_arriving_while_an_fdatasync_runs_share_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let mut cfg = tiny(1 << 20);
+    cfg.fsync = FsyncPolicy::Always;
+    let log = Arc::new(Log::open_with_fs(dir.path(), cfg, Arc::new(fs.clone())).unwrap());
+    let syncs_before = fs.sync_count();
+    // A slow disk: the first appender's fdatasync does not return until all four have written.
+    fs.hold_syncs(true);
+    let appenders: Vec<_> = (0..4)
+        .map(|_| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                log.append(&[NewRecord::value(b"a"), NewRecord::value(b"b")])
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(log.next_offset() == 8 && fs.held_sync_count() == 1) {
+        assert!(Instant::now() < deadline, "four appends and one held fdatasync");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    fs.hold_syncs(false);
+    for a in appenders {
+        assert_eq!(a.join().unwrap().unwrap().len(), 2);
+    }
+    // Group commit: the held fdatasync covers what was written when it began; one more covers
+    // every appender that waited behind it. Without sharing it would take four.
+    let syncs = fs.sync_count() - syncs_before;
+    assert!((1..=2).contains(&syncs), "{syncs} fdatasyncs for 4 appends");
+    assert_eq!(log.visible_end(), 8, "all four are durable and visible");
+}
+
+#[test]
+fn concurrent_appenders_and_a_reader_see_only_whole_durable_batches() {
     let dir = tempfile::tempdir().unwrap();
     let fs = FaultyFs::new();
     let mut cfg = tiny(4096);
@@ -343,11 +377,9 @@ fn concurrent_appenders_share_fsyncs_and_readers_see_only_whole_batches() {
     }
     assert_eq!(reader.join().unwrap(), 400);
     assert_eq!(log.next_offset(), 400);
-    let syncs = fs.sync_count() - syncs_before;
-    assert!(syncs > 0, "Always must fdatasync");
-    // Group commit: appenders waiting while another fdatasyncs are covered by its sync, so
-    // 200 concurrent appends (and the rolls' own syncs) take fewer fsyncs than appends.
-    assert!(syncs < 200, "{syncs} fsyncs for 200 appends: no sharing");
+    // How many fdatasyncs are shared depends on thread timing (a fast disk shares none); the
+    // sharing itself is proven deterministically by the test above.
+    assert!(fs.sync_count() > syncs_before, "Always must fdatasync");
     assert_eq!(read_all(&log).len(), 400);
 }
 
