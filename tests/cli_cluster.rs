@@ -654,22 +654,33 @@ fn a_throttled_move_copies_at_its_rate_and_the_throttle_goes_with_it() {
     ));
     assert!(moved.contains("throttled to 1 MB/s per broker"), "{moved}");
 
-    // While it copies, the moves listed carry the throttle (every broker applies it once it
-    // has the metadata, so ask until the one answering has).
+    // While it copies, the moves listed carry the throttle and, once the newcomer has fetched,
+    // what it still has to copy, in records and bytes of the leader's log (every broker applies
+    // the throttle once it has the metadata, so ask until the one answering has).
     let under_way = loop {
         let out = ok(run_cli(&all, &["topic", "reassignments", "--json"], None));
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        if v["reassignments"].as_array().is_some_and(|l| !l.is_empty()) {
+        if v["reassignments"][0]["behind"].as_array().is_some_and(|l| !l.is_empty()) {
             break v;
         }
-        assert!(started.elapsed() < limit, "the move never showed: {out}");
+        assert!(started.elapsed() < limit, "the move never showed its progress: {out}");
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(under_way["throttle_bytes_per_s"], 1_000_000, "{under_way}");
     assert_eq!(under_way["reassignments"][0]["topic"], "slow", "{under_way}");
     assert_eq!(under_way["reassignments"][0]["adding"], serde_json::json!([newcomer]));
+    let behind = &under_way["reassignments"][0]["behind"][0];
+    assert_eq!(behind["replica"], newcomer, "{under_way}");
+    let (bytes, log_bytes) =
+        (behind["bytes"].as_u64().unwrap(), behind["log_bytes"].as_u64().unwrap());
+    assert!(log_bytes >= 4_000_000, "the leader holds the 4 MB of bulk: {under_way}");
+    assert!(bytes <= log_bytes && behind["records"].as_u64().unwrap() > 0, "{under_way}");
     let text = ok(run_cli(&all, &["topic", "reassignments"], None));
     assert!(text.contains("throttle: 1 MB/s per broker"), "{text}");
+    assert!(
+        text.contains(&format!("broker {newcomer}: ")) && text.contains("% copied, "),
+        "progress in bytes: {text}"
+    );
 
     let after = moves_done(&cluster, &all, "slow");
     // 4 MB at 1 MB/s cannot take less than about 4 s, whatever the machine's load (a loaded
@@ -916,9 +927,25 @@ fn a_move_whose_target_dies_finishes_when_it_returns_or_is_cancelled() {
     let reassign =
         ["topic", "reassign", "target", "--partition", "0", "--replicas", &target.join(",")];
 
+    // A single-replica topic on a broker that stays, moving to the newcomer as well.
+    let create = ["topic", "create", "single", "--partitions", "1", "--replication-factor", "1"];
+    ok_within(&cluster, &all, &create, limit);
+    let stay = old[0].to_string();
+    ok_within(
+        &cluster,
+        &all,
+        &["topic", "reassign", "single", "--partition", "0", "--replicas", &stay],
+        limit,
+    );
+    assert_eq!(moves_done(&cluster, &all, "single"), vec![vec![old[0]]]);
+    ok(run_cli(&all, &["produce", "single", "before"], None));
+
     let i = cluster.index(newcomer as i32);
     cluster.kill(i);
     ok_within(&cluster, &all, &reassign, limit);
+    let to_newcomer = newcomer.to_string();
+    let single = ["topic", "reassign", "single", "--partition", "0", "--replicas", &to_newcomer];
+    ok_within(&cluster, &all, &single, limit);
     std::thread::sleep(Duration::from_secs(3));
     let pending = ok(run_cli(&all, &["topic", "reassignments"], None));
     assert!(
@@ -927,10 +954,19 @@ fn a_move_whose_target_dies_finishes_when_it_returns_or_is_cancelled() {
     );
     let read = sorted_lines(&ok(run_cli(&all, &["consume", "target", "--from-beginning"], None)));
     assert_eq!(read.len(), values.len(), "the old replicas keep serving");
+    // The move does not raise the single replica's bar: its writes are acknowledged by the
+    // replica it has while the new one is away (min.insync.replicas counts the replicas the
+    // partition had, as Kafka does), and it is not reported under-replicated.
+    ok(run_cli(&all, &["produce", "single", "during"], None));
+    let s = status(&all).expect("cluster status");
+    assert_eq!(s["under_replicated"].as_array().map(Vec::len), Some(0), "{s}");
     cluster.restart(i);
     let replicas = moves_done(&cluster, &all, "target");
     let want: Vec<i64> = target.iter().map(|b| b.parse().unwrap()).collect();
     assert_eq!(replicas, vec![want.clone()], "the move finished once broker {newcomer} returned");
+    assert_eq!(moves_done(&cluster, &all, "single"), vec![vec![newcomer]]);
+    let read = sorted_lines(&ok(run_cli(&all, &["consume", "single", "--from-beginning"], None)));
+    assert_eq!(read, ["before", "during"]);
 
     // Another move, cancelled while its target is down: the old replicas stay, nothing lost.
     let back: Vec<String> = old.iter().map(i64::to_string).collect();

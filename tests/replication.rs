@@ -124,6 +124,11 @@ impl ReplicaLog for MemLog {
         }
         Ok(Bytes::from(out))
     }
+    fn bytes_from(&self, offset: u64) -> Result<u64, StorageError> {
+        let g = self.lock();
+        let offset = offset.max(g.start);
+        Ok(g.batches.iter().filter(|b| b.1 > offset).map(|b| b.2.len() as u64).sum())
+    }
     fn append_replica(&self, mut bytes: &[u8]) -> Result<u64, StorageError> {
         let mut g = self.lock();
         while !bytes.is_empty() {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::topic::id_list;
 use super::{CliError, ConnectArgs};
 use crate::client::{Admin, Connection};
-use crate::protocol::{PartitionMove, Reassignment};
+use crate::protocol::{PartitionMove, Reassignment, ReplicaCopy};
 
 #[derive(Debug, Args)]
 pub(super) struct ReassignArgs {
@@ -207,12 +207,40 @@ fn progress(r: &Reassignment) -> String {
         .adding
         .iter()
         .filter(|a| !r.isr.contains(a))
-        .map(|a| match r.behind.iter().find(|(b, _)| b == a) {
-            Some((_, n)) => format!("broker {a}: {n} records to copy"),
+        .map(|a| match r.behind.iter().find(|c| c.replica == *a) {
+            Some(ReplicaCopy {
+                records, bytes: Some(bytes), log_bytes: Some(log_bytes), ..
+            }) => {
+                format!(
+                    "broker {a}: {}% copied, {} ({records} records) to copy",
+                    copied_percent(*bytes, *log_bytes),
+                    bytes_text(*bytes)
+                )
+            }
+            Some(c) => format!("broker {a}: {} records to copy", c.records),
             None => format!("broker {a}: catching up"),
         })
         .collect();
     if waiting.is_empty() { "dropping old replicas".into() } else { waiting.join(", ") }
+}
+
+/// The share of the leader's log a replica holds, rounded down (100 only when nothing is left).
+fn copied_percent(bytes: u64, log_bytes: u64) -> u64 {
+    if log_bytes == 0 {
+        return 100;
+    }
+    let done = log_bytes.saturating_sub(bytes);
+    // u128: no overflow for any log size.
+    (u128::from(done) * 100 / u128::from(log_bytes)) as u64
+}
+
+/// Bytes in decimal units, as `--throttle-mb-per-s` counts them (1 MB = 1,000,000 bytes).
+fn bytes_text(b: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1_000_000_000, "GB"), (MB, "MB"), (1_000, "kB")];
+    match UNITS.iter().find(|(size, _)| b >= *size) {
+        Some((size, unit)) => format!("{:.1} {unit}", b as f64 / *size as f64),
+        None => format!("{b} B"),
+    }
 }
 
 fn table(list: &[Reassignment]) -> String {
@@ -280,21 +308,44 @@ mod tests {
         let r = Reassignment {
             topic: "orders".into(),
             partition: 0,
-            target: vec![2, 3, 4],
-            adding: vec![4],
+            target: vec![2, 3, 4, 5],
+            adding: vec![4, 5],
             removing: vec![1],
             isr: vec![1, 2, 3],
             leader: Some(1),
-            behind: vec![(4, 1200)],
+            behind: vec![
+                ReplicaCopy {
+                    replica: 4,
+                    records: 1200,
+                    bytes: Some(688_000_000),
+                    log_bytes: Some(1_000_000_000),
+                },
+                // From a leader of an earlier release: records only.
+                ReplicaCopy { replica: 5, records: 300, bytes: None, log_bytes: None },
+            ],
         };
         assert_eq!(
             table(&[r]),
-            "TOPIC   PARTITION  TARGET   ISR      LEADER  PROGRESS\n\
-             orders  0          [2,3,4]  [1,2,3]  1       broker 4: 1200 records to copy\n"
+            "TOPIC   PARTITION  TARGET     ISR      LEADER  PROGRESS\n\
+             orders  0          [2,3,4,5]  [1,2,3]  1       broker 4: 31% copied, 688.0 MB (1200 records) to copy, broker 5: 300 records to copy\n"
         );
         assert_eq!(table(&[]), "no reassignment under way\n");
         assert_eq!(throttle_line(Some(50_000_000)), "throttle: 50 MB/s per broker\n");
         assert_eq!(throttle_line(Some(1_500)), "throttle: 1500 bytes/s per broker\n");
         assert_eq!(throttle_line(None), "");
+    }
+
+    #[test]
+    fn copy_progress_reads_in_decimal_units_and_whole_percents() {
+        assert_eq!(bytes_text(0), "0 B");
+        assert_eq!(bytes_text(999), "999 B");
+        assert_eq!(bytes_text(1_500), "1.5 kB");
+        assert_eq!(bytes_text(52_400_000), "52.4 MB");
+        assert_eq!(bytes_text(3_210_000_000), "3.2 GB");
+        assert_eq!(copied_percent(0, 0), 100, "an empty log is copied");
+        assert_eq!(copied_percent(1, 1000), 99, "rounded down: 100 only when done");
+        assert_eq!(copied_percent(0, 1000), 100);
+        assert_eq!(copied_percent(1000, 1000), 0);
+        assert_eq!(copied_percent(u64::MAX / 2, u64::MAX), 50);
     }
 }

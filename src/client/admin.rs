@@ -164,12 +164,22 @@ impl Admin {
         Ok(self.reassignments_and_throttle().await?.0)
     }
 
-    /// The partition moves under way and the reassignment throttle in force (bytes/s).
+    /// The partition moves under way and the reassignment throttle in force (bytes/s). The
+    /// copy progress comes in bytes too, except from a broker of an earlier release (which
+    /// counts records only).
     pub async fn reassignments_and_throttle(
         &self,
     ) -> Result<(Vec<Reassignment>, Option<u64>), ClientError> {
-        match self.conn.request(&Request::ListReassignments).await? {
-            Response::Reassignments { reassignments, throttle_bytes_per_s } => {
+        let answer = match self.conn.request(&Request::ListReassignments { with_bytes: true }).await
+        {
+            // A broker that does not know the key: ask as its release does.
+            Err(ClientError::Broker { code: ErrorCode::InvalidRequest, .. }) => {
+                self.conn.request(&Request::ListReassignments { with_bytes: false }).await
+            }
+            answer => answer,
+        };
+        match answer? {
+            Response::Reassignments { reassignments, throttle_bytes_per_s, .. } => {
                 Ok((reassignments, throttle_bytes_per_s))
             }
             other => Err(unexpected("ListReassignments", &other)),

@@ -104,6 +104,13 @@ impl PartitionRecord {
     pub fn target(&self) -> Vec<NodeId> {
         self.replicas.iter().copied().filter(|r| !self.removing.contains(r)).collect()
     }
+
+    /// The replication factor in force, as Kafka counts it during a move: the replicas that
+    /// are not being added. A move never raises the bar by itself (the default
+    /// `min.insync.replicas`, under-replication) while its new replicas copy.
+    pub fn replication_factor(&self) -> usize {
+        self.replicas.iter().filter(|r| !self.adding.contains(r)).count()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -404,7 +411,8 @@ impl MetadataImage {
                 if replicas.is_empty() {
                     return reject("no partitions to add");
                 }
-                let rf = t.partitions.first().map(|p| p.replicas.len());
+                // Where the topic is going: a move of partition 0 under way does not count.
+                let rf = t.partitions.first().map(|p| p.target().len());
                 if (t.partitions.len() as u64).saturating_add(replicas.len() as u64)
                     > u32::MAX as u64
                 {
@@ -610,7 +618,7 @@ impl MetadataImage {
 
     /// Partitions that have a leader but fewer in-sync replicas than replicas, sorted.
     pub fn under_replicated(&self) -> Vec<(String, u32)> {
-        self.partitions_where(|p| p.leader.is_some() && p.isr.len() < p.replicas.len())
+        self.partitions_where(|p| p.leader.is_some() && p.isr.len() < p.replication_factor())
     }
 
     /// Partitions without a leader, sorted.

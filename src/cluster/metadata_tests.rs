@@ -181,6 +181,30 @@ fn a_reassignment_adds_replicas_and_drops_the_old_ones_once_the_new_are_in_sync(
     assert_eq!(img, before);
 }
 
+/// A move counts the replicas the partition had, as Kafka does: the single replica of a
+/// partition moving elsewhere is not under-replicated while the new one copies, and partitions
+/// added meanwhile get the replication factor the topic is going to.
+#[test]
+fn a_move_under_way_keeps_the_replication_factor_it_had() {
+    let mut img = cluster(3);
+    create(&mut img, "t", 1, vec![vec![1]]);
+    let start = MetadataCommand::ReassignPartition {
+        topic: "t".into(),
+        partition: 0,
+        target: vec![2, 3],
+        throttle_bytes_per_s: None,
+    };
+    assert_eq!(img.apply(&start, 0), ApplyResult::Done);
+    let p = img.partition("t", 0).unwrap();
+    assert_eq!((p.replicas.len(), p.replication_factor(), p.target().len()), (3, 1, 2));
+    assert!(img.under_replicated().is_empty(), "its one replica is in sync");
+    // A new partition needs the target's two replicas: one is refused.
+    let one = MetadataCommand::AddPartitions { name: "t".into(), replicas: vec![vec![3]] };
+    assert!(matches!(img.apply(&one, 0), ApplyResult::Rejected(_)));
+    let two = MetadataCommand::AddPartitions { name: "t".into(), replicas: vec![vec![3, 1]] };
+    assert_eq!(img.apply(&two, 0), ApplyResult::Done);
+}
+
 /// An operator starts two moves under a throttle: it stays while either copies, and goes with the
 /// end of the last one (completed or cancelled), so no later catch-up runs throttled.
 #[test]

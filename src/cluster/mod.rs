@@ -38,7 +38,7 @@ mod topics;
 
 pub use self::config::ClusterConfig;
 pub use self::node::CLUSTER_DIR;
-pub use self::reassign::ReassignmentView;
+pub use self::reassign::{ReassignmentView, ReplicaCopy};
 pub use self::topics::configs_map;
 
 use self::metadata::{ApplyResult, MetadataCommand, MetadataImage, NodeId, PartitionRecord};
@@ -818,7 +818,7 @@ impl Cluster {
                     .topics
                     .values()
                     .flat_map(|t| &t.partitions)
-                    .filter(|p| p.leader == Some(me) && p.isr.len() < p.replicas.len())
+                    .filter(|p| p.leader == Some(me) && p.isr.len() < p.replication_factor())
                     .count() as u64;
                 ClusterHealth {
                     clustered: true,
@@ -872,7 +872,7 @@ fn min_insync(t: &metadata::TopicRecord, rec: &PartitionRecord) -> usize {
     t.configs
         .get(crate::broker::topic_config::MIN_INSYNC_REPLICAS)
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or_else(|| rec.replicas.len().min(2))
+        .unwrap_or_else(|| rec.replication_factor().min(2))
         .max(1)
 }
 

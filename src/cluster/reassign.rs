@@ -24,9 +24,21 @@ pub struct ReassignmentView {
     pub removing: Vec<i32>,
     pub isr: Vec<i32>,
     pub leader: Option<i32>,
-    /// Per added replica not yet in sync: the records it still has to copy, as the leader
-    /// counts them (empty when this broker does not lead the partition).
-    pub behind: Vec<(i32, u64)>,
+    /// Per added replica not yet in sync: what it still has to copy, as the leader counts it
+    /// (empty when this broker does not lead the partition).
+    pub behind: Vec<ReplicaCopy>,
+}
+
+/// How much an added replica still has to copy from its partition's leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaCopy {
+    pub replica: i32,
+    pub records: u64,
+    /// Bytes still to copy, and the bytes of the leader's whole log (so the share done is
+    /// `1 - bytes / log_bytes`). Both known, or neither: a leader of an earlier release counts
+    /// records only.
+    pub bytes: Option<u64>,
+    pub log_bytes: Option<u64>,
 }
 
 impl Cluster {
@@ -163,25 +175,29 @@ impl Cluster {
             return Vec::new();
         };
         let image = n.image();
-        let lags = n.replicas.stats().follower_lags;
         let ids = |v: &[NodeId]| v.iter().map(|&r| r as i32).collect::<Vec<i32>>();
         image
             .reassignments()
             .into_iter()
             .filter_map(|(topic, partition)| {
                 let p = image.partition(&topic, partition)?;
-                let behind = p
-                    .adding
-                    .iter()
-                    .filter(|r| !p.isr.contains(r))
-                    .filter_map(|&r| {
-                        lags.iter()
-                            .find(|l| {
-                                l.topic == topic && l.partition == partition && l.replica == r
-                            })
-                            .map(|l| (r as i32, l.lag_records))
-                    })
-                    .collect();
+                let waiting: Vec<NodeId> =
+                    p.adding.iter().copied().filter(|r| !p.isr.contains(r)).collect();
+                let behind = if waiting.is_empty() {
+                    Vec::new()
+                } else {
+                    n.replicas
+                        .copy_progress(&topic, partition)
+                        .into_iter()
+                        .filter(|c| waiting.contains(&c.replica))
+                        .map(|c| ReplicaCopy {
+                            replica: c.replica as i32,
+                            records: c.records,
+                            bytes: c.bytes,
+                            log_bytes: c.log_bytes,
+                        })
+                        .collect()
+                };
                 Some(ReassignmentView {
                     target: ids(&p.target()),
                     adding: ids(&p.adding),

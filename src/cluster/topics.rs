@@ -339,7 +339,8 @@ impl Cluster {
         if total > max {
             return Err(BrokerError::TooManyPartitions { requested: total, max }.into());
         }
-        let rf = t.partitions.first().map_or(1, |p| p.replicas.len());
+        // Where the topic is going: a move of partition 0 under way does not count.
+        let rf = t.partitions.first().map_or(1, |p| p.target().len());
         let replicas = match assignments {
             Some(a) => {
                 check_assignment_count(topic, &a, current, total)?;

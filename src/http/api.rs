@@ -414,7 +414,8 @@ pub(crate) struct ClusterView {
     under_replicated: Vec<Leadership>,
     offline: Vec<Leadership>,
     partitions: Vec<Leadership>,
-    reassignments: Vec<ReassignmentJson>,
+    /// As `topic reassignments --json` has them.
+    reassignments: Vec<ReassignmentView>,
     /// Bytes per second each receiving broker may copy for the moves; `None`: unthrottled (there
     /// is no throttle once no move is under way).
     throttle_bytes_per_s: Option<u64>,
@@ -455,49 +456,8 @@ impl ClusterView {
             under_replicated,
             offline,
             partitions,
-            reassignments: reassignments.into_iter().map(Into::into).collect(),
+            reassignments,
             throttle_bytes_per_s,
-        }
-    }
-}
-
-/// A partition move under way, as `topic reassignments --json` has it but with the copy
-/// progress as named fields for the page.
-#[derive(Debug, Serialize)]
-pub(crate) struct ReassignmentJson {
-    topic: String,
-    partition: u32,
-    target: Vec<i32>,
-    adding: Vec<i32>,
-    removing: Vec<i32>,
-    isr: Vec<i32>,
-    leader: Option<i32>,
-    /// Known only when this broker leads the partition: empty elsewhere.
-    behind: Vec<ReplicaBehind>,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct ReplicaBehind {
-    replica: i32,
-    /// Records the added replica still has to copy from the leader.
-    records: u64,
-}
-
-impl From<ReassignmentView> for ReassignmentJson {
-    fn from(r: ReassignmentView) -> Self {
-        ReassignmentJson {
-            topic: r.topic,
-            partition: r.partition,
-            target: r.target,
-            adding: r.adding,
-            removing: r.removing,
-            isr: r.isr,
-            leader: r.leader,
-            behind: r
-                .behind
-                .into_iter()
-                .map(|(replica, records)| ReplicaBehind { replica, records })
-                .collect(),
         }
     }
 }
@@ -624,13 +584,15 @@ pub(crate) async fn not_found() -> ApiError {
 mod tests {
     use super::*;
     use crate::broker::BrokerConfig;
+    use crate::cluster::ReplicaCopy;
     use crate::http::HttpServer;
     use crate::http::browse::MAX_CONCURRENT_PAGES;
 
-    /// The console reads a move's copy progress by name: broker 4 still has 1234 records to copy,
-    /// broker 5 fetched nothing yet (no count: "catching up").
+    /// The console reads a move's copy progress by name: broker 4 still has 1234 records and
+    /// 52 MB of the leader's 80 MB to copy, broker 5 fetched nothing yet (no count: "catching
+    /// up").
     #[test]
-    fn a_move_shows_the_records_each_added_replica_still_has_to_copy() {
+    fn a_move_shows_what_each_added_replica_still_has_to_copy() {
         let view = ReassignmentView {
             topic: "orders".into(),
             partition: 2,
@@ -639,15 +601,21 @@ mod tests {
             removing: vec![3],
             isr: vec![1, 3],
             leader: Some(1),
-            behind: vec![(4, 1234)],
+            behind: vec![ReplicaCopy {
+                replica: 4,
+                records: 1234,
+                bytes: Some(52_000_000),
+                log_bytes: Some(80_000_000),
+            }],
         };
-        let json = serde_json::to_value(ReassignmentJson::from(view)).unwrap();
+        let json = serde_json::to_value(view).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
                 "topic": "orders", "partition": 2, "target": [1, 4, 5], "adding": [4, 5],
                 "removing": [3], "isr": [1, 3], "leader": 1,
-                "behind": [{"replica": 4, "records": 1234}],
+                "behind": [{"replica": 4, "records": 1234, "bytes": 52_000_000,
+                            "log_bytes": 80_000_000}],
             })
         );
     }

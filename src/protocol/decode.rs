@@ -310,7 +310,8 @@ fn decode_request_with(
             };
             Request::ReassignPartitions { moves, throttle_bytes_per_s }
         }
-        ApiKey::ListReassignments => Request::ListReassignments,
+        ApiKey::ListReassignments => Request::ListReassignments { with_bytes: false },
+        ApiKey::ListReassignmentProgress => Request::ListReassignments { with_bytes: true },
         ApiKey::DescribeMembership => Request::DescribeMembership,
         ApiKey::DecommissionBroker => {
             Request::DecommissionBroker { broker: r.i32("broker id")?, cancel: r.bool("cancel")? }
@@ -467,8 +468,10 @@ fn decode_response_with(
             },
         },
         k if k == ResponseKind::Reassignments as u8
-            || k == ResponseKind::ThrottledReassignments as u8 =>
+            || k == ResponseKind::ThrottledReassignments as u8
+            || k == ResponseKind::ReassignmentProgress as u8 =>
         {
+            let with_bytes = k == ResponseKind::ReassignmentProgress as u8;
             let n = r.count("reassignment count", REASSIGNMENT_MIN_LEN)?;
             let mut reassignments = Vec::with_capacity(n);
             for _ in 0..n {
@@ -479,10 +482,17 @@ fn decode_response_with(
                 let removing = r.i32s("removing replicas")?;
                 let isr = r.i32s("in-sync replicas")?;
                 let leader = r.opt_i32("leader")?;
-                let m = r.count("behind count", 12)?;
+                let m = r.count("behind count", if with_bytes { 13 } else { 12 })?;
                 let mut behind = Vec::with_capacity(m);
                 for _ in 0..m {
-                    behind.push((r.i32("replica")?, r.u64("records behind")?));
+                    let replica = r.i32("replica")?;
+                    let records = r.u64("records behind")?;
+                    let (bytes, log_bytes) = if with_bytes && r.bool("bytes known")? {
+                        (Some(r.u64("bytes behind")?), Some(r.u64("leader log bytes")?))
+                    } else {
+                        (None, None)
+                    };
+                    behind.push(ReplicaCopy { replica, records, bytes, log_bytes });
                 }
                 reassignments.push(Reassignment {
                     topic,
@@ -495,12 +505,14 @@ fn decode_response_with(
                     behind,
                 });
             }
-            let throttle_bytes_per_s = if k == ResponseKind::ThrottledReassignments as u8 {
+            let throttle_bytes_per_s = if with_bytes {
+                if r.bool("throttle set")? { Some(r.u64("throttle bytes/s")?) } else { None }
+            } else if k == ResponseKind::ThrottledReassignments as u8 {
                 Some(r.u64("throttle bytes/s")?)
             } else {
                 None
             };
-            Response::Reassignments { reassignments, throttle_bytes_per_s }
+            Response::Reassignments { reassignments, throttle_bytes_per_s, with_bytes }
         }
         k if k == ResponseKind::LeadersElected as u8 => {
             let n = r.count("election count", LEADER_ELECTION_MIN_LEN)?;

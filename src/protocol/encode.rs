@@ -35,6 +35,16 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
     buf.put_slice(b);
 }
 
+fn put_opt_u64(buf: &mut BytesMut, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            buf.put_u8(1);
+            buf.put_u64_le(v);
+        }
+        None => buf.put_u8(0),
+    }
+}
+
 fn put_opt_u32(buf: &mut BytesMut, v: Option<u32>) {
     match v {
         Some(v) => {
@@ -219,7 +229,9 @@ pub fn encode_request(buf: &mut BytesMut, correlation_id: u32, req: &Request) {
             buf.put_u32_le(*partition);
             buf.put_u64_le(*timestamp_ms);
         }
-        Request::ClusterStatus | Request::ListReassignments | Request::DescribeMembership => {}
+        Request::ClusterStatus
+        | Request::ListReassignments { .. }
+        | Request::DescribeMembership => {}
         Request::DecommissionBroker { broker, cancel: flag }
         | Request::ChangeVoter { broker, add: flag } => {
             buf.put_i32_le(*broker);
@@ -422,12 +434,13 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
             put_brokers(buf, brokers);
             put_partition_states(buf, partitions);
         }
-        Response::Reassignments { reassignments, throttle_bytes_per_s } => {
+        Response::Reassignments { reassignments, throttle_bytes_per_s, with_bytes } => {
             ok_kind(
                 buf,
-                match throttle_bytes_per_s {
-                    None => ResponseKind::Reassignments,
-                    Some(_) => ResponseKind::ThrottledReassignments,
+                match (with_bytes, throttle_bytes_per_s) {
+                    (true, _) => ResponseKind::ReassignmentProgress,
+                    (false, None) => ResponseKind::Reassignments,
+                    (false, Some(_)) => ResponseKind::ThrottledReassignments,
                 },
             );
             buf.put_u32_le(reassignments.len() as u32);
@@ -440,14 +453,29 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
                 put_i32s(buf, &r.isr);
                 put_opt_i32(buf, r.leader);
                 buf.put_u32_le(r.behind.len() as u32);
-                for (replica, records) in &r.behind {
-                    buf.put_i32_le(*replica);
-                    buf.put_u64_le(*records);
+                for c in &r.behind {
+                    buf.put_i32_le(c.replica);
+                    buf.put_u64_le(c.records);
+                    if *with_bytes {
+                        match c.bytes.zip(c.log_bytes) {
+                            Some((bytes, log_bytes)) => {
+                                buf.put_u8(1);
+                                buf.put_u64_le(bytes);
+                                buf.put_u64_le(log_bytes);
+                            }
+                            None => buf.put_u8(0),
+                        }
+                    }
                 }
             }
-            // Its presence is the kind (ThrottledReassignments).
-            if let Some(t) = throttle_bytes_per_s {
-                buf.put_u64_le(*t);
+            match (with_bytes, throttle_bytes_per_s) {
+                (true, t) => put_opt_u64(buf, *t),
+                // Its presence is the kind (ThrottledReassignments).
+                (false, t) => {
+                    if let Some(t) = t {
+                        buf.put_u64_le(*t);
+                    }
+                }
             }
         }
         Response::LeadersElected { elections } => {

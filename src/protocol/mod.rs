@@ -82,12 +82,16 @@
 //! | `DecommissionBroker`     | 26  | i32 broker, u8 cancel                                    |
 //! | `ChangeVoter`            | 27  | i32 broker, u8 add (0: back to a learner)                |
 //! | `DescribeMembership`     | 28  | none                                                     |
+//! | `ListReassignmentProgress` | 29 | none (as `ListReassignments`, answered with bytes)     |
 //!
 //! A `ReassignPartitions` request carrying a throttle is sent with key 25, so that key 23 keeps
 //! the bytes older brokers decode and an older broker refuses a throttled move instead of
 //! starting it unthrottled. The throttle (bytes per second per broker, for the replicas being
 //! added) is set in the same step as the first move; with no move, it changes the throttle of
 //! the moves under way. Likewise a `Reassignments` answer with a throttle in force is kind 17.
+//! Copy progress in bytes is asked for with key 29 and answered as kind 19, so that key 24 keeps
+//! answering older CLIs with the bytes they decode; a client asking an older broker with key 29
+//! gets `InvalidRequest` and asks again with key 24.
 //!
 //! | response         | kind | fields after the kind                                         |
 //! |------------------|------|---------------------------------------------------------------|
@@ -97,6 +101,7 @@
 //! | `Membership`     | 18   | list<i32> voters, list<i32> decommissioned                    |
 //! | `Reassignments`  | 16   | list<reassignment>: string topic, u32 partition, list<i32> target, list<i32> adding, list<i32> removing, list<i32> isr, option<i32> leader, list<(i32 replica, u64 records behind)> |
 //! | `ThrottledReassignments` | 17 | as `Reassignments`, then u64 throttle_bytes_per_s (the throttle in force) |
+//! | `ReassignmentProgress` | 19 | as `Reassignments` with each behind entry `i32 replica, u64 records, option<(u64 bytes to copy, u64 leader's log bytes)>`, then option<u64> throttle_bytes_per_s |
 //!
 //! `ReassignPartitions` answers `Ok` once every move is committed (they are committed one by
 //! one: on an error, the moves before the one named are under way). `DecommissionBroker` and
@@ -284,8 +289,12 @@ pub enum Request {
         moves: Vec<PartitionMove>,
         throttle_bytes_per_s: Option<u64>,
     },
-    /// The partition moves under way (answered with `Reassignments`).
-    ListReassignments,
+    /// The partition moves under way (answered with `Reassignments`). `with_bytes` asks for
+    /// the copy progress in bytes too (key `ListReassignmentProgress`, answered as kind
+    /// `ReassignmentProgress`).
+    ListReassignments {
+        with_bytes: bool,
+    },
     /// Marks a broker decommissioned, or (`cancel`) takes that back (answered with `Ok`).
     DecommissionBroker {
         broker: i32,
@@ -323,7 +332,7 @@ pub struct BrokerInfo {
 
 /// The cluster's own answers travel as they are: a preferred leader election's outcome per
 /// partition, and a partition move under way (its copy progress known by the leader only).
-pub use crate::cluster::{LeaderElection, ReassignmentView as Reassignment};
+pub use crate::cluster::{LeaderElection, ReassignmentView as Reassignment, ReplicaCopy};
 
 /// One partition move asked for: its target replicas (empty: cancel the move under way).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -452,10 +461,13 @@ pub enum Response {
     LeadersElected {
         elections: Vec<LeaderElection>,
     },
-    /// The moves under way and the throttle in force (kind `ThrottledReassignments` when set).
+    /// The moves under way and the throttle in force: kind `ReassignmentProgress` when
+    /// `with_bytes` (the bytes to copy travel), else `ThrottledReassignments` when a throttle is
+    /// set, else `Reassignments` (records only, as older CLIs decode).
     Reassignments {
         reassignments: Vec<Reassignment>,
         throttle_bytes_per_s: Option<u64>,
+        with_bytes: bool,
     },
     Membership {
         membership: Membership,
@@ -499,6 +511,7 @@ pub enum ApiKey {
     DecommissionBroker = 26,
     ChangeVoter = 27,
     DescribeMembership = 28,
+    ListReassignmentProgress = 29,
 }
 
 impl ApiKey {
@@ -534,6 +547,7 @@ impl ApiKey {
             26 => DecommissionBroker,
             27 => ChangeVoter,
             28 => DescribeMembership,
+            29 => ListReassignmentProgress,
             _ => return None,
         })
     }
@@ -571,6 +585,7 @@ impl ApiKey {
             DecommissionBroker => "decommission_broker",
             ChangeVoter => "change_voter",
             DescribeMembership => "describe_membership",
+            ListReassignmentProgress => "list_reassignment_progress",
         }
     }
 }
@@ -608,7 +623,8 @@ impl Request {
             Request::ReassignPartitions { throttle_bytes_per_s: Some(_), .. } => {
                 ApiKey::ThrottledReassignPartitions
             }
-            Request::ListReassignments => ApiKey::ListReassignments,
+            Request::ListReassignments { with_bytes: false } => ApiKey::ListReassignments,
+            Request::ListReassignments { with_bytes: true } => ApiKey::ListReassignmentProgress,
             Request::DecommissionBroker { .. } => ApiKey::DecommissionBroker,
             Request::ChangeVoter { .. } => ApiKey::ChangeVoter,
             Request::DescribeMembership => ApiKey::DescribeMembership,
@@ -639,6 +655,7 @@ pub enum ResponseKind {
     Reassignments = 16,
     ThrottledReassignments = 17,
     Membership = 18,
+    ReassignmentProgress = 19,
 }
 
 /// The status byte of an error response.

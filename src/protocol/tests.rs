@@ -135,7 +135,8 @@ fn all_requests() -> Vec<Request> {
             throttle_bytes_per_s: Some(50_000_000),
         },
         Request::ReassignPartitions { moves: vec![], throttle_bytes_per_s: Some(1) },
-        Request::ListReassignments,
+        Request::ListReassignments { with_bytes: false },
+        Request::ListReassignments { with_bytes: true },
         Request::DecommissionBroker { broker: 4, cancel: false },
         Request::DecommissionBroker { broker: 4, cancel: true },
         Request::ChangeVoter { broker: 4, add: true },
@@ -326,11 +327,21 @@ fn all_responses() -> Vec<Response> {
                 removing: vec![1],
                 isr: vec![1, 2, 3],
                 leader: Some(1),
-                behind: vec![(4, 1_234)],
+                behind: vec![ReplicaCopy {
+                    replica: 4,
+                    records: 1_234,
+                    bytes: None,
+                    log_bytes: None,
+                }],
             }],
             throttle_bytes_per_s: None,
+            with_bytes: false,
         },
-        Response::Reassignments { reassignments: vec![], throttle_bytes_per_s: None },
+        Response::Reassignments {
+            reassignments: vec![],
+            throttle_bytes_per_s: None,
+            with_bytes: false,
+        },
         Response::Reassignments {
             reassignments: vec![Reassignment {
                 topic: "orders".into(),
@@ -343,8 +354,35 @@ fn all_responses() -> Vec<Response> {
                 behind: vec![],
             }],
             throttle_bytes_per_s: Some(50_000_000),
+            with_bytes: false,
         },
-        Response::Reassignments { reassignments: vec![], throttle_bytes_per_s: None },
+        Response::Reassignments {
+            reassignments: vec![Reassignment {
+                topic: "orders".into(),
+                partition: 0,
+                target: vec![2, 3, 4, 5],
+                adding: vec![4, 5],
+                removing: vec![1],
+                isr: vec![1, 2, 3],
+                leader: Some(1),
+                behind: vec![
+                    ReplicaCopy {
+                        replica: 4,
+                        records: 1_234,
+                        bytes: Some(5_000_000),
+                        log_bytes: Some(80_000_000),
+                    },
+                    ReplicaCopy { replica: 5, records: 7, bytes: None, log_bytes: None },
+                ],
+            }],
+            throttle_bytes_per_s: Some(50_000_000),
+            with_bytes: true,
+        },
+        Response::Reassignments {
+            reassignments: vec![],
+            throttle_bytes_per_s: None,
+            with_bytes: true,
+        },
         Response::Membership {
             membership: Membership { voters: vec![1, 2, 4], decommissioned: vec![3] },
         },
@@ -775,6 +813,7 @@ fn cluster_api_keys_codes_and_kinds_come_after_the_old_ones() {
         (26, ApiKey::DecommissionBroker, "decommission_broker"),
         (27, ApiKey::ChangeVoter, "change_voter"),
         (28, ApiKey::DescribeMembership, "describe_membership"),
+        (29, ApiKey::ListReassignmentProgress, "list_reassignment_progress"),
     ] {
         assert_eq!(ApiKey::from_u8(v), Some(key));
         assert_eq!(key as u8, v);
@@ -786,6 +825,7 @@ fn cluster_api_keys_codes_and_kinds_come_after_the_old_ones() {
     assert_eq!(ResponseKind::Reassignments as u8, 16);
     assert_eq!(ResponseKind::ThrottledReassignments as u8, 17);
     assert_eq!(ResponseKind::Membership as u8, 18);
+    assert_eq!(ResponseKind::ReassignmentProgress as u8, 19);
     for (v, code, retriable) in [
         (19, ErrorCode::NotLeader, true),
         (20, ErrorCode::LeaderNotAvailable, true),
@@ -868,8 +908,55 @@ fn a_throttled_reassignment_is_the_old_request_plus_its_throttle() {
     assert_eq!(body_of(&buf), &want[..]);
 
     let old_list: &[u8] = &[4, 0, 0, 0, 0, 16, 0, 0, 0, 0];
-    let none = Response::Reassignments { reassignments: vec![], throttle_bytes_per_s: None };
+    let none = Response::Reassignments {
+        reassignments: vec![],
+        throttle_bytes_per_s: None,
+        with_bytes: false,
+    };
     assert_eq!(decode_response(old_list).unwrap(), (4, none));
+}
+
+/// A CLI of the previous release asks with key 24: the answer keeps the bytes it decodes, the
+/// copy progress in records only, even when this broker knows the bytes.
+#[test]
+fn the_old_reassignments_answer_keeps_its_bytes_when_the_bytes_to_copy_are_known() {
+    let move_with = |bytes: Option<u64>| Reassignment {
+        topic: "t".into(),
+        partition: 0,
+        target: vec![2],
+        adding: vec![2],
+        removing: vec![1],
+        isr: vec![1],
+        leader: Some(1),
+        behind: vec![ReplicaCopy {
+            replica: 2,
+            records: 9,
+            bytes,
+            log_bytes: bytes.map(|b| b * 2),
+        }],
+    };
+    let encode = |bytes: Option<u64>, with_bytes: bool| {
+        let mut buf = BytesMut::new();
+        let r = Response::Reassignments {
+            reassignments: vec![move_with(bytes)],
+            throttle_bytes_per_s: None,
+            with_bytes,
+        };
+        encode_response(&mut buf, 7, &r);
+        buf
+    };
+    let (old, known) = (encode(None, false), encode(Some(100), false));
+    assert_eq!(known, old, "the bytes to copy do not travel in kind 16");
+    assert_eq!(old[9], ResponseKind::Reassignments as u8);
+    let new = encode(Some(100), true);
+    assert_eq!(new[9], ResponseKind::ReassignmentProgress as u8);
+    // The request keys: 24 as before, 29 for the bytes.
+    let mut buf = BytesMut::new();
+    encode_request(&mut buf, 1, &Request::ListReassignments { with_bytes: false });
+    assert_eq!(buf[8], 24);
+    let mut buf = BytesMut::new();
+    encode_request(&mut buf, 1, &Request::ListReassignments { with_bytes: true });
+    assert_eq!(buf[8], 29);
 }
 
 /// A replicated create is the old create's bytes plus the factor: an old broker refuses the new

@@ -34,6 +34,9 @@ impl ReplicaLog for Log {
         // The slice keeps its segment mapped: the bytes go out without a copy here.
         Ok(Bytes::from_owner(Log::read(self, offset, max_bytes)?))
     }
+    fn bytes_from(&self, offset: u64) -> Result<u64, StorageError> {
+        Log::bytes_from(self, offset)
+    }
     fn append_replica(&self, bytes: &[u8]) -> Result<u64, StorageError> {
         Ok(Log::append_replica(self, bytes)?.next)
     }

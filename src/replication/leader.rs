@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::fetch_protocol::{FetchErrorCode, FetchRequest, FetchResponse};
 use super::high_watermark::HighWatermark;
 use super::replica_log::ReplicaLog;
-use super::{IsrChange, LeaderInfo, NodeId, ReplicationError};
+use super::{CopyProgress, IsrChange, LeaderInfo, NodeId, ReplicationError};
 
 /// A follower's long poll is bounded here whatever it asks for, so a leader change is noticed.
 pub const MAX_FETCH_WAIT: Duration = Duration::from_secs(10);
@@ -274,6 +274,35 @@ impl PartitionLeader {
             .collect();
         lags.sort_unstable();
         lags
+    }
+
+    /// Each follower's copy progress (records and bytes from the end it last fetched from to
+    /// this log's end, and this log's bytes), by follower id; as [`Self::follower_lags`], a
+    /// follower that has not fetched since this leadership began is left out.
+    pub fn copy_progress(&self) -> Vec<CopyProgress> {
+        let end = self.log.log_end();
+        // Follower ends first: the log is read without the partition's lock.
+        let ends: Vec<(NodeId, u64)> = {
+            let inner = lock(&self.inner);
+            inner.followers.iter().filter_map(|(&id, f)| f.end.map(|e| (id, e))).collect()
+        };
+        // A log that cannot be read now (a segment removed by retention under the lookup, a
+        // damaged one) leaves the bytes unknown; the records are still counted exactly.
+        let log_bytes = self.log.bytes_from(self.log.log_start()).ok();
+        let mut progress: Vec<CopyProgress> = ends
+            .into_iter()
+            .map(|(replica, e)| {
+                let bytes = log_bytes.and_then(|_| self.log.bytes_from(e).ok());
+                CopyProgress {
+                    replica,
+                    records: end.saturating_sub(e),
+                    bytes,
+                    log_bytes: bytes.and(log_bytes),
+                }
+            })
+            .collect();
+        progress.sort_unstable_by_key(|p| p.replica);
+        progress
     }
 
     /// A new set of replicas for the same epoch (reassignment); followers not known get a fresh

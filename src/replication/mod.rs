@@ -85,6 +85,18 @@ pub struct FollowerLag {
     pub lag_records: u64,
 }
 
+/// How far one follower is from having copied a partition led here, in records and bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyProgress {
+    pub replica: NodeId,
+    /// The leader's log end minus the end the follower last fetched from.
+    pub records: u64,
+    /// Bytes stored from the follower's end to the leader's log end, and the bytes of the
+    /// leader's whole log: both known, or neither (the log could not be read).
+    pub bytes: Option<u64>,
+    pub log_bytes: Option<u64>,
+}
+
 /// An ISR change a leader asks the controller for (compare-and-set on `partition_epoch`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsrChange {
@@ -542,6 +554,11 @@ impl ReplicaManager {
             isr_expands: self.isr_counters.expands.load(Ordering::Relaxed),
             follower_lags,
         }
+    }
+
+    /// Each follower's copy progress, for a partition led here (empty otherwise).
+    pub fn copy_progress(&self, topic: &str, partition: u32) -> Vec<CopyProgress> {
+        self.leader(topic, partition).map(|l| l.copy_progress()).unwrap_or_default()
     }
 
     /// The high watermark of a partition led here.

@@ -31,6 +31,9 @@ pub trait ReplicaLog: Send + Sync + 'static {
     /// Whole stored batches from the one holding `offset`, below [`ReplicaLog::visible_end`];
     /// empty at the end.
     fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes, StorageError>;
+    /// Bytes stored from the batch holding `offset` to the written end (from the log start when
+    /// `offset` is below it): what a follower whose log ends at `offset` still has to copy.
+    fn bytes_from(&self, offset: u64) -> Result<u64, StorageError>;
     /// Appends a leader's batches unchanged (offsets and epochs as stored); returns the new end.
     fn append_replica(&self, bytes: &[u8]) -> Result<u64, StorageError>;
     /// Removes every record at or past `offset` (to a batch boundary); durable on return.

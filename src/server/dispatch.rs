@@ -420,9 +420,10 @@ async fn run(
             }
             Response::Ok.into()
         }
-        Request::ListReassignments => Response::Reassignments {
+        Request::ListReassignments { with_bytes } => Response::Reassignments {
             reassignments: cluster.reassignments(),
             throttle_bytes_per_s: cluster.reassignment_throttle(),
+            with_bytes,
         }
         .into(),
         Request::DecommissionBroker { broker, cancel } => {

@@ -116,10 +116,12 @@ class Cluster:
         ports = {i: free_port() for i in range(1, size + 1)}
         controllers = ",".join(f"{i}@127.0.0.1:{p}" for i, p in ports.items())
         self.brokers = {}
+        self.args = {}
         for i, port in ports.items():
-            self.brokers[i] = Broker(binary, os.path.join(data_dir, f"broker{i}"), [
+            self.args[i] = (os.path.join(data_dir, f"broker{i}"), [
                 "--node-id", str(i), "--cluster-listen", f"127.0.0.1:{port}",
                 "--controllers", controllers, "--broker-session-timeout-ms", "2000"])
+            self.brokers[i] = Broker(binary, *self.args[i])
 
     def wait_ready(self):
         for b in self.brokers.values():
@@ -132,6 +134,11 @@ class Cluster:
         b = self.brokers[i]
         b.proc.kill()
         b.proc.wait(15)
+
+    def restart(self, i):
+        """Starts broker `i` again on its data dir (its other listeners get new ports)."""
+        self.brokers[i] = Broker(self.binary, *self.args[i])
+        self.brokers[i].wait_ready()
 
     def stop(self):
         for b in self.brokers.values():
@@ -440,7 +447,28 @@ def main():
                     cells = [c.strip() for c in move.locator("td").all_inner_texts()]
                     assert cells == ["solo", str(moved), f"[{victim}]", "[1]", "1",
                                      f"broker {victim}: catching up"], cells
+                    # 30 MB for it to copy, then it returns: at 5 MB/s the copy takes about six
+                    # seconds, and the row shows a bar of the share of broker 1's log it holds.
+                    cli(binary, cluster.natives(exclude=(victim,)), "produce", "solo",
+                        "--partition", str(moved), stdin=("x" * 999 + "\n") * 30_000)
+                    cluster.restart(victim)
+                    copying = (f"#cluster-reassignments-body tr[data-topic=\"solo\"]"
+                               f" div[data-replica=\"{victim}\"]")
+                    p3.wait_for_function(
+                        "sel => { const d = document.querySelector(sel); return d &&"
+                        " d.querySelector('progress') && +d.dataset.copied > 0 &&"
+                        " +d.dataset.copied < +d.dataset.total }", arg=copying, timeout=60_000)
+                    bar = p3.locator(copying + " progress")
+                    assert 0 < float(bar.get_attribute("value")) < float(bar.get_attribute("max"))
+                    text = p3.locator(copying).inner_text().strip()
+                    assert re.fullmatch(rf"broker {victim}: \d+% copied, [\d.]+ (KiB|MiB) "
+                                        r"\([\d,]+ records\) to copy", text), text
                     p3.screenshot(path=screenshot.replace(".png", "-cluster.png"), full_page=True)
+                    # The move ends: the row goes, and so does the throttle.
+                    p3.wait_for_function(
+                        "() => !document.querySelector('#cluster-reassignments-body tr[data-topic]')",
+                        timeout=60_000)
+                    throttle.wait_for(state="hidden")
                     p3.close()
                 except Exception as e:
                     raise RuntimeError(f"{e}\n{cluster.log_tail()}") from e
@@ -449,7 +477,7 @@ def main():
                     shutil.rmtree(data_dir + "-cluster", ignore_errors=True)
 
             check("the cluster card marks the controller, each broker's role, a killed broker, its "
-                  "partitions and a throttled move waiting for it",
+                  "partitions and a throttled move waiting for it, then copying behind a bar",
                   cluster_card_shows_a_killed_broker)
             browser.close()
     except Exception as e:  # noqa: BLE001

@@ -339,15 +339,25 @@ function attentionRow(p, what) {
     el("td", {}, idList(p.isr)));
 }
 
-// What each added replica not yet in sync still has to copy. Only the partition's leader counts
-// the records: served by another broker, the page can only say the replica is catching up.
+// What each added replica not yet in sync still has to copy, with a bar of the share of the
+// leader's log it holds. Only the partition's leader counts: served by another broker, the page
+// can only say the replica is catching up (and a leader of an earlier release counts records).
 function reassignmentProgress(r) {
   const waiting = r.adding.filter((a) => !r.isr.includes(a));
   if (!waiting.length) return [el("div", {}, "dropping old replicas")];
   return waiting.map((a) => {
     const b = r.behind.find((x) => x.replica === a);
-    return el("div", { "data-replica": a },
-      "broker " + a + ": " + (b ? b.records.toLocaleString("en-US") + " records to copy" : "catching up"));
+    const who = "broker " + a + ": ";
+    if (!b) return el("div", { "data-replica": a }, who + "catching up");
+    const records = b.records.toLocaleString("en-US") + " records";
+    if (b.bytes === null || b.log_bytes === null) {
+      return el("div", { "data-replica": a }, who + records + " to copy");
+    }
+    const done = Math.max(0, b.log_bytes - b.bytes);
+    const pct = b.log_bytes ? Math.floor((done * 100) / b.log_bytes) : 100;
+    return el("div", { "data-replica": a, "data-copied": done, "data-total": b.log_bytes },
+      el("progress", { max: Math.max(1, b.log_bytes), value: done }),
+      " " + who + pct + "% copied, " + fmtBytes(b.bytes) + " (" + records + ") to copy");
   });
 }
 

@@ -342,6 +342,26 @@ impl Log {
         }
     }
 
+    /// Bytes stored from the batch holding `offset` (the log start, when below it) to the
+    /// written end: what a replica whose log ends at `offset` still has to copy. From the log
+    /// start it is the size of every record the log holds.
+    pub fn bytes_from(&self, offset: u64) -> Result<u64, StorageError> {
+        let offset = offset.max(self.log_start_offset());
+        let mut bytes = 0u64;
+        for seg in self.segments_snapshot() {
+            // The end offset first: the length published with it (or later) covers its batch.
+            let next = seg.next_offset();
+            let len = seg.len();
+            if seg.base_offset > offset {
+                bytes += len.saturating_sub(SEGMENT_HEADER_LEN) as u64;
+            } else if offset < next {
+                let (position, _, _) = seg.locate(&*seg.open(&*self.fs)?, offset, 0)?;
+                bytes += len.saturating_sub(position) as u64;
+            }
+        }
+        Ok(bytes)
+    }
+
     /// Appends `records` as one uncompressed batch stamped with their own timestamps; returns
     /// their offsets. Durable per the fsync policy when it returns.
     pub fn append(&self, records: &[NewRecord<'_>]) -> Result<OffsetRange, StorageError> {

@@ -724,3 +724,29 @@ fn log_append_time_stamps_each_batch_and_create_time_keeps_the_producers() {
         log.read(0, 1 << 20).unwrap().records().map(|r| r.unwrap().timestamp_ms).collect();
     assert_eq!(times, [5, 7]);
 }
+
+#[test]
+fn bytes_from_an_offset_count_every_batch_to_the_end_across_segments_and_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // Several batches per segment, many segments, index entries every 64 bytes.
+    let log = Log::open(dir.path(), tiny(400)).unwrap();
+    append_n(&log, 40);
+    assert!(log.describe().segments > 4, "{:?}", log.describe());
+    // Every batch is one record of the same length, so the same size.
+    let batch = log.bytes_from(39).unwrap();
+    assert_eq!(batch, log.read(39, 1 << 20).unwrap().bytes().len() as u64);
+    for k in 0..=40 {
+        assert_eq!(log.bytes_from(k).unwrap(), (40 - k) * batch, "from offset {k}");
+    }
+    assert_eq!(log.bytes_from(1000).unwrap(), 0, "past the end: nothing to copy");
+    let d = log.describe();
+    assert_eq!(
+        log.bytes_from(0).unwrap(),
+        d.size_bytes - (d.segments * SEGMENT_HEADER_LEN) as u64,
+        "from the start: every record the log holds"
+    );
+    // Below a moved log start (in the middle of a segment) counts from the start.
+    log.trim_before(7).unwrap();
+    assert_eq!(log.bytes_from(0).unwrap(), 33 * batch);
+    assert_eq!(log.bytes_from(20).unwrap(), 20 * batch);
+}
