@@ -681,12 +681,23 @@ fn a_throttled_move_copies_at_its_rate_and_the_throttle_goes_with_it() {
         text.contains(&format!("broker {newcomer}: ")) && text.contains("% copied, "),
         "progress in bytes: {text}"
     );
+    // The operator raises the throttle of the move under way (still slow enough to take
+    // seconds: 4 MB at 2 MB/s at most).
+    let raised = ok(run_cli(&all, &["topic", "reassign", "--throttle-mb-per-s", "2"], None));
+    assert_eq!(
+        raised,
+        "the moves under way are now throttled to 2 MB/s per broker until the last one ends\n"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(run_cli(&all, &["topic", "reassignments", "--json"], None)))
+            .unwrap();
+    assert_eq!(v["throttle_bytes_per_s"], 2_000_000, "{v}");
 
     let after = moves_done(&cluster, &all, "slow");
-    // 4 MB at 1 MB/s cannot take less than about 4 s, whatever the machine's load (a loaded
+    // 4 MB at 1-2 MB/s cannot take less than 2 s, whatever the machine's load (a loaded
     // machine only makes it slower); unthrottled, it takes a fraction of a second here.
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(2), "4 MB moved in {took:?} under 1 MB/s");
+    assert!(took >= Duration::from_secs(2), "4 MB moved in {took:?} under 2 MB/s");
     assert_eq!(after, vec![target.clone()], "the partition is on its new replicas");
     let gone = ok(run_cli(&all, &["topic", "reassignments", "--json"], None));
     assert_eq!(
@@ -695,6 +706,10 @@ fn a_throttled_move_copies_at_its_rate_and_the_throttle_goes_with_it() {
         "the throttle ended with the last move"
     );
     assert_eq!(ok(run_cli(&all, &["topic", "reassignments"], None)), "no reassignment under way\n");
+    // With no move under way there is nothing to throttle: refused, saying so.
+    let idle = run_cli(&all, &["topic", "reassign", "--throttle-mb-per-s", "2"], None);
+    assert!(!idle.status.success());
+    assert!(stderr(&idle).contains("no reassignment under way to throttle"), "{}", stderr(&idle));
     let during = writer.stop();
 
     // Everything is there, read through the newcomer, which leads the new replica set now.

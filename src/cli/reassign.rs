@@ -1,9 +1,9 @@
 //! `minikafka topic reassign` and `topic reassignments`: moving partitions' replicas between
 //! brokers (one partition from the flags, or a plan in the JSON that Kafka's
 //! `kafka-reassign-partitions.sh` reads), cancelling a move, and listing the moves under way with
-//! how many records each new replica still has to copy, and the replication throttle of moves
+//! how much each new replica still has to copy, and the replication throttle of moves
 //! (`--throttle-mb-per-s`, also taken by `cluster rebalance --execute` and `cluster
-//! decommission`). Owns the flags, the plan format and the output; the brokers do the moving.
+//! decommission`; alone, it changes the throttle of the moves under way). Owns the flags, the plan format and the output; the brokers do the moving.
 
 use std::path::PathBuf;
 
@@ -17,14 +17,15 @@ use crate::protocol::{PartitionMove, Reassignment, ReplicaCopy};
 
 #[derive(Debug, Args)]
 pub(super) struct ReassignArgs {
-    /// The topic whose partition moves (with --partition and --replicas or --cancel).
-    #[arg(required_unless_present = "plan", requires = "partition")]
+    /// The topic whose partition moves (with --partition and --replicas or --cancel). Without
+    /// it or --plan, --throttle-mb-per-s changes the throttle of the moves under way.
+    #[arg(required_unless_present_any = ["plan", "mb_per_s"], requires = "partition")]
     topic: Option<String>,
     /// The partition to move.
     #[arg(long, value_name = "P")]
     partition: Option<u32>,
     /// Its new replicas, comma-separated; the first is its preferred leader.
-    #[arg(long, value_name = "ID,...", value_delimiter = ',', required_unless_present_any = ["plan", "cancel"])]
+    #[arg(long, value_name = "ID,...", value_delimiter = ',', required_unless_present_any = ["plan", "cancel", "mb_per_s"])]
     replicas: Vec<i32>,
     /// Cancel the partition's move under way instead (the added replicas are dropped again).
     #[arg(long, conflicts_with_all = ["replicas", "plan"])]
@@ -120,10 +121,23 @@ fn read_plan(path: &PathBuf) -> Result<Vec<PartitionMove>, CliError> {
 pub(super) async fn reassign(admin: &Admin, args: ReassignArgs) -> Result<String, CliError> {
     let moves = match (&args.plan, &args.topic, args.partition) {
         (Some(path), _, _) => read_plan(path)?,
+        (None, Some(_), Some(_)) if !args.cancel && args.replicas.is_empty() => {
+            return Err(CliError::Usage(
+                "give the new replicas (--replicas ID,...) or --cancel".into(),
+            ));
+        }
         (None, Some(topic), Some(partition)) => {
             // Cancelling is an empty target on the wire.
             let replicas = if args.cancel { Vec::new() } else { args.replicas.clone() };
             vec![PartitionMove { topic: topic.clone(), partition, replicas }]
+        }
+        // No move: a new throttle for the moves under way (the broker refuses it when none is).
+        (None, None, _) if let Some(mb) = args.throttle.mb_per_s => {
+            admin.reassign_throttled(Vec::new(), args.throttle.bytes_per_s()).await?;
+            return Ok(format!(
+                "the moves under way are now throttled to {mb} MB/s per broker until the last \
+                 one ends\n"
+            ));
         }
         _ => return Err(CliError::Usage("give TOPIC --partition P, or --plan FILE".into())),
     };
