@@ -728,6 +728,14 @@ fn a_throttled_move_copies_at_its_rate_and_the_throttle_goes_with_it() {
     );
     assert!(!zero.status.success());
     assert!(stderr(&zero).contains("--throttle-mb-per-s"), "{}", stderr(&zero));
+    // A partition without its new replicas (or --cancel) is not a move, throttle or not.
+    let half = run_cli(
+        &all,
+        &["topic", "reassign", "slow", "--partition", "0", "--throttle-mb-per-s", "5"],
+        None,
+    );
+    assert!(!half.status.success());
+    assert!(stderr(&half).contains("<--replicas <ID,...>|--cancel>"), "{}", stderr(&half));
 }
 
 /// Waits until no partition move is under way; returns every partition's replicas.

@@ -16,16 +16,17 @@ use crate::client::{Admin, Connection};
 use crate::protocol::{PartitionMove, Reassignment, ReplicaCopy};
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").args(["replicas", "cancel"])))]
 pub(super) struct ReassignArgs {
     /// The topic whose partition moves (with --partition and --replicas or --cancel). Without
     /// it or --plan, --throttle-mb-per-s changes the throttle of the moves under way.
-    #[arg(required_unless_present_any = ["plan", "mb_per_s"], requires = "partition")]
+    #[arg(required_unless_present_any = ["plan", "mb_per_s"], requires_all = ["partition", "what"])]
     topic: Option<String>,
     /// The partition to move.
     #[arg(long, value_name = "P")]
     partition: Option<u32>,
     /// Its new replicas, comma-separated; the first is its preferred leader.
-    #[arg(long, value_name = "ID,...", value_delimiter = ',', required_unless_present_any = ["plan", "cancel", "mb_per_s"])]
+    #[arg(long, value_name = "ID,...", value_delimiter = ',')]
     replicas: Vec<i32>,
     /// Cancel the partition's move under way instead (the added replicas are dropped again).
     #[arg(long, conflicts_with_all = ["replicas", "plan"])]
@@ -121,11 +122,6 @@ fn read_plan(path: &PathBuf) -> Result<Vec<PartitionMove>, CliError> {
 pub(super) async fn reassign(admin: &Admin, args: ReassignArgs) -> Result<String, CliError> {
     let moves = match (&args.plan, &args.topic, args.partition) {
         (Some(path), _, _) => read_plan(path)?,
-        (None, Some(_), Some(_)) if !args.cancel && args.replicas.is_empty() => {
-            return Err(CliError::Usage(
-                "give the new replicas (--replicas ID,...) or --cancel".into(),
-            ));
-        }
         (None, Some(topic), Some(partition)) => {
             // Cancelling is an empty target on the wire.
             let replicas = if args.cancel { Vec::new() } else { args.replicas.clone() };
