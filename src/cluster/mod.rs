@@ -668,20 +668,25 @@ impl Cluster {
         let log = self.broker.partition_log(topic, partition)?;
         let appended = self.broker.partition_appended(topic, partition)?;
         let deadline = tokio::time::Instant::now() + max_wait;
+        let not_leading =
+            || ClusterError::LeaderNotAvailable { topic: topic.to_owned(), partition };
+        // The watermark moves when followers fetch, not only on appends here: a long poll wakes
+        // on either.
+        let mut hw_moves =
+            n.replicas.high_watermark_changes(topic, partition).ok_or_else(not_leading)?;
         loop {
             let notified = appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            // The watermark moves when followers fetch, not only on appends here: a long poll
-            // also looks again after a short pause.
-            let hw = n.replicas.high_watermark(topic, partition).ok_or_else(|| {
-                ClusterError::LeaderNotAvailable { topic: topic.to_owned(), partition }
-            })?;
+            // Seen before the watermark is read: a move after this read wakes the wait below.
+            let leading = hw_moves.borrow_and_update().leading;
+            let hw = n.replicas.high_watermark(topic, partition).ok_or_else(not_leading)?;
             let records = log.read_bounded(offset, max_bytes, hw).map_err(|source| {
                 BrokerError::Storage { topic: topic.to_owned(), partition, source }
             })?;
             let now = tokio::time::Instant::now();
-            if min_bytes == 0 || records.len() >= min_bytes || now >= deadline {
+            // Leadership ending answers at once; the next fetch learns where it went.
+            if min_bytes == 0 || records.len() >= min_bytes || now >= deadline || !leading {
                 return Ok(FetchResult {
                     partition,
                     records,
@@ -689,8 +694,20 @@ impl Cluster {
                     high_watermark: hw,
                 });
             }
-            let pause = (deadline - now).min(HW_POLL);
-            let _ = tokio::time::timeout(pause, notified).await;
+            tokio::select! {
+                _ = notified => {}
+                moved = hw_moves.changed() => {
+                    if moved.is_err() {
+                        // That leadership's state is gone (a new one began here, or none):
+                        // follow the current one, if any.
+                        hw_moves = n
+                            .replicas
+                            .high_watermark_changes(topic, partition)
+                            .ok_or_else(not_leading)?;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
         }
     }
 
@@ -855,8 +872,6 @@ impl Cluster {
 pub type AckWait =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ClusterError>> + Send>>;
 
-/// How long a long poll waits before looking at the high watermark again.
-const HW_POLL: Duration = Duration::from_millis(5);
 /// How long a topic change (creation, deletion, configs, partitions) waits for this broker's
 /// disk to follow the metadata.
 const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(10);

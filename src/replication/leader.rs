@@ -204,6 +204,11 @@ impl PartitionLeader {
         inner.hw.get()
     }
 
+    /// Changes whenever [`HwState`] does.
+    pub fn hw_changes(&self) -> watch::Receiver<HwState> {
+        self.hw_tx.subscribe()
+    }
+
     fn publish(&self, inner: &Inner) {
         let state =
             HwState { hw: inner.hw.get(), isr_len: inner.isr.len(), leading: !inner.stopped };

@@ -45,6 +45,7 @@ use tokio::task::JoinHandle;
 use fetch_protocol::{FetchDecodeError, FetchErrorCode, FetchRequest, FetchResponse};
 pub use follower::FetchConfig;
 use follower::FollowerTask;
+pub use leader::HwState;
 use leader::{IsrCounters, IsrSink, LeaderParams, PartitionLeader};
 use replica_log::PartitionLogs;
 use throttle::ReplicationThrottle;
@@ -564,6 +565,16 @@ impl ReplicaManager {
     /// The high watermark of a partition led here.
     pub fn high_watermark(&self, topic: &str, partition: u32) -> Option<u64> {
         self.leader(topic, partition).map(|l| l.refresh())
+    }
+
+    /// Changes whenever the watermark, the ISR size or the leadership of a partition led here
+    /// moves (a long poll waits on it instead of looking again and again).
+    pub fn high_watermark_changes(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Option<tokio::sync::watch::Receiver<HwState>> {
+        self.leader(topic, partition).map(|l| l.hw_changes())
     }
 
     /// The high watermark as this replica knows it, leading or following (a follower's is the
