@@ -668,19 +668,16 @@ impl Cluster {
         let log = self.broker.partition_log(topic, partition)?;
         let appended = self.broker.partition_appended(topic, partition)?;
         let deadline = tokio::time::Instant::now() + max_wait;
-        let not_leading =
-            || ClusterError::LeaderNotAvailable { topic: topic.to_owned(), partition };
         // The watermark moves when followers fetch, not only on appends here: a long poll wakes
         // on either.
-        let mut hw_moves =
-            n.replicas.high_watermark_changes(topic, partition).ok_or_else(not_leading)?;
+        let mut watermark = n.replicas.watch_high_watermark(topic, partition).ok_or_else(|| {
+            ClusterError::LeaderNotAvailable { topic: topic.to_owned(), partition }
+        })?;
         loop {
             let notified = appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            // Seen before the watermark is read: a move after this read wakes the wait below.
-            let leading = hw_moves.borrow_and_update().leading;
-            let hw = n.replicas.high_watermark(topic, partition).ok_or_else(not_leading)?;
+            let (hw, leading) = watermark.current();
             let records = log.read_bounded(offset, max_bytes, hw).map_err(|source| {
                 BrokerError::Storage { topic: topic.to_owned(), partition, source }
             })?;
@@ -696,16 +693,7 @@ impl Cluster {
             }
             tokio::select! {
                 _ = notified => {}
-                moved = hw_moves.changed() => {
-                    if moved.is_err() {
-                        // That leadership's state is gone (a new one began here, or none):
-                        // follow the current one, if any.
-                        hw_moves = n
-                            .replicas
-                            .high_watermark_changes(topic, partition)
-                            .ok_or_else(not_leading)?;
-                    }
-                }
+                _ = watermark.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }

@@ -45,7 +45,7 @@ use tokio::task::JoinHandle;
 use fetch_protocol::{FetchDecodeError, FetchErrorCode, FetchRequest, FetchResponse};
 pub use follower::FetchConfig;
 use follower::FollowerTask;
-pub use leader::HwState;
+use leader::HwState;
 use leader::{IsrCounters, IsrSink, LeaderParams, PartitionLeader};
 use replica_log::PartitionLogs;
 use throttle::ReplicationThrottle;
@@ -96,6 +96,31 @@ pub struct CopyProgress {
     /// leader's whole log: both known, or neither (the log could not be read).
     pub bytes: Option<u64>,
     pub log_bytes: Option<u64>,
+}
+
+/// A partition's high watermark as one of its leader's long polls follows it (see
+/// [`ReplicaManager::watch_high_watermark`]).
+pub struct WatermarkWatch {
+    leader: Arc<PartitionLeader>,
+    changes: tokio::sync::watch::Receiver<HwState>,
+}
+
+impl WatermarkWatch {
+    /// The watermark now (the leader's own durable end counted) and whether this leadership
+    /// still holds. What it returns is marked seen: only a later move wakes [`Self::changed`].
+    pub fn current(&mut self) -> (u64, bool) {
+        self.leader.refresh();
+        // Read from the watch, not from `refresh`: a move in between is then in the value seen.
+        let s = *self.changes.borrow_and_update();
+        (s.hw, s.leading)
+    }
+
+    /// Waits until the watermark, the ISR size or the leadership moves (a leader replaced here
+    /// or gone is stopped first, which [`Self::current`] then reports as not leading).
+    pub async fn changed(&mut self) {
+        // The sender lives in the leader this holds, so the channel never closes under it.
+        let _ = self.changes.changed().await;
+    }
 }
 
 /// An ISR change a leader asks the controller for (compare-and-set on `partition_epoch`).
@@ -567,14 +592,13 @@ impl ReplicaManager {
         self.leader(topic, partition).map(|l| l.refresh())
     }
 
-    /// Changes whenever the watermark, the ISR size or the leadership of a partition led here
-    /// moves (a long poll waits on it instead of looking again and again).
-    pub fn high_watermark_changes(
-        &self,
-        topic: &str,
-        partition: u32,
-    ) -> Option<tokio::sync::watch::Receiver<HwState>> {
-        self.leader(topic, partition).map(|l| l.hw_changes())
+    /// The high watermark of a partition led here, to follow as it moves (a long poll waits on
+    /// it instead of looking again and again). One lookup, however long it is followed.
+    pub fn watch_high_watermark(&self, topic: &str, partition: u32) -> Option<WatermarkWatch> {
+        self.leader(topic, partition).map(|leader| {
+            let changes = leader.hw_changes();
+            WatermarkWatch { leader, changes }
+        })
     }
 
     /// The high watermark as this replica knows it, leading or following (a follower's is the
