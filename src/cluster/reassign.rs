@@ -110,12 +110,9 @@ impl Cluster {
         }
     }
 
-    /// Changes the throttle of the moves under way (`None` lifts it); refused when nothing
-    /// moves (the end of the last move lifts it by itself).
-    pub async fn set_reassignment_throttle(
-        &self,
-        bytes_per_s: Option<u64>,
-    ) -> Result<(), ClusterError> {
+    /// Changes the throttle of the moves under way; refused when nothing moves (the end of the
+    /// last move lifts it by itself).
+    pub async fn set_reassignment_throttle(&self, bytes_per_s: u64) -> Result<(), ClusterError> {
         let refused = |reason: String| ClusterError::Throttle { reason };
         let n = match &self.mode {
             Mode::Single => {
@@ -123,10 +120,11 @@ impl Cluster {
             }
             Mode::Node(n) => n,
         };
-        match n.propose(MetadataCommand::SetReassignmentThrottle { bytes_per_s }).await? {
+        let cmd = MetadataCommand::SetReassignmentThrottle { bytes_per_s: Some(bytes_per_s) };
+        match n.propose(cmd).await? {
             ApplyResult::Rejected(reason) => Err(refused(reason)),
             _ => {
-                tracing::info!(?bytes_per_s, "reassignment throttle set");
+                tracing::info!(bytes_per_s, "reassignment throttle set");
                 Ok(())
             }
         }

@@ -64,6 +64,9 @@ impl<'a> Reader<'a> {
     fn opt_i32(&mut self, field: &'static str) -> Result<Option<i32>, ProtocolError> {
         if self.bool(field)? { self.i32(field).map(Some) } else { Ok(None) }
     }
+    fn opt_u64(&mut self, field: &'static str) -> Result<Option<u64>, ProtocolError> {
+        if self.bool(field)? { self.u64(field).map(Some) } else { Ok(None) }
+    }
     fn i32s(&mut self, field: &'static str) -> Result<Vec<i32>, ProtocolError> {
         let n = self.count(field, 4)?;
         let mut items = Vec::with_capacity(n);
@@ -506,7 +509,7 @@ fn decode_response_with(
                 });
             }
             let throttle_bytes_per_s = if with_bytes {
-                if r.bool("throttle set")? { Some(r.u64("throttle bytes/s")?) } else { None }
+                r.opt_u64("throttle bytes/s")?
             } else if k == ResponseKind::ThrottledReassignments as u8 {
                 Some(r.u64("throttle bytes/s")?)
             } else {

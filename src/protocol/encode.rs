@@ -468,14 +468,11 @@ pub fn encode_response(buf: &mut BytesMut, correlation_id: u32, resp: &Response)
                     }
                 }
             }
-            match (with_bytes, throttle_bytes_per_s) {
-                (true, t) => put_opt_u64(buf, *t),
+            if *with_bytes {
+                put_opt_u64(buf, *throttle_bytes_per_s);
+            } else if let Some(t) = throttle_bytes_per_s {
                 // Its presence is the kind (ThrottledReassignments).
-                (false, t) => {
-                    if let Some(t) = t {
-                        buf.put_u64_le(*t);
-                    }
-                }
+                buf.put_u64_le(*t);
             }
         }
         Response::LeadersElected { elections } => {

@@ -319,21 +319,10 @@ fn all_responses() -> Vec<Response> {
         },
         Response::LeadersElected { elections: vec![] },
         Response::Reassignments {
-            reassignments: vec![Reassignment {
-                topic: "orders".into(),
-                partition: 0,
-                target: vec![2, 3, 4],
-                adding: vec![4],
-                removing: vec![1],
-                isr: vec![1, 2, 3],
-                leader: Some(1),
-                behind: vec![ReplicaCopy {
-                    replica: 4,
-                    records: 1_234,
-                    bytes: None,
-                    log_bytes: None,
-                }],
-            }],
+            reassignments: vec![orders_move(
+                &[4],
+                vec![ReplicaCopy { replica: 4, records: 1_234, bytes: None, log_bytes: None }],
+            )],
             throttle_bytes_per_s: None,
             with_bytes: false,
         },
@@ -343,29 +332,14 @@ fn all_responses() -> Vec<Response> {
             with_bytes: false,
         },
         Response::Reassignments {
-            reassignments: vec![Reassignment {
-                topic: "orders".into(),
-                partition: 0,
-                target: vec![2, 3, 4],
-                adding: vec![4],
-                removing: vec![1],
-                isr: vec![1, 2, 3],
-                leader: Some(1),
-                behind: vec![],
-            }],
+            reassignments: vec![orders_move(&[4], vec![])],
             throttle_bytes_per_s: Some(50_000_000),
             with_bytes: false,
         },
         Response::Reassignments {
-            reassignments: vec![Reassignment {
-                topic: "orders".into(),
-                partition: 0,
-                target: vec![2, 3, 4, 5],
-                adding: vec![4, 5],
-                removing: vec![1],
-                isr: vec![1, 2, 3],
-                leader: Some(1),
-                behind: vec![
+            reassignments: vec![orders_move(
+                &[4, 5],
+                vec![
                     ReplicaCopy {
                         replica: 4,
                         records: 1_234,
@@ -374,7 +348,7 @@ fn all_responses() -> Vec<Response> {
                     },
                     ReplicaCopy { replica: 5, records: 7, bytes: None, log_bytes: None },
                 ],
-            }],
+            )],
             throttle_bytes_per_s: Some(50_000_000),
             with_bytes: true,
         },
@@ -398,6 +372,20 @@ fn all_responses() -> Vec<Response> {
 }
 
 /// Splits one encoded frame into its body, checking the prefix.
+/// orders-0 moving from brokers 1-3 onto 2, 3 and `adding`, with the copy progress given.
+fn orders_move(adding: &[i32], behind: Vec<ReplicaCopy>) -> Reassignment {
+    Reassignment {
+        topic: "orders".into(),
+        partition: 0,
+        target: [2, 3].iter().chain(adding).copied().collect(),
+        adding: adding.to_vec(),
+        removing: vec![1],
+        isr: vec![1, 2, 3],
+        leader: Some(1),
+        behind,
+    }
+}
+
 fn body_of(frame: &[u8]) -> &[u8] {
     let len = frame_len(frame[..4].try_into().unwrap(), MAX_FRAME_BYTES).unwrap();
     assert_eq!(len, frame.len() - 4, "prefix must count exactly the body");

@@ -416,7 +416,7 @@ async fn run(
                 r.map_err(|e| cluster_error(&e))?;
             }
             if !starts && let Some(t) = throttle_bytes_per_s {
-                cluster.set_reassignment_throttle(Some(t)).await.map_err(|e| cluster_error(&e))?;
+                cluster.set_reassignment_throttle(t).await.map_err(|e| cluster_error(&e))?;
             }
             Response::Ok.into()
         }

@@ -1,7 +1,7 @@
 //! openraft's network over the peer transport: AppendEntries, votes, snapshots and leadership
-//! transfers as JSON in RAFT_APPEND / RAFT_VOTE / RAFT_SNAPSHOT / RAFT_TRANSFER frames, one [`PeerClient`] per target node. The
-//! receiving side is [`serve`], which hands each request to the local Raft. Never retries on
-//! its own: openraft does, with its backoff.
+//! transfers as JSON in RAFT_APPEND / RAFT_VOTE / RAFT_SNAPSHOT / RAFT_TRANSFER frames, one
+//! [`PeerClient`] per target node. The receiving side is [`serve`], which hands each request to
+//! the local Raft. Never retries on its own: openraft does, with its backoff.
 
 use std::future::Future;
 use std::time::Duration;
